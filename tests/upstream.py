@@ -1,9 +1,9 @@
 """Where the tests find the rendered upstream Kubeflow manifests.
 
-The real upstream release is the main test data. `make test` points KUBEFLOW_MANIFESTS_DIR at a
-directory holding `v<version>.yaml` files: a pre-rendered copy kept beside the clone when there is one,
-otherwise one rendered from the pinned upstream tag with kustomize. A missing file is a test failure
-with the command that fixes it, never a skip.
+The real upstream release is the main test data. `make test` renders the pinned upstream tags with
+kustomize into build/upstream/ (`make upstream-manifests`), unless KUBEFLOW_MANIFESTS_DIR names a
+directory that already holds `v<version>.yaml` files. A missing file is a test failure with the command
+that fixes it, never a skip.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def manifests_dir() -> Path:
     configured = os.environ.get("KUBEFLOW_MANIFESTS_DIR")
     if configured:
         return Path(configured).resolve()
-    return (REPO_ROOT.parent / "shared" / "kubeflow-manifests").resolve()
+    return REPO_ROOT / "build" / "upstream"
 
 
 def manifests_path(version: str = CURRENT_VERSION) -> Path:

@@ -1,0 +1,37 @@
+# kubeflow-platform: every target sets up what it needs on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STACK ?= dev
+#: The Kubeflow release the stacks pin, and the previous one (upgrade diffs).
+KUBEFLOW_VERSION := 1.10.2
+PREVIOUS_KUBEFLOW_VERSION := 1.9.1
+export KUBEFLOW_MANIFESTS_DIR ?= $(CURDIR)/build/upstream
+MANIFESTS ?= $(KUBEFLOW_MANIFESTS_DIR)/v$(KUBEFLOW_VERSION).yaml
+
+.PHONY: venv upstream-manifests preview test docs clean
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+venv: $(BIN)/.installed
+
+upstream-manifests: venv
+	$(BIN)/python -m tools.upstream_manifests $(KUBEFLOW_VERSION) $(PREVIOUS_KUBEFLOW_VERSION)
+
+## The main command: evaluate a stack offline (no credentials, no cluster) and show its plan.
+preview: venv
+	@if [ "$(origin MANIFESTS)" = "file" ]; then $(MAKE) --no-print-directory upstream-manifests; fi
+	$(BIN)/python -m tools.preview --stack $(STACK) --manifests $(MANIFESTS)
+
+## The tests, exactly as CI runs them.
+test: venv upstream-manifests
+	$(BIN)/python -m pytest
+
+docs: venv
+	$(BIN)/python -m tools.config_reference --write README.md
+
+clean:
+	rm -rf build $(VENV) .pytest_cache

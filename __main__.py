@@ -1,0 +1,41 @@
+"""kubeflow-platform: wires validated settings into components and exports what a platform team needs."""
+
+import pulumi
+
+import config
+from components import providers
+from components.artifacts import ArtifactStore
+from components.auth import Auth
+from components.certificate import Certificate
+from components.dns import Dns
+from components.gpu import GpuNodePools
+from components.identity import WorkloadIdentity
+from components.ingress import IngressGateway
+from components.kubeflow import Kubeflow
+from components.tenancy import Tenancy
+
+try:
+    settings = config.load()
+except config.SettingsError as error:
+    # A configuration mistake is the user's to fix: report it without a Python traceback.
+    raise pulumi.RunError(str(error)) from None
+
+aws_provider = providers.aws_provider(settings)
+cluster = providers.lookup_cluster(settings, aws_provider)
+k8s_provider = providers.kubernetes_provider(settings, cluster)
+on_aws = pulumi.ResourceOptions(provider=aws_provider)
+on_cluster = pulumi.ResourceOptions(provider=k8s_provider)
+
+certificate = Certificate("certificate", opts=on_aws)
+ingress = IngressGateway("ingress", opts=on_cluster)
+dns = Dns("dns", opts=on_aws)
+identity = WorkloadIdentity("identity", opts=on_aws)
+artifacts = ArtifactStore("artifacts", opts=on_aws)
+gpu = GpuNodePools("gpu", opts=on_aws)
+kubeflow = Kubeflow("kubeflow", settings.kubeflow.version, opts=on_cluster)
+auth = Auth("auth", opts=on_cluster)
+tenancy = Tenancy("tenancy", opts=on_cluster)
+
+pulumi.export("url", f"https://{settings.dns.host}/")
+pulumi.export("kubeflowVersion", kubeflow.version)
+pulumi.export("clusterOidcIssuer", cluster.oidc_issuer)

@@ -1,0 +1,1 @@
+"""One ComponentResource per file; each registers resources and holds no manifest logic."""

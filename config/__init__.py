@@ -1,0 +1,179 @@
+"""Settings: everything a stack file says, validated at load before any resource is registered.
+
+`load()` reads the project's stack configuration, converts each top-level key into its frozen dataclass
+and runs every check, collecting all problems. Secrets are read with `Config.get_secret` and stay
+`pulumi.Output` secrets: their values are never read by the program itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import pulumi
+from pulumi.runtime import config as runtime_config
+
+from config.access import AuthSettings, TenancySettings
+from config.capacity import ArtifactSettings, GpuSettings, IdentitySettings
+from config.edge import CertificateSettings, DnsSettings, IngressSettings
+from config.kubeflow import KubeflowSettings
+from config.loader import Problems, camel, from_raw, keys_of, setting
+from config.platform import AwsSettings, ClusterSettings
+
+PROJECT = "kubeflow-platform"
+
+#: Secret top-level keys: set with `pulumi config set --secret <key> <value>`.
+SECRET_KEYS: Mapping[str, str] = {
+    "authClientSecret": "OIDC client secret of Kubeflow at the enterprise issuer.",
+    "authCookieSecret": "Key oauth2-proxy signs its session cookies with (16, 24 or 32 bytes).",
+    "databasePassword": "Password of kubeflow.database.user at the external MySQL.",
+}
+
+
+class SettingsError(Exception):
+    """Every problem found in the stack configuration, one per line."""
+
+    def __init__(self, stack: str, problems: list[str]) -> None:
+        self.stack = stack
+        self.problems = problems
+        lines = "\n".join(f"  - {line}" for line in problems)
+        super().__init__(
+            f"stack {stack!r} has {len(problems)} configuration problem{'s' if len(problems) != 1 else ''} "
+            f"(keys under {PROJECT}: in Pulumi.{stack}.yaml):\n{lines}"
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Secrets:
+    """Secret settings, as Pulumi secret Outputs (None when not configured)."""
+
+    auth_client_secret: Optional[pulumi.Output[str]] = None
+    auth_cookie_secret: Optional[pulumi.Output[str]] = None
+    database_password: Optional[pulumi.Output[str]] = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    aws: AwsSettings = setting()
+    """Account, region and default tags."""
+    cluster: ClusterSettings = setting()
+    """The existing EKS cluster."""
+    protect: bool = setting(False)
+    """Protect state-bearing resources (hosted zone, OIDC provider, buckets) and retain buckets on delete."""
+    dns: DnsSettings = setting()
+    """Route 53 zone and host names."""
+    certificate: CertificateSettings = setting(CertificateSettings())
+    """ACM certificate for the hosts."""
+    ingress: IngressSettings = setting()
+    """The mesh's ingress gateway behind an NLB, and the central Gateway."""
+    identity: IdentitySettings = setting(IdentitySettings())
+    """IAM OIDC provider for IRSA."""
+    artifacts: ArtifactSettings = setting()
+    """S3 artifact buckets."""
+    gpu: GpuSettings = setting(GpuSettings())
+    """GPU node pools."""
+    kubeflow: KubeflowSettings = setting()
+    """Upstream Kubeflow and how it is fitted in."""
+    auth: AuthSettings = setting()
+    """SSO at the gateway and the trusted identity header."""
+    tenancy: TenancySettings = setting(TenancySettings())
+    """Users, groups and profiles."""
+    secrets: Secrets = dataclasses.field(default=Secrets(), metadata={"internal": True})
+    """Secret settings (top-level secret keys, see SECRET_KEYS)."""
+
+    def cross_check(self) -> Iterator[tuple[str, str]]:
+        pools = {pool.name for pool in self.gpu.pools}
+        buckets = {bucket.purpose for bucket in self.artifacts.buckets}
+        for i, profile in enumerate(self.tenancy.profiles):
+            for j, pool in enumerate(profile.gpu_pools):
+                if pool not in pools:
+                    known = ", ".join(sorted(pools)) or "none configured"
+                    yield f"tenancy.profiles[{i}].gpuPools[{j}]", f"{pool!r} is not a gpu.pools name ({known})"
+            if profile.quota.gpus and not profile.gpu_pools:
+                yield f"tenancy.profiles[{i}].quota.gpus", "a GPU quota needs gpuPools the profile may use"
+            lake = profile.data_lake
+            if lake is not None and lake.bucket not in buckets and "." not in lake.bucket and "-" not in lake.bucket:
+                yield f"tenancy.profiles[{i}].dataLake.bucket", (
+                    f"{lake.bucket!r} is neither an artifacts.buckets purpose ({', '.join(sorted(buckets))}) "
+                    "nor a bucket name"
+                )
+
+
+def settings_keys() -> dict[str, Any]:
+    """Top-level config keys and their fields (secrets excluded)."""
+    return keys_of(Settings)
+
+
+def _raw_value(text: Any, hint: Any) -> Any:
+    # Stack files hold structured values; `pulumi config set` stores scalars as strings.
+    if not isinstance(text, str) or hint is str or hint == Optional[str]:
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse(raw: Mapping[str, Any], secrets: Secrets, present_secrets: set[str], stack: str) -> Settings:
+    """Builds Settings from raw top-level values; raises SettingsError with every problem."""
+    problems = Problems()
+    wrapper = {k: v for k, v in raw.items() if v is not None}
+    settings = from_raw(Settings, wrapper, "", problems)
+    if settings is not None:
+        settings = _with_secrets(settings, secrets)
+        for key, message in _missing_secrets(settings, present_secrets):
+            problems.add(key, message)
+    if problems:
+        raise SettingsError(stack, problems.lines)
+    return settings
+
+
+def _with_secrets(settings: Settings, secrets: Secrets) -> Settings:
+    return dataclasses.replace(settings, secrets=secrets)
+
+
+def _missing_secrets(settings: Settings, present: set[str]) -> Iterator[tuple[str, str]]:
+    def missing(key: str, why: str) -> tuple[str, str]:
+        return key, f"is required {why}; set it with `pulumi config set --secret {key} <value>`"
+
+    if "authClientSecret" not in present:
+        yield missing("authClientSecret", f"for the OIDC client {settings.auth.client_id!r}")
+    if settings.auth.proxy == "oauth2-proxy" and "authCookieSecret" not in present:
+        yield missing("authCookieSecret", "to sign oauth2-proxy's session cookies")
+    if settings.kubeflow.database is not None and "databasePassword" not in present:
+        yield missing("databasePassword", "because kubeflow.database is configured")
+
+
+def load(stack: Optional[str] = None) -> Settings:
+    """Reads and validates the current stack's configuration."""
+    stack = stack or pulumi.get_stack()
+    cfg = pulumi.Config(PROJECT)
+    hints = typing.get_type_hints(Settings)
+    raw: dict[str, Any] = {}
+    for key, f in settings_keys().items():
+        raw[key] = _raw_value(cfg.get(key), hints[f.name])
+    for key in _configured_keys():
+        if key not in raw and key not in SECRET_KEYS:
+            raw[key] = _raw_value(cfg.get(key), Any)
+    present = {key for key in SECRET_KEYS if runtime_config.get_config(f"{PROJECT}:{key}") is not None}
+    secrets = Secrets(
+        auth_client_secret=cfg.get_secret("authClientSecret"),
+        auth_cookie_secret=cfg.get_secret("authCookieSecret"),
+        database_password=cfg.get_secret("databasePassword"),
+    )
+    return parse(raw, secrets, present, stack)
+
+
+def _configured_keys() -> set[str]:
+    """Every key under this project's namespace, so unknown ones can be reported."""
+    names = set(runtime_config.CONFIG.get())
+    names.update((runtime_config.get_config_env() or {}).keys())
+    prefix = f"{PROJECT}:"
+    return {name[len(prefix):] for name in names if name.startswith(prefix)}
+
+
+__all__ = ["PROJECT", "SECRET_KEYS", "Secrets", "Settings", "SettingsError", "camel", "load", "parse"]

@@ -1,0 +1,139 @@
+"""Who may use Kubeflow: SSO at the gateway, and the data scientists' profiles."""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from config import checks
+from config.loader import setting
+
+
+@dataclass(frozen=True, kw_only=True)
+class IssuerSettings:
+    issuer: str = setting(check=checks.https_url)
+    """OIDC issuer URL whose JWTs are accepted (RequestAuthentication)."""
+    jwks_uri: Optional[str] = setting(None, check=checks.https_url)
+    """Key set URL when it is not discoverable from the issuer."""
+    audiences: tuple[str, ...] = setting(())
+    """Accepted audiences (empty: any)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuthSettings:
+    issuer_url: str = setting(check=checks.https_url)
+    """The enterprise OIDC issuer users log in with (no Dex in between)."""
+    client_id: str = setting(check=checks.not_empty)
+    """OIDC client id of Kubeflow; the client secret is the secret `authClientSecret`."""
+    proxy: Literal["oauth2-proxy", "authservice"] = setting("oauth2-proxy")
+    """Auth proxy behind the gateway's ext-authz: oauth2-proxy (Kubeflow 1.9+) or authservice (older)."""
+    user_header: str = setting("x-auth-request-email")
+    """Header the auth proxy sets after login; kubeflow-userid is set from it and nothing else."""
+    groups_header: str = setting("x-auth-request-groups")
+    """Header the auth proxy sets with the user's groups; kubeflow-groups is set from it."""
+    user_id_prefix: str = setting("")
+    """Prefix put before the user id in kubeflow-userid (as upstream's userid-prefix)."""
+    lowercase: bool = setting(True)
+    """Lower-case the user id, so Profile owners match whatever case the IdP sends."""
+    extra_issuers: tuple[IssuerSettings, ...] = setting(())
+    """Further OIDC issuers whose tokens machine clients may present."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupSettings:
+    name: str = setting(check=checks.dns1123_label)
+    """Group name used in profiles' contributors."""
+    members: tuple[str, ...] = setting((), check=(checks.emails, checks.unique("member")))
+    """Users in the group (emails, each also listed under users)."""
+    claim: Optional[str] = setting(None)
+    """IdP group claim value this group stands for (kubeflow-groups)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContributorSettings:
+    user: Optional[str] = setting(None, check=checks.email)
+    """A user (email) who may work in the profile."""
+    group: Optional[str] = setting(None)
+    """A group whose members may work in the profile."""
+    role: Literal["edit", "view"] = setting("edit")
+    """kubeflow-edit or kubeflow-view."""
+
+    def cross_check(self) -> Iterator[tuple[str, str]]:
+        if (self.user is None) == (self.group is None):
+            yield "", "name exactly one of user or group"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataLakeSettings:
+    bucket: str = setting(check=checks.not_empty)
+    """Bucket purpose from artifacts.buckets (like pipelines) or an existing bucket name."""
+    prefix: str = setting(check=checks.not_empty)
+    """Key prefix the profile's workloads may read and write."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuotaSettings:
+    gpus: int = setting(0, check=checks.between(0, 1024))
+    """GPUs the profile's pods may request in total (nvidia.com/gpu)."""
+    cpu: Optional[str] = setting(None)
+    """CPU requests the profile may hold (like 64)."""
+    memory: Optional[str] = setting(None)
+    """Memory requests the profile may hold (like 256Gi)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProfileSettings:
+    name: str = setting(check=checks.dns1123_label)
+    """Profile and namespace name."""
+    owner: str = setting(check=checks.email)
+    """Owner's email (must be listed under users)."""
+    contributors: tuple[ContributorSettings, ...] = setting(())
+    """Users or groups who may work in the profile."""
+    gpu_pools: tuple[str, ...] = setting(())
+    """GPU pools (gpu.pools[].name) whose taints the profile's pods tolerate."""
+    quota: QuotaSettings = setting(QuotaSettings())
+    """Resource quota of the namespace."""
+    labels: Mapping[str, str] = setting(types.MappingProxyType({}), check=checks.labels)
+    """Extra namespace labels."""
+    annotations: Mapping[str, str] = setting(types.MappingProxyType({}), check=checks.annotation_keys)
+    """Extra namespace annotations."""
+    data_lake: Optional[DataLakeSettings] = setting(None)
+    """Bucket prefix the profile's workloads reach with short-lived IRSA credentials."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TenancySettings:
+    users: tuple[str, ...] = setting((), check=(checks.emails, checks.unique("user")))
+    """Every data scientist, by email."""
+    groups: tuple[GroupSettings, ...] = setting(())
+    """Named groups of users."""
+    profiles: tuple[ProfileSettings, ...] = setting(())
+    """One Profile (namespace) per data scientist or team."""
+
+    def cross_check(self) -> Iterator[tuple[str, str]]:
+        users = set(self.users)
+        group_names = [g.name for g in self.groups]
+        for i, group in enumerate(self.groups):
+            if group_names.index(group.name) != i:
+                yield f"groups[{i}].name", f"{group.name!r} is listed twice"
+            for j, member in enumerate(group.members):
+                if member not in users:
+                    yield f"groups[{i}].members[{j}]", f"{member!r} is not listed under tenancy.users"
+        seen_names: set[str] = set()
+        seen_owners: set[str] = set()
+        for i, profile in enumerate(self.profiles):
+            if profile.name in seen_names:
+                yield f"profiles[{i}].name", f"{profile.name!r} is listed twice"
+            seen_names.add(profile.name)
+            if profile.owner in seen_owners:
+                yield f"profiles[{i}].owner", f"{profile.owner!r} already owns another profile"
+            seen_owners.add(profile.owner)
+            if profile.owner not in users:
+                yield f"profiles[{i}].owner", f"{profile.owner!r} is not listed under tenancy.users"
+            for j, contributor in enumerate(profile.contributors):
+                if contributor.user is not None and contributor.user not in users:
+                    yield f"profiles[{i}].contributors[{j}].user", f"{contributor.user!r} is not listed under tenancy.users"
+                if contributor.group is not None and contributor.group not in group_names:
+                    yield f"profiles[{i}].contributors[{j}].group", f"{contributor.group!r} is not listed under tenancy.groups"

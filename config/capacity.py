@@ -1,0 +1,148 @@
+"""AWS capacity the platform owns: workload identity, artifact buckets and GPU node pools."""
+
+from __future__ import annotations
+
+import re
+import types
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from config import checks
+from config.loader import setting
+
+# S3 bucket naming rules (docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html).
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+# EKS refuses these label prefixes on managed node groups.
+RESERVED_LABEL_PREFIXES = ("kubernetes.io/", "k8s.io/", "eks.amazonaws.com/")
+
+
+def bucket_name(value: str) -> Optional[str]:
+    if not _BUCKET.match(value) or ".." in value or value.startswith("xn--") or value.endswith("-s3alias"):
+        return (
+            f"{value!r} is not a valid S3 bucket name: 3 to 63 lower-case letters, digits, '.' and '-', "
+            "starting and ending with a letter or digit"
+        )
+    if re.match(r"^\d+\.\d+\.\d+\.\d+$", value):
+        return f"{value!r} looks like an IP address, which S3 refuses as a bucket name"
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class IdentitySettings:
+    oidc_provider_arn: Optional[str] = setting(None, check=checks.arn("iam", "oidc-provider/"))
+    """Adopt this existing IAM OIDC provider for the cluster's issuer instead of creating one."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BucketSettings:
+    purpose: str = setting(check=checks.dns1123_label)
+    """What the bucket stores (pipelines, models, ...); part of its deterministic name."""
+    kms_key_arn: Optional[str] = setting(None, check=checks.arn("kms", "key/"))
+    """Encrypt with this customer-managed KMS key instead of S3-managed keys."""
+    noncurrent_version_days: int = setting(30, check=checks.between(1, 3650))
+    """Days a replaced object version is kept before it expires."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArtifactSettings:
+    bucket_prefix: str = setting(check=bucket_name)
+    """Start of every bucket name; the name is `<bucketPrefix>-<purpose>`, so it must be globally unique."""
+    buckets: tuple[BucketSettings, ...] = setting((BucketSettings(purpose="pipelines"),))
+    """The buckets to create; `pipelines` holds pipeline artifacts and the profiles' prefixes."""
+    force_destroy: bool = setting(False)
+    """Let `pulumi destroy` delete buckets that still hold objects (dev only)."""
+
+    def names(self) -> dict[str, str]:
+        return {b.purpose: f"{self.bucket_prefix}-{b.purpose}" for b in self.buckets}
+
+    def cross_check(self) -> Iterator[tuple[str, str]]:
+        purposes = [b.purpose for b in self.buckets]
+        for i, bucket in enumerate(self.buckets):
+            message = bucket_name(f"{self.bucket_prefix}-{bucket.purpose}")
+            if message:
+                yield f"buckets[{i}].purpose", f"gives the bucket name {message}"
+            if purposes.count(bucket.purpose) > 1:
+                yield f"buckets[{i}].purpose", f"{bucket.purpose!r} is listed twice"
+        if "pipelines" not in purposes:
+            yield "buckets", "a bucket with purpose 'pipelines' is required for pipeline artifacts"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaintSettings:
+    key: str = setting(check=checks.not_empty)
+    """Taint key (like nvidia.com/gpu)."""
+    value: str = setting("")
+    """Taint value (like present); may be empty."""
+    effect: Literal["NO_SCHEDULE", "NO_EXECUTE", "PREFER_NO_SCHEDULE"] = setting("NO_SCHEDULE")
+    """Taint effect in the EKS API spelling."""
+
+    def cross_check(self) -> Iterator[tuple[str, str]]:
+        message = checks.label_key(self.key)
+        if message:
+            yield "key", message.replace("label key", "taint key")
+        if len(self.value) > 63:
+            yield "value", "taint values are at most 63 characters"
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpuPoolSettings:
+    name: str = setting(check=checks.dns1123_label)
+    """Pool name; the node group is `<cluster>-<name>`."""
+    instance_types: tuple[str, ...] = setting(check=checks.not_empty)
+    """EC2 GPU instance types, like g5.xlarge (several give the autoscaler choice)."""
+    capacity_type: Literal["ON_DEMAND", "SPOT"] = setting("ON_DEMAND")
+    """On-demand or spot capacity."""
+    ami_type: Literal[
+        "AL2023_x86_64_NVIDIA", "AL2023_ARM_64_NVIDIA", "BOTTLEROCKET_x86_64_NVIDIA", "BOTTLEROCKET_ARM_64_NVIDIA"
+    ] = setting("AL2023_x86_64_NVIDIA")
+    """EKS-optimised accelerated AMI family."""
+    subnet_ids: tuple[str, ...] = setting(check=(checks.not_empty, checks.subnets))
+    """Private subnets the nodes start in (one per availability zone)."""
+    min_size: int = setting(0, check=checks.at_least(0))
+    """Fewest nodes; 0 lets the pool scale to zero when idle."""
+    desired_size: int = setting(0, check=checks.at_least(0))
+    """Nodes at creation; afterwards the cluster autoscaler owns it and `pulumi up` leaves it alone."""
+    max_size: int = setting(check=checks.at_least(1))
+    """Most nodes the autoscaler may start."""
+    disk_size_gib: int = setting(100, check=checks.between(20, 16384))
+    """Root volume size of each node in GiB (images of GPU frameworks are large)."""
+    gpus_per_node: int = setting(1, check=checks.between(1, 16))
+    """GPUs each instance type has; tells the autoscaler what a node from zero will offer."""
+    labels: Mapping[str, str] = setting(types.MappingProxyType({}), check=checks.labels)
+    """Node labels (like workload: ai-ml); kubernetes.io/, k8s.io/ and eks.amazonaws.com/ are refused by EKS."""
+    taints: tuple[TaintSettings, ...] = setting(())
+    """Taints that keep everything but GPU work off these nodes."""
+    warm_nodes: int = setting(0, check=checks.at_least(0))
+    """Nodes kept ready by low-priority placeholder pods, pre-empted by real work (hides the cold start)."""
+
+    def cross_check(self) -> Iterator[tuple[str, str]]:
+        if self.max_size < self.min_size:
+            yield "maxSize", f"{self.max_size} is below minSize {self.min_size}"
+        elif not self.min_size <= self.desired_size <= self.max_size:
+            yield "desiredSize", f"{self.desired_size} is outside minSize..maxSize ({self.min_size}..{self.max_size})"
+        if self.warm_nodes > self.max_size:
+            yield "warmNodes", f"{self.warm_nodes} is above maxSize {self.max_size}"
+        for key in self.labels:
+            if any(key.startswith(p) or ("/" in key and key.split("/")[0].endswith("." + p.rstrip("/"))) for p in RESERVED_LABEL_PREFIXES):
+                yield f"labels.{key}", "EKS refuses labels under kubernetes.io/, k8s.io/ and eks.amazonaws.com/"
+        if not self.taints:
+            yield "taints", "GPU pools must be tainted so only workloads that tolerate the taint land there"
+        keys = [(t.key, t.effect) for t in self.taints]
+        if len(set(keys)) != len(keys):
+            yield "taints", "the same key and effect is listed twice"
+        for i, instance_type in enumerate(self.instance_types):
+            if "." not in instance_type:
+                yield f"instanceTypes[{i}]", f"{instance_type!r} is not an EC2 instance type (like g5.xlarge)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpuSettings:
+    pools: tuple[GpuPoolSettings, ...] = setting(())
+    """GPU node pools on the existing cluster."""
+
+    def cross_check(self) -> Iterator[tuple[str, str]]:
+        names = [p.name for p in self.pools]
+        for i, name in enumerate(names):
+            if names.index(name) != i:
+                yield f"pools[{i}].name", f"{name!r} is listed twice"

@@ -1,0 +1,77 @@
+"""The public edge: DNS records, the TLS certificate and the mesh's ingress gateway behind an NLB."""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from config import checks
+from config.loader import setting
+
+
+@dataclass(frozen=True, kw_only=True)
+class DnsSettings:
+    zone_name: str = setting(check=checks.dns_name)
+    """Public Route 53 hosted zone that holds the Kubeflow host (like example.com)."""
+    host: str = setting(check=checks.dns_name)
+    """Host name users open (like kubeflow.example.com); must lie inside zoneName."""
+    extra_hosts: tuple[str, ...] = setting((), check=(checks.dns_names, checks.unique("host")))
+    """Further host names routed to the same gateway, each inside zoneName."""
+    create_zone: bool = setting(False)
+    """Create the hosted zone instead of looking it up; its name servers are exported for delegation."""
+    records: Literal["route53", "external-dns"] = setting("route53")
+    """Who writes the alias records: this program (route53) or the cluster's external-dns."""
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        return (self.host, *self.extra_hosts)
+
+    def cross_check(self) -> Iterator[tuple[str, str]]:
+        zone = self.zone_name.rstrip(".")
+        for key, host in [("host", self.host)] + [(f"extraHosts[{i}]", h) for i, h in enumerate(self.extra_hosts)]:
+            if not (host.rstrip(".") == zone or host.rstrip(".").endswith("." + zone)):
+                yield key, f"{host!r} is not inside the hosted zone {zone!r} (dns.zoneName)"
+        if self.host in self.extra_hosts:
+            yield "extraHosts", f"{self.host!r} is already dns.host"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CertificateSettings:
+    subject_alternative_names: tuple[str, ...] = setting(
+        (), check=(checks.dns_names_with_wildcards, checks.unique("name"))
+    )
+    """Names the ACM certificate covers besides the hosts (wildcards like *.example.com allowed)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngressSettings:
+    mode: Literal["patch", "create"] = setting("patch")
+    """patch: annotate the mesh's existing gateway Service (server-side apply); create: create it."""
+    namespace: str = setting("istio-system", check=checks.dns1123_label)
+    """Namespace of the mesh's ingress gateway Service and pods."""
+    service_name: str = setting("istio-ingressgateway", check=checks.dns1123_label)
+    """Name of the ingress gateway Service."""
+    selector: Mapping[str, str] = setting(types.MappingProxyType({"istio": "ingressgateway"}), check=checks.labels)
+    """Pod labels of the ingress gateway pods (the Gateway and the identity filter select them)."""
+    load_balancer_type: Literal["nlb"] = setting("nlb")
+    """Load balancer kind in front of the gateway; only an NLB (AWS Load Balancer Controller) is supported."""
+    scheme: Literal["internet-facing", "internal"] = setting("internet-facing")
+    """Whether the NLB has public addresses or only addresses inside the VPC."""
+    source_cidrs: tuple[str, ...] = setting((), check=checks.cidrs)
+    """Client address ranges allowed through the NLB (the organisation's ranges)."""
+    security_groups: tuple[str, ...] = setting((), check=checks.security_groups)
+    """Front-end security groups for the NLB instead of sourceCidrs; their rules are managed outside."""
+    gateway_namespace: str = setting("kubeflow", check=checks.dns1123_label)
+    """Namespace of the central Istio Gateway every Kubeflow VirtualService binds to."""
+    gateway_name: str = setting("kubeflow-gateway", check=checks.dns1123_label)
+    """Name of the central Istio Gateway."""
+
+    def cross_check(self) -> Iterator[tuple[str, str]]:
+        if not self.source_cidrs and not self.security_groups:
+            yield "sourceCidrs", "name the organisation's CIDR ranges or securityGroups; an open NLB is refused"
+        if self.source_cidrs and self.security_groups:
+            yield "securityGroups", "use either sourceCidrs or securityGroups, not both"
+        if not self.selector:
+            yield "selector", "must name at least one label of the gateway pods"

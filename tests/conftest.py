@@ -1,0 +1,51 @@
+"""Shared fixtures: run the whole program for a stack under the mock runtime."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from tests.upstream import CURRENT_VERSION, manifests_path  # noqa: E402
+from tools.mock_runtime import ProgramRun, run_program  # noqa: E402
+
+#: Marker secrets: tests assert these never appear in clear anywhere.
+MARKER_SECRETS = {
+    "authClientSecret": "MARKER-client-secret-3f9a",
+    "authCookieSecret": "MARKER-cookie-secret-7c21",
+    "databasePassword": "MARKER-db-password-b5e8",
+}
+
+STACKS = ("dev", "prod")
+
+
+def run_stack(stack: str, overrides: dict | None = None, secrets: dict | None = None, **kwargs) -> ProgramRun:
+    """The whole program for `stack` with the real upstream manifests and marker secrets."""
+    config = {}
+    kubeflow = _stack_kubeflow(stack)
+    kubeflow["manifests"] = str(manifests_path(kubeflow.get("version", CURRENT_VERSION)))
+    config["kubeflow"] = kubeflow
+    config.update(overrides or {})
+    return run_program(stack, config_overrides=config, secrets=MARKER_SECRETS if secrets is None else secrets, **kwargs)
+
+
+def _stack_kubeflow(stack: str) -> dict:
+    from tools.mock_runtime import stack_config
+
+    return dict(stack_config(stack)["kubeflow-platform:kubeflow"])
+
+
+_RUNS: dict[str, ProgramRun] = {}
+
+
+@pytest.fixture(params=STACKS)
+def stack_run(request) -> ProgramRun:
+    """Each stack's run, evaluated once per test session (tests must not mutate it)."""
+    if request.param not in _RUNS:
+        _RUNS[request.param] = run_stack(request.param)
+    return _RUNS[request.param]

@@ -1,0 +1,127 @@
+"""Bad settings: each gives one clear message per problem, naming the key, and nothing is registered."""
+
+from __future__ import annotations
+
+import copy
+
+import pulumi
+import pytest
+
+from tests.conftest import MARKER_SECRETS, run_stack
+from tools.mock_runtime import stack_config
+
+
+def _dev(area: str) -> dict:
+    return copy.deepcopy(stack_config("dev")[f"kubeflow-platform:{area}"])
+
+
+def _with(area: str, edit) -> dict:
+    value = _dev(area)
+    edit(value)
+    return {area: value}
+
+
+def _set(path: list, new):
+    def edit(value):
+        target = value
+        for step in path[:-1]:
+            target = target[step]
+        target[path[-1]] = new
+
+    return edit
+
+
+def _delete(path: list):
+    def edit(value):
+        target = value
+        for step in path[:-1]:
+            target = target[step]
+        del target[path[-1]]
+
+    return edit
+
+
+BAD_SETTINGS = [
+    ("region", _with("aws", _set(["region"], "us-westt-2")), ["aws.region: 'us-westt-2' is not an AWS region name"]),
+    ("account id", _with("aws", _set(["allowedAccountIds"], ["1234"])), ["aws.allowedAccountIds: '1234' is not an AWS account id"]),
+    ("tag prefix", _with("aws", _set(["defaultTags", "aws:owner"], "x")), ["aws.defaultTags.aws:owner: tag keys"]),
+    ("missing cluster name", _with("cluster", _delete(["name"])), ["cluster.name: is required"]),
+    ("typo key", _with("dns", lambda d: d.update(hostt=d["host"])), ["dns.hostt: unknown key; did you mean 'host'?"]),
+    ("host outside zone", _with("dns", _set(["host"], "kubeflow.other.com")), ["dns.host: 'kubeflow.other.com' is not inside the hosted zone"]),
+    ("invalid dns name", _with("dns", _set(["host"], "Kube_flow.dev.ml.example.com")), ["dns.host: 'Kube_flow.dev.ml.example.com' is not a valid DNS name"]),
+    ("records mode", _with("dns", _set(["records"], "external_dns")), ["dns.records: 'external_dns' is not one of 'route53', 'external-dns' (did you mean 'external-dns'?)"]),
+    ("san", _with("certificate", _set(["subjectAlternativeNames"], ["*.*.example.com"])), ["certificate.subjectAlternativeNames: '*.*.example.com' is not a valid DNS name"]),
+    ("cidr", _with("ingress", _set(["sourceCidrs"], ["10.0.0.1/8"])), ["ingress.sourceCidrs: '10.0.0.1/8' is not a CIDR block"]),
+    ("open nlb", _with("ingress", _set(["sourceCidrs"], ["0.0.0.0/0"])), ["ingress.sourceCidrs: '0.0.0.0/0' opens the load balancer to the whole internet"]),
+    ("no restriction", _with("ingress", _set(["sourceCidrs"], [])), ["ingress.sourceCidrs: name the organisation's CIDR ranges or securityGroups"]),
+    ("security group", _with("ingress", lambda d: d.update(sourceCidrs=[], securityGroups=["sg-xyz"])), ["ingress.securityGroups: 'sg-xyz' is not a security group id"]),
+    ("lb type", _with("ingress", _set(["loadBalancerType"], "alb")), ["ingress.loadBalancerType: 'alb' is not one of 'nlb'"]),
+    ("oidc arn", {"identity": {"oidcProviderArn": "arn:aws:iam::123:role/x"}}, ["identity.oidcProviderArn: 'arn:aws:iam::123:role/x' has account '123'"]),
+    ("bucket prefix", _with("artifacts", _set(["bucketPrefix"], "Example_ML")), ["artifacts.bucketPrefix: 'Example_ML' is not a valid S3 bucket name"]),
+    ("kms arn", _with("artifacts", _set(["buckets", 0, "kmsKeyArn"], "arn:aws:s3:::bucket")), ["artifacts.buckets[0].kmsKeyArn: 'arn:aws:s3:::bucket' is an ARN of service 's3', expected 'kms'"]),
+    ("max below min", _with("gpu", lambda g: g["pools"][0].update(minSize=3, desiredSize=3, maxSize=2)), ["gpu.pools[0].maxSize: 2 is below minSize 3"]),
+    ("desired outside", _with("gpu", _set(["pools", 0, "desiredSize"], 5)), ["gpu.pools[0].desiredSize: 5 is outside minSize..maxSize (0..2)"]),
+    ("size type", _with("gpu", _set(["pools", 0, "maxSize"], "two")), ["gpu.pools[0].maxSize: expected a whole number, got string 'two'"]),
+    ("reserved label", _with("gpu", _set(["pools", 0, "labels", "kubernetes.io/role"], "gpu")), ["gpu.pools[0].labels.kubernetes.io/role: EKS refuses labels"]),
+    ("taint effect", _with("gpu", _set(["pools", 0, "taints", 0, "effect"], "NoSchedule")), ["gpu.pools[0].taints[0].effect: 'NoSchedule' is not one of"]),
+    ("untainted pool", _with("gpu", _set(["pools", 0, "taints"], [])), ["gpu.pools[0].taints: GPU pools must be tainted"]),
+    ("subnet", _with("gpu", _set(["pools", 0, "subnetIds"], ["subnet-1"])), ["gpu.pools[0].subnetIds: 'subnet-1' is not a subnet id"]),
+    ("version", _with("kubeflow", _set(["version"], "v1.10")), ["kubeflow.version: 'v1.10' is not a release version like 1.10.2"]),
+    ("sha256", _with("kubeflow", _set(["manifests"], {"url": "https://example.com/k.yaml", "sha256": "abc"})), ["kubeflow.manifests.sha256: 'abc' is not a SHA-256 digest"]),
+    ("issuer", _with("auth", _set(["issuerUrl"], "http://login.example.com")), ["auth.issuerUrl: 'http://login.example.com' is not an https URL"]),
+    ("email", _with("tenancy", _set(["users", 0], "alice-at-example.com")), ["tenancy.users: 'alice-at-example.com' is not an email address"]),
+    ("profile name", _with("tenancy", _set(["profiles", 0, "name"], "Alice")), ["tenancy.profiles[0].name: 'Alice' is not a valid Kubernetes name"]),
+    ("unknown group", _with("tenancy", _set(["profiles", 0, "contributors", 0, "group"], "nlp-team")), ["tenancy.profiles[0].contributors[0].group: 'nlp-team' is not listed under tenancy.groups"]),
+    ("duplicate profile", _with("tenancy", _set(["profiles", 1, "name"], "alice")), ["tenancy.profiles[1].name: 'alice' is listed twice"]),
+    ("unknown pool", _with("tenancy", _set(["profiles", 0, "gpuPools"], ["gpu-h100"])), ["tenancy.profiles[0].gpuPools[0]: 'gpu-h100' is not a gpu.pools name (gpu-a10g)"]),
+    ("unknown top-level key", {"kubeflw": {"version": "1.10.2"}}, ["kubeflw: unknown key; did you mean 'kubeflow'?"]),
+]
+
+
+def _expect_refused(overrides: dict, secrets=None) -> str:
+    with pytest.raises(pulumi.RunError) as caught:
+        run_stack("dev", overrides, secrets=secrets)
+    assert caught.value.program_run.resources == [], "resources were registered despite bad settings"
+    return str(caught.value)
+
+
+@pytest.mark.parametrize("overrides,expected", [row[1:] for row in BAD_SETTINGS], ids=[row[0] for row in BAD_SETTINGS])
+def test_bad_setting_is_refused_with_its_key_path(overrides, expected):
+    message = _expect_refused(overrides)
+    for line in expected:
+        assert line in message
+    assert message.count("\n  - ") == len(expected), message
+    assert "Traceback" not in message
+
+
+def test_all_problems_are_reported_at_once():
+    rows = {name: (overrides, expected) for name, overrides, expected in BAD_SETTINGS}
+    chosen = ["region", "missing cluster name", "typo key", "cidr", "max below min", "email"]
+    overrides = {}
+    for name in chosen:
+        overrides.update(rows[name][0])
+    message = _expect_refused(overrides)
+    assert f"{len(chosen)} configuration problems" in message
+    for name in chosen:
+        assert rows[name][1][0] in message
+
+
+@pytest.mark.parametrize("missing", sorted(MARKER_SECRETS))
+def test_a_missing_secret_names_the_command_that_sets_it(missing):
+    secrets = {k: v for k, v in MARKER_SECRETS.items() if k != missing}
+    message = _expect_refused({}, secrets=secrets)
+    assert f"{missing}: is required" in message
+    assert f"pulumi config set --secret {missing} <value>" in message
+
+
+def test_secrets_stay_pulumi_secrets():
+    import config
+    from config import Secrets
+
+    settings_secrets = Secrets(auth_client_secret=pulumi.Output.secret("x"))
+    assert isinstance(settings_secrets.auth_client_secret, pulumi.Output)
+    # The message for bad settings never carries a secret's value.
+    message = _expect_refused(_with("aws", _set(["region"], "nowhere")))
+    for value in MARKER_SECRETS.values():
+        assert value not in message
+    assert "authClientSecret" in config.SECRET_KEYS

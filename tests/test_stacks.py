@@ -1,0 +1,138 @@
+"""Both stacks evaluate as a real `pulumi up` would run them, and their files agree with the schema."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import typing
+
+import yaml
+
+import config
+from config.loader import keys_of
+from tests.conftest import REPO_ROOT, STACKS
+from tools import config_reference
+from tools.mock_runtime import stack_config
+
+
+def test_every_stack_evaluates_and_exports_the_url(stack_run):
+    host = stack_config(stack_run.stack)["kubeflow-platform:dns"]["host"]
+    assert stack_run.exports["url"] == f"https://{host}/"
+    assert stack_run.exports["kubeflowVersion"] == "1.10.2"
+
+
+def test_every_resource_uses_an_explicit_provider(stack_run):
+    providers = {r.urn: r for r in stack_run.resources if r.type.startswith("pulumi:providers:")}
+    assert {r.type for r in providers.values()} == {"pulumi:providers:aws", "pulumi:providers:kubernetes"}
+    for resource in stack_run.resources:
+        if not resource.custom or resource.type.startswith("pulumi:providers:"):
+            continue
+        provider_urn = resource.provider.rsplit("::", 1)[0]
+        assert provider_urn in providers, f"{resource.type} {resource.name} uses the default provider"
+        package = resource.type.split(":")[0]
+        assert providers[provider_urn].type == f"pulumi:providers:{package}", resource.urn
+
+
+def test_urns_are_unique(stack_run):
+    # The mock monitor silently accepts duplicates; the engine refuses the whole deployment.
+    counts = collections.Counter(r.urn for r in stack_run.resources)
+    assert [urn for urn, n in counts.items() if n > 1] == []
+
+
+def test_the_aws_provider_tags_everything_and_pins_the_account(stack_run):
+    provider = next(r for r in stack_run.resources if r.type == "pulumi:providers:aws")
+    settings_aws = stack_config(stack_run.stack)["kubeflow-platform:aws"]
+    assert provider.inputs["region"] == settings_aws["region"]
+    assert yaml.safe_load(provider.inputs["allowedAccountIds"]) == settings_aws["allowedAccountIds"]
+    tags = yaml.safe_load(provider.inputs["defaultTags"])["tags"]
+    assert tags["managed-by"] == "kubeflow-platform"
+    assert tags["environment"] == stack_run.stack
+
+
+def test_the_kubernetes_provider_gets_tokens_from_aws_eks(stack_run):
+    provider = next(r for r in stack_run.resources if r.type == "pulumi:providers:kubernetes")
+    kubeconfig = yaml.safe_load(provider.inputs["kubeconfig"])
+    cluster_name = stack_config(stack_run.stack)["kubeflow-platform:cluster"]["name"]
+    user = kubeconfig["users"][0]["user"]["exec"]
+    assert user["command"] == "aws"
+    assert user["args"][:4] == ["eks", "get-token", "--cluster-name", cluster_name]
+    assert kubeconfig["clusters"][0]["cluster"]["server"].startswith("https://")
+
+
+def test_a_kubeconfig_context_replaces_the_generated_kubeconfig():
+    from tests.conftest import run_stack
+
+    cluster = dict(stack_config("dev")["kubeflow-platform:cluster"], kubeconfigContext="ml-dev-admin")
+    run = run_stack("dev", {"cluster": cluster})
+    provider = next(r for r in run.resources if r.type == "pulumi:providers:kubernetes")
+    assert provider.inputs.get("context") == "ml-dev-admin"
+    assert "kubeconfig" not in provider.inputs
+
+
+def test_pulumi_yaml_builds_its_own_virtualenv_with_pip():
+    project = yaml.safe_load((REPO_ROOT / "Pulumi.yaml").read_text())
+    assert project["name"] == "kubeflow-platform"
+    assert project["runtime"] == {"name": "python", "options": {"toolchain": "pip", "virtualenv": "venv"}}
+    assert project["description"]
+
+
+def test_pulumi_yaml_declares_exactly_the_settings_keys_with_types():
+    declared = yaml.safe_load((REPO_ROOT / "Pulumi.yaml").read_text())["config"]
+    expected = set(config.settings_keys()) | set(config.SECRET_KEYS)
+    assert set(declared) == expected
+    hints = typing.get_type_hints(config.Settings)
+    for key, field in config.settings_keys().items():
+        hint = hints[field.name]
+        declaration = declared[key]
+        assert declaration.get("description"), key
+        if hint is bool:
+            assert declaration.get("type") == "boolean", key
+        elif dataclasses.is_dataclass(hint):
+            # Pulumi's project schema has no object type (pulumi/pulumi#11321).
+            assert "type" not in declaration and declaration["description"].startswith("object:"), key
+    for key, description in config.SECRET_KEYS.items():
+        assert declared[key] == {"type": "string", "secret": True, "description": description}
+
+
+def test_stack_files_use_only_known_keys_and_the_same_ones():
+    known = set(config.settings_keys())
+    keys_per_stack = {}
+    for stack in STACKS:
+        raw = yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
+        keys = {k.split(":", 1)[1] for k in raw}
+        assert all(k.startswith("kubeflow-platform:") for k in raw), stack
+        assert keys <= known, f"{stack}: unknown keys {sorted(keys - known)}"
+        keys_per_stack[stack] = keys
+    assert keys_per_stack["dev"] == keys_per_stack["prod"] == known
+
+
+def test_every_settings_field_is_documented():
+    undocumented = []
+
+    def walk(cls, prefix=""):
+        docs = config_reference.field_docs(cls)
+        hints = typing.get_type_hints(cls)
+        for key, field in keys_of(cls).items():
+            if not docs.get(field.name):
+                undocumented.append(prefix + key)
+            for inner in typing.get_args(hints[field.name]) or (hints[field.name],):
+                if dataclasses.is_dataclass(inner):
+                    walk(inner, f"{prefix}{key}.")
+
+    walk(config.Settings)
+    assert undocumented == []
+
+
+def test_readme_config_reference_is_current():
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert config_reference.render() in readme, "run `make docs` to refresh the README's config reference"
+
+
+def test_prod_differs_from_dev_where_the_environments_must():
+    dev, prod = stack_config("dev"), stack_config("prod")
+    assert prod["kubeflow-platform:protect"] is True and dev["kubeflow-platform:protect"] is False
+    assert prod["kubeflow-platform:artifacts"]["forceDestroy"] is False
+    assert dev["kubeflow-platform:artifacts"]["forceDestroy"] is True
+    prod_subnets = {s for p in prod["kubeflow-platform:gpu"]["pools"] for s in p["subnetIds"]}
+    assert len(prod_subnets) >= 2
+    assert all(p["minSize"] == 0 for p in dev["kubeflow-platform:gpu"]["pools"])

@@ -1,0 +1,353 @@
+"""Runs `__main__.py` for a stack under Pulumi's mock runtime: no credentials, no cloud calls.
+
+Used by the tests and by the offline preview. It does what the mock runtime does not do by itself:
+applies the `Pulumi.yaml` defaults and the stack file's config, answers the data-source invokes the
+program makes (EKS cluster, caller identity, hosted zone, ...) with values shaped like AWS's, and
+records every registration with its parent, provider, options and dependencies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import runpy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import pulumi
+import yaml
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import rpc
+from pulumi.runtime.config import set_all_config
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PROJECT = "kubeflow-platform"
+#: What the mocks answer for the caller's account when the stack pins none.
+DEFAULT_ACCOUNT = "123456789012"
+
+# Canonical hosted zone ids of Network Load Balancers per region (Elastic Load Balancing endpoints
+# and quotas, "Network Load Balancers" column); ALB/Classic ids differ and alias records to an NLB
+# with them fail.
+NLB_HOSTED_ZONE_IDS = {
+    "us-east-1": "Z26RNL4JYFTOTI",
+    "us-east-2": "ZLMOA37VPKANP",
+    "us-west-1": "Z24FKFUX50B4VW",
+    "us-west-2": "Z18D5FSROUN65G",
+    "eu-west-1": "Z2IFOLAFXWLO4F",
+    "eu-central-1": "Z3F0SRJ5LGBH90",
+}
+
+
+def stack_config(stack: str, root: Path = REPO_ROOT) -> dict[str, Any]:
+    """The config a real `pulumi up` would see: Pulumi.yaml defaults overlaid by the stack file."""
+    project = yaml.safe_load((root / "Pulumi.yaml").read_text())
+    values: dict[str, Any] = {}
+    for key, declaration in (project.get("config") or {}).items():
+        if isinstance(declaration, Mapping) and "default" in declaration:
+            values[f"{PROJECT}:{key}"] = declaration["default"]
+    stack_file = root / f"Pulumi.{stack}.yaml"
+    if not stack_file.is_file():
+        raise FileNotFoundError(f"no stack file {stack_file.name}; stacks here: {', '.join(known_stacks(root))}")
+    stack_values = (yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}
+    values.update(stack_values)
+    return values
+
+
+def known_stacks(root: Path = REPO_ROOT) -> list[str]:
+    return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in root.glob("Pulumi.*.yaml"))
+
+
+def _as_config_text(value: Any) -> str:
+    # The engine hands structured values to the program as JSON text and scalars as strings.
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
+
+
+@dataclass
+class Registration:
+    urn: str
+    type: str
+    name: str
+    parent: str
+    provider: str
+    custom: bool
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    protect: bool
+    retain_on_delete: bool
+    delete_before_replace: bool
+    ignore_changes: list[str]
+    replace_on_changes: list[str]
+    dependencies: list[str]
+    secret_paths: list[str]
+
+
+@dataclass
+class ProgramRun:
+    stack: str
+    resources: list[Registration]
+    invokes: list[tuple[str, dict[str, Any]]]
+    exports: dict[str, Any] = field(default_factory=dict)
+    secret_exports: set[str] = field(default_factory=set)
+
+    def of_type(self, type_: str) -> list[Registration]:
+        return [r for r in self.resources if r.type == type_]
+
+    def named(self, type_: str, name: str) -> Registration:
+        matches = [r for r in self.resources if r.type == type_ and r.name == name]
+        if len(matches) != 1:
+            raise KeyError(f"{len(matches)} resources of type {type_} named {name}")
+        return matches[0]
+
+
+def _secret_paths(struct: Any, prefix: str = "") -> list[str]:
+    """Paths of values that are Pulumi secrets in a serialized protobuf Struct."""
+    found: list[str] = []
+    from google.protobuf import struct_pb2
+
+    if isinstance(struct, struct_pb2.Struct):
+        fields = struct.fields
+        sig = fields.get(rpc._special_sig_key)
+        if sig is not None and sig.string_value == rpc._special_secret_sig:
+            return [prefix or "."]
+        for key, value in fields.items():
+            found += _secret_paths(value, f"{prefix}.{key}" if prefix else key)
+    elif isinstance(struct, struct_pb2.Value):
+        kind = struct.WhichOneof("kind")
+        if kind == "struct_value":
+            found += _secret_paths(struct.struct_value, prefix)
+        elif kind == "list_value":
+            for i, item in enumerate(struct.list_value.values):
+                found += _secret_paths(item, f"{prefix}[{i}]")
+    return found
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The SDK's mock monitor, also keeping each registration's parent, options and secrets."""
+
+    def __init__(self, mocks: "PlatformMocks") -> None:
+        super().__init__(mocks)
+        self.registrations: list[Registration] = []
+
+    def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
+        response = super().RegisterResource(request)
+        if request.type == "pulumi:pulumi:Stack":
+            return response
+        registered = self.resources[response.urn]
+        self.registrations.append(
+            Registration(
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                parent=request.parent,
+                provider=request.provider,
+                custom=request.custom,
+                inputs=rpc.deserialize_properties(request.object),
+                outputs=dict(registered.state),
+                protect=bool(request.protect),
+                retain_on_delete=bool(request.retainOnDelete),
+                delete_before_replace=bool(request.deleteBeforeReplace),
+                ignore_changes=list(request.ignoreChanges),
+                replace_on_changes=list(request.replaceOnChanges),
+                dependencies=sorted(request.dependencies),
+                secret_paths=_secret_paths(request.object),
+            )
+        )
+        return response
+
+
+class PlatformMocks(pulumi.runtime.Mocks):
+    """Answers invokes like AWS would for the stack's account, region and cluster."""
+
+    def __init__(self, config: Mapping[str, Any], preview: bool = False) -> None:
+        self.preview = preview
+        aws = config.get(f"{PROJECT}:aws") or {}
+        cluster = config.get(f"{PROJECT}:cluster") or {}
+        dns = config.get(f"{PROJECT}:dns") or {}
+        self.region = aws.get("region", "us-east-1") if isinstance(aws, Mapping) else "us-east-1"
+        accounts = aws.get("allowedAccountIds") if isinstance(aws, Mapping) else None
+        self.account = accounts[0] if accounts else DEFAULT_ACCOUNT
+        self.cluster_name = cluster.get("name", "cluster") if isinstance(cluster, Mapping) else "cluster"
+        self.zone_name = dns.get("zoneName", "example.com") if isinstance(dns, Mapping) else "example.com"
+        self.invokes: list[tuple[str, dict[str, Any]]] = []
+
+    def _digest(self, *parts: str, length: int = 32) -> str:
+        return hashlib.sha256("/".join(parts).encode()).hexdigest()[:length].upper()
+
+    @property
+    def issuer(self) -> str:
+        return f"https://oidc.eks.{self.region}.amazonaws.com/id/{self._digest(self.cluster_name)}"
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        self.invokes.append((args.token, dict(args.args)))
+        token = args.token
+        if token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {
+                "accountId": self.account,
+                "arn": f"arn:aws:sts::{self.account}:assumed-role/platform-deployer/session",
+                "userId": "AROAEXAMPLE:session",
+                "id": self.account,
+            }
+        if token == "aws:index/getRegion:getRegion":
+            return {"name": self.region, "region": self.region, "id": self.region,
+                    "endpoint": f"ec2.{self.region}.amazonaws.com", "description": self.region}
+        if token == "aws:index/getPartition:getPartition":
+            return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}
+        if token == "aws:eks/getCluster:getCluster":
+            name = args.args.get("name", self.cluster_name)
+            return {
+                "id": name,
+                "name": name,
+                "arn": f"arn:aws:eks:{self.region}:{self.account}:cluster/{name}",
+                "endpoint": f"https://{self._digest(name)}.gr7.{self.region}.eks.amazonaws.com",
+                "certificateAuthorities": [{"data": "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1PQ0sKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo="}],
+                "identities": [{"oidcs": [{"issuer": self.issuer}]}],
+                "roleArn": f"arn:aws:iam::{self.account}:role/{name}-cluster",
+                "version": "1.31",
+                "platformVersion": "eks.20",
+                "status": "ACTIVE",
+                "vpcConfig": {
+                    "vpcId": f"vpc-{self._digest(name, 'vpc', length=17).lower()}",
+                    "clusterSecurityGroupId": f"sg-{self._digest(name, 'sg', length=17).lower()}",
+                    "subnetIds": [],
+                    "securityGroupIds": [],
+                    "endpointPrivateAccess": True,
+                    "endpointPublicAccess": True,
+                    "publicAccessCidrs": ["0.0.0.0/0"],
+                },
+                "kubernetesNetworkConfigs": [{"serviceIpv4Cidr": "172.20.0.0/16", "ipFamily": "ipv4"}],
+                "tags": {},
+            }
+        if token == "aws:route53/getZone:getZone":
+            name = (args.args.get("name") or self.zone_name).rstrip(".")
+            return {
+                "id": f"Z{self._digest(name, length=20)}",
+                "zoneId": f"Z{self._digest(name, length=20)}",
+                "name": name + ".",
+                "privateZone": bool(args.args.get("privateZone", False)),
+                "nameServers": [f"ns-{i}.awsdns-{i:02d}.org" for i in (1, 2)],
+                "arn": f"arn:aws:route53:::hostedzone/Z{self._digest(name, length=20)}",
+            }
+        if token == "aws:lb/getHostedZoneId:getHostedZoneId":
+            region = args.args.get("region") or self.region
+            kind = args.args.get("loadBalancerType", "application")
+            zone = NLB_HOSTED_ZONE_IDS.get(region, "ZNLBMOCKZONE") if kind == "network" else "ZALBMOCKZONE"
+            return {"id": zone}
+        if token == "aws:iam/getOpenidConnectProvider:getOpenidConnectProvider":
+            return {"arn": args.args.get("arn"), "url": self.issuer.removeprefix("https://"), "clientIdLists": ["sts.amazonaws.com"]}
+        return {}
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        outputs = dict(args.inputs)
+        name = args.name
+        typ = args.typ
+        resource_id = args.resource_id or f"{name}-id"
+        if typ.startswith("aws:"):
+            service = typ.split(":")[1].split("/")[0]
+            if service == "index":
+                service = typ.split(":")[2].lower()
+            resource_name = outputs.get("name") or outputs.get("bucket") or name
+            outputs.setdefault("arn", f"arn:aws:{service}:{self.region}:{self.account}:{resource_name}")
+        if typ == "aws:s3/bucket:Bucket" or typ == "aws:s3/bucketV2:BucketV2":
+            bucket = outputs.get("bucket", name)
+            outputs["arn"] = f"arn:aws:s3:::{bucket}"
+            outputs.setdefault("bucketRegionalDomainName", f"{bucket}.s3.{self.region}.amazonaws.com")
+            resource_id = bucket
+        elif typ == "aws:iam/role:Role":
+            role = outputs.get("name", name)
+            outputs["arn"] = f"arn:aws:iam::{self.account}:role/{role}"
+            resource_id = role
+        elif typ == "aws:iam/policy:Policy":
+            outputs["arn"] = f"arn:aws:iam::{self.account}:policy/{outputs.get('name', name)}"
+        elif typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
+            url = str(outputs.get("url", self.issuer)).removeprefix("https://")
+            outputs["arn"] = f"arn:aws:iam::{self.account}:oidc-provider/{url}"
+        elif typ == "aws:acm/certificate:Certificate":
+            cert_id = self._digest(name, length=32).lower()
+            outputs["arn"] = f"arn:aws:acm:{self.region}:{self.account}:certificate/{cert_id[:8]}-{cert_id[8:12]}-{cert_id[12:16]}-{cert_id[16:20]}-{cert_id[20:32]}"
+            names = [outputs.get("domainName")] + list(outputs.get("subjectAlternativeNames") or [])
+            options = []
+            for domain in [n for n in names if n]:
+                base = domain[2:] if domain.startswith("*.") else domain
+                options.append({
+                    "domainName": domain,
+                    "resourceRecordName": f"_{self._digest(base, length=32).lower()}.{base}.",
+                    "resourceRecordType": "CNAME",
+                    "resourceRecordValue": f"_{self._digest(base, 'v', length=32).lower()}.acm-validations.aws.",
+                })
+            outputs["domainValidationOptions"] = options
+        elif typ == "aws:route53/zone:Zone":
+            zone = str(outputs.get("name", name)).rstrip(".")
+            outputs["zoneId"] = f"Z{self._digest(zone, length=20)}"
+            outputs["nameServers"] = [f"ns-{i}.awsdns-{i:02d}.net" for i in (11, 12, 13, 14)]
+            resource_id = outputs["zoneId"]
+        elif typ == "aws:eks/nodeGroup:NodeGroup":
+            group = outputs.get("nodeGroupName", name)
+            outputs["arn"] = f"arn:aws:eks:{self.region}:{self.account}:nodegroup/{outputs.get('clusterName')}/{group}/{self._digest(group, length=8).lower()}"
+            outputs["resources"] = [{"autoscalingGroups": [{"name": f"eks-{group}-{self._digest(group, 'asg', length=8).lower()}"}], "remoteAccessSecurityGroupId": ""}]
+            outputs["status"] = "ACTIVE"
+        elif typ.startswith("kubernetes:core/v1:Service"):
+            status = {"loadBalancer": {"ingress": [{"hostname": f"k8s-{name[:20]}-{self._digest(name, length=10).lower()}.elb.{self.region}.amazonaws.com"}]}}
+            outputs.setdefault("status", status)
+        return resource_id, outputs
+
+
+def run_program(
+    stack: str,
+    *,
+    config_overrides: Optional[Mapping[str, Any]] = None,
+    secrets: Optional[Mapping[str, str]] = None,
+    preview: bool = False,
+    root: Path = REPO_ROOT,
+) -> ProgramRun:
+    """Runs `__main__.py` for `stack` under mocks and returns what it registered and exported.
+
+    `config_overrides` replaces top-level keys (`kubeflow-platform:<key>` or `<key>`), `secrets` sets
+    secret keys the way `pulumi config set --secret` would (marked secret, so `get_secret` wraps them).
+    """
+    config = stack_config(stack, root)
+    for key, value in (config_overrides or {}).items():
+        full = key if ":" in key else f"{PROJECT}:{key}"
+        if value is None:
+            config.pop(full, None)
+        else:
+            config[full] = value
+    secret_keys = []
+    for key, value in (secrets or {}).items():
+        full = key if ":" in key else f"{PROJECT}:{key}"
+        config[full] = value
+        secret_keys.append(full)
+    set_all_config({k: _as_config_text(v) for k, v in config.items()}, secret_keys)
+
+    mocks = PlatformMocks(config, preview=preview)
+    monitor = RecordingMonitor(mocks)
+    # A fresh root stack per run: the SDK keeps the previous run's root otherwise.
+    pulumi.runtime.settings.ROOT.set(None)
+    pulumi_mocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+
+    def program() -> None:
+        runpy.run_path(str(root / "__main__.py"), run_name="__main__")
+
+    run = ProgramRun(stack=stack, resources=monitor.registrations, invokes=mocks.invokes)
+    try:
+        _sync_await(run_pulumi_func(program))
+    except Exception as error:
+        # Callers (tests, the preview) can still see what was registered before the failure.
+        error.program_run = run  # type: ignore[attr-defined]
+        raise
+    root_stack = pulumi.runtime.settings.get_root_resource()
+    outputs = getattr(root_stack, "outputs", {}) or {}
+    for key, value in outputs.items():
+        output = pulumi.Output.from_input(value)
+        resolved = _sync_await(output.future())
+        if _sync_await(output.is_secret()):
+            run.secret_exports.add(key)
+        run.exports[key] = resolved
+    return run
