@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
-from manifests.objects import Change, api_group, clone, containers_of, object_ref, pod_template
+from manifests.objects import Change, TransformResult, api_group, clone, containers_of, object_ref, pod_template
 from manifests.options import GatewayOptions, MeshOptions, PodTemplateOptions
 
 INJECT = "sidecar.istio.io/inject"
 EXCLUDE_OUTBOUND_PORTS = "traffic.sidecar.istio.io/excludeOutboundPorts"
-
-
-@dataclass(frozen=True)
-class TransformResult:
-    objects: list[dict]
-    changes: tuple[Change, ...]
 
 
 def label_namespaces(objects: list[dict], mesh: MeshOptions) -> TransformResult:

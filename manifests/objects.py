@@ -27,6 +27,16 @@ class Change:
     what: str
 
 
+@dataclass(frozen=True)
+class TransformResult:
+    """What one transformation returns: the objects (changed ones are copies), what it did, and any
+    objects it produced that are not in the input (they count separately in the accounting)."""
+
+    objects: list[dict]
+    changes: tuple[Change, ...]
+    added: tuple[dict, ...] = ()
+
+
 def api_group(obj: dict) -> str:
     api_version = obj.get("apiVersion", "")
     return api_version.split("/", 1)[0] if "/" in api_version else ""
