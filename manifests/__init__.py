@@ -1,0 +1,5 @@
+"""The functional core: upstream Kubeflow manifests in, the exact objects to apply out.
+
+Pure Python over plain dicts, no Pulumi import: sources -> transformations -> groups -> validation.
+`manifests.pipeline.transform` composes the transformations; each one is also usable on its own.
+"""

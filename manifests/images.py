@@ -1,0 +1,287 @@
+"""Image mirroring (issue 4, point 4).
+
+Every image reference is normalised the way the container runtime reads it (`mysql:8.0.29` is
+`docker.io/library/mysql:8.0.29`), matched against the mirror rules by registry or prefix, and rewritten
+with its tag and digest kept. References are found in pod specs and custom resources (`image:` fields),
+in container args (`--executor-image`), in env values (`V2_LAUNCHER_IMAGE`), and inside ConfigMap data
+(Knative's `queue-sidecar-image`, KServe's inferenceservice-config JSON, Katib's and the notebook
+spawner's YAML, KFP's `cacheImage`). References no rule covers are reported, never guessed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from manifests.objects import CONTAINER_LISTS, Change, clone, object_ref
+from manifests.options import ImageMirrorOptions, ImageMirrorRule
+
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = r"(?:localhost|[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)+)(?::[0-9]+)?"
+_TAG = r"[\w][\w.-]{0,127}"
+_DIGEST = r"sha256:[0-9a-fA-F]{64}"
+_REFERENCE = re.compile(rf"^(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_COMPONENT}(?:/{_COMPONENT})*)(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$")
+
+#: Public registries whose names are recognised inside free text even when no rule names them, so an
+#: image the rules forgot is reported instead of silently pulled from the internet.
+PUBLIC_REGISTRIES = (
+    "docker.io", "index.docker.io", "registry-1.docker.io", "gcr.io", "ghcr.io", "quay.io", "registry.k8s.io",
+    "k8s.gcr.io", "nvcr.io", "public.ecr.aws", "mcr.microsoft.com", "cr.l5d.io", "registry.access.redhat.com",
+)
+_DOCKER_HUB_ALIASES = {"index.docker.io", "registry-1.docker.io"}
+
+
+@dataclass(frozen=True)
+class ImageReference:
+    domain: str
+    path: str
+    tag: str | None
+    digest: str | None
+
+    @property
+    def repository(self) -> str:
+        return f"{self.domain}/{self.path}"
+
+    def __str__(self) -> str:
+        return self.repository + (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
+
+
+def parse_image(reference: str) -> ImageReference | None:
+    """The normalised reference, or None when the text is not an image reference (templates, `$VAR`)."""
+    match = _REFERENCE.match(reference.strip())
+    if not match:
+        return None
+    domain, path = match.group("domain"), match.group("path")
+    if domain is None:
+        # Docker's rule: a first component without '.', ':' or `localhost` is a Docker Hub namespace.
+        domain = "docker.io"
+        if "/" not in path:
+            path = f"library/{path}"
+    elif domain in _DOCKER_HUB_ALIASES:
+        domain = "docker.io"
+    return ImageReference(domain, path, match.group("tag"), match.group("digest"))
+
+
+def normalize_image(reference: str) -> str | None:
+    parsed = parse_image(reference)
+    return str(parsed) if parsed else None
+
+
+def _normalized_source(source: str) -> str:
+    source = source.strip().rstrip("/")
+    first = source.split("/", 1)[0]
+    if "." not in first and ":" not in first and first != "localhost":
+        source = f"docker.io/{source}"  # `library` or `bitnami` mean Docker Hub namespaces
+    return source
+
+
+def mirror_image(reference: str, rules: tuple[ImageMirrorRule, ...]) -> str | None:
+    """The mirrored reference, or None when no rule covers it. The longest matching source wins."""
+    parsed = parse_image(reference)
+    if parsed is None:
+        return None
+    repository = parsed.repository
+    best: tuple[int, ImageMirrorRule] | None = None
+    for rule in rules:
+        source = _normalized_source(rule.source)
+        if repository == source or repository.startswith(source + "/"):
+            if best is None or len(source) > best[0]:
+                best = (len(source), rule)
+    if best is None:
+        return None
+    rest = repository[best[0]:]
+    mirrored = best[1].mirror.rstrip("/") + rest
+    return mirrored + (f":{parsed.tag}" if parsed.tag else "") + (f"@{parsed.digest}" if parsed.digest else "")
+
+
+def _is_mirrored(reference: str, rules: tuple[ImageMirrorRule, ...]) -> bool:
+    return any(reference.startswith(rule.mirror.rstrip("/") + "/") for rule in rules)
+
+
+# ------------------------------------------------------------------------------------------ discovery
+
+_FLAG_WITH_IMAGE = re.compile(r"^(--?[\w.-]*image[\w.-]*=)(.+)$", re.IGNORECASE)
+_FLAG_BEFORE_IMAGE = re.compile(r"^--?[\w.-]*image[\w.-]*$", re.IGNORECASE)
+# `image: ref`, `"image" : "ref"`, `defaultJobImage: ref` inside YAML or JSON text.
+_KEYED_IN_TEXT = re.compile(r"""(?P<lead>["']?\b\w*[iI]mage["']?\s*:\s*["']?)(?P<ref>[\w][\w./:@-]*[\w])""")
+# A reference with an explicit registry anywhere in text (a list item, a Python default value).
+_EXPLICIT_IN_TEXT = re.compile(rf"(?<![\w./:@-])(?P<ref>(?P<domain>{_DOMAIN})/{_COMPONENT}(?:/{_COMPONENT})*(?::{_TAG})?(?:@{_DIGEST})?)(?![\w/@-])")
+
+#: ConfigMap keys that are documentation only. Knative rejects a ConfigMap whose `_example` no longer
+#: matches its checksum annotation, so these are never rewritten.
+_DOCUMENTATION_KEYS = {"_example"}
+
+
+@dataclass
+class _Edits:
+    rules: tuple[ImageMirrorRule, ...]
+    registries: frozenset[str]
+    #: path -> new value
+    edits: list[tuple[tuple, Any]] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)
+    mapped: dict[str, str] = field(default_factory=dict)
+    unmatched: dict[str, list[str]] = field(default_factory=dict)
+
+    def rewrite(self, reference: str, where: str) -> str | None:
+        """The mirrored reference for a whole-value reference, recording the outcome."""
+        if _is_mirrored(reference, self.rules):
+            return None
+        normalized = normalize_image(reference)
+        if normalized is None:
+            return None
+        mirrored = mirror_image(normalized, self.rules)
+        if mirrored is None:
+            self.unmatched.setdefault(normalized, []).append(where)
+            return None
+        self.mapped[normalized] = mirrored
+        self.changes.append(f"{where}: {reference} -> {mirrored}")
+        return mirrored
+
+    def rewrite_text(self, text: str, where: str, implicit: bool) -> str:
+        """Rewrite references inside free text; `implicit` also accepts Docker Hub short names after `image:`."""
+
+        def keyed(match: re.Match) -> str:
+            reference = match.group("ref")
+            if not implicit and not self._explicit(reference):
+                return match.group(0)
+            if not any(mark in reference for mark in "/:@"):
+                return match.group(0)  # `"image": "proxyv2"` is Istio's hub-relative name, `true` a flag
+            mirrored = self.rewrite(reference, where)
+            return match.group("lead") + mirrored if mirrored else match.group(0)
+
+        def explicit(match: re.Match) -> str:
+            if match.group("domain") not in self.registries:
+                return match.group(0)
+            mirrored = self.rewrite(match.group("ref"), where)
+            return mirrored or match.group(0)
+
+        return _EXPLICIT_IN_TEXT.sub(explicit, _KEYED_IN_TEXT.sub(keyed, text))
+
+    def _explicit(self, reference: str) -> bool:
+        first = reference.split("/", 1)[0]
+        return "/" in reference and ("." in first or ":" in first)
+
+
+def _walk_strings(node: Any, path: tuple) -> Iterator[tuple[tuple, str]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _walk_strings(value, path + (key,))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _walk_strings(value, path + (index,))
+    elif isinstance(node, str):
+        yield path, node
+
+
+def _find_container_edits(container: dict, path: tuple, state: _Edits, ref: str) -> None:
+    name = container.get("name", "?")
+    for list_name in ("command", "args"):
+        items = container.get(list_name) or []
+        for index, item in enumerate(items):
+            if not isinstance(item, str):
+                continue
+            where = f"{ref} container {name} {list_name}[{index}]"
+            flag = _FLAG_WITH_IMAGE.match(item)
+            previous = items[index - 1] if index else None
+            if flag:
+                mirrored = state.rewrite(flag.group(2), where)
+                new = flag.group(1) + mirrored if mirrored else None
+            elif isinstance(previous, str) and _FLAG_BEFORE_IMAGE.match(previous):
+                new = state.rewrite(item, where)
+            else:
+                rewritten = state.rewrite_text(item, where, implicit=False)
+                new = rewritten if rewritten != item else None
+            if new is not None:
+                state.edits.append((path + (list_name, index), new))
+    for index, env in enumerate(container.get("env") or []):
+        value = env.get("value") if isinstance(env, dict) else None
+        if not isinstance(value, str):
+            continue
+        where = f"{ref} container {name} env {env.get('name')}"
+        if "IMAGE" in str(env.get("name", "")).upper():
+            new = state.rewrite(value, where)
+        else:
+            rewritten = state.rewrite_text(value, where, implicit=False)
+            new = rewritten if rewritten != value else None
+        if new is not None:
+            state.edits.append((path + ("env", index, "value"), new))
+
+
+def _find_edits(obj: dict, state: _Edits) -> None:
+    kind = obj.get("kind")
+    ref = object_ref(obj)
+    if kind == "CustomResourceDefinition":
+        return  # schemas describe `image` fields; they hold no references
+    if kind == "ConfigMap":
+        for key, value in (obj.get("data") or {}).items():
+            if key in _DOCUMENTATION_KEYS or not isinstance(value, str):
+                continue
+            where = f"{ref} data.{key}"
+            if key.lower().endswith("image") and parse_image(value):
+                new = state.rewrite(value, where)
+            else:
+                rewritten = state.rewrite_text(value, where, implicit=True)
+                new = rewritten if rewritten != value else None
+            if new is not None:
+                state.edits.append((("data", key), new))
+        return
+    for path, value in _walk_strings(obj, ()):
+        if path and path[-1] == "image":
+            new = state.rewrite(value, f"{ref} {'.'.join(map(str, path))}")
+            if new is not None:
+                state.edits.append((path, new))
+        elif len(path) >= 3 and path[-3] in CONTAINER_LISTS and path[-1] == "name":
+            # one visit per container (keyed on its name): args, command and env
+            container = _get(obj, path[:-1])
+            _find_container_edits(container, path[:-1], state, ref)
+
+
+def _get(node: Any, path: tuple) -> Any:
+    for step in path:
+        node = node[step]
+    return node
+
+
+def _set(node: Any, path: tuple, value: Any) -> None:
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = value
+
+
+@dataclass(frozen=True)
+class ImageRewriteResult:
+    objects: list[dict]
+    changes: tuple[Change, ...]
+    #: normalised source reference -> mirrored reference, sorted by source; the registry team pre-pulls these
+    image_map: dict[str, str]
+    #: normalised references no rule covers -> where they appear
+    unmatched: dict[str, tuple[str, ...]]
+
+
+def rewrite_images(objects: list[dict], options: ImageMirrorOptions) -> ImageRewriteResult:
+    registries = frozenset(PUBLIC_REGISTRIES) | {_normalized_source(rule.source).split("/", 1)[0] for rule in options.rules}
+    result: list[dict] = []
+    changes: list[Change] = []
+    mapped: dict[str, str] = {}
+    unmatched: dict[str, list[str]] = {}
+    for obj in objects:
+        state = _Edits(options.rules, registries)
+        _find_edits(obj, state)
+        mapped.update(state.mapped)
+        for reference, places in state.unmatched.items():
+            unmatched.setdefault(reference, []).extend(places)
+        if not state.edits:
+            result.append(obj)
+            continue
+        copy = clone(obj)
+        for path, value in state.edits:
+            _set(copy, path, value)
+        result.append(copy)
+        changes.extend(Change(object_ref(obj), what) for what in state.changes)
+    return ImageRewriteResult(
+        result,
+        tuple(changes),
+        dict(sorted(mapped.items())),
+        {reference: tuple(places) for reference, places in sorted(unmatched.items())},
+    )

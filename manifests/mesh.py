@@ -1,0 +1,199 @@
+"""Joining the organisation's mesh and central gateway (issue 4, points 2, 3, 5 and 6)."""
+
+from __future__ import annotations
+
+import json
+
+from manifests.objects import Change, TransformResult, api_group, clone, containers_of, object_ref, pod_template
+from manifests.options import GatewayOptions, MeshOptions, PodTemplateOptions
+
+INJECT = "sidecar.istio.io/inject"
+EXCLUDE_OUTBOUND_PORTS = "traffic.sidecar.istio.io/excludeOutboundPorts"
+
+
+def label_namespaces(objects: list[dict], mesh: MeshOptions) -> TransformResult:
+    """Every Namespace joins the mesh: `istio-injection: enabled`, or `istio.io/rev` for revisioned meshes.
+
+    Istio ignores `istio.io/rev` while `istio-injection` is present, so each form drops the other.
+    """
+    wanted = {"istio.io/rev": mesh.revision} if mesh.revision else {"istio-injection": "enabled"}
+    dropped = "istio-injection" if mesh.revision else "istio.io/rev"
+    result, changes = [], []
+    for obj in objects:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        if obj.get("kind") != "Namespace" or (all(labels.get(k) == v for k, v in wanted.items()) and dropped not in labels):
+            result.append(obj)
+            continue
+        copy = clone(obj)
+        new_labels = copy["metadata"].setdefault("labels", {})
+        if new_labels.pop(dropped, None) is not None:
+            changes.append(Change(object_ref(obj), f"removed label {dropped}"))
+        for key, value in wanted.items():
+            changes.append(Change(object_ref(obj), f"label {key}: {labels.get(key)!r} -> {value!r}"))
+            new_labels[key] = value
+        result.append(copy)
+    return TransformResult(result, tuple(changes))
+
+
+def label_pod_templates(objects: list[dict], options: PodTemplateOptions) -> TransformResult:
+    """Organisation labels and annotations, and `sidecar.istio.io/inject: "true"`, on every pod template.
+
+    Upstream puts `sidecar.istio.io/inject: "false"` on some webhooks and controllers, sometimes as a
+    label, which Istio reads before the annotation; so the value is set in both places it appears.
+    """
+    annotations = dict(options.annotations)
+    annotations.setdefault(INJECT, "true")
+    labels = dict(options.labels)
+    result, changes = [], []
+    for obj in objects:
+        template = pod_template(obj)
+        if template is None:
+            result.append(obj)
+            continue
+        copy = clone(obj)
+        metadata = pod_template(copy).setdefault("metadata", {})
+        ref = object_ref(obj)
+        current_labels = metadata.setdefault("labels", {})
+        current_annotations = metadata.setdefault("annotations", {})
+        opted_out = "false" in (current_labels.get(INJECT), current_annotations.get(INJECT))
+        for key, value in annotations.items():
+            if key == INJECT and opted_out and options.keep_upstream_injection_opt_outs:
+                changes.append(Change(ref, f"kept upstream {INJECT}: false"))
+                continue
+            if current_annotations.get(key) != value:
+                changes.append(Change(ref, f"pod annotation {key}: {current_annotations.get(key)!r} -> {value!r}"))
+                current_annotations[key] = value
+            if key == INJECT and key in current_labels and current_labels[key] != value:
+                changes.append(Change(ref, f"pod label {key}: {current_labels[key]!r} -> {value!r}"))
+                current_labels[key] = value
+        for key, value in labels.items():
+            if current_labels.get(key) != value:
+                changes.append(Change(ref, f"pod label {key}: {current_labels.get(key)!r} -> {value!r}"))
+                current_labels[key] = value
+        result.append(copy)
+    return TransformResult(result, tuple(changes))
+
+
+def route_virtual_services(objects: list[dict], gateway: GatewayOptions) -> TransformResult:
+    """Every VirtualService bound to a gateway moves to the central one, on the configured hosts.
+
+    `mesh` entries stay (they route mesh-internal traffic); a VirtualService with only `mesh` is left
+    alone. `exportTo: ["."]` keeps the routes from leaking into the organisation's other namespaces.
+    The controllers that create VirtualServices at run time (notebooks, tensorboards, KServe) read the
+    gateway from their ConfigMaps, which are pointed at the central gateway too.
+    """
+    result, changes = [], []
+    for obj in objects:
+        if obj.get("kind") == "VirtualService" and api_group(obj) == "networking.istio.io":
+            spec = obj.get("spec") or {}
+            gateways = spec.get("gateways") or []
+            if gateways and any(entry != "mesh" for entry in gateways):
+                copy = clone(obj)
+                new_spec = copy["spec"]
+                new_spec["gateways"] = [gateway.gateway] + (["mesh"] if "mesh" in gateways else [])
+                new_spec["hosts"] = list(gateway.hosts)
+                new_spec["exportTo"] = ["."]
+                changes.append(Change(object_ref(obj), f"gateways {gateways} -> {new_spec['gateways']}, hosts {spec.get('hosts')} -> {list(gateway.hosts)}, exportTo ['.']"))
+                result.append(copy)
+                continue
+        if obj.get("kind") == "ConfigMap":
+            patched = _point_controller_config_at_gateway(obj, gateway)
+            if patched is not None:
+                copy, what = patched
+                changes.extend(Change(object_ref(obj), entry) for entry in what)
+                result.append(copy)
+                continue
+        result.append(obj)
+    return TransformResult(result, tuple(changes))
+
+
+def _point_controller_config_at_gateway(obj: dict, gateway: GatewayOptions) -> tuple[dict, list[str]] | None:
+    data = obj.get("data") or {}
+    what: list[str] = []
+    new_data = dict(data)
+    # notebook-controller-config and tensorboard-controller-config (names carry a kustomize hash suffix)
+    if "ISTIO_GATEWAY" in data and data["ISTIO_GATEWAY"] != gateway.gateway:
+        new_data["ISTIO_GATEWAY"] = gateway.gateway
+        what.append(f"data.ISTIO_GATEWAY: {data['ISTIO_GATEWAY']!r} -> {gateway.gateway!r}")
+    if "ISTIO_HOST" in data and gateway.hosts and data["ISTIO_HOST"] != gateway.hosts[0]:
+        new_data["ISTIO_HOST"] = gateway.hosts[0]
+        what.append(f"data.ISTIO_HOST: {data['ISTIO_HOST']!r} -> {gateway.hosts[0]!r}")
+    # KServe's inferenceservice-config: `ingress` is JSON naming the gateway for InferenceService routes
+    if obj.get("metadata", {}).get("name") == "inferenceservice-config" and isinstance(data.get("ingress"), str):
+        try:
+            ingress = json.loads(data["ingress"])
+        except ValueError:
+            ingress = None
+        if isinstance(ingress, dict) and ingress.get("ingressGateway") not in (None, gateway.gateway):
+            what.append(f"data.ingress.ingressGateway: {ingress['ingressGateway']!r} -> {gateway.gateway!r}")
+            ingress["ingressGateway"] = gateway.gateway
+            new_data["ingress"] = json.dumps(ingress, indent=2, sort_keys=True)
+    if not what:
+        return None
+    copy = clone(obj)
+    copy["data"] = new_data
+    return copy, what
+
+
+# ------------------------------------------------------------------------------------- sidecar fixes
+
+#: The auth services that call the identity provider over HTTPS: oidc-authservice (a StatefulSet in
+#: releases up to 1.7) and oauth2-proxy (a Deployment since 1.8).
+AUTH_SERVICE_NAMES = frozenset({"authservice", "oauth2-proxy"})
+
+
+def fix_sidecar_conflicts(objects: list[dict]) -> TransformResult:
+    """The field reports' fixes for workloads that break once they get a sidecar.
+
+    - The auth service must reach the IdP over 443 without the sidecar's mTLS interception, so port 443
+      is excluded from outbound capture.
+    - metadata-envoy is itself Envoy; beside the sidecar's Envoy both bind the shared-memory domain
+      socket with base id 0 ("unable to bind domain socket with id=0"), so it starts with `--base-id 1`.
+    """
+    result, changes = [], []
+    for obj in objects:
+        name = (obj.get("metadata") or {}).get("name", "")
+        template = pod_template(obj)
+        if template is None:
+            result.append(obj)
+            continue
+        if name in AUTH_SERVICE_NAMES:
+            annotations = (template.get("metadata") or {}).get("annotations") or {}
+            if annotations.get(EXCLUDE_OUTBOUND_PORTS) != "443":
+                copy = clone(obj)
+                pod_template(copy).setdefault("metadata", {}).setdefault("annotations", {})[EXCLUDE_OUTBOUND_PORTS] = _with_port(annotations.get(EXCLUDE_OUTBOUND_PORTS), "443")
+                changes.append(Change(object_ref(obj), f"pod annotation {EXCLUDE_OUTBOUND_PORTS}: 443 so it can reach the identity provider"))
+                result.append(copy)
+                continue
+        if name.startswith("metadata-envoy"):
+            copy = clone(obj)
+            what = _add_base_id(pod_template(copy).get("spec") or {})
+            if what:
+                changes.append(Change(object_ref(obj), what))
+                result.append(copy)
+                continue
+        result.append(obj)
+    return TransformResult(result, tuple(changes))
+
+
+def _with_port(existing: str | None, port: str) -> str:
+    ports = [p.strip() for p in (existing or "").split(",") if p.strip()]
+    return ",".join(ports + ([port] if port not in ports else []))
+
+
+def _add_base_id(pod_spec: dict) -> str | None:
+    for container in containers_of(pod_spec):
+        image = container.get("image", "")
+        if "envoy" not in image and "envoy" not in container.get("name", ""):
+            continue
+        command, args = container.get("command") or [], container.get("args") or []
+        if any(str(item).startswith("--base-id") for item in command + args):
+            return None
+        if args or command:
+            container["args"] = list(args) + ["--base-id", "1"]
+        else:
+            # KFP's metadata-envoy image is ENTRYPOINT ["/usr/local/bin/envoy", "-c"], CMD ["/etc/envoy.yaml"];
+            # args replace CMD, so they repeat the config path before the flag.
+            container["args"] = ["/etc/envoy.yaml", "--base-id", "1"]
+        return f"container {container.get('name')} args {container['args']} (Envoy base id 1 beside the sidecar)"
+    return None

@@ -1,0 +1,126 @@
+"""What the transformations need, as frozen data. The config layer builds these from stack settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class MeshOptions:
+    """How Kubeflow joins the organisation's Istio mesh."""
+
+    #: Revision-based meshes label namespaces `istio.io/rev: <revision>`; None means `istio-injection: enabled`.
+    revision: str | None = None
+    #: True when the mesh installation owns the Istio CRDs, so Kubeflow's bundled copies are excluded too.
+    owns_crds: bool = True
+
+
+@dataclass(frozen=True)
+class PodTemplateOptions:
+    """Labels and annotations every workload's pod template carries."""
+
+    labels: tuple[tuple[str, str], ...] = ()
+    #: `sidecar.istio.io/inject: "true"` is always added; these are the organisation's own on top.
+    annotations: tuple[tuple[str, str], ...] = ()
+    #: Upstream opts some webhooks and controllers out of injection; False forces them into the mesh.
+    keep_upstream_injection_opt_outs: bool = False
+
+
+@dataclass(frozen=True)
+class ImageMirrorRule:
+    """Images whose normalised name starts with `source` (a registry like `quay.io`, or a prefix like
+    `docker.io/library`) are pulled from `mirror` + the rest of the name."""
+
+    source: str
+    mirror: str
+
+
+@dataclass(frozen=True)
+class ImageMirrorOptions:
+    rules: tuple[ImageMirrorRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class GatewayOptions:
+    """The organisation's central ingress gateway that Kubeflow's routes attach to."""
+
+    #: `namespace/name` of the Istio Gateway.
+    gateway: str
+    #: Host names Kubeflow is served on, e.g. ("kubeflow.example.com",).
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ExternalArgoOptions:
+    """An Argo Workflows controller the organisation already runs; artifacts go to S3 through IRSA."""
+
+    namespace: str
+    bucket: str
+    region: str
+    #: Argo key format; per namespace and workflow so tenants' artifacts never collide.
+    key_format: str = (
+        "artifacts/{{workflow.namespace}}/{{workflow.name}}/"
+        "{{workflow.creationTimestamp.Y}}/{{workflow.creationTimestamp.m}}/{{workflow.creationTimestamp.d}}/{{pod.name}}"
+    )
+    #: The IRSA-annotated service account workflows run as when they name none themselves.
+    service_account: str | None = None
+    #: Name of the ConfigMap the external controller reads (its `--configmap` flag).
+    configmap_name: str = "workflow-controller-configmap"
+    #: S3 endpoint; None means the regional AWS endpoint.
+    endpoint: str | None = None
+
+    @property
+    def s3_endpoint(self) -> str:
+        return self.endpoint or f"s3.{self.region}.amazonaws.com"
+
+
+@dataclass(frozen=True)
+class CentralSecretKeys:
+    """Key names inside the central Secret; Pulumi fills their values from stack secrets."""
+
+    db_username: str = "db-username"
+    db_password: str = "db-password"
+    object_store_access_key: str = "object-store-access-key"
+    object_store_secret_key: str = "object-store-secret-key"
+
+
+@dataclass(frozen=True)
+class ExternalStoresOptions:
+    """External MySQL and S3-compatible object store replacing the bundled MySQL/MinIO/SeaweedFS."""
+
+    mysql_host: str
+    secret_name: str
+    bucket: str
+    region: str
+    mysql_port: int = 3306
+    #: Pods can only read Secrets of their own namespace, so this is where the consumers run.
+    secret_namespace: str = "kubeflow"
+    #: Object store host[:port]; None means the regional AWS S3 endpoint.
+    endpoint: str | None = None
+    secure: bool = True
+    keys: CentralSecretKeys = field(default_factory=CentralSecretKeys)
+
+    @property
+    def object_store_host(self) -> str:
+        return (self.endpoint or f"s3.{self.region}.amazonaws.com").split(":", 1)[0]
+
+    @property
+    def object_store_port(self) -> str:
+        host_port = self.endpoint or ""
+        if ":" in host_port:
+            return host_port.split(":", 1)[1]
+        return "443" if self.secure else "80"
+
+
+@dataclass(frozen=True)
+class TransformOptions:
+    """Everything `manifests.pipeline.transform` needs. Optional parts left None are not applied."""
+
+    #: Names of exclusion rules (see `manifests.exclusions.RULES`).
+    exclusions: tuple[str, ...] = ()
+    mesh: MeshOptions = field(default_factory=MeshOptions)
+    pod_templates: PodTemplateOptions = field(default_factory=PodTemplateOptions)
+    images: ImageMirrorOptions = field(default_factory=ImageMirrorOptions)
+    gateway: GatewayOptions | None = None
+    argo: ExternalArgoOptions | None = None
+    stores: ExternalStoresOptions | None = None

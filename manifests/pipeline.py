@@ -1,0 +1,114 @@
+"""All transformations composed: upstream objects + options -> the exact objects to apply.
+
+The accounting always holds: every input object is either emitted (possibly transformed) or excluded
+by a named rule, and objects the transformations produce are listed as added:
+`len(emitted) == len(input) - len(excluded) + len(added)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from manifests.argo import use_external_argo
+from manifests.exclusions import check_rule_names, exclude_components
+from manifests.groups import Groups, split_into_groups
+from manifests.images import rewrite_images
+from manifests.mesh import fix_sidecar_conflicts, label_namespaces, label_pod_templates, route_virtual_services
+from manifests.objects import Change, object_key, object_ref
+from manifests.options import TransformOptions
+from manifests.sources import ManifestError, Problem, detect_version
+from manifests.stores import use_external_stores
+
+
+@dataclass(frozen=True)
+class TransformReport:
+    """The outcome of `transform`."""
+
+    #: Objects to apply, sorted by group, kind, namespace, name.
+    objects: list[dict]
+    #: object ref -> exclusion rule name
+    excluded: dict[str, str]
+    #: refs of objects produced by transformations (not in the input)
+    added: tuple[str, ...]
+    #: exclusion rules in force, with why each one that was not asked for was added
+    exclusions: dict[str, str]
+    #: transformation name -> its changes, in pipeline order
+    changes: dict[str, tuple[Change, ...]]
+    #: normalised upstream image -> mirror, sorted (export it for the registry team's pre-pull)
+    image_map: dict[str, str]
+    #: images no mirror rule covers -> where they appear (a guardrail refuses these)
+    unmirrored_images: dict[str, tuple[str, ...]]
+    version: str | None
+    version_evidence: str | None
+    groups: Groups = field(repr=False, default=None)  # type: ignore[assignment]
+
+
+def effective_exclusions(options: TransformOptions) -> dict[str, str]:
+    """Rule name -> why it applies. External Argo and stores imply excluding the bundled ones."""
+    check_rule_names(options.exclusions)
+    rules = {name: "configured" for name in options.exclusions}
+    if "istio" in rules and options.mesh.owns_crds:
+        rules.setdefault("istio-crds", "the mesh owns the Istio CRDs")
+    if options.argo is not None:
+        rules.setdefault("argo", "an external Argo Workflows controller is configured")
+    if options.stores is not None:
+        for name in ("mysql", "minio", "seaweedfs"):
+            rules.setdefault(name, "an external MySQL and object store are configured")
+    return rules
+
+
+def _check(options: TransformOptions) -> None:
+    problems = []
+    if options.argo and options.stores and options.argo.bucket != options.stores.bucket:
+        problems.append(Problem("kubeflow.argo.bucket", f"{options.argo.bucket!r} differs from the object store bucket {options.stores.bucket!r}", "KFP's launcher and Argo must share one artifact bucket"))
+    if options.gateway and ("/" not in options.gateway.gateway or not options.gateway.hosts):
+        problems.append(Problem("kubeflow.gateway", f"gateway {options.gateway.gateway!r} with hosts {options.gateway.hosts!r}", "set `namespace/name` and at least one host"))
+    if problems:
+        raise ManifestError(problems)
+
+
+def transform(objects: list[dict], options: TransformOptions) -> TransformReport:
+    """Apply every configured transformation; the input list and its objects are never modified."""
+    _check(options)
+    exclusions = effective_exclusions(options)
+    excluded = exclude_components(objects, tuple(exclusions))
+    current = excluded.kept
+    changes: dict[str, tuple[Change, ...]] = {}
+    added: list[dict] = []
+
+    steps = [
+        ("label_namespaces", lambda objs: label_namespaces(objs, options.mesh)),
+        ("label_pod_templates", lambda objs: label_pod_templates(objs, options.pod_templates)),
+        ("fix_sidecar_conflicts", fix_sidecar_conflicts),
+    ]
+    if options.gateway is not None:
+        steps.append(("route_virtual_services", lambda objs: route_virtual_services(objs, options.gateway)))
+    if options.stores is not None:
+        steps.append(("use_external_stores", lambda objs: use_external_stores(objs, options.stores)))
+    if options.argo is not None:
+        steps.append(("use_external_argo", lambda objs: use_external_argo(objs, options.argo)))
+    for name, step in steps:
+        result = step(current)
+        current = result.objects + list(result.added)
+        added.extend(result.added)
+        changes[name] = result.changes
+
+    # Mirroring runs last so it also covers what the other steps produced.
+    images = rewrite_images(current, options.images)
+    current = images.objects
+    changes["rewrite_images"] = images.changes
+
+    emitted = sorted(current, key=object_key)
+    version, evidence = detect_version(objects)
+    return TransformReport(
+        objects=emitted,
+        excluded=dict(sorted(excluded.excluded.items())),
+        added=tuple(object_ref(obj) for obj in added),
+        exclusions=exclusions,
+        changes=changes,
+        image_map=images.image_map,
+        unmirrored_images=images.unmatched,
+        version=version,
+        version_evidence=evidence,
+        groups=split_into_groups(emitted),
+    )

@@ -1,0 +1,280 @@
+"""Loading a manifest source into plain objects.
+
+A source is one of: a rendered YAML file; a directory of YAML files; a kustomize directory (rendered with
+`kubectl kustomize` or `kustomize build`); or `{url, sha256}` for an upstream release, downloaded once into
+a cache keyed by its checksum. Every failure is a `ManifestError` listing each problem with the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import yaml
+
+from manifests.objects import object_ref, pod_template, containers_of
+
+# libyaml parses the 10 MB upstream release about ten times faster than the pure-Python loader.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+_YAML_SUFFIXES = (".yaml", ".yml")
+_KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+#: How to point the stack at a local copy; named in every error a user can fix that way.
+LOCAL_FILE_HINT = "pulumi config set --path kubeflow.manifests ./kubeflow.yaml"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a source: where (file, line or config key), what, and how to fix it."""
+
+    where: str
+    message: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" + (f" (fix: {self.fix})" if self.fix else "")
+
+
+class ManifestError(Exception):
+    """A manifest source or option that cannot be used; carries every problem found, not just the first."""
+
+    def __init__(self, problems: Iterable[Problem]):
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(problem) for problem in self.problems))
+
+
+@dataclass(frozen=True)
+class UrlSource:
+    """An upstream release to download: `{url, sha256}` in the stack config."""
+
+    url: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class LoadedManifests:
+    objects: tuple[dict, ...]
+    #: sha256 of the bytes the objects were parsed from (for a kustomize directory: of its rendered output).
+    sha256: str
+    #: Where the objects came from, for reports.
+    origin: str
+    #: Kubeflow version found in the objects or the URL, or None; see `detect_version`.
+    version: str | None
+    version_evidence: str | None
+
+
+# --------------------------------------------------------------------------------------------- parsing
+
+
+def parse_documents(text: str | bytes, origin: str) -> list[dict]:
+    """Objects in a multi-document YAML stream: empty documents dropped, `kind: List` flattened."""
+    try:
+        documents = list(yaml.load_all(text, Loader=_LOADER))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark else origin
+        reason = getattr(error, "problem", None) or str(error)
+        raise ManifestError([Problem(where, f"invalid YAML: {reason}", "fix the YAML at that line or render it again")]) from None
+    objects: list[dict] = []
+    problems: list[Problem] = []
+    for index, document in enumerate(documents):
+        if document is None:
+            continue
+        _collect(document, f"{origin} document {index + 1}", objects, problems)
+    if problems:
+        raise ManifestError(problems)
+    return objects
+
+
+def _collect(document: object, where: str, objects: list[dict], problems: list[Problem]) -> None:
+    if not isinstance(document, dict):
+        problems.append(Problem(where, f"expected a Kubernetes object, found {type(document).__name__}", "remove the document"))
+        return
+    if document.get("kind") == "List" or (document.get("kind", "").endswith("List") and "items" in document):
+        for position, item in enumerate(document.get("items") or []):
+            _collect(item, f"{where} item {position + 1}", objects, problems)
+        return
+    missing = [key for key in ("apiVersion", "kind") if not document.get(key)]
+    if not (document.get("metadata") or {}).get("name"):
+        missing.append("metadata.name")
+    if missing:
+        problems.append(Problem(where, f"object without {', '.join(missing)}", "every document must be a complete Kubernetes object"))
+        return
+    objects.append(document)
+
+
+# ----------------------------------------------------------------------------------------------- sources
+
+
+def load_source(
+    source: str | os.PathLike | UrlSource | Mapping,
+    cache_dir: str | os.PathLike | None = None,
+    config_key: str = "kubeflow.manifests",
+) -> LoadedManifests:
+    """Load any kind of source. `config_key` names the stack setting in errors."""
+    if isinstance(source, Mapping):
+        source = _url_source_from_mapping(source, config_key)
+    if isinstance(source, UrlSource):
+        if cache_dir is None:
+            raise ManifestError([Problem(config_key, "a URL source needs a cache directory", "pass cache_dir")])
+        return load_url(source, Path(cache_dir), config_key)
+    path = Path(source)
+    if not path.exists():
+        raise ManifestError([Problem(str(path), "no such file or directory", f"render the manifests to a file and run `{LOCAL_FILE_HINT}`")])
+    if path.is_dir():
+        if any((path / name).is_file() for name in _KUSTOMIZATION_FILES):
+            return load_kustomize_dir(path)
+        return load_yaml_dir(path)
+    return load_yaml_file(path)
+
+
+def _url_source_from_mapping(source: Mapping, config_key: str) -> UrlSource:
+    problems = []
+    url, sha256 = source.get("url"), source.get("sha256")
+    if not isinstance(url, str) or not url:
+        problems.append(Problem(f"{config_key}.url", "missing", "set the release URL"))
+    if not isinstance(sha256, str) or not _SHA256.match(sha256.lower()):
+        problems.append(Problem(f"{config_key}.sha256", f"expected 64 hex digits, got {sha256!r}", "set the sha256 of the release file"))
+    unknown = sorted(set(source) - {"url", "sha256"})
+    if unknown:
+        problems.append(Problem(config_key, f"unknown keys {unknown}", "a URL source has only url and sha256"))
+    if problems:
+        raise ManifestError(problems)
+    return UrlSource(url=url, sha256=sha256.lower())
+
+
+def _finish(data: bytes, objects: list[dict], origin: str, url: str | None = None) -> LoadedManifests:
+    version, evidence = detect_version(objects, url=url)
+    return LoadedManifests(tuple(objects), hashlib.sha256(data).hexdigest(), origin, version, evidence)
+
+
+def load_yaml_file(path: Path) -> LoadedManifests:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ManifestError([Problem(str(path), f"cannot read: {error.strerror}", f"check the path, or `{LOCAL_FILE_HINT}`")]) from None
+    return _finish(data, parse_documents(data, str(path)), str(path))
+
+
+def load_yaml_dir(path: Path) -> LoadedManifests:
+    """Every *.yaml/*.yml below `path`, in sorted path order so the result never depends on the filesystem."""
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _YAML_SUFFIXES)
+    if not files:
+        raise ManifestError([Problem(str(path), "directory holds no .yaml or .yml files", "point at a rendered file or a kustomize directory")])
+    digest = hashlib.sha256()
+    objects: list[dict] = []
+    problems: list[Problem] = []
+    for file in files:
+        data = file.read_bytes()
+        digest.update(str(file.relative_to(path)).encode() + b"\0" + data + b"\0")
+        try:
+            objects.extend(parse_documents(data, str(file)))
+        except ManifestError as error:
+            problems.extend(error.problems)
+    if problems:
+        raise ManifestError(problems)
+    version, evidence = detect_version(objects)
+    return LoadedManifests(tuple(objects), digest.hexdigest(), str(path), version, evidence)
+
+
+def kustomize_command(path: Path) -> list[str]:
+    """The installed renderer: `kubectl kustomize` or `kustomize build`."""
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize", str(path)]
+    if shutil.which("kustomize"):
+        return ["kustomize", "build", str(path)]
+    raise ManifestError([Problem(
+        str(path),
+        "a kustomize directory needs `kubectl kustomize` or `kustomize build`, and neither kubectl nor kustomize is installed",
+        f"install kubectl or kustomize, or render the manifests once and `{LOCAL_FILE_HINT}`",
+    )])
+
+
+def load_kustomize_dir(path: Path) -> LoadedManifests:
+    command = kustomize_command(path)
+    result = subprocess.run(command, capture_output=True)
+    if result.returncode != 0:
+        message = result.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise ManifestError([Problem(str(path), f"`{' '.join(command[:2])}` failed: {message[0]}", "fix the kustomization, or render it and point at the file")])
+    return _finish(result.stdout, parse_documents(result.stdout, f"{path} (rendered)"), str(path))
+
+
+def load_url(source: UrlSource, cache_dir: Path, config_key: str = "kubeflow.manifests") -> LoadedManifests:
+    """Download once into `cache_dir/<sha256>.yaml`; a cached copy is re-checked, never trusted blindly."""
+    expected = source.sha256.lower()
+    cached = cache_dir / f"{expected}.yaml"
+    if cached.is_file():
+        data = cached.read_bytes()
+        if hashlib.sha256(data).hexdigest() == expected:
+            return _finish(data, parse_documents(data, source.url), source.url, url=source.url)
+        cached.unlink()  # a truncated or tampered cache entry: fetch again
+    try:
+        with urllib.request.urlopen(source.url, timeout=60) as response:
+            data = response.read()
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        raise ManifestError([Problem(
+            config_key,
+            f"cannot download {source.url} ({reason}) and no cached copy with sha256 {expected} is in {cache_dir}",
+            f"download or render the release elsewhere, copy it here, and `{LOCAL_FILE_HINT}`",
+        )]) from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise ManifestError([Problem(
+            f"{config_key}.sha256",
+            f"checksum mismatch for {source.url}: expected {expected}, actual {actual}",
+            "check the URL points at the release you pinned; update sha256 only if you trust the new file",
+        )])
+    objects = parse_documents(data, source.url)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # Write then rename, so an interrupted download never leaves a half file under the checksum name.
+    with tempfile.NamedTemporaryFile(dir=cache_dir, delete=False, suffix=".part") as partial:
+        partial.write(data)
+    os.replace(partial.name, cached)
+    return _finish(data, objects, source.url, url=source.url)
+
+
+# ------------------------------------------------------------------------------------------- version
+
+_VERSION_IN_URL = re.compile(r"v(\d+\.\d+\.\d+)")
+_TAG = re.compile(r":v?(\d+\.\d+\.\d+)$")
+#: Images built from the kubeflow/kubeflow repository at the platform's own version (the profile
+#: controller, KFAM, the central dashboard). Their registry moved between releases (docker.io
+#: kubeflownotebookswg in 1.9, ghcr.io/kubeflow/kubeflow in 1.10), so match the last path part.
+_PLATFORM_IMAGES = ("centraldashboard", "central-dashboard", "profile-controller", "kfam")
+
+
+def detect_version(objects: Iterable[dict], url: str | None = None) -> tuple[str | None, str | None]:
+    """The Kubeflow version and what it was read from.
+
+    Rendered manifests carry no release label, so a tag in the release URL wins; otherwise the tag of
+    the platform's own images. Those are the components' release (1.10.2 of the manifests ships 1.10.0
+    images), so the stack config may still pin the exact manifests release.
+    """
+    if url:
+        match = _VERSION_IN_URL.search(url)
+        if match:
+            return match.group(1), f"release URL {url}"
+    for obj in objects:
+        template = pod_template(obj)
+        if template is None:
+            continue
+        for container in containers_of(template.get("spec") or {}):
+            image = container.get("image") or ""
+            repository = image.split("@", 1)[0].rsplit(":", 1)[0]
+            if repository.rsplit("/", 1)[-1] in _PLATFORM_IMAGES:
+                match = _TAG.search(image.split("@", 1)[0])
+                if match:
+                    return match.group(1), f"image {image} of {object_ref(obj)}"
+    return None, None
