@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import string
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping, Sequence
@@ -69,15 +70,17 @@ UPSTREAM_HEADER_FORWARDERS = (
 )
 
 # RFC 7230 section 3.2.6 `token`; Envoy rejects any other byte in a header name.
-_TOKEN_CHARS = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN_CHARS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Headers that Envoy owns or that hop-by-hop semantics make meaningless as an identity carrier.
 _RESERVED_HEADERS = frozenset(
     {"host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te",
      "content-length", "authorization", "cookie", "set-cookie"}
 )
 # Kept short and boring: the prefix becomes part of every user id (and so of Profile owner names).
-_USER_ID_PREFIX = re.compile(r"^[A-Za-z0-9._:@+/-]*$")
-_ISTIO_VERSION = re.compile(r"^(\d+)\.(\d+)(?:\.(\d+))?$")
+_USER_ID_PREFIX = re.compile(r"[A-Za-z0-9._:@+/-]*")
+_KUBERNETES_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_LUA_PLAIN = frozenset(string.ascii_letters + string.digits + "-_.:@+/ ")
+_ISTIO_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 
 
 @dataclass(frozen=True)
@@ -157,7 +160,7 @@ def header_name_problems(name: str, key: str) -> list[str]:
     if name.startswith(":"):
         return [f"{key}: {name!r} is an HTTP/2 pseudo-header; filters cannot set those as plain headers"]
     problems = []
-    if not _TOKEN_CHARS.match(name):
+    if not _TOKEN_CHARS.fullmatch(name):
         problems.append(f"{key}: {name!r} has characters outside the RFC 7230 token set; Envoy rejects it")
     if name != name.lower():
         problems.append(
@@ -198,7 +201,7 @@ def issuer_url_problems(url: str, key: str) -> list[str]:
 
 
 def parse_istio_version(version: str) -> tuple[int, int] | None:
-    match = _ISTIO_VERSION.match(version.strip().lstrip("v"))
+    match = _ISTIO_VERSION.fullmatch(version.strip().lstrip("v"))
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
@@ -229,7 +232,7 @@ def validate_identity_options(options: IdentityHeaderOptions) -> list[str]:
         else:
             seen[lowered] = key
 
-    if not _USER_ID_PREFIX.match(options.user_id_prefix):
+    if not _USER_ID_PREFIX.fullmatch(options.user_id_prefix):
         problems.append(
             f"{OPTION_KEYS['user_id_prefix']}: {options.user_id_prefix!r} may only contain letters, digits"
             " and . _ : @ + / -"
@@ -256,7 +259,7 @@ def validate_identity_options(options: IdentityHeaderOptions) -> list[str]:
 
     for attribute in ("gateway_namespace", "gateway_service_account"):
         value = getattr(options, attribute)
-        if not re.match(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", value):
+        if not _KUBERNETES_NAME.fullmatch(value):
             problems.append(f"{OPTION_KEYS[attribute]}: {value!r} is not a valid Kubernetes name")
     if not options.gateway_selector:
         problems.append(
@@ -287,7 +290,7 @@ def _require_valid(options: IdentityHeaderOptions) -> None:
 
 def _lua_string(value: str) -> str:
     """A Lua string literal for `value`. Options are validated, but escaping keeps code and data apart anyway."""
-    safe = "".join(ch if ch.isalnum() or ch in "-_.:@+/ " else f"\\{ord(ch):03d}" for ch in value)
+    safe = "".join(ch if ch in _LUA_PLAIN else f"\\{byte:03d}" for ch in value for byte in ch.encode())
     return f'"{safe}"'
 
 
