@@ -20,9 +20,11 @@ PR 46899 and issue 51173 describe this order):
 Why two filters: the copy must run after ext_authz and jwt_authn (they produce the identity), but a
 filter that late cannot tell a source header written by ext_authz from one the client sent whenever
 ext_authz did not run for that request (upstream's CUSTOM policy skips the auth proxy for requests
-that carry `Authorization` and for `/oauth2/*`), and jwt_authn appends a claim to a client-sent header
-of the same name instead of replacing it (envoyproxy/envoy issue 35553). So the source headers are
-removed before either can run, and only then are they trustworthy. The late filter strips the
+that carry `Authorization` and for `/oauth2/*`). So the source headers are removed before ext_authz
+can run, and only then are they trustworthy. For the JWT claim headers current Envoy does the same
+itself (jwt_authn clears them unless a verified token supplies them: istio/istio issue 53212, seen
+with Envoy 1.40 in the tests), but older proxies left a client-sent one in place when no token came
+(envoyproxy/envoy issue 35553), so they are stripped here too. The late filter strips the
 Kubeflow headers by itself as well, so a client's value never survives even where no auth proxy is
 wired at all.
 

@@ -4,9 +4,10 @@ Two kinds of gateway are started on loopback:
 
 * "identity filter only": the chain is exactly `http_filter_config(options)` + router. The request itself
   carries the source header, standing in for what ext-authz put there in the real gateway.
-* "full chain": strip filter, a real ext_authz filter calling a stand-in auth proxy, the identity filter,
-  router: the order the EnvoyFilter produces in an Istio gateway. Here the client cannot forge the source
-  header either, even on a route where the auth proxy does not run.
+* "full chain": strip filter, a real ext_authz filter calling a stand-in auth proxy, a real jwt_authn filter
+  built from the generated RequestAuthentication, the identity filter, router: the order the EnvoyFilter
+  produces in an Istio gateway. Here the client cannot forge a source header either, even on a route where
+  the auth proxy does not run.
 
 Control gateways without the filters show that the spoofs would otherwise get through, so these tests
 can fail.
@@ -21,8 +22,10 @@ import pytest
 
 from manifests.identity import (
     IdentityHeaderOptions,
+    JwtIssuer,
     http_filter_config,
     identity_envoy_filter,
+    request_authentications,
     strip_client_identity_filter_config,
 )
 from tests.identity.envoy_harness import (
@@ -33,16 +36,24 @@ from tests.identity.envoy_harness import (
     envoy_binary,
     ext_authz_filter,
     gateway_bootstrap,
+    jwt_authn_filter,
     send,
+    signed_jwt,
     start_echo_upstream,
     start_fake_auth_proxy,
 )
 
 ALICE = "alice@corp.example"
 VICTIM = "victim@corp.example"
+CAROL = "carol@corp.example"
 ALICE_SESSION = ("cookie", "session=alice")
 
+CORP_IDP = JwtIssuer("https://login.corp.example/oauth2/default", audiences=("kubeflow",))
+CLUSTER_ISSUER = "https://oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF"
+TEST_KEYS = {CORP_IDP.issuer: b"corp-idp-test-key-0123456789abcdef", CLUSTER_ISSUER: b"cluster-test-key-0123456789abcdef"}
+
 DEFAULTS = IdentityHeaderOptions()
+WITH_CORP_IDP = IdentityHeaderOptions(extra_issuers=(CORP_IDP,))
 FORWARDED_USER_PREFIXED_LOWERCASE = IdentityHeaderOptions(
     user_source_header="x-forwarded-user",
     groups_source_header=None,
@@ -99,20 +110,24 @@ def unfiltered_gateway(envoy_path, echo_upstream, tmp_path_factory) -> Iterator[
 
 
 def _full_chain(options: IdentityHeaderOptions, auth_proxy_port: int, *, strip_first: bool = True) -> list[dict]:
-    """The gateway chain in Istio's order, with our filters where the EnvoyFilter inserts them."""
-    chain = [ext_authz_filter(auth_proxy_port), http_filter_config(options)]
+    """The gateway chain in Istio's order (CUSTOM authz, then authn), with our filters where the EnvoyFilter puts them."""
+    chain = [
+        ext_authz_filter(auth_proxy_port),
+        jwt_authn_filter(request_authentications(options, CLUSTER_ISSUER), TEST_KEYS),
+        http_filter_config(options),
+    ]
     return [strip_client_identity_filter_config(options), *chain] if strip_first else chain
 
 
 @pytest.fixture(scope="module")
 def full_chain_gateway(envoy_path, echo_upstream, auth_proxy, tmp_path_factory) -> Iterator[int]:
-    bootstrap = gateway_bootstrap(_full_chain(DEFAULTS, auth_proxy.port), echo_upstream.port, auth_proxy.port)
+    bootstrap = gateway_bootstrap(_full_chain(WITH_CORP_IDP, auth_proxy.port), echo_upstream.port, auth_proxy.port)
     yield from _gateway(tmp_path_factory, "full-chain", bootstrap)
 
 
 @pytest.fixture(scope="module")
 def full_chain_without_strip_gateway(envoy_path, echo_upstream, auth_proxy, tmp_path_factory) -> Iterator[int]:
-    chain = _full_chain(DEFAULTS, auth_proxy.port, strip_first=False)
+    chain = _full_chain(WITH_CORP_IDP, auth_proxy.port, strip_first=False)
     yield from _gateway(tmp_path_factory, "full-chain-no-strip", gateway_bootstrap(chain, echo_upstream.port, auth_proxy.port))
 
 
@@ -250,9 +265,44 @@ def test_forged_source_header_becomes_the_identity_without_the_strip_filter(full
     assert delivered.values("kubeflow-userid") == [VICTIM]
 
 
+def _bearer(claims: dict, issuer: str = CORP_IDP.issuer, key: bytes | None = None) -> tuple[str, str]:
+    token = signed_jwt({"iss": issuer, "aud": "kubeflow", **claims}, key or TEST_KEYS[issuer])
+    return ("authorization", f"Bearer {token}")
+
+
+def test_verified_jwt_claim_becomes_the_identity(full_chain_gateway):
+    # Machine clients skip the auth proxy (upstream exempts requests carrying Authorization).
+    forged = [("kubeflow-userid", VICTIM), ("x-kubeflow-jwt-userid", VICTIM), ("x-kubeflow-jwt-groups", "admins")]
+    token = _bearer({"email": CAROL, "groups": "ml-team"})
+    delivered = send(full_chain_gateway, [*forged, token], path=NO_AUTH_PROXY_PREFIX + "apis/v2beta1/runs")
+    assert delivered.status == 200
+    assert delivered.values("kubeflow-userid") == [CAROL]
+    assert delivered.values("kubeflow-groups") == ["ml-team"]
+
+
+def test_forged_claim_header_without_a_token_is_ignored(full_chain_gateway):
+    delivered = send(full_chain_gateway, [("x-kubeflow-jwt-userid", VICTIM)], path=NO_AUTH_PROXY_PREFIX)
+    assert delivered.status == 200
+    assert delivered.values("kubeflow-userid") == []
+
+
+def test_token_signed_with_another_key_is_refused(full_chain_gateway):
+    forged = _bearer({"email": VICTIM}, key=b"attacker-key-0123456789abcdef0123")
+    delivered = send(full_chain_gateway, [forged], path=NO_AUTH_PROXY_PREFIX)
+    assert delivered.status == 401
+
+
+def test_service_account_token_is_verified_but_is_no_kubeflow_user(full_chain_gateway):
+    token = _bearer({"sub": "system:serviceaccount:kubeflow-user-alice:default", "email": VICTIM}, issuer=CLUSTER_ISSUER)
+    delivered = send(full_chain_gateway, [token], path=NO_AUTH_PROXY_PREFIX)
+    assert delivered.status == 200
+    assert delivered.values("kubeflow-userid") == []
+    assert delivered.values("authorization") == [token[1]], "Pipelines needs the token itself"
+
+
 def test_envoy_filter_carries_exactly_the_filters_proven_here():
-    patches = identity_envoy_filter(DEFAULTS)["spec"]["configPatches"]
+    patches = identity_envoy_filter(WITH_CORP_IDP)["spec"]["configPatches"]
     assert [patch["patch"]["value"] for patch in patches] == [
-        strip_client_identity_filter_config(DEFAULTS),
-        http_filter_config(DEFAULTS),
+        strip_client_identity_filter_config(WITH_CORP_IDP),
+        http_filter_config(WITH_CORP_IDP),
     ]
