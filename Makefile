@@ -9,7 +9,7 @@ PREVIOUS_KUBEFLOW_VERSION := 1.9.1
 export KUBEFLOW_MANIFESTS_DIR ?= $(CURDIR)/build/upstream
 MANIFESTS ?= $(KUBEFLOW_MANIFESTS_DIR)/v$(KUBEFLOW_VERSION).yaml
 
-.PHONY: venv upstream-manifests preview test docs clean
+.PHONY: venv upstream-manifests preview test bench docs clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ preview: venv
 ## The tests, exactly as CI runs them.
 test: venv upstream-manifests
 	$(BIN)/python -m pytest
+
+## Whole-process timings and peak memory against the libyaml floor; writes build/bench.json.
+bench: venv upstream-manifests
+	$(BIN)/python -m tools.bench --manifests $(KUBEFLOW_MANIFESTS_DIR)/v$(KUBEFLOW_VERSION).yaml $(BENCH_ARGS)
 
 docs: venv
 	$(BIN)/python -m tools.config_reference --write README.md

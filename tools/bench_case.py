@@ -1,0 +1,63 @@
+"""One benchmark case, run as its own process by tools/bench.py so each is measured whole.
+
+    python -m tools.bench_case floor FILE              parse FILE with libyaml and exit (the floor)
+    python -m tools.bench_case stack STACK FILE [N]    evaluate the whole stack under mocks;
+                                                       with N, the tenancy declares N generated profiles
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def parse_only(path: str) -> int:
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    with open(path, "rb") as stream:
+        count = sum(1 for doc in yaml.load_all(stream, Loader=loader) if doc)
+    return count
+
+
+def generated_tenancy(count: int) -> dict:
+    """`count` users, each owning a profile; every tenth profile may use the first GPU pool."""
+    users = [f"user{i:04d}@example.com" for i in range(count)]
+    profiles = []
+    for i, user in enumerate(users):
+        profile = {"name": f"user{i:04d}", "owner": user, "dataLake": {"bucket": "pipelines", "prefix": f"profiles/user{i:04d}"}}
+        if i + 1 < count:
+            profile["contributors"] = [{"user": users[i + 1], "role": "view"}]
+        if i % 10 == 0:
+            profile["gpuPools"] = ["gpu-a10g"]
+            profile["quota"] = {"gpus": 1}
+        profiles.append(profile)
+    return {"users": users, "groups": [{"name": "everyone", "members": users[:50]}], "profiles": profiles}
+
+
+def evaluate_stack(stack: str, manifests: str, profiles: int | None) -> int:
+    import config
+    from tools.mock_runtime import run_program, stack_config
+
+    kubeflow = dict(stack_config(stack)["kubeflow-platform:kubeflow"], manifests=manifests)
+    overrides: dict = {"kubeflow": kubeflow}
+    if profiles is not None:
+        overrides["tenancy"] = generated_tenancy(profiles)
+    secrets = {key: "bench-placeholder" for key in config.SECRET_KEYS}
+    run = run_program(stack, config_overrides=overrides, secrets=secrets, preview=True)
+    return len(run.resources)
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["floor"]:
+        print(parse_only(argv[1]))
+        return 0
+    if argv[:1] == ["stack"]:
+        profiles = int(argv[3]) if len(argv) > 3 else None
+        print(evaluate_stack(argv[1], argv[2], profiles))
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
