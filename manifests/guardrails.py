@@ -62,6 +62,12 @@ class GuardrailParams:
     namespaces_outside_mesh: frozenset[str] = frozenset()
 
 
+def planned_resources(registrations: Iterable[Any]) -> list[PlannedResource]:
+    """PlannedResources from recorded registrations (anything with `type`, `name` and `inputs`, like the
+    mock runtime's), for the offline preview and the tests."""
+    return [PlannedResource(r.type, r.name, r.inputs) for r in registrations]
+
+
 # ------------------------------------------------------------------------------------- extraction
 
 CONFIG_GROUP = "kubernetes:yaml/v2:ConfigGroup"
@@ -90,15 +96,19 @@ def unwrap(value: Any) -> Any:
 def kubernetes_objects_of(resources: Iterable[PlannedResource]) -> list[dict]:
     """Every Kubernetes object the resources carry: ConfigGroup documents and individual objects, as
     registered. Messages name them by `Kind namespace/name`, which is unique within a plan."""
-    found: list[dict] = []
+    return [obj for obj, _ in objects_by_origin(resources)]
+
+
+def objects_by_origin(resources: Iterable[PlannedResource]) -> Iterator[tuple[dict, bool]]:
+    """(object, whether it is a typed resource of its own rather than a document in manifest text)."""
     for resource in resources:
         if resource.type == CONFIG_GROUP:
-            found.extend(_config_group_objects(resource))
+            for obj in _config_group_objects(resource):
+                yield obj, False
         elif resource.type.startswith("kubernetes:") and resource.type not in _NOT_AN_OBJECT and "::" not in resource.type:
             obj = _as_object(resource)
             if obj is not None:
-                found.append(obj)
-    return found
+                yield obj, True
 
 
 def _config_group_objects(resource: PlannedResource) -> list[dict]:
@@ -280,37 +290,44 @@ def bucket_policy_denies_insecure_transport(resource: PlannedResource) -> list[s
             "its objects when aws:SecureTransport is false (TLS-only)"]
 
 
-def s3_buckets_secured(resources: Sequence[PlannedResource]) -> list[str]:
-    """Stack-level: every bucket has its encryption, versioning, public access block and TLS-only policy,
-    joined to it by bucket name, and each of those is itself correct."""
+_COMPANION_CHECKS: list[tuple[str, tuple[str, ...], Callable[[PlannedResource], list[str]]]] = [
+    ("server-side encryption (BucketServerSideEncryptionConfiguration)", ENCRYPTION_TYPES, bucket_encryption),
+    ("versioning (BucketVersioning)", VERSIONING_TYPES, bucket_versioning),
+    ("a public access block (BucketPublicAccessBlock)", (PUBLIC_ACCESS_BLOCK_TYPE,), bucket_public_access_block),
+    ("a TLS-only bucket policy (BucketPolicy)", (BUCKET_POLICY_TYPE,), bucket_policy_denies_insecure_transport),
+]
+COMPANION_TYPES = tuple(t for _, types, _ in _COMPANION_CHECKS for t in types)
+
+
+def _companions_by_bucket(resources: Sequence[PlannedResource]) -> dict[str, dict[str, list[PlannedResource]]]:
     companions: dict[str, dict[str, list[PlannedResource]]] = {}
     for resource in resources:
         target = unwrap(resource.props.get("bucket"))
-        if resource.type in BUCKET_TYPES or not isinstance(target, str):
-            continue
-        companions.setdefault(target, {}).setdefault(resource.type, []).append(resource)
-    checks: list[tuple[str, tuple[str, ...], Callable[[PlannedResource], list[str]]]] = [
-        ("server-side encryption (BucketServerSideEncryptionConfiguration)", ENCRYPTION_TYPES, bucket_encryption),
-        ("versioning (BucketVersioning)", VERSIONING_TYPES, bucket_versioning),
-        ("a public access block (BucketPublicAccessBlock)", (PUBLIC_ACCESS_BLOCK_TYPE,), bucket_public_access_block),
-        ("a TLS-only bucket policy (BucketPolicy)", (BUCKET_POLICY_TYPE,), bucket_policy_denies_insecure_transport),
-    ]
-    violations: list[str] = []
-    buckets = [r for r in resources if r.type in BUCKET_TYPES]
-    for name in sorted(set(companions) - {bucket_name(b) for b in buckets}):
-        # A companion of a bucket this plan does not create (an adopted one) is still checked itself.
-        for _, types, check in checks:
-            for companion in (c for t in types for c in companions[name].get(t, [])):
-                violations.extend(check(companion))
-    for bucket in buckets:
+        if resource.type in COMPANION_TYPES and isinstance(target, str):
+            companions.setdefault(target, {}).setdefault(resource.type, []).append(resource)
+    return companions
+
+
+def s3_bucket_companions_present(resources: Sequence[PlannedResource]) -> list[str]:
+    """Stack-level: every bucket has an encryption configuration, versioning, a public access block and
+    a bucket policy, joined to it by bucket name (pulumi-aws 7 configures each as its own resource)."""
+    companions = _companions_by_bucket(resources)
+    violations = []
+    for bucket in (r for r in resources if r.type in BUCKET_TYPES):
         name = bucket_name(bucket)
-        mine = companions.get(name, {})
-        for what, types, check in checks:
-            found = [c for t in types for c in mine.get(t, [])]
-            if not found:
+        for what, types, _ in _COMPANION_CHECKS:
+            if not any(companions.get(name, {}).get(t) for t in types):
                 violations.append(f"Bucket {bucket.name}: no {what} for bucket {name!r}")
-            for companion in found:
-                violations.extend(check(companion))
+    return violations
+
+
+def s3_buckets_secured(resources: Sequence[PlannedResource]) -> list[str]:
+    """Every bucket's companions are present, and each companion (of any bucket) is itself correct."""
+    violations = s3_bucket_companions_present(resources)
+    for resource in resources:
+        for _, types, check in _COMPANION_CHECKS:
+            if resource.type in types:
+                violations.extend(check(resource))
     return violations
 
 
@@ -522,9 +539,13 @@ def _literal(value: Any) -> bool:
     return isinstance(value, str) and value.strip() != "" and not re.fullmatch(r"\$\(\w+\)|\{\{.*\}\}", value.strip())
 
 
-def no_static_credentials(obj: Mapping) -> list[str]:
+def no_static_credentials(obj: Mapping, typed_resource: bool = False) -> list[str]:
     """No AWS access key ids anywhere, and no literal values under credential-named env vars,
-    ConfigMap keys or Secret keys (a secretKeyRef, a mounted Secret or a Pulumi secret is fine)."""
+    ConfigMap keys or Secret keys (a secretKeyRef, a mounted Secret or a Pulumi secret is fine).
+
+    `typed_resource`: the object is a `kubernetes:core/v1:Secret` resource of its own, not a document in
+    manifest text. pulumi-kubernetes always stores a Secret resource's data encrypted, and a policy pack
+    sees Pulumi secrets unwrapped, so its data is not read as plaintext; its env and keys still are."""
     ref = object_ref(obj)
     violations: list[str] = []
     for path, value in _walk(obj):
@@ -541,7 +562,7 @@ def no_static_credentials(obj: Mapping) -> list[str]:
                         violations.append(f"{ref}: {list_name}[{index}] ({container.get('name')}) env {name} has a literal value; "
                                           "use valueFrom.secretKeyRef")
     kind = obj.get("kind")
-    if kind in ("ConfigMap", "Secret"):
+    if kind == "ConfigMap" or (kind == "Secret" and not typed_resource):
         fields = ("data",) if kind == "ConfigMap" else ("stringData", "data")
         for field_name in fields:
             for key, value in (unwrap(obj.get(field_name)) or {}).items():
@@ -560,12 +581,13 @@ POLICIES: Mapping[str, str] = {
     "s3-bucket-versioned": "S3 buckets keep object versions.",
     "s3-bucket-public-access-blocked": "S3 buckets block all four kinds of public access.",
     "s3-bucket-tls-only": "S3 bucket policies deny requests without TLS.",
-    "s3-bucket-companions": "Every S3 bucket has its encryption, versioning, public access block and TLS-only policy.",
+    "s3-bucket-companions": "Every S3 bucket has its encryption, versioning, public access block and bucket policy.",
     "irsa-trust-pinned": "IRSA trust policies pin sub and aud with StringEquals on this cluster's issuer.",
     "gpu-node-groups-tainted-and-labelled": "GPU node groups carry a repelling taint and labels.",
     "only-gateway-load-balancer": "No Service of type LoadBalancer except the mesh's ingress gateway.",
     "gateway-nlb-restricted": "The gateway's NLB admits only configured CIDRs or security groups.",
-    "namespaces-in-mesh": "Every Kubeflow and profile namespace is in the Istio mesh.",
+    "namespaces-in-mesh": "Every Kubeflow namespace is in the Istio mesh.",
+    "profile-namespaces-in-mesh": "Every profile namespace the profile controller creates is in the Istio mesh.",
     "no-static-credentials": "No static AWS keys or plaintext passwords in manifests, ConfigMaps or env.",
 }
 
@@ -587,26 +609,24 @@ def check_resource(resource: PlannedResource, params: GuardrailParams) -> list[s
     return []
 
 
-def check_object(obj: Mapping, params: GuardrailParams) -> list[str]:
+def check_object(obj: Mapping, params: GuardrailParams, typed_resource: bool = False) -> list[str]:
     """The single-object rules for one Kubernetes object."""
     return (images_from_approved_mirror(obj, params.mirror)
             + only_gateway_is_load_balancer(obj, params.gateway_service)
             + gateway_load_balancer_restricted(obj, params.gateway_service)
             + namespace_in_mesh(obj, params)
-            + no_static_credentials(obj))
+            + no_static_credentials(obj, typed_resource))
 
 
 def check_plan(resources: Sequence[PlannedResource], kubernetes_objects: Sequence[Mapping] | None, params: GuardrailParams) -> list[str]:
     """Every guardrail over a whole plan: the resources, the Kubernetes objects they carry, and any
     further objects (like the pure pipeline's output) passed in `kubernetes_objects`."""
-    objects = kubernetes_objects_of(resources) + list(kubernetes_objects or [])
+    planned = list(objects_by_origin(resources)) + [(dict(obj), False) for obj in kubernetes_objects or []]
     violations: list[str] = []
     for resource in resources:
-        if resource.type not in (ENCRYPTION_TYPES + VERSIONING_TYPES + (PUBLIC_ACCESS_BLOCK_TYPE, BUCKET_POLICY_TYPE)):
-            violations.extend(check_resource(resource, params))
-    # Bucket companions are checked through their bucket, so a message is not reported twice.
-    violations.extend(s3_buckets_secured(resources))
-    for obj in objects:
-        violations.extend(check_object(obj, params))
-    violations.extend(profile_namespaces_in_mesh(objects, params))
+        violations.extend(check_resource(resource, params))
+    violations.extend(s3_bucket_companions_present(resources))
+    for obj, typed in planned:
+        violations.extend(check_object(obj, params, typed))
+    violations.extend(profile_namespaces_in_mesh([obj for obj, _ in planned], params))
     return violations
