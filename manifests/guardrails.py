@@ -381,7 +381,7 @@ def irsa_trust_pinned(role_name: str, trust_policy: Any, params: GuardrailParams
         if sub_like and not allowed_wildcard:
             violations.append(f"{at}: Condition.StringLike[{issuer}:sub] {sub_like} is a wildcard subject; pin service accounts "
                               f"with StringEquals, or name the role in the wildcard allow-list with a reason")
-        if not sub_equals and not (sub_like and allowed_wildcard):
+        if not sub_equals and not sub_like:
             violations.append(f"{at}: Condition.StringEquals[{issuer}:sub] is missing; pin system:serviceaccount:<namespace>:<name>")
         for subject in sub_equals:
             if not str(subject).startswith("system:serviceaccount:") or _WILDCARD.search(str(subject)):
