@@ -40,6 +40,7 @@ OBJECTS_PER_FILE = 50
 Finding = tuple[str, str]  # (check id, resource as checkov names it: Kind.namespace.name)
 
 
+@functools.lru_cache(maxsize=None)
 def checkov_version() -> str:
     if not Path(CHECKOV).exists():
         raise FileNotFoundError(f"checkov not found at {CHECKOV}: run `make scan-venv` (or set CHECKOV)")
