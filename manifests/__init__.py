@@ -1,0 +1,1 @@
+"""Pure Python over plain dicts, no Pulumi: upstream manifests, their transformations, IAM documents."""
