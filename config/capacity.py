@@ -158,9 +158,10 @@ class GpuPoolSettings:
                 yield f"labels.{key}", "EKS refuses labels under kubernetes.io/, k8s.io/ and eks.amazonaws.com/"
         if not self.taints:
             yield "taints", "GPU pools must be tainted so only workloads that tolerate the taint land there"
-        keys = [(t.key, t.effect) for t in self.taints]
+        keys = [t.key for t in self.taints]
         if len(set(keys)) != len(keys):
-            yield "taints", "the same key and effect is listed twice"
+            # cluster-autoscaler's node-template/taint/<key> tag holds one taint per key.
+            yield "taints", "a taint key is listed twice; the autoscaler's node template holds one taint per key"
         arm = "ARM_64" in self.ami_type
         for i, instance_type in enumerate(self.instance_types):
             family, dot, size = instance_type.partition(".")
