@@ -121,7 +121,7 @@ class GpuNodePools(pulumi.ComponentResource):
         attachments = [
             aws.iam.RolePolicyAttachment(
                 f"{name}-node-role-{policy}",
-                role=role.name,
+                role=role.id,
                 policy_arn=partition.apply(lambda p, policy=policy: f"arn:{p}:iam::aws:policy/{policy}"),
                 opts=pulumi.ResourceOptions(parent=self),
             )
