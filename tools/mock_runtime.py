@@ -20,6 +20,7 @@ import pulumi
 import yaml
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
+from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
@@ -350,6 +351,9 @@ def run_program(
         secret_keys.append(full)
     set_all_config({k: _as_config_text(v) for k, v in config.items()}, secret_keys)
 
+    # Outputs still pending from a run that failed inside an apply would finish during this run and
+    # report that run's error here; the SDK's own @pulumi.runtime.test clears them the same way.
+    pulumi_settings.SETTINGS.outputs.clear()
     mocks = PlatformMocks(config, preview=preview)
     monitor = RecordingMonitor(mocks)
     # A fresh root stack per run: the SDK keeps the previous run's root otherwise.
