@@ -4,13 +4,13 @@ import pulumi
 
 import config
 from components import providers
-from components.artifacts import ArtifactStore
+from components.artifacts import ArtifactStore, ArtifactStoreArgs
 from components.auth import Auth
-from components.certificate import Certificate
-from components.dns import Dns
-from components.gpu import GpuNodePools
-from components.identity import WorkloadIdentity
-from components.ingress import IngressGateway
+from components.certificate import Certificate, CertificateArgs
+from components.dns import Dns, DnsArgs
+from components.gpu import GpuNodePools, GpuNodePoolsArgs
+from components.identity import WorkloadIdentity, WorkloadIdentityArgs
+from components.ingress import IngressGateway, IngressGatewayArgs
 from components.kubeflow import Kubeflow
 from components.tenancy import Tenancy
 
@@ -26,16 +26,32 @@ k8s_provider = providers.kubernetes_provider(settings, cluster)
 on_aws = pulumi.ResourceOptions(provider=aws_provider)
 on_cluster = pulumi.ResourceOptions(provider=k8s_provider)
 
-certificate = Certificate("certificate", opts=on_aws)
-ingress = IngressGateway("ingress", opts=on_cluster)
-dns = Dns("dns", opts=on_aws)
-identity = WorkloadIdentity("identity", opts=on_aws)
-artifacts = ArtifactStore("artifacts", opts=on_aws)
-gpu = GpuNodePools("gpu", opts=on_aws)
+# Order: zone -> certificate (validation records) -> gateway Service (certificate ARN) -> alias records (NLB).
+dns = Dns("dns", DnsArgs.from_settings(settings), opts=on_aws)
+certificate = Certificate("certificate", CertificateArgs.from_settings(settings, zone_id=dns.zone_id), opts=on_aws)
 kubeflow = Kubeflow("kubeflow", settings.kubeflow.version, opts=on_cluster)
+ingress = IngressGateway("ingress", IngressGatewayArgs.from_settings(
+    settings, certificate_arn=certificate.certificate_arn, gateway_depends_on=[kubeflow]), opts=on_cluster)
+dns.alias_to_load_balancer(ingress.load_balancer_hostname)
+artifacts = ArtifactStore("artifacts", ArtifactStoreArgs.from_settings(settings), opts=on_aws)
+identity = WorkloadIdentity("identity", WorkloadIdentityArgs.from_settings(
+    settings, issuer=cluster.oidc_issuer, pipelines_bucket=artifacts.bucket_names["pipelines"],
+    pipelines_kms_key_arn=artifacts.kms_key_arns["pipelines"]), opts=on_aws)
+gpu = GpuNodePools("gpu", GpuNodePoolsArgs.from_settings(settings),
+                   opts=pulumi.ResourceOptions(providers=[aws_provider, k8s_provider]))
 auth = Auth("auth", opts=on_cluster)
 tenancy = Tenancy("tenancy", opts=on_cluster)
 
 pulumi.export("url", f"https://{settings.dns.host}/")
 pulumi.export("kubeflowVersion", kubeflow.version)
 pulumi.export("clusterOidcIssuer", cluster.oidc_issuer)
+pulumi.export("zoneId", dns.zone_id)
+pulumi.export("zoneNameServers", dns.name_servers)
+pulumi.export("dnsRecordNames", dns.record_names)
+pulumi.export("certificateArn", certificate.certificate_arn)
+pulumi.export("loadBalancerHostname", ingress.load_balancer_hostname)
+pulumi.export("oidcProviderArn", identity.oidc_provider_arn)
+pulumi.export("roleArns", identity.role_arns)
+pulumi.export("bucketNames", artifacts.bucket_names)
+pulumi.export("nodeGroupNames", gpu.node_group_names)
+pulumi.export("autoscalingGroupNames", gpu.autoscaling_group_names)

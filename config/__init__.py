@@ -18,8 +18,8 @@ import pulumi
 from pulumi.runtime import config as runtime_config
 
 from config.access import AuthSettings, TenancySettings
-from config.capacity import ArtifactSettings, GpuSettings, IdentitySettings
-from config.edge import CertificateSettings, DnsSettings, IngressSettings
+from config.capacity import ArtifactSettings, GpuSettings, IdentitySettings, capacity_cross_checks
+from config.edge import CertificateSettings, DnsSettings, IngressSettings, edge_cross_checks
 from config.kubeflow import KubeflowSettings
 from config.loader import Problems, camel, from_raw, keys_of, setting
 from config.platform import AwsSettings, ClusterSettings
@@ -86,6 +86,11 @@ class Settings:
     """Secret settings (top-level secret keys, see SECRET_KEYS)."""
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
+        yield from edge_cross_checks(self.dns, self.certificate)
+        yield from capacity_cross_checks(
+            region=self.aws.region, cluster_name=self.cluster.name, protect=self.protect,
+            artifacts=self.artifacts, gpu=self.gpu,
+        )
         pools = {pool.name for pool in self.gpu.pools}
         buckets = {bucket.purpose for bucket in self.artifacts.buckets}
         for i, profile in enumerate(self.tenancy.profiles):

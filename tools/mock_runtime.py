@@ -20,6 +20,7 @@ import pulumi
 import yaml
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
+from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
@@ -244,11 +245,31 @@ class PlatformMocks(pulumi.runtime.Mocks):
             return {"arn": args.args.get("arn"), "url": self.issuer.removeprefix("https://"), "clientIdLists": ["sts.amazonaws.com"]}
         return {}
 
+    def existing_service(self, namespace: str, name: str) -> dict[str, Any]:
+        """What a read of an existing Service returns: the mesh's gateway as a cluster with the AWS Load
+        Balancer Controller (its webhook sets the class on new LoadBalancer Services) has it."""
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace, "annotations": {}},
+            "spec": {
+                "type": "LoadBalancer",
+                "loadBalancerClass": "service.k8s.aws/nlb",
+                "selector": {"istio": "ingressgateway"},
+                "ports": [{"name": "http2", "port": 80, "protocol": "TCP", "targetPort": 8080},
+                          {"name": "https", "port": 443, "protocol": "TCP", "targetPort": 8443}],
+            },
+            "status": {"loadBalancer": {"ingress": [{"hostname": f"k8s-{name[:20]}-{self._digest(namespace, name, length=10).lower()}.elb.{self.region}.amazonaws.com"}]}},
+        }
+
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         outputs = dict(args.inputs)
         name = args.name
         typ = args.typ
         resource_id = args.resource_id or f"{name}-id"
+        if typ == "kubernetes:core/v1:Service" and args.resource_id and not args.inputs:
+            namespace, _, service = args.resource_id.rpartition("/")
+            return args.resource_id, self.existing_service(namespace or "default", service)
         if typ.startswith("aws:"):
             service = typ.split(":")[1].split("/")[0]
             if service == "index":
@@ -283,6 +304,10 @@ class PlatformMocks(pulumi.runtime.Mocks):
                     "resourceRecordValue": f"_{self._digest(base, 'v', length=32).lower()}.acm-validations.aws.",
                 })
             outputs["domainValidationOptions"] = options
+        elif typ == "aws:route53/record:Record":
+            outputs.setdefault("fqdn", str(outputs.get("name", name)).rstrip("."))
+        elif typ == "aws:acm/certificateValidation:CertificateValidation":
+            resource_id = str(outputs.get("certificateArn", resource_id))
         elif typ == "aws:route53/zone:Zone":
             zone = str(outputs.get("name", name)).rstrip(".")
             outputs["zoneId"] = f"Z{self._digest(zone, length=20)}"
@@ -326,6 +351,9 @@ def run_program(
         secret_keys.append(full)
     set_all_config({k: _as_config_text(v) for k, v in config.items()}, secret_keys)
 
+    # Outputs still pending from a run that failed inside an apply would finish during this run and
+    # report that run's error here; the SDK's own @pulumi.runtime.test clears them the same way.
+    pulumi_settings.SETTINGS.outputs.clear()
     mocks = PlatformMocks(config, preview=preview)
     monitor = RecordingMonitor(mocks)
     # A fresh root stack per run: the SDK keeps the previous run's root otherwise.
