@@ -5,7 +5,7 @@ import pulumi
 import config
 from components import providers
 from components.artifacts import ArtifactStore
-from components.auth import Auth
+from components.auth import Auth, AuthArgs
 from components.certificate import Certificate
 from components.dns import Dns
 from components.gpu import GpuNodePools
@@ -33,9 +33,13 @@ identity = WorkloadIdentity("identity", opts=on_aws)
 artifacts = ArtifactStore("artifacts", opts=on_aws)
 gpu = GpuNodePools("gpu", opts=on_aws)
 kubeflow = Kubeflow("kubeflow", settings.kubeflow.version, opts=on_cluster)
-auth = Auth("auth", opts=on_cluster)
+auth = Auth("auth", AuthArgs.from_settings(settings, cluster.oidc_issuer), opts=on_cluster)
 tenancy = Tenancy("tenancy", opts=on_cluster)
 
 pulumi.export("url", f"https://{settings.dns.host}/")
 pulumi.export("kubeflowVersion", kubeflow.version)
 pulumi.export("clusterOidcIssuer", cluster.oidc_issuer)
+# The mesh owner merges this into meshConfig.extensionProviders; the IdP admin registers the redirect URL.
+pulumi.export("authExtensionProvider", auth.extension_provider)
+pulumi.export("authRedirectUrl", auth.redirect_url)
+pulumi.export("authObjects", auth.object_names)

@@ -442,9 +442,12 @@ end
 # Istio objects
 
 
-def _security_api_version(options: IdentityHeaderOptions) -> str:
+def security_api_version(options: IdentityHeaderOptions) -> str:
+    """security.istio.io/v1 where the mesh serves it, else v1beta1."""
     version = parse_istio_version(options.istio_version)
     return "security.istio.io/v1" if version and version >= SECURITY_V1_SINCE else "security.istio.io/v1beta1"
+
+
 
 
 def gateway_principal(options: IdentityHeaderOptions) -> str:
@@ -512,7 +515,7 @@ def _jwt_rule(issuer: str, jwks_uri: str | None, audiences: Sequence[str]) -> di
 
 def _request_authentication(options: IdentityHeaderOptions, name: str, jwt_rule: dict) -> dict:
     return {
-        "apiVersion": _security_api_version(options),
+        "apiVersion": security_api_version(options),
         "kind": "RequestAuthentication",
         "metadata": {"name": name, "namespace": options.gateway_namespace},
         "spec": {"selector": {"matchLabels": dict(options.gateway_selector)}, "jwtRules": [jwt_rule]},
@@ -612,7 +615,7 @@ def identity_header_authorization_policy(
                 }
             )
     return {
-        "apiVersion": _security_api_version(options),
+        "apiVersion": security_api_version(options),
         "kind": "AuthorizationPolicy",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"action": "DENY", "rules": rules},
