@@ -5,7 +5,7 @@ import pulumi
 import config
 from components import providers
 from components.artifacts import ArtifactStore, ArtifactStoreArgs
-from components.auth import Auth
+from components.auth import Auth, AuthArgs
 from components.certificate import Certificate, CertificateArgs
 from components.dns import Dns, DnsArgs
 from components.gpu import GpuNodePools, GpuNodePoolsArgs
@@ -39,7 +39,7 @@ identity = WorkloadIdentity("identity", WorkloadIdentityArgs.from_settings(
     pipelines_kms_key_arn=artifacts.kms_key_arns["pipelines"]), opts=on_aws)
 gpu = GpuNodePools("gpu", GpuNodePoolsArgs.from_settings(settings),
                    opts=pulumi.ResourceOptions(providers=[aws_provider, k8s_provider]))
-auth = Auth("auth", opts=on_cluster)
+auth = Auth("auth", AuthArgs.from_settings(settings, cluster.oidc_issuer), opts=on_cluster)
 tenancy = Tenancy("tenancy", opts=on_cluster)
 
 pulumi.export("url", f"https://{settings.dns.host}/")
@@ -55,3 +55,7 @@ pulumi.export("roleArns", identity.role_arns)
 pulumi.export("bucketNames", artifacts.bucket_names)
 pulumi.export("nodeGroupNames", gpu.node_group_names)
 pulumi.export("autoscalingGroupNames", gpu.autoscaling_group_names)
+# The mesh owner merges this into meshConfig.extensionProviders; the IdP admin registers the redirect URL.
+pulumi.export("authExtensionProvider", auth.extension_provider)
+pulumi.export("authRedirectUrl", auth.redirect_url)
+pulumi.export("authObjects", auth.object_names)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -17,12 +18,13 @@ from typing import Any, Optional
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from config.access import AuthSettings, TenancySettings
+from config.access import GATEWAY_OPTION_KEYS, REPLACED_UPSTREAM_COMPONENT, AuthSettings, TenancySettings
 from config.capacity import ArtifactSettings, GpuSettings, IdentitySettings, capacity_cross_checks
 from config.edge import CertificateSettings, DnsSettings, IngressSettings, edge_cross_checks
 from config.kubeflow import KubeflowSettings
 from config.loader import Problems, camel, from_raw, keys_of, setting
 from config.platform import AwsSettings, ClusterSettings
+from manifests.identity import IdentityHeaderOptions, validate_identity_options
 
 PROJECT = "kubeflow-platform"
 
@@ -85,12 +87,31 @@ class Settings:
     secrets: Secrets = dataclasses.field(default=Secrets(), metadata={"internal": True})
     """Secret settings (top-level secret keys, see SECRET_KEYS)."""
 
+    def identity_options(self) -> IdentityHeaderOptions:
+        """How the gateway sets the trusted identity headers: auth settings on the ingress gateway's workload."""
+        return self.auth.identity_options(
+            gateway_namespace=self.ingress.namespace,
+            gateway_selector=types.MappingProxyType(dict(self.ingress.selector)),
+            istio_version=self.kubeflow.mesh.istio_version,
+        )
+
     def cross_check(self) -> Iterator[tuple[str, str]]:
         yield from edge_cross_checks(self.dns, self.certificate)
         yield from capacity_cross_checks(
             region=self.aws.region, cluster_name=self.cluster.name, protect=self.protect,
             artifacts=self.artifacts, gpu=self.gpu,
         )
+        # Auth's own keys are checked by AuthSettings; here only what the identity options take from other areas.
+        for line in validate_identity_options(self.identity_options()):
+            key, _, message = line.partition(": ")
+            if key in GATEWAY_OPTION_KEYS:
+                yield GATEWAY_OPTION_KEYS[key], message
+        replaced = REPLACED_UPSTREAM_COMPONENT[self.auth.proxy]
+        if replaced not in self.kubeflow.exclude:
+            yield "kubeflow.exclude", (
+                f"add {replaced!r}: auth deploys its own {self.auth.proxy} for auth.issuerUrl, and upstream's copy "
+                "comes with Dex settings and publicly known client and cookie secrets"
+            )
         pools = {pool.name for pool in self.gpu.pools}
         buckets = {bucket.purpose for bucket in self.artifacts.buckets}
         for i, profile in enumerate(self.tenancy.profiles):
