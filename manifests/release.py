@@ -93,7 +93,8 @@ def version_problems(pinned: str, detected: str | None, evidence: str | None) ->
         return []
     return [Problem(
         CONFIG_KEY,
-        f"holds Kubeflow {detected} ({evidence}), but kubeflow.version pins {pinned}",
+        f"holds Kubeflow {detected} ({evidence}), another minor release than kubeflow.version {pinned} "
+        "(components may lag the release's patch number, never its minor)",
         f"point kubeflow.manifests at the {pinned} release, or set kubeflow.version to the release you mean to apply",
     )]
 

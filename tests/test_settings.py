@@ -113,7 +113,7 @@ BAD_SETTINGS = [
     ("corrupt manifests", _manifests(_file("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: [kubeflow\n")), ["kubeflow.yaml:5:1: invalid YAML"]),
     ("missing manifests", _manifests(lambda tmp: str(tmp / "kubeflow-v1.10.2.yaml")), ["kubeflow-v1.10.2.yaml: no such file or directory (fix: render the manifests to a file and run `pulumi config set --path kubeflow.manifests ./kubeflow.yaml`)"]),
     ("checksum mismatch", _manifests(lambda tmp: {"url": manifests_path().as_uri(), "sha256": "0" * 64}), ["kubeflow.manifests.sha256: checksum mismatch for file://"]),
-    ("other release", _manifests(lambda tmp: str(manifests_path("1.9.1"))), ["kubeflow.manifests: holds Kubeflow 1.9.2 (image docker.io/kubeflownotebookswg/centraldashboard:v1.9.2 of Deployment kubeflow/centraldashboard), but kubeflow.version pins 1.10.2"]),
+    ("other release", _manifests(lambda tmp: str(manifests_path("1.9.1"))), ["kubeflow.manifests: holds Kubeflow 1.9.2 (image docker.io/kubeflownotebookswg/centraldashboard:v1.9.2 of Deployment kubeflow/centraldashboard), another minor release than kubeflow.version 1.10.2"]),
     ("object that would not apply", _manifests(_file(_BROKEN_DEPLOYMENT)), ["Deployment kubeflow/broken spec.template.spec.containers[0]: Additional properties are not allowed ('imagePullPolicyy' was unexpected)"]),
     ("issuer", _with("auth", _set(["issuerUrl"], "http://login.example.com")), ["auth.issuerUrl: 'http://login.example.com' is not an https URL"]),
     ("email", _with("tenancy", _set(["users", 0], "alice-at-example.com")), ["tenancy.users: 'alice-at-example.com' is not an email address"]),
