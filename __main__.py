@@ -11,7 +11,8 @@ from components.dns import Dns, DnsArgs
 from components.gpu import GpuNodePools, GpuNodePoolsArgs
 from components.identity import WorkloadIdentity, WorkloadIdentityArgs
 from components.ingress import IngressGateway, IngressGatewayArgs
-from components.kubeflow import Kubeflow
+from components import kubeflow as kubeflow_component
+from components.kubeflow import Kubeflow, KubeflowArgs
 from components.tenancy import Tenancy
 
 try:
@@ -19,6 +20,9 @@ try:
 except config.SettingsError as error:
     # A configuration mistake is the user's to fix: report it without a Python traceback.
     raise pulumi.RunError(str(error)) from None
+
+# Upstream Kubeflow is loaded, transformed and validated before the first resource is registered.
+kubeflow_release = kubeflow_component.prepare(settings)
 
 aws_provider = providers.aws_provider(settings)
 cluster = providers.lookup_cluster(settings, aws_provider)
@@ -29,14 +33,15 @@ on_cluster = pulumi.ResourceOptions(provider=k8s_provider)
 # Order: zone -> certificate (validation records) -> gateway Service (certificate ARN) -> alias records (NLB).
 dns = Dns("dns", DnsArgs.from_settings(settings), opts=on_aws)
 certificate = Certificate("certificate", CertificateArgs.from_settings(settings, zone_id=dns.zone_id), opts=on_aws)
-kubeflow = Kubeflow("kubeflow", settings.kubeflow.version, opts=on_cluster)
-ingress = IngressGateway("ingress", IngressGatewayArgs.from_settings(
-    settings, certificate_arn=certificate.certificate_arn, gateway_depends_on=[kubeflow]), opts=on_cluster)
-dns.alias_to_load_balancer(ingress.load_balancer_hostname)
 artifacts = ArtifactStore("artifacts", ArtifactStoreArgs.from_settings(settings), opts=on_aws)
 identity = WorkloadIdentity("identity", WorkloadIdentityArgs.from_settings(
     settings, issuer=cluster.oidc_issuer, pipelines_bucket=artifacts.bucket_names["pipelines"],
     pipelines_kms_key_arn=artifacts.kms_key_arns["pipelines"]), opts=on_aws)
+kubeflow = Kubeflow("kubeflow", KubeflowArgs.from_settings(
+    settings, kubeflow_release, service_account_roles=identity.service_account_roles), opts=on_cluster)
+ingress = IngressGateway("ingress", IngressGatewayArgs.from_settings(
+    settings, certificate_arn=certificate.certificate_arn, gateway_depends_on=[kubeflow]), opts=on_cluster)
+dns.alias_to_load_balancer(ingress.load_balancer_hostname)
 gpu = GpuNodePools("gpu", GpuNodePoolsArgs.from_settings(settings),
                    opts=pulumi.ResourceOptions(providers=[aws_provider, k8s_provider]))
 auth = Auth("auth", AuthArgs.from_settings(settings, cluster.oidc_issuer), opts=on_cluster)
@@ -44,6 +49,8 @@ tenancy = Tenancy("tenancy", opts=on_cluster)
 
 pulumi.export("url", f"https://{settings.dns.host}/")
 pulumi.export("kubeflowVersion", kubeflow.version)
+pulumi.export("imageMirror", kubeflow.image_mirror)
+pulumi.export("transformReport", kubeflow.transform_report)
 pulumi.export("clusterOidcIssuer", cluster.oidc_issuer)
 pulumi.export("zoneId", dns.zone_id)
 pulumi.export("zoneNameServers", dns.name_servers)

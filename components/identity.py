@@ -67,6 +67,8 @@ class WorkloadIdentity(pulumi.ComponentResource):
     issuer: pulumi.Output[str]
     #: Role ARNs of the platform's roles by purpose (pipelines, argo).
     role_arns: dict[str, pulumi.Output[str]]
+    #: The same roles by the service accounts that assume them, keyed "<namespace>/<serviceaccount>".
+    service_account_roles: dict[str, pulumi.Output[str]]
 
     def __init__(self, name: str, args: WorkloadIdentityArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("kubeflow-platform:identity:WorkloadIdentity", name, None, opts)
@@ -85,6 +87,7 @@ class WorkloadIdentity(pulumi.ComponentResource):
             )
             self.oidc_provider_arn = provider.arn
         self.role_arns = {}
+        self.service_account_roles = {}
         if args.platform is not None:
             self._platform_roles(args.platform)
         self.register_outputs({"oidcProviderArn": self.oidc_provider_arn, "roleArns": self.role_arns})
@@ -147,3 +150,8 @@ class WorkloadIdentity(pulumi.ComponentResource):
             ),
         )
         self.role_arns = {"pipelines": pipelines.arn, "argo": argo.arn}
+        # What the Kubeflow component annotates with eks.amazonaws.com/role-arn, keyed "<namespace>/<sa>".
+        self.service_account_roles = {
+            **{f"{platform.kubeflow_namespace}/{sa}": pipelines.arn for sa in PIPELINES_SERVICE_ACCOUNTS},
+            **{f"{platform.argo_namespace}/{sa}": argo.arn for sa in platform.argo_service_accounts},
+        }

@@ -8,6 +8,7 @@ import pulumi
 import pytest
 
 from tests.conftest import MARKER_SECRETS, run_stack
+from tests.upstream import manifests_path
 from tools.mock_runtime import stack_config
 
 
@@ -41,6 +42,44 @@ def _delete(path: list):
     return edit
 
 
+def _manifests(make):
+    """The dev stack's Kubeflow settings with `manifests` made by `make(tmp_path)` when the test runs."""
+
+    def overrides(tmp_path):
+        value = _dev("kubeflow")
+        value["manifests"] = make(tmp_path)
+        return {"kubeflow": value}
+
+    return overrides
+
+
+def _file(text: str):
+    def make(tmp_path):
+        path = tmp_path / "kubeflow.yaml"
+        path.write_text(text)
+        return str(path)
+
+    return make
+
+
+_BROKEN_DEPLOYMENT = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: kubeflow}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: broken, namespace: kubeflow}
+spec:
+  selector: {matchLabels: {app: broken}}
+  template:
+    metadata: {labels: {app: broken}}
+    spec:
+      containers:
+        - {name: app, image: ghcr.io/kubeflow/app:1, imagePullPolicyy: Always}
+"""
+
+
 BAD_SETTINGS = [
     ("region", _with("aws", _set(["region"], "us-westt-2")), ["aws.region: 'us-westt-2' is not an AWS region name"]),
     ("account id", _with("aws", _set(["allowedAccountIds"], ["1234"])), ["aws.allowedAccountIds: '1234' is not an AWS account id"]),
@@ -68,6 +107,14 @@ BAD_SETTINGS = [
     ("subnet", _with("gpu", _set(["pools", 0, "subnetIds"], ["subnet-1"])), ["gpu.pools[0].subnetIds: 'subnet-1' is not a subnet id"]),
     ("version", _with("kubeflow", _set(["version"], "v1.10")), ["kubeflow.version: 'v1.10' is not a release version like 1.10.2"]),
     ("sha256", _with("kubeflow", _set(["manifests"], {"url": "https://example.com/k.yaml", "sha256": "abc"})), ["kubeflow.manifests.sha256: 'abc' is not a SHA-256 digest"]),
+    ("unknown exclusion", _with("kubeflow", _set(["exclude"], ["istio", "argoo", "dex"])), ["kubeflow.exclude[1]: unknown exclusion 'argoo'; did you mean 'argo'?"]),
+    ("argo nowhere", _with("kubeflow", _set(["argo", "external"], False)), ["kubeflow.exclude: excludes the bundled argo while argo.external is false"]),
+    ("mirror rule outside mirror", _with("kubeflow", _set(["images", "rules", 0, "target"], "docker.io/kubeflow")), ["kubeflow.images.rules[0].target: 'docker.io/kubeflow' is outside the mirror 'registry.example.com/kubeflow'"]),
+    ("corrupt manifests", _manifests(_file("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: [kubeflow\n")), ["kubeflow.yaml:5:1: invalid YAML"]),
+    ("missing manifests", _manifests(lambda tmp: str(tmp / "kubeflow-v1.10.2.yaml")), ["kubeflow-v1.10.2.yaml: no such file or directory (fix: render the manifests to a file and run `pulumi config set --path kubeflow.manifests ./kubeflow.yaml`)"]),
+    ("checksum mismatch", _manifests(lambda tmp: {"url": manifests_path().as_uri(), "sha256": "0" * 64}), ["kubeflow.manifests.sha256: checksum mismatch for file://"]),
+    ("other release", _manifests(lambda tmp: str(manifests_path("1.9.1"))), ["kubeflow.manifests: holds Kubeflow 1.9.2 (image docker.io/kubeflownotebookswg/centraldashboard:v1.9.2 of Deployment kubeflow/centraldashboard), another minor release than kubeflow.version 1.10.2"]),
+    ("object that would not apply", _manifests(_file(_BROKEN_DEPLOYMENT)), ["Deployment kubeflow/broken spec.template.spec.containers[0]: Additional properties are not allowed ('imagePullPolicyy' was unexpected)"]),
     ("issuer", _with("auth", _set(["issuerUrl"], "http://login.example.com")), ["auth.issuerUrl: 'http://login.example.com' must be an https:// URL"]),
     ("issuer with query", _with("auth", _set(["issuerUrl"], "https://login.example.com/?tenant=1")), ["auth.issuerUrl: 'https://login.example.com/?tenant=1' must not have a query string"]),
     ("extra issuer", _with("auth", _set(["extraIssuers", 0, "issuer"], "https://user:pw@login.example.com/cli")), ["auth.extraIssuers[0].issuer: 'https://user:pw@login.example.com/cli' must not carry credentials"]),
@@ -120,7 +167,9 @@ def _expect_refused(overrides: dict, secrets=None) -> str:
 
 
 @pytest.mark.parametrize("overrides,expected", [row[1:] for row in BAD_SETTINGS], ids=[row[0] for row in BAD_SETTINGS])
-def test_bad_setting_is_refused_with_its_key_path(overrides, expected):
+def test_bad_setting_is_refused_with_its_key_path(overrides, expected, tmp_path):
+    if callable(overrides):
+        overrides = overrides(tmp_path)
     message = _expect_refused(overrides)
     for line in expected:
         assert line in message
