@@ -48,17 +48,18 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 Path_ = tuple[str | int, ...]
 
 
+def format_part(part: str | int, first: bool) -> str:
+    """One step of a path: `.key`, `[3]`, or `["key.with/dots"]` where a dot would be ambiguous."""
+    if isinstance(part, int):
+        return f"[{part}]"
+    if _IDENTIFIER.match(part):
+        return part if first else f".{part}"
+    return f"[{json.dumps(part)}]"
+
+
 def format_path(parts: Iterable[str | int]) -> str:
     """`spec.template.metadata.annotations["sidecar.istio.io/inject"]`: dots only where they are unambiguous."""
-    text = ""
-    for part in parts:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        elif _IDENTIFIER.match(part):
-            text += f".{part}" if text else part
-        else:
-            text += f"[{json.dumps(part)}]"
-    return text
+    return "".join(format_part(part, i == 0) for i, part in enumerate(parts))
 
 
 def _recorded_path(parts: Path_) -> str:
