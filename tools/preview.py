@@ -27,7 +27,7 @@ from typing import Any, Optional, TextIO
 import pulumi
 
 from tools import plan_checks
-from tools.mock_runtime import PROJECT, ProgramRun, known_stacks, run_program, stack_config
+from tools.mock_runtime import PROJECT, REPO_ROOT, known_stacks, run_program, stack_config
 from tools.plan import (
     KNOWN_AFTER_DEPLOY,
     build_plan,
@@ -84,11 +84,12 @@ def _manifests_setting(path: str) -> str:
     return display_path(candidate) if candidate.is_absolute() else path
 
 
-def config_overrides(stack: str, manifests: Optional[str], kubeflow_version: Optional[str]) -> dict[str, Any]:
+def config_overrides(stack: str, manifests: Optional[str], kubeflow_version: Optional[str],
+                     root: Path = REPO_ROOT) -> dict[str, Any]:
     """The stack's `kubeflow` setting with another manifests file or release, as `--manifests` asks."""
     if manifests is None and kubeflow_version is None:
         return {}
-    kubeflow = dict(stack_config(stack)[f"{PROJECT}:kubeflow"])
+    kubeflow = dict(stack_config(stack, root)[f"{PROJECT}:kubeflow"])
     if manifests is not None:
         kubeflow["manifests"] = _manifests_setting(manifests)
     if kubeflow_version is not None:
@@ -109,6 +110,7 @@ def evaluate(
     kubeflow_version: Optional[str] = None,
     secrets: Optional[Mapping[str, str]] = None,
     progress: Optional[Progress] = None,
+    root: Path = REPO_ROOT,
 ) -> tuple[dict[str, Any], list[str]]:
     """Runs the program for `stack` in preview mode: the plan, and secret leaks found while masking.
 
@@ -118,8 +120,8 @@ def evaluate(
     secrets = dict(placeholder_secrets() if secrets is None else secrets)
     where = f" with {manifests}" if manifests else ""
     with progress.step(f"running __main__.py for stack {stack} under the mock runtime{where}"):
-        run = run_program(stack, config_overrides=config_overrides(stack, manifests, kubeflow_version),
-                          secrets=secrets, preview=True)
+        run = run_program(stack, config_overrides=config_overrides(stack, manifests, kubeflow_version, root),
+                          secrets=secrets, preview=True, root=root)
     with progress.step(f"building the plan of {len(run.resources)} resources"):
         return build_plan(run, secrets.values())
 
@@ -242,12 +244,13 @@ def preview(
     secrets: Optional[Mapping[str, str]] = None,
     stdout: TextIO = sys.stdout,
     stderr: TextIO = sys.stderr,
+    root: Path = REPO_ROOT,
 ) -> int:
     """The whole `make preview`; returns the exit status (0 clean, 1 problems or a configuration error)."""
     progress = Progress(stderr)
     try:
         plan, leaks = evaluate(stack, manifests=manifests, kubeflow_version=kubeflow_version, secrets=secrets,
-                               progress=progress)
+                               progress=progress, root=root)
     except pulumi.RunError as error:
         # Configuration mistakes come as RunError with every problem listed: the message is the answer.
         print(f"error: {error}", file=stderr)
