@@ -31,7 +31,10 @@ def evaluated_plan(stack: str, version: str = CURRENT_VERSION) -> tuple[dict[str
 
 
 def config_group_plan(objects: list[dict], stack: str = "test", name: str = "kubeflow") -> dict[str, Any]:
-    """A plan holding one ConfigGroup that applies `objects`: the diff engine without the Kubeflow component."""
+    """A plan holding one ConfigGroup that applies `objects`: the diff engine without the Kubeflow component.
+
+    The objects are not copied (the upstream releases are large); callers must not change the plan.
+    """
     stack_urn = f"urn:pulumi:{stack}::kubeflow-platform::pulumi:pulumi:Stack::kubeflow-platform-{stack}"
     provider = f"urn:pulumi:{stack}::kubeflow-platform::pulumi:pulumi:Stack$pulumi:providers:kubernetes::k8s"
     return {
@@ -41,7 +44,7 @@ def config_group_plan(objects: list[dict], stack: str = "test", name: str = "kub
         "outputs": {},
         "resources": [
             resource(stack, "pulumi:providers:kubernetes", "k8s", stack_urn, {"kubeconfig": "{}"}),
-            resource(stack, CONFIG_GROUP, name, stack_urn, {"objs": copy.deepcopy(objects)}, provider=provider,
+            resource(stack, CONFIG_GROUP, name, stack_urn, {"objs": objects}, provider=provider,
                      custom=False),
         ],
     }

@@ -139,7 +139,6 @@ def diff_values(old: Any, new: Any, path: tuple[Any, ...] = ()) -> list[FieldCha
     """Every leaf that differs between `old` and `new`, with its path."""
     if old == new:
         return []
-    here = _format(path)
     if isinstance(old, Mapping) and isinstance(new, Mapping):
         changes: list[FieldChange] = []
         for key in sorted(set(old) | set(new), key=str):
@@ -150,7 +149,7 @@ def diff_values(old: Any, new: Any, path: tuple[Any, ...] = ()) -> list[FieldCha
     old_json, new_json = _json_container(old), _json_container(new)
     if old_json is not None and new_json is not None:
         return diff_values(old_json, new_json, (*path[:-1], _JsonText(path[-1])) if path else (_JsonText(""),))
-    return [FieldChange(here, old, new)]
+    return [FieldChange(_format(path), old, new)]
 
 
 def _diff_lists(old: list[Any], new: list[Any], path: tuple[Any, ...]) -> list[FieldChange]:
