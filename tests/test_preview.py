@@ -265,3 +265,13 @@ def test_the_mirror_list_reads_a_mapping_too_and_says_when_there_is_none():
     assert image_mirror_lines({"imageMirror": {"b/y:2": "m/b/y:2", "a/x:1": "m/a/x:1"}}) == ["a/x:1 m/a/x:1", "b/y:2 m/b/y:2"]
     assert image_mirror_lines({})[0].startswith("# no imageMirror export")
     assert transform_report_text(transform_summary({})).startswith("# no transformReport export")
+
+
+def test_exports_of_an_unexpected_shape_are_problems_not_crashes():
+    plan = {"resources": [], "outputs": {"imageMirror": ["ghcr.io/x:1"], "transformReport": {"excluded": ["x"]}}}
+    assert plan_checks.validate_plan(plan) == [
+        'stack output imageMirror entry "ghcr.io/x:1" is not {source, target}',
+        "stack output transformReport.excluded is a list; expected a mapping",
+    ]
+    assert image_mirror_lines(plan["outputs"]) == ['# imageMirror entry "ghcr.io/x:1" is not {source, target}']
+    assert "excluded" not in transform_report_text(transform_summary(plan["outputs"])).split("Excluded, per rule:")[1]

@@ -219,6 +219,8 @@ class KubernetesObject:
     file: str
     #: The resource that applies it (`ConfigGroup kubeflow-core`, `ServiceAccount pipeline-runner`).
     source: str
+    #: URN of that resource.
+    urn: str = ""
     #: Server-side apply patch of an object that exists already (`kubernetes:*Patch` types).
     patch: bool = False
 
@@ -272,7 +274,7 @@ def _objects_of_config_group(resource: Mapping[str, Any], file: str) -> tuple[li
     if isinstance(objs, list):
         for obj in objs:
             if isinstance(obj, Mapping):
-                objects.append(KubernetesObject(dict(obj), file, source))
+                objects.append(KubernetesObject(dict(obj), file, source, resource["urn"]))
             else:
                 missing.append(f"{source}: an entry of objs is {obj!r}")
     elif objs is not None:
@@ -284,7 +286,7 @@ def _objects_of_config_group(resource: Mapping[str, Any], file: str) -> tuple[li
             continue
         for obj in yaml.safe_load_all(text):
             if obj:
-                objects.append(KubernetesObject(obj, file, source))
+                objects.append(KubernetesObject(obj, file, source, resource["urn"]))
     if inputs.get("files"):
         missing.append(f"{source}: files {inputs['files']!r} are read by the provider at deploy time")
     return objects, missing
@@ -314,7 +316,8 @@ def kubernetes_objects(plan: Mapping[str, Any]) -> KubernetesObjects:
         patch = type_.endswith("Patch")
         kind = str(inputs["kind"])
         file = f"{_safe_file_name(kind)}{'-patch' if patch else ''}.yaml"
-        singles.append(KubernetesObject(dict(inputs), file, f"{type_.rsplit(':', 1)[-1]} {resource['name']}", patch))
+        singles.append(KubernetesObject(dict(inputs), file, f"{type_.rsplit(':', 1)[-1]} {resource['name']}",
+                                        resource["urn"], patch))
     singles.sort(key=lambda o: (o.file, o.key, o.source))
     return KubernetesObjects(objects + singles, sorted(not_expanded))
 
@@ -367,20 +370,26 @@ def image_mirror_lines(outputs: Mapping[str, Any]) -> list[str]:
     exported = outputs.get(IMAGE_MIRROR_EXPORT)
     if exported is None:
         return [f"# no {IMAGE_MIRROR_EXPORT} export: this program mirrors no images yet"]
+    pairs, problem = image_mirror_pairs(exported)
+    if problem:
+        return [f"# {problem}"]
+    return [f"{source} {target}" for source, target in pairs]
+
+
+def image_mirror_pairs(exported: Any) -> tuple[list[tuple[str, str]], str]:
+    """(source, target) pairs of an `imageMirror` export, sorted, or what is wrong with its shape."""
     if exported in (SECRET, KNOWN_AFTER_DEPLOY):
-        return [f"# {IMAGE_MIRROR_EXPORT} is {exported}"]
-    pairs: set[tuple[str, str]] = set()
+        return [], f"{IMAGE_MIRROR_EXPORT} is {exported}"
     if isinstance(exported, Mapping):
-        pairs = {(str(s), str(t)) for s, t in exported.items()}
-    elif isinstance(exported, list):
-        for entry in exported:
-            if isinstance(entry, Mapping) and "source" in entry and "target" in entry:
-                pairs.add((str(entry["source"]), str(entry["target"])))
-            else:
-                raise ValueError(f"{IMAGE_MIRROR_EXPORT}: entry {entry!r} is not {{source, target}}")
-    else:
-        raise ValueError(f"{IMAGE_MIRROR_EXPORT} is {type(exported).__name__}; expected a list of {{source, target}} or a mapping")
-    return [f"{source} {target}" for source, target in sorted(pairs)]
+        return sorted((str(s), str(t)) for s, t in exported.items()), ""
+    if not isinstance(exported, list):
+        return [], f"{IMAGE_MIRROR_EXPORT} is a {type(exported).__name__}; expected a list of {{source, target}} or a mapping"
+    pairs: set[tuple[str, str]] = set()
+    for entry in exported:
+        if not (isinstance(entry, Mapping) and isinstance(entry.get("source"), str) and isinstance(entry.get("target"), str)):
+            return [], f"{IMAGE_MIRROR_EXPORT} entry {json.dumps(entry, sort_keys=True)[:120]} is not {{source, target}}"
+        pairs.add((entry["source"], entry["target"]))
+    return sorted(pairs), ""
 
 
 @dataclass(frozen=True)
@@ -429,13 +438,20 @@ def transform_summary(outputs: Mapping[str, Any]) -> TransformSummary:
     exported = outputs.get(TRANSFORM_REPORT_EXPORT)
     if not isinstance(exported, Mapping):
         return TransformSummary({}, {}, {}, [], present=False)
-    changes = {str(name): [_change_entry(e) for e in entries or []]
-               for name, entries in (exported.get("changes") or {}).items()}
+
+    # A part of the wrong shape reads as empty here; the offline checks report it (plan_checks).
+    def mapping(key: str) -> Mapping[str, Any]:
+        value = exported.get(key)
+        return value if isinstance(value, Mapping) else {}
+
+    added = exported.get("added")
+    changes = {str(name): [_change_entry(e) for e in entries] if isinstance(entries, list) else []
+               for name, entries in mapping("changes").items()}
     return TransformSummary(
         changes=changes,
-        excluded={str(k): str(v) for k, v in sorted((exported.get("excluded") or {}).items())},
-        exclusions={str(k): str(v) for k, v in sorted((exported.get("exclusions") or {}).items())},
-        added=sorted(str(ref) for ref in exported.get("added") or []),
+        excluded={str(k): str(v) for k, v in sorted(mapping("excluded").items())},
+        exclusions={str(k): str(v) for k, v in sorted(mapping("exclusions").items())},
+        added=sorted(str(ref) for ref in added) if isinstance(added, list) else [],
     )
 
 

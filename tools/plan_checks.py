@@ -14,7 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from tools.plan import kubernetes_objects
+from tools.plan import (
+    IMAGE_MIRROR_EXPORT,
+    TRANSFORM_REPORT_EXPORT,
+    image_mirror_pairs,
+    kubernetes_objects,
+)
 
 Plan = Mapping[str, Any]
 
@@ -43,9 +48,27 @@ def objects_are_applied_once(plan: Plan) -> Iterable[str]:
             yield f"object {key} is applied {len(where)} times (by {', '.join(sorted(where))})"
 
 
+def exports_have_the_shapes_the_preview_reads(plan: Plan) -> Iterable[str]:
+    """images.txt and the transformation report are only as good as the exports they are read from."""
+    outputs = plan["outputs"]
+    if IMAGE_MIRROR_EXPORT in outputs:
+        _, problem = image_mirror_pairs(outputs[IMAGE_MIRROR_EXPORT])
+        if problem:
+            yield f"stack output {problem}"
+    report = outputs.get(TRANSFORM_REPORT_EXPORT)
+    if report is not None:
+        if not isinstance(report, Mapping):
+            yield f"stack output {TRANSFORM_REPORT_EXPORT} is a {type(report).__name__}; expected a mapping"
+            return
+        for key, expected in (("changes", Mapping), ("excluded", Mapping), ("exclusions", Mapping), ("added", list)):
+            if key in report and not isinstance(report[key], expected):
+                yield f"stack output {TRANSFORM_REPORT_EXPORT}.{key} is a {type(report[key]).__name__}; expected a {expected.__name__.lower()}"
+
+
 CHECKS: list[Callable[[Plan], Iterable[str]]] = [
     objects_are_identified,
     objects_are_applied_once,
+    exports_have_the_shapes_the_preview_reads,
 ]
 
 

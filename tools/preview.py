@@ -190,9 +190,7 @@ def _short(value: Any) -> str:
 def render_tree(plan: Mapping[str, Any]) -> str:
     """The plan as `pulumi preview` shows one: tree, outputs, counts and a summary line."""
     found = kubernetes_objects(plan)
-    config_group_urns = {r["name"]: r["urn"] for r in plan["resources"] if r["type"] == "kubernetes:yaml/v2:ConfigGroup"}
-    object_counts: dict[str, int] = collections.Counter(
-        config_group_urns[o.source.split(" ", 1)[1]] for o in found.objects if o.source.startswith("ConfigGroup "))
+    object_counts: dict[str, int] = collections.Counter(o.urn for o in found.objects if o.source.startswith("ConfigGroup "))
     rows = _tree_rows(plan, object_counts)
     type_width = max(len(r.prefix + r.type) for r in rows)
     name_width = max(len(r.name) for r in rows)
