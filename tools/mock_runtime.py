@@ -97,6 +97,8 @@ class ProgramRun:
     invokes: list[tuple[str, dict[str, Any]]]
     exports: dict[str, Any] = field(default_factory=dict)
     secret_exports: set[str] = field(default_factory=set)
+    #: Exports whose value is known only after deploy (preview runs); their `exports` value is None.
+    unknown_exports: set[str] = field(default_factory=set)
 
     def of_type(self, type_: str) -> list[Registration]:
         return [r for r in self.resources if r.type == type_]
@@ -321,7 +323,21 @@ class PlatformMocks(pulumi.runtime.Mocks):
         elif typ.startswith("kubernetes:core/v1:Service"):
             status = {"loadBalancer": {"ingress": [{"hostname": f"k8s-{name[:20]}-{self._digest(name, length=10).lower()}.elb.{self.region}.amazonaws.com"}]}}
             outputs.setdefault("status", status)
+        if self.preview:
+            return self._as_planned(args, resource_id, outputs)
         return resource_id, outputs
+
+    @staticmethod
+    def _as_planned(args: pulumi.runtime.MockResourceArgs, resource_id: str, outputs: dict[str, Any]):
+        """What a real `pulumi preview` of a create knows: the inputs, nothing the provider computes.
+
+        The made-up ARNs, ids and load balancer names above help tests that follow values through, but in
+        a preview they would pass for real values: a new resource's id and every output the provider
+        computes stay unknown until deploy, and so does everything the program derives from them.
+        """
+        planned = {key: value if key in args.inputs else rpc.UNKNOWN for key, value in outputs.items()}
+        # An id the program asked to import is known; a new resource's id is not (empty means unknown).
+        return (args.resource_id or ""), planned
 
 
 def run_program(
@@ -377,5 +393,7 @@ def run_program(
         resolved = _sync_await(output.future())
         if _sync_await(output.is_secret()):
             run.secret_exports.add(key)
+        if not _sync_await(output.is_known()):
+            run.unknown_exports.add(key)
         run.exports[key] = resolved
     return run
