@@ -12,7 +12,7 @@ from components.gpu import GpuNodePools
 from components.identity import WorkloadIdentity
 from components.ingress import IngressGateway
 from components.kubeflow import Kubeflow
-from components.tenancy import Tenancy
+from components.tenancy import Tenancy, tenancy_args
 
 try:
     settings = config.load()
@@ -34,8 +34,14 @@ artifacts = ArtifactStore("artifacts", opts=on_aws)
 gpu = GpuNodePools("gpu", opts=on_aws)
 kubeflow = Kubeflow("kubeflow", settings.kubeflow.version, opts=on_cluster)
 auth = Auth("auth", opts=on_cluster)
-tenancy = Tenancy("tenancy", opts=on_cluster)
+# Tenancy spans both providers (IRSA roles, profile objects) and needs Kubeflow's CRDs and ClusterRoles.
+tenancy = Tenancy(
+    "tenancy",
+    tenancy_args(settings, identity),
+    opts=pulumi.ResourceOptions(providers=[aws_provider, k8s_provider], depends_on=[kubeflow]),
+)
 
 pulumi.export("url", f"https://{settings.dns.host}/")
 pulumi.export("kubeflowVersion", kubeflow.version)
 pulumi.export("clusterOidcIssuer", cluster.oidc_issuer)
+pulumi.export("profiles", tenancy.profile_names)
