@@ -20,8 +20,9 @@ from manifests.tenancy import (
     ProfileSpec,
     Taint,
     contributor_roles,
-    namespace_objects,
-    profile_objects,
+    manifest,
+    role_bound_objects,
+    static_objects,
 )
 
 
@@ -84,9 +85,9 @@ def tenancy_args(settings: Settings, identity: WorkloadIdentity) -> TenancyArgs:
 class Tenancy(pulumi.ComponentResource):
     """Per profile: its namespace's objects, its Profile, and with a data lake an IRSA role.
 
-    A profile costs at most three registrations, whatever its number of contributors: one ConfigGroup of
-    everything known before deployment, one small ConfigGroup of the Profile (and what carries the role ARN),
-    one IAM role with its policy inline. Registering each Kubernetes object on its own costs the Python SDK
+    A profile without a data lake costs one registration, whatever its number of contributors: a ConfigGroup
+    of all its objects. With a data lake, two more: the IAM role (policy inline) and a small ConfigGroup of
+    what carries the role's ARN. Registering each Kubernetes object on its own would cost the Python SDK
     about as much per object as a ConfigGroup costs per profile.
     """
 
@@ -100,32 +101,34 @@ class Tenancy(pulumi.ComponentResource):
         self.profile_names = [profile.name for profile in args.profiles]
         role_arns: dict[str, pulumi.Output[str]] = {}
         for profile in args.profiles:
-            namespace = k8s.yaml.v2.ConfigGroup(
-                f"{name}-{profile.name}-namespace",
-                objs=namespace_objects(profile, args.mesh),
+            # The same prefix for both groups: a child's URN carries its parents' types, not their names, so an
+            # object moving between the groups (the Profile, when a data lake is added) is updated in place.
+            prefix = f"{name}-{profile.name}"
+            static = k8s.yaml.v2.ConfigGroup(
+                f"{prefix}-namespace",
+                yaml=manifest(static_objects(profile, args.mesh)),
+                resource_prefix=prefix,
                 opts=pulumi.ResourceOptions(parent=self),
             )
-            objs: pulumi.Input[Sequence[dict]]
             if profile.data_lake is None:
-                objs = profile_objects(profile)
-            else:
-                lake = profile.data_lake
-                role = args.identity.irsa_role(
-                    f"{name}-{profile.name}-data-lake",
-                    namespace=profile.name,
-                    service_accounts=WORKLOAD_SERVICE_ACCOUNTS,
-                    policy=s3_access_policy(bucket=lake.bucket, prefixes=[lake.prefix], kms_key_arn=lake.kms_key_arn),
-                    opts=pulumi.ResourceOptions(parent=self),
-                )
-                role_arns[profile.name] = role.arn
-                # The only value unknown before deployment; it stays in this small group.
-                objs = role.arn.apply(lambda arn, p=profile: profile_objects(p, arn))
+                continue
+            lake = profile.data_lake
+            role = args.identity.irsa_role(
+                f"{prefix}-data-lake",
+                namespace=profile.name,
+                service_accounts=WORKLOAD_SERVICE_ACCOUNTS,
+                policy=s3_access_policy(bucket=lake.bucket, prefixes=[lake.prefix], kms_key_arn=lake.kms_key_arn),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            role_arns[profile.name] = role.arn
             k8s.yaml.v2.ConfigGroup(
-                f"{name}-{profile.name}-profile",
-                objs=objs,
-                # The namespace first, with its owner annotation, so the Profile controller adopts it
-                # instead of creating one; on destroy the Profile goes first and its finalizer finds it.
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[namespace]),
+                f"{prefix}-profile",
+                # The only value unknown before deployment: it can blank out this small group only.
+                yaml=role.arn.apply(lambda arn, p=profile: manifest(role_bound_objects(p, arn))),
+                resource_prefix=prefix,
+                # The namespace first, with its owner annotation, so the Profile controller adopts it instead of
+                # creating one; on destroy the Profile goes first and its finalizer still finds the namespace.
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[static]),
             )
         self.data_lake_role_arns = role_arns
         self.register_outputs({"profiles": self.profile_names, "dataLakeRoleArns": role_arns})

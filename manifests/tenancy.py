@@ -378,14 +378,36 @@ def pipeline_runner_objects(namespace: str, role_arn: str) -> list[dict[str, Any
     ]
 
 
-def profile_objects(profile: ProfileSpec, role_arn: Optional[str] = None) -> list[dict[str, Any]]:
-    """The Profile and, when the profile has a data lake, what carries its role ARN."""
-    if (profile.data_lake is None) != (role_arn is None):
-        raise ValueError(f"profile {profile.name!r}: a role ARN goes with a data lake, and only with one")
-    objects = [profile_object(profile, role_arn)]
-    if role_arn is not None:
-        objects += pipeline_runner_objects(profile.name, role_arn)
+def static_objects(profile: ProfileSpec, mesh: MeshPolicy) -> list[dict[str, Any]]:
+    """Everything of the profile known before deployment: its namespace's objects and, for a profile without
+    a data lake, the Profile itself, ordered after its Namespace inside the same group."""
+    objects = namespace_objects(profile, mesh)
+    if profile.data_lake is None:
+        profile_ = profile_object(profile)
+        # yaml/v2 orders Namespaces before namespaced objects, not before a cluster-scoped Profile.
+        profile_["metadata"]["annotations"] = {"config.kubernetes.io/depends-on": f"/Namespace/{profile.name}"}
+        objects.append(profile_)
     return objects
+
+
+def role_bound_objects(profile: ProfileSpec, role_arn: str) -> list[dict[str, Any]]:
+    """What carries the role ARN of a profile with a data lake: the Profile with its plugin and the
+    pipeline-runner service account."""
+    if profile.data_lake is None:
+        raise ValueError(f"profile {profile.name!r} has no data lake, so no role")
+    return [profile_object(profile, role_arn), *pipeline_runner_objects(profile.name, role_arn)]
+
+
+def manifest(objects: Iterable[dict[str, Any]]) -> str:
+    """The objects as one YAML stream of JSON documents (JSON is YAML, and quoting every string keeps
+    values like "0" or "true" strings). One string per ConfigGroup: the Python SDK serializes and
+    deserializes an `objs` list leaf by leaf, which for thousands of profiles costs more than everything else."""
+    return "\n---\n".join(json.dumps(obj, sort_keys=True) for obj in objects) + "\n"
+
+
+def parse_manifest(text: str) -> list[dict[str, Any]]:
+    """The objects of a `manifest` stream."""
+    return [json.loads(document) for document in text.split("\n---\n") if document.strip()]
 
 
 def _compact(value: Any) -> str:
