@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import runpy
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,8 +187,13 @@ class PlatformMocks(pulumi.runtime.Mocks):
         self.cluster_name = cluster.get("name", "cluster") if isinstance(cluster, Mapping) else "cluster"
         self.zone_name = dns.get("zoneName", "example.com") if isinstance(dns, Mapping) else "example.com"
         self.invokes: list[tuple[str, dict[str, Any]]] = []
-        #: Inputs of the resource registered last, as the SDK's mock monitor deserialized them.
-        self.last_inputs: dict[str, Any] = {}
+        # The SDK calls the monitor from several threads; each registration runs within one of them.
+        self._registering = threading.local()
+
+    @property
+    def last_inputs(self) -> dict[str, Any]:
+        """Inputs of the resource this thread is registering, as the SDK's mock monitor deserialized them."""
+        return self._registering.inputs
 
     def _digest(self, *parts: str, length: int = 32) -> str:
         return hashlib.sha256("/".join(parts).encode()).hexdigest()[:length].upper()
@@ -256,7 +262,7 @@ class PlatformMocks(pulumi.runtime.Mocks):
         return {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        self.last_inputs = args.inputs
+        self._registering.inputs = args.inputs
         name = args.name
         typ = args.typ
         if typ == "kubernetes:yaml/v2:ConfigGroup":
