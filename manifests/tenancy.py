@@ -1,13 +1,13 @@
 """Kubernetes objects of one Kubeflow profile, as plain dicts (no Pulumi).
 
-A profile is split in two groups of objects because they differ in when their values are known:
+A profile's objects are split by when their values are known:
 
-- `namespace_objects`: everything static, known at preview: the Namespace itself, what Kubeflow's
-  access management (kfam) would create for each contributor, the GPU policy, the quota, the pipelines'
-  artifact repository and the serving policies.
-- `profile_objects`: the Profile, and with a data lake the IRSA role ARN on the workload service
-  accounts. The ARN of a role that does not exist yet is unknown during a preview; kept here, it can
-  blank out only this small group, never the namespace's.
+- `static_objects`: everything known at preview: the Namespace itself, what Kubeflow's access management
+  (kfam) would create for each contributor, the GPU policy, the quota, the pipelines' artifact repository,
+  the serving policies, and (without a data lake) the Profile.
+- `role_bound_objects`: with a data lake, the Profile and the pipeline-runner service account, which carry
+  the IRSA role's ARN. The ARN of a role that does not exist yet is unknown during a preview; kept here, it
+  can blank out only this small group, never the namespace's.
 
 Why the Namespace is applied here and not left to the Profile controller: the controller adopts an
 existing namespace whose `owner` annotation names the Profile's owner (it then only adds its default
