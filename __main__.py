@@ -1,5 +1,7 @@
 """kubeflow-platform: wires validated settings into components and exports what a platform team needs."""
 
+import gc
+
 import pulumi
 
 import config
@@ -13,7 +15,12 @@ from components.identity import WorkloadIdentity, WorkloadIdentityArgs
 from components.ingress import IngressGateway, IngressGatewayArgs
 from components import kubeflow as kubeflow_component
 from components.kubeflow import Kubeflow, KubeflowArgs
-from components.tenancy import Tenancy
+from components.tenancy import Tenancy, tenancy_args
+
+# Evaluating thousands of profiles allocates millions of short-lived objects; with CPython's default
+# thresholds the collector re-walks the growing heap so often that evaluation time grows faster than the
+# number of profiles (and doubles at 1,000). Collecting young objects less often keeps it linear.
+gc.set_threshold(50_000, 20, 20)
 
 try:
     settings = config.load()
@@ -45,7 +52,12 @@ dns.alias_to_load_balancer(ingress.load_balancer_hostname)
 gpu = GpuNodePools("gpu", GpuNodePoolsArgs.from_settings(settings),
                    opts=pulumi.ResourceOptions(providers=[aws_provider, k8s_provider]))
 auth = Auth("auth", AuthArgs.from_settings(settings, cluster.oidc_issuer), opts=on_cluster)
-tenancy = Tenancy("tenancy", opts=on_cluster)
+# Tenancy spans both providers (IRSA roles, profile objects) and needs Kubeflow's CRDs and ClusterRoles.
+tenancy = Tenancy(
+    "tenancy",
+    tenancy_args(settings, identity),
+    opts=pulumi.ResourceOptions(providers=[aws_provider, k8s_provider], depends_on=[kubeflow]),
+)
 
 pulumi.export("url", f"https://{settings.dns.host}/")
 pulumi.export("kubeflowVersion", kubeflow.version)
@@ -66,3 +78,4 @@ pulumi.export("autoscalingGroupNames", gpu.autoscaling_group_names)
 pulumi.export("authExtensionProvider", auth.extension_provider)
 pulumi.export("authRedirectUrl", auth.redirect_url)
 pulumi.export("authObjects", auth.object_names)
+pulumi.export("profiles", tenancy.profile_names)

@@ -112,21 +112,56 @@ class Settings:
                 f"add {replaced!r}: auth deploys its own {self.auth.proxy} for auth.issuerUrl, and upstream's copy "
                 "comes with Dex settings and publicly known client and cookie secrets"
             )
-        pools = {pool.name for pool in self.gpu.pools}
+        pools = {pool.name: pool for pool in self.gpu.pools}
         buckets = {bucket.purpose for bucket in self.artifacts.buckets}
+        reserved = self._namespaces_profiles_must_not_take()
+        if self.auth.lowercase:
+            yield from self._upper_case_emails()
         for i, profile in enumerate(self.tenancy.profiles):
+            if profile.name in reserved or profile.name.startswith("kube-"):
+                # The profile's namespace is applied (and deleted with the profile) by this program.
+                yield f"tenancy.profiles[{i}].name", f"{profile.name!r} is a platform namespace, not a profile's"
             for j, pool in enumerate(profile.gpu_pools):
                 if pool not in pools:
                     known = ", ".join(sorted(pools)) or "none configured"
                     yield f"tenancy.profiles[{i}].gpuPools[{j}]", f"{pool!r} is not a gpu.pools name ({known})"
             if profile.quota.gpus and not profile.gpu_pools:
                 yield f"tenancy.profiles[{i}].quota.gpus", "a GPU quota needs gpuPools the profile may use"
+            capacity = sum(pools[p].max_size * pools[p].gpus_per_node for p in profile.gpu_pools if p in pools)
+            if profile.gpu_pools and all(p in pools for p in profile.gpu_pools) and profile.quota.gpus > capacity:
+                yield f"tenancy.profiles[{i}].quota.gpus", (
+                    f"{profile.quota.gpus} is more than its pools can ever offer ({capacity}: maxSize x gpusPerNode)"
+                )
             lake = profile.data_lake
             if lake is not None and lake.bucket not in buckets and "." not in lake.bucket and "-" not in lake.bucket:
                 yield f"tenancy.profiles[{i}].dataLake.bucket", (
                     f"{lake.bucket!r} is neither an artifacts.buckets purpose ({', '.join(sorted(buckets))}) "
                     "nor a bucket name"
                 )
+
+    def _namespaces_profiles_must_not_take(self) -> set[str]:
+        return {
+            "default", "kubeflow", "istio-system", "cert-manager", "auth", "oauth2-proxy", "knative-serving", "kserve",
+            self.ingress.namespace, self.ingress.gateway_namespace, self.kubeflow.argo.namespace,
+            *self.tenancy.serving.system_namespaces,
+        }
+
+    def _upper_case_emails(self) -> Iterator[tuple[str, str]]:
+        # kubeflow-userid arrives lower-cased (auth.lowercase), and owners, RoleBindings and policies match it exactly.
+        def check(path: str, email: str | None) -> Iterator[tuple[str, str]]:
+            if email is not None and email != email.lower():
+                yield path, f"{email!r} must be written in lower case, as auth.lowercase delivers kubeflow-userid"
+
+        tenancy = self.tenancy
+        for i, user in enumerate(tenancy.users):
+            yield from check(f"tenancy.users[{i}]", user)
+        for i, group in enumerate(tenancy.groups):
+            for j, member in enumerate(group.members):
+                yield from check(f"tenancy.groups[{i}].members[{j}]", member)
+        for i, profile in enumerate(tenancy.profiles):
+            yield from check(f"tenancy.profiles[{i}].owner", profile.owner)
+            for j, contributor in enumerate(profile.contributors):
+                yield from check(f"tenancy.profiles[{i}].contributors[{j}].user", contributor.user)
 
 
 def settings_keys() -> dict[str, Any]:

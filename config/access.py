@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -16,6 +17,32 @@ from manifests.identity import (
     issuer_url_problems,
     validate_identity_options,
 )
+
+# Istio's SPIFFE-derived principal of a workload: <trust domain>/ns/<namespace>/sa/<service account>.
+_PRINCIPAL = re.compile(r"^[a-z0-9.-]+/ns/[a-z0-9]([-a-z0-9]*[a-z0-9])?/sa/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+# Kubernetes resource quantities, as the Profile CRD and ResourceQuota accept them (like 64, 500m, 256Gi).
+_QUANTITY = re.compile(r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
+#: Namespace labels and annotations the platform sets on every profile namespace; a profile may not override them.
+PLATFORM_NAMESPACE_KEYS = (
+    "owner",
+    "istio-injection",
+    "istio.io/rev",
+    "scheduler.alpha.kubernetes.io/defaultTolerations",
+    "scheduler.alpha.kubernetes.io/tolerationsWhitelist",
+)
+
+
+def _principals(values: tuple[str, ...]) -> Optional[str]:
+    for value in values:
+        if not _PRINCIPAL.match(value):
+            return f"{value!r} is not an Istio principal (like cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account)"
+    return None
+
+
+def _quantity(value: str) -> Optional[str]:
+    if not _QUANTITY.match(value):
+        return f"{value!r} is not a Kubernetes quantity (like 64, 500m or 256Gi)"
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,7 +161,16 @@ class GroupSettings:
     members: tuple[str, ...] = setting((), check=(checks.emails, checks.unique("member")))
     """Users in the group (emails, each also listed under users)."""
     claim: Optional[str] = setting(None)
-    """IdP group claim value this group stands for (kubeflow-groups)."""
+    """IdP group claim value this group stands for (kubeflow-groups); recorded, members grant the access."""
+
+    def cross_check(self) -> Iterator[tuple[str, str]]:
+        if not self.members:
+            # kfam, and the RoleBindings and AuthorizationPolicies it reads, bind one user each; Istio cannot
+            # match one value inside the comma-separated kubeflow-groups header, so a claim alone grants nothing.
+            yield "members", (
+                "a group needs its members: Kubeflow's access management binds users one by one, "
+                "so a group grants access only through the members listed here"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,9 +199,9 @@ class DataLakeSettings:
 class QuotaSettings:
     gpus: int = setting(0, check=checks.between(0, 1024))
     """GPUs the profile's pods may request in total (nvidia.com/gpu)."""
-    cpu: Optional[str] = setting(None)
+    cpu: Optional[str] = setting(None, check=_quantity)
     """CPU requests the profile may hold (like 64)."""
-    memory: Optional[str] = setting(None)
+    memory: Optional[str] = setting(None, check=_quantity)
     """Memory requests the profile may hold (like 256Gi)."""
 
 
@@ -188,6 +224,25 @@ class ProfileSettings:
     data_lake: Optional[DataLakeSettings] = setting(None)
     """Bucket prefix the profile's workloads reach with short-lived IRSA credentials."""
 
+    def cross_check(self) -> Iterator[tuple[str, str]]:
+        for where, values in (("labels", self.labels), ("annotations", self.annotations)):
+            for key in values:
+                if key in PLATFORM_NAMESPACE_KEYS:
+                    yield f"{where}.{key}", "is set by the platform (mesh membership, GPU tolerations, ownership)"
+        if self.gpu_pools and not self.quota.gpus:
+            yield "quota.gpus", "gpuPools without a GPU quota would let the profile onto GPU nodes yet allow it no GPU"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServingSettings:
+    system_namespaces: tuple[str, ...] = setting(("knative-serving", "kserve"), check=checks.unique("namespace"))
+    """Namespaces of Knative Serving and KServe whose pods may reach inference services (the ingress namespace too)."""
+    principals: tuple[str, ...] = setting(
+        ("cluster.local/ns/knative-serving/sa/activator", "cluster.local/ns/istio-system/sa/cluster-local-gateway-service-account"),
+        check=_principals,
+    )
+    """Istio principals admitted to inference services' queue-proxy ports (Knative's activator, the cluster-local gateway)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class TenancySettings:
@@ -197,6 +252,13 @@ class TenancySettings:
     """Named groups of users."""
     profiles: tuple[ProfileSettings, ...] = setting(())
     """One Profile (namespace) per data scientist or team."""
+    trusted_principals: tuple[str, ...] = setting(
+        ("cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account", "cluster.local/ns/kubeflow/sa/ml-pipeline-ui"),
+        check=(checks.not_empty, _principals),
+    )
+    """Principals whose kubeflow-userid contributors' policies trust (kfam's ISTIO_INGRESS_GATEWAY_PRINCIPAL, KFP_UI_PRINCIPAL)."""
+    serving: ServingSettings = setting(ServingSettings())
+    """Who may reach the profiles' inference services besides their owners and contributors."""
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         users = set(self.users)

@@ -42,10 +42,19 @@ def settings_of(run: ProgramRun, area: str) -> dict:
 _APPLIED: dict[int, list[dict]] = {}
 
 
+def kubeflow_config_groups(run: ProgramRun) -> list:
+    return [g for g in run.of_type(CONFIG_GROUP) if g.parent.endswith("kubeflow-platform:kubeflow:Kubeflow::kubeflow")]
+
+
 def applied(run: ProgramRun) -> list[dict]:
-    """Every object the ConfigGroups apply, in registration order (decoded once per run)."""
+    """Every object the Kubeflow component's ConfigGroups apply, in registration order (decoded once per run).
+
+    Tenancy registers ConfigGroups of its own (one per profile); they are not upstream objects.
+    """
     if id(run) not in _APPLIED:
-        _APPLIED[id(run)] = [obj for group in run.of_type(CONFIG_GROUP) for obj in objects_from_config_group_inputs(group.inputs)]
+        _APPLIED[id(run)] = [
+            obj for group in kubeflow_config_groups(run) for obj in objects_from_config_group_inputs(group.inputs)
+        ]
     return _APPLIED[id(run)]
 
 
@@ -203,7 +212,7 @@ def test_everything_applied_validates_against_its_schema(release_run):
 
 def test_config_groups_are_chained_in_order_on_the_explicit_provider(release_run):
     run, _ = release_run
-    groups = run.of_type(CONFIG_GROUP)
+    groups = kubeflow_config_groups(run)
     report_groups = run.exports["transformReport"]["groups"]
     assert [g.name for g in groups] == [f"kubeflow-{g['name']}" for g in report_groups] == [g["resource"] for g in report_groups]
     assert [g["name"] for g in report_groups][0] == "namespaces"
