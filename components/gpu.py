@@ -13,7 +13,9 @@ import pulumi_kubernetes as k8s
 
 from config import Settings
 from config.capacity import POOL_LABEL, GpuPoolSettings, node_group_name
+from config.kubeflow import image_mirror_options
 from manifests.iam import assume_role_policy
+from manifests.images import mirror_image
 
 #: AWS managed policies every EKS node role needs (join the cluster, pull from ECR, run the VPC CNI).
 NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly", "AmazonEKS_CNI_Policy")
@@ -39,11 +41,9 @@ class GpuNodePoolsArgs:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "GpuNodePoolsArgs":
-        images = settings.kubeflow.images
-        image = (
-            mirrored_image(PAUSE_IMAGE, images.mirror, [(r.source, r.target) for r in images.rules])
-            if images else PAUSE_IMAGE
-        )
+        # The same mirror rules as every Kubeflow image, so the guardrail that checks them holds here too.
+        mirror = image_mirror_options(settings.kubeflow.images)
+        image = mirror_image(PAUSE_IMAGE, mirror.rules, mirror.default_mirror) or PAUSE_IMAGE
         return cls(cluster_name=settings.cluster.name, pools=settings.gpu.pools, placeholder_image=image)
 
 
@@ -72,14 +72,6 @@ def tolerations(pool: GpuPoolSettings) -> list[dict[str, str]]:
         toleration.update({"operator": "Equal", "value": taint.value} if taint.value else {"operator": "Exists"})
         result.append(toleration)
     return result
-
-
-def mirrored_image(image: str, mirror: Optional[str], rules: Sequence[tuple[str, str]]) -> str:
-    """`image` as kubeflow.images rewrites it: the first matching rule, else `<mirror>/<image>`."""
-    for source, target in rules:
-        if image == source or image.startswith(source.rstrip("/") + "/"):
-            return target.rstrip("/") + image[len(source.rstrip("/")):]
-    return f"{mirror.rstrip('/')}/{image}" if mirror else image
 
 
 class GpuNodePools(pulumi.ComponentResource):

@@ -164,6 +164,16 @@ class KubeflowSettings:
             yield "exclude", "excludes the bundled argo while argo.external is false: pipelines would have no workflow controller"
 
 
+def image_mirror_options(images: Optional[ImageSettings]) -> ImageMirrorOptions:
+    """How every image of the platform is mirrored: Kubeflow's and the platform's own (e.g. GPU placeholders)."""
+    if images is None:
+        return ImageMirrorOptions()
+    return ImageMirrorOptions(
+        rules=tuple(ImageMirrorRule(rule.source, rule.target) for rule in images.rules),
+        default_mirror=images.mirror,
+    )
+
+
 def transform_options(
     kubeflow: KubeflowSettings, *, gateway: str, hosts: tuple[str, ...], artifact_bucket: str, region: str
 ) -> TransformOptions:
@@ -178,10 +188,7 @@ def transform_options(
             annotations=tuple(sorted(kubeflow.pod_annotations.items())),
             keep_upstream_injection_opt_outs=kubeflow.mesh.keep_upstream_injection_opt_outs,
         ),
-        images=ImageMirrorOptions(
-            rules=tuple(ImageMirrorRule(rule.source, rule.target) for rule in images.rules),
-            default_mirror=images.mirror,
-        ) if images is not None else ImageMirrorOptions(),
+        images=image_mirror_options(images),
         gateway=GatewayOptions(gateway=gateway, hosts=tuple(hosts)),
         argo=ExternalArgoOptions(
             namespace=kubeflow.argo.namespace,
