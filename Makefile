@@ -9,9 +9,21 @@ STACK ?= dev
 KUBEFLOW_VERSION := 1.10.2
 PREVIOUS_KUBEFLOW_VERSION := 1.9.1
 export KUBEFLOW_MANIFESTS_DIR ?= $(CURDIR)/build/upstream
-MANIFESTS ?= $(KUBEFLOW_MANIFESTS_DIR)/v$(KUBEFLOW_VERSION).yaml
+#: Preview another Kubeflow release than the stack pins (make preview KUBEFLOW=1.9.1).
+KUBEFLOW ?=
+MANIFESTS ?= $(KUBEFLOW_MANIFESTS_DIR)/v$(or $(KUBEFLOW),$(KUBEFLOW_VERSION)).yaml
+UPSTREAM_VERSIONS ?= $(KUBEFLOW_VERSION) $(PREVIOUS_KUBEFLOW_VERSION)
+#: make diff: each side is a stack (evaluated now) or a directory with a saved plan.json.
+KUBEFLOW_A ?=
+KUBEFLOW_B ?=
+MANIFESTS_A ?= $(if $(KUBEFLOW_A),$(KUBEFLOW_MANIFESTS_DIR)/v$(KUBEFLOW_A).yaml,$(MANIFESTS))
+MANIFESTS_B ?= $(if $(KUBEFLOW_B),$(KUBEFLOW_MANIFESTS_DIR)/v$(KUBEFLOW_B).yaml,$(MANIFESTS))
+# The release a diff side needs rendered into KUBEFLOW_MANIFESTS_DIR: none for a saved plan or for a side
+# given a manifests path.
+diff_release = $(if $(wildcard $(1)/plan.json),,$(if $(filter file,$(origin MANIFESTS_$(2))),$(or $(KUBEFLOW_$(2)),$(if $(filter file,$(origin MANIFESTS)),$(or $(KUBEFLOW),$(KUBEFLOW_VERSION))))))
+diff_options = $(if $(wildcard $(1)/plan.json),,--manifests-$(2) $(MANIFESTS_$(3)) $(if $(KUBEFLOW_$(3)),--kubeflow-$(2) $(KUBEFLOW_$(3)),$(if $(KUBEFLOW),--kubeflow-$(2) $(KUBEFLOW))))
 
-.PHONY: venv scan-venv upstream-manifests preview test policy-pack bench docs clean
+.PHONY: venv scan-venv upstream-manifests preview diff test policy-pack bench docs clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,12 +40,21 @@ $(SCAN_VENV)/bin/.installed: requirements-scan.txt
 scan-venv: $(SCAN_VENV)/bin/.installed
 
 upstream-manifests: venv
-	$(BIN)/python -m tools.upstream_manifests $(KUBEFLOW_VERSION) $(PREVIOUS_KUBEFLOW_VERSION)
+	$(BIN)/python -m tools.upstream_manifests $(UPSTREAM_VERSIONS)
 
-## The main command: evaluate a stack offline (no credentials, no cluster) and show its plan.
+## The main command: evaluate a stack offline (no credentials, no cluster), show and write its plan.
+## make preview [STACK=dev] [MANIFESTS=path | KUBEFLOW=1.9.1] [OUT=build/<stack>]
 preview: venv
-	@if [ "$(origin MANIFESTS)" = "file" ]; then $(MAKE) --no-print-directory upstream-manifests; fi
-	$(BIN)/python -m tools.preview --stack $(STACK) --manifests $(MANIFESTS)
+	@if [ "$(origin MANIFESTS)" = "file" ]; then $(MAKE) --no-print-directory upstream-manifests UPSTREAM_VERSIONS="$(or $(KUBEFLOW),$(KUBEFLOW_VERSION))"; fi
+	$(BIN)/python -m tools.preview --stack $(STACK) --manifests $(MANIFESTS) $(if $(KUBEFLOW),--kubeflow-version $(KUBEFLOW)) $(if $(OUT),--out $(OUT))
+
+## Field-level differences between two plans; exit 0 when equal, 1 when different.
+## make diff A=<stack|dir> B=<stack|dir> [KUBEFLOW_A=1.9.1] [MANIFESTS_A=path] [KUBEFLOW_B=...] [MANIFESTS_B=...] [FULL=1]
+diff: venv
+	@if [ -z "$(A)" ] || [ -z "$(B)" ]; then echo "usage: make diff A=<stack|dir> B=<stack|dir> [KUBEFLOW_A=1.9.1] [MANIFESTS_A=path] [KUBEFLOW_B=...] [MANIFESTS_B=...] [FULL=1]" >&2; exit 2; fi
+	@releases="$(strip $(sort $(call diff_release,$(A),A) $(call diff_release,$(B),B)))"; \
+	  if [ -n "$$releases" ]; then $(MAKE) --no-print-directory upstream-manifests UPSTREAM_VERSIONS="$$releases"; fi
+	$(BIN)/python -m tools.diff $(A) $(B) $(call diff_options,$(A),a,A) $(call diff_options,$(B),b,B) $(if $(FULL),--full)
 
 ## The tests, exactly as CI runs them (with the scanners: parliament in .venv, checkov in .venv-scan).
 test: venv scan-venv upstream-manifests

@@ -1,18 +1,230 @@
-"""Auth: the trusted kubeflow-userid header, RequestAuthentication and gateway authorization."""
+"""Auth: the trusted kubeflow-userid header, RequestAuthentication, gateway authorization and the SSO proxy.
+
+Every object is built by the pure modules manifests/identity.py and manifests/auth_proxy.py; this file
+only registers them. What it registers, all on the explicit Kubernetes provider:
+
+- the EnvoyFilter that strips client-sent identity headers and sets them from the login (gateway namespace);
+- a RequestAuthentication per extra issuer, and one for the cluster's own service-account issuer;
+- the CUSTOM AuthorizationPolicy that sends the Kubeflow hosts' requests to the auth proxy, and a DENY
+  policy for requests that skip it with a token no issuer verified;
+- the DENY policy that lets only the gateway send kubeflow-userid into the `kubeflow` namespace (tenancy
+  applies the same policy per profile namespace through `identity_header_policy_for`);
+- the auth proxy (oauth2-proxy, or authservice for old releases) in its own namespace, with the OIDC
+  client secret and cookie secret in a Secret filled from Pulumi secrets.
+
+The mesh config's `extensionProviders` entry is exported (`authExtensionProvider`), not applied: the mesh
+config belongs to the enterprise's Istio installation (see manifests/auth_proxy.py).
+"""
 
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Any, Optional
 
 import pulumi
+import pulumi_kubernetes as k8s
+
+from config import Settings
+from config.access import AuthSettings
+from manifests import auth_proxy, identity
+from manifests.auth_proxy import AuthProxyOptions
+from manifests.identity import IdentityHeaderOptions
+from manifests.options import ImageMirrorRule
+
+#: Where upstream's own Kubeflow services live; its web apps read kubeflow-userid there.
+KUBEFLOW_NAMESPACE = "kubeflow"
+
+
+@dataclass(frozen=True)
+class AuthArgs:
+    """What the Auth component needs; `from_settings` builds it from the stack's settings."""
+
+    identity: IdentityHeaderOptions
+    """How the gateway sets the identity headers (gateway workload, source headers, issuers)."""
+    proxy: AuthProxyOptions
+    """The auth proxy and its ext-authz wiring."""
+    client_secret: pulumi.Input[str]
+    """OIDC client secret (a Pulumi secret); only ever written into the proxy's Secret."""
+    cookie_secret: Optional[pulumi.Input[str]]
+    """oauth2-proxy's cookie signing key (a Pulumi secret); None for authservice, which keeps server-side sessions."""
+    service_account_issuer: pulumi.Input[str]
+    """The cluster's service-account token issuer, as EKS reports it (`Cluster.oidc_issuer`)."""
+    service_account_audiences: tuple[str, ...] = ("pipelines.kubeflow.org",)
+    """Audiences a service-account token must carry at the gateway."""
+    kubeflow_namespace: str = KUBEFLOW_NAMESPACE
+    """Namespace of upstream's Kubeflow services, guarded by the identity-header policy."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings, service_account_issuer: pulumi.Input[str]) -> "AuthArgs":
+        auth: AuthSettings = settings.auth
+        options = settings.identity_options()
+        images = settings.kubeflow.images
+        proxy = AuthProxyOptions(
+            proxy=auth.proxy,
+            issuer_url=auth.issuer_url,
+            client_id=auth.client_id,
+            hosts=settings.dns.hosts,
+            gateway=f"{settings.ingress.gateway_namespace}/{settings.ingress.gateway_name}",
+            identity=options,
+            extension_provider=auth.extension_provider,
+            scopes=auth.scopes,
+            email_domains=auth.email_domains,
+            image=auth.proxy_image,
+            image_rules=tuple(ImageMirrorRule(rule.source, rule.target) for rule in images.rules) if images else (),
+            image_mirror=images.mirror if images else None,
+            mesh_revision=settings.kubeflow.mesh.revision,
+        )
+        secrets = settings.secrets
+        return cls(
+            identity=options,
+            proxy=proxy,
+            client_secret=secrets.auth_client_secret,
+            cookie_secret=secrets.auth_cookie_secret if auth.proxy == "oauth2-proxy" else None,
+            service_account_issuer=service_account_issuer,
+            service_account_audiences=auth.service_account_audiences,
+        )
+
+
+def header_forwarders(options: IdentityHeaderOptions) -> tuple[str, ...]:
+    """Upstream's in-mesh forwarders of kubeflow-userid, as principals of this mesh's trust domain."""
+    return tuple(
+        principal.replace("cluster.local/", f"{options.trust_domain}/", 1) for principal in identity.UPSTREAM_HEADER_FORWARDERS
+    )
+
+
+def identity_header_policy(options: IdentityHeaderOptions, namespace: str) -> dict:
+    """The DENY policy that lets only the gateway (and upstream's forwarders) send the identity headers into `namespace`."""
+    return identity.identity_header_authorization_policy(options, namespace, header_forwarders(options))
+
+
+def _gateway_hosts(hosts: tuple[str, ...]) -> list[str]:
+    # `:authority` may carry a port; a policy that matched only the bare name would let `host:443` step
+    # around login, so every host is listed both ways.
+    return [spelling for host in hosts for spelling in (host, f"{host}:*")]
+
+
+def _on_kubeflow_hosts(policy: dict, hosts: tuple[str, ...]) -> dict:
+    """The policy limited to Kubeflow's hosts: the enterprise's gateway may serve other applications."""
+    for rule in policy["spec"]["rules"]:
+        operations = rule.setdefault("to", [{"operation": {}}])
+        for entry in operations:
+            entry["operation"]["hosts"] = _gateway_hosts(hosts)
+    return policy
 
 
 class Auth(pulumi.ComponentResource):
-    """The trusted kubeflow-userid header, RequestAuthentication and gateway authorization.
+    """Trusted identity at the central gateway and the SSO path in front of Kubeflow."""
 
-    Registered by every stack; its resources are added by the issue that builds this area.
-    """
+    extension_provider: pulumi.Output[dict]
+    """The meshConfig `extensionProviders` entry the mesh owner must add (exported as authExtensionProvider)."""
+    redirect_url: pulumi.Output[str]
+    """OIDC callback to register for the client at the enterprise issuer."""
+    proxy_namespace: pulumi.Output[str]
+    """Namespace of the auth proxy."""
+    object_names: pulumi.Output[dict]
+    """`Kind/namespace/name` of every gateway-side object, for troubleshooting."""
 
-    def __init__(self, name: str, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    def __init__(self, name: str, args: AuthArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("kubeflow-platform:auth:Auth", name, None, opts)
-        self.register_outputs({})
+        self._identity = args.identity
+        child = pulumi.ResourceOptions(parent=self)
+        names: dict[str, list[str]] = {}
+
+        def custom(role: str, obj: dict, spec: Any = None, depends_on: Optional[list] = None) -> k8s.apiextensions.CustomResource:
+            metadata = obj["metadata"]
+            names.setdefault(obj["kind"], []).append(f"{metadata.get('namespace', '')}/{metadata['name']}")
+            return k8s.apiextensions.CustomResource(
+                f"{name}-{role}",
+                api_version=obj["apiVersion"],
+                kind=obj["kind"],
+                metadata=metadata,
+                spec=obj["spec"] if spec is None else spec,
+                opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=depends_on or [])),
+            )
+
+        options = args.identity
+        custom("identity-headers", identity.identity_envoy_filter(options))
+        for request_authentication in identity.extra_issuer_request_authentications(options):
+            custom(request_authentication["metadata"]["name"].removeprefix("kubeflow-"), request_authentication)
+
+        # The cluster's issuer is an Output: the object is built inside apply on a resource of its own, so an
+        # unknown issuer in a preview blanks out this one spec and nothing else.
+        def service_account_spec(issuer: str) -> dict:
+            return identity.service_account_request_authentication(
+                options, issuer, service_account_audiences=args.service_account_audiences
+            )["spec"]
+
+        known_shape = {
+            "apiVersion": identity.security_api_version(options),
+            "kind": "RequestAuthentication",
+            "metadata": {"name": identity.SERVICE_ACCOUNT_REQUEST_AUTHENTICATION, "namespace": options.gateway_namespace},
+            "spec": {},
+        }
+        custom("service-account-jwt", known_shape, spec=pulumi.Output.from_input(args.service_account_issuer).apply(service_account_spec))
+
+        hosts = args.proxy.hosts
+        custom("ext-authz", _on_kubeflow_hosts(auth_proxy.ext_authz_policy(args.proxy), hosts))
+        custom("require-verified-token", _on_kubeflow_hosts(auth_proxy.require_verified_token_policy(args.proxy), hosts))
+        custom("identity-header-policy", identity_header_policy(options, args.kubeflow_namespace))
+
+        self._register_proxy(name, args, child)
+
+        self.extension_provider = pulumi.Output.from_input(auth_proxy.extension_provider(args.proxy))
+        self.redirect_url = pulumi.Output.from_input(args.proxy.redirect_url)
+        self.proxy_namespace = pulumi.Output.from_input(args.proxy.namespace)
+        self.object_names = pulumi.Output.from_input(names)
+        self.register_outputs(
+            {
+                "extensionProvider": self.extension_provider,
+                "redirectUrl": self.redirect_url,
+                "proxyNamespace": self.proxy_namespace,
+                "objectNames": self.object_names,
+            }
+        )
+
+    def identity_header_policy_for(self, namespace: str) -> dict:
+        """The identity-header DENY policy for another namespace (tenancy registers one per profile)."""
+        return identity_header_policy(self._identity, namespace)
+
+    def _register_proxy(self, name: str, args: AuthArgs, child: pulumi.ResourceOptions) -> None:
+        proxy = args.proxy
+        objects = auth_proxy.auth_proxy_objects(proxy)
+        namespace_object, rest = objects[0], objects[1:]
+        namespace = k8s.core.v1.Namespace(f"{name}-proxy-namespace", metadata=namespace_object["metadata"], opts=child)
+        in_namespace = pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[namespace]))
+
+        string_data: dict[str, pulumi.Input[str]] = {auth_proxy.CLIENT_SECRET_KEY: pulumi.Output.secret(args.client_secret)}
+        if args.cookie_secret is not None:
+            string_data[auth_proxy.COOKIE_SECRET_KEY] = pulumi.Output.secret(args.cookie_secret)
+        secret = k8s.core.v1.Secret(
+            f"{name}-oidc-client",
+            metadata={"name": auth_proxy.CLIENT_SECRET_NAME, "namespace": proxy.namespace,
+                      "labels": {"app.kubernetes.io/part-of": "kubeflow-platform"}},
+            type="Opaque",
+            string_data=string_data,
+            # The provider returns `data` base64-encoded; it must stay a secret in the state as well.
+            opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(additional_secret_outputs=["data", "stringData"])),
+        )
+        with_secret = pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[namespace, secret]))
+
+        for obj in rest:
+            kind, metadata = obj["kind"], obj["metadata"]
+            role = f"proxy-{kind.lower()}"
+            if kind == "ServiceAccount":
+                k8s.core.v1.ServiceAccount(f"{name}-{role}", metadata=metadata, opts=in_namespace)
+            elif kind == "ConfigMap":
+                k8s.core.v1.ConfigMap(f"{name}-{role}", metadata=metadata, data=obj["data"], opts=in_namespace)
+            elif kind == "Deployment":
+                k8s.apps.v1.Deployment(f"{name}-{role}", metadata=metadata, spec=obj["spec"], opts=with_secret)
+            elif kind == "StatefulSet":
+                k8s.apps.v1.StatefulSet(f"{name}-{role}", metadata=metadata, spec=obj["spec"], opts=with_secret)
+            elif kind == "Service":
+                k8s.core.v1.Service(f"{name}-{role}", metadata=metadata, spec=obj["spec"], opts=in_namespace)
+            else:
+                k8s.apiextensions.CustomResource(
+                    f"{name}-{role}", api_version=obj["apiVersion"], kind=kind, metadata=metadata, spec=obj["spec"],
+                    opts=in_namespace,
+                )
+
+
+__all__ = ["Auth", "AuthArgs", "KUBEFLOW_NAMESPACE", "header_forwarders", "identity_header_policy"]

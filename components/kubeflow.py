@@ -2,18 +2,212 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Optional
 
 import pulumi
+import pulumi_kubernetes as k8s
+
+from manifests.objects import config_group_yaml, object_ref
+from manifests.options import CentralSecretKeys
+from config import Settings
+from config.kubeflow import transform_options
+from manifests.release import PreparedRelease, error_message, image_mirror_export, prepare_release, transform_report_export
+from manifests.sources import ManifestError
+
+#: The annotation the EKS pod identity webhook reads to give a service account's pods an IAM role.
+IRSA_ROLE_ANNOTATION = "eks.amazonaws.com/role-arn"
+
+
+@dataclass(frozen=True)
+class CentralSecretArgs:
+    """The one Secret every database and object store consumer reads (see manifests.stores)."""
+
+    name: str
+    namespace: str
+    db_host: str
+    db_port: int
+    db_user: str
+    #: A Pulumi secret; it stays one all the way into the Secret's stringData.
+    db_password: pulumi.Input[str]
+    keys: CentralSecretKeys = field(default_factory=CentralSecretKeys)
+
+
+@dataclass(frozen=True)
+class KubeflowArgs:
+    #: The transformed, validated upstream release (manifests.release.prepare_release).
+    release: PreparedRelease
+    #: None when the bundled MySQL and object store are kept.
+    central_secret: Optional[CentralSecretArgs] = None
+    #: `"<namespace>/<serviceaccount>"` -> IAM role ARN for IRSA, known only at deploy time.
+    service_account_roles: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(
+        cls, settings: "Settings", release: PreparedRelease, service_account_roles: Mapping[str, pulumi.Input[str]]
+    ) -> "KubeflowArgs":
+        database = settings.kubeflow.database
+        central_secret = None
+        if database is not None:
+            central_secret = CentralSecretArgs(
+                name=settings.kubeflow.central_secret,
+                namespace=settings.kubeflow.central_secret_namespace,
+                db_host=database.host,
+                db_port=database.port,
+                db_user=database.user,
+                db_password=settings.secrets.database_password,
+            )
+        return cls(release=release, central_secret=central_secret, service_account_roles=service_account_roles)
+
+
+def prepare(settings: "Settings") -> PreparedRelease:
+    """Loads, transforms and validates upstream Kubeflow before anything is registered.
+
+    A bad source or an object that would not apply stops the program with nothing half-registered,
+    reported as a RunError (the user's mistake: no traceback).
+    """
+    options = transform_options(
+        settings.kubeflow,
+        gateway=f"{settings.ingress.gateway_namespace}/{settings.ingress.gateway_name}",
+        hosts=settings.dns.hosts,
+        artifact_bucket=settings.artifacts.names()["pipelines"],
+        region=settings.aws.region,
+    )
+    try:
+        return prepare_release(settings.kubeflow.manifests_source, options, settings.kubeflow.version)
+    except ManifestError as error:
+        raise pulumi.RunError(f"stack {pulumi.get_stack()!r}: {error_message(error)}") from None
 
 
 class Kubeflow(pulumi.ComponentResource):
     """Upstream Kubeflow, transformed, applied through ordered yaml.v2.ConfigGroups.
 
-    Registered by every stack; its resources are added by the issue that builds this area.
+    One ConfigGroup per non-empty group of `manifests.groups` (namespaces, cert-manager, mesh, auth,
+    Knative, core, apps, admitted resources), each depending on the one before, so every webhook is
+    serving before anything it admits arrives. Values known only at deploy time are small typed
+    resources of their own, so a preview of the big groups is never blanked out by an unknown.
     """
 
-    def __init__(self, name: str, version: str, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    version: pulumi.Output[str]
+    """The pinned Kubeflow release (`kubeflow.version`)."""
+    component_version: pulumi.Output[Optional[str]]
+    """The components' version found in the manifests (may lag the release's patch number)."""
+    image_mirror: pulumi.Output[list]
+    """`[{source, target}]` for every upstream image, sorted by source."""
+    transform_report: pulumi.Output[dict]
+    """What was excluded, added and changed, and the groups in apply order."""
+    config_groups: list[k8s.yaml.v2.ConfigGroup]
+    """The ConfigGroups in apply order."""
+
+    def __init__(self, name: str, args: KubeflowArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        # The k8s provider comes in `opts`; a component keeps it in its providers map, so every child
+        # with parent=self is applied by it without naming it again.
         super().__init__("kubeflow-platform:kubeflow:Kubeflow", name, None, opts)
-        self.version = pulumi.Output.from_input(version)
-        self.register_outputs({"version": self.version})
+        release = args.release
+        group_objects = release.groups
+
+        self.config_groups = []
+        self.central_secret: Optional[k8s.core.v1.Secret] = None
+        resource_names: dict[str, str] = {}
+        registered: dict[str, k8s.yaml.v2.ConfigGroup] = {}
+
+        # The central Secret must exist before its consumers start, or their pods wait on it until the
+        # group's readiness await gives up; it needs only its namespace.
+        secret_before = None
+        if args.central_secret is not None:
+            secret_before = _group_of_consumers(group_objects, args.central_secret.namespace) or next(
+                (group for group in group_objects if group != "namespaces"), None
+            )
+
+        patches_after: dict[str, list[tuple[str, pulumi.Input[str]]]] = {}
+        for key, role_arn in sorted(args.service_account_roles.items()):
+            patches_after.setdefault(_group_holding_service_account(group_objects, key) or "", []).append((key, role_arn))
+        # Service accounts outside the manifests (the external Argo's) exist already: patch them at once.
+        self.service_account_patches = [self._patch_service_account(name, key, arn, []) for key, arn in patches_after.pop("", [])]
+
+        previous: Optional[pulumi.Resource] = None
+        for group, objects in group_objects.items():
+            depends_on: list[pulumi.Resource] = [previous] if previous is not None else []
+            if args.central_secret is not None and group == secret_before:
+                namespaces = [registered["namespaces"]] if "namespaces" in registered else depends_on
+                self.central_secret = self._central_secret(name, args.central_secret, namespaces)
+                depends_on = depends_on + [self.central_secret]
+            resource_name = f"{name}-{group}"
+            config_group = k8s.yaml.v2.ConfigGroup(
+                resource_name,
+                # One string of JSON documents rather than `objs=`: see manifests.objects.config_group_yaml.
+                yaml=config_group_yaml(objects),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+            )
+            self.config_groups.append(config_group)
+            registered[group] = config_group
+            resource_names[group] = resource_name
+            previous = config_group
+            for key, role_arn in patches_after.get(group, []):
+                # A patch modifies an existing object, so it follows the group that creates the account;
+                # pods of that group started before the patch get the role at their next restart.
+                self.service_account_patches.append(self._patch_service_account(name, key, role_arn, [config_group]))
+
+        self.version = pulumi.Output.from_input(release.release)
+        self.component_version = pulumi.Output.from_input(release.component_version)
+        self.image_mirror = pulumi.Output.from_input(image_mirror_export(release.report))
+        self.transform_report = pulumi.Output.from_input(transform_report_export(release, resource_names))
+        self.register_outputs({
+            "version": self.version,
+            "componentVersion": self.component_version,
+            "imageMirror": self.image_mirror,
+            "transformReport": self.transform_report,
+        })
+
+    def _central_secret(self, name: str, args: CentralSecretArgs, depends_on: list[pulumi.Resource]) -> k8s.core.v1.Secret:
+        keys = args.keys
+        return k8s.core.v1.Secret(
+            f"{name}-central-secret",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=args.name,
+                namespace=args.namespace,
+                labels={"app.kubernetes.io/part-of": "kubeflow-platform", "app.kubernetes.io/component": "external-stores"},
+            ),
+            type="Opaque",
+            string_data={
+                keys.db_username: args.db_user,
+                keys.db_password: pulumi.Output.secret(args.db_password),
+                "db-host": args.db_host,
+                "db-port": str(args.db_port),
+                # S3 is reached through IRSA: the keys exist because consumers reference them, and empty
+                # keys make the KFP API server and the UI fall back to the AWS SDK's default chain.
+                keys.object_store_access_key: "",
+                keys.object_store_secret_key: "",
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+        )
+
+    def _patch_service_account(
+        self, name: str, key: str, role_arn: pulumi.Input[str], depends_on: list[pulumi.Resource]
+    ) -> k8s.core.v1.ServiceAccountPatch:
+        namespace, account = key.split("/", 1)
+        return k8s.core.v1.ServiceAccountPatch(
+            f"{name}-irsa-{namespace}-{account}",
+            metadata=k8s.meta.v1.ObjectMetaPatchArgs(
+                name=account, namespace=namespace, annotations={IRSA_ROLE_ANNOTATION: role_arn}
+            ),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+        )
+
+
+def _group_of_consumers(groups: Mapping[str, list[dict]], namespace: str) -> Optional[str]:
+    """The first group with a workload in `namespace` (the central Secret's consumers run there)."""
+    for group, objects in groups.items():
+        for obj in objects:
+            if (obj.get("metadata") or {}).get("namespace") == namespace and obj.get("kind") in {"Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet"}:
+                return group
+    return None
+
+
+def _group_holding_service_account(groups: Mapping[str, list[dict]], key: str) -> Optional[str]:
+    wanted = f"ServiceAccount {key}"
+    for group, objects in groups.items():
+        if any(obj.get("kind") == "ServiceAccount" and object_ref(obj) == wanted for obj in objects):
+            return group
+    return None

@@ -2,17 +2,133 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Optional
 
 import pulumi
+import pulumi_kubernetes as k8s
+
+from components.identity import WorkloadIdentity
+from config import Settings
+from manifests.iam import s3_access_policy
+from manifests.tenancy import (
+    WORKLOAD_SERVICE_ACCOUNTS,
+    Contributor,
+    DataLake,
+    MeshPolicy,
+    ProfileSpec,
+    Taint,
+    contributor_roles,
+    manifest,
+    role_bound_objects,
+    static_objects,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TenancyArgs:
+    profiles: Sequence[ProfileSpec]
+    """Every profile, names resolved (groups expanded, buckets named, pools' taints attached)."""
+    mesh: MeshPolicy
+    """Mesh and serving facts all profiles' policies refer to."""
+    identity: WorkloadIdentity
+    """Issues the profiles' IRSA roles."""
+
+
+def tenancy_args(settings: Settings, identity: WorkloadIdentity) -> TenancyArgs:
+    """Resolves the tenancy settings against the rest of the stack's settings."""
+    tenancy = settings.tenancy
+    groups = {group.name: group.members for group in tenancy.groups}
+    taints = {pool.name: pool.taints for pool in settings.gpu.pools}
+    buckets = settings.artifacts.names()
+    keys = {bucket.purpose: bucket.kms_key_arn for bucket in settings.artifacts.buckets}
+    profiles = []
+    for profile in tenancy.profiles:
+        lake = None
+        if profile.data_lake is not None:
+            lake = DataLake(
+                # A purpose names one of this stack's buckets; anything else is an existing bucket's name.
+                bucket=buckets.get(profile.data_lake.bucket, profile.data_lake.bucket),
+                prefix=profile.data_lake.prefix.strip("/"),
+                region=settings.aws.region,
+                argo_key_format=settings.kubeflow.argo.key_format,
+                kms_key_arn=keys.get(profile.data_lake.bucket),
+            )
+        contributors = [Contributor(role=c.role, user=c.user, group=c.group) for c in profile.contributors]
+        profiles.append(
+            ProfileSpec(
+                name=profile.name,
+                owner=profile.owner,
+                contributors=contributor_roles(profile.owner, contributors, groups),
+                gpu_taints=tuple(
+                    Taint(key=t.key, value=t.value, effect=t.effect) for pool in profile.gpu_pools for t in taints[pool]
+                ),
+                gpus=profile.quota.gpus,
+                cpu=profile.quota.cpu,
+                memory=profile.quota.memory,
+                labels=dict(profile.labels),
+                annotations=dict(profile.annotations),
+                data_lake=lake,
+            )
+        )
+    mesh = MeshPolicy(
+        revision=settings.kubeflow.mesh.revision,
+        user_id_prefix=settings.auth.user_id_prefix,
+        trusted_principals=tenancy.trusted_principals,
+        serving_namespaces=(*tenancy.serving.system_namespaces, settings.ingress.namespace),
+        serving_principals=tenancy.serving.principals,
+    )
+    return TenancyArgs(profiles=tuple(profiles), mesh=mesh, identity=identity)
 
 
 class Tenancy(pulumi.ComponentResource):
-    """Users and groups to Profiles, contributors, namespace policy, per-profile IRSA.
+    """Per profile: its namespace's objects, its Profile, and with a data lake an IRSA role.
 
-    Registered by every stack; its resources are added by the issue that builds this area.
+    A profile without a data lake costs one registration, whatever its number of contributors: a ConfigGroup
+    of all its objects. With a data lake, two more: the IAM role (policy inline) and a small ConfigGroup of
+    what carries the role's ARN. Registering each Kubernetes object on its own would cost the Python SDK
+    about as much per object as a ConfigGroup costs per profile.
     """
 
-    def __init__(self, name: str, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+    profile_names: list[str]
+    """Names of the profiles (and their namespaces)."""
+    data_lake_role_arns: Mapping[str, pulumi.Output[str]]
+    """Profile name to the ARN of its IRSA role, for profiles with a data lake."""
+
+    def __init__(self, name: str, args: TenancyArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("kubeflow-platform:tenancy:Tenancy", name, None, opts)
-        self.register_outputs({})
+        self.profile_names = [profile.name for profile in args.profiles]
+        role_arns: dict[str, pulumi.Output[str]] = {}
+        for profile in args.profiles:
+            # The same prefix for both groups: a child's URN carries its parents' types, not their names, so an
+            # object moving between the groups (the Profile, when a data lake is added) is updated in place.
+            prefix = f"{name}-{profile.name}"
+            static = k8s.yaml.v2.ConfigGroup(
+                f"{prefix}-namespace",
+                yaml=manifest(static_objects(profile, args.mesh)),
+                resource_prefix=prefix,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            if profile.data_lake is None:
+                continue
+            lake = profile.data_lake
+            role = args.identity.irsa_role(
+                f"{prefix}-data-lake",
+                namespace=profile.name,
+                service_accounts=WORKLOAD_SERVICE_ACCOUNTS,
+                policy=s3_access_policy(bucket=lake.bucket, prefixes=[lake.prefix], kms_key_arn=lake.kms_key_arn),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            role_arns[profile.name] = role.arn
+            k8s.yaml.v2.ConfigGroup(
+                f"{prefix}-profile",
+                # The only value unknown before deployment: it can blank out this small group only.
+                yaml=role.arn.apply(lambda arn, p=profile: manifest(role_bound_objects(p, arn))),
+                resource_prefix=prefix,
+                # The namespace first, with its owner annotation, so the Profile controller adopts it instead of
+                # creating one; on destroy the Profile goes first and its finalizer still finds the namespace.
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[static]),
+            )
+        self.data_lake_role_arns = role_arns
+        self.register_outputs({"profiles": self.profile_names, "dataLakeRoleArns": role_arns})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -17,12 +18,13 @@ from typing import Any, Optional
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from config.access import AuthSettings, TenancySettings
-from config.capacity import ArtifactSettings, GpuSettings, IdentitySettings
-from config.edge import CertificateSettings, DnsSettings, IngressSettings
+from config.access import GATEWAY_OPTION_KEYS, REPLACED_UPSTREAM_COMPONENT, AuthSettings, TenancySettings
+from config.capacity import ArtifactSettings, GpuSettings, IdentitySettings, capacity_cross_checks
+from config.edge import CertificateSettings, DnsSettings, IngressSettings, edge_cross_checks
 from config.kubeflow import KubeflowSettings
 from config.loader import Problems, camel, from_raw, keys_of, setting
 from config.platform import AwsSettings, ClusterSettings
+from manifests.identity import IdentityHeaderOptions, validate_identity_options
 
 PROJECT = "kubeflow-platform"
 
@@ -85,22 +87,81 @@ class Settings:
     secrets: Secrets = dataclasses.field(default=Secrets(), metadata={"internal": True})
     """Secret settings (top-level secret keys, see SECRET_KEYS)."""
 
+    def identity_options(self) -> IdentityHeaderOptions:
+        """How the gateway sets the trusted identity headers: auth settings on the ingress gateway's workload."""
+        return self.auth.identity_options(
+            gateway_namespace=self.ingress.namespace,
+            gateway_selector=types.MappingProxyType(dict(self.ingress.selector)),
+            istio_version=self.kubeflow.mesh.istio_version,
+        )
+
     def cross_check(self) -> Iterator[tuple[str, str]]:
-        pools = {pool.name for pool in self.gpu.pools}
+        yield from edge_cross_checks(self.dns, self.certificate)
+        yield from capacity_cross_checks(
+            region=self.aws.region, cluster_name=self.cluster.name, protect=self.protect,
+            artifacts=self.artifacts, gpu=self.gpu,
+        )
+        # Auth's own keys are checked by AuthSettings; here only what the identity options take from other areas.
+        for line in validate_identity_options(self.identity_options()):
+            key, _, message = line.partition(": ")
+            if key in GATEWAY_OPTION_KEYS:
+                yield GATEWAY_OPTION_KEYS[key], message
+        replaced = REPLACED_UPSTREAM_COMPONENT[self.auth.proxy]
+        if replaced not in self.kubeflow.exclude:
+            yield "kubeflow.exclude", (
+                f"add {replaced!r}: auth deploys its own {self.auth.proxy} for auth.issuerUrl, and upstream's copy "
+                "comes with Dex settings and publicly known client and cookie secrets"
+            )
+        pools = {pool.name: pool for pool in self.gpu.pools}
         buckets = {bucket.purpose for bucket in self.artifacts.buckets}
+        reserved = self._namespaces_profiles_must_not_take()
+        if self.auth.lowercase:
+            yield from self._upper_case_emails()
         for i, profile in enumerate(self.tenancy.profiles):
+            if profile.name in reserved or profile.name.startswith("kube-"):
+                # The profile's namespace is applied (and deleted with the profile) by this program.
+                yield f"tenancy.profiles[{i}].name", f"{profile.name!r} is a platform namespace, not a profile's"
             for j, pool in enumerate(profile.gpu_pools):
                 if pool not in pools:
                     known = ", ".join(sorted(pools)) or "none configured"
                     yield f"tenancy.profiles[{i}].gpuPools[{j}]", f"{pool!r} is not a gpu.pools name ({known})"
             if profile.quota.gpus and not profile.gpu_pools:
                 yield f"tenancy.profiles[{i}].quota.gpus", "a GPU quota needs gpuPools the profile may use"
+            capacity = sum(pools[p].max_size * pools[p].gpus_per_node for p in profile.gpu_pools if p in pools)
+            if profile.gpu_pools and all(p in pools for p in profile.gpu_pools) and profile.quota.gpus > capacity:
+                yield f"tenancy.profiles[{i}].quota.gpus", (
+                    f"{profile.quota.gpus} is more than its pools can ever offer ({capacity}: maxSize x gpusPerNode)"
+                )
             lake = profile.data_lake
             if lake is not None and lake.bucket not in buckets and "." not in lake.bucket and "-" not in lake.bucket:
                 yield f"tenancy.profiles[{i}].dataLake.bucket", (
                     f"{lake.bucket!r} is neither an artifacts.buckets purpose ({', '.join(sorted(buckets))}) "
                     "nor a bucket name"
                 )
+
+    def _namespaces_profiles_must_not_take(self) -> set[str]:
+        return {
+            "default", "kubeflow", "istio-system", "cert-manager", "auth", "oauth2-proxy", "knative-serving", "kserve",
+            self.ingress.namespace, self.ingress.gateway_namespace, self.kubeflow.argo.namespace,
+            *self.tenancy.serving.system_namespaces,
+        }
+
+    def _upper_case_emails(self) -> Iterator[tuple[str, str]]:
+        # kubeflow-userid arrives lower-cased (auth.lowercase), and owners, RoleBindings and policies match it exactly.
+        def check(path: str, email: str | None) -> Iterator[tuple[str, str]]:
+            if email is not None and email != email.lower():
+                yield path, f"{email!r} must be written in lower case, as auth.lowercase delivers kubeflow-userid"
+
+        tenancy = self.tenancy
+        for i, user in enumerate(tenancy.users):
+            yield from check(f"tenancy.users[{i}]", user)
+        for i, group in enumerate(tenancy.groups):
+            for j, member in enumerate(group.members):
+                yield from check(f"tenancy.groups[{i}].members[{j}]", member)
+        for i, profile in enumerate(tenancy.profiles):
+            yield from check(f"tenancy.profiles[{i}].owner", profile.owner)
+            for j, contributor in enumerate(profile.contributors):
+                yield from check(f"tenancy.profiles[{i}].contributors[{j}].user", contributor.user)
 
 
 def settings_keys() -> dict[str, Any]:

@@ -2,43 +2,156 @@
 
 from __future__ import annotations
 
+import re
 import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from config import checks
 from config.loader import setting
+from manifests.identity import (
+    OPTION_KEYS,
+    IdentityHeaderOptions,
+    JwtIssuer,
+    issuer_url_problems,
+    validate_identity_options,
+)
+
+# Istio's SPIFFE-derived principal of a workload: <trust domain>/ns/<namespace>/sa/<service account>.
+_PRINCIPAL = re.compile(r"^[a-z0-9.-]+/ns/[a-z0-9]([-a-z0-9]*[a-z0-9])?/sa/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+# Kubernetes resource quantities, as the Profile CRD and ResourceQuota accept them (like 64, 500m, 256Gi).
+_QUANTITY = re.compile(r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
+#: Namespace labels and annotations the platform sets on every profile namespace; a profile may not override them.
+PLATFORM_NAMESPACE_KEYS = (
+    "owner",
+    "istio-injection",
+    "istio.io/rev",
+    "scheduler.alpha.kubernetes.io/defaultTolerations",
+    "scheduler.alpha.kubernetes.io/tolerationsWhitelist",
+)
+
+
+def _principals(values: tuple[str, ...]) -> Optional[str]:
+    for value in values:
+        if not _PRINCIPAL.match(value):
+            return f"{value!r} is not an Istio principal (like cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account)"
+    return None
+
+
+def _quantity(value: str) -> Optional[str]:
+    if not _QUANTITY.match(value):
+        return f"{value!r} is not a Kubernetes quantity (like 64, 500m or 256Gi)"
+    return None
 
 
 @dataclass(frozen=True, kw_only=True)
 class IssuerSettings:
-    issuer: str = setting(check=checks.https_url)
-    """OIDC issuer URL whose JWTs are accepted (RequestAuthentication)."""
-    jwks_uri: Optional[str] = setting(None, check=checks.https_url)
+    issuer: str = setting()
+    """OIDC issuer URL whose JWTs the gateway verifies (RequestAuthentication); exactly the tokens' `iss`."""
+    jwks_uri: Optional[str] = setting(None)
     """Key set URL when it is not discoverable from the issuer."""
     audiences: tuple[str, ...] = setting(())
     """Accepted audiences (empty: any)."""
+    user_claim: Optional[str] = setting(None)
+    """Claim that becomes kubeflow-userid (like email); unset: tokens are verified but name no Kubeflow user."""
+    groups_claim: Optional[str] = setting(None)
+    """Claim that becomes kubeflow-groups (like groups)."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class AuthSettings:
-    issuer_url: str = setting(check=checks.https_url)
+    issuer_url: str = setting()
     """The enterprise OIDC issuer users log in with (no Dex in between)."""
     client_id: str = setting(check=checks.not_empty)
     """OIDC client id of Kubeflow; the client secret is the secret `authClientSecret`."""
     proxy: Literal["oauth2-proxy", "authservice"] = setting("oauth2-proxy")
     """Auth proxy behind the gateway's ext-authz: oauth2-proxy (Kubeflow 1.9+) or authservice (older)."""
-    user_header: str = setting("x-auth-request-email")
+    extension_provider: str = setting("kubeflow-auth", check=checks.dns1123_label)
+    """Name of the meshConfig extensionProvider for the proxy (exported as authExtensionProvider for the mesh owner)."""
+    scopes: tuple[str, ...] = setting(("openid", "email", "profile", "groups"), check=checks.unique("scope"))
+    """OIDC scopes the proxy asks the issuer for; openid is required."""
+    email_domains: tuple[str, ...] = setting(("*",), check=checks.unique("domain"))
+    """Email domains allowed to log in (* any user of the issuer; Profiles still decide who sees what)."""
+    proxy_image: Optional[str] = setting(None)
+    """Image of the proxy (default: the one upstream pins); pulled through kubeflow.images when configured."""
+    user_source_header: str = setting("x-auth-request-email")
     """Header the auth proxy sets after login; kubeflow-userid is set from it and nothing else."""
-    groups_header: str = setting("x-auth-request-groups")
+    groups_source_header: str = setting("x-auth-request-groups")
     """Header the auth proxy sets with the user's groups; kubeflow-groups is set from it."""
+    user_header: str = setting("kubeflow-userid")
+    """Header Kubeflow reads the user id from (USERID_HEADER of its web apps)."""
+    groups_header: str = setting("kubeflow-groups")
+    """Header Kubeflow reads the user's groups from."""
     user_id_prefix: str = setting("")
     """Prefix put before the user id in kubeflow-userid (as upstream's userid-prefix)."""
     lowercase: bool = setting(True)
     """Lower-case the user id, so Profile owners match whatever case the IdP sends."""
     extra_issuers: tuple[IssuerSettings, ...] = setting(())
     """Further OIDC issuers whose tokens machine clients may present."""
+    service_account_audiences: tuple[str, ...] = setting(("pipelines.kubeflow.org",))
+    """Audiences a cluster service-account token must carry at the gateway (KFP's projected-token audience)."""
+    gateway_service_account: str = setting("istio-ingressgateway-service-account")
+    """Service account of the ingress gateway pods: the only caller trusted to send kubeflow-userid."""
+    trust_domain: str = setting("cluster.local")
+    """The mesh's trust domain (meshConfig.trustDomain), the start of every workload principal."""
+
+    def identity_options(self, **gateway: Any) -> IdentityHeaderOptions:
+        """The identity header options these settings describe; `gateway` sets the gateway's fields."""
+        return IdentityHeaderOptions(
+            user_source_header=self.user_source_header,
+            groups_source_header=self.groups_source_header,
+            user_header=self.user_header,
+            groups_header=self.groups_header,
+            lowercase_user=self.lowercase,
+            user_id_prefix=self.user_id_prefix,
+            extra_issuers=tuple(
+                JwtIssuer(
+                    issuer=issuer.issuer,
+                    jwks_uri=issuer.jwks_uri,
+                    audiences=issuer.audiences,
+                    user_claim=issuer.user_claim,
+                    groups_claim=issuer.groups_claim,
+                )
+                for issuer in self.extra_issuers
+            ),
+            gateway_service_account=self.gateway_service_account,
+            trust_domain=self.trust_domain,
+            **gateway,
+        )
+
+    def cross_check(self) -> Iterator[tuple[str, str]]:
+        # The same rules the gateway objects are built with, so a stack that loads also builds. Options of
+        # other areas (the gateway's namespace, selector, Istio version) are checked by Settings.cross_check.
+        for line in issuer_url_problems(self.issuer_url, "issuerUrl"):
+            yield _split_problem(line)
+        for line in validate_identity_options(self.identity_options()):
+            key, message = _split_problem(line)
+            if key.startswith(AUTH_PREFIX) and key.split("[")[0] not in GATEWAY_OPTION_KEYS:
+                yield key[len(AUTH_PREFIX):], message
+        if "openid" not in self.scopes:
+            yield "scopes", "must include 'openid'; without it the issuer returns no ID token"
+        for index, audience in enumerate(self.service_account_audiences):
+            if not audience.strip():
+                yield f"serviceAccountAudiences[{index}]", "must not be empty"
+
+
+AUTH_PREFIX = "auth."
+
+#: Identity options that come from other areas, and the keys they are configured under there.
+GATEWAY_OPTION_KEYS = {
+    OPTION_KEYS["gateway_namespace"]: "ingress.namespace",
+    OPTION_KEYS["gateway_selector"]: "ingress.selector",
+    OPTION_KEYS["istio_version"]: "kubeflow.mesh.istioVersion",
+}
+
+#: The upstream component each proxy replaces: Auth deploys its own, configured for the enterprise issuer.
+REPLACED_UPSTREAM_COMPONENT = {"oauth2-proxy": "oauth2-proxy", "authservice": "authservice"}
+
+
+def _split_problem(line: str) -> tuple[str, str]:
+    key, _, message = line.partition(": ")
+    return key, message
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,7 +161,16 @@ class GroupSettings:
     members: tuple[str, ...] = setting((), check=(checks.emails, checks.unique("member")))
     """Users in the group (emails, each also listed under users)."""
     claim: Optional[str] = setting(None)
-    """IdP group claim value this group stands for (kubeflow-groups)."""
+    """IdP group claim value this group stands for (kubeflow-groups); recorded, members grant the access."""
+
+    def cross_check(self) -> Iterator[tuple[str, str]]:
+        if not self.members:
+            # kfam, and the RoleBindings and AuthorizationPolicies it reads, bind one user each; Istio cannot
+            # match one value inside the comma-separated kubeflow-groups header, so a claim alone grants nothing.
+            yield "members", (
+                "a group needs its members: Kubeflow's access management binds users one by one, "
+                "so a group grants access only through the members listed here"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,9 +199,9 @@ class DataLakeSettings:
 class QuotaSettings:
     gpus: int = setting(0, check=checks.between(0, 1024))
     """GPUs the profile's pods may request in total (nvidia.com/gpu)."""
-    cpu: Optional[str] = setting(None)
+    cpu: Optional[str] = setting(None, check=_quantity)
     """CPU requests the profile may hold (like 64)."""
-    memory: Optional[str] = setting(None)
+    memory: Optional[str] = setting(None, check=_quantity)
     """Memory requests the profile may hold (like 256Gi)."""
 
 
@@ -102,6 +224,25 @@ class ProfileSettings:
     data_lake: Optional[DataLakeSettings] = setting(None)
     """Bucket prefix the profile's workloads reach with short-lived IRSA credentials."""
 
+    def cross_check(self) -> Iterator[tuple[str, str]]:
+        for where, values in (("labels", self.labels), ("annotations", self.annotations)):
+            for key in values:
+                if key in PLATFORM_NAMESPACE_KEYS:
+                    yield f"{where}.{key}", "is set by the platform (mesh membership, GPU tolerations, ownership)"
+        if self.gpu_pools and not self.quota.gpus:
+            yield "quota.gpus", "gpuPools without a GPU quota would let the profile onto GPU nodes yet allow it no GPU"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServingSettings:
+    system_namespaces: tuple[str, ...] = setting(("knative-serving", "kserve"), check=checks.unique("namespace"))
+    """Namespaces of Knative Serving and KServe whose pods may reach inference services (the ingress namespace too)."""
+    principals: tuple[str, ...] = setting(
+        ("cluster.local/ns/knative-serving/sa/activator", "cluster.local/ns/istio-system/sa/cluster-local-gateway-service-account"),
+        check=_principals,
+    )
+    """Istio principals admitted to inference services' queue-proxy ports (Knative's activator, the cluster-local gateway)."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class TenancySettings:
@@ -111,6 +252,13 @@ class TenancySettings:
     """Named groups of users."""
     profiles: tuple[ProfileSettings, ...] = setting(())
     """One Profile (namespace) per data scientist or team."""
+    trusted_principals: tuple[str, ...] = setting(
+        ("cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account", "cluster.local/ns/kubeflow/sa/ml-pipeline-ui"),
+        check=(checks.not_empty, _principals),
+    )
+    """Principals whose kubeflow-userid contributors' policies trust (kfam's ISTIO_INGRESS_GATEWAY_PRINCIPAL, KFP_UI_PRINCIPAL)."""
+    serving: ServingSettings = setting(ServingSettings())
+    """Who may reach the profiles' inference services besides their owners and contributors."""
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         users = set(self.users)

@@ -15,6 +15,16 @@ from config.loader import setting
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 # EKS refuses these label prefixes on managed node groups.
 RESERVED_LABEL_PREFIXES = ("kubernetes.io/", "k8s.io/", "eks.amazonaws.com/")
+#: Label this program puts on every GPU node so placeholder pods and profiles can pin to one pool.
+POOL_LABEL = "kubeflow-platform/gpu-pool"
+# EKS CreateNodegroup: label keys and values 1..63 characters (the whole key, prefix included, unlike
+# Kubernetes), taint keys 1..63, taint values 0..63, at most 50 taints; node group names 1..63.
+EKS_LABEL_LIMIT = 63
+EKS_TAINTS_LIMIT = 50
+EKS_NODEGROUP_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,62}$")
+# EC2 families with NVIDIA GPUs (g4ad is AMD); Graviton ones (g5g) end in "g" and need an ARM_64 AMI.
+_NVIDIA_FAMILY = re.compile(r"^(p\d+[a-z]*(-[a-z0-9]+)?|g\d+[a-z]*|gr\d+[a-z]*)$")
+_ARM_FAMILY = re.compile(r"^g\d+g$")
 
 
 def bucket_name(value: str) -> Optional[str]:
@@ -32,6 +42,16 @@ def bucket_name(value: str) -> Optional[str]:
 class IdentitySettings:
     oidc_provider_arn: Optional[str] = setting(None, check=checks.arn("iam", "oidc-provider/"))
     """Adopt this existing IAM OIDC provider for the cluster's issuer instead of creating one."""
+    argo_service_accounts: tuple[str, ...] = setting(
+        ("argo-server", "argo-workflow"), check=(checks.not_empty, checks.unique("service account"))
+    )
+    """Service accounts in kubeflow.argo.namespace that read and write pipeline artifacts (Argo server, workflow pods)."""
+
+    def cross_check(self) -> Iterator[tuple[str, str]]:
+        for i, account in enumerate(self.argo_service_accounts):
+            message = checks.dns1123_label(account)
+            if message:
+                yield f"argoServiceAccounts[{i}]", message
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,8 +101,10 @@ class TaintSettings:
         message = checks.label_key(self.key)
         if message:
             yield "key", message.replace("label key", "taint key")
-        if len(self.value) > 63:
-            yield "value", "taint values are at most 63 characters"
+        if len(self.key) > EKS_LABEL_LIMIT:
+            yield "key", f"EKS taint keys are at most {EKS_LABEL_LIMIT} characters, prefix included"
+        if len(self.value) > EKS_LABEL_LIMIT:
+            yield "value", f"taint values are at most {EKS_LABEL_LIMIT} characters"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,17 +145,34 @@ class GpuPoolSettings:
             yield "desiredSize", f"{self.desired_size} is outside minSize..maxSize ({self.min_size}..{self.max_size})"
         if self.warm_nodes > self.max_size:
             yield "warmNodes", f"{self.warm_nodes} is above maxSize {self.max_size}"
-        for key in self.labels:
+        if len(self.taints) > EKS_TAINTS_LIMIT:
+            yield "taints", f"EKS allows at most {EKS_TAINTS_LIMIT} taints per node group"
+        for key, value in self.labels.items():
+            if len(key) > EKS_LABEL_LIMIT:
+                yield f"labels.{key}", f"EKS label keys are at most {EKS_LABEL_LIMIT} characters, prefix included"
+            if not value:
+                yield f"labels.{key}", "EKS refuses empty label values"
+            if key == POOL_LABEL:
+                yield f"labels.{key}", "is set by this program to the pool name"
             if any(key.startswith(p) or ("/" in key and key.split("/")[0].endswith("." + p.rstrip("/"))) for p in RESERVED_LABEL_PREFIXES):
                 yield f"labels.{key}", "EKS refuses labels under kubernetes.io/, k8s.io/ and eks.amazonaws.com/"
         if not self.taints:
             yield "taints", "GPU pools must be tainted so only workloads that tolerate the taint land there"
-        keys = [(t.key, t.effect) for t in self.taints]
+        keys = [t.key for t in self.taints]
         if len(set(keys)) != len(keys):
-            yield "taints", "the same key and effect is listed twice"
+            # cluster-autoscaler's node-template/taint/<key> tag holds one taint per key.
+            yield "taints", "a taint key is listed twice; the autoscaler's node template holds one taint per key"
+        arm = "ARM_64" in self.ami_type
         for i, instance_type in enumerate(self.instance_types):
-            if "." not in instance_type:
+            family, dot, size = instance_type.partition(".")
+            if not dot or not size:
                 yield f"instanceTypes[{i}]", f"{instance_type!r} is not an EC2 instance type (like g5.xlarge)"
+            elif not _NVIDIA_FAMILY.match(family) or family == "g4ad":
+                yield f"instanceTypes[{i}]", f"{instance_type!r} has no NVIDIA GPU (families like g5, g6e, p4d, p5)"
+            elif bool(_ARM_FAMILY.match(family)) != arm:
+                yield f"instanceTypes[{i}]", (
+                    f"{instance_type!r} is {'Graviton (ARM)' if not arm else 'x86'} but amiType is {self.ami_type}"
+                )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,3 +185,23 @@ class GpuSettings:
         for i, name in enumerate(names):
             if names.index(name) != i:
                 yield f"pools[{i}].name", f"{name!r} is listed twice"
+
+
+def capacity_cross_checks(
+    *, region: str, cluster_name: str, protect: bool, artifacts: ArtifactSettings, gpu: GpuSettings
+) -> Iterator[tuple[str, str]]:
+    """Rules across areas (run from Settings.cross_check, paths from the top)."""
+    if protect and artifacts.force_destroy:
+        yield "artifacts.forceDestroy", "contradicts protect: true; a protected stack never empties its buckets"
+    for i, bucket in enumerate(artifacts.buckets):
+        if bucket.kms_key_arn and bucket.kms_key_arn.split(":")[3] != region:
+            # SSE-KMS needs the key in the bucket's region.
+            yield f"artifacts.buckets[{i}].kmsKeyArn", f"the key is in {bucket.kms_key_arn.split(':')[3]!r}, the buckets in {region!r}"
+    for i, pool in enumerate(gpu.pools):
+        name = node_group_name(cluster_name, pool.name)
+        if not EKS_NODEGROUP_NAME.match(name):
+            yield f"gpu.pools[{i}].name", f"gives the node group name {name!r}; EKS allows 1 to 63 letters, digits, '-' and '_'"
+
+
+def node_group_name(cluster_name: str, pool_name: str) -> str:
+    return f"{cluster_name}-{pool_name}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -9,6 +10,13 @@ from typing import Literal, Optional
 
 from config import checks
 from config.loader import setting
+
+#: ACM: "the first domain name ... cannot exceed 64 octets, including periods" (it becomes the subject CN).
+ACM_FIRST_NAME_LIMIT = 64
+#: ACM's hard ceiling on names per certificate (the default quota is 10 and can be raised to 100).
+ACM_NAMES_LIMIT = 100
+#: The AWS Load Balancer Controller attaches at most five front-end security groups to an NLB.
+NLB_SECURITY_GROUPS_LIMIT = 5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +43,12 @@ class DnsSettings:
                 yield key, f"{host!r} is not inside the hosted zone {zone!r} (dns.zoneName)"
         if self.host in self.extra_hosts:
             yield "extraHosts", f"{self.host!r} is already dns.host"
+        if len(self.host.rstrip(".")) > ACM_FIRST_NAME_LIMIT:
+            # ACM puts the first name in the certificate's subject CN, which X.509 caps at 64 octets.
+            yield "host", (
+                f"{self.host!r} is {len(self.host.rstrip('.'))} characters; ACM refuses a certificate whose first "
+                f"name is longer than {ACM_FIRST_NAME_LIMIT}"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,11 +81,38 @@ class IngressSettings:
     """Namespace of the central Istio Gateway every Kubeflow VirtualService binds to."""
     gateway_name: str = setting("kubeflow-gateway", check=checks.dns1123_label)
     """Name of the central Istio Gateway."""
+    ip_address_type: Literal["ipv4", "dualstack"] = setting("ipv4")
+    """NLB address family; dualstack gives it IPv6 addresses too (its subnets need IPv6 ranges), so AAAA records answer."""
+    http_target_port: int = setting(8080, check=checks.between(1, 65535))
+    """Container port of the gateway pods' plain-HTTP listener; TLS ends at the NLB and port 443 forwards here."""
+    ssl_policy: str = setting("ELBSecurityPolicy-TLS13-1-2-2021-06", check=checks.not_empty)
+    """NLB TLS security policy of the 443 listener (TLS 1.2 and 1.3 only by default)."""
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
+        if len(self.security_groups) > NLB_SECURITY_GROUPS_LIMIT:
+            yield "securityGroups", f"an NLB takes at most {NLB_SECURITY_GROUPS_LIMIT} security groups"
+        if self.ip_address_type == "ipv4":
+            for i, cidr in enumerate(self.source_cidrs):
+                if ipaddress.ip_network(cidr).version == 6:
+                    yield f"sourceCidrs[{i}]", f"{cidr!r} is IPv6 but ipAddressType is ipv4; set ipAddressType: dualstack"
         if not self.source_cidrs and not self.security_groups:
             yield "sourceCidrs", "name the organisation's CIDR ranges or securityGroups; an open NLB is refused"
         if self.source_cidrs and self.security_groups:
             yield "securityGroups", "use either sourceCidrs or securityGroups, not both"
         if not self.selector:
             yield "selector", "must name at least one label of the gateway pods"
+
+
+def edge_cross_checks(dns: DnsSettings, certificate: CertificateSettings) -> Iterator[tuple[str, str]]:
+    """Rules across dns and certificate (run from Settings.cross_check, paths from the top)."""
+    zone = dns.zone_name.rstrip(".")
+    for i, name in enumerate(certificate.subject_alternative_names):
+        base = name.rstrip(".").removeprefix("*.")
+        if not (base == zone or base.endswith("." + zone)):
+            # The DNS validation record must go into the zone this program writes to.
+            yield f"certificate.subjectAlternativeNames[{i}]", (
+                f"{name!r} is not inside the hosted zone {zone!r} (dns.zoneName), so it cannot be validated there"
+            )
+    names = set(dns.hosts) | set(certificate.subject_alternative_names)
+    if len(names) > ACM_NAMES_LIMIT:
+        yield "certificate.subjectAlternativeNames", f"{len(names)} names with the hosts; ACM allows at most {ACM_NAMES_LIMIT}"

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Literal, Optional, Union
+from typing import Optional, Union
 
 from config import checks
 from config.loader import setting
+from manifests.exclusions import RULES_BY_NAME
+from manifests.sources import UrlSource
+from manifests.options import (
+    ExternalArgoOptions,
+    ExternalStoresOptions,
+    GatewayOptions,
+    ImageMirrorOptions,
+    ImageMirrorRule,
+    MeshOptions,
+    PodTemplateOptions,
+    TransformOptions,
+)
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
@@ -35,6 +48,10 @@ class MeshSettings:
     """Version of the enterprise's Istio control plane (chooses API versions and filter shapes)."""
     revision: Optional[str] = setting(None, check=checks.dns1123_label)
     """Istio revision to join (istio.io/rev label) instead of the default istio-injection label."""
+    owns_crds: bool = setting(True)
+    """The mesh installation owns the Istio CRDs, so Kubeflow's bundled copies are excluded with istio."""
+    keep_upstream_injection_opt_outs: bool = setting(False)
+    """Keep upstream's sidecar.istio.io/inject: "false" on some webhooks and controllers (default: all join the mesh)."""
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         if not re.match(r"^1\.\d+$", self.istio_version):
@@ -54,7 +71,13 @@ class ImageSettings:
     mirror: str = setting(check=checks.not_empty)
     """The approved internal registry; every image must end up under it."""
     rules: tuple[ImageRuleSettings, ...] = setting(())
-    """Rewrite rules, most specific first; an image no rule matches goes to `<mirror>/<registry>/<path>`."""
+    """Rewrite rules; the longest matching source wins, an image no rule matches goes to `<mirror>/<registry>/<path>`."""
+
+    def cross_check(self) -> Iterator[tuple[str, str]]:
+        mirror = self.mirror.rstrip("/")
+        for i, rule in enumerate(self.rules):
+            if not (rule.target.rstrip("/") == mirror or rule.target.startswith(mirror + "/")):
+                yield f"rules[{i}].target", f"{rule.target!r} is outside the mirror {mirror!r}; every image must end up under it"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,6 +88,22 @@ class ArgoSettings:
     """Namespace of the external Argo workflow controller (its ConfigMap is produced there)."""
     key_format: str = setting("artifacts/{{workflow.namespace}}/{{workflow.name}}/{{pod.name}}")
     """Artifact key format inside the bucket, per namespace and workflow."""
+    configmap_name: str = setting("workflow-controller-configmap", check=checks.dns1123_label)
+    """Name of the ConfigMap the external controller reads (its --configmap flag)."""
+    service_account: Optional[str] = setting(None, check=checks.dns1123_label)
+    """Service account workflows run as when they name none (the IRSA-annotated one); unset: Argo's default."""
+
+    def cross_check(self) -> Iterator[tuple[str, str]]:
+        if "{{workflow.namespace}}" not in self.key_format:
+            yield "keyFormat", f"{self.key_format!r} must contain {{{{workflow.namespace}}}} so tenants' artifacts never collide"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObjectStoreSettings:
+    endpoint: Optional[str] = setting(None, check=checks.not_empty)
+    """S3-compatible endpoint host[:port] for pipelines, Argo and the UI; unset: the regional AWS S3 endpoint."""
+    secure: bool = setting(True)
+    """Reach the object store over TLS."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,11 +136,77 @@ class KubeflowSettings:
     """Argo Workflows that runs the pipelines."""
     database: Optional[DatabaseSettings] = setting(None)
     """External MySQL for pipelines, metadata, Katib and the model registry (bundled MySQL excluded)."""
+    object_store: ObjectStoreSettings = setting(ObjectStoreSettings())
+    """The S3 object store pipelines and Argo keep artifacts in (the artifacts pipelines bucket, via IRSA)."""
     central_secret: str = setting("kubeflow-platform-credentials", check=checks.dns1123_label)
     """Name of the one Secret holding database and object store settings for every consumer."""
+    central_secret_namespace: str = setting("kubeflow", check=checks.dns1123_label)
+    """Namespace of the central Secret; pods read only their own namespace's Secrets, so the consumers' one."""
+
+    @property
+    def manifests_source(self) -> Union[str, UrlSource]:
+        """`kubeflow.manifests` as `manifests.sources.load_source` takes it."""
+        if isinstance(self.manifests, ManifestUrlSettings):
+            return UrlSource(self.manifests.url, self.manifests.sha256)
+        return self.manifests
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         if not _VERSION.match(self.version):
             yield "version", f"{self.version!r} is not a release version like 1.10.2"
         if isinstance(self.manifests, str) and not self.manifests.strip():
             yield "manifests", "must name a file, a directory or {url, sha256}"
+        for i, name in enumerate(self.exclude):
+            if name not in RULES_BY_NAME:
+                close = difflib.get_close_matches(name, list(RULES_BY_NAME), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                yield f"exclude[{i}]", f"unknown exclusion {name!r}; {hint}known: {', '.join(RULES_BY_NAME)}"
+        if "argo" in self.exclude and not self.argo.external:
+            yield "exclude", "excludes the bundled argo while argo.external is false: pipelines would have no workflow controller"
+
+
+def image_mirror_options(images: Optional[ImageSettings]) -> ImageMirrorOptions:
+    """How every image of the platform is mirrored: Kubeflow's and the platform's own (e.g. GPU placeholders)."""
+    if images is None:
+        return ImageMirrorOptions()
+    return ImageMirrorOptions(
+        rules=tuple(ImageMirrorRule(rule.source, rule.target) for rule in images.rules),
+        default_mirror=images.mirror,
+    )
+
+
+def transform_options(
+    kubeflow: KubeflowSettings, *, gateway: str, hosts: tuple[str, ...], artifact_bucket: str, region: str
+) -> TransformOptions:
+    """What the manifest transformations need, from the Kubeflow settings and the edge and bucket they
+    share with the rest of the platform (`gateway` is `<namespace>/<name>`)."""
+    images = kubeflow.images
+    return TransformOptions(
+        exclusions=kubeflow.exclude,
+        mesh=MeshOptions(revision=kubeflow.mesh.revision, owns_crds=kubeflow.mesh.owns_crds),
+        pod_templates=PodTemplateOptions(
+            labels=tuple(sorted(kubeflow.pod_labels.items())),
+            annotations=tuple(sorted(kubeflow.pod_annotations.items())),
+            keep_upstream_injection_opt_outs=kubeflow.mesh.keep_upstream_injection_opt_outs,
+        ),
+        images=image_mirror_options(images),
+        gateway=GatewayOptions(gateway=gateway, hosts=tuple(hosts)),
+        argo=ExternalArgoOptions(
+            namespace=kubeflow.argo.namespace,
+            bucket=artifact_bucket,
+            region=region,
+            key_format=kubeflow.argo.key_format,
+            service_account=kubeflow.argo.service_account,
+            configmap_name=kubeflow.argo.configmap_name,
+            endpoint=kubeflow.object_store.endpoint,
+        ) if kubeflow.argo.external else None,
+        stores=ExternalStoresOptions(
+            mysql_host=kubeflow.database.host,
+            mysql_port=kubeflow.database.port,
+            secret_name=kubeflow.central_secret,
+            secret_namespace=kubeflow.central_secret_namespace,
+            bucket=artifact_bucket,
+            region=region,
+            endpoint=kubeflow.object_store.endpoint,
+            secure=kubeflow.object_store.secure,
+        ) if kubeflow.database is not None else None,
+    )

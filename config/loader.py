@@ -237,5 +237,6 @@ def from_raw(cls: type, raw: Any, path: str, problems: Problems) -> Any:
     cross_check = getattr(instance, "cross_check", None)
     if cross_check is not None:
         for relative, message in cross_check():
-            problems.add(_join(path, relative), message)
+            # An empty relative path is a problem of the object itself, not of one of its keys.
+            problems.add(_join(path, relative) if relative else path, message)
     return instance

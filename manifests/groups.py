@@ -1,6 +1,6 @@
 """Splitting the objects into ordered groups, one `yaml.v2.ConfigGroup` each, chained with depends_on.
 
-Order: cert-manager, then what is left of the mesh, then auth, then Knative, then Kubeflow core, then
+Order: every Namespace first, then cert-manager, then what is left of the mesh, then auth, then Knative, then Kubeflow core, then
 the apps, then custom resources that a webhook of this release admits; so every webhook is serving
 before anything it admits is applied. Each object lands in exactly one group by the first rule that
 matches, and the rule's name is recorded.
@@ -15,7 +15,7 @@ from typing import Callable
 from manifests.exclusions import RULES_BY_NAME
 from manifests.objects import api_group, labels_of, object_key, object_ref
 
-GROUP_ORDER = ("cert-manager", "mesh", "auth", "knative", "core", "apps", "admitted-resources")
+GROUP_ORDER = ("namespaces", "cert-manager", "mesh", "auth", "knative", "core", "apps", "admitted-resources")
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ _PIPELINES_LABEL = "kubeflow-pipelines"
 
 def _core(obj: dict) -> bool:
     kind = obj.get("kind")
-    if kind in {"Namespace", "CustomResourceDefinition", "PriorityClass"}:
+    if kind in {"CustomResourceDefinition", "PriorityClass"}:
         return True
     labels = labels_of(obj)
     if labels.get("application-crd-id") == _PIPELINES_LABEL or labels.get("app.kubernetes.io/name") == _PIPELINES_LABEL:
@@ -51,6 +51,10 @@ def _core(obj: dict) -> bool:
 
 
 PLACEMENT_RULES: tuple[PlacementRule, ...] = (
+    # Namespaces come first, on their own: objects registered outside the groups (the central Secret,
+    # service account patches) need their namespace before the workloads that read them are applied,
+    # and a Namespace needs nothing else.
+    PlacementRule("namespaces", "namespaces", lambda obj: obj.get("kind") == "Namespace"),
     PlacementRule("cert-manager", "cert-manager", _matches_exclusion("cert-manager")),
     PlacementRule("mesh", "mesh", _matches_exclusion("istio", "istio-crds")),
     PlacementRule("auth", "auth", _matches_exclusion("dex", "oauth2-proxy", "authservice")),

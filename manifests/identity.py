@@ -442,9 +442,12 @@ end
 # Istio objects
 
 
-def _security_api_version(options: IdentityHeaderOptions) -> str:
+def security_api_version(options: IdentityHeaderOptions) -> str:
+    """security.istio.io/v1 where the mesh serves it, else v1beta1."""
     version = parse_istio_version(options.istio_version)
     return "security.istio.io/v1" if version and version >= SECURITY_V1_SINCE else "security.istio.io/v1beta1"
+
+
 
 
 def gateway_principal(options: IdentityHeaderOptions) -> str:
@@ -499,6 +502,74 @@ def _issuer_object_name(issuer: str) -> str:
     return f"kubeflow-jwt-{slug}-{digest}" if slug else f"kubeflow-jwt-{digest}"
 
 
+def _jwt_rule(issuer: str, jwks_uri: str | None, audiences: Sequence[str]) -> dict:
+    jwt_rule: dict = {"issuer": issuer}
+    if jwks_uri:
+        jwt_rule["jwksUri"] = jwks_uri
+    if audiences:
+        jwt_rule["audiences"] = list(audiences)
+    # Kubeflow Pipelines authenticates bearer tokens itself (TokenReview), so the token travels on.
+    jwt_rule["forwardOriginalToken"] = True
+    return jwt_rule
+
+
+def _request_authentication(options: IdentityHeaderOptions, name: str, jwt_rule: dict) -> dict:
+    return {
+        "apiVersion": security_api_version(options),
+        "kind": "RequestAuthentication",
+        "metadata": {"name": name, "namespace": options.gateway_namespace},
+        "spec": {"selector": {"matchLabels": dict(options.gateway_selector)}, "jwtRules": [jwt_rule]},
+    }
+
+
+def extra_issuer_request_authentications(options: IdentityHeaderOptions) -> list[dict]:
+    """A RequestAuthentication on the gateway for every extra issuer; known from settings alone."""
+    _require_valid(options)
+    objects = []
+    for issuer in options.extra_issuers:
+        jwt_rule = _jwt_rule(issuer.issuer, issuer.jwks_uri, issuer.audiences)
+        claims = [(issuer.user_claim, JWT_USER_CLAIM_HEADER), (issuer.groups_claim, JWT_GROUPS_CLAIM_HEADER)]
+        outputs = [{"header": header, "claim": claim} for claim, header in claims if claim]
+        if outputs:
+            # Into internal headers, never straight into kubeflow-userid: the identity filter applies prefix and
+            # lower-casing, and the strip filter guarantees the client cannot pre-fill them.
+            jwt_rule["outputClaimToHeaders"] = outputs
+        objects.append(_request_authentication(options, _issuer_object_name(issuer.issuer), jwt_rule))
+    return objects
+
+
+#: Name of the RequestAuthentication for the cluster's own service-account issuer.
+SERVICE_ACCOUNT_REQUEST_AUTHENTICATION = "kubeflow-service-account-jwt"
+
+
+def service_account_request_authentication(
+    options: IdentityHeaderOptions,
+    service_account_issuer: str,
+    service_account_jwks_uri: str | None = None,
+    service_account_audiences: Sequence[str] = (),
+) -> dict:
+    """The RequestAuthentication for the cluster's own service-account issuer (machine clients' projected tokens).
+
+    Separate from the extra issuers because the issuer is read from the cluster at deploy time. Raises
+    ValueError listing every problem.
+    """
+    problems = validate_identity_options(options)
+    problems += issuer_url_problems(service_account_issuer, "serviceAccountIssuer")
+    if service_account_jwks_uri is not None:
+        problems += issuer_url_problems(service_account_jwks_uri, "serviceAccountJwksUri")
+    if any(rule.issuer == service_account_issuer for rule in options.extra_issuers):
+        problems.append(f"{OPTION_KEYS['extra_issuers']}: {service_account_issuer!r} is the cluster's own issuer")
+    if problems:
+        raise ValueError("invalid request authentication settings:\n  " + "\n  ".join(problems))
+    # No claim output for service-account tokens: `system:serviceaccount:...` is not a Kubeflow user, and
+    # upstream's machine-to-machine setup has Pipelines resolve the forwarded token itself.
+    return _request_authentication(
+        options,
+        SERVICE_ACCOUNT_REQUEST_AUTHENTICATION,
+        _jwt_rule(service_account_issuer, service_account_jwks_uri, service_account_audiences),
+    )
+
+
 def request_authentications(
     options: IdentityHeaderOptions,
     service_account_issuer: str,
@@ -511,49 +582,10 @@ def request_authentications(
     `https://oidc.eks.<region>.amazonaws.com/id/<id>`), so machine clients can call Kubeflow APIs with
     projected tokens. Raises ValueError listing every problem.
     """
-    problems = validate_identity_options(options)
-    problems += issuer_url_problems(service_account_issuer, "serviceAccountIssuer")
-    if service_account_jwks_uri is not None:
-        problems += issuer_url_problems(service_account_jwks_uri, "serviceAccountJwksUri")
-    if any(rule.issuer == service_account_issuer for rule in options.extra_issuers):
-        problems.append(f"{OPTION_KEYS['extra_issuers']}: {service_account_issuer!r} is the cluster's own issuer")
-    if problems:
-        raise ValueError("invalid request authentication settings:\n  " + "\n  ".join(problems))
-
-    def rule(issuer: str, jwks_uri: str | None, audiences: Sequence[str]) -> dict:
-        jwt_rule: dict = {"issuer": issuer}
-        if jwks_uri:
-            jwt_rule["jwksUri"] = jwks_uri
-        if audiences:
-            jwt_rule["audiences"] = list(audiences)
-        # Kubeflow Pipelines authenticates bearer tokens itself (TokenReview), so the token travels on.
-        jwt_rule["forwardOriginalToken"] = True
-        return jwt_rule
-
-    def wrap(name: str, jwt_rule: dict) -> dict:
-        return {
-            "apiVersion": _security_api_version(options),
-            "kind": "RequestAuthentication",
-            "metadata": {"name": name, "namespace": options.gateway_namespace},
-            "spec": {"selector": {"matchLabels": dict(options.gateway_selector)}, "jwtRules": [jwt_rule]},
-        }
-
-    objects = []
-    for issuer in options.extra_issuers:
-        jwt_rule = rule(issuer.issuer, issuer.jwks_uri, issuer.audiences)
-        claims = [(issuer.user_claim, JWT_USER_CLAIM_HEADER), (issuer.groups_claim, JWT_GROUPS_CLAIM_HEADER)]
-        outputs = [{"header": header, "claim": claim} for claim, header in claims if claim]
-        if outputs:
-            # Into internal headers, never straight into kubeflow-userid: the identity filter applies prefix and
-            # lower-casing, and the strip filter guarantees the client cannot pre-fill them.
-            jwt_rule["outputClaimToHeaders"] = outputs
-        objects.append(wrap(_issuer_object_name(issuer.issuer), jwt_rule))
-    # No claim output for service-account tokens: `system:serviceaccount:...` is not a Kubeflow user, and
-    # upstream's machine-to-machine setup has Pipelines resolve the forwarded token itself.
-    objects.append(
-        wrap("kubeflow-service-account-jwt", rule(service_account_issuer, service_account_jwks_uri, service_account_audiences))
+    cluster_rule = service_account_request_authentication(
+        options, service_account_issuer, service_account_jwks_uri, service_account_audiences
     )
-    return objects
+    return [*extra_issuer_request_authentications(options), cluster_rule]
 
 
 def identity_header_authorization_policy(
@@ -583,7 +615,7 @@ def identity_header_authorization_policy(
                 }
             )
     return {
-        "apiVersion": _security_api_version(options),
+        "apiVersion": security_api_version(options),
         "kind": "AuthorizationPolicy",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"action": "DENY", "rules": rules},

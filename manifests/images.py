@@ -76,8 +76,9 @@ def _normalized_source(source: str) -> str:
     return source
 
 
-def mirror_image(reference: str, rules: tuple[ImageMirrorRule, ...]) -> str | None:
-    """The mirrored reference, or None when no rule covers it. The longest matching source wins."""
+def mirror_image(reference: str, rules: tuple[ImageMirrorRule, ...], default_mirror: str | None = None) -> str | None:
+    """The mirrored reference, or None when no rule covers it. The longest matching source wins; with
+    `default_mirror`, an image no rule matches goes to `<default_mirror>/<registry>/<path>`."""
     parsed = parse_image(reference)
     if parsed is None:
         return None
@@ -88,15 +89,18 @@ def mirror_image(reference: str, rules: tuple[ImageMirrorRule, ...]) -> str | No
         if repository == source or repository.startswith(source + "/"):
             if best is None or len(source) > best[0]:
                 best = (len(source), rule)
-    if best is None:
+    if best is None and default_mirror is None:
         return None
-    rest = repository[best[0]:]
-    mirrored = best[1].mirror.rstrip("/") + rest
+    if best is None:
+        mirrored = f"{default_mirror.rstrip('/')}/{repository}"
+    else:
+        mirrored = best[1].mirror.rstrip("/") + repository[best[0]:]
     return mirrored + (f":{parsed.tag}" if parsed.tag else "") + (f"@{parsed.digest}" if parsed.digest else "")
 
 
-def _is_mirrored(reference: str, rules: tuple[ImageMirrorRule, ...]) -> bool:
-    return any(reference.startswith(rule.mirror.rstrip("/") + "/") for rule in rules)
+def _is_mirrored(reference: str, rules: tuple[ImageMirrorRule, ...], default_mirror: str | None = None) -> bool:
+    mirrors = [rule.mirror for rule in rules] + ([default_mirror] if default_mirror else [])
+    return any(reference.startswith(mirror.rstrip("/") + "/") for mirror in mirrors)
 
 
 # ------------------------------------------------------------------------------------------ discovery
@@ -117,6 +121,7 @@ _DOCUMENTATION_KEYS = {"_example"}
 class _Edits:
     rules: tuple[ImageMirrorRule, ...]
     registries: frozenset[str]
+    default_mirror: str | None = None
     #: path -> new value
     edits: list[tuple[tuple, Any]] = field(default_factory=list)
     changes: list[str] = field(default_factory=list)
@@ -125,12 +130,12 @@ class _Edits:
 
     def rewrite(self, reference: str, where: str) -> str | None:
         """The mirrored reference for a whole-value reference, recording the outcome."""
-        if _is_mirrored(reference, self.rules):
+        if _is_mirrored(reference, self.rules, self.default_mirror):
             return None
         normalized = normalize_image(reference)
         if normalized is None:
             return None
-        mirrored = mirror_image(normalized, self.rules)
+        mirrored = mirror_image(normalized, self.rules, self.default_mirror)
         if mirrored is None:
             self.unmatched.setdefault(normalized, []).append(where)
             return None
@@ -266,7 +271,7 @@ def rewrite_images(objects: list[dict], options: ImageMirrorOptions) -> ImageRew
     mapped: dict[str, str] = {}
     unmatched: dict[str, list[str]] = {}
     for obj in objects:
-        state = _Edits(options.rules, registries)
+        state = _Edits(options.rules, registries, options.default_mirror)
         _find_edits(obj, state)
         mapped.update(state.mapped)
         for reference, places in state.unmatched.items():

@@ -38,6 +38,9 @@ class ImageMirrorRule:
 @dataclass(frozen=True)
 class ImageMirrorOptions:
     rules: tuple[ImageMirrorRule, ...] = ()
+    #: Where an image no rule covers goes: `<default_mirror>/<registry>/<path>`, so the registry team can
+    #: mirror whole registries by name. None: such images are reported as unmirrored instead.
+    default_mirror: str | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import pulumi
 import pytest
 
 from tests.conftest import MARKER_SECRETS, run_stack
+from tests.upstream import manifests_path
 from tools.mock_runtime import stack_config
 
 
@@ -41,6 +42,44 @@ def _delete(path: list):
     return edit
 
 
+def _manifests(make):
+    """The dev stack's Kubeflow settings with `manifests` made by `make(tmp_path)` when the test runs."""
+
+    def overrides(tmp_path):
+        value = _dev("kubeflow")
+        value["manifests"] = make(tmp_path)
+        return {"kubeflow": value}
+
+    return overrides
+
+
+def _file(text: str):
+    def make(tmp_path):
+        path = tmp_path / "kubeflow.yaml"
+        path.write_text(text)
+        return str(path)
+
+    return make
+
+
+_BROKEN_DEPLOYMENT = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: kubeflow}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: broken, namespace: kubeflow}
+spec:
+  selector: {matchLabels: {app: broken}}
+  template:
+    metadata: {labels: {app: broken}}
+    spec:
+      containers:
+        - {name: app, image: ghcr.io/kubeflow/app:1, imagePullPolicyy: Always}
+"""
+
+
 BAD_SETTINGS = [
     ("region", _with("aws", _set(["region"], "us-westt-2")), ["aws.region: 'us-westt-2' is not an AWS region name"]),
     ("account id", _with("aws", _set(["allowedAccountIds"], ["1234"])), ["aws.allowedAccountIds: '1234' is not an AWS account id"]),
@@ -68,12 +107,69 @@ BAD_SETTINGS = [
     ("subnet", _with("gpu", _set(["pools", 0, "subnetIds"], ["subnet-1"])), ["gpu.pools[0].subnetIds: 'subnet-1' is not a subnet id"]),
     ("version", _with("kubeflow", _set(["version"], "v1.10")), ["kubeflow.version: 'v1.10' is not a release version like 1.10.2"]),
     ("sha256", _with("kubeflow", _set(["manifests"], {"url": "https://example.com/k.yaml", "sha256": "abc"})), ["kubeflow.manifests.sha256: 'abc' is not a SHA-256 digest"]),
-    ("issuer", _with("auth", _set(["issuerUrl"], "http://login.example.com")), ["auth.issuerUrl: 'http://login.example.com' is not an https URL"]),
+    ("unknown exclusion", _with("kubeflow", _set(["exclude"], ["istio", "argoo", "dex"])), ["kubeflow.exclude[1]: unknown exclusion 'argoo'; did you mean 'argo'?"]),
+    ("argo nowhere", _with("kubeflow", _set(["argo", "external"], False)), ["kubeflow.exclude: excludes the bundled argo while argo.external is false"]),
+    ("mirror rule outside mirror", _with("kubeflow", _set(["images", "rules", 0, "target"], "docker.io/kubeflow")), ["kubeflow.images.rules[0].target: 'docker.io/kubeflow' is outside the mirror 'registry.example.com/kubeflow'"]),
+    ("corrupt manifests", _manifests(_file("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: [kubeflow\n")), ["kubeflow.yaml:5:1: invalid YAML"]),
+    ("missing manifests", _manifests(lambda tmp: str(tmp / "kubeflow-v1.10.2.yaml")), ["kubeflow-v1.10.2.yaml: no such file or directory (fix: render the manifests to a file and run `pulumi config set --path kubeflow.manifests ./kubeflow.yaml`)"]),
+    ("checksum mismatch", _manifests(lambda tmp: {"url": manifests_path().as_uri(), "sha256": "0" * 64}), ["kubeflow.manifests.sha256: checksum mismatch for file://"]),
+    ("other release", _manifests(lambda tmp: str(manifests_path("1.9.1"))), ["kubeflow.manifests: holds Kubeflow 1.9.2 (image docker.io/kubeflownotebookswg/centraldashboard:v1.9.2 of Deployment kubeflow/centraldashboard), another minor release than kubeflow.version 1.10.2"]),
+    ("object that would not apply", _manifests(_file(_BROKEN_DEPLOYMENT)), ["Deployment kubeflow/broken spec.template.spec.containers[0]: Additional properties are not allowed ('imagePullPolicyy' was unexpected)"]),
+    ("issuer", _with("auth", _set(["issuerUrl"], "http://login.example.com")), ["auth.issuerUrl: 'http://login.example.com' must be an https:// URL"]),
+    ("issuer with query", _with("auth", _set(["issuerUrl"], "https://login.example.com/?tenant=1")), ["auth.issuerUrl: 'https://login.example.com/?tenant=1' must not have a query string"]),
+    ("extra issuer", _with("auth", _set(["extraIssuers", 0, "issuer"], "https://user:pw@login.example.com/cli")), ["auth.extraIssuers[0].issuer: 'https://user:pw@login.example.com/cli' must not carry credentials"]),
+    ("jwks uri", _with("auth", _set(["extraIssuers", 1, "jwksUri"], "http://keys.example.com/jwks")), ["auth.extraIssuers[1].jwksUri: 'http://keys.example.com/jwks' must be an https:// URL"]),
+    ("empty claim", _with("auth", _set(["extraIssuers", 0, "userClaim"], " ")), ["auth.extraIssuers[0].userClaim: must not be empty"]),
+    ("header chars", _with("auth", _set(["userSourceHeader"], "x-auth request")), ["auth.userSourceHeader: 'x-auth request' has characters outside the RFC 7230 token set"]),
+    ("header underscore", _with("auth", _set(["userHeader"], "kubeflow_userid")), ["auth.userHeader: 'kubeflow_userid' contains '_'"]),
+    ("header case", _with("auth", _set(["groupsHeader"], "Kubeflow-Groups")), ["auth.groupsHeader: 'Kubeflow-Groups' must be lowercase"]),
+    ("header reserved", _with("auth", _set(["groupsSourceHeader"], "cookie")), ["auth.groupsSourceHeader: 'cookie' is a header with its own meaning"]),
+    ("header reused", _with("auth", _set(["userHeader"], "x-auth-request-email")), ["auth.userHeader: 'x-auth-request-email' is already used by auth.userSourceHeader"]),
+    ("user id prefix", _with("auth", _set(["userIdPrefix"], "corp\"; x")), ["auth.userIdPrefix: 'corp\"; x' may only contain letters, digits"]),
+    ("no openid scope", _with("auth", _set(["scopes"], ["email"])), ["auth.scopes: must include 'openid'"]),
+    ("proxy", _with("auth", _set(["proxy"], "oauth2_proxy")), ["auth.proxy: 'oauth2_proxy' is not one of 'oauth2-proxy', 'authservice' (did you mean 'oauth2-proxy'?)"]),
+    ("upstream proxy kept", _with("kubeflow", _set(["exclude"], ["istio", "argo", "dex"])), ["kubeflow.exclude: add 'oauth2-proxy': auth deploys its own oauth2-proxy"]),
+    ("old istio", _with("kubeflow", _set(["mesh", "istioVersion"], "1.18")), ["kubeflow.mesh.istioVersion: 1.18 is older than 1.20"]),
     ("email", _with("tenancy", _set(["users", 0], "alice-at-example.com")), ["tenancy.users: 'alice-at-example.com' is not an email address"]),
     ("profile name", _with("tenancy", _set(["profiles", 0, "name"], "Alice")), ["tenancy.profiles[0].name: 'Alice' is not a valid Kubernetes name"]),
     ("unknown group", _with("tenancy", _set(["profiles", 0, "contributors", 0, "group"], "nlp-team")), ["tenancy.profiles[0].contributors[0].group: 'nlp-team' is not listed under tenancy.groups"]),
     ("duplicate profile", _with("tenancy", _set(["profiles", 1, "name"], "alice")), ["tenancy.profiles[1].name: 'alice' is listed twice"]),
     ("unknown pool", _with("tenancy", _set(["profiles", 0, "gpuPools"], ["gpu-h100"])), ["tenancy.profiles[0].gpuPools[0]: 'gpu-h100' is not a gpu.pools name (gpu-a10g)"]),
+    # AWS rules the mock runtime would accept but EKS, ACM, S3, KMS or the load balancer controller refuse.
+    ("acm first name", _with("dns", _set(["host"], "a" * 50 + ".dev.ml.example.com")), ["dns.host: '" + "a" * 50 + ".dev.ml.example.com' is 69 characters; ACM refuses"]),
+    ("san outside zone", {"certificate": {"subjectAlternativeNames": ["*.example.org"]}}, ["certificate.subjectAlternativeNames[0]: '*.example.org' is not inside the hosted zone"]),
+    ("ipv6 source on ipv4 nlb", _with("ingress", _set(["sourceCidrs"], ["2001:db8::/32"])), ["ingress.sourceCidrs[0]: '2001:db8::/32' is IPv6 but ipAddressType is ipv4"]),
+    ("too many security groups", _with("ingress", lambda d: d.update(sourceCidrs=[], securityGroups=[f"sg-0000000{i}" for i in range(6)])), ["ingress.securityGroups: an NLB takes at most 5 security groups"]),
+    ("oidc arn resource", {"identity": {"oidcProviderArn": "arn:aws:iam::111111111111:role/x"}}, ["identity.oidcProviderArn: 'arn:aws:iam::111111111111:role/x' does not name a oidc-provider"]),
+    ("argo service account", {"identity": {"argoServiceAccounts": ["Argo_Server"]}}, ["identity.argoServiceAccounts[0]: 'Argo_Server' is not a valid Kubernetes name"]),
+    ("bucket name too long", _with("artifacts", _set(["bucketPrefix"], "b" * 60)), ["artifacts.buckets[0].purpose: gives the bucket name '" + "b" * 60 + "-pipelines' is not a valid S3 bucket name"]),
+    ("kms key region", _with("artifacts", _set(["buckets", 0, "kmsKeyArn"], "arn:aws:kms:eu-west-1:111111111111:key/6f1c2a9e")), ["artifacts.buckets[0].kmsKeyArn: the key is in 'eu-west-1', the buckets in 'us-west-2'"]),
+    ("protect with force destroy", {"protect": True}, ["artifacts.forceDestroy: contradicts protect: true"]),
+    ("negative min size", _with("gpu", _set(["pools", 0, "minSize"], -1)), ["gpu.pools[0].minSize: -1 is below the minimum 0"]),
+    ("warm above max", _with("gpu", _set(["pools", 0, "warmNodes"], 3)), ["gpu.pools[0].warmNodes: 3 is above maxSize 2"]),
+    ("eks label key length", _with("gpu", _set(["pools", 0, "labels", "gpu.ml.example.com/" + "k" * 50], "x")), ["gpu.pools[0].labels.gpu.ml.example.com/" + "k" * 50 + ": EKS label keys are at most 63 characters"]),
+    ("empty label value", _with("gpu", _set(["pools", 0, "labels", "team"], "")), ["gpu.pools[0].labels.team: EKS refuses empty label values"]),
+    ("reserved label subdomain", _with("gpu", _set(["pools", 0, "labels", "node.kubernetes.io/gpu"], "a10g")), ["gpu.pools[0].labels.node.kubernetes.io/gpu: EKS refuses labels"]),
+    ("taint key length", _with("gpu", _set(["pools", 0, "taints", 0, "key"], "gpu.ml.example.com/" + "t" * 50)), ["gpu.pools[0].taints[0].key: EKS taint keys are at most 63 characters"]),
+    ("taint key twice", _with("gpu", lambda g: g["pools"][0]["taints"].append({"key": "workload", "value": "ai-ml", "effect": "NO_EXECUTE"})), ["gpu.pools[0].taints: a taint key is listed twice"]),
+    ("not a gpu instance", _with("gpu", _set(["pools", 0, "instanceTypes"], ["m5.xlarge"])), ["gpu.pools[0].instanceTypes[0]: 'm5.xlarge' has no NVIDIA GPU"]),
+    ("arm instance on x86 ami", _with("gpu", _set(["pools", 0, "instanceTypes"], ["g5g.xlarge"])), ["gpu.pools[0].instanceTypes[0]: 'g5g.xlarge' is Graviton (ARM) but amiType is AL2023_x86_64_NVIDIA"]),
+    ("node group name", _with("cluster", _set(["name"], "c" * 60)), ["gpu.pools[0].name: gives the node group name '" + "c" * 60 + "-gpu-a10g'; EKS allows 1 to 63"]),
+    ("member email", _with("tenancy", _set(["groups", 0, "members", 0], "alice")), ["tenancy.groups[0].members: 'alice' is not an email address"]),
+    ("owner email", _with("tenancy", _set(["profiles", 2, "owner"], "carol")), ["tenancy.profiles[2].owner: 'carol' is not an email address"]),
+    ("duplicate owner", _with("tenancy", _set(["profiles", 2, "owner"], "alice@example.com")), ["tenancy.profiles[2].owner: 'alice@example.com' already owns another profile"]),
+    ("unknown owner", _with("tenancy", _set(["profiles", 2, "owner"], "zed@example.com")), ["tenancy.profiles[2].owner: 'zed@example.com' is not listed under tenancy.users"]),
+    ("unknown member", _with("tenancy", lambda t: t["groups"][0]["members"].append("zed@example.com")), ["tenancy.groups[0].members[2]: 'zed@example.com' is not listed under tenancy.users"]),
+    ("unknown contributor", _with("tenancy", _set(["profiles", 1, "contributors", 0, "user"], "zed@example.com")), ["tenancy.profiles[1].contributors[0].user: 'zed@example.com' is not listed under tenancy.users"]),
+    ("user and group", _with("tenancy", _set(["profiles", 1, "contributors", 0, "group"], "vision-team")), ["tenancy.profiles[1].contributors[0]: name exactly one of user or group"]),
+    ("claim-only group", _with("tenancy", _set(["groups", 0, "members"], [])), ["tenancy.groups[0].members: a group needs its members"]),
+    ("upper-case email", _with("tenancy", _set(["users", 3], "Dan@example.com")), ["tenancy.users[3]: 'Dan@example.com' must be written in lower case"]),
+    ("platform namespace", _with("tenancy", _set(["profiles", 2, "name"], "kubeflow")), ["tenancy.profiles[2].name: 'kubeflow' is a platform namespace"]),
+    ("platform label", _with("tenancy", _set(["profiles", 2, "labels"], {"istio-injection": "disabled"})), ["tenancy.profiles[2].labels.istio-injection: is set by the platform"]),
+    ("gpu pools without quota", _with("tenancy", _set(["profiles", 0, "quota", "gpus"], 0)), ["tenancy.profiles[0].quota.gpus: gpuPools without a GPU quota"]),
+    ("quota beyond pools", _with("tenancy", _set(["profiles", 0, "quota", "gpus"], 5)), ["tenancy.profiles[0].quota.gpus: 5 is more than its pools can ever offer (2"]),
+    ("quota quantity", _with("tenancy", _set(["profiles", 0, "quota", "cpu"], "lots")), ["tenancy.profiles[0].quota.cpu: 'lots' is not a Kubernetes quantity"]),
+    ("principal", _with("tenancy", _set(["trustedPrincipals"], ["istio-ingressgateway"])), ["tenancy.trustedPrincipals: 'istio-ingressgateway' is not an Istio principal"]),
     ("unknown top-level key", {"kubeflw": {"version": "1.10.2"}}, ["kubeflw: unknown key; did you mean 'kubeflow'?"]),
 ]
 
@@ -86,7 +182,9 @@ def _expect_refused(overrides: dict, secrets=None) -> str:
 
 
 @pytest.mark.parametrize("overrides,expected", [row[1:] for row in BAD_SETTINGS], ids=[row[0] for row in BAD_SETTINGS])
-def test_bad_setting_is_refused_with_its_key_path(overrides, expected):
+def test_bad_setting_is_refused_with_its_key_path(overrides, expected, tmp_path):
+    if callable(overrides):
+        overrides = overrides(tmp_path)
     message = _expect_refused(overrides)
     for line in expected:
         assert line in message

@@ -12,8 +12,6 @@ import functools
 import os
 from pathlib import Path
 
-import yaml
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The release the stacks pin, and the previous one used for upgrade diffs.
 CURRENT_VERSION = "1.10.2"
@@ -40,9 +38,10 @@ def manifests_path(version: str = CURRENT_VERSION) -> Path:
 
 @functools.lru_cache(maxsize=None)
 def _parsed(version: str) -> tuple[dict, ...]:
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    with manifests_path(version).open("rb") as stream:
-        return tuple(doc for doc in yaml.load_all(stream, Loader=loader) if doc)
+    # The program's own per-process cache: the whole-stack runs and these tests share one parse.
+    from manifests.release import load_once
+
+    return load_once(str(manifests_path(version))).objects
 
 
 def upstream_objects(version: str = CURRENT_VERSION) -> list[dict]:

@@ -35,15 +35,14 @@ def generated_tenancy(count: int) -> dict:
 
 
 def evaluate_stack(stack: str, manifests: str, profiles: int | None) -> int:
-    import config
-    from tools.mock_runtime import run_program, stack_config
+    # The same overrides and placeholder secrets as the offline preview, so the benchmark times what it runs.
+    from tools.mock_runtime import run_program
+    from tools.preview import config_overrides, placeholder_secrets
 
-    kubeflow = dict(stack_config(stack)["kubeflow-platform:kubeflow"], manifests=manifests)
-    overrides: dict = {"kubeflow": kubeflow}
+    overrides = config_overrides(stack, manifests, None)
     if profiles is not None:
         overrides["tenancy"] = generated_tenancy(profiles)
-    secrets = {key: "bench-placeholder" for key in config.SECRET_KEYS}
-    run = run_program(stack, config_overrides=overrides, secrets=secrets, preview=True)
+    run = run_program(stack, config_overrides=overrides, secrets=placeholder_secrets(), preview=True)
     return len(run.resources)
 
 

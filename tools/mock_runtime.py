@@ -8,9 +8,11 @@ records every registration with its parent, provider, options and dependencies.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import runpy
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,7 @@ import pulumi
 import yaml
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
+from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
@@ -86,7 +89,12 @@ class Registration:
     ignore_changes: list[str]
     replace_on_changes: list[str]
     dependencies: list[str]
-    secret_paths: list[str]
+    #: The serialized inputs; secret paths are read from them only when asked for.
+    serialized_inputs: Any = field(default=None, repr=False, compare=False)
+
+    @functools.cached_property
+    def secret_paths(self) -> list[str]:
+        return _secret_paths(self.serialized_inputs)
 
 
 @dataclass
@@ -96,6 +104,8 @@ class ProgramRun:
     invokes: list[tuple[str, dict[str, Any]]]
     exports: dict[str, Any] = field(default_factory=dict)
     secret_exports: set[str] = field(default_factory=set)
+    #: Exports whose value is known only after deploy (preview runs); their `exports` value is None.
+    unknown_exports: set[str] = field(default_factory=set)
 
     def of_type(self, type_: str) -> list[Registration]:
         return [r for r in self.resources if r.type == type_]
@@ -134,6 +144,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 
     def __init__(self, mocks: "PlatformMocks") -> None:
         super().__init__(mocks)
+        self.mocks: PlatformMocks = mocks
         self.registrations: list[Registration] = []
 
     def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
@@ -149,7 +160,9 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 parent=request.parent,
                 provider=request.provider,
                 custom=request.custom,
-                inputs=rpc.deserialize_properties(request.object),
+                # The SDK's monitor has just deserialized them for the mocks: deserializing thousands of
+                # objects a second time would double the cost of a large program under test.
+                inputs=self.mocks.last_inputs,
                 outputs=dict(registered.state),
                 protect=bool(request.protect),
                 retain_on_delete=bool(request.retainOnDelete),
@@ -157,7 +170,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 ignore_changes=list(request.ignoreChanges),
                 replace_on_changes=list(request.replaceOnChanges),
                 dependencies=sorted(request.dependencies),
-                secret_paths=_secret_paths(request.object),
+                serialized_inputs=request.object,
             )
         )
         return response
@@ -177,6 +190,13 @@ class PlatformMocks(pulumi.runtime.Mocks):
         self.cluster_name = cluster.get("name", "cluster") if isinstance(cluster, Mapping) else "cluster"
         self.zone_name = dns.get("zoneName", "example.com") if isinstance(dns, Mapping) else "example.com"
         self.invokes: list[tuple[str, dict[str, Any]]] = []
+        # The SDK calls the monitor from several threads; each registration runs within one of them.
+        self._registering = threading.local()
+
+    @property
+    def last_inputs(self) -> dict[str, Any]:
+        """Inputs of the resource this thread is registering, as the SDK's mock monitor deserialized them."""
+        return self._registering.inputs
 
     def _digest(self, *parts: str, length: int = 32) -> str:
         return hashlib.sha256("/".join(parts).encode()).hexdigest()[:length].upper()
@@ -244,11 +264,36 @@ class PlatformMocks(pulumi.runtime.Mocks):
             return {"arn": args.args.get("arn"), "url": self.issuer.removeprefix("https://"), "clientIdLists": ["sts.amazonaws.com"]}
         return {}
 
+    def existing_service(self, namespace: str, name: str) -> dict[str, Any]:
+        """What a read of an existing Service returns: the mesh's gateway as a cluster with the AWS Load
+        Balancer Controller (its webhook sets the class on new LoadBalancer Services) has it."""
+        return {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace, "annotations": {}},
+            "spec": {
+                "type": "LoadBalancer",
+                "loadBalancerClass": "service.k8s.aws/nlb",
+                "selector": {"istio": "ingressgateway"},
+                "ports": [{"name": "http2", "port": 80, "protocol": "TCP", "targetPort": 8080},
+                          {"name": "https", "port": 443, "protocol": "TCP", "targetPort": 8443}],
+            },
+            "status": {"loadBalancer": {"ingress": [{"hostname": f"k8s-{name[:20]}-{self._digest(namespace, name, length=10).lower()}.elb.{self.region}.amazonaws.com"}]}},
+        }
+
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-        outputs = dict(args.inputs)
+        self._registering.inputs = args.inputs
         name = args.name
         typ = args.typ
+        if typ == "kubernetes:yaml/v2:ConfigGroup":
+            # The provider's Construct answers with the registered children, never an echo of the objects
+            # (echoing thousands of objects back makes the SDK rebuild each as Outputs, which real runs never do).
+            return f"{name}-id", {"resources": []}
+        outputs = dict(args.inputs)
         resource_id = args.resource_id or f"{name}-id"
+        if typ == "kubernetes:core/v1:Service" and args.resource_id and not args.inputs:
+            namespace, _, service = args.resource_id.rpartition("/")
+            return args.resource_id, self.existing_service(namespace or "default", service)
         if typ.startswith("aws:"):
             service = typ.split(":")[1].split("/")[0]
             if service == "index":
@@ -283,6 +328,10 @@ class PlatformMocks(pulumi.runtime.Mocks):
                     "resourceRecordValue": f"_{self._digest(base, 'v', length=32).lower()}.acm-validations.aws.",
                 })
             outputs["domainValidationOptions"] = options
+        elif typ == "aws:route53/record:Record":
+            outputs.setdefault("fqdn", str(outputs.get("name", name)).rstrip("."))
+        elif typ == "aws:acm/certificateValidation:CertificateValidation":
+            resource_id = str(outputs.get("certificateArn", resource_id))
         elif typ == "aws:route53/zone:Zone":
             zone = str(outputs.get("name", name)).rstrip(".")
             outputs["zoneId"] = f"Z{self._digest(zone, length=20)}"
@@ -296,7 +345,21 @@ class PlatformMocks(pulumi.runtime.Mocks):
         elif typ.startswith("kubernetes:core/v1:Service"):
             status = {"loadBalancer": {"ingress": [{"hostname": f"k8s-{name[:20]}-{self._digest(name, length=10).lower()}.elb.{self.region}.amazonaws.com"}]}}
             outputs.setdefault("status", status)
+        if self.preview:
+            return self._as_planned(args, resource_id, outputs)
         return resource_id, outputs
+
+    @staticmethod
+    def _as_planned(args: pulumi.runtime.MockResourceArgs, resource_id: str, outputs: dict[str, Any]):
+        """What a real `pulumi preview` of a create knows: the inputs, nothing the provider computes.
+
+        The made-up ARNs, ids and load balancer names above help tests that follow values through, but in
+        a preview they would pass for real values: a new resource's id and every output the provider
+        computes stay unknown until deploy, and so does everything the program derives from them.
+        """
+        planned = {key: value if key in args.inputs else rpc.UNKNOWN for key, value in outputs.items()}
+        # An id the program asked to import is known; a new resource's id is not (empty means unknown).
+        return (args.resource_id or ""), planned
 
 
 def run_program(
@@ -326,6 +389,9 @@ def run_program(
         secret_keys.append(full)
     set_all_config({k: _as_config_text(v) for k, v in config.items()}, secret_keys)
 
+    # Outputs still pending from a run that failed inside an apply would finish during this run and
+    # report that run's error here; the SDK's own @pulumi.runtime.test clears them the same way.
+    pulumi_settings.SETTINGS.outputs.clear()
     mocks = PlatformMocks(config, preview=preview)
     monitor = RecordingMonitor(mocks)
     # A fresh root stack per run: the SDK keeps the previous run's root otherwise.
@@ -349,5 +415,7 @@ def run_program(
         resolved = _sync_await(output.future())
         if _sync_await(output.is_secret()):
             run.secret_exports.add(key)
+        if not _sync_await(output.is_known()):
+            run.unknown_exports.add(key)
         run.exports[key] = resolved
     return run

@@ -1,65 +1,288 @@
-"""Offline preview: runs the program for a stack under the mock runtime and shows what it would register.
+"""Offline preview: runs the program for a stack under the mock runtime and writes the reviewable plan.
 
 No credentials, no state backend, no cluster. Secrets are not in the stack files (they live encrypted
-in the real stack's config); the preview stands in a placeholder for each, still marked secret.
+in the real stack's config); the preview stands in a placeholder for each, still marked secret, and
+fails if a placeholder shows up anywhere in clear.
+
+    python -m tools.preview --stack dev --manifests kubeflow-v1.10.2.yaml [--out build/dev]
+
+prints a tree like `pulumi preview`'s, writes build/<stack>/{plan.json, manifests/, images.txt,
+transform-report.txt}, runs the offline checks (tools/plan_checks.py) and exits 1 on any problem.
+Progress goes to stderr; stdout and the files are the same bytes for the same inputs.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import json
+import os
 import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, TextIO
 
 import pulumi
 
-from tools.mock_runtime import ProgramRun, known_stacks, run_program
+from tools import plan_checks
+from tools.mock_runtime import PROJECT, REPO_ROOT, known_stacks, run_program, stack_config
+from tools.plan import (
+    KNOWN_AFTER_DEPLOY,
+    build_plan,
+    image_mirror_lines,
+    kubernetes_objects,
+    transform_summary,
+    unknown_paths,
+    write_plan_dir,
+)
 
 PLACEHOLDER_SECRET = "preview-placeholder-secret"
+#: Outputs longer than this are summarised in the printed tree (the whole value is in plan.json).
+_OUTPUT_WIDTH = 100
 
 
-def print_tree(run: ProgramRun) -> None:
-    children: dict[str, list] = collections.defaultdict(list)
-    urns = {r.urn for r in run.resources}
-    for resource in run.resources:
-        parent = resource.parent if resource.parent in urns else ""
-        children[parent].append(resource)
+class Progress:
+    """Timed progress lines on stderr, so a slow step is visible without touching stdout."""
 
-    def show(parent: str, depth: int) -> None:
-        for resource in children.get(parent, []):
-            print(f"{'    ' * depth}+ {resource.type}  {resource.name}")
-            show(resource.urn, depth + 1)
+    def __init__(self, stream: TextIO = sys.stderr, prefix: str = "preview") -> None:
+        self.stream = stream
+        self.prefix = prefix
 
-    print(f"Previewing stack {run.stack} (offline, mock runtime)")
-    show("", 1)
-    counts = collections.Counter(r.type for r in run.resources)
-    print("\nResources by type:")
-    for type_, count in sorted(counts.items()):
-        print(f"    {count:5d}  {type_}")
-    print(f"\n{len(run.resources)} to create")
+    def step(self, what: str) -> "_Step":
+        return _Step(self, what)
+
+
+class _Step:
+    def __init__(self, progress: Progress, what: str) -> None:
+        self.progress, self.what = progress, what
+
+    def __enter__(self) -> "_Step":
+        self.started = time.monotonic()
+        print(f"{self.progress.prefix}: {self.what} ...", file=self.progress.stream, flush=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            elapsed = time.monotonic() - self.started
+            print(f"{self.progress.prefix}: {self.what}: done in {elapsed:.1f}s", file=self.progress.stream, flush=True)
+
+
+def display_path(path: Path) -> str:
+    """Relative to the working directory when below it: output must not depend on where the clone lives."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _manifests_setting(path: str) -> str:
+    # A path inside the working directory is passed on relative, so nothing the program records from the
+    # setting carries this machine's directory layout.
+    candidate = Path(path)
+    return display_path(candidate) if candidate.is_absolute() else path
+
+
+def config_overrides(stack: str, manifests: Optional[str], kubeflow_version: Optional[str],
+                     root: Path = REPO_ROOT) -> dict[str, Any]:
+    """The stack's `kubeflow` setting with another manifests file or release, as `--manifests` asks."""
+    if manifests is None and kubeflow_version is None:
+        return {}
+    kubeflow = dict(stack_config(stack, root)[f"{PROJECT}:kubeflow"])
+    if manifests is not None:
+        kubeflow["manifests"] = _manifests_setting(manifests)
+    if kubeflow_version is not None:
+        kubeflow["version"] = kubeflow_version
+    return {"kubeflow": kubeflow}
+
+
+def placeholder_secrets() -> dict[str, str]:
+    import config
+
+    return {key: PLACEHOLDER_SECRET for key in config.SECRET_KEYS}
+
+
+def evaluate(
+    stack: str,
+    *,
+    manifests: Optional[str] = None,
+    kubeflow_version: Optional[str] = None,
+    secrets: Optional[Mapping[str, str]] = None,
+    progress: Optional[Progress] = None,
+    root: Path = REPO_ROOT,
+) -> tuple[dict[str, Any], list[str]]:
+    """Runs the program for `stack` in preview mode: the plan, and secret leaks found while masking.
+
+    Raises pulumi.RunError for configuration mistakes (the message is meant for the user).
+    """
+    progress = progress or Progress()
+    secrets = dict(placeholder_secrets() if secrets is None else secrets)
+    where = f" with {manifests}" if manifests else ""
+    with progress.step(f"running __main__.py for stack {stack} under the mock runtime{where}"):
+        run = run_program(stack, config_overrides=config_overrides(stack, manifests, kubeflow_version, root),
+                          secrets=secrets, preview=True, root=root)
+    with progress.step(f"building the plan of {len(run.resources)} resources"):
+        return build_plan(run, secrets.values())
+
+
+# --- The tree ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Row:
+    prefix: str
+    type: str
+    name: str
+    info: str
+
+
+def _info(resource: Mapping[str, Any], object_counts: Mapping[str, int]) -> str:
+    notes = []
+    if resource["urn"] in object_counts:
+        notes.append(f"{object_counts[resource['urn']]} objects")
+    unknown = list(unknown_paths(resource["inputs"]))
+    if unknown:
+        notes.append(f"{len(unknown)} known after deploy")
+    options = resource["options"]
+    if options["protect"]:
+        notes.append("protected")
+    if options["retainOnDelete"]:
+        notes.append("retained on delete")
+    if options["ignoreChanges"]:
+        notes.append(f"ignores changes to {', '.join(options['ignoreChanges'])}")
+    return "; ".join(notes)
+
+
+def _tree_rows(plan: Mapping[str, Any], object_counts: Mapping[str, int]) -> list[_Row]:
+    resources = plan["resources"]
+    urns = {r["urn"] for r in resources}
+    children: dict[str, list[Mapping[str, Any]]] = collections.defaultdict(list)
+    for resource in resources:
+        children[resource["parent"] if resource["parent"] in urns else ""].append(resource)
+    stack_name = f"{PROJECT}-{plan['stack']}"
+    rows = [_Row("", "pulumi:pulumi:Stack", stack_name, "")]
+
+    def walk(parent: str, indent: str) -> None:
+        # Registration order depends on the event loop; type then name is the same on every run.
+        kids = sorted(children.get(parent, []), key=lambda r: (r["type"], r["name"]))
+        for i, resource in enumerate(kids):
+            last = i == len(kids) - 1
+            rows.append(_Row(indent + ("└─ " if last else "├─ "), resource["type"], resource["name"],
+                             _info(resource, object_counts)))
+            walk(resource["urn"], indent + ("   " if last else "│  "))
+
+    walk("", "")
+    return rows
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    if len(text) <= _OUTPUT_WIDTH:
+        return text
+    if isinstance(value, Mapping):
+        return f"{{...}} {len(value)} keys (see plan.json)"
+    if isinstance(value, list):
+        return f"[...] {len(value)} items (see plan.json)"
+    return text[: _OUTPUT_WIDTH - 20] + f"... ({len(text)} characters)"
+
+
+def render_tree(plan: Mapping[str, Any]) -> str:
+    """The plan as `pulumi preview` shows one: tree, outputs, counts and a summary line."""
+    found = kubernetes_objects(plan)
+    object_counts: dict[str, int] = collections.Counter(o.urn for o in found.objects if o.source.startswith("ConfigGroup "))
+    rows = _tree_rows(plan, object_counts)
+    type_width = max(len(r.prefix + r.type) for r in rows)
+    name_width = max(len(r.name) for r in rows)
+    lines = [f"Previewing update ({plan['stack']}), offline under the mock runtime: every resource is a create.", ""]
+    lines.append(f"     {'Type':<{type_width}}  {'Name':<{name_width}}  Plan    Info")
+    for row in rows:
+        lines.append(f" +   {row.prefix + row.type:<{type_width}}  {row.name:<{name_width}}  create  {row.info}".rstrip())
+
+    unknown = [(r, list(unknown_paths(r["inputs"]))) for r in sorted(plan["resources"], key=lambda r: (r["type"], r["name"]))]
+    unknown = [(r, paths) for r, paths in unknown if paths]
+    if unknown:
+        lines += ["", "Inputs known only after deploy:"]
+        for resource, paths in unknown:
+            lines.append(f"    {resource['type']}  {resource['name']}")
+            lines += [f"        {path}: {KNOWN_AFTER_DEPLOY}" for path in paths]
+
+    if plan["outputs"]:
+        lines += ["", "Outputs:"]
+        width = max(len(k) for k in plan["outputs"])
+        for key, value in plan["outputs"].items():
+            shown = value if value == KNOWN_AFTER_DEPLOY else _short(value)
+            lines.append(f"    {key + ':':<{width + 1}} {shown}")
+
+    counts = collections.Counter(r["type"] for r in plan["resources"])
+    lines += ["", "Resources by type:"]
+    lines += [f"    {count:5d}  {type_}" for type_, count in sorted(counts.items())]
+    files = collections.Counter(o.file for o in found.objects)
+    lines += ["", f"Kubernetes objects: {len(found.objects)} in {len(files)} files"]
+    lines += [f"    {count:5d}  {name}" for name, count in sorted(files.items())]
+    if found.not_expanded:
+        lines.append("    not expanded offline:")
+        lines += [f"        {line}" for line in found.not_expanded]
+    lines += ["", f"Transformations: {transform_summary(plan['outputs']).headline()}"]
+    mirror = [line for line in image_mirror_lines(plan["outputs"]) if not line.startswith("#")]
+    lines.append(f"Image mirror list: {len(mirror)} images")
+    lines += ["", "Resources:", f"    + {len(plan['resources']) + 1} to create"]
+    return "\n".join(lines) + "\n"
+
+
+# --- The command -------------------------------------------------------------------------------------
+
+
+def preview(
+    stack: str,
+    *,
+    manifests: Optional[str] = None,
+    kubeflow_version: Optional[str] = None,
+    out: Optional[Path] = None,
+    secrets: Optional[Mapping[str, str]] = None,
+    stdout: TextIO = sys.stdout,
+    stderr: TextIO = sys.stderr,
+    root: Path = REPO_ROOT,
+) -> int:
+    """The whole `make preview`; returns the exit status (0 clean, 1 problems or a configuration error)."""
+    progress = Progress(stderr)
+    try:
+        plan, leaks = evaluate(stack, manifests=manifests, kubeflow_version=kubeflow_version, secrets=secrets,
+                               progress=progress, root=root)
+    except pulumi.RunError as error:
+        # Configuration mistakes come as RunError with every problem listed: the message is the answer.
+        print(f"error: {error}", file=stderr)
+        return 1
+    out = out or Path("build") / stack
+    with progress.step(f"writing {display_path(out)}"):
+        written = write_plan_dir(plan, out)
+    stdout.write(render_tree(plan))
+    with progress.step("running the offline checks"):
+        problems = leaks + plan_checks.validate_plan(plan)
+    print("", file=stdout)
+    if problems:
+        print(f"Offline checks: {len(problems)} problem{'s' if len(problems) != 1 else ''}", file=stdout)
+        for problem in problems:
+            print(f"    - {problem}", file=stdout)
+    else:
+        print("Offline checks: passed", file=stdout)
+    print("\nWrote:", file=stdout)
+    for path in written:
+        print(f"    {display_path(path)}{os.sep if path.is_dir() else ''}", file=stdout)
+    return 1 if problems else 0
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="make preview", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tools.preview", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stack", default="dev", choices=known_stacks())
-    parser.add_argument("--manifests", help="rendered upstream Kubeflow manifests (file, directory or kustomize dir)")
+    parser.add_argument("--manifests", help="rendered upstream Kubeflow manifests (file, directory or kustomize dir) "
+                        "instead of the stack's kubeflow.manifests")
+    parser.add_argument("--kubeflow-version", help="Kubeflow release of those manifests instead of the stack's "
+                        "kubeflow.version (like 1.9.1)")
+    parser.add_argument("--out", type=Path, help="directory for the plan (default build/<stack>)")
     args = parser.parse_args(argv)
-    overrides = {}
-    if args.manifests:
-        from tools.mock_runtime import stack_config
-
-        kubeflow = dict(stack_config(args.stack)["kubeflow-platform:kubeflow"])
-        kubeflow["manifests"] = args.manifests
-        overrides["kubeflow"] = kubeflow
-    import config
-
-    secrets = {key: PLACEHOLDER_SECRET for key in config.SECRET_KEYS}
-    try:
-        run = run_program(args.stack, config_overrides=overrides, secrets=secrets, preview=True)
-    except pulumi.RunError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print_tree(run)
-    return 0
+    return preview(args.stack, manifests=args.manifests, kubeflow_version=args.kubeflow_version, out=args.out)
 
 
 if __name__ == "__main__":

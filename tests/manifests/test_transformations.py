@@ -243,3 +243,22 @@ def test_argo_and_object_store_buckets_must_agree():
     options = TransformOptions(argo=ExternalArgoOptions(namespace="argo", bucket="one", region="r"), stores=STORES)
     with pytest.raises(ManifestError, match="one artifact bucket"):
         transform([], options)
+
+
+def test_default_mirror_takes_what_no_rule_covers_under_its_registry_name():
+    digest = "sha256:" + "c" * 64
+    assert mirror_image("quay.io/jetstack/cert-manager:v1", RULES, "mirror.corp/any") == "mirror.corp/any/quay.io/jetstack/cert-manager:v1"
+    assert mirror_image(f"busybox@{digest}", (), "mirror.corp/any") == f"mirror.corp/any/docker.io/library/busybox@{digest}"
+    # A rule still wins over the default.
+    assert mirror_image("mysql:8.0.29", RULES, "mirror.corp/any") == "mirror.corp/official/mysql:8.0.29"
+
+
+def test_default_mirror_leaves_nothing_unmirrored_and_never_mirrors_twice():
+    deployment = workload("Deployment", "app")
+    pod_template(deployment)["spec"]["containers"][0]["image"] = "cr.example.org/team/app:1"
+    options = ImageMirrorOptions((), default_mirror="mirror.corp/any")
+    once = rewrite_images([deployment], options)
+    assert once.unmatched == {}
+    assert pod_template(once.objects[0])["spec"]["containers"][0]["image"] == "mirror.corp/any/cr.example.org/team/app:1"
+    twice = rewrite_images(once.objects, options)
+    assert twice.changes == () and twice.objects[0] is once.objects[0]

@@ -50,7 +50,7 @@ def test_every_object_lands_in_exactly_one_group_by_a_named_rule():
     ]
     groups = split_into_groups(objects)
     assert list(groups.objects) == list(GROUP_ORDER)
-    assert [o["metadata"]["name"] for o in groups.objects["cert-manager"]] == ["cert-manager"]
-    assert [o["metadata"]["name"] for o in groups.objects["core"]] == ["kubeflow"]
+    assert [o["metadata"]["name"] for o in groups.objects["namespaces"]] == ["cert-manager", "kubeflow"]
+    assert groups.objects["cert-manager"] == groups.objects["core"] == []
     assert [o["metadata"]["name"] for o in groups.objects["auth"]] == ["dex"]
     assert groups.placement["Deployment kubeflow/katib-ui"].startswith("apps")

@@ -1,0 +1,425 @@
+"""The SSO path at the central gateway, as plain Kubernetes objects: the auth proxy and its ext-authz wiring.
+
+Browsers log in at the enterprise OIDC issuer directly (no Dex): the gateway asks the auth proxy about
+every request through Istio's CUSTOM authorization (Envoy ext_authz), the proxy answers with a redirect
+to the issuer or with the logged-in user in `x-auth-request-email` / `x-auth-request-groups` (the
+source headers of manifests/identity.py), and the identity filter turns those into `kubeflow-userid`.
+
+Two proxies:
+- oauth2-proxy, what Kubeflow 1.9 and later ship (upstream common/oauth2-proxy), configured for the
+  enterprise issuer instead of Dex;
+- oidc-authservice, what Kubeflow 1.7 and older ship, for stacks that still run those releases.
+
+Istio learns about the proxy from an `extensionProviders` entry in the mesh config. The mesh config is
+the enterprise's (its IstioOperator or Helm values own the `istio` ConfigMap, and the whole config is one
+YAML string, so a server-side-apply patch could only replace all of it), so this module produces the
+entry for the mesh owner to add, and the CUSTOM policy that names it.
+
+Every builder here is pure: options in, plain dicts or text out, no Pulumi.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+from manifests.identity import IdentityHeaderOptions, security_api_version
+from manifests.images import mirror_image, parse_image
+from manifests.mesh import INJECT
+from manifests.options import ImageMirrorRule
+
+ProxyKind = Literal["oauth2-proxy", "authservice"]
+
+#: The images upstream pins for each proxy: oauth2-proxy as in Kubeflow 1.10's common/oauth2-proxy,
+#: oidc-authservice as in Kubeflow 1.7's common/oidc-client/oidc-authservice.
+DEFAULT_IMAGES = {
+    "oauth2-proxy": "quay.io/oauth2-proxy/oauth2-proxy:v7.7.1",
+    "authservice": "gcr.io/arrikto/kubeflow/oidc-authservice:e236439",
+}
+
+#: Key names inside the Secret the component fills from Pulumi secrets.
+CLIENT_SECRET_KEY = "client-secret"
+COOKIE_SECRET_KEY = "cookie-secret"
+#: Name of that Secret, in the proxy's namespace.
+CLIENT_SECRET_NAME = "auth-proxy-oidc-client"
+
+# Where each proxy listens and what the gateway must leave alone so that login itself can happen.
+_CHECK_PORT = {"oauth2-proxy": 4180, "authservice": 8080}
+_SERVICE_PORT = {"oauth2-proxy": 80, "authservice": 8080}
+_CALLBACK_PATH = {"oauth2-proxy": "/oauth2/callback", "authservice": "/authservice/oidc/callback"}
+# oauth2-proxy serves its own /oauth2/ endpoints (start, callback, sign_out) as a normal upstream, so the
+# gateway must not ask it about them; authservice answers its callback from inside the check itself, and
+# only its static pages are served apart.
+_UNCHECKED_PATHS = {"oauth2-proxy": ("/oauth2/*",), "authservice": ("/authservice/site/*",)}
+
+
+@dataclass(frozen=True)
+class AuthProxyOptions:
+    """How the auth proxy is configured and wired into the gateway."""
+
+    proxy: ProxyKind
+    issuer_url: str
+    client_id: str
+    #: Host names users open; the first receives the OIDC callback.
+    hosts: tuple[str, ...]
+    #: `namespace/name` of the central Istio Gateway the proxy's own routes bind to.
+    gateway: str
+    identity: IdentityHeaderOptions
+    #: Name of the meshConfig extensionProvider the CUSTOM policy calls.
+    extension_provider: str = "kubeflow-auth"
+    scopes: tuple[str, ...] = ("openid", "email", "profile", "groups")
+    email_domains: tuple[str, ...] = ("*",)
+    #: None uses the image upstream pins for the proxy.
+    image: str | None = None
+    #: Pull through the internal registry: the organisation's rules, then `<mirror>/<registry>/<path>`.
+    image_rules: tuple[ImageMirrorRule, ...] = ()
+    image_mirror: str | None = None
+    #: Istio revision the proxy's namespace joins; None uses `istio-injection: enabled`.
+    mesh_revision: str | None = None
+    replicas: int = 2
+
+    @property
+    def namespace(self) -> str:
+        return self.proxy
+
+    @property
+    def service_host(self) -> str:
+        return f"{self.proxy}.{self.namespace}.svc.cluster.local"
+
+    @property
+    def redirect_url(self) -> str:
+        """The callback to register at the enterprise issuer for this client."""
+        return f"https://{self.hosts[0]}{_CALLBACK_PATH[self.proxy]}"
+
+
+def source_headers(options: AuthProxyOptions) -> list[str]:
+    """The headers the proxy answers with after login, which the gateway must copy onto the request."""
+    names = [options.identity.user_source_header, options.identity.groups_source_header]
+    return [name for name in names if name]
+
+
+def proxy_image(options: AuthProxyOptions) -> str:
+    """The proxy's image as the cluster pulls it: through the internal registry when one is configured."""
+    image = options.image or DEFAULT_IMAGES[options.proxy]
+    mirrored = mirror_image(image, options.image_rules)
+    if mirrored is not None:
+        return mirrored
+    parsed = parse_image(image)
+    if options.image_mirror and parsed is not None:
+        return mirror_image(image, (ImageMirrorRule(parsed.domain, f"{options.image_mirror.rstrip('/')}/{parsed.domain}"),)) or image
+    return image
+
+
+# ---------------------------------------------------------------------------------------------------
+# Gateway wiring
+
+
+def extension_provider(options: AuthProxyOptions) -> dict:
+    """The meshConfig `extensionProviders` entry the mesh owner adds (istiod reads it; see module doc)."""
+    return {
+        "name": options.extension_provider,
+        "envoyExtAuthzHttp": {
+            "service": options.service_host,
+            "port": _SERVICE_PORT[options.proxy],
+            # The session cookie is how the proxy recognises a logged-in browser; Authorization carries a
+            # session token for authservice's programmatic clients.
+            "includeRequestHeadersInCheck": ["authorization", "cookie"],
+            # Only what the proxy answers here reaches the request; the identity filter reads these and
+            # the strip filter has already removed any client-sent copy.
+            "headersToUpstreamOnAllow": source_headers(options),
+            # The login redirect sets state cookies; without set-cookie on deny the callback fails (CSRF).
+            "headersToDownstreamOnDeny": ["content-type", "set-cookie"],
+        },
+    }
+
+
+def ext_authz_policy(options: AuthProxyOptions, name: str = "kubeflow-auth-proxy") -> dict:
+    """The CUSTOM AuthorizationPolicy that sends the gateway's requests to the auth proxy.
+
+    Requests with an `Authorization` header skip the proxy, as upstream's does: they are machine clients
+    whose token a RequestAuthentication verifies (and `require_verified_token_policy` insists on that).
+    If the mesh config lacks the provider, istiod cannot build the ext_authz filter and the gateway
+    denies the requests this policy matches: it fails closed, never open.
+    """
+    identity = options.identity
+    return {
+        "apiVersion": security_api_version(identity),
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": name, "namespace": identity.gateway_namespace},
+        "spec": {
+            "selector": {"matchLabels": dict(identity.gateway_selector)},
+            "action": "CUSTOM",
+            "provider": {"name": options.extension_provider},
+            "rules": [
+                {
+                    "to": [{"operation": {"notPaths": list(_UNCHECKED_PATHS[options.proxy])}}],
+                    "when": [{"key": "request.headers[authorization]", "notValues": ["*"]}],
+                }
+            ],
+        },
+    }
+
+
+def require_verified_token_policy(options: AuthProxyOptions, name: str = "kubeflow-require-verified-token") -> dict:
+    """DENY at the gateway for requests that skipped the auth proxy with a token no issuer verified.
+
+    Istio's RequestAuthentication rejects a token it cannot verify but lets through one whose issuer it
+    does not know, as if there were none. Without this policy, `Authorization: Bearer anything` would
+    step around login (upstream closes the same gap with `istio-ingressgateway-require-jwt`, which the
+    `istio` exclusion removes together with the rest of upstream's istio-system).
+    """
+    identity = options.identity
+    return {
+        "apiVersion": security_api_version(identity),
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": name, "namespace": identity.gateway_namespace},
+        "spec": {
+            "selector": {"matchLabels": dict(identity.gateway_selector)},
+            "action": "DENY",
+            "rules": [
+                {
+                    "from": [{"source": {"notRequestPrincipals": ["*"]}}],
+                    "when": [{"key": "request.headers[authorization]", "values": ["*"]}],
+                }
+            ],
+        },
+    }
+
+
+def mesh_config_snippet(options: AuthProxyOptions) -> dict:
+    """What the mesh owner merges into the mesh config (IstioOperator `spec.meshConfig`, Helm `meshConfig`)."""
+    return {"extensionProviders": [extension_provider(options)]}
+
+
+# ---------------------------------------------------------------------------------------------------
+# The proxy itself
+
+
+def _toml_string(value: str) -> str:
+    # JSON string escapes are valid TOML basic-string escapes.
+    return json.dumps(value)
+
+
+def _toml_list(values: tuple[str, ...] | list[str]) -> str:
+    return "[" + ", ".join(_toml_string(value) for value in values) + "]"
+
+
+def oauth2_proxy_config(options: AuthProxyOptions) -> str:
+    """oauth2-proxy's config file for direct OIDC against the enterprise issuer (no client secret in it)."""
+    lines = [
+        "# kubeflow-platform: oauth2-proxy as the gateway's ext-authz service, logging in at the enterprise issuer.",
+        'provider = "oidc"',
+        f"oidc_issuer_url = {_toml_string(options.issuer_url)}",
+        f"client_id = {_toml_string(options.client_id)}",
+        f"scope = {_toml_string(' '.join(options.scopes))}",
+        f"email_domains = {_toml_list(options.email_domains)}",
+        # An absolute callback: it is what the issuer has registered (upstream's relative one exists for Dex).
+        f"redirect_url = {_toml_string(options.redirect_url)}",
+        # After login, only our own hosts may be redirected to (no open redirect through `rd=`).
+        f"whitelist_domains = {_toml_list(list(options.hosts))}",
+        # As an ext-authz check it answers 200 or a redirect; it never proxies to an upstream.
+        'upstreams = [ "static://200" ]',
+        # Background XHRs get 401 instead of a login redirect (upstream's list: every web app's API).
+        'api_routes = [ "/api/", "/apis/", "^/ml_metadata" ]',
+        # x-auth-request-email/-groups: the identity the gateway copies into kubeflow-userid/-groups.
+        "set_xauthrequest = true",
+        # No ID token onto the request: the gateway verifies no token of this client, so an Authorization
+        # header would be denied by kubeflow-require-verified-token; the identity travels in the headers above.
+        "set_authorization_header = false",
+        "pass_access_token = false",
+        # Requests carrying a token skip the proxy at the gateway; verified there, never here.
+        "skip_jwt_bearer_tokens = false",
+        # TLS ends at the load balancer, but browsers only ever see https.
+        "cookie_secure = true",
+        'cookie_samesite = "lax"',
+        'cookie_name = "oauth2_proxy_kubeflow"',
+        'cookie_expire = "24h"',
+        'cookie_refresh = "0s"',
+        'code_challenge_method = "S256"',
+        # Behind the gateway: trust its X-Forwarded-* for the original URL of the request being checked.
+        "reverse_proxy = true",
+        # A sign-in page before the redirect stops background requests from each starting a login (CSRF cookies pile up).
+        "skip_provider_button = false",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _namespace(options: AuthProxyOptions) -> dict:
+    labels = {"app.kubernetes.io/part-of": "kubeflow-platform"}
+    # Istio ignores istio.io/rev while istio-injection is present, so exactly one of them.
+    labels.update({"istio.io/rev": options.mesh_revision} if options.mesh_revision else {"istio-injection": "enabled"})
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": options.namespace, "labels": labels}}
+
+
+def _labels(options: AuthProxyOptions) -> dict:
+    return {"app.kubernetes.io/name": options.proxy, "app.kubernetes.io/part-of": "kubeflow-platform"}
+
+
+_CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
+def _secret_env(name: str, key: str) -> dict:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": CLIENT_SECRET_NAME, "key": key}}}
+
+
+def _oauth2_proxy_workload(options: AuthProxyOptions, config_name: str, config_text: str) -> list[dict]:
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": config_name, "namespace": options.namespace, "labels": _labels(options)},
+        "data": {"oauth2_proxy.cfg": config_text},
+    }
+    pod_annotations = {
+        INJECT: "true",
+        # A changed config file rolls the pods; oauth2-proxy reads it only at start.
+        "kubeflow-platform/config-sha256": hashlib.sha256(config_text.encode()).hexdigest()[:16],
+    }
+    container = {
+        "name": "oauth2-proxy",
+        "image": proxy_image(options),
+        "args": [f"--http-address=0.0.0.0:{_CHECK_PORT['oauth2-proxy']}", "--config=/etc/oauth2-proxy/oauth2_proxy.cfg"],
+        # Secrets only through the environment, from the Secret; never in the config file or the args.
+        "env": [
+            _secret_env("OAUTH2_PROXY_CLIENT_SECRET", CLIENT_SECRET_KEY),
+            _secret_env("OAUTH2_PROXY_COOKIE_SECRET", COOKIE_SECRET_KEY),
+        ],
+        "ports": [{"name": "http", "containerPort": _CHECK_PORT["oauth2-proxy"], "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}},
+        "livenessProbe": {"httpGet": {"path": "/ping", "port": "http"}},
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+        "securityContext": _CONTAINER_SECURITY,
+        "volumeMounts": [{"name": "config", "mountPath": "/etc/oauth2-proxy", "readOnly": True}],
+    }
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "oauth2-proxy", "namespace": options.namespace, "labels": _labels(options)},
+        "spec": {
+            "replicas": options.replicas,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "oauth2-proxy"}},
+            "template": {
+                "metadata": {"labels": _labels(options), "annotations": pod_annotations},
+                "spec": {
+                    "serviceAccountName": "oauth2-proxy",
+                    "containers": [container],
+                    "volumes": [{"name": "config", "configMap": {"name": config_name}}],
+                },
+            },
+        },
+    }
+    return [config_map, deployment]
+
+
+def _authservice_workload(options: AuthProxyOptions) -> list[dict]:
+    identity = options.identity
+    env = {
+        "OIDC_PROVIDER": options.issuer_url,
+        "CLIENT_ID": options.client_id,
+        "OIDC_SCOPES": ",".join(options.scopes),
+        "REDIRECT_URL": options.redirect_url,
+        "AUTHSERVICE_URL_PREFIX": f"https://{options.hosts[0]}/authservice/",
+        "SERVER_PORT": str(_CHECK_PORT["authservice"]),
+        # The proxy writes the source headers; the gateway's identity filter owns kubeflow-userid, its
+        # prefix and lower-casing, so authservice adds no prefix of its own.
+        "USERID_HEADER": identity.user_source_header,
+        "USERID_PREFIX": "",
+        "USERID_CLAIM": "email",
+        "SESSION_STORE_PATH": "/var/lib/authservice/data.db",
+        "OIDC_STATE_STORE_PATH": "/var/lib/authservice/oidc_state.db",
+    }
+    if identity.groups_source_header:
+        env["GROUPS_HEADER"] = identity.groups_source_header
+        env["GROUPS_CLAIM"] = "groups"
+    container = {
+        "name": "authservice",
+        "image": proxy_image(options),
+        "env": [{"name": key, "value": value} for key, value in env.items()]
+        + [_secret_env("CLIENT_SECRET", CLIENT_SECRET_KEY)],
+        "ports": [
+            {"name": "http-check", "containerPort": _CHECK_PORT["authservice"], "protocol": "TCP"},
+            {"name": "http-web", "containerPort": 8082, "protocol": "TCP"},
+        ],
+        "readinessProbe": {"httpGet": {"path": "/", "port": 8081}},
+        "securityContext": _CONTAINER_SECURITY,
+        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/authservice"}],
+    }
+    # One replica with a volume, as upstream: sessions live in a local BoltDB file.
+    statefulset = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "authservice", "namespace": options.namespace, "labels": _labels(options)},
+        "spec": {
+            "replicas": 1,
+            "serviceName": "authservice",
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "authservice"}},
+            "template": {
+                "metadata": {"labels": _labels(options), "annotations": {INJECT: "true"}},
+                "spec": {
+                    "serviceAccountName": "authservice",
+                    "securityContext": {"fsGroup": 111},
+                    "containers": [container],
+                },
+            },
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "data"},
+                    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Mi"}}},
+                }
+            ],
+        },
+    }
+    return [statefulset]
+
+
+def auth_proxy_objects(options: AuthProxyOptions) -> list[dict]:
+    """Namespace, ServiceAccount, config, workload, Service and the routes of the auth proxy.
+
+    The Secret with the client and cookie secrets is not among them: its values are Pulumi secrets and the
+    component registers it on its own (`CLIENT_SECRET_NAME`, keys `CLIENT_SECRET_KEY`/`COOKIE_SECRET_KEY`).
+    """
+    proxy, namespace = options.proxy, options.namespace
+    objects = [
+        _namespace(options),
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": proxy, "namespace": namespace, "labels": _labels(options)}},
+    ]
+    if proxy == "oauth2-proxy":
+        objects += _oauth2_proxy_workload(options, "oauth2-proxy", oauth2_proxy_config(options))
+        ports = [{"name": "http", "port": _SERVICE_PORT[proxy], "targetPort": "http"}]
+        route_prefix, route_port, rewrite = "/oauth2/", _SERVICE_PORT[proxy], None
+    else:
+        objects += _authservice_workload(options)
+        ports = [
+            {"name": "http-check", "port": _SERVICE_PORT[proxy], "targetPort": "http-check"},
+            {"name": "http-web", "port": 8082, "targetPort": "http-web"},
+        ]
+        route_prefix, route_port, rewrite = "/authservice/site/", 8082, "/site/"
+    objects.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": proxy, "namespace": namespace, "labels": _labels(options)},
+            "spec": {"selector": {"app.kubernetes.io/name": proxy}, "ports": ports, "type": "ClusterIP"},
+        }
+    )
+    route: dict = {
+        "match": [{"uri": {"prefix": route_prefix}}],
+        "route": [{"destination": {"host": options.service_host, "port": {"number": route_port}}}],
+    }
+    if rewrite:
+        route["rewrite"] = {"uri": rewrite}
+    objects.append(
+        {
+            "apiVersion": "networking.istio.io/v1beta1",
+            "kind": "VirtualService",
+            "metadata": {"name": proxy, "namespace": namespace, "labels": _labels(options)},
+            "spec": {"gateways": [options.gateway], "hosts": list(options.hosts), "http": [route]},
+        }
+    )
+    return objects

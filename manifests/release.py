@@ -1,0 +1,175 @@
+"""An upstream release made ready to apply: loaded once, its version checked, transformed, validated.
+
+`prepare_release` runs before anything is registered, so every problem with the source, the options or
+the resulting objects stops the program with all of them listed. The exports built here
+(`image_mirror_export`, `transform_report_export`) are plain JSON data that the offline preview and the
+registry team read.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from manifests.objects import object_ref
+from manifests.options import TransformOptions
+from manifests.pipeline import TransformReport, transform
+from manifests.sources import LoadedManifests, ManifestError, Problem, UrlSource, load_source
+from manifests.validate import validate_objects
+
+#: Stack setting named in this module's errors.
+CONFIG_KEY = "kubeflow.manifests"
+
+
+@dataclass(frozen=True)
+class PreparedRelease:
+    """What will be applied, and what was done to upstream to get there."""
+
+    #: The release the stack pins (`kubeflow.version`), exported as `kubeflowVersion`.
+    release: str
+    #: The components' version found in the manifests (1.10.2 of the manifests ships 1.10.0 images), or None.
+    component_version: str | None
+    version_evidence: str | None
+    #: sha256 of the source the objects were parsed from.
+    sha256: str
+    #: How many objects upstream has.
+    input_count: int
+    report: TransformReport
+
+    @property
+    def groups(self) -> dict[str, list[dict]]:
+        """Group name -> objects, in apply order, empty groups left out."""
+        return {name: objects for name, objects in self.report.groups.objects.items() if objects}
+
+
+# --------------------------------------------------------------------------------------- loading
+
+_LOADED: dict[tuple, LoadedManifests] = {}
+
+
+def default_cache_dir() -> Path:
+    """Where `{url, sha256}` downloads are kept, keyed by checksum (the user's cache, not the project)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "kubeflow-platform" / "manifests"
+
+
+def load_once(source: str | Mapping | UrlSource, cache_dir: Path | None = None) -> LoadedManifests:
+    """`load_source`, remembered per process: parsing the 10 MB upstream release costs about 1.7 s,
+    and the tests and the preview evaluate the program many times. A file is parsed again when its
+    size or modification time changes; directories (kustomize output can change) always are."""
+    if isinstance(source, Mapping) and set(source) == {"url", "sha256"}:
+        source = UrlSource(str(source["url"]), str(source["sha256"]).lower())
+    key: tuple | None = None
+    if isinstance(source, UrlSource):
+        key = ("url", source.url, source.sha256)
+    elif isinstance(source, str) and Path(source).is_file():
+        stat = Path(source).stat()
+        key = ("file", str(Path(source).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key is not None and key in _LOADED:
+        return _LOADED[key]
+    loaded = load_source(source, cache_dir=cache_dir or default_cache_dir(), config_key=CONFIG_KEY)
+    if key is not None:
+        _LOADED[key] = loaded
+    return loaded
+
+
+# --------------------------------------------------------------------------------------- version
+
+
+def _minor(version: str) -> tuple[str, ...]:
+    return tuple(version.split(".")[:2])
+
+
+def version_problems(pinned: str, detected: str | None, evidence: str | None) -> list[Problem]:
+    """Refuse manifests of another minor release than the one pinned.
+
+    Rendered manifests carry no release number, only their components' image tags, and those may lag
+    the manifests' patch release (v1.10.2 ships 1.10.0 images; v1.9.1 ships a 1.9.2 dashboard). So a
+    different patch number is expected; a different minor means the file is not the pinned release.
+    """
+    if detected is None or _minor(detected) == _minor(pinned):
+        return []
+    return [Problem(
+        CONFIG_KEY,
+        f"holds Kubeflow {detected} ({evidence}), another minor release than kubeflow.version {pinned} "
+        "(components may lag the release's patch number, never its minor)",
+        f"point kubeflow.manifests at the {pinned} release, or set kubeflow.version to the release you mean to apply",
+    )]
+
+
+# ----------------------------------------------------------------------------------------- prepare
+
+
+def prepare_release(
+    source: str | Mapping | UrlSource,
+    options: TransformOptions,
+    pinned_version: str,
+    cache_dir: Path | None = None,
+) -> PreparedRelease:
+    """Load, check the version, transform and validate; a `ManifestError` lists every problem."""
+    loaded = load_once(source, cache_dir)
+    problems = version_problems(pinned_version, loaded.version, loaded.version_evidence)
+    if problems:
+        raise ManifestError(problems)
+    report = transform(list(loaded.objects), options)
+    if options.images.default_mirror:
+        for image, places in report.unmirrored_images.items():
+            problems.append(Problem(places[0], f"image {image} is not under the mirror", "add a kubeflow.images.rules entry for it"))
+    # The CRDs of excluded components (Istio's, Argo's) are the mesh's and Argo's now; their schemas
+    # still check the custom resources Kubeflow brings for them (VirtualServices, AuthorizationPolicies).
+    excluded_crds = [obj for obj in loaded.objects if obj.get("kind") == "CustomResourceDefinition" and object_ref(obj) in report.excluded]
+    for problem in validate_objects(report.objects, extra_crds=excluded_crds):
+        problems.append(Problem(f"{problem.ref} {problem.path or '<root>'}", problem.message))
+    if problems:
+        raise ManifestError(problems)
+    return PreparedRelease(
+        release=pinned_version,
+        component_version=loaded.version,
+        version_evidence=loaded.version_evidence,
+        sha256=loaded.sha256,
+        input_count=len(loaded.objects),
+        report=report,
+    )
+
+
+def error_message(error: ManifestError) -> str:
+    """One line per problem, in the same shape as the settings errors."""
+    count = len(error.problems)
+    lines = "\n".join(f"  - {problem}" for problem in error.problems)
+    return f"the Kubeflow manifests cannot be applied ({count} problem{'s' if count != 1 else ''}):\n{lines}"
+
+
+# ----------------------------------------------------------------------------------------- exports
+
+
+def image_mirror_export(report: TransformReport) -> list[dict[str, str]]:
+    """`[{source, target}]` sorted by source: every upstream image and where the cluster pulls it from."""
+    return [{"source": source, "target": target} for source, target in sorted(report.image_map.items())]
+
+
+def transform_report_export(prepared: PreparedRelease, resource_names: Mapping[str, str] | None = None) -> dict:
+    """A JSON-able account of what was done to upstream. `resource_names`: group -> ConfigGroup name."""
+    report = prepared.report
+    groups = [
+        {"name": name, "objects": len(objects), **({"resource": resource_names[name]} if resource_names and name in resource_names else {})}
+        for name, objects in prepared.groups.items()
+    ]
+    return {
+        "release": prepared.release,
+        "componentVersion": prepared.component_version,
+        "versionEvidence": prepared.version_evidence,
+        "sha256": prepared.sha256,
+        "counts": {
+            "input": prepared.input_count,
+            "emitted": len(report.objects),
+            "excluded": len(report.excluded),
+            "added": len(report.added),
+        },
+        "exclusions": dict(report.exclusions),
+        "excluded": dict(report.excluded),
+        "added": list(report.added),
+        "changes": {step: [f"{change.ref}: {change.what}" for change in changes] for step, changes in report.changes.items()},
+        "groups": groups,
+    }

@@ -1,0 +1,419 @@
+"""Kubernetes objects of one Kubeflow profile, as plain dicts (no Pulumi).
+
+A profile's objects are split by when their values are known:
+
+- `static_objects`: everything known at preview: the Namespace itself, what Kubeflow's access management
+  (kfam) would create for each contributor, the GPU policy, the quota, the pipelines' artifact repository,
+  the serving policies, and (without a data lake) the Profile.
+- `role_bound_objects`: with a data lake, the Profile and the pipeline-runner service account, which carry
+  the IRSA role's ARN. The ARN of a role that does not exist yet is unknown during a preview; kept here, it
+  can blank out only this small group, never the namespace's.
+
+Why the Namespace is applied here and not left to the Profile controller: the controller adopts an
+existing namespace whose `owner` annotation names the Profile's owner (it then only adds its default
+labels, keeping ours). Applying it first means mesh membership, default tolerations and the tolerations
+whitelist are in place before any pod of the profile can exist, with no patch racing the controller.
+The controller sets `istio-injection: enabled` only on namespaces it creates itself, so a revisioned
+mesh (`istio.io/rev`) is joined cleanly, without the injection label that would take precedence.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+Role = Literal["edit", "view"]
+
+#: The user header Kubeflow's web apps, kfam and the profile controller read (upstream default).
+USER_ID_HEADER = "kubeflow-userid"
+#: Service accounts a profile's workloads run as: notebooks and (multi-user) pipeline runs use default-editor;
+#: pipeline-runner is the runner KFP names, for runs that ask for it.
+WORKLOAD_SERVICE_ACCOUNTS = ("default-editor", "pipeline-runner")
+#: Knative's queue-proxy ports (http1, h2c): every request to a serverless inference service enters there.
+QUEUE_PROXY_PORTS = ("8012", "8013")
+#: Labels KServe puts on the pods of every InferenceService.
+INFERENCE_SERVICE_LABEL = "serving.kserve.io/inferenceservice"
+QUOTA_NAME = "profile-quota"
+# Rank of the roles when one user is a contributor twice (directly and through a group): the stronger wins.
+_ROLE_RANK = {"view": 0, "edit": 1}
+# kfam replaces every run of characters outside [a-zA-Z0-9] with '-' in binding names.
+_UNSAFE = re.compile(r"[^a-zA-Z0-9]+")
+_EFFECTS = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Taint:
+    """A node taint in the EKS API spelling (effect NO_SCHEDULE, ...)."""
+
+    key: str
+    value: str = ""
+    effect: str = "NO_SCHEDULE"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataLake:
+    """Where a profile's workloads keep their data and pipeline artifacts."""
+
+    bucket: str
+    """Resolved bucket name."""
+    prefix: str
+    """Key prefix, without leading or trailing slash."""
+    region: str
+    argo_key_format: str
+    """Argo's keyFormat below the prefix."""
+    kms_key_arn: Optional[str] = None
+    """Customer-managed key the bucket encrypts with, if any."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Contributor:
+    """A contributor as configured: a user or a group, with a role."""
+
+    role: Role
+    user: Optional[str] = None
+    group: Optional[str] = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProfileSpec:
+    """One profile, with names resolved against the rest of the settings."""
+
+    name: str
+    owner: str
+    contributors: Mapping[str, Role] = field(default_factory=dict)
+    """Users other than the owner and their role, groups already expanded."""
+    gpu_taints: tuple[Taint, ...] = ()
+    """Taints of the GPU pools the profile may use; empty: no GPU access."""
+    gpus: int = 0
+    cpu: Optional[str] = None
+    memory: Optional[str] = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    data_lake: Optional[DataLake] = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeshPolicy:
+    """Facts of the mesh and the serving stack every profile's policies refer to."""
+
+    revision: Optional[str] = None
+    """Istio revision to join; None: the default injection label."""
+    user_id_prefix: str = ""
+    trusted_principals: tuple[str, ...]
+    """Principals whose kubeflow-userid header is trusted (ingress gateway, pipelines UI)."""
+    serving_namespaces: tuple[str, ...]
+    """Namespaces whose pods may open connections to inference services."""
+    serving_principals: tuple[str, ...]
+    """Principals admitted to inference services' queue-proxy ports."""
+
+
+def contributor_roles(
+    owner: str, contributors: Iterable[Contributor], groups: Mapping[str, Sequence[str]]
+) -> dict[str, Role]:
+    """Each contributing user once, with the strongest role any entry gives them; the owner is left out
+    (the Profile controller makes them admin)."""
+    roles: dict[str, Role] = {}
+    for contributor in contributors:
+        users = [contributor.user] if contributor.user is not None else list(groups.get(contributor.group or "", ()))
+        for user in users:
+            if user == owner:
+                continue
+            current = roles.get(user)
+            if current is None or _ROLE_RANK[contributor.role] > _ROLE_RANK[current]:
+                roles[user] = contributor.role
+    return dict(sorted(roles.items()))
+
+
+def binding_name(user: str, role: Role) -> str:
+    """The name kfam gives a contributor's RoleBinding and AuthorizationPolicy (user-<email>-clusterrole-<role>),
+    so the dashboard's contributor list shows and removes them like its own."""
+    return _UNSAFE.sub("-", f"User-{_UNSAFE.sub('-', user)}-ClusterRole-{role}".lower())
+
+
+def contributor_objects(namespace: str, user: str, role: Role, mesh: MeshPolicy) -> list[dict[str, Any]]:
+    """What kfam creates when a contributor is added: a RoleBinding to kubeflow-<role> and an
+    AuthorizationPolicy admitting the user's kubeflow-userid from the trusted principals."""
+    name = binding_name(user, role)
+    metadata = {"name": name, "namespace": namespace, "annotations": {"user": user, "role": role}}
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": metadata,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"kubeflow-{role}"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        },
+        {
+            # kfam writes v1beta1; the same resource, so kfam lists and deletes these as its own.
+            "apiVersion": "security.istio.io/v1beta1",
+            "kind": "AuthorizationPolicy",
+            "metadata": _copy(metadata),
+            "spec": {
+                "rules": [
+                    {
+                        "from": [{"source": {"principals": list(mesh.trusted_principals)}}],
+                        "when": [
+                            {"key": f"request.headers[{USER_ID_HEADER}]", "values": [mesh.user_id_prefix + user]}
+                        ],
+                    }
+                ]
+            },
+        },
+    ]
+
+
+def default_tolerations(taints: Iterable[Taint]) -> list[dict[str, str]]:
+    """Tolerations matching the taints, in the Kubernetes spelling, each once."""
+    tolerations: list[dict[str, str]] = []
+    for taint in taints:
+        toleration = {"key": taint.key, "operator": "Equal", "value": taint.value, "effect": _EFFECTS[taint.effect]}
+        if not taint.value:
+            # A taint without value is tolerated with Exists; Equal "" would match only an empty value.
+            toleration = {"key": taint.key, "operator": "Exists", "effect": _EFFECTS[taint.effect]}
+        if toleration not in tolerations:
+            tolerations.append(toleration)
+    return tolerations
+
+
+def namespace_object(profile: ProfileSpec, mesh: MeshPolicy) -> dict[str, Any]:
+    labels = dict(profile.labels)
+    if mesh.revision:
+        labels["istio.io/rev"] = mesh.revision
+    else:
+        labels["istio-injection"] = "enabled"
+    annotations = dict(profile.annotations)
+    # The Profile controller adopts a namespace only when this names the Profile's owner.
+    annotations["owner"] = profile.owner
+    # PodTolerationRestriction: the GPU pools' tolerations added to every pod of a GPU profile; any other
+    # profile's pods may carry no toleration at all, so they cannot opt onto the GPU nodes.
+    if profile.gpu_taints:
+        annotations["scheduler.alpha.kubernetes.io/defaultTolerations"] = _compact(default_tolerations(profile.gpu_taints))
+    else:
+        annotations["scheduler.alpha.kubernetes.io/tolerationsWhitelist"] = "[]"
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": profile.name, "labels": dict(sorted(labels.items())), "annotations": dict(sorted(annotations.items()))},
+    }
+
+
+def quota_object(profile: ProfileSpec) -> dict[str, Any]:
+    """The profile's quota. Profiles without GPU access get zero GPUs: the ResourceQuota admission plugin is
+    always on (also on EKS, which does not run PodTolerationRestriction), so this gate holds everywhere.
+
+    Not named kf-resource-quota: the Profile controller deletes that one when the Profile has no quota spec."""
+    hard = {"requests.nvidia.com/gpu": str(profile.gpus if profile.gpu_taints else 0)}
+    if profile.cpu:
+        hard["requests.cpu"] = profile.cpu
+    if profile.memory:
+        hard["requests.memory"] = profile.memory
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": QUOTA_NAME, "namespace": profile.name},
+        "spec": {"hard": hard},
+    }
+
+
+def pipeline_root(lake: DataLake) -> str:
+    return f"s3://{lake.bucket}/{lake.prefix}"
+
+
+def kfp_launcher_config_map(namespace: str, lake: DataLake) -> dict[str, Any]:
+    """KFP 2.x's launcher reads `kfp-launcher` from the run's namespace: where v2 artifacts go, and how to
+    reach S3. `fromEnv` takes the pod's IRSA web identity; the regional endpoint because KFP defaults to
+    path-style requests, which the global endpoint redirects for buckets outside us-east-1.
+
+    KFP's own namespace sync creates a `kfp-launcher` only when a cluster-wide defaultPipelineRoot is set;
+    the upstream default leaves it empty, so this one is not fought over."""
+    providers = {
+        "s3": {
+            "default": {
+                "endpoint": f"s3.{lake.region}.amazonaws.com",
+                "region": lake.region,
+                "disableSSL": False,
+                "credentials": {"fromEnv": True},
+            }
+        }
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "kfp-launcher", "namespace": namespace},
+        "data": {"defaultPipelineRoot": pipeline_root(lake), "providers": json.dumps(providers, sort_keys=True)},
+    }
+
+
+def artifact_repository_config_map(namespace: str, lake: DataLake) -> dict[str, Any]:
+    """Argo's per-namespace default artifact repository (logs and v1 artifacts of the namespace's workflows),
+    under the profile's prefix, with the SDK's credential chain, i.e. the pod's IRSA role."""
+    repository = {
+        "archiveLogs": True,
+        "s3": {
+            "bucket": lake.bucket,
+            "endpoint": "s3.amazonaws.com",
+            "region": lake.region,
+            "insecure": False,
+            "keyFormat": f"{lake.prefix}/{lake.argo_key_format}",
+            "useSDKCreds": True,
+        },
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "artifact-repositories",
+            "namespace": namespace,
+            "annotations": {"workflows.argoproj.io/default-artifact-repository": "default-v1"},
+        },
+        "data": {"default-v1": json.dumps(repository, sort_keys=True)},
+    }
+
+
+def serving_network_policy(namespace: str, mesh: MeshPolicy) -> dict[str, Any]:
+    """Lets the serving system (Knative, KServe, the gateways' namespace) connect to inference services when
+    the namespace is otherwise closed by a default-deny NetworkPolicy. It selects only inference-service pods
+    (selecting all pods would cut notebooks off from the kubeflow namespace) and keeps same-namespace callers."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "allow-serving-system", "namespace": namespace},
+        "spec": {
+            "podSelector": {"matchExpressions": [{"key": INFERENCE_SERVICE_LABEL, "operator": "Exists"}]},
+            "policyTypes": ["Ingress"],
+            "ingress": [
+                {
+                    "from": [
+                        {"podSelector": {}},
+                        {
+                            "namespaceSelector": {
+                                "matchExpressions": [
+                                    {
+                                        "key": "kubernetes.io/metadata.name",
+                                        "operator": "In",
+                                        "values": sorted(set(mesh.serving_namespaces)),
+                                    }
+                                ]
+                            }
+                        },
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def serving_authorization_policy(namespace: str, mesh: MeshPolicy) -> dict[str, Any]:
+    """Admits Knative's activator (it proxies requests while a service scales from zero) and the cluster-local
+    gateway to the queue-proxy ports only: notebooks and other workloads stay reachable just by their owner
+    and contributors. Users reach models through the ingress gateway under the kfam policies."""
+    return {
+        "apiVersion": "security.istio.io/v1beta1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": "allow-serving-system", "namespace": namespace},
+        "spec": {
+            "action": "ALLOW",
+            "rules": [
+                {
+                    "from": [{"source": {"principals": list(mesh.serving_principals)}}],
+                    "to": [{"operation": {"ports": list(QUEUE_PROXY_PORTS)}}],
+                }
+            ],
+        },
+    }
+
+
+def namespace_objects(profile: ProfileSpec, mesh: MeshPolicy) -> list[dict[str, Any]]:
+    """Every object of the profile known before deployment, in a stable order."""
+    objects = [namespace_object(profile, mesh), quota_object(profile)]
+    for user, role in profile.contributors.items():
+        objects += contributor_objects(profile.name, user, role, mesh)
+    if profile.data_lake is not None:
+        objects += [
+            kfp_launcher_config_map(profile.name, profile.data_lake),
+            artifact_repository_config_map(profile.name, profile.data_lake),
+        ]
+    objects += [serving_network_policy(profile.name, mesh), serving_authorization_policy(profile.name, mesh)]
+    return objects
+
+
+def profile_object(profile: ProfileSpec, role_arn: Optional[str] = None) -> dict[str, Any]:
+    """The Profile. With a data lake, the AwsIamForServiceAccount plugin annotates default-editor with the
+    role; `annotateOnly` keeps the controller from rewriting the role's trust policy, which this program
+    owns (the controller would otherwise need IAM write access and would fight every `pulumi up`)."""
+    spec: dict[str, Any] = {"owner": {"kind": "User", "name": profile.owner}}
+    if role_arn is not None:
+        spec["plugins"] = [{"kind": "AwsIamForServiceAccount", "spec": {"awsIamRole": role_arn, "annotateOnly": True}}]
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "Profile",
+        "metadata": {"name": profile.name},
+        "spec": spec,
+    }
+
+
+def pipeline_runner_objects(namespace: str, role_arn: str) -> list[dict[str, Any]]:
+    """The pipeline-runner service account, annotated with the profile's role directly (the plugin annotates
+    only default-editor), with the same rights as default-editor so Argo's executor can report results."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {
+                "name": "pipeline-runner",
+                "namespace": namespace,
+                "annotations": {"eks.amazonaws.com/role-arn": role_arn},
+            },
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "pipeline-runner", "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kubeflow-edit"},
+            "subjects": [{"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": namespace}],
+        },
+    ]
+
+
+def static_objects(profile: ProfileSpec, mesh: MeshPolicy) -> list[dict[str, Any]]:
+    """Everything of the profile known before deployment: its namespace's objects and, for a profile without
+    a data lake, the Profile itself, ordered after its Namespace inside the same group."""
+    objects = namespace_objects(profile, mesh)
+    if profile.data_lake is None:
+        profile_ = profile_object(profile)
+        # yaml/v2 orders Namespaces before namespaced objects, not before a cluster-scoped Profile.
+        profile_["metadata"]["annotations"] = {"config.kubernetes.io/depends-on": f"/Namespace/{profile.name}"}
+        objects.append(profile_)
+    return objects
+
+
+def role_bound_objects(profile: ProfileSpec, role_arn: str) -> list[dict[str, Any]]:
+    """What carries the role ARN of a profile with a data lake: the Profile with its plugin and the
+    pipeline-runner service account."""
+    if profile.data_lake is None:
+        raise ValueError(f"profile {profile.name!r} has no data lake, so no role")
+    return [profile_object(profile, role_arn), *pipeline_runner_objects(profile.name, role_arn)]
+
+
+def manifest(objects: Iterable[dict[str, Any]]) -> str:
+    """The objects as one YAML stream of JSON documents (JSON is YAML, and quoting every string keeps
+    values like "0" or "true" strings). One string per ConfigGroup: the Python SDK serializes and
+    deserializes an `objs` list leaf by leaf, which for thousands of profiles costs more than everything else."""
+    return "\n---\n".join(json.dumps(obj, sort_keys=True) for obj in objects) + "\n"
+
+
+def parse_manifest(text: str) -> list[dict[str, Any]]:
+    """The objects of a `manifest` stream."""
+    return [json.loads(document) for document in text.split("\n---\n") if document.strip()]
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _copy(metadata: dict[str, Any]) -> dict[str, Any]:
+    # Each object gets its own dicts: a consumer editing one must not edit its sibling.
+    return {**metadata, "annotations": dict(metadata["annotations"])}

@@ -1,0 +1,67 @@
+"""Plans for the preview and diff tests: evaluated once per session, or built by hand from upstream objects."""
+
+from __future__ import annotations
+
+import copy
+import io
+from typing import Any
+
+from tests.conftest import MARKER_SECRETS
+from tests.upstream import CURRENT_VERSION, manifests_path
+from tools.plan import CONFIG_GROUP, PLAN_FORMAT
+from tools.preview import Progress, evaluate
+
+_PLANS: dict[tuple[str, str], tuple[dict[str, Any], list[str]]] = {}
+
+
+def evaluated_plan(stack: str, version: str = CURRENT_VERSION) -> tuple[dict[str, Any], list[str]]:
+    """The preview plan of `stack` with that upstream release and the marker secrets, and its leaks.
+
+    Evaluated once per session; a deep copy is returned so a test cannot change another's plan.
+    """
+    if (stack, version) not in _PLANS:
+        _PLANS[(stack, version)] = evaluate(
+            stack,
+            manifests=str(manifests_path(version)),
+            kubeflow_version=version,
+            secrets=MARKER_SECRETS,
+            progress=Progress(io.StringIO()),
+        )
+    return copy.deepcopy(_PLANS[(stack, version)])
+
+
+def config_group_plan(objects: list[dict], stack: str = "test", name: str = "kubeflow") -> dict[str, Any]:
+    """A plan holding one ConfigGroup that applies `objects`: the diff engine without the Kubeflow component.
+
+    The objects are not copied (the upstream releases are large); callers must not change the plan.
+    """
+    stack_urn = f"urn:pulumi:{stack}::kubeflow-platform::pulumi:pulumi:Stack::kubeflow-platform-{stack}"
+    provider = f"urn:pulumi:{stack}::kubeflow-platform::pulumi:pulumi:Stack$pulumi:providers:kubernetes::k8s"
+    return {
+        "format": PLAN_FORMAT,
+        "project": "kubeflow-platform",
+        "stack": stack,
+        "outputs": {},
+        "resources": [
+            resource(stack, "pulumi:providers:kubernetes", "k8s", stack_urn, {"kubeconfig": "{}"}),
+            resource(stack, CONFIG_GROUP, name, stack_urn, {"objs": objects}, provider=provider,
+                     custom=False),
+        ],
+    }
+
+
+def resource(stack: str, type_: str, name: str, parent: str, inputs: dict[str, Any], *, provider: str = "",
+             custom: bool = True, dependencies: tuple[str, ...] = (), protect: bool = False) -> dict[str, Any]:
+    """One plan.json resource entry."""
+    return {
+        "urn": f"urn:pulumi:{stack}::kubeflow-platform::pulumi:pulumi:Stack${type_}::{name}",
+        "type": type_,
+        "name": name,
+        "parent": parent,
+        "provider": provider,
+        "custom": custom,
+        "dependencies": sorted(dependencies),
+        "options": {"protect": protect, "retainOnDelete": False, "deleteBeforeReplace": False,
+                    "ignoreChanges": [], "replaceOnChanges": []},
+        "inputs": inputs,
+    }

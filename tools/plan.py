@@ -1,0 +1,505 @@
+"""The reviewable plan: what one program run registered, as plain data that can be saved, diffed and checked.
+
+`build_plan` turns a mock-runtime run into the plan (`plan.json`): every resource with its type, name,
+parent, provider, dependencies, options and inputs, plus the stack outputs. Two values stand in for what
+a reviewer must not or cannot see:
+
+- `[secret]`: a Pulumi secret (from the recorded secret paths), or a secret value the program let out
+  of its secret wrapper (reported as a problem, because a real `pulumi up` would store it in clear);
+- `(known after deploy)`: a value the mock runtime's preview mode left unknown, as a real preview does.
+
+The Kubernetes objects that would be applied are taken from the plan itself (`kubernetes_objects`): the
+`objs` (and inline `yaml`) of every `kubernetes:yaml/v2:ConfigGroup`, and every individual `kubernetes:*`
+resource that carries an object. Nothing here knows about particular components.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pulumi.runtime import rpc
+
+from tools.mock_runtime import PROJECT, ProgramRun
+
+#: Version of the plan.json layout; a saved plan of another layout is refused by the diff.
+PLAN_FORMAT = 1
+SECRET = "[secret]"
+KNOWN_AFTER_DEPLOY = "(known after deploy)"
+CONFIG_GROUP = "kubernetes:yaml/v2:ConfigGroup"
+
+PLAN_FILE = "plan.json"
+MANIFESTS_DIR = "manifests"
+IMAGES_FILE = "images.txt"
+TRANSFORM_REPORT_FILE = "transform-report.txt"
+
+#: Stack exports with a file of their own (besides appearing under the plan's outputs).
+IMAGE_MIRROR_EXPORT = "imageMirror"
+TRANSFORM_REPORT_EXPORT = "transformReport"
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+Path_ = tuple[str | int, ...]
+
+
+def format_part(part: str | int, first: bool) -> str:
+    """One step of a path: `.key`, `[3]`, or `["key.with/dots"]` where a dot would be ambiguous."""
+    if isinstance(part, int):
+        return f"[{part}]"
+    if _IDENTIFIER.match(part):
+        return part if first else f".{part}"
+    return f"[{json.dumps(part)}]"
+
+
+def format_path(parts: Iterable[str | int]) -> str:
+    """`spec.template.metadata.annotations["sidecar.istio.io/inject"]`: dots only where they are unambiguous."""
+    return "".join(format_part(part, i == 0) for i, part in enumerate(parts))
+
+
+@dataclass
+class _Masking:
+    """Turns recorded values into plain JSON data, masking secrets and marking unknowns."""
+
+    secret_paths: frozenset[str]
+    #: Secret values the run was given; finding one in clear is a leak.
+    secret_values: tuple[str, ...]
+    where: str
+    leaks: list[str] = field(default_factory=list)
+
+    def _secret_below(self, recorded: str) -> bool:
+        if not recorded:
+            return bool(self.secret_paths)
+        return any(p == recorded or p.startswith(recorded + ".") or p.startswith(recorded + "[") for p in self.secret_paths)
+
+    def _leaked(self, text: str) -> bool:
+        return any(secret in text for secret in self.secret_values)
+
+    def plain(self, value: Any, parts: Path_ = (), recorded: str = "") -> Any:
+        """`value` as JSON data; `recorded` is `parts` in the spelling of the recorded secret paths."""
+        if recorded in self.secret_paths:
+            return SECRET
+        if rpc.is_rpc_secret(value):
+            # The SDK pushes secretness up to the enclosing object when it deserializes; the recorded
+            # paths say which leaves are secret. Without any, the whole object is the secret.
+            if not self._secret_below(recorded):
+                return SECRET
+            value = rpc.unwrap_rpc_secret(value)
+        if _is_unknown(value):
+            return KNOWN_AFTER_DEPLOY
+        if isinstance(value, Mapping):
+            return {str(k): self.plain(v, (*parts, str(k)), f"{recorded}.{k}" if recorded else str(k))
+                    for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.plain(v, (*parts, i), f"{recorded}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, bool) or value is None or isinstance(value, int):
+            return value
+        if isinstance(value, float):
+            # The wire format has only doubles: replicas: 1 arrives as 1.0 and must be written back as 1.
+            return int(value) if value.is_integer() else value
+        if isinstance(value, str):
+            if self._leaked(value):
+                self.leaks.append(f"{self.where} {format_path(parts)}: holds a secret value outside a Pulumi secret "
+                                  "(a real deployment would store it in clear; wrap it with pulumi.Output.secret)")
+                return SECRET
+            return value
+        return self._opaque(value, parts, recorded)
+
+    def _opaque(self, value: Any, parts: Path_, recorded: str) -> Any:
+        # Assets, archives and resource references: keep what identifies them, never a memory address.
+        for attribute in ("path", "uri", "text", "assets"):
+            if hasattr(value, attribute):
+                return {type(value).__name__: self.plain(getattr(value, attribute), parts, recorded)}
+        return f"<{type(value).__name__}>"
+
+
+def _is_unknown(value: Any) -> bool:
+    from pulumi.output import Unknown
+
+    return isinstance(value, Unknown) or (isinstance(value, str) and value == rpc.UNKNOWN)
+
+
+def _provider_urn(reference: str) -> str:
+    # A provider reference is `<provider urn>::<provider id>`; the id is unknown in a preview and made up by
+    # the mocks otherwise, so only the URN says which provider it is.
+    return reference.rsplit("::", 1)[0] if reference else ""
+
+
+def _secret_variants(values: Iterable[str]) -> tuple[str, ...]:
+    variants: set[str] = set()
+    for value in values:
+        if value:
+            variants.add(value)
+            # Kubernetes Secret `data` carries values base64-encoded.
+            variants.add(base64.b64encode(value.encode()).decode())
+    return tuple(sorted(variants))
+
+
+def build_plan(run: ProgramRun, secret_values: Iterable[str] = ()) -> tuple[dict[str, Any], list[str]]:
+    """The plan of `run`, and the places where a secret value appears outside a Pulumi secret."""
+    secrets = _secret_variants(secret_values)
+    leaks: list[str] = []
+    resources = []
+    for registration in sorted(run.resources, key=lambda r: r.urn):
+        masking = _Masking(frozenset(registration.secret_paths), secrets, f"{registration.type} {registration.name}: inputs")
+        resources.append({
+            "urn": registration.urn,
+            "type": registration.type,
+            "name": registration.name,
+            "parent": registration.parent,
+            "provider": _provider_urn(registration.provider),
+            "custom": registration.custom,
+            "dependencies": sorted(registration.dependencies),
+            "options": {
+                "protect": registration.protect,
+                "retainOnDelete": registration.retain_on_delete,
+                "deleteBeforeReplace": registration.delete_before_replace,
+                "ignoreChanges": sorted(registration.ignore_changes),
+                "replaceOnChanges": sorted(registration.replace_on_changes),
+            },
+            "inputs": masking.plain(registration.inputs),
+        })
+        leaks += masking.leaks
+    outputs: dict[str, Any] = {}
+    for key in sorted(run.exports):
+        if key in run.secret_exports:
+            outputs[key] = SECRET
+        elif key in run.unknown_exports:
+            outputs[key] = KNOWN_AFTER_DEPLOY
+        else:
+            masking = _Masking(frozenset(), secrets, f"stack output {key}:")
+            outputs[key] = masking.plain(run.exports[key])
+            leaks += masking.leaks
+    plan = {"format": PLAN_FORMAT, "project": PROJECT, "stack": run.stack, "resources": resources, "outputs": outputs}
+    return plan, leaks
+
+
+def plan_json(plan: Mapping[str, Any]) -> str:
+    """The plan as saved: sorted keys and a final newline, so the same plan is always the same bytes."""
+    return json.dumps(plan, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def load_plan(directory: Path) -> dict[str, Any]:
+    path = directory / PLAN_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} holds no {PLAN_FILE}; write one with `make preview`")
+    plan = json.loads(path.read_text())
+    if plan.get("format") != PLAN_FORMAT:
+        raise ValueError(f"{path} has plan format {plan.get('format')!r}; this tool reads format {PLAN_FORMAT}. "
+                         "Write it again with `make preview`.")
+    return plan
+
+
+def unknown_paths(value: Any, parts: Path_ = ()) -> Iterator[str]:
+    """Paths of the values in `value` that are known only after deploy."""
+    if value == KNOWN_AFTER_DEPLOY:
+        yield format_path(parts)
+    elif isinstance(value, Mapping):
+        for key in sorted(value):
+            yield from unknown_paths(value[key], (*parts, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from unknown_paths(item, (*parts, index))
+
+
+# --- Kubernetes objects -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KubernetesObject:
+    """One object that would be applied, and which resource applies it."""
+
+    obj: dict[str, Any]
+    #: File under manifests/ it is written to.
+    file: str
+    #: The resource that applies it (`ConfigGroup kubeflow-core`, `ServiceAccount pipeline-runner`).
+    source: str
+    #: URN of that resource.
+    urn: str = ""
+    #: Server-side apply patch of an object that exists already (`kubernetes:*Patch` types).
+    patch: bool = False
+
+    @property
+    def key(self) -> str:
+        """`apiVersion kind namespace/name` (cluster-scoped: `apiVersion kind name`), as the diff matches them."""
+        metadata = self.obj.get("metadata") if isinstance(self.obj.get("metadata"), Mapping) else {}
+        namespace = metadata.get("namespace")
+        name = metadata.get("name", "<unnamed>")
+        where = f"{namespace}/{name}" if namespace else str(name)
+        return f"{self.obj.get('apiVersion', '<no apiVersion>')} {self.obj.get('kind', '<no kind>')} {where}" + (
+            " (patch)" if self.patch else "")
+
+
+@dataclass(frozen=True)
+class KubernetesObjects:
+    objects: list[KubernetesObject]
+    #: Resources whose objects cannot be known offline (charts, files, unknown inputs), one line each.
+    not_expanded: list[str]
+
+
+_NOT_OBJECT_TYPES = ("kubernetes:yaml/v2:", "kubernetes:yaml:", "kubernetes:helm.sh/", "kubernetes:kustomize")
+
+
+def _safe_file_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
+def _config_group_order(groups: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """ConfigGroups in the order they are applied (their `dependsOn` chain), ties by name."""
+    by_urn = {g["urn"]: g for g in groups}
+    placed: list[Mapping[str, Any]] = []
+    done: set[str] = set()
+    remaining = sorted(groups, key=lambda g: (g["name"], g["urn"]))
+    while remaining:
+        ready = [g for g in remaining if all(d in done or d not in by_urn for d in g["dependencies"])]
+        # A cycle cannot be deployed either; place the rest by name rather than loop.
+        for group in ready or remaining:
+            placed.append(group)
+            done.add(group["urn"])
+        remaining = [g for g in remaining if g["urn"] not in done]
+    return placed
+
+
+def _objects_of_config_group(resource: Mapping[str, Any], file: str) -> tuple[list[KubernetesObject], list[str]]:
+    inputs = resource["inputs"]
+    source = f"ConfigGroup {resource['name']}"
+    objects: list[KubernetesObject] = []
+    missing: list[str] = []
+    objs = inputs.get("objs")
+    if isinstance(objs, list):
+        for obj in objs:
+            if isinstance(obj, Mapping):
+                objects.append(KubernetesObject(dict(obj), file, source, resource["urn"]))
+            else:
+                missing.append(f"{source}: an entry of objs is {obj!r}")
+    elif objs is not None:
+        missing.append(f"{source}: objs is {objs!r}")
+    documents = inputs.get("yaml")
+    for text in documents if isinstance(documents, list) else [documents] if documents else []:
+        if text in (SECRET, KNOWN_AFTER_DEPLOY):
+            missing.append(f"{source}: yaml is {text}")
+            continue
+        for obj in yaml.safe_load_all(text):
+            if obj:
+                objects.append(KubernetesObject(obj, file, source, resource["urn"]))
+    if inputs.get("files"):
+        missing.append(f"{source}: files {inputs['files']!r} are read by the provider at deploy time")
+    return objects, missing
+
+
+def kubernetes_objects(plan: Mapping[str, Any]) -> KubernetesObjects:
+    """Every Kubernetes object the plan would apply: per ConfigGroup in apply order, then per kind."""
+    resources = plan["resources"]
+    groups = _config_group_order([r for r in resources if r["type"] == CONFIG_GROUP])
+    objects: list[KubernetesObject] = []
+    not_expanded: list[str] = []
+    width = len(str(len(groups)))
+    for index, group in enumerate(groups, start=1):
+        file = f"{index:0{width}d}-configgroup-{_safe_file_name(group['name'])}.yaml"
+        found, missing = _objects_of_config_group(group, file)
+        objects += found
+        not_expanded += missing
+    singles: list[KubernetesObject] = []
+    for resource in resources:
+        type_ = resource["type"]
+        if not type_.startswith("kubernetes:") or type_ == CONFIG_GROUP:
+            continue
+        inputs = resource["inputs"]
+        if type_.startswith(_NOT_OBJECT_TYPES) or not ("apiVersion" in inputs and "kind" in inputs):
+            not_expanded.append(f"{type_} {resource['name']}: not an object the preview can expand")
+            continue
+        patch = type_.endswith("Patch")
+        kind = str(inputs["kind"])
+        file = f"{_safe_file_name(kind)}{'-patch' if patch else ''}.yaml"
+        singles.append(KubernetesObject(dict(inputs), file, f"{type_.rsplit(':', 1)[-1]} {resource['name']}",
+                                        resource["urn"], patch))
+    singles.sort(key=lambda o: (o.file, o.key, o.source))
+    return KubernetesObjects(objects + singles, sorted(not_expanded))
+
+
+class _ManifestDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
+    """Block style, multi-line strings as literal blocks (ConfigMaps stay readable).
+
+    libyaml's emitter writes the 611 upstream objects about four times faster than the pure-Python one.
+    """
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value and not any(c in value for c in "\r\t") and value == value.rstrip(" ") else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_ManifestDumper.add_representer(str, _represent_str)
+
+
+def manifests_yaml(objects: list[KubernetesObject]) -> str:
+    """Objects as one YAML stream, sorted keys, in the given order."""
+    return yaml.dump_all([o.obj for o in objects], Dumper=_ManifestDumper, sort_keys=True,
+                         default_flow_style=False, allow_unicode=True, width=10_000)
+
+
+def manifest_files(found: KubernetesObjects) -> dict[str, str]:
+    """File name under manifests/ -> its text, each with a header saying what applies it."""
+    by_file: dict[str, list[KubernetesObject]] = {}
+    for obj in found.objects:
+        by_file.setdefault(obj.file, []).append(obj)
+    files: dict[str, str] = {}
+    for name in sorted(by_file):
+        objects = by_file[name]
+        sources = sorted({o.source for o in objects})
+        header = f"# {len(objects)} object{'s' if len(objects) != 1 else ''} applied by {', '.join(sources)}"
+        if name[0].isdigit():
+            header += " (in the ConfigGroup's order; files are numbered in apply order)"
+        files[name] = header + "\n" + manifests_yaml(objects)
+    return files
+
+
+# --- Image mirror list and transformation report (stack exports) -------------------------------------
+
+
+def image_mirror_lines(outputs: Mapping[str, Any]) -> list[str]:
+    """`<source> <target>` per image, sorted: the list the registry team copies before a deploy.
+
+    Reads the `imageMirror` export: a list of `{source, target}` or a mapping source -> target.
+    """
+    exported = outputs.get(IMAGE_MIRROR_EXPORT)
+    if exported is None:
+        return [f"# no {IMAGE_MIRROR_EXPORT} export: this program mirrors no images yet"]
+    pairs, problem = image_mirror_pairs(exported)
+    if problem:
+        return [f"# {problem}"]
+    return [f"{source} {target}" for source, target in pairs]
+
+
+def image_mirror_pairs(exported: Any) -> tuple[list[tuple[str, str]], str]:
+    """(source, target) pairs of an `imageMirror` export, sorted, or what is wrong with its shape."""
+    if exported in (SECRET, KNOWN_AFTER_DEPLOY):
+        return [], f"{IMAGE_MIRROR_EXPORT} is {exported}"
+    if isinstance(exported, Mapping):
+        return sorted((str(s), str(t)) for s, t in exported.items()), ""
+    if not isinstance(exported, list):
+        return [], f"{IMAGE_MIRROR_EXPORT} is a {type(exported).__name__}; expected a list of {{source, target}} or a mapping"
+    pairs: set[tuple[str, str]] = set()
+    for entry in exported:
+        if not (isinstance(entry, Mapping) and isinstance(entry.get("source"), str) and isinstance(entry.get("target"), str)):
+            return [], f"{IMAGE_MIRROR_EXPORT} entry {json.dumps(entry, sort_keys=True)[:120]} is not {{source, target}}"
+        pairs.add((entry["source"], entry["target"]))
+    return sorted(pairs), ""
+
+
+@dataclass(frozen=True)
+class TransformSummary:
+    """What the transformations did, read from the `transformReport` export."""
+
+    #: transformation name -> [(object ref, what changed)], in the export's order of transformations
+    changes: dict[str, list[tuple[str, str]]]
+    #: object ref -> exclusion rule
+    excluded: dict[str, str]
+    #: exclusion rule -> why it is in force
+    exclusions: dict[str, str]
+    #: refs of objects the transformations produced
+    added: list[str]
+    present: bool = True
+
+    def headline(self) -> str:
+        if not self.present:
+            return f"no {TRANSFORM_REPORT_EXPORT} export: no transformation report yet"
+        changed = {ref for entries in self.changes.values() for ref, _ in entries}
+        per_step = ", ".join(f"{name} {len(entries)}" for name, entries in self.changes.items())
+        rules: dict[str, int] = {}
+        for rule in self.excluded.values():
+            rules[rule] = rules.get(rule, 0) + 1
+        per_rule = ", ".join(f"{rule} {count}" for rule, count in sorted(rules.items()))
+        return (f"{sum(len(e) for e in self.changes.values())} changes to {len(changed)} objects"
+                + (f" ({per_step})" if per_step else "")
+                + f"; {len(self.excluded)} objects excluded" + (f" ({per_rule})" if per_rule else "")
+                + f"; {len(self.added)} objects added")
+
+
+def _change_entry(entry: Any) -> tuple[str, str]:
+    if isinstance(entry, Mapping):
+        return str(entry.get("ref", "")), str(entry.get("what", ""))
+    if isinstance(entry, (list, tuple)) and len(entry) == 2:
+        return str(entry[0]), str(entry[1])
+    return "", str(entry)
+
+
+def transform_summary(outputs: Mapping[str, Any]) -> TransformSummary:
+    """Reads the `transformReport` export (every key optional):
+
+    `{"changes": {transformation: [{"ref", "what"}]}, "excluded": {ref: rule}, "exclusions": {rule: why},
+    "added": [ref]}`
+    """
+    exported = outputs.get(TRANSFORM_REPORT_EXPORT)
+    if not isinstance(exported, Mapping):
+        return TransformSummary({}, {}, {}, [], present=False)
+
+    # A part of the wrong shape reads as empty here; the offline checks report it (plan_checks).
+    def mapping(key: str) -> Mapping[str, Any]:
+        value = exported.get(key)
+        return value if isinstance(value, Mapping) else {}
+
+    added = exported.get("added")
+    changes = {str(name): [_change_entry(e) for e in entries] if isinstance(entries, list) else []
+               for name, entries in mapping("changes").items()}
+    return TransformSummary(
+        changes=changes,
+        excluded={str(k): str(v) for k, v in sorted(mapping("excluded").items())},
+        exclusions={str(k): str(v) for k, v in sorted(mapping("exclusions").items())},
+        added=sorted(str(ref) for ref in added) if isinstance(added, list) else [],
+    )
+
+
+def transform_report_text(summary: TransformSummary) -> str:
+    if not summary.present:
+        return f"# {summary.headline()}\n"
+    lines = [f"# {summary.headline()}", ""]
+    lines.append("Changed, per transformation (in the order they run):")
+    for name, entries in summary.changes.items():
+        lines.append(f"  {name}: {len(entries)} changes")
+        lines += [f"    {ref}: {what}" if ref else f"    {what}" for ref, what in sorted(entries)]
+    lines += ["", "Excluded, per rule:"]
+    by_rule: dict[str, list[str]] = {}
+    for ref, rule in summary.excluded.items():
+        by_rule.setdefault(rule, []).append(ref)
+    for rule in sorted(set(by_rule) | set(summary.exclusions)):
+        why = summary.exclusions.get(rule)
+        refs = by_rule.get(rule, [])
+        lines.append(f"  {rule}: {len(refs)} objects" + (f" ({why})" if why else ""))
+        lines += [f"    {ref}" for ref in sorted(refs)]
+    lines += ["", f"Added by transformations: {len(summary.added)} objects"]
+    lines += [f"  {ref}" for ref in summary.added]
+    return "\n".join(lines) + "\n"
+
+
+# --- Writing a plan directory ------------------------------------------------------------------------
+
+
+def write_plan_dir(plan: Mapping[str, Any], directory: Path) -> list[Path]:
+    """Writes plan.json, manifests/, images.txt and transform-report.txt; returns what it wrote.
+
+    Only these are replaced (manifests/ entirely, so a file of a removed ConfigGroup does not linger);
+    nothing else in `directory` is touched.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    written = [directory / PLAN_FILE]
+    (directory / PLAN_FILE).write_text(plan_json(plan))
+    manifests = directory / MANIFESTS_DIR
+    if manifests.is_dir():
+        for stale in manifests.glob("*.yaml"):
+            stale.unlink()
+    manifests.mkdir(exist_ok=True)
+    found = kubernetes_objects(plan)
+    for name, text in manifest_files(found).items():
+        (manifests / name).write_text(text)
+    written.append(manifests)
+    (directory / IMAGES_FILE).write_text("\n".join(image_mirror_lines(plan["outputs"])) + "\n")
+    written.append(directory / IMAGES_FILE)
+    (directory / TRANSFORM_REPORT_FILE).write_text(transform_report_text(transform_summary(plan["outputs"])))
+    written.append(directory / TRANSFORM_REPORT_FILE)
+    return written

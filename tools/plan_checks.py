@@ -1,0 +1,80 @@
+"""Offline validation of a plan: the checks `make preview` runs before anyone deploys it.
+
+`validate_plan(plan)` takes the plan exactly as `plan.json` holds it (see tools/plan.py: secrets are
+`[secret]`, deploy-time values `(known after deploy)`) and returns every problem found, one readable line
+each, naming the resource or object. An empty list means the plan passes.
+
+To add a check (schemas, guardrails, ...), write a function `(plan) -> Iterable[str]` and append it to
+`CHECKS`. `kubernetes_objects(plan)` gives every object the plan would apply, with the resource that
+applies it. Checks must not raise on a plan they do not understand; they report it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from tools.plan import (
+    IMAGE_MIRROR_EXPORT,
+    TRANSFORM_REPORT_EXPORT,
+    image_mirror_pairs,
+    kubernetes_objects,
+)
+
+Plan = Mapping[str, Any]
+
+
+def objects_are_identified(plan: Plan) -> Iterable[str]:
+    """The provider needs apiVersion, kind and metadata.name to apply an object at all."""
+    for found in kubernetes_objects(plan).objects:
+        obj = found.obj
+        metadata = obj.get("metadata")
+        missing = [field for field, present in (
+            ("apiVersion", isinstance(obj.get("apiVersion"), str)),
+            ("kind", isinstance(obj.get("kind"), str)),
+            ("metadata.name", isinstance(metadata, Mapping) and isinstance(metadata.get("name"), str)),
+        ) if not present]
+        if missing:
+            yield f"{found.source}: object {found.key} has no {', '.join(missing)}"
+
+
+def objects_are_applied_once(plan: Plan) -> Iterable[str]:
+    """Two resources applying the same object fight over it on every `pulumi up`."""
+    sources: dict[str, list[str]] = {}
+    for found in kubernetes_objects(plan).objects:
+        sources.setdefault(found.key, []).append(found.source)
+    for key, where in sorted(sources.items()):
+        if len(where) > 1:
+            yield f"object {key} is applied {len(where)} times (by {', '.join(sorted(where))})"
+
+
+def exports_have_the_shapes_the_preview_reads(plan: Plan) -> Iterable[str]:
+    """images.txt and the transformation report are only as good as the exports they are read from."""
+    outputs = plan["outputs"]
+    if IMAGE_MIRROR_EXPORT in outputs:
+        _, problem = image_mirror_pairs(outputs[IMAGE_MIRROR_EXPORT])
+        if problem:
+            yield f"stack output {problem}"
+    report = outputs.get(TRANSFORM_REPORT_EXPORT)
+    if report is not None:
+        if not isinstance(report, Mapping):
+            yield f"stack output {TRANSFORM_REPORT_EXPORT} is a {type(report).__name__}; expected a mapping"
+            return
+        for key, expected in (("changes", Mapping), ("excluded", Mapping), ("exclusions", Mapping), ("added", list)):
+            if key in report and not isinstance(report[key], expected):
+                yield f"stack output {TRANSFORM_REPORT_EXPORT}.{key} is a {type(report[key]).__name__}; expected a {expected.__name__.lower()}"
+
+
+CHECKS: list[Callable[[Plan], Iterable[str]]] = [
+    objects_are_identified,
+    objects_are_applied_once,
+    exports_have_the_shapes_the_preview_reads,
+]
+
+
+def validate_plan(plan: Plan) -> list[str]:
+    """Every problem every check finds in `plan`; empty when it passes."""
+    problems: list[str] = []
+    for check in CHECKS:
+        problems += list(check(plan))
+    return problems
