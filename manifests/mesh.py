@@ -4,15 +4,33 @@ from __future__ import annotations
 
 import json
 
+import yaml
+
 from manifests.objects import Change, TransformResult, api_group, clone, containers_of, object_ref, pod_template
 from manifests.options import GatewayOptions, MeshOptions, PodTemplateOptions
 
 INJECT = "sidecar.istio.io/inject"
 EXCLUDE_OUTBOUND_PORTS = "traffic.sidecar.istio.io/excludeOutboundPorts"
+#: The profile controller's ConfigMap (kustomize adds a hash suffix) and its one key.
+PROFILE_LABELS_CONFIGMAP = "namespace-labels-data"
+PROFILE_LABELS_KEY = "namespace-labels.yaml"
+
+
+def profile_namespace_labels(mesh: MeshOptions) -> dict[str, str]:
+    """What the profile controller's labels file must say for profile namespaces to join the mesh.
+
+    The controller (1.9, 1.10) creates a profile's namespace with `istio-injection: enabled`, then applies
+    the file: a label is added only where its key is missing, and a key with an empty value is removed.
+    A namespace it adopts (one that exists with the owner's annotation) gets only the file's labels. So
+    the file names the mesh label for adopted namespaces, and for a revisioned mesh also removes the
+    injection label, which Istio would obey instead of `istio.io/rev`.
+    """
+    return {"istio.io/rev": mesh.revision, "istio-injection": ""} if mesh.revision else {"istio-injection": "enabled"}
 
 
 def label_namespaces(objects: list[dict], mesh: MeshOptions) -> TransformResult:
-    """Every Namespace joins the mesh: `istio-injection: enabled`, or `istio.io/rev` for revisioned meshes.
+    """Every Namespace joins the mesh: `istio-injection: enabled`, or `istio.io/rev` for revisioned meshes;
+    so does every namespace the profile controller creates or adopts (its labels file, see above).
 
     Istio ignores `istio.io/rev` while `istio-injection` is present, so each form drops the other.
     """
@@ -20,6 +38,13 @@ def label_namespaces(objects: list[dict], mesh: MeshOptions) -> TransformResult:
     dropped = "istio-injection" if mesh.revision else "istio.io/rev"
     result, changes = [], []
     for obj in objects:
+        if _is_profile_labels(obj):
+            labelled = _label_profile_namespaces(obj, mesh)
+            if labelled is not None:
+                copy, what = labelled
+                changes.append(Change(object_ref(obj), what))
+                result.append(copy)
+                continue
         labels = (obj.get("metadata") or {}).get("labels") or {}
         if obj.get("kind") != "Namespace" or (all(labels.get(k) == v for k, v in wanted.items()) and dropped not in labels):
             result.append(obj)
@@ -33,6 +58,28 @@ def label_namespaces(objects: list[dict], mesh: MeshOptions) -> TransformResult:
             new_labels[key] = value
         result.append(copy)
     return TransformResult(result, tuple(changes))
+
+
+def _is_profile_labels(obj: dict) -> bool:
+    name = str((obj.get("metadata") or {}).get("name", ""))
+    return obj.get("kind") == "ConfigMap" and name.startswith(PROFILE_LABELS_CONFIGMAP) and PROFILE_LABELS_KEY in (obj.get("data") or {})
+
+
+def _label_profile_namespaces(obj: dict, mesh: MeshOptions) -> tuple[dict, str] | None:
+    text = obj["data"][PROFILE_LABELS_KEY] or ""
+    labels = yaml.safe_load(text) or {}
+    if not isinstance(labels, dict):
+        # Not the map of labels the controller reads; left for schema validation and review to catch.
+        return None
+    wanted = profile_namespace_labels(mesh)
+    if all(labels.get(key) == value for key, value in wanted.items()):
+        return None
+    new_labels = {**labels, **wanted}
+    copy = clone(obj)
+    # Upstream's comments go: they document the defaults this file no longer has.
+    copy["data"][PROFILE_LABELS_KEY] = yaml.safe_dump(new_labels, sort_keys=False, default_flow_style=False)
+    what = ", ".join(f"{key}: {labels.get(key)!r} -> {value!r}" for key, value in wanted.items() if labels.get(key) != value)
+    return copy, f"data[{PROFILE_LABELS_KEY}] {what} (profile namespaces join the mesh)"
 
 
 def label_pod_templates(objects: list[dict], options: PodTemplateOptions) -> TransformResult:

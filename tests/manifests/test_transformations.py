@@ -137,6 +137,30 @@ def test_namespaces_get_the_revision_label_and_lose_istio_injection():
     assert plain.objects[0]["metadata"]["labels"] == {"istio-injection": "enabled"}
 
 
+def _profile_labels(text):
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "namespace-labels-data-2k29b64d74", "namespace": "kubeflow"},
+            "data": {"namespace-labels.yaml": text}}
+
+
+UPSTREAM_PROFILE_LABELS = '# Profile controller will not replace a namespace label if its key already exists.\npipelines.kubeflow.org/enabled: "true"\n'
+
+
+def test_profile_namespaces_the_controller_adopts_get_the_mesh_label():
+    result = label_namespaces([_profile_labels(UPSTREAM_PROFILE_LABELS)], MeshOptions())
+    labels = yaml.safe_load(result.objects[0]["data"]["namespace-labels.yaml"])
+    assert labels == {"pipelines.kubeflow.org/enabled": "true", "istio-injection": "enabled"}
+    assert [change.ref for change in result.changes] == ["ConfigMap kubeflow/namespace-labels-data-2k29b64d74"]
+
+
+def test_a_revisioned_mesh_removes_the_injection_label_the_profile_controller_sets_on_creation():
+    result = label_namespaces([_profile_labels(UPSTREAM_PROFILE_LABELS)], MeshOptions(revision="1-24"))
+    labels = yaml.safe_load(result.objects[0]["data"]["namespace-labels.yaml"])
+    # An empty value is the controller's way to remove a label; Istio would obey istio-injection over istio.io/rev.
+    assert labels["istio.io/rev"] == "1-24" and labels["istio-injection"] == ""
+    again = label_namespaces(result.objects, MeshOptions(revision="1-24"))
+    assert again.changes == () and again.objects[0] is result.objects[0]
+
+
 @pytest.mark.parametrize("kind", ["Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"])
 def test_every_workload_kind_gets_the_sidecar_annotation_and_org_labels(kind):
     result = label_pod_templates([workload(kind, "w")], PodTemplateOptions(labels=(("team", "ml"),), annotations=(("cost", "42"),)))
