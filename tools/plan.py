@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 from pulumi.runtime import rpc
 
+from manifests.objects import objects_from_config_group_inputs
 from tools.mock_runtime import PROJECT, ProgramRun
 
 #: Version of the plan.json layout; a saved plan of another layout is refused by the diff.
@@ -284,9 +285,8 @@ def _objects_of_config_group(resource: Mapping[str, Any], file: str) -> tuple[li
         if text in (SECRET, KNOWN_AFTER_DEPLOY):
             missing.append(f"{source}: yaml is {text}")
             continue
-        for obj in yaml.safe_load_all(text):
-            if obj:
-                objects.append(KubernetesObject(obj, file, source, resource["urn"]))
+        for obj in objects_from_config_group_inputs({"yaml": text}):
+            objects.append(KubernetesObject(obj, file, source, resource["urn"]))
     if inputs.get("files"):
         missing.append(f"{source}: files {inputs['files']!r} are read by the provider at deploy time")
     return objects, missing
