@@ -1,15 +1,17 @@
 """Guardrail checks: the enterprise's rules, as pure functions over what the program plans to register.
 
-The same functions run in three places: the CrossGuard policy pack (`policy/`), the offline preview and
-the tests. They see a generic model, so none of them imports Pulumi:
+The same functions run in three places: the CrossGuard policy pack (`policy/`), the offline preview
+(`tools/plan_checks.py`, over plan.json) and the tests. Each place adapts what it has to one generic model,
+so none of the checks imports Pulumi:
 
 - `PlannedResource(type, name, props)`: one registration, `props` being its inputs in the engine's
-  camelCase spelling (what a policy pack and the mock runtime see);
-- Kubernetes objects: extracted from `kubernetes:yaml/v2:ConfigGroup` inputs (`yaml` text of JSON or YAML
-  documents, or `objs`) and from individual `kubernetes:*` resources (`kubernetes_objects_of`).
+  camelCase spelling; `Secret` stands for a Pulumi secret, `Unknown` for a value known only at deploy time.
+- `PlannedObject(obj, typed)`: one Kubernetes object that would be applied: a document of a
+  `kubernetes:yaml/v2:ConfigGroup` or a typed `kubernetes:*` resource of its own (`objects_by_origin`).
 
 Every check returns violations: one message each, naming the resource or object and the field. An empty
-list means the rule holds. `check_plan` runs all of them.
+list means the rule holds. `check_plan` runs all of them; a violation found in something that holds a
+value known only at deploy time is *deferred* rather than reported, as CrossGuard does during a preview.
 """
 
 from __future__ import annotations
@@ -24,15 +26,28 @@ from typing import Any, Callable
 import yaml
 
 from manifests.images import PUBLIC_REGISTRIES
-from manifests.objects import CONTAINER_LISTS, containers_of, object_ref, pod_template
+from manifests.mesh import PROFILE_LABELS_CONFIGMAP, PROFILE_LABELS_KEY, profile_namespace_labels
+from manifests.objects import CONTAINER_LISTS, object_ref, objects_from_config_group_inputs, pod_template
+from manifests.options import MeshOptions
 
-# libyaml parses the ConfigGroups' ~10 MB of JSON documents about ten times faster than pure Python.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+class Secret:
+    """A value the engine keeps encrypted (a Pulumi secret). Checks never read what is inside."""
 
-# Pulumi's wire marker for a secret value (`pulumi.runtime.rpc._special_sig_key` and the secret
-# signature): a value wrapped like this is encrypted in the state, so it is never a plaintext literal.
-_SIG_KEY = "4dabf18193072939515e22adb298388d"
-_SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+    def __init__(self, value: Any = None) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+
+class Unknown:
+    """A value known only at deploy time (a new role's ARN during a preview); equal to nothing a check wants."""
+
+    def __init__(self, path: str = "") -> None:
+        self.path = path
+
+    def __repr__(self) -> str:
+        return f"<unknown {self.path}>" if self.path else "<unknown>"
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,20 @@ class PlannedResource:
     type: str
     name: str
     props: Mapping[str, Any]
+    urn: str = ""
+    #: URNs of the resources this one's inputs come from; joins a bucket's companions to it while the
+    #: bucket's id (their `bucket` input) is still unknown.
+    depends_on: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlannedObject:
+    """One Kubernetes object that would be applied."""
+
+    obj: Mapping[str, Any]
+    #: A typed `kubernetes:*` resource of its own rather than a document in a ConfigGroup's text: the
+    #: provider stores such a Secret's data encrypted, so that data is not plaintext in the manifests.
+    typed: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,14 +87,59 @@ class GuardrailParams:
     wildcard_trust_roles: frozenset[str] = frozenset()
     #: Istio revision the mesh uses (`istio.io/rev`); None: the default `istio-injection: enabled`.
     mesh_revision: str | None = None
-    #: Namespaces deliberately outside the mesh (none by default).
+    #: Namespaces deliberately outside the mesh, each for a written reason (none by default).
     namespaces_outside_mesh: frozenset[str] = frozenset()
 
+    def policy_config(self) -> dict[str, Any]:
+        """These parameters as a CrossGuard `--policy-pack-config` document, every policy mandatory."""
+        gateway = {"gatewayService": self.gateway_service}
+        mesh = {"meshRevision": self.mesh_revision or ""}
+        return {
+            "all": "mandatory",
+            "images-from-approved-mirror": {"mirror": self.mirror},
+            "irsa-trust-pinned": {"clusterOidcIssuer": self.cluster_oidc_issuer or "",
+                                  "wildcardTrustRoles": sorted(self.wildcard_trust_roles)},
+            "only-gateway-load-balancer": dict(gateway),
+            "gateway-nlb-restricted": dict(gateway),
+            "namespaces-in-mesh": {**mesh, "namespacesOutsideMesh": sorted(self.namespaces_outside_mesh)},
+            "profile-namespaces-in-mesh": dict(mesh),
+        }
 
-def planned_resources(registrations: Iterable[Any]) -> list[PlannedResource]:
-    """PlannedResources from recorded registrations (anything with `type`, `name` and `inputs`, like the
-    mock runtime's), for the offline preview and the tests."""
-    return [PlannedResource(r.type, r.name, r.inputs) for r in registrations]
+    @classmethod
+    def from_policy_config(cls, config: Mapping[str, Any]) -> "GuardrailParams":
+        """The parameters a `--policy-pack-config` document (policy name -> its settings) states; what a
+        policy's section leaves out takes the default (the pack hands each policy only its own section)."""
+
+        def section(*policies: str) -> Mapping[str, Any]:
+            merged: dict[str, Any] = {}
+            for policy in policies:
+                value = config.get(policy)
+                merged.update(value if isinstance(value, Mapping) else {})
+            return merged
+
+        images = section("images-from-approved-mirror")
+        irsa = section("irsa-trust-pinned")
+        gateway = section("only-gateway-load-balancer", "gateway-nlb-restricted")
+        mesh = section("profile-namespaces-in-mesh", "namespaces-in-mesh")
+        return cls(
+            mirror=str(images.get("mirror") or ""),
+            gateway_service=str(gateway.get("gatewayService") or cls.gateway_service),
+            cluster_oidc_issuer=str(irsa.get("clusterOidcIssuer") or "") or None,
+            wildcard_trust_roles=frozenset(irsa.get("wildcardTrustRoles") or ()),
+            mesh_revision=str(mesh.get("meshRevision") or "") or None,
+            namespaces_outside_mesh=frozenset(mesh.get("namespacesOutsideMesh") or ()),
+        )
+
+
+@dataclass(frozen=True)
+class GuardrailReport:
+    """What `check_plan` found."""
+
+    #: Broken rules, one message each; the plan must not be deployed.
+    violations: list[str]
+    #: Would-be violations in resources or objects that hold a value known only at deploy time: neither
+    #: passed nor failed yet (`pulumi up` with the policy pack decides them on the real values).
+    deferred: list[str] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------- extraction
@@ -78,52 +152,107 @@ _NOT_AN_OBJECT = {"kubernetes:yaml/v2:ConfigFile", "kubernetes:yaml:ConfigFile",
 
 def is_secret(value: Any) -> bool:
     """True for a value that reaches the engine as a Pulumi secret (encrypted in the state)."""
-    if isinstance(value, Mapping):
-        return value.get(_SIG_KEY) == _SECRET_SIG
-    # pulumi_policy hands secrets to policies as its own `Secret` wrapper.
-    return type(value).__name__ == "Secret" and hasattr(value, "value")
+    # pulumi_policy hands secrets to policies as its own `Secret` wrapper, of the same shape.
+    return isinstance(value, Secret) or (type(value).__name__ == "Secret" and hasattr(value, "value"))
 
 
 def unwrap(value: Any) -> Any:
-    """The plain value inside a Pulumi secret wrapper (for reading structure, never for reporting)."""
-    if isinstance(value, Mapping) and value.get(_SIG_KEY) == _SECRET_SIG:
-        return value.get("value")
-    if type(value).__name__ == "Secret" and hasattr(value, "value"):
-        return value.value
+    """The plain value inside a secret wrapper (for reading structure, never for reporting)."""
+    return value.value if is_secret(value) else value
+
+
+class _Reads:
+    """Whether a check read a value known only at deploy time."""
+
+    unknown = False
+
+
+def _tracked(value: Any, reads: _Reads) -> Any:
+    if isinstance(value, Unknown):
+        reads.unknown = True
+        return value
+    if isinstance(value, Mapping) and not isinstance(value, _TrackedDict):
+        return _TrackedDict(value, reads)
+    if isinstance(value, list) and not isinstance(value, _TrackedList):
+        return _TrackedList(value, reads)
     return value
 
 
-def kubernetes_objects_of(resources: Iterable[PlannedResource]) -> list[dict]:
-    """Every Kubernetes object the resources carry: ConfigGroup documents and individual objects, as
-    registered. Messages name them by `Kind namespace/name`, which is unique within a plan."""
-    return [obj for obj, _ in objects_by_origin(resources)]
+class _TrackedDict(dict):
+    """A mapping that notes every unknown value read from it (or from anything below it)."""
+
+    def __init__(self, source: Mapping, reads: _Reads) -> None:
+        super().__init__(source)
+        self._reads = reads
+
+    def __getitem__(self, key: Any) -> Any:
+        return _tracked(super().__getitem__(key), self._reads)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def items(self):  # type: ignore[override]
+        return [(key, self[key]) for key in self]
+
+    def values(self):  # type: ignore[override]
+        return [self[key] for key in self]
 
 
-def objects_by_origin(resources: Iterable[PlannedResource]) -> Iterator[tuple[dict, bool]]:
-    """(object, whether it is a typed resource of its own rather than a document in manifest text)."""
+class _TrackedList(list):
+    def __init__(self, source: list, reads: _Reads) -> None:
+        super().__init__(source)
+        self._reads = reads
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [_tracked(value, self._reads) for value in super().__getitem__(index)]
+        return _tracked(super().__getitem__(index), self._reads)
+
+    def __iter__(self):  # type: ignore[override]
+        return (_tracked(value, self._reads) for value in super().__iter__())
+
+
+def _decided(check: Callable[[Mapping], list[str]], holder: Mapping) -> tuple[list[str], bool]:
+    """(what `check` finds in `holder`, whether that rests on a value known only at deploy time: the check
+    read one). Only a holder with unknowns goes through a tracking copy, so the common case costs nothing."""
+    if not has_unknown(holder):
+        return check(holder), False
+    reads = _Reads()
+    found = check(_TrackedDict(holder, reads))
+    return found, bool(found) and reads.unknown
+
+
+def has_unknown(node: Any) -> bool:
+    """True when any value in `node` is known only at deploy time."""
+    if isinstance(node, Unknown):
+        return True
+    node = unwrap(node)
+    if isinstance(node, Mapping):
+        return any(has_unknown(value) for value in node.values())
+    if isinstance(node, list):
+        return any(has_unknown(value) for value in node)
+    return False
+
+
+def objects_by_origin(resources: Iterable[PlannedResource]) -> Iterator[PlannedObject]:
+    """Every Kubernetes object the resources carry: ConfigGroup documents and individual objects."""
     for resource in resources:
         if resource.type == CONFIG_GROUP:
             for obj in _config_group_objects(resource):
-                yield obj, False
+                yield PlannedObject(obj)
         elif resource.type.startswith("kubernetes:") and resource.type not in _NOT_AN_OBJECT and "::" not in resource.type:
             obj = _as_object(resource)
             if obj is not None:
-                yield obj, True
+                yield PlannedObject(obj, typed=True)
 
 
 def _config_group_objects(resource: PlannedResource) -> list[dict]:
-    objects: list[dict] = []
     texts = unwrap(resource.props.get("yaml"))
-    for text in texts if isinstance(texts, list) else [texts]:
-        text = unwrap(text)
-        if isinstance(text, str) and text.strip():
-            # JSON documents are YAML documents, so one loader reads both spellings.
-            objects.extend(doc for doc in yaml.load_all(text, Loader=_LOADER) if isinstance(doc, dict))
-    for obj in unwrap(resource.props.get("objs")) or []:
-        obj = unwrap(obj)
-        if isinstance(obj, Mapping):
-            objects.append(dict(obj))
-    return objects
+    objs = unwrap(resource.props.get("objs"))
+    inputs = [{"yaml": unwrap(text)} for text in (texts if isinstance(texts, list) else [texts]) if isinstance(unwrap(text), str)]
+    if isinstance(objs, list):
+        inputs.append({"objs": [unwrap(obj) for obj in objs]})
+    return [dict(obj) for each in inputs for obj in objects_from_config_group_inputs(each) if isinstance(obj, Mapping)]
 
 
 def _as_object(resource: PlannedResource) -> dict | None:
@@ -135,7 +264,7 @@ def _as_object(resource: PlannedResource) -> dict | None:
         return None
     obj = dict(resource.props)
     obj.setdefault("kind", kind)
-    metadata = dict(unwrap(obj.get("metadata")) or {})
+    metadata = dict(_mapping(obj.get("metadata")))
     metadata.setdefault("name", resource.name)
     obj["metadata"] = metadata
     return obj
@@ -158,16 +287,22 @@ def _walk(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
         yield path, node
 
 
+def _mapping(value: Any) -> Mapping:
+    """`value` if it is a mapping; {} for a missing, unknown or malformed one (checks read, never raise)."""
+    value = unwrap(value)
+    return value if isinstance(value, Mapping) else {}
+
+
 def _meta(obj: Mapping) -> Mapping:
-    return unwrap(obj.get("metadata")) or {}
+    return _mapping(obj.get("metadata"))
 
 
 def _labels(obj: Mapping) -> Mapping:
-    return _meta(obj).get("labels") or {}
+    return _mapping(_meta(obj).get("labels"))
 
 
 def _annotations(obj: Mapping) -> Mapping:
-    return _meta(obj).get("annotations") or {}
+    return _mapping(_meta(obj).get("annotations"))
 
 
 def _ns_name(obj: Mapping) -> str:
@@ -248,7 +383,7 @@ def bucket_name(resource: PlannedResource) -> str:
 
 def bucket_encryption(resource: PlannedResource) -> list[str]:
     rules = _as_list(unwrap(resource.props.get("rules")))
-    algorithms = [((unwrap(rule) or {}).get("applyServerSideEncryptionByDefault") or {}).get("sseAlgorithm") for rule in rules]
+    algorithms = [_mapping(_mapping(rule).get("applyServerSideEncryptionByDefault")).get("sseAlgorithm") for rule in rules]
     if not any(algorithm in _SSE_ALGORITHMS for algorithm in algorithms):
         return [f"{resource.type.rsplit(':', 1)[-1]} {resource.name}: rules[].applyServerSideEncryptionByDefault.sseAlgorithm "
                 f"is {algorithms or 'missing'}; set AES256 or aws:kms"]
@@ -256,7 +391,7 @@ def bucket_encryption(resource: PlannedResource) -> list[str]:
 
 
 def bucket_versioning(resource: PlannedResource) -> list[str]:
-    status = (unwrap(resource.props.get("versioningConfiguration")) or {}).get("status")
+    status = _mapping(resource.props.get("versioningConfiguration")).get("status")
     if status != "Enabled":
         return [f"BucketVersioning {resource.name}: versioningConfiguration.status is {status!r}, not 'Enabled'"]
     return []
@@ -272,6 +407,8 @@ def bucket_public_access_block(resource: PlannedResource) -> list[str]:
 def bucket_policy_denies_insecure_transport(resource: PlannedResource) -> list[str]:
     """The bucket policy must deny every principal any S3 action when aws:SecureTransport is false."""
     document = _policy_document(resource.props.get("policy"))
+    if isinstance(unwrap(resource.props.get("policy")), Unknown):
+        return [f"BucketPolicy {resource.name}: policy is known only after deploy"]
     if document is None:
         return [f"BucketPolicy {resource.name}: policy is not a JSON policy document"]
     for statement in _as_list(document.get("Statement")):
@@ -280,7 +417,7 @@ def bucket_policy_denies_insecure_transport(resource: PlannedResource) -> list[s
         principal = statement.get("Principal")
         everyone = principal == "*" or (isinstance(principal, Mapping) and _as_list(principal.get("AWS")) == ["*"])
         actions = _as_list(statement.get("Action"))
-        condition = (statement.get("Condition") or {}).get("Bool") or {}
+        condition = _mapping(_mapping(statement.get("Condition")).get("Bool"))
         insecure = str(condition.get("aws:SecureTransport", "")).lower() == "false"
         resources = [str(r) for r in _as_list(statement.get("Resource"))]
         covers_objects = any(r.endswith("/*") for r in resources) and any(not r.endswith("/*") for r in resources)
@@ -299,36 +436,38 @@ _COMPANION_CHECKS: list[tuple[str, tuple[str, ...], Callable[[PlannedResource], 
 COMPANION_TYPES = tuple(t for _, types, _ in _COMPANION_CHECKS for t in types)
 
 
-def _companions_by_bucket(resources: Sequence[PlannedResource]) -> dict[str, dict[str, list[PlannedResource]]]:
+def _companions_by_bucket(resources: Sequence[PlannedResource]) -> tuple[dict[str, dict[str, list[PlannedResource]]], list[PlannedResource]]:
+    """Companions by the name of their bucket, and those whose bucket cannot be told before deploy."""
+    buckets_by_urn = {r.urn: bucket_name(r) for r in resources if r.type in BUCKET_TYPES and r.urn}
     companions: dict[str, dict[str, list[PlannedResource]]] = {}
+    unjoined: list[PlannedResource] = []
     for resource in resources:
+        if resource.type not in COMPANION_TYPES:
+            continue
         target = unwrap(resource.props.get("bucket"))
-        if resource.type in COMPANION_TYPES and isinstance(target, str):
-            companions.setdefault(target, {}).setdefault(resource.type, []).append(resource)
-    return companions
+        if not isinstance(target, str):
+            # A new bucket's id is unknown during a preview; the companion's inputs depend on that bucket.
+            targets = {buckets_by_urn[urn] for urn in resource.depends_on if urn in buckets_by_urn}
+            if len(targets) != 1:
+                unjoined.append(resource)
+                continue
+            target = targets.pop()
+        companions.setdefault(target, {}).setdefault(resource.type, []).append(resource)
+    return companions, unjoined
 
 
-def s3_bucket_companions_present(resources: Sequence[PlannedResource]) -> list[str]:
+def s3_bucket_companions_present(resources: Sequence[PlannedResource]) -> GuardrailReport:
     """Stack-level: every bucket has an encryption configuration, versioning, a public access block and
-    a bucket policy, joined to it by bucket name (pulumi-aws 7 configures each as its own resource)."""
-    companions = _companions_by_bucket(resources)
-    violations = []
+    a bucket policy, joined to it by bucket name (pulumi-aws 7 configures each as its own resource).
+    A missing companion is deferred while some companion's bucket cannot be told before deploy."""
+    companions, unjoined = _companions_by_bucket(resources)
+    missing = []
     for bucket in (r for r in resources if r.type in BUCKET_TYPES):
         name = bucket_name(bucket)
         for what, types, _ in _COMPANION_CHECKS:
             if not any(companions.get(name, {}).get(t) for t in types):
-                violations.append(f"Bucket {bucket.name}: no {what} for bucket {name!r}")
-    return violations
-
-
-def s3_buckets_secured(resources: Sequence[PlannedResource]) -> list[str]:
-    """Every bucket's companions are present, and each companion (of any bucket) is itself correct."""
-    violations = s3_bucket_companions_present(resources)
-    for resource in resources:
-        for _, types, check in _COMPANION_CHECKS:
-            if resource.type in types:
-                violations.extend(check(resource))
-    return violations
+                missing.append(f"Bucket {bucket.name}: no {what} for bucket {name!r}")
+    return GuardrailReport([], missing) if unjoined else GuardrailReport(missing)
 
 
 # --------------------------------------------------------------------------------------------- IRSA
@@ -347,6 +486,8 @@ def irsa_trust_pinned(role_name: str, trust_policy: Any, params: GuardrailParams
     with StringEquals, on this cluster's issuer. A wildcard subject (StringLike) only for allow-listed roles."""
     document = _policy_document(trust_policy)
     where = f"Role {role_name}: assumeRolePolicy"
+    if isinstance(unwrap(trust_policy), Unknown):
+        return [f"{where} is known only after deploy"]
     if document is None:
         return [f"{where} is not a JSON policy document"]
     violations: list[str] = []
@@ -356,7 +497,7 @@ def irsa_trust_pinned(role_name: str, trust_policy: Any, params: GuardrailParams
         if _WEB_IDENTITY not in _as_list(statement.get("Action")):
             continue
         at = f"{where} Statement[{index}]"
-        federated = _as_list((statement.get("Principal") or {}).get("Federated"))
+        federated = _as_list(_mapping(statement.get("Principal")).get("Federated"))
         providers = [str(p).split(":oidc-provider/", 1)[1] for p in federated if ":oidc-provider/" in str(p)]
         if len(providers) != 1:
             violations.append(f"{at}: Principal.Federated {federated} must be exactly one IAM OIDC provider")
@@ -364,9 +505,9 @@ def irsa_trust_pinned(role_name: str, trust_policy: Any, params: GuardrailParams
         issuer = providers[0]
         if params.cluster_oidc_issuer and issuer != _issuer_host(params.cluster_oidc_issuer):
             violations.append(f"{at}: Principal.Federated names issuer {issuer!r}, not this cluster's {_issuer_host(params.cluster_oidc_issuer)!r}")
-        conditions = statement.get("Condition") or {}
-        equals = conditions.get("StringEquals") or {}
-        like = conditions.get("StringLike") or {}
+        conditions = _mapping(statement.get("Condition"))
+        equals = _mapping(conditions.get("StringEquals"))
+        like = _mapping(conditions.get("StringLike"))
         for operator in conditions:
             if operator not in ("StringEquals", "StringLike"):
                 violations.append(f"{at}: Condition operator {operator} is not allowed on a web-identity trust (use StringEquals)")
@@ -417,7 +558,7 @@ def gpu_node_group_tainted_and_labelled(resource: PlannedResource) -> list[str]:
     if resource.type != NODE_GROUP_TYPE or not is_gpu_node_group(resource.props):
         return []
     violations = []
-    taints = [unwrap(t) or {} for t in _as_list(unwrap(resource.props.get("taints")))]
+    taints = [_mapping(t) for t in _as_list(unwrap(resource.props.get("taints")))]
     if not any(t.get("key") and t.get("effect") in _REPELLING for t in taints):
         violations.append(f"NodeGroup {resource.name}: taints {taints or '[]'} has no NO_SCHEDULE or NO_EXECUTE taint; "
                           "GPU nodes must repel everything but GPU work")
@@ -433,7 +574,7 @@ SOURCE_RANGES_ANNOTATION = "service.beta.kubernetes.io/load-balancer-source-rang
 
 
 def only_gateway_is_load_balancer(obj: Mapping, gateway_service: str) -> list[str]:
-    if obj.get("kind") != "Service" or (unwrap(obj.get("spec")) or {}).get("type") != "LoadBalancer":
+    if obj.get("kind") != "Service" or _mapping(obj.get("spec")).get("type") != "LoadBalancer":
         return []
     if _ns_name(obj) == gateway_service:
         return []
@@ -452,12 +593,15 @@ def gateway_load_balancer_restricted(obj: Mapping, gateway_service: str) -> list
     source-ranges annotation) or front-end security groups; never 0.0.0.0/0 or ::/0."""
     if obj.get("kind") != "Service" or _ns_name(obj) != gateway_service:
         return []
-    spec = unwrap(obj.get("spec")) or {}
+    ref = object_ref(obj)
+    ranges = [str(r) for r in _as_list(_mapping(obj.get("spec")).get("loadBalancerSourceRanges"))]
+    violations = [f"{ref}: source range {r!r} opens the load balancer to the whole internet" for r in ranges if _is_open(r)]
+    if violations:
+        # Decided by the spec alone; the annotations (which also carry deploy-time values) cannot undo it.
+        return violations
     annotations = _annotations(obj)
-    ranges = [str(r) for r in _as_list(spec.get("loadBalancerSourceRanges"))]
     ranges += [r for r in str(annotations.get(SOURCE_RANGES_ANNOTATION) or "").split(",") if r.strip()]
     groups = [g for g in str(annotations.get(SECURITY_GROUPS_ANNOTATION) or "").split(",") if g.strip()]
-    ref = object_ref(obj)
     violations = [f"{ref}: source range {r!r} opens the load balancer to the whole internet" for r in ranges if _is_open(r)]
     if not ranges and not groups:
         violations.append(f"{ref}: neither spec.loadBalancerSourceRanges nor the {SECURITY_GROUPS_ANNOTATION} annotation "
@@ -466,9 +610,6 @@ def gateway_load_balancer_restricted(obj: Mapping, gateway_service: str) -> list
 
 
 # --------------------------------------------------------------------------------------------- mesh
-
-PROFILE_LABELS_CONFIGMAP = "namespace-labels-data"
-
 
 def namespace_in_mesh(obj: Mapping, params: GuardrailParams) -> list[str]:
     """A Namespace joins the mesh by `istio.io/rev: <revision>` or, without a revision, `istio-injection: enabled`.
@@ -489,28 +630,26 @@ def namespace_in_mesh(obj: Mapping, params: GuardrailParams) -> list[str]:
 
 
 def profile_namespaces_in_mesh(objects: Sequence[Mapping], params: GuardrailParams) -> list[str]:
-    """Profile namespaces are created by the profile controller from its namespace-labels ConfigMap, so
-    the mesh label must be spelled out there (a revision also needs `istio-injection: ''`, which removes
-    the controller's default), unless the plan itself creates the profile's Namespace."""
+    """Profile namespaces are created or adopted by the profile controller, which labels them from its
+    labels file (see `manifests.mesh.profile_namespace_labels` for the controller's rules), so the file
+    must carry the mesh labels, unless the plan itself creates every profile's Namespace."""
     profiles = [o for o in objects if o.get("kind") == "Profile" and str(o.get("apiVersion", "")).startswith("kubeflow.org/")]
     controller_labels = [o for o in objects if o.get("kind") == "ConfigMap" and str(_meta(o).get("name", "")).startswith(PROFILE_LABELS_CONFIGMAP)]
     planned_namespaces = {_meta(o).get("name") for o in objects if o.get("kind") == "Namespace"}
+    wanted = profile_namespace_labels(MeshOptions(revision=params.mesh_revision))
     violations: list[str] = []
     for config_map in controller_labels:
-        text = ((unwrap(config_map.get("data")) or {}).get("namespace-labels.yaml")) or ""
+        text = _mapping(config_map.get("data")).get(PROFILE_LABELS_KEY) or ""
         try:
             labels = yaml.safe_load(text) or {}
         except yaml.YAMLError:
             labels = {}
-        ref = f"{object_ref(config_map)}: data[namespace-labels.yaml]"
-        if params.mesh_revision:
-            if labels.get("istio.io/rev") != params.mesh_revision or labels.get("istio-injection", None) != "":
-                violations.append(f"{ref} must set istio.io/rev: {params.mesh_revision!r} and istio-injection: '' so profile "
-                                  f"namespaces join the revisioned mesh (has istio.io/rev={labels.get('istio.io/rev')!r}, "
-                                  f"istio-injection={labels.get('istio-injection')!r})")
-        elif labels.get("istio-injection") != "enabled":
-            violations.append(f"{ref} must set istio-injection: 'enabled' so profile namespaces join the mesh "
-                              f"(has {labels.get('istio-injection')!r})")
+        labels = labels if isinstance(labels, Mapping) else {}
+        if any(labels.get(key) != value for key, value in wanted.items()):
+            has = ", ".join(f"{key}={labels.get(key)!r}" for key in wanted)
+            need = ", ".join(f"{key}: {value!r}" for key, value in wanted.items())
+            violations.append(f"{object_ref(config_map)}: data[{PROFILE_LABELS_KEY}] must set {need} so the namespaces the "
+                              f"profile controller creates or adopts join the mesh (has {has})")
     if not controller_labels:
         for profile in profiles:
             name = _meta(profile).get("name")
@@ -552,20 +691,19 @@ def no_static_credentials(obj: Mapping, typed_resource: bool = False) -> list[st
         if isinstance(value, str) and _AWS_ACCESS_KEY.search(value):
             violations.append(f"{ref}: {path} holds an AWS access key id ({_AWS_ACCESS_KEY.search(value).group(1)}...)")
     template = pod_template(obj)
-    pod_spec = (template or {}).get("spec") if template is not None else (unwrap(obj.get("spec")) if obj.get("kind") == "Pod" else None)
-    if isinstance(pod_spec, Mapping):
-        for list_name in CONTAINER_LISTS:
-            for index, container in enumerate(pod_spec.get(list_name) or []):
-                for entry in container.get("env") or []:
-                    name = str(entry.get("name", ""))
-                    if (_is_credential_name(name) or name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")) and _literal(entry.get("value")):
-                        violations.append(f"{ref}: {list_name}[{index}] ({container.get('name')}) env {name} has a literal value; "
-                                          "use valueFrom.secretKeyRef")
+    pod_spec = _mapping(template.get("spec") if template is not None else obj.get("spec") if obj.get("kind") == "Pod" else None)
+    for list_name in CONTAINER_LISTS:
+        for index, container in enumerate(_mapping(c) for c in _as_list(unwrap(pod_spec.get(list_name)))):
+            for entry in (_mapping(e) for e in _as_list(unwrap(container.get("env")))):
+                name = str(entry.get("name", ""))
+                if (_is_credential_name(name) or name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")) and _literal(entry.get("value")):
+                    violations.append(f"{ref}: {list_name}[{index}] ({container.get('name')}) env {name} has a literal value; "
+                                      "use valueFrom.secretKeyRef")
     kind = obj.get("kind")
     if kind == "ConfigMap" or (kind == "Secret" and not typed_resource):
         fields = ("data",) if kind == "ConfigMap" else ("stringData", "data")
         for field_name in fields:
-            for key, value in (unwrap(obj.get(field_name)) or {}).items():
+            for key, value in _mapping(obj.get(field_name)).items():
                 if _is_credential_name(str(key)) and _literal(value) and not is_secret(value):
                     violations.append(f"{ref}: {field_name}[{key}] is a literal credential in the manifests; "
                                       "fill it from a Pulumi secret")
@@ -592,41 +730,71 @@ POLICIES: Mapping[str, str] = {
 }
 
 
-def check_resource(resource: PlannedResource, params: GuardrailParams) -> list[str]:
-    """The single-resource rules for one AWS resource (Kubernetes objects go through `check_object`)."""
-    if resource.type in ENCRYPTION_TYPES:
-        return bucket_encryption(resource)
-    if resource.type in VERSIONING_TYPES:
-        return bucket_versioning(resource)
-    if resource.type == PUBLIC_ACCESS_BLOCK_TYPE:
-        return bucket_public_access_block(resource)
-    if resource.type == BUCKET_POLICY_TYPE:
-        return bucket_policy_denies_insecure_transport(resource)
-    if resource.type == ROLE_TYPE:
-        return irsa_roles_pinned(resource, params)
-    if resource.type == NODE_GROUP_TYPE:
-        return gpu_node_group_tainted_and_labelled(resource)
-    return []
+def images_mirrored(planned: PlannedObject, params: GuardrailParams) -> list[str]:
+    if not params.mirror:
+        return ["no approved mirror is configured, so no image can be shown to come from it "
+                "(set kubeflow.images.mirror, or `mirror` for images-from-approved-mirror in --policy-pack-config)"]
+    return images_from_approved_mirror(planned.obj, params.mirror)
 
 
-def check_object(obj: Mapping, params: GuardrailParams, typed_resource: bool = False) -> list[str]:
-    """The single-object rules for one Kubernetes object."""
-    return (images_from_approved_mirror(obj, params.mirror)
-            + only_gateway_is_load_balancer(obj, params.gateway_service)
-            + gateway_load_balancer_restricted(obj, params.gateway_service)
-            + namespace_in_mesh(obj, params)
-            + no_static_credentials(obj, typed_resource))
+#: policy -> (the resource types it applies to, its check): the rules over one AWS resource.
+RESOURCE_RULES: Mapping[str, tuple[tuple[str, ...], Callable[[PlannedResource, GuardrailParams], list[str]]]] = {
+    "s3-bucket-encrypted": (ENCRYPTION_TYPES, lambda r, p: bucket_encryption(r)),
+    "s3-bucket-versioned": (VERSIONING_TYPES, lambda r, p: bucket_versioning(r)),
+    "s3-bucket-public-access-blocked": ((PUBLIC_ACCESS_BLOCK_TYPE,), lambda r, p: bucket_public_access_block(r)),
+    "s3-bucket-tls-only": ((BUCKET_POLICY_TYPE,), lambda r, p: bucket_policy_denies_insecure_transport(r)),
+    "irsa-trust-pinned": ((ROLE_TYPE,), irsa_roles_pinned),
+    "gpu-node-groups-tainted-and-labelled": ((NODE_GROUP_TYPE,), lambda r, p: gpu_node_group_tainted_and_labelled(r)),
+}
+
+#: policy -> its check: the rules over one Kubernetes object.
+OBJECT_RULES: Mapping[str, Callable[[PlannedObject, GuardrailParams], list[str]]] = {
+    "images-from-approved-mirror": images_mirrored,
+    "only-gateway-load-balancer": lambda o, p: only_gateway_is_load_balancer(o.obj, p.gateway_service),
+    "gateway-nlb-restricted": lambda o, p: gateway_load_balancer_restricted(o.obj, p.gateway_service),
+    "namespaces-in-mesh": lambda o, p: namespace_in_mesh(o.obj, p),
+    "no-static-credentials": lambda o, p: no_static_credentials(o.obj, o.typed),
+}
+
+#: The rules over the whole plan: "s3-bucket-companions" and "profile-namespaces-in-mesh".
+STACK_RULES = ("s3-bucket-companions", "profile-namespaces-in-mesh")
+
+if set(RESOURCE_RULES) | set(OBJECT_RULES) | set(STACK_RULES) != set(POLICIES):
+    raise RuntimeError("every policy needs exactly one rule, and every rule a policy")
 
 
-def check_plan(resources: Sequence[PlannedResource], kubernetes_objects: Sequence[Mapping] | None, params: GuardrailParams) -> list[str]:
-    """Every guardrail over a whole plan: the resources, the Kubernetes objects they carry, and any
-    further objects (like the pure pipeline's output) passed in `kubernetes_objects`."""
-    planned = list(objects_by_origin(resources)) + [(dict(obj), False) for obj in kubernetes_objects or []]
+def violation(policy: str, message: str) -> str:
+    """A violation as the offline preview and the tests print it: the policy's name, then its message."""
+    return f"[{policy}] {message}"
+
+
+def check_plan(resources: Sequence[PlannedResource], params: GuardrailParams,
+               objects: Sequence[PlannedObject] | None = None) -> GuardrailReport:
+    """Every guardrail over a whole plan: the resources and the Kubernetes objects they apply (`objects`;
+    None: those the resources carry, `objects_by_origin`). Each message starts with its policy's name.
+    A violation a rule finds after reading a value known only at deploy time is deferred, not reported."""
+    planned = list(objects_by_origin(resources)) if objects is None else list(objects)
     violations: list[str] = []
+    deferred: list[str] = []
+
+    def sort(policy: str, found: tuple[list[str], bool]) -> None:
+        messages, rests_on_unknowns = found
+        (deferred if rests_on_unknowns else violations).extend(violation(policy, message) for message in messages)
+
+    if not params.mirror:
+        sort("images-from-approved-mirror", (images_mirrored(PlannedObject({}), params), False))
     for resource in resources:
-        violations.extend(check_resource(resource, params))
-    violations.extend(s3_bucket_companions_present(resources))
-    for obj, typed in planned:
-        violations.extend(check_object(obj, params, typed))
-    violations.extend(profile_namespaces_in_mesh([obj for obj, _ in planned], params))
-    return violations
+        for policy, (types, rule) in RESOURCE_RULES.items():
+            if resource.type in types:
+                sort(policy, _decided(lambda props: rule(PlannedResource(resource.type, resource.name, props, resource.urn,
+                                                                          resource.depends_on), params), resource.props))
+    companions = s3_bucket_companions_present(resources)
+    violations.extend(violation("s3-bucket-companions", message) for message in companions.violations)
+    deferred.extend(violation("s3-bucket-companions", message) for message in companions.deferred)
+    for each in planned:
+        for policy, object_rule in OBJECT_RULES.items():
+            if policy != "images-from-approved-mirror" or params.mirror:
+                sort(policy, _decided(lambda obj: object_rule(PlannedObject(obj, each.typed), params), each.obj))
+    violations.extend(violation("profile-namespaces-in-mesh", message)
+                      for message in profile_namespaces_in_mesh([p.obj for p in planned], params))
+    return GuardrailReport(violations, deferred)

@@ -7,10 +7,9 @@ import json
 
 import pytest
 from pulumi_policy import PolicyResource, ResourceValidationArgs, StackValidationArgs
-from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
 from manifests import guardrails
-from manifests.guardrails import GuardrailParams, PlannedResource, check_plan
+from manifests.guardrails import GuardrailParams, PlannedObject, PlannedResource, Unknown, check_plan
 from policy.guardrail_policies import all_policies
 
 MIRROR = "registry.example.com/kubeflow"
@@ -99,24 +98,18 @@ RESOURCE_CASES = [
 
 
 def _pure(policy: str, type_: str, name: str, props: dict) -> list[str]:
+    """The pure rule on its own, as check_plan runs it."""
     resource = PlannedResource(type_, name, props)
-    if type_.startswith("kubernetes:"):
-        params = PARAMS
-        checks = {
-            "images-from-approved-mirror": lambda o, typed: guardrails.images_from_approved_mirror(o, MIRROR),
-            "only-gateway-load-balancer": lambda o, typed: guardrails.only_gateway_is_load_balancer(o, params.gateway_service),
-            "gateway-nlb-restricted": lambda o, typed: guardrails.gateway_load_balancer_restricted(o, params.gateway_service),
-            "namespaces-in-mesh": lambda o, typed: guardrails.namespace_in_mesh(o, params),
-            "no-static-credentials": lambda o, typed: guardrails.no_static_credentials(o, typed),
-        }
-        return [v for obj, typed in guardrails.objects_by_origin([resource]) for v in checks[policy](obj, typed)]
-    return guardrails.check_resource(resource, PARAMS)
+    if policy in guardrails.OBJECT_RULES:
+        return [v for planned in guardrails.objects_by_origin([resource]) for v in guardrails.OBJECT_RULES[policy](planned, PARAMS)]
+    types, rule = guardrails.RESOURCE_RULES[policy]
+    return rule(resource, PARAMS) if type_ in types else []
 
 
 def _pack(policy: str, type_: str, name: str, props: dict, config: dict | None = None) -> list[str]:
-    """The pack's policy run the way the engine runs it: proxied inputs, the policy's config."""
+    """The pack's policy run the way the engine runs it: the inputs, the policy's config."""
     reported: list[str] = []
-    args = ResourceValidationArgs(type_, unknown_checking_proxy(copy.deepcopy(props)), f"urn:pulumi:dev::kubeflow-platform::{type_}::{name}",
+    args = ResourceValidationArgs(type_, copy.deepcopy(props), f"urn:pulumi:dev::kubeflow-platform::{type_}::{name}",
                                   name, None, None, config if config is not None else PACK_CONFIG.get(policy))
     POLICIES[policy].validate(args, lambda message, urn=None: reported.append(message))
     return reported
@@ -185,17 +178,20 @@ def test_profile_namespaces_join_the_mesh_through_the_profile_controllers_labels
     assert guardrails.profile_namespaces_in_mesh([PROFILE, _labels_config_map("istio-injection: 'enabled'\n")], PARAMS) == []
     revision = GuardrailParams(mirror=MIRROR, mesh_revision="prod-1-24")
     assert guardrails.profile_namespaces_in_mesh([PROFILE, _labels_config_map("istio.io/rev: prod-1-24\nistio-injection: ''\n")], revision) == []
-    assert "must set istio.io/rev: 'prod-1-24'" in guardrails.profile_namespaces_in_mesh([_labels_config_map("istio-injection: 'enabled'\n")], revision)[0]
+    assert "must set istio.io/rev: 'prod-1-24', istio-injection: ''" in guardrails.profile_namespaces_in_mesh([_labels_config_map("istio-injection: 'enabled'\n")], revision)[0]
     # Without the controller's ConfigMap in the plan, the profile's own Namespace must be planned.
     assert "no namespace-labels-data ConfigMap" in guardrails.profile_namespaces_in_mesh([PROFILE], PARAMS)[0]
     assert guardrails.profile_namespaces_in_mesh([PROFILE, {**namespace({"istio-injection": "enabled"}), "metadata": {"name": "alice"}}], PARAMS) == []
 
 
-def test_profile_policy_in_the_pack_reports_the_config_map():
-    stack = StackValidationArgs([_policy_resource(*config_group(_labels_config_map("pipelines.kubeflow.org/enabled: 'true'\n"), PROFILE))], {})
+def test_profile_policy_in_the_pack_passes_mesh_labels_and_reports_a_config_map_without_them():
+    labelled = StackValidationArgs([_policy_resource(*config_group(_labels_config_map("istio-injection: enabled\n"), PROFILE))], {})
     reported = []
+    POLICIES["profile-namespaces-in-mesh"].validate(labelled, lambda message, urn=None: reported.append(message))
+    assert reported == []
+    stack = StackValidationArgs([_policy_resource(*config_group(_labels_config_map("pipelines.kubeflow.org/enabled: 'true'\n"), PROFILE))], {})
     POLICIES["profile-namespaces-in-mesh"].validate(stack, lambda message, urn=None: reported.append(message))
-    assert len(reported) == 1 and "must set istio-injection: 'enabled'" in reported[0]
+    assert len(reported) == 1 and "must set istio-injection: 'enabled' so the namespaces the profile controller" in reported[0]
 
 
 @pytest.mark.parametrize("obj,message", [
@@ -210,7 +206,7 @@ def test_static_credentials_are_found_in_manifests_config_maps_and_env(obj, mess
 
 
 def test_references_switches_and_pulumi_secrets_are_not_credentials():
-    secret_value = {guardrails._SIG_KEY: guardrails._SECRET_SIG, "value": "MARKER-db-password-b5e8"}
+    secret_value = guardrails.Secret("MARKER-db-password-b5e8")
     objects = [
         deployment(f"{MIRROR}/x:1", env=[{"name": "MYSQL_ALLOW_EMPTY_PASSWORD", "value": "true"},
                                          {"name": "PASSWORD_FILE", "value": "/etc/secret/password"},
@@ -245,7 +241,7 @@ def test_images_in_text_and_args_must_be_mirrored_too():
 
 def test_the_pack_refuses_to_guess_a_mirror_it_was_not_given():
     reported = _pack("images-from-approved-mirror", *config_group(deployment(f"{MIRROR}/x:1"))[:2], config_group(deployment(f"{MIRROR}/x:1"))[2], config={})
-    assert reported and "no approved mirror configured" in reported[0]
+    assert len(reported) == 1 and "no approved mirror is configured" in reported[0]
 
 
 # ----------------------------------------------------------------------------- S3 join, unknowns
@@ -263,49 +259,106 @@ def _bucket_plan(*, drop: str | None = None, bucket_ref="example-ml-dev-pipeline
     return [row for row in plan if row[0] != drop]
 
 
-def _policy_resource(type_, name, props, property_dependencies=None):
-    return PolicyResource(type_, unknown_checking_proxy(copy.deepcopy(props)), f"urn:pulumi:dev::kubeflow-platform::{type_}::{name}",
-                          name, None, None, None, [], property_dependencies or {})
+def _planned(rows, depends_on_bucket=False):
+    bucket_urn = "urn:pulumi:dev::kubeflow-platform::aws:s3/bucket:Bucket::artifacts-pipelines"
+    return [PlannedResource(type_, name, props, urn=f"urn:pulumi:dev::kubeflow-platform::{type_}::{name}",
+                            depends_on=(bucket_urn,) if depends_on_bucket and type_ != "aws:s3/bucket:Bucket" else ())
+            for type_, name, props in rows]
+
+
+def _policy_resource(type_, name, props):
+    return PolicyResource(type_, copy.deepcopy(props), f"urn:pulumi:dev::kubeflow-platform::{type_}::{name}", name, None, None, None, [], {})
 
 
 def test_a_bucket_needs_every_companion_joined_by_bucket_name():
-    assert guardrails.s3_buckets_secured([PlannedResource(*row) for row in _bucket_plan()]) == []
-    missing = guardrails.s3_buckets_secured([PlannedResource(*row) for row in _bucket_plan(drop=guardrails.VERSIONING_TYPES[0])])
-    assert missing == ["Bucket artifacts-pipelines: no versioning (BucketVersioning) for bucket 'example-ml-dev-pipelines'"]
+    assert guardrails.s3_bucket_companions_present(_planned(_bucket_plan())).violations == []
+    missing = guardrails.s3_bucket_companions_present(_planned(_bucket_plan(drop=guardrails.VERSIONING_TYPES[0])))
+    assert missing.violations == ["Bucket artifacts-pipelines: no versioning (BucketVersioning) for bucket 'example-ml-dev-pipelines'"]
     # A companion of another bucket does not count.
-    foreign = [PlannedResource(*row) for row in _bucket_plan()[:1]] + [PlannedResource(*row) for row in _bucket_plan(bucket_ref="other")[1:]]
-    assert len(guardrails.s3_buckets_secured(foreign)) == 4
+    foreign = _planned(_bucket_plan()[:1] + _bucket_plan(bucket_ref="other")[1:])
+    assert len(guardrails.s3_bucket_companions_present(foreign).violations) == 4
 
 
-def test_the_pack_joins_companions_through_their_dependency_when_the_bucket_id_is_unknown():
-    rows = _bucket_plan(bucket_ref=UNKNOWN_STRING_VALUE)
-    bucket = _policy_resource(*rows[0])
-    companions = [_policy_resource(*row, property_dependencies={"bucket": [bucket]}) for row in rows[1:]]
+def test_companions_of_a_bucket_whose_id_is_unknown_are_joined_through_what_they_depend_on():
+    unknown = _bucket_plan(bucket_ref=Unknown("bucket"))
+    assert guardrails.s3_bucket_companions_present(_planned(unknown, depends_on_bucket=True)) == guardrails.GuardrailReport([], [])
+    without_versioning = [row for row in unknown if row[0] != guardrails.VERSIONING_TYPES[0]]
+    assert guardrails.s3_bucket_companions_present(_planned(without_versioning, depends_on_bucket=True)).violations == [
+        "Bucket artifacts-pipelines: no versioning (BucketVersioning) for bucket 'example-ml-dev-pipelines'"]
+    # Neither the id nor a dependency says which bucket: a missing companion can only be told at deploy.
+    unjoined = guardrails.s3_bucket_companions_present(_planned(without_versioning))
+    assert unjoined.violations == [] and len(unjoined.deferred) == 4
+
+
+def test_the_pack_joins_companions_to_their_bucket():
+    rows = _bucket_plan()
     reported = []
-    POLICIES["s3-bucket-companions"].validate(StackValidationArgs([bucket, *companions], {}), lambda m, urn=None: reported.append(m))
+    POLICIES["s3-bucket-companions"].validate(StackValidationArgs([_policy_resource(*row) for row in rows], {}),
+                                              lambda m, urn=None: reported.append(m))
     assert reported == []
-    reported_without = []
-    POLICIES["s3-bucket-companions"].validate(StackValidationArgs([bucket, *companions[1:]], {}), lambda m, urn=None: reported_without.append(m))
-    assert reported_without == ["Bucket artifacts-pipelines: no server-side encryption (BucketServerSideEncryptionConfiguration) for bucket 'example-ml-dev-pipelines'"]
+    POLICIES["s3-bucket-companions"].validate(StackValidationArgs([_policy_resource(*row) for row in rows[:1] + rows[2:]], {}),
+                                              lambda m, urn=None: reported.append(m))
+    assert reported == ["Bucket artifacts-pipelines: no server-side encryption (BucketServerSideEncryptionConfiguration) for bucket 'example-ml-dev-pipelines'"]
 
 
-def test_a_violation_that_depends_on_preview_unknowns_is_deferred_not_guessed():
-    props = {"bucket": "b", "policy": UNKNOWN_STRING_VALUE}
+def test_a_value_unknown_during_a_preview_is_left_to_the_sdk_not_guessed():
+    # The engine hands a policy its inputs wrapped by the SDK; reading an unknown raises the SDK's own error,
+    # which it reports as "can't run policy during preview". The pack must let it through, not judge a guess.
+    from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
+
+    props = unknown_checking_proxy({"bucket": "b", "policy": UNKNOWN_STRING_VALUE})
+    args = ResourceValidationArgs(guardrails.BUCKET_POLICY_TYPE, props, "urn:pulumi:dev::p::t::n", "n", None, None, {})
     with pytest.raises(UnknownValueError):
-        _pack("s3-bucket-tls-only", guardrails.BUCKET_POLICY_TYPE, "p", props)
-    # Unknowns the verdict does not depend on do not stop a passing check.
-    assert _pack("s3-bucket-versioned", guardrails.VERSIONING_TYPES[0], "v", {"bucket": UNKNOWN_STRING_VALUE, "versioningConfiguration": {"status": "Enabled"}}) == []
+        POLICIES["s3-bucket-tls-only"].validate(args, lambda message, urn=None: None)
+
+
+def test_check_plan_defers_a_violation_that_rests_on_a_value_known_only_at_deploy():
+    role = PlannedResource(guardrails.ROLE_TYPE, "irsa", {"name": "r", "assumeRolePolicy": Unknown("assumeRolePolicy")})
+    report = check_plan([role], PARAMS, objects=[])
+    assert report.violations == [] and len(report.deferred) == 1 and "[irsa-trust-pinned] Role r" in report.deferred[0]
+
+
+def test_an_unknown_the_rule_does_not_read_does_not_defer_its_verdict():
+    role = PlannedResource(guardrails.ROLE_TYPE, "irsa", {"name": "r", "arn": Unknown("arn"), "assumeRolePolicy": trust(aud="*")})
+    gateway = service(ranges=["0.0.0.0/0"], annotations=Unknown("metadata.annotations"))
+    report = check_plan([role], PARAMS, objects=[PlannedObject(gateway, typed=True)])
+    assert report.deferred == []
+    assert [v.split(":", 1)[0] for v in report.violations] == ["[irsa-trust-pinned] Role r", "[gateway-nlb-restricted] Service istio-system/istio-ingressgateway"]
+    # The same NLB restricted only by annotations unknown before deploy: undecided, so deferred.
+    undecided = check_plan([], PARAMS, objects=[PlannedObject(service(annotations=Unknown("metadata.annotations")), typed=True)])
+    assert undecided.violations == [] and len(undecided.deferred) == 1
 
 
 # ------------------------------------------------------------------------------------ whole plans
 
 
 def test_check_plan_runs_every_rule_over_resources_and_the_objects_they_carry():
-    plan = [PlannedResource(*row) for row in _bucket_plan(drop=guardrails.BUCKET_POLICY_TYPE)]
+    plan = _planned(_bucket_plan(drop=guardrails.BUCKET_POLICY_TYPE))
     plan.append(PlannedResource(*config_group(deployment("quay.io/x:1"), service(name="ui", namespace="kubeflow"))))
     plan.append(PlannedResource(guardrails.ROLE_TYPE, "irsa", {"name": "r", "assumeRolePolicy": trust(aud="*")}))
-    violations = check_plan(plan, [namespace({})], PARAMS)
-    assert len(violations) == 5, violations
-    for fragment in ("no a TLS-only bucket policy", "'quay.io/x:1' is not from the approved mirror", "Service kubeflow/ui: spec.type is LoadBalancer",
-                     "aud] is ['*']", "Namespace kubeflow: metadata.labels[istio-injection] is None"):
-        assert any(fragment in v for v in violations), fragment
+    plan.append(PlannedResource("kubernetes:core/v1:Namespace", "kubeflow", namespace({})))
+    report = check_plan(plan, PARAMS)
+    assert len(report.violations) == 5 and report.deferred == [], report
+    for fragment in ("[s3-bucket-companions] Bucket artifacts-pipelines: no a TLS-only bucket policy",
+                     "[images-from-approved-mirror] Deployment kubeflow/ml-pipeline: spec.template.spec.containers[0].image 'quay.io/x:1'",
+                     "[only-gateway-load-balancer] Service kubeflow/ui: spec.type is LoadBalancer",
+                     "[irsa-trust-pinned] Role r: assumeRolePolicy Statement[0]: Condition.StringEquals",
+                     "[namespaces-in-mesh] Namespace kubeflow: metadata.labels[istio-injection] is None"):
+        assert any(v.startswith(fragment) for v in report.violations), fragment
+
+
+def test_without_a_mirror_the_images_rule_fails_once_for_the_plan():
+    report = check_plan([PlannedResource(*config_group(deployment("quay.io/x:1"), deployment("quay.io/y:1")))], GuardrailParams(mirror=""))
+    assert report.violations == ["[images-from-approved-mirror] no approved mirror is configured, so no image can be shown to come "
+                                 "from it (set kubeflow.images.mirror, or `mirror` for images-from-approved-mirror in --policy-pack-config)"]
+
+
+def test_the_policy_pack_config_and_the_parameters_say_the_same():
+    params = GuardrailParams(mirror=MIRROR, gateway_service="gw/gateway", cluster_oidc_issuer=f"https://{ISSUER}",
+                             wildcard_trust_roles=frozenset({"shared"}), mesh_revision="1-24", namespaces_outside_mesh=frozenset({"warm"}))
+    config = params.policy_config()
+    assert config["all"] == "mandatory" and set(config) - {"all"} <= set(guardrails.POLICIES)
+    assert GuardrailParams.from_policy_config(config) == params
+    # The pack hands each policy only its own section; each section alone gives that policy what it reads.
+    assert GuardrailParams.from_policy_config({"images-from-approved-mirror": config["images-from-approved-mirror"]}).mirror == MIRROR
+    assert GuardrailParams.from_policy_config({"namespaces-in-mesh": config["namespaces-in-mesh"]}).namespaces_outside_mesh == {"warm"}
