@@ -64,6 +64,9 @@ pulumi.export("kubeflowVersion", kubeflow.version)
 pulumi.export("imageMirror", kubeflow.image_mirror)
 pulumi.export("transformReport", kubeflow.transform_report)
 pulumi.export("clusterOidcIssuer", cluster.oidc_issuer)
+# The rules this stack is held to, as the CrossGuard pack's --policy-pack-config; the offline preview checks them.
+pulumi.export("policyPackConfig", cluster.oidc_issuer.apply(
+    lambda issuer: settings.guardrail_params(issuer, gpu.namespaces_outside_mesh).policy_config()))
 pulumi.export("zoneId", dns.zone_id)
 pulumi.export("zoneNameServers", dns.name_servers)
 pulumi.export("dnsRecordNames", dns.record_names)

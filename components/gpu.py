@@ -85,12 +85,15 @@ class GpuNodePools(pulumi.ComponentResource):
     #: Auto Scaling group names by pool name (EKS creates one per node group).
     autoscaling_group_names: dict[str, pulumi.Output[str]]
     node_role_arn: Optional[pulumi.Output[str]]
+    #: Namespaces deliberately outside the mesh (the guardrails' allow-list): the warm-capacity one, if any.
+    namespaces_outside_mesh: tuple[str, ...]
 
     def __init__(self, name: str, args: GpuNodePoolsArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("kubeflow-platform:gpu:GpuNodePools", name, None, opts)
         self.node_group_names = {}
         self.autoscaling_group_names = {}
         self.node_role_arn = None
+        self.namespaces_outside_mesh = ()
         if args.pools:
             role, attachments = self._node_role(name)
             self.node_role_arn = role.arn
@@ -171,6 +174,9 @@ class GpuNodePools(pulumi.ComponentResource):
         """The cluster-autoscaler "overprovisioning" pattern: low-priority pause pods hold one GPU on each
         warm node; a real GPU pod pre-empts one at once (no 8-minute cold start) and the evicted
         placeholder, now pending, makes the autoscaler start the next node in the background."""
+        # Outside the mesh: a placeholder serves no traffic, and a sidecar's requests would hold CPU and memory
+        # on the GPU node that real work needs. The pods opt out too, should a mesh label ever be added.
+        self.namespaces_outside_mesh = (args.warm_namespace,)
         namespace = k8s.core.v1.Namespace(
             f"{name}-warm-namespace",
             metadata={"name": args.warm_namespace, "labels": {"app.kubernetes.io/managed-by": "kubeflow-platform"}},

@@ -24,6 +24,7 @@ from config.edge import CertificateSettings, DnsSettings, IngressSettings, edge_
 from config.kubeflow import KubeflowSettings
 from config.loader import Problems, camel, from_raw, keys_of, setting
 from config.platform import AwsSettings, ClusterSettings
+from manifests.guardrails import GuardrailParams
 from manifests.identity import IdentityHeaderOptions, validate_identity_options
 
 PROJECT = "kubeflow-platform"
@@ -93,6 +94,17 @@ class Settings:
             gateway_namespace=self.ingress.namespace,
             gateway_selector=types.MappingProxyType(dict(self.ingress.selector)),
             istio_version=self.kubeflow.mesh.istio_version,
+        )
+
+    def guardrail_params(self, cluster_oidc_issuer: str, namespaces_outside_mesh: tuple[str, ...] = ()) -> GuardrailParams:
+        """What this stack's guardrails are checked against (manifests.guardrails): its approved mirror, its
+        gateway, its mesh; `namespaces_outside_mesh` are the components' own, each kept out for a reason."""
+        return GuardrailParams(
+            mirror=self.kubeflow.images.mirror if self.kubeflow.images is not None else "",
+            gateway_service=f"{self.ingress.namespace}/{self.ingress.service_name}",
+            cluster_oidc_issuer=cluster_oidc_issuer,
+            mesh_revision=self.kubeflow.mesh.revision,
+            namespaces_outside_mesh=frozenset(namespaces_outside_mesh),
         )
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
