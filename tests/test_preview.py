@@ -275,6 +275,7 @@ def test_exports_of_an_unexpected_shape_are_problems_not_crashes():
     assert plan_checks.validate_plan(plan) == [
         'stack output imageMirror entry "ghcr.io/x:1" is not {source, target}',
         "stack output transformReport.excluded is a list; expected a mapping",
+        "stack output policyPackConfig is None; without the rules the stack states, its guardrails cannot be checked",
     ]
     assert image_mirror_lines(plan["outputs"]) == ['# imageMirror entry "ghcr.io/x:1" is not {source, target}']
     assert "excluded" not in transform_report_text(transform_summary(plan["outputs"])).split("Excluded, per rule:")[1]

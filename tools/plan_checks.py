@@ -14,14 +14,22 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from manifests import guardrails
+from manifests.guardrails import GuardrailParams, GuardrailReport, PlannedObject, PlannedResource
 from tools.plan import (
+    CONFIG_GROUP,
     IMAGE_MIRROR_EXPORT,
+    KNOWN_AFTER_DEPLOY,
+    SECRET,
     TRANSFORM_REPORT_EXPORT,
     image_mirror_pairs,
     kubernetes_objects,
 )
 
 Plan = Mapping[str, Any]
+
+#: The stack output stating the rules the stack is held to, in the policy pack's config format.
+POLICY_PACK_CONFIG_EXPORT = "policyPackConfig"
 
 
 def objects_are_identified(plan: Plan) -> Iterable[str]:
@@ -65,10 +73,48 @@ def exports_have_the_shapes_the_preview_reads(plan: Plan) -> Iterable[str]:
                 yield f"stack output {TRANSFORM_REPORT_EXPORT}.{key} is a {type(report[key]).__name__}; expected a {expected.__name__.lower()}"
 
 
+def _as_planned(value: Any, path: str = "") -> Any:
+    """plan.json's stand-ins as the guardrails' model: `[secret]` a Secret, `(known after deploy)` Unknown."""
+    if value == SECRET:
+        return guardrails.Secret()
+    if value == KNOWN_AFTER_DEPLOY:
+        return guardrails.Unknown(path)
+    if isinstance(value, Mapping):
+        return {key: _as_planned(item, f"{path}.{key}" if path else key) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_as_planned(item, f"{path}[{index}]") for index, item in enumerate(value)]
+    return value
+
+
+def guardrail_report(plan: Plan) -> GuardrailReport:
+    """The guardrails (manifests/guardrails.py, the policy pack's own checks) over the plan, against the
+    rules the stack states in its policyPackConfig output. What only deploy can tell is deferred; so are
+    the objects of ConfigGroups whose text is not known offline."""
+    config = plan["outputs"].get(POLICY_PACK_CONFIG_EXPORT)
+    if not isinstance(config, Mapping):
+        return GuardrailReport([f"stack output {POLICY_PACK_CONFIG_EXPORT} is {config!r}; without the rules the stack states, "
+                                "its guardrails cannot be checked"])
+    types = {resource["urn"]: resource["type"] for resource in plan["resources"]}
+    found = kubernetes_objects(plan)
+    # Documents of a ConfigGroup are JSON text, which holds no stand-ins; typed resources' inputs may.
+    objects = [PlannedObject(o.obj) if types.get(o.urn) == CONFIG_GROUP else PlannedObject(_as_planned(o.obj), typed=True)
+               for o in found.objects]
+    resources = [PlannedResource(r["type"], r["name"], _as_planned(r["inputs"]), r["urn"], tuple(r["dependencies"]))
+                 for r in plan["resources"] if not r["type"].startswith("kubernetes:")]
+    report = guardrails.check_plan(resources, GuardrailParams.from_policy_config(config), objects)
+    return GuardrailReport(report.violations, report.deferred + [f"objects not known offline: {line}" for line in found.not_expanded])
+
+
+def guardrails_hold(plan: Plan) -> Iterable[str]:
+    """Every guardrail violation, each with its policy's name and message (`make preview` fails on any)."""
+    return guardrail_report(plan).violations
+
+
 CHECKS: list[Callable[[Plan], Iterable[str]]] = [
     objects_are_identified,
     objects_are_applied_once,
     exports_have_the_shapes_the_preview_reads,
+    guardrails_hold,
 ]
 
 

@@ -259,6 +259,7 @@ def preview(
     stdout.write(render_tree(plan))
     with progress.step("running the offline checks"):
         problems = leaks + plan_checks.validate_plan(plan)
+        deferred = plan_checks.guardrail_report(plan).deferred
     print("", file=stdout)
     if problems:
         print(f"Offline checks: {len(problems)} problem{'s' if len(problems) != 1 else ''}", file=stdout)
@@ -266,6 +267,11 @@ def preview(
             print(f"    - {problem}", file=stdout)
     else:
         print("Offline checks: passed", file=stdout)
+    if deferred:
+        print(f"Guardrails left to deploy time ({len(deferred)}; they read values known only after deploy, "
+              "`pulumi up --policy-pack policy` checks them):", file=stdout)
+        for line in deferred:
+            print(f"    - {line}", file=stdout)
     print("\nWrote:", file=stdout)
     for path in written:
         print(f"    {display_path(path)}{os.sep if path.is_dir() else ''}", file=stdout)
