@@ -206,6 +206,9 @@ class GpuNodePools(pulumi.ComponentResource):
                         "metadata": {"labels": labels, "annotations": {"sidecar.istio.io/inject": "false"}},
                         "spec": {
                             "priority_class_name": priority.metadata.name,
+                            # pause calls no API and writes nothing.
+                            "automount_service_account_token": False,
+                            "security_context": {"run_as_non_root": True, "seccomp_profile": {"type": "RuntimeDefault"}},
                             "termination_grace_period_seconds": 0,
                             "node_selector": {POOL_LABEL: pool.name},
                             "tolerations": tolerations(pool),
@@ -224,9 +227,10 @@ class GpuNodePools(pulumi.ComponentResource):
                                     "image": args.placeholder_image,
                                     "resources": {
                                         "requests": {"nvidia.com/gpu": "1", "cpu": "10m", "memory": "16Mi"},
-                                        "limits": {"nvidia.com/gpu": "1", "memory": "16Mi"},
+                                        "limits": {"nvidia.com/gpu": "1", "cpu": "10m", "memory": "16Mi"},
                                     },
                                     "security_context": {
+                                        "read_only_root_filesystem": True,
                                         "allow_privilege_escalation": False,
                                         "run_as_non_root": True,
                                         "run_as_user": 65535,

@@ -294,7 +294,8 @@ def _oauth2_proxy_workload(options: AuthProxyOptions, config_name: str, config_t
         "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}},
         "livenessProbe": {"httpGet": {"path": "/ping", "port": "http"}},
         "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
-        "securityContext": _CONTAINER_SECURITY,
+        # oauth2-proxy keeps sessions in cookies and writes nothing; 65532 is its image's nonroot user.
+        "securityContext": {**_CONTAINER_SECURITY, "readOnlyRootFilesystem": True, "runAsUser": 65532, "runAsGroup": 65532},
         "volumeMounts": [{"name": "config", "mountPath": "/etc/oauth2-proxy", "readOnly": True}],
     }
     deployment = {
@@ -308,6 +309,9 @@ def _oauth2_proxy_workload(options: AuthProxyOptions, config_name: str, config_t
                 "metadata": {"labels": _labels(options), "annotations": pod_annotations},
                 "spec": {
                     "serviceAccountName": "oauth2-proxy",
+                    # It never calls the Kubernetes API (the sidecar brings its own projected istio-token).
+                    "automountServiceAccountToken": False,
+                    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [container],
                     "volumes": [{"name": "config", "configMap": {"name": config_name}}],
                 },
