@@ -110,6 +110,10 @@ def prepare_release(
 ) -> PreparedRelease:
     """Load, check the version, transform and validate; a `ManifestError` lists every problem."""
     loaded = load_once(source, cache_dir)
+    if not loaded.objects:
+        # An empty render (a failed kustomize redirected to a file, a wrong path in a directory) would
+        # otherwise apply no Kubeflow at all and look like success.
+        raise ManifestError([Problem(loaded.origin, "holds no Kubernetes objects", "point kubeflow.manifests at the rendered release")])
     problems = version_problems(pinned_version, loaded.version, loaded.version_evidence)
     if problems:
         raise ManifestError(problems)

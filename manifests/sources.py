@@ -176,7 +176,11 @@ def load_yaml_dir(path: Path) -> LoadedManifests:
     objects: list[dict] = []
     problems: list[Problem] = []
     for file in files:
-        data = file.read_bytes()
+        try:
+            data = file.read_bytes()
+        except OSError as error:
+            problems.append(Problem(str(file), f"cannot read: {error.strerror}", "check the file's permissions, or render the release again"))
+            continue
         digest.update(str(file.relative_to(path)).encode() + b"\0" + data + b"\0")
         try:
             objects.extend(parse_documents(data, str(file)))

@@ -171,6 +171,10 @@ BAD_SETTINGS = [
     ("quota quantity", _with("tenancy", _set(["profiles", 0, "quota", "cpu"], "lots")), ["tenancy.profiles[0].quota.cpu: 'lots' is not a Kubernetes quantity"]),
     ("principal", _with("tenancy", _set(["trustedPrincipals"], ["istio-ingressgateway"])), ["tenancy.trustedPrincipals: 'istio-ingressgateway' is not an Istio principal"]),
     ("unknown top-level key", {"kubeflw": {"version": "1.10.2"}}, ["kubeflw: unknown key; did you mean 'kubeflow'?"]),
+    ("protect type", {"protect": "maybe"}, ["protect: expected true or false, got string 'maybe'"]),
+    ("list given as a string", {"certificate": {"subjectAlternativeNames": "x.dev.ml.example.com"}},
+     ["certificate.subjectAlternativeNames: expected a list of strings, got string 'x.dev.ml.example.com'; write ['x.dev.ml.example.com']"]),
+    ("nested typo", _with("cluster", lambda c: c.update(namee="ml-dev")), ["cluster.namee: unknown key; did you mean 'name'?"]),
 ]
 
 
