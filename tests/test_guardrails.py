@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 from pulumi_policy import PolicyResource, ResourceValidationArgs, StackValidationArgs
@@ -362,3 +363,19 @@ def test_the_policy_pack_config_and_the_parameters_say_the_same():
     # The pack hands each policy only its own section; each section alone gives that policy what it reads.
     assert GuardrailParams.from_policy_config({"images-from-approved-mirror": config["images-from-approved-mirror"]}).mirror == MIRROR
     assert GuardrailParams.from_policy_config({"namespaces-in-mesh": config["namespaces-in-mesh"]}).namespaces_outside_mesh == {"warm"}
+
+
+def test_the_example_config_and_every_stacks_config_fit_the_packs_schemas():
+    """The config a stack exports (policyPackConfig) and the example are what --policy-pack-config takes."""
+    import jsonschema
+
+    example = json.loads((Path(__file__).resolve().parent.parent / "policy" / "config.example.json").read_text())
+    assert GuardrailParams.from_policy_config(example).policy_config() == example
+    for config in (example, PARAMS.policy_config()):
+        for name, section in config.items():
+            if name == "all":
+                continue
+            schema = POLICIES[name].config_schema
+            assert schema is not None, f"{name} has config but no schema"
+            jsonschema.validate(section, {"type": "object", "properties": schema.properties, "required": schema.required or [],
+                                          "additionalProperties": False})
