@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 from pulumi.runtime import rpc
 
+from manifests.objects import yaml_stream_documents
 from tools.mock_runtime import PROJECT, ProgramRun
 
 #: Version of the plan.json layout; a saved plan of another layout is refused by the diff.
@@ -284,7 +285,7 @@ def _objects_of_config_group(resource: Mapping[str, Any], file: str) -> tuple[li
         if text in (SECRET, KNOWN_AFTER_DEPLOY):
             missing.append(f"{source}: yaml is {text}")
             continue
-        for obj in yaml.safe_load_all(text):
+        for obj in yaml_stream_documents(text):
             if obj:
                 objects.append(KubernetesObject(obj, file, source, resource["urn"]))
     if inputs.get("files"):
