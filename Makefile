@@ -22,8 +22,25 @@ MANIFESTS_B ?= $(if $(KUBEFLOW_B),$(KUBEFLOW_MANIFESTS_DIR)/v$(KUBEFLOW_B).yaml,
 # given a manifests path.
 diff_release = $(if $(wildcard $(1)/plan.json),,$(if $(filter file,$(origin MANIFESTS_$(2))),$(or $(KUBEFLOW_$(2)),$(if $(filter file,$(origin MANIFESTS)),$(or $(KUBEFLOW),$(KUBEFLOW_VERSION))))))
 diff_options = $(if $(wildcard $(1)/plan.json),,--manifests-$(2) $(MANIFESTS_$(3)) $(if $(KUBEFLOW_$(3)),--kubeflow-$(2) $(KUBEFLOW_$(3)),$(if $(KUBEFLOW),--kubeflow-$(2) $(KUBEFLOW))))
+diff_releases = $(strip $(sort $(call diff_release,$(A),A) $(call diff_release,$(B),B)))
+DIFF_USAGE := make diff A=<stack|dir> B=<stack|dir> [KUBEFLOW_A=1.9.1] [MANIFESTS_A=path] [KUBEFLOW_B=...] [MANIFESTS_B=...] [FULL=1]
 
-.PHONY: venv scan-venv upstream-manifests preview diff test policy-pack bench docs clean
+# `make diff` exits like diff(1) so CI can branch on it: 0 same, 1 different, 2 bad usage or an error.
+# GNU make reports every failed recipe as 2; it exits 1 only in question mode (-q), where a recipe line
+# marked `+` still runs and its exit status 1 becomes make's own (how `make -q` answers through recursive
+# makes). So a lone `make diff` turns on question mode, marks each line of its recipe `+`, and has a
+# sub-make without -q make what it needs. Its output is the tool's own, as it happens.
+ifneq ($(filter diff,$(MAKECMDGOALS)),)
+ifneq ($(MAKECMDGOALS),diff)
+$(error make diff runs alone, so its exit status is the comparison's: run make $(filter-out diff,$(MAKECMDGOALS)) separately)
+endif
+ifeq ($(and $(A),$(B)),)
+$(error usage: $(DIFF_USAGE))
+endif
+MAKEFLAGS += -q
+endif
+
+.PHONY: venv scan-venv upstream-manifests preview diff diff-prerequisites test policy-pack bench docs clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -48,13 +65,16 @@ preview: venv
 	@if [ "$(origin MANIFESTS)" = "file" ]; then $(MAKE) --no-print-directory upstream-manifests UPSTREAM_VERSIONS="$(or $(KUBEFLOW),$(KUBEFLOW_VERSION))"; fi
 	$(BIN)/python -m tools.preview --stack $(STACK) --manifests $(MANIFESTS) $(if $(KUBEFLOW),--kubeflow-version $(KUBEFLOW)) $(if $(OUT),--out $(OUT))
 
-## Field-level differences between two plans; exit 0 when equal, 1 when different.
+## Field-level differences between two plans; exit 0 when equal, 1 when different, 2 on bad usage or an error.
 ## make diff A=<stack|dir> B=<stack|dir> [KUBEFLOW_A=1.9.1] [MANIFESTS_A=path] [KUBEFLOW_B=...] [MANIFESTS_B=...] [FULL=1]
-diff: venv
-	@if [ -z "$(A)" ] || [ -z "$(B)" ]; then echo "usage: make diff A=<stack|dir> B=<stack|dir> [KUBEFLOW_A=1.9.1] [MANIFESTS_A=path] [KUBEFLOW_B=...] [MANIFESTS_B=...] [FULL=1]" >&2; exit 2; fi
-	@releases="$(strip $(sort $(call diff_release,$(A),A) $(call diff_release,$(B),B)))"; \
-	  if [ -n "$$releases" ]; then $(MAKE) --no-print-directory upstream-manifests UPSTREAM_VERSIONS="$$releases"; fi
-	$(BIN)/python -m tools.diff $(A) $(B) $(call diff_options,$(A),a,A) $(call diff_options,$(B),b,B) $(if $(FULL),--full)
+diff:
+	+@MAKEFLAGS= $(MAKE) --no-print-directory PYTHON="$(PYTHON)" UPSTREAM_VERSIONS="$(diff_releases)" diff-prerequisites
+	+$(strip $(BIN)/python -m tools.diff $(A) $(B) $(call diff_options,$(A),a,A) $(call diff_options,$(B),b,B) $(if $(FULL),--full))
+
+# What `make diff` needs before it compares, made by its sub-make outside question mode: the venv, and
+# the releases in UPSTREAM_VERSIONS for the sides that are stacks evaluated with a rendered release.
+diff-prerequisites: venv $(if $(UPSTREAM_VERSIONS),upstream-manifests)
+	@:
 
 ## The tests, exactly as CI runs them (with the scanners: parliament in .venv, checkov in .venv-scan).
 test: venv scan-venv upstream-manifests

@@ -13,29 +13,22 @@ from components.dns import Dns, DnsArgs
 from components.gpu import GpuNodePools, GpuNodePoolsArgs
 from components.identity import WorkloadIdentity, WorkloadIdentityArgs
 from components.ingress import IngressGateway, IngressGatewayArgs
-from components import kubeflow as kubeflow_component
-from components.kubeflow import Kubeflow, KubeflowArgs
+from components.kubeflow import Kubeflow, KubeflowArgs, prepare
 from components.tenancy import Tenancy, tenancy_args
 
-# Evaluating thousands of profiles allocates millions of short-lived objects; with CPython's default
-# thresholds the collector re-walks the growing heap so often that evaluation time grows faster than the
-# number of profiles (and doubles at 1,000). Collecting young objects less often keeps it linear.
+# Thousands of profiles allocate millions of short-lived objects; CPython's default thresholds re-walk the
+# growing heap so often that evaluation grows faster than the profile count. Collect young objects less often.
 gc.set_threshold(50_000, 20, 20)
 
-try:
-    settings = config.load()
-except config.SettingsError as error:
-    # A configuration mistake is the user's to fix: report it without a Python traceback.
-    raise pulumi.RunError(str(error)) from None
-
-# Upstream Kubeflow is loaded, transformed and validated before the first resource is registered.
-kubeflow_release = kubeflow_component.prepare(settings)
+settings = config.load()  # a SettingsError lists every problem, before anything is registered
+kubeflow_release = prepare(settings)  # upstream loaded, transformed and validated, also before registering
 
 aws_provider = providers.aws_provider(settings)
 cluster = providers.lookup_cluster(settings, aws_provider)
 k8s_provider = providers.kubernetes_provider(settings, cluster)
 on_aws = pulumi.ResourceOptions(provider=aws_provider)
 on_cluster = pulumi.ResourceOptions(provider=k8s_provider)
+on_both = pulumi.ResourceOptions(providers=[aws_provider, k8s_provider])
 
 # Order: zone -> certificate (validation records) -> gateway Service (certificate ARN) -> alias records (NLB).
 dns = Dns("dns", DnsArgs.from_settings(settings), opts=on_aws)
@@ -49,36 +42,18 @@ kubeflow = Kubeflow("kubeflow", KubeflowArgs.from_settings(
 ingress = IngressGateway("ingress", IngressGatewayArgs.from_settings(
     settings, certificate_arn=certificate.certificate_arn, gateway_depends_on=[kubeflow]), opts=on_cluster)
 dns.alias_to_load_balancer(ingress.load_balancer_hostname)
-gpu = GpuNodePools("gpu", GpuNodePoolsArgs.from_settings(settings),
-                   opts=pulumi.ResourceOptions(providers=[aws_provider, k8s_provider]))
+gpu = GpuNodePools("gpu", GpuNodePoolsArgs.from_settings(settings), opts=on_both)
 auth = Auth("auth", AuthArgs.from_settings(settings, cluster.oidc_issuer), opts=on_cluster)
 # Tenancy spans both providers (IRSA roles, profile objects) and needs Kubeflow's CRDs and ClusterRoles.
-tenancy = Tenancy(
-    "tenancy",
-    tenancy_args(settings, identity),
-    opts=pulumi.ResourceOptions(providers=[aws_provider, k8s_provider], depends_on=[kubeflow]),
-)
+tenancy = Tenancy("tenancy", tenancy_args(settings, identity), opts=on_both.merge(
+    pulumi.ResourceOptions(depends_on=[kubeflow])))
 
+# Each component names the outputs the teams around the platform read (see the README per component).
 pulumi.export("url", f"https://{settings.dns.host}/")
-pulumi.export("kubeflowVersion", kubeflow.version)
-pulumi.export("imageMirror", kubeflow.image_mirror)
-pulumi.export("transformReport", kubeflow.transform_report)
 pulumi.export("clusterOidcIssuer", cluster.oidc_issuer)
+for component in (kubeflow, dns, certificate, ingress, identity, artifacts, gpu, auth, tenancy):
+    for output_name, value in component.stack_outputs.items():
+        pulumi.export(output_name, value)
 # The rules this stack is held to, as the CrossGuard pack's --policy-pack-config; the offline preview checks them.
 pulumi.export("policyPackConfig", cluster.oidc_issuer.apply(
     lambda issuer: settings.guardrail_params(issuer, gpu.namespaces_outside_mesh).policy_config()))
-pulumi.export("zoneId", dns.zone_id)
-pulumi.export("zoneNameServers", dns.name_servers)
-pulumi.export("dnsRecordNames", dns.record_names)
-pulumi.export("certificateArn", certificate.certificate_arn)
-pulumi.export("loadBalancerHostname", ingress.load_balancer_hostname)
-pulumi.export("oidcProviderArn", identity.oidc_provider_arn)
-pulumi.export("roleArns", identity.role_arns)
-pulumi.export("bucketNames", artifacts.bucket_names)
-pulumi.export("nodeGroupNames", gpu.node_group_names)
-pulumi.export("autoscalingGroupNames", gpu.autoscaling_group_names)
-# The mesh owner merges this into meshConfig.extensionProviders; the IdP admin registers the redirect URL.
-pulumi.export("authExtensionProvider", auth.extension_provider)
-pulumi.export("authRedirectUrl", auth.redirect_url)
-pulumi.export("authObjects", auth.object_names)
-pulumi.export("profiles", tenancy.profile_names)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -62,6 +62,11 @@ class ArtifactStore(pulumi.ComponentResource):
             self.bucket_names[spec.purpose] = bucket.bucket
             self.bucket_arns[spec.purpose] = bucket.arn
         self.register_outputs({"bucketNames": self.bucket_names, "bucketArns": self.bucket_arns})
+
+    @property
+    def stack_outputs(self) -> dict[str, Any]:
+        """The artifact buckets, by purpose."""
+        return {"bucketNames": self.bucket_names}
 
     def _bucket(self, name: str, spec: BucketSpec, args: ArtifactStoreArgs) -> aws.s3.Bucket:
         prefix = f"{name}-{spec.purpose}"

@@ -182,6 +182,13 @@ class Auth(pulumi.ComponentResource):
             }
         )
 
+    @property
+    def stack_outputs(self) -> dict[str, Any]:
+        """What the mesh owner merges into meshConfig.extensionProviders, the redirect URL the IdP admin
+        registers, and the objects this component applies."""
+        return {"authExtensionProvider": self.extension_provider, "authRedirectUrl": self.redirect_url,
+                "authObjects": self.object_names}
+
     def identity_header_policy_for(self, namespace: str) -> dict:
         """The identity-header DENY policy for another namespace (tenancy registers one per profile)."""
         return identity_header_policy(self._identity, namespace)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -87,3 +87,8 @@ class Certificate(pulumi.ComponentResource):
         )
         self.certificate_arn = validation.certificate_arn
         self.register_outputs({"certificateArn": self.certificate_arn, "domainNames": self.domain_names})
+
+    @property
+    def stack_outputs(self) -> dict[str, Any]:
+        """The validated certificate the load balancer terminates TLS with."""
+        return {"certificateArn": self.certificate_arn}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -66,6 +66,11 @@ class Dns(pulumi.ComponentResource):
             self.name_servers = found.name_servers
         self.record_names = pulumi.Output.from_input([])
         self.register_outputs({"zoneId": self.zone_id, "nameServers": self.name_servers})
+
+    @property
+    def stack_outputs(self) -> dict[str, Any]:
+        """The zone (its name servers to delegate from the parent zone) and the record names users type."""
+        return {"zoneId": self.zone_id, "zoneNameServers": self.name_servers, "dnsRecordNames": self.record_names}
 
     def alias_to_load_balancer(self, load_balancer_hostname: pulumi.Input[str]) -> list[aws.route53.Record]:
         """A and AAAA alias records for every host to the NLB; none when external-dns writes them."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -104,6 +104,11 @@ class GpuNodePools(pulumi.ComponentResource):
         self.register_outputs(
             {"nodeGroupNames": self.node_group_names, "autoscalingGroupNames": self.autoscaling_group_names}
         )
+
+    @property
+    def stack_outputs(self) -> dict[str, Any]:
+        """The node groups and their Auto Scaling groups (for the cluster autoscaler and dashboards)."""
+        return {"nodeGroupNames": self.node_group_names, "autoscalingGroupNames": self.autoscaling_group_names}
 
     def _node_role(self, name: str) -> tuple[aws.iam.Role, list[aws.iam.RolePolicyAttachment]]:
         partition = aws.get_partition_output(opts=pulumi.InvokeOutputOptions(parent=self)).partition

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import pulumi
 import pulumi_aws as aws
@@ -91,6 +91,11 @@ class WorkloadIdentity(pulumi.ComponentResource):
         if args.platform is not None:
             self._platform_roles(args.platform)
         self.register_outputs({"oidcProviderArn": self.oidc_provider_arn, "roleArns": self.role_arns})
+
+    @property
+    def stack_outputs(self) -> dict[str, Any]:
+        """The OIDC provider IRSA trusts and the role per Kubeflow service account group."""
+        return {"oidcProviderArn": self.oidc_provider_arn, "roleArns": self.role_arns}
 
     def irsa_role(
         self,

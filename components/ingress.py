@@ -257,3 +257,8 @@ class IngressGateway(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=list(args.gateway_depends_on)),
         )
         self.register_outputs({"loadBalancerHostname": self.load_balancer_hostname, "gateway": self.gateway})
+
+    @property
+    def stack_outputs(self) -> dict[str, Any]:
+        """The load balancer host the DNS aliases point at."""
+        return {"loadBalancerHostname": self.load_balancer_hostname}

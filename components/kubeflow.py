@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -159,6 +159,11 @@ class Kubeflow(pulumi.ComponentResource):
             "imageMirror": self.image_mirror,
             "transformReport": self.transform_report,
         })
+
+    @property
+    def stack_outputs(self) -> dict[str, Any]:
+        """The release applied, what the registry team mirrors and what the transformations did."""
+        return {"kubeflowVersion": self.version, "imageMirror": self.image_mirror, "transformReport": self.transform_report}
 
     def _central_secret(self, name: str, args: CentralSecretArgs, depends_on: list[pulumi.Resource]) -> k8s.core.v1.Secret:
         keys = args.keys

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -132,3 +132,8 @@ class Tenancy(pulumi.ComponentResource):
             )
         self.data_lake_role_arns = role_arns
         self.register_outputs({"profiles": self.profile_names, "dataLakeRoleArns": role_arns})
+
+    @property
+    def stack_outputs(self) -> dict[str, Any]:
+        """The profiles (one namespace per data scientist) this stack manages."""
+        return {"profiles": self.profile_names}

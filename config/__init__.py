@@ -37,8 +37,11 @@ SECRET_KEYS: Mapping[str, str] = {
 }
 
 
-class SettingsError(Exception):
-    """Every problem found in the stack configuration, one per line."""
+class SettingsError(pulumi.RunError):
+    """Every problem found in the stack configuration, one per line.
+
+    A `pulumi.RunError`: the engine reports a user's configuration mistake as its message alone, no traceback.
+    """
 
     def __init__(self, stack: str, problems: list[str]) -> None:
         self.stack = stack

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -26,12 +27,17 @@ STACKS = ("dev", "prod")
 
 def run_stack(stack: str, overrides: dict | None = None, secrets: dict | None = None, **kwargs) -> ProgramRun:
     """The whole program for `stack` with the real upstream manifests and marker secrets."""
+    return run_program(stack, config_overrides=_overrides(stack, overrides),
+                       secrets=MARKER_SECRETS if secrets is None else secrets, **kwargs)
+
+
+def _overrides(stack: str, overrides: dict | None) -> dict:
     config = {}
     kubeflow = _stack_kubeflow(stack)
     kubeflow["manifests"] = str(manifests_path(kubeflow.get("version", CURRENT_VERSION)))
     config["kubeflow"] = kubeflow
     config.update(overrides or {})
-    return run_program(stack, config_overrides=config, secrets=MARKER_SECRETS if secrets is None else secrets, **kwargs)
+    return config
 
 
 def _stack_kubeflow(stack: str) -> dict:
@@ -43,9 +49,20 @@ def _stack_kubeflow(stack: str) -> dict:
 _RUNS: dict[str, ProgramRun] = {}
 
 
+def shared_run(stack: str, overrides: dict | None = None) -> ProgramRun:
+    """`run_stack(stack, overrides)`, run once per session for each distinct configuration and shared by
+    every caller that only reads it (tests must not mutate it).
+
+    Keyed by the configuration the program receives, so `stack_run`, a release pinned to the stack's own
+    version and a plain `run_stack(stack)` are one run, not three.
+    """
+    key = json.dumps([stack, _overrides(stack, overrides)], sort_keys=True)
+    if key not in _RUNS:
+        _RUNS[key] = run_stack(stack, overrides)
+    return _RUNS[key]
+
+
 @pytest.fixture(params=STACKS)
 def stack_run(request) -> ProgramRun:
     """Each stack's run, evaluated once per test session (tests must not mutate it)."""
-    if request.param not in _RUNS:
-        _RUNS[request.param] = run_stack(request.param)
-    return _RUNS[request.param]
+    return shared_run(request.param)

@@ -17,7 +17,9 @@ _PLANS: dict[tuple[str, str], tuple[dict[str, Any], list[str]]] = {}
 def evaluated_plan(stack: str, version: str = CURRENT_VERSION) -> tuple[dict[str, Any], list[str]]:
     """The preview plan of `stack` with that upstream release and the marker secrets, and its leaks.
 
-    Evaluated once per session; a deep copy is returned so a test cannot change another's plan.
+    Evaluated once per session; a deep copy is returned so a test cannot change another's plan (a few
+    milliseconds: the ConfigGroups' objects are one immutable string each). Not shared with conftest's
+    `shared_run`: a preview runs the program in preview mode, where provider-computed outputs stay unknown.
     """
     if (stack, version) not in _PLANS:
         _PLANS[(stack, version)] = evaluate(

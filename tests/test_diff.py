@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
 
 import pytest
 
-from tests.conftest import MARKER_SECRETS
+from tests.conftest import MARKER_SECRETS, REPO_ROOT
 from tests.plans import config_group_plan, evaluated_plan, resource
-from tests.upstream import CURRENT_VERSION, PREVIOUS_VERSION, manifests_path, upstream_objects
+from tests.upstream import CURRENT_VERSION, PREVIOUS_VERSION, manifests_dir, manifests_path, upstream_objects
 from tools import diff as plan_diff
 from tools.diff import MISSING, FieldChange, diff_plans, diff_values, render
 from tools.plan import SECRET, plan_json
@@ -189,3 +191,72 @@ def test_the_cli_refuses_what_is_neither_a_stack_nor_a_saved_plan(tmp_path):
     err = io.StringIO()
     assert plan_diff.main(["staging", str(tmp_path)], stdout=io.StringIO(), stderr=err) == 2
     assert "neither a directory with a plan.json nor a stack" in err.getvalue()
+
+
+# --- `make diff` itself, as CI runs it: 0 same, 1 different, 2 bad usage or an error ---------------------
+
+
+def _deployment(image: str) -> dict:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "ml-pipeline", "namespace": "kubeflow"},
+            "spec": {"template": {"spec": {"containers": [{"name": "api-server", "image": image}]}}}}
+
+
+@pytest.fixture(scope="module")
+def saved_plans(tmp_path_factory):
+    """Two small saved plans that differ in one image: make diff without evaluating a stack."""
+    base = tmp_path_factory.mktemp("saved")
+    for name, image in (("before", "registry.example.com/api-server:2.3.0"),
+                        ("after", "registry.example.com/api-server:2.5.0")):
+        (base / name).mkdir()
+        (base / name / "plan.json").write_text(plan_json(config_group_plan([_deployment(image)])))
+    return base
+
+
+def make_diff(*args: str) -> subprocess.CompletedProcess:
+    # As a user or CI step runs it: not inside the make that may be running these tests.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    env["KUBEFLOW_MANIFESTS_DIR"] = str(manifests_dir())
+    return subprocess.run(["make", "diff", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_make_diff_exits_0_for_the_same_plan(saved_plans):
+    result = make_diff(f"A={saved_plans / 'before'}", f"B={saved_plans / 'before'}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.rstrip().endswith("The plans are the same.")
+
+
+def test_make_diff_exits_1_when_the_plans_differ_and_says_nothing_but_the_report(saved_plans):
+    result = make_diff(f"A={saved_plans / 'before'}", f"B={saved_plans / 'after'}")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert ('spec.template.spec.containers[name=api-server].image: "registry.example.com/api-server:2.3.0" -> '
+            '"registry.example.com/api-server:2.5.0"') in result.stdout
+    assert result.stdout.rstrip().endswith("The plans differ (+ only in B, - only in A, ~ changed A -> B).")
+    # A difference is an answer, not a failure: make adds no error line of its own.
+    assert "***" not in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (("A=dev",), "usage: make diff A=<stack|dir> B=<stack|dir>"),
+    (("B=dev",), "usage: make diff A=<stack|dir> B=<stack|dir>"),
+    (("venv", "A=dev", "B=prod"), "make diff runs alone"),
+], ids=["no-B", "no-A", "with-another-goal"])
+def test_make_diff_exits_2_on_bad_usage_before_doing_anything(args, message):
+    result = make_diff(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "tools.diff" not in result.stdout + result.stderr
+
+
+def test_make_diff_exits_2_when_a_side_is_neither_a_stack_nor_a_saved_plan(saved_plans):
+    result = make_diff("A=staging", f"B={saved_plans / 'after'}")
+    assert result.returncode == 2
+    assert "'staging' is neither a directory with a plan.json nor a stack" in result.stderr
+
+
+def test_make_diff_exits_2_not_1_when_the_tool_crashes(saved_plans, tmp_path):
+    # Python exits 1 on an uncaught exception, which CI would read as "the plans differ".
+    (tmp_path / "plan.json").write_text(json.dumps({"format": 1, "resources": [{"urn": "x"}], "outputs": {}}))
+    result = make_diff(f"A={saved_plans / 'before'}", f"B={tmp_path}")
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr and "KeyError" in result.stderr

@@ -12,21 +12,19 @@ from manifests.images import PUBLIC_REGISTRIES, parse_image
 from manifests.mesh import INJECT
 from manifests.objects import CONTAINER_LISTS, objects_from_config_group_inputs, object_ref, pod_template
 from manifests.validate import validate_objects
-from tests.conftest import MARKER_SECRETS, STACKS, run_stack
+from tests.conftest import MARKER_SECRETS, STACKS, shared_run
 from tests.upstream import CURRENT_VERSION, PREVIOUS_VERSION, manifests_path, upstream_objects
 from tools.mock_runtime import ProgramRun, stack_config
 
 CONFIG_GROUP = "kubernetes:yaml/v2:ConfigGroup"
 VERSIONS = (CURRENT_VERSION, PREVIOUS_VERSION)
-_RUNS: dict[tuple[str, str], ProgramRun] = {}
 
 
 def run_release(stack: str, version: str) -> ProgramRun:
-    """`stack` pinned to `version` with that release's manifests; evaluated once per session."""
-    if (stack, version) not in _RUNS:
-        kubeflow = dict(stack_config(stack)["kubeflow-platform:kubeflow"], version=version, manifests=str(manifests_path(version)))
-        _RUNS[stack, version] = run_stack(stack, {"kubeflow": kubeflow})
-    return _RUNS[stack, version]
+    """`stack` pinned to `version` with that release's manifests; evaluated once per session (for the
+    stack's own release, the same run as `stack_run`)."""
+    kubeflow = dict(stack_config(stack)["kubeflow-platform:kubeflow"], version=version, manifests=str(manifests_path(version)))
+    return shared_run(stack, {"kubeflow": kubeflow})
 
 
 @pytest.fixture(params=[(s, v) for s in STACKS for v in VERSIONS], ids=lambda p: f"{p[0]}-v{p[1]}")

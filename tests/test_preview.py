@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from manifests.objects import objects_from_config_group_inputs
-from tests.conftest import MARKER_SECRETS, REPO_ROOT, run_stack
+from tests.conftest import MARKER_SECRETS, REPO_ROOT, shared_run
 from tests.upstream import manifests_path
 from tools import plan_checks
 from tools.plan import (
@@ -26,6 +26,9 @@ from tools.plan import (
     transform_summary,
 )
 from tools.preview import preview
+
+#: libyaml reads the written manifests back in a fraction of a second; pure-Python PyYAML takes ten.
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # --- The real program, dev stack, real upstream v1.10.2 ------------------------------------------------
 
@@ -87,7 +90,7 @@ def test_the_plan_holds_every_resource_a_deployment_registers(previews):
     # Resources created inside an apply() would be missing from any preview, offline or real.
     first, _ = previews
     plan = json.loads((first.out / "plan.json").read_text())
-    deployed = run_stack("dev")
+    deployed = shared_run("dev")
     assert sorted(r["urn"] for r in plan["resources"]) == sorted(r.urn for r in deployed.resources)
     by_urn = {r.urn: r for r in deployed.resources}
     for resource in plan["resources"]:
@@ -104,7 +107,7 @@ def test_manifests_hold_every_object_of_every_config_group(previews):
                    if r["type"] == "kubernetes:yaml/v2:ConfigGroup" and r["name"].startswith("kubeflow-"))
     assert expected > 400, "the Kubeflow ConfigGroups should carry the upstream objects"
     written = [obj for path in sorted((first.out / "manifests").glob("*configgroup-kubeflow-*.yaml"))
-               for obj in yaml.safe_load_all(path.read_text()) if obj]
+               for obj in yaml.load_all(path.read_text(), Loader=YAML_LOADER) if obj]
     assert len(written) == expected
     assert [o.obj for o in kubernetes_objects(plan).objects if o.source.startswith("ConfigGroup kubeflow-")] == written
 

@@ -6,6 +6,7 @@ import collections
 import dataclasses
 import typing
 
+import pulumi
 import yaml
 
 import config
@@ -19,6 +20,27 @@ def test_every_stack_evaluates_and_exports_the_url(stack_run):
     host = stack_config(stack_run.stack)["kubeflow-platform:dns"]["host"]
     assert stack_run.exports["url"] == f"https://{host}/"
     assert stack_run.exports["kubeflowVersion"] == "1.10.2"
+
+
+#: What the teams around the platform read from `pulumi stack output`: renaming one breaks their scripts.
+PLATFORM_OUTPUTS = {
+    "url", "clusterOidcIssuer", "kubeflowVersion", "imageMirror", "transformReport", "zoneId", "zoneNameServers",
+    "dnsRecordNames", "certificateArn", "loadBalancerHostname", "oidcProviderArn", "roleArns", "bucketNames",
+    "nodeGroupNames", "autoscalingGroupNames", "authExtensionProvider", "authRedirectUrl", "authObjects",
+    "profiles", "policyPackConfig",
+}
+
+
+def test_the_stack_exports_what_a_platform_team_reads(stack_run):
+    assert set(stack_run.exports) == PLATFORM_OUTPUTS
+    assert set(stack_run.exports["roleArns"]) == {"pipelines", "argo"}
+    assert stack_run.exports["bucketNames"] and stack_run.exports["nodeGroupNames"]
+    assert stack_run.exports["dnsRecordNames"], "the alias records are registered before the export is read"
+
+
+def test_a_settings_error_is_reported_by_the_engine_without_a_traceback():
+    # The engine prints a RunError's message alone; any other exception comes with a Python traceback.
+    assert issubclass(config.SettingsError, pulumi.RunError)
 
 
 def test_every_resource_uses_an_explicit_provider(stack_run):

@@ -5,7 +5,8 @@
 A and B are each a stack name (evaluated now, offline) or a directory holding a saved plan.json. The
 output lists resources added, removed and changed (with every changed field path and old -> new value),
 stack outputs, and the Kubernetes objects that would be applied, matched by apiVersion, kind, namespace
-and name. Exit status: 0 when the plans are the same, 1 when they differ, 2 when one cannot be read.
+and name. Exit status: 0 when the plans are the same, 1 when they differ, 2 when one cannot be read or
+evaluated, or the tool fails (never 1, which CI reads as "different").
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import difflib
 import json
 import sys
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -361,4 +363,10 @@ def main(argv: list[str], stdout: TextIO = sys.stdout, stderr: TextIO = sys.stde
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        status = main(sys.argv[1:])
+    except Exception:  # noqa: BLE001 - reported, and never mistaken for "the plans differ"
+        # An uncaught exception would exit 1, which CI reads as a difference; a crash is trouble (2).
+        traceback.print_exc()
+        status = 2
+    sys.exit(status)

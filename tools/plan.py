@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from pulumi.runtime import rpc
 
-from manifests.objects import objects_from_config_group_inputs
+from manifests.objects import yaml_stream_documents
 from tools.mock_runtime import PROJECT, ProgramRun
 
 #: Version of the plan.json layout; a saved plan of another layout is refused by the diff.
@@ -285,8 +285,9 @@ def _objects_of_config_group(resource: Mapping[str, Any], file: str) -> tuple[li
         if text in (SECRET, KNOWN_AFTER_DEPLOY):
             missing.append(f"{source}: yaml is {text}")
             continue
-        for obj in objects_from_config_group_inputs({"yaml": text}):
-            objects.append(KubernetesObject(obj, file, source, resource["urn"]))
+        for obj in yaml_stream_documents(text):
+            if obj:
+                objects.append(KubernetesObject(obj, file, source, resource["urn"]))
     if inputs.get("files"):
         missing.append(f"{source}: files {inputs['files']!r} are read by the provider at deploy time")
     return objects, missing
