@@ -107,6 +107,12 @@ def test_the_stacks_register_iam_documents_to_lint(stack_run):
     assert {"trust", "identity", "resource"} <= kinds, f"{stack_run.stack}: IAM documents found: {sorted(kinds) or 'none'}"
 
 
+def test_every_suppression_is_still_needed(stack_run):
+    """A suppression no document of the stack needs any more is removed, not kept as a blank cheque."""
+    used = {line.split(": ", 1)[1].split(" ", 1)[0] for document in _documents(stack_run) for line in lint(document)[1]}
+    assert used == {s.issue for s in SUPPRESSIONS}
+
+
 # --------------------------------------------------------------------- the linter and suppressions
 
 ISSUER = "oidc.eks.us-west-2.amazonaws.com/id/EXAMPLE0123456789ABCDEF"
