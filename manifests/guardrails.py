@@ -270,7 +270,7 @@ def _as_object(resource: PlannedResource) -> dict | None:
     return obj
 
 
-# ------------------------------------------------------------------------------------------ helpers
+# ------------------------------------------------------------------------------------- reading values
 
 
 def _walk(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
