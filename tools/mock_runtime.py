@@ -31,6 +31,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PROJECT = "kubeflow-platform"
 #: What the mocks answer for the caller's account when the stack pins none.
 DEFAULT_ACCOUNT = "123456789012"
+# The stack files are read on every run; libyaml's loader gives the same values ten times faster.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # Canonical hosted zone ids of Network Load Balancers per region (Elastic Load Balancing endpoints
 # and quotas, "Network Load Balancers" column); ALB/Classic ids differ and alias records to an NLB
@@ -47,7 +49,7 @@ NLB_HOSTED_ZONE_IDS = {
 
 def stack_config(stack: str, root: Path = REPO_ROOT) -> dict[str, Any]:
     """The config a real `pulumi up` would see: Pulumi.yaml defaults overlaid by the stack file."""
-    project = yaml.safe_load((root / "Pulumi.yaml").read_text())
+    project = yaml.load((root / "Pulumi.yaml").read_text(), Loader=_YAML_LOADER)
     values: dict[str, Any] = {}
     for key, declaration in (project.get("config") or {}).items():
         if isinstance(declaration, Mapping) and "default" in declaration:
@@ -55,7 +57,7 @@ def stack_config(stack: str, root: Path = REPO_ROOT) -> dict[str, Any]:
     stack_file = root / f"Pulumi.{stack}.yaml"
     if not stack_file.is_file():
         raise FileNotFoundError(f"no stack file {stack_file.name}; stacks here: {', '.join(known_stacks(root))}")
-    stack_values = (yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}
+    stack_values = (yaml.load(stack_file.read_text(), Loader=_YAML_LOADER) or {}).get("config") or {}
     values.update(stack_values)
     return values
 
