@@ -17,10 +17,11 @@ from components import kubeflow as kubeflow_component
 from components.kubeflow import Kubeflow, KubeflowArgs
 from components.tenancy import Tenancy, tenancy_args
 
-# Evaluating thousands of profiles allocates millions of short-lived objects; with CPython's default
-# thresholds the collector re-walks the growing heap so often that evaluation time grows faster than the
-# number of profiles (and doubles at 1,000). Collecting young objects less often keeps it linear.
-gc.set_threshold(50_000, 20, 20)
+# Evaluating the program allocates millions of objects that live until the process ends (the parsed
+# release, every resource's Outputs) and almost no cyclic garbage. The cyclic collector re-walks them all
+# the same: measured, 25-30 % of the run (1.8 s of 7.5 s CPU with 1,000 profiles) to free about 20 MB.
+# Reference counting still frees everything else; the process is short-lived.
+gc.disable()
 
 try:
     settings = config.load()
@@ -79,3 +80,7 @@ pulumi.export("authExtensionProvider", auth.extension_provider)
 pulumi.export("authRedirectUrl", auth.redirect_url)
 pulumi.export("authObjects", auth.object_names)
 pulumi.export("profiles", tenancy.profile_names)
+
+# Everything declared above lives until the process exits, and the interpreter's exit runs full
+# collections over it anyway (about 0.35 s for the dev stack): frozen objects are not walked again.
+gc.freeze()

@@ -9,6 +9,7 @@ records every registration with its parent, provider, options and dependencies.
 from __future__ import annotations
 
 import functools
+import gc
 import hashlib
 import json
 import runpy
@@ -404,12 +405,20 @@ def run_program(
         runpy.run_path(str(root / "__main__.py"), run_name="__main__")
 
     run = ProgramRun(stack=stack, resources=monitor.registrations, invokes=mocks.invokes)
+    # __main__.py turns the cyclic collector off and freezes what it built, for its own short-lived
+    # process; the tests run it many times in one process, so the collector's state is put back.
+    collecting, frozen = gc.isenabled(), gc.get_freeze_count()
     try:
         _sync_await(run_pulumi_func(program))
     except Exception as error:
         # Callers (tests, the preview) can still see what was registered before the failure.
         error.program_run = run  # type: ignore[attr-defined]
         raise
+    finally:
+        if collecting:
+            gc.enable()
+        if not frozen:
+            gc.unfreeze()
     root_stack = pulumi.runtime.settings.get_root_resource()
     outputs = getattr(root_stack, "outputs", {}) or {}
     for key, value in outputs.items():
