@@ -13,12 +13,25 @@ composer and replaces those three:
   PyYAML does when no path resolvers are registered (none are, on this loader);
 - the collector is paused while the documents are built: the tree holds no cycles worth collecting.
 
+`load_all_parallel` also uses the machine's other cores for a large stream: split at document markers,
+its later parts are parsed by helper processes (`python -m manifests.yaml_loader`) while this one parses
+the first. Documents are independent (anchors never cross them), so the concatenated lists are what one
+parse gives; any error, in any part, and any helper failure means one ordinary parse of the whole stream,
+so results and errors stay PyYAML's.
+
 `tests/manifests/test_yaml_loader.py` compares the results with `yaml.CSafeLoader`, types included.
 """
 
 from __future__ import annotations
 
 import gc
+import marshal
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -117,3 +130,120 @@ def load_all(data: str | bytes) -> list[Any]:
     finally:
         if collecting:
             gc.enable()
+
+
+# ------------------------------------------------------------------------------ on several cores
+
+#: Smaller streams parse faster than a helper process starts.
+MIN_PARALLEL_BYTES = 1 << 20
+#: A line that is a document start marker (`---` alone, or followed by a space or tab).
+_DOCUMENT_START = re.compile(rb"\n(?=---(?:[ \t\r\n]|$))")
+_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
+_REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class _HelperFailed(Exception):
+    pass
+
+
+def split_at_documents(data: bytes, parts: int) -> list[bytes]:
+    """`data` in at most `parts` pieces of about equal size, each cut just before a `---` line."""
+    if parts < 2 or data.startswith(_BOMS):  # a UTF-16/32 stream cannot be cut on bytes
+        return [data]
+    pieces, start = [], 0
+    for index in range(1, parts):
+        match = _DOCUMENT_START.search(data, max(start, len(data) * index // parts))
+        if match is None:
+            break
+        cut = match.start() + 1
+        if cut > start:
+            pieces.append(data[start:cut])
+            start = cut
+    pieces.append(data[start:])
+    return pieces
+
+
+def helper_count() -> int:
+    """Helper processes worth starting: one per spare core, at most three."""
+    return max(0, min((os.cpu_count() or 1) - 1, 3))
+
+
+def load_all_parallel(data: bytes, helpers: int | None = None) -> list[Any]:
+    """`load_all(data)`, the later parts of a large stream parsed by helper processes meanwhile."""
+    helpers = helper_count() if helpers is None else helpers
+    pieces = split_at_documents(data, helpers + 1) if len(data) >= MIN_PARALLEL_BYTES else [data]
+    if len(pieces) < 2:
+        return load_all(data)
+    try:
+        started = [_start_helper(piece) for piece in pieces[1:]]
+    except OSError:
+        return load_all(data)
+    try:
+        documents = load_all(pieces[0])
+        for helper in started:
+            documents.extend(_result(*helper))
+        return documents
+    except (yaml.YAMLError, _HelperFailed):
+        # Parsed whole, the stream gives PyYAML's own result or error (with the stream's line numbers).
+        return load_all(data)
+    finally:
+        for process, _output, feeder in started:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+            feeder.join()
+
+
+def _start_helper(piece: bytes) -> tuple[subprocess.Popen, list[bytes], threading.Thread]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "manifests.yaml_loader"], cwd=_REPO_ROOT,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )
+    output: list[bytes] = []
+
+    def exchange() -> None:
+        # Writing and reading in a thread: neither pipe can fill up while this process parses.
+        try:
+            process.stdin.write(piece)
+            process.stdin.close()
+            output.append(process.stdout.read())
+        except OSError:
+            output.append(b"")
+
+    feeder = threading.Thread(target=exchange, daemon=True)
+    feeder.start()
+    return process, output, feeder
+
+
+def _result(process: subprocess.Popen, output: list[bytes], feeder: threading.Thread) -> list[Any]:
+    feeder.join()
+    if process.wait() != 0 or not output:
+        raise _HelperFailed
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        documents = marshal.loads(output[0])
+    except (ValueError, EOFError, TypeError):
+        raise _HelperFailed from None
+    finally:
+        if collecting:
+            gc.enable()
+    if not isinstance(documents, list):
+        raise _HelperFailed
+    return documents
+
+
+def _helper() -> int:
+    """Parses the stream on stdin, writes its documents to stdout as marshal data; 1 on any failure."""
+    try:
+        documents = load_all(sys.stdin.buffer.read())
+        payload = marshal.dumps(documents)
+    except (yaml.YAMLError, ValueError):  # ValueError: a value marshal cannot hold (a timestamp)
+        return 1
+    sys.stdout.buffer.write(payload)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_helper())

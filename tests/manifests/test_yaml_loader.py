@@ -143,3 +143,53 @@ def test_the_collector_is_paused_only_while_loading():
         assert not gc.isenabled()  # a caller that turned it off keeps it off
     finally:
         gc.enable()
+
+
+# --- several cores ------------------------------------------------------------------------------------
+
+
+def many_documents(count: int = 30000, extra: str = "") -> bytes:
+    docs = [f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm-{i}}}\ndata: {{k: 'v{i}', n: '{i}'}}\n" for i in range(count)]
+    text = "---\n".join(docs) + extra
+    assert len(text) >= yaml_loader.MIN_PARALLEL_BYTES
+    return text.encode()
+
+
+@pytest.mark.parametrize("helpers", [1, 3])
+def test_a_release_parsed_on_several_cores_is_the_same(helpers):
+    data = manifests_path(CURRENT_VERSION).read_bytes()
+    assert len(yaml_loader.split_at_documents(data, helpers + 1)) == helpers + 1
+    assert same(yaml_loader.load_all_parallel(data, helpers=helpers), reference(data))
+
+
+def test_streams_are_cut_only_before_document_markers():
+    text = b"a: |\n  ---\n  x\n---x: 1\n--- \nb: 2\n---\nc: 3\n...\n---\t\nd: [4]\n"
+    for parts in range(2, 6):
+        pieces = yaml_loader.split_at_documents(text, parts)
+        assert b"".join(pieces) == text
+        assert all(piece.startswith(b"---") for piece in pieces[1:])
+        assert same([doc for piece in pieces for doc in reference(piece)], reference(text))
+    assert yaml_loader.split_at_documents("a: 1\n---\nb: 2\n".encode("utf-16"), 2) == ["a: 1\n---\nb: 2\n".encode("utf-16")]
+
+
+@pytest.mark.parametrize("tail", [
+    "---\nbroken: [unclosed\n",        # an error in a helper's part: PyYAML's error, with the stream's line
+    "---\nwhen: 2024-01-01\n",         # a value marshal cannot carry back from a helper
+])
+def test_a_part_that_fails_means_one_ordinary_parse(tail):
+    data = many_documents(extra=tail)
+    try:
+        expected = reference(data)
+    except yaml.YAMLError as error:
+        with pytest.raises(yaml.YAMLError) as actual:
+            yaml_loader.load_all_parallel(data, helpers=1)
+        assert str(actual.value) == str(error)
+    else:
+        assert same(yaml_loader.load_all_parallel(data, helpers=1), expected)
+
+
+@pytest.mark.parametrize("executable", ["/bin/false", "/nonexistent/python"])
+def test_helpers_that_cannot_run_mean_one_ordinary_parse(monkeypatch, executable):
+    data = many_documents()
+    monkeypatch.setattr(yaml_loader.sys, "executable", executable)
+    assert same(yaml_loader.load_all_parallel(data, helpers=2), reference(data))
