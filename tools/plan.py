@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 from pulumi.runtime import rpc
 
+from manifests.objects import DOCUMENT_SEPARATOR
 from tools.mock_runtime import PROJECT, ProgramRun
 
 #: Version of the plan.json layout; a saved plan of another layout is refused by the diff.
@@ -265,6 +266,19 @@ def _config_group_order(groups: list[Mapping[str, Any]]) -> list[Mapping[str, An
     return placed
 
 
+def config_group_documents(text: str) -> list[Any]:
+    """The documents of a ConfigGroup's `yaml` text.
+
+    The program writes compact JSON documents (manifests.objects.config_group_yaml): read with `json` they
+    are exactly the objects it serialised, and in 50 ms instead of PyYAML's 5 s for the Kubeflow groups,
+    which the preview reads four times. Text that is not such documents is read as YAML, with libyaml.
+    """
+    try:
+        return [json.loads(document) for document in text.split(DOCUMENT_SEPARATOR) if document.strip()]
+    except ValueError:
+        return list(yaml.load_all(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
+
+
 def _objects_of_config_group(resource: Mapping[str, Any], file: str) -> tuple[list[KubernetesObject], list[str]]:
     inputs = resource["inputs"]
     source = f"ConfigGroup {resource['name']}"
@@ -284,7 +298,7 @@ def _objects_of_config_group(resource: Mapping[str, Any], file: str) -> tuple[li
         if text in (SECRET, KNOWN_AFTER_DEPLOY):
             missing.append(f"{source}: yaml is {text}")
             continue
-        for obj in yaml.safe_load_all(text):
+        for obj in config_group_documents(text):
             if obj:
                 objects.append(KubernetesObject(obj, file, source, resource["urn"]))
     if inputs.get("files"):
