@@ -148,7 +148,7 @@ def test_the_collector_is_paused_only_while_loading():
 # --- several cores ------------------------------------------------------------------------------------
 
 
-def many_documents(count: int = 30000, extra: str = "") -> bytes:
+def many_documents(count: int = 14000, extra: str = "") -> bytes:
     docs = [f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm-{i}}}\ndata: {{k: 'v{i}', n: '{i}'}}\n" for i in range(count)]
     text = "---\n".join(docs) + extra
     assert len(text) >= yaml_loader.MIN_PARALLEL_BYTES
