@@ -74,7 +74,7 @@ _K8S_ROLLOUT = Provisioning(
 PROVISIONING: dict[str, Provisioning] = {
     "aws:acm/certificate:Certificate": Provisioning(
         10, "ACM certificate requested (PENDING_VALIDATION at once)",
-        "https://docs.aws.amazon.com/acm/latest/APIReference/API_CertificateDetail.html "
+        "https://docs.aws.amazon.com/sdk-for-kotlin/api/latest/acm/aws.sdk.kotlin.services.acm.model/-certificate-detail/status.html "
         "(a certificate enters PENDING_VALIDATION upon being requested)",
     ),
     "aws:acm/certificateValidation:CertificateValidation": Provisioning(
