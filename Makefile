@@ -21,7 +21,7 @@ MANIFESTS_B ?= $(if $(KUBEFLOW_B),$(KUBEFLOW_MANIFESTS_DIR)/v$(KUBEFLOW_B).yaml,
 diff_release = $(if $(wildcard $(1)/plan.json),,$(if $(filter file,$(origin MANIFESTS_$(2))),$(or $(KUBEFLOW_$(2)),$(if $(filter file,$(origin MANIFESTS)),$(or $(KUBEFLOW),$(KUBEFLOW_VERSION))))))
 diff_options = $(if $(wildcard $(1)/plan.json),,--manifests-$(2) $(MANIFESTS_$(3)) $(if $(KUBEFLOW_$(3)),--kubeflow-$(2) $(KUBEFLOW_$(3)),$(if $(KUBEFLOW),--kubeflow-$(2) $(KUBEFLOW))))
 
-.PHONY: venv upstream-manifests preview preview-unchanged diff test bench docs clean
+.PHONY: venv upstream-manifests preview diff test bench docs clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -38,18 +38,6 @@ upstream-manifests: venv
 preview: venv
 	@if [ "$(origin MANIFESTS)" = "file" ]; then $(MAKE) --no-print-directory upstream-manifests UPSTREAM_VERSIONS="$(or $(KUBEFLOW),$(KUBEFLOW_VERSION))"; fi
 	$(BIN)/python -m tools.preview --stack $(STACK) --manifests $(MANIFESTS) $(if $(KUBEFLOW),--kubeflow-version $(KUBEFLOW)) $(if $(OUT),--out $(OUT))
-
-## Optimisations must not change what the preview writes. Before a change: make preview STACK=<s> OUT=<dir>/<s>
-## for each stack; after it: make preview-unchanged BASELINE=<dir> compares every file under build/<s>/ with diff -r.
-STACKS ?= dev prod
-preview-unchanged: venv
-	@if [ -z "$(BASELINE)" ]; then echo "usage: make preview-unchanged BASELINE=<dir holding a preview per stack> [STACKS='$(STACKS)'] [MANIFESTS=path]" >&2; exit 2; fi
-	@if [ "$(origin MANIFESTS)" = "file" ]; then $(MAKE) --no-print-directory upstream-manifests UPSTREAM_VERSIONS="$(or $(KUBEFLOW),$(KUBEFLOW_VERSION))"; fi
-	@for stack in $(STACKS); do \
-	  $(BIN)/python -m tools.preview --stack $$stack --manifests $(MANIFESTS) --out build/$$stack > /dev/null || exit 1; \
-	  diff -r $(BASELINE)/$$stack build/$$stack || exit 1; \
-	  echo "$$stack: every file under build/$$stack/ is byte-identical to $(BASELINE)/$$stack/"; \
-	done
 
 ## Field-level differences between two plans; exit 0 when equal, 1 when different.
 ## make diff A=<stack|dir> B=<stack|dir> [KUBEFLOW_A=1.9.1] [MANIFESTS_A=path] [KUBEFLOW_B=...] [MANIFESTS_B=...] [FULL=1]
@@ -72,3 +60,16 @@ docs: venv
 
 clean:
 	rm -rf build $(VENV) .pytest_cache
+
+## Optimisations must not change what the preview writes. Before a change: make preview STACK=<s> OUT=<dir>/<s>
+## for each stack; after it: make preview-unchanged BASELINE=<dir> compares every file under build/<s>/ with diff -r.
+STACKS ?= dev prod
+.PHONY: preview-unchanged
+preview-unchanged: venv
+	@if [ -z "$(BASELINE)" ]; then echo "usage: make preview-unchanged BASELINE=<dir holding a preview per stack> [STACKS='$(STACKS)'] [MANIFESTS=path]" >&2; exit 2; fi
+	@if [ "$(origin MANIFESTS)" = "file" ]; then $(MAKE) --no-print-directory upstream-manifests UPSTREAM_VERSIONS="$(or $(KUBEFLOW),$(KUBEFLOW_VERSION))"; fi
+	@for stack in $(STACKS); do \
+	  $(BIN)/python -m tools.preview --stack $$stack --manifests $(MANIFESTS) --out build/$$stack > /dev/null || exit 1; \
+	  diff -r $(BASELINE)/$$stack build/$$stack || exit 1; \
+	  echo "$$stack: every file under build/$$stack/ is byte-identical to $(BASELINE)/$$stack/"; \
+	done
