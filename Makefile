@@ -94,3 +94,16 @@ docs: venv
 
 clean:
 	rm -rf build $(VENV) $(SCAN_VENV) policy/venv .pytest_cache
+
+## Optimisations must not change what the preview writes. Before a change: make preview STACK=<s> OUT=<dir>/<s>
+## for each stack; after it: make preview-unchanged BASELINE=<dir> compares every file under build/<s>/ with diff -r.
+STACKS ?= dev prod
+.PHONY: preview-unchanged
+preview-unchanged: venv
+	@if [ -z "$(BASELINE)" ]; then echo "usage: make preview-unchanged BASELINE=<dir holding a preview per stack> [STACKS='$(STACKS)'] [MANIFESTS=path]" >&2; exit 2; fi
+	@if [ "$(origin MANIFESTS)" = "file" ]; then $(MAKE) --no-print-directory upstream-manifests UPSTREAM_VERSIONS="$(or $(KUBEFLOW),$(KUBEFLOW_VERSION))"; fi
+	@for stack in $(STACKS); do \
+	  $(BIN)/python -m tools.preview --stack $$stack --manifests $(MANIFESTS) --out build/$$stack > /dev/null || exit 1; \
+	  diff -r $(BASELINE)/$$stack build/$$stack || exit 1; \
+	  echo "$$stack: every file under build/$$stack/ is byte-identical to $(BASELINE)/$$stack/"; \
+	done

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -129,7 +129,7 @@ class WorkloadIdentity(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             f"{name}-policy",
             role=role.id,
-            policy=pulumi.Output.from_input(policy).apply(lambda document: json.dumps(document, sort_keys=True)),
+            policy=_policy_json(policy),
             opts=role_opts,
         )
         return role
@@ -160,3 +160,20 @@ class WorkloadIdentity(pulumi.ComponentResource):
             **{f"{platform.kubeflow_namespace}/{sa}": pipelines.arn for sa in PIPELINES_SERVICE_ACCOUNTS},
             **{f"{platform.argo_namespace}/{sa}": argo.arn for sa in platform.argo_service_accounts},
         }
+
+
+def _policy_json(policy: pulumi.Input[dict]) -> pulumi.Input[str]:
+    """The policy document as IAM reads it. A plain document (every profile's data-lake policy) is
+    serialised at once: `Output.from_input` would wrap each of its nested lists and dicts in an Output,
+    which at a thousand profiles is a measurable share of the evaluation."""
+    if not _holds_outputs(policy):
+        return json.dumps(policy, sort_keys=True)
+    return pulumi.Output.from_input(policy).apply(lambda document: json.dumps(document, sort_keys=True))
+
+
+def _holds_outputs(value: object) -> bool:
+    if isinstance(value, dict):
+        return any(_holds_outputs(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_outputs(item) for item in value)
+    return isinstance(value, (pulumi.Output, Awaitable))

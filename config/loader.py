@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -44,6 +45,13 @@ def setting(default: Any = _MISSING, *, check: Check | Iterable[Check] | None = 
 def camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+@functools.lru_cache(maxsize=None)
+def _type_hints(cls: type) -> dict[str, Any]:
+    # Resolving a dataclass's string annotations costs more than building it: a thousand profiles
+    # would resolve the same hints a thousand times.
+    return typing.get_type_hints(cls)
 
 
 def keys_of(cls: type) -> dict[str, dataclasses.Field]:
@@ -202,7 +210,7 @@ def from_raw(cls: type, raw: Any, path: str, problems: Problems) -> Any:
         problems.add(path, f"expected an object, got {_describe(raw)}")
         return None
     accepted = keys_of(cls)
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     for key in raw:
         if key not in accepted:
             close = difflib.get_close_matches(str(key), list(accepted), n=1, cutoff=0.6)

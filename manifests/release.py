@@ -49,16 +49,36 @@ class PreparedRelease:
 _LOADED: dict[tuple, LoadedManifests] = {}
 
 
-def default_cache_dir() -> Path:
-    """Where `{url, sha256}` downloads are kept, keyed by checksum (the user's cache, not the project)."""
+#: Environment variable naming the cache directory instead of `$XDG_CACHE_HOME/kubeflow-platform`.
+CACHE_DIR_VARIABLE = "KUBEFLOW_PLATFORM_CACHE_DIR"
+
+
+def cache_root() -> Path:
+    """The user's cache for this project (not the project's directory): downloads and parsed manifests."""
+    configured = os.environ.get(CACHE_DIR_VARIABLE)
+    if configured:
+        return Path(configured)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "kubeflow-platform" / "manifests"
+    return Path(base) / "kubeflow-platform"
+
+
+def default_cache_dir() -> Path:
+    """Where `{url, sha256}` downloads are kept, keyed by checksum."""
+    return cache_root() / "manifests"
+
+
+def parsed_cache_dir() -> Path:
+    """Where parsed upstream releases are kept, keyed by checksum (manifests.parse_cache)."""
+    return cache_root() / "parsed"
 
 
 def load_once(source: str | Mapping | UrlSource, cache_dir: Path | None = None) -> LoadedManifests:
-    """`load_source`, remembered per process: parsing the 10 MB upstream release costs about 1.7 s,
-    and the tests and the preview evaluate the program many times. A file is parsed again when its
-    size or modification time changes; directories (kustomize output can change) always are."""
+    """`load_source`, remembered per process and, for large streams, across processes.
+
+    The tests and the preview evaluate the program many times in one process: a file is loaded again only
+    when its size or modification time changes; directories (kustomize output can change) always are.
+    Across processes the parsed documents come from `parsed_cache_dir()` when the bytes' checksum matches.
+    """
     if isinstance(source, Mapping) and set(source) == {"url", "sha256"}:
         source = UrlSource(str(source["url"]), str(source["sha256"]).lower())
     key: tuple | None = None
@@ -69,7 +89,8 @@ def load_once(source: str | Mapping | UrlSource, cache_dir: Path | None = None) 
         key = ("file", str(Path(source).resolve()), stat.st_size, stat.st_mtime_ns)
     if key is not None and key in _LOADED:
         return _LOADED[key]
-    loaded = load_source(source, cache_dir=cache_dir or default_cache_dir(), config_key=CONFIG_KEY)
+    loaded = load_source(source, cache_dir=cache_dir or default_cache_dir(), config_key=CONFIG_KEY,
+                         parsed_cache=parsed_cache_dir())
     if key is not None:
         _LOADED[key] = loaded
     return loaded

@@ -105,3 +105,19 @@ def test_irsa_roles_can_be_parented_elsewhere_and_keep_their_policy_beside_them(
     assert role.parent.endswith("test:index:Owner::owner") and policy.parent == role.parent
     assert role.provider == run.named(ROLE, "identity-pipelines").provider
     assert created
+
+
+def test_a_plain_policy_and_one_with_outputs_give_the_same_document():
+    # A plain document is serialised at once (a thousand profiles' policies would otherwise each become
+    # dozens of Outputs); one holding Outputs waits for them. The text IAM receives is the same.
+    import pulumi
+    from pulumi.runtime.sync_await import _sync_await
+
+    from components.identity import _policy_json
+
+    document = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": "arn:aws:s3:::b/*"}]}
+    assert _policy_json(document) == json.dumps(document, sort_keys=True)
+    deferred = {**document, "Statement": [{**document["Statement"][0], "Resource": pulumi.Output.from_input("arn:aws:s3:::b/*")}]}
+    later = _policy_json(deferred)
+    assert isinstance(later, pulumi.Output)
+    assert _sync_await(later.future()) == _policy_json(document)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import gc
 import typing
 
 import pulumi
@@ -11,7 +12,7 @@ import yaml
 
 import config
 from config.loader import keys_of
-from tests.conftest import REPO_ROOT, STACKS
+from tests.conftest import REPO_ROOT, STACKS, run_stack
 from tools import config_reference
 from tools.mock_runtime import stack_config
 
@@ -53,6 +54,15 @@ def test_every_resource_uses_an_explicit_provider(stack_run):
         assert provider_urn in providers, f"{resource.type} {resource.name} uses the default provider"
         package = resource.type.split(":")[0]
         assert providers[provider_urn].type == f"pulumi:providers:{package}", resource.urn
+
+
+def test_the_program_stops_the_collector_for_its_process_and_a_harness_run_gives_it_back():
+    # __main__.py disables the cyclic collector and freezes what it built (a short-lived process);
+    # a process that runs the program many times, like this test session, must get both back.
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    run = run_stack("dev")
+    assert run.exports["url"].startswith("https://")
+    assert gc.isenabled() and gc.get_freeze_count() == 0
 
 
 def test_urns_are_unique(stack_run):

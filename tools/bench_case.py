@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 
 
@@ -59,4 +60,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    status = main(sys.argv[1:])
+    # As the preview does: what is left is freed by the exit, and freezing it spares the interpreter's
+    # final collections their walk over the evaluated program (tools/preview.py).
+    gc.freeze()
+    sys.exit(status)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import gc
 import json
 import os
 import sys
@@ -292,4 +293,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    status = main(sys.argv[1:])
+    # What is left (the evaluated program, the plan) is freed by the exit anyway; frozen, it is not walked
+    # by the interpreter's final full collections first (about 0.35 s for the dev stack).
+    gc.freeze()
+    sys.exit(status)
