@@ -155,11 +155,16 @@ class ValidityCheck:
     def __init__(self, validator: Draft202012Validator) -> None:
         if validator.format_checker is not None:
             raise _Unsupported("format assertions")
+        # `$ref` resolution goes through the validator's own resolver, a private attribute of the pinned
+        # jsonschema: a release without it makes every object go through `jsonschema`, slower but the same.
+        resolver = getattr(validator, "_resolver", None)
+        if resolver is None:
+            raise _Unsupported("a jsonschema without Validator._resolver")
         self._validator = validator
         self._types = validator.TYPE_CHECKER
         # id(schema node) -> (node, check); the node is kept so its id is not reused.
         self._compiled: dict[int, tuple[Any, _Check]] = {}
-        self._root = self._check_of(validator.schema, validator._resolver, root=True)
+        self._root = self._check_of(validator.schema, resolver, root=True)
 
     def __call__(self, instance: Any) -> bool:
         return self._root(instance)

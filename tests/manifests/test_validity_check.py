@@ -136,3 +136,15 @@ def test_agrees_with_jsonschema_on_mutated_upstream_objects():
         assert fast(mutated) == expected, (original["kind"], original["metadata"]["name"])
         verdicts[expected] += 1
     assert min(verdicts.values()) > 300  # both answers were exercised
+
+
+def test_a_jsonschema_without_the_private_resolver_leaves_every_object_to_jsonschema():
+    from types import SimpleNamespace
+
+    from manifests.validate import _fast_check
+
+    validator = Draft202012Validator({"type": "object"})
+    without_resolver = SimpleNamespace(format_checker=None, TYPE_CHECKER=validator.TYPE_CHECKER,
+                                       VALIDATORS=validator.VALIDATORS, schema=validator.schema)
+    assert _fast_check(without_resolver) is None
+    assert _fast_check(validator) is not None
