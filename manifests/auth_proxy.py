@@ -143,23 +143,11 @@ def ext_authz_policy(options: AuthProxyOptions, name: str = "kubeflow-auth-proxy
     If the mesh config lacks the provider, istiod cannot build the ext_authz filter and the gateway
     denies the requests this policy matches: it fails closed, never open.
     """
-    identity = options.identity
-    return {
-        "apiVersion": security_api_version(identity),
-        "kind": "AuthorizationPolicy",
-        "metadata": {"name": name, "namespace": identity.gateway_namespace},
-        "spec": {
-            "selector": {"matchLabels": dict(identity.gateway_selector)},
-            "action": "CUSTOM",
-            "provider": {"name": options.extension_provider},
-            "rules": [
-                {
-                    "to": [{"operation": {"notPaths": list(_UNCHECKED_PATHS[options.proxy])}}],
-                    "when": [{"key": "request.headers[authorization]", "notValues": ["*"]}],
-                }
-            ],
-        },
+    rule = {
+        "to": [{"operation": {"notPaths": list(_UNCHECKED_PATHS[options.proxy])}}],
+        "when": [{"key": "request.headers[authorization]", "notValues": ["*"]}],
     }
+    return _gateway_policy(options.identity, name, "CUSTOM", rule, provider={"name": options.extension_provider})
 
 
 def require_verified_token_policy(options: AuthProxyOptions, name: str = "kubeflow-require-verified-token") -> dict:
@@ -170,20 +158,24 @@ def require_verified_token_policy(options: AuthProxyOptions, name: str = "kubefl
     step around login (upstream closes the same gap with `istio-ingressgateway-require-jwt`, which the
     `istio` exclusion removes together with the rest of upstream's istio-system).
     """
-    identity = options.identity
+    rule = {
+        "from": [{"source": {"notRequestPrincipals": ["*"]}}],
+        "when": [{"key": "request.headers[authorization]", "values": ["*"]}],
+    }
+    return _gateway_policy(options.identity, name, "DENY", rule)
+
+
+def _gateway_policy(identity: IdentityHeaderOptions, name: str, action: str, rule: dict, **spec: object) -> dict:
+    """An AuthorizationPolicy with one rule on the ingress gateway's pods, in the gateway's namespace."""
     return {
         "apiVersion": security_api_version(identity),
         "kind": "AuthorizationPolicy",
         "metadata": {"name": name, "namespace": identity.gateway_namespace},
         "spec": {
             "selector": {"matchLabels": dict(identity.gateway_selector)},
-            "action": "DENY",
-            "rules": [
-                {
-                    "from": [{"source": {"notRequestPrincipals": ["*"]}}],
-                    "when": [{"key": "request.headers[authorization]", "values": ["*"]}],
-                }
-            ],
+            "action": action,
+            **spec,
+            "rules": [rule],
         },
     }
 
