@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
-from manifests.objects import CONTAINER_LISTS, Change, clone, object_ref
+from manifests.objects import CONTAINER_LISTS, Change, clone, object_ref, walk_strings
 from manifests.options import ImageMirrorOptions, ImageMirrorRule
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -168,17 +168,6 @@ class _Edits:
         return "/" in reference and ("." in first or ":" in first)
 
 
-def _walk_strings(node: Any, path: tuple) -> Iterator[tuple[tuple, str]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _walk_strings(value, path + (key,))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _walk_strings(value, path + (index,))
-    elif isinstance(node, str):
-        yield path, node
-
-
 def _find_container_edits(container: dict, path: tuple, state: _Edits, ref: str) -> None:
     name = container.get("name", "?")
     for list_name in ("command", "args"):
@@ -231,7 +220,7 @@ def _find_edits(obj: dict, state: _Edits) -> None:
             if new is not None:
                 state.edits.append((("data", key), new))
         return
-    for path, value in _walk_strings(obj, ()):
+    for path, value in walk_strings(obj):
         if path and path[-1] == "image":
             new = state.rewrite(value, f"{ref} {'.'.join(map(str, path))}")
             if new is not None:

@@ -96,6 +96,18 @@ def containers_of(pod_spec: dict) -> Iterator[dict]:
 DOCUMENT_SEPARATOR = "\n---\n"
 
 
+def walk_strings(node: Any, path: tuple = ()) -> Iterator[tuple[tuple, str]]:
+    """Every string below `node` with its path of keys and list indexes, in document order."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from walk_strings(value, path + (key,))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from walk_strings(value, path + (index,))
+    elif isinstance(node, str):
+        yield path, node
+
+
 def config_group_yaml(objects: list[dict]) -> str:
     """The objects as one multi-document YAML stream of compact JSON documents (JSON is YAML).
 

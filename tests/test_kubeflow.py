@@ -10,7 +10,7 @@ import pytest
 
 from manifests.images import PUBLIC_REGISTRIES, parse_image
 from manifests.mesh import INJECT
-from manifests.objects import CONTAINER_LISTS, objects_from_config_group_inputs, object_ref, pod_template
+from manifests.objects import CONTAINER_LISTS, objects_from_config_group_inputs, object_ref, pod_template, walk_strings
 from manifests.validate import validate_objects
 from tests.conftest import MARKER_SECRETS, STACKS, shared_run
 from tests.upstream import CURRENT_VERSION, PREVIOUS_VERSION, manifests_path, upstream_objects
@@ -142,17 +142,6 @@ def test_every_virtual_service_is_on_the_central_gateway_and_hosts(release_run):
 _PUBLIC = re.compile(r"(?<![\w./-])(" + "|".join(re.escape(r) for r in PUBLIC_REGISTRIES) + r")/[\w./-]+")
 
 
-def _strings(node, path=()):
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _strings(value, path + (key,))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _strings(value, path + (index,))
-    elif isinstance(node, str):
-        yield path, node
-
-
 def _container_images(objects):
     for obj in objects:
         template = pod_template(obj)
@@ -168,7 +157,7 @@ def test_no_image_reference_anywhere_points_outside_the_mirror(release_run):
     for obj in objects:
         if obj["kind"] == "CustomResourceDefinition":
             continue  # schemas describe image fields; they hold no references
-        for path, text in _strings(obj):
+        for path, text in walk_strings(obj):
             if path[:2] == ("data", "_example"):
                 continue  # Knative's checksummed documentation; never read by anything
             found = _PUBLIC.search(text)

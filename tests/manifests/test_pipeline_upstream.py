@@ -8,7 +8,7 @@ import time
 
 from manifests.images import PUBLIC_REGISTRIES, parse_image
 from manifests.mesh import INJECT
-from manifests.objects import CONTAINER_LISTS, object_ref, pod_template
+from manifests.objects import CONTAINER_LISTS, object_ref, pod_template, walk_strings
 from manifests.pipeline import transform
 from manifests.validate import validate_objects
 from tests.manifests.conftest import ENTERPRISE, MIRROR, enterprise_result
@@ -62,24 +62,13 @@ def test_every_namespace_joins_the_mesh(version):
 _PUBLIC = re.compile(r"(?<![\w.-])(" + "|".join(re.escape(r) for r in PUBLIC_REGISTRIES) + r")/[\w./-]+")
 
 
-def _strings(node, path=()):
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _strings(value, path + (key,))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            yield from _strings(value, path + (index,))
-    elif isinstance(node, str):
-        yield path, node
-
-
 def test_no_image_reference_anywhere_points_outside_the_mirror(version):
     result = enterprise_result(version)
     assert result.unmirrored_images == {}
     for obj in result.objects:
         if obj["kind"] == "CustomResourceDefinition":
             continue
-        for path, text in _strings(obj):
+        for path, text in walk_strings(obj):
             if path and path[0] == "data" and path[1] == "_example":
                 continue  # Knative's checksummed documentation; never read by anything
             found = _PUBLIC.search(text)
