@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import copy
-
 import jsonschema
 
+from manifests.validate import strict_crd_schema
 from tests.upstream import upstream_objects
 
 
@@ -32,26 +31,6 @@ def istio_version_of(kubeflow_version: str) -> str:
     raise LookupError(f"no istiod (pilot) image in Kubeflow v{kubeflow_version}")
 
 
-def _closed(schema: object) -> object:
-    """`schema` with unknown fields forbidden wherever Kubernetes would silently prune them.
-
-    The API server drops fields a structural schema does not declare, so a misspelt `workloadSelector`
-    would apply a filter to nothing without any error; here it is an error instead.
-    """
-    if isinstance(schema, dict):
-        closed = {key: _closed(value) for key, value in schema.items()}
-        if (
-            "properties" in closed
-            and "additionalProperties" not in closed
-            and not closed.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            closed["additionalProperties"] = False
-        return closed
-    if isinstance(schema, list):
-        return [_closed(item) for item in schema]
-    return schema
-
-
 def schema_errors(obj: dict, kubeflow_version: str) -> list[str]:
     """Every way `obj` breaks its CRD's openAPIV3Schema (CEL rules aside), as `path: message` lines."""
     group, _, version = obj["apiVersion"].partition("/")
@@ -61,7 +40,9 @@ def schema_errors(obj: dict, kubeflow_version: str) -> list[str]:
     served = {entry["name"]: entry for entry in crd["spec"]["versions"] if entry.get("served")}
     if version not in served:
         return [f"apiVersion: {version} is not served; served are {sorted(served)}"]
-    schema = _closed(copy.deepcopy(served[version]["schema"]["openAPIV3Schema"]))
+    # Unknown fields refused wherever the API server would prune them: a misspelt `workloadSelector` would
+    # otherwise apply a filter to nothing without any error.
+    schema = strict_crd_schema(served[version]["schema"]["openAPIV3Schema"])
     # apiVersion, kind and metadata are the API server's, not the CRD schema's, to check.
     body = {key: value for key, value in obj.items() if key not in ("apiVersion", "kind", "metadata")}
     validator = jsonschema.Draft7Validator(schema)
