@@ -8,17 +8,22 @@ STACK ?= dev
 #: The Kubeflow release the stacks pin, and the previous one (upgrade diffs).
 KUBEFLOW_VERSION := 1.10.2
 PREVIOUS_KUBEFLOW_VERSION := 1.9.1
-export KUBEFLOW_MANIFESTS_DIR ?= $(CURDIR)/build/upstream
+#: Rendered upstream releases: the directory a user names with KUBEFLOW_MANIFESTS_DIR (only read, never
+#: written), else build/upstream/, where `make upstream-manifests` renders what is missing. Deliberately not
+#: exported: tools.upstream_manifests and the tests tell the user's directory from this default by the variable.
+UPSTREAM_DIR := $(or $(KUBEFLOW_MANIFESTS_DIR),$(CURDIR)/build/upstream)
+#: A release's rendered file: its tag and .yaml (v1.10.2.yaml; calendar releases keep their tag: 26.03.yaml).
+release_file = $(UPSTREAM_DIR)/$(if $(filter 1.%,$(1)),v$(1),$(1)).yaml
 #: Preview another Kubeflow release than the stack pins (make preview KUBEFLOW=1.9.1).
 KUBEFLOW ?=
-MANIFESTS ?= $(KUBEFLOW_MANIFESTS_DIR)/v$(or $(KUBEFLOW),$(KUBEFLOW_VERSION)).yaml
+MANIFESTS ?= $(call release_file,$(or $(KUBEFLOW),$(KUBEFLOW_VERSION)))
 UPSTREAM_VERSIONS ?= $(KUBEFLOW_VERSION) $(PREVIOUS_KUBEFLOW_VERSION)
 #: make diff: each side is a stack (evaluated now) or a directory with a saved plan.json.
 KUBEFLOW_A ?=
 KUBEFLOW_B ?=
-MANIFESTS_A ?= $(if $(KUBEFLOW_A),$(KUBEFLOW_MANIFESTS_DIR)/v$(KUBEFLOW_A).yaml,$(MANIFESTS))
-MANIFESTS_B ?= $(if $(KUBEFLOW_B),$(KUBEFLOW_MANIFESTS_DIR)/v$(KUBEFLOW_B).yaml,$(MANIFESTS))
-# The release a diff side needs rendered into KUBEFLOW_MANIFESTS_DIR: none for a saved plan or for a side
+MANIFESTS_A ?= $(if $(KUBEFLOW_A),$(call release_file,$(KUBEFLOW_A)),$(MANIFESTS))
+MANIFESTS_B ?= $(if $(KUBEFLOW_B),$(call release_file,$(KUBEFLOW_B)),$(MANIFESTS))
+# The release a diff side needs rendered into UPSTREAM_DIR: none for a saved plan or for a side
 # given a manifests path.
 diff_release = $(if $(wildcard $(1)/plan.json),,$(if $(filter file,$(origin MANIFESTS_$(2))),$(or $(KUBEFLOW_$(2)),$(if $(filter file,$(origin MANIFESTS)),$(or $(KUBEFLOW),$(KUBEFLOW_VERSION))))))
 diff_options = $(if $(wildcard $(1)/plan.json),,--manifests-$(2) $(MANIFESTS_$(3)) $(if $(KUBEFLOW_$(3)),--kubeflow-$(2) $(KUBEFLOW_$(3)),$(if $(KUBEFLOW),--kubeflow-$(2) $(KUBEFLOW))))
@@ -87,7 +92,7 @@ policy-pack:
 
 ## Whole-process timings and peak memory against the libyaml floor; writes build/bench.json.
 bench: venv upstream-manifests
-	$(BIN)/python -m tools.bench --manifests $(KUBEFLOW_MANIFESTS_DIR)/v$(KUBEFLOW_VERSION).yaml $(BENCH_ARGS)
+	$(BIN)/python -m tools.bench --manifests $(call release_file,$(KUBEFLOW_VERSION)) $(BENCH_ARGS)
 
 docs: venv
 	$(BIN)/python -m tools.config_reference --write README.md

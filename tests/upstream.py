@@ -2,15 +2,16 @@
 
 The real upstream release is the main test data. `make test` renders the pinned upstream tags with
 kustomize into build/upstream/ (`make upstream-manifests`), unless KUBEFLOW_MANIFESTS_DIR names a
-directory that already holds `v<version>.yaml` files. A missing file is a test failure with the command
-that fixes it, never a skip.
+directory that already holds the rendered files (`v1.10.2.yaml`, `26.03.yaml`: tools.upstream_manifests).
+A missing file is a test failure with the command that fixes it, never a skip.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
+
+from tools.upstream_manifests import EXAMPLE, release_file, release_tag, target_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: The release the stacks pin, and the previous one used for upgrade diffs.
@@ -19,19 +20,16 @@ PREVIOUS_VERSION = "1.9.1"
 
 
 def manifests_dir() -> Path:
-    configured = os.environ.get("KUBEFLOW_MANIFESTS_DIR")
-    if configured:
-        return Path(configured).resolve()
-    return REPO_ROOT / "build" / "upstream"
+    return target_dir()[0]
 
 
 def manifests_path(version: str = CURRENT_VERSION) -> Path:
-    path = manifests_dir() / f"v{version}.yaml"
+    path = manifests_dir() / release_file(version)
     if not path.is_file():
         raise FileNotFoundError(
-            f"rendered Kubeflow v{version} manifests not found at {path}. "
-            f"Run `make upstream-manifests` (renders github.com/kubeflow/manifests/example?ref=v{version} "
-            f"with kustomize) or set KUBEFLOW_MANIFESTS_DIR to a directory holding v{version}.yaml."
+            f"rendered Kubeflow {version} manifests not found at {path}. "
+            f"Run `make upstream-manifests` (renders {EXAMPLE.format(tag=release_tag(version))} "
+            f"with kustomize) or set KUBEFLOW_MANIFESTS_DIR to a directory holding {release_file(version)}."
         )
     return path
 
