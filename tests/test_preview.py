@@ -267,6 +267,16 @@ def test_the_mirror_list_and_the_transformation_report_come_from_the_exports(fix
         in fixture_preview.stdout
 
 
+def test_the_headline_counts_the_objects_the_transformations_changed():
+    from tools.plan import transform_summary
+
+    summary = transform_summary({"transformReport": {"changes": {
+        "rewrite_images": ["Deployment kubeflow/a: image x -> y", "Deployment kubeflow/b: image x -> y"],
+        "label_pod_templates": ["Deployment kubeflow/a: labels team"],
+    }}})
+    assert summary.headline().startswith("3 changes to 2 objects (rewrite_images 2, label_pod_templates 1)")
+
+
 def test_the_mirror_list_reads_a_mapping_too_and_says_when_there_is_none():
     assert image_mirror_lines({"imageMirror": {"b/y:2": "m/b/y:2", "a/x:1": "m/a/x:1"}}) == ["a/x:1 m/a/x:1", "b/y:2 m/b/y:2"]
     assert image_mirror_lines({})[0].startswith("# no imageMirror export")

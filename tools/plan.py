@@ -427,7 +427,9 @@ def _change_entry(entry: Any) -> tuple[str, str]:
         return str(entry.get("ref", "")), str(entry.get("what", ""))
     if isinstance(entry, (list, tuple)) and len(entry) == 2:
         return str(entry[0]), str(entry[1])
-    return "", str(entry)
+    # The export writes `<Kind namespace/name>: <what>`; an object's name never holds ": ".
+    ref, separator, what = str(entry).partition(": ")
+    return (ref, what) if separator else ("", str(entry))
 
 
 def transform_summary(outputs: Mapping[str, Any]) -> TransformSummary:
