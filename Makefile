@@ -95,7 +95,7 @@ bench: venv upstream-manifests
 	$(BIN)/python -m tools.bench --manifests $(call release_file,$(KUBEFLOW_VERSION)) $(BENCH_ARGS)
 
 docs: venv
-	$(BIN)/python -m tools.config_reference --write README.md
+	$(BIN)/python -m tools.config_reference --write docs/configuration.md
 
 clean:
 	rm -rf build $(VENV) $(SCAN_VENV) policy/venv .pytest_cache

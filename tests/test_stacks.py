@@ -155,9 +155,21 @@ def test_every_settings_field_is_documented():
     assert undocumented == []
 
 
-def test_readme_config_reference_is_current():
+def test_config_reference_page_is_current():
+    page = (REPO_ROOT / "docs" / "configuration.md").read_text()
+    assert config_reference.render() in page, "run `make docs` to refresh docs/configuration.md"
+
+
+def test_readme_links_only_to_pages_that_exist():
+    import re
+
     readme = (REPO_ROOT / "README.md").read_text()
-    assert config_reference.render() in readme, "run `make docs` to refresh the README's config reference"
+    links = re.findall(r"\]\((docs/[^)#]+)", readme)
+    assert len(links) >= 10
+    assert [link for link in links if not (REPO_ROOT / link).is_file()] == []
+    for page in (REPO_ROOT / "docs").glob("*.md"):
+        for target in re.findall(r"\]\(([\w./-]+\.md)", page.read_text()):
+            assert (page.parent / target).is_file(), f"{page.name} links to {target}"
 
 
 def test_prod_differs_from_dev_where_the_environments_must():

@@ -1,6 +1,6 @@
-"""The config reference in the README, generated from the settings dataclasses' field docstrings.
+"""The config reference (docs/configuration.md), generated from the settings dataclasses' field docstrings.
 
-`python -m tools.config_reference` prints it; `--check README.md` exits 1 when the README's copy
+`python -m tools.config_reference` prints it; `--check docs/configuration.md` exits 1 when the page's copy
 (between the config-reference markers) is out of date.
 """
 
