@@ -149,6 +149,8 @@ class Kubeflow(pulumi.ComponentResource):
                 # pods of that group started before the patch get the role at their next restart.
                 self.service_account_patches.append(self._patch_service_account(name, key, role_arn, [config_group]))
 
+        for warning in release.warnings:
+            pulumi.log.warn(warning, resource=self)
         self.version = pulumi.Output.from_input(release.release)
         self.component_version = pulumi.Output.from_input(release.component_version)
         self.image_mirror = pulumi.Output.from_input(image_mirror_export(release.report))

@@ -25,7 +25,8 @@ from manifests.options import (
 )
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+#: Semantic releases up to 1.11 (`1.10.2`); calendar releases from 26.03 on (`YY.MM[.PATCH]`).
+_VERSION = re.compile(r"^(\d+\.\d+\.\d+|\d{2}\.\d{2}(\.\d+)?)$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,7 +120,7 @@ class DatabaseSettings:
 @dataclass(frozen=True, kw_only=True)
 class KubeflowSettings:
     version: str = setting()
-    """Kubeflow release the manifests are (like 1.10.2); recorded, exported and checked against them."""
+    """Kubeflow release the manifests are (`1.10.2`, or quoted `"26.03"`); identified from the manifests and refused when they are another."""
     manifests: Union[str, ManifestUrlSettings] = setting()
     """Rendered upstream manifests: a YAML file, a directory, a kustomize directory, or {url, sha256}."""
     exclude: tuple[str, ...] = setting(("istio", "argo"), check=checks.unique("rule"))
@@ -152,7 +153,7 @@ class KubeflowSettings:
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         if not _VERSION.match(self.version):
-            yield "version", f"{self.version!r} is not a release version like 1.10.2"
+            yield "version", f"{self.version!r} is not a release version like 1.10.2 or 26.03"
         if isinstance(self.manifests, str) and not self.manifests.strip():
             yield "manifests", "must name a file, a directory or {url, sha256}"
         for i, name in enumerate(self.exclude):
