@@ -143,6 +143,8 @@ class KubeflowSettings:
     """Name of the one Secret holding database and object store settings for every consumer."""
     central_secret_namespace: str = setting("kubeflow", check=checks.dns1123_label)
     """Namespace of the central Secret; pods read only their own namespace's Secrets, so the consumers' one."""
+    keep_crds_and_namespaces: bool = setting(True)
+    """CRDs and namespaces that leave the release stay on the cluster with all they hold (retainOnDelete); false lets an upgrade delete them, users' custom resources and namespaces' contents with them."""
 
     @property
     def manifests_source(self) -> Union[str, UrlSource]:

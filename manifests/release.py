@@ -161,11 +161,16 @@ def image_mirror_export(report: TransformReport) -> list[dict[str, str]]:
     return [{"source": source, "target": target} for source, target in sorted(report.image_map.items())]
 
 
-def transform_report_export(prepared: PreparedRelease, resource_names: Mapping[str, str] | None = None) -> dict:
-    """A JSON-able account of what was done to upstream. `resource_names`: group -> ConfigGroup name."""
+def transform_report_export(prepared: PreparedRelease, resource_names: Mapping[str, str] | None = None,
+                            crd_resource_names: Mapping[str, str] | None = None) -> dict:
+    """A JSON-able account of what was done to upstream. `resource_names`: group -> ConfigGroup name;
+    `crd_resource_names`: group -> the retained ConfigGroup that applies the group's CRDs before it."""
     report = prepared.report
+    resource_names, crd_resource_names = resource_names or {}, crd_resource_names or {}
     groups = [
-        {"name": name, "objects": len(objects), **({"resource": resource_names[name]} if resource_names and name in resource_names else {})}
+        {"name": name, "objects": len(objects),
+         **({"resource": resource_names[name]} if name in resource_names else {}),
+         **({"crdResource": crd_resource_names[name]} if name in crd_resource_names else {})}
         for name, objects in prepared.groups.items()
     ]
     return {
