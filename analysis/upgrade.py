@@ -19,6 +19,7 @@ Pure Python over plan dicts; no Pulumi, no upstream loading.
 from __future__ import annotations
 
 import functools
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -263,6 +264,52 @@ def _webhook_services(obj: Mapping[str, Any]) -> list[tuple[str, str]]:
             for w in obj.get("webhooks") or [] if isinstance(w, Mapping)]  # type: ignore[misc]
 
 
+# ----------------------------------------------------------------------------------------------- data
+
+#: ConfigMap keys and env vars that name a database (KFP's pipelineDb/mlmdDb/cacheDb, Katib's
+#: KATIB_MYSQL_DB_DATABASE): a different name points the component at another, empty database.
+_DATABASE_NAME = re.compile(r"(^|_)(db|database)(_?name)?$|Db$", re.I)
+BUCKET_TYPES = ("aws:s3/bucket:Bucket", "aws:s3/bucketV2:BucketV2")
+
+
+def _database_names(found: KubernetesObject) -> dict[str, str]:
+    obj = found.obj
+    names: dict[str, str] = {}
+    if obj.get("kind") == "ConfigMap":
+        names.update({f"data.{k}": str(v) for k, v in (obj.get("data") or {}).items() if _DATABASE_NAME.search(k)})
+    template = (obj.get("spec") or {}).get("template") or {}
+    for container in (template.get("spec") or {}).get("containers") or []:
+        for env in container.get("env") or []:
+            if isinstance(env, Mapping) and _DATABASE_NAME.search(str(env.get("name", ""))) and "value" in env:
+                names[f"{container.get('name')} env {env['name']}"] = str(env["value"])
+    return names
+
+
+def _data_findings(source: Mapping[str, Any], target: Mapping[str, Any], before: Mapping[str, KubernetesObject],
+                   after: Mapping[str, KubernetesObject]) -> list[Finding]:
+    findings = []
+    for key in sorted(set(before) & set(after)):
+        old, new = _database_names(before[key]), _database_names(after[key])
+        for field_name in sorted(set(old) & set(new)):
+            if old[field_name] != new[field_name]:
+                findings.append(Finding("database-renamed", key, f"{field_name}: database {old[field_name]!r} -> "
+                                        f"{new[field_name]!r}: the component starts on another database; move the "
+                                        "data or keep the old name", "the component's own configuration"))
+    buckets = lambda plan: {r["name"]: r for r in plan["resources"] if r["type"] in BUCKET_TYPES}  # noqa: E731
+    old_buckets, new_buckets = buckets(source), buckets(target)
+    for name in sorted(old_buckets):
+        gone = name not in new_buckets
+        renamed = not gone and old_buckets[name]["inputs"].get("bucket") != new_buckets[name]["inputs"].get("bucket")
+        if gone or renamed:
+            protected = old_buckets[name]["options"].get("protect") or old_buckets[name]["options"].get("retainOnDelete")
+            findings.append(Finding("bucket", f"{old_buckets[name]['type']} {name}",
+                                    ("leaves the stack" if gone else "changes its name (a new bucket)") +
+                                    ("; protected or retained, so pulumi up stops or keeps it" if protected else
+                                     "; the old bucket and its artifacts are deleted"),
+                                    "https://www.pulumi.com/registry/packages/aws/api-docs/s3/bucket/"))
+    return findings
+
+
 # ----------------------------------------------------------------------------------------------- plan
 
 
@@ -396,6 +443,7 @@ def plan_upgrade(source: Mapping[str, Any], target: Mapping[str, Any], source_la
                 result.attention.append(Finding(
                     "webhook-order", key, f"the webhook changes and is applied before its service {', '.join(later)}: "
                     "objects it admits fail until the service is up", "manifests/groups.py (apply order)"))
+    result.attention.extend(_data_findings(source, target, before, after))
     result.steps = _steps_between(source, target, {k for k, (action, _) in result.changes.items() if action == "replaced"})
     result.attention.sort(key=lambda f: (f.kind, f.subject))
     return result

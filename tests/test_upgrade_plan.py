@@ -182,3 +182,17 @@ def test_the_upgrade_page_shows_the_plans_real_output():
         plan = plan_upgrade(evaluated_plan(stack, before)[0], evaluated_plan(stack, after)[0],
                             f"Kubeflow {before} (stack {stack})", f"Kubeflow {after} (stack {stack})")
         assert shown == f"$ make upgrade-plan FROM={before} TO={after}\n{render(plan)}", "run `make docs`"
+
+
+def test_a_database_or_bucket_the_change_moves_is_data_that_needs_attention():
+    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "pipeline-install-config", "namespace": "kubeflow"},
+              "data": {"pipelineDb": "mlpipeline", "mlmdDb": "metadb", "appName": "pipeline"}}
+    renamed = copy.deepcopy(config)
+    renamed["data"]["mlmdDb"] = "metadb2"
+    plan = plan_upgrade(config_group_plan([config]), config_group_plan([renamed]))
+    (finding,) = [f for f in plan.attention if f.kind == "database-renamed"]
+    assert "data.mlmdDb: database 'metadb' -> 'metadb2'" in finding.what
+    source, target = evaluated_plan("dev", "1.10.2")[0], copy.deepcopy(evaluated_plan("dev", "1.10.2")[0])
+    target["resources"] = [r for r in target["resources"] if r["type"] != "aws:s3/bucket:Bucket"]
+    buckets = [f for f in plan_upgrade(source, target).attention if f.kind == "bucket"]
+    assert buckets and all("artifacts are deleted" in f.what for f in buckets)  # dev does not protect its buckets
