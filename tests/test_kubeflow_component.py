@@ -40,6 +40,9 @@ spec:
 def register(build) -> list[Registration]:
     mocks = PlatformMocks({})
     monitor = RecordingMonitor(mocks)
+    # Outputs still pending from an earlier run that failed inside an apply (a refused ingress takeover)
+    # would finish during this run and report that run's error here; run_program clears them the same way.
+    pulumi.runtime.settings.SETTINGS.outputs.clear()
     pulumi.runtime.settings.ROOT.set(None)
     pulumi_mocks.set_mocks(mocks, project="kubeflow-platform", stack="test", monitor=monitor)
     _sync_await(run_pulumi_func(build))
