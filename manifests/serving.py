@@ -37,7 +37,7 @@ NETWORK_CONFIGMAP = "config-network"
 KSERVE_CONFIGMAP = "inferenceservice-config"
 #: Knative's ConfigMaps document their options under this key; Knative skips it when reading.
 EXAMPLE_KEY = "_example"
-#: One label per route under the domain (see the module docstring), as Knative's own docs suggest for wildcards.
+#: One label per route under the domain (see the module docstring), so the wildcard certificate covers it.
 KNATIVE_DOMAIN_TEMPLATE = "{{.Name}}-{{.Namespace}}.{{.Domain}}"
 #: KServe's default template, written out so the hosts stay one label deep whatever a release's default.
 KSERVE_DOMAIN_TEMPLATE = "{{ .Name }}-{{ .Namespace }}.{{ .IngressDomain }}"
