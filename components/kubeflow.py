@@ -75,6 +75,7 @@ def prepare(settings: "Settings") -> PreparedRelease:
         settings.kubeflow,
         gateway=f"{settings.ingress.gateway_namespace}/{settings.ingress.gateway_name}",
         hosts=settings.dns.hosts,
+        serving_domain=settings.dns.serving_domain,
         artifact_bucket=settings.artifacts.names()["pipelines"],
         region=settings.aws.region,
     )

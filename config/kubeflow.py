@@ -21,6 +21,7 @@ from manifests.options import (
     ImageMirrorRule,
     MeshOptions,
     PodTemplateOptions,
+    ServingOptions,
     TransformOptions,
 )
 
@@ -178,10 +179,11 @@ def image_mirror_options(images: Optional[ImageSettings]) -> ImageMirrorOptions:
 
 
 def transform_options(
-    kubeflow: KubeflowSettings, *, gateway: str, hosts: tuple[str, ...], artifact_bucket: str, region: str
+    kubeflow: KubeflowSettings, *, gateway: str, hosts: tuple[str, ...], artifact_bucket: str, region: str,
+    serving_domain: Optional[str],
 ) -> TransformOptions:
     """What the manifest transformations need, from the Kubeflow settings and the edge and bucket they
-    share with the rest of the platform (`gateway` is `<namespace>/<name>`)."""
+    share with the rest of the platform (`gateway` is `<namespace>/<name>`, `serving_domain` dns.servingDomain)."""
     images = kubeflow.images
     return TransformOptions(
         exclusions=kubeflow.exclude,
@@ -193,6 +195,7 @@ def transform_options(
         ),
         images=image_mirror_options(images),
         gateway=GatewayOptions(gateway=gateway, hosts=tuple(hosts)),
+        serving=ServingOptions(domain=serving_domain),
         argo=ExternalArgoOptions(
             namespace=kubeflow.argo.namespace,
             bucket=artifact_bucket,

@@ -54,6 +54,14 @@ class GatewayOptions:
 
 
 @dataclass(frozen=True)
+class ServingOptions:
+    """Where Knative and KServe put InferenceServices' external routes (manifests.serving)."""
+
+    #: Every external route is `<name>-<namespace>.<domain>`; None keeps every route cluster-local.
+    domain: str | None = None
+
+
+@dataclass(frozen=True)
 class ExternalArgoOptions:
     """An Argo Workflows controller the organisation already runs; artifacts go to S3 through IRSA."""
 
@@ -125,5 +133,6 @@ class TransformOptions:
     pod_templates: PodTemplateOptions = field(default_factory=PodTemplateOptions)
     images: ImageMirrorOptions = field(default_factory=ImageMirrorOptions)
     gateway: GatewayOptions | None = None
+    serving: ServingOptions = field(default_factory=ServingOptions)
     argo: ExternalArgoOptions | None = None
     stores: ExternalStoresOptions | None = None

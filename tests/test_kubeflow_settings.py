@@ -32,7 +32,8 @@ def settings(**changes) -> KubeflowSettings:
 
 
 def options(kubeflow: KubeflowSettings) -> TransformOptions:
-    return transform_options(kubeflow, gateway="kubeflow/kubeflow-gateway", hosts=("kubeflow.example.com",), artifact_bucket="ml-pipelines", region="eu-west-1")
+    return transform_options(kubeflow, gateway="kubeflow/kubeflow-gateway", hosts=("kubeflow.example.com",), artifact_bucket="ml-pipelines", region="eu-west-1",
+                             serving_domain="serving.example.com")
 
 
 def test_every_option_comes_from_a_setting():
@@ -45,6 +46,7 @@ def test_every_option_comes_from_a_setting():
     assert result.images.default_mirror == "registry.example.com/kf"
     assert [(r.source, r.mirror) for r in result.images.rules] == [("ghcr.io", "registry.example.com/kf/ghcr")]
     assert (result.gateway.gateway, result.gateway.hosts) == ("kubeflow/kubeflow-gateway", ("kubeflow.example.com",))
+    assert result.serving.domain == "serving.example.com"
     argo = result.argo
     assert (argo.namespace, argo.bucket, argo.region, argo.configmap_name, argo.service_account) == ("workflows", "ml-pipelines", "eu-west-1", "argo-config", "pipeline-runner")
     assert argo.key_format == "a/{{workflow.namespace}}/{{pod.name}}" and argo.endpoint == "minio.example.com:9000"
@@ -52,7 +54,7 @@ def test_every_option_comes_from_a_setting():
     assert (stores.mysql_host, stores.mysql_port, stores.secret_name, stores.secret_namespace) == ("db.example.com", 3307, "kf-stores", "kubeflow")
     assert (stores.bucket, stores.region, stores.endpoint, stores.secure) == ("ml-pipelines", "eu-west-1", "minio.example.com:9000", False)
     # Every field of the options is decided by the mapping, none left to a default by accident.
-    assert [f.name for f in dataclasses.fields(TransformOptions)] == ["exclusions", "mesh", "pod_templates", "images", "gateway", "argo", "stores"]
+    assert [f.name for f in dataclasses.fields(TransformOptions)] == ["exclusions", "mesh", "pod_templates", "images", "gateway", "serving", "argo", "stores"]
 
 
 def test_bundled_argo_and_database_stay_when_not_external():
