@@ -17,7 +17,7 @@ from manifests.mesh import fix_sidecar_conflicts, label_namespaces, label_pod_te
 from manifests.objects import Change, object_key, object_ref
 from manifests.options import TransformOptions
 from manifests.sources import ManifestError, Problem, detect_version
-from manifests.stores import use_external_stores
+from manifests.stores import bundled_mysql_image, use_external_stores
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,9 @@ def transform(objects: list[dict], options: TransformOptions) -> TransformReport
     if options.gateway is not None:
         steps.append(("route_virtual_services", lambda objs: route_virtual_services(objs, options.gateway)))
     if options.stores is not None:
-        steps.append(("use_external_stores", lambda objs: use_external_stores(objs, options.stores)))
+        # The setup Job's MySQL client is upstream's bundled MySQL image, read before the exclusion removed it.
+        client_image = bundled_mysql_image(objects)
+        steps.append(("use_external_stores", lambda objs: use_external_stores(objs, options.stores, client_image, options.pod_templates)))
     if options.argo is not None:
         steps.append(("use_external_argo", lambda objs: use_external_argo(objs, options.argo)))
     for name, step in steps:
