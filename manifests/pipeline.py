@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from manifests.argo import use_external_argo
+from manifests.argo import upstream_executor, use_external_argo
 from manifests.exclusions import check_rule_names, exclude_components
 from manifests.groups import Groups, split_into_groups
 from manifests.images import rewrite_images
@@ -88,7 +88,9 @@ def transform(objects: list[dict], options: TransformOptions) -> TransformReport
         client_image = bundled_mysql_image(objects)
         steps.append(("use_external_stores", lambda objs: use_external_stores(objs, options.stores, client_image, options.pod_templates)))
     if options.argo is not None:
-        steps.append(("use_external_argo", lambda objs: use_external_argo(objs, options.argo)))
+        # Upstream's executor settings are read before the `argo` exclusion removed their ConfigMap.
+        executor = upstream_executor(objects)
+        steps.append(("use_external_argo", lambda objs: use_external_argo(objs, options.argo, executor)))
     for name, step in steps:
         result = step(current)
         current = result.objects + list(result.added)

@@ -3,17 +3,23 @@ over both real upstream releases: each consumer gets what its source reads (mani
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import stat
 import subprocess
 from pathlib import Path
 
+import yaml
+
 from manifests.objects import containers_of, object_ref, pod_template
 from manifests.stores import DATABASE_SETUP_JOB, database_setup_script
+from manifests.tenancy import DataLake, MeshPolicy, ProfileSpec, static_objects
 from tests.manifests.conftest import ENTERPRISE, MIRROR, enterprise_result
 from tests.upstream import upstream_objects
 
 STORES = ENTERPRISE.stores
+ARGO = ENTERPRISE.argo
 
 
 def _find(objects, kind, name, namespace="kubeflow"):
@@ -119,3 +125,76 @@ def test_database_setup_says_what_to_do_when_it_cannot_log_in(tmp_path):
     done, _ = _run_setup(tmp_path, "", login_ok=False)
     assert done.returncode == 1
     assert "cannot log in to MySQL at db.example:3306 as kubeflow" in done.stderr
+
+
+# ------------------------------------------------------------------------------------------ Argo and the KFP UI
+
+#: The templates the KFP UI resolves in a log key (kubeflow/pipelines@2.5.0 frontend/server/workflow-helper.ts:245-252).
+UI_TEMPLATES = {"{{workflow.name}}", "{{workflow.creationTimestamp.Y}}", "{{workflow.creationTimestamp.m}}",
+                "{{workflow.creationTimestamp.d}}", "{{pod.name}}", "{{workflow.namespace}}"}
+
+
+def test_pipelines_ui_reads_archived_logs_from_the_artifact_repository(version):
+    objects = enterprise_result(version).objects
+    env = _env(_container(_find(objects, "Deployment", "ml-pipeline-ui"), "ml-pipeline-ui"))
+    controller = yaml.safe_load(_find(objects, "ConfigMap", ARGO.configmap_name, ARGO.namespace)["data"]["artifactRepository"])
+    # Where the external controller writes logs is where the UI reads them (configs.ts:88-105).
+    assert env["ARGO_ARCHIVE_LOGS"] == "true"
+    assert env["ARGO_ARCHIVE_ARTIFACTORY"] == "s3"
+    assert env["ARGO_ARCHIVE_BUCKETNAME"] == controller["s3"]["bucket"]
+    assert env["ARGO_KEYFORMAT"] == controller["s3"]["keyFormat"]
+    assert set(re.findall(r"{{[^}]*}}", env["ARGO_KEYFORMAT"])) <= UI_TEMPLATES
+    assert env["ARGO_ARTIFACT_REPOSITORIES_LOOKUP"] == "true"
+    # The S3 client it uses for the archive (AWS_*) points at the same region.
+    assert env["AWS_REGION"] == ARGO.region
+
+
+LAKE = DataLake(bucket="kf-artifacts", prefix="profiles/ana", region="eu-west-1",
+                argo_key_format="artifacts/{{workflow.namespace}}/{{workflow.name}}/{{pod.name}}")
+MESH = MeshPolicy(
+    trusted_principals=("cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",),
+    serving_namespaces=("knative-serving",),
+    serving_principals=("cluster.local/ns/knative-serving/sa/activator",),
+)
+
+
+def test_data_lake_profiles_logs_are_found_by_the_ui_lookup():
+    objects = static_objects(ProfileSpec(name="ana", owner="ana@x.io", data_lake=LAKE), MESH)
+    repositories = next(o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "artifact-repositories")
+    # The UI reads data key `artifact-repositories` (workflow-helper.ts:174-178); Argo the annotated key.
+    key = repositories["metadata"]["annotations"]["workflows.argoproj.io/default-artifact-repository"]
+    assert key == "artifact-repositories"
+    assert json.loads(repositories["data"][key])["s3"]["keyFormat"].startswith("profiles/ana/")
+    # Upstream's ml-pipeline-ui ClusterRole grants no ConfigMaps: the profile lets it read this one.
+    role = next(o for o in objects if o["kind"] == "Role" and o["metadata"]["name"] == "ml-pipeline-ui-artifact-repositories")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["artifact-repositories"], "verbs": ["get"]}]
+    binding = next(o for o in objects if o["kind"] == "RoleBinding" and o["metadata"]["name"] == role["metadata"]["name"])
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "ml-pipeline-ui", "namespace": "kubeflow"}]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+
+
+def test_profiles_without_a_data_lake_get_no_pipeline_root_they_cannot_use(version):
+    objects = enterprise_result(version).objects
+    # KFP's profile sync writes a `kfp-launcher` into every pipelines-enabled namespace when this is set
+    # (sync.py:113-125): it must stay empty, or profiles without a role get a root they cannot write.
+    install = _find(objects, "ConfigMap", "pipeline-install-config")
+    assert install["data"]["defaultPipelineRoot"] == ""
+    sync = _find(objects, "Deployment", "kubeflow-pipelines-profile-controller")
+    root_env = next(e for c in containers_of(pod_template(sync)["spec"]) for e in c.get("env") or []
+                    if e["name"] == "KFP_DEFAULT_PIPELINE_ROOT")
+    assert root_env["valueFrom"]["configMapKeyRef"] == {"key": "defaultPipelineRoot", "name": "pipeline-install-config", "optional": True}
+    without = static_objects(ProfileSpec(name="carol", owner="carol@x.io"), MESH)
+    assert not [o for o in without if o["metadata"]["name"] in {"kfp-launcher", "artifact-repositories"}]
+    with_lake = static_objects(ProfileSpec(name="ana", owner="ana@x.io", data_lake=LAKE), MESH)
+    launcher = next(o for o in with_lake if o["metadata"]["name"] == "kfp-launcher")
+    assert launcher["data"]["defaultPipelineRoot"] == "s3://kf-artifacts/profiles/ana"
+
+
+def test_argo_executor_settings_survive_the_argo_exclusion(version):
+    upstream = next(o for o in upstream_objects(version)
+                    if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "workflow-controller-configmap")
+    assert upstream["data"]["executor"]
+    result = enterprise_result(version)
+    assert f"ConfigMap kubeflow/workflow-controller-configmap" in result.excluded
+    produced = _find(result.objects, "ConfigMap", ARGO.configmap_name, ARGO.namespace)
+    assert produced["data"]["executor"] == upstream["data"]["executor"]
