@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from manifests.argo import upstream_executor, use_external_argo
 from manifests.exclusions import check_rule_names, exclude_components
 from manifests.groups import Groups, split_into_groups
-from manifests.images import rewrite_images
+from manifests.images import name_code_default_images, rewrite_images
 from manifests.mesh import fix_sidecar_conflicts, label_namespaces, label_pod_templates, route_virtual_services
 from manifests.objects import Change, object_key, object_ref
 from manifests.options import TransformOptions
@@ -91,6 +91,7 @@ def transform(objects: list[dict], options: TransformOptions) -> TransformReport
         # Upstream's executor settings are read before the `argo` exclusion removed their ConfigMap.
         executor = upstream_executor(objects)
         steps.append(("use_external_argo", lambda objs: use_external_argo(objs, options.argo, executor)))
+    steps.append(("name_code_default_images", name_code_default_images))
     for name, step in steps:
         result = step(current)
         current = result.objects + list(result.added)

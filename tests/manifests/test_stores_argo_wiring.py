@@ -10,8 +10,10 @@ import stat
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
+from manifests.images import CODE_DEFAULT_IMAGES, parse_image
 from manifests.objects import containers_of, object_ref, pod_template
 from manifests.stores import DATABASE_SETUP_JOB, database_setup_script
 from manifests.tenancy import DataLake, MeshPolicy, ProfileSpec, static_objects
@@ -198,3 +200,38 @@ def test_argo_executor_settings_survive_the_argo_exclusion(version):
     assert f"ConfigMap kubeflow/workflow-controller-configmap" in result.excluded
     produced = _find(result.objects, "ConfigMap", ARGO.configmap_name, ARGO.namespace)
     assert produced["data"]["executor"] == upstream["data"]["executor"]
+
+
+# ------------------------------------------------------------------------------------------ operators' images
+
+
+def test_images_operators_pull_by_default_are_mirrored(version):
+    result = enterprise_result(version)
+    named = 0
+    for entry in CODE_DEFAULT_IMAGES:
+        deployment = _find(result.objects, "Deployment", entry.deployment)
+        container = _container(deployment, entry.container)
+        if entry.setting.startswith("env:"):
+            values = [e["value"] for e in container.get("env") or [] if e["name"] == entry.setting[4:]]
+        else:
+            values = [a.split("=", 1)[1] for a in container.get("args") or [] if a.startswith(entry.setting + "=")]
+        assert len(values) == 1, f"{object_ref(deployment)} names {entry.setting} {len(values)} times"
+        assert values[0].startswith(MIRROR + "/"), values[0]
+        named += 1
+    # The PyTorch init container and the MPI launcher's kubectl-delivery, which the training-operator
+    # pulls from Docker Hub unless told otherwise, are in the image map the registry team mirrors.
+    assert result.image_map["docker.io/library/alpine:3.10"] == f"{MIRROR}/dockerhub/library/alpine:3.10"
+    assert "docker.io/kubeflow/kubectl-delivery:latest" in result.image_map
+    assert named == len(CODE_DEFAULT_IMAGES)
+
+
+@pytest.mark.parametrize("image", ["ghcr.io/kubeflow/training-operator:v1-3f15cb8", "kubeflow/training-operator:v1-04f9f13"])
+def test_every_training_operator_version_gets_its_init_container_image(image):
+    from manifests.images import name_code_default_images
+
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "training-operator", "namespace": "kubeflow"},
+                  "spec": {"template": {"spec": {"containers": [{"name": "training-operator", "image": image, "command": ["/manager"]}]}}}}
+    result = name_code_default_images([deployment])
+    args = result.objects[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--pytorch-init-container-image=alpine:3.10" in args
+    assert parse_image(image).tag  # the table is keyed by tag; "*" covers both
