@@ -350,19 +350,20 @@ def name_code_default_images(objects: list[dict], table: tuple[CodeDefaultImage,
             for entry in (e for e in entries if e.container == container.get("name")):
                 if _names_setting(container, entry.setting):
                     continue
+                shown = entry.setting.replace("env:", "env ")
                 parsed = parse_image(container.get("image") or "")
                 tag = parsed.tag if parsed else None
                 defaults = dict(entry.defaults)
                 image = defaults.get(tag or "", defaults.get("*"))
                 if image is None:
-                    changes.append(Change(ref, f"container {entry.container}: {entry.setting} left unset, "
+                    changes.append(Change(ref, f"container {entry.container} {shown} left unset, "
                                                f"the code default of version {tag!r} is not known (pulled unmirrored)"))
                     continue
                 if entry.setting.startswith("env:"):
                     container.setdefault("env", []).append({"name": entry.setting[4:], "value": image})
                 else:
                     container.setdefault("args", []).append(f"{entry.setting}={image}")
-                changes.append(Change(ref, f"container {entry.container} {entry.setting.replace('env:', 'env ')} -> {image} (its code default, named so it is mirrored)"))
+                changes.append(Change(ref, f"container {entry.container} {shown} -> {image} (its code default, named so it is mirrored)"))
                 changed = True
         result.append(copy if changed else obj)
     return TransformResult(result, tuple(changes))

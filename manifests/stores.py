@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from manifests.mesh import INJECT
 from manifests.objects import Change, TransformResult, clone, containers_of, object_ref, pod_template
-from manifests.options import ExternalStoresOptions, PodTemplateOptions
+from manifests.options import CentralSecretKeys, ExternalStoresOptions, PodTemplateOptions
 from manifests.sources import ManifestError, Problem
 
 #: Bundled Secret name -> {its key -> the central Secret's key (a CentralSecretKeys field)}.
@@ -147,11 +147,22 @@ def bundled_mysql_image(objects: list[dict]) -> str | None:
     return None
 
 
-def database_setup_script(databases: tuple[str, ...], refuse_plugins: bool) -> str:
-    """The shell the setup Job runs. Credentials arrive as environment variables from the central Secret
-    (the mysql client reads the password from MYSQL_PWD), so nothing secret is in the object."""
+#: Where the setup Job mounts the central Secret's database user and password (files, not env: only this
+#: process sees them; the mysql client reads the password from MYSQL_PWD, set inside the script).
+DATABASE_CREDENTIALS_DIR = "/etc/kubeflow-platform/database"
+#: The setup Job's user: any non-root UID works for the mysql client; high, so it matches no host user.
+_SETUP_UID = 10001
+
+
+def database_setup_script(databases: tuple[str, ...], refuse_plugins: bool, keys: CentralSecretKeys = CentralSecretKeys()) -> str:
+    """The shell the setup Job runs. The user and password are read from the mounted central Secret
+    (`DB_CREDENTIALS_DIR` overrides where), so nothing secret is in the object or its environment."""
     lines = [
         "set -eu",
+        f'credentials="${{DB_CREDENTIALS_DIR:-{DATABASE_CREDENTIALS_DIR}}}"',
+        f'DB_USER=`cat "$credentials/{keys.db_username}"`',
+        f'MYSQL_PWD=`cat "$credentials/{keys.db_password}"`',
+        "export MYSQL_PWD",
         'sql() { mysql --host="$DB_HOST" --port="$DB_PORT" --user="$DB_USER" --batch --skip-column-names -e "$1"; }',
         'if ! sql "SELECT 1" >/dev/null; then',
         '  echo "cannot log in to MySQL at $DB_HOST:$DB_PORT as $DB_USER (see the error above): the database '
@@ -205,10 +216,15 @@ def database_setup_job(
             "name": DATABASE_SETUP_JOB,
             "namespace": stores.secret_namespace,
             "labels": dict(labels),
-            # Pulumi waits for a Job to complete and fails the update when it fails; without this, the next
-            # `pulumi up` (after the DBA's fix) would wait on the same failed Job instead of running it again
-            # (pulumi-kubernetes Job await: https://www.pulumi.com/docs/reference/pkg/kubernetes/batch/v1/job).
-            "annotations": {"pulumi.com/replaceUnready": "true"},
+            "annotations": {
+                # Pulumi waits for a Job to complete and fails the update when it fails; without this, the next
+                # `pulumi up` (after the DBA's fix) would wait on the same failed Job instead of running it again
+                # (pulumi-kubernetes Job await: https://www.pulumi.com/docs/reference/pkg/kubernetes/batch/v1/job).
+                "pulumi.com/replaceUnready": "true",
+                # Written down where the scanner reads it: the one checkov finding this Job keeps.
+                "checkov.io/skip1": "CKV_K8S_43=the client is upstream's own bundled MySQL image, which upstream "
+                                    "pins by tag only; it is mirrored by that tag like upstream's",
+            },
         },
         "spec": {
             "backoffLimit": 3,
@@ -216,22 +232,36 @@ def database_setup_job(
                 "metadata": {"labels": dict(sorted(pod_labels.items())), "annotations": dict(sorted(pod_annotations.items()))},
                 "spec": {
                     "restartPolicy": "Never",
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": 999, "seccompProfile": {"type": "RuntimeDefault"}},
+                    # It talks to MySQL only, never to the Kubernetes API.
+                    "automountServiceAccountToken": False,
+                    "securityContext": {
+                        "runAsNonRoot": True, "runAsUser": _SETUP_UID, "runAsGroup": _SETUP_UID, "fsGroup": _SETUP_UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
                     "containers": [{
                         "name": "databases",
                         "image": image,
-                        "command": ["sh", "-c", database_setup_script(databases, refuse_plugins)],
+                        "imagePullPolicy": "Always",
+                        "command": ["sh", "-c", database_setup_script(databases, refuse_plugins, stores.keys)],
                         "env": [
                             {"name": "DB_HOST", "value": stores.mysql_host},
                             {"name": "DB_PORT", "value": str(stores.mysql_port)},
-                            {"name": "DB_USER", "valueFrom": {"secretKeyRef": {"name": secret, "key": stores.keys.db_username}}},
-                            {"name": "MYSQL_PWD", "valueFrom": {"secretKeyRef": {"name": secret, "key": stores.keys.db_password}}},
                         ],
-                        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+                        "volumeMounts": [{"name": "credentials", "mountPath": DATABASE_CREDENTIALS_DIR, "readOnly": True}],
+                        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "200m", "memory": "128Mi"}},
                         "securityContext": {
                             "allowPrivilegeEscalation": False,
                             "readOnlyRootFilesystem": True,
                             "capabilities": {"drop": ["ALL"]},
+                        },
+                    }],
+                    "volumes": [{
+                        "name": "credentials",
+                        "secret": {
+                            "secretName": secret,
+                            "items": [{"key": key, "path": key} for key in (stores.keys.db_username, stores.keys.db_password)],
+                            # owner root, group fsGroup: readable by the Job's user only
+                            "defaultMode": 0o440,
                         },
                     }],
                 },

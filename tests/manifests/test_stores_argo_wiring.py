@@ -69,8 +69,10 @@ def test_the_database_setup_job_runs_before_katib_with_the_central_credentials(v
     job = _find(result.objects, "Job", DATABASE_SETUP_JOB)
     container = _container(job, "databases")
     env = _env(container)
-    assert env["MYSQL_PWD"] == _secret(STORES.keys.db_password) and env["DB_USER"] == _secret(STORES.keys.db_username)
-    assert env["DB_HOST"] == STORES.mysql_host and env["DB_PORT"] == str(STORES.mysql_port)
+    assert env == {"DB_HOST": STORES.mysql_host, "DB_PORT": str(STORES.mysql_port)}
+    volume = next(v for v in pod_template(job)["spec"]["volumes"] if v["name"] == "credentials")
+    assert volume["secret"]["secretName"] == STORES.secret_name
+    assert {item["key"] for item in volume["secret"]["items"]} == {STORES.keys.db_username, STORES.keys.db_password}
     # Its client is upstream's bundled MySQL image, mirrored, so the registry team mirrors it too.
     assert container["image"] == f"{MIRROR}/dockerhub/library/mysql:8.0.29"
     assert result.image_map["docker.io/library/mysql:8.0.29"] == container["image"]
@@ -92,7 +94,7 @@ def _fake_mysql(tmp_path: Path, account: str, login_ok: bool = True) -> Path:
     client = tmp_path / "mysql"
     client.write_text(
         "#!/bin/sh\n"
-        f'for last; do :; done\necho "$last" >> {log}\n'
+        f'for last; do :; done\necho "$last" >> {log}\necho "password $MYSQL_PWD" >> {log}\n'
         + ("" if login_ok else 'echo "ERROR 1045 (28000): Access denied" >&2; exit 1\n')
         + f'case "$last" in "SHOW CREATE USER"*) echo "{account}";; esac\n'
     )
@@ -102,8 +104,13 @@ def _fake_mysql(tmp_path: Path, account: str, login_ok: bool = True) -> Path:
 
 def _run_setup(tmp_path: Path, account: str, login_ok: bool = True):
     log = _fake_mysql(tmp_path, account, login_ok)
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / STORES.keys.db_username).write_text("kubeflow")
+    (credentials / STORES.keys.db_password).write_text("s3cret")
     script = database_setup_script(("katib",), refuse_plugins=True)
-    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "DB_HOST": "db.example", "DB_PORT": "3306", "DB_USER": "kubeflow"}
+    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "DB_HOST": "db.example", "DB_PORT": "3306",
+           "DB_CREDENTIALS_DIR": str(credentials)}
     done = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=30)
     statements = log.read_text().splitlines() if log.exists() else []
     return done, statements
@@ -114,6 +121,8 @@ def test_database_setup_creates_the_databases_no_consumer_creates(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "CREATE DATABASE IF NOT EXISTS `katib`" in statements
     assert "database katib is ready" in done.stdout
+    # The password reaches the client from the mounted Secret, never from the Job's environment.
+    assert "password s3cret" in statements
 
 
 def test_database_setup_refuses_a_user_ml_metadata_cannot_log_in_as(tmp_path):
@@ -235,3 +244,17 @@ def test_every_training_operator_version_gets_its_init_container_image(image):
     args = result.objects[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--pytorch-init-container-image=alpine:3.10" in args
     assert parse_image(image).tag  # the table is keyed by tag; "*" covers both
+
+
+def test_an_operator_version_whose_default_is_unknown_is_left_alone_and_reported():
+    from manifests.images import name_code_default_images
+
+    api_server = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "ml-pipeline", "namespace": "kubeflow"},
+                  "spec": {"template": {"spec": {"containers": [{"name": "ml-pipeline-api-server",
+                                                                 "image": "ghcr.io/kubeflow/kfp-api-server:9.9.9"}]}}}}
+    result = name_code_default_images([api_server])
+    assert result.objects[0] is api_server
+    assert [c.what for c in result.changes] == [
+        f"container ml-pipeline-api-server {setting} left unset, the code default of version '9.9.9' is not known (pulled unmirrored)"
+        for setting in ("env V2_LAUNCHER_IMAGE", "env V2_DRIVER_IMAGE")
+    ]
