@@ -111,11 +111,11 @@ class ObjectStoreSettings:
 @dataclass(frozen=True, kw_only=True)
 class DatabaseSettings:
     host: str = setting(check=checks.not_empty)
-    """Host of the external MySQL-compatible database."""
+    """Host of the external MySQL-compatible database that pipelines, metadata, cache and Katib use."""
     port: int = setting(3306, check=checks.between(1, 65535))
     """Database port."""
     user: str = setting("kubeflow", check=checks.not_empty)
-    """Database user; its password is the secret `databasePassword`."""
+    """Database user, created by the DBA `IDENTIFIED WITH mysql_native_password` (ML Metadata cannot log in otherwise) with ALL on `mlpipeline`, `cachedb`, `metadb` and `katib`; its password is the secret `databasePassword`."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -137,7 +137,7 @@ class KubeflowSettings:
     argo: ArgoSettings = setting(ArgoSettings())
     """Argo Workflows that runs the pipelines."""
     database: Optional[DatabaseSettings] = setting(None)
-    """External MySQL for pipelines, metadata, Katib and the model registry (bundled MySQL excluded)."""
+    """External MySQL for pipelines, metadata, Katib and the model registry (bundled MySQL excluded); a Job creates the databases no consumer creates and checks the user first."""
     object_store: ObjectStoreSettings = setting(ObjectStoreSettings())
     """The S3 object store pipelines and Argo keep artifacts in (the artifacts pipelines bucket, via IRSA)."""
     central_secret: str = setting("kubeflow-platform-credentials", check=checks.dns1123_label)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import yaml
 
-from manifests.objects import Change, TransformResult, clone, object_ref
+from manifests.objects import Change, TransformResult, clone, containers_of, object_ref, pod_template
 from manifests.options import ExternalArgoOptions
 
 PIPELINE_ROOT_PREFIX = "v2/artifacts"
@@ -57,25 +57,63 @@ def launcher_providers(argo: ExternalArgoOptions) -> str:
     )
 
 
-def use_external_argo(objects: list[dict], argo: ExternalArgoOptions) -> TransformResult:
+#: The KFP UI reads a finished step's log from the archive with these (kubeflow/pipelines@2.5.0
+#: frontend/server/configs.ts:88-105; frontend/server/handlers/pod-logs.ts:50-71): upstream leaves them at
+#: MinIO, bucket `mlpipeline` and a key format without the namespace.
+KFP_UI = ("ml-pipeline-ui", "ml-pipeline-ui")
+
+
+def kfp_ui_archive_env(argo: ExternalArgoOptions) -> dict[str, str]:
+    """Where the KFP UI finds archived step logs: where the external controller writes them. With the
+    lookup on (KFP >= 2.5), a namespace's own `artifact-repositories` ConfigMap (a data-lake profile's)
+    gives the key format under the profile's prefix; elsewhere the controller's key format applies."""
+    return {
+        "ARGO_ARCHIVE_LOGS": "true",
+        "ARGO_ARCHIVE_ARTIFACTORY": "s3",
+        "ARGO_ARCHIVE_BUCKETNAME": argo.bucket,
+        "ARGO_KEYFORMAT": argo.key_format,
+        "ARGO_ARTIFACT_REPOSITORIES_LOOKUP": "true",
+    }
+
+
+def upstream_executor(objects: list[dict]) -> str | None:
+    """The `executor` block of upstream's own workflow-controller-configmap, read before the `argo`
+    exclusion removes that ConfigMap, so the external controller's ConfigMap carries it over."""
+    for obj in objects:
+        metadata = obj.get("metadata") or {}
+        if obj.get("kind") == "ConfigMap" and metadata.get("name") == "workflow-controller-configmap":
+            executor = (obj.get("data") or {}).get("executor")
+            if executor:
+                return executor
+    return None
+
+
+def use_external_argo(objects: list[dict], argo: ExternalArgoOptions, executor: str | None = None) -> TransformResult:
+    """`executor`: upstream's executor settings (see `upstream_executor`), carried into the ConfigMap produced
+    for the external controller."""
     pipeline_root = f"s3://{argo.bucket}/{PIPELINE_ROOT_PREFIX}"
     result, changes = [], []
-    executor = None
     for obj in objects:
         metadata = obj.get("metadata") or {}
         name = metadata.get("name", "")
-        if obj.get("kind") != "ConfigMap":
-            result.append(obj)
+        if obj.get("kind") == "Deployment" and name == KFP_UI[0]:
+            copy, what = _with_env(obj, KFP_UI[1], kfp_ui_archive_env(argo))
+            changes.extend(Change(object_ref(obj), w) for w in what)
+            result.append(copy)
             continue
-        if name == "workflow-controller-configmap":
-            executor = (obj.get("data") or {}).get("executor")
+        if obj.get("kind") != "ConfigMap":
             result.append(obj)
             continue
         wanted: dict[str, str] = {}
         if name == "kfp-launcher":
+            # Runs in the kubeflow namespace itself (single-user style) use this one; profiles have their own.
             wanted = {"defaultPipelineRoot": pipeline_root, "providers": launcher_providers(argo)}
         elif name == "pipeline-install-config":
-            wanted = {"bucketName": argo.bucket, "defaultPipelineRoot": pipeline_root}
+            # No cluster-wide pipeline root: KFP's profile sync copies a non-empty one into a `kfp-launcher`
+            # of every pipelines-enabled namespace (kubeflow/pipelines@2.5.0 manifests/kustomize/base/installs/
+            # multi-user/pipelines-profile-controller/sync.py:113-125), also into profiles without a data lake,
+            # whose pods have no role for it. Data-lake profiles get their own `kfp-launcher` (manifests.tenancy).
+            wanted = {"bucketName": argo.bucket, "defaultPipelineRoot": ""}
         data = obj.get("data") or {}
         if not wanted or all(data.get(k) == v for k, v in wanted.items()):
             result.append(obj)
@@ -85,5 +123,26 @@ def use_external_argo(objects: list[dict], argo: ExternalArgoOptions) -> Transfo
         changes.extend(Change(object_ref(obj), f"data.{k}: {data.get(k)!r} -> {v!r}") for k, v in wanted.items() if data.get(k) != v)
         result.append(copy)
     configmap = workflow_controller_configmap(argo, executor)
-    changes.append(Change(object_ref(configmap), f"produced for the external controller: S3 bucket {argo.bucket} via IRSA, keyFormat {argo.key_format}"))
+    carried = "; upstream's executor settings carried over" if executor else ""
+    changes.append(Change(object_ref(configmap), f"produced for the external controller: S3 bucket {argo.bucket} via IRSA, keyFormat {argo.key_format}{carried}"))
     return TransformResult(result, tuple(changes), added=(configmap,))
+
+
+def _with_env(obj: dict, container_name: str, wanted: dict[str, str]) -> tuple[dict, list[str]]:
+    copy = clone(obj)
+    what: list[str] = []
+    for container in containers_of(pod_template(copy).get("spec") or {}):
+        if container.get("name") != container_name:
+            continue
+        env = container.setdefault("env", [])
+        for env_name, value in wanted.items():
+            entry = {"name": env_name, "value": value}
+            index = next((i for i, e in enumerate(env) if e.get("name") == env_name), None)
+            if index is None:
+                env.append(entry)
+            elif env[index] != entry:
+                env[index] = entry
+            else:
+                continue
+            what.append(f"container {container_name} env {env_name} -> {value}")
+    return (copy, what) if what else (obj, [])

@@ -43,6 +43,10 @@ def _core(obj: dict) -> bool:
     if kind in {"CustomResourceDefinition", "PriorityClass"}:
         return True
     labels = labels_of(obj)
+    if labels.get("app.kubernetes.io/part-of") == "kubeflow-platform":
+        # What the program adds for Kubeflow (the database setup Job, the external Argo's ConfigMap) comes
+        # before the apps: Katib's db-manager needs the database the Job creates.
+        return True
     if labels.get("application-crd-id") == _PIPELINES_LABEL or labels.get("app.kubernetes.io/name") == _PIPELINES_LABEL:
         return True
     if labels.get("kustomize.component") in {"profiles", "centraldashboard", "poddefaults", "metacontroller"}:

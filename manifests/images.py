@@ -6,6 +6,10 @@ with its tag and digest kept. References are found in pod specs and custom resou
 in container args (`--executor-image`), in env values (`V2_LAUNCHER_IMAGE`), and inside ConfigMap data
 (Knative's `queue-sidecar-image`, KServe's inferenceservice-config JSON, Katib's and the notebook
 spawner's YAML, KFP's `cacheImage`). References no rule covers are reported, never guessed.
+
+Some images are named nowhere in the manifests: an operator pulls a default compiled into its code (the
+training-operator's PyTorch init container `alpine:3.10`). `name_code_default_images` writes each such
+default into the flag or env the operator reads, so it is mirrored like any other and lands in the image map.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from manifests.objects import CONTAINER_LISTS, Change, clone, object_ref, walk_strings
+from manifests.objects import CONTAINER_LISTS, Change, TransformResult, clone, containers_of, object_ref, pod_template, walk_strings
 from manifests.options import ImageMirrorOptions, ImageMirrorRule
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -279,3 +283,87 @@ def rewrite_images(objects: list[dict], options: ImageMirrorOptions) -> ImageRew
         dict(sorted(mapped.items())),
         {reference: tuple(places) for reference, places in sorted(unmatched.items())},
     )
+
+
+# ------------------------------------------------------------------------------------------ code defaults
+
+
+@dataclass(frozen=True)
+class CodeDefaultImage:
+    """An image an operator pulls by a default compiled into its code unless a flag or env names another."""
+
+    deployment: str
+    container: str
+    #: `--flag` (written `--flag=<image>`) or `env:NAME`
+    setting: str
+    #: the operator's own image tag -> its default image; tag "*" for every version
+    defaults: tuple[tuple[str, str], ...]
+    #: where the default is written (repo@tag path:line), per release; the contracts table repeats these
+    source: str
+
+
+#: Read at the tags each release pins (manifests/facts/contracts/images.yaml holds the same facts per release).
+CODE_DEFAULT_IMAGES: tuple[CodeDefaultImage, ...] = (
+    CodeDefaultImage(
+        "training-operator", "training-operator", "--pytorch-init-container-image", (("*", "alpine:3.10"),),
+        "kubeflow/training-operator@v1.9.0 pkg/config/config.go:28; cmd/training-operator.v1/main.go:100-101",
+    ),
+    CodeDefaultImage(
+        "training-operator", "training-operator", "--mpi-kubectl-delivery-image", (("*", "kubeflow/kubectl-delivery:latest"),),
+        "kubeflow/training-operator@v1.9.0 pkg/config/config.go:35; cmd/training-operator.v1/main.go:108-109",
+    ),
+    # KFP 2.5.0's manifests set both (so the `:latest` code defaults never apply); 2.3.0's set neither.
+    CodeDefaultImage(
+        "ml-pipeline", "ml-pipeline-api-server", "env:V2_LAUNCHER_IMAGE",
+        (("2.3.0", "gcr.io/ml-pipeline/kfp-launcher@sha256:bef55a344574a25c557256d7c66cb19edacfd2008d694e5b6bb5b612d59feae0"),),
+        "kubeflow/pipelines@2.3.0 backend/src/v2/compiler/argocompiler/container.go:33-34, 78-84",
+    ),
+    CodeDefaultImage(
+        "ml-pipeline", "ml-pipeline-api-server", "env:V2_DRIVER_IMAGE",
+        (("2.3.0", "gcr.io/ml-pipeline/kfp-driver@sha256:dc8b56a2eb071f30409828a8884d621092e68385af11a6c06aa9e9fbcfbb19de"),),
+        "kubeflow/pipelines@2.3.0 backend/src/v2/compiler/argocompiler/container.go:35-36, 86-92",
+    ),
+)
+
+
+def _names_setting(container: dict, setting: str) -> bool:
+    if setting.startswith("env:"):
+        return any(entry.get("name") == setting[4:] for entry in container.get("env") or [])
+    words = [*(container.get("command") or []), *(container.get("args") or [])]
+    return any(isinstance(w, str) and (w == setting or w.startswith(setting + "=")) for w in words)
+
+
+def name_code_default_images(objects: list[dict], table: tuple[CodeDefaultImage, ...] = CODE_DEFAULT_IMAGES) -> TransformResult:
+    """Each operator's code-default image, written into the flag or env it reads where upstream leaves it
+    unset, with the value the operator would use anyway; mirroring then rewrites it like any other image.
+    An operator version whose default is not in the table is left alone and said so in the changes."""
+    result, changes = [], []
+    for obj in objects:
+        entries = [entry for entry in table if obj.get("kind") == "Deployment" and (obj.get("metadata") or {}).get("name") == entry.deployment]
+        if not entries:
+            result.append(obj)
+            continue
+        copy = clone(obj)
+        ref = object_ref(obj)
+        changed = False
+        for container in containers_of((pod_template(copy) or {}).get("spec") or {}):
+            for entry in (e for e in entries if e.container == container.get("name")):
+                if _names_setting(container, entry.setting):
+                    continue
+                shown = entry.setting.replace("env:", "env ")
+                parsed = parse_image(container.get("image") or "")
+                tag = parsed.tag if parsed else None
+                defaults = dict(entry.defaults)
+                image = defaults.get(tag or "", defaults.get("*"))
+                if image is None:
+                    changes.append(Change(ref, f"container {entry.container} {shown} left unset, "
+                                               f"the code default of version {tag!r} is not known (pulled unmirrored)"))
+                    continue
+                if entry.setting.startswith("env:"):
+                    container.setdefault("env", []).append({"name": entry.setting[4:], "value": image})
+                else:
+                    container.setdefault("args", []).append(f"{entry.setting}={image}")
+                changes.append(Change(ref, f"container {entry.container} {shown} -> {image} (its code default, named so it is mirrored)"))
+                changed = True
+        result.append(copy if changed else obj)
+    return TransformResult(result, tuple(changes))

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from manifests.argo import use_external_argo
+from manifests.argo import upstream_executor, use_external_argo
 from manifests.exclusions import check_rule_names, exclude_components
 from manifests.groups import Groups, split_into_groups
-from manifests.images import rewrite_images
+from manifests.images import name_code_default_images, rewrite_images
 from manifests.mesh import fix_sidecar_conflicts, label_namespaces, label_pod_templates, route_virtual_services
 from manifests.objects import Change, object_key, object_ref
 from manifests.options import TransformOptions
 from manifests.serving import set_serving_domain
 from manifests.sources import ManifestError, Problem, detect_version
-from manifests.stores import use_external_stores
+from manifests.stores import bundled_mysql_image, use_external_stores
 
 
 @dataclass(frozen=True)
@@ -87,9 +87,14 @@ def transform(objects: list[dict], options: TransformOptions) -> TransformReport
     if options.gateway is not None:
         steps.append(("route_virtual_services", lambda objs: route_virtual_services(objs, options.gateway)))
     if options.stores is not None:
-        steps.append(("use_external_stores", lambda objs: use_external_stores(objs, options.stores)))
+        # The setup Job's MySQL client is upstream's bundled MySQL image, read before the exclusion removed it.
+        client_image = bundled_mysql_image(objects)
+        steps.append(("use_external_stores", lambda objs: use_external_stores(objs, options.stores, client_image, options.pod_templates)))
     if options.argo is not None:
-        steps.append(("use_external_argo", lambda objs: use_external_argo(objs, options.argo)))
+        # Upstream's executor settings are read before the `argo` exclusion removed their ConfigMap.
+        executor = upstream_executor(objects)
+        steps.append(("use_external_argo", lambda objs: use_external_argo(objs, options.argo, executor)))
+    steps.append(("name_code_default_images", name_code_default_images))
     for name, step in steps:
         result = step(current)
         current = result.objects + list(result.added)

@@ -228,7 +228,8 @@ def kfp_launcher_config_map(namespace: str, lake: DataLake) -> dict[str, Any]:
     path-style requests, which the global endpoint redirects for buckets outside us-east-1.
 
     KFP's own namespace sync creates a `kfp-launcher` only when a cluster-wide defaultPipelineRoot is set;
-    the upstream default leaves it empty, so this one is not fought over."""
+    the program keeps that empty (manifests.argo), so this one is not fought over, and a profile without a
+    data lake gets none: its runs have no pipeline root they could write to (docs/working-kubeflow.md)."""
     providers = {
         "s3": {
             "default": {
@@ -245,6 +246,19 @@ def kfp_launcher_config_map(namespace: str, lake: DataLake) -> dict[str, Any]:
         "metadata": {"name": "kfp-launcher", "namespace": namespace},
         "data": {"defaultPipelineRoot": pipeline_root(lake), "providers": json.dumps(providers, sort_keys=True)},
     }
+
+
+#: The ConfigMap Argo reads a namespace's default artifact repository from (its name is fixed by Argo).
+ARTIFACT_REPOSITORIES_CONFIG_MAP = "artifact-repositories"
+#: Data key of the repository in `artifact-repositories`: the one the KFP UI reads for a namespace's key
+#: format (kubeflow/pipelines@2.5.0 frontend/server/workflow-helper.ts:174-178), and through the annotation
+#: Argo's default (argoproj/argo-workflows@v3.5.14 workflow/artifactrepositories/artifactrepositories.go:89-99).
+ARTIFACT_REPOSITORY_KEY = "artifact-repositories"
+#: The key earlier versions of this program wrote; kept with the same value, because a running workflow
+#: resolved its repository to this key and looks it up again.
+_PREVIOUS_ARTIFACT_REPOSITORY_KEY = "default-v1"
+#: The KFP UI's service account, which reads a namespace's `artifact-repositories` for the archived logs' key.
+KFP_UI_SERVICE_ACCOUNT = ("kubeflow", "ml-pipeline-ui")
 
 
 def artifact_repository_config_map(namespace: str, lake: DataLake) -> dict[str, Any]:
@@ -265,12 +279,35 @@ def artifact_repository_config_map(namespace: str, lake: DataLake) -> dict[str, 
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": "artifact-repositories",
+            "name": ARTIFACT_REPOSITORIES_CONFIG_MAP,
             "namespace": namespace,
-            "annotations": {"workflows.argoproj.io/default-artifact-repository": "default-v1"},
+            "annotations": {"workflows.argoproj.io/default-artifact-repository": ARTIFACT_REPOSITORY_KEY},
         },
-        "data": {"default-v1": json.dumps(repository, sort_keys=True)},
+        "data": {key: json.dumps(repository, sort_keys=True) for key in (ARTIFACT_REPOSITORY_KEY, _PREVIOUS_ARTIFACT_REPOSITORY_KEY)},
     }
+
+
+def artifact_repository_reader_objects(namespace: str) -> list[dict[str, Any]]:
+    """Lets the KFP UI read this namespace's `artifact-repositories` (only that ConfigMap): upstream's
+    ml-pipeline-ui ClusterRole grants no ConfigMaps, and without the read the UI falls back to the
+    cluster-wide key format, which misses the profile's prefix."""
+    namespace_of_ui, account = KFP_UI_SERVICE_ACCOUNT
+    name = "ml-pipeline-ui-artifact-repositories"
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": name, "namespace": namespace},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [ARTIFACT_REPOSITORIES_CONFIG_MAP], "verbs": ["get"]}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": name, "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace_of_ui}],
+        },
+    ]
 
 
 def serving_network_policy(namespace: str, mesh: MeshPolicy) -> dict[str, Any]:
@@ -335,6 +372,7 @@ def namespace_objects(profile: ProfileSpec, mesh: MeshPolicy) -> list[dict[str, 
         objects += [
             kfp_launcher_config_map(profile.name, profile.data_lake),
             artifact_repository_config_map(profile.name, profile.data_lake),
+            *artifact_repository_reader_objects(profile.name),
         ]
     objects += [serving_network_policy(profile.name, mesh), serving_authorization_policy(profile.name, mesh)]
     return objects

@@ -126,8 +126,10 @@ def test_pipeline_artifacts_stay_under_the_profiles_prefix():
     assert launcher["defaultPipelineRoot"] == "s3://corp-ml-pipelines/profiles/ana"
     assert json.loads(launcher["providers"])["s3"]["default"]["credentials"] == {"fromEnv": True}
     repositories = objects["artifact-repositories"]
-    assert repositories["metadata"]["annotations"] == {"workflows.argoproj.io/default-artifact-repository": "default-v1"}
-    s3 = json.loads(repositories["data"]["default-v1"])["s3"]
+    # Argo's default key is the one the KFP UI reads; the earlier key stays for workflows that resolved it.
+    assert repositories["metadata"]["annotations"] == {"workflows.argoproj.io/default-artifact-repository": "artifact-repositories"}
+    assert repositories["data"]["artifact-repositories"] == repositories["data"]["default-v1"]
+    s3 = json.loads(repositories["data"]["artifact-repositories"])["s3"]
     assert s3["bucket"] == "corp-ml-pipelines" and s3["keyFormat"].startswith("profiles/ana/")
     assert s3["endpoint"] == "s3.amazonaws.com" and s3["region"] == "eu-west-1" and s3["useSDKCreds"] is True
 
