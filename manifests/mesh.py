@@ -125,9 +125,15 @@ def route_virtual_services(objects: list[dict], gateway: GatewayOptions) -> Tran
     """Every VirtualService bound to a gateway moves to the central one, on the configured hosts.
 
     `mesh` entries stay (they route mesh-internal traffic); a VirtualService with only `mesh` is left
-    alone. `exportTo: ["."]` keeps the routes from leaking into the organisation's other namespaces.
-    The controllers that create VirtualServices at run time (notebooks, tensorboards, KServe) read the
-    gateway from their ConfigMaps, which are pointed at the central gateway too.
+    alone. The controllers that create VirtualServices at run time (notebooks, tensorboards, KServe) read
+    the gateway from their ConfigMaps, which are pointed at the central gateway too.
+
+    `exportTo` is the route's own namespace and the gateway pods' namespace, nothing else: a gateway proxy
+    looks routes up under its own namespace (istio/istio@1.24.6 pilot/pkg/networking/core/gateway.go:420,
+    pilot/pkg/model/push_context.go:1065-1074), and `.` alone indexes a route under the route's namespace
+    only (push_context.go:1766-1775), which hid every Kubeflow route from the gateway. Listing the two
+    namespaces keeps the routes out of every other namespace's sidecars, whatever the mesh's
+    `defaultVirtualServiceExportTo` (analysis/routes.py models this).
     """
     result, changes = [], []
     for obj in objects:
@@ -139,8 +145,8 @@ def route_virtual_services(objects: list[dict], gateway: GatewayOptions) -> Tran
                 new_spec = copy["spec"]
                 new_spec["gateways"] = [gateway.gateway] + (["mesh"] if "mesh" in gateways else [])
                 new_spec["hosts"] = list(gateway.hosts)
-                new_spec["exportTo"] = ["."]
-                changes.append(Change(object_ref(obj), f"gateways {gateways} -> {new_spec['gateways']}, hosts {spec.get('hosts')} -> {list(gateway.hosts)}, exportTo ['.']"))
+                new_spec["exportTo"] = gateway_route_export_to(obj, gateway.pods_namespace)
+                changes.append(Change(object_ref(obj), f"gateways {gateways} -> {new_spec['gateways']}, hosts {spec.get('hosts')} -> {list(gateway.hosts)}, exportTo {spec.get('exportTo')} -> {new_spec['exportTo']}"))
                 result.append(copy)
                 continue
         if obj.get("kind") == "ConfigMap":
@@ -152,6 +158,16 @@ def route_virtual_services(objects: list[dict], gateway: GatewayOptions) -> Tran
                 continue
         result.append(obj)
     return TransformResult(result, tuple(changes))
+
+
+def gateway_route_export_to(route: dict, pods_namespace: str) -> list[str]:
+    """`exportTo` of a gateway-bound VirtualService: its own namespace (`.`) and the gateway pods' namespace.
+
+    The pods' namespace is named only when it differs: Istio indexes `.` and the route's own namespace
+    alike, so naming both would index the route twice (push_context.go:1766-1775).
+    """
+    namespace = (route.get("metadata") or {}).get("namespace")
+    return ["."] if pods_namespace == namespace else [".", pods_namespace]
 
 
 def _point_controller_config_at_gateway(obj: dict, gateway: GatewayOptions) -> tuple[dict, list[str]] | None:

@@ -206,9 +206,9 @@ def test_virtual_services_move_to_the_central_gateway_keeping_mesh_entries():
     def service(gateways):
         return {"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService", "metadata": {"name": "v", "namespace": "kubeflow"}, "spec": {"gateways": gateways, "hosts": ["*"], "http": []}}
 
-    gateway = GatewayOptions("istio-ingress/central", ("kubeflow.corp.example",))
+    gateway = GatewayOptions("istio-ingress/central", ("kubeflow.corp.example",), "istio-ingress", "corp.example/ns/istio-ingress/sa/central-gateway")
     result = route_virtual_services([service(["kubeflow-gateway", "mesh"]), service(["mesh"])], gateway)
-    assert result.objects[0]["spec"] == {"gateways": ["istio-ingress/central", "mesh"], "hosts": ["kubeflow.corp.example"], "exportTo": ["."], "http": []}
+    assert result.objects[0]["spec"] == {"gateways": ["istio-ingress/central", "mesh"], "hosts": ["kubeflow.corp.example"], "exportTo": [".", "istio-ingress"], "http": []}
     assert result.objects[1]["spec"]["hosts"] == ["*"]
 
 
