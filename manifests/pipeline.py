@@ -13,7 +13,10 @@ from manifests.argo import use_external_argo
 from manifests.exclusions import check_rule_names, exclude_components
 from manifests.groups import Groups, split_into_groups
 from manifests.images import rewrite_images
-from manifests.mesh import fix_sidecar_conflicts, label_namespaces, label_pod_templates, route_virtual_services
+from manifests.mesh import (
+    fix_sidecar_conflicts, give_metadata_envoy_its_own_account, label_namespaces, label_pod_templates,
+    route_virtual_services, trust_gateway_principal,
+)
 from manifests.objects import Change, object_key, object_ref
 from manifests.options import TransformOptions
 from manifests.sources import ManifestError, Problem, detect_version
@@ -80,9 +83,11 @@ def transform(objects: list[dict], options: TransformOptions) -> TransformReport
         ("label_namespaces", lambda objs: label_namespaces(objs, options.mesh)),
         ("label_pod_templates", lambda objs: label_pod_templates(objs, options.pod_templates)),
         ("fix_sidecar_conflicts", fix_sidecar_conflicts),
+        ("give_metadata_envoy_its_own_account", give_metadata_envoy_its_own_account),
     ]
     if options.gateway is not None:
         steps.append(("route_virtual_services", lambda objs: route_virtual_services(objs, options.gateway)))
+        steps.append(("trust_gateway_principal", lambda objs: trust_gateway_principal(objs, options.gateway)))
     if options.stores is not None:
         steps.append(("use_external_stores", lambda objs: use_external_stores(objs, options.stores)))
     if options.argo is not None:
