@@ -8,7 +8,7 @@ only registers them. What it registers, all on the explicit Kubernetes provider:
 - the CUSTOM AuthorizationPolicy that sends the Kubeflow hosts' requests to the auth proxy, and a DENY
   policy for requests that skip it with a token no issuer verified;
 - the DENY policy that lets only the gateway send kubeflow-userid into the `kubeflow` namespace (tenancy
-  applies the same policy per profile namespace through `identity_header_policy_for`);
+  applies the same policy, `identity_header_policy`, in every profile namespace);
 - the auth proxy (oauth2-proxy, or authservice for old releases) in its own namespace, with the OIDC
   client secret and cookie secret in a Secret filled from Pulumi secrets.
 
@@ -126,7 +126,6 @@ class Auth(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: AuthArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("kubeflow-platform:auth:Auth", name, None, opts)
-        self._identity = args.identity
         child = pulumi.ResourceOptions(parent=self)
         names: dict[str, list[str]] = {}
 
@@ -188,10 +187,6 @@ class Auth(pulumi.ComponentResource):
         registers, and the objects this component applies."""
         return {"authExtensionProvider": self.extension_provider, "authRedirectUrl": self.redirect_url,
                 "authObjects": self.object_names}
-
-    def identity_header_policy_for(self, namespace: str) -> dict:
-        """The identity-header DENY policy for another namespace (tenancy registers one per profile)."""
-        return identity_header_policy(self._identity, namespace)
 
     def _register_proxy(self, name: str, args: AuthArgs, child: pulumi.ResourceOptions) -> None:
         proxy = args.proxy

@@ -9,6 +9,7 @@ from typing import Any, Optional
 import pulumi
 import pulumi_kubernetes as k8s
 
+from manifests.identity import gateway_principal
 from manifests.objects import config_group_yaml, object_ref
 from manifests.options import CentralSecretKeys
 from config import Settings
@@ -76,6 +77,8 @@ def prepare(settings: "Settings") -> PreparedRelease:
         gateway=f"{settings.ingress.gateway_namespace}/{settings.ingress.gateway_name}",
         hosts=settings.dns.hosts,
         serving_domain=settings.dns.serving_domain,
+        gateway_pods_namespace=settings.ingress.namespace,
+        gateway_principal=gateway_principal(settings.identity_options()),
         artifact_bucket=settings.artifacts.names()["pipelines"],
         region=settings.aws.region,
     )

@@ -9,6 +9,7 @@ from typing import Any, Optional
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.auth import identity_header_policy
 from components.identity import WorkloadIdentity
 from config import Settings
 from manifests.iam import s3_access_policy
@@ -75,9 +76,11 @@ def tenancy_args(settings: Settings, identity: WorkloadIdentity) -> TenancyArgs:
     mesh = MeshPolicy(
         revision=settings.kubeflow.mesh.revision,
         user_id_prefix=settings.auth.user_id_prefix,
-        trusted_principals=tenancy.trusted_principals,
+        trusted_principals=settings.trusted_principals(),
         serving_namespaces=(*tenancy.serving.system_namespaces, settings.ingress.namespace),
         serving_principals=tenancy.serving.principals,
+        # The same DENY policy Auth applies in `kubeflow`, for every profile namespace.
+        identity_header_policy=identity_header_policy(settings.identity_options(), "profile"),
     )
     return TenancyArgs(profiles=tuple(profiles), mesh=mesh, identity=identity)
 

@@ -25,7 +25,7 @@ from config.kubeflow import KubeflowSettings
 from config.loader import Problems, camel, from_raw, keys_of, setting
 from config.platform import AwsSettings, ClusterSettings
 from manifests.guardrails import GuardrailParams
-from manifests.identity import IdentityHeaderOptions, validate_identity_options
+from manifests.identity import IdentityHeaderOptions, gateway_principal, validate_identity_options
 
 PROJECT = "kubeflow-platform"
 
@@ -99,6 +99,15 @@ class Settings:
             istio_version=self.kubeflow.mesh.istio_version,
         )
 
+    def trusted_principals(self) -> tuple[str, ...]:
+        """Whose kubeflow-userid contributors' policies trust: `tenancy.trustedPrincipals`, or what kfam would
+        name for this mesh, the gateway's principal and the pipelines UI's (kubeflow/kubeflow@v1.10.0
+        components/access-management/kfam/bindings.go:79-86)."""
+        if self.tenancy.trusted_principals:
+            return self.tenancy.trusted_principals
+        options = self.identity_options()
+        return gateway_principal(options), f"{options.trust_domain}/ns/kubeflow/sa/ml-pipeline-ui"
+
     def guardrail_params(self, cluster_oidc_issuer: str, namespaces_outside_mesh: tuple[str, ...] = ()) -> GuardrailParams:
         """What this stack's guardrails are checked against (manifests.guardrails): its approved mirror, its
         gateway, its mesh; `namespaces_outside_mesh` are the components' own, each kept out for a reason."""
@@ -127,6 +136,15 @@ class Settings:
             yield "dns.servingDomain", (
                 "is set but kubeflow.exclude removes knative, whose config-domain it is written into; "
                 "remove knative from kubeflow.exclude or unset dns.servingDomain"
+            )
+        gateway = gateway_principal(self.identity_options())
+        # Istio reads a `cluster.local` principal as one of the mesh's own trust domain (bundle.go:68-73).
+        spellings = {gateway, "cluster.local/" + gateway.split("/", 1)[1]}
+        if self.tenancy.trusted_principals and not spellings & set(self.tenancy.trusted_principals):
+            yield "tenancy.trustedPrincipals", (
+                f"does not name the ingress gateway's principal {gateway!r} (auth.trustDomain, ingress.namespace, "
+                "auth.gatewayServiceAccount): contributors could not reach their profiles through the gateway; "
+                "add it, or leave trustedPrincipals out to use the gateway's and the pipelines UI's"
             )
         replaced = REPLACED_UPSTREAM_COMPONENT[self.auth.proxy]
         if replaced not in self.kubeflow.exclude:

@@ -252,11 +252,8 @@ class TenancySettings:
     """Named groups of users."""
     profiles: tuple[ProfileSettings, ...] = setting(())
     """One Profile (namespace) per data scientist or team."""
-    trusted_principals: tuple[str, ...] = setting(
-        ("cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account", "cluster.local/ns/kubeflow/sa/ml-pipeline-ui"),
-        check=(checks.not_empty, _principals),
-    )
-    """Principals whose kubeflow-userid contributors' policies trust (kfam's ISTIO_INGRESS_GATEWAY_PRINCIPAL, KFP_UI_PRINCIPAL)."""
+    trusted_principals: tuple[str, ...] = setting((), check=_principals)
+    """Principals whose kubeflow-userid contributors' policies trust (kfam's ISTIO_INGRESS_GATEWAY_PRINCIPAL, KFP_UI_PRINCIPAL); empty: the ingress gateway's (auth.trustDomain, ingress.namespace, auth.gatewayServiceAccount) and the pipelines UI's."""
     serving: ServingSettings = setting(ServingSettings())
     """Who may reach the profiles' inference services besides their owners and contributors."""
 

@@ -179,11 +179,12 @@ def image_mirror_options(images: Optional[ImageSettings]) -> ImageMirrorOptions:
 
 
 def transform_options(
-    kubeflow: KubeflowSettings, *, gateway: str, hosts: tuple[str, ...], artifact_bucket: str, region: str,
-    serving_domain: Optional[str],
+    kubeflow: KubeflowSettings, *, gateway: str, hosts: tuple[str, ...], gateway_pods_namespace: str,
+    gateway_principal: str, artifact_bucket: str, region: str, serving_domain: Optional[str],
 ) -> TransformOptions:
     """What the manifest transformations need, from the Kubeflow settings and the edge and bucket they
-    share with the rest of the platform (`gateway` is `<namespace>/<name>`, `serving_domain` dns.servingDomain)."""
+    share with the rest of the platform (`gateway` is `<namespace>/<name>`; the gateway's pods run in
+    `gateway_pods_namespace` as `gateway_principal`; `serving_domain` is dns.servingDomain)."""
     images = kubeflow.images
     return TransformOptions(
         exclusions=kubeflow.exclude,
@@ -194,7 +195,8 @@ def transform_options(
             keep_upstream_injection_opt_outs=kubeflow.mesh.keep_upstream_injection_opt_outs,
         ),
         images=image_mirror_options(images),
-        gateway=GatewayOptions(gateway=gateway, hosts=tuple(hosts)),
+        gateway=GatewayOptions(gateway=gateway, hosts=tuple(hosts), pods_namespace=gateway_pods_namespace,
+                               pods_principal=gateway_principal),
         serving=ServingOptions(domain=serving_domain),
         argo=ExternalArgoOptions(
             namespace=kubeflow.argo.namespace,

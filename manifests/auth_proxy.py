@@ -27,7 +27,7 @@ from typing import Literal
 
 from manifests.identity import IdentityHeaderOptions, security_api_version
 from manifests.images import mirror_image, parse_image
-from manifests.mesh import INJECT
+from manifests.mesh import INJECT, gateway_route_export_to
 from manifests.options import ImageMirrorRule
 
 ProxyKind = Literal["oauth2-proxy", "authservice"]
@@ -410,12 +410,14 @@ def auth_proxy_objects(options: AuthProxyOptions) -> list[dict]:
     }
     if rewrite:
         route["rewrite"] = {"uri": rewrite}
-    objects.append(
-        {
-            "apiVersion": "networking.istio.io/v1beta1",
-            "kind": "VirtualService",
-            "metadata": {"name": proxy, "namespace": namespace, "labels": _labels(options)},
-            "spec": {"gateways": [options.gateway], "hosts": list(options.hosts), "http": [route]},
-        }
-    )
+    service = {
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "VirtualService",
+        "metadata": {"name": proxy, "namespace": namespace, "labels": _labels(options)},
+        "spec": {"gateways": [options.gateway], "hosts": list(options.hosts), "http": [route]},
+    }
+    # Visible to the gateway's pods whatever the mesh's defaultVirtualServiceExportTo says (a mesh that
+    # defaults to "." would hide a route without exportTo from them), and to no one else's sidecars.
+    service["spec"]["exportTo"] = gateway_route_export_to(service, options.identity.gateway_namespace)
+    objects.append(service)
     return objects

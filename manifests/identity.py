@@ -64,11 +64,13 @@ MINIMUM_ISTIO_VERSION = (1, 20)
 SECURITY_V1_SINCE = (1, 22)
 
 #: In-mesh services that legitimately pass `kubeflow-userid` on to another Kubeflow service: the KFP UI
-#: proxies API calls to ml-pipeline with it, the central dashboard calls KFAM with it. They only ever
-#: hold a header that the gateway set, because their own inbound traffic is under the same policy.
+#: proxies API calls to ml-pipeline with it, the central dashboard calls KFAM with it, metadata-envoy
+#: (the UI's /ml_metadata proxy, given its own account by manifests/mesh.py) passes it to metadata-grpc.
+#: They only ever hold a header that the gateway set, because their own inbound traffic is under the same policy.
 UPSTREAM_HEADER_FORWARDERS = (
     "cluster.local/ns/kubeflow/sa/ml-pipeline-ui",
     "cluster.local/ns/kubeflow/sa/centraldashboard",
+    "cluster.local/ns/kubeflow/sa/metadata-envoy",
 )
 
 # RFC 7230 section 3.2.6 `token`; Envoy rejects any other byte in a header name.

@@ -125,9 +125,15 @@ def route_virtual_services(objects: list[dict], gateway: GatewayOptions) -> Tran
     """Every VirtualService bound to a gateway moves to the central one, on the configured hosts.
 
     `mesh` entries stay (they route mesh-internal traffic); a VirtualService with only `mesh` is left
-    alone. `exportTo: ["."]` keeps the routes from leaking into the organisation's other namespaces.
-    The controllers that create VirtualServices at run time (notebooks, tensorboards, KServe) read the
-    gateway from their ConfigMaps, which are pointed at the central gateway too.
+    alone. The controllers that create VirtualServices at run time (notebooks, tensorboards, KServe) read
+    the gateway from their ConfigMaps, which are pointed at the central gateway too.
+
+    `exportTo` is the route's own namespace and the gateway pods' namespace, nothing else: a gateway proxy
+    looks routes up under its own namespace (istio/istio@1.24.6 pilot/pkg/networking/core/gateway.go:420,
+    pilot/pkg/model/push_context.go:1065-1074), and `.` alone indexes a route under the route's namespace
+    only (push_context.go:1766-1775), which hid every Kubeflow route from the gateway. Listing the two
+    namespaces keeps the routes out of every other namespace's sidecars, whatever the mesh's
+    `defaultVirtualServiceExportTo` (analysis/routes.py models this).
     """
     result, changes = [], []
     for obj in objects:
@@ -139,8 +145,8 @@ def route_virtual_services(objects: list[dict], gateway: GatewayOptions) -> Tran
                 new_spec = copy["spec"]
                 new_spec["gateways"] = [gateway.gateway] + (["mesh"] if "mesh" in gateways else [])
                 new_spec["hosts"] = list(gateway.hosts)
-                new_spec["exportTo"] = ["."]
-                changes.append(Change(object_ref(obj), f"gateways {gateways} -> {new_spec['gateways']}, hosts {spec.get('hosts')} -> {list(gateway.hosts)}, exportTo ['.']"))
+                new_spec["exportTo"] = gateway_route_export_to(obj, gateway.pods_namespace)
+                changes.append(Change(object_ref(obj), f"gateways {gateways} -> {new_spec['gateways']}, hosts {spec.get('hosts')} -> {list(gateway.hosts)}, exportTo {spec.get('exportTo')} -> {new_spec['exportTo']}"))
                 result.append(copy)
                 continue
         if obj.get("kind") == "ConfigMap":
@@ -152,6 +158,16 @@ def route_virtual_services(objects: list[dict], gateway: GatewayOptions) -> Tran
                 continue
         result.append(obj)
     return TransformResult(result, tuple(changes))
+
+
+def gateway_route_export_to(route: dict, pods_namespace: str) -> list[str]:
+    """`exportTo` of a gateway-bound VirtualService: its own namespace (`.`) and the gateway pods' namespace.
+
+    The pods' namespace is named only when it differs: Istio indexes `.` and the route's own namespace
+    alike, so naming both would index the route twice (push_context.go:1766-1775).
+    """
+    namespace = (route.get("metadata") or {}).get("namespace")
+    return ["."] if pods_namespace == namespace else [".", pods_namespace]
 
 
 def _point_controller_config_at_gateway(obj: dict, gateway: GatewayOptions) -> tuple[dict, list[str]] | None:
@@ -180,6 +196,112 @@ def _point_controller_config_at_gateway(obj: dict, gateway: GatewayOptions) -> t
     copy = clone(obj)
     copy["data"] = new_data
     return copy, what
+
+
+# ------------------------------------------------------------------------------ the gateway's principal
+
+#: The principal upstream's policies and the profile controller's defaults give the ingress gateway; Istio
+#: reads any trust domain here as the mesh's own when it is `cluster.local`
+#: (istio/istio@1.24.6 pilot/pkg/security/trustdomain/bundle.go:68-73), so the account and namespace are what matter.
+UPSTREAM_GATEWAY_PRINCIPAL = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+#: The profile controller and kfam read the gateway's principal from this key of `profiles-config`
+#: (kubeflow/kubeflow@v1.10.0 components/profile-controller/controllers/profile_controller.go:424-426,
+#: components/access-management/kfam/bindings.go:80-82); both write it into every profile's policies.
+GATEWAY_PRINCIPAL_KEY = "ISTIO_INGRESS_GATEWAY_PRINCIPAL"
+
+
+def _names_upstream_gateway(principal: object) -> bool:
+    _, _, path = str(principal).partition("/")
+    return path == UPSTREAM_GATEWAY_PRINCIPAL.partition("/")[2]
+
+
+def trust_gateway_principal(objects: list[dict], gateway: GatewayOptions) -> TransformResult:
+    """Every upstream object that names the ingress gateway's principal names the configured gateway's.
+
+    Upstream's web apps (central dashboard, pipelines UI, the Jupyter, Katib, KServe, Tensorboards and
+    Volumes UIs) ALLOW only the gateway's principal, and the profile controller and kfam copy it from
+    `profiles-config` into every profile's policies: a gateway running under another service account,
+    namespace or trust domain would be refused everywhere. Policies are found by the principal they name
+    (any trust domain), not by name, so a release that adds one is covered.
+    """
+    wanted = gateway.pods_principal
+    result, changes = [], []
+    for obj in objects:
+        kind = obj.get("kind")
+        if kind == "AuthorizationPolicy" and api_group(obj) == "security.istio.io":
+            copy, what = _with_gateway_principal(obj, wanted)
+            if what:
+                changes.extend(Change(object_ref(obj), entry) for entry in what)
+                result.append(copy)
+                continue
+        elif kind == "ConfigMap" and GATEWAY_PRINCIPAL_KEY in (obj.get("data") or {}):
+            current = obj["data"][GATEWAY_PRINCIPAL_KEY]
+            if current != wanted:
+                copy = clone(obj)
+                copy["data"][GATEWAY_PRINCIPAL_KEY] = wanted
+                changes.append(Change(object_ref(obj), f"data.{GATEWAY_PRINCIPAL_KEY}: {current!r} -> {wanted!r}"))
+                result.append(copy)
+                continue
+        result.append(obj)
+    return TransformResult(result, tuple(changes))
+
+
+def _with_gateway_principal(policy: dict, wanted: str) -> tuple[dict, list[str]]:
+    copy = clone(policy)
+    what: list[str] = []
+    for index, rule in enumerate((copy.get("spec") or {}).get("rules") or []):
+        for entry in rule.get("from") or []:
+            source = entry.get("source") or {}
+            for field in ("principals", "notPrincipals"):
+                names = source.get(field)
+                if not isinstance(names, list) or not any(_names_upstream_gateway(n) and n != wanted for n in names):
+                    continue
+                source[field] = list(dict.fromkeys(wanted if _names_upstream_gateway(n) else n for n in names))
+                what.append(f"rules[{index}] source.{field}: {names} -> {source[field]}")
+    return copy, what
+
+
+# ------------------------------------------------------------------------- metadata-envoy's identity
+
+#: The ServiceAccount metadata-envoy runs as here; upstream leaves it on its namespace's `default`
+#: (kubeflow/pipelines@2.5.0 manifests/kustomize/base/metadata/base/metadata-envoy-deployment.yaml:17-18).
+METADATA_ENVOY_SERVICE_ACCOUNT = "metadata-envoy"
+METADATA_ENVOY_DEPLOYMENT = "metadata-envoy-deployment"
+
+
+def give_metadata_envoy_its_own_account(objects: list[dict]) -> TransformResult:
+    """metadata-envoy runs as a ServiceAccount of its own, so the identity-header policy can trust it alone.
+
+    It is the pipelines UI's gRPC-web proxy to ML Metadata (`/ml_metadata`) and forwards every request
+    header to metadata-grpc, the gateway's `kubeflow-userid` included (its route to `metadata-grpc-service`
+    removes no header: kubeflow/pipelines@2.5.0 third_party/metadata_envoy/envoy.yaml:22-33, 53-71). As
+    `default` it could be trusted with that header only by trusting every workload left on `default`.
+    """
+    result, changes, added = [], [], []
+    for obj in objects:
+        metadata = obj.get("metadata") or {}
+        template = pod_template(obj)
+        if obj.get("kind") != "Deployment" or metadata.get("name") != METADATA_ENVOY_DEPLOYMENT or template is None:
+            result.append(obj)
+            continue
+        spec = template.get("spec") or {}
+        current = spec.get("serviceAccountName") or spec.get("serviceAccount")
+        if current not in (None, "default"):
+            result.append(obj)
+            continue
+        copy = clone(obj)
+        pod_spec = pod_template(copy).setdefault("spec", {})
+        pod_spec.pop("serviceAccount", None)
+        pod_spec["serviceAccountName"] = METADATA_ENVOY_SERVICE_ACCOUNT
+        changes.append(Change(object_ref(obj), f"serviceAccountName {current!r} -> {METADATA_ENVOY_SERVICE_ACCOUNT!r} (trusted to forward kubeflow-userid to metadata-grpc)"))
+        result.append(copy)
+        account_metadata: dict = {"name": METADATA_ENVOY_SERVICE_ACCOUNT}
+        if metadata.get("namespace"):
+            account_metadata["namespace"] = metadata["namespace"]
+        if metadata.get("labels"):
+            account_metadata["labels"] = dict(metadata["labels"])
+        added.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": account_metadata})
+    return TransformResult(result, tuple(changes), tuple(added))
 
 
 # ------------------------------------------------------------------------------------- sidecar fixes

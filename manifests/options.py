@@ -51,6 +51,11 @@ class GatewayOptions:
     gateway: str
     #: Host names Kubeflow is served on, e.g. ("kubeflow.example.com",).
     hosts: tuple[str, ...]
+    #: Namespace the gateway's pods run in (`ingress.namespace`): Istio looks their routes up there.
+    pods_namespace: str
+    #: The gateway pods' mesh principal (`<trust domain>/ns/<namespace>/sa/<service account>`), which
+    #: Kubeflow's own policies and its profile controller must name to trust the identity header.
+    pods_principal: str
 
 
 @dataclass(frozen=True)

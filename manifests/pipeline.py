@@ -13,7 +13,10 @@ from manifests.argo import upstream_executor, use_external_argo
 from manifests.exclusions import check_rule_names, exclude_components
 from manifests.groups import Groups, split_into_groups
 from manifests.images import name_code_default_images, rewrite_images
-from manifests.mesh import fix_sidecar_conflicts, label_namespaces, label_pod_templates, route_virtual_services
+from manifests.mesh import (
+    fix_sidecar_conflicts, give_metadata_envoy_its_own_account, label_namespaces, label_pod_templates,
+    route_virtual_services, trust_gateway_principal,
+)
 from manifests.objects import Change, object_key, object_ref
 from manifests.options import TransformOptions
 from manifests.serving import set_serving_domain
@@ -83,9 +86,11 @@ def transform(objects: list[dict], options: TransformOptions) -> TransformReport
         ("fix_sidecar_conflicts", fix_sidecar_conflicts),
         # Always: without a serving domain Knative's routes are made cluster-local, not left on example.com.
         ("set_serving_domain", lambda objs: set_serving_domain(objs, options.serving)),
+        ("give_metadata_envoy_its_own_account", give_metadata_envoy_its_own_account),
     ]
     if options.gateway is not None:
         steps.append(("route_virtual_services", lambda objs: route_virtual_services(objs, options.gateway)))
+        steps.append(("trust_gateway_principal", lambda objs: trust_gateway_principal(objs, options.gateway)))
     if options.stores is not None:
         # The setup Job's MySQL client is upstream's bundled MySQL image, read before the exclusion removed it.
         client_image = bundled_mysql_image(objects)

@@ -19,6 +19,7 @@ mesh (`istio.io/rev`) is joined cleanly, without the injection label that would 
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -108,6 +109,9 @@ class MeshPolicy:
     """Namespaces whose pods may open connections to inference services."""
     serving_principals: tuple[str, ...]
     """Principals admitted to inference services' queue-proxy ports."""
+    identity_header_policy: Optional[Mapping[str, Any]] = None
+    """The DENY policy that lets only the gateway and Kubeflow's forwarders send kubeflow-userid
+    (manifests/identity.py), built for any namespace; every profile namespace gets it. None: not applied."""
 
 
 def contributor_roles(
@@ -363,6 +367,37 @@ def serving_authorization_policy(namespace: str, mesh: MeshPolicy) -> dict[str, 
     }
 
 
+def identity_header_policy(namespace: str, mesh: MeshPolicy) -> Optional[dict[str, Any]]:
+    """The identity-header DENY policy in a profile namespace: only the gateway and Kubeflow's forwarders
+    may send kubeflow-userid to the profile's workloads (notebooks get it from the gateway, the pipelines
+    UI passes it to the profile's ml-pipeline-ui-artifact).
+
+    One hop more than in `kubeflow`: the serving system relays the gateway's request, header included, to
+    an inference service (Knative's activator while it scales from zero, the cluster-local gateway), so
+    those principals may send it, on the queue-proxy ports only, where `serving_authorization_policy`
+    already admits them.
+    """
+    template = mesh.identity_header_policy
+    if template is None:
+        return None
+    policy = copy.deepcopy(dict(template))
+    policy["metadata"] = {**policy.get("metadata", {}), "namespace": namespace}
+    relays = list(mesh.serving_principals)
+    if not relays:
+        return policy
+    rules = []
+    for rule in policy["spec"]["rules"]:
+        sources = rule.get("from") or []
+        if len(sources) != 1 or set(sources[0].get("source") or {}) != {"notPrincipals"}:
+            raise ValueError(f"identity header policy rule {rule!r} is not `from notPrincipals` as manifests/identity.py builds it")
+        trusted = sources[0]["source"]["notPrincipals"]
+        rules.append({**rule, "from": [{"source": {"notPrincipals": [*trusted, *relays]}}]})
+        rules.append({**copy.deepcopy(rule), "from": [{"source": {"principals": relays}}],
+                      "to": [{"operation": {"notPorts": list(QUEUE_PROXY_PORTS)}}]})
+    policy["spec"]["rules"] = rules
+    return policy
+
+
 def namespace_objects(profile: ProfileSpec, mesh: MeshPolicy) -> list[dict[str, Any]]:
     """Every object of the profile known before deployment, in a stable order."""
     objects = [namespace_object(profile, mesh), quota_object(profile)]
@@ -375,6 +410,9 @@ def namespace_objects(profile: ProfileSpec, mesh: MeshPolicy) -> list[dict[str, 
             *artifact_repository_reader_objects(profile.name),
         ]
     objects += [serving_network_policy(profile.name, mesh), serving_authorization_policy(profile.name, mesh)]
+    header_policy = identity_header_policy(profile.name, mesh)
+    if header_policy is not None:
+        objects.append(header_policy)
     return objects
 
 

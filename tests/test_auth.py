@@ -363,6 +363,7 @@ def test_tenancy_gets_the_same_policy_for_each_profile_namespace():
     assert header_forwarders(options) == (
         "cluster.local/ns/kubeflow/sa/ml-pipeline-ui",
         "cluster.local/ns/kubeflow/sa/centraldashboard",
+        "cluster.local/ns/kubeflow/sa/metadata-envoy",
     )
 
 

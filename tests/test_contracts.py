@@ -8,10 +8,14 @@ that every unsettled fact is written down for the user in docs/working-kubeflow.
 from __future__ import annotations
 
 import ast
+import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
+import config
+from config.loader import camel
 from manifests.contracts import (
     FACTS_DIR, Contract, ContractTableError, contract_problems, load_contracts,
 )
@@ -42,8 +46,21 @@ def emitted_objects(run: ProgramRun) -> list[dict]:
     return objects
 
 
+def _as_config(value):
+    """Loaded settings back in the stack file's spelling (camelCase keys), defaults included."""
+    if dataclasses.is_dataclass(value):
+        return {camel(f.name): _as_config(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not f.metadata.get("internal")}
+    if isinstance(value, Mapping):
+        return {key: _as_config(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [_as_config(item) for item in value]
+    return value
+
+
 def flat_settings(stack: str) -> dict[str, object]:
-    """The stack's settings by dotted path (`kubeflow.database.host`), for `${...}` in the checks."""
+    """The stack's settings by dotted path (`kubeflow.database.host`), for `${...}` in the checks; a key the
+    stack file leaves out has its default (`auth.trustDomain`)."""
     flat: dict[str, object] = {}
 
     def walk(node, path):
@@ -52,8 +69,12 @@ def flat_settings(stack: str) -> dict[str, object]:
             for key, value in node.items():
                 walk(value, f"{path}.{key}")
 
-    for key, value in stack_config(stack).items():
-        walk(value, key.split(":", 1)[1])
+    raw = {key.split(":", 1)[1]: value for key, value in stack_config(stack).items()}
+    loaded = config.parse(raw, config.Secrets(), set(config.SECRET_KEYS), stack)
+    for key, value in _as_config(loaded).items():
+        walk(value, key)
+    for key, value in raw.items():
+        walk(value, key)
     return flat
 
 

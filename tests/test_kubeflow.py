@@ -136,7 +136,7 @@ def test_every_virtual_service_is_on_the_central_gateway_and_hosts(release_run):
         spec = service["spec"]
         assert [g for g in spec["gateways"] if g != "mesh"] == [gateway], object_ref(service)
         assert spec["hosts"] == hosts, object_ref(service)
-        assert spec["exportTo"] == ["."]
+        assert spec["exportTo"] == [".", ingress["namespace"]], object_ref(service)
 
 
 # ----------------------------------------------------------------------------------------- images

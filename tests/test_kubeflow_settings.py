@@ -32,7 +32,7 @@ def settings(**changes) -> KubeflowSettings:
 
 
 def options(kubeflow: KubeflowSettings) -> TransformOptions:
-    return transform_options(kubeflow, gateway="kubeflow/kubeflow-gateway", hosts=("kubeflow.example.com",), artifact_bucket="ml-pipelines", region="eu-west-1",
+    return transform_options(kubeflow, gateway="kubeflow/kubeflow-gateway", hosts=("kubeflow.example.com",), gateway_pods_namespace="istio-system", gateway_principal="cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account", artifact_bucket="ml-pipelines", region="eu-west-1",
                              serving_domain="serving.example.com")
 
 

@@ -178,6 +178,7 @@ BAD_SETTINGS = [
     ("quota beyond pools", _with("tenancy", _set(["profiles", 0, "quota", "gpus"], 5)), ["tenancy.profiles[0].quota.gpus: 5 is more than its pools can ever offer (2"]),
     ("quota quantity", _with("tenancy", _set(["profiles", 0, "quota", "cpu"], "lots")), ["tenancy.profiles[0].quota.cpu: 'lots' is not a Kubernetes quantity"]),
     ("principal", _with("tenancy", _set(["trustedPrincipals"], ["istio-ingressgateway"])), ["tenancy.trustedPrincipals: 'istio-ingressgateway' is not an Istio principal"]),
+    ("trusted principals without the gateway", _with("tenancy", _set(["trustedPrincipals"], ["cluster.local/ns/kubeflow/sa/ml-pipeline-ui"])), ["tenancy.trustedPrincipals: does not name the ingress gateway's principal 'cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account'"]),
     ("unknown top-level key", {"kubeflw": {"version": "1.10.2"}}, ["kubeflw: unknown key; did you mean 'kubeflow'?"]),
     ("protect type", {"protect": "maybe"}, ["protect: expected true or false, got string 'maybe'"]),
     ("list given as a string", {"certificate": {"subjectAlternativeNames": "x.dev.ml.example.com"}},

@@ -15,6 +15,7 @@ from manifests.tenancy import (
     binding_name,
     contributor_roles,
     default_tolerations,
+    identity_header_policy,
     manifest,
     namespace_object,
     parse_manifest,
@@ -153,3 +154,21 @@ def test_the_manifest_keeps_every_value_a_string_where_it_was_one():
     import yaml
 
     assert list(yaml.safe_load_all(text)) == objects
+
+
+def test_profile_namespaces_get_the_identity_header_policy_with_the_serving_relays_on_queue_proxy_ports():
+    template = {
+        "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+        "metadata": {"name": "kubeflow-identity-header-from-gateway-only", "namespace": "profile"},
+        "spec": {"action": "DENY", "rules": [{"from": [{"source": {"notPrincipals": ["gw"]}}],
+                                              "when": [{"key": "request.headers[kubeflow-userid]", "values": ["*"]}]}]},
+    }
+    assert identity_header_policy("ana", MESH) is None
+    mesh = MeshPolicy(**{**MESH.__dict__, "identity_header_policy": template})
+    policy = identity_header_policy("ana", mesh)
+    assert policy["metadata"] == {"name": "kubeflow-identity-header-from-gateway-only", "namespace": "ana"}
+    relay = "cluster.local/ns/knative-serving/sa/activator"
+    assert [rule["from"][0]["source"] for rule in policy["spec"]["rules"]] == [{"notPrincipals": ["gw", relay]}, {"principals": [relay]}]
+    assert policy["spec"]["rules"][1]["to"] == [{"operation": {"notPorts": ["8012", "8013"]}}]
+    assert template["metadata"]["namespace"] == "profile" and len(template["spec"]["rules"]) == 1
+    assert policy in static_objects(ProfileSpec(name="ana", owner="ana@example.com"), mesh)

@@ -40,7 +40,7 @@ ENTERPRISE = TransformOptions(
     mesh=MeshOptions(revision=None),
     pod_templates=PodTemplateOptions(labels=(("corp.example/team", "ml-platform"),), annotations=(("corp.example/cost-center", "ml"),)),
     images=ImageMirrorOptions(MIRROR_RULES),
-    gateway=GatewayOptions("istio-ingress/central-gateway", ("kubeflow.corp.example",)),
+    gateway=GatewayOptions("istio-ingress/central-gateway", ("kubeflow.corp.example",), "istio-ingress", "corp.example/ns/istio-ingress/sa/central-gateway"),
     argo=ExternalArgoOptions(namespace="argo", bucket="kf-artifacts", region="eu-west-1", service_account="pipeline-runner"),
     stores=ExternalStoresOptions(mysql_host="kubeflow.cluster-abc.eu-west-1.rds.amazonaws.com", secret_name="kubeflow-external-stores", bucket="kf-artifacts", region="eu-west-1"),
 )

@@ -109,7 +109,7 @@ def test_every_virtual_service_is_on_the_central_gateway_and_host(version):
         spec = service["spec"]
         assert [g for g in spec["gateways"] if g != "mesh"] == ["istio-ingress/central-gateway"], object_ref(service)
         assert spec["hosts"] == ["kubeflow.corp.example"]
-        assert spec["exportTo"] == ["."]
+        assert spec["exportTo"] == [".", "istio-ingress"]
 
 
 def test_no_bundled_istio_argo_or_database_object_remains(version):

@@ -10,7 +10,10 @@ import yaml
 from manifests.argo import use_external_argo
 from manifests.exclusions import exclude_components
 from manifests.images import mirror_image, normalize_image, rewrite_images
-from manifests.mesh import EXCLUDE_OUTBOUND_PORTS, INJECT, fix_sidecar_conflicts, label_namespaces, label_pod_templates, route_virtual_services
+from manifests.mesh import (
+    EXCLUDE_OUTBOUND_PORTS, INJECT, UPSTREAM_GATEWAY_PRINCIPAL, fix_sidecar_conflicts, give_metadata_envoy_its_own_account,
+    label_namespaces, label_pod_templates, route_virtual_services, trust_gateway_principal,
+)
 from manifests.objects import pod_template
 from manifests.options import (
     ExternalArgoOptions,
@@ -206,10 +209,52 @@ def test_virtual_services_move_to_the_central_gateway_keeping_mesh_entries():
     def service(gateways):
         return {"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService", "metadata": {"name": "v", "namespace": "kubeflow"}, "spec": {"gateways": gateways, "hosts": ["*"], "http": []}}
 
-    gateway = GatewayOptions("istio-ingress/central", ("kubeflow.corp.example",))
+    gateway = GatewayOptions("istio-ingress/central", ("kubeflow.corp.example",), "istio-ingress", "corp.example/ns/istio-ingress/sa/central-gateway")
     result = route_virtual_services([service(["kubeflow-gateway", "mesh"]), service(["mesh"])], gateway)
-    assert result.objects[0]["spec"] == {"gateways": ["istio-ingress/central", "mesh"], "hosts": ["kubeflow.corp.example"], "exportTo": ["."], "http": []}
+    assert result.objects[0]["spec"] == {"gateways": ["istio-ingress/central", "mesh"], "hosts": ["kubeflow.corp.example"], "exportTo": [".", "istio-ingress"], "http": []}
     assert result.objects[1]["spec"]["hosts"] == ["*"]
+
+
+def test_virtual_services_in_the_gateway_pods_namespace_need_no_second_export():
+    service = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService", "metadata": {"name": "v", "namespace": "istio-ingress"}, "spec": {"gateways": ["g"], "hosts": ["*"]}}
+    gateway = GatewayOptions("istio-ingress/central", ("kubeflow.corp.example",), "istio-ingress", "cluster.local/ns/istio-ingress/sa/gw")
+    assert route_virtual_services([service], gateway).objects[0]["spec"]["exportTo"] == ["."]
+
+
+def _policy(name, source):
+    return {"apiVersion": "security.istio.io/v1beta1", "kind": "AuthorizationPolicy", "metadata": {"name": name, "namespace": "kubeflow"},
+            "spec": {"action": "ALLOW", "rules": [{"from": [{"source": source}]}]}}
+
+
+def test_policies_and_the_profile_controller_name_the_configured_gateway_principal():
+    wanted = "corp.example/ns/istio-ingress/sa/central-gateway"
+    gateway = GatewayOptions("istio-ingress/central", ("kubeflow.corp.example",), "istio-ingress", wanted)
+    profiles_config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "profiles-config-5h9m86f79f", "namespace": "kubeflow"},
+                       "data": {"ISTIO_INGRESS_GATEWAY_PRINCIPAL": UPSTREAM_GATEWAY_PRINCIPAL, "KFP_UI_PRINCIPAL": "cluster.local/ns/kubeflow/sa/ml-pipeline-ui"}}
+    objects = [
+        _policy("any-name", {"principals": [UPSTREAM_GATEWAY_PRINCIPAL]}),
+        _policy("other-domain", {"notPrincipals": ["other.td/ns/istio-system/sa/istio-ingressgateway-service-account", "cluster.local/ns/kubeflow/sa/x"]}),
+        _policy("unrelated", {"principals": ["cluster.local/ns/kubeflow/sa/centraldashboard"]}),
+        profiles_config,
+    ]
+    result = trust_gateway_principal(objects, gateway)
+    assert result.objects[0]["spec"]["rules"][0]["from"][0]["source"] == {"principals": [wanted]}
+    assert result.objects[1]["spec"]["rules"][0]["from"][0]["source"] == {"notPrincipals": [wanted, "cluster.local/ns/kubeflow/sa/x"]}
+    assert result.objects[2] is objects[2]
+    assert result.objects[3]["data"] == {**profiles_config["data"], "ISTIO_INGRESS_GATEWAY_PRINCIPAL": wanted}
+    assert objects[0]["spec"]["rules"][0]["from"][0]["source"] == {"principals": [UPSTREAM_GATEWAY_PRINCIPAL]}
+    assert len(result.changes) == 3
+    assert trust_gateway_principal(result.objects, gateway).changes == ()
+
+
+def test_metadata_envoy_runs_as_an_account_of_its_own():
+    upstream = workload("Deployment", "metadata-envoy-deployment")
+    already = workload("Deployment", "metadata-envoy-deployment", namespace="other", serviceAccountName="corp-envoy")
+    result = give_metadata_envoy_its_own_account([upstream, already, workload("Deployment", "ml-pipeline")])
+    assert pod_template(result.objects[0])["spec"]["serviceAccountName"] == "metadata-envoy"
+    assert result.objects[1] is already and "serviceAccountName" not in pod_template(result.objects[2])["spec"]
+    assert [(a["kind"], a["metadata"]["namespace"], a["metadata"]["name"]) for a in result.added] == [("ServiceAccount", "kubeflow", "metadata-envoy")]
+    assert "serviceAccountName" not in pod_template(upstream)["spec"]
 
 
 # ----------------------------------------------------------------------------------- exclusions
