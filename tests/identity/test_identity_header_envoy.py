@@ -48,7 +48,7 @@ VICTIM = "victim@corp.example"
 CAROL = "carol@corp.example"
 ALICE_SESSION = ("cookie", "session=alice")
 
-CORP_IDP = JwtIssuer("https://login.corp.example/oauth2/default", audiences=("kubeflow",))
+CORP_IDP = JwtIssuer("https://login.corp.example/oauth2/default", audiences=("kubeflow",), email_domains=("corp.example",))
 CLUSTER_ISSUER = "https://oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF"
 TEST_KEYS = {CORP_IDP.issuer: b"corp-idp-test-key-0123456789abcdef", CLUSTER_ISSUER: b"cluster-test-key-0123456789abcdef"}
 
