@@ -25,7 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
-from manifests.identity import IdentityHeaderOptions, security_api_version, token_admission_rules
+from manifests.identity import IdentityHeaderOptions, gateway_principal, security_api_version, token_admission_rules
 from manifests.images import mirror_image, parse_image
 from manifests.mesh import INJECT
 from manifests.options import ImageMirrorRule
@@ -417,6 +417,19 @@ def auth_proxy_objects(options: AuthProxyOptions) -> list[dict]:
             "kind": "VirtualService",
             "metadata": {"name": proxy, "namespace": namespace, "labels": _labels(options)},
             "spec": {"gateways": [options.gateway], "hosts": list(options.hosts), "http": [route]},
+        }
+    )
+    # Both the login routes and the ext_authz checks come from the gateway; no other workload has business here.
+    objects.append(
+        {
+            "apiVersion": security_api_version(options.identity),
+            "kind": "AuthorizationPolicy",
+            "metadata": {"name": f"{proxy}-from-gateway", "namespace": namespace, "labels": _labels(options)},
+            "spec": {
+                "selector": {"matchLabels": {"app.kubernetes.io/name": proxy}},
+                "action": "ALLOW",
+                "rules": [{"from": [{"source": {"principals": [gateway_principal(options.identity)]}}]}],
+            },
         }
     )
     return objects

@@ -833,3 +833,42 @@ def token_admission_rules(options: IdentityHeaderOptions) -> list[dict]:
         }
     )
     return rules
+
+
+#: Pod labels of Kubeflow Pipelines' metadata-envoy, the gateway's `/ml_metadata` backend
+#: (kubeflow/pipelines@2.5.0 and @2.3.0 manifests/kustomize/base/metadata/base/metadata-envoy-deployment.yaml:15).
+METADATA_ENVOY_SELECTOR = MappingProxyType({"component": "metadata-envoy"})
+#: Who calls metadata-envoy besides the gateway: the KFP UI server proxies `/ml_metadata.*` to it
+#: (kubeflow/pipelines@2.5.0 frontend/server/app.ts:247-257).
+METADATA_ENVOY_CALLERS = ("cluster.local/ns/kubeflow/sa/ml-pipeline-ui",)
+
+
+def metadata_envoy_authorization_policy(
+    options: IdentityHeaderOptions,
+    namespace: str,
+    callers: Sequence[str] = METADATA_ENVOY_CALLERS,
+    name: str = "kubeflow-metadata-envoy",
+) -> dict:
+    """ALLOW for ML Metadata's gateway backend: only from the gateway (or the KFP UI), only for a Kubeflow user.
+
+    Upstream ships no policy for metadata-envoy (it opts the pod out of the mesh), and ML Metadata has no
+    per-user isolation of its own, so without this any mesh workload, and any token the gateway let through,
+    read and wrote every profile's artifacts. Once a policy selects the pod, Istio refuses whatever no ALLOW
+    rule matches. Needs the pod's sidecar, which the mesh transformation injects.
+    """
+    _require_valid(options)
+    return {
+        "apiVersion": security_api_version(options),
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "selector": {"matchLabels": dict(METADATA_ENVOY_SELECTOR)},
+            "action": "ALLOW",
+            "rules": [
+                {
+                    "from": [{"source": {"principals": [gateway_principal(options), *callers]}}],
+                    "when": [{"key": f"request.headers[{options.user_header}]", "values": ["*"]}],
+                }
+            ],
+        },
+    }
