@@ -78,6 +78,8 @@ def tenancy_args(settings: Settings, identity: WorkloadIdentity) -> TenancyArgs:
         trusted_principals=tenancy.trusted_principals,
         serving_namespaces=(*tenancy.serving.system_namespaces, settings.ingress.namespace),
         serving_principals=tenancy.serving.principals,
+        serving_metrics_principals=tenancy.serving.metrics_principals,
+        viewers_read_only=tenancy.viewers_read_only,
     )
     return TenancyArgs(profiles=tuple(profiles), mesh=mesh, identity=identity)
 

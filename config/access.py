@@ -263,6 +263,8 @@ class ServingSettings:
         check=_principals,
     )
     """Istio principals admitted to inference services' queue-proxy ports (Knative's activator, the cluster-local gateway)."""
+    metrics_principals: tuple[str, ...] = setting(("cluster.local/ns/knative-serving/sa/controller",), check=_principals)
+    """Istio principals admitted to queue-proxy's metrics on inference services (port 9090, GET /metrics: Knative's autoscaler)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -280,6 +282,8 @@ class TenancySettings:
     """Principals whose kubeflow-userid contributors' policies trust (kfam's ISTIO_INGRESS_GATEWAY_PRINCIPAL, KFP_UI_PRINCIPAL)."""
     serving: ServingSettings = setting(ServingSettings())
     """Who may reach the profiles' inference services besides their owners and contributors."""
+    viewers_read_only: bool = setting(False)
+    """Keep role view contributors out of the profile's notebook servers (upstream kfam lets them in, where code runs as default-editor)."""
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         users = set(self.users)
