@@ -59,7 +59,8 @@ JWT_GROUPS_CLAIM_HEADER = "x-kubeflow-jwt-groups"
 #: source/extensions/filters/http/jwt_authn/authenticator.cc `addJWTClaimToHeader`).
 JWT_EMAIL_VERIFIED_HEADER = "x-kubeflow-jwt-email-verified"
 #: Dynamic metadata where Istio 1.24.6 has jwt_authn keep a verified token's payload: filter
-#: `envoy.filters.http.jwt_authn`, key `payload` (pilot/pkg/security/authn/policy_applier.go:167). The
+#: `envoy.filters.http.jwt_authn`, key `payload` (pilot/pkg/security/authn/policy_applier.go:167; 1.22.1 the
+#: same for proxies from 1.21 on, older ones under the issuer: policy_applier.go:239-242, model/context.go:1006). The
 #: identity filter reads user and groups there: a list claim such as `groups` stays a list (Envoy's
 #: claim_to_headers drops list claims in older releases and writes base64 of their JSON in newer ones,
 #: so no header carries them as Kubeflow expects).
@@ -515,10 +516,21 @@ end
 -- User and groups from the payload of the token jwt_authn verified for this request, if any.
 local function token_identity(request_handle)
   local verified = request_handle:streamInfo():dynamicMetadata():get(JWT_AUTHN_FILTER)
-  if type(verified) ~= "table" or type(verified[JWT_PAYLOAD_KEY]) ~= "table" then
+  if type(verified) ~= "table" then
     return nil, nil
   end
   local payload = verified[JWT_PAYLOAD_KEY]
+  if type(payload) ~= "table" then
+    -- Gateways older than Istio 1.21 get the payload keyed by its issuer instead.
+    for issuer, _ in pairs(JWT_ISSUERS) do
+      if type(verified[issuer]) == "table" then
+        payload = verified[issuer]
+      end
+    end
+  end
+  if type(payload) ~= "table" then
+    return nil, nil
+  end
   local issuer = JWT_ISSUERS[payload["iss"]]
   if issuer == nil then
     return nil, nil

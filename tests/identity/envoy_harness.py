@@ -178,10 +178,13 @@ def ext_authz_filter(auth_proxy_port: int) -> dict:
     }
 
 
-def jwt_authn_filter(request_authentications: Sequence[dict], secret_by_issuer: dict[str, bytes]) -> dict:
+def jwt_authn_filter(
+    request_authentications: Sequence[dict], secret_by_issuer: dict[str, bytes], payload_key: str | None = "payload"
+) -> dict:
     """The jwt_authn filter Istio derives from these RequestAuthentications, with test keys in place of JWKS URIs.
 
-    As Istio does, a request without a token passes (AuthorizationPolicy decides about those), a request with a
+    `payload_in_metadata` as istiod sets it: under `payload_key`, or (None) under the issuer as for gateways before
+    Istio 1.21. As Istio does, a request without a token passes (AuthorizationPolicy decides about those), a request with a
     bad token is refused, and each provider copies its `outputClaimToHeaders` onto the request.
     """
     providers = {}
@@ -196,7 +199,8 @@ def jwt_authn_filter(request_authentications: Sequence[dict], secret_by_issuer: 
                 "forward": rule.get("forwardOriginalToken", False),
                 # As istiod sets it (pilot/pkg/security/authn/policy_applier.go:167 at 1.24.6): the verified
                 # payload in dynamic metadata, where AuthorizationPolicy claims and the identity filter read it.
-                "payload_in_metadata": "payload",
+                # Before 1.21 (`payload_key=None`) istiod keyed it by the issuer (policy_applier.go:239 at 1.22.1).
+                "payload_in_metadata": payload_key or rule["issuer"],
                 "normalize_payload_in_metadata": {"space_delimited_claims": ["scope", "permission"]},
                 "claim_to_headers": [
                     {"header_name": output["header"], "claim_name": output["claim"]}

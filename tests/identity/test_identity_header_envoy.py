@@ -126,6 +126,13 @@ def full_chain_gateway(envoy_path, echo_upstream, auth_proxy, tmp_path_factory) 
 
 
 @pytest.fixture(scope="module")
+def pre_1_21_payload_gateway(envoy_path, echo_upstream, auth_proxy, tmp_path_factory) -> Iterator[int]:
+    chain = _full_chain(WITH_CORP_IDP, auth_proxy.port)
+    chain[2] = jwt_authn_filter(request_authentications(WITH_CORP_IDP, CLUSTER_ISSUER), TEST_KEYS, payload_key=None)
+    yield from _gateway(tmp_path_factory, "pre-1-21-payload", gateway_bootstrap(chain, echo_upstream.port, auth_proxy.port))
+
+
+@pytest.fixture(scope="module")
 def full_chain_without_strip_gateway(envoy_path, echo_upstream, auth_proxy, tmp_path_factory) -> Iterator[int]:
     chain = _full_chain(WITH_CORP_IDP, auth_proxy.port, strip_first=False)
     yield from _gateway(tmp_path_factory, "full-chain-no-strip", gateway_bootstrap(chain, echo_upstream.port, auth_proxy.port))
@@ -306,3 +313,10 @@ def test_envoy_filter_carries_exactly_the_filters_proven_here():
         strip_client_identity_filter_config(WITH_CORP_IDP),
         http_filter_config(WITH_CORP_IDP),
     ]
+
+
+def test_verified_claims_are_found_where_gateways_before_istio_1_21_keep_them(pre_1_21_payload_gateway):
+    token = _bearer({"email": CAROL, "groups": ["ml-team", "admins"]})
+    delivered = send(pre_1_21_payload_gateway, [token], path=NO_AUTH_PROXY_PREFIX)
+    assert delivered.values("kubeflow-userid") == [CAROL]
+    assert delivered.values("kubeflow-groups") == ["ml-team,admins"]
