@@ -132,7 +132,8 @@ def _token(issuer: str, **claims) -> tuple[str, str]:
 
 
 def _github(**claims) -> tuple[str, str]:
-    # The claims GitHub puts into a workflow's token (docs.github.com, "About security hardening with OpenID Connect").
+    # The claims GitHub puts into a workflow's token; the workflow picks the audience with core.getIDToken(audience)
+    # (https://docs.github.com/en/actions/reference/security/oidc).
     defaults = {
         "aud": GITHUB_AUDIENCE,
         "sub": "repo:example-org/ml-pipelines:ref:refs/heads/main",
@@ -239,6 +240,11 @@ def test_cli_token_without_a_user_claim_is_refused(gateway):
 def test_cli_token_from_a_foreign_email_domain_is_refused(gateway):
     assert _get(gateway, _cli(email="mallory@gmail.com"), path="/").status == 403
     assert _get(gateway, _cli(email="mallory@evil-example.com"), path="/").status == 403
+
+
+def test_cli_token_with_a_capitalised_email_domain_is_refused(gateway):
+    # Istio matches the domain suffix case-sensitively where oauth2-proxy lower-cases first: refused, not let in.
+    assert _get(gateway, _cli(email="alice@Example.com"), path="/").status == 403
 
 
 @pytest.mark.parametrize("verified", [False, "false", "no"])
