@@ -17,9 +17,11 @@ from manifests.identity import (
     http_filter_config,
     identity_envoy_filter,
     identity_header_authorization_policy,
+    metadata_envoy_authorization_policy,
     request_authentications,
     strip_client_identity_filter_config,
 )
+from manifests.auth_proxy import AuthProxyOptions, require_verified_token_policy
 from tests.identity.istio_crd_schemas import istio_version_of, schema_errors
 from tests.upstream import CURRENT_VERSION, PREVIOUS_VERSION
 
@@ -185,6 +187,11 @@ def test_generated_objects_validate_against_upstream_istio_crds(kubeflow_version
         identity_envoy_filter(options),
         *request_authentications(options, CLUSTER_ISSUER),
         identity_header_authorization_policy(options, "kubeflow"),
+        metadata_envoy_authorization_policy(options, "kubeflow"),
+        require_verified_token_policy(
+            AuthProxyOptions(proxy="oauth2-proxy", issuer_url="https://login.corp.example", client_id="kubeflow",
+                             hosts=("kubeflow.corp.example",), gateway="istio-system/kubeflow-gateway", identity=options)
+        ),
     ]
     problems = {f"{o['kind']}/{o['metadata']['name']}": schema_errors(o, kubeflow_version) for o in objects}
     assert problems == {name: [] for name in problems}
