@@ -1,4 +1,4 @@
-"""Through a real Envoy built from a stack's own gateway objects: which bearer tokens get past the login.
+"""Through a real Envoy built from each stack's own gateway objects: which bearer tokens get past the login.
 
 The gateway is the chain istiod builds on the ingress gateway from what the stack registers, in Istio's
 order: the strip filter, the CUSTOM policy (an RBAC shadow filter marking the requests ext_authz must see,
@@ -12,6 +12,8 @@ answers 403; the auth proxy 401 (login).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from pathlib import Path
 from typing import Iterator
@@ -58,11 +60,38 @@ def _stack_settings(stack: str) -> config.Settings:
     return config.parse(raw, config.Secrets(), set(config.SECRET_KEYS), stack)
 
 
-DEV = _stack_settings("dev")
-ARGS = AuthArgs.from_settings(DEV, CLUSTER_ISSUER)
-HOST = DEV.dns.hosts[0]
-GITHUB_AUDIENCE = next(i.audiences[0] for i in DEV.auth.extra_issuers if i.issuer == GITHUB_ACTIONS_ISSUER)
-MACHINE_USER = next(i.machine_identity.user for i in DEV.auth.extra_issuers if i.machine_identity)
+@dataclass(frozen=True)
+class Stack:
+    """One stack's gateway objects, as the Auth component builds them, and what its tokens must carry."""
+
+    name: str
+    settings: config.Settings
+    args: AuthArgs
+
+    @property
+    def host(self) -> str:
+        return self.settings.dns.hosts[0]
+
+    @property
+    def github_audience(self) -> str:
+        return next(i.audiences[0] for i in self.settings.auth.extra_issuers if i.issuer == GITHUB_ACTIONS_ISSUER)
+
+    @property
+    def machine_user(self) -> str:
+        return next(i.machine_identity.user for i in self.settings.auth.extra_issuers if i.machine_identity)
+
+
+def _stack(name: str) -> Stack:
+    settings = _stack_settings(name)
+    return Stack(name, settings, AuthArgs.from_settings(settings, CLUSTER_ISSUER))
+
+
+@dataclass(frozen=True)
+class Gateway:
+    port: int
+    stack: Stack
+
+
 TEST_KEYS = {
     CLI_ISSUER: b"cli-issuer-test-key-0123456789abcdef",
     GITHUB_ACTIONS_ISSUER: b"github-test-key-0123456789abcdef0123",
@@ -70,8 +99,8 @@ TEST_KEYS = {
 }
 
 
-def _gateway_chain(args: AuthArgs, auth_proxy_port: int) -> list[dict]:
-    hosts = DEV.dns.hosts
+def _gateway_chain(stack: Stack, auth_proxy_port: int) -> list[dict]:
+    args, hosts = stack.args, stack.settings.dns.hosts
     custom = _on_kubeflow_hosts(auth_proxy.ext_authz_policy(args.proxy), hosts)
     deny = _on_kubeflow_hosts(auth_proxy.require_verified_token_policy(args.proxy), hosts)
     authentications = request_authentications(
@@ -104,38 +133,36 @@ def auth_proxy_server() -> Iterator[LoopbackServer]:
     server.stop()
 
 
-def _start(args: AuthArgs, echo: LoopbackServer, proxy: LoopbackServer, workdir: Path) -> Iterator[int]:
-    bootstrap = gateway_bootstrap(_gateway_chain(args, proxy.port), echo.port, proxy.port)
-    with EnvoyGateway(bootstrap, workdir) as gateway:
-        yield gateway.port
+@pytest.fixture(scope="module", params=["dev", "prod"])
+def gateway(request, echo_upstream, auth_proxy_server, tmp_path_factory) -> Iterator[Gateway]:
+    stack = _stack(request.param)
+    bootstrap = gateway_bootstrap(_gateway_chain(stack, auth_proxy_server.port), echo_upstream.port, auth_proxy_server.port)
+    with EnvoyGateway(bootstrap, Path(tmp_path_factory.mktemp(f"{stack.name}-gateway"))) as running:
+        yield Gateway(running.port, stack)
 
 
 @pytest.fixture(scope="module")
-def gateway(echo_upstream, auth_proxy_server, tmp_path_factory) -> Iterator[int]:
-    yield from _start(ARGS, echo_upstream, auth_proxy_server, Path(tmp_path_factory.mktemp("dev-gateway")))
-
-
-@pytest.fixture(scope="module")
-def gateway_before_the_fix(echo_upstream, auth_proxy_server, tmp_path_factory) -> Iterator[int]:
-    """The control: the same gateway whose DENY policy keeps only its first rule (no verified token), as before."""
-    chain = _gateway_chain(ARGS, auth_proxy_server.port)
-    deny = _on_kubeflow_hosts(auth_proxy.require_verified_token_policy(ARGS.proxy), DEV.dns.hosts)
+def gateway_before_the_fix(echo_upstream, auth_proxy_server, tmp_path_factory) -> Iterator[Gateway]:
+    """The control: the dev gateway whose DENY policy keeps only its first rule (no verified token), as before."""
+    stack = _stack("dev")
+    chain = _gateway_chain(stack, auth_proxy_server.port)
+    deny = _on_kubeflow_hosts(auth_proxy.require_verified_token_policy(stack.args.proxy), stack.settings.dns.hosts)
     deny["spec"]["rules"] = deny["spec"]["rules"][:1]
     chain[4] = rbac_filter([deny])
     bootstrap = gateway_bootstrap(chain, echo_upstream.port, auth_proxy_server.port)
     with EnvoyGateway(bootstrap, Path(tmp_path_factory.mktemp("dev-gateway-old"))) as running:
-        yield running.port
+        yield Gateway(running.port, stack)
 
 
 def _token(issuer: str, **claims) -> tuple[str, str]:
     return ("authorization", f"Bearer {signed_jwt({'iss': issuer, **claims}, TEST_KEYS[issuer])}")
 
 
-def _github(**claims) -> tuple[str, str]:
+def _github(gateway: Gateway, **claims) -> tuple[str, str]:
     # The claims GitHub puts into a workflow's token; the workflow picks the audience with core.getIDToken(audience)
     # (https://docs.github.com/en/actions/reference/security/oidc).
     defaults = {
-        "aud": GITHUB_AUDIENCE,
+        "aud": gateway.stack.github_audience,
         "sub": "repo:example-org/ml-pipelines:ref:refs/heads/main",
         "repository": "example-org/ml-pipelines",
         "repository_owner": "example-org",
@@ -149,8 +176,8 @@ def _cli(**claims) -> tuple[str, str]:
     return _token(CLI_ISSUER, **{k: v for k, v in {**defaults, **claims}.items() if v is not None})
 
 
-def _get(port: int, *headers, path: str = "/pipeline/apis/v2beta1/runs"):
-    return send(port, list(headers), path=path, host=HOST)
+def _get(gateway: Gateway, *headers, path: str = "/pipeline/apis/v2beta1/runs"):
+    return send(gateway.port, list(headers), path=path, host=gateway.stack.host)
 
 
 # --- the legitimate callers still get in --------------------------------------------------------------
@@ -167,9 +194,9 @@ def test_request_without_session_or_token_goes_to_the_login(gateway):
 
 
 def test_the_configured_repository_acts_as_its_machine_identity(gateway):
-    delivered = _get(gateway, _github(), ("kubeflow-userid", "alice@example.com"))
+    delivered = _get(gateway, _github(gateway), ("kubeflow-userid", "alice@example.com"))
     assert delivered.status == 200
-    assert delivered.values("kubeflow-userid") == [MACHINE_USER]
+    assert delivered.values("kubeflow-userid") == [gateway.stack.machine_user]
     assert delivered.values("kubeflow-groups") == []
 
 
@@ -213,23 +240,24 @@ def test_service_account_token_reaches_the_pipelines_api(gateway):
 )
 def test_another_repositorys_github_token_is_refused(gateway, claims):
     for path in ("/ml_metadata/ml_metadata.MetadataStoreService/GetArtifacts", "/pipeline/apis/v2beta1/runs", "/"):
-        assert _get(gateway, _github(**claims), path=path).status == 403, path
+        assert _get(gateway, _github(gateway, **claims), path=path).status == 403, path
 
 
 def test_github_token_without_the_repository_claims_is_refused(gateway):
-    token = _token(GITHUB_ACTIONS_ISSUER, aud=GITHUB_AUDIENCE, sub="repo:example-org/ml-pipelines:ref:refs/heads/main")
+    token = _token(GITHUB_ACTIONS_ISSUER, aud=gateway.stack.github_audience, sub="repo:example-org/ml-pipelines:ref:refs/heads/main")
     assert _get(gateway, token).status == 403
 
 
 def test_another_repositorys_token_got_through_before_the_fix(gateway_before_the_fix):
-    # The control: the old policy (deny only unverified tokens) lets a stranger's workflow in, anonymously.
-    delivered = _get(gateway_before_the_fix, _github(repository="evil-org/evil-repo", repository_owner="evil-org"))
+    # The control: with only the old rule (deny unverified tokens) a stranger's workflow gets in, here even as the
+    # machine user; without the new rules the tests above would fail.
+    delivered = _get(gateway_before_the_fix, _github(gateway_before_the_fix, repository="evil-org/evil-repo", repository_owner="evil-org"))
     assert delivered.status == 200
-    assert delivered.values("kubeflow-userid") == [MACHINE_USER]
+    assert delivered.values("kubeflow-userid") == [gateway_before_the_fix.stack.machine_user]
 
 
 def test_github_token_for_another_audience_is_refused(gateway):
-    assert _get(gateway, _github(aud="sts.amazonaws.com")).status in (401, 403)
+    assert _get(gateway, _github(gateway, aud="sts.amazonaws.com")).status in (401, 403)
 
 
 def test_cli_token_without_a_user_claim_is_refused(gateway):
@@ -275,7 +303,7 @@ def test_service_account_token_for_another_audience_is_refused(gateway):
 def test_token_of_an_unknown_issuer_is_refused(gateway):
     # Istio lets such a token through jwt_authn as if there were none and the first DENY rule refuses it (403);
     # the harness's jwt_authn refuses it itself (401). Either way it never reaches a backend.
-    token = ("authorization", f"Bearer {signed_jwt({'iss': 'https://evil.example', 'aud': GITHUB_AUDIENCE}, b'k' * 32)}")
+    token = ("authorization", f"Bearer {signed_jwt({'iss': 'https://evil.example', 'aud': gateway.stack.github_audience}, b'k' * 32)}")
     assert _get(gateway, token, path="/").status in (401, 403)
 
 
