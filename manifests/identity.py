@@ -47,7 +47,7 @@ from typing import Mapping, Sequence
 from urllib.parse import urlsplit
 
 #: Internal header names of verified JWT claims. The user and groups headers are no longer written (the
-#: identity filter reads the verified payload itself, see `_JWT_PAYLOAD_METADATA`) but are still stripped,
+#: identity filter reads the verified payload itself, see `JWT_PAYLOAD_KEY`) but are still stripped,
 #: so a client's copy can never reach a service that once trusted them. Clients can never set any of them,
 #: because the first filter strips them.
 JWT_USER_CLAIM_HEADER = "x-kubeflow-jwt-userid"
@@ -55,15 +55,15 @@ JWT_GROUPS_CLAIM_HEADER = "x-kubeflow-jwt-groups"
 #: Where Istio (`outputClaimToHeaders`) writes a user token's `email_verified` claim for the token policy.
 #: A header and not `request.auth.claims[email_verified]`: Istio 1.24.6 matches claims with string matchers
 #: only (pilot/pkg/security/authz/model/util.go:103, matcher/string.go:29), so a JSON boolean never
-#: matches; Envoy's jwt_authn writes a boolean claim into a header as "true"/"false" (envoyproxy/envoy
-#: source/extensions/filters/http/jwt_authn/authenticator.cc `addJWTClaimToHeader`).
+#: matches; outputClaimToHeaders copies string, boolean and integer claims, a boolean as "true"/"false"
+#: (https://istio.io/v1.24/docs/tasks/security/authentication/claim-to-header/).
 JWT_EMAIL_VERIFIED_HEADER = "x-kubeflow-jwt-email-verified"
 #: Dynamic metadata where Istio 1.24.6 has jwt_authn keep a verified token's payload: filter
 #: `envoy.filters.http.jwt_authn`, key `payload` (pilot/pkg/security/authn/policy_applier.go:167; 1.22.1 the
 #: same for proxies from 1.21 on, older ones under the issuer: policy_applier.go:239-242, model/context.go:1006). The
-#: identity filter reads user and groups there: a list claim such as `groups` stays a list (Envoy's
-#: claim_to_headers drops list claims in older releases and writes base64 of their JSON in newer ones,
-#: so no header carries them as Kubeflow expects).
+#: identity filter reads user and groups there: a list claim such as `groups` stays a list, where
+#: outputClaimToHeaders does not support list claims (the Istio page above; Envoy 1.40 writes base64 of
+#: their JSON), so no header carries them as Kubeflow expects.
 JWT_AUTHN_FILTER = "envoy.filters.http.jwt_authn"
 JWT_PAYLOAD_KEY = "payload"
 #: GitHub Actions' OIDC issuer: any workflow of any repository can get a token for any audience it names.
@@ -461,7 +461,7 @@ def http_filter_config(options: IdentityHeaderOptions) -> dict:
     machine user configured for the issuer. A list `groups` claim becomes a comma-separated list, as the
     auth proxy sends it. A source that arrives empty or more than once yields no identity at all (two
     writers: refuse to guess). Whether a token may come in at all is the token policy's decision
-    (`token_admission_policy`), taken before this filter runs.
+    (`token_admission_rules`), taken before this filter runs.
     Returns an Envoy `HttpFilter` (name + typed_config), embedded as is in the EnvoyFilter and in tests.
     """
     _require_valid(options)
