@@ -9,6 +9,7 @@ only registers them. What it registers, all on the explicit Kubernetes provider:
   policy for requests that skip it with a token no issuer verified;
 - the DENY policy that lets only the gateway send kubeflow-userid into the `kubeflow` namespace (tenancy
   applies the same policy, `identity_header_policy`, in every profile namespace);
+- the ALLOW policy for ML Metadata's gateway backend (metadata-envoy), which upstream leaves open;
 - the auth proxy (oauth2-proxy, or authservice for old releases) in its own namespace, with the OIDC
   client secret and cookie secret in a Secret filled from Pulumi secrets.
 
@@ -165,6 +166,8 @@ class Auth(pulumi.ComponentResource):
         custom("ext-authz", _on_kubeflow_hosts(auth_proxy.ext_authz_policy(args.proxy), hosts))
         custom("require-verified-token", _on_kubeflow_hosts(auth_proxy.require_verified_token_policy(args.proxy), hosts))
         custom("identity-header-policy", identity_header_policy(options, args.kubeflow_namespace))
+        callers = tuple(p.replace("cluster.local/", f"{options.trust_domain}/", 1) for p in identity.METADATA_ENVOY_CALLERS)
+        custom("metadata-envoy-policy", identity.metadata_envoy_authorization_policy(options, args.kubeflow_namespace, callers))
 
         self._register_proxy(name, args, child)
 

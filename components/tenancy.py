@@ -81,6 +81,8 @@ def tenancy_args(settings: Settings, identity: WorkloadIdentity) -> TenancyArgs:
         serving_principals=tenancy.serving.principals,
         # The same DENY policy Auth applies in `kubeflow`, for every profile namespace.
         identity_header_policy=identity_header_policy(settings.identity_options(), "profile"),
+        serving_metrics_principals=tenancy.serving.metrics_principals,
+        viewers_read_only=tenancy.viewers_read_only,
     )
     return TenancyArgs(profiles=tuple(profiles), mesh=mesh, identity=identity)
 

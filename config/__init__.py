@@ -119,6 +119,25 @@ class Settings:
             namespaces_outside_mesh=frozenset(namespaces_outside_mesh),
         )
 
+    def _machine_identities_granted(self) -> Iterator[tuple[str, str]]:
+        # A machine identity is let in only to act as its user; a user no profile grants would be refused by every
+        # backend, so the stack says where it may work (kfam binds users one by one, as for people).
+        granted = {profile.owner for profile in self.tenancy.profiles} | {
+            contributor.user for profile in self.tenancy.profiles for contributor in profile.contributors if contributor.user
+        }
+        for i, issuer in enumerate(self.auth.extra_issuers):
+            if issuer.machine_identity is None:
+                continue
+            user = issuer.machine_identity.user
+            key = f"auth.extraIssuers[{i}].machineIdentity.user"
+            if user not in self.tenancy.users:
+                yield key, f"{user!r} is not listed under tenancy.users; list it there and grant it a profile"
+            elif user not in granted:
+                yield key, (
+                    f"{user!r} is a contributor of no profile: add it under tenancy.profiles[].contributors"
+                    " (role edit to run pipelines), or its tokens reach nothing"
+                )
+
     def cross_check(self) -> Iterator[tuple[str, str]]:
         yield from edge_cross_checks(self.dns, self.certificate)
         yield from capacity_cross_checks(
@@ -152,6 +171,7 @@ class Settings:
                 f"add {replaced!r}: auth deploys its own {self.auth.proxy} for auth.issuerUrl, and upstream's copy "
                 "comes with Dex settings and publicly known client and cookie secrets"
             )
+        yield from self._machine_identities_granted()
         pools = {pool.name: pool for pool in self.gpu.pools}
         buckets = {bucket.purpose for bucket in self.artifacts.buckets}
         reserved = self._namespaces_profiles_must_not_take()

@@ -46,17 +46,29 @@ def _quantity(value: str) -> Optional[str]:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MachineIdentitySettings:
+    user: str = setting(check=checks.email)
+    """Kubeflow user id the machine acts as (like ci-ml-pipelines@machines.example.com); list it under tenancy.users and grant it a profile as a contributor."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class IssuerSettings:
     issuer: str = setting()
     """OIDC issuer URL whose JWTs the gateway verifies (RequestAuthentication); exactly the tokens' `iss`."""
     jwks_uri: Optional[str] = setting(None)
     """Key set URL when it is not discoverable from the issuer."""
     audiences: tuple[str, ...] = setting(())
-    """Accepted audiences (empty: any)."""
+    """Accepted audiences; required (without one Istio accepts a token minted for any relying party)."""
     user_claim: Optional[str] = setting(None)
-    """Claim that becomes kubeflow-userid (like email); unset: tokens are verified but name no Kubeflow user."""
+    """Claim that becomes kubeflow-userid (like email), held to auth.emailDomains; unset: set machineIdentity."""
     groups_claim: Optional[str] = setting(None)
-    """Claim that becomes kubeflow-groups (like groups)."""
+    """Claim that becomes kubeflow-groups (like groups; a list arrives comma-separated)."""
+    required_claims: Mapping[str, tuple[str, ...]] = setting(types.MappingProxyType({}))
+    """Claims a token must carry, each at one of the listed values (exact, prefix* or *suffix), like repository_owner: [example-org]."""
+    machine_identity: Optional[MachineIdentitySettings] = setting(None)
+    """The Kubeflow user a token of this issuer stands for, when it names no user (a CI system)."""
+    require_verified_email: bool = setting(True)
+    """Refuse a token whose email_verified claim is present and not true (as the login does)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,6 +124,10 @@ class AuthSettings:
                     audiences=issuer.audiences,
                     user_claim=issuer.user_claim,
                     groups_claim=issuer.groups_claim,
+                    required_claims=issuer.required_claims,
+                    machine_user=issuer.machine_identity.user if issuer.machine_identity else None,
+                    email_domains=self.email_domains,
+                    require_verified_email=issuer.require_verified_email,
                 )
                 for issuer in self.extra_issuers
             ),
@@ -131,6 +147,11 @@ class AuthSettings:
                 yield key[len(AUTH_PREFIX):], message
         if "openid" not in self.scopes:
             yield "scopes", "must include 'openid'; without it the issuer returns no ID token"
+        if not self.service_account_audiences:
+            yield "serviceAccountAudiences", (
+                "required: without one the gateway accepts every pod's service-account and IRSA token of the cluster"
+                " (Kubeflow Pipelines' projected tokens carry pipelines.kubeflow.org)"
+            )
         for index, audience in enumerate(self.service_account_audiences):
             if not audience.strip():
                 yield f"serviceAccountAudiences[{index}]", "must not be empty"
@@ -242,6 +263,8 @@ class ServingSettings:
         check=_principals,
     )
     """Istio principals admitted to inference services' queue-proxy ports (Knative's activator, the cluster-local gateway)."""
+    metrics_principals: tuple[str, ...] = setting(("cluster.local/ns/knative-serving/sa/controller",), check=_principals)
+    """Istio principals admitted to queue-proxy's metrics on inference services (port 9090, GET /metrics: Knative's autoscaler)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -256,6 +279,8 @@ class TenancySettings:
     """Principals whose kubeflow-userid contributors' policies trust (kfam's ISTIO_INGRESS_GATEWAY_PRINCIPAL, KFP_UI_PRINCIPAL); empty: the ingress gateway's (auth.trustDomain, ingress.namespace, auth.gatewayServiceAccount) and the pipelines UI's."""
     serving: ServingSettings = setting(ServingSettings())
     """Who may reach the profiles' inference services besides their owners and contributors."""
+    viewers_read_only: bool = setting(False)
+    """Keep role view contributors out of the profile's notebook servers (upstream kfam lets them in, where code runs as default-editor)."""
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         users = set(self.users)

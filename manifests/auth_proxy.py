@@ -23,9 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Sequence
 
-from manifests.identity import IdentityHeaderOptions, security_api_version
+from manifests.identity import IdentityHeaderOptions, gateway_principal, security_api_version, token_admission_rules
 from manifests.images import mirror_image, parse_image
 from manifests.mesh import INJECT, gateway_route_export_to
 from manifests.options import ImageMirrorRule
@@ -151,22 +151,23 @@ def ext_authz_policy(options: AuthProxyOptions, name: str = "kubeflow-auth-proxy
 
 
 def require_verified_token_policy(options: AuthProxyOptions, name: str = "kubeflow-require-verified-token") -> dict:
-    """DENY at the gateway for requests that skipped the auth proxy with a token no issuer verified.
+    """DENY at the gateway for requests that skipped the auth proxy with a token that names nobody let in.
 
     Istio's RequestAuthentication rejects a token it cannot verify but lets through one whose issuer it
     does not know, as if there were none. Without this policy, `Authorization: Bearer anything` would
     step around login (upstream closes the same gap with `istio-ingressgateway-require-jwt`, which the
-    `istio` exclusion removes together with the rest of upstream's istio-system).
+    `istio` exclusion removes together with the rest of upstream's istio-system). A verified token is not
+    enough either: any GitHub workflow gets one; the rules (`identity.token_admission_rules`) also hold
+    each issuer's tokens to its required claims, email domains and verified email.
     """
-    rule = {
-        "from": [{"source": {"notRequestPrincipals": ["*"]}}],
-        "when": [{"key": "request.headers[authorization]", "values": ["*"]}],
-    }
-    return _gateway_policy(options.identity, name, "DENY", rule)
+    rules = token_admission_rules(options.identity)
+    return _gateway_policy(options.identity, name, "DENY", rules[0], extra_rules=rules[1:])
 
 
-def _gateway_policy(identity: IdentityHeaderOptions, name: str, action: str, rule: dict, **spec: object) -> dict:
-    """An AuthorizationPolicy with one rule on the ingress gateway's pods, in the gateway's namespace."""
+def _gateway_policy(
+    identity: IdentityHeaderOptions, name: str, action: str, rule: dict, extra_rules: Sequence[dict] = (), **spec: object
+) -> dict:
+    """An AuthorizationPolicy with its rules on the ingress gateway's pods, in the gateway's namespace."""
     return {
         "apiVersion": security_api_version(identity),
         "kind": "AuthorizationPolicy",
@@ -175,7 +176,7 @@ def _gateway_policy(identity: IdentityHeaderOptions, name: str, action: str, rul
             "selector": {"matchLabels": dict(identity.gateway_selector)},
             "action": action,
             **spec,
-            "rules": [rule],
+            "rules": [rule, *extra_rules],
         },
     }
 
@@ -420,4 +421,17 @@ def auth_proxy_objects(options: AuthProxyOptions) -> list[dict]:
     # defaults to "." would hide a route without exportTo from them), and to no one else's sidecars.
     service["spec"]["exportTo"] = gateway_route_export_to(service, options.identity.gateway_namespace)
     objects.append(service)
+    # Both the login routes and the ext_authz checks come from the gateway; no other workload has business here.
+    objects.append(
+        {
+            "apiVersion": security_api_version(options.identity),
+            "kind": "AuthorizationPolicy",
+            "metadata": {"name": f"{proxy}-from-gateway", "namespace": namespace, "labels": _labels(options)},
+            "spec": {
+                "selector": {"matchLabels": {"app.kubernetes.io/name": proxy}},
+                "action": "ALLOW",
+                "rules": [{"from": [{"source": {"principals": [gateway_principal(options.identity)]}}]}],
+            },
+        }
+    )
     return objects

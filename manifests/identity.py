@@ -12,7 +12,7 @@ PR 46899 and issue 51173 describe this order):
 
     strip-client-identity   INSERT_FIRST    drops client-sent kubeflow-* AND the source headers
     envoy.filters.http.ext_authz            the auth proxy may now add x-auth-request-* (trusted)
-    envoy.filters.http.jwt_authn            a verified token's claims may now add x-kubeflow-jwt-*
+    envoy.filters.http.jwt_authn            a verified token's payload goes into dynamic metadata
     envoy.filters.http.rbac
     identity-headers        INSERT_BEFORE router   drops kubeflow-* again, sets them from the sources
     envoy.filters.http.router
@@ -46,10 +46,33 @@ from types import MappingProxyType
 from typing import Mapping, Sequence
 from urllib.parse import urlsplit
 
-#: Where verified JWT claims are written by Istio (`outputClaimToHeaders`) for the identity filter to read.
-#: Internal names: clients can never set them, because the first filter strips them.
+#: Internal header names of verified JWT claims. The user and groups headers are no longer written (the
+#: identity filter reads the verified payload itself, see `JWT_PAYLOAD_KEY`) but are still stripped,
+#: so a client's copy can never reach a service that once trusted them. Clients can never set any of them,
+#: because the first filter strips them.
 JWT_USER_CLAIM_HEADER = "x-kubeflow-jwt-userid"
 JWT_GROUPS_CLAIM_HEADER = "x-kubeflow-jwt-groups"
+#: Where Istio (`outputClaimToHeaders`) writes a user token's `email_verified` claim for the token policy.
+#: A header and not `request.auth.claims[email_verified]`: Istio 1.24.6 matches claims with string matchers
+#: only (pilot/pkg/security/authz/model/util.go:103, matcher/string.go:29), so a JSON boolean never
+#: matches; outputClaimToHeaders copies string, boolean and integer claims, a boolean as "true"/"false"
+#: (https://istio.io/v1.24/docs/tasks/security/authentication/claim-to-header/).
+JWT_EMAIL_VERIFIED_HEADER = "x-kubeflow-jwt-email-verified"
+#: Dynamic metadata where Istio 1.24.6 has jwt_authn keep a verified token's payload: filter
+#: `envoy.filters.http.jwt_authn`, key `payload` (pilot/pkg/security/authn/policy_applier.go:167; 1.22.1 the
+#: same for proxies from 1.21 on, older ones under the issuer: policy_applier.go:239-242, model/context.go:1006). The
+#: identity filter reads user and groups there: a list claim such as `groups` stays a list, where
+#: outputClaimToHeaders does not support list claims (the Istio page above; Envoy 1.40 writes base64 of
+#: their JSON), so no header carries them as Kubeflow expects.
+JWT_AUTHN_FILTER = "envoy.filters.http.jwt_authn"
+JWT_PAYLOAD_KEY = "payload"
+#: GitHub Actions' OIDC issuer: any workflow of any repository can get a token for any audience it names.
+GITHUB_ACTIONS_ISSUER = "https://token.actions.githubusercontent.com"
+#: GitHub claims that name who runs the workflow; a GitHub issuer must require at least one of them.
+GITHUB_IDENTITY_CLAIMS = ("repository", "repository_id", "repository_owner", "repository_owner_id", "sub")
+#: Where the gateway lets the cluster's service-account tokens through: Kubeflow Pipelines, the only backend
+#: that authenticates a bearer token itself (TokenReview); every other backend would see an anonymous call.
+SERVICE_ACCOUNT_TOKEN_PATHS = ("/pipeline/*",)
 
 #: Names of the two Lua filters in the gateway's chain; they show up in config dumps and stats.
 STRIP_CLIENT_IDENTITY_FILTER_NAME = "kubeflow-platform.strip-client-identity"
@@ -85,6 +108,9 @@ _USER_ID_PREFIX = re.compile(r"[A-Za-z0-9._:@+/-]*")
 _KUBERNETES_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _LUA_PLAIN = frozenset(string.ascii_letters + string.digits + "-_.:@+/ ")
 _ISTIO_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+# Istio reads `request.auth.claims[name]`; brackets or quotes in a name would break the key.
+_CLAIM_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
+_MACHINE_USER = re.compile(r"[a-z0-9._+-]+(@[a-z0-9.-]+)?")
 
 
 @dataclass(frozen=True)
@@ -96,11 +122,19 @@ class JwtIssuer:
     jwks_uri: str | None = None
     """Where its signing keys are; omitted means Istio reads `jwks_uri` from the issuer's discovery document."""
     audiences: tuple[str, ...] = ()
-    """Accepted `aud` values; empty accepts any audience of this issuer."""
+    """Accepted `aud` values; required (validation refuses none: Istio would accept any audience)."""
     user_claim: str | None = "email"
-    """Claim copied into the user id header; None verifies tokens without making them a Kubeflow identity."""
+    """Claim copied into the user id header; None needs `machine_user` (else the issuer names no one)."""
     groups_claim: str | None = "groups"
-    """Claim copied into the groups header."""
+    """Claim copied into the groups header (a string, or a list joined with commas)."""
+    required_claims: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    """Claim -> accepted values (Istio's exact, `prefix*` or `*suffix`); a token missing one is refused."""
+    machine_user: str | None = None
+    """The Kubeflow user id every token of this issuer stands for (a CI system), instead of a user claim."""
+    email_domains: tuple[str, ...] = ("*",)
+    """Domains the user claim must end in (`*`: any), as the auth proxy's email_domains on the browser path."""
+    require_verified_email: bool = True
+    """Refuse a token whose `email_verified` claim is present and not true (the auth proxy does the same)."""
 
 
 @dataclass(frozen=True)
@@ -260,6 +294,7 @@ def validate_identity_options(options: IdentityHeaderOptions) -> list[str]:
         for claim_attribute, claim in (("userClaim", issuer.user_claim), ("groupsClaim", issuer.groups_claim)):
             if claim is not None and not claim.strip():
                 problems.append(f"{key}.{claim_attribute}: must not be empty; leave it out to copy no claim")
+        problems += _issuer_admission_problems(issuer, key)
 
     for attribute in ("gateway_namespace", "gateway_service_account"):
         value = getattr(options, attribute)
@@ -279,6 +314,53 @@ def validate_identity_options(options: IdentityHeaderOptions) -> list[str]:
     elif version < MINIMUM_ISTIO_VERSION:
         minimum = ".".join(map(str, MINIMUM_ISTIO_VERSION))
         problems.append(f"{OPTION_KEYS['istio_version']}: {options.istio_version} is older than {minimum}")
+    return problems
+
+
+def _issuer_admission_problems(issuer: JwtIssuer, key: str) -> list[str]:
+    """Why `issuer`'s tokens would let in callers nobody chose: no audience, no claim constraint, no identity."""
+    problems = []
+    if not issuer.audiences:
+        problems.append(
+            f"{key}.audiences: required: without one Istio accepts a token this issuer minted for any other"
+            " relying party (list the audience your clients request, like kubeflow-cli)"
+        )
+    if issuer.user_claim and issuer.machine_user:
+        problems.append(f"{key}.machineIdentity: a token names either a user (userClaim) or a machine; remove one")
+    elif not issuer.user_claim and not issuer.machine_user:
+        problems.append(
+            f"{key}.userClaim: the issuer's tokens would name no Kubeflow user and be refused: set userClaim"
+            " (people) or machineIdentity (a CI system with access of its own), or remove the issuer"
+        )
+    if issuer.machine_user is not None and not _MACHINE_USER.fullmatch(issuer.machine_user):
+        problems.append(
+            f"{key}.machineIdentity.user: {issuer.machine_user!r} is not a lower-case user id like ci-pipelines@machines.example.com"
+        )
+    for claim, values in issuer.required_claims.items():
+        where = f"{key}.requiredClaims.{claim}"
+        if not _CLAIM_NAME.fullmatch(claim):
+            problems.append(f"{where}: {claim!r} is not a claim name Istio can match (letters, digits, _ - . :)")
+        if not values:
+            problems.append(f"{where}: list the accepted values")
+        for position, value in enumerate(values):
+            if not value.strip() or value.strip("*") == "":
+                problems.append(f"{where}[{position}]: {value!r} accepts anyone; name the accepted value")
+    constrained = bool(issuer.required_claims) or (
+        issuer.user_claim is not None and "*" not in issuer.email_domains
+    )
+    github = issuer.issuer.rstrip("/") == GITHUB_ACTIONS_ISSUER
+    if not constrained and not github:
+        problems.append(
+            f"{key}.requiredClaims: says nobody in particular may come in: every token the issuer mints for"
+            " the audience would pass; require the claims that name your callers (like repository_owner),"
+            " or, for a user claim, restrict auth.emailDomains"
+        )
+    if github and not set(issuer.required_claims) & set(GITHUB_IDENTITY_CLAIMS):
+        problems.append(
+            f"{key}.requiredClaims: any GitHub Actions workflow of any repository can mint this issuer's tokens"
+            f" for any audience; require one of {', '.join(GITHUB_IDENTITY_CLAIMS)}"
+            " (like repository_owner: [example-org])"
+        )
     return problems
 
 
@@ -302,19 +384,26 @@ def _lua_set(names: Sequence[str]) -> str:
     return "{" + ", ".join(f"[{_lua_string(name)}] = true" for name in names) + "}"
 
 
-def _identity_sources(options: IdentityHeaderOptions) -> list[tuple[str, str | None]]:
-    """(user header, groups header) pairs, in the order they are trusted."""
-    # The auth proxy's header wins: when ext-authz ran, it is the identity of this browser session. Machine
-    # clients skip the auth proxy (their request carries a token), so only the verified claim is there.
-    sources: list[tuple[str, str | None]] = [(options.user_source_header, options.groups_source_header)]
-    if any(issuer.user_claim for issuer in options.extra_issuers):
-        groups = JWT_GROUPS_CLAIM_HEADER if any(issuer.groups_claim for issuer in options.extra_issuers) else None
-        sources.append((JWT_USER_CLAIM_HEADER, groups))
-    return sources
-
-
 def _source_header_names(options: IdentityHeaderOptions) -> list[str]:
-    return [name for pair in _identity_sources(options) for name in pair if name is not None]
+    """Every header the identity filter or the token policy trusts, so every one a client must not send."""
+    proxy = [name for name in (options.user_source_header, options.groups_source_header) if name is not None]
+    return [*proxy, JWT_USER_CLAIM_HEADER, JWT_GROUPS_CLAIM_HEADER, JWT_EMAIL_VERIFIED_HEADER]
+
+
+def _lua_jwt_issuers(options: IdentityHeaderOptions) -> str:
+    """The Lua table issuer -> how its verified payload names the caller (user and groups claim, or a machine)."""
+    rows = []
+    for issuer in options.extra_issuers:
+        fields = []
+        if issuer.machine_user:
+            fields.append(f"machine = {_lua_string(issuer.machine_user)}")
+        else:
+            if issuer.user_claim:
+                fields.append(f"user = {_lua_string(issuer.user_claim)}")
+            if issuer.groups_claim:
+                fields.append(f"groups = {_lua_string(issuer.groups_claim)}")
+        rows.append(f"  [{_lua_string(issuer.issuer)}] = {{{', '.join(fields)}}}")
+    return "{\n" + ",\n".join(rows) + ("\n" if rows else "") + "}"
 
 
 def _lua_filter(name: str, code: str) -> dict:
@@ -369,21 +458,26 @@ def http_filter_config(options: IdentityHeaderOptions) -> dict:
     """The HTTP filter that goes right before the router: the identity headers, from trusted sources only.
 
     Removes every `kubeflow-userid`/`kubeflow-groups` (any case, `_` for `-`, any number of copies), then
-    sets them from the first identity source present: the auth proxy's header, then a verified JWT claim.
-    A source that arrives empty or more than once yields no identity at all (two writers: refuse to guess).
+    sets them from the first identity source present: the auth proxy's header, then the payload of a token
+    jwt_authn verified (dynamic metadata, which no client can write): the issuer's user claim, or the
+    machine user configured for the issuer. A list `groups` claim becomes a comma-separated list, as the
+    auth proxy sends it. A source that arrives empty or more than once yields no identity at all (two
+    writers: refuse to guess). Whether a token may come in at all is the token policy's decision
+    (`token_admission_rules`), taken before this filter runs.
     Returns an Envoy `HttpFilter` (name + typed_config), embedded as is in the EnvoyFilter and in tests.
     """
     _require_valid(options)
-    sources = ",\n".join(
-        f"  {{user = {_lua_string(user)}, groups = {_lua_string(groups) if groups else 'nil'}}}"
-        for user, groups in _identity_sources(options)
-    )
+    groups_source = options.groups_source_header
     code = (
         "-- kubeflow-platform: Kubeflow's identity headers, set from the authenticated identity only.\n"
         f"local USER_HEADER = {_lua_string(options.user_header)}\n"
         f"local GROUPS_HEADER = {_lua_string(options.groups_header)}\n"
         f"local OUTPUT_HEADERS = {_lua_set([options.user_header, options.groups_header])}\n"
-        f"local IDENTITY_SOURCES = {{\n{sources}\n}}\n"
+        f"local PROXY_USER = {_lua_string(options.user_source_header)}\n"
+        f"local PROXY_GROUPS = {_lua_string(groups_source) if groups_source else 'nil'}\n"
+        f"local JWT_AUTHN_FILTER = {_lua_string(JWT_AUTHN_FILTER)}\n"
+        f"local JWT_PAYLOAD_KEY = {_lua_string(JWT_PAYLOAD_KEY)}\n"
+        f"local JWT_ISSUERS = {_lua_jwt_issuers(options)}\n"
         f"local USER_ID_PREFIX = {_lua_string(options.user_id_prefix)}\n"
         f"local LOWERCASE_USER = {'true' if options.lowercase_user else 'false'}\n"
         + _LUA_CANONICAL
@@ -395,6 +489,65 @@ local function single(values, name)
     return nil
   end
   return list[1]
+end
+
+-- A groups claim as Kubeflow reads it: a string as is, a list of strings joined with commas (names that
+-- hold a comma themselves are left out: they would read as two groups).
+local function groups_of(claim)
+  if type(claim) == "string" then
+    if claim == "" then
+      return nil
+    end
+    return claim
+  end
+  if type(claim) ~= "table" then
+    return nil
+  end
+  local names = {}
+  for _, name in ipairs(claim) do
+    if type(name) == "string" and name ~= "" and string.find(name, ",", 1, true) == nil then
+      names[#names + 1] = name
+    end
+  end
+  if #names == 0 then
+    return nil
+  end
+  return table.concat(names, ",")
+end
+
+-- User and groups from the payload of the token jwt_authn verified for this request, if any.
+local function token_identity(request_handle)
+  local verified = request_handle:streamInfo():dynamicMetadata():get(JWT_AUTHN_FILTER)
+  if type(verified) ~= "table" then
+    return nil, nil
+  end
+  local payload = verified[JWT_PAYLOAD_KEY]
+  if type(payload) ~= "table" then
+    -- Gateways older than Istio 1.21 get the payload keyed by its issuer instead.
+    for issuer, _ in pairs(JWT_ISSUERS) do
+      if type(verified[issuer]) == "table" then
+        payload = verified[issuer]
+      end
+    end
+  end
+  if type(payload) ~= "table" then
+    return nil, nil
+  end
+  local issuer = JWT_ISSUERS[payload["iss"]]
+  if issuer == nil then
+    return nil, nil
+  end
+  if issuer.machine ~= nil then
+    return issuer.machine, nil
+  end
+  local user = payload[issuer.user]
+  if type(user) ~= "string" or user == "" then
+    return nil, nil
+  end
+  if issuer.groups == nil then
+    return user, nil
+  end
+  return user, groups_of(payload[issuer.groups])
 end
 
 function envoy_on_request(request_handle)
@@ -415,24 +568,28 @@ function envoy_on_request(request_handle)
     headers:remove(name)
   end
 
-  for _, source in ipairs(IDENTITY_SOURCES) do
-    if values[source.user] ~= nil then
-      local user = single(values, source.user)
-      if user == nil then
-        return
-      end
-      if LOWERCASE_USER then
-        user = string.lower(user)
-      end
-      headers:add(USER_HEADER, USER_ID_PREFIX .. user)
-      if source.groups ~= nil then
-        local groups = single(values, source.groups)
-        if groups ~= nil then
-          headers:add(GROUPS_HEADER, groups)
-        end
-      end
+  local user, groups
+  if values[PROXY_USER] ~= nil then
+    -- The auth proxy's header wins: when ext-authz ran, it is the identity of this browser session.
+    user = single(values, PROXY_USER)
+    if user == nil then
       return
     end
+    if PROXY_GROUPS ~= nil then
+      groups = single(values, PROXY_GROUPS)
+    end
+  else
+    user, groups = token_identity(request_handle)
+    if user == nil then
+      return
+    end
+  end
+  if LOWERCASE_USER then
+    user = string.lower(user)
+  end
+  headers:add(USER_HEADER, USER_ID_PREFIX .. user)
+  if groups ~= nil then
+    headers:add(GROUPS_HEADER, groups)
   end
 end
 """
@@ -530,12 +687,10 @@ def extra_issuer_request_authentications(options: IdentityHeaderOptions) -> list
     objects = []
     for issuer in options.extra_issuers:
         jwt_rule = _jwt_rule(issuer.issuer, issuer.jwks_uri, issuer.audiences)
-        claims = [(issuer.user_claim, JWT_USER_CLAIM_HEADER), (issuer.groups_claim, JWT_GROUPS_CLAIM_HEADER)]
-        outputs = [{"header": header, "claim": claim} for claim, header in claims if claim]
-        if outputs:
-            # Into internal headers, never straight into kubeflow-userid: the identity filter applies prefix and
-            # lower-casing, and the strip filter guarantees the client cannot pre-fill them.
-            jwt_rule["outputClaimToHeaders"] = outputs
+        if issuer.user_claim and issuer.require_verified_email:
+            # Only for the token policy (a boolean claim cannot be matched as a claim); user and groups are read
+            # from the verified payload by the identity filter. The strip filter removes any client copy first.
+            jwt_rule["outputClaimToHeaders"] = [{"header": JWT_EMAIL_VERIFIED_HEADER, "claim": "email_verified"}]
         objects.append(_request_authentication(options, _issuer_object_name(issuer.issuer), jwt_rule))
     return objects
 
@@ -621,4 +776,113 @@ def identity_header_authorization_policy(
         "kind": "AuthorizationPolicy",
         "metadata": {"name": name, "namespace": namespace},
         "spec": {"action": "DENY", "rules": rules},
+    }
+
+
+def _token_principal(issuer: str) -> str:
+    # Istio splits a request principal at its last "/" into iss and sub (pilot/pkg/security/authz/model/
+    # generator.go:208 at 1.24.6), so "<issuer>/*" is "iss is exactly <issuer>, any sub". GitHub's sub holds
+    # "/" itself (repo:org/repo:ref:...), which is why repositories are matched as claims, never here.
+    return f"{issuer}/*"
+
+
+def _email_domain_patterns(domains: Sequence[str]) -> list[str]:
+    """auth.emailDomains as Istio suffix matches: `example.com` is `*@example.com`; `.example.com` and
+    `*.example.com` (subdomains, as oauth2-proxy@v7.7.1 validator.go:115-124 reads them) are `*.example.com`.
+
+    Istio matches the suffix case-sensitively (matcher/string.go StringMatcherWithPrefix at 1.24.6, ignore_case
+    false) where oauth2-proxy lower-cases first, so a token whose domain is written in capitals is refused.
+    """
+    if "*" in domains:
+        return ["*"]
+    patterns = []
+    for domain in domains:
+        lowered = domain.lower()
+        if lowered.startswith("*."):
+            patterns.append(f"*{lowered[1:]}")
+        elif lowered.startswith("."):
+            patterns.append(f"*{lowered}")
+        else:
+            patterns.append(f"*@{lowered}")
+    return patterns
+
+
+def token_admission_rules(options: IdentityHeaderOptions) -> list[dict]:
+    """DENY rules at the gateway for bearer tokens that name nobody Kubeflow should let in.
+
+    A request that carries `Authorization` skips the login (the CUSTOM policy runs only without one), so
+    these rules are all that stands between a token and the backends. Refused, each by its own rule:
+    - a token no RequestAuthentication verified (Istio lets a token of an unknown issuer through as none);
+    - a token of an extra issuer without one of its `required_claims` at an accepted value (Istio matches
+      `request.auth.claims[...]` against the verified payload, a list claim by any of its items:
+      pilot/pkg/security/authz/model/generator.go:317 and matcher/metadata.go:57 at 1.24.6; a missing claim
+      matches no value, so `notValues` refuses it);
+    - a user token whose user claim is missing or outside the email domains, or whose `email_verified` is
+      present and not true (the browser path's oauth2-proxy checks the same);
+    - a token of any other verified issuer (the cluster's service accounts) outside the Pipelines API, the
+      one backend that authenticates the token itself.
+    Returned without hosts; the gateway's envelope adds them.
+    """
+    _require_valid(options)
+    with_token = {"key": "request.headers[authorization]", "values": ["*"]}
+    rules: list[dict] = [{"from": [{"source": {"notRequestPrincipals": ["*"]}}], "when": [with_token]}]
+    for issuer in options.extra_issuers:
+        source = [{"source": {"requestPrincipals": [_token_principal(issuer.issuer)]}}]
+        for claim, values in sorted(issuer.required_claims.items()):
+            rules.append({"from": source, "when": [{"key": f"request.auth.claims[{claim}]", "notValues": list(values)}]})
+        if issuer.user_claim:
+            patterns = _email_domain_patterns(issuer.email_domains)
+            rules.append({"from": source, "when": [{"key": f"request.auth.claims[{issuer.user_claim}]", "notValues": patterns}]})
+            if issuer.require_verified_email:
+                verified = f"request.headers[{JWT_EMAIL_VERIFIED_HEADER}]"
+                rules.append(
+                    {"from": source, "when": [{"key": verified, "values": ["*"]}, {"key": verified, "notValues": ["true"]}]}
+                )
+    extra = [_token_principal(issuer.issuer) for issuer in options.extra_issuers]
+    rules.append(
+        {
+            "from": [{"source": {"notRequestPrincipals": extra} if extra else {"requestPrincipals": ["*"]}}],
+            "to": [{"operation": {"notPaths": list(SERVICE_ACCOUNT_TOKEN_PATHS)}}],
+            "when": [with_token],
+        }
+    )
+    return rules
+
+
+#: Pod labels of Kubeflow Pipelines' metadata-envoy, the gateway's `/ml_metadata` backend
+#: (kubeflow/pipelines@2.5.0 and @2.3.0 manifests/kustomize/base/metadata/base/metadata-envoy-deployment.yaml:15).
+METADATA_ENVOY_SELECTOR = MappingProxyType({"component": "metadata-envoy"})
+#: Who calls metadata-envoy besides the gateway: the KFP UI server proxies `/ml_metadata.*` to it
+#: (kubeflow/pipelines@2.5.0 frontend/server/app.ts:247-257).
+METADATA_ENVOY_CALLERS = ("cluster.local/ns/kubeflow/sa/ml-pipeline-ui",)
+
+
+def metadata_envoy_authorization_policy(
+    options: IdentityHeaderOptions,
+    namespace: str,
+    callers: Sequence[str] = METADATA_ENVOY_CALLERS,
+    name: str = "kubeflow-metadata-envoy",
+) -> dict:
+    """ALLOW for ML Metadata's gateway backend: only from the gateway (or the KFP UI), only for a Kubeflow user.
+
+    Upstream ships no policy for metadata-envoy (it opts the pod out of the mesh), and ML Metadata has no
+    per-user isolation of its own, so without this any mesh workload, and any token the gateway let through,
+    read and wrote every profile's artifacts. Once a policy selects the pod, Istio refuses whatever no ALLOW
+    rule matches. Needs the pod's sidecar, which the mesh transformation injects.
+    """
+    _require_valid(options)
+    return {
+        "apiVersion": security_api_version(options),
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "selector": {"matchLabels": dict(METADATA_ENVOY_SELECTOR)},
+            "action": "ALLOW",
+            "rules": [
+                {
+                    "from": [{"source": {"principals": [gateway_principal(options), *callers]}}],
+                    "when": [{"key": f"request.headers[{options.user_header}]", "values": ["*"]}],
+                }
+            ],
+        },
     }

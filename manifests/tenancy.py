@@ -33,11 +33,26 @@ USER_ID_HEADER = "kubeflow-userid"
 #: Service accounts a profile's workloads run as: notebooks and (multi-user) pipeline runs use default-editor;
 #: pipeline-runner is the runner KFP names, for runs that ask for it.
 WORKLOAD_SERVICE_ACCOUNTS = ("default-editor", "pipeline-runner")
-#: Knative's queue-proxy ports (http1, h2c): every request to a serverless inference service enters there.
+#: Knative's queue-proxy ports (http1, h2c): every request to a serverless inference service enters there
+#: (knative/serving@knative-v1.16.0 pkg/networking/constants.go:24,27).
 QUEUE_PROXY_PORTS = ("8012", "8013")
+#: Where Knative's autoscaler scrapes each revision pod's queue-proxy
+#: (knative/serving@knative-v1.16.0 pkg/networking/constants.go:38, pkg/autoscaler/metrics/stats_scraper.go:196-199,295).
+QUEUE_METRICS_PORT = "9090"
+QUEUE_METRICS_PATH = "/metrics"
 #: Labels KServe puts on the pods of every InferenceService.
 INFERENCE_SERVICE_LABEL = "serving.kserve.io/inferenceservice"
+#: KServe labels each component's Knative revision template, hence its pods, `component: <kind>`
+#: (kserve/kserve@v0.15.0 pkg/constants/constants.go:321, components/predictor.go:411, transformer.go:124,
+#: explainer.go:122; reconcilers/knative/ksvc_reconciler.go:162-177; knative/serving@knative-v1.16.0
+#: pkg/reconciler/revision/resources/meta.go:42-55 copies revision labels to pods). An Istio selector takes
+#: exact values only, so one policy per component kind.
+INFERENCE_COMPONENT_LABEL = "component"
+INFERENCE_COMPONENTS = ("predictor", "transformer", "explainer")
 QUOTA_NAME = "profile-quota"
+#: Where notebook servers (Jupyter, VS Code, RStudio) listen and are routed by the notebook controller.
+NOTEBOOK_PORTS = ("8888",)
+NOTEBOOK_PATHS = ("/notebook/*",)
 # Rank of the roles when one user is a contributor twice (directly and through a group): the stronger wins.
 _ROLE_RANK = {"view": 0, "edit": 1}
 # kfam replaces every run of characters outside [a-zA-Z0-9] with '-' in binding names.
@@ -112,6 +127,10 @@ class MeshPolicy:
     identity_header_policy: Optional[Mapping[str, Any]] = None
     """The DENY policy that lets only the gateway and Kubeflow's forwarders send kubeflow-userid
     (manifests/identity.py), built for any namespace; every profile namespace gets it. None: not applied."""
+    serving_metrics_principals: tuple[str, ...] = ("cluster.local/ns/knative-serving/sa/controller",)
+    """Principals admitted to queue-proxy's metrics (Knative's autoscaler runs as knative-serving/controller)."""
+    viewers_read_only: bool = False
+    """Keep `view` contributors out of the profile's pods (see contributor_objects)."""
 
 
 def contributor_roles(
@@ -139,9 +158,23 @@ def binding_name(user: str, role: Role) -> str:
 
 def contributor_objects(namespace: str, user: str, role: Role, mesh: MeshPolicy) -> list[dict[str, Any]]:
     """What kfam creates when a contributor is added: a RoleBinding to kubeflow-<role> and an
-    AuthorizationPolicy admitting the user's kubeflow-userid from the trusted principals."""
+    AuthorizationPolicy admitting the user's kubeflow-userid from the trusted principals.
+
+    kfam writes the same policy for `view` and `edit` (kubeflow/kubeflow@v1.10.0
+    components/access-management/kfam/bindings.go:88; kubeflow/kubeflow#6669): a viewer reaches every pod of
+    the profile, Jupyter servers included, where code runs as default-editor with the profile's data-lake
+    role. With `mesh.viewers_read_only` a viewer's policy leaves out the notebook servers: their port
+    (notebook-controller's default 8888) and their gateway path (`/notebook/<ns>/<name>/`), both
+    kubeflow/kubeflow@v1.10.0 components/notebook-controller/controllers/notebook_controller.go:50,475.
+    """
     name = binding_name(user, role)
     metadata = {"name": name, "namespace": namespace, "annotations": {"user": user, "role": role}}
+    rule: dict[str, Any] = {
+        "from": [{"source": {"principals": list(mesh.trusted_principals)}}],
+        "when": [{"key": f"request.headers[{USER_ID_HEADER}]", "values": [mesh.user_id_prefix + user]}],
+    }
+    if role == "view" and mesh.viewers_read_only:
+        rule["to"] = [{"operation": {"notPorts": list(NOTEBOOK_PORTS), "notPaths": list(NOTEBOOK_PATHS)}}]
     return [
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -155,16 +188,7 @@ def contributor_objects(namespace: str, user: str, role: Role, mesh: MeshPolicy)
             "apiVersion": "security.istio.io/v1beta1",
             "kind": "AuthorizationPolicy",
             "metadata": _copy(metadata),
-            "spec": {
-                "rules": [
-                    {
-                        "from": [{"source": {"principals": list(mesh.trusted_principals)}}],
-                        "when": [
-                            {"key": f"request.headers[{USER_ID_HEADER}]", "values": [mesh.user_id_prefix + user]}
-                        ],
-                    }
-                ]
-            },
+            "spec": {"rules": [rule]},
         },
     ]
 
@@ -317,7 +341,9 @@ def artifact_repository_reader_objects(namespace: str) -> list[dict[str, Any]]:
 def serving_network_policy(namespace: str, mesh: MeshPolicy) -> dict[str, Any]:
     """Lets the serving system (Knative, KServe, the gateways' namespace) connect to inference services when
     the namespace is otherwise closed by a default-deny NetworkPolicy. It selects only inference-service pods
-    (selecting all pods would cut notebooks off from the kubeflow namespace) and keeps same-namespace callers."""
+    (selecting all pods would cut notebooks off from the kubeflow namespace), opens only queue-proxy's serving
+    and metrics ports to those namespaces, and keeps same-namespace callers."""
+    ports = [{"protocol": "TCP", "port": int(port)} for port in (*QUEUE_PROXY_PORTS, QUEUE_METRICS_PORT)]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -326,9 +352,9 @@ def serving_network_policy(namespace: str, mesh: MeshPolicy) -> dict[str, Any]:
             "podSelector": {"matchExpressions": [{"key": INFERENCE_SERVICE_LABEL, "operator": "Exists"}]},
             "policyTypes": ["Ingress"],
             "ingress": [
+                {"from": [{"podSelector": {}}]},
                 {
                     "from": [
-                        {"podSelector": {}},
                         {
                             "namespaceSelector": {
                                 "matchExpressions": [
@@ -340,31 +366,50 @@ def serving_network_policy(namespace: str, mesh: MeshPolicy) -> dict[str, Any]:
                                 ]
                             }
                         },
-                    ]
-                }
+                    ],
+                    "ports": ports,
+                },
             ],
         },
     }
 
 
-def serving_authorization_policy(namespace: str, mesh: MeshPolicy) -> dict[str, Any]:
-    """Admits Knative's activator (it proxies requests while a service scales from zero) and the cluster-local
-    gateway to the queue-proxy ports only: notebooks and other workloads stay reachable just by their owner
-    and contributors. Users reach models through the ingress gateway under the kfam policies."""
-    return {
-        "apiVersion": "security.istio.io/v1beta1",
-        "kind": "AuthorizationPolicy",
-        "metadata": {"name": "allow-serving-system", "namespace": namespace},
-        "spec": {
-            "action": "ALLOW",
-            "rules": [
-                {
-                    "from": [{"source": {"principals": list(mesh.serving_principals)}}],
-                    "to": [{"operation": {"ports": list(QUEUE_PROXY_PORTS)}}],
-                }
-            ],
-        },
-    }
+def serving_authorization_policies(namespace: str, mesh: MeshPolicy) -> list[dict[str, Any]]:
+    """Admit Knative's activator (it proxies requests while a service scales from zero) and the cluster-local
+    gateway to the queue-proxy ports, and the autoscaler to queue-proxy's metrics, of inference-service pods
+    only: notebooks and other workloads stay reachable just by their owner and contributors. Users reach
+    models through the ingress gateway under the kfam policies.
+
+    Both proxies forward whoever called them, so any workload of the mesh that can call the activator or the
+    cluster-local gateway reaches the profile's models through them: that is Knative's design (the activator
+    re-originates the call under its own identity), kept to the inference pods and ports here.
+    """
+    rules = [
+        {
+            "from": [{"source": {"principals": list(mesh.serving_principals)}}],
+            "to": [{"operation": {"ports": list(QUEUE_PROXY_PORTS)}}],
+        }
+    ]
+    if mesh.serving_metrics_principals:
+        rules.append(
+            {
+                "from": [{"source": {"principals": list(mesh.serving_metrics_principals)}}],
+                "to": [{"operation": {"ports": [QUEUE_METRICS_PORT], "methods": ["GET"], "paths": [QUEUE_METRICS_PATH]}}],
+            }
+        )
+    return [
+        {
+            "apiVersion": "security.istio.io/v1beta1",
+            "kind": "AuthorizationPolicy",
+            "metadata": {"name": f"allow-serving-system-{component}", "namespace": namespace},
+            "spec": {
+                "selector": {"matchLabels": {INFERENCE_COMPONENT_LABEL: component}},
+                "action": "ALLOW",
+                "rules": rules,
+            },
+        }
+        for component in INFERENCE_COMPONENTS
+    ]
 
 
 def identity_header_policy(namespace: str, mesh: MeshPolicy) -> Optional[dict[str, Any]]:
@@ -409,7 +454,7 @@ def namespace_objects(profile: ProfileSpec, mesh: MeshPolicy) -> list[dict[str, 
             artifact_repository_config_map(profile.name, profile.data_lake),
             *artifact_repository_reader_objects(profile.name),
         ]
-    objects += [serving_network_policy(profile.name, mesh), serving_authorization_policy(profile.name, mesh)]
+    objects += [serving_network_policy(profile.name, mesh), *serving_authorization_policies(profile.name, mesh)]
     header_policy = identity_header_policy(profile.name, mesh)
     if header_policy is not None:
         objects.append(header_policy)

@@ -10,7 +10,7 @@ import pytest
 
 from manifests.identity import (
     IDENTITY_HEADERS_FILTER_NAME,
-    JWT_USER_CLAIM_HEADER,
+    JWT_EMAIL_VERIFIED_HEADER,
     STRIP_CLIENT_IDENTITY_FILTER_NAME,
 )
 from manifests.validate import validate_objects
@@ -103,8 +103,10 @@ def test_every_extra_issuer_and_the_cluster_issuer_get_a_request_authentication(
         rule = rules[issuer["issuer"]]
         assert rule["audiences"] == issuer["audiences"]
         claims = {output["claim"]: output["header"] for output in rule.get("outputClaimToHeaders", [])}
+        # User and groups are read from the verified payload by the identity filter; only email_verified, which
+        # the token policy checks, goes to a header.
         if issuer.get("userClaim"):
-            assert claims[issuer["userClaim"]] == JWT_USER_CLAIM_HEADER
+            assert claims == {"email_verified": JWT_EMAIL_VERIFIED_HEADER}
         else:
             assert claims == {}, "an issuer without userClaim must not name a Kubeflow user"
     for obj in authentications:
@@ -164,11 +166,24 @@ def test_ext_authz_policy_names_the_exported_provider_and_covers_only_kubeflow_h
 
 def test_requests_that_skip_login_with_a_token_must_present_a_verified_one(stack_run):
     policy = _one(stack_run, "AuthorizationPolicy", "kubeflow-require-verified-token")
-    (rule,) = policy["spec"]["rules"]
+    first, *others = policy["spec"]["rules"]
     assert policy["spec"]["action"] == "DENY"
-    assert rule["from"] == [{"source": {"notRequestPrincipals": ["*"]}}]
-    assert rule["when"] == [{"key": "request.headers[authorization]", "values": ["*"]}]
-    assert _settings(stack_run, "dns")["host"] in rule["to"][0]["operation"]["hosts"]
+    assert first["from"] == [{"source": {"notRequestPrincipals": ["*"]}}]
+    assert first["when"] == [{"key": "request.headers[authorization]", "values": ["*"]}]
+    for rule in policy["spec"]["rules"]:
+        assert _settings(stack_run, "dns")["host"] in rule["to"][0]["operation"]["hosts"]
+
+
+def test_every_extra_issuers_tokens_are_held_to_its_required_claims(stack_run):
+    rules = _one(stack_run, "AuthorizationPolicy", "kubeflow-require-verified-token")["spec"]["rules"]
+    for issuer in _settings(stack_run, "auth")["extraIssuers"]:
+        mine = [rule for rule in rules if rule["from"] == [{"source": {"requestPrincipals": [f"{issuer['issuer']}/*"]}}]]
+        refused = {condition["key"]: condition.get("notValues") for rule in mine for condition in rule["when"]}
+        for claim, values in (issuer.get("requiredClaims") or {}).items():
+            assert refused[f"request.auth.claims[{claim}]"] == values
+        if issuer.get("userClaim"):
+            domains = _settings(stack_run, "auth")["emailDomains"]
+            assert refused[f"request.auth.claims[{issuer['userClaim']}]"] == [f"*@{d}" for d in domains]
 
 
 def test_only_the_gateway_may_send_the_identity_header_into_kubeflow(stack_run):

@@ -48,7 +48,7 @@ def test_every_profile_gets_its_namespace_profile_quota_and_serving_policies(sta
         namespace = mine[("Namespace", profile["name"])]["metadata"]
         assert namespace["annotations"]["owner"] == profile["owner"]
         assert {("ResourceQuota", "profile-quota"), ("NetworkPolicy", "allow-serving-system"),
-                ("AuthorizationPolicy", "allow-serving-system")} <= set(mine)
+                ("AuthorizationPolicy", "allow-serving-system-predictor")} <= set(mine)
         for obj in mine.values():
             if obj["kind"] not in ("Namespace", "Profile"):
                 assert obj["metadata"]["namespace"] == profile["name"], obj
@@ -219,3 +219,18 @@ def test_removing_a_user_from_a_group_removes_exactly_that_users_bindings():
     ]
     assert new.keys() <= old.keys()
     assert [key for key in new if new[key] != old[key]] == []
+
+
+def test_viewers_read_only_setting_reaches_every_viewers_policy():
+    tenancy = copy.deepcopy(tenancy_settings("dev"))
+    tenancy["viewersReadOnly"] = True
+    objects = profile_objects(run_stack("dev", {"tenancy": tenancy}))
+    viewers = [obj for mine in objects.values() for obj in mine.values()
+               if obj["kind"] == "AuthorizationPolicy" and obj["metadata"].get("annotations", {}).get("role") == "view"]
+    editors = [obj for mine in objects.values() for obj in mine.values()
+               if obj["kind"] == "AuthorizationPolicy" and obj["metadata"].get("annotations", {}).get("role") == "edit"]
+    assert viewers and editors
+    for policy in viewers:
+        assert policy["spec"]["rules"][0]["to"] == [{"operation": {"notPorts": ["8888"], "notPaths": ["/notebook/*"]}}]
+    for policy in editors:
+        assert "to" not in policy["spec"]["rules"][0]

@@ -135,16 +135,49 @@ def test_pipeline_artifacts_stay_under_the_profiles_prefix():
     assert s3["endpoint"] == "s3.amazonaws.com" and s3["region"] == "eu-west-1" and s3["useSDKCreds"] is True
 
 
-def test_serving_policies_admit_the_serving_system_to_inference_services_only():
-    objects = {o["kind"]: o for o in static_objects(ProfileSpec(name="ana", owner="ana@x.io"), MESH)}
-    policy = objects["NetworkPolicy"]["spec"]
+def test_serving_network_policy_opens_only_queue_proxy_ports_of_inference_pods_to_the_serving_system():
+    objects = static_objects(ProfileSpec(name="ana", owner="ana@x.io"), MESH)
+    (policy,) = [o["spec"] for o in objects if o["kind"] == "NetworkPolicy"]
     assert policy["podSelector"] == {"matchExpressions": [{"key": "serving.kserve.io/inferenceservice", "operator": "Exists"}]}
-    sources = policy["ingress"][0]["from"]
-    assert {"podSelector": {}} in sources
-    assert sources[1]["namespaceSelector"]["matchExpressions"][0]["values"] == ["istio-system", "knative-serving", "kserve"]
-    rule = objects["AuthorizationPolicy"]["spec"]["rules"][0]
-    assert rule["from"][0]["source"]["principals"] == ["cluster.local/ns/knative-serving/sa/activator"]
-    assert rule["to"] == [{"operation": {"ports": ["8012", "8013"]}}]
+    same_namespace, serving_system = policy["ingress"]
+    assert same_namespace == {"from": [{"podSelector": {}}]}
+    assert serving_system["from"][0]["namespaceSelector"]["matchExpressions"][0]["values"] == ["istio-system", "knative-serving", "kserve"]
+    assert serving_system["ports"] == [{"protocol": "TCP", "port": p} for p in (8012, 8013, 9090)]
+
+
+def test_serving_authorization_policies_select_only_kserve_component_pods():
+    objects = static_objects(ProfileSpec(name="ana", owner="ana@x.io"), MESH)
+    serving = [o for o in objects if o["kind"] == "AuthorizationPolicy" and o["metadata"]["name"].startswith("allow-serving-system")]
+    # Without a selector the activator reached ports 8012/8013 of every pod of the profile, notebooks included.
+    assert sorted(o["spec"]["selector"]["matchLabels"]["component"] for o in serving) == ["explainer", "predictor", "transformer"]
+    for policy in serving:
+        assert set(policy["spec"]["selector"]["matchLabels"]) == {"component"}
+        proxies, metrics = policy["spec"]["rules"]
+        assert proxies["from"][0]["source"]["principals"] == ["cluster.local/ns/knative-serving/sa/activator"]
+        assert proxies["to"] == [{"operation": {"ports": ["8012", "8013"]}}]
+        assert metrics["from"][0]["source"]["principals"] == ["cluster.local/ns/knative-serving/sa/controller"]
+        assert metrics["to"] == [{"operation": {"ports": ["9090"], "methods": ["GET"], "paths": ["/metrics"]}}]
+    assert all("selector" in o["spec"] for o in objects if o["kind"] == "AuthorizationPolicy"
+               and not o["metadata"]["name"].startswith("user-"))
+
+
+def _viewer_and_editor_rules(mesh: MeshPolicy) -> tuple[dict, dict]:
+    profile = ProfileSpec(name="ana", owner="ana@x.io", contributors={"ben@x.io": "edit", "cy@x.io": "view"})
+    policies = {o["metadata"]["annotations"]["user"]: o["spec"]["rules"][0] for o in static_objects(profile, mesh)
+                if o["kind"] == "AuthorizationPolicy" and o["metadata"]["name"].startswith("user-")}
+    return policies["cy@x.io"], policies["ben@x.io"]
+
+
+def test_by_default_a_viewer_reaches_the_profiles_pods_as_upstream_kfam_lets_them():
+    viewer, editor = _viewer_and_editor_rules(MESH)
+    assert viewer["when"][0]["values"] == ["cy@x.io"]
+    assert "to" not in viewer and viewer["from"] == editor["from"]
+
+
+def test_read_only_viewers_are_kept_out_of_notebook_servers():
+    viewer, editor = _viewer_and_editor_rules(MeshPolicy(**{**MESH.__dict__, "viewers_read_only": True}))
+    assert viewer["to"] == [{"operation": {"notPorts": ["8888"], "notPaths": ["/notebook/*"]}}]
+    assert "to" not in editor
 
 
 def test_the_manifest_keeps_every_value_a_string_where_it_was_one():

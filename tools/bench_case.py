@@ -20,19 +20,31 @@ def parse_only(path: str) -> int:
     return count
 
 
-def generated_tenancy(count: int) -> dict:
-    """`count` users, each owning a profile; every tenth profile may use the first GPU pool."""
+def generated_tenancy(count: int, machine_users: tuple[str, ...] = ()) -> dict:
+    """`count` users, each owning a profile; every tenth profile may use the first GPU pool. The stack's machine
+    identities (which loading requires to be granted a profile) contribute to the first profile."""
     users = [f"user{i:04d}@example.com" for i in range(count)]
     profiles = []
     for i, user in enumerate(users):
         profile = {"name": f"user{i:04d}", "owner": user, "dataLake": {"bucket": "pipelines", "prefix": f"profiles/user{i:04d}"}}
-        if i + 1 < count:
-            profile["contributors"] = [{"user": users[i + 1], "role": "view"}]
+        contributors = [{"user": users[i + 1], "role": "view"}] if i + 1 < count else []
+        if i == 0:
+            contributors += [{"user": machine, "role": "edit"} for machine in machine_users]
+        if contributors:
+            profile["contributors"] = contributors
         if i % 10 == 0:
             profile["gpuPools"] = ["gpu-a10g"]
             profile["quota"] = {"gpus": 1}
         profiles.append(profile)
-    return {"users": users, "groups": [{"name": "everyone", "members": users[:50]}], "profiles": profiles}
+    return {"users": [*users, *machine_users], "groups": [{"name": "everyone", "members": users[:50]}], "profiles": profiles}
+
+
+def machine_users(stack: str) -> tuple[str, ...]:
+    """The Kubeflow users the stack's token issuers act as (auth.extraIssuers[].machineIdentity.user)."""
+    from tools.mock_runtime import stack_config
+
+    issuers = stack_config(stack)["kubeflow-platform:auth"].get("extraIssuers") or []
+    return tuple(issuer["machineIdentity"]["user"] for issuer in issuers if issuer.get("machineIdentity"))
 
 
 def evaluate_stack(stack: str, manifests: str, profiles: int | None) -> int:
@@ -42,7 +54,7 @@ def evaluate_stack(stack: str, manifests: str, profiles: int | None) -> int:
 
     overrides = config_overrides(stack, manifests, None)
     if profiles is not None:
-        overrides["tenancy"] = generated_tenancy(profiles)
+        overrides["tenancy"] = generated_tenancy(profiles, machine_users(stack))
     run = run_program(stack, config_overrides=overrides, secrets=placeholder_secrets(), preview=True)
     return len(run.resources)
 

@@ -14,6 +14,7 @@ import copy
 import sys
 import time
 
+from tools.bench_case import machine_users
 from tools.mock_runtime import run_program, stack_config
 
 PLACEHOLDER_SECRET = "benchmark-placeholder-secret"
@@ -44,6 +45,10 @@ def generated_tenancy(stack: str, count: int) -> dict:
             profile["quota"] = {"gpus": 1, "cpu": "16", "memory": "64Gi"}
             profile["dataLake"] = {"bucket": "pipelines", "prefix": f"profiles/user{i:05d}"}
         profiles.append(profile)
+    # The stack's machine identities must stay granted somewhere (loading refuses them otherwise).
+    machines = machine_users(stack)
+    tenancy["users"] = [*users, *machines]
+    profiles[0]["contributors"] += [{"user": machine, "role": "edit"} for machine in machines]
     tenancy["profiles"] = profiles
     return tenancy
 

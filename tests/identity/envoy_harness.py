@@ -178,10 +178,13 @@ def ext_authz_filter(auth_proxy_port: int) -> dict:
     }
 
 
-def jwt_authn_filter(request_authentications: Sequence[dict], secret_by_issuer: dict[str, bytes]) -> dict:
+def jwt_authn_filter(
+    request_authentications: Sequence[dict], secret_by_issuer: dict[str, bytes], payload_key: str | None = "payload"
+) -> dict:
     """The jwt_authn filter Istio derives from these RequestAuthentications, with test keys in place of JWKS URIs.
 
-    As Istio does, a request without a token passes (AuthorizationPolicy decides about those), a request with a
+    `payload_in_metadata` as istiod sets it: under `payload_key`, or (None) under the issuer as for gateways before
+    Istio 1.21. As Istio does, a request without a token passes (AuthorizationPolicy decides about those), a request with a
     bad token is refused, and each provider copies its `outputClaimToHeaders` onto the request.
     """
     providers = {}
@@ -194,6 +197,11 @@ def jwt_authn_filter(request_authentications: Sequence[dict], secret_by_issuer: 
                 "local_jwks": {"inline_string": json.dumps({"keys": [key]})},
                 "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
                 "forward": rule.get("forwardOriginalToken", False),
+                # As istiod sets it (pilot/pkg/security/authn/policy_applier.go:167 at 1.24.6): the verified
+                # payload in dynamic metadata, where AuthorizationPolicy claims and the identity filter read it.
+                # Before 1.21 (`payload_key=None`) istiod keyed it by the issuer (policy_applier.go:239 at 1.22.1).
+                "payload_in_metadata": payload_key or rule["issuer"],
+                "normalize_payload_in_metadata": {"space_delimited_claims": ["scope", "permission"]},
                 "claim_to_headers": [
                     {"header_name": output["header"], "claim_name": output["claim"]}
                     for output in rule.get("outputClaimToHeaders", [])
@@ -373,11 +381,13 @@ class Delivered:
         return [value for key, value in self.upstream_headers if key.lower().replace("_", "-") == wanted]
 
 
-def send(port: int, headers: Sequence[tuple[str, str]], path: str = "/") -> Delivered:
-    """One HTTP/1.1 GET with exactly these header lines (spelling and repeats kept)."""
+def send(port: int, headers: Sequence[tuple[str, str]], path: str = "/", host: str | None = None) -> Delivered:
+    """One HTTP/1.1 GET with exactly these header lines (spelling and repeats kept), to `host` if given."""
     connection = http.client.HTTPConnection(LOOPBACK, port, timeout=REQUEST_TIMEOUT_S)
     try:
-        connection.putrequest("GET", path, skip_accept_encoding=True)
+        connection.putrequest("GET", path, skip_host=host is not None, skip_accept_encoding=True)
+        if host is not None:
+            connection.putheader("Host", host)
         for name, value in headers:
             connection.putheader(name, value)
         connection.endheaders()
@@ -390,3 +400,144 @@ def send(port: int, headers: Sequence[tuple[str, str]], path: str = "/") -> Deli
         upstream = tuple((key, value) for key, value in json.loads(body)["headers"])
     return Delivered(response.status, upstream)
 
+
+
+# ---------------------------------------------------------------------------------------------------
+# Istio AuthorizationPolicy -> Envoy RBAC, the way istiod 1.24.6 builds it for the keys our policies use
+
+
+def _string_matcher(value: str, ignore_case: bool = False) -> dict:
+    # istio/istio@1.24.6 pilot/pkg/security/authz/matcher/string.go StringMatcherWithPrefix: "*" is ".+".
+    if value == "*":
+        return {"safe_regex": {"regex": ".+"}}
+    if value.startswith("*"):
+        return {"suffix": value[1:], "ignore_case": ignore_case}
+    if value.endswith("*"):
+        return {"prefix": value[:-1], "ignore_case": ignore_case}
+    return {"exact": value, "ignore_case": ignore_case}
+
+
+def _header_matcher(name: str, value: str, ignore_case: bool = False) -> dict:
+    # matcher/header.go HeaderMatcher and HostMatcher (the latter ignores case).
+    if value == "*":
+        return {"name": name, "present_match": True}
+    return {"name": name, "string_match": _string_matcher(value, ignore_case)}
+
+
+def _payload_matcher(path: Sequence[str], value_matcher: dict) -> dict:
+    # model/util.go: claims live in jwt_authn's dynamic metadata under "payload".
+    return {
+        "metadata": {
+            "filter": "envoy.filters.http.jwt_authn",
+            "path": [{"key": "payload"}, *({"key": key} for key in path)],
+            "value": value_matcher,
+        }
+    }
+
+
+def _any_of(items: list[dict], key: str) -> dict:
+    return items[0] if len(items) == 1 else {key: {"ids" if key.endswith("_ids") else "rules": items}}
+
+
+def _request_principal(value: str) -> dict:
+    # model/generator.go requestPrincipalGenerator: split at the last "/" into iss and sub.
+    index = value.rfind("/")
+    iss, sub = (value[:index], value[index + 1:]) if index >= 0 else (value, "")
+    if value == "*":
+        iss_m, sub_m = {"safe_regex": {"regex": ".+"}}, {"safe_regex": {"regex": ".+"}}
+    elif value.endswith("*") and index >= 0:
+        iss_m = {"exact": iss}
+        sub_m = {"safe_regex": {"regex": ".+"}} if sub == "*" else {"prefix": sub[:-1]}
+    else:
+        iss_m, sub_m = {"exact": iss}, {"exact": sub}
+    return {"and_ids": {"ids": [_payload_matcher(["iss"], {"string_match": iss_m}),
+                                _payload_matcher(["sub"], {"string_match": sub_m})]}}
+
+
+def _principal_for(key: str, values: Sequence[str]) -> dict:
+    if key.startswith("request.headers[") and key.endswith("]"):
+        header = key[len("request.headers["):-1]
+        return _any_of([{"header": _header_matcher(header, value)} for value in values], "or_ids")
+    if key.startswith("request.auth.claims[") and key.endswith("]"):
+        claim = key[len("request.auth.claims["):-1]
+        one_of = [{"string_match": _string_matcher(value)} for value in values]
+        string_or = one_of[0] if len(one_of) == 1 else {"or_match": {"value_matchers": one_of}}
+        # matcher/metadata.go MetadataListValueMatcher with useExtendedJwt: a list claim by any item, or a string.
+        return _payload_matcher([claim], {"or_match": {"value_matchers": [{"list_match": {"one_of": string_or}}, string_or]}})
+    if key == "requestPrincipals":
+        return _any_of([_request_principal(value) for value in values], "or_ids")
+    raise NotImplementedError(f"the test translation does not know {key}")
+
+
+def _permission_for(key: str, values: Sequence[str]) -> dict:
+    if key == "hosts":
+        return _any_of([{"header": _header_matcher(":authority", value, ignore_case=True)} for value in values], "or_rules")
+    if key == "paths":
+        return _any_of([{"url_path": {"path": _string_matcher(value)}} for value in values], "or_rules")
+    raise NotImplementedError(f"the test translation does not know {key}")
+
+
+def _rbac_policy(rule: dict) -> dict:
+    principals: list[dict] = []
+    for entry in rule.get("from", []):
+        for field, values in entry["source"].items():
+            if field.startswith("not"):
+                principals.append({"not_id": _principal_for(field[3].lower() + field[4:], values)})
+            else:
+                principals.append(_principal_for(field, values))
+    for condition in rule.get("when", []):
+        if condition.get("values"):
+            principals.append(_principal_for(condition["key"], condition["values"]))
+        if condition.get("notValues"):
+            principals.append({"not_id": _principal_for(condition["key"], condition["notValues"])})
+    permissions: list[dict] = []
+    for entry in rule.get("to", []):
+        for field, values in entry["operation"].items():
+            if field.startswith("not"):
+                permissions.append({"not_rule": _permission_for(field[3].lower() + field[4:], values)})
+            else:
+                permissions.append(_permission_for(field, values))
+    return {
+        "permissions": [{"and_rules": {"rules": permissions}} if permissions else {"any": True}],
+        "principals": [{"and_ids": {"ids": principals}} if principals else {"any": True}],
+    }
+
+
+def rbac_filter(policies: Sequence[dict], name: str = "envoy.filters.http.rbac") -> dict:
+    """The RBAC filter istiod builds from DENY (or ALLOW) AuthorizationPolicies of one action, one policy per rule."""
+    actions = {policy["spec"]["action"] for policy in policies}
+    assert len(actions) == 1, "istiod builds one RBAC filter per action"
+    envoy_policies = {
+        f"ns[{policy['metadata']['namespace']}]-policy[{policy['metadata']['name']}]-rule[{index}]": _rbac_policy(rule)
+        for policy in policies
+        for index, rule in enumerate(policy["spec"]["rules"])
+    }
+    return {
+        "name": name,
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules": {"action": actions.pop(), "policies": envoy_policies},
+        },
+    }
+
+
+#: Where istiod's CUSTOM shadow rules leave their verdict for ext_authz (pilot/pkg/security/authz/builder/
+#: builder.go and model/model.go at 1.24.6: stat prefix `istio_ext_authz_`, policy names `istio-ext-authz-...`).
+_EXT_AUTHZ_SHADOW_PREFIX = "istio_ext_authz_"
+
+
+def custom_policy_filters(policies: Sequence[dict], auth_proxy_port: int) -> list[dict]:
+    """A CUSTOM AuthorizationPolicy as istiod builds it: an RBAC filter whose shadow rules mark the requests the
+    policy matches, and ext_authz enabled only where that mark is (so requests the policy excludes, such as those
+    with `Authorization`, never reach the auth proxy)."""
+    shadow = rbac_filter([{**policy, "spec": {**policy["spec"], "action": "ALLOW"}} for policy in policies])
+    rules = shadow["typed_config"].pop("rules")
+    rules["policies"] = {f"istio-ext-authz-{name}": policy for name, policy in rules["policies"].items()}
+    shadow["typed_config"].update({"shadow_rules": rules, "shadow_rules_stat_prefix": _EXT_AUTHZ_SHADOW_PREFIX})
+    ext_authz = ext_authz_filter(auth_proxy_port)
+    ext_authz["typed_config"]["filter_enabled_metadata"] = {
+        "filter": "envoy.filters.http.rbac",
+        "path": [{"key": f"{_EXT_AUTHZ_SHADOW_PREFIX}shadow_effective_policy_id"}],
+        "value": {"string_match": {"prefix": "istio-ext-authz"}},
+    }
+    return [shadow, ext_authz]

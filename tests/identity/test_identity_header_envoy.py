@@ -48,7 +48,7 @@ VICTIM = "victim@corp.example"
 CAROL = "carol@corp.example"
 ALICE_SESSION = ("cookie", "session=alice")
 
-CORP_IDP = JwtIssuer("https://login.corp.example/oauth2/default", audiences=("kubeflow",))
+CORP_IDP = JwtIssuer("https://login.corp.example/oauth2/default", audiences=("kubeflow",), email_domains=("corp.example",))
 CLUSTER_ISSUER = "https://oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF"
 TEST_KEYS = {CORP_IDP.issuer: b"corp-idp-test-key-0123456789abcdef", CLUSTER_ISSUER: b"cluster-test-key-0123456789abcdef"}
 
@@ -123,6 +123,13 @@ def _full_chain(options: IdentityHeaderOptions, auth_proxy_port: int, *, strip_f
 def full_chain_gateway(envoy_path, echo_upstream, auth_proxy, tmp_path_factory) -> Iterator[int]:
     bootstrap = gateway_bootstrap(_full_chain(WITH_CORP_IDP, auth_proxy.port), echo_upstream.port, auth_proxy.port)
     yield from _gateway(tmp_path_factory, "full-chain", bootstrap)
+
+
+@pytest.fixture(scope="module")
+def pre_1_21_payload_gateway(envoy_path, echo_upstream, auth_proxy, tmp_path_factory) -> Iterator[int]:
+    chain = _full_chain(WITH_CORP_IDP, auth_proxy.port)
+    chain[2] = jwt_authn_filter(request_authentications(WITH_CORP_IDP, CLUSTER_ISSUER), TEST_KEYS, payload_key=None)
+    yield from _gateway(tmp_path_factory, "pre-1-21-payload", gateway_bootstrap(chain, echo_upstream.port, auth_proxy.port))
 
 
 @pytest.fixture(scope="module")
@@ -306,3 +313,10 @@ def test_envoy_filter_carries_exactly_the_filters_proven_here():
         strip_client_identity_filter_config(WITH_CORP_IDP),
         http_filter_config(WITH_CORP_IDP),
     ]
+
+
+def test_verified_claims_are_found_where_gateways_before_istio_1_21_keep_them(pre_1_21_payload_gateway):
+    token = _bearer({"email": CAROL, "groups": ["ml-team", "admins"]})
+    delivered = send(pre_1_21_payload_gateway, [token], path=NO_AUTH_PROXY_PREFIX)
+    assert delivered.values("kubeflow-userid") == [CAROL]
+    assert delivered.values("kubeflow-groups") == ["ml-team,admins"]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from manifests.identity import (
     IDENTITY_HEADERS_FILTER_NAME,
+    JWT_EMAIL_VERIFIED_HEADER,
     JWT_GROUPS_CLAIM_HEADER,
     JWT_USER_CLAIM_HEADER,
     STRIP_CLIENT_IDENTITY_FILTER_NAME,
@@ -14,9 +17,11 @@ from manifests.identity import (
     http_filter_config,
     identity_envoy_filter,
     identity_header_authorization_policy,
+    metadata_envoy_authorization_policy,
     request_authentications,
     strip_client_identity_filter_config,
 )
+from manifests.auth_proxy import AuthProxyOptions, require_verified_token_policy
 from tests.identity.istio_crd_schemas import istio_version_of, schema_errors
 from tests.upstream import CURRENT_VERSION, PREVIOUS_VERSION
 
@@ -25,8 +30,16 @@ CORP_IDP = JwtIssuer(
     "https://login.corp.example/oauth2/default",
     jwks_uri="https://login.corp.example/oauth2/default/v1/keys",
     audiences=("kubeflow",),
+    email_domains=("corp.example",),
 )
-ROBOT_IDP = JwtIssuer("https://robots.corp.example", user_claim="sub", groups_claim=None)
+ROBOT_IDP = JwtIssuer(
+    "https://robots.corp.example",
+    audiences=("kubeflow",),
+    user_claim=None,
+    groups_claim=None,
+    machine_user="robot@machines.corp.example",
+    required_claims={"azp": ("nightly-training",)},
+)
 OPTIONS = IdentityHeaderOptions(extra_issuers=(CORP_IDP, ROBOT_IDP))
 
 
@@ -64,14 +77,17 @@ def test_envoy_filter_is_not_pinned_to_a_proxy_version():
 def test_strip_filter_removes_kubeflow_and_every_source_header():
     lua = _lua(strip_client_identity_filter_config(OPTIONS))
     for header in ("kubeflow-userid", "kubeflow-groups", "x-auth-request-email", "x-auth-request-groups",
-                   JWT_USER_CLAIM_HEADER, JWT_GROUPS_CLAIM_HEADER):
+                   JWT_USER_CLAIM_HEADER, JWT_GROUPS_CLAIM_HEADER, JWT_EMAIL_VERIFIED_HEADER):
         assert f'["{header}"] = true' in lua
 
 
-def test_claim_headers_are_trusted_only_when_an_issuer_maps_a_claim():
-    without_claims = IdentityHeaderOptions(extra_issuers=(JwtIssuer("https://a.example", user_claim=None),))
-    assert JWT_USER_CLAIM_HEADER not in _lua(http_filter_config(without_claims))
-    assert JWT_USER_CLAIM_HEADER in _lua(http_filter_config(OPTIONS))
+def test_identity_filter_maps_each_issuer_to_its_claims_or_machine_user():
+    lua = _lua(http_filter_config(OPTIONS))
+    assert '["https://login.corp.example/oauth2/default"] = {user = "email", groups = "groups"}' in lua
+    assert '["https://robots.corp.example"] = {machine = "robot@machines.corp.example"}' in lua
+    # The verified payload, not a header a filter could have got wrong: jwt_authn's metadata, as istiod names it.
+    assert 'local JWT_AUTHN_FILTER = "envoy.filters.http.jwt_authn"' in lua
+    assert 'local JWT_PAYLOAD_KEY = "payload"' in lua
 
 
 def test_configured_names_reach_the_filter_code():
@@ -92,13 +108,12 @@ def test_one_request_authentication_per_issuer_plus_the_cluster_issuer():
     assert all(obj["spec"]["selector"]["matchLabels"]["app"] == "istio-ingressgateway" for obj in objects)
 
 
-def test_issuer_claims_go_to_the_internal_claim_headers():
+def test_only_the_email_verified_claim_goes_to_a_header():
     corp, robots, _ = request_authentications(OPTIONS, CLUSTER_ISSUER)
     assert corp["spec"]["jwtRules"][0]["outputClaimToHeaders"] == [
-        {"header": JWT_USER_CLAIM_HEADER, "claim": "email"},
-        {"header": JWT_GROUPS_CLAIM_HEADER, "claim": "groups"},
+        {"header": JWT_EMAIL_VERIFIED_HEADER, "claim": "email_verified"},
     ]
-    assert robots["spec"]["jwtRules"][0]["outputClaimToHeaders"] == [{"header": JWT_USER_CLAIM_HEADER, "claim": "sub"}]
+    assert "outputClaimToHeaders" not in robots["spec"]["jwtRules"][0]
     assert corp["spec"]["jwtRules"][0]["audiences"] == ["kubeflow"]
     assert corp["spec"]["jwtRules"][0]["jwksUri"] == CORP_IDP.jwks_uri
 
@@ -119,7 +134,7 @@ def test_request_authentication_names_do_not_depend_on_issuer_order():
 
 
 def test_cluster_issuer_listed_as_extra_issuer_is_refused():
-    options = IdentityHeaderOptions(extra_issuers=(JwtIssuer(CLUSTER_ISSUER),))
+    options = IdentityHeaderOptions(extra_issuers=(dataclasses.replace(CORP_IDP, issuer=CLUSTER_ISSUER),))
     with pytest.raises(ValueError, match="is the cluster's own issuer"):
         request_authentications(options, CLUSTER_ISSUER)
 
@@ -172,6 +187,11 @@ def test_generated_objects_validate_against_upstream_istio_crds(kubeflow_version
         identity_envoy_filter(options),
         *request_authentications(options, CLUSTER_ISSUER),
         identity_header_authorization_policy(options, "kubeflow"),
+        metadata_envoy_authorization_policy(options, "kubeflow"),
+        require_verified_token_policy(
+            AuthProxyOptions(proxy="oauth2-proxy", issuer_url="https://login.corp.example", client_id="kubeflow",
+                             hosts=("kubeflow.corp.example",), gateway="istio-system/kubeflow-gateway", identity=options)
+        ),
     ]
     problems = {f"{o['kind']}/{o['metadata']['name']}": schema_errors(o, kubeflow_version) for o in objects}
     assert problems == {name: [] for name in problems}

@@ -30,7 +30,9 @@ def test_realistic_enterprise_options_are_valid():
         groups_source_header=None,
         lowercase_user=True,
         user_id_prefix="accounts.google.com:",
-        extra_issuers=(JwtIssuer("https://login.corp.example/oauth2/default", audiences=("kubeflow",)),),
+        extra_issuers=(
+            JwtIssuer("https://login.corp.example/oauth2/default", audiences=("kubeflow",), email_domains=("corp.example",)),
+        ),
         istio_version="1.22.3",
     )
     assert validate_identity_options(options) == []
@@ -54,7 +56,9 @@ def test_malformed_issuer_url_is_reported_under_its_key(issuer, complaint):
 
 
 def test_plain_http_jwks_uri_is_reported():
-    problems = problems_for(extra_issuers=(JwtIssuer("https://login.corp.example", jwks_uri="http://keys.corp.example"),))
+    issuer = JwtIssuer("https://login.corp.example", jwks_uri="http://keys.corp.example", audiences=("kubeflow",),
+                       email_domains=("corp.example",))
+    problems = problems_for(extra_issuers=(issuer,))
     assert problems == ["auth.extraIssuers[0].jwksUri: 'http://keys.corp.example' must be an https:// URL; "
                         "keys fetched over plain http can be forged"]
 
@@ -127,6 +131,8 @@ def test_every_problem_is_reported_at_once():
         "auth.groupsHeader",
         "auth.userIdPrefix",
         "auth.extraIssuers[0].issuer",
+        "auth.extraIssuers[0].audiences",
+        "auth.extraIssuers[0].requiredClaims",
         "auth.istioVersion",
     }
 
@@ -142,3 +148,52 @@ def test_builders_refuse_invalid_options_with_all_problems():
 def test_malformed_service_account_issuer_is_refused():
     with pytest.raises(ValueError, match="serviceAccountIssuer: 'http://oidc.local' must be an https:// URL"):
         request_authentications(IdentityHeaderOptions(), "http://oidc.local")
+
+
+# --- who may come in with a token -----------------------------------------------------------------------
+
+GITHUB = "https://token.actions.githubusercontent.com"
+
+
+def _issuer_problems(**fields) -> list[str]:
+    return problems_for(extra_issuers=(JwtIssuer(**{"issuer": "https://login.corp.example", "audiences": ("kubeflow",), **fields}),))
+
+
+def test_issuer_without_audience_is_refused():
+    problems = _issuer_problems(audiences=(), email_domains=("corp.example",))
+    assert problems == [
+        "auth.extraIssuers[0].audiences: required: without one Istio accepts a token this issuer minted for any"
+        " other relying party (list the audience your clients request, like kubeflow-cli)"
+    ]
+
+
+def test_issuer_that_admits_every_token_it_mints_is_refused():
+    problems = _issuer_problems()
+    assert [p.split(": ")[0] for p in problems] == ["auth.extraIssuers[0].requiredClaims"]
+    assert "every token the issuer mints for the audience would pass" in problems[0]
+
+
+def test_issuer_naming_no_user_and_no_machine_is_refused():
+    problems = _issuer_problems(user_claim=None, required_claims={"azp": ("ci",)})
+    assert [p.split(": ")[0] for p in problems] == ["auth.extraIssuers[0].userClaim"]
+
+
+@pytest.mark.parametrize("claims", [{}, {"event_name": ("push",)}, {"workflow": ("deploy",)}])
+def test_github_issuer_must_name_the_repository_or_owner(claims):
+    problems = problems_for(
+        extra_issuers=(JwtIssuer(GITHUB, audiences=("kubeflow",), user_claim=None, machine_user="ci@machines.corp.example",
+                                 required_claims=claims),),
+    )
+    assert any(p.startswith("auth.extraIssuers[0].requiredClaims: any GitHub Actions workflow") for p in problems), problems
+
+
+def test_github_issuer_restricted_to_an_owner_is_valid():
+    issuer = JwtIssuer(GITHUB, audiences=("kubeflow",), user_claim=None, machine_user="ci@machines.corp.example",
+                       required_claims={"repository_owner": ("corp",)})
+    assert problems_for(extra_issuers=(issuer,)) == []
+
+
+@pytest.mark.parametrize("value", ["*", "", "**"])
+def test_required_claim_that_accepts_anything_is_refused(value):
+    problems = _issuer_problems(required_claims={"repository_owner": (value,)}, email_domains=("corp.example",))
+    assert any(p.startswith("auth.extraIssuers[0].requiredClaims.repository_owner[0]: ") for p in problems), problems
