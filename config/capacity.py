@@ -177,6 +177,8 @@ class GpuPoolSettings:
 class GpuSettings:
     pools: tuple[GpuPoolSettings, ...] = setting(())
     """GPU node pools on the existing cluster."""
+    vpc_cni_has_own_role: bool = setting(False)
+    """The cluster's VPC CNI (aws-node) has its own IRSA role with AmazonEKS_CNI_Policy; the GPU node role then goes without it."""
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         names = [p.name for p in self.pools]
