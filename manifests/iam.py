@@ -52,8 +52,8 @@ def issuer_host_path(issuer: str) -> str:
 def role_name(prefix: str, purpose: str) -> str:
     """The IAM name of a role the program creates: `<prefix>-<purpose>`, chosen by the program so the role's
     ARN is known before it exists (at preview, from the account id), and so the ServiceAccount can carry it
-    from its first apply. Names over IAM's 64 characters keep their start and end with a short digest of the
-    whole, so two long names stay distinct and the same input always gives the same name."""
+    from its first apply. Names over IAM's 64 characters are cut and end in a short digest of the whole
+    name, so two long names stay distinct and the same input always gives the same name."""
     name = _ROLE_NAME_CHARS.sub("-", f"{prefix}-{purpose}")
     if len(name) <= ROLE_NAME_LIMIT:
         return name

@@ -229,3 +229,13 @@ def test_the_offline_preview_knows_every_role_annotation_and_profile_object(stac
         namespace = runner["metadata"]["namespace"]
         assert runner["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == (
             f"arn:aws:iam::{account}:role/kubeflow-platform-{stack_run.stack}-tenancy-{namespace}-data-lake")
+
+
+def test_kfp_runs_as_default_editor_so_argos_own_accounts_serve_no_run(stack_run):
+    # kubeflow/pipelines@2.5.0 template.go:304 sets every run's service account from this key; the profile
+    # controller gives default-editor its profile's data-lake role, so runs never need argo/* to have one.
+    configs = [o for group in stack_run.of_type("kubernetes:yaml/v2:ConfigGroup")
+               for o in objects_from_config_group_inputs(group.inputs)
+               if o.get("kind") == "ConfigMap" and "DEFAULTPIPELINERUNNERSERVICEACCOUNT" in (o.get("data") or {})]
+    assert [c["data"]["DEFAULTPIPELINERUNNERSERVICEACCOUNT"] for c in configs] == ["default-editor"]
+    assert "argo" not in stack_run.exports["roleArns"]
