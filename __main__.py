@@ -35,10 +35,12 @@ dns = Dns("dns", DnsArgs.from_settings(settings), opts=on_aws)
 certificate = Certificate("certificate", CertificateArgs.from_settings(settings, zone_id=dns.zone_id), opts=on_aws)
 artifacts = ArtifactStore("artifacts", ArtifactStoreArgs.from_settings(settings), opts=on_aws)
 identity = WorkloadIdentity("identity", WorkloadIdentityArgs.from_settings(
-    settings, issuer=cluster.oidc_issuer, pipelines_bucket=artifacts.bucket_names["pipelines"],
+    settings, issuer=cluster.oidc_issuer, account_id=cluster.account_id, pipelines_bucket=artifacts.bucket_names["pipelines"],
     pipelines_kms_key_arn=artifacts.kms_key_arns["pipelines"]), opts=on_aws)
+# A pod gets its IAM role only if its ServiceAccount names it when the pod is created: the roles come first.
 kubeflow = Kubeflow("kubeflow", KubeflowArgs.from_settings(
-    settings, kubeflow_release, service_account_roles=identity.service_account_roles), opts=on_cluster)
+    settings, kubeflow_release, service_account_roles=identity.service_account_roles,
+    service_account_roles_ready=identity.service_account_roles_ready), opts=on_cluster)
 ingress = IngressGateway("ingress", IngressGatewayArgs.from_settings(
     settings, certificate_arn=certificate.certificate_arn, gateway_depends_on=[kubeflow]), opts=on_cluster)
 dns.alias_to_load_balancer(ingress.load_balancer_hostname)

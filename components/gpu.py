@@ -17,8 +17,22 @@ from config.kubeflow import image_mirror_options
 from manifests.iam import assume_role_policy
 from manifests.images import mirror_image
 
-#: AWS managed policies every EKS node role needs (join the cluster, pull from ECR, run the VPC CNI).
-NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryReadOnly", "AmazonEKS_CNI_Policy")
+#: AWS managed policies every EKS node role needs: join the cluster, and pull images from ECR. Pull only
+#: (GetAuthorizationToken, BatchGetImage, GetDownloadUrlForLayer, BatchCheckLayerAvailability), not ReadOnly's
+#: describe and list (docs.aws.amazon.com/eks/latest/userguide/create-node-role.html). Its `Resource: "*"` stays:
+#: the add-ons' images (aws-node, kube-proxy, the NVIDIA plugin's) come from AWS-owned registries that differ
+#: by region, so no repository list written here would stay right.
+NODE_POLICIES = ("AmazonEKSWorkerNodePolicy", "AmazonEC2ContainerRegistryPullOnly")
+#: What the VPC CNI (aws-node, on every node) needs to give pods addresses. AWS recommends it on aws-node's own
+#: IRSA role (docs.aws.amazon.com/eks/latest/userguide/cni-iam-role.html); on the node role it lets anything that
+#: reaches the node's credentials change any network interface of the account.
+CNI_POLICY = "AmazonEKS_CNI_Policy"
+#: IMDSv2 only, with a response hop limit of 1: a pod (one network hop behind the node) gets no token, so
+#: it cannot read the node role's credentials (docs.aws.amazon.com/AWSEC2/latest/UserGuide/configuring-IMDS-existing-instances.html).
+IMDS_OPTIONS = {"http_endpoint": "enabled", "http_tokens": "required", "http_put_response_hop_limit": 1}
+#: The volume that holds images and pods' ephemeral storage: AL2023's root, Bottlerocket's data volume (its
+#: root /dev/xvda is the read-only OS image).
+IMAGE_VOLUME_DEVICE = {"AL2023": "/dev/xvda", "BOTTLEROCKET": "/dev/xvdb"}
 _CA = "k8s.io/cluster-autoscaler"
 #: EKS spelling -> Kubernetes spelling of taint effects.
 TAINT_EFFECTS = {"NO_SCHEDULE": "NoSchedule", "NO_EXECUTE": "NoExecute", "PREFER_NO_SCHEDULE": "PreferNoSchedule"}
@@ -34,6 +48,8 @@ PLACEHOLDER_PRIORITY = -1
 class GpuNodePoolsArgs:
     cluster_name: str
     pools: Sequence[GpuPoolSettings]
+    #: The cluster's aws-node has its own IRSA role: the node role goes without the CNI policy.
+    vpc_cni_has_own_role: bool = False
     #: Image of the warm-capacity placeholder pods (the pause image, from the internal mirror).
     placeholder_image: str = PAUSE_IMAGE
     #: Namespace of the placeholder pods (created when a pool has warm nodes).
@@ -44,7 +60,8 @@ class GpuNodePoolsArgs:
         # The same mirror rules as every Kubeflow image, so the guardrail that checks them holds here too.
         mirror = image_mirror_options(settings.kubeflow.images)
         image = mirror_image(PAUSE_IMAGE, mirror.rules, mirror.default_mirror) or PAUSE_IMAGE
-        return cls(cluster_name=settings.cluster.name, pools=settings.gpu.pools, placeholder_image=image)
+        return cls(cluster_name=settings.cluster.name, pools=settings.gpu.pools, placeholder_image=image,
+                   vpc_cni_has_own_role=settings.gpu.vpc_cni_has_own_role)
 
 
 def autoscaler_tags(cluster_name: str, pool: GpuPoolSettings) -> dict[str, str]:
@@ -95,7 +112,7 @@ class GpuNodePools(pulumi.ComponentResource):
         self.node_role_arn = None
         self.namespaces_outside_mesh = ()
         if args.pools:
-            role, attachments = self._node_role(name)
+            role, attachments = self._node_role(name, args)
             self.node_role_arn = role.arn
             for pool in args.pools:
                 self._pool(name, args, pool, role, attachments)
@@ -110,7 +127,7 @@ class GpuNodePools(pulumi.ComponentResource):
         """The node groups and their Auto Scaling groups (for the cluster autoscaler and dashboards)."""
         return {"nodeGroupNames": self.node_group_names, "autoscalingGroupNames": self.autoscaling_group_names}
 
-    def _node_role(self, name: str) -> tuple[aws.iam.Role, list[aws.iam.RolePolicyAttachment]]:
+    def _node_role(self, name: str, args: GpuNodePoolsArgs) -> tuple[aws.iam.Role, list[aws.iam.RolePolicyAttachment]]:
         partition = aws.get_partition_output(opts=pulumi.InvokeOutputOptions(parent=self)).partition
         role = aws.iam.Role(
             f"{name}-node-role",
@@ -125,7 +142,7 @@ class GpuNodePools(pulumi.ComponentResource):
                 policy_arn=partition.apply(lambda p, policy=policy: f"arn:{p}:iam::aws:policy/{policy}"),
                 opts=pulumi.ResourceOptions(parent=self),
             )
-            for policy in NODE_POLICIES
+            for policy in (*NODE_POLICIES, *(() if args.vpc_cni_has_own_role else (CNI_POLICY,)))
         ]
         return role, attachments
 
@@ -137,6 +154,18 @@ class GpuNodePools(pulumi.ComponentResource):
         role: aws.iam.Role,
         attachments: list[aws.iam.RolePolicyAttachment],
     ) -> None:
+        launch_template = aws.ec2.LaunchTemplate(
+            f"{name}-{pool.name}-launch-template",
+            description=f"GPU pool {pool.name}: IMDSv2 only, unreachable from pods (kubeflow-platform)",
+            metadata_options=IMDS_OPTIONS,
+            # With a launch template EKS takes the disk from it and refuses the node group's disk_size.
+            block_device_mappings=[{
+                "device_name": IMAGE_VOLUME_DEVICE[pool.ami_type.split("_")[0]],
+                "ebs": {"volume_size": pool.disk_size_gib, "volume_type": "gp3", "encrypted": "true",
+                        "delete_on_termination": "true"},
+            }],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         group = aws.eks.NodeGroup(
             f"{name}-{pool.name}",
             cluster_name=args.cluster_name,
@@ -146,7 +175,7 @@ class GpuNodePools(pulumi.ComponentResource):
             instance_types=list(pool.instance_types),
             capacity_type=pool.capacity_type,
             ami_type=pool.ami_type,
-            disk_size=pool.disk_size_gib,
+            launch_template={"id": launch_template.id, "version": launch_template.latest_version.apply(str)},
             scaling_config={"min_size": pool.min_size, "max_size": pool.max_size, "desired_size": pool.desired_size},
             labels=pool_labels(pool),
             taints=[{"key": t.key, "value": t.value or None, "effect": t.effect} for t in pool.taints],

@@ -1,4 +1,4 @@
-"""WorkloadIdentity: the cluster's IAM OIDC provider and IRSA roles with scoped trust."""
+"""WorkloadIdentity: the cluster's IAM OIDC provider and IRSA roles with scoped trust and names the program chooses."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ import pulumi
 import pulumi_aws as aws
 
 from config import Settings
-from manifests.iam import irsa_trust_policy, issuer_host_path, s3_access_policy
+from manifests.iam import PIPELINES_PREFIXES, irsa_trust_policy, issuer_host_path, oidc_provider_arn, role_arn, role_name, s3_access_policy
 
-#: Kubeflow Pipelines' own service accounts that touch the artifact store: the API server (pipeline
-#: packages, run artifacts), the UI (artifact previews) and the visualization server.
-PIPELINES_SERVICE_ACCOUNTS = ("ml-pipeline", "ml-pipeline-ui", "ml-pipeline-visualizationserver")
-#: Prefixes of the pipelines bucket the API server and UI use: pipeline packages and v2 artifacts
-#: (the argo key format's first segment is added to these).
-PIPELINES_PREFIXES = ("pipelines", "v2")
+#: The Kubeflow Pipelines API server's service account: it writes pipeline packages and run artifacts, and
+#: checks the bucket exists before it serves (kubeflow/pipelines@2.5.0 backend/src/apiserver/client_manager/
+#: client_manager.go:546-551).
+PIPELINES_WRITER_SERVICE_ACCOUNTS = ("ml-pipeline",)
+#: Service accounts of the pipelines UI (artifact previews, logs) and the visualization server: they only
+#: read, and the UI faces every user, so they get a read-only role of their own.
+PIPELINES_READER_SERVICE_ACCOUNTS = ("ml-pipeline-ui", "ml-pipeline-visualizationserver")
+PIPELINES_SERVICE_ACCOUNTS = PIPELINES_WRITER_SERVICE_ACCOUNTS + PIPELINES_READER_SERVICE_ACCOUNTS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,10 +28,14 @@ class PlatformRoleArgs:
     """Where the platform's own roles point: the pipelines bucket and who uses it."""
 
     bucket: pulumi.Input[str]
+    #: The buckets' region (binds the KMS key to S3 there).
+    region: str
     kms_key_arn: Optional[str] = None
     kubeflow_namespace: str = "kubeflow"
     argo_namespace: str = "argo"
-    argo_service_accounts: Sequence[str] = ("argo-server", "argo-workflow")
+    #: Service accounts of the external Argo to give the `argo` role; none unless the stack opts in
+    #: (identity.argoServiceAccounts): they are not the program's, and may not exist.
+    argo_service_accounts: Sequence[str] = ()
     #: Key prefix Argo writes workflow artifacts under (first segment of kubeflow.argo.keyFormat).
     artifact_prefix: str = "artifacts"
 
@@ -38,6 +44,10 @@ class PlatformRoleArgs:
 class WorkloadIdentityArgs:
     #: The cluster's OIDC issuer URL, read from EKS.
     issuer: pulumi.Input[str]
+    #: The account the roles are created in (from sts:GetCallerIdentity, known at preview).
+    account_id: pulumi.Input[str]
+    #: Start of every role name this program creates (unique per stack): `<project>-<stack>`.
+    role_name_prefix: str
     #: Adopt this provider (IAM allows one per issuer per account) instead of creating one.
     existing_provider_arn: Optional[str] = None
     #: Protect a created provider: deleting it breaks every IRSA role of the cluster at once.
@@ -46,34 +56,55 @@ class WorkloadIdentityArgs:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, issuer: pulumi.Input[str], pipelines_bucket: pulumi.Input[str],
-        pipelines_kms_key_arn: Optional[str],
+        cls, settings: Settings, *, issuer: pulumi.Input[str], account_id: pulumi.Input[str],
+        pipelines_bucket: pulumi.Input[str], pipelines_kms_key_arn: Optional[str],
     ) -> "WorkloadIdentityArgs":
         argo = settings.kubeflow.argo
         platform = PlatformRoleArgs(
-            bucket=pipelines_bucket, kms_key_arn=pipelines_kms_key_arn, argo_namespace=argo.namespace,
-            argo_service_accounts=settings.identity.argo_service_accounts,
+            bucket=pipelines_bucket, region=settings.aws.region, kms_key_arn=pipelines_kms_key_arn,
+            argo_namespace=argo.namespace, argo_service_accounts=settings.identity.argo_service_accounts,
             artifact_prefix=argo.key_format.split("/")[0],
         )
-        return cls(issuer=issuer, existing_provider_arn=settings.identity.oidc_provider_arn,
+        return cls(issuer=issuer, account_id=account_id,
+                   role_name_prefix=f"{pulumi.get_project()}-{pulumi.get_stack()}",
+                   existing_provider_arn=settings.identity.oidc_provider_arn,
                    protect=settings.protect, platform=platform)
+
+
+@dataclass(frozen=True)
+class IrsaRole:
+    """An IRSA role, its inline policy, and its ARN as the program names it (known before the role exists)."""
+
+    role: aws.iam.Role
+    policy: aws.iam.RolePolicy
+    arn: pulumi.Output[str]
+
+    @property
+    def ready(self) -> list[pulumi.Resource]:
+        """What a workload using the role waits for: the role with its permissions."""
+        return [self.role, self.policy]
 
 
 class WorkloadIdentity(pulumi.ComponentResource):
     """The IAM OIDC provider for the cluster's issuer, `irsa_role` to create scoped roles, and the
-    platform's own roles (pipelines, external Argo)."""
+    platform's own roles (pipelines writer and readers, and the external Argo's on request)."""
 
     oidc_provider_arn: pulumi.Output[str]
     issuer: pulumi.Output[str]
-    #: Role ARNs of the platform's roles by purpose (pipelines, argo).
+    #: Role ARNs of the platform's roles by purpose (pipelines, pipelines-readers, argo).
     role_arns: dict[str, pulumi.Output[str]]
     #: The same roles by the service accounts that assume them, keyed "<namespace>/<serviceaccount>".
     service_account_roles: dict[str, pulumi.Output[str]]
+    #: The roles and policies behind `service_account_roles`: what their workloads must wait for.
+    service_account_roles_ready: list[pulumi.Resource]
 
     def __init__(self, name: str, args: WorkloadIdentityArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("kubeflow-platform:identity:WorkloadIdentity", name, None, opts)
         self._name = name
+        self._role_name_prefix = args.role_name_prefix
+        self._account_id = pulumi.Output.from_input(args.account_id)
         self.issuer = pulumi.Output.from_input(args.issuer)
+        self._provider: list[pulumi.Resource] = []
         if args.existing_provider_arn:
             self.oidc_provider_arn = pulumi.Output.from_input(args.existing_provider_arn)
         else:
@@ -85,9 +116,15 @@ class WorkloadIdentity(pulumi.ComponentResource):
                 # trusted root CAs and ignores thumbprints for it, so a pinned one would only go stale.
                 opts=pulumi.ResourceOptions(parent=self, protect=args.protect),
             )
-            self.oidc_provider_arn = provider.arn
+            # IAM's ARN for the issuer's provider, known at preview (the trust policies and the guardrail that
+            # checks them need no deploy); the roles wait for the provider itself.
+            self.oidc_provider_arn = pulumi.Output.all(self._account_id, self.issuer).apply(
+                lambda values: oidc_provider_arn(values[0], values[1])
+            )
+            self._provider = [provider]
         self.role_arns = {}
         self.service_account_roles = {}
+        self.service_account_roles_ready = []
         if args.platform is not None:
             self._platform_roles(args.platform)
         self.register_outputs({"oidcProviderArn": self.oidc_provider_arn, "roleArns": self.role_arns})
@@ -105,11 +142,13 @@ class WorkloadIdentity(pulumi.ComponentResource):
         service_accounts: Sequence[str],
         policy: pulumi.Input[dict],
         opts: Optional[pulumi.ResourceOptions] = None,
-    ) -> aws.iam.Role:
+    ) -> IrsaRole:
         """A role only `service_accounts` of `namespace` can assume (IRSA), with `policy` inline.
 
         The role is `name`, its inline policy `<name>-policy`; both are children of this component unless
-        `opts` names another parent. Inline, so the permissions live and die with the role.
+        `opts` names another parent. Inline, so the permissions live and die with the role. Its IAM name is
+        `<project>-<stack>-<name>` (manifests.iam.role_name), so its ARN is known before it exists and a
+        ServiceAccount can carry it from its first apply.
         """
         role_opts = pulumi.ResourceOptions.merge(pulumi.ResourceOptions(parent=self), opts)
         subjects = [(namespace, account) for account in service_accounts]
@@ -118,48 +157,69 @@ class WorkloadIdentity(pulumi.ComponentResource):
                 irsa_trust_policy(provider_arn=values[0], issuer=values[1], subjects=subjects), sort_keys=True
             )
         )
+        iam_name = role_name(self._role_name_prefix, name)
         role = aws.iam.Role(
             name,
+            name=iam_name,
             assume_role_policy=trust,
             description=f"IRSA: {', '.join(f'{namespace}/{a}' for a in service_accounts)} (kubeflow-platform)",
             # IRSA credentials last as long as the role allows; one hour keeps leaked tokens short-lived.
             max_session_duration=3600,
-            opts=role_opts,
+            opts=pulumi.ResourceOptions.merge(role_opts, pulumi.ResourceOptions(depends_on=self._provider)),
         )
-        aws.iam.RolePolicy(
+        policy_resource = aws.iam.RolePolicy(
             f"{name}-policy",
             role=role.id,
             policy=_policy_json(policy),
             opts=role_opts,
         )
-        return role
+        arn = self._account_id.apply(lambda account: role_arn(account, iam_name))
+        return IrsaRole(role=role, policy=policy_resource, arn=arn)
 
     def _platform_roles(self, platform: PlatformRoleArgs) -> None:
+        # The API server's and the UI's prefixes (the argo key format's first segment added).
         prefixes = sorted({*PIPELINES_PREFIXES, platform.artifact_prefix})
+        bucket = pulumi.Output.from_input(platform.bucket)
         pipelines = self.irsa_role(
             f"{self._name}-pipelines",
             namespace=platform.kubeflow_namespace,
-            service_accounts=PIPELINES_SERVICE_ACCOUNTS,
-            policy=pulumi.Output.from_input(platform.bucket).apply(
-                lambda bucket: s3_access_policy(bucket=bucket, prefixes=prefixes, kms_key_arn=platform.kms_key_arn)
-            ),
+            service_accounts=PIPELINES_WRITER_SERVICE_ACCOUNTS,
+            policy=bucket.apply(lambda name: s3_access_policy(
+                bucket=name, prefixes=prefixes, kms_key_arn=platform.kms_key_arn, region=platform.region,
+                bucket_check=True,
+            )),
         )
-        argo = self.irsa_role(
-            f"{self._name}-argo",
-            namespace=platform.argo_namespace,
-            service_accounts=platform.argo_service_accounts,
-            policy=pulumi.Output.from_input(platform.bucket).apply(
-                lambda bucket: s3_access_policy(
-                    bucket=bucket, prefixes=[platform.artifact_prefix], kms_key_arn=platform.kms_key_arn
-                )
-            ),
+        readers = self.irsa_role(
+            f"{self._name}-pipelines-readers",
+            namespace=platform.kubeflow_namespace,
+            service_accounts=PIPELINES_READER_SERVICE_ACCOUNTS,
+            policy=bucket.apply(lambda name: s3_access_policy(
+                bucket=name, prefixes=prefixes, read_only=True, kms_key_arn=platform.kms_key_arn,
+                region=platform.region,
+            )),
         )
-        self.role_arns = {"pipelines": pipelines.arn, "argo": argo.arn}
-        # What the Kubeflow component annotates with eks.amazonaws.com/role-arn, keyed "<namespace>/<sa>".
+        self.role_arns = {"pipelines": pipelines.arn, "pipelines-readers": readers.arn}
+        # What the Kubeflow component puts on the service accounts as eks.amazonaws.com/role-arn.
         self.service_account_roles = {
-            **{f"{platform.kubeflow_namespace}/{sa}": pipelines.arn for sa in PIPELINES_SERVICE_ACCOUNTS},
-            **{f"{platform.argo_namespace}/{sa}": argo.arn for sa in platform.argo_service_accounts},
+            **{f"{platform.kubeflow_namespace}/{sa}": pipelines.arn for sa in PIPELINES_WRITER_SERVICE_ACCOUNTS},
+            **{f"{platform.kubeflow_namespace}/{sa}": readers.arn for sa in PIPELINES_READER_SERVICE_ACCOUNTS},
         }
+        self.service_account_roles_ready = [*pipelines.ready, *readers.ready]
+        if platform.argo_service_accounts:
+            argo = self.irsa_role(
+                f"{self._name}-argo",
+                namespace=platform.argo_namespace,
+                service_accounts=platform.argo_service_accounts,
+                policy=bucket.apply(lambda name: s3_access_policy(
+                    bucket=name, prefixes=[platform.artifact_prefix], kms_key_arn=platform.kms_key_arn,
+                    region=platform.region,
+                )),
+            )
+            self.role_arns["argo"] = argo.arn
+            self.service_account_roles.update(
+                {f"{platform.argo_namespace}/{sa}": argo.arn for sa in platform.argo_service_accounts}
+            )
+            self.service_account_roles_ready += argo.ready
 
 
 def _policy_json(policy: pulumi.Input[dict]) -> pulumi.Input[str]:

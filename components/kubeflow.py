@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -10,6 +10,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from manifests.identity import gateway_principal
+from manifests.iam import IRSA_ROLE_ANNOTATION, annotate_service_accounts
 from manifests.objects import config_group_yaml, object_ref
 from manifests.options import CentralSecretKeys
 from config import Settings
@@ -18,8 +19,7 @@ from manifests.release import PreparedRelease, error_message, image_mirror_expor
 from manifests.sources import ManifestError
 
 CRD = "CustomResourceDefinition"
-#: The annotation the EKS pod identity webhook reads to give a service account's pods an IAM role.
-IRSA_ROLE_ANNOTATION = "eks.amazonaws.com/role-arn"
+__all__ = ["IRSA_ROLE_ANNOTATION", "CentralSecretArgs", "Kubeflow", "KubeflowArgs", "prepare"]
 
 
 @dataclass(frozen=True)
@@ -42,14 +42,18 @@ class KubeflowArgs:
     release: PreparedRelease
     #: None when the bundled MySQL and object store are kept.
     central_secret: Optional[CentralSecretArgs] = None
-    #: `"<namespace>/<serviceaccount>"` -> IAM role ARN for IRSA, known only at deploy time.
+    #: `"<namespace>/<serviceaccount>"` -> IAM role ARN for IRSA (names the program chose: known at preview).
     service_account_roles: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
     #: CRDs and Namespaces are retained on delete (`kubeflow.keepCrdsAndNamespaces`).
     keep_crds_and_namespaces: bool = True
+    #: The roles and their policies: a group holding one of those service accounts waits for them, so no pod
+    #: starts before its role can be assumed with its permissions.
+    service_account_roles_ready: Sequence[pulumi.Resource] = ()
 
     @classmethod
     def from_settings(
-        cls, settings: "Settings", release: PreparedRelease, service_account_roles: Mapping[str, pulumi.Input[str]]
+        cls, settings: "Settings", release: PreparedRelease, service_account_roles: Mapping[str, pulumi.Input[str]],
+        service_account_roles_ready: Sequence[pulumi.Resource] = (),
     ) -> "KubeflowArgs":
         database = settings.kubeflow.database
         central_secret = None
@@ -63,7 +67,8 @@ class KubeflowArgs:
                 db_password=settings.secrets.database_password,
             )
         return cls(release=release, central_secret=central_secret, service_account_roles=service_account_roles,
-                   keep_crds_and_namespaces=settings.kubeflow.keep_crds_and_namespaces)
+                   keep_crds_and_namespaces=settings.kubeflow.keep_crds_and_namespaces,
+                   service_account_roles_ready=tuple(service_account_roles_ready))
 
 
 def prepare(settings: "Settings") -> PreparedRelease:
@@ -129,11 +134,22 @@ class Kubeflow(pulumi.ComponentResource):
                 (group for group in group_objects if group != "namespaces"), None
             )
 
-        patches_after: dict[str, list[tuple[str, pulumi.Input[str]]]] = {}
+        # The EKS pod identity webhook reads a service account's role when a pod is created, never later
+        # (manifests.iam.IRSA_ROLE_ANNOTATION): the annotation rides on the ServiceAccount in the group that
+        # creates it with its Deployment, and that group waits for the role and its policy.
+        roles_in: dict[str, dict[str, pulumi.Input[str]]] = {}
+        outside: list[tuple[str, pulumi.Input[str]]] = []
         for key, role_arn in sorted(args.service_account_roles.items()):
-            patches_after.setdefault(_group_holding_service_account(group_objects, key) or "", []).append((key, role_arn))
-        # Service accounts outside the manifests (the external Argo's) exist already: patch them at once.
-        self.service_account_patches = [self._patch_service_account(name, key, arn, []) for key, arn in patches_after.pop("", [])]
+            group = _group_holding_service_account(group_objects, key)
+            if group is None:
+                outside.append((key, role_arn))
+            else:
+                roles_in.setdefault(group, {})[key] = role_arn
+        # Service accounts outside the manifests (the external Argo's, when the stack opts in) are not the
+        # program's: they are patched, once their role exists; their running pods see it at their next start.
+        self.service_account_patches = [
+            self._patch_service_account(name, key, arn, list(args.service_account_roles_ready)) for key, arn in outside
+        ]
 
         previous: Optional[pulumi.Resource] = None
         for group, objects in group_objects.items():
@@ -142,6 +158,9 @@ class Kubeflow(pulumi.ComponentResource):
                 namespaces = [registered["namespaces"]] if "namespaces" in registered else depends_on
                 self.central_secret = self._central_secret(name, args.central_secret, namespaces)
                 depends_on = depends_on + [self.central_secret]
+            roles = roles_in.get(group)
+            if roles:
+                depends_on = depends_on + list(args.service_account_roles_ready)
             resource_name = f"{name}-{group}"
             keep = args.keep_crds_and_namespaces
             crds = [obj for obj in objects if obj.get("kind") == CRD]
@@ -160,24 +179,20 @@ class Kubeflow(pulumi.ComponentResource):
                     opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on, retain_on_delete=True),
                 )
                 self.config_groups.append(crd_group)
-                depends_on = [crd_group, *depends_on[1:]]
+                depends_on = [crd_group, *(d for d in depends_on if d is not previous)]
                 objects = [obj for obj in objects if obj.get("kind") != CRD]
             # A Namespace deleted takes every object in it, users' too.
             retained = keep and all(obj.get("kind") in (CRD, "Namespace") for obj in objects)
             config_group = k8s.yaml.v2.ConfigGroup(
                 resource_name,
                 # One string of JSON documents rather than `objs=`: see manifests.objects.config_group_yaml.
-                yaml=config_group_yaml(objects),
+                yaml=_group_yaml(objects, roles),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on, retain_on_delete=retained or None),
             )
             self.config_groups.append(config_group)
             registered[group] = config_group
             resource_names[group] = resource_name
             previous = config_group
-            for key, role_arn in patches_after.get(group, []):
-                # A patch modifies an existing object, so it follows the group that creates the account;
-                # pods of that group started before the patch get the role at their next restart.
-                self.service_account_patches.append(self._patch_service_account(name, key, role_arn, [config_group]))
 
         for warning in release.warnings:
             pulumi.log.warn(warning, resource=self)
@@ -231,6 +246,19 @@ class Kubeflow(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
         )
+
+
+def _group_yaml(objects: list[dict], roles: Optional[Mapping[str, pulumi.Input[str]]]) -> pulumi.Input[str]:
+    """The group's documents, its service accounts annotated with their roles. The ARNs come from the
+    account id (known at preview) and names the program chose, so the text is known at preview too."""
+    if not roles:
+        return config_group_yaml(objects)
+    keys = sorted(roles)
+    if all(isinstance(roles[key], str) for key in keys):
+        return config_group_yaml(annotate_service_accounts(objects, dict(roles)))
+    return pulumi.Output.all(*(roles[key] for key in keys)).apply(
+        lambda arns: config_group_yaml(annotate_service_accounts(objects, dict(zip(keys, arns))))
+    )
 
 
 def _group_of_consumers(groups: Mapping[str, list[dict]], namespace: str) -> Optional[str]:

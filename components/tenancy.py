@@ -122,18 +122,20 @@ class Tenancy(pulumi.ComponentResource):
                 f"{prefix}-data-lake",
                 namespace=profile.name,
                 service_accounts=WORKLOAD_SERVICE_ACCOUNTS,
-                policy=s3_access_policy(bucket=lake.bucket, prefixes=[lake.prefix], kms_key_arn=lake.kms_key_arn),
+                policy=s3_access_policy(bucket=lake.bucket, prefixes=[lake.prefix], kms_key_arn=lake.kms_key_arn,
+                                        region=lake.region),
                 opts=pulumi.ResourceOptions(parent=self),
             )
             role_arns[profile.name] = role.arn
             k8s.yaml.v2.ConfigGroup(
                 f"{prefix}-profile",
-                # The only value unknown before deployment: it can blank out this small group only.
+                # The role's ARN is the name the program chose in the stack's account: known at preview.
                 yaml=role.arn.apply(lambda arn, p=profile: manifest(role_bound_objects(p, arn))),
                 resource_prefix=prefix,
                 # The namespace first, with its owner annotation, so the Profile controller adopts it instead of
                 # creating one; on destroy the Profile goes first and its finalizer still finds the namespace.
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[static]),
+                # The role and its policy before the service accounts that name it, so no pod starts without them.
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[static, *role.ready]),
             )
         self.data_lake_role_arns = role_arns
         self.register_outputs({"profiles": self.profile_names, "dataLakeRoleArns": role_arns})

@@ -18,11 +18,12 @@ from typing import Any, Optional
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from config.access import GATEWAY_OPTION_KEYS, REPLACED_UPSTREAM_COMPONENT, AuthSettings, TenancySettings
+from config.access import GATEWAY_OPTION_KEYS, REPLACED_UPSTREAM_COMPONENT, AuthSettings, TenancySettings, data_lake_overlaps
 from config.capacity import ArtifactSettings, GpuSettings, IdentitySettings, capacity_cross_checks
 from config.edge import CertificateSettings, DnsSettings, IngressSettings, edge_cross_checks
 from config.kubeflow import KubeflowSettings
 from config.loader import Problems, camel, from_raw, keys_of, setting
+from manifests.iam import PIPELINES_PREFIXES
 from config.platform import AwsSettings, ClusterSettings
 from manifests.guardrails import GuardrailParams
 from manifests.identity import IdentityHeaderOptions, gateway_principal, validate_identity_options
@@ -198,6 +199,14 @@ class Settings:
                     f"{lake.bucket!r} is neither an artifacts.buckets purpose ({', '.join(sorted(buckets))}) "
                     "nor a bucket name"
                 )
+        names = self.artifacts.names()
+        # The platform's own prefixes of the pipelines bucket (components.identity): KFP's packages and v2
+        # artifacts, and Argo's artifacts (the first segment of kubeflow.argo.keyFormat).
+        platform_prefixes = {**PIPELINES_PREFIXES, self.kubeflow.argo.key_format.split("/")[0]: "Argo workflow artifacts and logs"}
+        for key, message in data_lake_overlaps(self.tenancy.profiles, bucket_names=names,
+                                               platform_bucket=names.get("pipelines", ""),
+                                               platform_prefixes=platform_prefixes):
+            yield f"tenancy.{key}", message
 
     def _namespaces_profiles_must_not_take(self) -> set[str]:
         return {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
@@ -213,7 +213,58 @@ class DataLakeSettings:
     bucket: str = setting(check=checks.not_empty)
     """Bucket purpose from artifacts.buckets (like pipelines) or an existing bucket name."""
     prefix: str = setting(check=checks.not_empty)
-    """Key prefix the profile's workloads may read and write."""
+    """Key prefix the profile's workloads may read and write; no other profile's, nor the platform's (v2, pipelines, Argo's), may contain it or lie inside it."""
+
+    def cross_check(self) -> Iterator[tuple[str, str]]:
+        cleaned = self.prefix.strip("/")
+        if self.prefix and not cleaned:
+            yield "prefix", "is only slashes; the whole bucket is not a profile's data lake"
+        if "*" in cleaned or "?" in cleaned:
+            yield "prefix", f"{self.prefix!r} has a wildcard; IAM would read it as a pattern and widen the grant"
+
+
+def data_lake_overlaps(
+    profiles: Sequence["ProfileSettings"], *, bucket_names: Mapping[str, str], platform_bucket: str,
+    platform_prefixes: Mapping[str, str],
+) -> Iterator[tuple[str, str]]:
+    """Data-lake prefixes that share keys: equal or nested prefixes in one bucket, among the profiles or with
+    the platform's own prefixes (`platform_prefixes`: prefix -> whose) of the pipelines bucket. Each profile
+    involved gets its own line (paths under `tenancy.`), so every problem shows at once.
+
+    Each profile's role reaches `<prefix>/*`: a prefix inside another's hands one profile the other's data.
+    """
+    lakes: list[tuple[str, str, str]] = []  # (path, bucket, prefix)
+    for i, profile in enumerate(profiles):
+        lake = profile.data_lake
+        if lake is None or not lake.prefix.strip("/"):
+            continue
+        bucket = bucket_names.get(lake.bucket, lake.bucket)
+        lakes.append((f"profiles[{i}].dataLake.prefix", bucket, lake.prefix.strip("/")))
+
+    def overlap(a: str, b: str) -> Optional[str]:
+        if a == b:
+            return "is the same prefix as"
+        if a.startswith(b + "/"):
+            return "lies inside"
+        if b.startswith(a + "/"):
+            return "contains"
+        return None
+
+    for path, bucket, prefix in lakes:
+        for other_path, other_bucket, other in lakes:
+            if other_path == path or other_bucket != bucket:
+                continue
+            relation = overlap(prefix, other)
+            if relation:
+                yield path, (f"{prefix!r} {relation} {other!r} of tenancy.{other_path.removesuffix('.prefix')} "
+                             f"in bucket {bucket!r}; each profile's role reaches its whole prefix, so give each a "
+                             "prefix of its own (like profiles/<name>)")
+        if bucket == platform_bucket:
+            for platform_prefix, whose in sorted(platform_prefixes.items()):
+                relation = overlap(prefix, platform_prefix)
+                if relation:
+                    yield path, (f"{prefix!r} {relation} the platform's prefix {platform_prefix!r} ({whose}) of "
+                                 f"bucket {bucket!r}; choose a prefix outside it (like profiles/<name>)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -42,10 +42,8 @@ def bucket_name(value: str) -> Optional[str]:
 class IdentitySettings:
     oidc_provider_arn: Optional[str] = setting(None, check=checks.arn("iam", "oidc-provider/"))
     """Adopt this existing IAM OIDC provider for the cluster's issuer instead of creating one."""
-    argo_service_accounts: tuple[str, ...] = setting(
-        ("argo-server", "argo-workflow"), check=(checks.not_empty, checks.unique("service account"))
-    )
-    """Service accounts in kubeflow.argo.namespace that read and write pipeline artifacts (Argo server, workflow pods)."""
+    argo_service_accounts: tuple[str, ...] = setting((), check=checks.unique("service account"))
+    """Opt-in: existing service accounts in kubeflow.argo.namespace to give an IRSA role on the Argo artifact prefix (patched, not created); KFP runs never use them."""
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         for i, account in enumerate(self.argo_service_accounts):
@@ -179,6 +177,8 @@ class GpuPoolSettings:
 class GpuSettings:
     pools: tuple[GpuPoolSettings, ...] = setting(())
     """GPU node pools on the existing cluster."""
+    vpc_cni_has_own_role: bool = setting(False)
+    """The cluster's VPC CNI (aws-node) has its own IRSA role with AmazonEKS_CNI_Policy; the GPU node role then goes without it."""
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         names = [p.name for p in self.pools]

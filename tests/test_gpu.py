@@ -42,18 +42,48 @@ def test_pulumi_up_never_undoes_the_autoscaler(stack_run):
         assert group.ignore_changes == ["scalingConfig.desiredSize"]
 
 
-def test_the_node_role_has_the_three_worker_policies(stack_run):
+def test_the_node_role_joins_pulls_images_and_leaves_the_cni_to_aws_node_when_it_has_its_own_role(stack_run):
     role = stack_run.named("aws:iam/role:Role", "gpu-node-role")
     attachments = stack_run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
+    # Pull only, not ReadOnly's describe and list; the CNI policy stays by default, as aws-node on a plain
+    # cluster takes it from the node role and pods on these nodes would get no address without it.
     assert {a.inputs["policyArn"] for a in attachments} == {
         "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
-        "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
+        "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly",
         "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
     }
     assert all(role.outputs["arn"].endswith(f":role/{a.inputs['role']}") for a in attachments)
     for group in stack_run.of_type(NODE_GROUP):
         assert group.inputs["nodeRoleArn"] == role.outputs["arn"]
         assert {a.urn for a in attachments} <= set(group.dependencies)
+
+
+def test_a_cluster_whose_vpc_cni_has_its_own_role_gives_the_node_role_no_cni_policy():
+    from tests.conftest import run_stack
+
+    gpu = dict(stack_config("dev")["kubeflow-platform:gpu"], vpcCniHasOwnRole=True)
+    run = run_stack("dev", {"gpu": gpu})
+    policies = {a.inputs["policyArn"] for a in run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")}
+    assert "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy" not in policies
+    assert "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy" in policies
+
+
+def test_pods_on_gpu_nodes_cannot_reach_the_node_roles_credentials(stack_run):
+    # IMDSv2 only, hop limit 1: a pod is one hop behind the node, so its token request never comes back.
+    templates = {t.urn: t for t in stack_run.of_type("aws:ec2/launchTemplate:LaunchTemplate")}
+    for pool in _pools(stack_run.stack):
+        group = stack_run.named(NODE_GROUP, f"gpu-{pool['name']}")
+        template = stack_run.named("aws:ec2/launchTemplate:LaunchTemplate", f"gpu-{pool['name']}-launch-template")
+        assert template.urn in templates and template.urn in group.dependencies
+        # The template's id as the mock runtime gives it, and its latest version: a change rolls the nodes.
+        assert group.inputs["launchTemplate"] == {"id": f"{template.name}-id", "version": "1"}
+        assert template.inputs["metadataOptions"] == {"httpEndpoint": "enabled", "httpTokens": "required", "httpPutResponseHopLimit": 1}
+        # The disk moves into the template (EKS refuses both); AL2023 keeps images on its root volume.
+        assert "diskSize" not in group.inputs
+        (volume,) = template.inputs["blockDeviceMappings"]
+        assert volume["deviceName"] == "/dev/xvda"
+        assert volume["ebs"]["volumeSize"] == pool.get("diskSizeGib", 100)
+        assert volume["ebs"]["encrypted"] == "true"
 
 
 def test_the_autoscaling_group_carries_the_node_template_so_pools_scale_from_zero(stack_run):

@@ -48,26 +48,35 @@ def small_release(tmp_path):
     return prepare_release(str(path), TransformOptions(), "1.10.2")
 
 
-def test_irsa_roles_are_patched_onto_service_accounts_after_the_group_that_creates_them(tmp_path):
+def test_a_workloads_role_is_on_its_service_account_before_its_first_pod(tmp_path):
+    # The EKS pod identity webhook acts on pod CREATE only: the annotation must be on the ServiceAccount in
+    # the group that creates it with its Deployment, and that group must wait for the role and its policy.
     release = small_release(tmp_path)
     roles = {
-        "kubeflow/pipeline-runner": "arn:aws:iam::111111111111:role/kubeflow-pipelines",
+        "kubeflow/pipeline-runner": pulumi.Output.from_input("arn:aws:iam::111111111111:role/kubeflow-pipelines"),
         "argo/argo-workflow": pulumi.Output.from_input("arn:aws:iam::111111111111:role/argo"),
     }
 
     def build():
         provider = k8s.Provider("k8s", kubeconfig="{}")
-        Kubeflow("kubeflow", KubeflowArgs(release=release, service_account_roles=roles), pulumi.ResourceOptions(provider=provider))
+        role = pulumi.CustomResource("test:index:Role", "role")
+        Kubeflow("kubeflow", KubeflowArgs(release=release, service_account_roles=roles, service_account_roles_ready=[role]),
+                 pulumi.ResourceOptions(provider=provider))
 
     registered = register(build)
+    (role,) = [r for r in registered if r.type == "test:index:Role"]
     groups = {r.name: r for r in registered if r.type == "kubernetes:yaml/v2:ConfigGroup"}
     assert list(groups) == ["kubeflow-namespaces", "kubeflow-core"]
+    core = objects_from_config_group_inputs(groups["kubeflow-core"].inputs)
+    (account,) = [o for o in core if o["kind"] == "ServiceAccount"]
+    assert account["metadata"]["annotations"] == {IRSA_ROLE_ANNOTATION: "arn:aws:iam::111111111111:role/kubeflow-pipelines"}
+    assert any(o["kind"] == "Deployment" for o in core)
+    assert role.urn in groups["kubeflow-core"].dependencies
+    assert role.urn not in groups["kubeflow-namespaces"].dependencies
     patches = {r.name: r for r in registered if r.type == "kubernetes:core/v1:ServiceAccountPatch"}
-    runner = patches["kubeflow-irsa-kubeflow-pipeline-runner"]
-    assert runner.inputs["metadata"]["annotations"] == {IRSA_ROLE_ANNOTATION: roles["kubeflow/pipeline-runner"]}
-    assert runner.dependencies == [groups["kubeflow-core"].urn]
-    # The external Argo's account is not ours to create: it is patched straight away.
-    assert patches["kubeflow-irsa-argo-argo-workflow"].dependencies == []
+    # Only the external Argo's account, which the program does not create, is patched, once the role exists.
+    assert list(patches) == ["kubeflow-irsa-argo-argo-workflow"]
+    assert patches["kubeflow-irsa-argo-argo-workflow"].dependencies == [role.urn]
     (provider,) = [r for r in registered if r.type == "pulumi:providers:kubernetes"]
     for resource in [*groups.values(), *patches.values()]:
         assert resource.provider.startswith(provider.urn), resource.name

@@ -34,7 +34,7 @@ PLATFORM_OUTPUTS = {
 
 def test_the_stack_exports_what_a_platform_team_reads(stack_run):
     assert set(stack_run.exports) == PLATFORM_OUTPUTS
-    assert set(stack_run.exports["roleArns"]) == {"pipelines", "argo"}
+    assert set(stack_run.exports["roleArns"]) == {"pipelines", "pipelines-readers"}
     assert stack_run.exports["bucketNames"] and stack_run.exports["nodeGroupNames"]
     assert stack_run.exports["dnsRecordNames"], "the alias records are registered before the export is read"
 

@@ -91,6 +91,11 @@ PROVISIONING: dict[str, Provisioning] = {
         "2m50s\") and https://github.com/eksctl-io/eksctl/pull/482 (node group stack \"done after 3m36s\")",
     ),
     "aws:autoscaling/tag:Tag": Provisioning(2, "Auto Scaling group tag (one API call)", "estimate: one synchronous API call"),
+    "aws:ec2/launchTemplate:LaunchTemplate": Provisioning(
+        2, "EC2 launch template (one API call)",
+        "https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_CreateLaunchTemplate.html "
+        "(synchronous: the response carries the created template)",
+    ),
     "aws:iam/role:Role": _IAM,
     "aws:iam/rolePolicy:RolePolicy": _IAM,
     "aws:iam/rolePolicyAttachment:RolePolicyAttachment": _IAM,

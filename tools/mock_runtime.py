@@ -331,6 +331,8 @@ class PlatformMocks(pulumi.runtime.Mocks):
                     "resourceRecordValue": f"_{self._digest(base, 'v', length=32).lower()}.acm-validations.aws.",
                 })
             outputs["domainValidationOptions"] = options
+        elif typ == "aws:ec2/launchTemplate:LaunchTemplate":
+            outputs.setdefault("latestVersion", 1)
         elif typ == "aws:route53/record:Record":
             outputs.setdefault("fqdn", str(outputs.get("name", name)).rstrip("."))
         elif typ == "aws:acm/certificateValidation:CertificateValidation":
