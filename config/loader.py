@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -20,6 +21,7 @@ from typing import Any, Literal, Optional, Union
 Check = Callable[[Any], Optional[str]]
 
 _MISSING = dataclasses.MISSING
+_WHOLE_NUMBER = re.compile(r"^[+-]?[0-9]{1,18}$")
 
 
 def setting(default: Any = _MISSING, *, check: Check | Iterable[Check] | None = None) -> Any:
@@ -139,8 +141,12 @@ def convert(hint: Any, raw: Any, path: str, problems: Problems) -> Any:
     if hint is int:
         if isinstance(raw, int) and not isinstance(raw, bool):
             return raw
-        if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+        if isinstance(raw, str) and _WHOLE_NUMBER.match(raw.strip()):
+            # `pulumi config set key 5` stores a string; ASCII digits only ("²".isdigit() is true).
             return int(raw)
+        if isinstance(raw, str) and re.match(r"^[+-]?[0-9]{19,}$", raw.strip()):
+            problems.add(path, f"{raw.strip()[:24]}... ({len(raw.strip())} digits) is far too large")
+            return None
         problems.add(path, f"expected a whole number, got {_describe(raw)}")
         return None
     if hint is float:
