@@ -321,8 +321,11 @@ def detect_version(objects: Iterable[dict], url: str | None = None) -> tuple[str
         template = pod_template(obj)
         if template is None:
             continue
-        for container in containers_of(template.get("spec") or {}):
-            image = container.get("image") or ""
+        spec = template.get("spec")
+        for container in containers_of(spec if isinstance(spec, dict) else {}):
+            image = container.get("image")
+            if not isinstance(image, str):
+                continue  # schema validation reports it
             repository = image.split("@", 1)[0].rsplit(":", 1)[0]
             if repository.rsplit("/", 1)[-1] in _PLATFORM_IMAGES:
                 match = _TAG.search(image.split("@", 1)[0])
