@@ -21,6 +21,9 @@ from typing import Any, Literal, Optional, Union
 Check = Callable[[Any], Optional[str]]
 
 _MISSING = dataclasses.MISSING
+#: The largest place a setting's text ends up is an object's annotations, 256 KiB for all of them together
+#: (kubernetes/apimachinery@v0.31.0 pkg/api/validation/objectmeta.go:36); anything longer is a mistake.
+MAX_STRING_CHARACTERS = 256 * 1024
 _WHOLE_NUMBER = re.compile(r"^[+-]?[0-9]{1,18}$")
 
 
@@ -156,6 +159,9 @@ def convert(hint: Any, raw: Any, path: str, problems: Problems) -> Any:
         return None
     if hint is str:
         if isinstance(raw, str):
+            if len(raw) > MAX_STRING_CHARACTERS:
+                problems.add(path, f"is {len(raw):,} characters; no setting takes more than {MAX_STRING_CHARACTERS:,}")
+                return None
             return raw
         problems.add(path, f"expected a string, got {_describe(raw)}")
         return None

@@ -220,14 +220,19 @@ class PlatformMocks(pulumi.runtime.Mocks):
 
     def __init__(self, config: Mapping[str, Any], preview: bool = False) -> None:
         self.preview = preview
-        aws = config.get(f"{PROJECT}:aws") or {}
-        cluster = config.get(f"{PROJECT}:cluster") or {}
-        dns = config.get(f"{PROJECT}:dns") or {}
-        self.region = aws.get("region", "us-east-1") if isinstance(aws, Mapping) else "us-east-1"
+        # Whatever the stack file holds: the program's settings check reports wrong values, the mocks
+        # only need something to answer with until it does.
+        def text(area: str, key: str, default: str) -> str:
+            values = config.get(f"{PROJECT}:{area}")
+            value = values.get(key) if isinstance(values, Mapping) else None
+            return value if isinstance(value, str) else default
+
+        aws = config.get(f"{PROJECT}:aws")
         accounts = aws.get("allowedAccountIds") if isinstance(aws, Mapping) else None
-        self.account = accounts[0] if accounts else DEFAULT_ACCOUNT
-        self.cluster_name = cluster.get("name", "cluster") if isinstance(cluster, Mapping) else "cluster"
-        self.zone_name = dns.get("zoneName", "example.com") if isinstance(dns, Mapping) else "example.com"
+        self.region = text("aws", "region", "us-east-1")
+        self.account = accounts[0] if isinstance(accounts, list) and accounts and isinstance(accounts[0], str) else DEFAULT_ACCOUNT
+        self.cluster_name = text("cluster", "name", "cluster")
+        self.zone_name = text("dns", "zoneName", "example.com")
         self.invokes: list[tuple[str, dict[str, Any]]] = []
         # The SDK calls the monitor from several threads; each registration runs within one of them.
         self._registering = threading.local()
