@@ -8,6 +8,8 @@ written to.
 
 from __future__ import annotations
 
+import copy
+import functools
 import io
 import shutil
 import subprocess
@@ -39,7 +41,12 @@ def copy_program(directory: Path) -> Path:
 
 def stack_document(stack: str) -> dict[str, Any]:
     """The stack file of `stack` as data, its manifests pointed at the rendered release (no download)."""
-    document = yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())
+    return copy.deepcopy(_stack_document(stack))
+
+
+@functools.lru_cache(maxsize=None)
+def _stack_document(stack: str) -> dict[str, Any]:
+    document = yaml.load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     kubeflow = document["config"][f"{PROJECT}:kubeflow"]
     kubeflow["manifests"] = str(manifests_path(str(kubeflow.get("version", "1.10.2"))))
     return document
