@@ -5,6 +5,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import settings as pulumi_settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
@@ -40,6 +41,9 @@ spec:
 def register(build) -> list[Registration]:
     mocks = PlatformMocks({})
     monitor = RecordingMonitor(mocks)
+    # Outputs another test's failed run left pending would report that run's error here (run_program and
+    # the SDK's @pulumi.runtime.test clear them the same way).
+    pulumi_settings.SETTINGS.outputs.clear()
     pulumi.runtime.settings.ROOT.set(None)
     pulumi_mocks.set_mocks(mocks, project="kubeflow-platform", stack="test", monitor=monitor)
     _sync_await(run_pulumi_func(build))
