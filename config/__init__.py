@@ -11,7 +11,7 @@ import dataclasses
 import json
 import types
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -244,13 +244,20 @@ def _raw_value(text: Any, hint: Any) -> Any:
         return text
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's json decoder goes
         return text
 
 
-def parse(raw: Mapping[str, Any], secrets: Secrets, present_secrets: set[str], stack: str) -> Settings:
-    """Builds Settings from raw top-level values; raises SettingsError with every problem."""
+def parse(raw: Mapping[str, Any], secrets: Secrets, present_secrets: set[str], stack: str,
+          plaintext_secrets: Iterable[str] = ()) -> Settings:
+    """Builds Settings from raw top-level values; raises SettingsError with every problem.
+
+    `plaintext_secrets`: secret keys the stack configuration holds in clear instead of encrypted.
+    """
     problems = Problems()
+    for key in sorted(plaintext_secrets):
+        # The value would sit in clear in Pulumi.<stack>.yaml, in the repository and every copy of it.
+        problems.add(key, f"is written in clear in the stack file; remove it and run `pulumi config set --secret {key} <value>`")
     wrapper = {k: v for k, v in raw.items() if v is not None}
     settings = from_raw(Settings, wrapper, "", problems)
     if settings is not None:
@@ -290,12 +297,13 @@ def load(stack: Optional[str] = None) -> Settings:
         if key not in raw and key not in SECRET_KEYS:
             raw[key] = _raw_value(cfg.get(key), Any)
     present = {key for key in SECRET_KEYS if runtime_config.get_config(f"{PROJECT}:{key}") is not None}
+    plaintext = {key for key in present if not runtime_config.is_config_secret(f"{PROJECT}:{key}")}
     secrets = Secrets(
         auth_client_secret=cfg.get_secret("authClientSecret"),
         auth_cookie_secret=cfg.get_secret("authCookieSecret"),
         database_password=cfg.get_secret("databasePassword"),
     )
-    return parse(raw, secrets, present, stack)
+    return parse(raw, secrets, present, stack, plaintext_secrets=plaintext)
 
 
 def _configured_keys() -> set[str]:

@@ -212,15 +212,8 @@ class ContributorSettings:
 class DataLakeSettings:
     bucket: str = setting(check=checks.not_empty)
     """Bucket purpose from artifacts.buckets (like pipelines) or an existing bucket name."""
-    prefix: str = setting(check=checks.not_empty)
+    prefix: str = setting(check=(checks.not_empty, checks.s3_key_prefix))
     """Key prefix the profile's workloads may read and write; no other profile's, nor the platform's (v2, pipelines, Argo's), may contain it or lie inside it."""
-
-    def cross_check(self) -> Iterator[tuple[str, str]]:
-        cleaned = self.prefix.strip("/")
-        if self.prefix and not cleaned:
-            yield "prefix", "is only slashes; the whole bucket is not a profile's data lake"
-        if "*" in cleaned or "?" in cleaned:
-            yield "prefix", f"{self.prefix!r} has a wildcard; IAM would read it as a pattern and widen the grant"
 
 
 def data_lake_overlaps(
@@ -271,9 +264,9 @@ def data_lake_overlaps(
 class QuotaSettings:
     gpus: int = setting(0, check=checks.between(0, 1024))
     """GPUs the profile's pods may request in total (nvidia.com/gpu)."""
-    cpu: Optional[str] = setting(None, check=_quantity)
+    cpu: Optional[str] = setting(None, check=(_quantity, checks.non_negative_quantity))
     """CPU requests the profile may hold (like 64)."""
-    memory: Optional[str] = setting(None, check=_quantity)
+    memory: Optional[str] = setting(None, check=(_quantity, checks.non_negative_quantity))
     """Memory requests the profile may hold (like 256Gi)."""
 
 
@@ -297,6 +290,17 @@ class ProfileSettings:
     """Bucket prefix the profile's workloads reach with short-lived IRSA credentials."""
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
+        # One entry per user or group: two would bind both roles, and which one the user meant is unknown.
+        listed: dict[tuple[str, str], int] = {}
+        for j, contributor in enumerate(self.contributors):
+            who = ("user", contributor.user) if contributor.user is not None else ("group", contributor.group or "")
+            if who in listed:
+                first = self.contributors[listed[who]]
+                yield f"contributors[{j}].{who[0]}", (
+                    f"{who[1]!r} is already listed at contributors[{listed[who]}]"
+                    + (f" with role {first.role!r}; keep the one role it should have" if first.role != contributor.role else "")
+                )
+            listed.setdefault(who, j)
         for where, values in (("labels", self.labels), ("annotations", self.annotations)):
             for key in values:
                 if key in PLATFORM_NAMESPACE_KEYS:

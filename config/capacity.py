@@ -10,6 +10,7 @@ from typing import Literal, Optional
 
 from config import checks
 from config.loader import setting
+from config.platform import EKS_CLUSTER_NAME
 
 # S3 bucket naming rules (docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html).
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -22,6 +23,10 @@ POOL_LABEL = "kubeflow-platform/gpu-pool"
 EKS_LABEL_LIMIT = 63
 EKS_TAINTS_LIMIT = 50
 EKS_NODEGROUP_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,62}$")
+#: EKS service quota "Nodes per managed node group", 450 (docs.aws.amazon.com/eks/latest/userguide/service-quotas.html);
+#: NodegroupScalingConfig.maxSize refers to it ("For information about the maximum number that you can specify,
+#: see Amazon EKS service quotas", docs.aws.amazon.com/eks/latest/APIReference/API_NodegroupScalingConfig.html).
+EKS_NODES_PER_NODE_GROUP = 450
 # EC2 families with NVIDIA GPUs (g4ad is AMD); Graviton ones (g5g) end in "g" and need an ARM_64 AMI.
 _NVIDIA_FAMILY = re.compile(r"^(p\d+[a-z]*(-[a-z0-9]+)?|g\d+[a-z]*|gr\d+[a-z]*)$")
 _ARM_FAMILY = re.compile(r"^g\d+g$")
@@ -76,9 +81,13 @@ class ArtifactSettings:
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         purposes = [b.purpose for b in self.buckets]
+        # The pipelines bucket always exists: a prefix that cannot form its name is the prefix's fault.
+        prefix_message = bucket_name(f"{self.bucket_prefix}-pipelines")
+        if prefix_message:
+            yield "bucketPrefix", f"gives the bucket name {prefix_message}"
         for i, bucket in enumerate(self.buckets):
             message = bucket_name(f"{self.bucket_prefix}-{bucket.purpose}")
-            if message:
+            if message and not prefix_message:
                 yield f"buckets[{i}].purpose", f"gives the bucket name {message}"
             if purposes.count(bucket.purpose) > 1:
                 yield f"buckets[{i}].purpose", f"{bucket.purpose!r} is listed twice"
@@ -119,11 +128,11 @@ class GpuPoolSettings:
     """EKS-optimised accelerated AMI family."""
     subnet_ids: tuple[str, ...] = setting(check=(checks.not_empty, checks.subnets))
     """Private subnets the nodes start in (one per availability zone)."""
-    min_size: int = setting(0, check=checks.at_least(0))
+    min_size: int = setting(0, check=checks.between(0, EKS_NODES_PER_NODE_GROUP))
     """Fewest nodes; 0 lets the pool scale to zero when idle."""
-    desired_size: int = setting(0, check=checks.at_least(0))
+    desired_size: int = setting(0, check=checks.between(0, EKS_NODES_PER_NODE_GROUP))
     """Nodes at creation; afterwards the cluster autoscaler owns it and `pulumi up` leaves it alone."""
-    max_size: int = setting(check=checks.at_least(1))
+    max_size: int = setting(check=checks.between(1, EKS_NODES_PER_NODE_GROUP))
     """Most nodes the autoscaler may start."""
     disk_size_gib: int = setting(100, check=checks.between(20, 16384))
     """Root volume size of each node in GiB (images of GPU frameworks are large)."""
@@ -133,7 +142,7 @@ class GpuPoolSettings:
     """Node labels (like workload: ai-ml); kubernetes.io/, k8s.io/ and eks.amazonaws.com/ are refused by EKS."""
     taints: tuple[TaintSettings, ...] = setting(())
     """Taints that keep everything but GPU work off these nodes."""
-    warm_nodes: int = setting(0, check=checks.at_least(0))
+    warm_nodes: int = setting(0, check=checks.between(0, EKS_NODES_PER_NODE_GROUP))
     """Nodes kept ready by low-priority placeholder pods, pre-empted by real work (hides the cold start)."""
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
@@ -197,10 +206,16 @@ def capacity_cross_checks(
         if bucket.kms_key_arn and bucket.kms_key_arn.split(":")[3] != region:
             # SSE-KMS needs the key in the bucket's region.
             yield f"artifacts.buckets[{i}].kmsKeyArn", f"the key is in {bucket.kms_key_arn.split(':')[3]!r}, the buckets in {region!r}"
-    for i, pool in enumerate(gpu.pools):
-        name = node_group_name(cluster_name, pool.name)
-        if not EKS_NODEGROUP_NAME.match(name):
-            yield f"gpu.pools[{i}].name", f"gives the node group name {name!r}; EKS allows 1 to 63 letters, digits, '-' and '_'"
+    # The cluster exists, so a valid name of it is a given and a pool name is what to shorten; a name EKS
+    # could never have given a cluster is the mistake itself (reported on platform's cluster.name check).
+    if EKS_CLUSTER_NAME.match(cluster_name):
+        for i, pool in enumerate(gpu.pools):
+            name = node_group_name(cluster_name, pool.name)
+            if not EKS_NODEGROUP_NAME.match(name):
+                yield f"gpu.pools[{i}].name", (
+                    f"gives the node group name {name!r}; EKS allows 1 to 63 letters, digits, '-' and '_', so with "
+                    f"cluster.name {cluster_name!r} a pool name may have at most {max(0, 62 - len(cluster_name))} characters"
+                )
 
 
 def node_group_name(cluster_name: str, pool_name: str) -> str:

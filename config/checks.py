@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable
 from typing import Any, Optional
 from urllib.parse import urlparse
 
+from manifests.guardrails import whole_address_spaces
+
 Check = Callable[[Any], Optional[str]]
 
 # RFC 1123 host names as Route 53 and ACM accept them; a leading `*.` is a wildcard label.
@@ -96,6 +98,7 @@ def arn(service: str, resource_prefix: str = "") -> Check:
 
 
 def cidrs(values: Iterable[str]) -> Optional[str]:
+    networks = []
     for value in values:
         try:
             network = ipaddress.ip_network(value, strict=True)
@@ -103,6 +106,12 @@ def cidrs(values: Iterable[str]) -> Optional[str]:
             return f"{value!r} is not a CIDR block ({error}); write it like 10.0.0.0/8"
         if network.prefixlen == 0:
             return f"{value!r} opens the load balancer to the whole internet; name your organisation's ranges"
+        if network in networks:
+            return f"{value!r} is listed twice"
+        networks.append(network)
+    # Judged by the addresses they cover, not one by one: 0.0.0.0/1 and 128.0.0.0/1 are the whole internet too.
+    for whole in whole_address_spaces(values):
+        return f"together they cover {whole}, the whole internet; name your organisation's ranges"
     return None
 
 
@@ -168,11 +177,57 @@ def labels(values: dict[str, str]) -> Optional[str]:
     return None
 
 
+#: kubernetes/apimachinery@v0.31.0 pkg/api/validation/objectmeta.go:36 (TotalAnnotationSizeLimitB) and
+#: :59-66: the API server refuses an object whose annotations' keys and values together exceed 256 KiB.
+TOTAL_ANNOTATION_SIZE_LIMIT = 256 * (1 << 10)
+
+
 def annotation_keys(values: dict[str, str]) -> Optional[str]:
     for key in values:
         message = label_key(key)
         if message:
             return message.replace("label key", "annotation key")
+    size = sum(len(key.encode()) + len(value.encode()) for key, value in values.items())
+    if size > TOTAL_ANNOTATION_SIZE_LIMIT:
+        return (
+            f"keys and values total {size:,} bytes; Kubernetes refuses an object whose annotations exceed "
+            f"{TOTAL_ANNOTATION_SIZE_LIMIT:,} bytes (256 KiB, TotalAnnotationSizeLimitB in kubernetes/apimachinery)"
+        )
+    return None
+
+
+#: S3: "The object key name consists of a sequence of Unicode characters encoded in UTF-8, with a maximum
+#: length of 1,024 bytes" (docs.aws.amazon.com/AmazonS3/latest/userguide/object-keys.html); the prefix, the
+#: "/" after it and at least one character of a name must fit.
+S3_KEY_BYTES = 1024
+# The same page's "safe characters" (letters, digits, ! - _ . * ' ( )) without "*", which is a wildcard in
+# the IAM resource ARNs the prefix becomes (as "?" is); "$" would start an IAM policy variable.
+_S3_PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9!_.'()-]+$")
+
+
+def s3_key_prefix(value: str) -> Optional[str]:
+    """A key prefix inside a bucket, as IAM grants it (`arn:aws:s3:::<bucket>/<prefix>/*`)."""
+    cleaned = value.strip("/")
+    if not cleaned:
+        return f"{value!r} names no prefix; an empty prefix would grant the whole bucket"
+    size = len(cleaned.encode())
+    if size + 2 > S3_KEY_BYTES:
+        return (f"is {size:,} bytes; S3 object keys are at most {S3_KEY_BYTES:,} bytes (UTF-8), so nothing could be "
+                f"written under it (at most {S3_KEY_BYTES - 2:,})")
+    for segment in cleaned.split("/"):
+        if segment in ("", ".", ".."):
+            return f"{value!r} has an empty, '.' or '..' part; S3 takes them literally, tools and readers do not"
+        if not _S3_PREFIX_SEGMENT.match(segment):
+            return (f"{value!r}: use letters, digits and ! - _ . ' ( ) between slashes (S3's safe key characters; "
+                    "'*' and '?' are IAM wildcards and '$' starts an IAM policy variable)")
+    return None
+
+
+def non_negative_quantity(value: str) -> Optional[str]:
+    # kubernetes/kubernetes pkg/apis/core/validation/validation.go, ValidateResourceQuotaSpec ->
+    # ValidateResourceQuantityValue -> ValidateNonnegativeQuantity: quota amounts must not be negative.
+    if value.startswith("-") and re.search(r"[1-9]", re.split(r"[eE]", value)[0]):
+        return f"{value!r} is negative; Kubernetes refuses a negative resource quota"
     return None
 
 

@@ -113,7 +113,7 @@ class IngressSettings:
     """Whether the NLB has public addresses or only addresses inside the VPC."""
     source_cidrs: tuple[str, ...] = setting((), check=checks.cidrs)
     """Client address ranges allowed through the NLB (the organisation's ranges)."""
-    security_groups: tuple[str, ...] = setting((), check=checks.security_groups)
+    security_groups: tuple[str, ...] = setting((), check=(checks.security_groups, checks.unique("security group")))
     """Front-end security groups for the NLB instead of sourceCidrs; their rules are managed outside."""
     gateway_namespace: str = setting("kubeflow", check=checks.dns1123_label)
     """Namespace of the central Istio Gateway every Kubeflow VirtualService binds to."""

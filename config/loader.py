@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import re
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -20,6 +21,10 @@ from typing import Any, Literal, Optional, Union
 Check = Callable[[Any], Optional[str]]
 
 _MISSING = dataclasses.MISSING
+#: The largest place a setting's text ends up is an object's annotations, 256 KiB for all of them together
+#: (kubernetes/apimachinery@v0.31.0 pkg/api/validation/objectmeta.go:36); anything longer is a mistake.
+MAX_STRING_CHARACTERS = 256 * 1024
+_WHOLE_NUMBER = re.compile(r"^[+-]?[0-9]{1,18}$")
 
 
 def setting(default: Any = _MISSING, *, check: Check | Iterable[Check] | None = None) -> Any:
@@ -139,8 +144,12 @@ def convert(hint: Any, raw: Any, path: str, problems: Problems) -> Any:
     if hint is int:
         if isinstance(raw, int) and not isinstance(raw, bool):
             return raw
-        if isinstance(raw, str) and raw.strip().lstrip("-").isdigit():
+        if isinstance(raw, str) and _WHOLE_NUMBER.match(raw.strip()):
+            # `pulumi config set key 5` stores a string; ASCII digits only ("²".isdigit() is true).
             return int(raw)
+        if isinstance(raw, str) and re.match(r"^[+-]?[0-9]{19,}$", raw.strip()):
+            problems.add(path, f"{raw.strip()[:24]}... ({len(raw.strip())} digits) is far too large")
+            return None
         problems.add(path, f"expected a whole number, got {_describe(raw)}")
         return None
     if hint is float:
@@ -150,6 +159,9 @@ def convert(hint: Any, raw: Any, path: str, problems: Problems) -> Any:
         return None
     if hint is str:
         if isinstance(raw, str):
+            if len(raw) > MAX_STRING_CHARACTERS:
+                problems.add(path, f"is {len(raw):,} characters; no setting takes more than {MAX_STRING_CHARACTERS:,}")
+                return None
             return raw
         if isinstance(raw, (int, float)) and not isinstance(raw, bool):
             # YAML reads an unquoted 26.03 as the number 26.03 (and 26.10 as 26.1).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -9,6 +10,11 @@ from typing import Optional
 
 from config import checks
 from config.loader import setting
+
+# EKS CreateCluster: "can contain only alphanumeric characters (case-sensitive), hyphens, and underscores.
+# It must start with an alphanumeric character and can't be longer than 100 characters"
+# (docs.aws.amazon.com/eks/latest/APIReference/API_CreateCluster.html).
+EKS_CLUSTER_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,6 +39,11 @@ class AwsSettings:
 class ClusterSettings:
     name: str = setting(check=checks.not_empty)
     """Name of the existing EKS cluster; its endpoint, CA and OIDC issuer are read from AWS."""
+
+    def cross_check(self) -> Iterator[tuple[str, str]]:
+        if self.name and not EKS_CLUSTER_NAME.match(self.name):
+            yield "name", (f"{self.name[:40]!r}{'...' if len(self.name) > 40 else ''} ({len(self.name)} characters) is not "
+                           "an EKS cluster name: 1 to 100 letters, digits, '-' and '_', starting with a letter or digit")
     kubeconfig_context: Optional[str] = setting(None)
     """Use this context of the local kubeconfig instead of an `aws eks get-token` kubeconfig."""
     aws_profile: Optional[str] = setting(None)

@@ -588,21 +588,44 @@ def _is_open(cidr: str) -> bool:
         return False
 
 
+def whole_address_spaces(ranges: Iterable[str]) -> list[str]:
+    """`0.0.0.0/0` and/or `::/0` when the valid `ranges`, together, cover every address of that family:
+    `0.0.0.0/1` and `128.0.0.0/1` admit the whole internet as surely as `0.0.0.0/0` does. Judged on the
+    address space (ipaddress.collapse_addresses merges adjacent and nested ranges), not on the strings."""
+    families: dict[int, list] = {4: [], 6: []}
+    for cidr in ranges:
+        try:
+            network = ipaddress.ip_network(str(cidr).strip(), strict=False)
+        except ValueError:
+            continue
+        families[network.version].append(network)
+    return [str(whole) for networks in families.values() if networks
+            for whole in ipaddress.collapse_addresses(networks) if whole.prefixlen == 0]
+
+
+def _open_ranges(ref: str, ranges: list[str]) -> list[str]:
+    violations = [f"{ref}: source range {r!r} opens the load balancer to the whole internet" for r in ranges if _is_open(r)]
+    if not violations:
+        violations = [f"{ref}: source ranges {', '.join(ranges)} together cover {whole}, the whole internet"
+                      for whole in whole_address_spaces(ranges)]
+    return violations
+
+
 def gateway_load_balancer_restricted(obj: Mapping, gateway_service: str) -> list[str]:
     """The gateway's NLB admits only configured CIDRs (`spec.loadBalancerSourceRanges` or the
-    source-ranges annotation) or front-end security groups; never 0.0.0.0/0 or ::/0."""
+    source-ranges annotation) or front-end security groups; never 0.0.0.0/0 or ::/0, alone or in pieces."""
     if obj.get("kind") != "Service" or _ns_name(obj) != gateway_service:
         return []
     ref = object_ref(obj)
     ranges = [str(r) for r in _as_list(_mapping(obj.get("spec")).get("loadBalancerSourceRanges"))]
-    violations = [f"{ref}: source range {r!r} opens the load balancer to the whole internet" for r in ranges if _is_open(r)]
+    violations = _open_ranges(ref, ranges)
     if violations:
         # Decided by the spec alone; the annotations (which also carry deploy-time values) cannot undo it.
         return violations
     annotations = _annotations(obj)
     ranges += [r for r in str(annotations.get(SOURCE_RANGES_ANNOTATION) or "").split(",") if r.strip()]
     groups = [g for g in str(annotations.get(SECURITY_GROUPS_ANNOTATION) or "").split(",") if g.strip()]
-    violations = [f"{ref}: source range {r!r} opens the load balancer to the whole internet" for r in ranges if _is_open(r)]
+    violations = _open_ranges(ref, ranges)
     if not ranges and not groups:
         violations.append(f"{ref}: neither spec.loadBalancerSourceRanges nor the {SECURITY_GROUPS_ANNOTATION} annotation "
                           "restricts who reaches the NLB")

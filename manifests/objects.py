@@ -85,7 +85,9 @@ def pod_template(obj: dict) -> dict | None:
 
 def containers_of(pod_spec: dict) -> Iterator[dict]:
     for list_name in CONTAINER_LISTS:
-        for container in pod_spec.get(list_name) or []:
+        containers = pod_spec.get(list_name)
+        # Another shape (`containers: 5`) holds no container; schema validation reports it.
+        for container in containers if isinstance(containers, list) else ():
             if isinstance(container, dict):
                 yield container
 

@@ -124,7 +124,19 @@ def prepare_release(
     if verdict.problems:
         raise ManifestError(list(verdict.problems))
     problems: list[Problem] = []
-    report = transform(list(loaded.objects), options)
+    try:
+        report = transform(list(loaded.objects), options)
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError):
+        # The transformations read upstream's fields as Kubernetes defines them, before the emitted objects
+        # are validated. When one fails, the input is checked against those definitions: an object of the
+        # wrong shape (`containers: 5`, `image: [a]`) is reported as such; a valid input means the failure
+        # is the program's own, and it stays a traceback.
+        malformed = validate_objects(loaded.objects)
+        if not malformed:
+            raise
+        raise ManifestError([Problem(f"{loaded.origin}: {problem.ref} {problem.path or '<root>'}", problem.message,
+                                     "upstream's own schema refuses this object; render the release again")
+                             for problem in malformed]) from None
     if options.images.default_mirror:
         for image, places in report.unmirrored_images.items():
             problems.append(Problem(places[0], f"image {image} is not under the mirror", "add a kubeflow.images.rules entry for it"))

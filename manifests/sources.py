@@ -89,7 +89,13 @@ def parse_documents(text: str | bytes, origin: str, parsed_cache: Path | None = 
         mark = getattr(error, "problem_mark", None)
         where = f"{origin}:{mark.line + 1}:{mark.column + 1}" if mark else origin
         reason = getattr(error, "problem", None) or str(error)
+        if isinstance(error, yaml_loader.DuplicateKeyError):
+            raise ManifestError([Problem(where, reason, "keep one of the two lines, or render the release again")]) from None
+        if isinstance(error, yaml_loader.NestingTooDeepError):
+            raise ManifestError([Problem(where, reason, "render the release again; no Kubernetes object nests that deep")]) from None
         raise ManifestError([Problem(where, f"invalid YAML: {reason}", "fix the YAML at that line or render it again")]) from None
+    except ValueError as error:  # a scalar PyYAML resolves but Python cannot build (an int of 5,000 digits)
+        raise ManifestError([Problem(origin, f"invalid value: {error}", "render the release again")]) from None
     objects: list[dict] = []
     problems: list[Problem] = []
     for index, document in enumerate(documents):
@@ -101,21 +107,54 @@ def parse_documents(text: str | bytes, origin: str, parsed_cache: Path | None = 
     return objects
 
 
+#: Fields every object must have as strings (the transformations read them before schema validation).
+_IDENTITY_FIELDS = ("apiVersion", "kind")
+_METADATA_STRINGS = ("name", "namespace", "generateName")
+_METADATA_MAPPINGS = ("labels", "annotations")
+
+
 def _collect(document: object, where: str, objects: list[dict], problems: list[Problem]) -> None:
     if not isinstance(document, dict):
         problems.append(Problem(where, f"expected a Kubernetes object, found {type(document).__name__}", "remove the document"))
         return
-    if document.get("kind") == "List" or (document.get("kind", "").endswith("List") and "items" in document):
-        for position, item in enumerate(document.get("items") or []):
+    kind = document.get("kind")
+    if kind == "List" or (isinstance(kind, str) and kind.endswith("List") and "items" in document):
+        items = document.get("items") or []
+        if not isinstance(items, list):
+            problems.append(Problem(f"{where} items", f"expected a list of objects, found {_type_name(items)}", "every document must be a complete Kubernetes object"))
+            return
+        for position, item in enumerate(items):
             _collect(item, f"{where} item {position + 1}", objects, problems)
         return
-    missing = [key for key in ("apiVersion", "kind") if not document.get(key)]
-    if not (document.get("metadata") or {}).get("name"):
+    wrong = [f"{key} ({_type_name(document[key])})" for key in _IDENTITY_FIELDS if document.get(key) and not isinstance(document[key], str)]
+    metadata = document.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        wrong.append(f"metadata ({_type_name(metadata)}, not an object)")
+        metadata = None
+    metadata = metadata or {}
+    wrong += [f"metadata.{key} ({_type_name(metadata[key])})" for key in _METADATA_STRINGS
+              if metadata.get(key) is not None and not isinstance(metadata[key], str)]
+    wrong += [f"metadata.{key} ({_type_name(metadata[key])}, not an object of strings)" for key in _METADATA_MAPPINGS
+              if metadata.get(key) is not None and not _strings_by_string(metadata[key])]
+    if wrong:
+        problems.append(Problem(where, f"object with a wrong type at {', '.join(wrong)}", "every document must be a complete Kubernetes object"))
+        return
+    missing = [key for key in _IDENTITY_FIELDS if not document.get(key)]
+    if not metadata.get("name"):
         missing.append("metadata.name")
     if missing:
         problems.append(Problem(where, f"object without {', '.join(missing)}", "every document must be a complete Kubernetes object"))
         return
     objects.append(document)
+
+
+def _type_name(value: object) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__)
+
+
+def _strings_by_string(value: object) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
 
 
 # ----------------------------------------------------------------------------------------------- sources
@@ -282,8 +321,11 @@ def detect_version(objects: Iterable[dict], url: str | None = None) -> tuple[str
         template = pod_template(obj)
         if template is None:
             continue
-        for container in containers_of(template.get("spec") or {}):
-            image = container.get("image") or ""
+        spec = template.get("spec")
+        for container in containers_of(spec if isinstance(spec, dict) else {}):
+            image = container.get("image")
+            if not isinstance(image, str):
+                continue  # schema validation reports it
             repository = image.split("@", 1)[0].rsplit(":", 1)[0]
             if repository.rsplit("/", 1)[-1] in _PLATFORM_IMAGES:
                 match = _TAG.search(image.split("@", 1)[0])

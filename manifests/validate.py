@@ -106,13 +106,20 @@ def crd_schemas(crds: Iterable[dict]) -> dict[tuple[str, str, str], dict]:
     for crd in crds:
         if crd.get("kind") != "CustomResourceDefinition":
             continue
-        spec = crd.get("spec") or {}
-        kind = (spec.get("names") or {}).get("kind")
-        for version in spec.get("versions") or []:
-            schema = ((version.get("schema") or {}).get("openAPIV3Schema"))
-            if schema is not None and version.get("served", True):
-                schemas[(spec.get("group", ""), version.get("name", ""), kind)] = schema
+        # A malformed CRD gives no schema here; the built-in CRD schema reports what is wrong with it.
+        spec = _mapping(crd.get("spec"))
+        kind = _mapping(spec.get("names")).get("kind")
+        versions = spec.get("versions")
+        for version in versions if isinstance(versions, list) else []:
+            version = _mapping(version)
+            schema = _mapping(version.get("schema")).get("openAPIV3Schema")
+            if isinstance(schema, dict) and version.get("served", True):
+                schemas[(str(spec.get("group", "")), str(version.get("name", "")), str(kind))] = schema
     return schemas
+
+
+def _mapping(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 # ------------------------------------------------------------------------------- the validity check

@@ -13,6 +13,15 @@ composer and replaces those three:
   PyYAML does when no path resolvers are registered (none are, on this loader);
 - the collector is paused while the documents are built: the tree holds no cycles worth collecting.
 
+Two things PyYAML lets through are refused, each as a `yaml.MarkedYAMLError` with the line and column:
+
+- a key written twice in one mapping (`DuplicateKeyError`): PyYAML keeps the last one silently, so a second
+  `image:` line under the first would decide what runs while a reviewer reads the first;
+- nesting deeper than `MAX_DEPTH` (`NestingTooDeepError`). libyaml's composer recurses in C once per level
+  and overflows the C stack (SIGSEGV, no message) somewhere past 20,000 levels, so a cheap scan of the bytes
+  bounds the depth before libyaml sees them (`check_nesting`); the exact limit is enforced while the
+  documents are built. No object of a rendered release nests deeper than 40 levels.
+
 `load_all_parallel` also uses the machine's other cores for a large stream: split at document markers,
 its later parts are parsed by helper processes (`python -m manifests.yaml_loader`) while this one parses
 the first. Documents are independent (anchors never cross them), so the concatenated lists are what one
@@ -50,8 +59,132 @@ _SCALAR_TAGS = frozenset(
 _SPECIAL_KEY_TAGS = frozenset(("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value"))
 
 
+#: Deepest nesting of collections accepted in a document. Rendered Kubeflow releases (1.9 to 26.03) nest at
+#: most 38 levels; the program's own walkers (schema validation, the engine's serialization) recurse per
+#: level and stay well inside Python's recursion limit up to about 200.
+MAX_DEPTH = 100
+#: Depth libyaml's composer is known to reach safely on an 8 MiB stack (it crashes past about 20,000);
+#: a stream whose cheap bound stays below this is parsed directly, the rest is first checked exactly.
+_PARSER_SAFE_DEPTH = 5_000
+#: Characters a block collection can start after at the beginning of a line: indentation and the
+#: indicators of compact nested entries (`- - x`, `? - x`, `- a: b`).
+_BLOCK_PREFIX = b" \t?:-"
+_OPENERS = b"[{"
+#: Marks block-prefix characters as b" " and flow openers as b"[", everything else as b"x".
+_SCAN_TABLE = bytes(0x20 if c in _BLOCK_PREFIX else 0x5B if c in _OPENERS else 0x78 for c in range(256))
+_UTF16_32_BOMS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
+
+
+class NestingTooDeepError(yaml.MarkedYAMLError):
+    """A document nests collections deeper than MAX_DEPTH."""
+
+
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping names the same key twice."""
+
+
 class _NotPlain(Exception):
     """The document needs PyYAML's own constructor."""
+
+
+def _too_deep(mark: Any) -> NestingTooDeepError:
+    return NestingTooDeepError(
+        problem=f"nesting deeper than {MAX_DEPTH} levels (objects of the Kubeflow releases nest at most 40)",
+        problem_mark=mark,
+    )
+
+
+def check_nesting(data: str | bytes) -> None:
+    """Raises NestingTooDeepError where the stream nests deeper than MAX_DEPTH, before libyaml composes it.
+
+    A sound, cheap bound first: a block collection starts at most at column c of its line, where c counts
+    the line's leading indentation and compact indicators, and nested block collections need a greater
+    column at least every second level, so block nesting is at most 2 * (c + 1); flow collections cannot
+    hold block ones, and each needs its own `[` or `{` since the last `---`. Only a stream whose bound is
+    not below `_PARSER_SAFE_DEPTH` (never a rendered release: about 2,000 at most) is walked exactly, as
+    libyaml's events, which its parser produces without recursing.
+    """
+    if len(data) < _PARSER_SAFE_DEPTH:
+        return  # every level costs at least one character
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if raw.startswith(_UTF16_32_BOMS):
+        _check_nesting_exactly(data)
+        return
+    marked = raw.translate(_SCAN_TABLE)
+    # Runs of indentation and indicators are short in real manifests (at most 73 characters in the
+    # releases), so the tighter bound usually holds; a longer run anywhere only costs the exact walk.
+    for prefix_limit in (256, _PARSER_SAFE_DEPTH // 4):
+        if b" " * prefix_limit not in marked:
+            break
+    else:
+        _check_nesting_exactly(data)
+        return
+    block_bound = 2 * (prefix_limit + 1)
+    flow_budget = _PARSER_SAFE_DEPTH - block_bound
+    if marked.count(b"[") <= flow_budget:
+        return
+    start = 0
+    while start < len(raw):
+        end = raw.find(b"\n---", start + 1)
+        end = len(raw) if end < 0 else end
+        if marked.count(b"[", start, end) > flow_budget:
+            _check_nesting_exactly(data)
+            return
+        start = end
+
+
+def _check_nesting_exactly(data: str | bytes) -> None:
+    depth = 0
+    try:
+        for event in yaml.parse(data, Loader=_BaseLoader):
+            kind = event.__class__
+            if kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+                depth += 1
+                if depth > MAX_DEPTH:
+                    raise _too_deep(event.start_mark)
+            elif kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+                depth -= 1
+    except NestingTooDeepError:
+        raise
+    except yaml.YAMLError:
+        return  # the parse proper reports it, at the same place: up to there the nesting was within bounds
+
+
+def _duplicate_key(first: Any, second: Any) -> DuplicateKeyError:
+    """`first` and `second` are key nodes giving the same key (`1` and `true` do: 1 == True in Python)."""
+    written = repr(second.value) if first.value == second.value else f"{second.value!r} (the same key as {first.value!r})"
+    return DuplicateKeyError(
+        "while constructing a mapping", first.start_mark,
+        f"found duplicate key {written}, first at line {first.start_mark.line + 1}; only one of them would be used",
+        second.start_mark,
+    )
+
+
+def _node_height(node: Any, limit: int) -> int:
+    """Levels of collections in `node` (aliases followed), or more than `limit` if deeper or recursive."""
+    heights: dict[int, int] = {}
+    pending: list[tuple[Any, bool]] = [(node, False)]
+    on_path: set[int] = set()
+    while pending:
+        current, done = pending.pop()
+        if not isinstance(current, (MappingNode, SequenceNode)):
+            continue
+        key = id(current)
+        children = [n for pair in current.value for n in pair] if isinstance(current, MappingNode) else current.value
+        if done:
+            on_path.discard(key)
+            heights[key] = 1 + max((heights.get(id(c), 0) for c in children), default=0)
+            if heights[key] > limit:
+                return heights[key]
+            continue
+        if key in heights:
+            continue
+        if key in on_path:
+            return limit + 1  # a recursive alias: the document contains itself
+        on_path.add(key)
+        pending.append((current, True))
+        pending.extend((c, False) for c in children if id(c) not in heights)
+    return heights.get(id(node), 0)
 
 
 class SafeDocumentLoader(_BaseLoader):  # type: ignore[misc, valid-type]
@@ -71,17 +204,35 @@ class SafeDocumentLoader(_BaseLoader):  # type: ignore[misc, valid-type]
     def construct_document(self, node):  # noqa: ANN001
         try:
             return self._construct_plain(node)
-        except (_NotPlain, TypeError, RecursionError):
-            # TypeError: an unhashable key, which PyYAML's constructor reports properly. RecursionError:
-            # nesting deeper than Python's stack, which PyYAML's constructor walks without recursing.
+        except (_NotPlain, TypeError):
+            # TypeError: an unhashable key, which PyYAML's constructor reports properly.
+            if _node_height(node, MAX_DEPTH) > MAX_DEPTH:
+                raise _too_deep(node.start_mark) from None
             return super().construct_document(node)
+
+    def construct_mapping(self, node, deep=False):  # noqa: ANN001
+        # PyYAML's own path (merge keys, tags): the mapping's own keys must be unique; merged ones may be
+        # overridden, as YAML's merge key means.
+        if isinstance(node, MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _value in node.value:
+                if key_node.tag in _SPECIAL_KEY_TAGS:
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:
+                    continue  # unhashable: PyYAML's constructor reports it
+                if first is not key_node:
+                    raise _duplicate_key(first, key_node)
+        return super().construct_mapping(node, deep=deep)
 
     def _construct_plain(self, root: Any) -> Any:
         constructors = self.yaml_constructors
         # Aliases are the same node object: they must give the same Python object, as with PyYAML.
         built: dict[int, Any] = {}
 
-        def build(node: Any) -> Any:
+        def build(node: Any, depth: int) -> Any:
             kind = node.__class__
             tag = node.tag
             if kind is ScalarNode:
@@ -90,32 +241,50 @@ class SafeDocumentLoader(_BaseLoader):  # type: ignore[misc, valid-type]
                 if tag in _SCALAR_TAGS:
                     return constructors[tag](self, node)
                 raise _NotPlain
+            if depth > MAX_DEPTH:
+                raise _too_deep(node.start_mark)
             known = built.get(id(node))
             if known is not None:
+                # An alias: the shared collection sits here too, as deep as it goes from here.
+                if depth + _node_height(node, MAX_DEPTH) - 1 > MAX_DEPTH:
+                    raise _too_deep(node.start_mark)
                 return known
+            deeper = depth + 1
             if kind is MappingNode and tag == _MAP:
                 mapping: dict = {}
                 built[id(node)] = mapping
                 for key_node, value_node in node.value:
                     if key_node.tag in _SPECIAL_KEY_TAGS:
                         raise _NotPlain
-                    mapping[build(key_node)] = build(value_node)
+                    mapping[build(key_node, deeper)] = build(value_node, deeper)
+                if len(mapping) != len(node.value):
+                    self._refuse_duplicate(node, mapping)
                 return mapping
             if kind is SequenceNode and tag == _SEQ:
                 sequence: list = []
                 built[id(node)] = sequence
-                sequence.extend([build(item) for item in node.value])
+                sequence.extend([build(item, deeper) for item in node.value])
                 return sequence
             raise _NotPlain
 
-        return build(root)
+        return build(root, 1)
+
+    def _refuse_duplicate(self, node: Any, mapping: dict) -> None:
+        seen: dict[Any, Any] = {}
+        for key_node, _value in node.value:
+            key = key_node.value if key_node.tag == _STR else self.yaml_constructors[key_node.tag](self, key_node)
+            first = seen.setdefault(key, key_node)
+            if first is not key_node:
+                raise _duplicate_key(first, key_node)
 
 
 def load_all(data: str | bytes) -> list[Any]:
     """Every document of a YAML stream, as `list(yaml.load_all(data, Loader=yaml.CSafeLoader))` gives them.
 
-    Raises `yaml.YAMLError` exactly where PyYAML does.
+    Raises `yaml.YAMLError` exactly where PyYAML does, and also where a mapping repeats a key
+    (`DuplicateKeyError`) or a document nests deeper than MAX_DEPTH (`NestingTooDeepError`).
     """
+    check_nesting(data)
     collecting = gc.isenabled()
     gc.disable()
     try:

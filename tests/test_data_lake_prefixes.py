@@ -41,8 +41,8 @@ def _refused(overrides: dict) -> list[str]:
     ({0: "v2"}, ["tenancy.profiles[0].dataLake.prefix: 'v2' is the same prefix as the platform's prefix 'v2' (KFP v2 artifacts"]),
     ({0: "artifacts"}, ["tenancy.profiles[0].dataLake.prefix: 'artifacts' is the same prefix as the platform's prefix 'artifacts' (Argo"]),
     ({0: "pipelines/alice"}, ["tenancy.profiles[0].dataLake.prefix: 'pipelines/alice' lies inside the platform's prefix 'pipelines' (KFP pipeline packages"]),
-    ({0: "profiles/*"}, ["tenancy.profiles[0].dataLake.prefix: 'profiles/*' has a wildcard"]),
-    ({0: "/"}, ["tenancy.profiles[0].dataLake.prefix: is only slashes"]),
+    ({0: "profiles/*"}, ["tenancy.profiles[0].dataLake.prefix: 'profiles/*': use letters, digits"]),
+    ({0: "/"}, ["tenancy.profiles[0].dataLake.prefix: '/' names no prefix"]),
 ], ids=["nested", "identical", "kfp v2", "argo artifacts", "kfp packages", "wildcard", "only slashes"])
 def test_a_data_lake_prefix_that_shares_keys_is_refused_under_each_profiles_key(prefixes, expected):
     problems = _refused(_tenancy_with(prefixes))

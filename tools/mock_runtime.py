@@ -21,6 +21,8 @@ from typing import Any, Optional
 
 import pulumi
 import yaml
+
+from manifests import yaml_loader
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
 from pulumi.runtime import settings as pulumi_settings
@@ -58,9 +60,43 @@ def stack_config(stack: str, root: Path = REPO_ROOT) -> dict[str, Any]:
     stack_file = root / f"Pulumi.{stack}.yaml"
     if not stack_file.is_file():
         raise FileNotFoundError(f"no stack file {stack_file.name}; stacks here: {', '.join(known_stacks(root))}")
-    stack_values = (yaml.load(stack_file.read_text(), Loader=_YAML_LOADER) or {}).get("config") or {}
-    values.update(stack_values)
+    values.update(_stack_values(stack_file))
     return values
+
+
+class StackFileError(pulumi.RunError):
+    """The stack file itself cannot be read as Pulumi stack configuration (reported without a traceback)."""
+
+
+def _stack_values(stack_file: Path) -> dict[str, Any]:
+    """The `config:` mapping of a stack file, read with the manifests' loader: a key written twice or
+    nesting past its limit is refused with the line, where PyYAML would keep the last key silently or
+    crash in libyaml."""
+    def refuse(where: str, message: str) -> StackFileError:
+        return StackFileError(f"{where}: {message} (fix the stack file; `pulumi config set` writes valid entries)")
+
+    try:
+        documents = yaml_loader.load_all(stack_file.read_bytes())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{stack_file.name}:{mark.line + 1}:{mark.column + 1}" if mark else stack_file.name
+        raise refuse(where, getattr(error, "problem", None) or str(error)) from None
+    except OSError as error:
+        raise refuse(stack_file.name, f"cannot read: {error.strerror}") from None
+    except ValueError as error:  # a number longer than Python converts (4,300 digits)
+        raise refuse(stack_file.name, str(error)) from None
+    document = (documents or [None])[0] or {}
+    if len(documents) > 1 or not isinstance(document, Mapping):
+        raise refuse(stack_file.name, "expected one mapping with a `config:` key")
+    config = document.get("config") or {}
+    if not isinstance(config, Mapping) or not all(isinstance(key, str) for key in config):
+        raise refuse(f"{stack_file.name} config", "expected a mapping of `<project>:<key>: value` entries")
+    return dict(config)
+
+
+def is_encrypted(value: Any) -> bool:
+    """A stack file value as `pulumi config set --secret` writes it: `{secure: <ciphertext>}`."""
+    return isinstance(value, Mapping) and set(value) == {"secure"} and isinstance(value["secure"], str)
 
 
 def known_stacks(root: Path = REPO_ROOT) -> list[str]:
@@ -184,14 +220,19 @@ class PlatformMocks(pulumi.runtime.Mocks):
 
     def __init__(self, config: Mapping[str, Any], preview: bool = False) -> None:
         self.preview = preview
-        aws = config.get(f"{PROJECT}:aws") or {}
-        cluster = config.get(f"{PROJECT}:cluster") or {}
-        dns = config.get(f"{PROJECT}:dns") or {}
-        self.region = aws.get("region", "us-east-1") if isinstance(aws, Mapping) else "us-east-1"
+        # Whatever the stack file holds: the program's settings check reports wrong values, the mocks
+        # only need something to answer with until it does.
+        def text(area: str, key: str, default: str) -> str:
+            values = config.get(f"{PROJECT}:{area}")
+            value = values.get(key) if isinstance(values, Mapping) else None
+            return value if isinstance(value, str) else default
+
+        aws = config.get(f"{PROJECT}:aws")
         accounts = aws.get("allowedAccountIds") if isinstance(aws, Mapping) else None
-        self.account = accounts[0] if accounts else DEFAULT_ACCOUNT
-        self.cluster_name = cluster.get("name", "cluster") if isinstance(cluster, Mapping) else "cluster"
-        self.zone_name = dns.get("zoneName", "example.com") if isinstance(dns, Mapping) else "example.com"
+        self.region = text("aws", "region", "us-east-1")
+        self.account = accounts[0] if isinstance(accounts, list) and accounts and isinstance(accounts[0], str) else DEFAULT_ACCOUNT
+        self.cluster_name = text("cluster", "name", "cluster")
+        self.zone_name = text("dns", "zoneName", "example.com")
         self.invokes: list[tuple[str, dict[str, Any]]] = []
         # The SDK calls the monitor from several threads; each registration runs within one of them.
         self._registering = threading.local()
@@ -401,9 +442,15 @@ def run_program(
             config.pop(full, None)
         else:
             config[full] = value
-    secret_keys = []
+    # As the engine does: a `{secure: ...}` value reaches the program as a secret (here its ciphertext, as
+    # nothing can decrypt it offline), a value written in clear as plain config.
+    secret_keys = [key for key, value in config.items() if is_encrypted(value)]
+    for key in secret_keys:
+        config[key] = config[key]["secure"]
     for key, value in (secrets or {}).items():
         full = key if ":" in key else f"{PROJECT}:{key}"
+        if full in config and full not in secret_keys:
+            continue  # written in clear in the stack file: the program must see it so, and refuse it
         config[full] = value
         secret_keys.append(full)
     set_all_config({k: _as_config_text(v) for k, v in config.items()}, secret_keys)

@@ -90,7 +90,10 @@ def config_overrides(stack: str, manifests: Optional[str], kubeflow_version: Opt
     """The stack's `kubeflow` setting with another manifests file or release, as `--manifests` asks."""
     if manifests is None and kubeflow_version is None:
         return {}
-    kubeflow = dict(stack_config(stack, root)[f"{PROJECT}:kubeflow"])
+    written = stack_config(stack, root).get(f"{PROJECT}:kubeflow")
+    if written is not None and not isinstance(written, Mapping):
+        return {}  # the program's settings check names the key and what it expected
+    kubeflow = dict(written or {})
     if manifests is not None:
         kubeflow["manifests"] = _manifests_setting(manifests)
     if kubeflow_version is not None:
