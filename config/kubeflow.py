@@ -17,6 +17,7 @@ from manifests.options import (
     ExternalArgoOptions,
     ExternalStoresOptions,
     GatewayOptions,
+    GatewayPodsOptions,
     ImageMirrorOptions,
     ImageMirrorRule,
     MeshOptions,
@@ -142,6 +143,8 @@ class KubeflowSettings:
     """Name of the one Secret holding database and object store settings for every consumer."""
     central_secret_namespace: str = setting("kubeflow", check=checks.dns1123_label)
     """Namespace of the central Secret; pods read only their own namespace's Secrets, so the consumers' one."""
+    gateway_api: bool = setting(False)
+    """The cluster serves the Gateway API CRDs (gateway.networking.k8s.io); unset: KServe's LLM controller (26.03 on) is left out."""
 
     @property
     def manifests_source(self) -> Union[str, UrlSource]:
@@ -175,10 +178,12 @@ def image_mirror_options(images: Optional[ImageSettings]) -> ImageMirrorOptions:
 
 
 def transform_options(
-    kubeflow: KubeflowSettings, *, gateway: str, hosts: tuple[str, ...], artifact_bucket: str, region: str
+    kubeflow: KubeflowSettings, *, gateway: str, hosts: tuple[str, ...], artifact_bucket: str, region: str,
+    gateway_pods: Optional[GatewayPodsOptions] = None,
 ) -> TransformOptions:
     """What the manifest transformations need, from the Kubeflow settings and the edge and bucket they
-    share with the rest of the platform (`gateway` is `<namespace>/<name>`)."""
+    share with the rest of the platform (`gateway` is `<namespace>/<name>`; `gateway_pods` where the
+    ingress gateway's pods run, for the NetworkPolicies that admit them)."""
     images = kubeflow.images
     return TransformOptions(
         exclusions=kubeflow.exclude,
@@ -209,4 +214,6 @@ def transform_options(
             endpoint=kubeflow.object_store.endpoint,
             secure=kubeflow.object_store.secure,
         ) if kubeflow.database is not None else None,
+        gateway_pods=gateway_pods,
+        gateway_api=kubeflow.gateway_api,
     )

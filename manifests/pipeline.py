@@ -14,8 +14,10 @@ from manifests.exclusions import check_rule_names, exclude_components
 from manifests.groups import Groups, split_into_groups
 from manifests.images import rewrite_images
 from manifests.mesh import fix_sidecar_conflicts, label_namespaces, label_pod_templates, route_virtual_services
+from manifests.network_policies import admit_gateway_namespace
 from manifests.objects import Change, object_key, object_ref
 from manifests.options import TransformOptions
+from manifests.release_changes import implied_exclusions, release_problems
 from manifests.sources import ManifestError, Problem, detect_version
 from manifests.stores import use_external_stores
 
@@ -70,7 +72,13 @@ def _check(options: TransformOptions) -> None:
 def transform(objects: list[dict], options: TransformOptions) -> TransformReport:
     """Apply every configured transformation; the input list and its objects are never modified."""
     _check(options)
+    problems = release_problems(objects, options)
+    if problems:
+        raise ManifestError(problems)
     exclusions = effective_exclusions(options)
+    # What this release ships that the organisation's cluster must not run (manifests.release_changes).
+    for name, why in implied_exclusions(objects, options).items():
+        exclusions.setdefault(name, why)
     excluded = exclude_components(objects, tuple(exclusions))
     current = excluded.kept
     changes: dict[str, tuple[Change, ...]] = {}
@@ -83,6 +91,8 @@ def transform(objects: list[dict], options: TransformOptions) -> TransformReport
     ]
     if options.gateway is not None:
         steps.append(("route_virtual_services", lambda objs: route_virtual_services(objs, options.gateway)))
+    if options.gateway_pods is not None:
+        steps.append(("admit_gateway_namespace", lambda objs: admit_gateway_namespace(objs, options.gateway_pods)))
     if options.stores is not None:
         steps.append(("use_external_stores", lambda objs: use_external_stores(objs, options.stores)))
     if options.argo is not None:
