@@ -7,10 +7,13 @@ The organisation's gateway pods run in `ingress.namespace`; where that is anothe
 request through the gateway would be dropped by the CNI before the sidecar sees it.
 
 Policies are found by what they select, not by name (26.03 adds some, renames others): every peer whose
-namespace selector names `istio-system` is pointed at the gateway pods' namespace. A peer that also
-selects pods by upstream's gateway labels (`app: istio-ingressgateway`) selects the gateway pods by their
-configured labels (`ingress.selector`) instead. Peers selecting other istio-system pods (istiod, which
-only Dex's policy admits) are the mesh control plane, not the gateway: they are left and reported.
+namespace selector names `istio-system` is pointed at the gateway pods' namespace (`ingress.namespace`).
+A peer that also selects upstream's ingress gateway pods (`app: istio-ingressgateway`) selects the real
+gateway pods by their configured labels (`ingress.selector`); other apps it named (Knative's
+`cluster-local-gateway`) keep a peer of their own in istio-system. Peers selecting only other istio-system
+pods (istiod, in Dex's policy) are the mesh control plane, not the gateway: they are left, and reported.
+Kubernetes labels every Namespace `kubernetes.io/metadata.name: <name>`
+(https://kubernetes.io/docs/concepts/services-networking/network-policies/#targeting-a-namespace-by-its-name).
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from manifests.options import GatewayPodsOptions
 #: Where upstream's bundled gateway runs, and the label key Kubernetes sets on every Namespace.
 UPSTREAM_GATEWAY_NAMESPACE = "istio-system"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
-#: `app` values of upstream's gateway pods (the ingress gateway, Knative's local gateway).
-UPSTREAM_GATEWAY_APPS = frozenset({"istio-ingressgateway", "cluster-local-gateway"})
+#: `app` of upstream's ingress gateway pods.
+UPSTREAM_INGRESS_GATEWAY_APP = "istio-ingressgateway"
 
 
 def _names_upstream_gateway_namespace(selector: dict | None) -> bool:
@@ -61,7 +64,7 @@ def admits_upstream_gateway(policy: dict) -> bool:
 def _rewrite_peer(peer: dict, gateway: GatewayPodsOptions) -> tuple[list[dict], str | None]:
     """The peers that replace one `from` peer naming istio-system, and what was done (None: nothing)."""
     apps = _selected_apps(peer.get("podSelector"))
-    if apps is not None and "istio-ingressgateway" not in apps:
+    if apps is not None and UPSTREAM_INGRESS_GATEWAY_APP not in apps:
         # istiod (Dex's policy) or Knative's local gateway alone: not the ingress gateway.
         return [peer], f"left peer selecting app {sorted(apps)} in {UPSTREAM_GATEWAY_NAMESPACE} (not the ingress gateway)"
     replacement = {**peer, "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: gateway.namespace}}}
@@ -71,8 +74,8 @@ def _rewrite_peer(peer: dict, gateway: GatewayPodsOptions) -> tuple[list[dict], 
     peers = [replacement]
     if apps is not None:
         replacement["podSelector"] = {"matchLabels": dict(gateway.selector)}
-        done.append(f"gateway pods app=istio-ingressgateway -> {dict(gateway.selector)}")
-        others = sorted(apps - {"istio-ingressgateway"})
+        done.append(f"gateway pods app={UPSTREAM_INGRESS_GATEWAY_APP} -> {dict(gateway.selector)}")
+        others = sorted(apps - {UPSTREAM_INGRESS_GATEWAY_APP})
         if others:
             # Knative's local gateway stays where upstream runs it; only the ingress gateway moved.
             peers.append({**peer, "podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": others}]}})
