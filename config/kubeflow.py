@@ -179,7 +179,7 @@ def image_mirror_options(images: Optional[ImageSettings]) -> ImageMirrorOptions:
 
 def transform_options(
     kubeflow: KubeflowSettings, *, gateway: str, hosts: tuple[str, ...], artifact_bucket: str, region: str,
-    gateway_pods: Optional[GatewayPodsOptions] = None,
+    gateway_pods: GatewayPodsOptions,
 ) -> TransformOptions:
     """What the manifest transformations need, from the Kubeflow settings and the edge and bucket they
     share with the rest of the platform (`gateway` is `<namespace>/<name>`; `gateway_pods` where the
