@@ -67,10 +67,10 @@ def _rewrite_peer(peer: dict, gateway: GatewayPodsOptions) -> tuple[list[dict], 
     if apps is not None and UPSTREAM_INGRESS_GATEWAY_APP not in apps:
         # istiod (Dex's policy) or Knative's local gateway alone: not the ingress gateway.
         return [peer], f"left peer selecting app {sorted(apps)} in {UPSTREAM_GATEWAY_NAMESPACE} (not the ingress gateway)"
-    replacement = {**peer, "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: gateway.namespace}}}
-    if gateway.namespace == UPSTREAM_GATEWAY_NAMESPACE:
-        replacement["namespaceSelector"] = peer["namespaceSelector"]
-    done = [] if gateway.namespace == UPSTREAM_GATEWAY_NAMESPACE else [f"peer namespace {UPSTREAM_GATEWAY_NAMESPACE} -> {gateway.namespace}"]
+    replacement, done = dict(peer), []
+    if gateway.namespace != UPSTREAM_GATEWAY_NAMESPACE:
+        replacement["namespaceSelector"] = {"matchLabels": {NAMESPACE_NAME_LABEL: gateway.namespace}}
+        done.append(f"peer namespace {UPSTREAM_GATEWAY_NAMESPACE} -> {gateway.namespace}")
     peers = [replacement]
     if apps is not None:
         replacement["podSelector"] = {"matchLabels": dict(gateway.selector)}
@@ -78,7 +78,8 @@ def _rewrite_peer(peer: dict, gateway: GatewayPodsOptions) -> tuple[list[dict], 
         others = sorted(apps - {UPSTREAM_INGRESS_GATEWAY_APP})
         if others:
             # Knative's local gateway stays where upstream runs it; only the ingress gateway moved.
-            peers.append({**peer, "podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": others}]}})
+            local = {"matchExpressions": [{"key": "app", "operator": "In", "values": others}]}
+            peers.append({**peer, "podSelector": local})
             done.append(f"kept app {others} in {UPSTREAM_GATEWAY_NAMESPACE}")
     if peers == [peer]:
         return peers, None

@@ -1,23 +1,26 @@
 """What newer upstream releases ship that the organisation's cluster must not run as shipped.
 
-Decided from the objects themselves (what the code does, what a workload runs), never from the release
-number, so a patch release that backports a change is met the same way.
+Decided from the objects themselves (what the code does, what a workload runs) rather than from the
+release number, so a patch release that backports a change is met the same way; the one exception is
+said where it is made. Each fact is a contract in manifests/facts/contracts/newest-releases.yaml.
 
 - From Kubeflow 1.11 (KFP 2.15), KFP's per-namespace sync (`pipelines-profile-controller`, a metacontroller
   hook whose Python code ships in a ConfigMap) creates an access key per profile namespace through an IAM
   API and writes `kfp-launcher` and `artifact-repositories` for the bundled SeaweedFS, bucket `mlpipeline`
-  hard-coded (kubeflow/pipelines@2.16.0 manifests/.../pipelines-profile-controller/sync.py:24, 36-44,
-  198-253, 385-409). It reads no setting that turns this off. With the organisation's object store the
-  program writes each profile's `kfp-launcher` and `artifact-repositories` itself (manifests/tenancy.py)
-  and pods reach S3 through IRSA, so the hook would only call IAM (AWS's own when `AWS_ENDPOINT_URL` is
-  unset) and overwrite the program's per-profile config: it is left out (rule `pipelines-profile-controller`).
-  KFP 2.5's hook (Kubeflow 1.10) copies static keys and creates no IAM key; it is kept there.
+  hard-coded (kubeflow/pipelines@2.16.0
+  manifests/kustomize/base/installs/multi-user/pipelines-profile-controller/sync.py:24, 36-44, 198-254,
+  378-409). It reads no setting that turns this off. With the organisation's object store the program
+  writes each profile's `kfp-launcher` and `artifact-repositories` itself (manifests/tenancy.py) and pods
+  reach S3 through IRSA, so the hook would only call IAM (AWS's own when `AWS_ENDPOINT_URL` is unset) and
+  overwrite the program's per-profile config: it is left out (rule `pipelines-profile-controller`). KFP
+  2.5's hook (Kubeflow 1.10) copies static keys and creates no IAM key; it is kept there.
 - Kubeflow 1.11.0 ships KFP 2.15.0, whose API server refuses to start without static object-store keys
-  (kubeflow/pipelines@2.15.0 backend/src/apiserver/client_manager/client_manager.go:991-1000, 1024-1037);
-  KFP 2.16.0 makes them optional and takes the default AWS chain, i.e. IRSA (2.16.0 ...:1047-1056,
-  1068-1077). The platform reaches S3 through IRSA only (the central Secret's keys are empty), so 1.11.0
-  with an external object store is refused with that reason, before anything is applied. The behaviour is
-  in the binary, so the API server's image tag is the only handle upstream gives.
+  (kubeflow/pipelines@2.15.0 backend/src/apiserver/client_manager/client_manager.go:991-1000, 1024-1037,
+  1044-1052); KFP 2.16.0 makes them optional and takes the default AWS chain, i.e. IRSA
+  (kubeflow/pipelines@2.16.0 backend/src/apiserver/client_manager/client_manager.go:1047-1056, 1064-1077).
+  The platform reaches S3 through IRSA only (the central Secret's keys are empty), so 1.11.0 with an
+  external object store is refused with that reason, before anything is applied. This one is decided by
+  the API server's image tag: the behaviour is in the binary, and upstream gives no other handle.
 - From 26.03 (KServe 0.16), KServe's LLM controller (llmisvc) routes every LLMInferenceService through
   Gateway API HTTPRoutes (kserve/kserve@v0.16.0 pkg/controller/v1alpha1/llmisvc/router.go:69-71, 92-100),
   and the release ships no Gateway API CRDs. Without them (`kubeflow.gatewayApi: false`, the default) the
