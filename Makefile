@@ -35,17 +35,27 @@ DIFF_USAGE := make diff A=<stack|dir> B=<stack|dir> [KUBEFLOW_A=1.9.1] [MANIFEST
 # marked `+` still runs and its exit status 1 becomes make's own (how `make -q` answers through recursive
 # makes). So a lone `make diff` turns on question mode, marks each line of its recipe `+`, and has a
 # sub-make without -q make what it needs. Its output is the tool's own, as it happens.
-ifneq ($(filter diff,$(MAKECMDGOALS)),)
-ifneq ($(MAKECMDGOALS),diff)
-$(error make diff runs alone, so its exit status is the comparison's: run make $(filter-out diff,$(MAKECMDGOALS)) separately)
+# `make upgrade-plan` exits the same way (0 nothing needs attention, 1 something does, 2 an error).
+UPGRADE_USAGE := make upgrade-plan FROM=<release|manifests path|saved plan dir> TO=<release|manifests path> [STACK=dev]
+STATUS_GOAL := $(filter diff upgrade-plan,$(MAKECMDGOALS))
+ifneq ($(STATUS_GOAL),)
+ifneq ($(MAKECMDGOALS),$(firstword $(STATUS_GOAL)))
+$(error make $(firstword $(STATUS_GOAL)) runs alone, so its exit status is its answer: run make $(filter-out $(firstword $(STATUS_GOAL)),$(MAKECMDGOALS)) separately)
 endif
+ifeq ($(STATUS_GOAL),diff)
 ifeq ($(and $(A),$(B)),)
 $(error usage: $(DIFF_USAGE))
+endif
+endif
+ifeq ($(STATUS_GOAL),upgrade-plan)
+ifeq ($(and $(FROM),$(TO)),)
+$(error usage: $(UPGRADE_USAGE))
+endif
 endif
 MAKEFLAGS += -q
 endif
 
-.PHONY: venv scan-venv upstream-manifests preview diff diff-prerequisites test policy-pack bench docs clean
+.PHONY: venv scan-venv upstream-manifests preview diff diff-prerequisites upgrade-plan test policy-pack bench docs clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +86,13 @@ diff:
 	+@MAKEFLAGS= $(MAKE) --no-print-directory PYTHON="$(PYTHON)" UPSTREAM_VERSIONS="$(diff_releases)" diff-prerequisites
 	+$(strip $(BIN)/python -m tools.diff $(A) $(B) $(call diff_options,$(A),a,A) $(call diff_options,$(B),b,B) $(if $(FULL),--full))
 
+## What `pulumi up` does to a live cluster between two Kubeflow releases: replacements, renames, CRDs,
+## data, manual steps. Exit 0 when nothing needs attention, 1 when something does, 2 on an error.
+## make upgrade-plan FROM=<release|manifests path|saved plan dir> TO=<release|manifests path> [STACK=dev]
+upgrade-plan:
+	+@MAKEFLAGS= $(MAKE) --no-print-directory PYTHON="$(PYTHON)" venv
+	+$(BIN)/python -m tools.upgrade_plan $(FROM) $(TO) --stack $(STACK)
+
 # What `make diff` needs before it compares, made by its sub-make outside question mode: the venv, and
 # the releases in UPSTREAM_VERSIONS for the sides that are stacks evaluated with a rendered release.
 diff-prerequisites: venv $(if $(UPSTREAM_VERSIONS),upstream-manifests)
@@ -96,6 +113,7 @@ bench: venv upstream-manifests
 
 docs: venv
 	$(BIN)/python -m tools.config_reference --write docs/configuration.md
+	$(BIN)/python -m tools.upgrade_plan --refresh-docs docs/upgrading.md
 
 clean:
 	rm -rf build $(VENV) $(SCAN_VENV) policy/venv .pytest_cache

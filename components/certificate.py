@@ -23,7 +23,9 @@ class CertificateArgs:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, zone_id: pulumi.Input[str]) -> "CertificateArgs":
-        return cls(hosts=settings.dns.hosts, extra_names=settings.certificate.subject_alternative_names, zone_id=zone_id)
+        # The serving wildcard covers every InferenceService host (`<name>-<namespace>.<servingDomain>`).
+        return cls(hosts=settings.dns.hosts, zone_id=zone_id,
+                   extra_names=(*settings.certificate.subject_alternative_names, *settings.dns.serving_hosts))
 
 
 def validation_domains(names: Sequence[str]) -> dict[str, list[str]]:

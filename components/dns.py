@@ -17,6 +17,8 @@ class DnsArgs:
     zone_name: str
     #: Every host users open; each gets an A and an AAAA alias record.
     hosts: Sequence[str]
+    #: `*.<dns.servingDomain>`: InferenceServices' hosts, aliased to the same NLB.
+    serving_hosts: Sequence[str] = ()
     create_zone: bool = False
     #: route53: this program writes the records; external-dns: the Service annotation asks external-dns to.
     records: Literal["route53", "external-dns"] = "route53"
@@ -26,8 +28,8 @@ class DnsArgs:
     @classmethod
     def from_settings(cls, settings: Settings) -> "DnsArgs":
         dns = settings.dns
-        return cls(zone_name=dns.zone_name, hosts=dns.hosts, create_zone=dns.create_zone, records=dns.records,
-                   protect=settings.protect)
+        return cls(zone_name=dns.zone_name, hosts=dns.hosts, serving_hosts=dns.serving_hosts,
+                   create_zone=dns.create_zone, records=dns.records, protect=settings.protect)
 
 
 class Dns(pulumi.ComponentResource):
@@ -73,7 +75,8 @@ class Dns(pulumi.ComponentResource):
         return {"zoneId": self.zone_id, "zoneNameServers": self.name_servers, "dnsRecordNames": self.record_names}
 
     def alias_to_load_balancer(self, load_balancer_hostname: pulumi.Input[str]) -> list[aws.route53.Record]:
-        """A and AAAA alias records for every host to the NLB; none when external-dns writes them."""
+        """A and AAAA alias records for every host and the serving wildcard to the NLB; none when external-dns
+        writes them. Route 53 answers a wildcard for any name below it that has no record of its own."""
         if self._args.records == "external-dns":
             return []
         # Alias records need the canonical hosted zone id of the load balancer kind: the NLB one differs
@@ -82,11 +85,11 @@ class Dns(pulumi.ComponentResource):
             load_balancer_type="network", opts=pulumi.InvokeOutputOptions(parent=self)
         )
         records = []
-        for host in self._args.hosts:
+        for host in (*self._args.hosts, *self._args.serving_hosts):
             for record_type in ("A", "AAAA"):
                 records.append(
                     aws.route53.Record(
-                        f"{self._name}-{host}-{record_type.lower()}",
+                        f"{self._name}-{host.replace('*', 'wildcard')}-{record_type.lower()}",
                         zone_id=self.zone_id,
                         name=host,
                         type=record_type,

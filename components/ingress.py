@@ -37,6 +37,8 @@ class IngressGatewayArgs:
     ssl_policy: str = "ELBSecurityPolicy-TLS13-1-2-2021-06"
     certificate_arn: pulumi.Input[str]
     hosts: Sequence[str]
+    #: `*.<dns.servingDomain>`: the hosts Knative and KServe give InferenceServices' routes on this Gateway.
+    serving_hosts: Sequence[str] = ()
     #: Set the external-dns hostname annotation (dns.records: external-dns).
     external_dns: bool = False
     gateway_namespace: str
@@ -56,7 +58,7 @@ class IngressGatewayArgs:
             selector=ingress.selector, scheme=ingress.scheme, ip_address_type=ingress.ip_address_type,
             source_cidrs=ingress.source_cidrs, security_groups=ingress.security_groups,
             http_target_port=ingress.http_target_port, ssl_policy=ingress.ssl_policy,
-            certificate_arn=certificate_arn, hosts=settings.dns.hosts,
+            certificate_arn=certificate_arn, hosts=settings.dns.hosts, serving_hosts=settings.dns.serving_hosts,
             external_dns=settings.dns.records == "external-dns",
             gateway_namespace=ingress.gateway_namespace, gateway_name=ingress.gateway_name,
             istio_version=settings.kubeflow.mesh.istio_version, gateway_depends_on=tuple(gateway_depends_on),
@@ -87,7 +89,7 @@ def nlb_annotations(args: IngressGatewayArgs, certificate_arn: str) -> dict[str,
         # groups reach the gateway pods' ENIs; the groups' own inbound rules stay with their owners.
         annotations[f"{_LB}aws-load-balancer-manage-backend-security-group-rules"] = "true"
     if args.external_dns:
-        annotations["external-dns.alpha.kubernetes.io/hostname"] = ",".join(args.hosts)
+        annotations["external-dns.alpha.kubernetes.io/hostname"] = ",".join([*args.hosts, *args.serving_hosts])
     return annotations
 
 
@@ -250,7 +252,10 @@ class IngressGateway(pulumi.ComponentResource):
                         # Port 80 of the gateway Service (target http_target_port): TLS already ended at the
                         # NLB, which also forwards its 443 listener there.
                         "port": {"number": 80, "name": "http", "protocol": "HTTP"},
-                        "hosts": list(args.hosts),
+                        # net-istio marks a Knative route ready only once these pods answer a probe with the
+                        # route's host (knative-extensions/net-istio@knative-v1.16.0 pkg/reconciler/ingress/
+                        # lister.go:62-100, ingress.go:254-270): the serving wildcard must be served here.
+                        "hosts": [*args.hosts, *args.serving_hosts],
                     }
                 ],
             },

@@ -16,6 +16,7 @@ from config.kubeflow import transform_options
 from manifests.release import PreparedRelease, error_message, image_mirror_export, prepare_release, transform_report_export
 from manifests.sources import ManifestError
 
+CRD = "CustomResourceDefinition"
 #: The annotation the EKS pod identity webhook reads to give a service account's pods an IAM role.
 IRSA_ROLE_ANNOTATION = "eks.amazonaws.com/role-arn"
 
@@ -42,6 +43,8 @@ class KubeflowArgs:
     central_secret: Optional[CentralSecretArgs] = None
     #: `"<namespace>/<serviceaccount>"` -> IAM role ARN for IRSA, known only at deploy time.
     service_account_roles: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    #: CRDs and Namespaces are retained on delete (`kubeflow.keepCrdsAndNamespaces`).
+    keep_crds_and_namespaces: bool = True
 
     @classmethod
     def from_settings(
@@ -58,7 +61,8 @@ class KubeflowArgs:
                 db_user=database.user,
                 db_password=settings.secrets.database_password,
             )
-        return cls(release=release, central_secret=central_secret, service_account_roles=service_account_roles)
+        return cls(release=release, central_secret=central_secret, service_account_roles=service_account_roles,
+                   keep_crds_and_namespaces=settings.kubeflow.keep_crds_and_namespaces)
 
 
 def prepare(settings: "Settings") -> PreparedRelease:
@@ -71,6 +75,7 @@ def prepare(settings: "Settings") -> PreparedRelease:
         settings.kubeflow,
         gateway=f"{settings.ingress.gateway_namespace}/{settings.ingress.gateway_name}",
         hosts=settings.dns.hosts,
+        serving_domain=settings.dns.serving_domain,
         artifact_bucket=settings.artifacts.names()["pipelines"],
         region=settings.aws.region,
         gateway_pods=GatewayPodsOptions(settings.ingress.namespace, tuple(sorted(settings.ingress.selector.items()))),
@@ -111,6 +116,7 @@ class Kubeflow(pulumi.ComponentResource):
         self.config_groups = []
         self.central_secret: Optional[k8s.core.v1.Secret] = None
         resource_names: dict[str, str] = {}
+        crd_resource_names: dict[str, str] = {}
         registered: dict[str, k8s.yaml.v2.ConfigGroup] = {}
 
         # The central Secret must exist before its consumers start, or their pods wait on it until the
@@ -135,11 +141,32 @@ class Kubeflow(pulumi.ComponentResource):
                 self.central_secret = self._central_secret(name, args.central_secret, namespaces)
                 depends_on = depends_on + [self.central_secret]
             resource_name = f"{name}-{group}"
+            keep = args.keep_crds_and_namespaces
+            crds = [obj for obj in objects if obj.get("kind") == CRD]
+            if keep and crds and len(crds) < len(objects):
+                # Deleting a CRD deletes every custom resource of its kind: CRDs get a group of their own
+                # that is retained on delete, so a CRD leaving the release stays on the cluster. The same
+                # resource prefix keeps each CRD's URN (`<prefix>:<name>`, pulumi/pulumi-kubernetes@v4.32.0
+                # provider/pkg/provider/yaml/v2/yaml.go:349-351), so stacks deployed before move without a
+                # delete; the engine hands retainOnDelete to a component's children
+                # (pulumi/pulumi@v3.259.0 pkg/resource/deploy/source_eval.go:1942-1952).
+                crd_resource_names[group] = f"{resource_name}-crds"
+                crd_group = k8s.yaml.v2.ConfigGroup(
+                    crd_resource_names[group],
+                    yaml=config_group_yaml(crds),
+                    resource_prefix=resource_name,
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on, retain_on_delete=True),
+                )
+                self.config_groups.append(crd_group)
+                depends_on = [crd_group, *depends_on[1:]]
+                objects = [obj for obj in objects if obj.get("kind") != CRD]
+            # A Namespace deleted takes every object in it, users' too.
+            retained = keep and all(obj.get("kind") in (CRD, "Namespace") for obj in objects)
             config_group = k8s.yaml.v2.ConfigGroup(
                 resource_name,
                 # One string of JSON documents rather than `objs=`: see manifests.objects.config_group_yaml.
                 yaml=config_group_yaml(objects),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on, retain_on_delete=retained or None),
             )
             self.config_groups.append(config_group)
             registered[group] = config_group
@@ -150,10 +177,12 @@ class Kubeflow(pulumi.ComponentResource):
                 # pods of that group started before the patch get the role at their next restart.
                 self.service_account_patches.append(self._patch_service_account(name, key, role_arn, [config_group]))
 
+        for warning in release.warnings:
+            pulumi.log.warn(warning, resource=self)
         self.version = pulumi.Output.from_input(release.release)
         self.component_version = pulumi.Output.from_input(release.component_version)
         self.image_mirror = pulumi.Output.from_input(image_mirror_export(release.report))
-        self.transform_report = pulumi.Output.from_input(transform_report_export(release, resource_names))
+        self.transform_report = pulumi.Output.from_input(transform_report_export(release, resource_names, crd_resource_names))
         self.register_outputs({
             "version": self.version,
             "componentVersion": self.component_version,

@@ -121,6 +121,13 @@ class Settings:
             key, _, message = line.partition(": ")
             if key in GATEWAY_OPTION_KEYS:
                 yield GATEWAY_OPTION_KEYS[key], message
+        if self.dns.serving_domain is not None and "knative" in self.kubeflow.exclude:
+            # The program sets the serving domain in Knative's own ConfigMaps; an excluded Knative is the
+            # enterprise's, whose config-domain would keep promising other hosts than the gateway serves.
+            yield "dns.servingDomain", (
+                "is set but kubeflow.exclude removes knative, whose config-domain it is written into; "
+                "remove knative from kubeflow.exclude or unset dns.servingDomain"
+            )
         replaced = REPLACED_UPSTREAM_COMPONENT[self.auth.proxy]
         if replaced not in self.kubeflow.exclude:
             yield "kubeflow.exclude", (

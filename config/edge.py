@@ -15,6 +15,8 @@ from config.loader import setting
 ACM_FIRST_NAME_LIMIT = 64
 #: ACM's hard ceiling on names per certificate (the default quota is 10 and can be raised to 100).
 ACM_NAMES_LIMIT = 100
+#: A DNS name is at most 253 characters; servingDomain leaves room for one 63-character label and its dot.
+SERVING_DOMAIN_LIMIT = 253 - 64
 #: The AWS Load Balancer Controller attaches at most five front-end security groups to an NLB.
 NLB_SECURITY_GROUPS_LIMIT = 5
 
@@ -31,10 +33,18 @@ class DnsSettings:
     """Create the hosted zone instead of looking it up; its name servers are exported for delegation."""
     records: Literal["route53", "external-dns"] = setting("route53")
     """Who writes the alias records: this program (route53) or the cluster's external-dns."""
+    serving_domain: Optional[str] = setting(None, check=checks.dns_name)
+    """Domain InferenceServices are served under, as <name>-<namespace>.<servingDomain> (inside zoneName); unset: only inside the cluster."""
 
     @property
     def hosts(self) -> tuple[str, ...]:
         return (self.host, *self.extra_hosts)
+
+    @property
+    def serving_hosts(self) -> tuple[str, ...]:
+        """The wildcard the gateway, the certificate and the records cover for Knative's and KServe's routes
+        (one label under servingDomain: a wildcard certificate covers no deeper name); empty when unset."""
+        return (f"*.{self.serving_domain.rstrip('.')}",) if self.serving_domain else ()
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         zone = self.zone_name.rstrip(".")
@@ -43,11 +53,39 @@ class DnsSettings:
                 yield key, f"{host!r} is not inside the hosted zone {zone!r} (dns.zoneName)"
         if self.host in self.extra_hosts:
             yield "extraHosts", f"{self.host!r} is already dns.host"
+        if self.serving_domain is not None:
+            yield from self._serving_domain_problems(zone)
         if len(self.host.rstrip(".")) > ACM_FIRST_NAME_LIMIT:
             # ACM puts the first name in the certificate's subject CN, which X.509 caps at 64 octets.
             yield "host", (
                 f"{self.host!r} is {len(self.host.rstrip('.'))} characters; ACM refuses a certificate whose first "
                 f"name is longer than {ACM_FIRST_NAME_LIMIT}"
+            )
+
+    def _serving_domain_problems(self, zone: str) -> Iterator[tuple[str, str]]:
+        domain = self.serving_domain.rstrip(".")
+        if not (domain == zone or domain.endswith("." + zone)):
+            # Its wildcard's alias and certificate validation records go into this zone.
+            yield "servingDomain", f"{self.serving_domain!r} is not inside the hosted zone {zone!r} (dns.zoneName)"
+        for key, host in [("host", self.host)] + [(f"extraHosts[{i}]", h) for i, h in enumerate(self.extra_hosts)]:
+            host = host.rstrip(".")
+            if host == domain:
+                yield "servingDomain", (
+                    f"{self.serving_domain!r} is dns.{key}; InferenceServices need a domain of their own, "
+                    f"like serving.{zone}"
+                )
+            elif host.partition(".")[2] == domain:
+                # An InferenceService `<name>-<namespace>` could then claim a Kubeflow host on the shared Gateway.
+                yield "servingDomain", (
+                    f"dns.{key} {host!r} lies directly under {self.serving_domain!r}, where InferenceService "
+                    f"hosts are made; give them a domain of their own, like serving.{zone}"
+                )
+        if len(domain) > SERVING_DOMAIN_LIMIT:
+            # Knative refuses a route whose host is not a valid DNS name (at most 253 characters), and the
+            # host is `<name>-predictor-<namespace>.<servingDomain>`.
+            yield "servingDomain", (
+                f"{self.serving_domain!r} is {len(domain)} characters; at most {SERVING_DOMAIN_LIMIT} leave "
+                "room for a 63-character InferenceService label in front of it"
             )
 
 
@@ -113,6 +151,6 @@ def edge_cross_checks(dns: DnsSettings, certificate: CertificateSettings) -> Ite
             yield f"certificate.subjectAlternativeNames[{i}]", (
                 f"{name!r} is not inside the hosted zone {zone!r} (dns.zoneName), so it cannot be validated there"
             )
-    names = set(dns.hosts) | set(certificate.subject_alternative_names)
+    names = set(dns.hosts) | set(certificate.subject_alternative_names) | set(dns.serving_hosts)
     if len(names) > ACM_NAMES_LIMIT:
         yield "certificate.subjectAlternativeNames", f"{len(names)} names with the hosts; ACM allows at most {ACM_NAMES_LIMIT}"

@@ -22,11 +22,13 @@ from manifests.options import (
     ImageMirrorRule,
     MeshOptions,
     PodTemplateOptions,
+    ServingOptions,
     TransformOptions,
 )
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+#: Semantic releases up to 1.11 (`1.10.2`); calendar releases from 26.03 on (`YY.MM[.PATCH]`).
+_VERSION = re.compile(r"^(\d+\.\d+\.\d+|\d{2}\.\d{2}(\.\d+)?)$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,7 +122,7 @@ class DatabaseSettings:
 @dataclass(frozen=True, kw_only=True)
 class KubeflowSettings:
     version: str = setting()
-    """Kubeflow release the manifests are (like 1.10.2); recorded, exported and checked against them."""
+    """Kubeflow release the manifests are (`1.10.2`, or quoted `"26.03"`); identified from the manifests and refused when they are another."""
     manifests: Union[str, ManifestUrlSettings] = setting()
     """Rendered upstream manifests: a YAML file, a directory, a kustomize directory, or {url, sha256}."""
     exclude: tuple[str, ...] = setting(("istio", "argo"), check=checks.unique("rule"))
@@ -145,6 +147,8 @@ class KubeflowSettings:
     """Namespace of the central Secret; pods read only their own namespace's Secrets, so the consumers' one."""
     gateway_api: bool = setting(False)
     """The cluster serves the Gateway API CRDs (gateway.networking.k8s.io); unset: KServe's LLM controller (26.03 on) is left out."""
+    keep_crds_and_namespaces: bool = setting(True)
+    """CRDs and namespaces that leave the release stay on the cluster with all they hold (retainOnDelete); false lets an upgrade delete them, users' custom resources and namespaces' contents with them."""
 
     @property
     def manifests_source(self) -> Union[str, UrlSource]:
@@ -155,7 +159,7 @@ class KubeflowSettings:
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         if not _VERSION.match(self.version):
-            yield "version", f"{self.version!r} is not a release version like 1.10.2"
+            yield "version", f"{self.version!r} is not a release version like 1.10.2 or 26.03"
         if isinstance(self.manifests, str) and not self.manifests.strip():
             yield "manifests", "must name a file, a directory or {url, sha256}"
         for i, name in enumerate(self.exclude):
@@ -179,11 +183,11 @@ def image_mirror_options(images: Optional[ImageSettings]) -> ImageMirrorOptions:
 
 def transform_options(
     kubeflow: KubeflowSettings, *, gateway: str, hosts: tuple[str, ...], artifact_bucket: str, region: str,
-    gateway_pods: GatewayPodsOptions,
+    serving_domain: Optional[str], gateway_pods: GatewayPodsOptions,
 ) -> TransformOptions:
     """What the manifest transformations need, from the Kubeflow settings and the edge and bucket they
-    share with the rest of the platform (`gateway` is `<namespace>/<name>`; `gateway_pods` where the
-    ingress gateway's pods run, for the NetworkPolicies that admit them)."""
+    share with the rest of the platform (`gateway` is `<namespace>/<name>`, `serving_domain` dns.servingDomain,
+    `gateway_pods` where the ingress gateway's pods run, for the NetworkPolicies that admit them)."""
     images = kubeflow.images
     return TransformOptions(
         exclusions=kubeflow.exclude,
@@ -195,6 +199,7 @@ def transform_options(
         ),
         images=image_mirror_options(images),
         gateway=GatewayOptions(gateway=gateway, hosts=tuple(hosts)),
+        serving=ServingOptions(domain=serving_domain),
         argo=ExternalArgoOptions(
             namespace=kubeflow.argo.namespace,
             bucket=artifact_bucket,

@@ -151,6 +151,11 @@ def convert(hint: Any, raw: Any, path: str, problems: Problems) -> Any:
     if hint is str:
         if isinstance(raw, str):
             return raw
+        if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+            # YAML reads an unquoted 26.03 as the number 26.03 (and 26.10 as 26.1).
+            problems.add(path, f"expected a string, got {_describe(raw)}: YAML reads an unquoted number; "
+                               f"quote it as written, like \"{raw}\"")
+            return None
         problems.add(path, f"expected a string, got {_describe(raw)}")
         return None
     if origin is Literal:

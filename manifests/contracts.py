@@ -7,7 +7,7 @@ object can be stored; only the consumer's code says whether it does what we mean
 also a check over what the program emits:
 
 - `check:` a structural check this module runs over the applied objects (`env`, `arg`, `data`,
-  `annotation`, `path`), or
+  `annotation`, `path`; `${setting}` in `equals`, `contains` and a data check's `key`), or
 - `held_by:` the test (`tests/<file>.py::<test name>`) that proves a behaviour no single field shows
   (how Istio picks routes, what IAM allows), or
 - `unsettled:` the source does not settle it; the text says what the user verifies on the cluster, and
@@ -236,7 +236,8 @@ def contract_problems(contract: Contract, objects: list[dict], values: Mapping[s
     kind, spec = next(iter(contract.check.items()))
     label = f"{contract.id} ({contract.reads})"
     spec = dict(spec)
-    for key in ("equals", "contains"):
+    # A data check's key may name a setting too: Knative's config-domain keys are domains.
+    for key in ("equals", "contains", *(("key",) if kind == "data" else ())):
         if key in spec:
             try:
                 spec[key] = expand(spec[key], values or {})

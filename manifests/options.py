@@ -54,6 +54,14 @@ class GatewayOptions:
 
 
 @dataclass(frozen=True)
+class ServingOptions:
+    """Where Knative and KServe put InferenceServices' external routes (manifests.serving)."""
+
+    #: Every external route is `<name>-<namespace>.<domain>`; None keeps every route cluster-local.
+    domain: str | None = None
+
+
+@dataclass(frozen=True)
 class GatewayPodsOptions:
     """Where the organisation's ingress gateway pods run, for NetworkPolicies that admit them."""
 
@@ -135,6 +143,7 @@ class TransformOptions:
     pod_templates: PodTemplateOptions = field(default_factory=PodTemplateOptions)
     images: ImageMirrorOptions = field(default_factory=ImageMirrorOptions)
     gateway: GatewayOptions | None = None
+    serving: ServingOptions = field(default_factory=ServingOptions)
     argo: ExternalArgoOptions | None = None
     stores: ExternalStoresOptions | None = None
     #: The real gateway pods; None leaves upstream's NetworkPolicies admitting istio-system as they are.

@@ -18,6 +18,7 @@ from manifests.network_policies import admit_gateway_namespace
 from manifests.objects import Change, object_key, object_ref
 from manifests.options import TransformOptions
 from manifests.release_changes import implied_exclusions, release_problems
+from manifests.serving import set_serving_domain
 from manifests.sources import ManifestError, Problem, detect_version
 from manifests.stores import use_external_stores
 
@@ -88,6 +89,8 @@ def transform(objects: list[dict], options: TransformOptions) -> TransformReport
         ("label_namespaces", lambda objs: label_namespaces(objs, options.mesh)),
         ("label_pod_templates", lambda objs: label_pod_templates(objs, options.pod_templates)),
         ("fix_sidecar_conflicts", fix_sidecar_conflicts),
+        # Always: without a serving domain Knative's routes are made cluster-local, not left on example.com.
+        ("set_serving_domain", lambda objs: set_serving_domain(objs, options.serving)),
     ]
     if options.gateway is not None:
         steps.append(("route_virtual_services", lambda objs: route_virtual_services(objs, options.gateway)))

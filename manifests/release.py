@@ -16,6 +16,7 @@ from typing import Mapping
 from manifests.objects import object_ref
 from manifests.options import TransformOptions
 from manifests.pipeline import TransformReport, transform
+from manifests.release_identity import identify, identity_export, judge
 from manifests.sources import LoadedManifests, ManifestError, Problem, UrlSource, load_source
 from manifests.validate import validate_objects
 
@@ -29,7 +30,8 @@ class PreparedRelease:
 
     #: The release the stack pins (`kubeflow.version`), exported as `kubeflowVersion`.
     release: str
-    #: The components' version found in the manifests (1.10.2 of the manifests ships 1.10.0 images), or None.
+    #: The dashboard's version found in the manifests (1.10.2 of the manifests ships 1.10.0 images), or None;
+    #: the release itself is identified from several components (`identity`).
     component_version: str | None
     version_evidence: str | None
     #: sha256 of the source the objects were parsed from.
@@ -37,6 +39,12 @@ class PreparedRelease:
     #: How many objects upstream has.
     input_count: int
     report: TransformReport
+    #: Which release the objects were identified as, from which components, and the warnings it gave.
+    identity: dict
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.identity.get("warnings", []))
 
     @property
     def groups(self) -> dict[str, list[dict]]:
@@ -96,30 +104,6 @@ def load_once(source: str | Mapping | UrlSource, cache_dir: Path | None = None) 
     return loaded
 
 
-# --------------------------------------------------------------------------------------- version
-
-
-def _minor(version: str) -> tuple[str, ...]:
-    return tuple(version.split(".")[:2])
-
-
-def version_problems(pinned: str, detected: str | None, evidence: str | None) -> list[Problem]:
-    """Refuse manifests of another minor release than the one pinned.
-
-    Rendered manifests carry no release number, only their components' image tags, and those may lag
-    the manifests' patch release (v1.10.2 ships 1.10.0 images; v1.9.1 ships a 1.9.2 dashboard). So a
-    different patch number is expected; a different minor means the file is not the pinned release.
-    """
-    if detected is None or _minor(detected) == _minor(pinned):
-        return []
-    return [Problem(
-        CONFIG_KEY,
-        f"holds Kubeflow {detected} ({evidence}), another minor release than kubeflow.version {pinned} "
-        "(components may lag the release's patch number, never its minor)",
-        f"point kubeflow.manifests at the {pinned} release, or set kubeflow.version to the release you mean to apply",
-    )]
-
-
 # ----------------------------------------------------------------------------------------- prepare
 
 
@@ -135,9 +119,11 @@ def prepare_release(
         # An empty render (a failed kustomize redirected to a file, a wrong path in a directory) would
         # otherwise apply no Kubeflow at all and look like success.
         raise ManifestError([Problem(loaded.origin, "holds no Kubernetes objects", "point kubeflow.manifests at the rendered release")])
-    problems = version_problems(pinned_version, loaded.version, loaded.version_evidence)
-    if problems:
-        raise ManifestError(problems)
+    identity = identify(loaded.objects)
+    verdict = judge(pinned_version, identity)
+    if verdict.problems:
+        raise ManifestError(list(verdict.problems))
+    problems: list[Problem] = []
     report = transform(list(loaded.objects), options)
     if options.images.default_mirror:
         for image, places in report.unmirrored_images.items():
@@ -156,6 +142,7 @@ def prepare_release(
         sha256=loaded.sha256,
         input_count=len(loaded.objects),
         report=report,
+        identity=identity_export(pinned_version, identity, verdict),
     )
 
 
@@ -174,17 +161,23 @@ def image_mirror_export(report: TransformReport) -> list[dict[str, str]]:
     return [{"source": source, "target": target} for source, target in sorted(report.image_map.items())]
 
 
-def transform_report_export(prepared: PreparedRelease, resource_names: Mapping[str, str] | None = None) -> dict:
-    """A JSON-able account of what was done to upstream. `resource_names`: group -> ConfigGroup name."""
+def transform_report_export(prepared: PreparedRelease, resource_names: Mapping[str, str] | None = None,
+                            crd_resource_names: Mapping[str, str] | None = None) -> dict:
+    """A JSON-able account of what was done to upstream. `resource_names`: group -> ConfigGroup name;
+    `crd_resource_names`: group -> the retained ConfigGroup that applies the group's CRDs before it."""
     report = prepared.report
+    resource_names, crd_resource_names = resource_names or {}, crd_resource_names or {}
     groups = [
-        {"name": name, "objects": len(objects), **({"resource": resource_names[name]} if resource_names and name in resource_names else {})}
+        {"name": name, "objects": len(objects),
+         **({"resource": resource_names[name]} if name in resource_names else {}),
+         **({"crdResource": crd_resource_names[name]} if name in crd_resource_names else {})}
         for name, objects in prepared.groups.items()
     ]
     return {
         "release": prepared.release,
         "componentVersion": prepared.component_version,
         "versionEvidence": prepared.version_evidence,
+        "releaseIdentity": prepared.identity,
         "sha256": prepared.sha256,
         "counts": {
             "input": prepared.input_count,

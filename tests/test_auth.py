@@ -117,20 +117,16 @@ def test_an_unknown_cluster_issuer_blanks_out_only_its_own_object():
     import asyncio
 
     import pulumi
-    from pulumi.runtime import mocks as pulumi_mocks
     from pulumi.runtime.stack import run_pulumi_func
     from pulumi.runtime.sync_await import _sync_await
 
     import config
     from components.auth import Auth, AuthArgs
-    from tools.mock_runtime import RecordingMonitor
+    from tools.mock_runtime import install_mocks
 
     raw = {key.split(":", 1)[1]: value for key, value in stack_config("dev").items()}
     settings = config.parse(raw, config.Secrets(), set(MARKER_SECRETS), "dev")
-    mocks = PlatformMocks(stack_config("dev"), preview=True)
-    monitor = RecordingMonitor(mocks)
-    pulumi.runtime.settings.ROOT.set(None)
-    pulumi_mocks.set_mocks(mocks, project="kubeflow-platform", stack="dev", preview=True, monitor=monitor)
+    _, monitor = install_mocks(stack_config("dev"), stack="dev", preview=True)
 
     def program() -> None:
         loop = asyncio.get_event_loop()

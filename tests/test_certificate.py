@@ -18,7 +18,8 @@ def test_the_certificate_covers_the_hosts_and_sans_once_each(stack_run):
     (certificate,) = stack_run.of_type(CERTIFICATE)
     assert certificate.inputs["domainName"] == dns["host"]
     assert certificate.inputs["validationMethod"] == "DNS"
-    assert certificate.inputs.get("subjectAlternativeNames", []) == [*dns.get("extraHosts", []), *sans]
+    serving = [f"*.{dns['servingDomain']}"] if dns.get("servingDomain") else []
+    assert certificate.inputs.get("subjectAlternativeNames", []) == [*dns.get("extraHosts", []), *sans, *serving]
 
 
 def test_validation_records_come_from_the_domain_validation_options(stack_run):
@@ -39,8 +40,8 @@ def test_a_wildcard_and_its_apex_share_one_validation_record():
     run = run_stack("prod", {"certificate": {"subjectAlternativeNames": ["*.ml.example.com", "ml.example.com"]}})
     names = [r.inputs["name"] for r in _validation_records(run)]
     assert len(names) == len(set(names))
-    # kubeflow., pipelines. and one shared by *.ml.example.com and ml.example.com
-    assert len(names) == len(dns["extraHosts"]) + 2
+    # kubeflow., pipelines., one shared by *.ml.example.com and ml.example.com, one for *.serving.ml.example.com
+    assert len(names) == len(dns["extraHosts"]) + 3
     assert sum(1 for n in names if n.endswith(".ml.example.com.") and n.count(".") == 4) == 1
 
 

@@ -143,6 +143,14 @@ def test_an_env_check_fails_on_the_name_the_consumer_does_not_read():
     assert "does not set" in contract_problems(right, [DEPLOYMENT], {})[0]
 
 
+def test_a_data_check_key_may_name_a_setting():
+    configmap = {"kind": "ConfigMap", "metadata": {"name": "config-domain"}, "data": {"serving.example.com": ""}}
+    contract = _contract({"data": {"select": {"kind": "ConfigMap"}, "key": "${dns.servingDomain}", "equals": ""}})
+    assert contract_problems(contract, [configmap], {"dns.servingDomain": "serving.example.com"}) == []
+    assert contract_problems(contract, [configmap], {"dns.servingDomain": "example.com"}) != []
+    assert "does not set" in contract_problems(contract, [configmap], {})[0]
+
+
 def test_a_check_that_selects_nothing_fails():
     contract = _contract({"env": {"select": {"kind": "Deployment", "name": "gone"}, "name": "DB_HOST"}})
     assert "no emitted object" in contract_problems(contract, [DEPLOYMENT])[0]

@@ -12,13 +12,17 @@ def _dns(stack: str) -> dict:
     return stack_config(stack)["kubeflow-platform:dns"]
 
 
+def _serving_hosts(dns: dict) -> list[str]:
+    return [f"*.{dns['servingDomain']}"] if dns.get("servingDomain") else []
+
+
 def _alias_records(run):
     return [r for r in run.of_type(RECORD) if r.inputs.get("aliases")]
 
 
 def test_every_host_gets_an_a_and_an_aaaa_alias_to_the_load_balancer(stack_run):
     dns = _dns(stack_run.stack)
-    hosts = [dns["host"], *dns.get("extraHosts", [])]
+    hosts = [dns["host"], *dns.get("extraHosts", []), *_serving_hosts(dns)]
     records = _alias_records(stack_run)
     assert sorted((r.inputs["name"], r.inputs["type"]) for r in records) == sorted(
         (h, t) for h in hosts for t in ("A", "AAAA")
@@ -61,4 +65,6 @@ def test_external_dns_mode_leaves_the_alias_records_to_external_dns():
     assert _alias_records(run) == []
     assert run.exports["dnsRecordNames"] == []
     patch = run.named("kubernetes:core/v1:ServicePatch", "ingress-service")
-    assert patch.inputs["metadata"]["annotations"]["external-dns.alpha.kubernetes.io/hostname"] == _dns("dev")["host"]
+    assert patch.inputs["metadata"]["annotations"]["external-dns.alpha.kubernetes.io/hostname"] == ",".join(
+        [_dns("dev")["host"], *_serving_hosts(_dns("dev"))]
+    )

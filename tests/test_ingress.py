@@ -118,4 +118,4 @@ def test_the_central_gateway_serves_the_hosts_on_port_80(stack_run):
     assert gateway.inputs["spec"]["selector"] == {"istio": "ingressgateway"}
     (server,) = gateway.inputs["spec"]["servers"]
     assert server["port"] == {"number": 80, "name": "http", "protocol": "HTTP"}
-    assert server["hosts"] == [dns["host"], *dns.get("extraHosts", [])]
+    assert server["hosts"] == [dns["host"], *dns.get("extraHosts", []), f"*.{dns['servingDomain']}"]

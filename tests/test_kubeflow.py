@@ -201,9 +201,14 @@ def test_config_groups_are_chained_in_order_on_the_explicit_provider(release_run
     run, _ = release_run
     groups = kubeflow_config_groups(run)
     report_groups = run.exports["transformReport"]["groups"]
-    assert [g.name for g in groups] == [f"kubeflow-{g['name']}" for g in report_groups] == [g["resource"] for g in report_groups]
+    # A group's CRDs come first, in a ConfigGroup of their own (retained on delete).
+    expected = [name for g in report_groups for name in ([g["crdResource"]] if "crdResource" in g else []) + [g["resource"]]]
+    assert [g.name for g in groups] == expected
+    assert [g["resource"] for g in report_groups] == [f"kubeflow-{g['name']}" for g in report_groups]
     assert [g["name"] for g in report_groups][0] == "namespaces"
-    assert [g["objects"] for g in report_groups] == [len(objects_from_config_group_inputs(g.inputs)) for g in groups]
+    counts = {g.name: len(objects_from_config_group_inputs(g.inputs)) for g in groups}
+    assert [g["objects"] for g in report_groups] == [counts[g["resource"]] + counts.get(g.get("crdResource"), 0)
+                                                     for g in report_groups]
     (provider,) = [r for r in run.resources if r.type == "pulumi:providers:kubernetes"]
     (component,) = run.of_type("kubeflow-platform:kubeflow:Kubeflow")
     for previous, group in zip([None, *groups], groups):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pulumi
 import pulumi_kubernetes as k8s
-from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
@@ -12,7 +11,7 @@ from components.kubeflow import IRSA_ROLE_ANNOTATION, CentralSecretArgs, Kubeflo
 from manifests.objects import config_group_yaml, objects_from_config_group_inputs
 from manifests.options import TransformOptions
 from manifests.release import prepare_release
-from tools.mock_runtime import PlatformMocks, RecordingMonitor, Registration
+from tools.mock_runtime import Registration, install_mocks
 
 RELEASE = """
 apiVersion: v1
@@ -38,10 +37,7 @@ spec:
 
 
 def register(build) -> list[Registration]:
-    mocks = PlatformMocks({})
-    monitor = RecordingMonitor(mocks)
-    pulumi.runtime.settings.ROOT.set(None)
-    pulumi_mocks.set_mocks(mocks, project="kubeflow-platform", stack="test", monitor=monitor)
+    _, monitor = install_mocks({}, stack="test")
     _sync_await(run_pulumi_func(build))
     return monitor.registrations
 

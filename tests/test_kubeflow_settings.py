@@ -34,6 +34,7 @@ def settings(**changes) -> KubeflowSettings:
 
 def options(kubeflow: KubeflowSettings) -> TransformOptions:
     return transform_options(kubeflow, gateway="kubeflow/kubeflow-gateway", hosts=("kubeflow.example.com",), artifact_bucket="ml-pipelines", region="eu-west-1",
+                             serving_domain="serving.example.com",
                              gateway_pods=GatewayPodsOptions("istio-ingress", (("istio", "ingressgateway"),)))
 
 
@@ -47,6 +48,7 @@ def test_every_option_comes_from_a_setting():
     assert result.images.default_mirror == "registry.example.com/kf"
     assert [(r.source, r.mirror) for r in result.images.rules] == [("ghcr.io", "registry.example.com/kf/ghcr")]
     assert (result.gateway.gateway, result.gateway.hosts) == ("kubeflow/kubeflow-gateway", ("kubeflow.example.com",))
+    assert result.serving.domain == "serving.example.com"
     argo = result.argo
     assert (argo.namespace, argo.bucket, argo.region, argo.configmap_name, argo.service_account) == ("workflows", "ml-pipelines", "eu-west-1", "argo-config", "pipeline-runner")
     assert argo.key_format == "a/{{workflow.namespace}}/{{pod.name}}" and argo.endpoint == "minio.example.com:9000"
@@ -56,7 +58,7 @@ def test_every_option_comes_from_a_setting():
     assert result.gateway_pods == GatewayPodsOptions("istio-ingress", (("istio", "ingressgateway"),))
     assert result.gateway_api is True
     # Every field of the options is decided by the mapping, none left to a default by accident.
-    assert [f.name for f in dataclasses.fields(TransformOptions)] == ["exclusions", "mesh", "pod_templates", "images", "gateway", "argo", "stores", "gateway_pods", "gateway_api"]
+    assert [f.name for f in dataclasses.fields(TransformOptions)] == ["exclusions", "mesh", "pod_templates", "images", "gateway", "serving", "argo", "stores", "gateway_pods", "gateway_api"]
 
 
 def test_bundled_argo_and_database_stay_when_not_external():

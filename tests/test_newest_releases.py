@@ -4,9 +4,6 @@ The pure pipeline runs over both rendered releases with the organisation's optio
 both stacks over 26.03. Kubeflow 1.11.0 cannot work with the platform's IRSA-only object store (KFP 2.15.0's
 API server requires static keys), so the program refuses it with the reason; its invariants are checked with
 the bundled stores instead, the one configuration it can run with.
-
-Until release identification accepts these releases, the whole-program runs pin the release they apply
-with the version check set aside (`_release_check_set_aside`); nothing else of the program is replaced.
 """
 
 from __future__ import annotations
@@ -20,8 +17,6 @@ import pulumi
 import pytest
 import yaml
 
-import config.kubeflow as kubeflow_config
-import manifests.release as release_module
 from manifests import guardrails
 from manifests.exclusions import RULES_BY_NAME
 from manifests.images import PUBLIC_REGISTRIES
@@ -272,23 +267,13 @@ def test_istio_images_from_registry_istio_io_are_mirrored_in_text_too():
 # --------------------------------------------------------------------------------- the whole program
 
 
-@pytest.fixture(scope="module")
-def _release_check_set_aside():
-    """The version check refuses releases it does not know yet (release identification is its own issue);
-    these runs pin the release they apply and set only that check aside."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(release_module, "version_problems", lambda *args, **kwargs: [], raising=False)
-        patch.setattr(kubeflow_config, "_VERSION", re.compile(r"^\d+\.\d+(\.\d+)?$"), raising=False)
-        yield
-
-
 def run_release(stack: str, version: str, overrides: dict | None = None) -> ProgramRun:
     kubeflow = dict(stack_config(stack)["kubeflow-platform:kubeflow"], version=version, manifests=str(manifests_path(version)))
     return shared_run(stack, {"kubeflow": kubeflow, **(overrides or {})})
 
 
 @pytest.fixture(params=STACKS)
-def stack_26_03(request, _release_check_set_aside) -> tuple[ProgramRun, str]:
+def stack_26_03(request) -> tuple[ProgramRun, str]:
     return run_release(request.param, "26.03"), "26.03"
 
 
@@ -328,7 +313,7 @@ def test_both_stacks_plan_26_03_without_the_iam_hook_or_the_llm_controller(stack
                     raise AssertionError(f"{object_ref(obj)} still selects upstream's gateway pods")
 
 
-def test_network_policies_follow_the_ingress_namespace_setting(_release_check_set_aside):
+def test_network_policies_follow_the_ingress_namespace_setting():
     ingress = dict(stack_config("dev")["kubeflow-platform:ingress"], namespace="istio-gateways")
     run = run_release("dev", "26.03", {"ingress": ingress})
     policies = [o for o in test_kubeflow.applied(run) if o["kind"] == "NetworkPolicy"]
@@ -339,7 +324,7 @@ def test_network_policies_follow_the_ingress_namespace_setting(_release_check_se
                                                    "NetworkPolicy knative-serving/allow-istio-gateways-to-activator"}
 
 
-def test_kubeflow_1_11_is_refused_by_both_stacks_naming_the_setting_and_the_way_out(_release_check_set_aside):
+def test_kubeflow_1_11_is_refused_by_both_stacks_naming_the_setting_and_the_way_out():
     for stack in STACKS:
         with pytest.raises(pulumi.RunError) as caught:
             run_stack(stack, {"kubeflow": dict(stack_config(stack)["kubeflow-platform:kubeflow"], version="1.11.0",

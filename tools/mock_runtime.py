@@ -365,6 +365,20 @@ class PlatformMocks(pulumi.runtime.Mocks):
         return (args.resource_id or ""), planned
 
 
+def install_mocks(config: Mapping[str, Any], *, stack: str, preview: bool = False,
+                  project: str = PROJECT) -> tuple["PlatformMocks", RecordingMonitor]:
+    """A clean mock runtime for one program run: new mocks and monitor, no root stack, nothing pending."""
+    # Outputs still pending from a run that failed inside an apply would finish during the next run and
+    # report that run's error there; the SDK's own @pulumi.runtime.test clears them the same way.
+    pulumi_settings.SETTINGS.outputs.clear()
+    mocks = PlatformMocks(config, preview=preview)
+    monitor = RecordingMonitor(mocks)
+    # A fresh root stack per run: the SDK keeps the previous run's root otherwise.
+    pulumi.runtime.settings.ROOT.set(None)
+    pulumi_mocks.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=monitor)
+    return mocks, monitor
+
+
 def run_program(
     stack: str,
     *,
@@ -392,14 +406,7 @@ def run_program(
         secret_keys.append(full)
     set_all_config({k: _as_config_text(v) for k, v in config.items()}, secret_keys)
 
-    # Outputs still pending from a run that failed inside an apply would finish during this run and
-    # report that run's error here; the SDK's own @pulumi.runtime.test clears them the same way.
-    pulumi_settings.SETTINGS.outputs.clear()
-    mocks = PlatformMocks(config, preview=preview)
-    monitor = RecordingMonitor(mocks)
-    # A fresh root stack per run: the SDK keeps the previous run's root otherwise.
-    pulumi.runtime.settings.ROOT.set(None)
-    pulumi_mocks.set_mocks(mocks, project=PROJECT, stack=stack, preview=preview, monitor=monitor)
+    mocks, monitor = install_mocks(config, stack=stack, preview=preview)
 
     def program() -> None:
         runpy.run_path(str(root / "__main__.py"), run_name="__main__")

@@ -15,6 +15,8 @@ resource that carries an object. Nothing here knows about particular components.
 
 from __future__ import annotations
 
+import dataclasses
+
 import base64
 import json
 import re
@@ -406,6 +408,22 @@ class TransformSummary:
     #: refs of objects the transformations produced
     added: list[str]
     present: bool = True
+    #: which release the manifests were identified as (`releaseIdentity`), and the warnings it gave
+    identity: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def release_lines(self) -> list[str]:
+        """`Release: ...` and one line per identification warning; nothing without `releaseIdentity`."""
+        if not self.identity:
+            return []
+        components = self.identity.get("components") or {}
+        found = ", ".join(f"{name} {entry.get('version')}" for name, entry in sorted(components.items())
+                          if isinstance(entry, Mapping))
+        identified = " or ".join(self.identity.get("identifiedAs") or []) or (
+            "newer than every known release" if self.identity.get("newerThanKnown") else "not identified")
+        lines = [f"Release: {self.identity.get('pinned')} (manifests identified as {identified}"
+                 + (f" from {found})" if found else ")")]
+        lines += [f"    warning: {warning}" for warning in self.identity.get("warnings") or []]
+        return lines
 
     def headline(self) -> str:
         if not self.present:
@@ -455,6 +473,7 @@ def transform_summary(outputs: Mapping[str, Any]) -> TransformSummary:
         excluded={str(k): str(v) for k, v in sorted(mapping("excluded").items())},
         exclusions={str(k): str(v) for k, v in sorted(mapping("exclusions").items())},
         added=sorted(str(ref) for ref in added) if isinstance(added, list) else [],
+        identity=mapping("releaseIdentity"),
     )
 
 
@@ -462,6 +481,13 @@ def transform_report_text(summary: TransformSummary) -> str:
     if not summary.present:
         return f"# {summary.headline()}\n"
     lines = [f"# {summary.headline()}", ""]
+    release = summary.release_lines()
+    if release:
+        lines += release
+        for name, entry in sorted((summary.identity.get("components") or {}).items()):
+            if isinstance(entry, Mapping):
+                lines.append(f"    {name} {entry.get('version')}: {entry.get('evidence')}")
+        lines.append("")
     lines.append("Changed, per transformation (in the order they run):")
     for name, entries in summary.changes.items():
         lines.append(f"  {name}: {len(entries)} changes")

@@ -224,7 +224,8 @@ def render_tree(plan: Mapping[str, Any]) -> str:
     if found.not_expanded:
         lines.append("    not expanded offline:")
         lines += [f"        {line}" for line in found.not_expanded]
-    lines += ["", f"Transformations: {transform_summary(plan['outputs']).headline()}"]
+    summary = transform_summary(plan["outputs"])
+    lines += ["", *summary.release_lines(), f"Transformations: {summary.headline()}"]
     mirror = [line for line in image_mirror_lines(plan["outputs"]) if not line.startswith("#")]
     lines.append(f"Image mirror list: {len(mirror)} images")
     lines += ["", "Resources:", f"    + {len(plan['resources']) + 1} to create"]
