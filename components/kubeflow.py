@@ -12,7 +12,7 @@ import pulumi_kubernetes as k8s
 from manifests.identity import gateway_principal
 from manifests.iam import IRSA_ROLE_ANNOTATION, annotate_service_accounts
 from manifests.objects import config_group_yaml, object_ref
-from manifests.options import CentralSecretKeys
+from manifests.options import CentralSecretKeys, GatewayPodsOptions
 from config import Settings
 from config.kubeflow import transform_options
 from manifests.release import PreparedRelease, error_message, image_mirror_export, prepare_release, transform_report_export
@@ -86,6 +86,7 @@ def prepare(settings: "Settings") -> PreparedRelease:
         gateway_principal=gateway_principal(settings.identity_options()),
         artifact_bucket=settings.artifacts.names()["pipelines"],
         region=settings.aws.region,
+        gateway_pods=GatewayPodsOptions(settings.ingress.namespace, tuple(sorted(settings.ingress.selector.items()))),
     )
     try:
         return prepare_release(settings.kubeflow.manifests_source, options, settings.kubeflow.version)

@@ -17,6 +17,7 @@ from manifests.options import (
     ExternalArgoOptions,
     ExternalStoresOptions,
     GatewayOptions,
+    GatewayPodsOptions,
     ImageMirrorOptions,
     ImageMirrorRule,
     MeshOptions,
@@ -144,6 +145,8 @@ class KubeflowSettings:
     """Name of the one Secret holding database and object store settings for every consumer."""
     central_secret_namespace: str = setting("kubeflow", check=checks.dns1123_label)
     """Namespace of the central Secret; pods read only their own namespace's Secrets, so the consumers' one."""
+    gateway_api: bool = setting(False)
+    """The cluster serves the Gateway API CRDs (gateway.networking.k8s.io); unset: KServe's LLM controller (26.03 on) is left out."""
     keep_crds_and_namespaces: bool = setting(True)
     """CRDs and namespaces that leave the release stay on the cluster with all they hold (retainOnDelete); false lets an upgrade delete them, users' custom resources and namespaces' contents with them."""
 
@@ -181,10 +184,12 @@ def image_mirror_options(images: Optional[ImageSettings]) -> ImageMirrorOptions:
 def transform_options(
     kubeflow: KubeflowSettings, *, gateway: str, hosts: tuple[str, ...], gateway_pods_namespace: str,
     gateway_principal: str, artifact_bucket: str, region: str, serving_domain: Optional[str],
+    gateway_pods: GatewayPodsOptions,
 ) -> TransformOptions:
     """What the manifest transformations need, from the Kubeflow settings and the edge and bucket they
     share with the rest of the platform (`gateway` is `<namespace>/<name>`; the gateway's pods run in
-    `gateway_pods_namespace` as `gateway_principal`; `serving_domain` is dns.servingDomain)."""
+    `gateway_pods_namespace` as `gateway_principal`; `serving_domain` is dns.servingDomain; `gateway_pods`
+    where the ingress gateway's pods run and their labels, for the NetworkPolicies that admit them)."""
     images = kubeflow.images
     return TransformOptions(
         exclusions=kubeflow.exclude,
@@ -217,4 +222,6 @@ def transform_options(
             endpoint=kubeflow.object_store.endpoint,
             secure=kubeflow.object_store.secure,
         ) if kubeflow.database is not None else None,
+        gateway_pods=gateway_pods,
+        gateway_api=kubeflow.gateway_api,
     )

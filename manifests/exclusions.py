@@ -1,7 +1,7 @@
 """Exclusion of bundled components the organisation already runs (issue 4, point 1).
 
-Each rule selects by kind, API group, namespace, labels and name patterns that hold in both the 1.9 and
-1.10 renderings (labels alone do not: Argo's and Katib's objects carry almost none). Rules are checked in
+Each rule selects by kind, API group, namespace, labels and name patterns that hold in every supported
+rendering (labels alone do not: Argo's and Katib's objects carry almost none). Rules are checked in
 `RULES` order and the first match names the object, so an object is excluded by exactly one rule.
 """
 
@@ -129,6 +129,35 @@ def _knative(obj: dict) -> bool:
     return labels.get("app.kubernetes.io/name") in {"knative-serving", "knative-eventing"} or name.endswith(".knative.dev")
 
 
+#: The label every object of KFP's per-namespace sync carries (Deployment, Service, DecoratorController,
+#: the ConfigMaps holding its code and env) in every release since 1.8.
+PIPELINES_PROFILE_CONTROLLER_LABEL = ("app", "kubeflow-pipelines-profile-controller")
+
+
+def _pipelines_profile_controller(obj: dict) -> bool:
+    kind, namespace, _ = _meta(obj)
+    key, value = PIPELINES_PROFILE_CONTROLLER_LABEL
+    return bool(namespace) and kind != "Namespace" and labels_of(obj).get(key) == value
+
+
+#: CRD groups only KServe's LLM controller serves or uses: its own kinds, and the Gateway API Inference
+#: Extension (InferencePool, InferenceModel) that 26.03 ships for it.
+_LLM_CRD_KINDS = ("LLMInferenceService", "LLMInferenceServiceConfig")
+
+
+def _kserve_llm(obj: dict) -> bool:
+    kind, _, name = _meta(obj)
+    group = _crd_group(obj)
+    if group is not None:
+        kinds = ((obj.get("spec") or {}).get("names") or {}).get("kind")
+        return (group == "serving.kserve.io" and kinds in _LLM_CRD_KINDS) or group == "inference.networking.x-k8s.io"
+    if kind in {"ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"}:
+        # By what it calls: every webhook of the configuration goes to the LLM controller's Service.
+        services = [((w.get("clientConfig") or {}).get("service") or {}).get("name", "") for w in obj.get("webhooks") or []]
+        return bool(services) and all(service.startswith("llmisvc") for service in services)
+    return name.startswith("llmisvc")
+
+
 def _named(pattern: str) -> Callable[[dict], bool]:
     compiled = re.compile(pattern)
 
@@ -152,6 +181,16 @@ RULES: tuple[ExclusionRule, ...] = (
     ExclusionRule("mysql", "bundled MySQL for pipelines and Katib, its Secrets and PVCs", _named(r"(^|-)mysql(-|$)")),
     ExclusionRule("minio", "bundled MinIO object store and its credentials Secret", _named(r"(^|-)minio(-|$)")),
     ExclusionRule("seaweedfs", "bundled SeaweedFS object store (newer releases)", _named(r"seaweedfs")),
+    ExclusionRule(
+        "pipelines-profile-controller",
+        "KFP's per-namespace sync (metacontroller hook): access keys for the bundled object store and per-namespace artifact config",
+        _pipelines_profile_controller,
+    ),
+    ExclusionRule(
+        "kserve-llm",
+        "KServe's LLM controller (llmisvc), its webhook, RBAC, LLMInferenceService and Inference Extension CRDs",
+        _kserve_llm,
+    ),
 )
 
 RULES_BY_NAME = {rule.name: rule for rule in RULES}

@@ -32,10 +32,14 @@ def _matches_exclusion(*names: str) -> Callable[[dict], bool]:
 _CORE_NAME = re.compile(
     r"^(kubeflow-(admin|edit|view)$|kubeflow-kubernetes-|kubeflow-pipelines|kubeflow-metacontroller|"
     r"ml-pipeline|metadata-|metacontroller|meta-controller|cache-|kfp-|pipeline-|profiles|centraldashboard|"
-    r"central-dashboard|admission-webhook|poddefaults|workflow-controller|argo|aggregate-to-kubeflow-pipelines|"
+    r"central-dashboard|dashboard|admission-webhook|poddefaults|workflow-controller|argo|aggregate-to-kubeflow-pipelines|"
     r"mysql|minio|seaweedfs|default-install-config|namespace-labels-data|kubeflow-self-signing-issuer)"
 )
 _PIPELINES_LABEL = "kubeflow-pipelines"
+#: Kubeflow's own platform pieces by their labels, before and after the dashboard repository's renames
+#: (26.03: `kustomize.component`; kubeflow/dashboard v2 manifests: `app`, `app.kubernetes.io/component`).
+_CORE_COMPONENTS = {"profiles", "centraldashboard", "poddefaults", "metacontroller"}
+_CORE_APPS = {"centraldashboard", "kubeflow-dashboard", "poddefaults", "profile-controller"}
 
 
 def _core(obj: dict) -> bool:
@@ -49,7 +53,7 @@ def _core(obj: dict) -> bool:
         return True
     if labels.get("application-crd-id") == _PIPELINES_LABEL or labels.get("app.kubernetes.io/name") == _PIPELINES_LABEL:
         return True
-    if labels.get("kustomize.component") in {"profiles", "centraldashboard", "poddefaults", "metacontroller"}:
+    if labels.get("kustomize.component") in _CORE_COMPONENTS or labels.get("app") in _CORE_APPS:
         return True
     return bool(_CORE_NAME.match((obj.get("metadata") or {}).get("name", "")))
 

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import yaml
 
 from manifests.images import PUBLIC_REGISTRIES
-from manifests.mesh import PROFILE_LABELS_CONFIGMAP, PROFILE_LABELS_KEY, profile_namespace_labels
+from manifests.mesh import PROFILE_LABELS_CONFIGMAP, PROFILE_LABELS_KEY, is_profile_labels_config_map, profile_namespace_labels
 from manifests.objects import CONTAINER_LISTS, object_ref, objects_from_config_group_inputs, pod_template
 from manifests.options import MeshOptions
 
@@ -657,7 +657,7 @@ def profile_namespaces_in_mesh(objects: Sequence[Mapping], params: GuardrailPara
     labels file (see `manifests.mesh.profile_namespace_labels` for the controller's rules), so the file
     must carry the mesh labels, unless the plan itself creates every profile's Namespace."""
     profiles = [o for o in objects if o.get("kind") == "Profile" and str(o.get("apiVersion", "")).startswith("kubeflow.org/")]
-    controller_labels = [o for o in objects if o.get("kind") == "ConfigMap" and str(_meta(o).get("name", "")).startswith(PROFILE_LABELS_CONFIGMAP)]
+    controller_labels = [o for o in objects if is_profile_labels_config_map(o)]
     planned_namespaces = {_meta(o).get("name") for o in objects if o.get("kind") == "Namespace"}
     wanted = profile_namespace_labels(MeshOptions(revision=params.mesh_revision))
     violations: list[str] = []

@@ -32,6 +32,8 @@ _REFERENCE = re.compile(rf"^(?:(?P<domain>{_DOMAIN})/)?(?P<path>{_COMPONENT}(?:/
 PUBLIC_REGISTRIES = (
     "docker.io", "index.docker.io", "registry-1.docker.io", "gcr.io", "ghcr.io", "quay.io", "registry.k8s.io",
     "k8s.gcr.io", "nvcr.io", "public.ecr.aws", "mcr.microsoft.com", "cr.l5d.io", "registry.access.redhat.com",
+    # Istio moved its images here from gcr.io/istio-release (Kubeflow 26.03.1 follows).
+    "registry.istio.io",
 )
 _DOCKER_HUB_ALIASES = {"index.docker.io", "registry-1.docker.io"}
 

@@ -11,7 +11,8 @@ from manifests.options import GatewayOptions, MeshOptions, PodTemplateOptions
 
 INJECT = "sidecar.istio.io/inject"
 EXCLUDE_OUTBOUND_PORTS = "traffic.sidecar.istio.io/excludeOutboundPorts"
-#: The profile controller's ConfigMap (kustomize adds a hash suffix) and its one key.
+#: The profile controller's ConfigMap (kustomize adds a hash suffix; `profiles-namespace-labels-data` after
+#: the dashboard repository's renames) and its one key, by which it is found.
 PROFILE_LABELS_CONFIGMAP = "namespace-labels-data"
 PROFILE_LABELS_KEY = "namespace-labels.yaml"
 
@@ -38,7 +39,7 @@ def label_namespaces(objects: list[dict], mesh: MeshOptions) -> TransformResult:
     dropped = "istio-injection" if mesh.revision else "istio.io/rev"
     result, changes = [], []
     for obj in objects:
-        if _is_profile_labels(obj):
+        if is_profile_labels_config_map(obj):
             labelled = _label_profile_namespaces(obj, mesh)
             if labelled is not None:
                 copy, what = labelled
@@ -60,9 +61,11 @@ def label_namespaces(objects: list[dict], mesh: MeshOptions) -> TransformResult:
     return TransformResult(result, tuple(changes))
 
 
-def _is_profile_labels(obj: dict) -> bool:
-    name = str((obj.get("metadata") or {}).get("name", ""))
-    return obj.get("kind") == "ConfigMap" and name.startswith(PROFILE_LABELS_CONFIGMAP) and PROFILE_LABELS_KEY in (obj.get("data") or {})
+def is_profile_labels_config_map(obj: dict) -> bool:
+    """The profile controller's labels file, whatever the release names its ConfigMap."""
+    # By the file the controller reads, not by name: the dashboard repository's manifests rename the
+    # ConfigMap `profiles-namespace-labels-data` (kubeflow/manifests master after 26.03).
+    return obj.get("kind") == "ConfigMap" and PROFILE_LABELS_KEY in (obj.get("data") or {})
 
 
 def _label_profile_namespaces(obj: dict, mesh: MeshOptions) -> tuple[dict, str] | None:

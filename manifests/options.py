@@ -67,6 +67,16 @@ class ServingOptions:
 
 
 @dataclass(frozen=True)
+class GatewayPodsOptions:
+    """Where the organisation's ingress gateway pods run, for NetworkPolicies that admit them."""
+
+    #: Namespace of the gateway pods (the `ingress.namespace` setting).
+    namespace: str
+    #: Labels of the gateway pods (the `ingress.selector` setting), as sorted pairs.
+    selector: tuple[tuple[str, str], ...] = (("istio", "ingressgateway"),)
+
+
+@dataclass(frozen=True)
 class ExternalArgoOptions:
     """An Argo Workflows controller the organisation already runs; artifacts go to S3 through IRSA."""
 
@@ -141,3 +151,8 @@ class TransformOptions:
     serving: ServingOptions = field(default_factory=ServingOptions)
     argo: ExternalArgoOptions | None = None
     stores: ExternalStoresOptions | None = None
+    #: The real gateway pods; None leaves upstream's NetworkPolicies admitting istio-system as they are.
+    gateway_pods: GatewayPodsOptions | None = None
+    #: The cluster serves the Gateway API CRDs (gateway.networking.k8s.io) KServe's LLM controller routes
+    #: through; False leaves that controller out (rule `kserve-llm`) where the release ships it.
+    gateway_api: bool = False

@@ -17,8 +17,10 @@ from manifests.mesh import (
     fix_sidecar_conflicts, give_metadata_envoy_its_own_account, label_namespaces, label_pod_templates,
     route_virtual_services, trust_gateway_principal,
 )
+from manifests.network_policies import admit_gateway_namespace
 from manifests.objects import Change, object_key, object_ref
 from manifests.options import TransformOptions
+from manifests.release_changes import implied_exclusions, release_problems
 from manifests.serving import set_serving_domain
 from manifests.sources import ManifestError, Problem, detect_version
 from manifests.stores import bundled_mysql_image, use_external_stores
@@ -74,7 +76,13 @@ def _check(options: TransformOptions) -> None:
 def transform(objects: list[dict], options: TransformOptions) -> TransformReport:
     """Apply every configured transformation; the input list and its objects are never modified."""
     _check(options)
+    problems = release_problems(objects, options)
+    if problems:
+        raise ManifestError(problems)
     exclusions = effective_exclusions(options)
+    # What this release ships that the organisation's cluster must not run (manifests.release_changes).
+    for name, why in implied_exclusions(objects, options).items():
+        exclusions.setdefault(name, why)
     excluded = exclude_components(objects, tuple(exclusions))
     current = excluded.kept
     changes: dict[str, tuple[Change, ...]] = {}
@@ -91,6 +99,8 @@ def transform(objects: list[dict], options: TransformOptions) -> TransformReport
     if options.gateway is not None:
         steps.append(("route_virtual_services", lambda objs: route_virtual_services(objs, options.gateway)))
         steps.append(("trust_gateway_principal", lambda objs: trust_gateway_principal(objs, options.gateway)))
+    if options.gateway_pods is not None:
+        steps.append(("admit_gateway_namespace", lambda objs: admit_gateway_namespace(objs, options.gateway_pods)))
     if options.stores is not None:
         # The setup Job's MySQL client is upstream's bundled MySQL image, read before the exclusion removed it.
         client_image = bundled_mysql_image(objects)

@@ -6,7 +6,7 @@ import dataclasses
 
 from config.kubeflow import KubeflowSettings, transform_options
 from config.loader import Problems, from_raw
-from manifests.options import TransformOptions
+from manifests.options import GatewayPodsOptions, TransformOptions
 
 RAW = {
     "version": "1.10.2",
@@ -21,6 +21,7 @@ RAW = {
     "objectStore": {"endpoint": "minio.example.com:9000", "secure": False},
     "centralSecret": "kf-stores",
     "centralSecretNamespace": "kubeflow",
+    "gatewayApi": True,
 }
 
 
@@ -33,7 +34,8 @@ def settings(**changes) -> KubeflowSettings:
 
 def options(kubeflow: KubeflowSettings) -> TransformOptions:
     return transform_options(kubeflow, gateway="kubeflow/kubeflow-gateway", hosts=("kubeflow.example.com",), gateway_pods_namespace="istio-system", gateway_principal="cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account", artifact_bucket="ml-pipelines", region="eu-west-1",
-                             serving_domain="serving.example.com")
+                             serving_domain="serving.example.com",
+                             gateway_pods=GatewayPodsOptions("istio-ingress", (("istio", "ingressgateway"),)))
 
 
 def test_every_option_comes_from_a_setting():
@@ -53,8 +55,10 @@ def test_every_option_comes_from_a_setting():
     stores = result.stores
     assert (stores.mysql_host, stores.mysql_port, stores.secret_name, stores.secret_namespace) == ("db.example.com", 3307, "kf-stores", "kubeflow")
     assert (stores.bucket, stores.region, stores.endpoint, stores.secure) == ("ml-pipelines", "eu-west-1", "minio.example.com:9000", False)
+    assert result.gateway_pods == GatewayPodsOptions("istio-ingress", (("istio", "ingressgateway"),))
+    assert result.gateway_api is True
     # Every field of the options is decided by the mapping, none left to a default by accident.
-    assert [f.name for f in dataclasses.fields(TransformOptions)] == ["exclusions", "mesh", "pod_templates", "images", "gateway", "serving", "argo", "stores"]
+    assert [f.name for f in dataclasses.fields(TransformOptions)] == ["exclusions", "mesh", "pod_templates", "images", "gateway", "serving", "argo", "stores", "gateway_pods", "gateway_api"]
 
 
 def test_bundled_argo_and_database_stay_when_not_external():
