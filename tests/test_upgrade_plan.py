@@ -198,3 +198,35 @@ def test_a_database_or_bucket_the_change_moves_is_data_that_needs_attention():
     target["resources"] = [r for r in target["resources"] if r["type"] != "aws:s3/bucket:Bucket"]
     buckets = [f for f in plan_upgrade(source, target).attention if f.kind == "bucket"]
     assert buckets and all("artifacts are deleted" in f.what for f in buckets)  # dev does not protect its buckets
+
+
+_BUNDLED: dict[str, dict] = {}
+
+
+def bundled_stores_plan(version: str) -> dict:
+    """The dev stack's preview plan with Kubeflow's bundled MySQL and object store: the configuration in
+    which v1.11.0 runs (its KFP 2.15.0 API server needs static object-store keys, docs/releases.md)."""
+    if version not in _BUNDLED:
+        from tests.conftest import MARKER_SECRETS
+        from tools.mock_runtime import run_program
+        from tools.plan import build_plan
+
+        kubeflow = {key: value for key, value in _stack_kubeflow("dev").items() if key != "database"}
+        kubeflow.update(version=version, manifests=str(manifests_path(version)))
+        run = run_program("dev", config_overrides={"kubeflow": kubeflow}, secrets=MARKER_SECRETS, preview=True)
+        _BUNDLED[version] = build_plan(run, MARKER_SECRETS.values())[0]
+    return _BUNDLED[version]
+
+
+def test_through_1_11_0_the_plan_names_the_training_crds_then_finds_26_03_a_quiet_step():
+    into = plan_upgrade(bundled_stores_plan("1.10.2"), bundled_stores_plan("1.11.0"), "1.10.2", "1.11.0")
+    assert into.needs_attention
+    removed = sorted(f.subject.split(" ", 1)[1] for f in into.attention if f.kind == "crd-removed")
+    assert removed == sorted(f"{name}.kubeflow.org" for name in TRAINING_V1_CRDS)
+    assert into.counts["retained"] == len(TRAINING_V1_CRDS)
+    # Upstream's MinIO-to-SeaweedFS step concerns this configuration: its MinIO was the bundled one.
+    (step,) = into.steps
+    assert "SeaweedFS" in step["what"] and "notApplicable" not in step
+    onward = plan_upgrade(bundled_stores_plan("1.11.0"), bundled_stores_plan("26.03"), "1.11.0", "26.03")
+    assert not any(f.kind in ("crd-removed", "namespace-removed", "data-deleted") for f in onward.attention)
+    assert onward.counts["unchanged"] > 200 and onward.counts["deleted"] < 40
