@@ -27,7 +27,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from tools.plan import KubernetesObject, kubernetes_objects
+from analysis.plan_objects import KubernetesObject, kubernetes_objects
 
 STEPS_FILE = Path(__file__).resolve().parent.parent / "manifests" / "facts" / "upgrade_steps.yaml"
 
