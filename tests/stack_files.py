@@ -24,7 +24,7 @@ from tests.upstream import manifests_path
 from tools.preview import preview
 
 PROJECT = "kubeflow-platform"
-_PROGRAM = ("__main__.py", "Pulumi.yaml", "config", "components", "manifests", "tools")
+_PROGRAM = ("__main__.py", "Pulumi.yaml", "config", "components", "manifests", "analysis", "tools")
 
 
 def copy_program(directory: Path) -> Path:
