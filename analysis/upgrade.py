@@ -28,6 +28,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from analysis.plan_objects import KubernetesObject, kubernetes_objects
+from manifests.images import parse_image
 
 STEPS_FILE = Path(__file__).resolve().parent.parent / "manifests" / "facts" / "upgrade_steps.yaml"
 
@@ -187,8 +188,9 @@ def _role(found: KubernetesObject) -> tuple:
     images: list[str] = []
     template = (obj.get("spec") or {}).get("template") or {}
     for container in ((template.get("spec") or {}).get("containers") or []):
-        image = str(container.get("image", ""))
-        images.append(image.split("@")[0].rsplit(":", 1)[0].rsplit("/", 1)[-1])
+        parsed = parse_image(str(container.get("image", "")))
+        if parsed is not None:
+            images.append(parsed.path.rsplit("/", 1)[-1])
     return (obj.get("kind"), metadata.get("namespace"), handle, tuple(sorted(images)))
 
 
@@ -249,13 +251,11 @@ def _crd_findings(key: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> l
 # ------------------------------------------------------------------------------------------ webhooks
 
 
-def _group_order(plan: Mapping[str, Any]) -> dict[str, int]:
-    """Object key -> position of the resource that applies it, in apply order."""
-    order: dict[str, int] = {}
-    files = sorted({found.file for found in kubernetes_objects(plan).objects})
-    for found in kubernetes_objects(plan).objects:
-        order[identity(found)] = files.index(found.file)
-    return order
+def _group_order(objects: Mapping[str, KubernetesObject]) -> dict[str, int]:
+    """Object key -> position of the resource that applies it, in apply order (its manifests file's)."""
+    files = sorted({found.file for found in objects.values()})
+    position = {file: index for index, file in enumerate(files)}
+    return {key: position[found.file] for key, found in objects.items()}
 
 
 def _webhook_services(obj: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -364,7 +364,7 @@ def plan_upgrade(source: Mapping[str, Any], target: Mapping[str, Any], source_la
     before, after = _objects(source), _objects(target)
     retained = _retained(source)
     mutable = _mutable_data(target)
-    order_after = _group_order(target)
+    order_after = _group_order(after)
 
     gone = {k: v for k, v in before.items() if k not in after}
     added = {k: v for k, v in after.items() if k not in before}

@@ -24,6 +24,7 @@ from typing import Iterable, Mapping
 
 import yaml
 
+from manifests.images import parse_image
 from manifests.objects import containers_of, object_ref, pod_template
 from manifests.sources import Problem
 
@@ -100,11 +101,10 @@ def release_key(version: str) -> tuple[int, ...]:
 
 def _image_tag(image: str) -> tuple[str, str] | None:
     """(last part of the repository, tag) of an image reference, or None without a tag."""
-    reference = image.split("@", 1)[0]
-    repository, _, tag = reference.rpartition(":")
-    if not repository or "/" in tag:
+    parsed = parse_image(image)
+    if parsed is None or not parsed.tag:
         return None
-    return repository.rsplit("/", 1)[-1], tag
+    return parsed.path.rsplit("/", 1)[-1], parsed.tag
 
 
 def identify(objects: Iterable[dict], table: ReleaseTable | None = None) -> Identity:
