@@ -20,8 +20,9 @@ from manifests.contracts import (
     FACTS_DIR, Contract, ContractTableError, contract_problems, load_contracts,
 )
 from manifests.objects import objects_from_config_group_inputs
-from tests.conftest import STACKS, shared_run
-from tests.upstream import CURRENT_VERSION, PREVIOUS_VERSION, manifests_path
+from tests.conftest import STACKS
+from tests.test_kubeflow import run_release
+from tests.upstream import CURRENT_VERSION, PREVIOUS_VERSION
 from tools.mock_runtime import ProgramRun, stack_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -78,18 +79,12 @@ def flat_settings(stack: str) -> dict[str, object]:
     return flat
 
 
-def release_run(stack: str, release: str) -> ProgramRun:
-    kubeflow = dict(stack_config(stack)["kubeflow-platform:kubeflow"], version=release,
-                    manifests=str(manifests_path(release)))
-    return shared_run(stack, {"kubeflow": kubeflow})
-
-
 _OBJECTS: dict[tuple[str, str], list[dict]] = {}
 
 
 def objects_of(stack: str, release: str) -> list[dict]:
     if (stack, release) not in _OBJECTS:
-        _OBJECTS[(stack, release)] = emitted_objects(release_run(stack, release))
+        _OBJECTS[(stack, release)] = emitted_objects(run_release(stack, release))
     return _OBJECTS[(stack, release)]
 
 
