@@ -5,9 +5,11 @@ BIN := $(VENV)/bin
 #: checkov's own venv: its dependencies would pin the program's differently.
 SCAN_VENV := .venv-scan
 STACK ?= dev
-#: The Kubeflow release the stacks pin, and the previous one (upgrade diffs).
-KUBEFLOW_VERSION := 1.10.2
-PREVIOUS_KUBEFLOW_VERSION := 1.9.1
+#: The Kubeflow release the stacks pin, and the one they pinned before it (upgrade diffs).
+KUBEFLOW_VERSION := 26.03
+PREVIOUS_KUBEFLOW_VERSION := 1.10.2
+#: Every release the program supports and the tests run (the upgrade tests start at 1.9.1).
+SUPPORTED_KUBEFLOW_VERSIONS := 26.03 1.11.0 1.10.2 1.9.1
 #: Rendered upstream releases: the directory a user names with KUBEFLOW_MANIFESTS_DIR (only read, never
 #: written), else build/upstream/, where `make upstream-manifests` renders what is missing. Deliberately not
 #: exported: tools.upstream_manifests and the tests tell the user's directory from this default by the variable.
@@ -17,7 +19,7 @@ release_file = $(UPSTREAM_DIR)/$(if $(filter 1.%,$(1)),v$(1),$(1)).yaml
 #: Preview another Kubeflow release than the stack pins (make preview KUBEFLOW=1.9.1).
 KUBEFLOW ?=
 MANIFESTS ?= $(call release_file,$(or $(KUBEFLOW),$(KUBEFLOW_VERSION)))
-UPSTREAM_VERSIONS ?= $(KUBEFLOW_VERSION) $(PREVIOUS_KUBEFLOW_VERSION)
+UPSTREAM_VERSIONS ?= $(SUPPORTED_KUBEFLOW_VERSIONS)
 #: make diff: each side is a stack (evaluated now) or a directory with a saved plan.json.
 KUBEFLOW_A ?=
 KUBEFLOW_B ?=

@@ -34,6 +34,9 @@ class CentralSecretArgs:
     #: A Pulumi secret; it stays one all the way into the Secret's stringData.
     db_password: pulumi.Input[str]
     keys: CentralSecretKeys = field(default_factory=CentralSecretKeys)
+    #: Pulumi secrets, with kubeflow.objectStore.staticKeys only; None leaves the keys empty (IRSA).
+    object_store_access_key_id: Optional[pulumi.Input[str]] = None
+    object_store_secret_access_key: Optional[pulumi.Input[str]] = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,10 @@ class KubeflowArgs:
                 db_port=database.port,
                 db_user=database.user,
                 db_password=settings.secrets.database_password,
+                object_store_access_key_id=settings.secrets.object_store_access_key_id
+                if settings.kubeflow.object_store.static_keys else None,
+                object_store_secret_access_key=settings.secrets.object_store_secret_access_key
+                if settings.kubeflow.object_store.static_keys else None,
             )
         return cls(release=release, central_secret=central_secret, service_account_roles=service_account_roles,
                    keep_crds_and_namespaces=settings.kubeflow.keep_crds_and_namespaces,
@@ -92,6 +99,10 @@ def prepare(settings: "Settings") -> PreparedRelease:
         return prepare_release(settings.kubeflow.manifests_source, options, settings.kubeflow.version)
     except ManifestError as error:
         raise pulumi.RunError(f"stack {pulumi.get_stack()!r}: {error_message(error)}") from None
+
+
+def _secret_or_empty(value: Optional[pulumi.Input[str]]) -> pulumi.Input[str]:
+    return pulumi.Output.secret(value) if value is not None else ""
 
 
 class Kubeflow(pulumi.ComponentResource):
@@ -229,9 +240,12 @@ class Kubeflow(pulumi.ComponentResource):
                 "db-host": args.db_host,
                 "db-port": str(args.db_port),
                 # S3 is reached through IRSA: the keys exist because consumers reference them, and empty
-                # keys make the KFP API server and the UI fall back to the AWS SDK's default chain.
-                keys.object_store_access_key: "",
-                keys.object_store_secret_key: "",
+                # keys make the KFP API server and the UI fall back to the AWS SDK's default chain. With
+                # kubeflow.objectStore.staticKeys they hold the IAM user's keys (KFP 2.15.0's API server
+                # reads only those: kubeflow/pipelines@2.15.0
+                # backend/src/apiserver/client_manager/client_manager.go:991-1037).
+                keys.object_store_access_key: _secret_or_empty(args.object_store_access_key_id),
+                keys.object_store_secret_key: _secret_or_empty(args.object_store_secret_access_key),
             },
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
         )

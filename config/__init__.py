@@ -35,6 +35,8 @@ SECRET_KEYS: Mapping[str, str] = {
     "authClientSecret": "OIDC client secret of Kubeflow at the enterprise issuer.",
     "authCookieSecret": "Key oauth2-proxy signs its session cookies with (16, 24 or 32 bytes).",
     "databasePassword": "Password of kubeflow.database.user at the external MySQL.",
+    "objectStoreAccessKeyId": "Access key id pipelines use with kubeflow.objectStore.staticKeys (Kubeflow 1.11.0 only).",
+    "objectStoreSecretAccessKey": "Secret access key that goes with objectStoreAccessKeyId.",
 }
 
 
@@ -61,6 +63,8 @@ class Secrets:
     auth_client_secret: Optional[pulumi.Output[str]] = None
     auth_cookie_secret: Optional[pulumi.Output[str]] = None
     database_password: Optional[pulumi.Output[str]] = None
+    object_store_access_key_id: Optional[pulumi.Output[str]] = None
+    object_store_secret_access_key: Optional[pulumi.Output[str]] = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -283,6 +287,13 @@ def _missing_secrets(settings: Settings, present: set[str]) -> Iterator[tuple[st
         yield missing("authCookieSecret", "to sign oauth2-proxy's session cookies")
     if settings.kubeflow.database is not None and "databasePassword" not in present:
         yield missing("databasePassword", "because kubeflow.database is configured")
+    if settings.kubeflow.object_store.static_keys:
+        if settings.kubeflow.database is None:
+            yield ("kubeflow.objectStore.staticKeys", "applies only to the external stores (kubeflow.database); "
+                   "the bundled object store has its own keys: remove it")
+        for key in ("objectStoreAccessKeyId", "objectStoreSecretAccessKey"):
+            if key not in present:
+                yield missing(key, "because kubeflow.objectStore.staticKeys is true")
 
 
 def load(stack: Optional[str] = None) -> Settings:
@@ -302,6 +313,8 @@ def load(stack: Optional[str] = None) -> Settings:
         auth_client_secret=cfg.get_secret("authClientSecret"),
         auth_cookie_secret=cfg.get_secret("authCookieSecret"),
         database_password=cfg.get_secret("databasePassword"),
+        object_store_access_key_id=cfg.get_secret("objectStoreAccessKeyId"),
+        object_store_secret_access_key=cfg.get_secret("objectStoreSecretAccessKey"),
     )
     return parse(raw, secrets, present, stack, plaintext_secrets=plaintext)
 

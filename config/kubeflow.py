@@ -107,6 +107,8 @@ class ObjectStoreSettings:
     """S3-compatible endpoint host[:port] for pipelines, Argo and the UI; unset: the regional AWS S3 endpoint."""
     secure: bool = setting(True)
     """Reach the object store over TLS."""
+    static_keys: bool = setting(False)
+    """Give pipelines static keys (the secrets `objectStoreAccessKeyId` and `objectStoreSecretAccessKey`: an IAM user's, limited to the artifacts bucket) instead of IRSA alone; needed only by Kubeflow 1.11.0, whose KFP 2.15.0 API server does not start without them. Turn it off again on 26.03."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -221,6 +223,7 @@ def transform_options(
             region=region,
             endpoint=kubeflow.object_store.endpoint,
             secure=kubeflow.object_store.secure,
+            static_keys=kubeflow.object_store.static_keys,
         ) if kubeflow.database is not None else None,
         gateway_pods=gateway_pods,
         gateway_api=kubeflow.gateway_api,

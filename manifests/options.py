@@ -125,6 +125,9 @@ class ExternalStoresOptions:
     endpoint: str | None = None
     secure: bool = True
     keys: CentralSecretKeys = field(default_factory=CentralSecretKeys)
+    #: The central Secret's object-store keys hold an IAM user's static keys (kubeflow.objectStore.staticKeys);
+    #: otherwise they are empty and the consumers use IRSA.
+    static_keys: bool = False
 
     @property
     def object_store_host(self) -> str:

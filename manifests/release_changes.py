@@ -97,12 +97,14 @@ def release_problems(objects: list[dict], options: TransformOptions) -> list[Pro
     """Why this release cannot work with `options`, each with the way out; empty when it can."""
     problems = []
     api_server = kfp_api_server_tag(objects)
-    if options.stores is not None and api_server and _STATIC_KEYS_ONLY.match(api_server[0]):
+    if options.stores is not None and not options.stores.static_keys and api_server and _STATIC_KEYS_ONLY.match(api_server[0]):
         problems.append(Problem(
             MANIFESTS_KEY,
             f"ships KFP {api_server[0]} ({api_server[1]}), whose API server does not start without static "
             "object-store keys (ObjectStoreConfig.AccessKey is required); the platform reaches S3 only through "
             "IRSA, so its pipelines would never run",
-            "apply Kubeflow 26.03 or later (KFP 2.16 takes IRSA credentials), or stay on 1.10",
+            "apply Kubeflow 26.03 or later (KFP 2.16 takes IRSA credentials); or give pipelines an IAM user's keys, "
+            "limited to the artifacts bucket, with kubeflow.objectStore.staticKeys: true and the secrets "
+            "objectStoreAccessKeyId and objectStoreSecretAccessKey; or stay on 1.10",
         ))
     return problems

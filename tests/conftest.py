@@ -20,6 +20,8 @@ MARKER_SECRETS = {
     "authClientSecret": "MARKER-client-secret-3f9a",
     "authCookieSecret": "MARKER-cookie-secret-7c21",
     "databasePassword": "MARKER-db-password-b5e8",
+    "objectStoreAccessKeyId": "MARKER-access-key-id-1d4e",
+    "objectStoreSecretAccessKey": "MARKER-secret-access-key-9a7b",
 }
 
 STACKS = ("dev", "prod")

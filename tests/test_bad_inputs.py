@@ -155,7 +155,7 @@ COMMAND_LINE_ROWS = [row for row in BAD_SOURCES if row[0] in
     ("corrupt YAML", lambda tmp: str(_write(tmp / "kubeflow.yaml", VALID_DOCUMENT + "---\nkind: [unclosed\n")),
      ["{tmp}/kubeflow.yaml:", "invalid YAML"]),
     ("another release than the stack pins", lambda tmp: str(manifests_path("1.9.1")),
-     ["kubeflow.manifests: holds Kubeflow 1.9.1 (dashboard v1.9.2", "not kubeflow.version 1.10.2",
+     ["kubeflow.manifests: holds Kubeflow 1.9.1 (dashboard v1.9.2", "not kubeflow.version 26.03",
       'set kubeflow.version to "1.9.1"']),
 ]
 

@@ -22,12 +22,12 @@ from manifests.contracts import (
 from manifests.objects import objects_from_config_group_inputs
 from tests.conftest import STACKS
 from tests.test_kubeflow import run_release
-from tests.upstream import CURRENT_VERSION, PREVIOUS_VERSION
+from tests.upstream import SUPPORTED_VERSIONS
 from tools.mock_runtime import ProgramRun, stack_config
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Every release the program supports; each contract says, for each, where its source is or why it does not apply.
-SUPPORTED_RELEASES = (CURRENT_VERSION, PREVIOUS_VERSION)
+SUPPORTED_RELEASES = SUPPORTED_VERSIONS
 CONFIG_GROUP = "kubernetes:yaml/v2:ConfigGroup"
 
 CONTRACTS = load_contracts()

@@ -19,8 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.upstream import CURRENT_VERSION, PREVIOUS_VERSION, REPO_ROOT, manifests_path
-from tools.upstream_manifests import REMOTE_BASES, release_file
+from tests.conftest import STACKS
+from tests.test_contracts import SUPPORTED_RELEASES
+from tests.upstream import CURRENT_VERSION, REPO_ROOT, SUPPORTED_VERSIONS, manifests_path
+from tools.upstream_manifests import REMOTE_BASES, release_file, release_tag
 
 #: The stand-in: a log line per call; answers `build <example>?ref=<tag>` from $STANDIN_RENDERED/<tag>.yaml.
 STANDIN = textwrap.dedent("""\
@@ -102,13 +104,14 @@ def test_readme_commands_render_what_they_need_on_a_fresh_clone(fresh_clone, tmp
     test = _make(fresh_clone, env, "test",
                  PYTEST_ADDOPTS="-p no:warnings tests/test_contracts.py -k every_upstream_contract")
     assert test.returncode == 0, test.stdout[-3000:] + test.stderr[-3000:]
-    assert "4 passed" in test.stdout
-    assert (upstream / release_file(PREVIOUS_VERSION)).stat().st_size > 0
+    assert f"{len(STACKS) * len(SUPPORTED_RELEASES)} passed" in test.stdout
+    for version in SUPPORTED_VERSIONS:
+        assert (upstream / release_file(version)).stat().st_size > 0
 
     calls = (tmp_path / "kustomize.log").read_text().splitlines()
     tags = [line.rsplit("=", 1)[1] for line in calls]
-    # Each release is rendered once, then found in build/upstream/.
-    assert sorted(tags) == sorted({f"v{CURRENT_VERSION}", f"v{PREVIOUS_VERSION}"})
+    # Each supported release is rendered once, then found in build/upstream/.
+    assert sorted(tags) == sorted(release_tag(version) for version in SUPPORTED_VERSIONS)
     assert not (fresh_clone / "build" / "upstream" / (release_file(CURRENT_VERSION) + ".partial")).exists()
 
 

@@ -10,21 +10,27 @@ import pytest
 
 from manifests.images import PUBLIC_REGISTRIES, parse_image
 from manifests.mesh import INJECT
+from manifests.release_identity import release_table
 from manifests.objects import CONTAINER_LISTS, objects_from_config_group_inputs, object_ref, pod_template, walk_strings
 from manifests.stores import DATABASE_SETUP_JOB
 from manifests.validate import validate_objects
 from tests.conftest import MARKER_SECRETS, STACKS, shared_run
-from tests.upstream import CURRENT_VERSION, PREVIOUS_VERSION, manifests_path, upstream_objects
+from tests.upstream import SUPPORTED_VERSIONS, manifests_path, upstream_objects
 from tools.mock_runtime import ProgramRun, stack_config
 
 CONFIG_GROUP = "kubernetes:yaml/v2:ConfigGroup"
-VERSIONS = (CURRENT_VERSION, PREVIOUS_VERSION)
+VERSIONS = SUPPORTED_VERSIONS
+#: Kubeflow 1.11.0's KFP 2.15.0 API server needs static object-store keys (manifests.release_changes).
+NEEDS_STATIC_KEYS = ("1.11.0",)
 
 
 def run_release(stack: str, version: str) -> ProgramRun:
     """`stack` pinned to `version` with that release's manifests; evaluated once per session (for the
-    stack's own release, the same run as `stack_run`)."""
+    stack's own release, the same run as `stack_run`). A release that needs static object-store keys gets
+    them (kubeflow.objectStore.staticKeys and the secrets), as a user on that release would."""
     kubeflow = dict(stack_config(stack)["kubeflow-platform:kubeflow"], version=version, manifests=str(manifests_path(version)))
+    if version in NEEDS_STATIC_KEYS:
+        kubeflow["objectStore"] = {**kubeflow.get("objectStore", {}), "staticKeys": True}
     return shared_run(stack, {"kubeflow": kubeflow})
 
 
@@ -243,7 +249,7 @@ def central_secrets(run):
 
 
 def test_the_central_secret_keeps_the_database_password_a_pulumi_secret(release_run):
-    run, _ = release_run
+    run, version = release_run
     kubeflow = settings_of(run, "kubeflow")
     (secret,) = central_secrets(run)
     assert secret.inputs["metadata"]["namespace"] == "kubeflow"
@@ -251,8 +257,13 @@ def test_the_central_secret_keeps_the_database_password_a_pulumi_secret(release_
     data = secret.inputs["stringData"]["value"]  # the recorded form of a secret: {<signature>: ..., "value": ...}
     assert data["db-password"] == MARKER_SECRETS["databasePassword"]
     assert data["db-username"] == kubeflow["database"]["user"] and data["db-host"] == kubeflow["database"]["host"]
-    # S3 through IRSA: no static keys anywhere.
-    assert data["object-store-access-key"] == data["object-store-secret-key"] == ""
+    if version in NEEDS_STATIC_KEYS:
+        # kubeflow.objectStore.staticKeys: the IAM user's keys, still Pulumi secrets (stringData is one).
+        assert data["object-store-access-key"] == MARKER_SECRETS["objectStoreAccessKeyId"]
+        assert data["object-store-secret-key"] == MARKER_SECRETS["objectStoreSecretAccessKey"]
+    else:
+        # S3 through IRSA: no static keys anywhere, even with the secrets configured.
+        assert data["object-store-access-key"] == data["object-store-secret-key"] == ""
     for group in run.of_type(CONFIG_GROUP):
         assert MARKER_SECRETS["databasePassword"] not in group.inputs["yaml"]
 
@@ -278,6 +289,8 @@ def test_the_pinned_release_is_exported_and_the_component_version_recorded(relea
     run, version = release_run
     report = run.exports["transformReport"]
     assert run.exports["kubeflowVersion"] == report["release"] == version
-    assert report["componentVersion"].split(".")[:2] == version.split(".")[:2]
+    # The dashboard's version, which is not the release's (1.11.0 and 26.03 still ship the v1.10.0 dashboard).
+    dashboard = release_table().named(version).components["dashboard"]
+    assert report["componentVersion"] == dashboard.removeprefix("v")
     assert report["versionEvidence"]
     json.dumps(report)  # the offline preview reads it as plain JSON

@@ -2,8 +2,8 @@
 
 The pure pipeline runs over both rendered releases with the organisation's options; the whole program runs
 both stacks over 26.03. Kubeflow 1.11.0 cannot work with the platform's IRSA-only object store (KFP 2.15.0's
-API server requires static keys), so the program refuses it with the reason; its invariants are checked with
-the bundled stores instead, the one configuration it can run with.
+API server requires static keys), so the program refuses it with the reason unless the stack gives pipelines
+static keys (kubeflow.objectStore.staticKeys); its invariants are checked in that configuration.
 """
 
 from __future__ import annotations
@@ -40,11 +40,13 @@ GATEWAY_PODS = GatewayPodsOptions("istio-ingress", (("istio", "central-gateway")
 JOBSET_RULE = ImageMirrorRule("us-central1-docker.pkg.dev/k8s-staging-images", f"{MIRROR}/k8s-staging")
 
 ORGANISATION = replace(ENTERPRISE, images=ImageMirrorOptions(MIRROR_RULES + (JOBSET_RULE,)), gateway_pods=GATEWAY_PODS)
-#: What each release can run with: 26.03 with every external store; 1.11.0 only with the bundled MySQL,
-#: SeaweedFS and Argo (its KFP API server needs static object-store keys, which the platform never has).
+#: The stacks' reading: S3 through IRSA alone.
+IRSA_ONLY = replace(ORGANISATION, stores=replace(ORGANISATION.stores, static_keys=False))
+#: What each release runs with: 26.03 with every external store on IRSA; 1.11.0 with the external stores
+#: and static object-store keys, which its KFP API server needs.
 OPTIONS = {
-    "26.03": ORGANISATION,
-    "1.11.0": replace(ORGANISATION, stores=None, argo=None),
+    "26.03": IRSA_ONLY,
+    "1.11.0": replace(ORGANISATION, stores=replace(ORGANISATION.stores, static_keys=True)),
 }
 
 
@@ -145,10 +147,34 @@ def test_the_pipelines_profile_controller_stays_where_it_creates_no_iam_key():
 
 def test_kfp_2_15_with_the_irsa_object_store_is_refused_with_the_reason():
     with pytest.raises(ManifestError) as caught:
-        transform(upstream_objects("1.11.0"), ORGANISATION)
+        transform(upstream_objects("1.11.0"), IRSA_ONLY)
     (problem,) = caught.value.problems
     assert problem.where == "kubeflow.manifests"
     assert "KFP 2.15.0" in str(problem) and "static object-store keys" in str(problem) and "26.03" in str(problem)
+    assert "kubeflow.objectStore.staticKeys: true" in str(problem)
+
+
+def test_kfp_2_15_runs_on_the_external_object_store_with_static_keys():
+    keyed = OPTIONS["1.11.0"]
+    emitted = result("1.11.0")
+    api_server = next(o for o in emitted.objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "ml-pipeline")
+    env = {e["name"]: e for c in pod_template(api_server)["spec"]["containers"] for e in c.get("env") or []}
+    # ObjectStoreConfig.AccessKey/SecretAccessKey (kubeflow/pipelines@2.15.0 client_manager.go:991-1037) come
+    # from the central Secret, whose keys the program fills from the two Pulumi secrets.
+    for name, key in (("OBJECTSTORECONFIG_ACCESSKEY", "object-store-access-key"),
+                      ("OBJECTSTORECONFIG_SECRETACCESSKEY", "object-store-secret-key")):
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": keyed.stores.secret_name, "key": key}
+    assert env["OBJECTSTORECONFIG_HOST"]["value"] == keyed.stores.object_store_host
+
+
+def test_static_keys_without_external_stores_are_refused_with_the_fix():
+    kubeflow = {key: value for key, value in stack_config("dev")["kubeflow-platform:kubeflow"].items() if key != "database"}
+    kubeflow.update(manifests=str(manifests_path("26.03")), objectStore={"staticKeys": True})
+    with pytest.raises(pulumi.RunError) as caught:
+        run_stack("dev", {"kubeflow": kubeflow})
+    assert caught.value.program_run.resources == []
+    message = str(caught.value)
+    assert "kubeflow.objectStore.staticKeys: applies only to the external stores" in message
 
 
 # ----------------------------------------------------------------------------------- KServe LLM controller

@@ -121,7 +121,7 @@ BAD_SETTINGS = [
     ("corrupt manifests", _manifests(_file("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: [kubeflow\n")), ["kubeflow.yaml:5:1: invalid YAML"]),
     ("missing manifests", _manifests(lambda tmp: str(tmp / "kubeflow-v1.10.2.yaml")), ["kubeflow-v1.10.2.yaml: no such file or directory (fix: render the manifests to a file and run `pulumi config set --path kubeflow.manifests ./kubeflow.yaml`)"]),
     ("checksum mismatch", _manifests(lambda tmp: {"url": manifests_path().as_uri(), "sha256": "0" * 64}), ["kubeflow.manifests.sha256: checksum mismatch for file://"]),
-    ("other release", _manifests(lambda tmp: str(manifests_path("1.9.1"))), ["kubeflow.manifests: holds Kubeflow 1.9.1 (dashboard v1.9.2, istio 1.22.1, katib v0.17.0, kserve v0.13.1, pipelines 2.3.0, training v1-04f9f13), not kubeflow.version 1.10.2"]),
+    ("other release", _manifests(lambda tmp: str(manifests_path("1.9.1"))), ["kubeflow.manifests: holds Kubeflow 1.9.1 (dashboard v1.9.2, istio 1.22.1, katib v0.17.0, kserve v0.13.1, pipelines 2.3.0, training v1-04f9f13), not kubeflow.version 26.03"]),
     ("object that would not apply", _manifests(_file(_BROKEN_DEPLOYMENT)), ["Deployment kubeflow/broken spec.template.spec.containers[0]: Additional properties are not allowed ('imagePullPolicyy' was unexpected)"]),
     ("issuer", _with("auth", _set(["issuerUrl"], "http://login.example.com")), ["auth.issuerUrl: 'http://login.example.com' must be an https:// URL"]),
     ("issuer with query", _with("auth", _set(["issuerUrl"], "https://login.example.com/?tenant=1")), ["auth.issuerUrl: 'https://login.example.com/?tenant=1' must not have a query string"]),
@@ -237,10 +237,23 @@ def test_all_problems_are_reported_at_once():
         assert rows[name][1][0] in message
 
 
+#: Secrets only some settings need, and the settings that make them needed.
+_SECRETS_NEEDED_BY = {
+    "objectStoreAccessKeyId": {"kubeflow": {"objectStore": {"staticKeys": True}}},
+    "objectStoreSecretAccessKey": {"kubeflow": {"objectStore": {"staticKeys": True}}},
+}
+
+
 @pytest.mark.parametrize("missing", sorted(MARKER_SECRETS))
 def test_a_missing_secret_names_the_command_that_sets_it(missing):
     secrets = {k: v for k, v in MARKER_SECRETS.items() if k != missing}
-    message = _expect_refused({}, secrets=secrets)
+    overrides = {}
+    if missing in _SECRETS_NEEDED_BY:
+        kubeflow = copy.deepcopy(stack_config("dev")["kubeflow-platform:kubeflow"])
+        kubeflow["manifests"] = str(manifests_path())
+        kubeflow.update(_SECRETS_NEEDED_BY[missing]["kubeflow"])
+        overrides = {"kubeflow": kubeflow}
+    message = _expect_refused(overrides, secrets=secrets)
     assert f"{missing}: is required" in message
     assert f"pulumi config set --secret {missing} <value>" in message
 

@@ -13,6 +13,7 @@ import yaml
 import config
 from config.loader import keys_of
 from tests.conftest import REPO_ROOT, STACKS, run_stack
+from tests.upstream import CURRENT_VERSION
 from tools import config_reference
 from tools.mock_runtime import stack_config
 
@@ -20,7 +21,7 @@ from tools.mock_runtime import stack_config
 def test_every_stack_evaluates_and_exports_the_url(stack_run):
     host = stack_config(stack_run.stack)["kubeflow-platform:dns"]["host"]
     assert stack_run.exports["url"] == f"https://{host}/"
-    assert stack_run.exports["kubeflowVersion"] == "1.10.2"
+    assert stack_run.exports["kubeflowVersion"] == CURRENT_VERSION
 
 
 #: What the teams around the platform read from `pulumi stack output`: renaming one breaks their scripts.

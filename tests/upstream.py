@@ -14,9 +14,11 @@ from pathlib import Path
 from tools.upstream_manifests import EXAMPLE, release_file, release_tag, target_dir
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-#: The release the stacks pin, and the previous one used for upgrade diffs.
-CURRENT_VERSION = "1.10.2"
-PREVIOUS_VERSION = "1.9.1"
+#: The release the stacks pin, and the one they pinned before it (upgrade diffs).
+CURRENT_VERSION = "26.03"
+PREVIOUS_VERSION = "1.10.2"
+#: Every release the program supports (the Makefile's SUPPORTED_KUBEFLOW_VERSIONS, which `make test` renders).
+SUPPORTED_VERSIONS = ("26.03", "1.11.0", "1.10.2", "1.9.1")
 
 
 def manifests_dir() -> Path:

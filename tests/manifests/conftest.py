@@ -17,9 +17,9 @@ from manifests.options import (
     TransformOptions,
 )
 from manifests.pipeline import transform
-from tests.upstream import CURRENT_VERSION, PREVIOUS_VERSION, upstream_objects
+from tests.upstream import SUPPORTED_VERSIONS, upstream_objects
 
-VERSIONS = (CURRENT_VERSION, PREVIOUS_VERSION)
+VERSIONS = SUPPORTED_VERSIONS
 MIRROR = "mirror.corp.example"
 
 MIRROR_RULES = tuple(
@@ -32,6 +32,8 @@ MIRROR_RULES = tuple(
         ("registry.k8s.io", "k8s"),
         ("nvcr.io", "nvcr"),
         ("public.ecr.aws", "ecr-public"),
+        # JobSet (Trainer v2, from Kubeflow 1.11 on) is pulled from Google Artifact Registry.
+        ("us-central1-docker.pkg.dev", "gar-us-central1"),
     )
 )
 
@@ -42,7 +44,10 @@ ENTERPRISE = TransformOptions(
     images=ImageMirrorOptions(MIRROR_RULES),
     gateway=GatewayOptions("istio-ingress/central-gateway", ("kubeflow.corp.example",), "istio-ingress", "corp.example/ns/istio-ingress/sa/central-gateway"),
     argo=ExternalArgoOptions(namespace="argo", bucket="kf-artifacts", region="eu-west-1", service_account="pipeline-runner"),
-    stores=ExternalStoresOptions(mysql_host="kubeflow.cluster-abc.eu-west-1.rds.amazonaws.com", secret_name="kubeflow-external-stores", bucket="kf-artifacts", region="eu-west-1"),
+    # Static keys: the way Kubeflow 1.11.0 (KFP 2.15.0) runs on external stores; the transformations of the
+    # other releases do not depend on it.
+    stores=ExternalStoresOptions(mysql_host="kubeflow.cluster-abc.eu-west-1.rds.amazonaws.com", secret_name="kubeflow-external-stores",
+                                 bucket="kf-artifacts", region="eu-west-1", static_keys=True),
 )
 
 
