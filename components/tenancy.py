@@ -35,6 +35,9 @@ class TenancyArgs:
     """Mesh and serving facts all profiles' policies refer to."""
     identity: WorkloadIdentity
     """Issues the profiles' IRSA roles."""
+    keep_namespaces: bool = True
+    """Leave a removed profile's namespace, with its users' notebooks, volumes and runs, in the cluster
+    (kubeflow.keepCrdsAndNamespaces)."""
 
 
 def tenancy_args(settings: Settings, identity: WorkloadIdentity) -> TenancyArgs:
@@ -84,15 +87,17 @@ def tenancy_args(settings: Settings, identity: WorkloadIdentity) -> TenancyArgs:
         serving_metrics_principals=tenancy.serving.metrics_principals,
         viewers_read_only=tenancy.viewers_read_only,
     )
-    return TenancyArgs(profiles=tuple(profiles), mesh=mesh, identity=identity)
+    return TenancyArgs(profiles=tuple(profiles), mesh=mesh, identity=identity,
+                       keep_namespaces=settings.kubeflow.keep_crds_and_namespaces)
 
 
 class Tenancy(pulumi.ComponentResource):
     """Per profile: its namespace's objects, its Profile, and with a data lake an IRSA role.
 
-    A profile without a data lake costs one registration, whatever its number of contributors: a ConfigGroup
-    of all its objects. With a data lake, two more: the IAM role (policy inline) and a small ConfigGroup of
-    what carries the role's ARN. Registering each Kubernetes object on its own would cost the Python SDK
+    A profile without a data lake costs two registrations, whatever its number of contributors: a ConfigGroup
+    of its Namespace, retained on delete so that removing the profile from the stack leaves its users' data
+    in the cluster, and a ConfigGroup of all its other objects. With a data lake, two more: the IAM role
+    (policy inline) and a small ConfigGroup of what carries the role's ARN. Registering each Kubernetes object on its own would cost the Python SDK
     about as much per object as a ConfigGroup costs per profile.
     """
 
@@ -109,11 +114,21 @@ class Tenancy(pulumi.ComponentResource):
             # The same prefix for both groups: a child's URN carries its parents' types, not their names, so an
             # object moving between the groups (the Profile, when a data lake is added) is updated in place.
             prefix = f"{name}-{profile.name}"
+            objects = static_objects(profile, args.mesh)
+            # The Namespace alone in a retained group: deleting it would delete every notebook, volume
+            # and run in it. Same resource prefix, so a Namespace that sat in the other group keeps its URN
+            # (pulumi-kubernetes v4.32.0 provider/pkg/yaml/v2/yaml.go:349-351) and moves without a replacement.
+            kept = k8s.yaml.v2.ConfigGroup(
+                f"{prefix}-retained",
+                yaml=manifest([obj for obj in objects if obj["kind"] == "Namespace"]),
+                resource_prefix=prefix,
+                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=args.keep_namespaces or None),
+            )
             static = k8s.yaml.v2.ConfigGroup(
                 f"{prefix}-namespace",
-                yaml=manifest(static_objects(profile, args.mesh)),
+                yaml=manifest([obj for obj in objects if obj["kind"] != "Namespace"]),
                 resource_prefix=prefix,
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[kept]),
             )
             if profile.data_lake is None:
                 continue

@@ -150,7 +150,7 @@ class KubeflowSettings:
     gateway_api: bool = setting(False)
     """The cluster serves the Gateway API CRDs (gateway.networking.k8s.io); unset: KServe's LLM controller (26.03 on) is left out."""
     keep_crds_and_namespaces: bool = setting(True)
-    """CRDs and namespaces that leave the release stay on the cluster with all they hold (retainOnDelete); false lets an upgrade delete them, users' custom resources and namespaces' contents with them."""
+    """CRDs and namespaces that leave the release, and the namespace of a profile removed from `tenancy.profiles`, stay on the cluster with all they hold (retainOnDelete); false lets an upgrade or a profile's removal delete them, users' custom resources and namespaces' contents with them."""
 
     @property
     def manifests_source(self) -> Union[str, UrlSource]:

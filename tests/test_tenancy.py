@@ -7,6 +7,7 @@ import json
 
 from manifests.tenancy import parse_manifest
 from tests.conftest import run_stack
+from tests.upstream import manifests_path
 from tools.mock_runtime import ProgramRun, Registration, stack_config
 
 CONFIG_GROUP = "kubernetes:yaml/v2:ConfigGroup"
@@ -54,12 +55,13 @@ def test_every_profile_gets_its_namespace_profile_quota_and_serving_policies(sta
                 assert obj["metadata"]["namespace"] == profile["name"], obj
 
 
-def test_each_profile_is_one_group_and_a_data_lake_adds_a_role_and_a_small_group(stack_run):
+def test_each_profile_is_two_groups_and_a_data_lake_adds_a_role_and_a_small_group(stack_run):
     groups = tenancy_groups(stack_run)
     roles = {r.name for r in stack_run.of_type(ROLE) if r.name.startswith("tenancy-")}
     for profile in tenancy_settings(stack_run.stack)["profiles"]:
         name = profile["name"]
-        expected = {f"tenancy-{name}-namespace"} | ({f"tenancy-{name}-profile"} if "dataLake" in profile else set())
+        expected = {f"tenancy-{name}-retained", f"tenancy-{name}-namespace"}
+        expected |= {f"tenancy-{name}-profile"} if "dataLake" in profile else set()
         assert {g for g in groups if g.startswith(f"tenancy-{name}-")} == expected
         assert (f"tenancy-{name}-data-lake" in roles) == ("dataLake" in profile)
     for group in groups.values():
@@ -163,7 +165,7 @@ def test_a_data_lake_role_is_trusted_only_by_the_profiles_workloads_and_reaches_
 def test_the_role_arn_lives_only_in_the_small_group_that_annotates_the_workloads(stack_run):
     groups = tenancy_groups(stack_run)
     for name, group in groups.items():
-        if name.endswith("-namespace"):
+        if name.endswith(("-namespace", "-retained")):
             assert "arn:aws:iam::" not in group.inputs["yaml"], name
             continue
         profile = name.removeprefix("tenancy-").removesuffix("-profile")
@@ -234,3 +236,25 @@ def test_viewers_read_only_setting_reaches_every_viewers_policy():
         assert policy["spec"]["rules"][0]["to"] == [{"operation": {"notPorts": ["8888"], "notPaths": ["/notebook/*"]}}]
     for policy in editors:
         assert "to" not in policy["spec"]["rules"][0]
+
+
+def test_removing_a_profile_leaves_its_namespace_and_its_users_data(stack_run):
+    groups = tenancy_groups(stack_run)
+    for profile in tenancy_settings(stack_run.stack)["profiles"]:
+        name = profile["name"]
+        retained, rest = groups[f"tenancy-{name}-retained"], groups[f"tenancy-{name}-namespace"]
+        # The Namespace alone is retained on delete: the profile's other objects (its access grants among
+        # them) go with the profile, its users' notebooks, volumes and runs stay in the cluster.
+        assert [(o["kind"], o["metadata"]["name"]) for o in objects_of(retained)] == [("Namespace", name)]
+        assert retained.retain_on_delete is True and not rest.retain_on_delete
+        assert "Namespace" not in {o["kind"] for o in objects_of(rest)}
+        # Same resource prefix as the group that held the Namespace before, so its URN does not move.
+        assert retained.inputs["resourcePrefix"] == rest.inputs["resourcePrefix"] == f"tenancy-{name}"
+        assert retained.urn in rest.dependencies
+
+
+def test_letting_a_profile_removal_delete_its_namespace_takes_the_explicit_setting():
+    kubeflow = dict(stack_config("dev")["kubeflow-platform:kubeflow"], keepCrdsAndNamespaces=False,
+                    manifests=str(manifests_path()))
+    run = run_stack("dev", {"kubeflow": kubeflow})
+    assert all(not g.retain_on_delete for g in tenancy_groups(run).values())
