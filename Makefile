@@ -38,7 +38,7 @@ DIFF_USAGE := make diff A=<stack|dir> B=<stack|dir> [KUBEFLOW_A=1.9.1] [MANIFEST
 # makes). So a lone `make diff` turns on question mode, marks each line of its recipe `+`, and has a
 # sub-make without -q make what it needs. Its output is the tool's own, as it happens.
 # `make upgrade-plan` exits the same way (0 nothing needs attention, 1 something does, 2 an error).
-UPGRADE_USAGE := make upgrade-plan FROM=<release|manifests path|saved plan dir> TO=<release|manifests path> [STACK=dev]
+UPGRADE_USAGE := make upgrade-plan FROM=<release|manifests path|saved plan dir> TO=<release|manifests path> [STACK=dev] [FROM_SET='key=value ...'] [TO_SET='key=value ...']
 STATUS_GOAL := $(filter diff upgrade-plan,$(MAKECMDGOALS))
 ifneq ($(STATUS_GOAL),)
 ifneq ($(MAKECMDGOALS),$(firstword $(STATUS_GOAL)))
@@ -91,9 +91,10 @@ diff:
 ## What `pulumi up` does to a live cluster between two Kubeflow releases: replacements, renames, CRDs,
 ## data, manual steps. Exit 0 when nothing needs attention, 1 when something does, 2 on an error.
 ## make upgrade-plan FROM=<release|manifests path|saved plan dir> TO=<release|manifests path> [STACK=dev]
+##   [FROM_SET='key=value ...'] [TO_SET='key=value ...']: settings the stack has at FROM / takes with TO
 upgrade-plan:
 	+@MAKEFLAGS= $(MAKE) --no-print-directory PYTHON="$(PYTHON)" venv
-	+$(BIN)/python -m tools.upgrade_plan $(FROM) $(TO) --stack $(STACK)
+	+$(BIN)/python -m tools.upgrade_plan $(FROM) $(TO) --stack $(STACK) $(foreach s,$(FROM_SET),--from-set $(s)) $(foreach s,$(TO_SET),--to-set $(s))
 
 # What `make diff` needs before it compares, made by its sub-make outside question mode: the venv, and
 # the releases in UPSTREAM_VERSIONS for the sides that are stacks evaluated with a rendered release.

@@ -175,15 +175,46 @@ def test_make_upgrade_plan_exits_1_when_something_needs_attention():
 
 
 def test_the_upgrade_page_shows_the_plans_real_output():
+    import io
     import re
 
+    from tools.upgrade_plan import load_side, parse_settings
+
     page = (REPO_ROOT / "docs" / "upgrading.md").read_text()
-    blocks = re.findall(r"<!-- upgrade-plan (\S+) (\S+) (\S+) -->\n```\n(.*?)```", page, re.S)
-    assert [(a, b) for a, b, _, _ in blocks] == [("1.10.2", "26.03"), ("1.9.1", "1.10.2")]
-    for before, after, stack, shown in blocks:
-        plan = plan_upgrade(evaluated_plan(stack, before)[0], evaluated_plan(stack, after)[0],
-                            f"Kubeflow {before} (stack {stack})", f"Kubeflow {after} (stack {stack})")
-        assert shown == f"$ make upgrade-plan FROM={before} TO={after}\n{render(plan)}", "run `make docs`"
+    blocks = re.findall(r"<!-- upgrade-plan (\S+) (\S+) (\S+)((?: (?:from|to):\S+)*) -->\n```\n(.*?)```", page, re.S)
+    # The walk 1.10.2 -> 1.11.0 -> 26.03 (1.11.0 with static keys), the stacks' direct path, and 1.9.1 -> 1.10.2.
+    assert [(a, b) for a, b, _, _, _ in blocks] == [("1.10.2", "1.11.0"), ("1.11.0", "26.03"), ("1.10.2", "26.03"),
+                                                   ("1.9.1", "1.10.2")]
+    sides: dict[tuple, tuple] = {}
+
+    def side(version: str, stack: str, assignments: tuple[str, ...]):
+        key = (version, stack, assignments)
+        if key not in sides:
+            sides[key] = load_side(version, stack, allow_saved=False, stderr=io.StringIO(),
+                                   settings=parse_settings(list(assignments)))
+        return sides[key]
+
+    for before, after, stack, tokens, shown in blocks:
+        chosen = {"from": (), "to": ()}
+        for token in tokens.split():
+            where, _, assignment = token.partition(":")
+            chosen[where] += (assignment,)
+        (old, old_label), (new, new_label) = side(before, stack, chosen["from"]), side(after, stack, chosen["to"])
+        command = f"$ make upgrade-plan FROM={before} TO={after}"
+        command += "".join(f" {where.upper()}_SET='{' '.join(chosen[where])}'" for where in ("from", "to") if chosen[where])
+        assert shown == f"{command}\n{render(plan_upgrade(old, new, old_label, new_label))}", "run `make docs`"
+
+
+def test_a_side_can_take_the_settings_the_stack_has_at_that_release(tmp_path):
+    # 1.11.0 is refused on the stack's IRSA-only object store, and planned once the stack gives it static keys.
+    refused = _cli("1.10.2", "1.11.0", "--out", str(tmp_path))
+    assert refused.returncode == 2 and "kubeflow.objectStore.staticKeys: true" in refused.stderr
+    keyed = _cli("1.10.2", "1.11.0", "--to-set", "kubeflow.objectStore.staticKeys=true", "--out", str(tmp_path))
+    assert keyed.returncode == 1, keyed.stderr[-2000:]
+    assert "-> Kubeflow 1.11.0 (stack dev) with kubeflow.objectStore.staticKeys=true" in keyed.stdout
+    assert "crd-removed (6)" in keyed.stdout
+    broken = _cli("1.10.2", "1.11.0", "--to-set", "kubeflow.objectStore.staticKeys", "--out", str(tmp_path))
+    assert broken.returncode == 2 and "is not KEY=VALUE" in broken.stderr and "Traceback" not in broken.stderr
 
 
 def test_a_database_or_bucket_the_change_moves_is_data_that_needs_attention():

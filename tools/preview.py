@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import copy
 import gc
 import json
 import os
@@ -101,6 +102,29 @@ def config_overrides(stack: str, manifests: Optional[str], kubeflow_version: Opt
     return {"kubeflow": kubeflow}
 
 
+def with_settings(stack: str, overrides: dict[str, Any], settings: Mapping[str, Any],
+                  root: Path = REPO_ROOT) -> dict[str, Any]:
+    """`overrides` with each `dotted.key: value` of `settings` set on top of the stack file's own value
+    (`kubeflow.objectStore.staticKeys: true` keeps the rest of `kubeflow`)."""
+    result = dict(overrides)
+    for dotted, value in settings.items():
+        top, *path = dotted.split(".")
+        if top not in result:
+            result[top] = copy.deepcopy(stack_config(stack, root).get(f"{PROJECT}:{top}"))
+        if not path:
+            result[top] = value
+            continue
+        if not isinstance(result[top], dict):
+            result[top] = {}
+        node = result[top]
+        for key in path[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[path[-1]] = value
+    return result
+
+
 def placeholder_secrets() -> dict[str, str]:
     import config
 
@@ -115,8 +139,10 @@ def evaluate(
     secrets: Optional[Mapping[str, str]] = None,
     progress: Optional[Progress] = None,
     root: Path = REPO_ROOT,
+    settings: Optional[Mapping[str, Any]] = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Runs the program for `stack` in preview mode: the plan, and secret leaks found while masking.
+    `settings`: dotted keys set on top of the stack file (see with_settings).
 
     Raises pulumi.RunError for configuration mistakes (the message is meant for the user).
     """
@@ -124,7 +150,8 @@ def evaluate(
     secrets = dict(placeholder_secrets() if secrets is None else secrets)
     where = f" with {manifests}" if manifests else ""
     with progress.step(f"running __main__.py for stack {stack} under the mock runtime{where}"):
-        run = run_program(stack, config_overrides=config_overrides(stack, manifests, kubeflow_version, root),
+        overrides = with_settings(stack, config_overrides(stack, manifests, kubeflow_version, root), settings or {}, root)
+        run = run_program(stack, config_overrides=overrides,
                           secrets=secrets, preview=True, root=root)
     with progress.step(f"building the plan of {len(run.resources)} resources"):
         return build_plan(run, secrets.values())
