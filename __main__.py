@@ -7,7 +7,7 @@ import pulumi
 import config
 from components import providers
 from components.artifacts import ArtifactStore, ArtifactStoreArgs
-from components.auth import Auth, AuthArgs
+from components.auth import Auth, AuthArgs, release_header_forwarders
 from components.certificate import Certificate, CertificateArgs
 from components.dns import Dns, DnsArgs
 from components.gpu import GpuNodePools, GpuNodePoolsArgs
@@ -45,9 +45,11 @@ ingress = IngressGateway("ingress", IngressGatewayArgs.from_settings(
     settings, certificate_arn=certificate.certificate_arn, gateway_depends_on=[kubeflow]), opts=on_cluster)
 dns.alias_to_load_balancer(ingress.load_balancer_hostname)
 gpu = GpuNodePools("gpu", GpuNodePoolsArgs.from_settings(settings), opts=on_both)
-auth = Auth("auth", AuthArgs.from_settings(settings, cluster.oidc_issuer), opts=on_cluster)
+# Who besides the gateway may pass kubeflow-userid on, as this release names them (26.03.1 renames the dashboard's account).
+header_forwarders = release_header_forwarders(settings, kubeflow_release)
+auth = Auth("auth", AuthArgs.from_settings(settings, cluster.oidc_issuer, header_forwarders), opts=on_cluster)
 # Tenancy spans both providers (IRSA roles, profile objects) and needs Kubeflow's CRDs and ClusterRoles.
-tenancy = Tenancy("tenancy", tenancy_args(settings, identity), opts=on_both.merge(
+tenancy = Tenancy("tenancy", tenancy_args(settings, identity, header_forwarders), opts=on_both.merge(
     pulumi.ResourceOptions(depends_on=[kubeflow])))
 
 # Each component names the outputs the teams around the platform read (see the README per component).

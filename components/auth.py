@@ -7,8 +7,9 @@ only registers them. What it registers, all on the explicit Kubernetes provider:
 - a RequestAuthentication per extra issuer, and one for the cluster's own service-account issuer;
 - the CUSTOM AuthorizationPolicy that sends the Kubeflow hosts' requests to the auth proxy, and a DENY
   policy for requests that skip it with a token no issuer verified;
-- the DENY policy that lets only the gateway send kubeflow-userid into the `kubeflow` namespace (tenancy
-  applies the same policy, `identity_header_policy`, in every profile namespace);
+- the DENY policy that lets only the gateway, and the in-mesh forwarders the release runs (the KFP UI,
+  metadata-envoy, the dashboard's ServiceAccount: `release_header_forwarders`), send kubeflow-userid into the
+  `kubeflow` namespace (tenancy applies the same policy, `identity_header_policy`, in every profile namespace);
 - the ALLOW policy for ML Metadata's gateway backend (metadata-envoy), which upstream leaves open;
 - the auth proxy (oauth2-proxy, or authservice for old releases) in its own namespace, with the OIDC
   client secret and cookie secret in a Secret filled from Pulumi secrets.
@@ -19,8 +20,9 @@ config belongs to the enterprise's Istio installation (see manifests/auth_proxy.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -31,6 +33,9 @@ from manifests import auth_proxy, identity
 from manifests.auth_proxy import AuthProxyOptions
 from manifests.identity import IdentityHeaderOptions
 from manifests.options import ImageMirrorRule
+
+if TYPE_CHECKING:
+    from manifests.release import PreparedRelease
 
 #: Where upstream's own Kubeflow services live; its web apps read kubeflow-userid there.
 KUBEFLOW_NAMESPACE = "kubeflow"
@@ -50,13 +55,16 @@ class AuthArgs:
     """oauth2-proxy's cookie signing key (a Pulumi secret); None for authservice, which keeps server-side sessions."""
     service_account_issuer: pulumi.Input[str]
     """The cluster's service-account token issuer, as EKS reports it (`Cluster.oidc_issuer`)."""
+    header_forwarders: tuple[str, ...]
+    """Mesh principals besides the gateway that may send kubeflow-userid (`release_header_forwarders`)."""
     service_account_audiences: tuple[str, ...] = ("pipelines.kubeflow.org",)
     """Audiences a service-account token must carry at the gateway."""
     kubeflow_namespace: str = KUBEFLOW_NAMESPACE
     """Namespace of upstream's Kubeflow services, guarded by the identity-header policy."""
 
     @classmethod
-    def from_settings(cls, settings: Settings, service_account_issuer: pulumi.Input[str]) -> "AuthArgs":
+    def from_settings(cls, settings: Settings, service_account_issuer: pulumi.Input[str],
+                      header_forwarders: Sequence[str]) -> "AuthArgs":
         auth: AuthSettings = settings.auth
         options = settings.identity_options()
         images = settings.kubeflow.images
@@ -82,20 +90,21 @@ class AuthArgs:
             client_secret=secrets.auth_client_secret,
             cookie_secret=secrets.auth_cookie_secret if auth.proxy == "oauth2-proxy" else None,
             service_account_issuer=service_account_issuer,
+            header_forwarders=tuple(header_forwarders),
             service_account_audiences=auth.service_account_audiences,
         )
 
 
-def header_forwarders(options: IdentityHeaderOptions) -> tuple[str, ...]:
-    """Upstream's in-mesh forwarders of kubeflow-userid, as principals of this mesh's trust domain."""
-    return tuple(
-        principal.replace("cluster.local/", f"{options.trust_domain}/", 1) for principal in identity.UPSTREAM_HEADER_FORWARDERS
-    )
+def release_header_forwarders(settings: Settings, release: "PreparedRelease") -> tuple[str, ...]:
+    """Upstream's in-mesh forwarders of kubeflow-userid in the objects the release applies, as principals of
+    this mesh's trust domain: the dashboard's ServiceAccount is read from its workload, not assumed by name."""
+    objects = [obj for group in release.groups.values() for obj in group]
+    return identity.header_forwarders(objects, settings.identity_options().trust_domain)
 
 
-def identity_header_policy(options: IdentityHeaderOptions, namespace: str) -> dict:
-    """The DENY policy that lets only the gateway (and upstream's forwarders) send the identity headers into `namespace`."""
-    return identity.identity_header_authorization_policy(options, namespace, header_forwarders(options))
+def identity_header_policy(options: IdentityHeaderOptions, namespace: str, forwarders: Sequence[str]) -> dict:
+    """The DENY policy that lets only the gateway (and `forwarders`) send the identity headers into `namespace`."""
+    return identity.identity_header_authorization_policy(options, namespace, tuple(forwarders))
 
 
 def _gateway_hosts(hosts: tuple[str, ...]) -> list[str]:
@@ -165,7 +174,7 @@ class Auth(pulumi.ComponentResource):
         hosts = args.proxy.hosts
         custom("ext-authz", _on_kubeflow_hosts(auth_proxy.ext_authz_policy(args.proxy), hosts))
         custom("require-verified-token", _on_kubeflow_hosts(auth_proxy.require_verified_token_policy(args.proxy), hosts))
-        custom("identity-header-policy", identity_header_policy(options, args.kubeflow_namespace))
+        custom("identity-header-policy", identity_header_policy(options, args.kubeflow_namespace, args.header_forwarders))
         callers = tuple(p.replace("cluster.local/", f"{options.trust_domain}/", 1) for p in identity.METADATA_ENVOY_CALLERS)
         custom("metadata-envoy-policy", identity.metadata_envoy_authorization_policy(options, args.kubeflow_namespace, callers))
 
@@ -232,4 +241,4 @@ class Auth(pulumi.ComponentResource):
                 )
 
 
-__all__ = ["Auth", "AuthArgs", "KUBEFLOW_NAMESPACE", "header_forwarders", "identity_header_policy"]
+__all__ = ["Auth", "AuthArgs", "KUBEFLOW_NAMESPACE", "identity_header_policy", "release_header_forwarders"]

@@ -40,8 +40,9 @@ class TenancyArgs:
     (kubeflow.keepCrdsAndNamespaces)."""
 
 
-def tenancy_args(settings: Settings, identity: WorkloadIdentity) -> TenancyArgs:
-    """Resolves the tenancy settings against the rest of the stack's settings."""
+def tenancy_args(settings: Settings, identity: WorkloadIdentity, header_forwarders: Sequence[str]) -> TenancyArgs:
+    """Resolves the tenancy settings against the rest of the stack's settings; `header_forwarders` are the
+    in-mesh principals besides the gateway that may send kubeflow-userid (components.auth.release_header_forwarders)."""
     tenancy = settings.tenancy
     groups = {group.name: group.members for group in tenancy.groups}
     taints = {pool.name: pool.taints for pool in settings.gpu.pools}
@@ -83,7 +84,7 @@ def tenancy_args(settings: Settings, identity: WorkloadIdentity) -> TenancyArgs:
         serving_namespaces=(*tenancy.serving.system_namespaces, settings.ingress.namespace),
         serving_principals=tenancy.serving.principals,
         # The same DENY policy Auth applies in `kubeflow`, for every profile namespace.
-        identity_header_policy=identity_header_policy(settings.identity_options(), "profile"),
+        identity_header_policy=identity_header_policy(settings.identity_options(), "profile", header_forwarders),
         serving_metrics_principals=tenancy.serving.metrics_principals,
         viewers_read_only=tenancy.viewers_read_only,
     )

@@ -181,7 +181,9 @@ def s3_access_policy(
                 # HeadBucket is authorised by s3:ListBucket (docs.aws.amazon.com/AmazonS3/latest/API/API_HeadBucket.html)
                 # and carries no s3:prefix, so the prefix-scoped grant above answers it with 403. The KFP API
                 # server exits on that (kubeflow/pipelines@2.5.0 backend/src/apiserver/client_manager/
-                # client_manager.go:546-551: minio-go v6.0.57 BucketExists is `HEAD /<bucket>`, api-stat.go:40-59).
+                # client_manager.go:546-551: minio-go v6.0.57 BucketExists is `HEAD /<bucket>`, api-stat.go:40-59;
+                # the same in 2.15.0). KFP 2.16.0 asks HeadBucket through the AWS SDK and only warns when refused
+                # (@2.16.0 client_manager.go:956-960, 1121-1131), so there the grant keeps its start clean.
                 # This lets the holder list the bucket's key names, never read the objects outside its prefixes.
                 "Sid": "CheckBucketExists",
                 "Effect": "Allow",

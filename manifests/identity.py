@@ -43,8 +43,12 @@ import re
 import string
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
+
+from manifests.images import parse_image
+from manifests.objects import containers_of, pod_template
+from manifests.release_identity import release_table
 
 #: Internal header names of verified JWT claims. The user and groups headers are no longer written (the
 #: identity filter reads the verified payload itself, see `JWT_PAYLOAD_KEY`) but are still stripped,
@@ -86,13 +90,14 @@ MINIMUM_ISTIO_VERSION = (1, 20)
 #: security.istio.io/v1 is served from Istio 1.22 on; older meshes only know v1beta1.
 SECURITY_V1_SINCE = (1, 22)
 
-#: In-mesh services that legitimately pass `kubeflow-userid` on to another Kubeflow service: the KFP UI
-#: proxies API calls to ml-pipeline with it, the central dashboard calls KFAM with it, metadata-envoy
-#: (the UI's /ml_metadata proxy, given its own account by manifests/mesh.py) passes it to metadata-grpc.
-#: They only ever hold a header that the gateway set, because their own inbound traffic is under the same policy.
-UPSTREAM_HEADER_FORWARDERS = (
+#: In-mesh services of Kubeflow Pipelines that legitimately pass `kubeflow-userid` on to another Kubeflow
+#: service: the KFP UI proxies API calls to ml-pipeline with it, metadata-envoy (the UI's /ml_metadata proxy,
+#: given its own account by manifests/mesh.py) passes it to metadata-grpc. The third forwarder, the central
+#: dashboard (it calls KFAM with the header: kubeflow/kubeflow@v1.10.0 components/centraldashboard/app/
+#: api_workgroup.ts:221), is found in the release by `header_forwarders`. They only ever hold a header that
+#: the gateway set, because their own inbound traffic is under the same policy.
+PIPELINES_HEADER_FORWARDERS = (
     "cluster.local/ns/kubeflow/sa/ml-pipeline-ui",
-    "cluster.local/ns/kubeflow/sa/centraldashboard",
     "cluster.local/ns/kubeflow/sa/metadata-envoy",
 )
 
@@ -614,6 +619,42 @@ def gateway_principal(options: IdentityHeaderOptions) -> str:
     return f"{options.trust_domain}/ns/{options.gateway_namespace}/sa/{options.gateway_service_account}"
 
 
+def dashboard_service_accounts(objects: Iterable[dict]) -> tuple[tuple[str, str], ...]:
+    """`(namespace, name)` of the ServiceAccount of every workload that runs the central dashboard.
+
+    Found by what it runs, the dashboard's image (the last part of its repository, as the release table
+    names it: manifests/facts/releases.yaml), never by name: the dashboard repository's manifests (kubeflow/
+    community-distribution after 26.03, for 26.03.1) rename the Deployment and its ServiceAccount
+    `centraldashboard` to `dashboard` and move the image to ghcr.io/kubeflow/dashboard/dashboard. An image
+    mirror keeps the last part, so the transformed objects are found as well as upstream's.
+    """
+    dashboard_images = set(release_table().images["dashboard"])
+    found: list[tuple[str, str]] = []
+    for obj in objects:
+        template = pod_template(obj)
+        if template is None:
+            continue
+        spec = template.get("spec") or {}
+        images = [parse_image(c["image"]) for c in containers_of(spec) if isinstance(c.get("image"), str)]
+        if not any(image is not None and image.path.rsplit("/", 1)[-1] in dashboard_images for image in images):
+            continue
+        # Kubernetes runs a pod without serviceAccountName as `default` of its namespace.
+        account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+        namespace = (obj.get("metadata") or {}).get("namespace") or "default"
+        if (namespace, account) not in found:
+            found.append((namespace, account))
+    return tuple(found)
+
+
+def header_forwarders(objects: Iterable[dict], trust_domain: str = "cluster.local") -> tuple[str, ...]:
+    """The mesh principals (in `trust_domain`) that may pass `kubeflow-userid` on: Kubeflow Pipelines' UI and
+    metadata-envoy, and the central dashboard's ServiceAccount as the release's `objects` name it."""
+    ui, envoy = (p.replace("cluster.local/", f"{trust_domain}/", 1) for p in PIPELINES_HEADER_FORWARDERS)
+    dashboard = [f"{trust_domain}/ns/{namespace}/sa/{name}" for namespace, name in dashboard_service_accounts(objects)]
+    # The order the program has always written them in, so the policies already applied are not rewritten.
+    return (ui, *(p for p in dashboard if p not in (ui, envoy)), envoy)
+
+
 def identity_envoy_filter(options: IdentityHeaderOptions, name: str = "kubeflow-identity-headers") -> dict:
     """The EnvoyFilter that puts both Lua filters into the central gateway's HTTP chain."""
     _require_valid(options)
@@ -748,7 +789,7 @@ def request_authentications(
 def identity_header_authorization_policy(
     options: IdentityHeaderOptions,
     namespace: str,
-    forwarding_principals: Sequence[str] = UPSTREAM_HEADER_FORWARDERS,
+    forwarding_principals: Sequence[str] = PIPELINES_HEADER_FORWARDERS,
     name: str = "kubeflow-identity-header-from-gateway-only",
 ) -> dict:
     """A DENY policy for one Kubeflow namespace: the identity headers only from the gateway (or a forwarder).

@@ -136,7 +136,7 @@ def test_an_unknown_cluster_issuer_blanks_out_only_its_own_object():
         value.set_result(None)
         known.set_result(False)
         unknown_issuer = pulumi.Output(set(), value, known)
-        base = AuthArgs.from_settings(settings, unknown_issuer)
+        base = AuthArgs.from_settings(settings, unknown_issuer, ())
         secret = pulumi.Output.secret("x")
         Auth("auth", dataclasses.replace(base, client_secret=secret, cookie_secret=secret))
 
@@ -360,7 +360,9 @@ def test_authservice_objects_validate(authservice_run):
 
 def test_tenancy_gets_the_same_policy_for_each_profile_namespace():
     import config
-    from components.auth import header_forwarders, identity_header_policy
+    from components.auth import identity_header_policy
+    from manifests.identity import header_forwarders
+    from tests.upstream import upstream_objects
 
     settings = config.parse(
         {key.split(":", 1)[1]: value for key, value in stack_config("dev").items()},
@@ -369,13 +371,15 @@ def test_tenancy_gets_the_same_policy_for_each_profile_namespace():
         "dev",
     )
     options = settings.identity_options()
-    policy = identity_header_policy(options, "alice")
+    forwarders = header_forwarders(upstream_objects(CURRENT_VERSION), options.trust_domain)
+    policy = identity_header_policy(options, "alice", forwarders)
     assert policy["metadata"] == {"name": "kubeflow-identity-header-from-gateway-only", "namespace": "alice"}
     assert schema_errors(policy, CURRENT_VERSION) == []
-    custom_domain = identity_header_policy(dataclasses.replace(settings.auth, trust_domain="corp.example").identity_options(), "alice")
+    custom = dataclasses.replace(settings.auth, trust_domain="corp.example").identity_options()
+    custom_domain = identity_header_policy(custom, "alice", header_forwarders(upstream_objects(CURRENT_VERSION), "corp.example"))
     principals = custom_domain["spec"]["rules"][0]["from"][0]["source"]["notPrincipals"]
     assert all(principal.startswith("corp.example/") for principal in principals)
-    assert header_forwarders(options) == (
+    assert forwarders == (
         "cluster.local/ns/kubeflow/sa/ml-pipeline-ui",
         "cluster.local/ns/kubeflow/sa/centraldashboard",
         "cluster.local/ns/kubeflow/sa/metadata-envoy",

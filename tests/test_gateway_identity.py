@@ -7,6 +7,8 @@ ConfigMap and the program's own policies with a non-default service account, nam
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from analysis.policies import Request, denies
@@ -42,6 +44,46 @@ def test_metadata_envoy_may_forward_the_identity_header_to_metadata_grpc(stack, 
     for other in ("default", "ml-pipeline-visualizationserver", "kubeflow-pipelines-metadata-writer"):
         assert denies(policy, Request(f"cluster.local/ns/kubeflow/sa/{other}", 8080, USER)), other
     assert denies(policy, Request(None, 8080, USER))
+
+
+def _dashboard_account(objects) -> str:
+    (dashboard,) = [o for o in objects if o["kind"] == "Deployment" and o["metadata"].get("namespace") == "kubeflow"
+                    and o["metadata"]["name"] in ("centraldashboard", "dashboard")]
+    return f"cluster.local/ns/kubeflow/sa/{pod_template(dashboard)['spec']['serviceAccountName']}"
+
+
+def _passes_the_user_on_to_kfam(objects, dashboard: str) -> None:
+    policy = _one(objects, "AuthorizationPolicy", "kubeflow", POLICY)
+    # The dashboard lists and manages contributors by calling KFAM (profiles-kfam:8081) as the user.
+    assert not denies(policy, Request(dashboard, 8081, USER))
+    assert denies(policy, Request("cluster.local/ns/kubeflow/sa/jupyter-web-app-service-account", 8081, USER))
+
+
+@pytest.mark.parametrize("release", SUPPORTED_RELEASES)
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_dashboard_may_call_kfam_as_the_user(stack, release):
+    objects = objects_of(stack, release)
+    _passes_the_user_on_to_kfam(objects, _dashboard_account(objects))
+
+
+def test_the_dashboard_renamed_upstream_may_still_call_kfam_as_the_user(tmp_path):
+    # kubeflow/community-distribution@26.03.1-rc.2 applications/dashboard/upstream/centraldashboard/base/
+    # service-account.yaml:4 and deployment.yaml:4, 66: Deployment and ServiceAccount `dashboard`, image
+    # ghcr.io/kubeflow/dashboard/dashboard (kustomization.yaml:16-19). The renamed copy of 26.03 stands in for it.
+    from tests.test_newest_releases import renamed_release
+
+    manifests = tmp_path / "26.03-renamed.yaml"
+    manifests.write_text("\n---\n".join(json.dumps(obj) for obj in renamed_release()))
+    kubeflow = dict(stack_config("dev")["kubeflow-platform:kubeflow"], version="26.03", manifests=str(manifests))
+    objects = emitted_objects(run_stack("dev", {"kubeflow": kubeflow}))
+    dashboard = _dashboard_account(objects)
+    assert dashboard == "cluster.local/ns/kubeflow/sa/dashboard"
+    _passes_the_user_on_to_kfam(objects, dashboard)
+    # The old name trusts nobody: no workload of the release runs as it any more.
+    policy = _one(objects, "AuthorizationPolicy", "kubeflow", POLICY)
+    assert "cluster.local/ns/kubeflow/sa/centraldashboard" not in policy["spec"]["rules"][0]["from"][0]["source"]["notPrincipals"]
+    for profile in (p["name"] for p in stack_config("dev")["kubeflow-platform:tenancy"]["profiles"]):
+        assert not denies(_one(objects, "AuthorizationPolicy", profile, POLICY), Request(dashboard, 8888, USER)), profile
 
 
 @pytest.mark.parametrize("release", SUPPORTED_RELEASES)

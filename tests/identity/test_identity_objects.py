@@ -11,9 +11,12 @@ from manifests.identity import (
     JWT_EMAIL_VERIFIED_HEADER,
     JWT_GROUPS_CLAIM_HEADER,
     JWT_USER_CLAIM_HEADER,
+    PIPELINES_HEADER_FORWARDERS,
     STRIP_CLIENT_IDENTITY_FILTER_NAME,
     IdentityHeaderOptions,
     JwtIssuer,
+    dashboard_service_accounts,
+    header_forwarders,
     http_filter_config,
     identity_envoy_filter,
     identity_header_authorization_policy,
@@ -168,6 +171,31 @@ def test_identity_headers_are_denied_from_anyone_but_the_gateway_and_known_forwa
         "request.headers[kubeflow-groups]",
         "request.headers[kubeflow_groups]",
     }
+
+
+def _workload(name: str, image: str, account: str | None, namespace: str = "kubeflow") -> dict:
+    spec = {"containers": [{"name": name, "image": image}], **({"serviceAccountName": account} if account else {})}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace},
+            "spec": {"template": {"spec": spec}}}
+
+
+def test_the_dashboards_account_is_found_by_the_image_it_runs_not_by_its_name():
+    objects = [
+        # 26.03.1's renamed dashboard, through a mirror; 26.03's; 1.9's image, with the namespace's default account.
+        _workload("dashboard", "mirror.corp.example/ghcr/kubeflow/dashboard/dashboard:v2.0.0", "dashboard"),
+        _workload("centraldashboard", "ghcr.io/kubeflow/kubeflow/central-dashboard:v1.10.0", "centraldashboard"),
+        _workload("centraldashboard", "docker.io/kubeflownotebookswg/centraldashboard:v1.9.2", None, "portal"),
+        # An account of that name on another image is not the dashboard's.
+        _workload("jupyter-web-app", "ghcr.io/kubeflow/kubeflow/jupyter-web-app:v1.10.0", "centraldashboard", "apps"),
+    ]
+    assert dashboard_service_accounts(objects) == (("kubeflow", "dashboard"), ("kubeflow", "centraldashboard"), ("portal", "default"))
+    assert header_forwarders(objects[:1], "corp.mesh") == (
+        "corp.mesh/ns/kubeflow/sa/ml-pipeline-ui",
+        "corp.mesh/ns/kubeflow/sa/dashboard",
+        "corp.mesh/ns/kubeflow/sa/metadata-envoy",
+    )
+    # Without a dashboard in the release, only Kubeflow Pipelines' forwarders are trusted.
+    assert header_forwarders(objects[3:]) == PIPELINES_HEADER_FORWARDERS
 
 
 def test_gateway_principal_follows_the_configured_gateway():
