@@ -303,7 +303,8 @@ _TAG = re.compile(r":v?(\d+\.\d+\.\d+)$")
 #: Images built from the kubeflow/kubeflow repository at the platform's own version (the profile
 #: controller, KFAM, the central dashboard). Their registry moved between releases (docker.io
 #: kubeflownotebookswg in 1.9, ghcr.io/kubeflow/kubeflow in 1.10), so match the last path part.
-_PLATFORM_IMAGES = ("centraldashboard", "central-dashboard", "profile-controller", "kfam")
+#: The dashboard image moves to ghcr.io/kubeflow/dashboard/dashboard with the dashboard repository's manifests (26.03.1).
+_PLATFORM_IMAGES = ("centraldashboard", "central-dashboard", "dashboard", "profile-controller", "kfam")
 
 
 def detect_version(objects: Iterable[dict], url: str | None = None) -> tuple[str | None, str | None]:
