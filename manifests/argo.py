@@ -113,6 +113,8 @@ def use_external_argo(objects: list[dict], argo: ExternalArgoOptions, executor: 
             # of every pipelines-enabled namespace (kubeflow/pipelines@2.5.0 manifests/kustomize/base/installs/
             # multi-user/pipelines-profile-controller/sync.py:113-125), also into profiles without a data lake,
             # whose pods have no role for it. Data-lake profiles get their own `kfp-launcher` (manifests.tenancy).
+            # KFP 2.15+'s sync no longer reads the key (it writes its own minio:// root, 2.16.0 sync.py:198-210)
+            # and is left out with the external stores (manifests.release_changes); the empty value is harmless there.
             wanted = {"bucketName": argo.bucket, "defaultPipelineRoot": ""}
         data = obj.get("data") or {}
         if not wanted or all(data.get(k) == v for k, v in wanted.items()):

@@ -314,7 +314,7 @@ CODE_DEFAULT_IMAGES: tuple[CodeDefaultImage, ...] = (
         "training-operator", "training-operator", "--mpi-kubectl-delivery-image", (("*", "kubeflow/kubectl-delivery:latest"),),
         "kubeflow/training-operator@v1.9.0 pkg/config/config.go:35; cmd/training-operator.v1/main.go:108-109",
     ),
-    # KFP 2.5.0's manifests set both (so the `:latest` code defaults never apply); 2.3.0's set neither.
+    # KFP 2.5.0's manifests (and 2.15.0's, 2.16.0's) set both (so the `:latest` code defaults never apply); 2.3.0's set neither.
     CodeDefaultImage(
         "ml-pipeline", "ml-pipeline-api-server", "env:V2_LAUNCHER_IMAGE",
         (("2.3.0", "gcr.io/ml-pipeline/kfp-launcher@sha256:bef55a344574a25c557256d7c66cb19edacfd2008d694e5b6bb5b612d59feae0"),),
