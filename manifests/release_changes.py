@@ -107,4 +107,20 @@ def release_problems(objects: list[dict], options: TransformOptions) -> list[Pro
             "limited to the artifacts bucket, with kubeflow.objectStore.staticKeys: true and the secrets "
             "objectStoreAccessKeyId and objectStoreSecretAccessKey; or stay on 1.10",
         ))
+    if options.stores is None and options.argo is not None and profile_controller_calls_iam(objects):
+        # KFP 2.15/2.16's per-namespace sync (kept with the bundled stores, which it serves) writes each
+        # profile an `artifact-repositories` ConfigMap on the bundled SeaweedFS, annotated as the namespace's
+        # default (kubeflow/pipelines@2.16.0 manifests/kustomize/base/installs/multi-user/
+        # pipelines-profile-controller/sync.py:224-240; 2.15.0 sync.py:197-213), and Argo takes a namespace's
+        # own repository before its controller's (argoproj/argo-workflows@v3.7.3
+        # workflow/artifactrepositories/artifactrepositories.go:40-60).
+        problems.append(Problem(
+            "kubeflow.argo.external",
+            f"with the bundled object store, KFP {api_server[0] if api_server else '2.15+'}'s per-namespace sync points "
+            "every profile's workflows at the bundled SeaweedFS, which the external Argo prefers over its own S3 "
+            "repository: logs and artifacts would go where the pipelines UI, reading the external Argo's bucket, "
+            "does not look",
+            "set kubeflow.database to use the external stores, or kubeflow.argo.external: false to use the "
+            "bundled Argo with the bundled stores",
+        ))
     return problems

@@ -154,6 +154,18 @@ def test_kfp_2_15_with_the_irsa_object_store_is_refused_with_the_reason():
     assert "kubeflow.objectStore.staticKeys: true" in str(problem)
 
 
+@pytest.mark.parametrize("release", ["1.11.0", "26.03"])
+def test_the_external_argo_with_the_bundled_stores_is_refused_from_kfp_2_15(release):
+    # KFP 2.15+'s kept per-namespace sync would point every profile's workflows at the bundled SeaweedFS.
+    with pytest.raises(ManifestError) as caught:
+        transform(upstream_objects(release), replace(ORGANISATION, stores=None))
+    (problem,) = caught.value.problems
+    assert problem.where == "kubeflow.argo.external" and "SeaweedFS" in problem.message
+    assert "kubeflow.database" in problem.fix and "kubeflow.argo.external: false" in problem.fix
+    # KFP 2.5's sync writes no artifact repository (Kubeflow 1.10): the combination stays accepted there.
+    transform(upstream_objects("1.10.2"), replace(ORGANISATION, stores=None))
+
+
 def test_kfp_2_15_runs_on_the_external_object_store_with_static_keys():
     keyed = OPTIONS["1.11.0"]
     emitted = result("1.11.0")

@@ -235,15 +235,16 @@ _BUNDLED: dict[str, dict] = {}
 
 
 def bundled_stores_plan(version: str) -> dict:
-    """The dev stack's preview plan with Kubeflow's bundled MySQL and object store: the configuration in
-    which v1.11.0 runs (its KFP 2.15.0 API server needs static object-store keys, docs/releases.md)."""
+    """The dev stack's preview plan with Kubeflow's bundled MySQL, object store and Argo: the other
+    configuration v1.11.0 runs in (docs/releases.md)."""
     if version not in _BUNDLED:
         from tests.conftest import MARKER_SECRETS
         from tools.mock_runtime import run_program
         from tools.plan import build_plan
 
         kubeflow = {key: value for key, value in _stack_kubeflow("dev").items() if key != "database"}
-        kubeflow.update(version=version, manifests=str(manifests_path(version)))
+        kubeflow.update(version=version, manifests=str(manifests_path(version)), argo={"external": False},
+                        exclude=[rule for rule in kubeflow["exclude"] if rule != "argo"])
         run = run_program("dev", config_overrides={"kubeflow": kubeflow}, secrets=MARKER_SECRETS, preview=True)
         _BUNDLED[version] = build_plan(run, MARKER_SECRETS.values())[0]
     return _BUNDLED[version]
