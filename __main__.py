@@ -47,7 +47,8 @@ dns.alias_to_load_balancer(ingress.load_balancer_hostname)
 gpu = GpuNodePools("gpu", GpuNodePoolsArgs.from_settings(settings), opts=on_both)
 # Who besides the gateway may pass kubeflow-userid on, as this release names them (26.03.1 renames the dashboard's account).
 header_forwarders = release_header_forwarders(settings, kubeflow_release)
-auth = Auth("auth", AuthArgs.from_settings(settings, cluster.oidc_issuer, header_forwarders), opts=on_cluster)
+auth = Auth("auth", AuthArgs.from_settings(settings, cluster.oidc_issuer, header_forwarders,
+                                           released_proxy_image=kubeflow_release.auth_proxy_image), opts=on_cluster)
 # Tenancy spans both providers (IRSA roles, profile objects) and needs Kubeflow's CRDs and ClusterRoles.
 tenancy = Tenancy("tenancy", tenancy_args(settings, identity, header_forwarders), opts=on_both.merge(
     pulumi.ResourceOptions(depends_on=[kubeflow])))

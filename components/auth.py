@@ -64,7 +64,9 @@ class AuthArgs:
 
     @classmethod
     def from_settings(cls, settings: Settings, service_account_issuer: pulumi.Input[str],
-                      header_forwarders: Sequence[str]) -> "AuthArgs":
+                      header_forwarders: Sequence[str], released_proxy_image: Optional[str] = None) -> "AuthArgs":
+        """`released_proxy_image`: the oauth2-proxy image the Kubeflow release pins, the default for
+        auth.proxyImage (the program's own oauth2-proxy follows the release's)."""
         auth: AuthSettings = settings.auth
         options = settings.identity_options()
         images = settings.kubeflow.images
@@ -78,7 +80,7 @@ class AuthArgs:
             extension_provider=auth.extension_provider,
             scopes=auth.scopes,
             email_domains=auth.email_domains,
-            image=auth.proxy_image,
+            image=auth.proxy_image or (released_proxy_image if auth.proxy == "oauth2-proxy" else None),
             image_rules=tuple(ImageMirrorRule(rule.source, rule.target) for rule in images.rules) if images else (),
             image_mirror=images.mirror if images else None,
             mesh_revision=settings.kubeflow.mesh.revision,

@@ -86,7 +86,7 @@ class AuthSettings:
     email_domains: tuple[str, ...] = setting(("*",), check=checks.unique("domain"))
     """Email domains allowed to log in (* any user of the issuer; Profiles still decide who sees what)."""
     proxy_image: Optional[str] = setting(None)
-    """Image of the proxy (default: the one upstream pins); pulled through kubeflow.images when configured."""
+    """Image of the proxy (default: the oauth2-proxy image the Kubeflow release pins); pulled through kubeflow.images when configured."""
     user_source_header: str = setting("x-auth-request-email")
     """Header the auth proxy sets after login; kubeflow-userid is set from it and nothing else."""
     groups_source_header: str = setting("x-auth-request-groups")

@@ -34,6 +34,7 @@ ProxyKind = Literal["oauth2-proxy", "authservice"]
 
 #: The images upstream pins for each proxy: oauth2-proxy as in Kubeflow 1.10's common/oauth2-proxy,
 #: oidc-authservice as in Kubeflow 1.7's common/oidc-client/oidc-authservice.
+#: Used when the release ships no oauth2-proxy to take the version from (see manifests.release).
 DEFAULT_IMAGES = {
     "oauth2-proxy": "quay.io/oauth2-proxy/oauth2-proxy:v7.7.1",
     "authservice": "gcr.io/arrikto/kubeflow/oidc-authservice:e236439",

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from manifests.objects import object_ref
+from manifests.images import parse_image
+from manifests.objects import containers_of, object_ref, pod_template
 from manifests.options import TransformOptions
 from manifests.pipeline import TransformReport, transform
 from manifests.release_identity import identify, identity_export, judge
@@ -41,6 +42,8 @@ class PreparedRelease:
     report: TransformReport
     #: Which release the objects were identified as, from which components, and the warnings it gave.
     identity: dict
+    #: The oauth2-proxy image the release pins (its own oauth2-proxy is excluded: the platform runs one), or None.
+    auth_proxy_image: str | None = None
 
     @property
     def warnings(self) -> list[str]:
@@ -155,7 +158,21 @@ def prepare_release(
         input_count=len(loaded.objects),
         report=report,
         identity=identity_export(pinned_version, identity, verdict),
+        auth_proxy_image=released_auth_proxy_image(loaded.objects),
     )
+
+
+def released_auth_proxy_image(objects) -> str | None:
+    """The image of upstream's oauth2-proxy Deployment (found by the image it runs), as the release pins it."""
+    for obj in objects:
+        template = pod_template(obj)
+        if obj.get("kind") != "Deployment" or template is None:
+            continue
+        for container in containers_of(template.get("spec") or {}):
+            parsed = parse_image(str(container.get("image") or ""))
+            if parsed is not None and parsed.path.rsplit("/", 1)[-1] == "oauth2-proxy":
+                return str(container["image"])
+    return None
 
 
 def error_message(error: ManifestError) -> str:

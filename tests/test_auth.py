@@ -13,11 +13,12 @@ from manifests.identity import (
     JWT_EMAIL_VERIFIED_HEADER,
     STRIP_CLIENT_IDENTITY_FILTER_NAME,
 )
+from manifests.release import released_auth_proxy_image
 from manifests.validate import validate_objects
 from pulumi.runtime import rpc
 from tests.conftest import MARKER_SECRETS, run_stack
 from tests.identity.istio_crd_schemas import schema_errors
-from tests.upstream import CURRENT_VERSION
+from tests.upstream import CURRENT_VERSION, upstream_objects
 from tools.mock_runtime import PlatformMocks, ProgramRun, stack_config
 
 COMPONENT = "kubeflow-platform:auth:Auth"
@@ -256,7 +257,14 @@ def test_oauth2_proxy_reads_both_secrets_from_the_secret_it_is_given(stack_run):
 def test_proxy_image_is_pulled_through_the_internal_mirror(stack_run):
     (container,) = _one(stack_run, "Deployment")["spec"]["template"]["spec"]["containers"]
     mirror = _settings(stack_run, "kubeflow")["images"]["mirror"]
-    assert container["image"] == f"{mirror}/quay.io/oauth2-proxy/oauth2-proxy:v7.7.1"
+    # The version the pinned release's own oauth2-proxy runs (v7.14.3 in 26.03), the program's being its stand-in.
+    assert container["image"] == f"{mirror}/{released_auth_proxy_image(upstream_objects(CURRENT_VERSION))}"
+    assert container["image"].endswith("/quay.io/oauth2-proxy/oauth2-proxy:v7.14.3")
+
+
+@pytest.mark.parametrize("version,tag", [("26.03", "v7.14.3"), ("1.11.0", "v7.13.0"), ("1.10.2", "v7.7.1")])
+def test_the_proxy_follows_the_oauth2_proxy_version_each_release_pins(version, tag):
+    assert released_auth_proxy_image(upstream_objects(version)) == f"quay.io/oauth2-proxy/oauth2-proxy:{tag}"
 
 
 def test_proxy_namespace_joins_the_mesh_like_kubeflow(stack_run):
