@@ -365,8 +365,10 @@ def _add_base_id(pod_spec: dict) -> str | None:
         if args or command:
             container["args"] = list(args) + ["--base-id", "1"]
         else:
-            # KFP's metadata-envoy image is ENTRYPOINT ["/usr/local/bin/envoy", "-c"], CMD ["/etc/envoy.yaml"];
-            # args replace CMD, so they repeat the config path before the flag.
+            # KFP's metadata-envoy image is ENTRYPOINT ["/usr/local/bin/envoy", "-c"], CMD ["/etc/envoy.yaml"]
+            # up to 2.5 (kubeflow/pipelines@2.5.0 third_party/metadata_envoy/Dockerfile:20-27); args replace CMD,
+            # so they repeat the config path before the flag. From 2.15 the image has no CMD and the Deployment
+            # passes the mounted ConfigMap's path as args (2.16.0 metadata-envoy-deployment.yaml:25), the branch above.
             container["args"] = ["/etc/envoy.yaml", "--base-id", "1"]
         return f"container {container.get('name')} args {container['args']} (Envoy base id 1 beside the sidecar)"
     return None
