@@ -1,33 +1,36 @@
-"""Which VirtualServices Istio gives a gateway proxy: the visibility rules of istio/istio@1.24.6, in Python.
+"""Which VirtualServices Istio gives a gateway proxy: the visibility rules of istio/istio@1.24.6 and 1.28.0, in Python.
 
 A route that the gateway's pods are not given is a 404 at the gateway, however right its hosts and paths
 are; whether they are given it depends only on `exportTo`, the namespaces involved and the mesh's
 default. This module models that one decision so a test can hold the emitted objects to it.
 
-What Istio does (pilot/pkg/model, tag 1.24.6):
+What Istio does (pilot/pkg/model, tag 1.24.6, the mesh the stacks pin; tag 1.28.0, which Kubeflow 1.11.0 and
+26.03 ship, does the same, its lines in brackets):
 
-- `initVirtualServices` (push_context.go:1706-1800) indexes every VirtualService by the gateways it
-  binds to, each name resolved to `<namespace>/<name>` first (virtualservice.go:116-131, config.go:246-274);
-  no `gateways` means the `mesh` gateway (push_context.go:1823-1832). By `exportTo`:
-  - none: the mesh's `defaultVirtualServiceExportTo`, `*` unless set (push_context.go:1739-1753, 1854-1861);
-  - `*` anywhere: public, every namespace sees it (push_context.go:1762-1765);
-  - `~` (and no `*`): no one (push_context.go:1766);
+- `initVirtualServices` (push_context.go:1706-1800 [1751-1839]) indexes every VirtualService by the
+  gateways it binds to, each name resolved to `<namespace>/<name>` first (virtualservice.go:116-131
+  [116-137], config.go:246-274 [233-261]); no `gateways` means the `mesh` gateway
+  (push_context.go:1823-1832 [1862-1871]). By `exportTo`:
+  - none: the mesh's `defaultVirtualServiceExportTo`, `*` unless set (push_context.go:1739-1753,
+    1854-1861 [1778-1792, 1893-1900]);
+  - `*` anywhere: public, every namespace sees it (push_context.go:1762-1765 [1801-1804]);
+  - `~` (and no `*`): no one (push_context.go:1766 [1805]);
   - else each entry: `.` or the route's own namespace indexes it under that namespace, any other
-    namespace under that one (push_context.go:1767-1783). A route listing both `.` and its own
-    namespace is indexed twice.
+    namespace under that one (push_context.go:1767-1783 [1806-1822]). A route listing both `.` and its
+    own namespace is indexed twice.
 - Delegate VirtualServices (no `hosts`) are not indexed themselves; their routes reach a gateway only
-  merged into a root (virtualservice.go:199-237). Root merging is not modelled: it changes what a
-  visible route contains, not whether it is visible.
+  merged into a root (virtualservice.go:199-237 [206-244]). Root merging is not modelled: it changes
+  what a visible route contains, not whether it is visible.
 - The index is built in `sortConfigByCreationTime` order: creation time, then name, then namespace
-  (virtualservice.go:288, config.go:318-333).
-- `VirtualServicesForGateway(proxyNamespace, gateway)` (push_context.go:1065-1089) returns the routes
-  indexed under the proxy's namespace, then those exported to it, then the public ones. A gateway
-  proxy asks with its own `ConfigNamespace`, the namespace its pods run in, not the Gateway object's
-  (pilot/pkg/networking/core/gateway.go:420).
+  (virtualservice.go:288 [295], config.go:318-333 [305-320]).
+- `VirtualServicesForGateway(proxyNamespace, gateway)` (push_context.go:1065-1089 [1107-1131]) returns
+  the routes indexed under the proxy's namespace, then those exported to it, then the public ones. A
+  gateway proxy asks with its own `ConfigNamespace`, the namespace its pods run in, not the Gateway
+  object's (pilot/pkg/networking/core/gateway.go:420 [420]).
 
 Not modelled: Gateway API generated routes (only their order among public routes differs,
-push_context.go:1078-1087) and the host match between a route and the gateway's servers
-(gateway.go:424-432).
+push_context.go:1078-1087 [1120-1129]) and the host match between a route and the gateway's servers
+(gateway.go:424-432 [424-432]).
 
 Pure Python over plain dicts (the objects a plan applies); no Pulumi, no upstream loading.
 """
@@ -43,12 +46,12 @@ MESH_GATEWAY = "mesh"
 PUBLIC = "*"
 PRIVATE = "."
 NONE = "~"
-#: Istio's `defaultVirtualServiceExportTo` when the mesh config sets none (push_context.go:1859-1860).
+#: Istio's `defaultVirtualServiceExportTo` when the mesh config sets none (push_context.go:1859-1860 [1898-1899]).
 ISTIO_DEFAULT_EXPORT_TO = (PUBLIC,)
 
 
 def resolve_gateway_name(name: str, namespace: str) -> str:
-    """A VirtualService's gateway reference as Istio resolves it (config.go:246-274).
+    """A VirtualService's gateway reference as Istio resolves it (config.go:246-274 [233-261]).
 
     `name` resolves to the route's namespace, `./name` likewise, `name.ns[.svc.cluster.local]` (the legacy
     form) to `ns/name`; `ns/name` stays.
@@ -73,7 +76,7 @@ def _name(service: dict) -> str:
 
 
 def gateway_names(service: dict) -> list[str]:
-    """The resolved gateways a VirtualService binds to; none named means the mesh (push_context.go:1825-1832)."""
+    """The resolved gateways a VirtualService binds to; none named means the mesh (push_context.go:1825-1832 [1864-1871])."""
     gateways = (service.get("spec") or {}).get("gateways") or []
     if not gateways:
         return [MESH_GATEWAY]
@@ -81,7 +84,7 @@ def gateway_names(service: dict) -> list[str]:
 
 
 def is_delegate(service: dict) -> bool:
-    """A delegate has no hosts; only roots that delegate to it carry its routes (virtualservice.go:201-228)."""
+    """A delegate has no hosts; only roots that delegate to it carry its routes (virtualservice.go:201-228 [208-235])."""
     return not (service.get("spec") or {}).get("hosts")
 
 
@@ -101,7 +104,7 @@ def _creation_order(service: dict) -> tuple[str, str, str]:
 
 
 def index_virtual_services(services: Iterable[dict], default_export_to: Sequence[str] = ISTIO_DEFAULT_EXPORT_TO) -> RouteIndex:
-    """Istio's `initVirtualServices` over these VirtualServices (push_context.go:1706-1800)."""
+    """Istio's `initVirtualServices` over these VirtualServices (push_context.go:1706-1800 [1751-1839])."""
     index = RouteIndex()
     candidates = [s for s in services if s.get("kind") == "VirtualService" and not is_delegate(s)]
     for service in sorted(candidates, key=_creation_order):
@@ -109,7 +112,7 @@ def index_virtual_services(services: Iterable[dict], default_export_to: Sequence
         gateways = gateway_names(service)
         export_to = [str(entry) for entry in (service.get("spec") or {}).get("exportTo") or []]
         if not export_to:
-            # "We only honor ., *" for the mesh-wide default (push_context.go:1739-1753).
+            # "We only honor ., *" for the mesh-wide default (push_context.go:1739-1753 [1778-1792]).
             if PRIVATE in default_export_to:
                 for gateway in gateways:
                     index.private_by_namespace_and_gateway.setdefault((namespace, gateway), []).append(service)
@@ -138,8 +141,8 @@ def virtual_services_for_gateway(
 ) -> list[dict]:
     """The VirtualServices a proxy in `proxy_namespace` is given for `gateway` (`ns/name`, or `mesh`).
 
-    For an ingress gateway, `proxy_namespace` is the namespace its pods run in (gateway.go:420). Order and
-    repetitions are Istio's (push_context.go:1065-1089).
+    For an ingress gateway, `proxy_namespace` is the namespace its pods run in (gateway.go:420 [420]). Order
+    and repetitions are Istio's (push_context.go:1065-1089 [1107-1131]).
     """
     index = index_virtual_services(services, default_export_to)
     key = (proxy_namespace, gateway)

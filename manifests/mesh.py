@@ -136,7 +136,8 @@ def route_virtual_services(objects: list[dict], gateway: GatewayOptions) -> Tran
     pilot/pkg/model/push_context.go:1065-1074), and `.` alone indexes a route under the route's namespace
     only (push_context.go:1766-1775), which hid every Kubeflow route from the gateway. Listing the two
     namespaces keeps the routes out of every other namespace's sidecars, whatever the mesh's
-    `defaultVirtualServiceExportTo` (analysis/routes.py models this).
+    `defaultVirtualServiceExportTo` (analysis/routes.py models this). Istio 1.28.0, which Kubeflow 1.11.0
+    and 26.03 ship, does the same (gateway.go:420, push_context.go:1107-1116, 1805-1814).
     """
     result, changes = [], []
     for obj in objects:
@@ -167,7 +168,7 @@ def gateway_route_export_to(route: dict, pods_namespace: str) -> list[str]:
     """`exportTo` of a gateway-bound VirtualService: its own namespace (`.`) and the gateway pods' namespace.
 
     The pods' namespace is named only when it differs: Istio indexes `.` and the route's own namespace
-    alike, so naming both would index the route twice (push_context.go:1766-1775).
+    alike, so naming both would index the route twice (push_context.go:1766-1775; 1.28.0: 1805-1814).
     """
     namespace = (route.get("metadata") or {}).get("namespace")
     return ["."] if pods_namespace == namespace else [".", pods_namespace]
@@ -205,7 +206,7 @@ def _point_controller_config_at_gateway(obj: dict, gateway: GatewayOptions) -> t
 
 #: The principal upstream's policies and the profile controller's defaults give the ingress gateway; Istio
 #: reads any trust domain here as the mesh's own when it is `cluster.local`
-#: (istio/istio@1.24.6 pilot/pkg/security/trustdomain/bundle.go:68-73), so the account and namespace are what matter.
+#: (istio/istio@1.24.6 and @1.28.0 pilot/pkg/security/trustdomain/bundle.go:68-73), so the account and namespace are what matter.
 UPSTREAM_GATEWAY_PRINCIPAL = "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
 #: The profile controller and kfam read the gateway's principal from this key of `profiles-config`
 #: (kubeflow/kubeflow@v1.10.0 components/profile-controller/controllers/profile_controller.go:424-426,
@@ -364,8 +365,10 @@ def _add_base_id(pod_spec: dict) -> str | None:
         if args or command:
             container["args"] = list(args) + ["--base-id", "1"]
         else:
-            # KFP's metadata-envoy image is ENTRYPOINT ["/usr/local/bin/envoy", "-c"], CMD ["/etc/envoy.yaml"];
-            # args replace CMD, so they repeat the config path before the flag.
+            # KFP's metadata-envoy image is ENTRYPOINT ["/usr/local/bin/envoy", "-c"], CMD ["/etc/envoy.yaml"]
+            # up to 2.5 (kubeflow/pipelines@2.5.0 third_party/metadata_envoy/Dockerfile:20-27); args replace CMD,
+            # so they repeat the config path before the flag. From 2.15 the image has no CMD and the Deployment
+            # passes the mounted ConfigMap's path as args (2.16.0 metadata-envoy-deployment.yaml:25), the branch above.
             container["args"] = ["/etc/envoy.yaml", "--base-id", "1"]
         return f"container {container.get('name')} args {container['args']} (Envoy base id 1 beside the sidecar)"
     return None

@@ -22,6 +22,13 @@ DNS resolves: one wildcard, `*.<serving domain>`, set up by the edge components 
   `<name>-<namespace>.<domain>` with the template above; `ingressDomain`/`domainTemplate` name the hosts of
   raw deployments (reconcilers/ingress/domain.go:42-67) and `urlScheme` the scheme of both
   (ingress_reconciler.go:239, 258).
+- KServe's `ingress.pathTemplate`, which Kubeflow 26.03's manifests set (`/serving/{{ .Namespace }}/{{ .Name }}`),
+  is removed. With it KServe reports every serverless InferenceService at `<urlScheme>://<ingressDomain>/<path>`
+  and adds the bare `ingressDomain` to its VirtualService's hosts (kserve/kserve@v0.16.0
+  pkg/controller/v1beta1/inferenceservice/reconcilers/ingress/ingress_reconciler.go:159-183, 568, 661): a
+  host the serving wildcard's Gateway server, certificate and DNS records do not cover (a wildcard matches
+  one label, never the domain itself), and without a serving domain upstream's `example.com`. Without it the
+  reported URL is the one-label host above, as in every earlier release.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ KNATIVE_DOMAIN_TEMPLATE = "{{.Name}}-{{.Namespace}}.{{.Domain}}"
 KSERVE_DOMAIN_TEMPLATE = "{{ .Name }}-{{ .Namespace }}.{{ .IngressDomain }}"
 #: TLS ends at the NLB (components/ingress.py), whose only listener for these hosts is 443.
 EXTERNAL_SCHEME = "https"
+#: KServe's path-based URLs (see the module docstring): removed whatever the serving domain.
+KSERVE_PATH_TEMPLATE = "pathTemplate"
 
 
 def knative_domain_data(data: dict, domain: str | None) -> dict:
@@ -90,18 +99,21 @@ def _patched(obj: dict, domain: str | None) -> tuple[dict, list[str]] | None:
             if data.get(key) != value:
                 new_data[key] = value
                 what.append(f"data[{key!r}]: {data.get(key)!r} -> {value!r}")
-    elif name == KSERVE_CONFIGMAP and domain and isinstance(data.get("ingress"), str):
+    elif name == KSERVE_CONFIGMAP and isinstance(data.get("ingress"), str):
         try:
             ingress = json.loads(data["ingress"])
         except ValueError:
             return None  # not the JSON KServe reads; schema validation and review catch it
         if not isinstance(ingress, dict):
             return None
-        wanted = {"ingressDomain": domain, "domainTemplate": KSERVE_DOMAIN_TEMPLATE, "urlScheme": EXTERNAL_SCHEME}
+        wanted = {"ingressDomain": domain, "domainTemplate": KSERVE_DOMAIN_TEMPLATE, "urlScheme": EXTERNAL_SCHEME} if domain else {}
         for key, value in wanted.items():
             if ingress.get(key) != value:
                 what.append(f"data.ingress.{key}: {ingress.get(key)!r} -> {value!r}")
                 ingress[key] = value
+        if KSERVE_PATH_TEMPLATE in ingress:
+            what.append(f"data.ingress.{KSERVE_PATH_TEMPLATE}: {ingress.pop(KSERVE_PATH_TEMPLATE)!r} removed "
+                        "(InferenceService URLs stay one label under the serving domain)")
         new_data["ingress"] = json.dumps(ingress, indent=2, sort_keys=True)
     if not what:
         return None

@@ -19,6 +19,7 @@ from manifests.options import ServingOptions
 from manifests.serving import set_serving_domain
 from tests.conftest import STACKS, run_stack
 from tests.test_contracts import SUPPORTED_RELEASES, emitted_objects, objects_of
+from tests.test_kubeflow import run_release
 from tools.mock_runtime import stack_config
 
 #: knative/serving@knative-v1.16.2 vendor/knative.dev/networking/pkg/config/config.go:56 (same in 1.12.4).
@@ -121,6 +122,50 @@ def test_serving_hosts_are_served_by_the_central_gateway(stack, release):
     assert [h for h in hosts if not any(istio_host_matches(g, h) for g in served)] == []
     # Kubeflow's own hosts are not taken over by the serving wildcard.
     assert all(not istio_host_matches(g, _dns(stack)["host"]) for g in served if g.startswith("*"))
+
+
+def kserve_status_url_host(objects: list[dict], stack: str) -> str:
+    """The host of the URL KServe reports for the sample InferenceService (`status.url`): its top-level
+    host, or `ingressDomain` when `ingress.pathTemplate` is set, the URL then being
+    `<urlScheme>://<ingressDomain>/<path>` (kserve/kserve@v0.16.0
+    pkg/controller/v1beta1/inferenceservice/reconcilers/ingress/ingress_reconciler.go:159-183; the
+    VirtualService then serves that host too, :568, 661)."""
+    ingress = json.loads(_configmap(objects, None, "inferenceservice-config")["ingress"])
+    if ingress.get("pathTemplate"):
+        return ingress.get("ingressDomain") or "example.com"  # configmap.go:328-330
+    return _sample_hosts(objects, stack)[1]
+
+
+#: Kubeflow 26.03's manifests turn on KServe's path-based URLs (`pathTemplate`), the first release to do so.
+PATH_TEMPLATE_RELEASE = "26.03"
+
+
+@pytest.mark.parametrize("release", list(dict.fromkeys((PATH_TEMPLATE_RELEASE, *SUPPORTED_RELEASES))))
+@pytest.mark.parametrize("stack", STACKS)
+def test_inference_service_urls_are_hosts_the_gateway_and_certificate_serve(stack, release):
+    run = run_release(stack, release)
+    objects = objects_of(stack, release)
+    host = kserve_status_url_host(objects, stack)
+    served = [h for server in _central_gateway(objects, stack)["spec"]["servers"] for h in server["hosts"]]
+    (certificate,) = run.of_type("aws:acm/certificate:Certificate")
+    names = [certificate.inputs["domainName"], *certificate.inputs.get("subjectAlternativeNames", [])]
+    # The URL users are shown (the models web app reads status.url) must answer: on the Gateway, under the
+    # certificate, and so in the serving wildcard's DNS records.
+    assert any(istio_host_matches(g, host) for g in served), f"{host} is not served by {served}"
+    assert any(tls_name_covers(n, host) for n in names), f"{host} is not covered by {names}"
+
+
+def test_kserve_path_based_urls_are_turned_off_with_or_without_a_serving_domain():
+    ingress = {"ingressGateway": "kubeflow/kubeflow-gateway", "ingressDomain": "example.com",
+               "pathTemplate": "/serving/{{ .Namespace }}/{{ .Name }}"}
+    kserve = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "inferenceservice-config", "namespace": "kubeflow"},
+              "data": {"ingress": json.dumps(ingress)}}
+    for domain in ("serving.example.net", None):
+        result = set_serving_domain([kserve], ServingOptions(domain=domain))
+        patched = json.loads(result.objects[0]["data"]["ingress"])
+        assert "pathTemplate" not in patched
+        assert any("pathTemplate" in change.what for change in result.changes)
+    assert "pathTemplate" in json.loads(kserve["data"]["ingress"])  # the input is never modified
 
 
 def test_serving_domain_has_certificate_and_dns_records(stack_run):
