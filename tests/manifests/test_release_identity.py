@@ -98,8 +98,8 @@ def test_the_program_applies_v1_11_0_pinned_as_1_11_0_and_exports_the_evidence()
     from tests.conftest import _stack_kubeflow, shared_run
     from tests.upstream import manifests_path
 
-    # With the bundled stores: KFP 2.15.0 cannot use the stack's IRSA object store (docs/releases.md).
-    kubeflow = {key: value for key, value in _stack_kubeflow("dev").items() if key != "database"}
+    # With static object-store keys, which KFP 2.15.0's API server needs (docs/releases.md).
+    kubeflow = dict(_stack_kubeflow("dev"), objectStore={"staticKeys": True})
     kubeflow.update(version="1.11.0", manifests=str(manifests_path("1.11.0")))
     run = shared_run("dev", {"kubeflow": kubeflow})
     assert run.exports["kubeflowVersion"] == "1.11.0"

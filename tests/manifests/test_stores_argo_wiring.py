@@ -88,7 +88,8 @@ def test_no_stores_no_database_setup_job(version):
 
     from manifests.pipeline import transform
 
-    result = transform(upstream_objects(version), replace(ENTERPRISE, stores=None))
+    # The bundled stores with the bundled Argo (from KFP 2.15 the external Argo needs the external stores).
+    result = transform(upstream_objects(version), replace(ENTERPRISE, stores=None, argo=None))
     assert not [o for o in result.objects if o["kind"] == "Job" and o["metadata"]["name"] == DATABASE_SETUP_JOB]
 
 
