@@ -262,8 +262,9 @@ def label_selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[s
 
 
 def host_matches(pattern: str, host: str) -> bool:
-    """host.Name.Matches (istio/istio@1.28.0 pkg/config/host/name.go:37-60), case folded as Envoy does."""
-    n, o = pattern.lower(), host.lower()
+    """host.Name.Matches (istio/istio@1.28.0 pkg/config/host/name.go:37-60): case-sensitive, as Istio compares; the
+    gateway lower-cases its virtual hosts (gateway.go:474) and callers lower-case the request's host."""
+    n, o = pattern, host
     n_wild, o_wild = n.startswith("*"), o.startswith("*")
     if n_wild and o_wild:
         return o[1:].endswith(n[1:]) if len(n) < len(o) else n[1:].endswith(o[1:])
@@ -393,7 +394,7 @@ def gateway_routes(services: Sequence[Mapping[str, Any]], server_hosts: Sequence
         seen.add(id(service))
         spec = service.get("spec") or {}
         intersecting = hosts_intersection(hosts_for_namespace(server_hosts, _ns(service)), list(spec.get("hosts") or []))
-        if not any(host_matches(h, request_host) for h in intersecting):
+        if not any(host_matches(h.lower(), request_host) for h in intersecting):
             continue
         for index, http in enumerate(spec.get("http") or []):
             for match in http.get("match") or [None]:
@@ -801,7 +802,7 @@ def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str,
     servers = []
     for gateway in selected:
         for server in (gateway.get("spec") or {}).get("servers") or []:
-            names = [h.partition("/")[2] if "/" in h else h for h in server.get("hosts") or []]
+            names = [(h.partition("/")[2] if "/" in h else h).lower() for h in server.get("hosts") or []]
             if any(host_matches(n, host) for n in names):
                 servers.append((gateway, server))
     trace.add("gateway pods", where, ", ".join(ref(g) for g in selected), "pass",
