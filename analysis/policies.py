@@ -133,7 +133,13 @@ def _request_principal_matches(pattern: str, request: Request) -> bool:
     """generator.go:234-292: the pattern is split at its last `/`; issuer and subject are matched apart."""
     if request.request_principal is None:
         return False
-    iss, _, sub = request.request_principal.rpartition("/")
+    # Envoy compares the payload's `iss` and `sub` claims apart (generator.go:282-284), so a subject holding `/`
+    # (GitHub's `repo:org/repo:ref:...`) is not split; only the pattern is.
+    claims = request.claims or {}
+    if isinstance(claims.get("iss"), str) and isinstance(claims.get("sub"), str):
+        iss, sub = claims["iss"], claims["sub"]
+    else:
+        iss, _, sub = request.request_principal.rpartition("/")
     index = pattern.rfind("/")
     found = index >= 0
     p_iss, p_sub = (pattern[:index], pattern[index + 1:]) if found else (pattern, "")

@@ -991,6 +991,13 @@ def _ambient_destination(model: MeshModel, trace: Trace, workload: Workload, ser
                          request: authz.Request, source_principal: str | None) -> Trace:
     settings = model.settings
     where = f"{workload.ref}"
+    # Enrolment: the namespace's or pod's `istio.io/dataplane-mode: ambient`, a pod's `none` opts out
+    # (https://istio.io/v1.28/docs/ambient/usage/add-workloads/).
+    mode = workload.labels.get("istio.io/dataplane-mode") or model.namespace_labels(workload.namespace).get("istio.io/dataplane-mode")
+    if mode != "ambient":
+        trace.add("ztunnel", where, workload.ref, "info",
+                  f"not enrolled in ambient (istio.io/dataplane-mode: {mode}): no ztunnel, no policy is enforced")
+        return _reached(trace, workload, target, dict(request.headers))
     waypoint = (((service.get("metadata") or {}).get("labels") or {}).get("istio.io/use-waypoint")
                 or model.namespace_labels(workload.namespace).get("istio.io/use-waypoint"))
     if waypoint and waypoint != "none":

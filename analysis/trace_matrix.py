@@ -56,6 +56,12 @@ class PathRow:
     path: str
     kind: str
     profile: str
+    #: Another of the stack's hosts than the first (dns.extraHosts); None: the first.
+    host: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.host}{self.path}" if self.host else self.path
 
 
 @dataclass(frozen=True)
@@ -83,7 +89,7 @@ class Cell:
             return None
         hop = self.trace.refused_at if self.trace else None
         where = f" at {hop.step} ({hop.decided_by}: {hop.why})" if hop else f" ({self.trace.backend})" if self.trace else ""
-        return (f"{self.row.path} [{self.row.name}]: {self.trace.caller.label} ({self.caller_kind}) should "
+        return (f"{self.row.label} [{self.row.name}]: {self.trace.caller.label} ({self.caller_kind}) should "
                 f"{self.expected} it but is {'refused' if self.outcome == REFUSE else 'let through'}{where}")
 
 
@@ -115,6 +121,9 @@ def _probe_path(prefix: str) -> str:
 def rows(model: t.MeshModel, subject: str) -> list[PathRow]:
     found = [PathRow(service, _probe_path(prefix), PATH_KINDS.get(prefix, "web-app"), subject)
              for prefix, service in gateway_paths(model)]
+    # Every further host the Gateway serves, through the catch-all route (the dashboard): the routes carry all hosts.
+    for host in model.settings.hosts[1:]:
+        found.append(PathRow("dashboard", "/", "web-app", subject, host))
     for profile in model.profiles():
         found.append(PathRow(f"notebook of {profile}", f"/notebook/{profile}/{t.TRACE_NOTEBOOK}/", "notebook", profile))
     return found
@@ -147,8 +156,10 @@ def callers(model: t.MeshModel, profile: str) -> dict[str, t.Caller | None]:
         claims = _required_claims(model, machine_issuer.issuer)
         audience = _audience(model, machine_issuer.issuer)
         base = {"iss": machine_issuer.issuer, "aud": audience}
+        # A subject shaped like GitHub's (`repo:<owner>/<repo>:ref:...`): it holds `/`, which Istio must not split.
+        subject = f"repo:{claims.get('repository', 'trace/trace')}:ref:refs/heads/main"
         found["machine"] = t.token_caller(f"{machine_issuer.machine_user} (token of {machine_issuer.issuer})",
-                                          {**base, "sub": "trace", **claims})
+                                          {**base, "sub": subject, **claims})
         foreign = {claim: "someone-else/elsewhere" for claim in claims}
         found["foreign-token"] = t.token_caller(f"token of {machine_issuer.issuer} without its required claims",
                                                 {**base, "sub": "trace-foreign", **foreign})
@@ -227,12 +238,12 @@ def matrix(model: t.MeshModel, host: str | None = None) -> list[Cell]:
                 cells.append(Cell(row, kind, NA, None))
                 continue
             if caller.kind == "workload":
-                url = _direct_url(model, host, row.path)
+                url = _direct_url(model, row.host or host, row.path)
                 if url is None:
                     cells.append(Cell(row, kind, NA, None))
                     continue
             else:
-                url = f"https://{host}{row.path}"
+                url = f"https://{row.host or host}{row.path}"
             cells.append(Cell(row, kind, want, t.trace_request(model, url, caller)))
     return cells
 
@@ -259,7 +270,7 @@ def render_table(cells: Sequence[Cell]) -> str:
         return "Mesh trace: no profile in the plan, nothing to trace\n"
     by_row: dict[tuple[str, str], dict[str, Cell]] = {}
     for cell in cells:
-        by_row.setdefault((cell.row.path, cell.row.name), {})[cell.caller_kind] = cell
+        by_row.setdefault((cell.row.label, cell.row.name), {})[cell.caller_kind] = cell
     widths = {kind: max([len(kind)] + [len(_cell_text(c)) for r in by_row.values() for k, c in r.items() if k == kind])
               for kind in CALLER_KINDS}
     path_width = max(len(path) for path, _ in by_row)

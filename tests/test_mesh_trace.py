@@ -66,10 +66,32 @@ def test_the_preview_fails_naming_path_caller_and_hop_when_the_owner_is_refused(
     assert "!refused@DENY" in table
 
 
+@pytest.mark.parametrize("mesh", [{"dataPlane": "sidecar-init", "mtls": "permissive"},
+                                  {"dataPlane": "sidecar-cni", "mtls": "strict"}])
+def test_each_sidecar_data_plane_keeps_every_path_as_expected(mesh):
+    plan, _ = evaluated_plan("dev", "26.03")
+    plan["outputs"]["transformReport"]["mesh"] = mesh
+    model = t.model_from_plan(plan)
+    assert model.settings.data_plane == mesh["dataPlane"] and model.settings.mtls == mesh["mtls"]
+    assert tm.problems(tm.matrix(model)) == []
+
+
+def _ambient(objects):
+    """Namespaces enrolled as the ambient transformation enrols them (istio.io/dataplane-mode: ambient)."""
+    objects = copy.deepcopy(objects)
+    for obj in objects:
+        if obj.get("kind") == "Namespace":
+            labels = obj["metadata"].setdefault("labels", {})
+            labels.pop("istio-injection", None)
+            labels["istio.io/dataplane-mode"] = "ambient"
+    return objects
+
+
 def test_ambient_ztunnel_fails_safe_on_header_rules_and_a_waypoint_enforces_them():
     plan, _ = evaluated_plan("dev", "26.03")
     plan["outputs"]["transformReport"]["mesh"] = {"dataPlane": "ambient", "mtls": "strict"}
     model = t.model_from_plan(plan)
+    model = t.MeshModel(_ambient(model.objects), model.settings)
     url = f"https://{model.settings.hosts[0]}/notebook/alice/{t.TRACE_NOTEBOOK}/"
     owner = t.browser("alice@example.com")
     refused = t.trace_request(model, url, owner)

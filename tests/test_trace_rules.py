@@ -118,19 +118,24 @@ def test_authorization_paths_as_the_builder_testdata(pattern, path, want):
 
 
 # --- pilot/pkg/security/authz/model/generator.go requestPrincipalGenerator (234-292), generator_test.go -----------
-@pytest.mark.parametrize(("pattern", "principal", "want"), [
-    ("*", "https://issuer/sub", True),
-    ("https://issuer/*", "https://issuer/anyone", True),
-    ("https://issuer/*", "https://other/anyone", False),
-    ("https://token.actions.githubusercontent.com/*", "https://token.actions.githubusercontent.com/repo:org/r:ref", False),
-    ("*/sub", "https://issuer/sub", True),
-    ("*issuer/sub", "https://issuer/sub", True),
-    ("https://issuer/sub", "https://issuer/sub", True),
-    ("https://issuer/su*", "https://issuer/sub", True),
+@pytest.mark.parametrize(("pattern", "iss", "sub", "want"), [
+    ("*", "https://issuer", "sub", True),
+    ("https://issuer/*", "https://issuer", "anyone", True),
+    ("https://issuer/*", "https://other", "anyone", False),
+    # the subject is a claim of its own: a `/` in it does not move the issuer (GitHub's sub)
+    ("https://token.actions.githubusercontent.com/*", "https://token.actions.githubusercontent.com",
+     "repo:example-org/ml-pipelines:ref:refs/heads/main", True),
+    ("*/sub", "https://issuer", "sub", True),
+    ("*issuer/sub", "https://issuer", "sub", True),
+    ("*issuer/sub", "https://issuer", "other", False),
+    ("https://issuer/sub", "https://issuer", "sub", True),
+    ("https://issuer/su*", "https://issuer", "sub", True),
+    ("https://issuer/su*", "https://issuer2", "sub", False),
 ])
-def test_request_principals_split_at_the_last_slash_as_the_generator(pattern, principal, want):
+def test_request_principals_split_the_pattern_at_its_last_slash_as_the_generator(pattern, iss, sub, want):
     rule = {"from": [{"source": {"requestPrincipals": [pattern]}}]}
-    assert rule_matches(rule, Request(None, request_principal=principal)) is want
+    request = Request(None, request_principal=f"{iss}/{sub}", claims={"iss": iss, "sub": sub})
+    assert rule_matches(rule, request) is want
 
 
 def test_claims_match_a_string_or_any_item_of_a_list_as_use_extended_jwt():
