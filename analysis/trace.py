@@ -47,6 +47,7 @@ Pure Python over plain dicts; no Pulumi.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -726,7 +727,7 @@ def authorize(model: MeshModel, trace: Trace, where: str, namespace: str, labels
     for policy in found["DENY"]:
         rule = authz.policy_matches(policy, request, for_tcp=for_tcp)
         if rule is not None:
-            return not trace.refuse("DENY", where, ref(policy), f"{layer} rules[{rule}] matches", 403)
+            return not trace.refuse("DENY", where, ref(policy), f"{layer} rules[{rule}] matches: {_rule_summary(policy, rule)}", 403)
     if found["DENY"]:
         trace.add("DENY", where, ", ".join(ref(p) for p in found["DENY"]), "pass", f"{layer}: no rule matches")
     if not found["ALLOW"]:
@@ -784,7 +785,6 @@ def trace_request(model: MeshModel, url: str, caller: Caller, method: str = "GET
     if parts.query:
         path += "?" + parts.query
     trace = Trace(url, caller)
-    settings = model.settings
     if caller.kind == "workload":
         return _trace_in_mesh(model, trace, host, parts.port or 80, path, method)
     return _trace_through_gateway(model, trace, host, path, method)
@@ -863,7 +863,7 @@ def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str,
         return trace
     headers.update(session_headers)
 
-    # 5. The identity filter.
+    # 5. The identity filter (without it, whatever the client sent stays).
     user = None
     if identity_filter is not None:
         if session_headers.get(settings.user_source_header):
@@ -879,8 +879,6 @@ def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str,
             headers[settings.user_header] = user
         trace.add("identity", where, ref(identity_filter), "pass" if user else "info",
                   f"{settings.user_header}: {user} ({source})" if user else f"{settings.user_header} not set ({source})")
-    else:
-        user = headers.get(settings.user_header)
 
     # 6. Routing.
     services = []
@@ -894,6 +892,12 @@ def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str,
     if chosen is None:
         note = f"; bound but hidden from pods in {settings.gateway_namespace} by exportTo: {', '.join(ref(s) for s in hidden)}" if hidden else ""
         return trace.refuse("route", where, "-", f"none of the {len(routes)} routes for {host} matches {path}: 404{note}", 404)
+    if chosen.catch_all:
+        slashed = next((r for r in routes if not r.catch_all and ((r.match or {}).get("uri") or {}).get("prefix") == path.split("?")[0] + "/"), None)
+        if slashed is not None:
+            trace.add("route", where, ref(slashed.service), "info",
+                      f"{path} does not match {ref(slashed.service)}'s prefix {((slashed.match or {}).get('uri') or {}).get('prefix')!r}: "
+                      "only the catch-all route takes it (add the trailing slash)")
     new_path = rewritten_path(chosen, path)
     destination = ((chosen.http.get("route") or [{}])[0].get("destination") or {})
     for name, value in (((chosen.http.get("headers") or {}).get("request") or {}).get("add") or {}).items():
@@ -1023,6 +1027,15 @@ def _reached(trace: Trace, workload: Workload, port: int, headers: Mapping[str, 
     trace.status = 200
     trace.add("backend", workload.ref, workload.ref, "pass", f"reached on port {port}")
     return trace
+
+
+def _rule_summary(policy: Mapping[str, Any], index: int, width: int = 200) -> str:
+    rule = ((policy.get("spec") or {}).get("rules") or [])[index]
+    # Hosts are the same on every gateway rule; the rest says why it matched.
+    shown = {key: value for key, value in rule.items() if key != "to"} if all(
+        set((e.get("operation") or {})) <= {"hosts"} for e in rule.get("to") or []) else dict(rule)
+    text = json.dumps(shown, sort_keys=True)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _format_labels(labels: Mapping[str, str]) -> str:

@@ -166,3 +166,12 @@ def test_make_trace_without_a_caller_prints_its_usage():
     result = make_trace("STACK=dev", "URL=https://kubeflow.dev.ml.example.com/")
     assert result.returncode == 2
     assert "usage: make trace STACK=<stack|saved plan dir> URL=<url> AS=<email|anonymous>" in result.stderr
+
+
+def test_a_path_without_its_trailing_slash_falls_to_the_dashboard_and_the_trace_says_why():
+    plan, _ = evaluated_plan("dev", "26.03")
+    model = t.model_from_plan(plan)
+    result = t.trace_request(model, f"https://{model.settings.hosts[0]}/jupyter", t.browser("alice@example.com"))
+    assert result.backend.startswith("Deployment kubeflow/centraldashboard")
+    hint = next(h for h in result.hops if h.step == "route" and h.outcome == "info")
+    assert "prefix '/jupyter/'" in hint.why and "trailing slash" in hint.why
