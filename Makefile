@@ -29,6 +29,7 @@ MANIFESTS_B ?= $(if $(KUBEFLOW_B),$(call release_file,$(KUBEFLOW_B)),$(MANIFESTS
 # given a manifests path.
 diff_release = $(if $(wildcard $(1)/plan.json),,$(if $(filter file,$(origin MANIFESTS_$(2))),$(or $(KUBEFLOW_$(2)),$(if $(filter file,$(origin MANIFESTS)),$(or $(KUBEFLOW),$(KUBEFLOW_VERSION))))))
 diff_options = $(if $(wildcard $(1)/plan.json),,--manifests-$(2) $(MANIFESTS_$(3)) $(if $(KUBEFLOW_$(3)),--kubeflow-$(2) $(KUBEFLOW_$(3)),$(if $(KUBEFLOW),--kubeflow-$(2) $(KUBEFLOW))))
+trace_release = $(if $(wildcard $(STACK)/plan.json),,$(if $(filter file,$(origin MANIFESTS)),$(or $(KUBEFLOW),$(KUBEFLOW_VERSION))))
 diff_releases = $(strip $(sort $(call diff_release,$(A),A) $(call diff_release,$(B),B)))
 DIFF_USAGE := make diff A=<stack|dir> B=<stack|dir> [KUBEFLOW_A=1.9.1] [MANIFESTS_A=path] [KUBEFLOW_B=...] [MANIFESTS_B=...] [FULL=1]
 
@@ -37,9 +38,11 @@ DIFF_USAGE := make diff A=<stack|dir> B=<stack|dir> [KUBEFLOW_A=1.9.1] [MANIFEST
 # marked `+` still runs and its exit status 1 becomes make's own (how `make -q` answers through recursive
 # makes). So a lone `make diff` turns on question mode, marks each line of its recipe `+`, and has a
 # sub-make without -q make what it needs. Its output is the tool's own, as it happens.
-# `make upgrade-plan` exits the same way (0 nothing needs attention, 1 something does, 2 an error).
+# `make upgrade-plan` exits the same way (0 nothing needs attention, 1 something does, 2 an error), and so does
+# `make trace` (0 the request reaches its backend, 1 it does not, 2 an error).
 UPGRADE_USAGE := make upgrade-plan FROM=<release|manifests path|saved plan dir> TO=<release|manifests path> [STACK=dev] [FROM_SET='key=value ...'] [TO_SET='key=value ...']
-STATUS_GOAL := $(filter diff upgrade-plan,$(MAKECMDGOALS))
+TRACE_USAGE := make trace STACK=<stack|saved plan dir> URL=<url> AS=<email|anonymous> [KUBEFLOW=26.03 | MANIFESTS=path]
+STATUS_GOAL := $(filter diff upgrade-plan trace,$(MAKECMDGOALS))
 ifneq ($(STATUS_GOAL),)
 ifneq ($(MAKECMDGOALS),$(firstword $(STATUS_GOAL)))
 $(error make $(firstword $(STATUS_GOAL)) runs alone, so its exit status is its answer: run make $(filter-out $(firstword $(STATUS_GOAL)),$(MAKECMDGOALS)) separately)
@@ -54,10 +57,16 @@ ifeq ($(and $(FROM),$(TO)),)
 $(error usage: $(UPGRADE_USAGE))
 endif
 endif
+ifeq ($(STATUS_GOAL),trace)
+# AS is also make's built-in assembler variable: only a value the user gave counts.
+ifeq ($(and $(URL),$(filter-out default,$(origin AS))),)
+$(error usage: $(TRACE_USAGE))
+endif
+endif
 MAKEFLAGS += -q
 endif
 
-.PHONY: venv scan-venv upstream-manifests preview diff diff-prerequisites upgrade-plan test policy-pack bench docs clean
+.PHONY: venv scan-venv upstream-manifests preview diff diff-prerequisites upgrade-plan trace test policy-pack bench docs clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -95,6 +104,13 @@ diff:
 upgrade-plan:
 	+@MAKEFLAGS= $(MAKE) --no-print-directory PYTHON="$(PYTHON)" venv
 	+$(BIN)/python -m tools.upgrade_plan $(FROM) $(TO) --stack $(STACK) $(foreach s,$(FROM_SET),--from-set $(s)) $(foreach s,$(TO_SET),--to-set $(s))
+
+## Why a URL would answer 404 or 403, hop by hop through the mesh, before deploying. Exit 0 when the request
+## reaches its backend, 1 when it does not, 2 on an error. A stack is evaluated now; a directory's plan.json is read.
+## make trace STACK=<stack|saved plan dir> URL=<url> AS=<email|anonymous> [KUBEFLOW=26.03 | MANIFESTS=path]
+trace:
+	+@MAKEFLAGS= $(MAKE) --no-print-directory PYTHON="$(PYTHON)" UPSTREAM_VERSIONS="$(trace_release)" diff-prerequisites
+	+$(strip $(BIN)/python -m tools.trace $(STACK) "$(URL)" --as "$(AS)" $(if $(wildcard $(STACK)/plan.json),,--manifests $(MANIFESTS) $(if $(KUBEFLOW),--kubeflow-version $(KUBEFLOW))))
 
 # What `make diff` needs before it compares, made by its sub-make outside question mode: the venv, and
 # the releases in UPSTREAM_VERSIONS for the sides that are stacks evaluated with a rendered release.

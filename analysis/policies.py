@@ -1,20 +1,38 @@
-"""Whether an Istio AuthorizationPolicy rule matches a request, as Istio 1.24 builds Envoy RBAC from it.
+"""Whether an Istio AuthorizationPolicy applies to a workload and whether its rules match a request, as Istio 1.28
+builds Envoy RBAC from it.
 
-Enough of istio/istio@1.24.6 pilot/pkg/security/authz to ask "does this DENY policy refuse this hop?"
-for the identity-header policies: sources by principal, destination ports, and request-header
-conditions. Anything else in a rule (namespaces, IP blocks, paths, methods, hosts, JWT claims) is refused
-with ValueError rather than guessed.
+Every rule below follows istio/istio@1.28.0; the line is cited where the code depends on it.
 
-The rules (model/model.go, tag 1.24.6):
-- a rule matches when one of its `from` entries, one of its `to` entries and every `when` condition
-  match; no `from` or no `to` matches everything (model.go:76-147, 212-225);
-- within an entry every field must match: a value from the list, and none from the `not` list
-  (model.go:283-337);
-- `*` matches any non-empty value, `abc*` a prefix, `*abc` a suffix, else exactly (matcher/string.go:99-115);
-  a principal is compared as `spiffe://<principal>`, so a plaintext caller (no principal) matches no
-  `principals` entry and every `notPrincipals` entry;
-- a principal in a policy whose trust domain is `cluster.local` stands for the mesh's own trust domain
-  (security/trustdomain/bundle.go:68-73, applied by model.go:149-163).
+Which policies a proxy enforces (pilot/pkg/model/authorization.go:84-113, policyattachment.go:109-200):
+- those of the mesh's root namespace and of the workload's own namespace;
+- a policy with `targetRef(s)` never applies to a sidecar or a classic ingress gateway (policyattachment.go:131-136);
+  it applies to a waypoint (ambient) when it names the waypoint's Gateway or the Service (policyattachment.go:151-198);
+- otherwise its `selector` must be a subset of the workload's labels; no selector selects every workload
+  (policyattachment.go:109-112).
+
+How the policies of one workload combine (pilot/pkg/security/authz/builder/builder.go:110-145, 170-247): CUSTOM first
+(ext_authz, asked only when one of its rules matches), then DENY (any matching rule refuses), then ALLOW (when any
+ALLOW policy applies, a request matching none of their rules is refused; none applies: allowed). A policy without
+rules matches nothing (builder.go:228-233): an ALLOW policy without rules refuses everything, `rules: [{}]` allows
+everything.
+
+How one rule matches (model/model.go:78-152): one `from` entry, one `to` entry and every `when` condition must match;
+no `from`/`to` matches everything. In an entry each field must hold: a value from its list, and none from its `not`
+list (model.go:232-342).
+
+String patterns (matcher/string.go:99-115, matcher/header.go:25-90): `*` is any non-empty value (a header: present),
+`*abc` a suffix, `abc*` a prefix, else exact; case-sensitive except `hosts` (HostMatcher ignores case). Principals are
+compared as `spiffe://<principal>` (model/generator.go:221-224), so a plaintext caller (no principal) matches no
+`principals` entry and every `notPrincipals` entry; `namespaces` is the regex `.*/ns/<ns>/.*` over the principal
+(generator.go:178-182). `requestPrincipals` splits the pattern at its last `/` into issuer and subject
+(generator.go:234-292). `request.auth.claims[a][b]` matches a string claim or any item of a list claim
+(model/util.go:103-105, matcher/metadata.go:57-100). Paths: `{*}` is one segment and `{**}` any number of segments
+(matcher/template.go:25-41, builder testdata http/allow-path-in.yaml).
+
+A value the generator cannot build (an HTTP-only field on a TCP, i.e. ztunnel, filter; a malformed port) is an
+error: in an ALLOW policy the whole rule is dropped (it allows less), in a DENY policy only that value is dropped
+(it refuses more) (model.go:344-354, builder.go:209-222). That is how Istio's ambient mode "fails safe" for L7
+rules enforced by ztunnel.
 
 Pure Python over plain dicts; no Pulumi.
 """
@@ -24,23 +42,52 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 _HEADER_KEY = re.compile(r"^request\.headers\[(.+)\]$")
-_SOURCE_FIELDS = {"principals", "notPrincipals"}
-_OPERATION_FIELDS = {"ports", "notPorts"}
+_CLAIM_KEY = re.compile(r"^request\.auth\.claims((?:\[[^\[\]]+\])+)$")
+#: Fields Istio builds only for HTTP (generator.go: `%q is HTTP only`): not enforceable by ztunnel.
+HTTP_ONLY_SOURCE_FIELDS = frozenset({"requestPrincipals", "notRequestPrincipals"})
+HTTP_ONLY_OPERATION_FIELDS = frozenset({"paths", "notPaths", "methods", "notMethods", "hosts", "notHosts"})
+_SOURCE_FIELDS = {"principals", "notPrincipals", "namespaces", "notNamespaces", *HTTP_ONLY_SOURCE_FIELDS}
+_OPERATION_FIELDS = {"ports", "notPorts", *HTTP_ONLY_OPERATION_FIELDS}
 
 
 @dataclass(frozen=True)
 class Request:
-    """One hop: who calls (its mesh principal, None for plaintext), which port, with which headers."""
+    """One hop as the destination proxy sees it."""
 
+    #: The caller's mesh principal (`<trust domain>/ns/<ns>/sa/<sa>`), None for plaintext.
     principal: str | None
+    #: The destination (container) port.
     port: int = 8080
     headers: Mapping[str, str] = field(default_factory=dict)
     trust_domain: str = "cluster.local"
+    method: str = "GET"
+    #: The path as the proxy sees it (after the gateway's rewrite, for the hop behind the gateway).
+    path: str = "/"
+    #: `:authority`.
+    host: str = ""
+    #: `iss/sub` of a JWT a RequestAuthentication of this proxy verified; None without one.
+    request_principal: str | None = None
+    #: The verified token's payload (jwt_authn's `payload` metadata); None without one.
+    claims: Mapping[str, Any] | None = None
 
 
-def _matches(pattern: str, value: str) -> bool:
+class NotModelled(ValueError):
+    """A field or condition this model does not evaluate: refused rather than guessed."""
+
+
+class _BuildError(Exception):
+    """Istio's generator would fail on this value (an HTTP-only field on TCP, an invalid port)."""
+
+
+def string_matches(pattern: str, value: str | None, ignore_case: bool = False) -> bool:
+    """Istio's `*`/prefix/suffix/exact pattern (matcher/string.go:99-115); None (absent) never matches."""
+    if value is None:
+        return False
+    if ignore_case:
+        pattern, value = pattern.lower(), value.lower()
     if pattern == "*":
         return value != ""
     if pattern.startswith("*"):
@@ -50,70 +97,327 @@ def _matches(pattern: str, value: str) -> bool:
     return value == pattern
 
 
+def header_matches(pattern: str, value: str | None) -> bool:
+    """matcher/header.go:25-56: `*` is present_match (an empty value is present), else as string_matches."""
+    if value is None:
+        return False
+    if pattern == "*":
+        return True
+    return string_matches(pattern, value)
+
+
 def _principal_spellings(pattern: str, trust_domain: str) -> list[str]:
+    # security/trustdomain/bundle.go (ReplaceTrustDomainAliases, via model.go:155-168): a policy's cluster.local
+    # stands for the mesh's own trust domain.
     domain, sep, rest = pattern.partition("/")
     if sep and domain == "cluster.local":
         return [pattern, f"{trust_domain}/{rest}"]
     return [pattern]
 
 
-def _principal_in(patterns: Iterable[str], request: Request) -> bool:
+def _principal_matches(pattern: str, request: Request) -> bool:
     if request.principal is None:
         return False
-    return any(_matches(spelling, request.principal)
-               for pattern in patterns for spelling in _principal_spellings(pattern, request.trust_domain))
+    return any(string_matches(spelling, request.principal) for spelling in _principal_spellings(pattern, request.trust_domain))
 
 
-def _field_holds(values: list | None, not_values: list | None, test) -> bool:
-    if values is not None and not any(test(v) for v in values):
+def _namespace_matches(pattern: str, request: Request) -> bool:
+    # generator.go:178-182: regex `.*/ns/<ns>/.*` (full match) over the SPIFFE principal, `*` turned into `.*`.
+    if request.principal is None:
         return False
-    if not_values is not None and any(test(v) for v in not_values):
+    regex = ".*/ns/" + ".*".join(re.escape(part) for part in pattern.split("*")) + "/.*"
+    return re.fullmatch(regex, "spiffe://" + request.principal) is not None
+
+
+def _request_principal_matches(pattern: str, request: Request) -> bool:
+    """generator.go:234-292: the pattern is split at its last `/`; issuer and subject are matched apart."""
+    if request.request_principal is None:
         return False
+    # Envoy compares the payload's `iss` and `sub` claims apart (generator.go:282-284), so a subject holding `/`
+    # (GitHub's `repo:org/repo:ref:...`) is not split; only the pattern is.
+    claims = request.claims or {}
+    if isinstance(claims.get("iss"), str) and isinstance(claims.get("sub"), str):
+        iss, sub = claims["iss"], claims["sub"]
+    else:
+        iss, _, sub = request.request_principal.rpartition("/")
+    index = pattern.rfind("/")
+    found = index >= 0
+    p_iss, p_sub = (pattern[:index], pattern[index + 1:]) if found else (pattern, "")
+    any_value = lambda value: value != ""  # noqa: E731  (the regex `.+`)
+    if pattern == "*":
+        return any_value(iss) and any_value(sub)
+    if pattern.startswith("*"):
+        if found:
+            iss_ok = any_value(iss) if p_iss == "*" else iss.endswith(p_iss[1:])
+            return iss_ok and sub == p_sub
+        return any_value(iss) and sub.endswith(pattern[1:])
+    if pattern.endswith("*"):
+        if found:
+            sub_ok = any_value(sub) if p_sub == "*" else sub.startswith(p_sub[:-1])
+            return iss == p_iss and sub_ok
+        return iss.startswith(pattern[:-1]) and any_value(sub)
+    return iss == p_iss and sub == p_sub
+
+
+def _template_regex(template: str) -> str:
+    # matcher/template.go:25-41: {*} -> one path segment, {**} -> any number of segments (Envoy uri_template).
+    parts = re.split(r"(\{\*\*\}|\{\*\}|\*\*|\*)", template)
+    out = []
+    for part in parts:
+        if part in ("{**}", "**"):
+            out.append(r"[^?#]*")
+        elif part in ("{*}", "*"):
+            out.append(r"[^/?#]+")
+        else:
+            out.append(re.escape(part))
+    return "".join(out)
+
+
+def path_matches(pattern: str, path: str) -> bool:
+    """generator.go:372-386: a template (`{*}`, `{**}`) or Istio's string pattern over the path without query."""
+    path = path.split("?", 1)[0]
+    if "{*}" in pattern or "{**}" in pattern:
+        return re.fullmatch(_template_regex(pattern), path) is not None
+    return string_matches(pattern, path)
+
+
+def _port_matches(pattern: object, port: int) -> bool:
+    text = str(pattern)
+    if not text.isdigit() or int(text) > 65535:
+        raise _BuildError(f"invalid port {text}")  # util.go:28-35
+    return int(text) == port
+
+
+def _host_matches(pattern: str, request: Request) -> bool:
+    # matcher/header.go:58-90: HostMatcher, case-insensitive; `*` is present.
+    if pattern == "*":
+        return request.host != ""
+    return string_matches(pattern, request.host, ignore_case=True)
+
+
+def _claim_value(request: Request, path: list[str]) -> Any:
+    value: Any = request.claims
+    for key in path:
+        if not isinstance(value, Mapping) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def _claim_matches(pattern: str, value: Any) -> bool:
+    # util.go:103-105 (useExtendedJwt): a string claim, or any string item of a list claim.
+    if isinstance(value, str):
+        return string_matches(pattern, value)
+    if isinstance(value, list):
+        return any(isinstance(item, str) and string_matches(pattern, item) for item in value)
+    return False
+
+
+def _headers_get(request: Request, name: str) -> str | None:
+    # Envoy matches header names case-insensitively.
+    name = name.lower()
+    return next((v for k, v in request.headers.items() if k.lower() == name), None)
+
+
+def _condition(key: str, request: Request, for_tcp: bool):
+    """The per-value test for one `when` key, or raise (_BuildError: Istio cannot build it; NotModelled: we do not)."""
+    header = _HEADER_KEY.match(key)
+    if header is not None:
+        if for_tcp:
+            raise _BuildError(f"{key!r} is HTTP only")
+        value = _headers_get(request, header.group(1))
+        return lambda pattern: header_matches(str(pattern), value)
+    claims = _CLAIM_KEY.match(key)
+    if claims is not None:
+        if for_tcp:
+            raise _BuildError(f"{key!r} is HTTP only")
+        value = _claim_value(request, re.findall(r"\[([^\[\]]+)\]", claims.group(1)))
+        return lambda pattern: _claim_matches(str(pattern), value)
+    if key == "source.namespace":
+        return lambda pattern: _namespace_matches(str(pattern), request)
+    if key == "source.principal":
+        return lambda pattern: _principal_matches(str(pattern), request)
+    if key == "request.auth.principal":
+        if for_tcp:
+            raise _BuildError(f"{key!r} is HTTP only")
+        return lambda pattern: _request_principal_matches(str(pattern), request)
+    if key == "destination.port":
+        return lambda pattern: _port_matches(pattern, request.port)
+    raise NotModelled(f"condition not modelled: {key!r}")
+
+
+_SOURCE_TESTS = {
+    "principals": _principal_matches,
+    "namespaces": _namespace_matches,
+    "requestPrincipals": _request_principal_matches,
+}
+_OPERATION_TESTS = {
+    "ports": lambda pattern, request: _port_matches(pattern, request.port),
+    "paths": lambda pattern, request: path_matches(str(pattern), request.path),
+    "methods": lambda pattern, request: header_matches(str(pattern), request.method),
+    "hosts": _host_matches,
+}
+
+
+def _field_holds(values: list | None, not_values: list | None, test, deny: bool) -> bool:
+    """values: one must match; notValues: none may. A value Istio cannot build drops the rule (ALLOW, raised) or is
+    skipped (DENY) (model.go:344-354)."""
+
+    def any_match(patterns: list) -> bool | None:
+        built = False
+        for pattern in patterns:
+            try:
+                matched = test(pattern)
+            except _BuildError:
+                if not deny:
+                    raise
+                continue
+            built = True
+            if matched:
+                return True
+        return False if built else None
+
+    if values:
+        matched = any_match(values)
+        if matched is False:
+            return False
+    if not_values:
+        matched = any_match(not_values)
+        if matched is True:
+            return False
     return True
 
 
-def _source_matches(source: Mapping, request: Request) -> bool:
-    unknown = set(source) - _SOURCE_FIELDS
+def _entry_matches(entry: Mapping, tests: Mapping, known: set, http_only: frozenset, request: Request,
+                   for_tcp: bool, deny: bool) -> bool:
+    unknown = set(entry) - known
     if unknown:
-        raise ValueError(f"source fields not modelled: {sorted(unknown)}")
-    return _field_holds(source.get("principals"), source.get("notPrincipals"),
-                        lambda pattern: _principal_in([pattern], request))
+        raise NotModelled(f"fields not modelled: {sorted(unknown)}")
+    for name, test in tests.items():
+        values, not_values = entry.get(name), entry.get("not" + name[0].upper() + name[1:])
+        if not values and not not_values:
+            continue
+        if for_tcp and name in {f for f in http_only if not f.startswith("not")}:
+            # generator.go: "%q is HTTP only" for every value: ALLOW drops the rule, DENY drops the field.
+            if not deny:
+                raise _BuildError(f"{name} is HTTP only")
+            continue
+        if not _field_holds(values, not_values, lambda pattern, test=test: test(pattern, request), deny):
+            return False
+    return True
 
 
-def _operation_matches(operation: Mapping, request: Request) -> bool:
-    unknown = set(operation) - _OPERATION_FIELDS
-    if unknown:
-        raise ValueError(f"operation fields not modelled: {sorted(unknown)}")
-    return _field_holds(operation.get("ports"), operation.get("notPorts"), lambda port: str(port) == str(request.port))
+def rule_matches(rule: Mapping, request: Request, *, action: str = "ALLOW", for_tcp: bool = False) -> bool:
+    """Whether one AuthorizationPolicy rule matches the request (model.go:78-152).
 
-
-def _condition_matches(condition: Mapping, request: Request) -> bool:
-    header = _HEADER_KEY.match(str(condition.get("key", "")))
-    if header is None:
-        raise ValueError(f"condition not modelled: {condition.get('key')!r}")
-    # Envoy matches header names case-insensitively; the value of an absent header never matches.
-    name = header.group(1).lower()
-    value = next((v for k, v in request.headers.items() if k.lower() == name), None)
-    test = (lambda pattern: value is not None and _matches(str(pattern), value))
-    return _field_holds(condition.get("values"), condition.get("notValues"), test)
-
-
-def rule_matches(rule: Mapping, request: Request) -> bool:
-    """Whether one AuthorizationPolicy rule matches the request (model.go:76-147)."""
-    sources = rule.get("from")
-    operations = rule.get("to")
-    if sources and not any(_source_matches(entry.get("source") or {}, request) for entry in sources):
+    `for_tcp`: evaluated by a TCP filter (ztunnel), where HTTP attributes cannot be built: an ALLOW rule using them
+    matches nothing, a DENY rule ignores them.
+    """
+    deny = action != "ALLOW"
+    try:
+        sources = rule.get("from")
+        if sources and not any(
+            _entry_matches(entry.get("source") or {}, _SOURCE_TESTS, _SOURCE_FIELDS, HTTP_ONLY_SOURCE_FIELDS, request, for_tcp, deny)
+            for entry in sources
+        ):
+            return False
+        operations = rule.get("to")
+        if operations and not any(
+            _entry_matches(entry.get("operation") or {}, _OPERATION_TESTS, _OPERATION_FIELDS, HTTP_ONLY_OPERATION_FIELDS,
+                           request, for_tcp, deny)
+            for entry in operations
+        ):
+            return False
+        for condition in rule.get("when") or []:
+            try:
+                test = _condition(str(condition.get("key", "")), request, for_tcp)
+            except _BuildError:
+                if not deny:
+                    raise
+                continue
+            if not _field_holds(condition.get("values"), condition.get("notValues"), test, deny):
+                return False
+        return True
+    except _BuildError:
         return False
-    if operations and not any(_operation_matches(entry.get("operation") or {}, request) for entry in operations):
-        return False
-    return all(_condition_matches(condition, request) for condition in rule.get("when") or [])
+
+
+def uses_http_attributes(rule: Mapping) -> bool:
+    """Whether a rule needs L7 (HTTP) attributes, which ztunnel cannot enforce."""
+    for entry in rule.get("from") or []:
+        if set(entry.get("source") or {}) & HTTP_ONLY_SOURCE_FIELDS:
+            return True
+    for entry in rule.get("to") or []:
+        if set(entry.get("operation") or {}) & HTTP_ONLY_OPERATION_FIELDS:
+            return True
+    return any(str(c.get("key", "")).startswith(("request.", "experimental.")) for c in rule.get("when") or [])
+
+
+def policy_matches(policy: Mapping, request: Request, *, for_tcp: bool = False) -> int | None:
+    """Index of the first rule of the policy that matches, None if none does (no rules: none, builder.go:228-233)."""
+    spec = policy.get("spec") or {}
+    action = spec.get("action") or "ALLOW"
+    for index, rule in enumerate(spec.get("rules") or []):
+        if rule is None:
+            continue  # builder.go:205-208: a nil rule is skipped
+        if rule_matches(rule, request, action=action, for_tcp=for_tcp):
+            return index
+    return None
 
 
 def denies(policy: Mapping, request: Request) -> bool:
-    """Whether a DENY AuthorizationPolicy (without a workload selector) refuses the request."""
+    """Whether a DENY AuthorizationPolicy refuses the request (its selector is the caller's business)."""
     spec = policy.get("spec") or {}
     if spec.get("action") != "DENY":
         raise ValueError(f"{(policy.get('metadata') or {}).get('name')}: not a DENY policy")
-    if spec.get("selector"):
-        raise ValueError("workload selectors are not modelled")
-    return any(rule_matches(rule, request) for rule in spec.get("rules") or [])
+    return policy_matches(policy, request) is not None
+
+
+def selector_selects(selector: Mapping | None, labels: Mapping[str, str]) -> bool:
+    """policyattachment.go:109-112: no selector selects all; else matchLabels must be a subset of the labels."""
+    match = (selector or {}).get("matchLabels") or {}
+    return all(labels.get(key) == value for key, value in match.items())
+
+
+def target_refs(policy: Mapping) -> list[Mapping]:
+    """policyattachment.go:114-121: `targetRefs`, else the legacy single `targetRef`."""
+    spec = policy.get("spec") or {}
+    refs = list(spec.get("targetRefs") or [])
+    if not refs and spec.get("targetRef"):
+        refs = [spec["targetRef"]]
+    return refs
+
+
+def policies_for_workload(
+    policies: Iterable[Mapping], namespace: str, labels: Mapping[str, str], root_namespace: str,
+    *, waypoint_services: Iterable[tuple[str, str]] | None = None, waypoint_gateway: str | None = None,
+) -> dict[str, list[Mapping]]:
+    """The policies a proxy enforces, by action (authorization.go:84-113, policyattachment.go:123-200).
+
+    A sidecar or ingress gateway (`waypoint_services` None) takes root and own namespace policies by selector and
+    never one with targetRefs; a waypoint takes only targetRef policies naming it or a Service it serves.
+    """
+    result: dict[str, list[Mapping]] = {"CUSTOM": [], "DENY": [], "ALLOW": [], "AUDIT": []}
+    for policy in policies:
+        if policy.get("kind") != "AuthorizationPolicy":
+            continue
+        policy_namespace = (policy.get("metadata") or {}).get("namespace") or "default"
+        if policy_namespace not in (root_namespace, namespace):
+            continue
+        refs = target_refs(policy)
+        if waypoint_services is None:
+            if refs or not selector_selects((policy.get("spec") or {}).get("selector"), labels):
+                continue
+        else:
+            attached = False
+            for ref in refs:
+                kind, name = ref.get("kind"), ref.get("name")
+                if kind == "Service" and (name, policy_namespace) in set(waypoint_services):
+                    attached = True
+                if kind == "Gateway" and policy_namespace == namespace and name == waypoint_gateway:
+                    attached = True
+            if not attached:
+                continue
+        action = (policy.get("spec") or {}).get("action") or "ALLOW"
+        result.setdefault(action, []).append(policy)
+    return result

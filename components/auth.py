@@ -135,6 +135,8 @@ class Auth(pulumi.ComponentResource):
     """Namespace of the auth proxy."""
     object_names: pulumi.Output[dict]
     """`Kind/namespace/name` of every gateway-side object, for troubleshooting."""
+    mesh_trace: pulumi.Output[dict]
+    """What `make trace` needs besides the applied objects: gateway pods, trust domain, hosts, identity sources."""
 
     def __init__(self, name: str, args: AuthArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("kubeflow-platform:auth:Auth", name, None, opts)
@@ -186,12 +188,14 @@ class Auth(pulumi.ComponentResource):
         self.redirect_url = pulumi.Output.from_input(args.proxy.redirect_url)
         self.proxy_namespace = pulumi.Output.from_input(args.proxy.namespace)
         self.object_names = pulumi.Output.from_input(names)
+        self.mesh_trace = pulumi.Output.from_input(auth_proxy.mesh_trace_settings(args.proxy))
         self.register_outputs(
             {
                 "extensionProvider": self.extension_provider,
                 "redirectUrl": self.redirect_url,
                 "proxyNamespace": self.proxy_namespace,
                 "objectNames": self.object_names,
+                "meshTrace": self.mesh_trace,
             }
         )
 
@@ -200,7 +204,7 @@ class Auth(pulumi.ComponentResource):
         """What the mesh owner merges into meshConfig.extensionProviders, the redirect URL the IdP admin
         registers, and the objects this component applies."""
         return {"authExtensionProvider": self.extension_provider, "authRedirectUrl": self.redirect_url,
-                "authObjects": self.object_names}
+                "authObjects": self.object_names, "meshTrace": self.mesh_trace}
 
     def _register_proxy(self, name: str, args: AuthArgs, child: pulumi.ResourceOptions) -> None:
         proxy = args.proxy

@@ -436,3 +436,29 @@ def auth_proxy_objects(options: AuthProxyOptions) -> list[dict]:
         }
     )
     return objects
+
+
+def mesh_trace_settings(options: AuthProxyOptions, identity_filter: str = "kubeflow-identity-headers") -> dict:
+    """What the offline mesh trace (analysis/trace.py) needs beyond the applied objects: where the gateway pods run
+    and as whom, the trust domain, the Kubeflow hosts and how the gateway derives the identity header. Exported as
+    the stack output `meshTrace`, so a saved plan can be traced without the stack's settings."""
+    identity = options.identity
+    return {
+        "gateway": {"namespace": identity.gateway_namespace, "labels": dict(identity.gateway_selector),
+                    "serviceAccount": identity.gateway_service_account},
+        "trustDomain": identity.trust_domain,
+        "hosts": list(options.hosts),
+        "identity": {
+            "userHeader": identity.user_header,
+            "userSourceHeader": identity.user_source_header,
+            "lowercase": identity.lowercase_user,
+            "userIdPrefix": identity.user_id_prefix,
+            "emailDomains": list(options.email_domains),
+            "envoyFilter": f"{identity.gateway_namespace}/{identity_filter}",
+            "issuers": [
+                {key: value for key, value in (("issuer", issuer.issuer), ("userClaim", issuer.user_claim),
+                                               ("machineUser", issuer.machine_user)) if value}
+                for issuer in identity.extra_issuers
+            ],
+        },
+    }

@@ -28,7 +28,7 @@ def test_every_stack_evaluates_and_exports_the_url(stack_run):
 PLATFORM_OUTPUTS = {
     "url", "clusterOidcIssuer", "kubeflowVersion", "imageMirror", "transformReport", "zoneId", "zoneNameServers",
     "dnsRecordNames", "certificateArn", "loadBalancerHostname", "oidcProviderArn", "roleArns", "bucketNames",
-    "nodeGroupNames", "autoscalingGroupNames", "authExtensionProvider", "authRedirectUrl", "authObjects",
+    "nodeGroupNames", "autoscalingGroupNames", "authExtensionProvider", "authRedirectUrl", "authObjects", "meshTrace",
     "profiles", "policyPackConfig",
 }
 

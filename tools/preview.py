@@ -28,6 +28,7 @@ from typing import Any, Optional, TextIO
 
 import pulumi
 
+from analysis import policies, trace, trace_matrix
 from tools import plan_checks
 from tools.mock_runtime import PROJECT, REPO_ROOT, known_stacks, run_program, stack_config
 from tools.plan import (
@@ -262,6 +263,17 @@ def render_tree(plan: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def mesh_trace(plan: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """The trace table of every Kubeflow path and kind of caller (analysis/trace_matrix.py), and a problem for each
+    path the profile's owner cannot reach or a caller reaches who must not."""
+    try:
+        model = trace.model_from_plan(plan)
+        cells = trace_matrix.matrix(model)
+    except (trace.TraceError, policies.NotModelled) as error:
+        return "", [f"mesh trace: {error}"]
+    return trace_matrix.render_table(cells), [f"mesh trace: {problem}" for problem in trace_matrix.problems(cells)]
+
+
 # --- The command -------------------------------------------------------------------------------------
 
 
@@ -292,6 +304,10 @@ def preview(
     with progress.step("running the offline checks"):
         problems = leaks + plan_checks.validate_plan(plan)
         deferred = plan_checks.guardrail_report(plan).deferred
+    with progress.step("tracing Kubeflow's paths through the mesh"):
+        table, trace_problems = mesh_trace(plan)
+    stdout.write("\n" + table)
+    problems += trace_problems
     print("", file=stdout)
     if problems:
         print(f"Offline checks: {len(problems)} problem{'s' if len(problems) != 1 else ''}", file=stdout)

@@ -1,0 +1,1059 @@
+"""An offline trace of one request through the mesh, hop by hop, the way Istio 1.28 would handle it.
+
+Input: the Kubernetes objects a plan applies (analysis.plan_objects) and the few stack settings the plan records
+in its `meshTrace` output (where the gateway pods run and with which labels and account, the trust domain, the
+Kubeflow hosts, how the gateway derives `kubeflow-userid`) and, when present, `transformReport.mesh` (data plane,
+mTLS). Output: every hop with the object that decided it and why, and whether the request reaches its backend.
+
+The hops, in the order the proxies run them:
+
+gateway pods      Gateways whose `selector` is a subset of the gateway pods' labels, any namespace
+                  (istio/istio@1.28.0 pilot/pkg/model/push_context.go:2407-2452; PILOT_SCOPE_GATEWAY_TO_NAMESPACE off).
+server host       the request's host against each server's hosts; `ns/host` limits a host to routes of namespace
+                  `ns` (pkg/config/host/names.go:110-133), wildcards as host.Name.Matches (pkg/config/host/name.go:37-60).
+EnvoyFilter       an EnvoyFilter patches the gateway when it sits in the root namespace or the pods' namespace and its
+                  workloadSelector is a subset of their labels (push_context.go:2284-2357, policyattachment.go:109-136);
+                  the identity filter (manifests/identity.py) strips client-sent identity headers first.
+ext_authz         CUSTOM policies (authz builder/builder.go:110-145): the auth proxy is asked when a CUSTOM rule
+                  matches; a browser with a session is let through with `x-auth-request-email`, anyone else is sent
+                  to the login.
+jwt_authn         RequestAuthentication: a token of a configured issuer with a wrong audience is refused (401), a
+                  token of no configured issuer passes as no token, no token passes
+                  (pilot/pkg/security/authn/policy_applier.go:143-170, 250-270).
+rbac              DENY then ALLOW (analysis.policies).
+identity filter   `kubeflow-userid` from the auth proxy's header, else from a verified token's claim (or the issuer's
+                  machine user), as the EnvoyFilter's Lua does.
+route             VirtualServices the gateway pods are given (analysis.routes, push_context.go:1065-1089) whose hosts
+                  intersect the server's (gateway.go:424-434), their HTTP routes in order, all of one host merged
+                  (gateway.go:473-507) with catch-all routes moved last (route/route.go:1619-1649); first match wins.
+destination       the Service by host, its port's targetPort, the Deployment/StatefulSet whose pod labels its selector
+                  picks; no Service or no workload: 503.
+NetworkPolicy     ingress rules of the policies selecting the pod (kubernetes.io/docs/concepts/services-networking/
+                  network-policies): from namespace/pod selectors and ports; none selecting it: open.
+PeerAuthentication workload > namespace > root namespace, port-level overrides, UNSET inherits, default PERMISSIVE
+                  (pilot/pkg/security/authn/policy_applier.go:390-466); STRICT refuses a plaintext caller.
+sidecar authz     RequestAuthentication and CUSTOM, DENY, ALLOW of the destination workload (model/authorization.go:84-113).
+ambient           ztunnel enforces the selector policies at L4 only: HTTP attributes fail safe (an ALLOW rule using
+                  them matches nothing, a DENY rule ignores them: authz model/model.go:344-354); L7 policy is enforced
+                  by a waypoint the Service or namespace uses (`istio.io/use-waypoint`), on policies that name it
+                  through targetRefs (policyattachment.go:151-198; https://istio.io/v1.28/docs/ambient/usage/l4-policy/).
+
+Controllers create some objects at run time that the plan cannot hold; the trace adds the ones Kubeflow's paths
+depend on, each with its source (`runtime_objects`): the profile controller's `ns-owner-access-istio` policy and
+a notebook server per profile.
+
+Pure Python over plain dicts; no Pulumi.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from analysis import policies as authz
+from analysis.routes import MESH_GATEWAY, gateway_names, virtual_services_for_gateway
+
+#: The mesh's root namespace unless meshConfig says otherwise (istio/istio@1.28.0 pkg/config/mesh/mesh.go:91).
+DEFAULT_ROOT_NAMESPACE = "istio-system"
+#: The Kubernetes label every namespace carries with its name (GA in Kubernetes 1.22,
+#: https://kubernetes.io/docs/reference/labels-annotations-taints/#kubernetes-io-metadata-name).
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+#: What Kubeflow's profile controller calls its per-profile ALLOW policy
+#: (kubeflow/kubeflow@v1.10.0 components/profile-controller/controllers/profile_controller.go:51).
+OWNER_POLICY = "ns-owner-access-istio"
+#: The notebook server the trace assumes in every profile, to follow `/notebook/<profile>/<name>/`.
+TRACE_NOTEBOOK = "trace-notebook"
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job")
+
+
+class TraceError(ValueError):
+    """The question cannot be asked (bad URL, a plan without the trace's settings): a user error, exit 2."""
+
+
+# --------------------------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class Issuer:
+    issuer: str
+    user_claim: str | None = None
+    machine_user: str | None = None
+
+
+@dataclass(frozen=True)
+class MeshSettings:
+    """What the trace needs beyond the objects: from the plan's `meshTrace` output and `transformReport.mesh`."""
+
+    gateway_namespace: str = "istio-system"
+    gateway_labels: Mapping[str, str] = field(default_factory=lambda: {"istio": "ingressgateway"})
+    gateway_service_account: str = "istio-ingressgateway-service-account"
+    trust_domain: str = "cluster.local"
+    root_namespace: str = DEFAULT_ROOT_NAMESPACE
+    hosts: tuple[str, ...] = ()
+    user_header: str = "kubeflow-userid"
+    user_source_header: str = "x-auth-request-email"
+    lowercase_user: bool = False
+    user_id_prefix: str = ""
+    email_domains: tuple[str, ...] = ("*",)
+    issuers: tuple[Issuer, ...] = ()
+    #: EnvoyFilter `namespace/name` that sets the identity headers.
+    identity_filter: str = ""
+    #: sidecar | ambient (transformReport.mesh.dataPlane; default sidecar).
+    data_plane: str = "sidecar"
+    #: permissive | strict: the mesh-wide mTLS mode when no PeerAuthentication says otherwise.
+    mtls: str = "permissive"
+
+    @property
+    def gateway_principal(self) -> str:
+        return f"{self.trust_domain}/ns/{self.gateway_namespace}/sa/{self.gateway_service_account}"
+
+    @classmethod
+    def from_plan(cls, plan: Mapping[str, Any]) -> "MeshSettings":
+        outputs = plan.get("outputs") or {}
+        data = outputs.get("meshTrace")
+        if not isinstance(data, Mapping):
+            raise TraceError("the plan has no meshTrace output: preview the stack again with this version of the program")
+        mesh = (outputs.get("transformReport") or {}).get("mesh") or {}
+        gateway = data.get("gateway") or {}
+        identity = data.get("identity") or {}
+        return cls(
+            gateway_namespace=str(gateway.get("namespace", "istio-system")),
+            gateway_labels=dict(gateway.get("labels") or {}),
+            gateway_service_account=str(gateway.get("serviceAccount", "istio-ingressgateway-service-account")),
+            trust_domain=str(data.get("trustDomain", "cluster.local")),
+            root_namespace=str(data.get("rootNamespace", DEFAULT_ROOT_NAMESPACE)),
+            hosts=tuple(data.get("hosts") or ()),
+            user_header=str(identity.get("userHeader", "kubeflow-userid")),
+            user_source_header=str(identity.get("userSourceHeader", "x-auth-request-email")),
+            lowercase_user=bool(identity.get("lowercase", False)),
+            user_id_prefix=str(identity.get("userIdPrefix", "")),
+            email_domains=tuple(identity.get("emailDomains") or ("*",)),
+            issuers=tuple(Issuer(i["issuer"], i.get("userClaim"), i.get("machineUser")) for i in identity.get("issuers") or ()),
+            identity_filter=str(identity.get("envoyFilter", "")),
+            data_plane=str(mesh.get("dataPlane") or "sidecar"),
+            mtls=str(mesh.get("mtls") or "permissive").lower(),
+        )
+
+
+# ---------------------------------------------------------------------------------------------- callers
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who sends the request and how."""
+
+    #: browser (a session at the auth proxy), anonymous, token (a bearer JWT), workload (in-mesh, direct).
+    kind: str
+    label: str
+    email: str | None = None
+    #: Headers the client sends itself (a forged `kubeflow-userid`, say).
+    headers: Mapping[str, str] = field(default_factory=dict)
+    #: The bearer token's payload (`iss`, `sub`, `aud`, claims); signatures are assumed valid.
+    token: Mapping[str, Any] | None = None
+    #: In-mesh caller: its pod's namespace, labels and service account.
+    namespace: str | None = None
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+    service_account: str | None = None
+
+
+def browser(email: str, label: str | None = None, headers: Mapping[str, str] | None = None) -> Caller:
+    return Caller("browser", label or email, email=email, headers=dict(headers or {}))
+
+
+def anonymous(headers: Mapping[str, str] | None = None) -> Caller:
+    return Caller("anonymous", "anonymous", headers=dict(headers or {}))
+
+
+def token_caller(label: str, payload: Mapping[str, Any]) -> Caller:
+    return Caller("token", label, token=dict(payload))
+
+
+def workload(namespace: str, service_account: str, labels: Mapping[str, str] | None = None,
+             headers: Mapping[str, str] | None = None, label: str | None = None) -> Caller:
+    return Caller("workload", label or f"{namespace}/{service_account}", namespace=namespace, service_account=service_account,
+                  pod_labels=dict(labels or {}), headers=dict(headers or {}))
+
+
+# ------------------------------------------------------------------------------------------------ trace
+
+
+@dataclass(frozen=True)
+class Hop:
+    step: str
+    #: Which proxy or component decides: `gateway istio-system`, `sidecar kubeflow/centraldashboard`.
+    where: str
+    #: kind/namespace/name of the object that decided, or "-".
+    decided_by: str
+    #: pass | refused | info
+    outcome: str
+    why: str
+
+
+@dataclass
+class Trace:
+    url: str
+    caller: Caller
+    hops: list[Hop] = field(default_factory=list)
+    reached: bool = False
+    #: `Deployment kubeflow/centraldashboard`, when reached.
+    backend: str | None = None
+    #: The identity header the backend receives.
+    user: str | None = None
+    #: HTTP status a refusal answers with (404, 403, 401, 302, 503); connection refusals have None.
+    status: int | None = None
+
+    @property
+    def refused_at(self) -> Hop | None:
+        return next((hop for hop in self.hops if hop.outcome == "refused"), None)
+
+    def add(self, step: str, where: str, decided_by: str, outcome: str, why: str) -> Hop:
+        hop = Hop(step, where, decided_by, outcome, why)
+        self.hops.append(hop)
+        return hop
+
+    def refuse(self, step: str, where: str, decided_by: str, why: str, status: int | None) -> "Trace":
+        self.add(step, where, decided_by, "refused", why)
+        self.status = status
+        return self
+
+
+def ref(obj: Mapping[str, Any]) -> str:
+    metadata = obj.get("metadata") or {}
+    where = f"{metadata['namespace']}/" if metadata.get("namespace") else ""
+    runtime = " (run time)" if (metadata.get("annotations") or {}).get("kubeflow-platform/trace-runtime") else ""
+    return f"{obj.get('kind')} {where}{metadata.get('name')}{runtime}"
+
+
+def _ns(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("namespace") or "default")
+
+
+def _name(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name") or "")
+
+
+def labels_subset(selector: Mapping[str, str] | None, labels: Mapping[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in (selector or {}).items())
+
+
+def label_selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """A Kubernetes LabelSelector (matchLabels and matchExpressions); an empty one selects everything."""
+    selector = selector or {}
+    if not labels_subset(selector.get("matchLabels"), labels):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression.get("key"), expression.get("operator"), expression.get("values") or []
+        present = key in labels
+        if operator == "In" and not (present and labels[key] in values):
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------- host matching
+
+
+def host_matches(pattern: str, host: str) -> bool:
+    """host.Name.Matches (istio/istio@1.28.0 pkg/config/host/name.go:37-60): case-sensitive, as Istio compares; the
+    gateway lower-cases its virtual hosts (gateway.go:474) and callers lower-case the request's host."""
+    n, o = pattern, host
+    n_wild, o_wild = n.startswith("*"), o.startswith("*")
+    if n_wild and o_wild:
+        return o[1:].endswith(n[1:]) if len(n) < len(o) else n[1:].endswith(o[1:])
+    if n_wild:
+        return o.endswith(n[1:])
+    if o_wild:
+        return n.endswith(o[1:])
+    return n == o
+
+
+def host_subset_of(n: str, o: str) -> bool:
+    """host.Name.SubsetOf (pkg/config/host/name.go:64-87)."""
+    n_wild, o_wild = n.startswith("*"), o.startswith("*")
+    if n_wild:
+        return o_wild and len(n) >= len(o) and n[1:].endswith(o[1:])
+    if o_wild:
+        return n.endswith(o[1:])
+    return n == o
+
+
+def hosts_intersection(hosts: Sequence[str], other: Sequence[str]) -> list[str]:
+    """host.Names.Intersection (pkg/config/host/names.go:83-99)."""
+    result: list[str] = []
+    for h in hosts:
+        for o in other:
+            for candidate in ((h,) if host_subset_of(h, o) else (o,) if host_subset_of(o, h) else ()):
+                if candidate not in result:
+                    result.append(candidate)
+    return result
+
+
+def hosts_for_namespace(hosts: Sequence[str], namespace: str) -> list[str]:
+    """host.NamesForNamespace (pkg/config/host/names.go:110-133): `ns/host` only for namespace ns, `*/host` for all."""
+    result = []
+    for entry in hosts:
+        if "/" in entry:
+            ns, _, name = entry.partition("/")
+            if ns not in (namespace, "*"):
+                continue
+            entry = name
+        result.append(entry)
+    return result
+
+
+# ------------------------------------------------------------------------------------------ route match
+
+
+@dataclass(frozen=True)
+class HttpRoute:
+    """One Envoy route: a VirtualService's HTTP route with one of its matches (each match becomes a route)."""
+
+    service: Mapping[str, Any]
+    http: Mapping[str, Any]
+    match: Mapping[str, Any] | None
+    index: int
+
+    @property
+    def catch_all(self) -> bool:
+        """route.IsCatchAllRoute (route/route.go:1634-1649): prefix `/` or regex `.*` (no match at all is prefix `/`)
+        and no header, method or query match."""
+        match = self.match or {}
+        uri = match.get("uri") or {"prefix": "/"}
+        if uri.get("prefix") != "/" and uri.get("regex") != ".*":
+            return False
+        return not any(match.get(key) for key in ("headers", "queryParams", "withoutHeaders", "method"))
+
+    def describe(self) -> str:
+        uri = (self.match or {}).get("uri") or {}
+        how = ", ".join(f"{k} {v!r}" for k, v in uri.items()) or "any path"
+        return f"http[{self.index}] {how}"
+
+
+def _string_match(spec: Mapping[str, Any], value: str | None, ignore_case: bool = False) -> bool:
+    """Istio's StringMatch (networking API): exact, prefix, regex (RE2, full match)."""
+    if value is None:
+        return False
+    if ignore_case:
+        value = value.lower()
+    if "exact" in spec:
+        return value == (spec["exact"].lower() if ignore_case else spec["exact"])
+    if "prefix" in spec:
+        return value.startswith(spec["prefix"].lower() if ignore_case else spec["prefix"])
+    if "regex" in spec:
+        return re.fullmatch(spec["regex"], value, flags=re.IGNORECASE if ignore_case else 0) is not None
+    return True
+
+
+def route_matches(route: HttpRoute, path: str, headers: Mapping[str, str], method: str) -> bool:
+    match = route.match
+    if not match:
+        return True
+    unknown = set(match) - {"uri", "headers", "method", "ignoreUriCase", "name", "withoutHeaders"}
+    if unknown:
+        raise authz.NotModelled(f"{ref(route.service)} {route.describe()}: match fields not modelled: {sorted(unknown)}")
+    if "uri" in match and not _string_match(match["uri"], path.split("?", 1)[0], bool(match.get("ignoreUriCase"))):
+        return False
+    lowered = {k.lower(): v for k, v in headers.items()}
+    for name, spec in (match.get("headers") or {}).items():
+        if not _string_match(spec or {}, lowered.get(name.lower())):
+            return False
+    for name, spec in (match.get("withoutHeaders") or {}).items():
+        if name.lower() in lowered and _string_match(spec or {}, lowered[name.lower()]):
+            return False
+    if "method" in match and not _string_match(match["method"], method):
+        return False
+    return True
+
+
+def rewritten_path(route: HttpRoute, path: str) -> str:
+    """`rewrite.uri`: replaces the matched prefix, or the whole path for other matches (prefix_rewrite in Envoy)."""
+    rewrite = (route.http.get("rewrite") or {}).get("uri")
+    if rewrite is None:
+        return path
+    uri = (route.match or {}).get("uri") or {}
+    if "prefix" in uri:
+        return rewrite + path[len(uri["prefix"]):]
+    return rewrite
+
+
+def gateway_routes(services: Sequence[Mapping[str, Any]], server_hosts: Sequence[str], request_host: str) -> list[HttpRoute]:
+    """The routes of the virtual host serving `request_host`, in Envoy's order (gateway.go:424-507, route.go:1619-1632)."""
+    routes: list[HttpRoute] = []
+    seen: set[int] = set()
+    for service in services:
+        if id(service) in seen:
+            continue  # listed twice by exportTo: Istio builds its routes once per gateway (gateway.go:448-472)
+        seen.add(id(service))
+        spec = service.get("spec") or {}
+        intersecting = hosts_intersection(hosts_for_namespace(server_hosts, _ns(service)), list(spec.get("hosts") or []))
+        if not any(host_matches(h.lower(), request_host) for h in intersecting):
+            continue
+        for index, http in enumerate(spec.get("http") or []):
+            for match in http.get("match") or [None]:
+                routes.append(HttpRoute(service, http, match, index))
+    return [r for r in routes if not r.catch_all] + [r for r in routes if r.catch_all]
+
+
+# ----------------------------------------------------------------------------------------- the model
+
+
+@dataclass
+class MeshModel:
+    """The plan's objects indexed for tracing, with the run-time objects added."""
+
+    objects: list[Mapping[str, Any]]
+    settings: MeshSettings
+
+    def __post_init__(self) -> None:
+        self.by_kind: dict[str, list[Mapping[str, Any]]] = {}
+        for obj in self.objects:
+            self.by_kind.setdefault(str(obj.get("kind")), []).append(obj)
+        self.namespaces = {_name(o): o for o in self.by_kind.get("Namespace", [])}
+
+    def kind(self, kind: str) -> list[Mapping[str, Any]]:
+        return self.by_kind.get(kind, [])
+
+    def namespace_labels(self, namespace: str) -> dict[str, str]:
+        labels = dict(((self.namespaces.get(namespace) or {}).get("metadata") or {}).get("labels") or {})
+        labels[NAMESPACE_NAME_LABEL] = namespace
+        return labels
+
+    def profiles(self) -> dict[str, str]:
+        """Profile namespaces and their owners: the owner annotation the program writes (manifests/tenancy.py)."""
+        found = {}
+        for name, obj in self.namespaces.items():
+            owner = ((obj.get("metadata") or {}).get("annotations") or {}).get("owner")
+            if owner:
+                found[name] = owner
+        return dict(sorted(found.items()))
+
+    def contributors(self, namespace: str) -> dict[str, str]:
+        """user -> role, from the kfam-style policies of the profile (annotations user/role)."""
+        found = {}
+        for policy in self.kind("AuthorizationPolicy"):
+            annotations = (policy.get("metadata") or {}).get("annotations") or {}
+            if _ns(policy) == namespace and annotations.get("role") in ("edit", "view") and annotations.get("user"):
+                found[annotations["user"]] = annotations["role"]
+        return found
+
+    def config_value(self, key: str) -> str | None:
+        for config_map in self.kind("ConfigMap"):
+            value = (config_map.get("data") or {}).get(key)
+            if isinstance(value, str):
+                return value
+        return None
+
+
+def runtime_objects(objects: Sequence[Mapping[str, Any]], settings: MeshSettings) -> list[dict[str, Any]]:
+    """What Kubeflow's controllers create at run time that Kubeflow's paths depend on.
+
+    - the profile controller's `ns-owner-access-istio` in every profile namespace, with the principals its
+      config map gives it (kubeflow/kubeflow@v1.10.0 components/profile-controller/controllers/
+      profile_controller.go:419-503); without it no owner reaches their own notebooks;
+    - a notebook server `trace-notebook` per profile, as the notebook controller makes one: Service port 80 to the
+      container's 8888, pod labels `statefulset`/`notebook-name`, and a VirtualService on ISTIO_GATEWAY/ISTIO_HOST
+      for `/notebook/<ns>/<name>/` without exportTo (notebook_controller.go:50-51, 380-384, 438-465, 471-560).
+    """
+    model = MeshModel(list(objects), settings)
+    marker = {"kubeflow-platform/trace-runtime": "true"}
+
+    def principal(key: str, default: str) -> str:
+        return model.config_value(key) or default
+
+    gateway = principal("ISTIO_INGRESS_GATEWAY_PRINCIPAL", "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account")
+    kfp_ui = principal("KFP_UI_PRINCIPAL", "cluster.local/ns/kubeflow/sa/ml-pipeline-ui")
+    notebooks = principal("NOTEBOOK_CONTROLLER_PRINCIPAL", "cluster.local/ns/kubeflow/sa/notebook-controller-service-account")
+    header = model.config_value("USERID_HEADER") or settings.user_header
+    prefix = model.config_value("USERID_PREFIX") or ""
+    istio_gateway = model.config_value("ISTIO_GATEWAY") or "kubeflow/kubeflow-gateway"
+    istio_host = model.config_value("ISTIO_HOST") or "*"
+    added: list[dict[str, Any]] = []
+    for namespace, owner in model.profiles().items():
+        added.append({
+            "apiVersion": "security.istio.io/v1beta1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": OWNER_POLICY, "namespace": namespace, "annotations": dict(marker)},
+            "spec": {"action": "ALLOW", "rules": [
+                {"when": [{"key": f"request.headers[{header}]", "values": [prefix + owner]}],
+                 "from": [{"source": {"principals": [gateway, kfp_ui]}}]},
+                {"when": [{"key": "source.namespace", "values": [namespace]}]},
+                {"to": [{"operation": {"paths": ["/healthz", "/metrics", "/wait-for-drain"]}}]},
+                {"from": [{"source": {"principals": [notebooks]}}],
+                 "to": [{"operation": {"methods": ["GET"], "paths": ["*/api/kernels"]}}]},
+            ]},
+        })
+        name = TRACE_NOTEBOOK
+        labels = {"statefulset": name, "notebook-name": name}
+        added.append({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": name, "namespace": namespace, "annotations": dict(marker)},
+            "spec": {"selector": {"matchLabels": {"statefulset": name}}, "template": {
+                "metadata": {"labels": labels},
+                "spec": {"serviceAccountName": "default-editor", "containers": [
+                    {"name": name, "ports": [{"containerPort": 8888, "name": "notebook-port", "protocol": "TCP"}]}]}}},
+        })
+        added.append({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace, "annotations": dict(marker)},
+            "spec": {"selector": {"statefulset": name},
+                     "ports": [{"name": f"http-{name}", "port": 80, "targetPort": 8888, "protocol": "TCP"}]},
+        })
+        path = f"/notebook/{namespace}/{name}/"
+        added.append({
+            "apiVersion": "networking.istio.io/v1alpha3", "kind": "VirtualService",
+            "metadata": {"name": f"notebook-{namespace}-{name}", "namespace": namespace, "annotations": dict(marker)},
+            "spec": {"hosts": [istio_host], "gateways": [istio_gateway], "http": [{
+                "match": [{"uri": {"prefix": path}}], "rewrite": {"uri": path},
+                "route": [{"destination": {"host": f"{name}.{namespace}.svc.cluster.local", "port": {"number": 80}}}]}]},
+        })
+    return added
+
+
+def model_from_plan(plan: Mapping[str, Any], *, with_runtime: bool = True) -> MeshModel:
+    from analysis.plan_objects import kubernetes_objects
+
+    settings = MeshSettings.from_plan(plan)
+    objects = [o.obj for o in kubernetes_objects(plan).objects]
+    if with_runtime:
+        objects += runtime_objects(objects, settings)
+    return MeshModel(objects, settings)
+
+
+# ---------------------------------------------------------------------------------------- workloads
+
+
+@dataclass(frozen=True)
+class Workload:
+    obj: Mapping[str, Any]
+    namespace: str
+    labels: Mapping[str, str]
+    annotations: Mapping[str, str]
+    service_account: str
+    containers: list
+
+    @property
+    def ref(self) -> str:
+        return ref(self.obj)
+
+
+def workloads(model: MeshModel, namespace: str) -> list[Workload]:
+    found = []
+    for kind in WORKLOAD_KINDS:
+        for obj in model.kind(kind):
+            if _ns(obj) != namespace:
+                continue
+            template = (obj.get("spec") or {}).get("template") or {}
+            if kind == "Job":
+                continue
+            metadata = template.get("metadata") or {}
+            spec = template.get("spec") or {}
+            found.append(Workload(obj, namespace, dict(metadata.get("labels") or {}), dict(metadata.get("annotations") or {}),
+                                  str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"),
+                                  list(spec.get("containers") or [])))
+    return found
+
+
+def has_sidecar(model: MeshModel, workload: Workload) -> tuple[bool, str]:
+    """Sidecar injection: the pod's `sidecar.istio.io/inject` label or annotation, else its namespace's
+    `istio-injection` or `istio.io/rev` label (https://istio.io/v1.28/docs/setup/additional-setup/sidecar-injection/)."""
+    for source in (workload.labels, workload.annotations):
+        value = source.get("sidecar.istio.io/inject")
+        if value == "false":
+            return False, f"the pod opts out ({source is workload.labels and 'label' or 'annotation'} sidecar.istio.io/inject: false)"
+    labels = model.namespace_labels(workload.namespace)
+    if labels.get("istio-injection") == "enabled":
+        return True, f"namespace {workload.namespace} has istio-injection: enabled"
+    if labels.get("istio-injection") == "disabled":
+        return False, f"namespace {workload.namespace} has istio-injection: disabled"
+    if labels.get("istio.io/rev"):
+        return True, f"namespace {workload.namespace} has istio.io/rev: {labels['istio.io/rev']}"
+    if (workload.labels.get("sidecar.istio.io/inject") or workload.annotations.get("sidecar.istio.io/inject")) == "true":
+        return True, "the pod asks for it, but its namespace has no injection label (only a mesh with namespace-less injection obeys)"
+    return False, f"namespace {workload.namespace} has no injection label"
+
+
+def _target_port(service_port: Mapping[str, Any], workload: Workload) -> int | None:
+    target = service_port.get("targetPort", service_port.get("port"))
+    if isinstance(target, int) or (isinstance(target, str) and target.isdigit()):
+        return int(target)
+    for container in workload.containers:
+        for port in container.get("ports") or []:
+            if port.get("name") == target:
+                return int(port["containerPort"])
+    return None
+
+
+# -------------------------------------------------------------------------------------- NetworkPolicy
+
+
+def network_policy_admits(model: MeshModel, destination: Workload, port: int, source_namespace: str,
+                          source_labels: Mapping[str, str]) -> tuple[bool, str, str]:
+    """(admitted, deciding object, why): Kubernetes NetworkPolicy ingress, additive over every policy selecting the pod."""
+    selecting = []
+    for policy in model.kind("NetworkPolicy"):
+        spec = policy.get("spec") or {}
+        types = spec.get("policyTypes") or (["Ingress"] if "ingress" in spec or not spec.get("egress") else [])
+        if _ns(policy) == destination.namespace and "Ingress" in types and label_selector_matches(spec.get("podSelector"), destination.labels):
+            selecting.append(policy)
+    if not selecting:
+        return True, "-", "no NetworkPolicy selects the pod"
+    source_ns_labels = model.namespace_labels(source_namespace)
+    for policy in selecting:
+        for rule in (policy.get("spec") or {}).get("ingress") or []:
+            if rule.get("ports") and not any(_np_port(p, port, destination) for p in rule["ports"]):
+                continue
+            peers = rule.get("from")
+            if not peers:
+                return True, ref(policy), "an ingress rule admits every source"
+            for peer in peers:
+                if "ipBlock" in peer:
+                    continue  # pod IPs are not known offline
+                ns_selector, pod_selector = peer.get("namespaceSelector"), peer.get("podSelector")
+                if ns_selector is None:
+                    ns_ok = source_namespace == destination.namespace
+                else:
+                    ns_ok = label_selector_matches(ns_selector, source_ns_labels)
+                if ns_ok and (pod_selector is None or label_selector_matches(pod_selector, source_labels)):
+                    return True, ref(policy), f"admits pods of namespace {source_namespace}"
+    names = ", ".join(ref(p) for p in selecting)
+    return False, names, f"no ingress rule of the policies selecting the pod admits namespace {source_namespace} on port {port}"
+
+
+def _np_port(spec: Mapping[str, Any], port: int, workload: Workload) -> bool:
+    value = spec.get("port")
+    if value is None:
+        return True
+    if isinstance(value, int) or str(value).isdigit():
+        end = spec.get("endPort")
+        return int(value) <= port <= int(end) if end else int(value) == port
+    return _target_port({"targetPort": value}, workload) == port
+
+
+# -------------------------------------------------------------------------------- PeerAuthentication
+
+
+def peer_authentication_mode(model: MeshModel, workload: Workload, port: int) -> tuple[str, str]:
+    """ComposePeerAuthentication (pilot/pkg/security/authn/policy_applier.go:398-466) for one workload and port."""
+    root = model.settings.root_namespace
+    mesh = namespace = chosen = None
+    for policy in model.kind("PeerAuthentication"):
+        spec = policy.get("spec") or {}
+        policy_ns = _ns(policy)
+        if policy_ns not in (root, workload.namespace):
+            continue
+        selector = (spec.get("selector") or {}).get("matchLabels")
+        if not selector:
+            if policy_ns == root:
+                mesh = mesh or policy
+            else:
+                namespace = namespace or policy
+        elif policy_ns != root and labels_subset(selector, workload.labels):
+            chosen = chosen or policy
+    mode, decided = model.settings.mtls.upper(), f"mesh default ({model.settings.mtls})"
+    for policy in (mesh, namespace, chosen):
+        if policy is None:
+            continue
+        value = ((policy.get("spec") or {}).get("mtls") or {}).get("mode")
+        if value and value != "UNSET":
+            mode, decided = value, ref(policy)
+    if chosen is not None:
+        per_port = ((chosen.get("spec") or {}).get("portLevelMtls") or {}).get(str(port))
+        if per_port and per_port.get("mode") and per_port["mode"] != "UNSET":
+            mode, decided = per_port["mode"], f"{ref(chosen)} port {port}"
+    return mode, decided
+
+
+# ------------------------------------------------------------------------------- RequestAuthentication
+
+
+def jwt_rules_for(model: MeshModel, namespace: str, labels: Mapping[str, str]) -> list[tuple[Mapping, Mapping]]:
+    rules = []
+    for policy in model.kind("RequestAuthentication"):
+        if _ns(policy) not in (model.settings.root_namespace, namespace) or authz.target_refs(policy):
+            continue
+        if not authz.selector_selects((policy.get("spec") or {}).get("selector"), labels):
+            continue
+        for rule in (policy.get("spec") or {}).get("jwtRules") or []:
+            rules.append((policy, rule))
+    return rules
+
+
+def verify_token(rules: Sequence[tuple[Mapping, Mapping]], token: Mapping[str, Any] | None) -> tuple[str, str, str]:
+    """(outcome, object, why): `verified`, `none` (no token, or of no configured issuer), `invalid`."""
+    if token is None:
+        return "none", "-", "no token"
+    matching = [(p, r) for p, r in rules if r.get("issuer") == token.get("iss")]
+    if not matching:
+        return "none", "-", f"issuer {token.get('iss')!r} is configured nowhere: the token counts as none"
+    audiences = token.get("aud")
+    audiences = [audiences] if isinstance(audiences, str) else list(audiences or [])
+    for policy, rule in matching:
+        wanted = rule.get("audiences")
+        if not wanted or set(wanted) & set(audiences):
+            return "verified", ref(policy), f"issuer {token.get('iss')} and audience {audiences} accepted"
+    return "invalid", ref(matching[0][0]), f"audience {audiences} is none of {matching[0][1].get('audiences')}: 401"
+
+
+# ---------------------------------------------------------------------------------------- authorization
+
+
+def authorize(model: MeshModel, trace: Trace, where: str, namespace: str, labels: Mapping[str, str],
+              request: authz.Request, *, for_tcp: bool = False, waypoint: tuple[str, list[tuple[str, str]]] | None = None,
+              ext_authz=None) -> bool:
+    """CUSTOM, then DENY, then ALLOW (builder.go:110-145). Adds hops; False when refused."""
+    found = authz.policies_for_workload(
+        model.kind("AuthorizationPolicy"), namespace, labels, model.settings.root_namespace,
+        waypoint_services=waypoint[1] if waypoint else None, waypoint_gateway=waypoint[0] if waypoint else None)
+    layer = "L4 (ztunnel)" if for_tcp else "L7"
+    for policy in found["CUSTOM"]:
+        rule = authz.policy_matches(policy, request, for_tcp=for_tcp)
+        if rule is None:
+            trace.add("CUSTOM", where, ref(policy), "pass", "no rule matches: the external authorizer is not asked")
+            continue
+        if ext_authz is None:
+            return not trace.refuse("CUSTOM", where, ref(policy), "a rule matches and no external authorizer answers", 403)
+        allowed, why, status = ext_authz(policy)
+        if not allowed:
+            return not trace.refuse("CUSTOM", where, ref(policy), f"rules[{rule}] matches: {why}", status)
+        trace.add("CUSTOM", where, ref(policy), "pass", f"rules[{rule}] matches: {why}")
+    for policy in found["DENY"]:
+        rule = authz.policy_matches(policy, request, for_tcp=for_tcp)
+        if rule is not None:
+            return not trace.refuse("DENY", where, ref(policy), f"{layer} rules[{rule}] matches: {_rule_summary(policy, rule)}", 403)
+    if found["DENY"]:
+        trace.add("DENY", where, ", ".join(ref(p) for p in found["DENY"]), "pass", f"{layer}: no rule matches")
+    if not found["ALLOW"]:
+        trace.add("ALLOW", where, "-", "pass", "no ALLOW policy applies to the workload: allowed")
+        return True
+    for policy in found["ALLOW"]:
+        rule = authz.policy_matches(policy, request, for_tcp=for_tcp)
+        if rule is not None:
+            trace.add("ALLOW", where, ref(policy), "pass", f"{layer} rules[{rule}] matches")
+            return True
+    names = ", ".join(ref(p) for p in found["ALLOW"])
+    http_rules = for_tcp and any(authz.uses_http_attributes(r) for p in found["ALLOW"] for r in (p.get("spec") or {}).get("rules") or [])
+    why = "no rule of the ALLOW policies matches" + (
+        " (their HTTP attributes cannot be enforced by ztunnel: those rules match nothing)" if http_rules else "")
+    return not trace.refuse("ALLOW", where, names, why, 403)
+
+
+# -------------------------------------------------------------------------------------------- the trace
+
+
+def _principal(settings: MeshSettings, namespace: str, service_account: str) -> str:
+    return f"{settings.trust_domain}/ns/{namespace}/sa/{service_account}"
+
+
+def _user_from_token(settings: MeshSettings, token: Mapping[str, Any]) -> str | None:
+    for issuer in settings.issuers:
+        if issuer.issuer == token.get("iss"):
+            if issuer.machine_user:
+                return issuer.machine_user
+            value = token.get(issuer.user_claim or "")
+            return value if isinstance(value, str) else None
+    return None
+
+
+def _canonical_user(settings: MeshSettings, user: str) -> str:
+    return settings.user_id_prefix + (user.lower() if settings.lowercase_user else user)
+
+
+def _email_allowed(settings: MeshSettings, email: str) -> bool:
+    domains = settings.email_domains
+    if "*" in domains:
+        return True
+    domain = email.rpartition("@")[2].lower()
+    return any(domain == d.lower().lstrip("*.").lstrip(".") if not d.startswith(("*.", ".")) else domain.endswith(d.lower().lstrip("*"))
+               for d in domains)
+
+
+def trace_request(model: MeshModel, url: str, caller: Caller, method: str = "GET") -> Trace:
+    """Follows `url` from `caller` hop by hop; see the module docstring for the rules."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise TraceError(f"{url!r} is not an http(s) URL with a host")
+    host = parts.hostname.lower()
+    path = parts.path or "/"
+    if parts.query:
+        path += "?" + parts.query
+    trace = Trace(url, caller)
+    if caller.kind == "workload":
+        return _trace_in_mesh(model, trace, host, parts.port or 80, path, method)
+    return _trace_through_gateway(model, trace, host, path, method)
+
+
+def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str, method: str) -> Trace:
+    settings, caller = model.settings, trace.caller
+    where = f"gateway {settings.gateway_namespace}/{_format_labels(settings.gateway_labels)}"
+    # 1. Gateways selecting the pods, servers for the host.
+    selected = [g for g in model.kind("Gateway")
+                if (g.get("spec") or {}).get("selector") is None or labels_subset((g.get("spec") or {}).get("selector"), settings.gateway_labels)]
+    if not selected:
+        return trace.refuse("gateway pods", where, "-", f"no Gateway selects pods labelled {_format_labels(settings.gateway_labels)}: "
+                            "the gateway has no listener for Kubeflow", None)
+    servers = []
+    for gateway in selected:
+        for server in (gateway.get("spec") or {}).get("servers") or []:
+            names = [(h.partition("/")[2] if "/" in h else h).lower() for h in server.get("hosts") or []]
+            if any(host_matches(n, host) for n in names):
+                servers.append((gateway, server))
+    trace.add("gateway pods", where, ", ".join(ref(g) for g in selected), "pass",
+              f"selector {{{', '.join(_format_labels((g.get('spec') or {}).get('selector') or {}) for g in selected)}}} "
+              f"is a subset of the pods' labels")
+    if not servers:
+        return trace.refuse("server host", where, ", ".join(ref(g) for g in selected),
+                            f"no server of the selected Gateways lists host {host}: 404 (no virtual host)", 404)
+    gateway, server = servers[0]
+    trace.add("server host", where, ref(gateway), "pass", f"server port {server.get('port', {}).get('number')} hosts {server.get('hosts')} match {host}")
+
+    # 2. EnvoyFilters patching the gateway (push_context.go:2284-2357).
+    filters = [f for f in model.kind("EnvoyFilter")
+               if _ns(f) in (settings.root_namespace, settings.gateway_namespace)
+               and labels_subset(((f.get("spec") or {}).get("workloadSelector") or {}).get("labels"), settings.gateway_labels)
+               and any(((p.get("match") or {}).get("context") or "ANY") in ("GATEWAY", "ANY") for p in (f.get("spec") or {}).get("configPatches") or [])]
+    identity_filter = next((f for f in filters if f"{_ns(f)}/{_name(f)}" == settings.identity_filter), None)
+    headers = {k.lower(): v for k, v in caller.headers.items()}
+    if identity_filter is not None:
+        stripped = [h for h in headers if h.replace("_", "-") in (settings.user_header, settings.user_source_header,
+                                                                   "kubeflow-groups", "x-auth-request-groups")]
+        for name in stripped:
+            headers.pop(name)
+        trace.add("EnvoyFilter", where, ref(identity_filter), "pass",
+                  "applies (workloadSelector is a subset of the pods' labels): client-sent identity headers dropped"
+                  + (f" ({', '.join(stripped)})" if stripped else ""))
+    else:
+        trace.add("EnvoyFilter", where, settings.identity_filter or "-", "info",
+                  "the identity EnvoyFilter does not apply to these pods: client-sent kubeflow-userid passes unchanged")
+
+    # 3. jwt_authn (RequestAuthentication): a token is read from `Authorization: Bearer`.
+    token = caller.token
+    if token is not None:
+        headers["authorization"] = "Bearer <token>"
+    rules = jwt_rules_for(model, settings.gateway_namespace, settings.gateway_labels)
+    verdict, decided, why = verify_token(rules, token)
+    request_principal = claims = None
+    if verdict == "invalid":
+        return trace.refuse("RequestAuthentication", where, decided, why, 401)
+    if verdict == "verified":
+        request_principal, claims = f"{token.get('iss')}/{token.get('sub')}", dict(token)
+    if token is not None:
+        trace.add("RequestAuthentication", where, decided, "pass", why)
+
+    # 4. ext_authz (CUSTOM), DENY, ALLOW at the gateway.
+    session_headers: dict[str, str] = {}
+
+    def ext_authz(policy: Mapping[str, Any]):
+        if caller.kind == "browser" and caller.email:
+            if not _email_allowed(settings, caller.email):
+                return False, f"the auth proxy refuses {caller.email}: domain not in emailDomains", 403
+            session_headers[settings.user_source_header] = caller.email
+            return True, f"the auth proxy knows the session of {caller.email} and returns {settings.user_source_header}", 200
+        return False, "the auth proxy has no session: redirect to the login", 302
+
+    request = authz.Request(None, 8080, headers, settings.trust_domain, method, path, host, request_principal, claims)
+    if not authorize(model, trace, where, settings.gateway_namespace, settings.gateway_labels, request, ext_authz=ext_authz):
+        return trace
+    headers.update(session_headers)
+
+    # 5. The identity filter (without it, whatever the client sent stays).
+    user = None
+    if identity_filter is not None:
+        if session_headers.get(settings.user_source_header):
+            user = _canonical_user(settings, session_headers[settings.user_source_header])
+            source = f"from {settings.user_source_header}"
+        elif verdict == "verified":
+            found = _user_from_token(settings, token)
+            user = _canonical_user(settings, found) if found else None
+            source = f"from the token of {token.get('iss')}"
+        else:
+            source = "no login and no verified token"
+        if user:
+            headers[settings.user_header] = user
+        trace.add("identity", where, ref(identity_filter), "pass" if user else "info",
+                  f"{settings.user_header}: {user} ({source})" if user else f"{settings.user_header} not set ({source})")
+
+    # 6. Routing.
+    services = []
+    for gateway_obj, _ in servers[:1]:
+        gateway_name = f"{_ns(gateway_obj)}/{_name(gateway_obj)}"
+        services += virtual_services_for_gateway(model.kind("VirtualService"), settings.gateway_namespace, gateway_name)
+    hidden = [s for s in model.kind("VirtualService") if f"{_ns(gateway)}/{_name(gateway)}" in gateway_names(s)
+              and not any(s is v for v in services)]
+    routes = gateway_routes(services, server.get("hosts") or [], host)
+    chosen = next((r for r in routes if route_matches(r, path, headers, method)), None)
+    if chosen is None:
+        note = f"; bound but hidden from pods in {settings.gateway_namespace} by exportTo: {', '.join(ref(s) for s in hidden)}" if hidden else ""
+        return trace.refuse("route", where, "-", f"none of the {len(routes)} routes for {host} matches {path}: 404{note}", 404)
+    if chosen.catch_all:
+        slashed = next((r for r in routes if not r.catch_all and ((r.match or {}).get("uri") or {}).get("prefix") == path.split("?")[0] + "/"), None)
+        if slashed is not None:
+            trace.add("route", where, ref(slashed.service), "info",
+                      f"{path} does not match {ref(slashed.service)}'s prefix {((slashed.match or {}).get('uri') or {}).get('prefix')!r}: "
+                      "only the catch-all route takes it (add the trailing slash)")
+    new_path = rewritten_path(chosen, path)
+    destination = ((chosen.http.get("route") or [{}])[0].get("destination") or {})
+    for name, value in (((chosen.http.get("headers") or {}).get("request") or {}).get("add") or {}).items():
+        headers.setdefault(name.lower(), value)
+    for name, value in (((chosen.http.get("headers") or {}).get("request") or {}).get("set") or {}).items():
+        headers[name.lower()] = value
+    trace.add("route", where, ref(chosen.service), "pass",
+              f"{chosen.describe()} -> {destination.get('host')}:{(destination.get('port') or {}).get('number')}"
+              + (f", path rewritten to {new_path}" if new_path != path else ""))
+    trace.user = headers.get(settings.user_header)
+    source = ("gateway", settings.gateway_namespace, dict(settings.gateway_labels),
+              _principal(settings, settings.gateway_namespace, settings.gateway_service_account))
+    return _to_destination(model, trace, source, _ns(chosen.service), destination, new_path, headers, host, method,
+                           request_principal, claims, token)
+
+
+def _trace_in_mesh(model: MeshModel, trace: Trace, host: str, port: int, path: str, method: str) -> Trace:
+    caller, settings = trace.caller, model.settings
+    principal = _principal(settings, caller.namespace or "default", caller.service_account or "default")
+    trace.add("caller", f"sidecar {caller.namespace}", "-", "info",
+              f"in-mesh workload {principal} calls {host}:{port} directly (mTLS from its sidecar)")
+    headers = {k.lower(): v for k, v in caller.headers.items()}
+    trace.user = headers.get(settings.user_header)
+    source = ("workload", caller.namespace or "default", dict(caller.pod_labels), principal)
+    return _to_destination(model, trace, source, caller.namespace or "default", {"host": host, "port": {"number": port}},
+                           path, headers, host, method, None, None, None)
+
+
+def _resolve_service(model: MeshModel, host: str, default_namespace: str) -> Mapping[str, Any] | None:
+    parts = host.split(".")
+    name = parts[0]
+    namespace = parts[1] if len(parts) > 1 and parts[1] != "svc" else default_namespace
+    return next((s for s in model.kind("Service") if _name(s) == name and _ns(s) == namespace), None)
+
+
+def _to_destination(model: MeshModel, trace: Trace, source: tuple, route_namespace: str, destination: Mapping[str, Any],
+                    path: str, headers: dict[str, str], host: str, method: str, request_principal, claims, token) -> Trace:
+    settings = model.settings
+    source_kind, source_namespace, source_labels, source_principal = source
+    service = _resolve_service(model, str(destination.get("host") or ""), route_namespace)
+    where = "destination"
+    if service is None:
+        return trace.refuse("Service", where, "-", f"no Service {destination.get('host')} in the plan: 503 (no healthy upstream)", 503)
+    port_number = (destination.get("port") or {}).get("number")
+    ports = (service.get("spec") or {}).get("ports") or []
+    service_port = next((p for p in ports if port_number is None or p.get("port") == port_number), None)
+    if service_port is None:
+        return trace.refuse("Service", where, ref(service), f"has no port {port_number}: 503", 503)
+    selector = (service.get("spec") or {}).get("selector") or {}
+    selected = [w for w in workloads(model, _ns(service)) if selector and labels_subset(selector, w.labels)]
+    if not selected:
+        return trace.refuse("Service", where, ref(service), f"selector {_format_labels(selector)} picks no workload of the plan: 503", 503)
+    workload = selected[0]
+    target = _target_port(service_port, workload)
+    if target is None:
+        return trace.refuse("Service", where, ref(service), f"targetPort {service_port.get('targetPort')!r} is no port of {workload.ref}: 503", 503)
+    trace.add("Service", where, ref(service), "pass", f"port {service_port.get('port')} -> {workload.ref} port {target}")
+    where = f"{workload.ref}"
+
+    # NetworkPolicy: enforced by the CNI on the connection, before any proxy of the destination.
+    admitted, decided, why = network_policy_admits(model, workload, target, source_namespace, source_labels)
+    if not admitted:
+        return trace.refuse("NetworkPolicy", where, decided, why, None)
+    trace.add("NetworkPolicy", where, decided, "pass", why)
+
+    ambient = settings.data_plane == "ambient"
+    request = authz.Request(source_principal, target, headers, settings.trust_domain, method, path, host, None, None)
+    if ambient:
+        return _ambient_destination(model, trace, workload, service, target, request, source_principal)
+
+    sidecar, why = has_sidecar(model, workload)
+    if not sidecar:
+        trace.add("sidecar", where, workload.ref, "info", f"no sidecar ({why}): no PeerAuthentication or AuthorizationPolicy is enforced")
+        return _reached(trace, workload, target, headers)
+    mode, decided = peer_authentication_mode(model, workload, target)
+    if mode == "STRICT" and source_principal is None:
+        return trace.refuse("PeerAuthentication", where, decided, "STRICT and the caller sends plaintext: connection reset", None)
+    trace.add("PeerAuthentication", where, decided, "pass", f"{mode}; the caller's sidecar sends mTLS as {source_principal}")
+
+    rules = jwt_rules_for(model, workload.namespace, workload.labels)
+    if rules:
+        verdict, decided, why = verify_token(rules, token)
+        if verdict == "invalid":
+            return trace.refuse("RequestAuthentication", where, decided, why, 401)
+        if verdict == "verified":
+            request = authz.Request(source_principal, target, headers, settings.trust_domain, method, path, host,
+                                    f"{token.get('iss')}/{token.get('sub')}", dict(token))
+        trace.add("RequestAuthentication", where, decided, "pass", why)
+    if not authorize(model, trace, where, workload.namespace, workload.labels, request):
+        return trace
+    return _reached(trace, workload, target, headers)
+
+
+def _ambient_destination(model: MeshModel, trace: Trace, workload: Workload, service: Mapping[str, Any], target: int,
+                         request: authz.Request, source_principal: str | None) -> Trace:
+    settings = model.settings
+    where = f"{workload.ref}"
+    # Enrolment: the namespace's or pod's `istio.io/dataplane-mode: ambient`, a pod's `none` opts out
+    # (https://istio.io/v1.28/docs/ambient/usage/add-workloads/).
+    mode = workload.labels.get("istio.io/dataplane-mode") or model.namespace_labels(workload.namespace).get("istio.io/dataplane-mode")
+    if mode != "ambient":
+        trace.add("ztunnel", where, workload.ref, "info",
+                  f"not enrolled in ambient (istio.io/dataplane-mode: {mode}): no ztunnel, no policy is enforced")
+        return _reached(trace, workload, target, dict(request.headers))
+    waypoint = (((service.get("metadata") or {}).get("labels") or {}).get("istio.io/use-waypoint")
+                or model.namespace_labels(workload.namespace).get("istio.io/use-waypoint"))
+    if waypoint and waypoint != "none":
+        waypoint_where = f"waypoint {workload.namespace}/{waypoint}"
+        trace.add("waypoint", waypoint_where, ref(service), "pass", f"istio.io/use-waypoint: {waypoint}: L7 policy is enforced here")
+        if not authorize(model, trace, waypoint_where, workload.namespace, {"gateway.networking.k8s.io/gateway-name": waypoint}, request,
+                         waypoint=(waypoint, [(_name(service), _ns(service))])):
+            return trace
+        # The destination ztunnel sees the waypoint's identity (https://istio.io/v1.28/docs/ambient/usage/l4-policy/).
+        request = authz.Request(_principal(settings, workload.namespace, waypoint), request.port, request.headers,
+                                settings.trust_domain, request.method, request.path, request.host)
+    if source_principal is None:
+        return trace.refuse("ztunnel", where, "-", "ambient: plaintext from outside the mesh is refused by ztunnel (HBONE mTLS)", None)
+    trace.add("ztunnel", where, "-", "pass", f"HBONE mTLS from {request.principal}")
+    if not authorize(model, trace, f"ztunnel {where}", workload.namespace, workload.labels, request, for_tcp=True):
+        return trace
+    return _reached(trace, workload, target, dict(request.headers))
+
+
+def _reached(trace: Trace, workload: Workload, port: int, headers: Mapping[str, str]) -> Trace:
+    trace.reached = True
+    trace.backend = f"{workload.ref} port {port}"
+    trace.status = 200
+    trace.add("backend", workload.ref, workload.ref, "pass", f"reached on port {port}")
+    return trace
+
+
+def _rule_summary(policy: Mapping[str, Any], index: int, width: int = 200) -> str:
+    rule = ((policy.get("spec") or {}).get("rules") or [])[index]
+    # Hosts are the same on every gateway rule; the rest says why it matched.
+    shown = {key: value for key, value in rule.items() if key != "to"} if all(
+        set((e.get("operation") or {})) <= {"hosts"} for e in rule.get("to") or []) else dict(rule)
+    text = json.dumps(shown, sort_keys=True)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _format_labels(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def render(trace: Trace) -> str:
+    """The trace as `make trace` prints it."""
+    lines = [f"{trace.caller.label} -> {trace.url}"]
+    width = max((len(h.step) for h in trace.hops), default=4)
+    for number, hop in enumerate(trace.hops, start=1):
+        mark = {"pass": "ok", "refused": "REFUSED", "info": "note"}[hop.outcome]
+        lines.append(f"{number:2d}. {hop.step:<{width}}  {mark:<7}  {hop.decided_by}")
+        lines.append(f"    {'':<{width}}           {hop.where}: {hop.why}")
+    if trace.reached:
+        lines.append(f"Reached {trace.backend}" + (f" as {trace.user}" if trace.user else " without an identity header"))
+    else:
+        hop = trace.refused_at
+        status = f" ({trace.status})" if trace.status else ""
+        lines.append(f"Not reached{status}: {hop.step} at {hop.where}, {hop.decided_by}" if hop else "Not reached")
+    return "\n".join(lines) + "\n"
