@@ -136,12 +136,13 @@ def transform(objects: list[dict], options: TransformOptions) -> TransformReport
         # ztunnel enforces only L4; a policy with HTTP rules it enforces fails safe and refuses Kubeflow's users.
         refused = ztunnel_l7_policies(current)
         if refused:
+            named = "; ".join(f"{ref} ({', '.join(attributes[:2])})" for ref, attributes in refused[:3])
             raise ManifestError([Problem(
                 "kubeflow.mesh.dataPlane",
-                f"ambient: {ref} matches on {', '.join(attributes)}, which ztunnel cannot evaluate; it would deny",
+                f"ambient: ztunnel would enforce {len(refused)} AuthorizationPolicies that match on HTTP, which it "
+                f"cannot read, and deny what they allow: {named}{'; ...' if len(refused) > 3 else ''}",
                 "use sidecar-cni (or sidecar-init): Kubeflow's identity-header and per-profile policies are HTTP "
-                "policies, and the profile controller writes them at run time without a waypoint to target")
-                for ref, attributes in refused])
+                "policies, and the profile controller writes its own at run time with no waypoint to target")])
 
     # Mirroring runs last so it also covers what the other steps produced.
     images = rewrite_images(current, options.images)
