@@ -54,7 +54,7 @@ class MeshSettings:
     revision: Optional[str] = setting(None, check=checks.dns1123_label)
     """Istio revision to join (istio.io/rev label) instead of the default istio-injection label."""
     data_plane: Literal["sidecar-init", "sidecar-cni", "ambient"] = setting("sidecar-init")
-    """How pods join the mesh: sidecars whose traffic rules an `istio-init` container sets (NET_ADMIN, NET_RAW: namespaces become Pod Security `privileged`), sidecars with the Istio CNI node agent, or ambient (ztunnel, waypoints); see docs/mesh.md."""
+    """How pods join the mesh: sidecars whose traffic rules an `istio-init` container sets (NET_ADMIN, NET_RAW: namespaces become Pod Security `privileged`), sidecars with the Istio CNI node agent, or ambient (refused: ztunnel cannot enforce Kubeflow's HTTP policies); see docs/mesh.md."""
     mtls: Literal["strict", "permissive"] = setting("strict")
     """The mesh's PeerAuthentication mode; under `strict`, webhooks the API server calls get a port-level PERMISSIVE exception."""
     outbound_traffic_policy: Literal["REGISTRY_ONLY", "ALLOW_ANY"] = setting("REGISTRY_ONLY")

@@ -701,7 +701,7 @@ def ztunnel_l7_policies(objects: list[dict]) -> list[tuple[str, list[str]]]:
     """AuthorizationPolicies with HTTP rules that ztunnel would enforce: those with no `targetRefs` to a waypoint.
 
     ztunnel enforces only L4 attributes; a policy it enforces that has L7 rules fails safe (an ALLOW rule that
-    needs HTTP never matches, a DENY rule denies): https://istio.io/v1.28/docs/ambient/usage/l4-policy/."""
+    needs HTTP never matches, a DENY rule denies): https://istio.io/latest/docs/ambient/usage/l4-policy/."""
     return [(object_ref(o), attributes) for o in objects
             if o.get("kind") == "AuthorizationPolicy" and not (o.get("spec") or {}).get("targetRefs")
             and (attributes := l7_attributes(o))]
