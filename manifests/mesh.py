@@ -608,7 +608,8 @@ def admit_api_server_to_webhooks(objects: list[dict], mesh: MeshOptions, outside
                 continue
             opened.add(key)
             policy = {
-                "apiVersion": "security.istio.io/v1",
+                # v1beta1: served by every Istio the enterprise may run (v1 only from 1.22), as upstream's own.
+                "apiVersion": "security.istio.io/v1beta1",
                 "kind": "PeerAuthentication",
                 "metadata": {"name": f"{name}-webhook", "namespace": namespace,
                              "labels": {"app.kubernetes.io/part-of": "kubeflow-platform"}},
@@ -657,7 +658,7 @@ def egress_service_entries(mesh: MeshOptions, namespace: str) -> TransformResult
         wildcard = any(h.startswith("*") for h in host.hosts)
         name = f"external-{host.purpose}" if sum(h.purpose == host.purpose for h in mesh.external_hosts) == 1 else f"external-{host.purpose}-{host.hosts[0].replace('.', '-')}"[:63].rstrip("-")
         entry = {
-            "apiVersion": "networking.istio.io/v1",
+            "apiVersion": "networking.istio.io/v1beta1",
             "kind": "ServiceEntry",
             "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "kubeflow-platform"}},
             "spec": {

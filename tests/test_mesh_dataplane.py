@@ -213,3 +213,33 @@ def test_the_transform_report_exports_the_mesh_for_the_trace():
     mesh = transform_report_export(Prepared())["mesh"]
     assert {key: mesh[key] for key in ("dataPlane", "mtls", "outboundTrafficPolicy", "nativeSidecars", "revision")} == {
         "dataPlane": "sidecar-cni", "mtls": "strict", "outboundTrafficPolicy": "REGISTRY_ONLY", "nativeSidecars": True, "revision": None}
+
+
+# --------------------------------------------------------------------------------- whole stacks
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_every_namespace_a_stack_applies_admits_its_sidecars(stack):
+    """prod's mesh has no CNI: every namespace with sidecars, the auth proxy's and the profiles' included,
+    enforces privileged. dev's mesh has one: no namespace is made weaker than upstream or the cluster."""
+    from analysis.plan_objects import kubernetes_objects
+    from tests.plans import evaluated_plan
+    from tools.mock_runtime import stack_config
+
+    plan, _ = evaluated_plan(stack, "26.03")
+    data_plane = stack_config(stack)["kubeflow-platform:kubeflow"]["mesh"]["dataPlane"]
+    assert data_plane == {"dev": "sidecar-cni", "prod": "sidecar-init"}[stack]
+    found = {}
+    for planned in kubernetes_objects(plan).objects:
+        if planned.obj.get("kind") == "Namespace":
+            labels = planned.obj["metadata"].get("labels") or {}
+            in_mesh = labels.get("istio-injection") == "enabled" or "istio.io/rev" in labels
+            found[planned.obj["metadata"]["name"]] = (in_mesh, labels.get(POD_SECURITY_ENFORCE))
+    assert {"kubeflow", "oauth2-proxy", "alice", "cert-manager"} <= set(found)
+    assert not found["cert-manager"][0]
+    for name, (in_mesh, level) in found.items():
+        if not in_mesh:
+            assert level != "privileged", name
+        elif data_plane == "sidecar-init":
+            assert level == "privileged", name
+        else:
+            assert level != "privileged", name
