@@ -243,3 +243,13 @@ def test_every_namespace_a_stack_applies_admits_its_sidecars(stack):
             assert level == "privileged", name
         else:
             assert level != "privileged", name
+
+
+def test_the_text_report_says_what_mesh_and_which_pod_security_levels():
+    from tools.plan import TRANSFORM_REPORT_EXPORT, transform_report_text, transform_summary
+
+    mesh = {"dataPlane": "sidecar-init", "mtls": "strict", "outboundTrafficPolicy": "REGISTRY_ONLY", "nativeSidecars": False,
+            "revision": None, "namespacesOutsideMesh": ["cert-manager"], "podSecurity": {"kubeflow": "privileged"}}
+    text = transform_report_text(transform_summary({TRANSFORM_REPORT_EXPORT: {"mesh": mesh, "changes": {}}}))
+    assert "Mesh: dataPlane sidecar-init, mtls strict, outboundTrafficPolicy REGISTRY_ONLY" in text
+    assert "outside the mesh: cert-manager" in text and "Pod Security enforce: kubeflow privileged" in text
