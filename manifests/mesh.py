@@ -564,32 +564,31 @@ def admit_api_server_to_webhooks(objects: list[dict], mesh: MeshOptions, outside
     """Under strict mTLS, each webhook's pod port takes plaintext-or-mTLS (a port-level PERMISSIVE
     PeerAuthentication, as upstream does for Knative's webhooks), so the API server, outside the mesh, can
     call it. Webhooks are found by what calls them (webhook configurations, CRD conversion), their pods by
-    the Service's selector, the port by the Service's targetPort. Pods outside the mesh, ports the sidecar
-    does not capture, and ports an existing PeerAuthentication already opens are left as they are.
+    the Service's selector, the port by the Service's targetPort. Pods outside the mesh and ports the sidecar
+    does not capture are left as they are.
+
+    Istio applies one workload-level PeerAuthentication per pod, the oldest (istio/istio@1.28.0
+    pilot/pkg/security/authn/policy_applier.go:398-470), and a port without a mode of its own inherits the
+    namespace's or the mesh's: so each workload gets one policy with all its webhook ports, selecting exactly
+    its pods, and where upstream already has one for the workload (Knative's) the ports are added to it.
     """
     if mesh.mtls != "strict":
         return TransformResult(objects, ())
     services = {(o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in objects if o.get("kind") == "Service" and o.get("apiVersion") == "v1"}
-    opened = {
-        (o["metadata"].get("namespace"), tuple(sorted((((o.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}).items())), str(port))
-        for o in objects if o.get("kind") == "PeerAuthentication"
-        for port, setting in (((o.get("spec") or {}).get("portLevelMtls")) or {}).items()
-        if (setting or {}).get("mode") in ("PERMISSIVE", "DISABLE")
-    }
-    workloads = [o for o in objects if pod_template(o) is not None and o.get("kind") != "Job" and o.get("kind") != "CronJob"]
-    added, changes = [], []
+    workloads = [o for o in objects if pod_template(o) is not None and o.get("kind") not in ("Job", "CronJob")]
+    # workload ref -> (workload, ports the API server calls on it, the webhooks calling them)
+    wanted: dict[str, tuple[dict, dict[str, str]]] = {}
+    changes = []
     for namespace, name, port in sorted(webhook_services(objects)):
-        if namespace in outside:
-            continue
         service = services.get((namespace, name))
-        if service is None:
-            continue  # excluded with its component (istiod), or served outside the release
+        if namespace in outside or service is None:
+            continue  # kept out of the mesh, excluded with its component (istiod), or served outside the release
         selector = (service.get("spec") or {}).get("selector") or {}
         target = next((p.get("targetPort", p.get("port")) for p in (service.get("spec") or {}).get("ports") or [] if p.get("port") == port), port)
-        pods = [w for w in workloads if (w.get("metadata") or {}).get("namespace") == namespace
-                and _selects(selector, ((pod_template(w).get("metadata") or {}).get("labels")) or {})]
-        for workload in pods:
+        for workload in workloads:
             template = pod_template(workload)
+            if (workload.get("metadata") or {}).get("namespace") != namespace or not _selects(selector, ((template.get("metadata") or {}).get("labels")) or {}):
+                continue
             container_port = target
             if isinstance(target, str) and not target.isdigit():
                 container_port = next((p.get("containerPort") for c in containers_of(template.get("spec") or {})
@@ -603,22 +602,45 @@ def admit_api_server_to_webhooks(objects: list[dict], mesh: MeshOptions, outside
             if str(container_port) in [p.strip() for p in str(annotations.get(EXCLUDE_INBOUND_PORTS, "")).split(",")]:
                 changes.append(Change(object_ref(workload), f"webhook port {container_port} is excluded from inbound capture upstream; left"))
                 continue
-            key = (namespace, tuple(sorted(selector.items())), str(container_port))
-            if key in opened:
-                continue
-            opened.add(key)
-            policy = {
-                # v1beta1: served by every Istio the enterprise may run (v1 only from 1.22), as upstream's own.
-                "apiVersion": "security.istio.io/v1beta1",
-                "kind": "PeerAuthentication",
-                "metadata": {"name": f"{name}-webhook", "namespace": namespace,
-                             "labels": {"app.kubernetes.io/part-of": "kubeflow-platform"}},
-                "spec": {"selector": {"matchLabels": dict(sorted(selector.items()))},
-                         "portLevelMtls": {str(container_port): {"mode": "PERMISSIVE"}}},
-            }
-            added.append(policy)
-            changes.append(Change(object_ref(policy), f"port {container_port} of {object_ref(workload)} PERMISSIVE: the API server calls webhook {namespace}/{name}:{port} from outside the mesh (mesh.mtls strict)"))
-    return TransformResult(objects, tuple(changes), tuple(added))
+            wanted.setdefault(object_ref(workload), (workload, {}))[1][str(container_port)] = f"{namespace}/{name}:{port}"
+    # Upstream's own workload policies, by the workloads they select.
+    existing: dict[str, int] = {}
+    for index, obj in enumerate(objects):
+        if obj.get("kind") != "PeerAuthentication":
+            continue
+        match = (((obj.get("spec") or {}).get("selector")) or {}).get("matchLabels") or {}
+        for ref, (workload, _) in wanted.items():
+            labels = ((pod_template(workload).get("metadata") or {}).get("labels")) or {}
+            if obj["metadata"].get("namespace") == workload["metadata"].get("namespace") and _selects(match, labels):
+                existing.setdefault(ref, index)
+    result, added = list(objects), []
+    for ref, (workload, ports) in sorted(wanted.items()):
+        why = "the API server calls " + ", ".join(f"{hook} on {port}" for port, hook in sorted(ports.items())) + " from outside the mesh (mesh.mtls strict)"
+        if ref in existing:
+            policy = result[existing[ref]]
+            levels = dict(((policy.get("spec") or {}).get("portLevelMtls")) or {})
+            missing = {port: hook for port, hook in ports.items() if (levels.get(port) or {}).get("mode") not in ("PERMISSIVE", "DISABLE")}
+            if missing:
+                copy = clone(policy)
+                copy["spec"]["portLevelMtls"] = {**levels, **{port: {"mode": "PERMISSIVE"} for port in sorted(missing)}}
+                result[existing[ref]] = copy
+                changes.append(Change(object_ref(policy), f"ports {sorted(missing)} of {ref} PERMISSIVE: {why}"))
+            continue
+        metadata = workload.get("metadata") or {}
+        selector = ((workload.get("spec") or {}).get("selector") or {}).get("matchLabels") or \
+            ((pod_template(workload).get("metadata") or {}).get("labels")) or {}
+        policy = {
+            # v1beta1: served by every Istio the enterprise may run (v1 only from 1.22), as upstream's own.
+            "apiVersion": "security.istio.io/v1beta1",
+            "kind": "PeerAuthentication",
+            "metadata": {"name": f"{metadata['name']}-webhooks", "namespace": metadata.get("namespace"),
+                         "labels": {"app.kubernetes.io/part-of": "kubeflow-platform"}},
+            "spec": {"selector": {"matchLabels": dict(sorted(selector.items()))},
+                     "portLevelMtls": {port: {"mode": "PERMISSIVE"} for port in sorted(ports)}},
+        }
+        added.append(policy)
+        changes.append(Change(object_ref(policy), f"ports {sorted(ports)} of {ref} PERMISSIVE: {why}"))
+    return TransformResult(result, tuple(changes), tuple(added))
 
 
 # --------------------------------------------------------------------------------------------- Jobs
