@@ -61,5 +61,6 @@ for component in (kubeflow, dns, certificate, ingress, identity, artifacts, gpu,
         pulumi.export(output_name, value)
 # The rules this stack is held to, as the CrossGuard pack's --policy-pack-config; the offline preview checks them.
 pulumi.export("policyPackConfig", cluster.oidc_issuer.apply(
-    lambda issuer: settings.guardrail_params(issuer, gpu.namespaces_outside_mesh).policy_config()))
+    lambda issuer: settings.guardrail_params(
+        issuer, gpu.namespaces_outside_mesh + tuple(kubeflow_release.report.mesh["namespacesOutsideMesh"])).policy_config()))
 gc.freeze()  # the interpreter's exit would walk the whole heap again (0.35 s for dev)

@@ -84,6 +84,8 @@ class AuthArgs:
             image_rules=tuple(ImageMirrorRule(rule.source, rule.target) for rule in images.rules) if images else (),
             image_mirror=images.mirror if images else None,
             mesh_revision=settings.kubeflow.mesh.revision,
+            # istio-init's NET_ADMIN and NET_RAW (manifests.mesh.set_pod_security).
+            pod_security="privileged" if settings.kubeflow.mesh.data_plane == "sidecar-init" else None,
         )
         secrets = settings.secrets
         return cls(

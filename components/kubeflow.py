@@ -94,6 +94,9 @@ def prepare(settings: "Settings") -> PreparedRelease:
         artifact_bucket=settings.artifacts.names()["pipelines"],
         region=settings.aws.region,
         gateway_pods=GatewayPodsOptions(settings.ingress.namespace, tuple(sorted(settings.ingress.selector.items()))),
+        # The auth proxy runs in a namespace named after it (manifests.auth_proxy.AuthProxyOptions.namespace).
+        issuers=(settings.auth.issuer_url, *(issuer.issuer for issuer in settings.auth.extra_issuers)),
+        issuers_namespace=settings.auth.proxy,
     )
     try:
         return prepare_release(settings.kubeflow.manifests_source, options, settings.kubeflow.version)

@@ -79,6 +79,9 @@ def tenancy_args(settings: Settings, identity: WorkloadIdentity, header_forwarde
         )
     mesh = MeshPolicy(
         revision=settings.kubeflow.mesh.revision,
+        # istio-init needs NET_ADMIN and NET_RAW (manifests.mesh.set_pod_security); other data planes keep the
+        # profile controller's own level.
+        pod_security="privileged" if settings.kubeflow.mesh.data_plane == "sidecar-init" else None,
         user_id_prefix=settings.auth.user_id_prefix,
         trusted_principals=settings.trusted_principals(),
         serving_namespaces=(*tenancy.serving.system_namespaces, settings.ingress.namespace),

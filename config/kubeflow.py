@@ -7,7 +7,8 @@ import re
 import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Literal, Optional, Union
+from urllib.parse import urlsplit
 
 from config import checks
 from config.loader import setting
@@ -19,6 +20,7 @@ from manifests.options import (
     GatewayOptions,
     GatewayPodsOptions,
     ImageMirrorOptions,
+    ExternalHost,
     ImageMirrorRule,
     MeshOptions,
     PodTemplateOptions,
@@ -51,6 +53,14 @@ class MeshSettings:
     """Version of the enterprise's Istio control plane (chooses API versions and filter shapes)."""
     revision: Optional[str] = setting(None, check=checks.dns1123_label)
     """Istio revision to join (istio.io/rev label) instead of the default istio-injection label."""
+    data_plane: Literal["sidecar-init", "sidecar-cni", "ambient"] = setting("sidecar-init")
+    """How pods join the mesh: sidecars whose traffic rules an `istio-init` container sets (NET_ADMIN, NET_RAW: namespaces become Pod Security `privileged`), sidecars with the Istio CNI node agent, or ambient (refused: ztunnel cannot enforce Kubeflow's HTTP policies); see docs/mesh.md."""
+    mtls: Literal["strict", "permissive"] = setting("strict")
+    """The mesh's PeerAuthentication mode; under `strict`, webhooks the API server calls get a port-level PERMISSIVE exception."""
+    outbound_traffic_policy: Literal["REGISTRY_ONLY", "ALLOW_ANY"] = setting("REGISTRY_ONLY")
+    """The mesh's outboundTrafficPolicy.mode; under `REGISTRY_ONLY` ServiceEntries name the IdP, S3, STS and the database."""
+    native_sidecars: bool = setting(False)
+    """The injector makes sidecars native (init containers with restartPolicy Always); false: Jobs are kept out of the mesh so they complete."""
     owns_crds: bool = setting(True)
     """The mesh installation owns the Istio CRDs, so Kubeflow's bundled copies are excluded with istio."""
     keep_upstream_injection_opt_outs: bool = setting(False)
@@ -59,6 +69,21 @@ class MeshSettings:
     def cross_check(self) -> Iterator[tuple[str, str]]:
         if not re.match(r"^1\.\d+$", self.istio_version):
             yield "istioVersion", f"{self.istio_version!r} is not an Istio minor version like 1.24"
+            return
+        minor = int(self.istio_version.split(".")[1])
+        if self.data_plane == "ambient":
+            if minor < AMBIENT_MIN_MINOR:
+                yield "dataPlane", (f"ambient needs Istio 1.{AMBIENT_MIN_MINOR} or later (waypoints as the targets of "
+                                    f"AuthorizationPolicies), the mesh runs {self.istio_version}; upgrade the mesh or use sidecar-cni")
+            if self.native_sidecars:
+                yield "nativeSidecars", "ambient pods have no sidecar; leave nativeSidecars out or false"
+            if self.revision is not None:
+                yield "revision", ("ambient enrollment (istio.io/dataplane-mode) is not tied to a revision here; leave "
+                                   "revision out, or use a sidecar data plane to join a revision")
+
+
+#: Istio ambient is stable from 1.24 (https://istio.io/latest/news/releases/1.24.x/announcing-1.24/).
+AMBIENT_MIN_MINOR = 24
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,16 +211,22 @@ def image_mirror_options(images: Optional[ImageSettings]) -> ImageMirrorOptions:
 def transform_options(
     kubeflow: KubeflowSettings, *, gateway: str, hosts: tuple[str, ...], gateway_pods_namespace: str,
     gateway_principal: str, artifact_bucket: str, region: str, serving_domain: Optional[str],
-    gateway_pods: GatewayPodsOptions,
+    gateway_pods: GatewayPodsOptions, issuers: tuple[str, ...] = (), issuers_namespace: Optional[str] = None,
 ) -> TransformOptions:
     """What the manifest transformations need, from the Kubeflow settings and the edge and bucket they
     share with the rest of the platform (`gateway` is `<namespace>/<name>`; the gateway's pods run in
     `gateway_pods_namespace` as `gateway_principal`; `serving_domain` is dns.servingDomain; `gateway_pods`
-    where the ingress gateway's pods run and their labels, for the NetworkPolicies that admit them)."""
+    where the ingress gateway's pods run and their labels, for the NetworkPolicies that admit them; `issuers`
+    the OIDC issuer URLs the auth proxy in `issuers_namespace` calls, for the mesh's egress)."""
     images = kubeflow.images
     return TransformOptions(
         exclusions=kubeflow.exclude,
-        mesh=MeshOptions(revision=kubeflow.mesh.revision, owns_crds=kubeflow.mesh.owns_crds),
+        mesh=MeshOptions(
+            revision=kubeflow.mesh.revision, owns_crds=kubeflow.mesh.owns_crds, data_plane=kubeflow.mesh.data_plane,
+            mtls=kubeflow.mesh.mtls, outbound_traffic_policy=kubeflow.mesh.outbound_traffic_policy,
+            native_sidecars=kubeflow.mesh.native_sidecars,
+            external_hosts=external_hosts(kubeflow, region=region, issuers=issuers, issuers_namespace=issuers_namespace),
+        ),
         pod_templates=PodTemplateOptions(
             labels=tuple(sorted(kubeflow.pod_labels.items())),
             annotations=tuple(sorted(kubeflow.pod_annotations.items())),
@@ -228,3 +259,34 @@ def transform_options(
         gateway_pods=gateway_pods,
         gateway_api=kubeflow.gateway_api,
     )
+
+
+def external_hosts(kubeflow: KubeflowSettings, *, region: str, issuers: tuple[str, ...] = (),
+                   issuers_namespace: Optional[str] = None) -> tuple[ExternalHost, ...]:
+    """What Kubeflow's pods reach outside the mesh, for ServiceEntries under `REGISTRY_ONLY`.
+
+    - The IdP: the auth proxy fetches each issuer's discovery document and keys (oauth2-proxy's
+      `oidc_issuer_url`, `extra_jwt_issuers`), from its own namespace.
+    - S3: KFP's API server, UI and launcher, Argo's executor and user pipelines in profile namespaces (so `*`),
+      at the regional endpoint or a bucket's virtual-hosted name under it, or `kubeflow.objectStore.endpoint`.
+    - STS: every IRSA pod exchanges its token with STS (regional, or the global endpoint older SDKs use).
+    - The database, from its consumers' namespace.
+    """
+    hosts: list[ExternalHost] = []
+    issuer_hosts = sorted({urlsplit(url).hostname for url in issuers if urlsplit(url).hostname})
+    for host in issuer_hosts:
+        port = next((urlsplit(url).port for url in issuers if urlsplit(url).hostname == host and urlsplit(url).port), None)
+        hosts.append(ExternalHost("identity-provider", (host,), port or 443,
+                                  export_to=(issuers_namespace,) if issuers_namespace else ("*",)))
+    endpoint = kubeflow.object_store.endpoint
+    if endpoint:
+        host, _, port = endpoint.partition(":")
+        hosts.append(ExternalHost("s3", (host,), int(port) if port.isdigit() else (443 if kubeflow.object_store.secure else 80),
+                                  protocol="TLS" if kubeflow.object_store.secure else "TCP"))
+    else:
+        hosts.append(ExternalHost("s3", (f"s3.{region}.amazonaws.com", f"*.s3.{region}.amazonaws.com")))
+    hosts.append(ExternalHost("sts", (f"sts.{region}.amazonaws.com", "sts.amazonaws.com")))
+    if kubeflow.database is not None:
+        hosts.append(ExternalHost("database", (kubeflow.database.host,), kubeflow.database.port, protocol="TCP",
+                                  export_to=(kubeflow.central_secret_namespace,)))
+    return tuple(hosts)

@@ -79,6 +79,9 @@ class AuthProxyOptions:
     image_mirror: str | None = None
     #: Istio revision the proxy's namespace joins; None uses `istio-injection: enabled`.
     mesh_revision: str | None = None
+    #: Pod Security level the mesh's data plane needs where the proxy's sidecar runs (`privileged` with
+    #: istio-init, manifests.mesh.set_pod_security); None leaves the cluster's default.
+    pod_security: str | None = None
     replicas: int = 2
 
     @property
@@ -244,6 +247,8 @@ def _namespace(options: AuthProxyOptions) -> dict:
     labels = {"app.kubernetes.io/part-of": "kubeflow-platform"}
     # Istio ignores istio.io/rev while istio-injection is present, so exactly one of them.
     labels.update({"istio.io/rev": options.mesh_revision} if options.mesh_revision else {"istio-injection": "enabled"})
+    if options.pod_security:
+        labels["pod-security.kubernetes.io/enforce"] = options.pod_security
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": options.namespace, "labels": labels}}
 
 

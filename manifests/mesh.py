@@ -10,6 +10,12 @@ from manifests.objects import Change, TransformResult, api_group, clone, contain
 from manifests.options import GatewayOptions, MeshOptions, PodTemplateOptions
 
 INJECT = "sidecar.istio.io/inject"
+#: Ambient enrollment of a namespace or pod (istio/istio@1.28.0 cni/README.md:57-59).
+DATAPLANE_MODE = "istio.io/dataplane-mode"
+#: Per-pod switch between a native and a classic sidecar (istio/istio@1.28.0
+#: manifests/charts/istio-control/istio-discovery/files/injection-template.yaml:29; read from 1.24 on).
+NATIVE_SIDECAR = "sidecar.istio.io/nativeSidecar"
+POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"
 EXCLUDE_OUTBOUND_PORTS = "traffic.sidecar.istio.io/excludeOutboundPorts"
 #: The profile controller's ConfigMap (kustomize adds a hash suffix; `profiles-namespace-labels-data` after
 #: the dashboard repository's renames) and its one key, by which it is found.
@@ -24,19 +30,38 @@ def profile_namespace_labels(mesh: MeshOptions) -> dict[str, str]:
     the file: a label is added only where its key is missing, and a key with an empty value is removed.
     A namespace it adopts (one that exists with the owner's annotation) gets only the file's labels. So
     the file names the mesh label for adopted namespaces, and for a revisioned mesh also removes the
-    injection label, which Istio would obey instead of `istio.io/rev`.
+    injection label, which Istio would obey instead of `istio.io/rev`. In ambient the injection label is
+    removed too (it would inject sidecars) and the namespace is enrolled with `istio.io/dataplane-mode`.
     """
+    if mesh.data_plane == "ambient":
+        return {DATAPLANE_MODE: "ambient", "istio-injection": ""}
     return {"istio.io/rev": mesh.revision, "istio-injection": ""} if mesh.revision else {"istio-injection": "enabled"}
 
 
-def label_namespaces(objects: list[dict], mesh: MeshOptions) -> TransformResult:
-    """Every Namespace joins the mesh: `istio-injection: enabled`, or `istio.io/rev` for revisioned meshes;
-    so does every namespace the profile controller creates or adopts (its labels file, see above).
+def namespace_mesh_labels(mesh: MeshOptions) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The labels a Namespace joins the mesh by, and the mesh labels it must not carry.
 
-    Istio ignores `istio.io/rev` while `istio-injection` is present, so each form drops the other.
-    """
-    wanted = {"istio.io/rev": mesh.revision} if mesh.revision else {"istio-injection": "enabled"}
-    dropped = "istio-injection" if mesh.revision else "istio.io/rev"
+    Istio ignores `istio.io/rev` while `istio-injection` is present; an ambient namespace with
+    `istio-injection: enabled` would get sidecars as well (istio/istio@1.28.0
+    manifests/charts/istio-control/istio-discovery/templates/mutatingwebhook.yaml:78-151 select namespaces by
+    `istio-injection`; cni/README.md:57-59 enrolls ambient pods by `istio.io/dataplane-mode`)."""
+    if mesh.data_plane == "ambient":
+        return {DATAPLANE_MODE: "ambient"}, ("istio-injection", "istio.io/rev")
+    if mesh.revision:
+        return {"istio.io/rev": mesh.revision}, ("istio-injection", DATAPLANE_MODE)
+    return {"istio-injection": "enabled"}, ("istio.io/rev", DATAPLANE_MODE)
+
+
+#: What keeps a namespace out of the mesh whatever the injector's selectors: `istio-injection: disabled`
+#: matches neither the default nor a revision's webhook (both require the label absent or `enabled`).
+OUTSIDE_MESH_LABELS = {"istio-injection": "disabled"}
+
+
+def label_namespaces(objects: list[dict], mesh: MeshOptions, outside: frozenset[str] = frozenset()) -> TransformResult:
+    """Every Namespace joins the mesh (`istio-injection: enabled`, `istio.io/rev` for revisioned meshes,
+    `istio.io/dataplane-mode: ambient` in ambient), except those in `outside` (cert-manager's, see
+    `namespaces_kept_outside_mesh`); so does every namespace the profile controller creates or adopts
+    (its labels file, see above)."""
     result, changes = [], []
     for obj in objects:
         if is_profile_labels_config_map(obj):
@@ -46,17 +71,26 @@ def label_namespaces(objects: list[dict], mesh: MeshOptions) -> TransformResult:
                 changes.append(Change(object_ref(obj), what))
                 result.append(copy)
                 continue
+        if obj.get("kind") != "Namespace":
+            result.append(obj)
+            continue
         labels = (obj.get("metadata") or {}).get("labels") or {}
-        if obj.get("kind") != "Namespace" or (all(labels.get(k) == v for k, v in wanted.items()) and dropped not in labels):
+        if obj["metadata"].get("name") in outside:
+            wanted, dropped = dict(OUTSIDE_MESH_LABELS), ("istio.io/rev", DATAPLANE_MODE)
+        else:
+            wanted, dropped = namespace_mesh_labels(mesh)
+        if all(labels.get(k) == v for k, v in wanted.items()) and not any(key in labels for key in dropped):
             result.append(obj)
             continue
         copy = clone(obj)
         new_labels = copy["metadata"].setdefault("labels", {})
-        if new_labels.pop(dropped, None) is not None:
-            changes.append(Change(object_ref(obj), f"removed label {dropped}"))
+        for key in dropped:
+            if new_labels.pop(key, None) is not None:
+                changes.append(Change(object_ref(obj), f"removed label {key}"))
         for key, value in wanted.items():
-            changes.append(Change(object_ref(obj), f"label {key}: {labels.get(key)!r} -> {value!r}"))
-            new_labels[key] = value
+            if labels.get(key) != value:
+                changes.append(Change(object_ref(obj), f"label {key}: {labels.get(key)!r} -> {value!r}"))
+                new_labels[key] = value
         result.append(copy)
     return TransformResult(result, tuple(changes))
 
@@ -85,14 +119,16 @@ def _label_profile_namespaces(obj: dict, mesh: MeshOptions) -> tuple[dict, str] 
     return copy, f"data[{PROFILE_LABELS_KEY}] {what} (profile namespaces join the mesh)"
 
 
-def label_pod_templates(objects: list[dict], options: PodTemplateOptions) -> TransformResult:
+def label_pod_templates(objects: list[dict], options: PodTemplateOptions, mesh: MeshOptions = MeshOptions(),
+                        outside: frozenset[str] = frozenset()) -> TransformResult:
     """Organisation labels and annotations, and `sidecar.istio.io/inject: "true"`, on every pod template.
 
     Upstream puts `sidecar.istio.io/inject: "false"` on some webhooks and controllers, sometimes as a
     label, which Istio reads before the annotation; so the value is set in both places it appears.
+    Pods in a namespace kept outside the mesh get `"false"`. In ambient no pod asks for a sidecar: a
+    `"true"` label would make the injector's object selector inject one anyway.
     """
-    annotations = dict(options.annotations)
-    annotations.setdefault(INJECT, "true")
+    organisation = dict(options.annotations)
     labels = dict(options.labels)
     result, changes = [], []
     for obj in objects:
@@ -100,14 +136,24 @@ def label_pod_templates(objects: list[dict], options: PodTemplateOptions) -> Tra
         if template is None:
             result.append(obj)
             continue
+        annotations = dict(organisation)
+        if (obj.get("metadata") or {}).get("namespace") in outside:
+            annotations[INJECT] = "false"
+        elif mesh.sidecars:
+            annotations.setdefault(INJECT, "true")
         copy = clone(obj)
         metadata = pod_template(copy).setdefault("metadata", {})
         ref = object_ref(obj)
         current_labels = metadata.setdefault("labels", {})
         current_annotations = metadata.setdefault("annotations", {})
         opted_out = "false" in (current_labels.get(INJECT), current_annotations.get(INJECT))
+        if not mesh.sidecars and INJECT not in annotations:
+            for place, current in (("annotation", current_annotations), ("label", current_labels)):
+                if current.get(INJECT) == "true":
+                    del current[INJECT]
+                    changes.append(Change(ref, f"removed pod {place} {INJECT}: 'true' (ambient: no sidecar)"))
         for key, value in annotations.items():
-            if key == INJECT and opted_out and options.keep_upstream_injection_opt_outs:
+            if key == INJECT and opted_out and value == "true" and options.keep_upstream_injection_opt_outs:
                 changes.append(Change(ref, f"kept upstream {INJECT}: false"))
                 continue
             if current_annotations.get(key) != value:
@@ -372,3 +418,313 @@ def _add_base_id(pod_spec: dict) -> str | None:
             container["args"] = ["/etc/envoy.yaml", "--base-id", "1"]
         return f"container {container.get('name')} args {container['args']} (Envoy base id 1 beside the sidecar)"
     return None
+
+
+# ------------------------------------------------------------------------------- the mesh's data plane
+
+#: cert-manager's own images: upstream keeps its namespace out of the mesh (no injection label on it in any
+#: release), and the program follows: its webhook is called by the API server, its controller talks only to
+#: the API server and the issuers, and nothing in the mesh calls it.
+CERT_MANAGER_IMAGES = ("cert-manager-controller", "cert-manager-webhook", "cert-manager-cainjector")
+
+
+def namespaces_kept_outside_mesh(objects: list[dict]) -> frozenset[str]:
+    """Namespaces whose workloads run cert-manager, found by their images, not by the namespace's name."""
+    found = set()
+    for obj in objects:
+        template = pod_template(obj)
+        if template is None:
+            continue
+        images = [str(c.get("image", "")) for c in containers_of(template.get("spec") or {})]
+        if any(image.rsplit("/", 1)[-1].split(":")[0].split("@")[0] in CERT_MANAGER_IMAGES for image in images):
+            namespace = (obj.get("metadata") or {}).get("namespace")
+            if namespace:
+                found.add(namespace)
+    return frozenset(found)
+
+
+#: Why a namespace's Pod Security level is what it is, by data plane (the transform report says it per namespace).
+PRIVILEGED_REASON = ("mesh.dataPlane sidecar-init: the injected istio-init container adds NET_ADMIN and NET_RAW and "
+                     "runs as root, which Pod Security baseline and restricted refuse")
+SECCOMP_REASON = ("mesh.dataPlane sidecar-cni: restricted kept; the injected istio-proxy and istio-validation carry no "
+                  "seccompProfile unless the mesh sets global.proxy.seccompProfile, so the pod sets RuntimeDefault for them")
+
+
+def set_pod_security(objects: list[dict], mesh: MeshOptions, outside: frozenset[str] = frozenset()) -> TransformResult:
+    """Pod Security levels the data plane can meet, never weaker than needed.
+
+    - `sidecar-init`: every namespace whose pods get a sidecar, profile namespaces included (the profile
+      controller's labels file), enforces `privileged`: istio-init adds NET_ADMIN and NET_RAW and runs as
+      root (istio/istio@1.28.0 manifests/charts/istio-control/istio-discovery/files/injection-template.yaml:156-172), and baseline allows neither an added
+      capability outside its list nor, with restricted, a root user (kubernetes/pod-security-admission@v0.36.2
+      policy/check_capabilities_baseline.go:29-37,62-86, policy/check_runAsNonRoot.go:48-53). Namespaces outside the mesh keep theirs.
+    - `sidecar-cni`: upstream's levels stay. The CNI node agent sets the traffic rules; the injected
+      containers drop ALL and run as 1337, but carry a seccompProfile only if the mesh sets
+      global.proxy.seccompProfile (injection-template.yaml:178-181), and restricted wants one on every
+      container or on the pod (policy/check_seccompProfile_restricted.go:36-40,69-77): pod templates in restricted namespaces
+      that set none at pod level get `RuntimeDefault` there, which their own containers' settings override.
+    - `ambient`: no sidecar, no init container in the pod; upstream's levels stay.
+    """
+    levels = {
+        (obj.get("metadata") or {}).get("name"): ((obj.get("metadata") or {}).get("labels") or {}).get(POD_SECURITY_ENFORCE)
+        for obj in objects if obj.get("kind") == "Namespace"
+    }
+    result, changes = [], []
+    for obj in objects:
+        ref = object_ref(obj)
+        metadata = obj.get("metadata") or {}
+        if mesh.data_plane == "sidecar-init":
+            if obj.get("kind") == "Namespace" and metadata.get("name") not in outside and levels.get(metadata.get("name")) != "privileged":
+                copy = clone(obj)
+                copy["metadata"].setdefault("labels", {})[POD_SECURITY_ENFORCE] = "privileged"
+                changes.append(Change(ref, f"label {POD_SECURITY_ENFORCE}: {levels.get(metadata.get('name'))!r} -> 'privileged' ({PRIVILEGED_REASON})"))
+                result.append(copy)
+                continue
+            if is_profile_labels_config_map(obj):
+                patched = _profile_pod_security(obj, "privileged")
+                if patched is not None:
+                    copy, before = patched
+                    changes.append(Change(ref, f"data[{PROFILE_LABELS_KEY}] {POD_SECURITY_ENFORCE}: {before!r} -> 'privileged' (profile namespaces; {PRIVILEGED_REASON})"))
+                    result.append(copy)
+                    continue
+        elif mesh.data_plane == "sidecar-cni":
+            template = pod_template(obj)
+            namespace = metadata.get("namespace")
+            if template is not None and namespace not in outside and levels.get(namespace) == "restricted":
+                pod_spec = template.get("spec") or {}
+                if not ((pod_spec.get("securityContext") or {}).get("seccompProfile")):
+                    copy = clone(obj)
+                    pod_template(copy).setdefault("spec", {}).setdefault("securityContext", {})["seccompProfile"] = {"type": "RuntimeDefault"}
+                    changes.append(Change(ref, f"pod securityContext.seccompProfile: RuntimeDefault ({SECCOMP_REASON})"))
+                    result.append(copy)
+                    continue
+        result.append(obj)
+    return TransformResult(result, tuple(changes))
+
+
+def _profile_pod_security(obj: dict, level: str) -> tuple[dict, object] | None:
+    labels = yaml.safe_load(obj["data"][PROFILE_LABELS_KEY] or "") or {}
+    if not isinstance(labels, dict) or labels.get(POD_SECURITY_ENFORCE) == level:
+        return None
+    before = labels.get(POD_SECURITY_ENFORCE)
+    copy = clone(obj)
+    copy["data"][PROFILE_LABELS_KEY] = yaml.safe_dump({**labels, POD_SECURITY_ENFORCE: level}, sort_keys=False, default_flow_style=False)
+    return copy, before
+
+
+def profile_pod_security(mesh: MeshOptions) -> str | None:
+    """The Pod Security level a profile namespace needs on this data plane; None: the profile controller's own."""
+    return "privileged" if mesh.data_plane == "sidecar-init" else None
+
+
+def pod_security_levels(objects: list[dict]) -> dict[str, str | None]:
+    """Namespace -> the Pod Security level it enforces, `profiles` for the profile controller's labels file."""
+    levels: dict[str, str | None] = {}
+    for obj in objects:
+        if obj.get("kind") == "Namespace":
+            levels[obj["metadata"]["name"]] = ((obj["metadata"].get("labels")) or {}).get(POD_SECURITY_ENFORCE)
+        elif is_profile_labels_config_map(obj):
+            labels = yaml.safe_load(obj["data"][PROFILE_LABELS_KEY] or "") or {}
+            if isinstance(labels, dict):
+                levels["<profiles>"] = labels.get(POD_SECURITY_ENFORCE)
+    return dict(sorted(levels.items()))
+
+
+# ------------------------------------------------------------------------- webhooks under strict mTLS
+
+WEBHOOK_CONFIGURATION_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+#: The sidecar leaves these inbound ports alone (upstream's trainer: 9443), so the API server reaches them directly.
+EXCLUDE_INBOUND_PORTS = "traffic.sidecar.istio.io/excludeInboundPorts"
+
+
+def webhook_services(objects: list[dict]) -> set[tuple[str, str, int]]:
+    """(namespace, Service, port) of every webhook the API server calls: admission webhooks and CRD conversion."""
+    found = set()
+    for obj in objects:
+        configs: list[dict] = []
+        if obj.get("kind") in WEBHOOK_CONFIGURATION_KINDS:
+            configs = [(hook or {}).get("clientConfig") or {} for hook in obj.get("webhooks") or []]
+        elif obj.get("kind") == "CustomResourceDefinition":
+            conversion = (obj.get("spec") or {}).get("conversion") or {}
+            if conversion.get("strategy") == "Webhook":
+                configs = [((conversion.get("webhook") or {}).get("clientConfig")) or {}]
+        for config in configs:
+            service = config.get("service") or {}
+            if service.get("name") and service.get("namespace"):
+                # The API server's default port for a service reference is 443 (admissionregistration/v1).
+                found.add((service["namespace"], service["name"], int(service.get("port") or 443)))
+    return found
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    return bool(selector) and all(labels.get(key) == value for key, value in selector.items())
+
+
+def admit_api_server_to_webhooks(objects: list[dict], mesh: MeshOptions, outside: frozenset[str] = frozenset()) -> TransformResult:
+    """Under strict mTLS, each webhook's pod port takes plaintext-or-mTLS (a port-level PERMISSIVE
+    PeerAuthentication, as upstream does for Knative's webhooks), so the API server, outside the mesh, can
+    call it. Webhooks are found by what calls them (webhook configurations, CRD conversion), their pods by
+    the Service's selector, the port by the Service's targetPort. Pods outside the mesh and ports the sidecar
+    does not capture are left as they are.
+
+    Istio applies one workload-level PeerAuthentication per pod, the oldest (istio/istio@1.28.0
+    pilot/pkg/security/authn/policy_applier.go:398-470), and a port without a mode of its own inherits the
+    namespace's or the mesh's: so each workload gets one policy with all its webhook ports, selecting exactly
+    its pods, and where upstream already has one for the workload (Knative's) the ports are added to it.
+    """
+    if mesh.mtls != "strict":
+        return TransformResult(objects, ())
+    services = {(o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in objects if o.get("kind") == "Service" and o.get("apiVersion") == "v1"}
+    workloads = [o for o in objects if pod_template(o) is not None and o.get("kind") not in ("Job", "CronJob")]
+    # workload ref -> (workload, ports the API server calls on it, the webhooks calling them)
+    wanted: dict[str, tuple[dict, dict[str, str]]] = {}
+    changes = []
+    for namespace, name, port in sorted(webhook_services(objects)):
+        service = services.get((namespace, name))
+        if namespace in outside or service is None:
+            continue  # kept out of the mesh, excluded with its component (istiod), or served outside the release
+        selector = (service.get("spec") or {}).get("selector") or {}
+        target = next((p.get("targetPort", p.get("port")) for p in (service.get("spec") or {}).get("ports") or [] if p.get("port") == port), port)
+        for workload in workloads:
+            template = pod_template(workload)
+            if (workload.get("metadata") or {}).get("namespace") != namespace or not _selects(selector, ((template.get("metadata") or {}).get("labels")) or {}):
+                continue
+            container_port = target
+            if isinstance(target, str) and not target.isdigit():
+                container_port = next((p.get("containerPort") for c in containers_of(template.get("spec") or {})
+                                       for p in c.get("ports") or [] if p.get("name") == target), None)
+            if container_port is None:
+                changes.append(Change(object_ref(workload), f"webhook {namespace}/{name}:{port}: no container port named {target!r}; left"))
+                continue
+            annotations = (template.get("metadata") or {}).get("annotations") or {}
+            if annotations.get(INJECT) == "false":
+                continue
+            if str(container_port) in [p.strip() for p in str(annotations.get(EXCLUDE_INBOUND_PORTS, "")).split(",")]:
+                changes.append(Change(object_ref(workload), f"webhook port {container_port} is excluded from inbound capture upstream; left"))
+                continue
+            wanted.setdefault(object_ref(workload), (workload, {}))[1][str(container_port)] = f"{namespace}/{name}:{port}"
+    # Upstream's own workload policies, by the workloads they select.
+    existing: dict[str, int] = {}
+    for index, obj in enumerate(objects):
+        if obj.get("kind") != "PeerAuthentication":
+            continue
+        match = (((obj.get("spec") or {}).get("selector")) or {}).get("matchLabels") or {}
+        for ref, (workload, _) in wanted.items():
+            labels = ((pod_template(workload).get("metadata") or {}).get("labels")) or {}
+            if obj["metadata"].get("namespace") == workload["metadata"].get("namespace") and _selects(match, labels):
+                existing.setdefault(ref, index)
+    result, added = list(objects), []
+    for ref, (workload, ports) in sorted(wanted.items()):
+        why = "the API server calls " + ", ".join(f"{hook} on {port}" for port, hook in sorted(ports.items())) + " from outside the mesh (mesh.mtls strict)"
+        if ref in existing:
+            policy = result[existing[ref]]
+            levels = dict(((policy.get("spec") or {}).get("portLevelMtls")) or {})
+            missing = {port: hook for port, hook in ports.items() if (levels.get(port) or {}).get("mode") not in ("PERMISSIVE", "DISABLE")}
+            if missing:
+                copy = clone(policy)
+                copy["spec"]["portLevelMtls"] = {**levels, **{port: {"mode": "PERMISSIVE"} for port in sorted(missing)}}
+                result[existing[ref]] = copy
+                changes.append(Change(object_ref(policy), f"ports {sorted(missing)} of {ref} PERMISSIVE: {why}"))
+            continue
+        metadata = workload.get("metadata") or {}
+        selector = ((workload.get("spec") or {}).get("selector") or {}).get("matchLabels") or \
+            ((pod_template(workload).get("metadata") or {}).get("labels")) or {}
+        policy = {
+            # v1beta1: served by every Istio the enterprise may run (v1 only from 1.22), as upstream's own.
+            "apiVersion": "security.istio.io/v1beta1",
+            "kind": "PeerAuthentication",
+            "metadata": {"name": f"{metadata['name']}-webhooks", "namespace": metadata.get("namespace"),
+                         "labels": {"app.kubernetes.io/part-of": "kubeflow-platform"}},
+            "spec": {"selector": {"matchLabels": dict(sorted(selector.items()))},
+                     "portLevelMtls": {port: {"mode": "PERMISSIVE"} for port in sorted(ports)}},
+        }
+        added.append(policy)
+        changes.append(Change(object_ref(policy), f"ports {sorted(ports)} of {ref} PERMISSIVE: {why}"))
+    return TransformResult(result, tuple(changes), tuple(added))
+
+
+# --------------------------------------------------------------------------------------------- Jobs
+
+def let_jobs_complete(objects: list[dict], mesh: MeshOptions) -> TransformResult:
+    """A Job's pod completes only when every container exits; a classic sidecar never does. Without native
+    sidecars, Jobs and CronJobs are kept out of the mesh; with them, each pod asks for a native sidecar
+    (the injector reads the annotation from Istio 1.24 on; before, the mesh's ENABLE_NATIVE_SIDECARS decides)."""
+    if not mesh.sidecars:
+        return TransformResult(objects, ())
+    result, changes = [], []
+    for obj in objects:
+        template = pod_template(obj)
+        annotations = ((template or {}).get("metadata") or {}).get("annotations") or {}
+        if obj.get("kind") not in ("Job", "CronJob") or template is None or annotations.get(INJECT) == "false":
+            result.append(obj)
+            continue
+        key, value = (NATIVE_SIDECAR, "true") if mesh.native_sidecars else (INJECT, "false")
+        copy = clone(obj)
+        pod_template(copy).setdefault("metadata", {}).setdefault("annotations", {})[key] = value
+        why = "native sidecar, exits with the Job" if mesh.native_sidecars else "out of the mesh: a classic sidecar never exits, so the Job would never complete (mesh.nativeSidecars false)"
+        changes.append(Change(object_ref(obj), f"pod annotation {key}: {value!r} ({why})"))
+        result.append(copy)
+    return TransformResult(result, tuple(changes))
+
+
+# ------------------------------------------------------------------------------------------- egress
+
+def egress_service_entries(mesh: MeshOptions, namespace: str) -> TransformResult:
+    """Under REGISTRY_ONLY a sidecar forwards only to hosts in its registry, the rest to its BlackHoleCluster
+    (istio/istio@1.28.0 pilot/pkg/networking/util/util.go:59, 509-514): one ServiceEntry per outside destination,
+    in `namespace`, exported only where its callers run."""
+    if mesh.outbound_traffic_policy != "REGISTRY_ONLY":
+        return TransformResult([], ())
+    added, changes = [], []
+    for host in mesh.external_hosts:
+        wildcard = any(h.startswith("*") for h in host.hosts)
+        name = f"external-{host.purpose}" if sum(h.purpose == host.purpose for h in mesh.external_hosts) == 1 else f"external-{host.purpose}-{host.hosts[0].replace('.', '-')}"[:63].rstrip("-")
+        entry = {
+            "apiVersion": "networking.istio.io/v1beta1",
+            "kind": "ServiceEntry",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "kubeflow-platform"}},
+            "spec": {
+                "hosts": list(host.hosts),
+                "ports": [{"number": host.port, "name": f"{host.protocol.lower()}-{host.port}", "protocol": host.protocol}],
+                "location": "MESH_EXTERNAL",
+                # A wildcard host cannot be resolved; TLS is then routed by its SNI.
+                "resolution": "NONE" if wildcard else "DNS",
+                "exportTo": [("." if target == namespace else target) for target in host.export_to],
+            },
+        }
+        added.append(entry)
+        changes.append(Change(object_ref(entry), f"{', '.join(host.hosts)}:{host.port} {host.protocol} for {host.purpose}, exported to {', '.join(host.export_to)} (mesh.outboundTrafficPolicy REGISTRY_ONLY)"))
+    return TransformResult([], tuple(changes), tuple(added))
+
+
+# -------------------------------------------------------------------------------------------- ambient
+
+_L7_SOURCE = ("requestPrincipals", "notRequestPrincipals")
+_L7_OPERATION = ("hosts", "notHosts", "methods", "notMethods", "paths", "notPaths")
+
+
+def l7_attributes(policy: dict) -> list[str]:
+    """The HTTP attributes an AuthorizationPolicy matches on (what ztunnel, an L4 proxy, cannot evaluate)."""
+    spec = policy.get("spec") or {}
+    found = []
+    if spec.get("action") == "CUSTOM":
+        found.append("action CUSTOM")
+    for index, rule in enumerate(spec.get("rules") or []):
+        for entry in rule.get("from") or []:
+            found += [f"rules[{index}].from.{key}" for key in _L7_SOURCE if (entry.get("source") or {}).get(key)]
+        for entry in rule.get("to") or []:
+            found += [f"rules[{index}].to.{key}" for key in _L7_OPERATION if (entry.get("operation") or {}).get(key)]
+        for condition in rule.get("when") or []:
+            if str(condition.get("key", "")).startswith(("request.", "experimental.")):
+                found.append(f"rules[{index}].when {condition['key']}")
+    return found
+
+
+def ztunnel_l7_policies(objects: list[dict]) -> list[tuple[str, list[str]]]:
+    """AuthorizationPolicies with HTTP rules that ztunnel would enforce: those with no `targetRefs` to a waypoint.
+
+    ztunnel enforces only L4 attributes; a policy it enforces that has L7 rules fails safe (an ALLOW rule that
+    needs HTTP never matches, a DENY rule denies): https://istio.io/latest/docs/ambient/usage/l4-policy/."""
+    return [(object_ref(o), attributes) for o in objects
+            if o.get("kind") == "AuthorizationPolicy" and not (o.get("spec") or {}).get("targetRefs")
+            and (attributes := l7_attributes(o))]

@@ -6,13 +6,45 @@ from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
+class ExternalHost:
+    """A destination outside the mesh that Kubeflow's pods reach: a ServiceEntry under REGISTRY_ONLY."""
+
+    #: What it is, for the ServiceEntry's name and the report (`identity-provider`, `s3`, `sts`, `database`).
+    purpose: str
+    #: DNS names; a wildcard (`*.s3.us-west-2.amazonaws.com`) is matched by SNI, without DNS resolution.
+    hosts: tuple[str, ...]
+    port: int = 443
+    #: `TLS` (matched by SNI) or `TCP` (the database's MySQL protocol).
+    protocol: str = "TLS"
+    #: Namespaces whose sidecars see the entry (`exportTo`); `*` for every namespace (profile pipelines).
+    export_to: tuple[str, ...] = ("*",)
+
+
+@dataclass(frozen=True)
 class MeshOptions:
-    """How Kubeflow joins the organisation's Istio mesh."""
+    """How Kubeflow joins the organisation's Istio mesh (the `kubeflow.mesh` settings, see docs/mesh.md).
+
+    The defaults are the safest reading of a mesh nothing is known about: one that works on any mesh,
+    at the cost of Pod Security `privileged` where pods are injected (reported per namespace)."""
 
     #: Revision-based meshes label namespaces `istio.io/rev: <revision>`; None means `istio-injection: enabled`.
     revision: str | None = None
     #: True when the mesh installation owns the Istio CRDs, so Kubeflow's bundled copies are excluded too.
     owns_crds: bool = True
+    #: `sidecar-init` (istio-init with NET_ADMIN/NET_RAW), `sidecar-cni` (Istio CNI node agent) or `ambient`.
+    data_plane: str = "sidecar-init"
+    #: `strict` or `permissive`: the mesh-wide PeerAuthentication mode.
+    mtls: str = "strict"
+    #: `REGISTRY_ONLY` or `ALLOW_ANY`, as Istio spells meshConfig.outboundTrafficPolicy.mode.
+    outbound_traffic_policy: str = "REGISTRY_ONLY"
+    #: The injector makes the sidecar a native sidecar (Kubernetes init container with restartPolicy Always).
+    native_sidecars: bool = False
+    #: Destinations outside the mesh that need a ServiceEntry under REGISTRY_ONLY.
+    external_hosts: tuple[ExternalHost, ...] = ()
+
+    @property
+    def sidecars(self) -> bool:
+        return self.data_plane != "ambient"
 
 
 @dataclass(frozen=True)

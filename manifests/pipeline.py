@@ -14,11 +14,12 @@ from manifests.exclusions import check_rule_names, exclude_components
 from manifests.groups import Groups, split_into_groups
 from manifests.images import name_code_default_images, rewrite_images
 from manifests.mesh import (
-    fix_sidecar_conflicts, give_metadata_envoy_its_own_account, label_namespaces, label_pod_templates,
-    route_virtual_services, trust_gateway_principal,
+    admit_api_server_to_webhooks, egress_service_entries, fix_sidecar_conflicts, give_metadata_envoy_its_own_account,
+    label_namespaces, label_pod_templates, let_jobs_complete, namespaces_kept_outside_mesh, pod_security_levels,
+    route_virtual_services, set_pod_security, trust_gateway_principal, ztunnel_l7_policies,
 )
 from manifests.network_policies import admit_gateway_namespace
-from manifests.objects import Change, object_key, object_ref
+from manifests.objects import Change, TransformResult, object_key, object_ref
 from manifests.options import TransformOptions
 from manifests.release_changes import implied_exclusions, release_problems
 from manifests.serving import set_serving_domain
@@ -46,7 +47,14 @@ class TransformReport:
     unmirrored_images: dict[str, tuple[str, ...]]
     version: str | None
     version_evidence: str | None
+    #: The mesh the objects are fitted to, and what that decided (transformReport.mesh).
+    mesh: dict = field(default_factory=dict)
     groups: Groups = field(repr=False, default=None)  # type: ignore[assignment]
+
+
+def _with(objects: list[dict], result: TransformResult) -> TransformResult:
+    """A step that only adds objects, with the objects it was given."""
+    return TransformResult(objects, result.changes, result.added)
 
 
 def effective_exclusions(options: TransformOptions) -> dict[str, str]:
@@ -88,9 +96,13 @@ def transform(objects: list[dict], options: TransformOptions) -> TransformReport
     changes: dict[str, tuple[Change, ...]] = {}
     added: list[dict] = []
 
+    mesh = options.mesh
+    outside = namespaces_kept_outside_mesh(current)
     steps = [
-        ("label_namespaces", lambda objs: label_namespaces(objs, options.mesh)),
-        ("label_pod_templates", lambda objs: label_pod_templates(objs, options.pod_templates)),
+        ("label_namespaces", lambda objs: label_namespaces(objs, mesh, outside)),
+        ("label_pod_templates", lambda objs: label_pod_templates(objs, options.pod_templates, mesh, outside)),
+        ("set_pod_security", lambda objs: set_pod_security(objs, mesh, outside)),
+        ("admit_api_server_to_webhooks", lambda objs: admit_api_server_to_webhooks(objs, mesh, outside)),
         ("fix_sidecar_conflicts", fix_sidecar_conflicts),
         # Always: without a serving domain Knative's routes are made cluster-local, not left on example.com.
         ("set_serving_domain", lambda objs: set_serving_domain(objs, options.serving)),
@@ -109,12 +121,28 @@ def transform(objects: list[dict], options: TransformOptions) -> TransformReport
         # Upstream's executor settings are read before the `argo` exclusion removed their ConfigMap.
         executor = upstream_executor(objects)
         steps.append(("use_external_argo", lambda objs: use_external_argo(objs, options.argo, executor)))
+    # After the stores: the database setup Job is one of the Jobs.
+    steps.append(("let_jobs_complete", lambda objs: let_jobs_complete(objs, mesh)))
+    egress_namespace = options.stores.secret_namespace if options.stores is not None else "kubeflow"
+    steps.append(("egress_service_entries", lambda objs: _with(objs, egress_service_entries(mesh, egress_namespace))))
     steps.append(("name_code_default_images", name_code_default_images))
     for name, step in steps:
         result = step(current)
         current = result.objects + list(result.added)
         added.extend(result.added)
         changes[name] = result.changes
+
+    if mesh.data_plane == "ambient":
+        # ztunnel enforces only L4; a policy with HTTP rules it enforces fails safe and refuses Kubeflow's users.
+        refused = ztunnel_l7_policies(current)
+        if refused:
+            named = "; ".join(f"{ref} ({', '.join(attributes[:2])})" for ref, attributes in refused[:3])
+            raise ManifestError([Problem(
+                "kubeflow.mesh.dataPlane",
+                f"ambient: ztunnel would enforce {len(refused)} AuthorizationPolicies that match on HTTP, which it "
+                f"cannot read, and deny what they allow: {named}{'; ...' if len(refused) > 3 else ''}",
+                "use sidecar-cni (or sidecar-init): Kubeflow's identity-header and per-profile policies are HTTP "
+                "policies, and the profile controller writes its own at run time with no waypoint to target")])
 
     # Mirroring runs last so it also covers what the other steps produced.
     images = rewrite_images(current, options.images)
@@ -133,5 +161,11 @@ def transform(objects: list[dict], options: TransformOptions) -> TransformReport
         unmirrored_images=images.unmatched,
         version=version,
         version_evidence=evidence,
+        mesh={
+            "dataPlane": mesh.data_plane, "mtls": mesh.mtls, "outboundTrafficPolicy": mesh.outbound_traffic_policy,
+            "nativeSidecars": mesh.native_sidecars, "revision": mesh.revision,
+            "namespacesOutsideMesh": sorted(outside),
+            "podSecurity": pod_security_levels(emitted),
+        },
         groups=split_into_groups(emitted),
     )

@@ -219,4 +219,5 @@ def transform_report_export(prepared: PreparedRelease, resource_names: Mapping[s
         "added": list(report.added),
         "changes": {step: [f"{change.ref}: {change.what}" for change in changes] for step, changes in report.changes.items()},
         "groups": groups,
+        "mesh": dict(report.mesh),
     }

@@ -117,6 +117,9 @@ class MeshPolicy:
 
     revision: Optional[str] = None
     """Istio revision to join; None: the default injection label."""
+    pod_security: Optional[str] = None
+    """Pod Security level the mesh's data plane needs in profile namespaces (`privileged` for istio-init);
+    None leaves the profile controller's labels file to set it."""
     user_id_prefix: str = ""
     trusted_principals: tuple[str, ...]
     """Principals whose kubeflow-userid header is trusted (ingress gateway, pipelines UI)."""
@@ -212,6 +215,8 @@ def namespace_object(profile: ProfileSpec, mesh: MeshPolicy) -> dict[str, Any]:
         labels["istio.io/rev"] = mesh.revision
     else:
         labels["istio-injection"] = "enabled"
+    if mesh.pod_security:
+        labels["pod-security.kubernetes.io/enforce"] = mesh.pod_security
     annotations = dict(profile.annotations)
     # The Profile controller adopts a namespace only when this names the Profile's owner.
     annotations["owner"] = profile.owner

@@ -221,6 +221,14 @@ ISSUE_ROWS = [
      "cluster.name: 'cccccccccccccccccccccccccccccccccccccccc'... (10000 characters) is not an EKS cluster name"),
     ("bucket prefix too long for the pipelines bucket", _edited("artifacts", lambda a: a.update(bucketPrefix="b" * 60)),
      "artifacts.bucketPrefix: gives the bucket name '" + "b" * 60 + "-pipelines' is not a valid S3 bucket name"),
+    ("ambient with native sidecars", _edited("kubeflow", lambda k: k["mesh"].update(dataPlane="ambient", nativeSidecars=True)),
+     "kubeflow.mesh.nativeSidecars: ambient pods have no sidecar; leave nativeSidecars out or false"),
+    ("ambient on an Istio before 1.24", _edited("kubeflow", lambda k: k["mesh"].update(dataPlane="ambient", istioVersion="1.22")),
+     "kubeflow.mesh.dataPlane: ambient needs Istio 1.24 or later"),
+    ("a data plane Istio does not have", _edited("kubeflow", lambda k: k["mesh"].update(dataPlane="cni")),
+     "kubeflow.mesh.dataPlane: 'cni' is not one of 'sidecar-init', 'sidecar-cni', 'ambient'"),
+    ("ambient while ztunnel would enforce HTTP policies", _edited("kubeflow", lambda k: k["mesh"].update(dataPlane="ambient")),
+     "kubeflow.mesh.dataPlane: ambient: ztunnel would enforce"),
 ] + [
     (f"{key} in clear in the stack file", {key: "plaintext-in-the-stack-file"},
      f"{key}: is written in clear in the stack file; remove it and run `pulumi config set --secret {key} <value>`")

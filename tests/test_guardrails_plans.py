@@ -43,8 +43,9 @@ def test_each_stack_states_its_rules_for_the_policy_pack(stack_run):
     assert params.mirror == "registry.example.com/kubeflow"
     assert params.cluster_oidc_issuer == stack_run.exports["clusterOidcIssuer"]
     assert params.gateway_service == "istio-system/istio-ingressgateway"
-    # prod runs a revisioned mesh and keeps warm GPU nodes, whose placeholder namespace stays out of the mesh.
-    expected = {"dev": (None, set()), "prod": ("prod-1-24", {"gpu-warm-capacity"})}[stack_run.stack]
+    # prod runs a revisioned mesh and keeps warm GPU nodes, whose placeholder namespace stays out of the mesh;
+    # both keep upstream's cert-manager, outside the mesh like upstream's.
+    expected = {"dev": (None, {"cert-manager"}), "prod": ("prod-1-24", {"gpu-warm-capacity", "cert-manager"})}[stack_run.stack]
     assert (params.mesh_revision, set(params.namespaces_outside_mesh)) == expected
 
 

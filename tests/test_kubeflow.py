@@ -106,12 +106,13 @@ def test_every_workload_pod_template_carries_the_sidecar_annotation_and_configur
     run, _ = release_run
     kubeflow = settings_of(run, "kubeflow")
     workloads = [obj for obj in applied(run) if pod_template(obj) is not None]
+    outside = set(run.exports["transformReport"]["mesh"]["namespacesOutsideMesh"])
     assert len(workloads) > 20
     for obj in workloads:
         metadata = pod_template(obj)["metadata"]
-        # The one exception: the database setup Job talks only to the external MySQL, and a proxy that
-        # outlives its client would keep the Job from ever completing.
-        expected = "false" if object_ref(obj) == f"Job kubeflow/{DATABASE_SETUP_JOB}" else "true"
+        # The exceptions: the database setup Job talks only to the external MySQL, and a proxy that
+        # outlives its client would keep the Job from ever completing; cert-manager stays outside, like upstream.
+        expected = "false" if object_ref(obj) == f"Job kubeflow/{DATABASE_SETUP_JOB}" or obj["metadata"].get("namespace") in outside else "true"
         assert metadata["annotations"][INJECT] == expected, object_ref(obj)
         assert kubeflow["podAnnotations"].items() <= metadata["annotations"].items(), object_ref(obj)
         assert kubeflow["podLabels"].items() <= metadata["labels"].items(), object_ref(obj)
@@ -121,10 +122,13 @@ def test_namespaces_join_the_mesh_by_label_or_by_revision(release_run):
     run, _ = release_run
     revision = settings_of(run, "kubeflow")["mesh"].get("revision")
     namespaces = [obj for obj in applied(run) if obj["kind"] == "Namespace"]
+    outside = set(run.exports["transformReport"]["mesh"]["namespacesOutsideMesh"])
     assert "kubeflow" in {ns["metadata"]["name"] for ns in namespaces}
     for namespace in namespaces:
         labels = namespace["metadata"]["labels"]
-        if revision:
+        if namespace["metadata"]["name"] in outside:
+            assert labels["istio-injection"] == "disabled" and "istio.io/rev" not in labels
+        elif revision:
             assert labels["istio.io/rev"] == revision and "istio-injection" not in labels
         else:
             assert labels["istio-injection"] == "enabled" and "istio.io/rev" not in labels

@@ -39,7 +39,9 @@ GATEWAY_PODS = GatewayPodsOptions("istio-ingress", (("istio", "central-gateway")
 #: The rendered JobSet release file names the staging registry (see the rendered files' README).
 JOBSET_RULE = ImageMirrorRule("us-central1-docker.pkg.dev/k8s-staging-images", f"{MIRROR}/k8s-staging")
 
-ORGANISATION = replace(ENTERPRISE, images=ImageMirrorOptions(MIRROR_RULES + (JOBSET_RULE,)), gateway_pods=GATEWAY_PODS)
+#: A mesh with the Istio CNI node agent, where upstream's restricted namespaces can stay restricted.
+ORGANISATION = replace(ENTERPRISE, images=ImageMirrorOptions(MIRROR_RULES + (JOBSET_RULE,)), gateway_pods=GATEWAY_PODS,
+                       mesh=replace(ENTERPRISE.mesh, data_plane="sidecar-cni"))
 #: The stacks' reading: S3 through IRSA alone.
 IRSA_ONLY = replace(ORGANISATION, stores=replace(ORGANISATION.stores, static_keys=False))
 #: What each release runs with: 26.03 with every external store on IRSA; 1.11.0 with the external stores

@@ -297,6 +297,23 @@ class TransformSummary:
     present: bool = True
     #: which release the manifests were identified as (`releaseIdentity`), and the warnings it gave
     identity: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    #: the mesh the objects are fitted to (`kubeflow.mesh`) and what it decided (`mesh`)
+    mesh: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def mesh_lines(self) -> list[str]:
+        """`Mesh: ...`, the namespaces kept outside it and each namespace's Pod Security level."""
+        if not self.mesh:
+            return []
+        settings = ", ".join(f"{key} {self.mesh.get(key)}" for key in
+                             ("dataPlane", "mtls", "outboundTrafficPolicy", "nativeSidecars", "revision"))
+        lines = [f"Mesh: {settings}"]
+        outside = self.mesh.get("namespacesOutsideMesh") or []
+        if outside:
+            lines.append(f"    outside the mesh: {', '.join(map(str, outside))}")
+        levels = self.mesh.get("podSecurity") or {}
+        if isinstance(levels, Mapping) and levels:
+            lines.append("    Pod Security enforce: " + ", ".join(f"{name} {level}" for name, level in levels.items()))
+        return lines
 
     def release_lines(self) -> list[str]:
         """`Release: ...` and one line per identification warning; nothing without `releaseIdentity`."""
@@ -361,6 +378,7 @@ def transform_summary(outputs: Mapping[str, Any]) -> TransformSummary:
         exclusions={str(k): str(v) for k, v in sorted(mapping("exclusions").items())},
         added=sorted(str(ref) for ref in added) if isinstance(added, list) else [],
         identity=mapping("releaseIdentity"),
+        mesh=mapping("mesh"),
     )
 
 
@@ -375,6 +393,9 @@ def transform_report_text(summary: TransformSummary) -> str:
             if isinstance(entry, Mapping):
                 lines.append(f"    {name} {entry.get('version')}: {entry.get('evidence')}")
         lines.append("")
+    mesh = summary.mesh_lines()
+    if mesh:
+        lines += [*mesh, ""]
     lines.append("Changed, per transformation (in the order they run):")
     for name, entries in summary.changes.items():
         lines.append(f"  {name}: {len(entries)} changes")
