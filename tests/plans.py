@@ -7,7 +7,7 @@ import io
 from typing import Any
 
 from tests.conftest import MARKER_SECRETS
-from tests.upstream import CURRENT_VERSION, manifests_path
+from tests.upstream import CURRENT_VERSION, NEEDS_STATIC_KEYS, manifests_path
 from tools.plan import CONFIG_GROUP, PLAN_FORMAT
 from tools.preview import Progress, evaluate
 
@@ -28,6 +28,7 @@ def evaluated_plan(stack: str, version: str = CURRENT_VERSION) -> tuple[dict[str
             kubeflow_version=version,
             secrets=MARKER_SECRETS,
             progress=Progress(io.StringIO()),
+            settings={"kubeflow.objectStore.staticKeys": True} if version in NEEDS_STATIC_KEYS else None,
         )
     return copy.deepcopy(_PLANS[(stack, version)])
 

@@ -15,13 +15,11 @@ from manifests.objects import CONTAINER_LISTS, objects_from_config_group_inputs,
 from manifests.stores import DATABASE_SETUP_JOB
 from manifests.validate import validate_objects
 from tests.conftest import MARKER_SECRETS, STACKS, shared_run
-from tests.upstream import SUPPORTED_VERSIONS, manifests_path, upstream_objects
+from tests.upstream import NEEDS_STATIC_KEYS, SUPPORTED_VERSIONS, manifests_path, upstream_objects
 from tools.mock_runtime import ProgramRun, stack_config
 
 CONFIG_GROUP = "kubernetes:yaml/v2:ConfigGroup"
 VERSIONS = SUPPORTED_VERSIONS
-#: Kubeflow 1.11.0's KFP 2.15.0 API server needs static object-store keys (manifests.release_changes).
-NEEDS_STATIC_KEYS = ("1.11.0",)
 
 
 def run_release(stack: str, version: str) -> ProgramRun:

@@ -16,7 +16,7 @@ from tests.plans import evaluated_plan
 from tests.upstream import manifests_dir
 from tools.preview import mesh_trace
 
-RELEASES = ("26.03", "1.10.2")
+RELEASES = ("26.03", "1.11.0", "1.10.2")
 
 
 def _cells(plan):

@@ -19,6 +19,9 @@ CURRENT_VERSION = "26.03"
 PREVIOUS_VERSION = "1.10.2"
 #: Every release the program supports (the Makefile's SUPPORTED_KUBEFLOW_VERSIONS, which `make test` renders).
 SUPPORTED_VERSIONS = ("26.03", "1.11.0", "1.10.2", "1.9.1")
+#: Releases whose KFP API server needs static object-store keys (KFP 2.15.0): the stacks run them with
+#: kubeflow.objectStore.staticKeys, as a user on that release would.
+NEEDS_STATIC_KEYS = ("1.11.0",)
 
 
 def manifests_dir() -> Path:
