@@ -101,7 +101,8 @@ class Tenancy(pulumi.ComponentResource):
     A profile without a data lake costs two registrations, whatever its number of contributors: a ConfigGroup
     of its Namespace, retained on delete so that removing the profile from the stack leaves its users' data
     in the cluster, and a ConfigGroup of all its other objects. With a data lake, two more: the IAM role
-    (policy inline) and a small ConfigGroup of what carries the role's ARN. Registering each Kubernetes object on its own would cost the Python SDK
+    (policy inline) and a small ConfigGroup of what carries the role's ARN. Registering each Kubernetes
+    object on its own would cost the Python SDK
     about as much per object as a ConfigGroup costs per profile.
     """
 

@@ -110,8 +110,8 @@ def with_settings(stack: str, overrides: dict[str, Any], settings: Mapping[str, 
     result = dict(overrides)
     for dotted, value in settings.items():
         top, *path = dotted.split(".")
-        if top not in result:
-            result[top] = copy.deepcopy(stack_config(stack, root).get(f"{PROJECT}:{top}"))
+        # A copy either way: the overrides' nested values may be the stack file's own, which must not change.
+        result[top] = copy.deepcopy(result[top] if top in result else stack_config(stack, root).get(f"{PROJECT}:{top}"))
         if not path:
             result[top] = value
             continue
