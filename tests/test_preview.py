@@ -292,3 +292,19 @@ def test_exports_of_an_unexpected_shape_are_problems_not_crashes():
     ]
     assert image_mirror_lines(plan["outputs"]) == ['# imageMirror entry "ghcr.io/x:1" is not {source, target}']
     assert "excluded" not in transform_report_text(transform_summary(plan["outputs"])).split("Excluded, per rule:")[1]
+
+
+def test_a_dotted_setting_changes_one_key_and_keeps_the_rest_of_the_stack_file():
+    from tools.mock_runtime import stack_config
+    from tools.preview import config_overrides, with_settings
+
+    written = stack_config("prod")["kubeflow-platform:kubeflow"]
+    overrides = with_settings("prod", config_overrides("prod", "x.yaml", "1.11.0"),
+                              {"kubeflow.mesh.mtls": "permissive", "kubeflow.objectStore.staticKeys": True})
+    kubeflow = overrides["kubeflow"]
+    assert kubeflow["mesh"] == {**written["mesh"], "mtls": "permissive"}
+    assert kubeflow["objectStore"] == {"staticKeys": True}
+    assert (kubeflow["version"], kubeflow["manifests"]) == ("1.11.0", "x.yaml")
+    # A top-level area the overrides did not hold comes from the stack file, changed only where asked.
+    assert with_settings("prod", {}, {"auth.lowercase": False})["auth"] == {
+        **stack_config("prod")["kubeflow-platform:auth"], "lowercase": False}
