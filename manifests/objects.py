@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 #: Workload kinds and the path from the object to its pod template.
 #: CronJob nests a Job template (spec.jobTemplate.spec.template).
@@ -90,6 +90,16 @@ def containers_of(pod_spec: dict) -> Iterator[dict]:
         for container in containers if isinstance(containers, list) else ():
             if isinstance(container, dict):
                 yield container
+
+
+def pod_containers(objects: Iterable[dict], kind: str | None = None) -> Iterator[tuple[dict, dict]]:
+    """(object, container) for every container of every workload's pod template; only `kind` when given."""
+    for obj in objects:
+        template = pod_template(obj)
+        if template is None or (kind is not None and obj.get("kind") != kind):
+            continue
+        for container in containers_of(template.get("spec") or {}):
+            yield obj, container
 
 
 # ------------------------------------------------------------------------ ConfigGroup yaml text

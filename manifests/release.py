@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Mapping
 
 from manifests.images import parse_image
-from manifests.objects import containers_of, object_ref, pod_template
+from manifests.objects import object_ref, pod_containers
 from manifests.options import TransformOptions
 from manifests.pipeline import TransformReport, transform
 from manifests.release_identity import identify, identity_export, judge
@@ -164,14 +164,10 @@ def prepare_release(
 
 def released_auth_proxy_image(objects) -> str | None:
     """The image of upstream's oauth2-proxy Deployment (found by the image it runs), as the release pins it."""
-    for obj in objects:
-        template = pod_template(obj)
-        if obj.get("kind") != "Deployment" or template is None:
-            continue
-        for container in containers_of(template.get("spec") or {}):
-            parsed = parse_image(str(container.get("image") or ""))
-            if parsed is not None and parsed.path.rsplit("/", 1)[-1] == "oauth2-proxy":
-                return str(container["image"])
+    for _, container in pod_containers(objects, "Deployment"):
+        parsed = parse_image(str(container.get("image") or ""))
+        if parsed is not None and parsed.path.rsplit("/", 1)[-1] == "oauth2-proxy":
+            return str(container["image"])
     return None
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 
 from manifests.exclusions import PIPELINES_PROFILE_CONTROLLER_LABEL, RULES_BY_NAME
-from manifests.objects import containers_of, labels_of, object_ref, pod_template
+from manifests.objects import labels_of, object_ref, pod_containers
 from manifests.options import TransformOptions
 from manifests.sources import Problem
 
@@ -82,14 +82,10 @@ def implied_exclusions(objects: list[dict], options: TransformOptions) -> dict[s
 
 def kfp_api_server_tag(objects: list[dict]) -> tuple[str, str] | None:
     """(tag, where) of the KFP API server's image, or None when the release has none."""
-    for obj in objects:
-        template = pod_template(obj)
-        if obj.get("kind") != "Deployment" or template is None:
-            continue
-        for container in containers_of(template.get("spec") or {}):
-            match = _API_SERVER_IMAGE.search(str(container.get("image", "")).split("@", 1)[0])
-            if match:
-                return match.group("tag"), f"{container['image']} of {object_ref(obj)}"
+    for obj, container in pod_containers(objects, "Deployment"):
+        match = _API_SERVER_IMAGE.search(str(container.get("image", "")).split("@", 1)[0])
+        if match:
+            return match.group("tag"), f"{container['image']} of {object_ref(obj)}"
     return None
 
 

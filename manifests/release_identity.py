@@ -25,7 +25,7 @@ from typing import Iterable, Mapping
 import yaml
 
 from manifests.images import parse_image
-from manifests.objects import containers_of, object_ref, pod_template
+from manifests.objects import object_ref, pod_containers
 from manifests.sources import Problem
 
 RELEASES_FILE = Path(__file__).resolve().parent / "facts" / "releases.yaml"
@@ -111,17 +111,13 @@ def identify(objects: Iterable[dict], table: ReleaseTable | None = None) -> Iden
     table = table or release_table()
     by_image = {part: name for name, parts in table.images.items() for part in parts}
     found: dict[str, tuple[str, str]] = {}
-    for obj in objects:
-        template = pod_template(obj)
-        if template is None:
+    for obj, container in pod_containers(objects):
+        image = container.get("image")
+        parsed = _image_tag(image) if isinstance(image, str) else None
+        if parsed is None or parsed[0] not in by_image:
             continue
-        for container in containers_of(template.get("spec") or {}):
-            image = container.get("image")
-            parsed = _image_tag(image) if isinstance(image, str) else None
-            if parsed is None or parsed[0] not in by_image:
-                continue
-            component = by_image[parsed[0]]
-            found.setdefault(component, (parsed[1], f"image {image} of {object_ref(obj)}"))
+        component = by_image[parsed[0]]
+        found.setdefault(component, (parsed[1], f"image {image} of {object_ref(obj)}"))
     candidates = tuple(
         r.release for r in sorted(table.releases, key=lambda r: release_key(r.release))
         if found and all(r.components.get(name) == version for name, (version, _) in found.items())
