@@ -30,13 +30,14 @@ from manifests.identity import IdentityHeaderOptions, gateway_principal, validat
 
 PROJECT = "kubeflow-platform"
 
-#: Secret top-level keys: set with `pulumi config set --secret <key> <value>`.
+#: Secret top-level keys: set with `pulumi config set --secret <key> <value>`. When each is required is
+#: `_missing_secrets` below; Pulumi.yaml declares only those every stack needs (the CLI requires what it declares).
 SECRET_KEYS: Mapping[str, str] = {
-    "authClientSecret": "OIDC client secret of Kubeflow at the enterprise issuer.",
-    "authCookieSecret": "Key oauth2-proxy signs its session cookies with (16, 24 or 32 bytes).",
-    "databasePassword": "Password of kubeflow.database.user at the external MySQL.",
-    "objectStoreAccessKeyId": "Access key id pipelines use with kubeflow.objectStore.staticKeys (Kubeflow 1.11.0 only).",
-    "objectStoreSecretAccessKey": "Secret access key that goes with objectStoreAccessKeyId.",
+    "authClientSecret": "OIDC client secret of Kubeflow at the enterprise issuer. Required on every stack.",
+    "authCookieSecret": "Key oauth2-proxy signs its session cookies with (16, 24 or 32 bytes). Required with auth.proxy oauth2-proxy.",
+    "databasePassword": "Password of kubeflow.database.user at the external MySQL. Required when kubeflow.database is set.",
+    "objectStoreAccessKeyId": "Access key id pipelines use with kubeflow.objectStore.staticKeys (Kubeflow 1.11.0 only). Required with staticKeys.",
+    "objectStoreSecretAccessKey": "Secret access key that goes with objectStoreAccessKeyId. Required with staticKeys.",
 }
 
 

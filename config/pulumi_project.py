@@ -733,6 +733,34 @@ def check_stack_files(root: Path, stack: str, secrets_set: Iterable[str] = DEPLO
                           required_fields=required_fields)
 
 
+def settings_required_fields() -> dict[str, list[str]]:
+    """For each structured setting, the fields config/ requires in it (for the fix of a missing key): the
+    program's settings dataclasses stay the one place that says what a setting holds."""
+    import dataclasses
+    import typing
+
+    import config
+    from config.loader import keys_of
+
+    hints = typing.get_type_hints(config.Settings)
+    required = {}
+    for key, field_ in keys_of(config.Settings).items():
+        hint = hints[field_.name]
+        if dataclasses.is_dataclass(hint):
+            required[key] = [name for name, f in keys_of(hint).items()
+                             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    return required
+
+
+def preflight(root: Path, stack: str, secrets_set: Iterable[str], stream: Any) -> bool:
+    """What `pulumi preview` checks before it runs the program: False, with every problem and its fix written
+    to `stream`, when the CLI would refuse the stack."""
+    problems = check_stack_files(root, stack, secrets_set, required_fields=settings_required_fields())
+    if problems:
+        print(render(problems), file=stream)
+    return not problems
+
+
 def render(problems: Sequence[Problem]) -> str:
     """The problems as `pulumi preview` prints the first (`error: validating stack config: ...`), each
     followed by its fix."""
@@ -753,6 +781,6 @@ __all__ = [
     "ProjectError", "Value", "check_stack_files", "config_key_is_namespaced_by_project", "create_config_value",
     "find_closest_key", "fix_command", "get_value", "infer_full_type_name", "load_project", "load_project_document",
     "load_stack_document", "load_yaml", "merge_config", "missing_stack_configuration_keys_error", "parse_key",
-    "render", "rewrite_shorthand_config_values", "stack_problems", "validate_config_value", "validate_project",
+    "preflight", "render", "rewrite_shorthand_config_values", "settings_required_fields", "stack_problems", "validate_config_value", "validate_project",
     "validate_project_document", "validate_stack_config_value", "value_from_yaml", "with_secrets_set",
 ]

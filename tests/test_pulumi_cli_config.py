@@ -10,6 +10,7 @@ missing a required one gets the CLI's message, and `make preview` runs the check
 from __future__ import annotations
 
 import base64
+import dataclasses
 import copy
 import io
 import re
@@ -477,3 +478,144 @@ def test_every_problem_is_listed_at_once_with_its_fix():
     ]
     # The first is what the CLI itself prints.
     assert cli.merge_config("dev", project, stack).first_error("dev") == missing
+
+
+# ----------------------------------------------------------------------- this project's files, held to it
+
+OPTIONAL_SETTINGS = ("protect", "certificate", "identity", "gpu", "tenancy")
+REQUIRED_SETTINGS = ("aws", "cluster", "dns", "ingress", "artifacts", "kubeflow", "auth")
+
+
+def _stack_text(stack: str) -> dict:
+    return yaml.safe_load((REPO_ROOT / f"Pulumi.{stack}.yaml").read_text())
+
+
+def _write(directory: Path, stack: str, document: dict) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "Pulumi.yaml").write_bytes((REPO_ROOT / "Pulumi.yaml").read_bytes())
+    (directory / f"Pulumi.{stack}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    return directory
+
+
+def _without(document: dict, *keys: str) -> dict:
+    document = copy.deepcopy(document)
+    for key in keys:
+        del document["config"][f"{PROJECT_NAME}:{key}"]
+    return document
+
+
+def test_docs_deploying_md_sets_exactly_the_secrets_the_preview_takes_as_set():
+    page = (REPO_ROOT / "docs" / "deploying.md").read_text()
+    assert set(re.findall(r"pulumi config set --secret (\w+)", page)) == set(cli.DEPLOYING_SECRETS)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_both_stacks_pass_the_cli_check_with_the_secrets_deploying_md_sets(stack):
+    assert cli.check_stack_files(REPO_ROOT, stack, cli.DEPLOYING_SECRETS) == []
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_stack_files_without_their_secrets_get_the_cli_message_and_the_command(stack):
+    problems = cli.check_stack_files(REPO_ROOT, stack, secrets_set=())
+    assert [(p.message, p.fix) for p in problems] == [(
+        f"Stack '{stack}' is missing configuration value 'authClientSecret'",
+        "pulumi config set --secret authClientSecret <value>")]
+
+
+def test_pulumi_yaml_requires_exactly_what_config_requires():
+    """A setting has a `default` in Pulumi.yaml exactly when config/ has one, and the declared secrets are
+    exactly those config/ requires of a stack whose other settings need none (no kubeflow.database, the
+    authservice proxy, no static keys): the CLI requires nothing the program does not."""
+    project = cli.load_project(REPO_ROOT / "Pulumi.yaml")
+    for key, field_ in keys_of(config.Settings).items():
+        has_default = field_.default is not dataclasses.MISSING or field_.default_factory is not dataclasses.MISSING
+        assert (project.config[key].default is not cli.ABSENT) == has_default, key
+    raw = {key.split(":", 1)[1]: value for key, value in _stack_text("dev")["config"].items()}
+    raw["auth"] = {**raw["auth"], "proxy": "authservice"}
+    raw["kubeflow"] = {**raw["kubeflow"], "exclude": [*raw["kubeflow"]["exclude"], "authservice"]}
+    del raw["kubeflow"]["database"]
+    with pytest.raises(config.SettingsError) as refused:
+        config.parse(raw, config.Secrets(), set(), "dev")
+    secrets_required = {line.split(":")[0] for line in refused.value.problems if line.split(":")[0] in config.SECRET_KEYS}
+    declared_secrets = {key for key, declaration in project.config.items() if declaration.secret}
+    assert secrets_required == declared_secrets == {"authClientSecret"}
+
+
+@pytest.mark.parametrize("setting", OPTIONAL_SETTINGS)
+@pytest.mark.parametrize("stack", STACKS)
+def test_a_stack_leaving_out_an_optional_setting_passes_the_cli_check(tmp_path, stack, setting):
+    root = _write(tmp_path, stack, _without(_stack_text(stack), setting))
+    assert cli.check_stack_files(root, stack, cli.DEPLOYING_SECRETS) == []
+
+
+@pytest.mark.parametrize("setting", REQUIRED_SETTINGS)
+def test_a_stack_missing_a_required_setting_gets_the_cli_message(tmp_path, setting):
+    root = _write(tmp_path, "dev", _without(_stack_text("dev"), setting))
+    problems = cli.check_stack_files(root, "dev", cli.DEPLOYING_SECRETS,
+                                     required_fields=cli.settings_required_fields())
+    assert [p.message for p in problems] == [f"Stack 'dev' is missing configuration value '{setting}'"]
+    fields = cli.settings_required_fields()[setting] or ["<field>"]
+    assert problems[0].fix == "; ".join(f"pulumi config set --path {setting}.{name} <value>" for name in fields)
+
+
+def test_a_secret_in_clear_and_a_mistyped_setting_are_refused_with_their_fixes(tmp_path):
+    document = _stack_text("dev")
+    document["config"][f"{PROJECT_NAME}:authClientSecret"] = "in-clear"
+    document["config"][f"{PROJECT_NAME}:protect"] = "yes"
+    root = _write(tmp_path, "dev", document)
+    problems = cli.check_stack_files(root, "dev", cli.DEPLOYING_SECRETS)
+    assert [(p.message, p.fix) for p in problems] == [
+        ("Stack 'dev' with configuration key 'authClientSecret' must be encrypted as it's secret",
+         "pulumi config set --secret authClientSecret <value>"),
+        ("Stack 'dev' with configuration key 'protect' must be of type 'boolean'",
+         "pulumi config set protect <true|false>"),
+    ]
+
+
+def test_an_encrypted_secret_in_the_stack_file_counts_as_set(tmp_path):
+    document = _stack_text("dev")
+    document["config"][f"{PROJECT_NAME}:authClientSecret"] = {"secure": "v1:c2VjcmV0"}
+    root = _write(tmp_path, "dev", document)
+    assert cli.check_stack_files(root, "dev", secrets_set=()) == []
+
+
+def _preview(program: Path, stack: str) -> tuple[int, str, str]:
+    """`make preview` for `stack` of `program` as a user runs it: the secrets docs/deploying.md sets."""
+    from tools.preview import preview
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    status = preview(stack, out=program / "build" / stack, stdout=stdout, stderr=stderr, root=program)
+    return status, stdout.getvalue(), stderr.getvalue()
+
+
+def test_preview_of_a_stack_with_only_the_required_settings_passes(tmp_path):
+    """Every setting the docs call optional left out (and the one machine identity, which names a
+    tenancy user): the CLI's check, the program's settings and the whole offline preview pass."""
+    from tests.stack_files import copy_program, stack_document
+
+    program = copy_program(tmp_path / "program")
+    document = _without(stack_document("dev"), *OPTIONAL_SETTINGS)
+    auth = document["config"][f"{PROJECT_NAME}:auth"]
+    auth["extraIssuers"] = [issuer for issuer in auth["extraIssuers"] if "machineIdentity" not in issuer]
+    (program / "Pulumi.minimal.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    status, stdout, stderr = _preview(program, "minimal")
+    assert status == 0, stderr + stdout
+    assert "Offline checks: passed" in stdout
+
+
+def test_preview_stops_at_the_cli_check_before_running_the_program(tmp_path):
+    from tests.stack_files import copy_program, stack_document
+
+    program = copy_program(tmp_path / "program")
+    document = _without(stack_document("dev"), "dns")
+    document["config"][f"{PROJECT_NAME}:authClientSecret"] = "in-clear"
+    (program / "Pulumi.broken.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    status, stdout, stderr = _preview(program, "broken")
+    assert status == 1 and stdout == ""
+    assert stderr.splitlines() == [
+        "error: the Pulumi CLI (v3.259.0) would refuse this stack before running the program (2 problems):",
+        "  - validating stack config: Stack 'broken' is missing configuration value 'dns'",
+        "      fix: pulumi config set --path dns.zoneName <value>; pulumi config set --path dns.host <value>",
+        "  - validating stack config: Stack 'broken' with configuration key 'authClientSecret' must be encrypted as it's secret",
+        "      fix: pulumi config set --secret authClientSecret <value>",
+    ]

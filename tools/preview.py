@@ -29,6 +29,7 @@ from typing import Any, Optional, TextIO
 import pulumi
 
 from analysis import policies, trace, trace_matrix
+from config import pulumi_project
 from tools import plan_checks
 from tools.mock_runtime import PROJECT, REPO_ROOT, known_stacks, run_program, stack_config
 from tools.plan import (
@@ -289,6 +290,9 @@ def preview(
     root: Path = REPO_ROOT,
 ) -> int:
     """The whole `make preview`; returns the exit status (0 clean, 1 problems or a configuration error)."""
+    # First what the Pulumi CLI checks before it runs the program (a stack it refuses never gets further).
+    if not pulumi_project.preflight(root, stack, pulumi_project.DEPLOYING_SECRETS if secrets is None else secrets, stderr):
+        return 1
     progress = Progress(stderr)
     try:
         plan, leaks = evaluate(stack, manifests=manifests, kubeflow_version=kubeflow_version, secrets=secrets,
