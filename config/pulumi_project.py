@@ -612,7 +612,7 @@ class MergeResult:
     errors: list[tuple[str, str]]
 
     def first_error(self, stack: str) -> Optional[str]:
-        """The error the CLI returns (config.go:346-363): the missing keys first, else the first bad value."""
+        """The error the CLI returns (config.go:351-363): the missing keys first, else the first bad value."""
         if self.missing:
             return missing_stack_configuration_keys_error(self.missing, stack)
         return self.errors[0][1] if self.errors else None

@@ -423,7 +423,7 @@ def test_loading_config_is_rewritten_to_stack_config_dir():
 
 
 def test_a_declared_secret_with_a_default_is_refused_whenever_the_stack_leaves_it_out():
-    # config.go:323-343 applies the default as a plain value, then :126-134 refuses it as not encrypted: an
+    # config.go:327-348 applies the default as a plain value, then :126-134 refuses it as not encrypted: an
     # optional secret cannot be declared with `secret: true`, a type and a default.
     project = load_project("name: test\nconfig:\n  token:\n    type: string\n    secret: true\n    default: ''\n")
     _, error = validate({}, project)
