@@ -710,6 +710,18 @@ def with_secrets_set(stack_config: Mapping[tuple[str, str], Value], project_name
     return config
 
 
+def _readable_stack_file(data: bytes) -> bool:
+    """Whether the program's stack-file reader takes the file: one mapping, no key twice, nesting bounded.
+    A file it refuses is left to it, whose messages name the line (the CLI would refuse it too)."""
+    from manifests import yaml_loader
+
+    try:
+        documents = yaml_loader.load_all(data)
+    except (yaml.YAMLError, ValueError, RecursionError):
+        return False
+    return len(documents) <= 1 and (not documents or documents[0] is None or isinstance(documents[0], Mapping))
+
+
 def check_stack_files(root: Path, stack: str, secrets_set: Iterable[str] = DEPLOYING_SECRETS,
                       required_fields: Mapping[str, Sequence[str]] | None = None) -> list[Problem]:
     """The CLI's checks for `Pulumi.yaml` and `Pulumi.<stack>.yaml` in `root`, with `secrets_set` set on the
@@ -721,8 +733,11 @@ def check_stack_files(root: Path, stack: str, secrets_set: Iterable[str] = DEPLO
         return [Problem("Pulumi.yaml", f"could not validate 'Pulumi.yaml': {problem}",
                         "fix the declaration in Pulumi.yaml") for problem in error.problems]
     stack_file = root / f"Pulumi.{stack}.yaml"
+    data = stack_file.read_bytes() if stack_file.is_file() else b""
+    if not _readable_stack_file(data):
+        return []  # the program's own reader refuses it with the line and what to fix (tools.mock_runtime)
     try:
-        stack_config = load_stack_document(project, load_yaml(stack_file.read_bytes()) if stack_file.is_file() else None)
+        stack_config = load_stack_document(project, load_yaml(data))
     except yaml.YAMLError as error:
         return [Problem(stack_file.name, f"could not unmarshal '{stack_file.name}': {error}",
                         f"fix {stack_file.name}; `pulumi config set` writes valid entries")]

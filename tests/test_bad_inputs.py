@@ -277,7 +277,9 @@ def _without_kubeflow() -> str:
 
 # Stack files only the stack-file reader sees: name, the file's text, what stderr must say ({file}: its name).
 BAD_STACK_FILES = [
-    ("no kubeflow-platform:kubeflow", _without_kubeflow, ["kubeflow.version: is required"]),
+    # Refused by the Pulumi CLI's check before the program runs (config/pulumi_project.py).
+    ("no kubeflow-platform:kubeflow", _without_kubeflow,
+     ["is missing configuration value 'kubeflow'", "fix: pulumi config set --path kubeflow.version <value>"]),
     ("a key written twice", lambda: _dump(stack_document("dev")) + "  kubeflow-platform:protect: true\n",
      ["{file}:", "found duplicate key 'kubeflow-platform:protect', first at line"]),
     ("a value nested 50,000 deep", lambda: _dump(stack_document("dev")) + "  kubeflow-platform:labels: " + "[" * 50_000 + "\n",
