@@ -387,8 +387,11 @@ config:
     # TestProjectConfigCannotHaveBothValueAndDefault (project_test.go:572-586)
     ("config:\n  instanceSize:\n    type: string\n    default: t3.micro\n    value: t4.large",
      "project config 'instanceSize' cannot have both a 'default' and 'value' attribute"),
-    # TestProjectConfigCannotBeTypedArrayWithoutItems (project_test.go:588-602): the schema refuses it
-    # too; Project.Validate's words are what a project built in code gets (see the next test).
+    # TestProjectConfigCannotBeTypedArrayWithoutItems (project_test.go:588-602)
+    ("config:\n  instanceSize:\n    type: array\n    default: [t3.micro, t4.large]",
+     "The configuration key 'instanceSize' declares an array but does not specify the underlying type via the "
+     "'items' attribute"),
+    # TestNamespacedProjectConfigShouldNotBeProvideDefault (project_test.go:604-618)
     ("config:\n  aws:region:\n    default: us-west-1",
      "Configuration key 'aws:region' is not namespaced by the project and should not define a default value. "
      "Did you mean to use the 'value' attribute instead of 'default'?"),
@@ -401,8 +404,8 @@ def test_project_config_declarations_refused(document, message):
     assert any(message in problem for problem in refused.value.problems)
 
 
-def test_project_config_cannot_be_typed_array_without_items():
-    # TestProjectConfigCannotBeTypedArrayWithoutItems (project_test.go:588-602)
+def test_project_config_cannot_be_typed_array_without_items_when_built_in_code():
+    # TestProjectConfigCannotBeTypedArrayWithoutItems (project_test.go:588-602), on a project built in code
     project = cli.Project(name="test", config={"instanceSize": cli.Declaration(type="array",
                                                                                default=["t3.micro", "t4.large"])})
     assert cli.validate_project(project) == [

@@ -6,6 +6,7 @@ fails if a placeholder shows up anywhere in clear.
 
     python -m tools.preview --stack dev --manifests kubeflow-v1.10.2.yaml [--out build/dev]
 
+first makes the checks the Pulumi CLI makes on Pulumi.yaml and the stack file (config/pulumi_project.py), then
 prints a tree like `pulumi preview`'s, writes build/<stack>/{plan.json, manifests/, images.txt,
 transform-report.txt}, runs the offline checks (tools/plan_checks.py) and exits 1 on any problem.
 Progress goes to stderr; stdout and the files are the same bytes for the same inputs.
