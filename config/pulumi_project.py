@@ -236,8 +236,9 @@ def _items_schema_problems(items: Any, where: str) -> list[str]:
 
 def _entry_schema_problems(key: str, value: Any) -> list[str]:
     """project.json:318-333: a config entry is a string, an integer, a boolean, an array or a type
-    declaration (project.json:378-398). One line per problem, in the schema validator's words
-    (santhosh-tekuri/jsonschema@v5.0.0 schema.go:249, 275, 303, 344), at `#/config/<key>`."""
+    declaration (project.json:378-398). One line per problem at `#/config/<key>`, in the schema validator's
+    words (santhosh-tekuri/jsonschema@v5.0.0 schema.go:249, 275, 303, 344, 646); where the CLI lists every
+    alternative of a failed `oneOf` on a line of its own, they are summed up in one."""
     where = f"#/config/{key}"
     if key == "secret":  # project.json:325-330 declares `config.secret` as a boolean property
         return [] if isinstance(value, bool) else [f"{where}: expected boolean, but got {_json_type(value)}"]

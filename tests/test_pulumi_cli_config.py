@@ -395,6 +395,14 @@ config:
     ("config:\n  aws:region:\n    default: us-west-1",
      "Configuration key 'aws:region' is not namespaced by the project and should not define a default value. "
      "Did you mean to use the 'value' attribute instead of 'default'?"),
+    # The schema (project.json:318-398, santhosh-tekuri/jsonschema@v5.0.0): what a declaration may hold.
+    ("config:\n  instanceSize:\n    typ: string", "#/config/instanceSize: additionalProperties 'typ' not allowed"),
+    ("config:\n  instanceSize:\n    type: number",
+     '#/config/instanceSize/type: value must be one of "string", "integer", "boolean", "array", "object"'),
+    ("config:\n  ratio: 1.5", "#/config/ratio: oneOf failed"),
+    ("config:\n  empty:", "#/config/empty: oneOf failed"),
+    ("config:\n  zones:\n    type: array\n    items:\n      type: array",
+     "#/config/zones/items: missing properties: 'items'"),
     # TestDefningBothConfigAndStackConfigDirErrorsOut (project_test.go:633-644)
     ("config: ./some/path\nstackConfigDir: ./some/other/path", "Should not use both config and stackConfigDir"),
 ])
