@@ -630,3 +630,14 @@ def test_preview_stops_at_the_cli_check_before_running_the_program(tmp_path):
         "  - validating stack config: Stack 'broken' with configuration key 'authClientSecret' must be encrypted as it's secret",
         "      fix: pulumi config set --secret authClientSecret <value>",
     ]
+
+
+def test_the_settings_configuration_md_calls_required_are_the_ones_the_cli_requires():
+    page = (REPO_ROOT / "docs" / "configuration.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| ([^|]+) \|", page, flags=re.MULTILINE)
+    assert {key for key, default in rows if default.strip() == "required"} == set(REQUIRED_SETTINGS)
+    assert {key for key, default in rows if default.strip() != "required"} == set(OPTIONAL_SETTINGS)
+    project = cli.load_project(REPO_ROOT / "Pulumi.yaml")
+    required = {key for key, declaration in project.config.items()
+                if declaration.default is cli.ABSENT and declaration.value is cli.ABSENT}
+    assert required == {*REQUIRED_SETTINGS, "authClientSecret"}
