@@ -373,6 +373,15 @@ def denies(policy: Mapping, request: Request) -> bool:
     return policy_matches(policy, request) is not None
 
 
+DRY_RUN_ANNOTATION = "istio.io/dry-run"
+
+
+def is_dry_run(policy: Mapping) -> bool:
+    """builder.go:147-157: `istio.io/dry-run` parsed as Go's ParseBool; a value it cannot parse counts as false."""
+    value = ((policy.get("metadata") or {}).get("annotations") or {}).get(DRY_RUN_ANNOTATION)
+    return str(value) in ("1", "t", "T", "TRUE", "true", "True")
+
+
 def selector_selects(selector: Mapping | None, labels: Mapping[str, str]) -> bool:
     """policyattachment.go:109-112: no selector selects all; else matchLabels must be a subset of the labels."""
     match = (selector or {}).get("matchLabels") or {}
@@ -404,7 +413,16 @@ def policies_for_workload(
         policy_namespace = (policy.get("metadata") or {}).get("namespace") or "default"
         if policy_namespace not in (root_namespace, namespace):
             continue
+        if is_dry_run(policy) and ((policy.get("spec") or {}).get("action") or "ALLOW") != "CUSTOM":
+            # builder.go:189-199: a dry-run policy only feeds shadow rules (logged, never enforced).
+            continue
         refs = target_refs(policy)
+        if waypoint_services is not None:
+            for ref in refs:
+                if ref.get("kind") in ("ServiceEntry", "GatewayClass"):
+                    name = (policy.get("metadata") or {}).get("name")
+                    raise NotModelled(f"AuthorizationPolicy {policy_namespace}/{name}: a targetRef of kind {ref.get('kind')} "
+                                      "(policyattachment.go:165-185) is not modelled")
         if waypoint_services is None:
             if refs or not selector_selects((policy.get("spec") or {}).get("selector"), labels):
                 continue
