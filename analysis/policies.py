@@ -72,6 +72,8 @@ class Request:
     request_principal: str | None = None
     #: The verified token's payload (jwt_authn's `payload` metadata); None without one.
     claims: Mapping[str, Any] | None = None
+    #: meshConfig `trustDomainAliases`: identities of these trust domains count as the mesh's own.
+    trust_domain_aliases: tuple[str, ...] = ()
 
 
 class NotModelled(ValueError):
@@ -106,19 +108,22 @@ def header_matches(pattern: str, value: str | None) -> bool:
     return string_matches(pattern, value)
 
 
-def _principal_spellings(pattern: str, trust_domain: str) -> list[str]:
-    # security/trustdomain/bundle.go (ReplaceTrustDomainAliases, via model.go:155-168): a policy's cluster.local
-    # stands for the mesh's own trust domain.
+def _principal_spellings(pattern: str, trust_domain: str, aliases: tuple[str, ...] = ()) -> list[str]:
+    # pilot/pkg/security/trustdomain/bundle.go:53-120 (ReplaceTrustDomainAliases, via model.go:155-168): a principal
+    # of `cluster.local`, of the mesh's trust domain or of one of its aliases stands for every one of them; any other
+    # stays as written.
     domain, sep, rest = pattern.partition("/")
-    if sep and domain == "cluster.local":
-        return [pattern, f"{trust_domain}/{rest}"]
+    domains = (trust_domain, *aliases)
+    if sep and (domain == "cluster.local" or domain in domains):
+        return list(dict.fromkeys([pattern, *(f"{d}/{rest}" for d in domains)]))
     return [pattern]
 
 
 def _principal_matches(pattern: str, request: Request) -> bool:
     if request.principal is None:
         return False
-    return any(string_matches(spelling, request.principal) for spelling in _principal_spellings(pattern, request.trust_domain))
+    spellings = _principal_spellings(pattern, request.trust_domain, request.trust_domain_aliases)
+    return any(string_matches(spelling, request.principal) for spelling in spellings)
 
 
 def _namespace_matches(pattern: str, request: Request) -> bool:
