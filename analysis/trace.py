@@ -864,11 +864,13 @@ def verify_token(rules: Sequence[tuple[Mapping, Mapping]], token: Mapping[str, A
 
 def authorize(model: MeshModel, trace: Trace, where: str, namespace: str, labels: Mapping[str, str],
               request: authz.Request, *, for_tcp: bool = False, waypoint: tuple[str, list[tuple[str, str]]] | None = None,
-              ext_authz=None) -> bool:
-    """CUSTOM, then DENY, then ALLOW (builder.go:110-145). Adds hops; False when refused."""
+              ext_authz=None, stages: Sequence[str] = ("CUSTOM", "DENY", "ALLOW")) -> bool:
+    """CUSTOM, then DENY, then ALLOW (builder.go:110-145), those of `stages` only. Adds hops; False when refused."""
     found = authz.policies_for_workload(
         model.kind("AuthorizationPolicy"), namespace, labels, model.settings.root_namespace,
         waypoint_services=waypoint[1] if waypoint else None, waypoint_gateway=waypoint[0] if waypoint else None)
+    found = {action: (found.get(action, []) if action in stages else []) for action in ("CUSTOM", "DENY", "ALLOW")}
+    allow_stage = "ALLOW" in stages
     layer = "L4 (ztunnel)" if for_tcp else "L7"
     if found["CUSTOM"]:
         shapes = []
@@ -900,6 +902,8 @@ def authorize(model: MeshModel, trace: Trace, where: str, namespace: str, labels
             return not trace.refuse("DENY", where, ref(policy), f"{layer} rules[{rule}] matches: {_rule_summary(policy, rule)}", 403)
     if found["DENY"]:
         trace.add("DENY", where, ", ".join(ref(p) for p in found["DENY"]), "pass", f"{layer}: no rule matches")
+    if not allow_stage:
+        return True
     if not found["ALLOW"]:
         trace.add("ALLOW", where, "-", "pass", "no ALLOW policy applies to the workload: allowed")
         return True
@@ -1086,23 +1090,11 @@ def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str,
         trace.add("EnvoyFilter", where, settings.identity_filter or "-", "info",
                   "the identity EnvoyFilter does not apply to these pods: client-sent kubeflow-userid passes unchanged")
 
-    # 3. jwt_authn (RequestAuthentication): a token is read from `Authorization: Bearer`.
+    # 3. ext_authz (CUSTOM) first, then jwt_authn, then DENY and ALLOW: the order istiod puts the filters in
+    # (pilot/pkg/networking/core/listener_builder.go:405-410), so a CUSTOM rule sees no verified token yet.
     token = caller.token
     if token is not None:
         headers["authorization"] = "Bearer <token>"
-    rules = jwt_rules_for(model, settings.gateway_namespace, settings.gateway_labels)
-    jwt = verify_token(rules, token)
-    verdict, decided, why = jwt
-    request_principal = claims = None
-    if verdict == "invalid":
-        return trace.refuse("RequestAuthentication", where, decided, why, jwt.status)
-    if verdict == "verified":
-        request_principal, claims = f"{token.get('iss')}/{token.get('sub')}", dict(token)
-        headers.update(jwt.headers)
-    if token is not None:
-        trace.add("RequestAuthentication", where, decided, "pass", why)
-
-    # 4. ext_authz (CUSTOM), DENY, ALLOW at the gateway.
     session_headers: dict[str, str] = {}
 
     def ext_authz(policy: Mapping[str, Any]):
@@ -1118,10 +1110,29 @@ def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str,
             return True, f"the auth proxy knows the session of {caller.email} and returns {settings.user_source_header}", 200
         return False, "the auth proxy has no session: redirect to the login", 302
 
-    request = authz.Request(None, 8080, headers, settings.trust_domain, method, path, host, request_principal, claims)
-    if not authorize(model, trace, where, settings.gateway_namespace, settings.gateway_labels, request, ext_authz=ext_authz):
+    request = authz.Request(None, 8080, dict(headers), settings.trust_domain, method, path, host)
+    if not authorize(model, trace, where, settings.gateway_namespace, settings.gateway_labels, request, ext_authz=ext_authz,
+                     stages=("CUSTOM",)):
         return trace
     headers.update(session_headers)
+
+    # 4. jwt_authn (RequestAuthentication): a token is read from `Authorization: Bearer`.
+    rules = jwt_rules_for(model, settings.gateway_namespace, settings.gateway_labels)
+    jwt = verify_token(rules, token)
+    verdict, decided, why = jwt
+    request_principal = claims = None
+    if verdict == "invalid":
+        return trace.refuse("RequestAuthentication", where, decided, why, jwt.status)
+    if verdict == "verified":
+        request_principal, claims = f"{token.get('iss')}/{token.get('sub')}", dict(token)
+        headers.update(jwt.headers)
+    if token is not None:
+        trace.add("RequestAuthentication", where, decided, "pass", why)
+
+    request = authz.Request(None, 8080, headers, settings.trust_domain, method, path, host, request_principal, claims)
+    if not authorize(model, trace, where, settings.gateway_namespace, settings.gateway_labels, request,
+                     stages=("DENY", "ALLOW")):
+        return trace
 
     # 5. The identity filter (without it, whatever the client sent stays).
     user = None
@@ -1256,6 +1267,8 @@ def _to_destination(model: MeshModel, trace: Trace, source: tuple, route_namespa
         trace.add("PeerAuthentication", where, decided, "pass", f"{mode}; the caller's sidecar sends mTLS as {source_principal}"
                   if source_principal else f"{mode}; the caller sends plaintext")
 
+    if not authorize(model, trace, where, workload.namespace, workload.labels, request, stages=("CUSTOM",)):
+        return trace
     rules = jwt_rules_for(model, workload.namespace, workload.labels)
     if rules:
         jwt = verify_token(rules, token)
@@ -1267,7 +1280,7 @@ def _to_destination(model: MeshModel, trace: Trace, source: tuple, route_namespa
             request = authz.Request(source_principal, target, headers, settings.trust_domain, method, path, host,
                                     f"{token.get('iss')}/{token.get('sub')}", dict(token))
         trace.add("RequestAuthentication", where, decided, "pass", why)
-    if not authorize(model, trace, where, workload.namespace, workload.labels, request):
+    if not authorize(model, trace, where, workload.namespace, workload.labels, request, stages=("DENY", "ALLOW")):
         return trace
     return _reached(trace, workload, target, headers)
 
