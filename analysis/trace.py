@@ -1200,11 +1200,31 @@ def _trace_in_mesh(model: MeshModel, trace: Trace, host: str, port: int, path: s
     principal = _principal(settings, caller.namespace or "default", caller.service_account or "default")
     trace.add("caller", f"sidecar {caller.namespace}", "-", "info",
               f"in-mesh workload {principal} calls {host}:{port} directly (mTLS from its sidecar)")
+    _refuse_mesh_routes(model, caller.namespace or "default", host)
     headers = {k.lower(): v for k, v in caller.headers.items()}
     trace.user = headers.get(settings.user_header)
     source = ("workload", caller.namespace or "default", dict(caller.pod_labels), principal)
     return _to_destination(model, trace, source, caller.namespace or "default", {"host": host, "port": {"number": port}},
                            path, headers, host, method, None, None, None)
+
+
+def _service_fqdn(host: str, namespace: str) -> str:
+    """A Kubernetes service host as Istio resolves a VirtualService's short host (config.go ResolveShortnameToFQDN):
+    `name` in the route's namespace, `name.ns`, or already a full name."""
+    if host.startswith("*") or host.endswith(".svc.cluster.local") or host.count(".") >= 2:
+        return host
+    return f"{host}.{namespace}.svc.cluster.local" if "." not in host else f"{host}.svc.cluster.local"
+
+
+def _refuse_mesh_routes(model: MeshModel, caller_namespace: str, host: str) -> None:
+    """A VirtualService bound to `mesh` for the host an in-mesh caller asks for changes where its sidecar sends the
+    request (push_context.go VirtualServicesForGateway with the mesh gateway): not modelled, refused."""
+    wanted = _service_fqdn(host, caller_namespace)
+    for service in virtual_services_for_gateway(model.kind("VirtualService"), caller_namespace, MESH_GATEWAY):
+        for name in (service.get("spec") or {}).get("hosts") or []:
+            if host_matches(_service_fqdn(str(name), _ns(service)).lower(), wanted):
+                raise authz.NotModelled(f"{ref(service)} is bound to the mesh for {host}: a sidecar's own routing "
+                                        "(VirtualServices on the `mesh` gateway) is not modelled")
 
 
 def _resolve_service(model: MeshModel, host: str, default_namespace: str) -> Mapping[str, Any] | None:
