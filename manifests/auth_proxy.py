@@ -94,27 +94,33 @@ class AuthProxyOptions:
 
     @property
     def cookie_domain(self) -> str | None:
-        """The cookie domain every host shares, when there is more than one host; None: host-only cookies.
-
-        oauth2-proxy's session and CSRF cookies are host-only unless `cookie_domains` names a domain the request's
-        host ends with (oauth2-proxy/oauth2-proxy@v7.14.3 pkg/cookies/cookies.go:17-33, 51-59; v7.7.1 :17-31,
-        49-57). The callback is on the first host only, so a login started on another host needs its CSRF cookie
-        to reach the first host, and the session made there to come back: the hosts' longest common parent
-        domain (every host lies inside dns.zoneName, so there always is one)."""
-        if len(self.hosts) < 2:
-            return None
-        labels = [host.rstrip(".").lower().split(".")[::-1] for host in self.hosts]
-        common = []
-        for parts in zip(*labels):
-            if len(set(parts)) != 1:
-                break
-            common.append(parts[0])
-        return "." + ".".join(reversed(common)) if len(common) >= 2 else None
+        """The cookie domain every host shares when there is more than one host (shared_cookie_domain)."""
+        return shared_cookie_domain(self.hosts)
 
     @property
     def redirect_url(self) -> str:
         """The callback to register at the enterprise issuer for this client."""
         return f"https://{self.hosts[0]}{_CALLBACK_PATH[self.proxy]}"
+
+
+def shared_cookie_domain(hosts: tuple[str, ...]) -> str | None:
+    """The longest parent domain of every host, as a cookie domain (`.ml.example.com`), when there is more than one
+    host; None: host-only cookies.
+
+    oauth2-proxy's session and CSRF cookies are host-only unless `cookie_domains` names a domain the request's
+    host ends with (oauth2-proxy/oauth2-proxy@v7.14.3 pkg/cookies/cookies.go:17-33, 51-59; v7.7.1 :17-31,
+    49-57). The callback is on the first host only, so a login started on another host needs its CSRF cookie
+    to reach the first host, and the session made there to come back. Every host lies inside dns.zoneName, so
+    they share at least the zone."""
+    if len(hosts) < 2:
+        return None
+    labels = [host.rstrip(".").lower().split(".")[::-1] for host in hosts]
+    common = []
+    for parts in zip(*labels):
+        if len(set(parts)) != 1:
+            break
+        common.append(parts[0])
+    return "." + ".".join(reversed(common)) if len(common) >= 2 else None
 
 
 def source_headers(options: AuthProxyOptions) -> list[str]:
