@@ -477,6 +477,8 @@ def auth_proxy_objects(options: AuthProxyOptions) -> list[dict]:
 #: components/notebook-controller/controllers/notebook_controller.go:500-507,
 #: components/tensorboard-controller/controllers/tensorboard_controller.go:321-335).
 SINGLE_HOST_PREFIXES = ("/notebook/", "/tensorboard/")
+#: The VirtualService that redirects them on every other host.
+EXTRA_HOST_REDIRECTS = "kubeflow-extra-host-redirects"
 
 
 def extra_host_redirects(options: AuthProxyOptions) -> list[dict]:
@@ -490,7 +492,7 @@ def extra_host_redirects(options: AuthProxyOptions) -> list[dict]:
     service = {
         "apiVersion": "networking.istio.io/v1beta1",
         "kind": "VirtualService",
-        "metadata": {"name": "kubeflow-extra-host-redirects", "namespace": options.namespace, "labels": _labels(options)},
+        "metadata": {"name": EXTRA_HOST_REDIRECTS, "namespace": options.namespace, "labels": _labels(options)},
         "spec": {
             "gateways": [options.gateway],
             "hosts": list(options.hosts[1:]),

@@ -264,3 +264,18 @@ def _without_cookie_domains(model: t.MeshModel) -> t.MeshModel:
             obj = {**obj, "data": {**data, "oauth2_proxy.cfg": text}}
         objects.append(obj)
     return t.MeshModel(objects, dataclasses.replace(model.settings, cookie_domains=()))
+
+
+def test_a_cli_token_with_email_verified_false_is_refused_on_prods_plan_as_envoy_refuses_it(loopback, tmp_path):
+    # outputClaimToHeaders copies the boolean claim as "false" onto the request, where the token policy's DENY rule
+    # reads it; the trace once answered "reached as alice".
+    model = t.model_from_plan(evaluated_plan("prod")[0])
+    shapes = dict(_extra_callers(model))
+    caller = next(c for label, c in shapes.items() if label.startswith("email_verified false"))
+    url = f"https://{model.settings.hosts[0]}/pipeline/"
+    traced = t.trace_request(model, url, caller)
+    assert not traced.reached and traced.status == 403 and traced.refused_at.step == "DENY", t.render(traced)
+    echo, auth = loopback
+    bootstrap = gateway_bootstrap(_filter_chain(model, auth.port), echo.port, auth.port, _virtual_hosts(model))
+    with EnvoyGateway(bootstrap, tmp_path / "envoy") as gateway:
+        assert _ask_envoy(gateway.port, model, caller, url).status == 403
