@@ -11,16 +11,19 @@ gateway pods      Gateways whose `selector` is a subset of the gateway pods' lab
                   (istio/istio@1.28.0 pilot/pkg/model/push_context.go:2407-2452; PILOT_SCOPE_GATEWAY_TO_NAMESPACE off).
 server host       the request's host against each server's hosts; `ns/host` limits a host to routes of namespace
                   `ns` (pkg/config/host/names.go:110-133), wildcards as host.Name.Matches (pkg/config/host/name.go:37-60).
+                  Every server of every selected Gateway on the port shares one route configuration, one virtual host
+                  per hostname; Envoy picks the most specific (gateway.go:411-550).
 EnvoyFilter       an EnvoyFilter patches the gateway when it sits in the root namespace or the pods' namespace and its
                   workloadSelector is a subset of their labels (push_context.go:2284-2357, policyattachment.go:109-136);
                   the identity filter (manifests/identity.py) strips client-sent identity headers first.
-ext_authz         CUSTOM policies (authz builder/builder.go:110-145): the auth proxy is asked when a CUSTOM rule
-                  matches; a browser with a session is let through with `x-auth-request-email`, anyone else is sent
-                  to the login.
-jwt_authn         RequestAuthentication: a token of a configured issuer with a wrong audience is refused (401), a
-                  token of no configured issuer passes as no token, no token passes
-                  (pilot/pkg/security/authn/policy_applier.go:143-170, 250-270).
-rbac              DENY then ALLOW (analysis.policies).
+ext_authz         CUSTOM policies, first (listener_builder.go:405-410; authz builder/builder.go:110-145): the auth
+                  proxy is asked when a CUSTOM rule matches; a browser with a session on the host (its cookies cover
+                  the host and the callback's) is let through with `x-auth-request-email`, anyone else is sent to the
+                  login.
+jwt_authn         RequestAuthentication (policy_applier.go:143-170, 250-290, as Envoy enforces it): no token passes;
+                  an unknown issuer, an expired or not yet valid token is 401, a wrong audience 403; a verified
+                  token's outputClaimToHeaders are copied onto the request.
+rbac              DENY then ALLOW (analysis.policies); dry-run policies are not enforced.
 identity filter   `kubeflow-userid` from the auth proxy's header, else from a verified token's claim (or the issuer's
                   machine user), as the EnvoyFilter's Lua does.
 route             VirtualServices the gateway pods are given (analysis.routes, push_context.go:1065-1089) whose hosts
@@ -30,13 +33,17 @@ destination       the Service by host, its port's targetPort, the Deployment/Sta
                   picks; no Service or no workload: 503.
 NetworkPolicy     ingress rules of the policies selecting the pod (kubernetes.io/docs/concepts/services-networking/
                   network-policies): from namespace/pod selectors and ports; none selecting it: open.
-PeerAuthentication workload > namespace > root namespace, port-level overrides, UNSET inherits, default PERMISSIVE
-                  (pilot/pkg/security/authn/policy_applier.go:390-466); STRICT refuses a plaintext caller.
+PeerAuthentication workload > namespace > root namespace, the oldest of each, port-level overrides, UNSET inherits,
+                  default PERMISSIVE (pilot/pkg/security/authn/policy_applier.go:390-466); STRICT refuses a plaintext
+                  caller; DISABLE carries no peer identity.
 sidecar authz     RequestAuthentication and CUSTOM, DENY, ALLOW of the destination workload (model/authorization.go:84-113).
 ambient           ztunnel enforces the selector policies at L4 only: HTTP attributes fail safe (an ALLOW rule using
                   them matches nothing, a DENY rule ignores them: authz model/model.go:344-354); L7 policy is enforced
                   by a waypoint the Service or namespace uses (`istio.io/use-waypoint`), on policies that name it
                   through targetRefs (policyattachment.go:151-198; https://istio.io/v1.28/docs/ambient/usage/l4-policy/).
+
+A shape the trace does not evaluate raises policies.NotModelled naming it (exit 2 of `make trace`, a problem of the
+preview): see docs/mesh-trace.md "What it refuses".
 
 Controllers create some objects at run time that the plan cannot hold; the trace adds the ones Kubeflow's paths
 depend on, each with its source (`runtime_objects`): the profile controller's `ns-owner-access-istio` policy and
