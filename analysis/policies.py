@@ -72,6 +72,8 @@ class Request:
     request_principal: str | None = None
     #: The verified token's payload (jwt_authn's `payload` metadata); None without one.
     claims: Mapping[str, Any] | None = None
+    #: meshConfig `trustDomainAliases`: identities of these trust domains count as the mesh's own.
+    trust_domain_aliases: tuple[str, ...] = ()
 
 
 class NotModelled(ValueError):
@@ -106,19 +108,22 @@ def header_matches(pattern: str, value: str | None) -> bool:
     return string_matches(pattern, value)
 
 
-def _principal_spellings(pattern: str, trust_domain: str) -> list[str]:
-    # security/trustdomain/bundle.go (ReplaceTrustDomainAliases, via model.go:155-168): a policy's cluster.local
-    # stands for the mesh's own trust domain.
+def _principal_spellings(pattern: str, trust_domain: str, aliases: tuple[str, ...] = ()) -> list[str]:
+    # pilot/pkg/security/trustdomain/bundle.go:53-120 (ReplaceTrustDomainAliases, via model.go:155-168): a principal
+    # of `cluster.local`, of the mesh's trust domain or of one of its aliases stands for every one of them; any other
+    # stays as written.
     domain, sep, rest = pattern.partition("/")
-    if sep and domain == "cluster.local":
-        return [pattern, f"{trust_domain}/{rest}"]
+    domains = (trust_domain, *aliases)
+    if sep and (domain == "cluster.local" or domain in domains):
+        return list(dict.fromkeys([pattern, *(f"{d}/{rest}" for d in domains)]))
     return [pattern]
 
 
 def _principal_matches(pattern: str, request: Request) -> bool:
     if request.principal is None:
         return False
-    return any(string_matches(spelling, request.principal) for spelling in _principal_spellings(pattern, request.trust_domain))
+    spellings = _principal_spellings(pattern, request.trust_domain, request.trust_domain_aliases)
+    return any(string_matches(spelling, request.principal) for spelling in spellings)
 
 
 def _namespace_matches(pattern: str, request: Request) -> bool:
@@ -373,6 +378,15 @@ def denies(policy: Mapping, request: Request) -> bool:
     return policy_matches(policy, request) is not None
 
 
+DRY_RUN_ANNOTATION = "istio.io/dry-run"
+
+
+def is_dry_run(policy: Mapping) -> bool:
+    """builder.go:147-157: `istio.io/dry-run` parsed as Go's ParseBool; a value it cannot parse counts as false."""
+    value = ((policy.get("metadata") or {}).get("annotations") or {}).get(DRY_RUN_ANNOTATION)
+    return str(value) in ("1", "t", "T", "TRUE", "true", "True")
+
+
 def selector_selects(selector: Mapping | None, labels: Mapping[str, str]) -> bool:
     """policyattachment.go:109-112: no selector selects all; else matchLabels must be a subset of the labels."""
     match = (selector or {}).get("matchLabels") or {}
@@ -404,7 +418,16 @@ def policies_for_workload(
         policy_namespace = (policy.get("metadata") or {}).get("namespace") or "default"
         if policy_namespace not in (root_namespace, namespace):
             continue
+        if is_dry_run(policy) and ((policy.get("spec") or {}).get("action") or "ALLOW") != "CUSTOM":
+            # builder.go:189-199: a dry-run policy only feeds shadow rules (logged, never enforced).
+            continue
         refs = target_refs(policy)
+        if waypoint_services is not None:
+            for ref in refs:
+                if ref.get("kind") in ("ServiceEntry", "GatewayClass"):
+                    name = (policy.get("metadata") or {}).get("name")
+                    raise NotModelled(f"AuthorizationPolicy {policy_namespace}/{name}: a targetRef of kind {ref.get('kind')} "
+                                      "(policyattachment.go:165-185) is not modelled")
         if waypoint_services is None:
             if refs or not selector_selects((policy.get("spec") or {}).get("selector"), labels):
                 continue

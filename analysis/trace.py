@@ -11,16 +11,19 @@ gateway pods      Gateways whose `selector` is a subset of the gateway pods' lab
                   (istio/istio@1.28.0 pilot/pkg/model/push_context.go:2407-2452; PILOT_SCOPE_GATEWAY_TO_NAMESPACE off).
 server host       the request's host against each server's hosts; `ns/host` limits a host to routes of namespace
                   `ns` (pkg/config/host/names.go:110-133), wildcards as host.Name.Matches (pkg/config/host/name.go:37-60).
+                  Every server of every selected Gateway on the port shares one route configuration, one virtual host
+                  per hostname; Envoy picks the most specific (gateway.go:411-550).
 EnvoyFilter       an EnvoyFilter patches the gateway when it sits in the root namespace or the pods' namespace and its
                   workloadSelector is a subset of their labels (push_context.go:2284-2357, policyattachment.go:109-136);
                   the identity filter (manifests/identity.py) strips client-sent identity headers first.
-ext_authz         CUSTOM policies (authz builder/builder.go:110-145): the auth proxy is asked when a CUSTOM rule
-                  matches; a browser with a session is let through with `x-auth-request-email`, anyone else is sent
-                  to the login.
-jwt_authn         RequestAuthentication: a token of a configured issuer with a wrong audience is refused (401), a
-                  token of no configured issuer passes as no token, no token passes
-                  (pilot/pkg/security/authn/policy_applier.go:143-170, 250-270).
-rbac              DENY then ALLOW (analysis.policies).
+ext_authz         CUSTOM policies, first (listener_builder.go:405-410; authz builder/builder.go:110-145): the auth
+                  proxy is asked when a CUSTOM rule matches; a browser with a session on the host (its cookies cover
+                  the host and the callback's) is let through with `x-auth-request-email`, anyone else is sent to the
+                  login.
+jwt_authn         RequestAuthentication (policy_applier.go:143-170, 250-290, as Envoy enforces it): no token passes;
+                  an unknown issuer, an expired or not yet valid token is 401, a wrong audience 403; a verified
+                  token's outputClaimToHeaders are copied onto the request.
+rbac              DENY then ALLOW (analysis.policies); dry-run policies are not enforced.
 identity filter   `kubeflow-userid` from the auth proxy's header, else from a verified token's claim (or the issuer's
                   machine user), as the EnvoyFilter's Lua does.
 route             VirtualServices the gateway pods are given (analysis.routes, push_context.go:1065-1089) whose hosts
@@ -30,13 +33,17 @@ destination       the Service by host, its port's targetPort, the Deployment/Sta
                   picks; no Service or no workload: 503.
 NetworkPolicy     ingress rules of the policies selecting the pod (kubernetes.io/docs/concepts/services-networking/
                   network-policies): from namespace/pod selectors and ports; none selecting it: open.
-PeerAuthentication workload > namespace > root namespace, port-level overrides, UNSET inherits, default PERMISSIVE
-                  (pilot/pkg/security/authn/policy_applier.go:390-466); STRICT refuses a plaintext caller.
+PeerAuthentication workload > namespace > root namespace, the oldest of each, port-level overrides, UNSET inherits,
+                  default PERMISSIVE (pilot/pkg/security/authn/policy_applier.go:390-466); STRICT refuses a plaintext
+                  caller; DISABLE carries no peer identity.
 sidecar authz     RequestAuthentication and CUSTOM, DENY, ALLOW of the destination workload (model/authorization.go:84-113).
 ambient           ztunnel enforces the selector policies at L4 only: HTTP attributes fail safe (an ALLOW rule using
                   them matches nothing, a DENY rule ignores them: authz model/model.go:344-354); L7 policy is enforced
                   by a waypoint the Service or namespace uses (`istio.io/use-waypoint`), on policies that name it
                   through targetRefs (policyattachment.go:151-198; https://istio.io/v1.28/docs/ambient/usage/l4-policy/).
+
+A shape the trace does not evaluate raises policies.NotModelled naming it (exit 2 of `make trace`, a problem of the
+preview): see docs/mesh-trace.md "What it refuses".
 
 Controllers create some objects at run time that the plan cannot hold; the trace adds the ones Kubeflow's paths
 depend on, each with its source (`runtime_objects`): the profile controller's `ns-owner-access-istio` policy and
@@ -106,6 +113,24 @@ class MeshSettings:
     data_plane: str = "sidecar"
     #: permissive | strict: the mesh-wide mTLS mode when no PeerAuthentication says otherwise.
     mtls: str = "permissive"
+    #: The host the auth proxy's OIDC callback is on; None: the first host.
+    login_callback_host: str | None = None
+    #: The auth proxy's cookie domains (`.example.com`); empty: host-only cookies.
+    cookie_domains: tuple[str, ...] = ()
+    #: Whether the plan says how the login's cookies are scoped (plans of older versions do not).
+    login_known: bool = False
+
+    def session_works_on(self, host: str) -> bool:
+        """Whether a browser can log in and keep a session on `host`: its CSRF cookie must reach the callback host and
+        the session cookie set there must be sent to `host`. Host-only cookies work only on the callback's host
+        (RFC 6265 5.3 step 6; a cookie domain covers the host itself and its subdomains, 5.1.3)."""
+        if not self.login_known:
+            return True
+        callback = (self.login_callback_host or (self.hosts[0] if self.hosts else host)).lower()
+        if host == callback:
+            return True
+        covers = lambda domain, name: name == domain.lstrip(".") or name.endswith("." + domain.lstrip("."))  # noqa: E731
+        return any(covers(d.lower(), host) and covers(d.lower(), callback) for d in self.cookie_domains)
 
     @property
     def gateway_principal(self) -> str:
@@ -136,6 +161,9 @@ class MeshSettings:
             identity_filter=str(identity.get("envoyFilter", "")),
             data_plane=str(mesh.get("dataPlane") or "sidecar"),
             mtls=str(mesh.get("mtls") or "permissive").lower(),
+            login_callback_host=(data.get("login") or {}).get("callbackHost"),
+            cookie_domains=tuple((data.get("login") or {}).get("cookieDomains") or ()),
+            login_known="login" in data,
         )
 
 
@@ -205,6 +233,8 @@ class Trace:
     user: str | None = None
     #: HTTP status a refusal answers with (404, 403, 401, 302, 503); connection refusals have None.
     status: int | None = None
+    #: Where a route's redirect sends the client (followed by trace_request).
+    redirect: str | None = None
 
     @property
     def refused_at(self) -> Hop | None:
@@ -401,6 +431,51 @@ def gateway_routes(services: Sequence[Mapping[str, Any]], server_hosts: Sequence
             for match in http.get("match") or [None]:
                 routes.append(HttpRoute(service, http, match, index))
     return [r for r in routes if not r.catch_all] + [r for r in routes if r.catch_all]
+
+
+def envoy_domain_rank(domain: str, host: str) -> tuple[int, int] | None:
+    """How Envoy ranks a virtual host's domain for a request host (route config's virtual host selection: exact,
+    then the longest `*.suffix`, then the longest `prefix*`, then `*`); None: no match."""
+    if domain == host:
+        return (3, len(domain))
+    if domain == "*":
+        return (0, 0)
+    if domain.startswith("*") and host.endswith(domain[1:]) and len(host) > len(domain) - 1:
+        return (2, len(domain))
+    if domain.endswith("*") and host.startswith(domain[:-1]) and len(host) > len(domain) - 1:
+        return (1, len(domain))
+    return None
+
+
+def gateway_virtual_host_routes(model: "MeshModel", on_port: Sequence[tuple[Mapping, Mapping]], proxy_namespace: str,
+                                host: str) -> list[HttpRoute]:
+    """The routes of the virtual host Envoy picks for `host` (gateway.go:405-548): for every server on the port and
+    every VirtualService its Gateway's pods are given, each intersecting hostname becomes (or extends) one virtual
+    host; routes are sorted with catch-alls last (route.go SortVHostRoutes); Envoy picks the most specific domain."""
+    vhosts: dict[str, list[HttpRoute]] = {}
+    for gateway_obj, server in on_port:
+        name = f"{_ns(gateway_obj)}/{_name(gateway_obj)}"
+        for service in virtual_services_for_gateway(model.kind("VirtualService"), proxy_namespace, name):
+            spec = service.get("spec") or {}
+            intersecting = hosts_intersection(hosts_for_namespace(server.get("hosts") or [], _ns(service)),
+                                              list(spec.get("hosts") or []))
+            if not intersecting:
+                continue
+            routes = [HttpRoute(service, http, match, index)
+                      for index, http in enumerate(spec.get("http") or []) for match in http.get("match") or [None]]
+            for hostname in intersecting:
+                vhosts.setdefault(hostname.lower(), []).extend(routes)
+    ranked = [(envoy_domain_rank(domain, host), domain) for domain in vhosts]
+    ranked = [(rank, domain) for rank, domain in ranked if rank is not None]
+    if not ranked:
+        return []
+    chosen = max(ranked)[1]
+    unique: list[HttpRoute] = []
+    for route in vhosts[chosen]:
+        # The same VirtualService reached through two servers is one set of routes (collapseDuplicateRoutes).
+        if not any(r.service is route.service and r.index == route.index and r.match == route.match for r in unique):
+            unique.append(route)
+    return [r for r in unique if not r.catch_all] + [r for r in unique if r.catch_all]
 
 
 # ----------------------------------------------------------------------------------------- the model
@@ -640,11 +715,22 @@ def _np_port(spec: Mapping[str, Any], port: int, workload: Workload) -> bool:
 # -------------------------------------------------------------------------------- PeerAuthentication
 
 
+def creation_order(obj: Mapping[str, Any]) -> tuple[str, str, str]:
+    """sortConfigByCreationTime (istio/istio@1.28.0 pilot/pkg/model/config.go:305-320): creation time, then name,
+    then namespace. RFC 3339 UTC timestamps sort as strings; objects not created yet sort first (Go's zero time)."""
+    metadata = obj.get("metadata") or {}
+    return str(metadata.get("creationTimestamp") or ""), _name(obj), _ns(obj)
+
+
 def peer_authentication_mode(model: MeshModel, workload: Workload, port: int) -> tuple[str, str]:
-    """ComposePeerAuthentication (pilot/pkg/security/authn/policy_applier.go:398-466) for one workload and port."""
+    """ComposePeerAuthentication (pilot/pkg/security/authn/policy_applier.go:398-466) for one workload and port.
+
+    Of several mesh-, namespace- or workload-level policies the oldest is kept (policy_applier.go:409-428, the
+    list sorted by creation time first: model/authentication.go:113-145); a selector policy in the root
+    namespace is ignored (:422)."""
     root = model.settings.root_namespace
     mesh = namespace = chosen = None
-    for policy in model.kind("PeerAuthentication"):
+    for policy in sorted(model.kind("PeerAuthentication"), key=creation_order):
         spec = policy.get("spec") or {}
         policy_ns = _ns(policy)
         if policy_ns not in (root, workload.namespace):
@@ -666,40 +752,118 @@ def peer_authentication_mode(model: MeshModel, workload: Workload, port: int) ->
             mode, decided = value, ref(policy)
     if chosen is not None:
         per_port = ((chosen.get("spec") or {}).get("portLevelMtls") or {}).get(str(port))
-        if per_port and per_port.get("mode") and per_port["mode"] != "UNSET":
-            mode, decided = per_port["mode"], f"{ref(chosen)} port {port}"
+        if per_port is not None:
+            # An UNSET port inherits the workload's mode (policy_applier.go:452-461).
+            if per_port.get("mode") and per_port["mode"] != "UNSET":
+                mode, decided = per_port["mode"], f"{ref(chosen)} port {port}"
     return mode, decided
 
 
 # ------------------------------------------------------------------------------- RequestAuthentication
 
+#: Where jwt_authn looks for a token besides `Authorization: Bearer`: not modelled, refused.
+_TOKEN_LOCATIONS = ("fromHeaders", "fromParams", "fromCookies")
+
 
 def jwt_rules_for(model: MeshModel, namespace: str, labels: Mapping[str, str]) -> list[tuple[Mapping, Mapping]]:
+    """The jwtRules of the RequestAuthentications a proxy enforces (root and own namespace, by selector); a policy
+    with targetRefs never applies to a sidecar or a classic gateway (policyattachment.go:131-136)."""
     rules = []
-    for policy in model.kind("RequestAuthentication"):
+    for policy in sorted(model.kind("RequestAuthentication"), key=creation_order):
         if _ns(policy) not in (model.settings.root_namespace, namespace) or authz.target_refs(policy):
             continue
         if not authz.selector_selects((policy.get("spec") or {}).get("selector"), labels):
             continue
         for rule in (policy.get("spec") or {}).get("jwtRules") or []:
+            moved = [key for key in _TOKEN_LOCATIONS if rule.get(key)]
+            if moved:
+                raise authz.NotModelled(f"{ref(policy)}: jwtRules {', '.join(moved)} (a token read elsewhere than "
+                                        "`Authorization: Bearer`) is not modelled")
             rules.append((policy, rule))
     return rules
 
 
-def verify_token(rules: Sequence[tuple[Mapping, Mapping]], token: Mapping[str, Any] | None) -> tuple[str, str, str]:
-    """(outcome, object, why): `verified`, `none` (no token, or of no configured issuer), `invalid`."""
-    if token is None:
-        return "none", "-", "no token"
+@dataclass(frozen=True)
+class TokenVerdict:
+    """What jwt_authn makes of a request's token."""
+
+    #: verified | none (no token, or no jwt_authn filter) | invalid
+    outcome: str
+    decided_by: str
+    why: str
+    #: The HTTP status of a refusal: 401, or 403 for an audience no provider accepts.
+    status: int | None = None
+    #: outputClaimToHeaders of the verifying provider: header -> value.
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def __iter__(self):  # (outcome, decided_by, why), as callers unpack it
+        return iter((self.outcome, self.decided_by, self.why))
+
+    def __getitem__(self, index: int):
+        return (self.outcome, self.decided_by, self.why)[index]
+
+
+def _claim_header_value(value: Any) -> str | None:
+    """How Envoy's `claim_to_headers` writes a claim (jwt_authn authenticator.cc, addJWTClaimToHeader): a string as
+    is, a boolean as true/false, a number as its decimal; other shapes (lists, objects) are not modelled here."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    return None
+
+
+def verify_token(rules: Sequence[tuple[Mapping, Mapping]], token: Mapping[str, Any] | None,
+                 now: float | None = None) -> TokenVerdict:
+    """jwt_authn as istiod configures it: `requires_any` of every provider and `allow_missing`
+    (pilot/pkg/security/authn/policy_applier.go:143-170, 250-290).
+
+    - no jwt_authn filter (no rule) or no token: passes as no token;
+    - a token of an issuer no rule names: 401 (`allow_missing` passes only a missing token since
+      envoyproxy/envoy#15194; `Jwt issuer is not configured`);
+    - expired (`exp` past) or not yet valid (`nbf` ahead): 401 (`Jwt is expired`, `Jwt not yet valid`);
+    - an audience no provider of its issuer accepts: 403 (`Audiences in Jwt are not allowed`, Envoy answers
+      JwtAudienceNotAllowed with Forbidden).
+    Signatures are taken as valid. A verified token's provider copies its outputClaimToHeaders onto the request.
+    """
+    import time
+
+    if token is None or not rules:
+        return TokenVerdict("none", "-", "no token" if token is None else "no RequestAuthentication applies: the token is not read")
     matching = [(p, r) for p, r in rules if r.get("issuer") == token.get("iss")]
     if not matching:
-        return "none", "-", f"issuer {token.get('iss')!r} is configured nowhere: the token counts as none"
+        return TokenVerdict("invalid", ", ".join(dict.fromkeys(ref(p) for p, _ in rules)),
+                            f"issuer {token.get('iss')!r} is configured in no jwtRule: 401 (Jwt issuer is not configured)", 401)
+    now = time.time() if now is None else now
+    exp, nbf = token.get("exp"), token.get("nbf")
+    if isinstance(exp, (int, float)) and not isinstance(exp, bool) and exp < now:
+        return TokenVerdict("invalid", ref(matching[0][0]), "the token has expired (exp is past): 401", 401)
+    if isinstance(nbf, (int, float)) and not isinstance(nbf, bool) and nbf > now:
+        return TokenVerdict("invalid", ref(matching[0][0]), "the token is not valid yet (nbf is ahead): 401", 401)
     audiences = token.get("aud")
     audiences = [audiences] if isinstance(audiences, str) else list(audiences or [])
     for policy, rule in matching:
         wanted = rule.get("audiences")
         if not wanted or set(wanted) & set(audiences):
-            return "verified", ref(policy), f"issuer {token.get('iss')} and audience {audiences} accepted"
-    return "invalid", ref(matching[0][0]), f"audience {audiences} is none of {matching[0][1].get('audiences')}: 401"
+            headers = {}
+            for output in rule.get("outputClaimToHeaders") or []:
+                claim = token
+                for part in str(output.get("claim", "")).split("."):
+                    claim = claim.get(part) if isinstance(claim, Mapping) else None
+                if claim is None:
+                    continue
+                value = _claim_header_value(claim)
+                if value is None:
+                    raise authz.NotModelled(f"{ref(policy)}: outputClaimToHeaders of the non-scalar claim "
+                                            f"{output.get('claim')!r} is not modelled")
+                headers[str(output.get("header", "")).lower()] = value
+            copied = f"; {', '.join(f'{k}: {v}' for k, v in headers.items())} (outputClaimToHeaders)" if headers else ""
+            return TokenVerdict("verified", ref(policy), f"issuer {token.get('iss')} and audience {audiences} accepted{copied}",
+                                None, headers)
+    return TokenVerdict("invalid", ref(matching[0][0]),
+                        f"audience {audiences} is none of {matching[0][1].get('audiences')}: 403 (Audiences in Jwt are not allowed)", 403)
 
 
 # ---------------------------------------------------------------------------------------- authorization
@@ -707,12 +871,27 @@ def verify_token(rules: Sequence[tuple[Mapping, Mapping]], token: Mapping[str, A
 
 def authorize(model: MeshModel, trace: Trace, where: str, namespace: str, labels: Mapping[str, str],
               request: authz.Request, *, for_tcp: bool = False, waypoint: tuple[str, list[tuple[str, str]]] | None = None,
-              ext_authz=None) -> bool:
-    """CUSTOM, then DENY, then ALLOW (builder.go:110-145). Adds hops; False when refused."""
+              ext_authz=None, stages: Sequence[str] = ("CUSTOM", "DENY", "ALLOW")) -> bool:
+    """CUSTOM, then DENY, then ALLOW (builder.go:110-145), those of `stages` only. Adds hops; False when refused."""
     found = authz.policies_for_workload(
         model.kind("AuthorizationPolicy"), namespace, labels, model.settings.root_namespace,
         waypoint_services=waypoint[1] if waypoint else None, waypoint_gateway=waypoint[0] if waypoint else None)
+    found = {action: (found.get(action, []) if action in stages else []) for action in ("CUSTOM", "DENY", "ALLOW")}
+    allow_stage = "ALLOW" in stages
     layer = "L4 (ztunnel)" if for_tcp else "L7"
+    if found["CUSTOM"]:
+        shapes = []
+        if for_tcp:
+            shapes.append("CUSTOM enforced on TCP (ztunnel)")
+        if any(authz.is_dry_run(p) for p in found["CUSTOM"]):
+            shapes.append("a CUSTOM policy in dry-run (istio.io/dry-run)")
+        providers = {((p.get("spec") or {}).get("provider") or {}).get("name") for p in found["CUSTOM"]}
+        if len(providers) > 1:
+            # builder.go getExtAuthz: only one provider per workload.
+            shapes.append(f"CUSTOM policies with {len(providers)} providers on one workload")
+        if shapes:
+            raise authz.NotModelled(f"{where}: {'; '.join(shapes)} is not modelled "
+                                    f"({', '.join(ref(p) for p in found['CUSTOM'])})")
     for policy in found["CUSTOM"]:
         rule = authz.policy_matches(policy, request, for_tcp=for_tcp)
         if rule is None:
@@ -730,6 +909,8 @@ def authorize(model: MeshModel, trace: Trace, where: str, namespace: str, labels
             return not trace.refuse("DENY", where, ref(policy), f"{layer} rules[{rule}] matches: {_rule_summary(policy, rule)}", 403)
     if found["DENY"]:
         trace.add("DENY", where, ", ".join(ref(p) for p in found["DENY"]), "pass", f"{layer}: no rule matches")
+    if not allow_stage:
+        return True
     if not found["ALLOW"]:
         trace.add("ALLOW", where, "-", "pass", "no ALLOW policy applies to the workload: allowed")
         return True
@@ -746,6 +927,29 @@ def authorize(model: MeshModel, trace: Trace, where: str, namespace: str, labels
 
 
 # -------------------------------------------------------------------------------------------- the trace
+
+
+_LUA_MUST_NOT_SEND = re.compile(r"CLIENT_MUST_NOT_SEND\s*=\s*\{([^}]*)\}")
+
+
+def _client_must_not_send(identity_filter: Mapping[str, Any]) -> set[str]:
+    """The headers the identity EnvoyFilter's first Lua filter removes (manifests/identity.py's strip filter), read from
+    its Lua source; empty when the filter holds no such table."""
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            for table in _LUA_MUST_NOT_SEND.findall(value):
+                found.update(name.lower() for name in re.findall(r'\["([^"]+)"\]', table))
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(identity_filter.get("spec") or {})
+    return found
 
 
 def _principal(settings: MeshSettings, namespace: str, service_account: str) -> str:
@@ -775,8 +979,52 @@ def _email_allowed(settings: MeshSettings, email: str) -> bool:
                for d in domains)
 
 
+#: HTTPRoute fields that change what a request does and that the trace does not evaluate.
+_UNMODELLED_ROUTE_FIELDS = ("delegate", "directResponse", "fault")
+
+
+def _unmodelled_route_fields(route: HttpRoute) -> str | None:
+    for key in _UNMODELLED_ROUTE_FIELDS:
+        if route.http.get(key):
+            return key
+    rewrite = route.http.get("rewrite") or {}
+    if rewrite.get("uriRegexRewrite"):
+        return "rewrite.uriRegexRewrite"
+    if len(route.http.get("route") or []) > 1:
+        return "a route with several weighted destinations"
+    redirect = route.http.get("redirect") or {}
+    if set(redirect) - {"uri", "authority", "scheme", "redirectCode"}:
+        return f"redirect {sorted(set(redirect) - {'uri', 'authority', 'scheme', 'redirectCode'})}"
+    return None
+
+
+def _redirect_location(redirect: Mapping[str, Any], host: str, path: str) -> str:
+    # HTTPRedirect (networking/v1 virtual_service.proto): `uri` replaces the whole path, `authority` the host,
+    # `scheme` the scheme; what is not set is kept (the gateway sees http behind a TLS-terminating load balancer).
+    scheme = redirect.get("scheme") or "http"
+    return f"{scheme}://{redirect.get('authority') or host}{redirect.get('uri') or path}"
+
+
+#: How many redirects a browser-like caller follows in one trace.
+MAX_REDIRECTS = 3
+
+
 def trace_request(model: MeshModel, url: str, caller: Caller, method: str = "GET") -> Trace:
-    """Follows `url` from `caller` hop by hop; see the module docstring for the rules."""
+    """Follows `url` from `caller` hop by hop; see the module docstring for the rules. A redirect the gateway's
+    routes answer is followed (as a browser or a CLI does), its hops appended."""
+    trace = _trace_once(model, url, caller, method)
+    for _ in range(MAX_REDIRECTS):
+        if not trace.redirect:
+            break
+        following = _trace_once(model, trace.redirect, caller, method)
+        trace.add("redirect", "client", "-", "info", f"follows {trace.status} to {trace.redirect}")
+        trace.hops += following.hops
+        trace.reached, trace.backend, trace.user = following.reached, following.backend, following.user
+        trace.status, trace.redirect = following.status, following.redirect
+    return trace
+
+
+def _trace_once(model: MeshModel, url: str, caller: Caller, method: str = "GET") -> Trace:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise TraceError(f"{url!r} is not an http(s) URL with a host")
@@ -812,7 +1060,22 @@ def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str,
         return trace.refuse("server host", where, ", ".join(ref(g) for g in selected),
                             f"no server of the selected Gateways lists host {host}: 404 (no virtual host)", 404)
     gateway, server = servers[0]
-    trace.add("server host", where, ref(gateway), "pass", f"server port {server.get('port', {}).get('number')} hosts {server.get('hosts')} match {host}")
+    port = (server.get("port") or {}).get("number")
+    # Every server of every selected Gateway on that port shares one route configuration (gateway.go:405-530).
+    on_port = [(g, s) for g in selected for s in (g.get("spec") or {}).get("servers") or []
+               if (s.get("port") or {}).get("number") == port]
+    for gateway_obj, server_obj in on_port:
+        tls = server_obj.get("tls") or {}
+        if tls.get("httpsRedirect"):
+            raise authz.NotModelled(f"{ref(gateway_obj)}: server port {port} tls.httpsRedirect (a 301 to https for every "
+                                    "host of the server) is not modelled")
+        if tls and len({_ns(g) + "/" + _name(g) for g, _ in on_port}) > 1:
+            raise authz.NotModelled(f"{ref(gateway_obj)}: a TLS server on port {port} shared with another Gateway "
+                                    "(one filter chain per server) is not modelled")
+    sharing = sorted({ref(g) for g, _ in servers})
+    trace.add("server host", where, ", ".join(sharing), "pass",
+              f"server port {port} hosts {server.get('hosts')} match {host}"
+              + (f"; {len(sharing)} Gateways share the port's routes" if len(sharing) > 1 else ""))
 
     # 2. EnvoyFilters patching the gateway (push_context.go:2284-2357).
     filters = [f for f in model.kind("EnvoyFilter")
@@ -822,8 +1085,9 @@ def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str,
     identity_filter = next((f for f in filters if f"{_ns(f)}/{_name(f)}" == settings.identity_filter), None)
     headers = {k.lower(): v for k, v in caller.headers.items()}
     if identity_filter is not None:
-        stripped = [h for h in headers if h.replace("_", "-") in (settings.user_header, settings.user_source_header,
-                                                                   "kubeflow-groups", "x-auth-request-groups")]
+        doomed = _client_must_not_send(identity_filter) or {settings.user_header, settings.user_source_header,
+                                                            "kubeflow-groups", "x-auth-request-groups"}
+        stripped = [h for h in headers if h.replace("_", "-") in doomed]
         for name in stripped:
             headers.pop(name)
         trace.add("EnvoyFilter", where, ref(identity_filter), "pass",
@@ -833,35 +1097,49 @@ def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str,
         trace.add("EnvoyFilter", where, settings.identity_filter or "-", "info",
                   "the identity EnvoyFilter does not apply to these pods: client-sent kubeflow-userid passes unchanged")
 
-    # 3. jwt_authn (RequestAuthentication): a token is read from `Authorization: Bearer`.
+    # 3. ext_authz (CUSTOM) first, then jwt_authn, then DENY and ALLOW: the order istiod puts the filters in
+    # (pilot/pkg/networking/core/listener_builder.go:405-410), so a CUSTOM rule sees no verified token yet.
     token = caller.token
     if token is not None:
         headers["authorization"] = "Bearer <token>"
-    rules = jwt_rules_for(model, settings.gateway_namespace, settings.gateway_labels)
-    verdict, decided, why = verify_token(rules, token)
-    request_principal = claims = None
-    if verdict == "invalid":
-        return trace.refuse("RequestAuthentication", where, decided, why, 401)
-    if verdict == "verified":
-        request_principal, claims = f"{token.get('iss')}/{token.get('sub')}", dict(token)
-    if token is not None:
-        trace.add("RequestAuthentication", where, decided, "pass", why)
-
-    # 4. ext_authz (CUSTOM), DENY, ALLOW at the gateway.
     session_headers: dict[str, str] = {}
 
     def ext_authz(policy: Mapping[str, Any]):
         if caller.kind == "browser" and caller.email:
+            if not settings.session_works_on(host):
+                return False, (f"no session on {host}: the auth proxy's cookies do not cover it and its callback is on "
+                               f"{settings.login_callback_host or settings.hosts[0]} (the login's CSRF cookie never "
+                               "reaches the callback, the session cookie never comes back): redirect to a login that "
+                               "fails"), 302
             if not _email_allowed(settings, caller.email):
                 return False, f"the auth proxy refuses {caller.email}: domain not in emailDomains", 403
             session_headers[settings.user_source_header] = caller.email
             return True, f"the auth proxy knows the session of {caller.email} and returns {settings.user_source_header}", 200
         return False, "the auth proxy has no session: redirect to the login", 302
 
-    request = authz.Request(None, 8080, headers, settings.trust_domain, method, path, host, request_principal, claims)
-    if not authorize(model, trace, where, settings.gateway_namespace, settings.gateway_labels, request, ext_authz=ext_authz):
+    request = authz.Request(None, 8080, dict(headers), settings.trust_domain, method, path, host)
+    if not authorize(model, trace, where, settings.gateway_namespace, settings.gateway_labels, request, ext_authz=ext_authz,
+                     stages=("CUSTOM",)):
         return trace
     headers.update(session_headers)
+
+    # 4. jwt_authn (RequestAuthentication): a token is read from `Authorization: Bearer`.
+    rules = jwt_rules_for(model, settings.gateway_namespace, settings.gateway_labels)
+    jwt = verify_token(rules, token)
+    verdict, decided, why = jwt
+    request_principal = claims = None
+    if verdict == "invalid":
+        return trace.refuse("RequestAuthentication", where, decided, why, jwt.status)
+    if verdict == "verified":
+        request_principal, claims = f"{token.get('iss')}/{token.get('sub')}", dict(token)
+        headers.update(jwt.headers)
+    if token is not None:
+        trace.add("RequestAuthentication", where, decided, "pass", why)
+
+    request = authz.Request(None, 8080, headers, settings.trust_domain, method, path, host, request_principal, claims)
+    if not authorize(model, trace, where, settings.gateway_namespace, settings.gateway_labels, request,
+                     stages=("DENY", "ALLOW")):
+        return trace
 
     # 5. The identity filter (without it, whatever the client sent stays).
     user = None
@@ -882,12 +1160,12 @@ def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str,
 
     # 6. Routing.
     services = []
-    for gateway_obj, _ in servers[:1]:
-        gateway_name = f"{_ns(gateway_obj)}/{_name(gateway_obj)}"
-        services += virtual_services_for_gateway(model.kind("VirtualService"), settings.gateway_namespace, gateway_name)
-    hidden = [s for s in model.kind("VirtualService") if f"{_ns(gateway)}/{_name(gateway)}" in gateway_names(s)
+    bound_names = {f"{_ns(g)}/{_name(g)}" for g, _ in on_port}
+    for name in sorted(bound_names):
+        services += virtual_services_for_gateway(model.kind("VirtualService"), settings.gateway_namespace, name)
+    hidden = [s for s in model.kind("VirtualService") if bound_names & set(gateway_names(s))
               and not any(s is v for v in services)]
-    routes = gateway_routes(services, server.get("hosts") or [], host)
+    routes = gateway_virtual_host_routes(model, on_port, settings.gateway_namespace, host)
     chosen = next((r for r in routes if route_matches(r, path, headers, method)), None)
     if chosen is None:
         note = f"; bound but hidden from pods in {settings.gateway_namespace} by exportTo: {', '.join(ref(s) for s in hidden)}" if hidden else ""
@@ -898,6 +1176,16 @@ def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str,
             trace.add("route", where, ref(slashed.service), "info",
                       f"{path} does not match {ref(slashed.service)}'s prefix {((slashed.match or {}).get('uri') or {}).get('prefix')!r}: "
                       "only the catch-all route takes it (add the trailing slash)")
+    unmodelled = _unmodelled_route_fields(chosen)
+    if unmodelled:
+        raise authz.NotModelled(f"{ref(chosen.service)} {chosen.describe()}: {unmodelled} is not modelled")
+    redirect = chosen.http.get("redirect")
+    if redirect is not None:
+        location = _redirect_location(redirect, host, path)
+        code = int(redirect.get("redirectCode") or 301)
+        trace.add("route", where, ref(chosen.service), "pass", f"{chosen.describe()}: redirect {code} to {location}")
+        trace.status, trace.redirect = code, location
+        return trace
     new_path = rewritten_path(chosen, path)
     destination = ((chosen.http.get("route") or [{}])[0].get("destination") or {})
     for name, value in (((chosen.http.get("headers") or {}).get("request") or {}).get("add") or {}).items():
@@ -919,11 +1207,31 @@ def _trace_in_mesh(model: MeshModel, trace: Trace, host: str, port: int, path: s
     principal = _principal(settings, caller.namespace or "default", caller.service_account or "default")
     trace.add("caller", f"sidecar {caller.namespace}", "-", "info",
               f"in-mesh workload {principal} calls {host}:{port} directly (mTLS from its sidecar)")
+    _refuse_mesh_routes(model, caller.namespace or "default", host)
     headers = {k.lower(): v for k, v in caller.headers.items()}
     trace.user = headers.get(settings.user_header)
     source = ("workload", caller.namespace or "default", dict(caller.pod_labels), principal)
     return _to_destination(model, trace, source, caller.namespace or "default", {"host": host, "port": {"number": port}},
                            path, headers, host, method, None, None, None)
+
+
+def _service_fqdn(host: str, namespace: str) -> str:
+    """A Kubernetes service host as Istio resolves a VirtualService's short host (config.go ResolveShortnameToFQDN):
+    `name` in the route's namespace, `name.ns`, or already a full name."""
+    if host.startswith("*") or host.endswith(".svc.cluster.local") or host.count(".") >= 2:
+        return host
+    return f"{host}.{namespace}.svc.cluster.local" if "." not in host else f"{host}.svc.cluster.local"
+
+
+def _refuse_mesh_routes(model: MeshModel, caller_namespace: str, host: str) -> None:
+    """A VirtualService bound to `mesh` for the host an in-mesh caller asks for changes where its sidecar sends the
+    request (push_context.go VirtualServicesForGateway with the mesh gateway): not modelled, refused."""
+    wanted = _service_fqdn(host, caller_namespace)
+    for service in virtual_services_for_gateway(model.kind("VirtualService"), caller_namespace, MESH_GATEWAY):
+        for name in (service.get("spec") or {}).get("hosts") or []:
+            if host_matches(_service_fqdn(str(name), _ns(service)).lower(), wanted):
+                raise authz.NotModelled(f"{ref(service)} is bound to the mesh for {host}: a sidecar's own routing "
+                                        "(VirtualServices on the `mesh` gateway) is not modelled")
 
 
 def _resolve_service(model: MeshModel, host: str, default_namespace: str) -> Mapping[str, Any] | None:
@@ -975,18 +1283,31 @@ def _to_destination(model: MeshModel, trace: Trace, source: tuple, route_namespa
     mode, decided = peer_authentication_mode(model, workload, target)
     if mode == "STRICT" and source_principal is None:
         return trace.refuse("PeerAuthentication", where, decided, "STRICT and the caller sends plaintext: connection reset", None)
-    trace.add("PeerAuthentication", where, decided, "pass", f"{mode}; the caller's sidecar sends mTLS as {source_principal}")
+    if mode == "DISABLE":
+        # The inbound listener takes plaintext only and the caller's sidecar, seeing no mTLS there (auto mTLS),
+        # sends plaintext: no peer identity, so no `principals`/`namespaces` rule can match
+        # (pilot/pkg/networking/core/listener_inbound.go, authn MTLSDisable).
+        source_principal = None
+        request = authz.Request(None, target, headers, settings.trust_domain, method, path, host, None, None)
+        trace.add("PeerAuthentication", where, decided, "pass", "DISABLE: plaintext, the destination sees no peer identity")
+    else:
+        trace.add("PeerAuthentication", where, decided, "pass", f"{mode}; the caller's sidecar sends mTLS as {source_principal}"
+                  if source_principal else f"{mode}; the caller sends plaintext")
 
+    if not authorize(model, trace, where, workload.namespace, workload.labels, request, stages=("CUSTOM",)):
+        return trace
     rules = jwt_rules_for(model, workload.namespace, workload.labels)
     if rules:
-        verdict, decided, why = verify_token(rules, token)
+        jwt = verify_token(rules, token)
+        verdict, decided, why = jwt
         if verdict == "invalid":
-            return trace.refuse("RequestAuthentication", where, decided, why, 401)
+            return trace.refuse("RequestAuthentication", where, decided, why, jwt.status)
         if verdict == "verified":
+            headers = {**headers, **jwt.headers}
             request = authz.Request(source_principal, target, headers, settings.trust_domain, method, path, host,
                                     f"{token.get('iss')}/{token.get('sub')}", dict(token))
         trace.add("RequestAuthentication", where, decided, "pass", why)
-    if not authorize(model, trace, where, workload.namespace, workload.labels, request):
+    if not authorize(model, trace, where, workload.namespace, workload.labels, request, stages=("DENY", "ALLOW")):
         return trace
     return _reached(trace, workload, target, headers)
 

@@ -81,6 +81,8 @@ class Cell:
             return True
         if self.outcome != self.expected:
             return False
+        if self.row.kind == "notebook" and self.trace.reached and t.TRACE_NOTEBOOK not in (self.trace.backend or ""):
+            return False  # reached, but another backend (a catch-all route took the notebook's path)
         forged = (self.trace.caller.headers or {}).get(t.MeshSettings().user_header)
         return not (self.trace.reached and forged and self.trace.user == forged and self.caller_kind == "forged")
 
@@ -106,6 +108,8 @@ def gateway_paths(model: t.MeshModel) -> list[tuple[str, str]]:
             if (service.get("metadata") or {}).get("annotations", {}).get("kubeflow-platform/trace-runtime"):
                 continue
             for http in (service.get("spec") or {}).get("http") or []:
+                if http.get("redirect"):
+                    continue  # sends the browser elsewhere: the row is where it lands
                 for match in http.get("match") or [{}]:
                     prefix = ((match or {}).get("uri") or {}).get("prefix") or ((match or {}).get("uri") or {}).get("exact")
                     if prefix and (prefix, t._name(service)) not in found:
@@ -124,6 +128,8 @@ def rows(model: t.MeshModel, subject: str) -> list[PathRow]:
     # Every further host the Gateway serves, through the catch-all route (the dashboard): the routes carry all hosts.
     for host in model.settings.hosts[1:]:
         found.append(PathRow("dashboard", "/", "web-app", subject, host))
+        # The controllers route notebooks on one host only: every other host must still lead to the notebook.
+        found.append(PathRow(f"notebook of {subject}", f"/notebook/{subject}/{t.TRACE_NOTEBOOK}/", "notebook", subject, host))
     for profile in model.profiles():
         found.append(PathRow(f"notebook of {profile}", f"/notebook/{profile}/{t.TRACE_NOTEBOOK}/", "notebook", profile))
     return found
@@ -251,7 +257,8 @@ def matrix(model: t.MeshModel, host: str | None = None) -> list[Cell]:
 def _direct_url(model: t.MeshModel, host: str, path: str) -> str | None:
     """The backend the gateway would route `path` to, as an in-mesh caller addresses it (Service host, rewritten path)."""
     probe = t.trace_request(model, f"https://{host}{path}", t.browser(model.profiles()[next(iter(model.profiles()))]))
-    route = next((h for h in probe.hops if h.step == "route" and h.outcome == "pass"), None)
+    # The last route taken: a redirect's route names no destination.
+    route = next((h for h in reversed(probe.hops) if h.step == "route" and h.outcome == "pass" and " -> " in h.why), None)
     service = next((h for h in probe.hops if h.step == "Service"), None)
     if route is None or service is None:
         return None

@@ -231,7 +231,8 @@ class Auth(pulumi.ComponentResource):
 
         for obj in rest:
             kind, metadata = obj["kind"], obj["metadata"]
-            role = f"proxy-{kind.lower()}"
+            # One object of each kind, named by its kind; the extra hosts' redirects are a second VirtualService.
+            role = "extra-host-redirects" if metadata["name"] == auth_proxy.EXTRA_HOST_REDIRECTS else f"proxy-{kind.lower()}"
             if kind == "ServiceAccount":
                 k8s.core.v1.ServiceAccount(f"{name}-{role}", metadata=metadata, opts=in_namespace)
             elif kind == "ConfigMap":

@@ -28,7 +28,7 @@ class DnsSettings:
     host: str = setting(check=checks.dns_name)
     """Host name users open (like kubeflow.example.com); must lie inside zoneName."""
     extra_hosts: tuple[str, ...] = setting((), check=(checks.dns_names, checks.unique("host")))
-    """Further host names routed to the same gateway, each inside zoneName."""
+    """Further host names routed to the same gateway, each inside zoneName; the login's cookies then cover their shared parent domain."""
     create_zone: bool = setting(False)
     """Create the hosted zone instead of looking it up; its name servers are exported for delegation."""
     records: Literal["route53", "external-dns"] = setting("route53")

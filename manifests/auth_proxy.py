@@ -93,9 +93,34 @@ class AuthProxyOptions:
         return f"{self.proxy}.{self.namespace}.svc.cluster.local"
 
     @property
+    def cookie_domain(self) -> str | None:
+        """The cookie domain every host shares when there is more than one host (shared_cookie_domain)."""
+        return shared_cookie_domain(self.hosts)
+
+    @property
     def redirect_url(self) -> str:
         """The callback to register at the enterprise issuer for this client."""
         return f"https://{self.hosts[0]}{_CALLBACK_PATH[self.proxy]}"
+
+
+def shared_cookie_domain(hosts: tuple[str, ...]) -> str | None:
+    """The longest parent domain of every host, as a cookie domain (`.ml.example.com`), when there is more than one
+    host; None: host-only cookies.
+
+    oauth2-proxy's session and CSRF cookies are host-only unless `cookie_domains` names a domain the request's
+    host ends with (oauth2-proxy/oauth2-proxy@v7.14.3 pkg/cookies/cookies.go:17-33, 51-59; v7.7.1 :17-31,
+    49-57). The callback is on the first host only, so a login started on another host needs its CSRF cookie
+    to reach the first host, and the session made there to come back. Every host lies inside dns.zoneName, so
+    they share at least the zone."""
+    if len(hosts) < 2:
+        return None
+    labels = [host.rstrip(".").lower().split(".")[::-1] for host in hosts]
+    common = []
+    for parts in zip(*labels):
+        if len(set(parts)) != 1:
+            break
+        common.append(parts[0])
+    return "." + ".".join(reversed(common)) if len(common) >= 2 else None
 
 
 def source_headers(options: AuthProxyOptions) -> list[str]:
@@ -216,6 +241,9 @@ def oauth2_proxy_config(options: AuthProxyOptions) -> str:
         f"redirect_url = {_toml_string(options.redirect_url)}",
         # After login, only our own hosts may be redirected to (no open redirect through `rd=`).
         f"whitelist_domains = {_toml_list(list(options.hosts))}",
+        # Several hosts: cookies for their common parent, so a login started on any host completes at the callback
+        # on the first and its session is sent to every host (see AuthProxyOptions.cookie_domain).
+        *([f"cookie_domains = {_toml_list([options.cookie_domain])}"] if options.cookie_domain else []),
         # As an ext-authz check it answers 200 or a redirect; it never proxies to an upstream.
         'upstreams = [ "static://200" ]',
         # Background XHRs get 401 instead of a login redirect (upstream's list: every web app's API).
@@ -427,6 +455,7 @@ def auth_proxy_objects(options: AuthProxyOptions) -> list[dict]:
     # defaults to "." would hide a route without exportTo from them), and to no one else's sidecars.
     service["spec"]["exportTo"] = gateway_route_export_to(service, options.identity.gateway_namespace)
     objects.append(service)
+    objects += extra_host_redirects(options)
     # Both the login routes and the ext_authz checks come from the gateway; no other workload has business here.
     objects.append(
         {
@@ -443,6 +472,38 @@ def auth_proxy_objects(options: AuthProxyOptions) -> list[dict]:
     return objects
 
 
+#: Path prefixes whose VirtualServices Kubeflow's controllers write at run time for one host only: the notebook and
+#: TensorBoard controllers route `ISTIO_HOST`, a single host (kubeflow/kubeflow@v1.10.0
+#: components/notebook-controller/controllers/notebook_controller.go:500-507,
+#: components/tensorboard-controller/controllers/tensorboard_controller.go:321-335).
+SINGLE_HOST_PREFIXES = ("/notebook/", "/tensorboard/")
+#: The VirtualService that redirects them on every other host.
+EXTRA_HOST_REDIRECTS = "kubeflow-extra-host-redirects"
+
+
+def extra_host_redirects(options: AuthProxyOptions) -> list[dict]:
+    """On every host but the first, a 302 to the first host for the paths only it routes (SINGLE_HOST_PREFIXES).
+
+    Without it `/notebook/...` on another host falls to the dashboard's catch-all route. The browser follows the
+    redirect with the session its cookie domain gives it on the first host (AuthProxyOptions.cookie_domain). The
+    scheme is set: TLS ends at the load balancer, so the gateway sees http."""
+    if len(options.hosts) < 2:
+        return []
+    service = {
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "VirtualService",
+        "metadata": {"name": EXTRA_HOST_REDIRECTS, "namespace": options.namespace, "labels": _labels(options)},
+        "spec": {
+            "gateways": [options.gateway],
+            "hosts": list(options.hosts[1:]),
+            "http": [{"match": [{"uri": {"prefix": prefix}} for prefix in SINGLE_HOST_PREFIXES],
+                      "redirect": {"authority": options.hosts[0], "scheme": "https", "redirectCode": 302}}],
+        },
+    }
+    service["spec"]["exportTo"] = gateway_route_export_to(service, options.identity.gateway_namespace)
+    return [service]
+
+
 def mesh_trace_settings(options: AuthProxyOptions, identity_filter: str = "kubeflow-identity-headers") -> dict:
     """What the offline mesh trace (analysis/trace.py) needs beyond the applied objects: where the gateway pods run
     and as whom, the trust domain, the Kubeflow hosts and how the gateway derives the identity header. Exported as
@@ -453,6 +514,9 @@ def mesh_trace_settings(options: AuthProxyOptions, identity_filter: str = "kubef
                     "serviceAccount": identity.gateway_service_account},
         "trustDomain": identity.trust_domain,
         "hosts": list(options.hosts),
+        # Which hosts a browser session works on: the callback's host, and those the session cookie's domain covers.
+        "login": {"callbackHost": options.hosts[0],
+                  "cookieDomains": [options.cookie_domain] if options.proxy == "oauth2-proxy" and options.cookie_domain else []},
         "identity": {
             "userHeader": identity.user_header,
             "userSourceHeader": identity.user_source_header,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from analysis import trace as t
-from analysis.policies import Request, path_matches, policy_matches, rule_matches, string_matches
+from analysis.policies import NotModelled, Request, path_matches, policy_matches, rule_matches, string_matches
 
 # --- pkg/config/host/name_test.go TestNameMatches (lines 30-83) -------------------------------------------------
 NAME_MATCHES = [
@@ -267,11 +267,40 @@ def test_network_policies_are_additive_and_select_by_namespace_label():
     assert not t.network_policy_admits(model, pod, 8080, "bob", {})[0]
 
 
-# --- RequestAuthentication: policy_applier.go:143-170 (invalid token refused, missing token passes) --------------
-def test_request_authentication_refuses_a_wrong_audience_and_ignores_unknown_issuers():
-    rules = [({"kind": "RequestAuthentication", "metadata": {"name": "r", "namespace": "istio-system"}},
-              {"issuer": "https://issuer", "audiences": ["kubeflow"]})]
-    assert t.verify_token(rules, None)[0] == "none"
-    assert t.verify_token(rules, {"iss": "https://issuer", "aud": "kubeflow", "sub": "s"})[0] == "verified"
-    assert t.verify_token(rules, {"iss": "https://issuer", "aud": "other", "sub": "s"})[0] == "invalid"
-    assert t.verify_token(rules, {"iss": "https://elsewhere", "aud": "kubeflow", "sub": "s"})[0] == "none"
+# --- RequestAuthentication: policy_applier.go:143-170, 250-290 (requires_any of providers and allow_missing) ------
+RULES = [({"kind": "RequestAuthentication", "metadata": {"name": "r", "namespace": "istio-system"}},
+          {"issuer": "https://issuer", "audiences": ["kubeflow"],
+           "outputClaimToHeaders": [{"header": "x-verified", "claim": "email_verified"}]})]
+
+
+@pytest.mark.parametrize(("token", "outcome", "status"), [
+    (None, "none", None),                                                                     # allow_missing
+    ({"iss": "https://issuer", "aud": "kubeflow", "sub": "s"}, "verified", None),
+    # Envoy answers JwtAudienceNotAllowed with 403 (jwt_authn filter), every other failure with 401.
+    ({"iss": "https://issuer", "aud": "other", "sub": "s"}, "invalid", 403),
+    # allow_missing passes only a missing token since envoyproxy/envoy#15194: an unknown issuer is 401.
+    ({"iss": "https://elsewhere", "aud": "kubeflow", "sub": "s"}, "invalid", 401),
+    ({"iss": "https://issuer", "aud": "kubeflow", "sub": "s", "exp": 1}, "invalid", 401),             # expired
+    ({"iss": "https://issuer", "aud": "kubeflow", "sub": "s", "nbf": 4_000_000_000}, "invalid", 401),  # not yet valid
+])
+def test_request_authentication_verdicts_as_envoy_jwt_authn(token, outcome, status):
+    verdict = t.verify_token(RULES, token, now=1_700_000_000)
+    assert (verdict.outcome, verdict.status) == (outcome, status)
+
+
+def test_a_token_passes_unread_where_no_request_authentication_applies():
+    assert t.verify_token([], {"iss": "https://elsewhere"}).outcome == "none"
+
+
+def test_output_claim_to_headers_writes_a_boolean_claim_as_envoy_does():
+    verdict = t.verify_token(RULES, {"iss": "https://issuer", "aud": "kubeflow", "sub": "s", "email_verified": False})
+    assert verdict.headers == {"x-verified": "false"}
+
+
+@pytest.mark.parametrize("location", ["fromHeaders", "fromParams", "fromCookies"])
+def test_a_token_read_elsewhere_than_authorization_is_refused_not_answered(location):
+    policy = {"kind": "RequestAuthentication", "metadata": {"name": "r", "namespace": "istio-system"},
+              "spec": {"jwtRules": [{"issuer": "https://issuer", location: [{"name": "x-token"}]}]}}
+    model = t.MeshModel([policy], t.MeshSettings())
+    with pytest.raises(NotModelled, match=location):
+        t.jwt_rules_for(model, "istio-system", {"istio": "ingressgateway"})

@@ -36,6 +36,11 @@ AUTH_PROXY_SESSIONS = {
 }
 
 
+#: A session cookie the fake auth proxy vouches for whatever email it names (`judge-session=<email>`): the gateway
+#: judge's browsers, each logged in as the trace's caller.
+JUDGE_SESSION_COOKIE = "judge-session"
+
+
 class EnvoyMissing(RuntimeError):
     pass
 
@@ -80,17 +85,22 @@ class _QuietHandler(BaseHTTPRequestHandler):
 
 
 class _EchoHandler(_QuietHandler):
-    """Answers with every request header it received, repeats and order kept."""
+    """Answers with every request header it received, repeats and order kept, and the path it was asked for."""
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        self._reply(200, json.dumps({"headers": list(self.headers.items())}).encode())
+        self._reply(200, json.dumps({"headers": list(self.headers.items()), "path": self.path}).encode())
+
+    do_POST = do_GET  # noqa: N815
 
 
 class _AuthProxyHandler(_QuietHandler):
     """Stands in for oauth2-proxy behind ext_authz: 200 plus identity headers for a known session, else 401."""
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        identity = AUTH_PROXY_SESSIONS.get(self.headers.get("cookie", ""))
+        cookie = self.headers.get("cookie", "")
+        identity = AUTH_PROXY_SESSIONS.get(cookie)
+        if identity is None and cookie.startswith(JUDGE_SESSION_COOKIE + "="):
+            identity = (cookie.partition("=")[2], "")
         if identity is None:
             self._reply(401, b'{"error": "login required"}')
             return
@@ -233,8 +243,11 @@ def signed_jwt(claims: dict, secret: bytes) -> str:
     return f"{header}.{payload}.{_base64url(signature)}"
 
 
-def gateway_bootstrap(http_filters: Sequence[dict], upstream_port: int, auth_proxy_port: int | None = None) -> dict:
-    """An Envoy bootstrap: one loopback listener whose HTTP chain is `http_filters` + router, to the echo server."""
+def gateway_bootstrap(http_filters: Sequence[dict], upstream_port: int, auth_proxy_port: int | None = None,
+                      virtual_hosts: Sequence[dict] | None = None) -> dict:
+    """An Envoy bootstrap: one loopback listener whose HTTP chain is `http_filters` + router, to the echo server.
+
+    `virtual_hosts`: a route configuration's virtual hosts (every route to cluster `echo`) instead of one catch-all."""
     routes: list[dict] = []
     clusters = [_static_cluster("echo", upstream_port)]
     if auth_proxy_port is not None:
@@ -255,7 +268,10 @@ def gateway_bootstrap(http_filters: Sequence[dict], upstream_port: int, auth_pro
     connection_manager = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "gateway",
-        "route_config": {"name": "gateway", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
+        # istiod sets ignore_port_in_host_matching on every gateway route configuration (gateway.go:557).
+        "route_config": {"name": "gateway", "ignore_port_in_host_matching": True,
+                         "virtual_hosts": list(virtual_hosts) if virtual_hosts is not None
+                         else [{"name": "all", "domains": ["*"], "routes": routes}]},
         "http_filters": [*http_filters, ROUTER_FILTER],
     }
     return {
@@ -374,6 +390,11 @@ class Delivered:
 
     status: int
     upstream_headers: tuple[tuple[str, str], ...]
+    #: The path the echo server was asked for; the Location of a redirect.
+    upstream_path: str = ""
+    location: str = ""
+    #: The response's own headers (lower-cased names).
+    response_headers: tuple[tuple[str, str], ...] = ()
 
     def values(self, name: str) -> list[str]:
         """Every value the upstream got for `name`, matched the way WSGI would (any case, `_` as `-`)."""
@@ -381,11 +402,12 @@ class Delivered:
         return [value for key, value in self.upstream_headers if key.lower().replace("_", "-") == wanted]
 
 
-def send(port: int, headers: Sequence[tuple[str, str]], path: str = "/", host: str | None = None) -> Delivered:
-    """One HTTP/1.1 GET with exactly these header lines (spelling and repeats kept), to `host` if given."""
+def send(port: int, headers: Sequence[tuple[str, str]], path: str = "/", host: str | None = None,
+         method: str = "GET") -> Delivered:
+    """One HTTP/1.1 request with exactly these header lines (spelling and repeats kept), to `host` if given."""
     connection = http.client.HTTPConnection(LOOPBACK, port, timeout=REQUEST_TIMEOUT_S)
     try:
-        connection.putrequest("GET", path, skip_host=host is not None, skip_accept_encoding=True)
+        connection.putrequest(method, path, skip_host=host is not None, skip_accept_encoding=True)
         if host is not None:
             connection.putheader("Host", host)
         for name, value in headers:
@@ -396,9 +418,13 @@ def send(port: int, headers: Sequence[tuple[str, str]], path: str = "/", host: s
     finally:
         connection.close()
     upstream: tuple[tuple[str, str], ...] = ()
+    upstream_path = ""
     if response.status == 200:
-        upstream = tuple((key, value) for key, value in json.loads(body)["headers"])
-    return Delivered(response.status, upstream)
+        echoed = json.loads(body)
+        upstream = tuple((key, value) for key, value in echoed["headers"])
+        upstream_path = echoed.get("path", "")
+    return Delivered(response.status, upstream, upstream_path, response.getheader("location") or "",
+                     tuple((k.lower(), v) for k, v in response.getheaders()))
 
 
 
@@ -541,3 +567,120 @@ def custom_policy_filters(policies: Sequence[dict], auth_proxy_port: int) -> lis
         "value": {"string_match": {"prefix": "istio-ext-authz"}},
     }
     return [shadow, ext_authz]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Istio VirtualServices on a gateway -> Envoy route configuration, the way istiod 1.28.0 builds it
+
+
+#: The header each translated route adds, naming the VirtualService destination (`host:port`) the route sends to,
+#: so the echo server can tell which route Envoy chose.
+JUDGE_DESTINATION_HEADER = "x-judge-destination"
+
+_REDIRECT_CODES = {301: "MOVED_PERMANENTLY", 302: "FOUND", 303: "SEE_OTHER", 307: "TEMPORARY_REDIRECT",
+                   308: "PERMANENT_REDIRECT"}
+
+
+def _string_match(spec: dict) -> dict:
+    # route.go translateHeaderMatch / StringMatch: exact, prefix, regex (RE2).
+    if "exact" in spec:
+        return {"exact": spec["exact"]}
+    if "prefix" in spec:
+        return {"prefix": spec["prefix"]}
+    if "regex" in spec:
+        return {"safe_regex": {"regex": spec["regex"]}}
+    raise NotImplementedError(f"the test translation does not know the string match {spec}")
+
+
+def _route_match(match: dict | None) -> dict:
+    """route.go:1060-1125 translateRouteMatch for a VirtualService (not Gateway API): a plain `prefix`."""
+    match = match or {}
+    out: dict = {"prefix": "/"}
+    uri = match.get("uri")
+    if uri:
+        if "exact" in uri:
+            out = {"path": uri["exact"]}
+        elif "prefix" in uri:
+            out = {"prefix": uri["prefix"]}
+        elif "regex" in uri:
+            out = {"safe_regex": {"regex": uri["regex"]}}
+    out["case_sensitive"] = not match.get("ignoreUriCase", False)
+    headers = []
+    for name, spec in sorted((match.get("headers") or {}).items()):
+        headers.append({"name": name.lower(), "string_match": _string_match(spec or {})})
+    for name, spec in sorted((match.get("withoutHeaders") or {}).items()):
+        headers.append({"name": name.lower(), "string_match": _string_match(spec or {}), "invert_match": True})
+    if match.get("method"):
+        headers.append({"name": ":method", "string_match": _string_match(match["method"])})
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _is_catch_all(match: dict | None) -> bool:
+    # route.go:1634-1649 IsCatchAllRoute: prefix "/" (or regex ".*") and no header or query match.
+    match = match or {}
+    uri = match.get("uri") or {"prefix": "/"}
+    if uri.get("prefix") != "/" and uri.get("regex") != ".*":
+        return False
+    return not any(match.get(key) for key in ("headers", "queryParams", "withoutHeaders", "method"))
+
+
+def _envoy_routes(service: dict) -> list[tuple[bool, dict]]:
+    routes = []
+    for http in (service.get("spec") or {}).get("http") or []:
+        for match in http.get("match") or [None]:
+            route: dict = {"match": _route_match(match)}
+            if http.get("redirect"):
+                redirect = http["redirect"]
+                action = {"response_code": _REDIRECT_CODES[int(redirect.get("redirectCode") or 301)]}
+                if redirect.get("authority"):
+                    action["host_redirect"] = redirect["authority"]
+                if redirect.get("uri"):
+                    action["path_redirect"] = redirect["uri"]
+                if redirect.get("scheme"):
+                    action["scheme_redirect"] = redirect["scheme"]
+                route["redirect"] = action
+            else:
+                destination = (http.get("route") or [{}])[0].get("destination") or {}
+                action = {"cluster": "echo", "timeout": "5s"}
+                if (http.get("rewrite") or {}).get("uri"):
+                    action["prefix_rewrite"] = http["rewrite"]["uri"]
+                route["route"] = action
+                to_add = [{"header": {"key": JUDGE_DESTINATION_HEADER,
+                                      "value": f"{destination.get('host')}:{(destination.get('port') or {}).get('number')}"},
+                           "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}]
+                request = (http.get("headers") or {}).get("request") or {}
+                for name, value in (request.get("set") or {}).items():
+                    to_add.append({"header": {"key": name, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"})
+                for name, value in (request.get("add") or {}).items():
+                    to_add.append({"header": {"key": name, "value": value}, "append_action": "APPEND_IF_EXISTS_OR_ADD"})
+                route["request_headers_to_add"] = to_add
+                if request.get("remove"):
+                    route["request_headers_to_remove"] = list(request["remove"])
+            routes.append((_is_catch_all(match), route))
+    return routes
+
+
+def gateway_virtual_hosts(servers: Sequence[tuple[Sequence[str], Sequence[dict]]], hosts_for_namespace,
+                          hosts_intersection) -> list[dict]:
+    """The virtual hosts istiod builds for one gateway port (gateway.go:405-548): for each server (its hosts) and each
+    VirtualService the gateway's pods are given, one virtual host per intersecting hostname (lower-cased), routes of
+    every VirtualService on it appended, duplicates collapsed, catch-all routes last (route.go:1621 SortVHostRoutes).
+
+    The host-name helpers are passed in (Istio's host.NamesForNamespace and Intersection, held to Istio's own tests
+    elsewhere); the rest (domain choice, path and header matching, rewrites, redirects) is Envoy's."""
+    by_host: dict[str, list[tuple[bool, dict]]] = {}
+    for server_hosts, services in servers:
+        for service in services:
+            namespace = (service.get("metadata") or {}).get("namespace") or "default"
+            intersecting = hosts_intersection(hosts_for_namespace(list(server_hosts), namespace),
+                                              list((service.get("spec") or {}).get("hosts") or []))
+            for hostname in intersecting:
+                routes = by_host.setdefault(hostname.lower(), [])
+                for catch_all, route in _envoy_routes(service):
+                    if (catch_all, route) not in routes:
+                        routes.append((catch_all, route))
+    return [{"name": f"{hostname}:80", "domains": [hostname],
+             "routes": [r for c, r in routes if not c] + [r for c, r in routes if c]}
+            for hostname, routes in sorted(by_host.items())]
