@@ -132,7 +132,7 @@ def _entry_key(entry: Mapping[str, Any]) -> ObjectKey:
 def _plural(kind: str) -> str:
     # What `kubebuilder`/`controller-gen` and most CRDs use: lower-case kind, `y` -> `ies`, `s` -> `ses`.
     lower = kind.lower()
-    if lower.endswith("y"):
+    if lower.endswith("y") and not lower.endswith(("ay", "ey", "oy", "uy")):
         return lower[:-1] + "ies"
     if lower.endswith("s"):
         return lower + "es"
@@ -251,7 +251,7 @@ def ownership_table(ownership: Ownership) -> list[str]:
     of the stack's own namespaces are counted per namespace, not listed (hundreds of upstream objects)."""
     counts = ", ".join(f"{len(ownership.of_class(c))} {c}" for c in CLASSES)
     lines = [f"Ownership: {counts}"]
-    own_namespaces = {r.name for r in ownership.rows if r.kind == "Namespace" and r.ownership == CREATED}
+    foreign = {r.name for r in ownership.rows if r.kind == "Namespace" and r.ownership == EXPECTED}
     for ownership_class in CLASSES:
         rows = ownership.of_class(ownership_class)
         if not rows:
@@ -259,8 +259,7 @@ def ownership_table(ownership: Ownership) -> list[str]:
         lines.append(f"  {ownership_class}:")
         summarised: dict[str, int] = {}
         for row in rows:
-            if ownership_class == CREATED and (row.namespace in own_namespaces or not row.namespace) and \
-                    not row.reason.startswith("a contributor") and row.reason == "the stack's own object":
+            if ownership_class == CREATED and row.namespace not in foreign and row.reason == "the stack's own object":
                 where = row.namespace or "(cluster-scoped)"
                 summarised[where] = summarised.get(where, 0) + 1
                 continue
