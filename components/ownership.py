@@ -36,6 +36,12 @@ def ownership_declarations(settings: Settings) -> dict[str, Any]:
             owner="the enterprise's Argo Workflows: its installation ships this ConfigMap; the stack patches only "
                   "its own keys (artifactRepository, executor, workflowDefaults) and must find it in per-key form, "
                   "not a single `config` key"))
+        # KFP creates Workflows at run time, and its workflow pods write WorkflowTaskResults: the enterprise's
+        # Argo serves both kinds.
+        for plural in ("workflows", "workflowtaskresults"):
+            expected.append(_entry("apiextensions.k8s.io/v1", "CustomResourceDefinition", "", f"{plural}.argoproj.io",
+                                   reason="the enterprise's Argo Workflows ships it; Kubeflow Pipelines creates "
+                                          "these objects at run time"))
         if argo.service_account:
             owners.append(_entry(
                 "v1", "ServiceAccount", argo.namespace, argo.service_account,
