@@ -23,8 +23,8 @@ def _entry(api_version: str, kind: str, namespace: str, name: str, **why: str) -
 
 
 def ownership_declarations(settings: Settings) -> dict[str, Any]:
-    """`{"expected": [...], "owners": [...]}`: objects that must exist (with why) and who owns the objects the
-    stack patches or writes beside a run-time writer."""
+    """`{"expected": [...], "owners": [...], "cowriters": [...]}`: objects that must exist (with why), whose the
+    objects the stack patches are, and who writes the stack's own objects beside it at run time."""
     expected: list[dict[str, str]] = []
     owners: list[dict[str, str]] = []
     argo = settings.kubeflow.argo
@@ -62,12 +62,14 @@ def ownership_declarations(settings: Settings) -> dict[str, Any]:
         "v1", "ConfigMap", MESH_NAMESPACE, mesh_config,
         reason=f"the mesh owner's mesh config: its extensionProviders must hold {settings.auth.extension_provider!r} "
                "(the stack's authExtensionProvider output); checked, never written"))
+    cowriters: list[dict[str, str]] = []
     for profile in settings.tenancy.profiles:
-        # Kept namespaces are patched (components.tenancy.Tenancy._namespace); the owner line says why for both.
-        owners.append(_entry(
+        # Kept namespaces are patched (components.tenancy.Tenancy._namespace), others created; either way the
+        # profile controller writes them too.
+        cowriters.append(_entry(
             "v1", "Namespace", "", profile.name,
             owner="profile namespace: the profile controller adopts it (owner annotation) and adds its own labels; "
                   "the users' notebooks, volumes and runs live there" + (
                       ", so a removed profile leaves it (kubeflow.keepCrdsAndNamespaces)"
                       if settings.kubeflow.keep_crds_and_namespaces else "")))
-    return {"expected": expected, "owners": owners}
+    return {"expected": expected, "owners": owners, "cowriters": cowriters}
