@@ -42,9 +42,10 @@ def ownership_declarations(settings: Settings) -> dict[str, Any]:
             expected.append(_entry("apiextensions.k8s.io/v1", "CustomResourceDefinition", "", f"{plural}.argoproj.io",
                                    reason="the enterprise's Argo Workflows ships it; Kubeflow Pipelines creates "
                                           "these objects at run time"))
-        if argo.service_account:
+        # The accounts identity.argoServiceAccounts opts in: patched with their IRSA role annotation only.
+        for account in settings.identity.argo_service_accounts:
             owners.append(_entry(
-                "v1", "ServiceAccount", argo.namespace, argo.service_account,
+                "v1", "ServiceAccount", argo.namespace, account,
                 owner="the enterprise's Argo Workflows: the stack patches only its IRSA role annotation"))
     ingress = settings.ingress
     if ingress.mode == "patch":

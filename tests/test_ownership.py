@@ -323,3 +323,12 @@ def test_without_kept_namespaces_a_profile_namespace_is_created_and_deleted_with
     for profile in stack_config("dev")["kubeflow-platform:tenancy"]["profiles"]:
         row = ownership.by_key[("v1", "Namespace", "", profile["name"])]
         assert row.ownership == CREATED and not row.retained and "profile controller" in row.reason
+
+
+def test_an_opted_in_argo_service_account_is_patched_as_the_enterprise_argos():
+    plan, _ = evaluate("dev", manifests=str(manifests_path()), progress=Progress(io.StringIO()),
+                       settings={"identity.argoServiceAccounts": ["argo-server"]})
+    ownership = classify(plan)
+    row = ownership.by_key[("v1", "ServiceAccount", "argo", "argo-server")]
+    assert row.ownership == PATCHED and "enterprise's Argo" in row.reason
+    assert ownership.problems == ()
