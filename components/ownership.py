@@ -13,8 +13,8 @@ from typing import Any
 from config import Settings
 
 #: Where istiod reads its mesh config: ConfigMap `istio` (`istio-<revision>` for a revisioned control plane)
-#: in istiod's namespace, istio-system by default (istio/istio@1.24.6
-#: manifests/charts/istio-control/istio-discovery/templates/configmap.yaml).
+#: in istiod's namespace, istio-system by default (the name Istio's istio-discovery chart gives it in
+#: templates/configmap.yaml). A mesh installed elsewhere is named in the estate, not here.
 MESH_NAMESPACE = "istio-system"
 
 
