@@ -63,6 +63,11 @@ PLACEMENT_RULES: tuple[PlacementRule, ...] = (
     # service account patches) need their namespace before the workloads that read them are applied,
     # and a Namespace needs nothing else.
     PlacementRule("namespaces", "namespaces", lambda obj: obj.get("kind") == "Namespace"),
+    # The policies that hold pods to Pod Security baseline (manifests/admission.py), with the namespaces: no pod of
+    # any later group is admitted before them.
+    PlacementRule("admission policies", "namespaces",
+                  lambda obj: obj.get("kind") in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+                  and labels_of(obj).get("app.kubernetes.io/part-of") == "kubeflow-platform"),
     PlacementRule("cert-manager", "cert-manager", _matches_exclusion("cert-manager")),
     PlacementRule("mesh", "mesh", _matches_exclusion("istio", "istio-crds")),
     PlacementRule("auth", "auth", _matches_exclusion("dex", "oauth2-proxy", "authservice")),

@@ -26,6 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from manifests.admission import POD_ADMISSION_LABEL, POD_ADMISSION_LEVEL
+
 Role = Literal["edit", "view"]
 
 #: The user header Kubeflow's web apps, kfam and the profile controller read (upstream default).
@@ -217,6 +219,8 @@ def namespace_object(profile: ProfileSpec, mesh: MeshPolicy) -> dict[str, Any]:
         labels["istio-injection"] = "enabled"
     if mesh.pod_security:
         labels["pod-security.kubernetes.io/enforce"] = mesh.pod_security
+    # Held to baseline by the program's ValidatingAdmissionPolicy whatever the Pod Security label (manifests/admission.py).
+    labels[POD_ADMISSION_LABEL] = POD_ADMISSION_LEVEL
     annotations = dict(profile.annotations)
     # The Profile controller adopts a namespace only when this names the Profile's owner.
     annotations["owner"] = profile.owner

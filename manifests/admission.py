@@ -1,0 +1,196 @@
+"""What the cluster itself refuses at admission: pods in the namespaces where tenants' code runs, and Profiles
+that nobody meant to exist. Kubernetes' own ValidatingAdmissionPolicy (admissionregistration.k8s.io/v1, GA in
+1.30, the oldest EKS version the program supports), so nothing has to run besides the API server.
+
+Pure Python, no Pulumi: the objects as dicts. `analysis/admission.py` evaluates their CEL offline with a real CEL
+evaluator (cel-python), over the pods the release runs once the mesh has injected them, and over hostile pods.
+
+Why a policy and not Pod Security alone: Pod Security admission judges the pod after the mutating webhooks,
+so it sees the `istio-init` container Istio injects without its CNI (`mesh.dataPlane: sidecar-init`), which adds
+NET_ADMIN and NET_RAW (istio/istio@1.24.6 and @1.28.0 manifests/charts/istio-control/istio-discovery/files/
+injection-template.yaml). Baseline refuses any capability outside its default set and has no exception per
+container, so such a namespace cannot enforce more than `privileged` by its label. The policy below then takes
+over: every baseline check, the same fields and values as Kubernetes' (kubernetes/pod-security-admission@v0.30.0,
+the staging copy of kubernetes/kubernetes@v1.30.0 staging/src/k8s.io/pod-security-admission, policy/check_*.go),
+and one exception: NET_ADMIN and NET_RAW on an init container shaped exactly as the injector writes istio-init.
+Where no istio-init is injected (CNI, ambient) it holds profile namespaces to plain baseline, whatever their
+Pod Security label says.
+
+The CEL uses the standard language only (has, all, exists, in, size, startsWith, string concatenation), no
+Kubernetes extension library: the offline evaluator implements the standard, and the API server type-checks
+and runs the same text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+#: Namespace label by which the pod policy's first binding selects namespaces; the program puts it on every
+#: namespace whose Pod Security label cannot hold pods to baseline, on the profile controller's labels file
+#: (so every profile namespace, declared or created at run time, carries it) and on declared profile namespaces.
+POD_ADMISSION_LABEL = "kubeflow-platform/pod-admission"
+POD_ADMISSION_LEVEL = "baseline"
+#: The label the profile controller's labels file gives every profile namespace (26.03 and later): the second
+#: binding, so a profile namespace is held even before the controller has added the program's own label.
+PROFILE_NAMESPACE_LABEL = ("app.kubernetes.io/part-of", "kubeflow-profile")
+POD_POLICY = "kubeflow-platform-pod-security"
+PROFILE_POLICY = "kubeflow-platform-profiles"
+PART_OF = {"app.kubernetes.io/part-of": "kubeflow-platform"}
+
+ISTIO_INIT = "istio-init"
+ISTIO_PROXY = "istio-proxy"
+ISTIO_INIT_CAPABILITIES = ("NET_ADMIN", "NET_RAW")
+#: Baseline's default capabilities (kubernetes/pod-security-admission@v0.30.0 policy/check_capabilities_baseline.go:31-37).
+BASELINE_CAPABILITIES = ("AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE",
+                         "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT")
+#: Baseline's safe sysctls at v0.30.0 (policy/check_sysctls.go:36-50): the oldest supported Kubernetes; 1.32 adds
+#: tcp_rmem and tcp_wmem, refused here so one policy means the same on every supported version.
+SAFE_SYSCTLS = ("kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.tcp_syncookies",
+                "net.ipv4.ping_group_range", "net.ipv4.ip_unprivileged_port_start", "net.ipv4.ip_local_reserved_ports",
+                "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+                "net.ipv4.tcp_keepalive_probes")
+#: policy/check_seLinuxOptions.go:32-42.
+SELINUX_TYPES = ("", "container_t", "container_init_t", "container_kvm_t")
+APPARMOR_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
+
+
+def _cel_list(values: Iterable[str]) -> str:
+    return "[" + ", ".join(f"'{value}'" for value in values) + "]"
+
+
+_LISTS = ("containers", "initContainers", "ephemeralContainers")
+
+
+def _each_container(condition: str, lists: Sequence[str] = _LISTS) -> str:
+    """`condition` (over `c`) for every container of the listed kinds. One expression per list: containers and
+    ephemeral containers are different types to the API server's type checker and cannot be concatenated."""
+    parts = []
+    for name in lists:
+        every = f"object.spec.{name}.all(c, {condition})"
+        parts.append(every if name == "containers" else f"(!has(object.spec.{name}) || {every})")
+    return " && ".join(parts)
+
+
+def _unset_or(field: str, allowed: str) -> str:
+    """`c.securityContext.<field>` absent, or `allowed` (over `v`)."""
+    path = "c.securityContext"
+    guards = [f"!has({path})"]
+    parts = field.split(".")
+    for i in range(len(parts)):
+        guards.append(f"!has({path}.{'.'.join(parts[:i + 1])})")
+    value = f"{path}.{field}"
+    return "(" + " || ".join(guards) + " || " + allowed.replace("{v}", value) + ")"
+
+
+def _pod_unset_or(field: str, allowed: str) -> str:
+    path = "object.spec.securityContext"
+    guards = [f"!has({path})"]
+    parts = field.split(".")
+    for i in range(len(parts)):
+        guards.append(f"!has({path}.{'.'.join(parts[:i + 1])})")
+    return "(" + " || ".join(guards) + " || " + allowed.replace("{v}", f"{path}.{field}") + ")"
+
+
+def istio_init_shape() -> str:
+    """An init container exactly as the injector writes istio-init (istio/istio@1.24.6 injection-template.yaml:76-162,
+    @1.28.0 :85-181): named istio-init, run as the proxy image's entrypoint (`args: [istio-iptables, ...]`, no
+    `command`), not a restartable sidecar, with the image of the pod's own istio-proxy (a container, or a native
+    sidecar: an init container with `restartPolicy: Always`)."""
+    proxy = "p.name == 'istio-proxy' && p.image == c.image"
+    return (f"(c.name == '{ISTIO_INIT}' && !has(c.command) && has(c.args) && size(c.args) > 0 && c.args[0] == 'istio-iptables'"
+            " && !has(c.restartPolicy) && has(c.image)"
+            f" && (object.spec.containers.exists(p, {proxy}) || object.spec.initContainers.exists(p, {proxy}"
+            " && has(p.restartPolicy) && p.restartPolicy == 'Always')))")
+
+
+def capability_rule(istio_init: bool) -> str:
+    baseline = _cel_list(BASELINE_CAPABILITIES)
+    plain = _unset_or("capabilities.add", f"{{v}}.all(x, x in {baseline})")
+    if not istio_init:
+        return _each_container(plain)
+    extra = _cel_list(ISTIO_INIT_CAPABILITIES)
+    init = _unset_or("capabilities.add", f"{{v}}.all(x, x in {baseline} || ({istio_init_shape()} && x in {extra}))")
+    return " && ".join([_each_container(plain, ("containers", "ephemeralContainers")), _each_container(init, ("initContainers",))])
+
+
+def pod_validations(istio_init: bool) -> list[dict[str, str]]:
+    """The policy's validations: baseline's checks, in the order of its registry, each with the message the
+    API server returns (kubernetes/pod-security-admission@v0.30.0 policy/ file named in each message)."""
+    seccomp = "{v} in ['RuntimeDefault', 'Localhost']"
+    selinux_type = f"{{v}} in {_cel_list(SELINUX_TYPES)}"
+    rules = [
+        ("!(has(object.spec.hostNetwork) && object.spec.hostNetwork) && !(has(object.spec.hostPID) && object.spec.hostPID)"
+         " && !(has(object.spec.hostIPC) && object.spec.hostIPC)",
+         "host namespaces: hostNetwork, hostPID and hostIPC must be unset or false (check_hostNamespaces.go)"),
+        (_each_container(_unset_or("privileged", "!{v}")),
+         "privileged: no container may set securityContext.privileged (check_privileged.go)"),
+        (capability_rule(istio_init),
+         "capabilities: only baseline's default set may be added" + (
+             "; NET_ADMIN and NET_RAW only on the istio-init container the mesh injects" if istio_init else "")
+         + " (check_capabilities_baseline.go)"),
+        ("!has(object.spec.volumes) || object.spec.volumes.all(v, !has(v.hostPath))",
+         "hostPath volumes are forbidden (check_hostPathVolumes.go)"),
+        (_each_container("!has(c.ports) || c.ports.all(p, !has(p.hostPort) || p.hostPort == 0)"),
+         "hostPort must be unset or 0 (check_hostPorts.go)"),
+        ("(!has(object.metadata.annotations) || object.metadata.annotations.all(k, !k.startsWith('" + APPARMOR_ANNOTATION + "')"
+         " || object.metadata.annotations[k] in ['', 'runtime/default'] || object.metadata.annotations[k].startsWith('localhost/')))"
+         " && " + _pod_unset_or("appArmorProfile.type", seccomp)
+         + " && " + _each_container(_unset_or("appArmorProfile.type", seccomp)),
+         "AppArmor: only the runtime default or a localhost profile (check_appArmorProfile.go)"),
+        (_pod_unset_or("seLinuxOptions.type", selinux_type) + " && " + _pod_unset_or("seLinuxOptions.user", "{v} == ''")
+         + " && " + _pod_unset_or("seLinuxOptions.role", "{v} == ''")
+         + " && " + _each_container(_unset_or("seLinuxOptions.type", selinux_type) + " && " + _unset_or("seLinuxOptions.user", "{v} == ''")
+                                    + " && " + _unset_or("seLinuxOptions.role", "{v} == ''")),
+         "SELinux: type container_t, container_init_t or container_kvm_t, no user or role (check_seLinuxOptions.go)"),
+        (_each_container(_unset_or("procMount", "{v} == 'Default'")),
+         "procMount must be unset or Default (check_procMount.go)"),
+        (_pod_unset_or("seccompProfile.type", seccomp) + " && " + _each_container(_unset_or("seccompProfile.type", seccomp)),
+         "seccomp: only RuntimeDefault or Localhost (check_seccompProfile_baseline.go)"),
+        (_pod_unset_or("sysctls", f"{{v}}.all(s, s.name in {_cel_list(SAFE_SYSCTLS)})"),
+         "sysctls: only baseline's safe set (check_sysctls.go)"),
+        (_pod_unset_or("windowsOptions.hostProcess", "!{v}") + " && " + _each_container(_unset_or("windowsOptions.hostProcess", "!{v}")),
+         "windowsOptions.hostProcess must be unset or false (check_windowsHostProcess.go)"),
+    ]
+    return [{"expression": expression, "message": message} for expression, message in rules]
+
+
+def pod_security_policy(istio_init: bool) -> list[dict[str, Any]]:
+    """The pod policy and its two bindings. `istio_init`: the mesh injects istio-init (`sidecar-init`)."""
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": POD_POLICY, "labels": dict(PART_OF)},
+        "spec": {
+            # An expression that cannot be evaluated refuses the pod rather than letting it through.
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE"],
+                # Ephemeral containers arrive through their own subresource (`kubectl debug`).
+                "resources": ["pods", "pods/ephemeralcontainers"],
+            }]},
+            "validations": pod_validations(istio_init),
+        },
+    }
+    label_key, label_value = PROFILE_NAMESPACE_LABEL
+    bindings = [
+        _binding(f"{POD_POLICY}-labelled", POD_POLICY,
+                 {"matchExpressions": [{"key": POD_ADMISSION_LABEL, "operator": "Exists"}]}),
+        _binding(f"{POD_POLICY}-profiles", POD_POLICY, {"matchLabels": {label_key: label_value}}),
+    ]
+    return [policy, *bindings]
+
+
+def _binding(name: str, policy: str, namespace_selector: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name, "labels": dict(PART_OF)},
+        "spec": {"policyName": policy, "validationActions": ["Deny"],
+                 "matchResources": {"namespaceSelector": dict(namespace_selector)}},
+    }
+
+
+def is_pod_policy_object(obj: Mapping[str, Any]) -> bool:
+    return obj.get("kind") in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding") and \
+        (obj.get("metadata") or {}).get("name", "").startswith(POD_POLICY)
