@@ -16,6 +16,7 @@ Pure Python; no Pulumi.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,8 +25,11 @@ import celpy
 
 from analysis.trace import label_selector_matches
 from manifests.admission import ISTIO_INIT, ISTIO_PROXY, POD_POLICY
+from manifests.objects import object_ref, pod_template
 
 PROXY_IMAGE = "registry.example.com/istio/proxyv2:1.24.6"
+# The interpreted runner: cel-python 0.5.0's compiled runner does not short-circuit `||` over an error
+# (`!has(x) || x.y` fails when x is absent), which the API server's CEL does.
 _ENV = celpy.Environment()
 _PROGRAMS: dict[str, Any] = {}
 
@@ -240,3 +244,98 @@ def hostile_pods(namespace: str, data_plane: str) -> dict[str, dict[str, Any]]:
     ephemeral["spec"]["ephemeralContainers"] = [{"name": "debugger", "image": "busybox", "securityContext": {"privileged": True}}]
     result["privileged ephemeral container"] = ephemeral
     return result
+
+
+# ------------------------------------------------------------------------------------------ over a plan
+
+_CONTAINER_FIELDS = ("name", "image", "command", "args", "restartPolicy", "securityContext", "ports")
+_POD_FIELDS = ("hostNetwork", "hostPID", "hostIPC", "securityContext")
+
+
+def _read_by_policy(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a pod the pod policy reads (manifests/admission.py), the rest left out: the evaluator walks
+    less, and the verdict is the same."""
+    spec = pod.get("spec") or {}
+    slim: dict[str, Any] = {key: spec[key] for key in _POD_FIELDS if key in spec}
+    for kind in ("containers", "initContainers", "ephemeralContainers"):
+        if kind in spec:
+            slim[kind] = [{key: c[key] for key in _CONTAINER_FIELDS if key in c} for c in spec[kind]]
+    if "volumes" in spec:
+        slim["volumes"] = [{key: v[key] for key in ("name", "hostPath") if key in v} for v in spec["volumes"]]
+    metadata = {key: value for key, value in (pod.get("metadata") or {}).items() if key in ("name", "namespace", "annotations")}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": slim}
+
+
+#: The namespace a profile created at run time gets: the profile controller's labels file, read by the plan.
+RUNTIME_PROFILE = "<a profile created at run time>"
+_NATIVE = "sidecar.istio.io/nativeSidecar"
+_LEVELS_THAT_HOLD = ("baseline", "restricted")
+
+
+@dataclass(frozen=True)
+class PodAdmission:
+    """What the pod policy does with a plan's pods: the problems, and figures for the preview's summary."""
+
+    problems: tuple[str, ...]
+    namespaces_held: tuple[str, ...]
+    pods_admitted: int
+    hostile_refused: int
+
+
+def namespace_labels(objects: Sequence[Mapping[str, Any]], profile_file_labels: Mapping[str, str] | None) -> dict[str, dict[str, str]]:
+    """Namespace -> labels, with the namespace a run-time profile gets (the controller's labels file)."""
+    found = {o["metadata"]["name"]: dict((o["metadata"].get("labels")) or {}) for o in objects if o.get("kind") == "Namespace"}
+    if profile_file_labels is not None:
+        found[RUNTIME_PROFILE] = {k: str(v) for k, v in profile_file_labels.items() if v not in ("", None)}
+    return found
+
+
+def pod_admission(objects: Sequence[Mapping[str, Any]], profile_file_labels: Mapping[str, str] | None, data_plane: str,
+                  native_sidecars: bool = False) -> PodAdmission:
+    """Every profile namespace (declared, or created at run time from the controller's labels file) and every
+    namespace labelled `privileged` either enforces Pod Security baseline or restricted by its label, or is held by
+    the program's pod policy; every pod the plan runs there passes the
+    policy once injected; every hostile pod is refused in a profile namespace."""
+    problems: list[str] = []
+    held: list[str] = []
+    labels = namespace_labels(objects, profile_file_labels)
+    for namespace, found in sorted(labels.items()):
+        policy = pod_policy_holds(objects, found)
+        if policy is not None:
+            held.append(namespace)
+        elif (found.get("pod-security.kubernetes.io/enforce") == "privileged" or namespace == RUNTIME_PROFILE
+              or found.get("app.kubernetes.io/part-of") == "kubeflow-profile") \
+                and found.get("pod-security.kubernetes.io/enforce") not in _LEVELS_THAT_HOLD:
+            # Namespaces labelled privileged, and profile namespaces (where tenants' code runs) whatever their label.
+            problems.append(f"namespace {namespace}: Pod Security {found.get('pod-security.kubernetes.io/enforce')!r} and no "
+                            f"admission policy holds its pods to baseline (privileged, hostPath and hostNetwork pods would be admitted)")
+    admitted = 0
+    verdicts: dict[str, Verdict] = {}
+    for obj in objects:
+        template = pod_template(obj)
+        namespace = (obj.get("metadata") or {}).get("namespace")
+        if template is None or namespace not in held:
+            continue
+        annotations = (template.get("metadata") or {}).get("annotations") or {}
+        pod = injected(pod_of(template, namespace), data_plane, native_sidecars or annotations.get(_NATIVE) == "true")
+        # Pods alike but for names and labels get one evaluation (the policy reads neither).
+        key = json.dumps([pod["spec"], pod["metadata"].get("annotations"), sorted(labels[namespace].items())], sort_keys=True)
+        verdict = verdicts.get(key)
+        if verdict is None:
+            verdict = verdicts[key] = evaluate(pod_policy_holds(objects, labels[namespace]), _read_by_policy(pod))
+        if verdict.admitted:
+            admitted += 1
+        else:
+            problems.append(f"{object_ref(obj)}: its pods, once the mesh injected them, are refused by {POD_POLICY}: {'; '.join(verdict.refusals)}")
+    refused = 0
+    for namespace in [n for n in held if n == RUNTIME_PROFILE or labels[n].get("app.kubernetes.io/part-of") == "kubeflow-profile"][:1]:
+        policy = pod_policy_holds(objects, labels[namespace])
+        ordinary = evaluate(policy, injected(tenant_pod(namespace), data_plane, native_sidecars))
+        if not ordinary.admitted:
+            problems.append(f"namespace {namespace}: an ordinary notebook pod is refused by {POD_POLICY}: {'; '.join(ordinary.refusals)}")
+        for name, pod in hostile_pods(namespace, data_plane).items():
+            if evaluate(policy, pod).admitted:
+                problems.append(f"namespace {namespace}: {POD_POLICY} admits a hostile pod ({name})")
+            else:
+                refused += 1
+    return PodAdmission(tuple(problems), tuple(held), admitted, refused)
