@@ -106,6 +106,8 @@ class MeshSettings:
     data_plane: str = "sidecar"
     #: permissive | strict: the mesh-wide mTLS mode when no PeerAuthentication says otherwise.
     mtls: str = "permissive"
+    #: Email domains whose users may create their own profile in the dashboard (the plan's `profileSelfService`).
+    self_service_domains: tuple[str, ...] = ()
 
     @property
     def gateway_principal(self) -> str:
@@ -136,6 +138,7 @@ class MeshSettings:
             identity_filter=str(identity.get("envoyFilter", "")),
             data_plane=str(mesh.get("dataPlane") or "sidecar"),
             mtls=str(mesh.get("mtls") or "permissive").lower(),
+            self_service_domains=tuple((outputs.get("profileSelfService") or {}).get("emailDomains") or ()),
         )
 
 
@@ -898,6 +901,17 @@ def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str,
             trace.add("route", where, ref(slashed.service), "info",
                       f"{path} does not match {ref(slashed.service)}'s prefix {((slashed.match or {}).get('uri') or {}).get('prefix')!r}: "
                       "only the catch-all route takes it (add the trailing slash)")
+    direct = chosen.http.get("directResponse")
+    if direct is not None:
+        # The gateway answers itself; nothing is forwarded (istio/istio@1.24.6 pilot/pkg/networking/core/route/route.go:500-501, 805).
+        status = int(direct.get("status") or 0)
+        if 200 <= status < 300:
+            trace.add("route", where, ref(chosen.service), "info", f"{chosen.describe()}: answered by the gateway with {status}")
+            trace.user = headers.get(settings.user_header)
+            return trace
+        return trace.refuse("route", where, ref(chosen.service),
+                            f"{chosen.describe()}: answered by the gateway with {status}"
+                            + (f" ({(direct.get('body') or {}).get('string')})" if (direct.get("body") or {}).get("string") else ""), status)
     new_path = rewritten_path(chosen, path)
     destination = ((chosen.http.get("route") or [{}])[0].get("destination") or {})
     for name, value in (((chosen.http.get("headers") or {}).get("request") or {}).get("add") or {}).items():

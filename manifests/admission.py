@@ -23,6 +23,7 @@ and runs the same text.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -194,3 +195,143 @@ def _binding(name: str, policy: str, namespace_selector: Mapping[str, Any]) -> d
 def is_pod_policy_object(obj: Mapping[str, Any]) -> bool:
     return obj.get("kind") in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding") and \
         (obj.get("metadata") or {}).get("name", "").startswith(POD_POLICY)
+
+
+# ------------------------------------------------------------------------------------------- Profiles
+
+#: The dashboard's registration endpoint: it creates a Profile named and owned as the request body says, or
+#: after the caller's own id (kubeflow/kubeflow@v1.10.0 components/centraldashboard/app/api_workgroup.ts:283-305,
+#: mounted at /api/workgroup by app/server.ts:87), whatever REGISTRATION_FLOW says (that flag is read only by the
+#: UI, through /api/workgroup/exists, :256-282). Express routes ignore case (its Router's default), so the gateway
+#: matches the path ignoring case too.
+WORKGROUP_CREATE = "/api/workgroup/create"
+REGISTRATION_ROUTE = "kubeflow-platform-profile-registration"
+#: Marks the Namespaces the program applies for declared profiles; a profile namespace without it was created
+#: at run time (self-service, or upstream's example profile).
+DECLARED_PROFILE_LABEL = "kubeflow-platform/profile"
+SELF_SERVICE_POD_POLICY = "kubeflow-platform-self-service-pods"
+#: kfam's container in the profiles Deployment (kubeflow/kubeflow@v1.10.0 components/profile-controller/config/
+#: manager and components/access-management): kfam creates Profiles with the pod's own ServiceAccount
+#: (components/access-management/kfam/api_default.go:134-155), so that account is the requester the API server sees.
+KFAM_CONTAINER = "kfam"
+
+
+def kfam_user(objects: Iterable[Mapping[str, Any]]) -> str | None:
+    """`system:serviceaccount:<namespace>:<account>` of the pods running kfam, read from the release."""
+    for obj in objects:
+        if obj.get("kind") != "Deployment":
+            continue
+        spec = (((obj.get("spec") or {}).get("template") or {}).get("spec")) or {}
+        if any(c.get("name") == KFAM_CONTAINER for c in spec.get("containers") or []):
+            account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+            return f"system:serviceaccount:{(obj.get('metadata') or {}).get('namespace', 'kubeflow')}:{account}"
+    return None
+
+
+def registration_route(*, gateway: str, namespace: str, hosts: Sequence[str], export_to: Sequence[str],
+                       user_header: str, user_id_prefix: str = "", self_service_domains: Sequence[str] = ()) -> dict[str, Any]:
+    """The gateway route that answers the dashboard's profile creation with 403 itself: for every caller, or
+    with self-service for callers whose id is not an email of its domains. A route of its own before the
+    dashboard's catch-all (Istio orders catch-all routes last: istio/istio@1.24.6
+    pilot/pkg/networking/core/route/route.go:1619-1632), answered by Envoy (directResponse, route.go:500-501, 805)."""
+    match: dict[str, Any] = {"uri": {"prefix": WORKGROUP_CREATE}, "ignoreUriCase": True, "method": {"exact": "POST"}}
+    reason = "profiles are declared by the platform team (tenancy.profiles); self-service is off"
+    if self_service_domains:
+        domains = "|".join(re.escape(domain) for domain in self_service_domains)
+        match["withoutHeaders"] = {user_header: {"regex": f"{re.escape(user_id_prefix)}[^@,\\s]+@({domains})"}}
+        reason = "self-service profiles are open to users of " + ", ".join(self_service_domains) + " only"
+    return {
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "VirtualService",
+        "metadata": {"name": REGISTRATION_ROUTE, "namespace": namespace, "labels": dict(PART_OF)},
+        "spec": {
+            "gateways": [gateway],
+            "hosts": list(hosts),
+            "exportTo": list(export_to),
+            "http": [{"name": "profile-registration", "match": [match],
+                      "directResponse": {"status": 403, "body": {"string": reason}}}],
+        },
+    }
+
+
+def profile_policy(kfam: str, *, self_service_domains: Sequence[str] = (), name_prefix: str = "",
+                   declared_names: Sequence[str] = (), declared_owners: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The policy on Profiles kfam creates (the dashboard's registration, or anything else that reaches kfam).
+
+    Without self-service every such Profile is refused. With it, a Profile is admitted only when its owner is a
+    User of the domains, its name is `<prefix><the owner's local part>` (so each user can have one), neither name
+    nor owner is a declared profile's, and it carries no quota or plugins (the template decides those). The API
+    server sees kfam's account, not the user (kfam creates the Profile with its own credentials), and the
+    dashboard takes the owner from the request body when one is given: a user can create the profile of another
+    user of the domains, owned by that user, not one of their own choosing.
+    """
+    rules: list[tuple[str, str]]
+    if not self_service_domains:
+        rules = [("false", "Profiles are declared in the stack file (tenancy.profiles); self-service profiles are off "
+                           "(tenancy.selfService.emailDomains)")]
+    else:
+        domains = _cel_list(self_service_domains)
+        rules = [
+            ("has(object.spec.owner) && has(object.spec.owner.kind) && object.spec.owner.kind == 'User' && has(object.spec.owner.name)",
+             "a self-service profile is owned by a User"),
+            (f"has(object.spec.owner.name) && {domains}.exists(d, '{name_prefix}' + object.spec.owner.name == object.metadata.name + '@' + d)",
+             f"a self-service profile is named '{name_prefix}<local part of the owner's email>' and owned by a user of "
+             + ", ".join(self_service_domains)),
+            ("!has(object.spec.plugins) || size(object.spec.plugins) == 0",
+             "a self-service profile carries no plugins"),
+            ("!has(object.spec.resourceQuotaSpec) || !has(object.spec.resourceQuotaSpec.hard) || size(object.spec.resourceQuotaSpec.hard) == 0",
+             "a self-service profile's quota is the template's (tenancy.selfService.template)"),
+            (f"!(object.metadata.name in {_cel_list(declared_names)})", "the name is a declared profile's"),
+            (f"!has(object.spec.owner.name) || !(object.spec.owner.name in {_cel_list(declared_owners)})",
+             "the owner already owns a declared profile"),
+        ]
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": PROFILE_POLICY, "labels": dict(PART_OF)},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{"apiGroups": ["kubeflow.org"], "apiVersions": ["*"],
+                                                    "operations": ["CREATE"], "resources": ["profiles"]}]},
+            # Profiles the platform team applies (pulumi up) are not judged here: only what kfam creates.
+            "matchConditions": [{"name": "created-by-kfam", "expression": f"request.userInfo.username == '{kfam}'"}],
+            "validations": [{"expression": expression, "message": message} for expression, message in rules],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": PROFILE_POLICY, "labels": dict(PART_OF)},
+        "spec": {"policyName": PROFILE_POLICY, "validationActions": ["Deny"]},
+    }
+    return [policy, binding]
+
+
+def self_service_pod_policy(*, gpus: int, gpu_taint_keys: Sequence[str]) -> list[dict[str, Any]]:
+    """GPU access of the template, held at admission in profile namespaces created at run time: no pod
+    requests more `nvidia.com/gpu` than the template's quota, and without GPU pools no pod tolerates a GPU
+    pool's taint (or every taint). The totals are the ResourceQuota's (docs/profiles.md)."""
+    gpu = "'nvidia.com/gpu'"
+    within = (f"(!has(c.resources) || ((!has(c.resources.limits) || !({gpu} in c.resources.limits) || int(c.resources.limits[{gpu}]) <= {gpus})"
+              f" && (!has(c.resources.requests) || !({gpu} in c.resources.requests) || int(c.resources.requests[{gpu}]) <= {gpus})))")
+    rules = [(_each_container(within, ("containers", "initContainers")),
+              f"a profile created at run time may request at most {gpus} nvidia.com/gpu per container (tenancy.selfService.template.quota.gpus)")]
+    if not gpus:
+        keys = _cel_list(gpu_taint_keys)
+        rules.append((f"!has(object.spec.tolerations) || object.spec.tolerations.all(t, has(t.key) && t.key != '' && !(t.key in {keys}))",
+                      "a profile created at run time without GPU pools may not tolerate the GPU nodes' taints (tenancy.selfService.template.gpuPools)"))
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": SELF_SERVICE_POD_POLICY, "labels": dict(PART_OF)},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                                                    "resources": ["pods"]}]},
+            "validations": [{"expression": expression, "message": message} for expression, message in rules],
+        },
+    }
+    key, value = PROFILE_NAMESPACE_LABEL
+    binding = _binding(SELF_SERVICE_POD_POLICY, SELF_SERVICE_POD_POLICY, {"matchExpressions": [
+        {"key": key, "operator": "In", "values": [value]}, {"key": DECLARED_PROFILE_LABEL, "operator": "DoesNotExist"}]})
+    return [policy, binding]
