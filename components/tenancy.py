@@ -23,6 +23,7 @@ from manifests.tenancy import (
     Taint,
     contributor_roles,
     manifest,
+    namespace_objects,
     role_bound_objects,
     static_objects,
 )
@@ -54,9 +55,10 @@ def release_kfam_user(release: "PreparedRelease") -> Optional[str]:
     return admission.kfam_user(obj for group in release.groups.values() for obj in group)
 
 
-def registration_objects(settings: Settings, kfam: Optional[str]) -> list[dict[str, Any]]:
+def registration_objects(settings: Settings, kfam: Optional[str], mesh: Optional[MeshPolicy] = None) -> list[dict[str, Any]]:
     """The gateway route refusing the dashboard's profile creation (all callers, or those outside self-service's
-    domains), the policy on Profiles kfam creates, and with self-service the policy on its profiles' pods."""
+    domains), the policy on Profiles kfam creates, and with self-service the policy on its profiles' pods and
+    the template (a declared profile's quota and policies, built for any namespace) its template engine applies."""
     service = settings.tenancy.self_service
     ingress = settings.ingress
     objects = [admission.registration_route(
@@ -74,7 +76,22 @@ def registration_objects(settings: Settings, kfam: Optional[str]) -> list[dict[s
         objects += admission.self_service_pod_policy(
             gpus=service.template.quota.gpus,
             gpu_taint_keys=sorted({t.key for pool in settings.gpu.pools for t in taints[pool.name]}))
+        if mesh is not None and service.template_engine == "kyverno":
+            objects += admission.kyverno_template(self_service_template(settings, mesh))
     return objects
+
+
+def self_service_template(settings: Settings, mesh: MeshPolicy) -> list[dict[str, Any]]:
+    """What a declared profile's namespace holds besides its contributors, built as for a declared profile of
+    tenancy.selfService.template, for the namespace the template engine substitutes: quota (GPUs only with GPU
+    pools), the serving NetworkPolicy and AuthorizationPolicies, the identity-header policy."""
+    template = settings.tenancy.self_service.template
+    taints = {pool.name: pool.taints for pool in settings.gpu.pools}
+    profile = ProfileSpec(
+        name=admission.NAMESPACE_VARIABLE, owner="-",
+        gpu_taints=tuple(Taint(key=t.key, value=t.value, effect=t.effect) for pool in template.gpu_pools for t in taints.get(pool, ())),
+        gpus=template.quota.gpus, cpu=template.quota.cpu, memory=template.quota.memory)
+    return [obj for obj in namespace_objects(profile, mesh) if obj["kind"] != "Namespace"]
 
 
 def tenancy_args(settings: Settings, identity: WorkloadIdentity, header_forwarders: Sequence[str],
@@ -133,7 +150,7 @@ def tenancy_args(settings: Settings, identity: WorkloadIdentity, header_forwarde
     service = tenancy.self_service
     return TenancyArgs(profiles=tuple(profiles), mesh=mesh, identity=identity,
                        keep_namespaces=settings.kubeflow.keep_crds_and_namespaces,
-                       registration=tuple(registration_objects(settings, kfam)),
+                       registration=tuple(registration_objects(settings, kfam, mesh)),
                        self_service={"emailDomains": list(service.email_domains), "namePrefix": service.name_prefix})
 
 

@@ -226,6 +226,10 @@ class Settings:
             yield "tenancy.selfService.template.quota.gpus", "gpuPools without a GPU quota would let the profiles onto GPU nodes yet allow them no GPU"
         if not service.enabled and (service.name_prefix or template != type(template)()):
             yield "tenancy.selfService.emailDomains", "namePrefix and template take effect only with emailDomains: list the domains whose users may create a profile"
+        if service.enabled and service.template_engine is None:
+            yield "tenancy.selfService.templateEngine", (
+                "required with emailDomains: the API server alone cannot create the template's quota and policies in a "
+                "namespace made at run time; set kyverno (the cluster must run Kyverno) or leave self-service off")
         if service.enabled and self.auth.user_id_prefix:
             yield "tenancy.selfService.emailDomains", (
                 f"auth.userIdPrefix {self.auth.user_id_prefix!r} is not supported with self-service: the dashboard names the "

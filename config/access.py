@@ -355,6 +355,8 @@ class SelfServiceSettings:
     """A self-service profile is named <namePrefix><the local part of its owner's email> (alice@example.com: u-alice with prefix u-)."""
     template: SelfServiceTemplate = setting(SelfServiceTemplate())
     """GPU access and quota every self-service profile gets, enforced by the cluster when the profile is created."""
+    template_engine: Optional[Literal["kyverno"]] = setting(None)
+    """What creates the template's quota and policies in each new profile namespace (kyverno: a generate ClusterPolicy); required with emailDomains."""
 
     @property
     def enabled(self) -> bool:

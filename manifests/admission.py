@@ -335,3 +335,57 @@ def self_service_pod_policy(*, gpus: int, gpu_taint_keys: Sequence[str]) -> list
     binding = _binding(SELF_SERVICE_POD_POLICY, SELF_SERVICE_POD_POLICY, {"matchExpressions": [
         {"key": key, "operator": "In", "values": [value]}, {"key": DECLARED_PROFILE_LABEL, "operator": "DoesNotExist"}]})
     return [policy, binding]
+
+
+# ------------------------------------------------------------------- the template, applied at run time
+
+SELF_SERVICE_TEMPLATE_POLICY = "kubeflow-platform-self-service-template"
+#: Kyverno's variable for the namespace a generate rule fires for (https://kyverno.io/docs/policy-types/cluster-policy/generate/).
+NAMESPACE_VARIABLE = "{{request.object.metadata.name}}"
+
+
+def kyverno_template(objects: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A Kyverno ClusterPolicy that creates `objects` (a profile's namespaced objects, built for the namespace
+    `NAMESPACE_VARIABLE`) in every profile namespace created at run time, keeps them as written
+    (`synchronize`), and covers namespaces that exist before the policy (`generateExisting`); and the
+    ClusterRole that lets Kyverno's background controller write those kinds (its aggregation label).
+
+    The API server alone cannot create objects when a namespace appears; Kyverno's generate rules can
+    (https://kyverno.io/docs/policy-types/cluster-policy/generate/)."""
+    key, value = PROFILE_NAMESPACE_LABEL
+    rules = []
+    for obj in objects:
+        metadata = dict(obj["metadata"])
+        data = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
+        extra = {k: v for k, v in metadata.items() if k not in ("name", "namespace")}
+        if extra:
+            data["metadata"] = extra
+        rules.append({
+            "name": f"{obj['kind'].lower()}-{metadata['name']}"[:63],
+            "match": {"any": [{"resources": {"kinds": ["Namespace"], "selector": {"matchLabels": {key: value}}}}]},
+            "exclude": {"any": [{"resources": {"kinds": ["Namespace"], "selector": {
+                "matchExpressions": [{"key": DECLARED_PROFILE_LABEL, "operator": "Exists"}]}}}]},
+            "generate": {"synchronize": True, "apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": metadata["name"],
+                         "namespace": NAMESPACE_VARIABLE, "data": data},
+        })
+    policy = {
+        "apiVersion": "kyverno.io/v1",
+        "kind": "ClusterPolicy",
+        "metadata": {"name": SELF_SERVICE_TEMPLATE_POLICY, "labels": dict(PART_OF)},
+        "spec": {"generateExisting": True, "background": True, "rules": rules},
+    }
+    groups: dict[str, set[str]] = {}
+    plural = {"ResourceQuota": "resourcequotas", "NetworkPolicy": "networkpolicies", "AuthorizationPolicy": "authorizationpolicies"}
+    for obj in objects:
+        group = obj["apiVersion"].rpartition("/")[0]
+        groups.setdefault(group, set()).add(plural.get(obj["kind"], obj["kind"].lower() + "s"))
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": SELF_SERVICE_TEMPLATE_POLICY, "labels": {
+            **PART_OF, "rbac.kyverno.io/aggregate-to-background-controller": "true"}},
+        "rules": [{"apiGroups": [group], "resources": sorted(resources),
+                   "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}
+                  for group, resources in sorted(groups.items())],
+    }
+    return [policy, role]
