@@ -114,8 +114,20 @@ def guardrails_hold(plan: Plan) -> Iterable[str]:
     return guardrail_report(plan).violations
 
 
+_LAST_POD_ADMISSION: list[tuple[int, admission.PodAdmission]] = []
+
+
 def plan_pod_admission(plan: Plan) -> admission.PodAdmission:
-    """The program's pod admission policy over the plan (analysis/admission.py), on the stack's data plane."""
+    """The program's pod admission policy over the plan (analysis/admission.py), on the stack's data plane.
+    The last answer is kept for the same plan object: the preview reports its figures after the check ran."""
+    if _LAST_POD_ADMISSION and _LAST_POD_ADMISSION[0][0] == id(plan):
+        return _LAST_POD_ADMISSION[0][1]
+    found = _plan_pod_admission(plan)
+    _LAST_POD_ADMISSION[:] = [(id(plan), found)]
+    return found
+
+
+def _plan_pod_admission(plan: Plan) -> admission.PodAdmission:
     objects = [found.obj for found in kubernetes_objects(plan).objects]
     report = plan["outputs"].get(TRANSFORM_REPORT_EXPORT)
     mesh = (report.get("mesh") if isinstance(report, Mapping) else None) or {}
