@@ -29,6 +29,9 @@ PLATFORM_NAMESPACE_KEYS = (
     "istio.io/rev",
     "scheduler.alpha.kubernetes.io/defaultTolerations",
     "scheduler.alpha.kubernetes.io/tolerationsWhitelist",
+    # Bind the Pod Security policy and mark a declared namespace (manifests/admission.py).
+    "kubeflow-platform/pod-admission",
+    "kubeflow-platform/profile",
 )
 
 
