@@ -58,13 +58,13 @@ class Verdict:
 
 
 def evaluate(policy: Mapping[str, Any], obj: Mapping[str, Any], *, operation: str = "CREATE",
-             user: str = "kubernetes-admin", old: Mapping[str, Any] | None = None) -> Verdict:
+             user: str = "kubernetes-admin", old: Mapping[str, Any] | None = None, sub_resource: str = "") -> Verdict:
     """`policy`'s verdict on `obj` (matchConditions first: a request they exclude is admitted)."""
     spec = policy.get("spec") or {}
     activation: dict[str, Any] = {
         "object": celpy.json_to_cel(copy.deepcopy(dict(obj))),
         "oldObject": celpy.json_to_cel(copy.deepcopy(dict(old))) if old is not None else None,
-        "request": celpy.json_to_cel({"operation": operation, "userInfo": {"username": user}}),
+        "request": celpy.json_to_cel({"operation": operation, "subResource": sub_resource, "userInfo": {"username": user}}),
     }
     variables: dict[str, Any] = {}
     for variable in spec.get("variables") or []:

@@ -170,6 +170,12 @@ def pod_security_policy(istio_init: bool) -> list[dict[str, Any]]:
                 # Ephemeral containers arrive through their own subresource (`kubectl debug`).
                 "resources": ["pods", "pods/ephemeralcontainers"],
             }]},
+            # Updates that leave the spec as it was (labels and annotations, set by controllers) are not judged
+            # again, as Pod Security does not judge them; a changed image or an ephemeral container (`kubectl
+            # debug`) is.
+            "matchConditions": [{"name": "created-or-spec-changed",
+                                 "expression": "request.operation == 'CREATE' || request.subResource == 'ephemeralcontainers'"
+                                               " || object.spec != oldObject.spec"}],
             "validations": pod_validations(istio_init),
         },
     }

@@ -94,6 +94,21 @@ def test_every_capability_of_baselines_default_set_stays_allowed():
         assert evaluation.evaluate(policy_for("sidecar-cni"), pod).admitted, capability
 
 
+def test_a_debug_container_added_later_is_judged_and_other_updates_are_not():
+    policy = policy_for("sidecar-init")
+    debugged = evaluation.hostile_pods("alice", "sidecar-init")["privileged ephemeral container"]
+    assert not evaluation.evaluate(policy, debugged, operation="UPDATE", sub_resource="ephemeralcontainers").admitted
+    # A label update on a running pod is not judged again (Pod Security does not judge it either) ...
+    relabelled = {**debugged, "metadata": {**debugged["metadata"], "labels": {"x": "y"}}}
+    assert evaluation.evaluate(policy, relabelled, operation="UPDATE", old=debugged).admitted
+    # ... a changed spec is: istio-init's image swapped for another after the pod was admitted.
+    pod = evaluation.injected(evaluation.tenant_pod("alice"), "sidecar-init")
+    swapped = {**pod, "spec": {**pod["spec"], "initContainers": [
+        {**c, "image": "registry.example.com/tenant/tools:1"} if c["name"] == "istio-init" else c for c in pod["spec"]["initContainers"]]}}
+    assert evaluation.evaluate(policy, pod, operation="UPDATE", old=pod).admitted
+    assert not evaluation.evaluate(policy, swapped, operation="UPDATE", old=pod).admitted
+
+
 def test_an_expression_that_cannot_be_evaluated_refuses_the_pod():
     policy = policy_for("sidecar-init")
     broken = {**policy, "spec": {**policy["spec"], "validations": [{"expression": "object.spec.noSuchField == 1", "message": "x"}]}}
