@@ -88,6 +88,9 @@ def test_kfam_is_reachable_from_the_dashboard_alone():
     for caller in (t.workload("alice", "default-editor", {"notebook-name": "x"}), t.workload("bob", "default-editor")):
         trace = t.trace_request(model, "http://profiles-kfam.kubeflow.svc.cluster.local:8081/kfam/v1/profiles", caller, "POST")
         assert not trace.reached, t.render(trace)
+        # Nor does a tenant's pod reach the dashboard's own endpoint in the mesh, around the gateway.
+        trace = t.trace_request(model, "http://centraldashboard.kubeflow.svc.cluster.local:80/api/workgroup/create", caller, "POST")
+        assert not trace.reached, t.render(trace)
     # Without a network policy engine the NetworkPolicy above holds nothing; kfam's own AuthorizationPolicy
     # admits the central dashboard's account alone (upstream's, kept).
     kfam = next(p for p in model.kind("AuthorizationPolicy") if p["metadata"]["name"] == "profiles-kfam")
