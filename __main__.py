@@ -15,7 +15,7 @@ from components.identity import WorkloadIdentity, WorkloadIdentityArgs
 from components.ingress import IngressGateway, IngressGatewayArgs
 from components.kubeflow import Kubeflow, KubeflowArgs, prepare
 from components.ownership import ownership_declarations
-from components.tenancy import Tenancy, tenancy_args
+from components.tenancy import Tenancy, release_kfam_user, tenancy_args
 
 # The program's objects live until exit and hold almost no cyclic garbage, yet the cyclic collector re-walks
 # them all: 25-30 % of the run (1.8 s of 7.5 s CPU at 1,000 profiles) to free about 20 MB. Off for this process.
@@ -51,7 +51,7 @@ header_forwarders = release_header_forwarders(settings, kubeflow_release)
 auth = Auth("auth", AuthArgs.from_settings(settings, cluster.oidc_issuer, header_forwarders,
                                            released_proxy_image=kubeflow_release.auth_proxy_image), opts=on_cluster)
 # Tenancy spans both providers (IRSA roles, profile objects) and needs Kubeflow's CRDs and ClusterRoles.
-tenancy = Tenancy("tenancy", tenancy_args(settings, identity, header_forwarders), opts=on_both.merge(
+tenancy = Tenancy("tenancy", tenancy_args(settings, identity, header_forwarders, release_kfam_user(kubeflow_release)), opts=on_both.merge(
     pulumi.ResourceOptions(depends_on=[kubeflow])))
 
 # Each component names the outputs the teams around the platform read (see the README per component).

@@ -131,6 +131,8 @@ class MeshSettings:
             return True
         covers = lambda domain, name: name == domain.lstrip(".") or name.endswith("." + domain.lstrip("."))  # noqa: E731
         return any(covers(d.lower(), host) and covers(d.lower(), callback) for d in self.cookie_domains)
+    #: Email domains whose users may create their own profile in the dashboard (the plan's `profileSelfService`).
+    self_service_domains: tuple[str, ...] = ()
 
     @property
     def gateway_principal(self) -> str:
@@ -164,6 +166,7 @@ class MeshSettings:
             login_callback_host=(data.get("login") or {}).get("callbackHost"),
             cookie_domains=tuple((data.get("login") or {}).get("cookieDomains") or ()),
             login_known="login" in data,
+            self_service_domains=tuple((outputs.get("profileSelfService") or {}).get("emailDomains") or ()),
         )
 
 
@@ -980,7 +983,7 @@ def _email_allowed(settings: MeshSettings, email: str) -> bool:
 
 
 #: HTTPRoute fields that change what a request does and that the trace does not evaluate.
-_UNMODELLED_ROUTE_FIELDS = ("delegate", "directResponse", "fault")
+_UNMODELLED_ROUTE_FIELDS = ("delegate", "fault")
 
 
 def _unmodelled_route_fields(route: HttpRoute) -> str | None:
@@ -1176,6 +1179,17 @@ def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str,
             trace.add("route", where, ref(slashed.service), "info",
                       f"{path} does not match {ref(slashed.service)}'s prefix {((slashed.match or {}).get('uri') or {}).get('prefix')!r}: "
                       "only the catch-all route takes it (add the trailing slash)")
+    direct = chosen.http.get("directResponse")
+    if direct is not None:
+        # The gateway answers itself; nothing is forwarded (istio/istio@1.24.6 pilot/pkg/networking/core/route/route.go:500-501, 805).
+        status = int(direct.get("status") or 0)
+        if 200 <= status < 300:
+            trace.add("route", where, ref(chosen.service), "info", f"{chosen.describe()}: answered by the gateway with {status}")
+            trace.user = headers.get(settings.user_header)
+            return trace
+        return trace.refuse("route", where, ref(chosen.service),
+                            f"{chosen.describe()}: answered by the gateway with {status}"
+                            + (f" ({(direct.get('body') or {}).get('string')})" if (direct.get("body") or {}).get("string") else ""), status)
     unmodelled = _unmodelled_route_fields(chosen)
     if unmodelled:
         raise authz.NotModelled(f"{ref(chosen.service)} {chosen.describe()}: {unmodelled} is not modelled")

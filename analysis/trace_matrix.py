@@ -36,7 +36,10 @@ from analysis.routes import virtual_services_for_gateway
 REACH, REFUSE, NA = "reach", "refuse", "-"
 CALLER_KINDS = ("owner", "edit", "view", "stranger", "forged", "anonymous", "machine", "foreign-token", "other-workload")
 #: Path kinds by the prefix the gateway routes; any other gateway route is taken as a Kubeflow web app.
-PATH_KINDS = {"/kfam/": "kfam", "/oauth2/": "login", "/authservice/site/": "login"}
+PATH_KINDS = {"/kfam/": "kfam", "/oauth2/": "login", "/authservice/site/": "login", "/api/workgroup/create": "registration"}
+#: Rows sent with another method than GET: the dashboard's profile creation (manifests/admission.py).
+PATH_METHODS = {"registration": "POST"}
+SELF_SERVICE = "self-service"
 
 EXPECTED: Mapping[str, Mapping[str, str]] = {
     "web-app": {"owner": REACH, "edit": REACH, "view": REACH, "stranger": REACH, "forged": REACH, "anonymous": REFUSE,
@@ -46,6 +49,10 @@ EXPECTED: Mapping[str, Mapping[str, str]] = {
     "kfam": {kind: REFUSE for kind in CALLER_KINDS},
     # Tokens are judged at the gateway before routing: a foreign token is refused on every host path, login included.
     "login": {**{kind: REACH for kind in CALLER_KINDS}, "foreign-token": REFUSE, "other-workload": NA},
+    # `POST /api/workgroup/create`, the dashboard's profile creation: refused for everyone unless self-service
+    # opens it to the users of its email domains (SELF_SERVICE: by the caller's own identity's domain).
+    "registration": {**{kind: SELF_SERVICE for kind in CALLER_KINDS}, "anonymous": REFUSE, "foreign-token": REFUSE,
+                     "other-workload": NA},
 }
 STRANGER_LOCAL_PART = "trace-stranger"
 
@@ -58,10 +65,12 @@ class PathRow:
     profile: str
     #: Another of the stack's hosts than the first (dns.extraHosts); None: the first.
     host: str | None = None
+    method: str = "GET"
 
     @property
     def label(self) -> str:
-        return f"{self.host}{self.path}" if self.host else self.path
+        where = f"{self.host}{self.path}" if self.host else self.path
+        return where if self.method == "GET" else f"{self.method} {where}"
 
 
 @dataclass(frozen=True)
@@ -123,8 +132,16 @@ def _probe_path(prefix: str) -> str:
 
 
 def rows(model: t.MeshModel, subject: str) -> list[PathRow]:
-    found = [PathRow(service, _probe_path(prefix), PATH_KINDS.get(prefix, "web-app"), subject)
-             for prefix, service in gateway_paths(model)]
+    found = []
+    for prefix, service in gateway_paths(model):
+        kind = PATH_KINDS.get(prefix, "web-app")
+        found.append(PathRow(service, _probe_path(prefix), kind, subject, method=PATH_METHODS.get(kind, "GET")))
+        if kind == "registration":
+            # The dashboard's router ignores case; so must the refusal.
+            found.append(PathRow(service, prefix.upper(), kind, subject, method=PATH_METHODS[kind]))
+    if not any(row.kind == "registration" for row in found):
+        # No route of its own: the dashboard's catch-all takes it (the row then shows who gets through).
+        found.append(PathRow("dashboard", "/api/workgroup/create", "registration", subject, method="POST"))
     # Every further host the Gateway serves, through the catch-all route (the dashboard): the routes carry all hosts.
     for host in model.settings.hosts[1:]:
         found.append(PathRow("dashboard", "/", "web-app", subject, host))
@@ -204,6 +221,11 @@ def expected(row: PathRow, kind: str, model: t.MeshModel, caller: t.Caller | Non
     if row.kind == "notebook" and kind == "view" and _viewers_read_only(model, row.profile):
         # tenancy's viewersReadOnly leaves the notebook servers out of a viewer's policy (manifests/tenancy.py).
         return REFUSE
+    if value == SELF_SERVICE:
+        email = caller.email if caller is not None and caller.kind == "browser" else \
+            next((i.machine_user for i in model.settings.issuers if i.machine_user), None) if kind == "machine" else None
+        domain = (email or "").rpartition("@")[2]
+        return REACH if domain and domain in model.settings.self_service_domains else REFUSE
     if value == "grant":
         machine = next((i.machine_user for i in model.settings.issuers if i.machine_user), None)
         return REACH if machine in model.contributors(row.profile) else REFUSE
@@ -250,7 +272,7 @@ def matrix(model: t.MeshModel, host: str | None = None) -> list[Cell]:
                     continue
             else:
                 url = f"https://{row.host or host}{row.path}"
-            cells.append(Cell(row, kind, want, t.trace_request(model, url, caller)))
+            cells.append(Cell(row, kind, want, t.trace_request(model, url, caller, row.method)))
     return cells
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -13,6 +13,7 @@ from components.auth import identity_header_policy
 from components.identity import WorkloadIdentity
 from config import Settings
 from manifests.argo import PATCH_ANNOTATIONS
+from manifests import admission
 from manifests.iam import s3_access_policy
 from manifests.tenancy import (
     WORKLOAD_SERVICE_ACCOUNTS,
@@ -23,9 +24,13 @@ from manifests.tenancy import (
     Taint,
     contributor_roles,
     manifest,
+    namespace_objects,
     role_bound_objects,
     static_objects,
 )
+
+if TYPE_CHECKING:
+    from manifests.release import PreparedRelease
 
 
 #: A profile namespace's patch: the program's field manager, and force (see Tenancy._namespace).
@@ -43,11 +48,62 @@ class TenancyArgs:
     keep_namespaces: bool = True
     """Leave a removed profile's namespace, with its users' notebooks, volumes and runs, in the cluster
     (kubeflow.keepCrdsAndNamespaces)."""
+    registration: Sequence[Mapping[str, Any]] = ()
+    """Who may create profiles at run time: the gateway route that refuses the dashboard's profile creation, the
+    admission policies on Profiles kfam creates and on the pods of self-service profiles (manifests/admission.py)."""
+    self_service: Mapping[str, Any] = field(default_factory=dict)
+    """`emailDomains` and `namePrefix` of self-service profiles (tenancy.selfService), exported for the trace."""
 
 
-def tenancy_args(settings: Settings, identity: WorkloadIdentity, header_forwarders: Sequence[str]) -> TenancyArgs:
+def release_kfam_user(release: "PreparedRelease") -> Optional[str]:
+    """The user kfam creates Profiles as, read from the release (its pods' ServiceAccount)."""
+    return admission.kfam_user(obj for group in release.groups.values() for obj in group)
+
+
+def registration_objects(settings: Settings, kfam: Optional[str], mesh: Optional[MeshPolicy] = None) -> list[dict[str, Any]]:
+    """The gateway route refusing the dashboard's profile creation (all callers, or those outside self-service's
+    domains), the policy on Profiles kfam creates, and with self-service the policy on its profiles' pods and
+    the template (a declared profile's quota and policies, built for any namespace) its template engine applies."""
+    service = settings.tenancy.self_service
+    ingress = settings.ingress
+    objects = [admission.registration_route(
+        gateway=f"{ingress.gateway_namespace}/{ingress.gateway_name}", namespace=ingress.gateway_namespace,
+        hosts=settings.dns.hosts,
+        export_to=["."] if ingress.namespace == ingress.gateway_namespace else [".", ingress.namespace],
+        user_header=settings.auth.user_header, user_id_prefix=settings.auth.user_id_prefix,
+        self_service_domains=service.email_domains)]
+    if kfam is not None:
+        objects += admission.profile_policy(
+            kfam, self_service_domains=service.email_domains, name_prefix=service.name_prefix,
+            declared_names=[p.name for p in settings.tenancy.profiles], declared_owners=[p.owner for p in settings.tenancy.profiles])
+    if service.enabled:
+        taints = {pool.name: pool.taints for pool in settings.gpu.pools}
+        objects += admission.self_service_pod_policy(
+            gpus=service.template.quota.gpus,
+            gpu_taint_keys=sorted({t.key for pool in settings.gpu.pools for t in taints[pool.name]}))
+        if mesh is not None and service.template_engine == "kyverno":
+            objects += admission.kyverno_template(self_service_template(settings, mesh))
+    return objects
+
+
+def self_service_template(settings: Settings, mesh: MeshPolicy) -> list[dict[str, Any]]:
+    """What a declared profile's namespace holds besides its contributors, built as for a declared profile of
+    tenancy.selfService.template, for the namespace the template engine substitutes: quota (GPUs only with GPU
+    pools), the serving NetworkPolicy and AuthorizationPolicies, the identity-header policy."""
+    template = settings.tenancy.self_service.template
+    taints = {pool.name: pool.taints for pool in settings.gpu.pools}
+    profile = ProfileSpec(
+        name=admission.NAMESPACE_VARIABLE, owner="-",
+        gpu_taints=tuple(Taint(key=t.key, value=t.value, effect=t.effect) for pool in template.gpu_pools for t in taints.get(pool, ())),
+        gpus=template.quota.gpus, cpu=template.quota.cpu, memory=template.quota.memory)
+    return [obj for obj in namespace_objects(profile, mesh) if obj["kind"] != "Namespace"]
+
+
+def tenancy_args(settings: Settings, identity: WorkloadIdentity, header_forwarders: Sequence[str],
+                 kfam: Optional[str] = None) -> TenancyArgs:
     """Resolves the tenancy settings against the rest of the stack's settings; `header_forwarders` are the
-    in-mesh principals besides the gateway that may send kubeflow-userid (components.auth.release_header_forwarders)."""
+    in-mesh principals besides the gateway that may send kubeflow-userid (components.auth.release_header_forwarders);
+    `kfam` the user kfam creates Profiles as (release_kfam_user)."""
     tenancy = settings.tenancy
     groups = {group.name: group.members for group in tenancy.groups}
     taints = {pool.name: pool.taints for pool in settings.gpu.pools}
@@ -96,8 +152,11 @@ def tenancy_args(settings: Settings, identity: WorkloadIdentity, header_forwarde
         serving_metrics_principals=tenancy.serving.metrics_principals,
         viewers_read_only=tenancy.viewers_read_only,
     )
+    service = tenancy.self_service
     return TenancyArgs(profiles=tuple(profiles), mesh=mesh, identity=identity,
-                       keep_namespaces=settings.kubeflow.keep_crds_and_namespaces)
+                       keep_namespaces=settings.kubeflow.keep_crds_and_namespaces,
+                       registration=tuple(registration_objects(settings, kfam, mesh)),
+                       self_service={"emailDomains": list(service.email_domains), "namePrefix": service.name_prefix})
 
 
 class Tenancy(pulumi.ComponentResource):
@@ -154,8 +213,13 @@ class Tenancy(pulumi.ComponentResource):
                 # The role and its policy before the service accounts that name it, so no pod starts without them.
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[static, *role.ready]),
             )
+        if args.registration:
+            # Not tied to any profile: who may create profiles at run time, and what such profiles' pods may do.
+            k8s.yaml.v2.ConfigGroup(f"{name}-registration", yaml=manifest(args.registration),
+                                    opts=pulumi.ResourceOptions(parent=self))
         self.data_lake_role_arns = role_arns
-        self.register_outputs({"profiles": self.profile_names, "dataLakeRoleArns": role_arns})
+        self.self_service = dict(args.self_service)
+        self.register_outputs({"profiles": self.profile_names, "dataLakeRoleArns": role_arns, "selfService": self.self_service})
 
     def _namespace(self, prefix: str, namespace: dict, keep: bool) -> pulumi.CustomResource:
         """The profile's Namespace. Kept (`kubeflow.keepCrdsAndNamespaces`, the default): a server-side apply
@@ -182,5 +246,6 @@ class Tenancy(pulumi.ComponentResource):
 
     @property
     def stack_outputs(self) -> dict[str, Any]:
-        """The profiles (one namespace per data scientist) this stack manages."""
-        return {"profiles": self.profile_names}
+        """The profiles (one namespace per data scientist) this stack manages, and who may create their own
+        (`profileSelfService`: the email domains and the name prefix; no domains, nobody)."""
+        return {"profiles": self.profile_names, "profileSelfService": self.self_service}

@@ -204,6 +204,7 @@ class Settings:
                     f"{lake.bucket!r} is neither an artifacts.buckets purpose ({', '.join(sorted(buckets))}) "
                     "nor a bucket name"
                 )
+        yield from self._self_service_problems(pools)
         names = self.artifacts.names()
         # The platform's own prefixes of the pipelines bucket (components.identity): KFP's packages and v2
         # artifacts, and Argo's artifacts (the first segment of kubeflow.argo.keyFormat).
@@ -212,6 +213,28 @@ class Settings:
                                                platform_bucket=names.get("pipelines", ""),
                                                platform_prefixes=platform_prefixes):
             yield f"tenancy.{key}", message
+
+    def _self_service_problems(self, pools: dict) -> Iterator[tuple[str, str]]:
+        service = self.tenancy.self_service
+        template = service.template
+        for j, pool in enumerate(template.gpu_pools):
+            if pool not in pools:
+                known = ", ".join(sorted(pools)) or "none configured"
+                yield f"tenancy.selfService.template.gpuPools[{j}]", f"{pool!r} is not a gpu.pools name ({known})"
+        if template.quota.gpus and not template.gpu_pools:
+            yield "tenancy.selfService.template.quota.gpus", "a GPU quota needs gpuPools the profiles may use"
+        if template.gpu_pools and not template.quota.gpus:
+            yield "tenancy.selfService.template.quota.gpus", "gpuPools without a GPU quota would let the profiles onto GPU nodes yet allow them no GPU"
+        if not service.enabled and (service.name_prefix or template != type(template)()):
+            yield "tenancy.selfService.emailDomains", "namePrefix and template take effect only with emailDomains: list the domains whose users may create a profile"
+        if service.enabled and service.template_engine is None:
+            yield "tenancy.selfService.templateEngine", (
+                "required with emailDomains: the API server alone cannot create the template's quota and policies in a "
+                "namespace made at run time; set kyverno (the cluster must run Kyverno) or leave self-service off")
+        if service.enabled and self.auth.user_id_prefix:
+            yield "tenancy.selfService.emailDomains", (
+                f"auth.userIdPrefix {self.auth.user_id_prefix!r} is not supported with self-service: the dashboard names the "
+                "owner by the prefixed id, which the profile policy cannot tell from an email")
 
     def _namespaces_profiles_must_not_take(self) -> set[str]:
         return {

@@ -29,6 +29,9 @@ PLATFORM_NAMESPACE_KEYS = (
     "istio.io/rev",
     "scheduler.alpha.kubernetes.io/defaultTolerations",
     "scheduler.alpha.kubernetes.io/tolerationsWhitelist",
+    # Bind the Pod Security policy and mark a declared namespace (manifests/admission.py).
+    "kubeflow-platform/pod-admission",
+    "kubeflow-platform/profile",
 )
 
 
@@ -322,6 +325,47 @@ class ServingSettings:
     """Istio principals admitted to queue-proxy's metrics on inference services (port 9090, GET /metrics: Knative's autoscaler)."""
 
 
+#: A domain as self-service matches it: lower-case DNS name, no wildcard (the gateway matches it exactly).
+_DOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+$")
+
+
+def _domains(values: tuple[str, ...]) -> Optional[str]:
+    for value in values:
+        if not _DOMAIN.match(value):
+            return f"{value!r} is not a lower-case email domain (like example.com; no wildcard, no @)"
+    return None
+
+
+def _name_prefix(value: str) -> Optional[str]:
+    if value and not re.match(r"^[a-z0-9]([-a-z0-9]*[-a-z0-9])?$", value):
+        return f"{value!r} must be lower-case letters, digits and '-', starting with a letter or digit (like u-)"
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelfServiceTemplate:
+    gpu_pools: tuple[str, ...] = setting(())
+    """GPU pools (gpu.pools[].name) a self-service profile's pods may tolerate; empty: no GPU access."""
+    quota: QuotaSettings = setting(QuotaSettings())
+    """Resource quota of every self-service profile's namespace."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SelfServiceSettings:
+    email_domains: tuple[str, ...] = setting((), check=(_domains, checks.unique("domain")))
+    """Email domains whose users may create one profile of their own in the dashboard; empty (the default): nobody may, the dashboard's create call is refused at the gateway."""
+    name_prefix: str = setting("", check=_name_prefix)
+    """A self-service profile is named <namePrefix><the local part of its owner's email> (alice@example.com: u-alice with prefix u-)."""
+    template: SelfServiceTemplate = setting(SelfServiceTemplate())
+    """GPU access and quota every self-service profile gets, enforced by the cluster when the profile is created."""
+    template_engine: Optional[Literal["kyverno"]] = setting(None)
+    """What creates the template's quota and policies in each new profile namespace (kyverno: a generate ClusterPolicy); required with emailDomains."""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.email_domains)
+
+
 @dataclass(frozen=True, kw_only=True)
 class TenancySettings:
     users: tuple[str, ...] = setting((), check=(checks.emails, checks.unique("user")))
@@ -336,6 +380,8 @@ class TenancySettings:
     """Who may reach the profiles' inference services besides their owners and contributors."""
     viewers_read_only: bool = setting(False)
     """Keep role view contributors out of the profile's notebook servers (upstream kfam lets them in, where code runs as default-editor)."""
+    self_service: SelfServiceSettings = setting(SelfServiceSettings())
+    """Profiles users create themselves in the dashboard (off unless emailDomains is set); see docs/profiles.md."""
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         users = set(self.users)

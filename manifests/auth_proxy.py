@@ -25,6 +25,7 @@ import json
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
+from manifests.admission import POD_ADMISSION_LABEL, POD_ADMISSION_LEVEL
 from manifests.identity import IdentityHeaderOptions, gateway_principal, security_api_version, token_admission_rules
 from manifests.images import mirror_image, parse_image
 from manifests.mesh import INJECT, gateway_route_export_to
@@ -277,6 +278,9 @@ def _namespace(options: AuthProxyOptions) -> dict:
     labels.update({"istio.io/rev": options.mesh_revision} if options.mesh_revision else {"istio-injection": "enabled"})
     if options.pod_security:
         labels["pod-security.kubernetes.io/enforce"] = options.pod_security
+        if options.pod_security == "privileged":
+            # Baseline is enforced by the program's ValidatingAdmissionPolicy instead (manifests/admission.py).
+            labels[POD_ADMISSION_LABEL] = POD_ADMISSION_LEVEL
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": options.namespace, "labels": labels}}
 
 

@@ -1,6 +1,6 @@
 """Splitting the objects into ordered groups, one `yaml.v2.ConfigGroup` each, chained with depends_on.
 
-Order: every Namespace first, then cert-manager, then what is left of the mesh, then auth, then Knative, then Kubeflow core, then
+Order: every Namespace first, then the admission policies that hold their pods, then cert-manager, then what is left of the mesh, then auth, then Knative, then Kubeflow core, then
 the apps, then custom resources that a webhook of this release admits; so every webhook is serving
 before anything it admits is applied. Each object lands in exactly one group by the first rule that
 matches, and the rule's name is recorded.
@@ -15,7 +15,7 @@ from typing import Callable
 from manifests.exclusions import RULES_BY_NAME
 from manifests.objects import api_group, labels_of, object_key, object_ref
 
-GROUP_ORDER = ("namespaces", "cert-manager", "mesh", "auth", "knative", "core", "apps", "admitted-resources")
+GROUP_ORDER = ("namespaces", "admission", "cert-manager", "mesh", "auth", "knative", "core", "apps", "admitted-resources")
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,11 @@ PLACEMENT_RULES: tuple[PlacementRule, ...] = (
     # service account patches) need their namespace before the workloads that read them are applied,
     # and a Namespace needs nothing else.
     PlacementRule("namespaces", "namespaces", lambda obj: obj.get("kind") == "Namespace"),
+    # The policies that hold pods to Pod Security baseline (manifests/admission.py), right after the namespaces (whose
+    # group alone is retained on delete): no pod of any later group is admitted before them.
+    PlacementRule("admission policies", "admission",
+                  lambda obj: obj.get("kind") in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+                  and labels_of(obj).get("app.kubernetes.io/part-of") == "kubeflow-platform"),
     PlacementRule("cert-manager", "cert-manager", _matches_exclusion("cert-manager")),
     PlacementRule("mesh", "mesh", _matches_exclusion("istio", "istio-crds")),
     PlacementRule("auth", "auth", _matches_exclusion("dex", "oauth2-proxy", "authservice")),

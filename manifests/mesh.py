@@ -6,6 +6,7 @@ import json
 
 import yaml
 
+from manifests.admission import POD_ADMISSION_LABEL, POD_ADMISSION_LEVEL, POD_POLICY, pod_security_policy
 from manifests.objects import Change, TransformResult, api_group, clone, containers_of, object_ref, pod_template
 from manifests.options import GatewayOptions, MeshOptions, PodTemplateOptions
 
@@ -445,48 +446,67 @@ def namespaces_kept_outside_mesh(objects: list[dict]) -> frozenset[str]:
 
 #: Why a namespace's Pod Security level is what it is, by data plane (the transform report says it per namespace).
 PRIVILEGED_REASON = ("mesh.dataPlane sidecar-init: the injected istio-init container adds NET_ADMIN and NET_RAW and "
-                     "runs as root, which Pod Security baseline and restricted refuse")
+                     "runs as root, which Pod Security baseline and restricted refuse with no exception per container; "
+                     f"the ValidatingAdmissionPolicy {POD_POLICY} enforces baseline there instead, NET_ADMIN and NET_RAW "
+                     "admitted on istio-init alone")
+POLICY_REASON = (f"profile namespaces are held to Pod Security baseline by the ValidatingAdmissionPolicy {POD_POLICY} "
+                 "too, whatever their own label says")
 SECCOMP_REASON = ("mesh.dataPlane sidecar-cni: restricted kept; the injected istio-proxy and istio-validation carry no "
                   "seccompProfile unless the mesh sets global.proxy.seccompProfile, so the pod sets RuntimeDefault for them")
 
 
 def set_pod_security(objects: list[dict], mesh: MeshOptions, outside: frozenset[str] = frozenset()) -> TransformResult:
-    """Pod Security levels the data plane can meet, never weaker than needed.
+    """Pod Security levels the data plane can meet, and the admission policy that holds pods to baseline where
+    the level's label cannot.
 
-    - `sidecar-init`: every namespace whose pods get a sidecar, profile namespaces included (the profile
-      controller's labels file), enforces `privileged`: istio-init adds NET_ADMIN and NET_RAW and runs as
-      root (istio/istio@1.28.0 manifests/charts/istio-control/istio-discovery/files/injection-template.yaml:156-172), and baseline allows neither an added
-      capability outside its list nor, with restricted, a root user (kubernetes/pod-security-admission@v0.36.2
-      policy/check_capabilities_baseline.go:29-37,62-86, policy/check_runAsNonRoot.go:48-53). Namespaces outside the mesh keep theirs.
+    - `sidecar-init`: istio-init adds NET_ADMIN and NET_RAW and runs as root
+      (istio/istio@1.28.0 manifests/charts/istio-control/istio-discovery/files/injection-template.yaml:156-172),
+      and Pod Security judges the pod after injection: baseline allows no added capability outside its list,
+      restricted no root user either, and neither has an exception per container
+      (kubernetes/pod-security-admission@v0.30.0 policy/check_capabilities_baseline.go:31-37, policy/check_runAsNonRoot.go).
+      So every namespace whose pods get a sidecar, profile namespaces included (the profile controller's labels
+      file), can only carry the `privileged` label; the ValidatingAdmissionPolicy of manifests/admission.py,
+      bound to them by `kubeflow-platform/pod-admission`, enforces every baseline check instead, with NET_ADMIN
+      and NET_RAW admitted on the injected istio-init alone. Namespaces outside the mesh keep theirs.
     - `sidecar-cni`: upstream's levels stay. The CNI node agent sets the traffic rules; the injected
       containers drop ALL and run as 1337, but carry a seccompProfile only if the mesh sets
       global.proxy.seccompProfile (injection-template.yaml:178-181), and restricted wants one on every
       container or on the pod (policy/check_seccompProfile_restricted.go:36-40,69-77): pod templates in restricted namespaces
       that set none at pod level get `RuntimeDefault` there, which their own containers' settings override.
     - `ambient`: no sidecar, no init container in the pod; upstream's levels stay.
+
+    On every data plane the labels file also carries `kubeflow-platform/pod-admission`, so every profile
+    namespace, declared or created at run time, is held to baseline by the policy whatever its own label says.
     """
     levels = {
         (obj.get("metadata") or {}).get("name"): ((obj.get("metadata") or {}).get("labels") or {}).get(POD_SECURITY_ENFORCE)
         for obj in objects if obj.get("kind") == "Namespace"
     }
+    istio_init = mesh.data_plane == "sidecar-init"
+    profile_labels = {POD_ADMISSION_LABEL: POD_ADMISSION_LEVEL, **({POD_SECURITY_ENFORCE: "privileged"} if istio_init else {})}
     result, changes = [], []
     for obj in objects:
         ref = object_ref(obj)
         metadata = obj.get("metadata") or {}
-        if mesh.data_plane == "sidecar-init":
-            if obj.get("kind") == "Namespace" and metadata.get("name") not in outside and levels.get(metadata.get("name")) != "privileged":
-                copy = clone(obj)
-                copy["metadata"].setdefault("labels", {})[POD_SECURITY_ENFORCE] = "privileged"
-                changes.append(Change(ref, f"label {POD_SECURITY_ENFORCE}: {levels.get(metadata.get('name'))!r} -> 'privileged' ({PRIVILEGED_REASON})"))
+        if is_profile_labels_config_map(obj):
+            patched = _profile_labels(obj, profile_labels)
+            if patched is not None:
+                copy, what = patched
+                why = PRIVILEGED_REASON if istio_init else POLICY_REASON
+                changes.append(Change(ref, f"data[{PROFILE_LABELS_KEY}] {what} (profile namespaces; {why})"))
                 result.append(copy)
                 continue
-            if is_profile_labels_config_map(obj):
-                patched = _profile_pod_security(obj, "privileged")
-                if patched is not None:
-                    copy, before = patched
-                    changes.append(Change(ref, f"data[{PROFILE_LABELS_KEY}] {POD_SECURITY_ENFORCE}: {before!r} -> 'privileged' (profile namespaces; {PRIVILEGED_REASON})"))
-                    result.append(copy)
-                    continue
+        if istio_init:
+            if obj.get("kind") == "Namespace" and metadata.get("name") not in outside and \
+                    (levels.get(metadata.get("name")) != "privileged" or POD_ADMISSION_LABEL not in (metadata.get("labels") or {})):
+                copy = clone(obj)
+                labels = copy["metadata"].setdefault("labels", {})
+                labels[POD_SECURITY_ENFORCE] = "privileged"
+                labels[POD_ADMISSION_LABEL] = POD_ADMISSION_LEVEL
+                changes.append(Change(ref, f"label {POD_SECURITY_ENFORCE}: {levels.get(metadata.get('name'))!r} -> 'privileged', "
+                                           f"{POD_ADMISSION_LABEL}: {POD_ADMISSION_LEVEL!r} ({PRIVILEGED_REASON})"))
+                result.append(copy)
+                continue
         elif mesh.data_plane == "sidecar-cni":
             template = pod_template(obj)
             namespace = metadata.get("namespace")
@@ -499,17 +519,21 @@ def set_pod_security(objects: list[dict], mesh: MeshOptions, outside: frozenset[
                     result.append(copy)
                     continue
         result.append(obj)
-    return TransformResult(result, tuple(changes))
+    added = tuple(pod_security_policy(istio_init))
+    for policy in added:
+        changes.append(Change(object_ref(policy), "added: " + (PRIVILEGED_REASON if istio_init else POLICY_REASON)))
+    return TransformResult(result, tuple(changes), added)
 
 
-def _profile_pod_security(obj: dict, level: str) -> tuple[dict, object] | None:
+def _profile_labels(obj: dict, wanted: dict[str, str]) -> tuple[dict, str] | None:
     labels = yaml.safe_load(obj["data"][PROFILE_LABELS_KEY] or "") or {}
-    if not isinstance(labels, dict) or labels.get(POD_SECURITY_ENFORCE) == level:
+    if not isinstance(labels, dict) or all(labels.get(key) == value for key, value in wanted.items()):
         return None
-    before = labels.get(POD_SECURITY_ENFORCE)
     copy = clone(obj)
-    copy["data"][PROFILE_LABELS_KEY] = yaml.safe_dump({**labels, POD_SECURITY_ENFORCE: level}, sort_keys=False, default_flow_style=False)
-    return copy, before
+    copy["data"][PROFILE_LABELS_KEY] = yaml.safe_dump({**labels, **wanted}, sort_keys=False, default_flow_style=False)
+    what = ", ".join(f"{key}: {labels.get(key)!r} -> {value!r}"
+                     for key, value in wanted.items() if labels.get(key) != value)
+    return copy, what
 
 
 def profile_pod_security(mesh: MeshOptions) -> str | None:

@@ -26,6 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
+from manifests.admission import DECLARED_PROFILE_LABEL, POD_ADMISSION_LABEL, POD_ADMISSION_LEVEL
+
 Role = Literal["edit", "view"]
 
 #: The user header Kubeflow's web apps, kfam and the profile controller read (upstream default).
@@ -237,6 +239,10 @@ def namespace_object(profile: ProfileSpec, mesh: MeshPolicy) -> dict[str, Any]:
         labels["istio-injection"] = "enabled"
     if mesh.pod_security:
         labels["pod-security.kubernetes.io/enforce"] = mesh.pod_security
+    # Held to baseline by the program's ValidatingAdmissionPolicy whatever the Pod Security label (manifests/admission.py);
+    # marked declared, so the self-service policies (which select profile namespaces without the mark) leave it alone.
+    labels[POD_ADMISSION_LABEL] = POD_ADMISSION_LEVEL
+    labels[DECLARED_PROFILE_LABEL] = "declared"
     annotations = dict(profile.annotations)
     # The Profile controller adopts a namespace only when this names the Profile's owner.
     annotations["owner"] = profile.owner

@@ -66,7 +66,8 @@ def test_a_workloads_role_is_on_its_service_account_before_its_first_pod(tmp_pat
     registered = register(build)
     (role,) = [r for r in registered if r.type == "test:index:Role"]
     groups = {r.name: r for r in registered if r.type == "kubernetes:yaml/v2:ConfigGroup"}
-    assert list(groups) == ["kubeflow-namespaces", "kubeflow-core"]
+    # The Pod Security admission policies (manifests/admission.py) come right after the namespaces.
+    assert list(groups) == ["kubeflow-namespaces", "kubeflow-admission", "kubeflow-core"]
     core = objects_from_config_group_inputs(groups["kubeflow-core"].inputs)
     (account,) = [o for o in core if o["kind"] == "ServiceAccount"]
     assert account["metadata"]["annotations"] == {IRSA_ROLE_ANNOTATION: "arn:aws:iam::111111111111:role/kubeflow-pipelines"}
@@ -97,7 +98,8 @@ def test_without_a_namespaces_group_the_secret_still_precedes_its_consumers(tmp_
 
     registered = register(build)
     (secret,) = [r for r in registered if r.type == "kubernetes:core/v1:Secret"]
-    (core,) = [r for r in registered if r.type == "kubernetes:yaml/v2:ConfigGroup"]
+    # The only other group is the Pod Security admission policies' (manifests/admission.py), which need no Secret.
+    (core,) = [r for r in registered if r.type == "kubernetes:yaml/v2:ConfigGroup" and r.name.endswith("-core")]
     assert secret.urn in core.dependencies and "stringData" in secret.secret_paths
 
 

@@ -17,7 +17,8 @@ ROLE = "aws:iam/role:Role"
 
 def tenancy_groups(run: ProgramRun) -> dict[str, Registration]:
     tenancy = run.named("kubeflow-platform:tenancy:Tenancy", "tenancy")
-    return {r.name: r for r in run.of_type(CONFIG_GROUP) if r.parent == tenancy.urn}
+    # Not the group of no profile: who may create profiles at run time (tests/test_profile_registration.py).
+    return {r.name: r for r in run.of_type(CONFIG_GROUP) if r.parent == tenancy.urn and r.name != "tenancy-registration"}
 
 
 def namespace_patches(run: ProgramRun) -> dict[str, Registration]:
@@ -148,6 +149,8 @@ def test_namespaces_join_the_mesh_as_the_stack_says(stack_run):
         labels = objects[("Namespace", name)]["metadata"]["labels"]
         (profile,) = [p for p in tenancy_settings(stack_run.stack)["profiles"] if p["name"] == name]
         mesh = {"istio.io/rev": revision} if revision else {"istio-injection": "enabled"}
+        # Bound to the Pod Security policy and marked declared on every data plane (manifests/admission.py).
+        mesh.update({"kubeflow-platform/pod-admission": "baseline", "kubeflow-platform/profile": "declared"})
         # istio-init's NET_ADMIN and NET_RAW need privileged (prod's mesh has no CNI; docs/mesh.md).
         data_plane = stack_config(stack_run.stack)["kubeflow-platform:kubeflow"]["mesh"]["dataPlane"]
         if data_plane == "sidecar-init":

@@ -102,9 +102,10 @@ def test_the_namespace_is_owned_for_adoption_and_joins_the_mesh_by_revision_when
     default = namespace_object(profile, MESH)["metadata"]
     revisioned = namespace_object(profile, MeshPolicy(**{**MESH.__dict__, "revision": "prod-1-24"}))["metadata"]
     assert default["annotations"]["owner"] == "ana@x.io"
-    assert default["labels"] == {"istio-injection": "enabled", "team": "vision"}
+    platform = {"kubeflow-platform/pod-admission": "baseline", "kubeflow-platform/profile": "declared"}
+    assert default["labels"] == {"istio-injection": "enabled", "team": "vision", **platform}
     # Istio lets istio-injection win over istio.io/rev, so a revisioned namespace must not carry it.
-    assert revisioned["labels"] == {"istio.io/rev": "prod-1-24", "team": "vision"}
+    assert revisioned["labels"] == {"istio.io/rev": "prod-1-24", "team": "vision", **platform}
 
 
 def test_without_a_data_lake_the_profile_is_static_and_ordered_after_its_namespace():

@@ -14,7 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import yaml
+
+from analysis import admission
 from manifests import guardrails
+from manifests.mesh import PROFILE_LABELS_KEY, is_profile_labels_config_map
 from manifests.guardrails import GuardrailParams, GuardrailReport, PlannedObject, PlannedResource
 from tools.plan import (
     CONFIG_GROUP,
@@ -110,11 +114,43 @@ def guardrails_hold(plan: Plan) -> Iterable[str]:
     return guardrail_report(plan).violations
 
 
+_LAST_POD_ADMISSION: list[tuple[int, admission.PodAdmission]] = []
+
+
+def plan_pod_admission(plan: Plan) -> admission.PodAdmission:
+    """The program's pod admission policy over the plan (analysis/admission.py), on the stack's data plane.
+    The last answer is kept for the same plan object: the preview reports its figures after the check ran."""
+    if _LAST_POD_ADMISSION and _LAST_POD_ADMISSION[0][0] == id(plan):
+        return _LAST_POD_ADMISSION[0][1]
+    found = _plan_pod_admission(plan)
+    _LAST_POD_ADMISSION[:] = [(id(plan), found)]
+    return found
+
+
+def _plan_pod_admission(plan: Plan) -> admission.PodAdmission:
+    objects = [found.obj for found in kubernetes_objects(plan).objects]
+    report = plan["outputs"].get(TRANSFORM_REPORT_EXPORT)
+    mesh = (report.get("mesh") if isinstance(report, Mapping) else None) or {}
+    profile_labels = None
+    for obj in objects:
+        if is_profile_labels_config_map(obj):
+            loaded = yaml.safe_load(obj["data"][PROFILE_LABELS_KEY] or "") or {}
+            profile_labels = loaded if isinstance(loaded, dict) else None
+    return admission.pod_admission(objects, profile_labels, str(mesh.get("dataPlane") or "sidecar-init"),
+                                   bool(mesh.get("nativeSidecars")))
+
+
+def pods_are_held_to_baseline(plan: Plan) -> Iterable[str]:
+    """No namespace where pods run is effectively `privileged`; the release's pods, injected, pass the policy; hostile pods do not."""
+    return plan_pod_admission(plan).problems
+
+
 CHECKS: list[Callable[[Plan], Iterable[str]]] = [
     objects_are_identified,
     objects_are_applied_once,
     exports_have_the_shapes_the_preview_reads,
     guardrails_hold,
+    pods_are_held_to_baseline,
 ]
 
 

@@ -318,6 +318,10 @@ def preview(
     with progress.step("tracing Kubeflow's paths through the mesh"):
         table, trace_problems = mesh_trace(plan)
     stdout.write("\n" + table)
+    admitted = plan_checks.plan_pod_admission(plan)
+    stdout.write(f"\nPod admission (ValidatingAdmissionPolicy, evaluated with cel-python): {len(admitted.namespaces_held)} "
+                 f"namespaces held to baseline ({', '.join(admitted.namespaces_held)}); {admitted.pods_admitted} pod "
+                 f"templates of the release admitted once injected; {admitted.hostile_refused} hostile pods refused\n")
     problems += trace_problems
     print("", file=stdout)
     if problems:
