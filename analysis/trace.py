@@ -57,7 +57,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -598,8 +598,17 @@ def runtime_objects(objects: Sequence[Mapping[str, Any]], settings: MeshSettings
 def model_from_plan(plan: Mapping[str, Any], *, with_runtime: bool = True) -> MeshModel:
     from analysis.plan_objects import kubernetes_objects
 
+    from manifests.identity import SERVICE_ACCOUNT_REQUEST_AUTHENTICATION
+
     settings = MeshSettings.from_plan(plan)
     objects = [o.obj for o in kubernetes_objects(plan).objects]
+    # The cluster's service-account issuer is the stack's too (the program writes its RequestAuthentication from the
+    # cluster's identity): its keys are taken as served, like the issuers of the settings.
+    own = [rule.get("issuer") for o in objects if o.get("kind") == "RequestAuthentication"
+           and _name(o) == SERVICE_ACCOUNT_REQUEST_AUTHENTICATION and _ns(o) == settings.gateway_namespace
+           for rule in (o.get("spec") or {}).get("jwtRules") or [] if rule.get("issuer")]
+    known = {issuer.issuer for issuer in settings.issuers}
+    settings = replace(settings, issuers=(*settings.issuers, *(Issuer(str(i)) for i in own if i not in known)))
     if with_runtime:
         objects += runtime_objects(objects, settings)
     return MeshModel(objects, settings)
@@ -684,13 +693,14 @@ _SIDECAR_EGRESS_FIELDS = {"hosts"}
 
 def sidecar_imports(sidecar: Mapping[str, Any], proxy_namespace: str, service_host: str, service_namespace: str) -> bool:
     """Whether a Sidecar's egress `hosts` import a service (pilot/pkg/model/sidecar.go:429-470 and 678-700): each host
-    is `namespace/dnsName`, `.` the proxy's own namespace, `*` any namespace, `~` none; `dnsName` matches exactly or as
-    a wildcard (`*`, `*.example.com`); an entry without exactly one `/` is ignored (:439-442). A shape beyond one
-    egress listener of `hosts` alone (a port, bind, captureMode, several listeners, outboundTrafficPolicy, ingress)
+    is `namespace/dnsName`, `.` the proxy's own namespace, `*` any namespace, `~` none; the service's host must be
+    `dnsName` or a subset of its wildcard (`*`, `*.example.com`); an entry without exactly one `/` is ignored (:439-442). A shape beyond one
+    egress listener of `hosts` alone (a port, bind, captureMode, several listeners, ingress)
     is refused."""
     spec = sidecar.get("spec") or {}
     egress = spec.get("egress") or []
-    unmodelled = sorted(set(spec) - {"egress", "workloadSelector"})
+    # outboundTrafficPolicy only says what happens to a host the egress hosts do not import, which is refused below.
+    unmodelled = sorted(set(spec) - {"egress", "workloadSelector", "outboundTrafficPolicy"})
     if len(egress) > 1:
         unmodelled.append(f"{len(egress)} egress listeners")
     for listener in egress:
@@ -708,7 +718,8 @@ def sidecar_imports(sidecar: Mapping[str, Any], proxy_namespace: str, service_ho
             namespace = proxy_namespace
         if namespace not in ("*", service_namespace):
             continue
-        if host_matches(name.lower(), service_host.lower()):
+        # hostClassification.Matches (sidecar.go:71-91): the service's host must be a subset of the imported one.
+        if host_subset_of(service_host.lower(), name.lower()):
             return True
     return False
 
@@ -858,10 +869,10 @@ def _jwks_source(model: MeshModel, rule: Mapping[str, Any]) -> str:
       issuer's OpenID discovery document, and when the fetch fails inlines a fake JWKS that matches no token
       (pilot/pkg/model/jwks_resolver.go:292-309, FakeJwks). The plan cannot fetch, so: `fake` for a location istiod
       cannot fetch whatever the network (not http/https, no host: an issuer that is no URL; a special-use name that
-      never resolves); `fetched` for a host in the mesh (a Service's or ServiceEntry's name, `*.svc`, `*.svc.<domain>`),
-      an issuer the stack declares, or an https location (the trace assumes the stack's key servers answer; the
-      stack's settings accept https key locations only, manifests/identity.py issuer_url_problems); `unknown` for a
-      plain-http location outside the mesh, refused when a token of that issuer must be judged.
+      never resolves); `fetched` for a host in the mesh (a Service's or ServiceEntry's name, `*.svc`, `*.svc.<domain>`)
+      or an issuer the stack declares (its settings' issuers and the cluster's service-account issuer: the trace
+      takes the stack's own key servers as answering); `unknown` for any other location, refused when a token of
+      that issuer must be judged (whether a server outside the mesh answers istiod is not known offline).
     """
     if rule.get("jwks"):
         return "inline"
@@ -884,7 +895,7 @@ def _jwks_source(model: MeshModel, rule: Mapping[str, Any]) -> str:
         return "fake"
     if mesh_host or rule.get("issuer") in {issuer.issuer for issuer in model.settings.issuers}:
         return "fetched"
-    return "fetched" if parts.scheme == "https" else "unknown"
+    return "unknown"
 
 
 @dataclass(frozen=True)
@@ -970,8 +981,8 @@ def verify_token(rules: Sequence[tuple[Mapping, Mapping]], token: Mapping[str, A
     if "unknown" in keys:
         policy, rule = matching[keys.index("unknown")]
         raise authz.NotModelled(f"{ref(policy)}: whether istiod can fetch the keys of issuer {rule.get('issuer')!r} from "
-                                f"{rule.get('jwksUri') or 'its OpenID discovery document'} is not known offline (a "
-                                "plain-http key server outside the mesh that the stack does not declare)")
+                                f"{rule.get('jwksUri') or 'its OpenID discovery document'} is not known offline (a key "
+                                "server outside the mesh that the stack does not declare)")
     for policy, rule in matching:
         wanted = rule.get("audiences")
         if not wanted or set(wanted) & set(audiences):
