@@ -1198,6 +1198,10 @@ def _trace_once(model: MeshModel, url: str, caller: Caller, method: str = "GET")
     return _trace_through_gateway(model, trace, host, path, method)
 
 
+#: Plaintext HTTP protocols of a Gateway server (protocol.Instance.IsHTTP, pkg/config/protocol/instance.go).
+_HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "HTTP_PROXY", "GRPC", "GRPC-WEB"})
+
+
 def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str, method: str) -> Trace:
     settings, caller = model.settings, trace.caller
     where = f"gateway {settings.gateway_namespace}/{_format_labels(settings.gateway_labels)}"
@@ -1224,12 +1228,24 @@ def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str,
     # Every server of every selected Gateway on that port shares one route configuration (gateway.go:405-530).
     on_port = [(g, s) for g in selected for s in (g.get("spec") or {}).get("servers") or []
                if (s.get("port") or {}).get("number") == port]
+    protocols = {str((s.get("port") or {}).get("protocol") or "").upper() for _, s in on_port}
     for gateway_obj, server_obj in on_port:
         tls = server_obj.get("tls") or {}
+        protocol = str((server_obj.get("port") or {}).get("protocol") or "").upper()
         if tls.get("httpsRedirect"):
             raise authz.NotModelled(f"{ref(gateway_obj)}: server port {port} tls.httpsRedirect (a 301 to https for every "
                                     "host of the server) is not modelled")
-        if tls and len({_ns(g) + "/" + _name(g) for g, _ in on_port}) > 1:
+        if protocol not in _HTTP_PROTOCOLS | {"HTTPS"} or (protocol == "HTTPS" and protocols & _HTTP_PROTOCOLS):
+            # MergeGateways (istio/istio@1.28.0 pilot/pkg/model/gateway.go:255-275, canMergeProtocols :464-466):
+            # of plaintext servers on one port only those of the first one's HTTP family merge; which one comes first,
+            # and what a TCP or TLS listener does with the request, is not modelled.
+            raise authz.NotModelled(f"{ref(gateway_obj)}: a {protocol or 'protocol-less'} server on port {port} with "
+                                    f"servers of {', '.join(sorted(protocols - {protocol})) or 'the same port'} is not modelled")
+        if server_obj.get("bind"):
+            raise authz.NotModelled(f"{ref(gateway_obj)}: server port {port} bind {server_obj['bind']} (a listener of its "
+                                    "own address) is not modelled")
+        # An HTTP server's `tls` is ignored but for httpsRedirect (gateway.go:528-545: an HTTP server is plaintext).
+        if protocol == "HTTPS" and len({_ns(g) + "/" + _name(g) for g, _ in on_port}) > 1:
             raise authz.NotModelled(f"{ref(gateway_obj)}: a TLS server on port {port} shared with another Gateway "
                                     "(one filter chain per server) is not modelled")
     sharing = sorted({ref(g) for g, _ in servers})
