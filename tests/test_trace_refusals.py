@@ -61,6 +61,11 @@ REFUSED_SHAPES = {
                                {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": [HOST],
                                 "tls": {"httpsRedirect": True}}]}},
                           f"https://{HOST}/pipeline/", OWNER),
+    "TCP server on port 80": ({"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+                               "metadata": {"name": "raw-tcp", "namespace": "istio-system"},
+                               "spec": {"selector": {"istio": "ingressgateway"}, "servers": [
+                                   {"port": {"number": 80, "name": "tcp", "protocol": "TCP"}, "hosts": ["*"]}]}},
+                              f"https://{HOST}/pipeline/", OWNER),
     "istio.io/dry-run": (_policy("dry-custom", "istio-system", {
         "action": "CUSTOM", "provider": {"name": "kubeflow-auth"}, "selector": {"matchLabels": {"istio": "ingressgateway"}},
         "rules": [{}]}, {"istio.io/dry-run": "true"}), f"https://{HOST}/pipeline/", OWNER),

@@ -116,9 +116,46 @@ def sidecar_visibility(case: dict[str, Any]) -> Any:
     return {"scope": name, "imported": imported}
 
 
+def gateway_merging(case: dict[str, Any]) -> Any:
+    """A request through gateway pods {istio: ingressgateway} whose Gateways are the case's (each with one server, as
+    TestMergeGateways' makeConfig writes them); each Gateway has a VirtualService for its server's host routing to a
+    backend of its own. Answers the backend reached (`reached <gateway>`), the status of a refusal, or `refused`."""
+    objects: list[dict[str, Any]] = [{"kind": "Namespace", "metadata": {"name": "backend"}}]
+    for gateway in case["gateways"]:
+        name, namespace = gateway["name"], gateway["namespace"]
+        server = {"hosts": [gateway["host"]], "port": {"number": gateway["port"], "name": gateway.get("port_name", "p"),
+                                                     "protocol": gateway["protocol"]}}
+        if gateway.get("tls"):
+            server["tls"] = dict(gateway["tls"])
+        if gateway.get("bind"):
+            server["bind"] = gateway["bind"]
+        objects.append({"kind": "Gateway", "metadata": {"name": name, "namespace": namespace},
+                        "spec": {"selector": {"istio": gateway.get("selector", "ingressgateway")}, "servers": [server]}})
+        objects.append({"kind": "VirtualService", "metadata": {"name": f"vs-{name}-{namespace}", "namespace": namespace},
+                        "spec": {"hosts": [gateway["host"]], "gateways": [f"{namespace}/{name}"],
+                                 "http": [{"route": [{"destination": {"host": f"{name}-{namespace}.backend.svc.cluster.local",
+                                                                      "port": {"number": 80}}}]}]}})
+        labels = {"app": f"{name}-{namespace}"}
+        objects.append({"kind": "Service", "metadata": {"name": f"{name}-{namespace}", "namespace": "backend"},
+                        "spec": {"selector": labels, "ports": [{"port": 80, "targetPort": 8080}]}})
+        objects.append({"kind": "Deployment", "metadata": {"name": f"{name}-{namespace}", "namespace": "backend"},
+                        "spec": {"template": {"metadata": {"labels": labels},
+                                              "spec": {"containers": [{"name": "c", "ports": [{"containerPort": 8080}]}]}}}})
+    model = t.MeshModel(objects, t.MeshSettings())
+    try:
+        traced = t.trace_request(model, case["url"], t.anonymous())
+    except authz.NotModelled:
+        return "refused"
+    if traced.reached:
+        return "reached " + traced.backend.split(" port ")[0].rpartition("/")[2]
+    return f"status {traced.status}"
+
+
 def routing(case: dict[str, Any]) -> Any:
     if "sidecars" in case:
         return sidecar_visibility(case)
+    if "gateways" in case:
+        return gateway_merging(case)
     services = FIXTURES[case["fixture"]] if "fixture" in case else [
         _virtual_service(s["name"], s["namespace"], s["hosts"], s.get("gateways"), s.get("exportTo")) for s in case["services"]]
     found = virtual_services_for_gateway(services, case["proxy_namespace"], case["gateway"])
