@@ -1396,9 +1396,10 @@ def _sidecar_egress(model: MeshModel, trace: Trace, namespace: str, labels: Mapp
     """The caller's Sidecar resource, if any, must import the service it calls; one that does not leaves the caller's
     proxy without a route for it, and what it does then (passthrough without mTLS, or a 502 under REGISTRY_ONLY) is the
     mesh's outboundTrafficPolicy: refused by name rather than guessed."""
-    sidecar = sidecar_scope(model, namespace, labels)
+    injected, _ = has_sidecar(model, Workload({}, namespace, dict(labels), {}, "default", []))
+    sidecar = sidecar_scope(model, namespace, labels) if injected else None
     if sidecar is None:
-        return
+        return  # no Sidecar resource governs it, or the caller has no sidecar for one to govern
     service = _resolve_service(model, host, namespace)
     if service is None:
         return  # the destination hop answers: no Service in the plan

@@ -208,3 +208,12 @@ def test_keys_istiod_cannot_fetch_fail_every_token_of_their_issuer(dev_plan):
     traced = t.trace_request(_model(dev_plan, fake), f"https://{HOST}/pipeline/", caller)
     assert not traced.reached and traced.refused_at.step == "RequestAuthentication" and traced.status == 401
     assert "fake JWKS" in traced.refused_at.why
+
+
+def test_a_sidecar_resource_does_not_govern_a_caller_without_a_sidecar(dev_plan):
+    # A Sidecar resource configures a sidecar proxy (push_context.go doGetSidecarScope, SidecarProxy only): a pod
+    # that opts out of injection calls the Service directly whatever its namespace's Sidecar imports.
+    sidecar, url, _ = REFUSED_SHAPES["egress hosts do not import"]
+    caller = t.workload("bob", "default-editor", {"notebook-name": "x", "sidecar.istio.io/inject": "false"})
+    traced = t.trace_request(_model(dev_plan, sidecar), url, caller)
+    assert not any(h.step == "Sidecar" for h in traced.hops)
