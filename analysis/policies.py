@@ -362,11 +362,19 @@ def policy_matches(policy: Mapping, request: Request, *, for_tcp: bool = False) 
     """Index of the first rule of the policy that matches, None if none does (no rules: none, builder.go:228-233)."""
     spec = policy.get("spec") or {}
     action = spec.get("action") or "ALLOW"
+    unknown: NotModelled | None = None
     for index, rule in enumerate(spec.get("rules") or []):
         if rule is None:
             continue  # builder.go:205-208: a nil rule is skipped
-        if rule_matches(rule, request, action=action, for_tcp=for_tcp):
-            return index
+        try:
+            if rule_matches(rule, request, action=action, for_tcp=for_tcp):
+                return index
+        except NotModelled as error:
+            # Envoy's RBAC matches a policy when any of its rules (permissions x principals) matches: a later rule
+            # the model evaluates can still decide; only when none does is the unevaluated one refused.
+            unknown = unknown or error
+    if unknown is not None:
+        raise unknown
     return None
 
 

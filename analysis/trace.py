@@ -57,7 +57,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -119,6 +119,9 @@ class MeshSettings:
     cookie_domains: tuple[str, ...] = ()
     #: Whether the plan says how the login's cookies are scoped (plans of older versions do not).
     login_known: bool = False
+    #: istiod's PILOT_JWT_ENABLE_REMOTE_JWKS (istio/istio@1.28.0 pilot/pkg/features/pilot.go:43-53); only its default,
+    #: istiod fetching every jwksUri (`false` or `istiod`), is modelled.
+    jwks_fetch_mode: str = "istiod"
 
     def session_works_on(self, host: str) -> bool:
         """Whether a browser can log in and keep a session on `host`: its CSRF cookie must reach the callback host and
@@ -598,8 +601,17 @@ def runtime_objects(objects: Sequence[Mapping[str, Any]], settings: MeshSettings
 def model_from_plan(plan: Mapping[str, Any], *, with_runtime: bool = True) -> MeshModel:
     from analysis.plan_objects import kubernetes_objects
 
+    from manifests.identity import SERVICE_ACCOUNT_REQUEST_AUTHENTICATION
+
     settings = MeshSettings.from_plan(plan)
     objects = [o.obj for o in kubernetes_objects(plan).objects]
+    # The cluster's service-account issuer is the stack's too (the program writes its RequestAuthentication from the
+    # cluster's identity): its keys are taken as served, like the issuers of the settings.
+    own = [rule.get("issuer") for o in objects if o.get("kind") == "RequestAuthentication"
+           and _name(o) == SERVICE_ACCOUNT_REQUEST_AUTHENTICATION and _ns(o) == settings.gateway_namespace
+           for rule in (o.get("spec") or {}).get("jwtRules") or [] if rule.get("issuer")]
+    known = {issuer.issuer for issuer in settings.issuers}
+    settings = replace(settings, issuers=(*settings.issuers, *(Issuer(str(i)) for i in own if i not in known)))
     if with_runtime:
         objects += runtime_objects(objects, settings)
     return MeshModel(objects, settings)
@@ -656,6 +668,63 @@ def has_sidecar(model: MeshModel, workload: Workload) -> tuple[bool, str]:
     if (workload.labels.get("sidecar.istio.io/inject") or workload.annotations.get("sidecar.istio.io/inject")) == "true":
         return True, "the pod asks for it, but its namespace has no injection label (only a mesh with namespace-less injection obeys)"
     return False, f"namespace {workload.namespace} has no injection label"
+
+
+# ------------------------------------------------------------------------------------------- Sidecar resource
+
+
+def sidecar_scope(model: MeshModel, namespace: str, labels: Mapping[str, str]) -> Mapping[str, Any] | None:
+    """The Sidecar resource that governs a sidecar proxy in `namespace` with `labels`, None for Istio's default scope
+    (istio/istio@1.28.0 pilot/pkg/model/push_context.go:1165-1225 doGetSidecarScope): of the namespace's Sidecars,
+    those with a `workloadSelector` first, each by creation time, the first whose labels the workload has; else the
+    namespace's Sidecar without a selector; else the root namespace's Sidecar without a selector (the mesh default).
+    Gateways never take a Sidecar resource (:1170-1186)."""
+    own = sorted((s for s in model.kind("Sidecar") if _ns(s) == namespace), key=creation_order)
+    for sidecar in [s for s in own if (s.get("spec") or {}).get("workloadSelector")] + \
+            [s for s in own if not (s.get("spec") or {}).get("workloadSelector")]:
+        selector = ((sidecar.get("spec") or {}).get("workloadSelector") or {}).get("labels")
+        if selector is None or labels_subset(selector, labels):
+            return sidecar
+    root = [s for s in model.kind("Sidecar") if _ns(s) == model.settings.root_namespace
+            and not (s.get("spec") or {}).get("workloadSelector")]
+    return min(root, key=creation_order) if root else None
+
+
+#: Fields of a Sidecar's egress listener the trace evaluates (`hosts`); any other changes what the proxy listens on.
+_SIDECAR_EGRESS_FIELDS = {"hosts"}
+
+
+def sidecar_imports(sidecar: Mapping[str, Any], proxy_namespace: str, service_host: str, service_namespace: str) -> bool:
+    """Whether a Sidecar's egress `hosts` import a service (pilot/pkg/model/sidecar.go:429-470 and 678-700): each host
+    is `namespace/dnsName`, `.` the proxy's own namespace, `*` any namespace, `~` none; the service's host must be
+    `dnsName` or a subset of its wildcard (`*`, `*.example.com`); an entry without exactly one `/` is ignored (:439-442). A shape beyond one
+    egress listener of `hosts` alone (a port, bind, captureMode, several listeners, ingress)
+    is refused."""
+    spec = sidecar.get("spec") or {}
+    egress = spec.get("egress") or []
+    # outboundTrafficPolicy only says what happens to a host the egress hosts do not import, which is refused below.
+    unmodelled = sorted(set(spec) - {"egress", "workloadSelector", "outboundTrafficPolicy"})
+    if len(egress) > 1:
+        unmodelled.append(f"{len(egress)} egress listeners")
+    for listener in egress:
+        unmodelled += sorted(set(listener) - _SIDECAR_EGRESS_FIELDS)
+    if unmodelled:
+        raise authz.NotModelled(f"{ref(sidecar)}: Sidecar {', '.join(unmodelled)} is not modelled")
+    if not egress:
+        raise authz.NotModelled(f"{ref(sidecar)}: a Sidecar without egress listeners is not modelled")
+    for entry in egress[0].get("hosts") or []:
+        entry = str(entry)
+        if entry.count("/") != 1:
+            continue
+        namespace, name = entry.split("/")
+        if namespace == ".":
+            namespace = proxy_namespace
+        if namespace not in ("*", service_namespace):
+            continue
+        # hostClassification.Matches (sidecar.go:71-91): the service's host must be a subset of the imported one.
+        if host_subset_of(service_host.lower(), name.lower()):
+            return True
+    return False
 
 
 def _target_port(service_port: Mapping[str, Any], workload: Workload) -> int | None:
@@ -782,8 +851,54 @@ def jwt_rules_for(model: MeshModel, namespace: str, labels: Mapping[str, str]) -
             if moved:
                 raise authz.NotModelled(f"{ref(policy)}: jwtRules {', '.join(moved)} (a token read elsewhere than "
                                         "`Authorization: Bearer`) is not modelled")
-            rules.append((policy, rule))
+            rules.append((policy, {**rule, _KEYS: _jwks_source(model, rule)}))
     return rules
+
+
+#: Where the trace notes, on a jwtRule it returns, how the rule's signing keys reach Envoy (see _jwks_source).
+_KEYS = "__keys"
+#: Special-use names that never resolve in the public DNS (RFC 6761 6.2 `test`, 6.4 `invalid`, 6.5 `example`).
+_NEVER_RESOLVES = frozenset({"invalid", "test", "example"})
+
+
+def _jwks_source(model: MeshModel, rule: Mapping[str, Any]) -> str:
+    """How the keys of a jwtRule reach Envoy (istio/istio@1.28.0 pilot/pkg/security/authn/policy_applier.go:195-246).
+
+    - `jwks` inline: as written (`inline`);
+    - PILOT_JWT_ENABLE_REMOTE_JWKS `hybrid`/`envoy` with a jwksUri in the mesh: Envoy fetches it (`fetched`); `envoy`
+      with one outside the mesh: Envoy is pointed at a cluster that does not exist and verifies no token (`fake`);
+      `hybrid` outside the mesh: as the default;
+    - the default (`false`, pilot/pkg/features/pilot.go:43-53): istiod fetches `jwksUri`, or the `jwks_uri` of the
+      issuer's OpenID discovery document, and when the fetch fails inlines a fake JWKS that matches no token
+      (pilot/pkg/model/jwks_resolver.go:292-309, FakeJwks). The plan cannot fetch, so: `fake` for a location istiod
+      cannot fetch whatever the network (not http/https, no host: an issuer that is no URL; a special-use name that
+      never resolves); `fetched` for a host in the mesh (a Service's or ServiceEntry's name, `*.svc`, `*.svc.<domain>`)
+      or an issuer the stack declares (its settings' issuers and the cluster's service-account issuer: the trace
+      takes the stack's own key servers as answering); `unknown` for any other location, refused when a token of
+      that issuer must be judged (whether a server outside the mesh answers istiod is not known offline).
+    """
+    if rule.get("jwks"):
+        return "inline"
+    uri = str(rule.get("jwksUri") or "")
+    target = uri or str(rule.get("issuer") or "")
+    parts = urlsplit(target)
+    host = (parts.hostname or "").lower().rstrip(".")
+    in_mesh = {h.lower() for entry in model.kind("ServiceEntry") for h in (entry.get("spec") or {}).get("hosts") or []}
+    in_mesh |= {f"{_name(s)}.{_ns(s)}" for s in model.kind("Service")}
+    mesh_host = bool(host) and (host in in_mesh or host.endswith(".svc") or ".svc." in host)
+    mode = model.settings.jwks_fetch_mode.lower()
+    if uri and mode not in ("istiod", "false"):
+        if mesh_host:
+            return "fetched"
+        if mode in ("envoy",):
+            return "fake"
+        if mode not in ("hybrid", "true"):
+            return "mode"
+    if parts.scheme not in ("http", "https") or not host or host.rsplit(".", 1)[-1] in _NEVER_RESOLVES:
+        return "fake"
+    if mesh_host or rule.get("issuer") in {issuer.issuer for issuer in model.settings.issuers}:
+        return "fetched"
+    return "unknown"
 
 
 @dataclass(frozen=True)
@@ -798,6 +913,9 @@ class TokenVerdict:
     status: int | None = None
     #: outputClaimToHeaders of the verifying provider: header -> value.
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: A verified token's payload as jwt_authn writes it for authorization (`payload_in_metadata`): the claims its
+    #: provider's normalize_payload_in_metadata names, when strings, split at spaces into lists.
+    claims: Mapping[str, Any] | None = None
 
     def __iter__(self):  # (outcome, decided_by, why), as callers unpack it
         return iter((self.outcome, self.decided_by, self.why))
@@ -816,6 +934,18 @@ def _claim_header_value(value: Any) -> str | None:
     if isinstance(value, int):
         return str(value)
     return None
+
+
+#: Claims every provider lists as space-delimited (istio/istio@1.28.0 pilot/pkg/security/authn/policy_applier.go:340-364).
+_SPACE_DELIMITED_CLAIMS = ("permission", "scope")
+
+
+def _normalized_payload(rule: Mapping[str, Any], token: Mapping[str, Any]) -> dict[str, Any]:
+    """NormalizePayloadInMetadata as istiod sets it (policy_applier.go buildSpaceDelimitedClaims: `permission`, `scope`
+    and the rule's `spaceDelimitedClaims`): a string claim of those names becomes the list of its space-separated
+    values (Envoy jwt_authn `normalize_payload_in_metadata.space_delimited_claims`)."""
+    names = {*_SPACE_DELIMITED_CLAIMS, *(str(c) for c in rule.get("spaceDelimitedClaims") or [])}
+    return {key: (value.split() if key in names and isinstance(value, str) else value) for key, value in token.items()}
 
 
 def verify_token(rules: Sequence[tuple[Mapping, Mapping]], token: Mapping[str, Any] | None,
@@ -847,9 +977,24 @@ def verify_token(rules: Sequence[tuple[Mapping, Mapping]], token: Mapping[str, A
         return TokenVerdict("invalid", ref(matching[0][0]), "the token is not valid yet (nbf is ahead): 401", 401)
     audiences = token.get("aud")
     audiences = [audiences] if isinstance(audiences, str) else list(audiences or [])
+    keys = [rule.get(_KEYS) for _, rule in matching]
+    if "mode" in keys:
+        policy, rule = matching[keys.index("mode")]
+        raise authz.NotModelled(f"{ref(policy)}: a PILOT_JWT_ENABLE_REMOTE_JWKS value other than istiod, false, hybrid, true or envoy is not modelled")
+    if "unknown" in keys:
+        policy, rule = matching[keys.index("unknown")]
+        raise authz.NotModelled(f"{ref(policy)}: whether istiod can fetch the keys of issuer {rule.get('issuer')!r} from "
+                                f"{rule.get('jwksUri') or 'its OpenID discovery document'} is not known offline (a key "
+                                "server outside the mesh that the stack does not declare)")
     for policy, rule in matching:
         wanted = rule.get("audiences")
         if not wanted or set(wanted) & set(audiences):
+            # Envoy checks issuer, time and audience before the signature (jwt_authn authenticator.cc).
+            if rule.get(_KEYS) == "fake":
+                return TokenVerdict("invalid", ref(policy),
+                                    f"no key of issuer {token.get('iss')!r} reaches Envoy "
+                                    f"({rule.get('jwksUri') or 'OpenID discovery'}: a fake JWKS stands in): "
+                                    "401 (Jwks doesn't have key to match kid or alg from Jwt)", 401)
             headers = {}
             for output in rule.get("outputClaimToHeaders") or []:
                 claim = token
@@ -864,7 +1009,7 @@ def verify_token(rules: Sequence[tuple[Mapping, Mapping]], token: Mapping[str, A
                 headers[str(output.get("header", "")).lower()] = value
             copied = f"; {', '.join(f'{k}: {v}' for k, v in headers.items())} (outputClaimToHeaders)" if headers else ""
             return TokenVerdict("verified", ref(policy), f"issuer {token.get('iss')} and audience {audiences} accepted{copied}",
-                                None, headers)
+                                None, headers, _normalized_payload(rule, token))
     return TokenVerdict("invalid", ref(matching[0][0]),
                         f"audience {audiences} is none of {matching[0][1].get('audiences')}: 403 (Audiences in Jwt are not allowed)", 403)
 
@@ -906,10 +1051,19 @@ def authorize(model: MeshModel, trace: Trace, where: str, namespace: str, labels
         if not allowed:
             return not trace.refuse("CUSTOM", where, ref(policy), f"rules[{rule}] matches: {why}", status)
         trace.add("CUSTOM", where, ref(policy), "pass", f"rules[{rule}] matches: {why}")
+    # Envoy's RBAC filter of one action matches when any of its policies does (builder.go builds one filter per
+    # action): a policy the model cannot evaluate leaves the answer open only if no other policy decides it.
+    unknown: authz.NotModelled | None = None
     for policy in found["DENY"]:
-        rule = authz.policy_matches(policy, request, for_tcp=for_tcp)
+        try:
+            rule = authz.policy_matches(policy, request, for_tcp=for_tcp)
+        except authz.NotModelled as error:
+            unknown = unknown or authz.NotModelled(f"{ref(policy)}: {error}")
+            continue
         if rule is not None:
             return not trace.refuse("DENY", where, ref(policy), f"{layer} rules[{rule}] matches: {_rule_summary(policy, rule)}", 403)
+    if unknown is not None:
+        raise unknown
     if found["DENY"]:
         trace.add("DENY", where, ", ".join(ref(p) for p in found["DENY"]), "pass", f"{layer}: no rule matches")
     if not allow_stage:
@@ -918,10 +1072,16 @@ def authorize(model: MeshModel, trace: Trace, where: str, namespace: str, labels
         trace.add("ALLOW", where, "-", "pass", "no ALLOW policy applies to the workload: allowed")
         return True
     for policy in found["ALLOW"]:
-        rule = authz.policy_matches(policy, request, for_tcp=for_tcp)
+        try:
+            rule = authz.policy_matches(policy, request, for_tcp=for_tcp)
+        except authz.NotModelled as error:
+            unknown = unknown or authz.NotModelled(f"{ref(policy)}: {error}")
+            continue
         if rule is not None:
             trace.add("ALLOW", where, ref(policy), "pass", f"{layer} rules[{rule}] matches")
             return True
+    if unknown is not None:
+        raise unknown
     names = ", ".join(ref(p) for p in found["ALLOW"])
     http_rules = for_tcp and any(authz.uses_http_attributes(r) for p in found["ALLOW"] for r in (p.get("spec") or {}).get("rules") or [])
     why = "no rule of the ALLOW policies matches" + (
@@ -1041,6 +1201,10 @@ def _trace_once(model: MeshModel, url: str, caller: Caller, method: str = "GET")
     return _trace_through_gateway(model, trace, host, path, method)
 
 
+#: Plaintext HTTP protocols of a Gateway server (protocol.Instance.IsHTTP, pkg/config/protocol/instance.go).
+_HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "HTTP_PROXY", "GRPC", "GRPC-WEB"})
+
+
 def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str, method: str) -> Trace:
     settings, caller = model.settings, trace.caller
     where = f"gateway {settings.gateway_namespace}/{_format_labels(settings.gateway_labels)}"
@@ -1067,12 +1231,24 @@ def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str,
     # Every server of every selected Gateway on that port shares one route configuration (gateway.go:405-530).
     on_port = [(g, s) for g in selected for s in (g.get("spec") or {}).get("servers") or []
                if (s.get("port") or {}).get("number") == port]
+    protocols = {str((s.get("port") or {}).get("protocol") or "").upper() for _, s in on_port}
     for gateway_obj, server_obj in on_port:
         tls = server_obj.get("tls") or {}
+        protocol = str((server_obj.get("port") or {}).get("protocol") or "").upper()
         if tls.get("httpsRedirect"):
             raise authz.NotModelled(f"{ref(gateway_obj)}: server port {port} tls.httpsRedirect (a 301 to https for every "
                                     "host of the server) is not modelled")
-        if tls and len({_ns(g) + "/" + _name(g) for g, _ in on_port}) > 1:
+        if protocol not in _HTTP_PROTOCOLS | {"HTTPS"} or (protocol == "HTTPS" and protocols & _HTTP_PROTOCOLS):
+            # MergeGateways (istio/istio@1.28.0 pilot/pkg/model/gateway.go:255-275, canMergeProtocols :464-466):
+            # of plaintext servers on one port only those of the first one's HTTP family merge; which one comes first,
+            # and what a TCP or TLS listener does with the request, is not modelled.
+            raise authz.NotModelled(f"{ref(gateway_obj)}: a {protocol or 'protocol-less'} server on port {port} with "
+                                    f"servers of {', '.join(sorted(protocols - {protocol})) or 'the same port'} is not modelled")
+        if server_obj.get("bind"):
+            raise authz.NotModelled(f"{ref(gateway_obj)}: server port {port} bind {server_obj['bind']} (a listener of its "
+                                    "own address) is not modelled")
+        # An HTTP server's `tls` is ignored but for httpsRedirect (gateway.go:528-545: an HTTP server is plaintext).
+        if protocol == "HTTPS" and len({_ns(g) + "/" + _name(g) for g, _ in on_port}) > 1:
             raise authz.NotModelled(f"{ref(gateway_obj)}: a TLS server on port {port} shared with another Gateway "
                                     "(one filter chain per server) is not modelled")
     sharing = sorted({ref(g) for g, _ in servers})
@@ -1134,7 +1310,7 @@ def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str,
     if verdict == "invalid":
         return trace.refuse("RequestAuthentication", where, decided, why, jwt.status)
     if verdict == "verified":
-        request_principal, claims = f"{token.get('iss')}/{token.get('sub')}", dict(token)
+        request_principal, claims = f"{token.get('iss')}/{token.get('sub')}", dict(jwt.claims or token)
         headers.update(jwt.headers)
     if token is not None:
         trace.add("RequestAuthentication", where, decided, "pass", why)
@@ -1222,11 +1398,30 @@ def _trace_in_mesh(model: MeshModel, trace: Trace, host: str, port: int, path: s
     trace.add("caller", f"sidecar {caller.namespace}", "-", "info",
               f"in-mesh workload {principal} calls {host}:{port} directly (mTLS from its sidecar)")
     _refuse_mesh_routes(model, caller.namespace or "default", host)
+    _sidecar_egress(model, trace, caller.namespace or "default", caller.pod_labels, host)
     headers = {k.lower(): v for k, v in caller.headers.items()}
     trace.user = headers.get(settings.user_header)
     source = ("workload", caller.namespace or "default", dict(caller.pod_labels), principal)
     return _to_destination(model, trace, source, caller.namespace or "default", {"host": host, "port": {"number": port}},
                            path, headers, host, method, None, None, None)
+
+
+def _sidecar_egress(model: MeshModel, trace: Trace, namespace: str, labels: Mapping[str, str], host: str) -> None:
+    """The caller's Sidecar resource, if any, must import the service it calls; one that does not leaves the caller's
+    proxy without a route for it, and what it does then (passthrough without mTLS, or a 502 under REGISTRY_ONLY) is the
+    mesh's outboundTrafficPolicy: refused by name rather than guessed."""
+    injected, _ = has_sidecar(model, Workload({}, namespace, dict(labels), {}, "default", []))
+    sidecar = sidecar_scope(model, namespace, labels) if injected else None
+    if sidecar is None:
+        return  # no Sidecar resource governs it, or the caller has no sidecar for one to govern
+    service = _resolve_service(model, host, namespace)
+    if service is None:
+        return  # the destination hop answers: no Service in the plan
+    fqdn = f"{_name(service)}.{_ns(service)}.svc.cluster.local"
+    if not sidecar_imports(sidecar, namespace, fqdn, _ns(service)):
+        raise authz.NotModelled(f"{ref(sidecar)}: its egress hosts do not import {fqdn}, so the caller's sidecar has no "
+                                "route for it (outboundTrafficPolicy decides what happens): not modelled")
+    trace.add("Sidecar", f"sidecar {namespace}", ref(sidecar), "pass", f"egress hosts import {fqdn}")
 
 
 def _service_fqdn(host: str, namespace: str) -> str:
@@ -1294,6 +1489,10 @@ def _to_destination(model: MeshModel, trace: Trace, source: tuple, route_namespa
     if not sidecar:
         trace.add("sidecar", where, workload.ref, "info", f"no sidecar ({why}): no PeerAuthentication or AuthorizationPolicy is enforced")
         return _reached(trace, workload, target, headers)
+    governing = sidecar_scope(model, workload.namespace, workload.labels)
+    if governing is not None and (governing.get("spec") or {}).get("ingress"):
+        raise authz.NotModelled(f"{ref(governing)}: Sidecar ingress listeners (what {workload.ref}'s proxy listens on) "
+                                "are not modelled")
     mode, decided = peer_authentication_mode(model, workload, target)
     if mode == "STRICT" and source_principal is None:
         return trace.refuse("PeerAuthentication", where, decided, "STRICT and the caller sends plaintext: connection reset", None)
@@ -1319,7 +1518,7 @@ def _to_destination(model: MeshModel, trace: Trace, source: tuple, route_namespa
         if verdict == "verified":
             headers = {**headers, **jwt.headers}
             request = authz.Request(source_principal, target, headers, settings.trust_domain, method, path, host,
-                                    f"{token.get('iss')}/{token.get('sub')}", dict(token))
+                                    f"{token.get('iss')}/{token.get('sub')}", dict(jwt.claims or token))
         trace.add("RequestAuthentication", where, decided, "pass", why)
     if not authorize(model, trace, where, workload.namespace, workload.labels, request, stages=("DENY", "ALLOW")):
         return trace

@@ -61,6 +61,11 @@ REFUSED_SHAPES = {
                                {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": [HOST],
                                 "tls": {"httpsRedirect": True}}]}},
                           f"https://{HOST}/pipeline/", OWNER),
+    "TCP server on port 80": ({"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+                               "metadata": {"name": "raw-tcp", "namespace": "istio-system"},
+                               "spec": {"selector": {"istio": "ingressgateway"}, "servers": [
+                                   {"port": {"number": 80, "name": "tcp", "protocol": "TCP"}, "hosts": ["*"]}]}},
+                              f"https://{HOST}/pipeline/", OWNER),
     "istio.io/dry-run": (_policy("dry-custom", "istio-system", {
         "action": "CUSTOM", "provider": {"name": "kubeflow-auth"}, "selector": {"matchLabels": {"istio": "ingressgateway"}},
         "rules": [{}]}, {"istio.io/dry-run": "true"}), f"https://{HOST}/pipeline/", OWNER),
@@ -72,6 +77,24 @@ REFUSED_SHAPES = {
                      "spec": {"selector": {"matchLabels": {"istio": "ingressgateway"}},
                               "jwtRules": [{"issuer": "https://x.example.com", "fromHeaders": [{"name": "x-token"}]}]}},
                     f"https://{HOST}/pipeline/", OWNER),
+    "egress hosts do not import": ({"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
+                                    "metadata": {"name": "own-namespace-only", "namespace": "bob"},
+                                    "spec": {"egress": [{"hosts": ["./*", "istio-system/*"]}]}},
+                                   "http://centraldashboard.kubeflow.svc.cluster.local/",
+                                   t.workload("bob", "default-editor", {"notebook-name": "x"})),
+    "Sidecar ingress listeners": ({"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
+                                   "metadata": {"name": "with-ingress", "namespace": "alice"},
+                                   "spec": {"ingress": [{"port": {"number": 8888, "protocol": "HTTP", "name": "http"},
+                                                         "defaultEndpoint": "127.0.0.1:8888"}],
+                                            "egress": [{"hosts": ["*/*"]}]}},
+                                  NOTEBOOK, OWNER),
+    "can fetch the keys": ({"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+                            "metadata": {"name": "elsewhere", "namespace": "istio-system"},
+                            "spec": {"selector": {"matchLabels": {"istio": "ingressgateway"}},
+                                     "jwtRules": [{"issuer": "https://idp.elsewhere.example.com",
+                                                   "jwksUri": "https://idp.elsewhere.example.com/keys"}]}},
+                           f"https://{HOST}/pipeline/",
+                           t.token_caller("cli", {"iss": "https://idp.elsewhere.example.com", "sub": "s"})),
     "bound to the mesh": (_vs("mesh-route", "kubeflow", [{"route": [{"destination": {"host": "centraldashboard"}}]}],
                               hosts=("centraldashboard",), gateways=("mesh",)),
                           "http://centraldashboard.kubeflow.svc.cluster.local/",
@@ -164,3 +187,33 @@ def test_the_oldest_namespace_peer_authentication_wins(dev_plan):
     model = _model(dev_plan, peer("a-new", "DISABLE", "2025-02-01T00:00:00Z"), peer("z-old", "STRICT", "2025-01-01T00:00:00Z"))
     workload = next(w for w in t.workloads(model, "alice") if t.TRACE_NOTEBOOK in w.ref)
     assert t.peer_authentication_mode(model, workload, 8888) == ("STRICT", "PeerAuthentication alice/z-old")
+
+
+def test_a_sidecar_resource_that_imports_the_service_lets_the_call_through(dev_plan):
+    # pilot/pkg/model/push_context.go doGetSidecarScope, sidecar.go selectServices: `kubeflow/*` imports the service.
+    sidecar = {"apiVersion": "networking.istio.io/v1", "kind": "Sidecar", "metadata": {"name": "imports", "namespace": "bob"},
+               "spec": {"egress": [{"hosts": ["./*", "kubeflow/*"]}]}}
+    caller = t.workload("bob", "default-editor", {"notebook-name": "x"})
+    traced = t.trace_request(_model(dev_plan, sidecar), "http://centraldashboard.kubeflow.svc.cluster.local/", caller)
+    assert any(h.step == "Sidecar" and h.decided_by == "Sidecar bob/imports" for h in traced.hops)
+
+
+def test_keys_istiod_cannot_fetch_fail_every_token_of_their_issuer(dev_plan):
+    # jwks_resolver.go BuildLocalJwks: a fake JWKS when the fetch fails; `.invalid` never resolves (RFC 6761 6.4).
+    fake = {"apiVersion": "security.istio.io/v1", "kind": "RequestAuthentication",
+            "metadata": {"name": "unfetchable", "namespace": "istio-system"},
+            "spec": {"selector": {"matchLabels": {"istio": "ingressgateway"}},
+                     "jwtRules": [{"issuer": "https://idp.example.invalid", "jwksUri": "https://idp.example.invalid/keys"}]}}
+    caller = t.token_caller("cli", {"iss": "https://idp.example.invalid", "sub": "s"})
+    traced = t.trace_request(_model(dev_plan, fake), f"https://{HOST}/pipeline/", caller)
+    assert not traced.reached and traced.refused_at.step == "RequestAuthentication" and traced.status == 401
+    assert "fake JWKS" in traced.refused_at.why
+
+
+def test_a_sidecar_resource_does_not_govern_a_caller_without_a_sidecar(dev_plan):
+    # A Sidecar resource configures a sidecar proxy (push_context.go doGetSidecarScope, SidecarProxy only): a pod
+    # that opts out of injection calls the Service directly whatever its namespace's Sidecar imports.
+    sidecar, url, _ = REFUSED_SHAPES["egress hosts do not import"]
+    caller = t.workload("bob", "default-editor", {"notebook-name": "x", "sidecar.istio.io/inject": "false"})
+    traced = t.trace_request(_model(dev_plan, sidecar), url, caller)
+    assert not any(h.step == "Sidecar" for h in traced.hops)
