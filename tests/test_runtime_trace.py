@@ -233,7 +233,11 @@ def test_the_cluster_local_gateway_is_run_by_the_program_or_expected_from_the_me
     assert rt.problems(found) == []
     client = next(p for p in found if p.scenario == rt.KSERVE and p.label.startswith("client"))
     assert client.trace.backend.startswith("Deployment istio-system/cluster-local-gateway (run time)")
-    # The program's gateway gone from a plan that says the program runs it: every model call is a 503.
+    # A plan made for a mesh that runs the gateway, applied where nobody does: every model call is a 503.
+    _, problems = mesh_trace(_with_mesh(provided, clusterLocalGateway="program"))
+    assert any(p.startswith("run-time trace: serverless InferenceService: client -> https://trace-isvc-alice.serving.ml.example.com")
+               and "picks no workload of the plan: 503" in p for p in problems), problems
+    # The program's gateway gone from a plan that says the program runs it: the same.
     missing = _without(prod, lambda o: o.get("kind") == "Deployment" and o["metadata"]["name"] == "cluster-local-gateway")
     _, problems = mesh_trace(missing)
     assert any(p.startswith("run-time trace: serverless InferenceService: client -> https://trace-isvc-alice.serving.ml.example.com")
@@ -247,3 +251,56 @@ def test_no_cluster_local_gateway_is_added_without_knative_or_when_provided():
     assert provide_cluster_local_gateway([service], MeshOptions(cluster_local_gateway="provided")).added == ()
     account, deployment = provide_cluster_local_gateway([service], MeshOptions()).added
     assert account["kind"] == "ServiceAccount" and "istio.io/rev" not in deployment["spec"]["template"]["metadata"]["labels"]
+
+
+def _evaluated(stack, version="26.03", **settings):
+    return evaluate(stack, manifests=str(manifests_path(version)), kubeflow_version=version, secrets=MARKER_SECRETS,
+                    progress=Progress(io.StringIO()), settings=settings)[0]
+
+
+def test_a_plan_made_for_native_sidecars_breaks_runtime_jobs_on_a_mesh_without_them():
+    native = _evaluated("dev", **{"kubeflow.mesh.nativeSidecars": True})
+    runtime = next(o for o in _objects(native) if o.get("kind") == "ClusterTrainingRuntime" and o["metadata"]["name"] == "torch-distributed")
+    pod = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
+    assert pod["metadata"]["annotations"][NATIVE_SIDECAR] == "true" and INJECT not in pod["metadata"]["annotations"]
+    assert rt.problems(_paths(native)) == []
+    # The pod asks for a native sidecar; an injector before 1.24 or one told otherwise gives a classic one.
+    stripped = _edited(native, lambda o: o.get("kind") == "ClusterTrainingRuntime" and [
+        j["template"]["spec"]["template"]["metadata"]["annotations"].pop(NATIVE_SIDECAR, None)
+        for j in o["spec"]["template"]["spec"]["replicatedJobs"]])
+    _, problems = mesh_trace(_with_mesh(stripped, nativeSidecars=False))
+    assert any(p.startswith("run-time trace: TrainJob: TrainJob on torch-distributed: node completes fails at completion") for p in problems)
+    assert rt.problems(_paths(_with_mesh(stripped, nativeSidecars=True))) == []
+
+
+#: Every pair of values of the five mesh settings that shape the run-time paths appears in one of these (pairwise).
+MESH_SHAPES = [
+    dict(zip(("mtls", "outboundTrafficPolicy", "nativeSidecars", "clusterLocalGateway", "dataPlane"), row))
+    for row in [
+        ("permissive", "ALLOW_ANY", False, "program", "sidecar-init"),
+        ("permissive", "REGISTRY_ONLY", True, "provided", "sidecar-cni"),
+        ("strict", "ALLOW_ANY", True, "program", "sidecar-cni"),
+        ("strict", "REGISTRY_ONLY", False, "provided", "sidecar-init"),
+        ("permissive", "ALLOW_ANY", True, "provided", "sidecar-init"),
+        ("permissive", "REGISTRY_ONLY", False, "program", "sidecar-cni"),
+    ]
+]
+
+
+@pytest.mark.parametrize("shape", MESH_SHAPES, ids=lambda shape: "-".join(str(v) for v in shape.values()))
+def test_every_mesh_shape_the_settings_allow_keeps_the_run_time_paths_working(shape):
+    plan = _evaluated("dev", **{f"kubeflow.mesh.{key}": value for key, value in shape.items()})
+    assert {key: plan["outputs"]["transformReport"]["mesh"][key] for key in shape} == shape
+    found = _paths(plan)
+    assert rt.problems(found) == []
+    assert {p.scenario for p in found} == set(rt.SCENARIOS)
+
+
+@pytest.mark.parametrize("version", ["1.11.0", "1.10.2"])
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_run_time_paths_hold_at_the_earlier_supported_releases(stack, version):
+    plan, _ = evaluated_plan(stack, version)
+    found = _paths(plan)
+    assert rt.problems(found) == []
+    # 1.10.2 ships training-operator v1: no ClusterTrainingRuntime, so no TrainJob rows.
+    assert bool([p for p in found if p.scenario == rt.TRAINER]) == (version == "1.11.0")
