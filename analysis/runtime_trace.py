@@ -53,15 +53,16 @@ KFP_CALLS = (("metadata-grpc-service", 8080), ("ml-pipeline", 8887))
 #: kubeflow/katib@v0.19.0: a suggestion pod carries the label `sidecar.istio.io/inject: "false"`
 #: (pkg/controller.v1beta1/util/labels.go:27-37, consts/const.go:66-73, 122-126); its Service serves the
 #: suggestion API on 6789 and the early-stopping API on 6788 (consts/const.go:82-89, suggestion/composer/composer.go:150-171);
-#: with early stopping it runs as a ServiceAccount of its own (composer.go:135-139, `<suggestion>-<algorithm>`).
+#: with early stopping it runs as a ServiceAccount of its own (composer.go:135-139); Deployment, Service and account are
+#: all named `<suggestion>-<algorithm>` (util/suggestion.go:27-34, 47-49).
 KATIB_SUGGESTION_PORT, KATIB_EARLY_STOPPING_PORT = 6789, 6788
 #: Katib's DB manager, which suggestions, early stopping and trial metrics collectors call (consts/const.go:164-169;
 #: pkg/earlystopping/v1beta1/medianstop/service.py:150-198; pkg/webhook/v1beta1/pod/inject_webhook.go:310).
 KATIB_DB_MANAGER = ("katib-db-manager", 6789)
 TRACE_EXPERIMENT, TRACE_ALGORITHM = "trace-experiment", "random"
-#: kserve/kserve@v0.16.0 and knative/serving@knative-v1.21.1: the predictor's pods carry KServe's `component:
-#: predictor` and InferenceService labels and Knative's queue-proxy on 8012 (HTTP/1), 8013 (HTTP/2), 9090
-#: (metrics) in front of the model server (pkg/constants/constants.go; knative pkg/apis/serving/k8s_validation.go).
+#: The predictor's pods carry KServe's `component: predictor` and InferenceService labels (kserve/kserve@v0.16.0
+#: pkg/constants/constants.go:54, 367) and Knative's queue-proxy on 8012 (HTTP/1), 8013 (HTTP/2), 9090 (metrics) in
+#: front of the model server (knative/serving@knative-v1.21.1 pkg/networking/constants.go:24, 27, 38).
 TRACE_ISVC = "trace-isvc"
 QUEUE_PROXY_PORTS = {"http": 8012, "http2": 8013, "queue-metrics": 9090}
 

@@ -942,13 +942,37 @@ def let_runtime_jobs_complete(objects: list[dict], mesh: MeshOptions) -> Transfo
 #: pkg/controller/v1beta1/inferenceservice/reconcilers/ingress/ingress_reconciler.go:527, 546;
 #: pkg/apis/serving/v1beta1/configmap.go:319-320), which net-istio's `knative-local-gateway` Gateway serves on 8081.
 KNATIVE_LOCAL_GATEWAY = "knative-local-gateway"
-CLUSTER_LOCAL_GATEWAY = "cluster-local-gateway"
 CLUSTER_LOCAL_GATEWAY_ACCOUNT = "cluster-local-gateway-service-account"
 #: Istio's gateway injection: a pod asking for the `gateway` template gets the mesh's own proxy, of the mesh's
 #: version, in its `istio-proxy` container whose `image: auto` the injector replaces
 #: (istio/istio@1.24.6 manifests/charts/gateway/values.yaml:33, templates/_helpers.tpl:27-32,
 #: templates/deployment.yaml:64-66; the same at 1.28.0).
 GATEWAY_TEMPLATE_ANNOTATION = "inject.istio.io/templates"
+
+
+def readmitted_cluster_local_gateway_account(upstream: list[dict], excluded: dict[str, str],
+                                              mesh: MeshOptions) -> tuple[list[dict], list[Change]]:
+    """With `clusterLocalGateway: program`, upstream's ServiceAccount of the cluster-local gateway, which the `istio`
+    exclusion removed, is applied again (relabelled as the program's): the gateway the program runs uses it, so the
+    principal `tenancy.serving.principals` admits by default stays the same."""
+    if mesh.cluster_local_gateway != "program" or not mesh.sidecars:
+        return [], []
+    service = next((o for o in upstream if o.get("kind") == "Service" and (o.get("metadata") or {}).get("name") == KNATIVE_LOCAL_GATEWAY), None)
+    if service is None or object_ref(service) in excluded:
+        return [], []
+    namespace = (service.get("metadata") or {}).get("namespace") or "istio-system"
+    found, changes = [], []
+    for obj in upstream:
+        metadata = obj.get("metadata") or {}
+        if obj.get("kind") == "ServiceAccount" and metadata.get("name") == CLUSTER_LOCAL_GATEWAY_ACCOUNT \
+                and metadata.get("namespace") == namespace and object_ref(obj) in excluded:
+            copy = clone(obj)
+            selector = ((service.get("spec") or {}).get("selector")) or {}
+            copy["metadata"]["labels"] = {**dict(sorted(selector.items())), "app.kubernetes.io/part-of": "kubeflow-platform"}
+            found.append(copy)
+            changes.append(Change(object_ref(obj), f"kept from the {excluded[object_ref(obj)]} exclusion, labels {metadata.get('labels')} -> "
+                                  f"{copy['metadata']['labels']}: the cluster-local gateway runs as it (mesh.clusterLocalGateway program)"))
+    return found, changes
 
 
 def provide_cluster_local_gateway(objects: list[dict], mesh: MeshOptions) -> TransformResult:
@@ -968,11 +992,14 @@ def provide_cluster_local_gateway(objects: list[dict], mesh: MeshOptions) -> Tra
                     if str(p.get("targetPort", "")).isdigit()})
     labels = {**selector, INJECT: "true", **({"istio.io/rev": mesh.revision} if mesh.revision else {})}
     part_of = {"app.kubernetes.io/part-of": "kubeflow-platform"}
+    has_account = any(o.get("kind") == "ServiceAccount" and (o.get("metadata") or {}).get("name") == CLUSTER_LOCAL_GATEWAY_ACCOUNT
+                      and (o.get("metadata") or {}).get("namespace") == namespace for o in objects)
     account = {"apiVersion": "v1", "kind": "ServiceAccount",
-               "metadata": {"name": CLUSTER_LOCAL_GATEWAY_ACCOUNT, "namespace": namespace, "labels": dict(part_of)}}
+               "metadata": {"name": CLUSTER_LOCAL_GATEWAY_ACCOUNT, "namespace": namespace, "labels": {**selector, **part_of}}}
+    # Named after the Service it serves: upstream's own `cluster-local-gateway` Deployment is excluded with istio.
     deployment = {
         "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": CLUSTER_LOCAL_GATEWAY, "namespace": namespace, "labels": {**selector, **part_of}},
+        "metadata": {"name": KNATIVE_LOCAL_GATEWAY, "namespace": namespace, "labels": {**selector, **part_of}},
         "spec": {
             "replicas": 2,
             "selector": {"matchLabels": selector},
@@ -996,4 +1023,4 @@ def provide_cluster_local_gateway(objects: list[dict], mesh: MeshOptions) -> Tra
     }
     change = Change(object_ref(deployment), f"injected Istio gateway (template gateway, image auto) behind {namespace}/{KNATIVE_LOCAL_GATEWAY} "
                     f"on ports {[port for port, _ in ports]}, as {CLUSTER_LOCAL_GATEWAY_ACCOUNT} (mesh.clusterLocalGateway program)")
-    return TransformResult([], (change,), (account, deployment))
+    return TransformResult([], (change,), (deployment,) if has_account else (account, deployment))

@@ -100,7 +100,7 @@ def test_a_kfp_run_a_katib_experiment_a_trainjob_and_an_inference_service_work_u
     assert driver.service_account == "default-editor"
     # The inference call goes through the central gateway, then the cluster-local gateway's pods.
     client = next(p for p in found if p.scenario == rt.KSERVE and p.label.startswith("client"))
-    assert "Deployment istio-system/cluster-local-gateway" in client.trace.backend
+    assert client.trace.backend.startswith("Deployment istio-system/knative-local-gateway port 8081")
     # The preview prints the table and finds nothing to refuse.
     table, problems = mesh_trace(plan)
     assert "Run-time paths" in table and "every one works" in table
@@ -216,7 +216,7 @@ def test_with_native_sidecars_runtime_pods_ask_for_one_and_stay_in_the_mesh():
 
 
 def test_the_cluster_local_gateway_is_run_by_the_program_or_expected_from_the_mesh(prod):
-    gateway = next(o for o in _objects(prod) if o.get("kind") == "Deployment" and o["metadata"]["name"] == "cluster-local-gateway")
+    gateway = next(o for o in _objects(prod) if o.get("kind") == "Deployment" and o["metadata"]["name"] == "knative-local-gateway")
     template = gateway["spec"]["template"]
     assert template["metadata"]["annotations"]["inject.istio.io/templates"] == "gateway"
     assert {"app": "cluster-local-gateway", "istio": "cluster-local-gateway", INJECT: "true", "istio.io/rev": "prod-1-24"}.items() \
@@ -224,10 +224,18 @@ def test_the_cluster_local_gateway_is_run_by_the_program_or_expected_from_the_me
     container = template["spec"]["containers"][0]
     assert container["image"] == "auto" and [p["containerPort"] for p in container["ports"]] == [8081, 8444, 15021]
     assert template["spec"]["serviceAccountName"] == "cluster-local-gateway-service-account"
+    # It runs as upstream's account, kept from the istio exclusion, so tenancy.serving.principals still names it.
+    report = prod["outputs"]["transformReport"]
+    assert "ServiceAccount istio-system/cluster-local-gateway-service-account" not in report["excluded"]
+    assert "Deployment istio-system/cluster-local-gateway" in report["excluded"]
+    assert [o["metadata"]["labels"] for o in _objects(prod) if o.get("kind") == "ServiceAccount"
+            and o["metadata"]["name"] == "cluster-local-gateway-service-account"] == [
+        {"app": "cluster-local-gateway", "istio": "cluster-local-gateway", "app.kubernetes.io/part-of": "kubeflow-platform"}]
     # Provided by the mesh owner: nothing applied, the pods expected, the path still traced through them.
     provided = evaluate("prod", manifests=str(manifests_path("26.03")), kubeflow_version="26.03", secrets=MARKER_SECRETS,
                         progress=Progress(io.StringIO()), settings={"kubeflow.mesh.clusterLocalGateway": "provided"})[0]
-    assert not any(o.get("kind") == "Deployment" and o["metadata"]["name"] == "cluster-local-gateway" for o in _objects(provided))
+    assert not any(o["metadata"].get("namespace") == "istio-system" and o.get("kind") in ("Deployment", "ServiceAccount")
+                   for o in _objects(provided))
     assert provided["outputs"]["transformReport"]["mesh"]["clusterLocalGateway"] == "provided"
     found = _paths(provided)
     assert rt.problems(found) == []
@@ -238,7 +246,7 @@ def test_the_cluster_local_gateway_is_run_by_the_program_or_expected_from_the_me
     assert any(p.startswith("run-time trace: serverless InferenceService: client -> https://trace-isvc-alice.serving.ml.example.com")
                and "picks no workload of the plan: 503" in p for p in problems), problems
     # The program's gateway gone from a plan that says the program runs it: the same.
-    missing = _without(prod, lambda o: o.get("kind") == "Deployment" and o["metadata"]["name"] == "cluster-local-gateway")
+    missing = _without(prod, lambda o: o.get("kind") == "Deployment" and o["metadata"]["name"] == "knative-local-gateway")
     _, problems = mesh_trace(missing)
     assert any(p.startswith("run-time trace: serverless InferenceService: client -> https://trace-isvc-alice.serving.ml.example.com")
                and "picks no workload of the plan: 503" in p for p in problems), problems
