@@ -604,43 +604,8 @@ def admit_api_server_to_webhooks(objects: list[dict], mesh: MeshOptions, outside
                 changes.append(Change(object_ref(workload), f"webhook port {container_port} is excluded from inbound capture upstream; left"))
                 continue
             wanted.setdefault(object_ref(workload), (workload, {}))[1][str(container_port)] = f"{namespace}/{name}:{port}"
-    # Upstream's own workload policies, by the workloads they select.
-    existing: dict[str, int] = {}
-    for index, obj in enumerate(objects):
-        if obj.get("kind") != "PeerAuthentication":
-            continue
-        match = (((obj.get("spec") or {}).get("selector")) or {}).get("matchLabels") or {}
-        for ref, (workload, _) in wanted.items():
-            labels = ((pod_template(workload).get("metadata") or {}).get("labels")) or {}
-            if obj["metadata"].get("namespace") == workload["metadata"].get("namespace") and _selects(match, labels):
-                existing.setdefault(ref, index)
-    result, added = list(objects), []
-    for ref, (workload, ports) in sorted(wanted.items()):
-        why = "the API server calls " + ", ".join(f"{hook} on {port}" for port, hook in sorted(ports.items())) + " from outside the mesh (mesh.mtls strict)"
-        if ref in existing:
-            policy = result[existing[ref]]
-            levels = dict(((policy.get("spec") or {}).get("portLevelMtls")) or {})
-            missing = {port: hook for port, hook in ports.items() if (levels.get(port) or {}).get("mode") not in ("PERMISSIVE", "DISABLE")}
-            if missing:
-                copy = clone(policy)
-                copy["spec"]["portLevelMtls"] = {**levels, **{port: {"mode": "PERMISSIVE"} for port in sorted(missing)}}
-                result[existing[ref]] = copy
-                changes.append(Change(object_ref(policy), f"ports {sorted(missing)} of {ref} PERMISSIVE: {why}"))
-            continue
-        metadata = workload.get("metadata") or {}
-        selector = ((workload.get("spec") or {}).get("selector") or {}).get("matchLabels") or \
-            ((pod_template(workload).get("metadata") or {}).get("labels")) or {}
-        policy = {
-            # v1beta1: served by every Istio the enterprise may run (v1 only from 1.22), as upstream's own.
-            "apiVersion": "security.istio.io/v1beta1",
-            "kind": "PeerAuthentication",
-            "metadata": {"name": f"{metadata['name']}-webhooks", "namespace": metadata.get("namespace"),
-                         "labels": {"app.kubernetes.io/part-of": "kubeflow-platform"}},
-            "spec": {"selector": {"matchLabels": dict(sorted(selector.items()))},
-                     "portLevelMtls": {port: {"mode": "PERMISSIVE"} for port in sorted(ports)}},
-        }
-        added.append(policy)
-        changes.append(Change(object_ref(policy), f"ports {sorted(ports)} of {ref} PERMISSIVE: {why}"))
+    result, opened, added = _open_ports(objects, wanted, "webhooks", "from outside the mesh (mesh.mtls strict)", "the API server calls ")
+    changes += opened
     return TransformResult(result, tuple(changes), tuple(added))
 
 
@@ -772,7 +737,7 @@ def _service_workloads(objects: list[dict], namespace: str, service: dict, port:
 
 
 def _open_ports(objects: list[dict], wanted: dict[str, tuple[dict, dict[str, str]]], suffix: str,
-                why: str) -> tuple[list[dict], list[Change], list[dict]]:
+                why: str, lead: str = "") -> tuple[list[dict], list[Change], list[dict]]:
     """Port-level PERMISSIVE for `wanted` (workload ref -> (workload, port -> what calls it)): added to the one
     workload PeerAuthentication that already selects the workload (Istio applies only the oldest), else a new
     one named `<workload>-<suffix>` selecting exactly its pods."""
@@ -787,7 +752,7 @@ def _open_ports(objects: list[dict], wanted: dict[str, tuple[dict, dict[str, str
                 existing.setdefault(ref, index)
     result, added, changes = list(objects), [], []
     for ref, (workload, ports) in sorted(wanted.items()):
-        because = ", ".join(f"{caller} on {port}" for port, caller in sorted(ports.items())) + f" {why}"
+        because = lead + ", ".join(f"{caller} on {port}" for port, caller in sorted(ports.items())) + f" {why}"
         if ref in existing:
             policy = result[existing[ref]]
             levels = dict(((policy.get("spec") or {}).get("portLevelMtls")) or {})
