@@ -64,6 +64,10 @@ TRACE_EXPERIMENT, TRACE_ALGORITHM = "trace-experiment", "random"
 #: pkg/constants/constants.go:54, 367) and Knative's queue-proxy on 8012 (HTTP/1), 8013 (HTTP/2), 9090 (metrics) in
 #: front of the model server (knative/serving@knative-v1.21.1 pkg/networking/constants.go:24, 27, 38).
 TRACE_ISVC = "trace-isvc"
+#: kubeflow/trainer@v2.1.0: a torch TrainJob's nodes rendezvous at `<trainjob>-node-0-0.<trainjob>:29500`, the JobSet's
+#: headless Service named after the TrainJob (pkg/runtime/framework/plugins/torch/torch.go:150-157, 184-185;
+#: plugins/jobset/jobset.go:217-226; pkg/constants/constants.go:56).
+TRACE_TRAINJOB, TORCH_RENDEZVOUS_PORT, TORCH_RUNTIME = "trace-trainjob", 29500, "torch-distributed"
 QUEUE_PROXY_PORTS = {"http": 8012, "http2": 8013, "queue-metrics": 9090}
 
 
@@ -244,6 +248,13 @@ def runtime_objects(model: t.MeshModel, mesh: RuntimeMesh) -> list[dict[str, Any
     serve(predictor, f"{TRACE_ISVC}-predictor-00001", QUEUE_PROXY_PORTS,
           {"serving.knative.dev/revision": f"{TRACE_ISVC}-predictor-00001"},
           service_ports={"http": (80, 8012), "http2": (81, 8013), "http-metrics": (9090, 9090)})
+    # A torch TrainJob's first node behind the JobSet's headless Service.
+    node = next((p for p in trainer_pods(model, profile) if p.role == f"TrainJob on {TORCH_RUNTIME}: node"), None)
+    if node is not None:
+        selector = {"jobset.sigs.k8s.io/jobset-name": TRACE_TRAINJOB}
+        serve(Pod(node.role, profile, {**node.labels, **selector}, node.annotations), f"{TRACE_TRAINJOB}-node-0-0",
+              {"rendezvous": TORCH_RENDEZVOUS_PORT}, selector)
+        added[-1]["metadata"]["name"] = TRACE_TRAINJOB
     # The mesh owner's cluster-local gateway, expected rather than applied.
     local = next((s for s in model.kind("Service") if t._name(s) == "knative-local-gateway"), None)
     if local is not None and mesh.cluster_local_gateway == "provided":
@@ -383,6 +394,10 @@ def paths(model: t.MeshModel, mesh: RuntimeMesh) -> list[RuntimePath]:
             add(KATIB, f"{trial.role} completes", completes(model, mesh, trial))
     for pod in trainer_pods(model, profile):
         add(TRAINER, f"{pod.role} completes", completes(model, mesh, pod))
+        if pod.role == f"TrainJob on {TORCH_RUNTIME}: node":
+            caller = Pod(pod.role, profile, {**pod.labels, "jobset.sigs.k8s.io/jobset-name": TRACE_TRAINJOB}, pod.annotations)
+            add(TRAINER, f"{pod.role} -> rendezvous {TRACE_TRAINJOB}.{profile}:{TORCH_RENDEZVOUS_PORT}",
+                _call(model, caller, f"{TRACE_TRAINJOB}.{profile}", TORCH_RENDEZVOUS_PORT))
     local = next((s for s in model.kind("Service") if t._name(s) == "knative-local-gateway"), None)
     domain = _serving_domain(model)
     if local is not None and domain:

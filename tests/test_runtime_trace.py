@@ -92,6 +92,7 @@ def test_a_kfp_run_a_katib_experiment_a_trainjob_and_an_inference_service_work_u
     assert (rt.KATIB, "early stopping -> katib-db-manager.kubeflow:6789") in labels
     assert any(p.scenario == rt.KATIB and p.label.endswith(f"-> early stopping trace-experiment-random.alice:{rt.KATIB_EARLY_STOPPING_PORT}") for p in found)
     assert (rt.TRAINER, "TrainJob on torch-distributed: node completes") in labels
+    assert (rt.TRAINER, "TrainJob on torch-distributed: node -> rendezvous trace-trainjob.alice:29500") in labels
     assert any(p.scenario == rt.KSERVE and p.label.startswith("Knative controller -> registry.example.com") for p in found)
     # The sidecar-less run pods really are sidecar-less, and run as the pipeline runner of the plan.
     model, _ = rt.model_from_plan(plan)
