@@ -23,6 +23,7 @@ Pure Python over plain dicts; no Pulumi.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -208,7 +209,6 @@ def _serving_domain(model: t.MeshModel) -> str | None:
 
 
 def _ingress_gateway(model: t.MeshModel) -> str:
-    import json
     config = next((c for c in model.kind("ConfigMap") if t._name(c) == "inferenceservice-config"), None)
     try:
         return str(json.loads(((config or {}).get("data") or {}).get("ingress") or "{}").get("ingressGateway") or "kubeflow/kubeflow-gateway")

@@ -66,7 +66,7 @@ class MeshSettings:
     keep_upstream_injection_opt_outs: bool = setting(False)
     """Keep upstream's sidecar.istio.io/inject: "false" on some webhooks and controllers (default: all join the mesh)."""
     cluster_local_gateway: Literal["program", "provided"] = setting("program")
-    """Who runs the pods behind `istio-system/knative-local-gateway`, through which KServe sends every serverless InferenceService call: `program` deploys an injected gateway (the mesh's own proxy version) labelled app/istio `cluster-local-gateway`; `provided`: the mesh owner runs pods with those labels, which the plan lists as expected (docs/mesh.md)."""
+    """Who runs the pods behind `istio-system/knative-local-gateway`, through which KServe sends every serverless InferenceService call: `program` deploys an injected gateway (the mesh's own proxy version) labelled app/istio `cluster-local-gateway`; `provided`: the mesh owner runs pods with those labels; the program deploys none and the run-time trace assumes them (docs/mesh.md)."""
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         if not re.match(r"^1\.\d+$", self.istio_version):

@@ -790,8 +790,8 @@ def admit_sidecarless_clients(objects: list[dict], mesh: MeshOptions, outside: f
     `notPrincipals` always does: the identity-header DENY in `kubeflow` still refuses a plaintext
     `kubeflow-userid`; ml-pipeline's own ALLOW admits requests without that header from anyone (as it does
     for any in-mesh caller), and the API server authorizes them itself (bearer token, TokenReview);
-    metadata-grpc allows everything upstream; katib-db-manager has no policy. NetworkPolicies still admit
-    only the profile namespaces (and, for ML Metadata and Katib, `kubeflow`) there.
+    metadata-grpc allows everything upstream; katib-db-manager has no policy. Upstream's NetworkPolicies
+    still admit only profile namespaces and `kubeflow` there (and `istio-system` for ml-pipeline).
     """
     if mesh.mtls != "strict" or not mesh.sidecars:
         return TransformResult(objects, ())
@@ -945,7 +945,7 @@ def provide_cluster_local_gateway(objects: list[dict], mesh: MeshOptions) -> Tra
     gateway selected by that Service's selector, run as upstream's account (tenancy.serving.principals admits
     it), listening where the Service's ports point. The `istio` exclusion removed upstream's Deployment, which
     pins an Istio proxy image of Kubeflow's bundled version; an injected gateway runs the mesh's own version.
-    With `provided` nothing is added: the plan lists the pods as expected (docs/mesh.md)."""
+    With `provided` nothing is added: the mesh owner runs the pods, which the run-time trace assumes (docs/mesh.md)."""
     if mesh.cluster_local_gateway != "program" or not mesh.sidecars:
         return TransformResult([], ())
     service = next((o for o in objects if o.get("kind") == "Service" and (o.get("metadata") or {}).get("name") == KNATIVE_LOCAL_GATEWAY), None)
