@@ -953,6 +953,9 @@ def provide_cluster_local_gateway(objects: list[dict], mesh: MeshOptions) -> Tra
         return TransformResult([], ())  # no Knative: nothing routes through it
     namespace = service["metadata"].get("namespace") or "istio-system"
     selector = dict(sorted(((service.get("spec") or {}).get("selector") or {}).items()))
+    if any((o.get("metadata") or {}).get("namespace") == namespace and pod_template(o) is not None
+           and _selects(selector, ((pod_template(o).get("metadata") or {}).get("labels")) or {}) for o in objects):
+        return TransformResult([], ())  # the bundled Istio's own gateway is kept (istio not excluded)
     ports = sorted({(int(p["targetPort"]), str(p.get("name") or f"port-{p['targetPort']}")) for p in (service.get("spec") or {}).get("ports") or []
                     if str(p.get("targetPort", "")).isdigit()})
     labels = {**selector, INJECT: "true", **({"istio.io/rev": mesh.revision} if mesh.revision else {})}
@@ -980,7 +983,11 @@ def provide_cluster_local_gateway(objects: list[dict], mesh: MeshOptions) -> Tra
                         + [{"containerPort": 15021, "name": "status-port", "protocol": "TCP"}],
                         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                             "capabilities": {"drop": ["ALL"]}},
-                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
+                        # Istio's gateway chart's defaults and the probe its injector would add (istio/istio@1.24.6
+                        # manifests/charts/gateway/values.yaml:68-74, istio-discovery/files/gateway-injection-template.yaml:157-164).
+                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
+                        "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021, "scheme": "HTTP"},
+                                           "periodSeconds": 15, "timeoutSeconds": 3, "failureThreshold": 4},
                     }],
                 },
             },

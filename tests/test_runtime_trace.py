@@ -260,6 +260,11 @@ def test_no_cluster_local_gateway_is_added_without_knative_or_when_provided():
     assert provide_cluster_local_gateway([service], MeshOptions(cluster_local_gateway="provided")).added == ()
     account, deployment = provide_cluster_local_gateway([service], MeshOptions()).added
     assert account["kind"] == "ServiceAccount" and "istio.io/rev" not in deployment["spec"]["template"]["metadata"]["labels"]
+    # With the bundled Istio kept, its own gateway serves the Service: no second one.
+    bundled = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "cluster-local-gateway", "namespace": "istio-system"},
+               "spec": {"template": {"metadata": {"labels": {"app": "cluster-local-gateway", "istio": "cluster-local-gateway"}},
+                                     "spec": {"containers": [{"name": "istio-proxy"}]}}}}
+    assert provide_cluster_local_gateway([service, bundled], MeshOptions()).added == ()
 
 
 def _evaluated(stack, version="26.03", **settings):
