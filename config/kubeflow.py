@@ -56,15 +56,17 @@ class MeshSettings:
     data_plane: Literal["sidecar-init", "sidecar-cni", "ambient"] = setting("sidecar-init")
     """How pods join the mesh: sidecars whose traffic rules an `istio-init` container sets (NET_ADMIN, NET_RAW: namespaces become Pod Security `privileged`), sidecars with the Istio CNI node agent, or ambient (refused: ztunnel cannot enforce Kubeflow's HTTP policies); see docs/mesh.md."""
     mtls: Literal["strict", "permissive"] = setting("strict")
-    """The mesh's PeerAuthentication mode; under `strict`, webhooks the API server calls get a port-level PERMISSIVE exception."""
+    """The mesh's PeerAuthentication mode; under `strict`, webhooks the API server calls, and the ports sidecar-less run-time pods call (ML Metadata 8080, the pipelines API 8887, Katib's DB manager 6789), get a port-level PERMISSIVE exception."""
     outbound_traffic_policy: Literal["REGISTRY_ONLY", "ALLOW_ANY"] = setting("REGISTRY_ONLY")
-    """The mesh's outboundTrafficPolicy.mode; under `REGISTRY_ONLY` ServiceEntries name the IdP, S3, STS and the database."""
+    """The mesh's outboundTrafficPolicy.mode; under `REGISTRY_ONLY` ServiceEntries name the IdP, S3, STS, the database and (for Knative's tag resolution) the image mirror."""
     native_sidecars: bool = setting(False)
-    """The injector makes sidecars native (init containers with restartPolicy Always); false: Jobs are kept out of the mesh so they complete."""
+    """The injector makes sidecars native (init containers with restartPolicy Always); false: Jobs, and the pods of Trainer's runtimes and Katib's trial templates, are kept out of the mesh so they complete."""
     owns_crds: bool = setting(True)
     """The mesh installation owns the Istio CRDs, so Kubeflow's bundled copies are excluded with istio."""
     keep_upstream_injection_opt_outs: bool = setting(False)
     """Keep upstream's sidecar.istio.io/inject: "false" on some webhooks and controllers (default: all join the mesh)."""
+    cluster_local_gateway: Literal["program", "provided"] = setting("program")
+    """Who runs the pods behind `istio-system/knative-local-gateway`, through which KServe sends every serverless InferenceService call: `program` deploys an injected gateway (the mesh's own proxy version) labelled app/istio `cluster-local-gateway`; `provided`: the mesh owner runs pods with those labels; the program deploys none and the run-time trace assumes them (docs/mesh.md)."""
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         if not re.match(r"^1\.\d+$", self.istio_version):
@@ -225,6 +227,7 @@ def transform_options(
             revision=kubeflow.mesh.revision, owns_crds=kubeflow.mesh.owns_crds, data_plane=kubeflow.mesh.data_plane,
             mtls=kubeflow.mesh.mtls, outbound_traffic_policy=kubeflow.mesh.outbound_traffic_policy,
             native_sidecars=kubeflow.mesh.native_sidecars,
+            cluster_local_gateway=kubeflow.mesh.cluster_local_gateway,
             external_hosts=external_hosts(kubeflow, region=region, issuers=issuers, issuers_namespace=issuers_namespace),
         ),
         pod_templates=PodTemplateOptions(
@@ -261,6 +264,20 @@ def transform_options(
     )
 
 
+#: Where Knative Serving's controller runs (the namespace its manifests use in every release).
+KNATIVE_SERVING_NAMESPACE = "knative-serving"
+
+
+def image_registry_host(kubeflow: KubeflowSettings) -> Optional[str]:
+    """`host[:port]` of the image mirror when the bundled Knative resolves tags against it; None without a
+    mirror or without Knative. Without a mirror images come from their public registries, which the
+    run-time trace names when the mesh has no entry for them."""
+    if kubeflow.images is None or "knative" in kubeflow.exclude:
+        return None
+    host = kubeflow.images.mirror.split("/", 1)[0]
+    return host or None
+
+
 def external_hosts(kubeflow: KubeflowSettings, *, region: str, issuers: tuple[str, ...] = (),
                    issuers_namespace: Optional[str] = None) -> tuple[ExternalHost, ...]:
     """What Kubeflow's pods reach outside the mesh, for ServiceEntries under `REGISTRY_ONLY`.
@@ -270,6 +287,12 @@ def external_hosts(kubeflow: KubeflowSettings, *, region: str, issuers: tuple[st
     - S3: KFP's API server, UI and launcher, Argo's executor and user pipelines in profile namespaces (so `*`),
       at the regional endpoint or a bucket's virtual-hosted name under it, or `kubeflow.objectStore.endpoint`.
     - STS: every IRSA pod exchanges its token with STS (regional, or the global endpoint older SDKs use).
+    - The image mirror, from Knative's controller: it resolves every serverless Revision's image tag to a
+      digest with a HEAD to the registry and fails the Revision (ContainerMissing) when it cannot
+      (knative/serving@knative-v1.21.1 pkg/reconciler/revision/resolve.go:107-120, revision.go:102-108);
+      only `kind.local`, `ko.local` and `dev.local` are skipped by default (pkg/deployment/config.go:117).
+      Skipping the mirror instead (`registries-skipping-tag-resolving`) would leave Revisions on mutable
+      tags, which Knative resolves precisely to keep a Revision's code fixed; so the mirror gets an entry.
     - The database, from its consumers' namespace.
     """
     hosts: list[ExternalHost] = []
@@ -286,6 +309,11 @@ def external_hosts(kubeflow: KubeflowSettings, *, region: str, issuers: tuple[st
     else:
         hosts.append(ExternalHost("s3", (f"s3.{region}.amazonaws.com", f"*.s3.{region}.amazonaws.com")))
     hosts.append(ExternalHost("sts", (f"sts.{region}.amazonaws.com", "sts.amazonaws.com")))
+    registry = image_registry_host(kubeflow)
+    if registry is not None:
+        host, _, port = registry.partition(":")
+        hosts.append(ExternalHost("image-registry", (host,), int(port) if port.isdigit() else 443,
+                                  export_to=(KNATIVE_SERVING_NAMESPACE,)))
     if kubeflow.database is not None:
         hosts.append(ExternalHost("database", (kubeflow.database.host,), kubeflow.database.port, protocol="TCP",
                                   export_to=(kubeflow.central_secret_namespace,)))

@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 import yaml
 
-from manifests.images import PUBLIC_REGISTRIES
+from manifests.images import INJECTED_PROXY_IMAGE, PUBLIC_REGISTRIES, istio_fills_image
 from manifests.mesh import PROFILE_LABELS_CONFIGMAP, PROFILE_LABELS_KEY, is_profile_labels_config_map, profile_namespace_labels
 from manifests.objects import CONTAINER_LISTS, object_ref, objects_from_config_group_inputs, pod_template
 from manifests.options import MeshOptions
@@ -353,6 +353,8 @@ def images_from_approved_mirror(obj: Mapping, mirror: str) -> list[str]:
         if path.startswith("data.") and path.split(".", 2)[1] in _DOCUMENTATION_KEYS:
             continue
         leaf = path.rsplit(".", 1)[-1]
+        if leaf == "image" and value == INJECTED_PROXY_IMAGE and istio_fills_image(obj):
+            continue  # Istio's injector sets the mesh's own proxy image there
         if leaf == "image" and value and not value.startswith(prefix):
             violations.append(f"{ref}: {path} {value!r} is not from the approved mirror {mirror}")
             continue

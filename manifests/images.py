@@ -228,6 +228,8 @@ def _find_edits(obj: dict, state: _Edits) -> None:
         return
     for path, value in walk_strings(obj):
         if path and path[-1] == "image":
+            if value == INJECTED_PROXY_IMAGE and istio_fills_image(obj):
+                continue
             new = state.rewrite(value, f"{ref} {'.'.join(map(str, path))}")
             if new is not None:
                 state.edits.append((path, new))
@@ -235,6 +237,18 @@ def _find_edits(obj: dict, state: _Edits) -> None:
             # one visit per container (keyed on its name): args, command and env
             container = _get(obj, path[:-1])
             _find_container_edits(container, path[:-1], state, ref)
+
+
+#: Istio's placeholder for an injected gateway's proxy: the injector puts the mesh's own proxy image there
+#: (istio/istio@1.24.6 manifests/charts/gateway/templates/deployment.yaml:64-66, values.yaml:33).
+INJECTED_PROXY_IMAGE = "auto"
+
+
+def istio_fills_image(obj: dict) -> bool:
+    """The object's pods ask Istio's injector for its `gateway` template, which sets the proxy's image."""
+    template = (obj.get("spec") or {}).get("template") if isinstance(obj.get("spec"), dict) else None
+    annotations = ((template or {}).get("metadata") or {}).get("annotations") or {}
+    return "gateway" in str(annotations.get("inject.istio.io/templates", "")).split(",")
 
 
 def _get(node: Any, path: tuple) -> Any:

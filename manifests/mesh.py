@@ -7,6 +7,7 @@ import json
 import yaml
 
 from manifests.admission import POD_ADMISSION_LABEL, POD_ADMISSION_LEVEL, POD_POLICY, pod_security_policy
+from manifests.images import INJECTED_PROXY_IMAGE
 from manifests.objects import Change, TransformResult, api_group, clone, containers_of, object_ref, pod_template
 from manifests.options import GatewayOptions, MeshOptions, PodTemplateOptions
 
@@ -627,43 +628,8 @@ def admit_api_server_to_webhooks(objects: list[dict], mesh: MeshOptions, outside
                 changes.append(Change(object_ref(workload), f"webhook port {container_port} is excluded from inbound capture upstream; left"))
                 continue
             wanted.setdefault(object_ref(workload), (workload, {}))[1][str(container_port)] = f"{namespace}/{name}:{port}"
-    # Upstream's own workload policies, by the workloads they select.
-    existing: dict[str, int] = {}
-    for index, obj in enumerate(objects):
-        if obj.get("kind") != "PeerAuthentication":
-            continue
-        match = (((obj.get("spec") or {}).get("selector")) or {}).get("matchLabels") or {}
-        for ref, (workload, _) in wanted.items():
-            labels = ((pod_template(workload).get("metadata") or {}).get("labels")) or {}
-            if obj["metadata"].get("namespace") == workload["metadata"].get("namespace") and _selects(match, labels):
-                existing.setdefault(ref, index)
-    result, added = list(objects), []
-    for ref, (workload, ports) in sorted(wanted.items()):
-        why = "the API server calls " + ", ".join(f"{hook} on {port}" for port, hook in sorted(ports.items())) + " from outside the mesh (mesh.mtls strict)"
-        if ref in existing:
-            policy = result[existing[ref]]
-            levels = dict(((policy.get("spec") or {}).get("portLevelMtls")) or {})
-            missing = {port: hook for port, hook in ports.items() if (levels.get(port) or {}).get("mode") not in ("PERMISSIVE", "DISABLE")}
-            if missing:
-                copy = clone(policy)
-                copy["spec"]["portLevelMtls"] = {**levels, **{port: {"mode": "PERMISSIVE"} for port in sorted(missing)}}
-                result[existing[ref]] = copy
-                changes.append(Change(object_ref(policy), f"ports {sorted(missing)} of {ref} PERMISSIVE: {why}"))
-            continue
-        metadata = workload.get("metadata") or {}
-        selector = ((workload.get("spec") or {}).get("selector") or {}).get("matchLabels") or \
-            ((pod_template(workload).get("metadata") or {}).get("labels")) or {}
-        policy = {
-            # v1beta1: served by every Istio the enterprise may run (v1 only from 1.22), as upstream's own.
-            "apiVersion": "security.istio.io/v1beta1",
-            "kind": "PeerAuthentication",
-            "metadata": {"name": f"{metadata['name']}-webhooks", "namespace": metadata.get("namespace"),
-                         "labels": {"app.kubernetes.io/part-of": "kubeflow-platform"}},
-            "spec": {"selector": {"matchLabels": dict(sorted(selector.items()))},
-                     "portLevelMtls": {port: {"mode": "PERMISSIVE"} for port in sorted(ports)}},
-        }
-        added.append(policy)
-        changes.append(Change(object_ref(policy), f"ports {sorted(ports)} of {ref} PERMISSIVE: {why}"))
+    result, opened, added = _open_ports(objects, wanted, "webhooks", "from outside the mesh (mesh.mtls strict)", "the API server calls ")
+    changes += opened
     return TransformResult(result, tuple(changes), tuple(added))
 
 
@@ -752,3 +718,305 @@ def ztunnel_l7_policies(objects: list[dict]) -> list[tuple[str, list[str]]]:
     return [(object_ref(o), attributes) for o in objects
             if o.get("kind") == "AuthorizationPolicy" and not (o.get("spec") or {}).get("targetRefs")
             and (attributes := l7_attributes(o))]
+
+
+# ------------------------------------------------------------------- run-time pods outside the mesh
+
+#: Services that pods created at run time without a sidecar call in plaintext, by (Service name, Service port):
+#: under strict mTLS each one's pod port takes plaintext too (port-level PERMISSIVE), nothing else does.
+#: - KFP v2 puts `sidecar.istio.io/inject: "false"` on every pod of a run (kubeflow/pipelines@2.16.0
+#:   backend/src/apiserver/template/v2_template.go:153, 392); its driver and launcher dial ML Metadata at
+#:   `metadata-grpc-service.<kubeflow>:8080` and the API server's gRPC port `ml-pipeline.<kubeflow>:8887`
+#:   (backend/src/v2/metadata/env.go:5-19, backend/src/v2/config/env.go:48, 195-199, compiler/argocompiler/container.go:211-213).
+#: - Katib labels every suggestion pod `sidecar.istio.io/inject: "false"` (kubeflow/katib@v0.19.0
+#:   pkg/controller.v1beta1/util/labels.go:35, consts/const.go:122-126); it and the early-stopping service in it
+#:   dial `katib-db-manager.<kubeflow>:6789` over an insecure channel (pkg/earlystopping/v1beta1/medianstop/service.py:150-198),
+#:   as does the metrics collector Katib injects into trial pods (pkg/webhook/v1beta1/pod/inject_webhook.go:310),
+#:   which are out of the mesh too when the mesh has no native sidecars (`let_runtime_jobs_complete`).
+SIDECARLESS_CALLS: tuple[tuple[str, int, str], ...] = (
+    ("metadata-grpc-service", 8080, "KFP v2 driver and launcher (sidecar.istio.io/inject: false)"),
+    ("ml-pipeline", 8887, "KFP v2 driver and launcher (sidecar.istio.io/inject: false)"),
+    ("katib-db-manager", 6789, "Katib suggestion, early stopping and trial metrics collectors (no sidecar)"),
+)
+
+
+def _service_workloads(objects: list[dict], namespace: str, service: dict, port: int) -> list[tuple[dict, int | None]]:
+    """The workloads a Service's port reaches, each with the container port it lands on (None: no such named port)."""
+    spec = service.get("spec") or {}
+    selector = spec.get("selector") or {}
+    target = next((p.get("targetPort", p.get("port")) for p in spec.get("ports") or [] if p.get("port") == port), port)
+    found = []
+    for workload in objects:
+        template = pod_template(workload)
+        if template is None or workload.get("kind") in ("Job", "CronJob") or (workload.get("metadata") or {}).get("namespace") != namespace:
+            continue
+        if not _selects(selector, ((template.get("metadata") or {}).get("labels")) or {}):
+            continue
+        container_port = target
+        if isinstance(target, str) and not target.isdigit():
+            container_port = next((p.get("containerPort") for c in containers_of(template.get("spec") or {})
+                                   for p in c.get("ports") or [] if p.get("name") == target), None)
+        found.append((workload, None if container_port is None else int(container_port)))
+    return found
+
+
+def _open_ports(objects: list[dict], wanted: dict[str, tuple[dict, dict[str, str]]], suffix: str,
+                why: str, lead: str = "") -> tuple[list[dict], list[Change], list[dict]]:
+    """Port-level PERMISSIVE for `wanted` (workload ref -> (workload, port -> what calls it)): added to the one
+    workload PeerAuthentication that already selects the workload (Istio applies only the oldest), else a new
+    one named `<workload>-<suffix>` selecting exactly its pods."""
+    existing: dict[str, int] = {}
+    for index, obj in enumerate(objects):
+        if obj.get("kind") != "PeerAuthentication":
+            continue
+        match = (((obj.get("spec") or {}).get("selector")) or {}).get("matchLabels") or {}
+        for ref, (workload, _) in wanted.items():
+            labels = ((pod_template(workload).get("metadata") or {}).get("labels")) or {}
+            if obj["metadata"].get("namespace") == workload["metadata"].get("namespace") and _selects(match, labels):
+                existing.setdefault(ref, index)
+    result, added, changes = list(objects), [], []
+    for ref, (workload, ports) in sorted(wanted.items()):
+        because = lead + ", ".join(f"{caller} on {port}" for port, caller in sorted(ports.items())) + f" {why}"
+        if ref in existing:
+            policy = result[existing[ref]]
+            levels = dict(((policy.get("spec") or {}).get("portLevelMtls")) or {})
+            missing = {port: caller for port, caller in ports.items() if (levels.get(port) or {}).get("mode") not in ("PERMISSIVE", "DISABLE")}
+            if missing:
+                copy = clone(policy)
+                copy["spec"]["portLevelMtls"] = {**levels, **{port: {"mode": "PERMISSIVE"} for port in sorted(missing)}}
+                result[existing[ref]] = copy
+                changes.append(Change(object_ref(policy), f"ports {sorted(missing)} of {ref} PERMISSIVE: {because}"))
+            continue
+        metadata = workload.get("metadata") or {}
+        selector = ((workload.get("spec") or {}).get("selector") or {}).get("matchLabels") or \
+            ((pod_template(workload).get("metadata") or {}).get("labels")) or {}
+        policy = {
+            "apiVersion": "security.istio.io/v1beta1",
+            "kind": "PeerAuthentication",
+            "metadata": {"name": f"{metadata['name']}-{suffix}", "namespace": metadata.get("namespace"),
+                         "labels": {"app.kubernetes.io/part-of": "kubeflow-platform"}},
+            "spec": {"selector": {"matchLabels": dict(sorted(selector.items()))},
+                     "portLevelMtls": {port: {"mode": "PERMISSIVE"} for port in sorted(ports)}},
+        }
+        added.append(policy)
+        changes.append(Change(object_ref(policy), f"ports {sorted(ports)} of {ref} PERMISSIVE: {because}"))
+    return result, changes, added
+
+
+def admit_sidecarless_clients(objects: list[dict], mesh: MeshOptions, outside: frozenset[str] = frozenset()) -> TransformResult:
+    """Under strict mTLS, the ports sidecar-less run-time pods call (`SIDECARLESS_CALLS`) also take plaintext.
+
+    A STRICT sidecar's inbound filter chains match only TLS (istio/istio@1.24.6
+    pilot/pkg/networking/core/filterchain_options.go:119-148, 186-215), so a plaintext gRPC call from a
+    KFP driver or a Katib suggestion is reset. PERMISSIVE on exactly those pod ports of exactly those
+    workloads (selector, port-level) keeps the rest STRICT. What it opens: a plaintext caller has no
+    principal, so an ALLOW rule naming principals or namespaces never matches it, and a DENY rule on
+    `notPrincipals` always does: the identity-header DENY in `kubeflow` still refuses a plaintext
+    `kubeflow-userid`; ml-pipeline's own ALLOW admits requests without that header from anyone (as it does
+    for any in-mesh caller), and the API server authorizes them itself (bearer token, TokenReview);
+    metadata-grpc allows everything upstream; katib-db-manager has no policy. Upstream's NetworkPolicies
+    still admit only profile namespaces and `kubeflow` there (and `istio-system` for ml-pipeline).
+    """
+    if mesh.mtls != "strict" or not mesh.sidecars:
+        return TransformResult(objects, ())
+    services = {(o["metadata"].get("namespace"), o["metadata"]["name"]): o for o in objects
+                if o.get("kind") == "Service" and o.get("apiVersion") == "v1"}
+    wanted: dict[str, tuple[dict, dict[str, str]]] = {}
+    changes: list[Change] = []
+    for name, port, caller in SIDECARLESS_CALLS:
+        for (namespace, service_name), service in sorted(services.items(), key=lambda item: str(item[0])):
+            if service_name != name or namespace in outside or not any(p.get("port") == port for p in (service.get("spec") or {}).get("ports") or []):
+                continue
+            for workload, container_port in _service_workloads(objects, namespace, service, port):
+                annotations = (pod_template(workload).get("metadata") or {}).get("annotations") or {}
+                if annotations.get(INJECT) == "false":
+                    continue
+                if container_port is None:
+                    changes.append(Change(object_ref(workload), f"{namespace}/{name}:{port}: no container port for the Service's targetPort; left"))
+                    continue
+                wanted.setdefault(object_ref(workload), (workload, {}))[1][str(container_port)] = f"{caller} -> {namespace}/{name}:{port}"
+    result, opened, added = _open_ports(objects, wanted, "sidecarless-clients", "in plaintext from pods without a sidecar (mesh.mtls strict)")
+    return TransformResult(result, tuple(changes + opened), tuple(added))
+
+
+# ------------------------------------------------------------------------- run-time Jobs completing
+
+#: Trainer's runtimes: the JobSet template each TrainJob's pods are made from (kubeflow/trainer@v2.1.0
+#: pkg/runtime/framework/plugins/jobset/builder.go: the JobSet starts as the runtime's template).
+TRAINING_RUNTIME_KINDS = ("ClusterTrainingRuntime", "TrainingRuntime")
+#: Katib's trial templates, the Jobs the Katib UI and users' Experiments start trials from.
+KATIB_TRIAL_TEMPLATES = "trial-templates"
+
+
+def _pod_templates_in(node: object) -> list[dict]:
+    """Every pod template (`template` with `spec.containers`) inside a manifest fragment."""
+    found = []
+    if isinstance(node, dict):
+        template = node.get("template")
+        if isinstance(template, dict) and isinstance((template.get("spec") or {}).get("containers"), list):
+            found.append(template)
+        for key, value in node.items():
+            found += _pod_templates_in(value)
+    elif isinstance(node, list):
+        for item in node:
+            found += _pod_templates_in(item)
+    return found
+
+
+def runtime_job_annotation(mesh: MeshOptions) -> tuple[str, str]:
+    """What a run-time Job's pod asks of the injector so that it completes: a native sidecar, or none."""
+    return (NATIVE_SIDECAR, "true") if mesh.native_sidecars else (INJECT, "false")
+
+
+def let_runtime_jobs_complete(objects: list[dict], mesh: MeshOptions) -> TransformResult:
+    """The Jobs Kubeflow's controllers start at run time complete: Trainer's runtimes (every TrainJob's pods)
+    and Katib's trial templates carry the same annotation `let_jobs_complete` gives the manifests' Jobs.
+
+    A Job's pod completes only when every container has exited; a classic istio-proxy never exits
+    (istio/istio@1.24.6 manifests/charts/istio-control/istio-discovery/files/injection-template.yaml:27, 164-167
+    makes it a container unless the pod or the mesh asks for a native sidecar), and profile namespaces are
+    injected. Users' own TrainingRuntimes and Experiments' trial templates need the same annotation (docs/mesh.md).
+    """
+    if not mesh.sidecars:
+        return TransformResult(objects, ())
+    key, value = runtime_job_annotation(mesh)
+    why = ("native sidecar, exits with the Job" if mesh.native_sidecars else
+           "out of the mesh: a classic sidecar never exits, so the Job would never complete (mesh.nativeSidecars false)")
+    result, changes = [], []
+    for obj in objects:
+        kind = obj.get("kind")
+        if kind in TRAINING_RUNTIME_KINDS and api_group(obj) == "trainer.kubeflow.org":
+            copy = clone(obj)
+            jobs = (((copy.get("spec") or {}).get("template") or {}).get("spec") or {}).get("replicatedJobs") or []
+            touched = []
+            for job in jobs:
+                pod = ((job.get("template") or {}).setdefault("spec", {})).setdefault("template", {})
+                annotations = pod.setdefault("metadata", {}).setdefault("annotations", {})
+                if annotations.get(INJECT) == "false" or annotations.get(key) == value:
+                    continue
+                annotations[key] = value
+                touched.append(str(job.get("name")))
+            if touched:
+                changes.append(Change(object_ref(obj), f"replicatedJobs {touched} pod annotation {key}: {value!r} ({why})"))
+                result.append(copy)
+                continue
+        elif kind == "ConfigMap" and (obj.get("metadata") or {}).get("name") == KATIB_TRIAL_TEMPLATES:
+            copy = clone(obj)
+            touched = []
+            for data_key, text in sorted((copy.get("data") or {}).items()):
+                try:
+                    document = yaml.safe_load(text) if isinstance(text, str) else None
+                except yaml.YAMLError:
+                    continue  # not a manifest; schema validation and review catch it
+                templates = [t for t in _pod_templates_in(document)
+                             if ((t.get("metadata") or {}).get("annotations") or {}).get(INJECT) != "false"
+                             and ((t.get("metadata") or {}).get("annotations") or {}).get(key) != value]
+                if not templates:
+                    continue
+                for template in templates:
+                    template.setdefault("metadata", {}).setdefault("annotations", {})[key] = value
+                copy["data"][data_key] = yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
+                touched.append(data_key)
+            if touched:
+                changes.append(Change(object_ref(obj), f"data {touched}: trial pod annotation {key}: {value!r} ({why})"))
+                result.append(copy)
+                continue
+        result.append(obj)
+    return TransformResult(result, tuple(changes))
+
+
+# ---------------------------------------------------------------------------- the cluster-local gateway
+
+#: The Service KServe sends every serverless InferenceService call to (kserve/kserve@v0.16.0
+#: pkg/controller/v1beta1/inferenceservice/reconcilers/ingress/ingress_reconciler.go:527, 546;
+#: pkg/apis/serving/v1beta1/configmap.go:319-320), which net-istio's `knative-local-gateway` Gateway serves on 8081.
+KNATIVE_LOCAL_GATEWAY = "knative-local-gateway"
+CLUSTER_LOCAL_GATEWAY_ACCOUNT = "cluster-local-gateway-service-account"
+#: Istio's gateway injection: a pod asking for the `gateway` template gets the mesh's own proxy, of the mesh's
+#: version, in its `istio-proxy` container whose `image: auto` the injector replaces
+#: (istio/istio@1.24.6 manifests/charts/gateway/values.yaml:33, templates/_helpers.tpl:27-32,
+#: templates/deployment.yaml:64-66; the same at 1.28.0).
+GATEWAY_TEMPLATE_ANNOTATION = "inject.istio.io/templates"
+
+
+def readmitted_cluster_local_gateway_account(upstream: list[dict], excluded: dict[str, str],
+                                              mesh: MeshOptions) -> tuple[list[dict], list[Change]]:
+    """With `clusterLocalGateway: program`, upstream's ServiceAccount of the cluster-local gateway, which the `istio`
+    exclusion removed, is applied again (relabelled as the program's): the gateway the program runs uses it, so the
+    principal `tenancy.serving.principals` admits by default stays the same."""
+    if mesh.cluster_local_gateway != "program" or not mesh.sidecars:
+        return [], []
+    service = next((o for o in upstream if o.get("kind") == "Service" and (o.get("metadata") or {}).get("name") == KNATIVE_LOCAL_GATEWAY), None)
+    if service is None or object_ref(service) in excluded:
+        return [], []
+    namespace = (service.get("metadata") or {}).get("namespace") or "istio-system"
+    found, changes = [], []
+    for obj in upstream:
+        metadata = obj.get("metadata") or {}
+        if obj.get("kind") == "ServiceAccount" and metadata.get("name") == CLUSTER_LOCAL_GATEWAY_ACCOUNT \
+                and metadata.get("namespace") == namespace and object_ref(obj) in excluded:
+            copy = clone(obj)
+            selector = ((service.get("spec") or {}).get("selector")) or {}
+            copy["metadata"]["labels"] = {**dict(sorted(selector.items())), "app.kubernetes.io/part-of": "kubeflow-platform"}
+            found.append(copy)
+            changes.append(Change(object_ref(obj), f"kept from the {excluded[object_ref(obj)]} exclusion, labels {metadata.get('labels')} -> "
+                                  f"{copy['metadata']['labels']}: the cluster-local gateway runs as it (mesh.clusterLocalGateway program)"))
+    return found, changes
+
+
+def provide_cluster_local_gateway(objects: list[dict], mesh: MeshOptions) -> TransformResult:
+    """With `kubeflow.mesh.clusterLocalGateway: program`, pods behind `knative-local-gateway`: an injected Istio
+    gateway selected by that Service's selector, run as upstream's account (tenancy.serving.principals admits
+    it), listening where the Service's ports point. The `istio` exclusion removed upstream's Deployment, which
+    pins an Istio proxy image of Kubeflow's bundled version; an injected gateway runs the mesh's own version.
+    With `provided` nothing is added: the mesh owner runs the pods, which the run-time trace assumes (docs/mesh.md)."""
+    if mesh.cluster_local_gateway != "program" or not mesh.sidecars:
+        return TransformResult([], ())
+    service = next((o for o in objects if o.get("kind") == "Service" and (o.get("metadata") or {}).get("name") == KNATIVE_LOCAL_GATEWAY), None)
+    if service is None:
+        return TransformResult([], ())  # no Knative: nothing routes through it
+    namespace = service["metadata"].get("namespace") or "istio-system"
+    selector = dict(sorted(((service.get("spec") or {}).get("selector") or {}).items()))
+    if any((o.get("metadata") or {}).get("namespace") == namespace and pod_template(o) is not None
+           and _selects(selector, ((pod_template(o).get("metadata") or {}).get("labels")) or {}) for o in objects):
+        return TransformResult([], ())  # the bundled Istio's own gateway is kept (istio not excluded)
+    ports = sorted({(int(p["targetPort"]), str(p.get("name") or f"port-{p['targetPort']}")) for p in (service.get("spec") or {}).get("ports") or []
+                    if str(p.get("targetPort", "")).isdigit()})
+    labels = {**selector, INJECT: "true", **({"istio.io/rev": mesh.revision} if mesh.revision else {})}
+    part_of = {"app.kubernetes.io/part-of": "kubeflow-platform"}
+    has_account = any(o.get("kind") == "ServiceAccount" and (o.get("metadata") or {}).get("name") == CLUSTER_LOCAL_GATEWAY_ACCOUNT
+                      and (o.get("metadata") or {}).get("namespace") == namespace for o in objects)
+    account = {"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": {"name": CLUSTER_LOCAL_GATEWAY_ACCOUNT, "namespace": namespace, "labels": {**selector, **part_of}}}
+    # Named after the Service it serves: upstream's own `cluster-local-gateway` Deployment is excluded with istio.
+    deployment = {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": KNATIVE_LOCAL_GATEWAY, "namespace": namespace, "labels": {**selector, **part_of}},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {GATEWAY_TEMPLATE_ANNOTATION: "gateway", INJECT: "true"}},
+                "spec": {
+                    "serviceAccountName": CLUSTER_LOCAL_GATEWAY_ACCOUNT,
+                    "securityContext": {"runAsUser": 1337, "runAsGroup": 1337, "runAsNonRoot": True,
+                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "istio-proxy", "image": INJECTED_PROXY_IMAGE,
+                        "ports": [{"containerPort": port, "name": name, "protocol": "TCP"} for port, name in ports]
+                        + [{"containerPort": 15021, "name": "status-port", "protocol": "TCP"}],
+                        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}},
+                        # Istio's gateway chart's defaults and the probe its injector would add (istio/istio@1.24.6
+                        # manifests/charts/gateway/values.yaml:68-74, istio-discovery/files/gateway-injection-template.yaml:157-164).
+                        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "2", "memory": "1Gi"}},
+                        "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": 15021, "scheme": "HTTP"},
+                                           "periodSeconds": 15, "timeoutSeconds": 3, "failureThreshold": 4},
+                    }],
+                },
+            },
+        },
+    }
+    change = Change(object_ref(deployment), f"injected Istio gateway (template gateway, image auto) behind {namespace}/{KNATIVE_LOCAL_GATEWAY} "
+                    f"on ports {[port for port, _ in ports]}, as {CLUSTER_LOCAL_GATEWAY_ACCOUNT} (mesh.clusterLocalGateway program)")
+    return TransformResult([], (change,), (deployment,) if has_account else (account, deployment))

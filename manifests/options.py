@@ -39,6 +39,9 @@ class MeshOptions:
     outbound_traffic_policy: str = "REGISTRY_ONLY"
     #: The injector makes the sidecar a native sidecar (Kubernetes init container with restartPolicy Always).
     native_sidecars: bool = False
+    #: Who runs the pods behind `istio-system/knative-local-gateway`: `program` (an injected gateway the
+    #: program deploys) or `provided` (the mesh owner's, which the run-time trace assumes).
+    cluster_local_gateway: str = "program"
     #: Destinations outside the mesh that need a ServiceEntry under REGISTRY_ONLY.
     external_hosts: tuple[ExternalHost, ...] = ()
 

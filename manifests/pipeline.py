@@ -14,7 +14,8 @@ from manifests.exclusions import check_rule_names, exclude_components
 from manifests.groups import Groups, split_into_groups
 from manifests.images import name_code_default_images, rewrite_images
 from manifests.mesh import (
-    admit_api_server_to_webhooks, egress_service_entries, fix_sidecar_conflicts, give_metadata_envoy_its_own_account,
+    admit_api_server_to_webhooks, admit_sidecarless_clients, egress_service_entries, let_runtime_jobs_complete,
+    provide_cluster_local_gateway, readmitted_cluster_local_gateway_account, fix_sidecar_conflicts, give_metadata_envoy_its_own_account,
     label_namespaces, label_pod_templates, let_jobs_complete, namespaces_kept_outside_mesh, pod_security_levels,
     route_virtual_services, set_pod_security, trust_gateway_principal, ztunnel_l7_policies,
 )
@@ -57,6 +58,10 @@ def _with(objects: list[dict], result: TransformResult) -> TransformResult:
     return TransformResult(objects, result.changes, result.added)
 
 
+def _also(result: TransformResult, changes: list[Change]) -> TransformResult:
+    return TransformResult(result.objects, tuple(changes) + result.changes, result.added)
+
+
 def effective_exclusions(options: TransformOptions) -> dict[str, str]:
     """Rule name -> why it applies. External Argo and stores imply excluding the bundled ones."""
     check_rule_names(options.exclusions)
@@ -92,17 +97,25 @@ def transform(objects: list[dict], options: TransformOptions) -> TransformReport
     for name, why in implied_exclusions(objects, options).items():
         exclusions.setdefault(name, why)
     excluded = exclude_components(objects, tuple(exclusions))
-    current = excluded.kept
+    mesh = options.mesh
+    # The cluster-local gateway the program runs keeps upstream's ServiceAccount (and so its principal).
+    readmitted, readmitted_changes = readmitted_cluster_local_gateway_account(objects, excluded.excluded, mesh)
+    for obj in readmitted:
+        del excluded.excluded[object_ref(obj)]
+    current = excluded.kept + readmitted
     changes: dict[str, tuple[Change, ...]] = {}
     added: list[dict] = []
 
-    mesh = options.mesh
     outside = namespaces_kept_outside_mesh(current)
     steps = [
+        # First, so the gateway's pods get the organisation's labels like every other.
+        ("provide_cluster_local_gateway", lambda objs: _with(objs, _also(provide_cluster_local_gateway(objs, mesh), readmitted_changes))),
         ("label_namespaces", lambda objs: label_namespaces(objs, mesh, outside)),
         ("label_pod_templates", lambda objs: label_pod_templates(objs, options.pod_templates, mesh, outside)),
         ("set_pod_security", lambda objs: set_pod_security(objs, mesh, outside)),
         ("admit_api_server_to_webhooks", lambda objs: admit_api_server_to_webhooks(objs, mesh, outside)),
+        # After the webhooks: a workload both need keeps one PeerAuthentication (Istio applies only the oldest).
+        ("admit_sidecarless_clients", lambda objs: admit_sidecarless_clients(objs, mesh, outside)),
         ("fix_sidecar_conflicts", fix_sidecar_conflicts),
         # Always: without a serving domain Knative's routes are made cluster-local, not left on example.com.
         ("set_serving_domain", lambda objs: set_serving_domain(objs, options.serving)),
@@ -123,6 +136,7 @@ def transform(objects: list[dict], options: TransformOptions) -> TransformReport
         steps.append(("use_external_argo", lambda objs: use_external_argo(objs, options.argo, executor)))
     # After the stores: the database setup Job is one of the Jobs.
     steps.append(("let_jobs_complete", lambda objs: let_jobs_complete(objs, mesh)))
+    steps.append(("let_runtime_jobs_complete", lambda objs: let_runtime_jobs_complete(objs, mesh)))
     egress_namespace = options.stores.secret_namespace if options.stores is not None else "kubeflow"
     steps.append(("egress_service_entries", lambda objs: _with(objs, egress_service_entries(mesh, egress_namespace))))
     steps.append(("name_code_default_images", name_code_default_images))
@@ -164,6 +178,7 @@ def transform(objects: list[dict], options: TransformOptions) -> TransformReport
         mesh={
             "dataPlane": mesh.data_plane, "mtls": mesh.mtls, "outboundTrafficPolicy": mesh.outbound_traffic_policy,
             "nativeSidecars": mesh.native_sidecars, "revision": mesh.revision,
+            "clusterLocalGateway": mesh.cluster_local_gateway,
             "namespacesOutsideMesh": sorted(outside),
             "podSecurity": pod_security_levels(emitted),
         },

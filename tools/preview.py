@@ -29,7 +29,7 @@ from typing import Any, Optional, TextIO
 
 import pulumi
 
-from analysis import policies, trace, trace_matrix
+from analysis import policies, runtime_trace, trace, trace_matrix
 from analysis.ownership import classify, ownership_rows, ownership_table
 from config import pulumi_project
 from tools import plan_checks
@@ -267,14 +267,19 @@ def render_tree(plan: Mapping[str, Any]) -> str:
 
 
 def mesh_trace(plan: Mapping[str, Any]) -> tuple[str, list[str]]:
-    """The trace table of every Kubeflow path and kind of caller (analysis/trace_matrix.py), and a problem for each
-    path the profile's owner cannot reach or a caller reaches who must not."""
+    """The trace table of every Kubeflow path and kind of caller (analysis/trace_matrix.py) and of the run-time pods'
+    paths (analysis/runtime_trace.py), and a problem for each path the profile's owner cannot reach, a caller reaches
+    who must not, or a run-time pod cannot use."""
     try:
         model = trace.model_from_plan(plan)
         cells = trace_matrix.matrix(model)
+        runtime_model, runtime_mesh = runtime_trace.model_from_plan(plan)
+        found = runtime_trace.paths(runtime_model, runtime_mesh)
     except (trace.TraceError, policies.NotModelled) as error:
         return "", [f"mesh trace: {error}"]
-    return trace_matrix.render_table(cells), [f"mesh trace: {problem}" for problem in trace_matrix.problems(cells)]
+    return (trace_matrix.render_table(cells) + "\n" + runtime_trace.render_table(found),
+            [f"mesh trace: {problem}" for problem in trace_matrix.problems(cells)]
+            + [f"run-time trace: {problem}" for problem in runtime_trace.problems(found)])
 
 
 # --- The command -------------------------------------------------------------------------------------

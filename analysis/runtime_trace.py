@@ -1,0 +1,490 @@
+"""The pods Kubeflow's controllers create at run time, traced through the mesh as callers and destinations.
+
+The gateway matrix (analysis/trace_matrix.py) follows people and machine tokens to Kubeflow's web apps. The work
+itself runs in pods that exist only at run time: a pipeline run's driver, launcher and Argo executor, a Katib
+experiment's suggestion, early-stopping service and trials, a TrainJob's pods, a serverless InferenceService's
+predictor behind the cluster-local gateway and Knative's activator. Each is built here with the labels,
+annotations, service account and ports its controller gives it (the facts and their sources are the contracts
+in manifests/facts/contracts/runtime-workloads.yaml), then every call it makes is traced with the same hop rules
+as the matrix (analysis/trace.py), and every Job it runs is judged on whether it can complete:
+
+- a pod without a sidecar calls in plaintext: a STRICT PeerAuthentication on the destination port resets it;
+- a pod with a sidecar calls an outside host through its sidecar: under `REGISTRY_ONLY` only hosts a visible
+  ServiceEntry names leave the mesh, the rest go to the BlackHoleCluster (istio/istio@1.28.0
+  pilot/pkg/networking/util/util.go:59, 509-514);
+- a Job's pod completes only when every container has exited: a classic sidecar never does, a native one
+  (the pod's `sidecar.istio.io/nativeSidecar: "true"`, or the mesh's `nativeSidecars`) exits with it.
+
+The mesh's shape comes from the plan's `transformReport.mesh` (dataPlane, mtls, outboundTrafficPolicy,
+nativeSidecars, clusterLocalGateway): change one there and the paths are judged under the new shape.
+
+Pure Python over plain dicts; no Pulumi.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from analysis import trace as t
+
+INJECT = "sidecar.istio.io/inject"
+NATIVE_SIDECAR = "sidecar.istio.io/nativeSidecar"
+MARKER = {"kubeflow-platform/trace-runtime": "true"}
+
+#: What each scenario is called in the table and the preview's problems.
+KFP, KATIB, TRAINER, KSERVE, NOTEBOOK = ("KFP v2 run", "Katib experiment with early stopping", "TrainJob",
+                                         "serverless InferenceService", "notebook")
+SCENARIOS = (KFP, KATIB, TRAINER, KSERVE, NOTEBOOK)
+
+#: kubeflow/pipelines@2.16.0: every pod of a v2 run is annotated out of the mesh unless the pipeline says otherwise
+#: (backend/src/apiserver/template/v2_template.go:153, 392) and labelled as a v2 component
+#: (backend/src/v2/compiler/argocompiler/argo.go:145-151); it runs as the pipeline runner account
+#: (argo.go:157, the API server's DEFAULTPIPELINERUNNERSERVICEACCOUNT).
+KFP_POD_LABELS = {"pipelines.kubeflow.org/v2_component": "true"}
+KFP_POD_ANNOTATIONS = {"pipelines.kubeflow.org/v2_component": "true", INJECT: "false"}
+#: The driver and the launcher dial ML Metadata and the API server's gRPC port in the API server's namespace
+#: (backend/src/v2/metadata/env.go:5-19; backend/src/v2/config/env.go:48, 195-199; apiserver/common/const.go:76-81;
+#: compiler/argocompiler/container.go:211-213; cmd/driver/main.go:207-211; cmd/launcher-v2/main.go:43-46).
+KFP_CALLS = (("metadata-grpc-service", 8080), ("ml-pipeline", 8887))
+#: kubeflow/katib@v0.19.0: a suggestion pod carries the label `sidecar.istio.io/inject: "false"`
+#: (pkg/controller.v1beta1/util/labels.go:27-37, consts/const.go:66-73, 122-126); its Service serves the
+#: suggestion API on 6789 and the early-stopping API on 6788 (consts/const.go:82-89, suggestion/composer/composer.go:150-171);
+#: with early stopping it runs as a ServiceAccount of its own (composer.go:135-139); Deployment, Service and account are
+#: all named `<suggestion>-<algorithm>` (util/suggestion.go:27-34, 47-49).
+KATIB_SUGGESTION_PORT, KATIB_EARLY_STOPPING_PORT = 6789, 6788
+#: Katib's DB manager, which suggestions, early stopping and trial metrics collectors call (consts/const.go:164-169;
+#: pkg/earlystopping/v1beta1/medianstop/service.py:150-198; pkg/webhook/v1beta1/pod/inject_webhook.go:310).
+KATIB_DB_MANAGER = ("katib-db-manager", 6789)
+TRACE_EXPERIMENT, TRACE_ALGORITHM = "trace-experiment", "random"
+#: The predictor's pods carry KServe's `component: predictor` and InferenceService labels (kserve/kserve@v0.16.0
+#: pkg/constants/constants.go:54, 367) and Knative's queue-proxy on 8012 (HTTP/1), 8013 (HTTP/2), 9090 (metrics) in
+#: front of the model server (knative/serving@knative-v1.21.1 pkg/networking/constants.go:24, 27, 38).
+TRACE_ISVC = "trace-isvc"
+#: kubeflow/trainer@v2.1.0: a torch TrainJob's nodes rendezvous at `<trainjob>-node-0-0.<trainjob>:29500`, the JobSet's
+#: headless Service named after the TrainJob (pkg/runtime/framework/plugins/torch/torch.go:150-157, 184-185;
+#: plugins/jobset/jobset.go:217-226; pkg/constants/constants.go:56).
+TRACE_TRAINJOB, TORCH_RENDEZVOUS_PORT, TORCH_RUNTIME = "trace-trainjob", 29500, "torch-distributed"
+QUEUE_PROXY_PORTS = {"http": 8012, "http2": 8013, "queue-metrics": 9090}
+
+
+@dataclass(frozen=True)
+class RuntimeMesh:
+    """The mesh's shape as the plan records it (transformReport.mesh)."""
+
+    mtls: str = "permissive"
+    outbound_traffic_policy: str = "ALLOW_ANY"
+    native_sidecars: bool = False
+    cluster_local_gateway: str = "program"
+
+    @classmethod
+    def from_plan(cls, plan: Mapping[str, Any]) -> "RuntimeMesh":
+        mesh = ((plan.get("outputs") or {}).get("transformReport") or {}).get("mesh") or {}
+        return cls(mtls=str(mesh.get("mtls") or "permissive").lower(),
+                   outbound_traffic_policy=str(mesh.get("outboundTrafficPolicy") or "ALLOW_ANY"),
+                   native_sidecars=bool(mesh.get("nativeSidecars", False)),
+                   cluster_local_gateway=str(mesh.get("clusterLocalGateway") or "program"))
+
+
+@dataclass(frozen=True)
+class Pod:
+    """A run-time pod: who it is to the mesh."""
+
+    role: str
+    namespace: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    service_account: str = "default"
+
+    def workload(self) -> t.Workload:
+        obj = {"kind": "Pod", "metadata": {"name": self.role, "namespace": self.namespace, "annotations": dict(MARKER)}}
+        return t.Workload(obj, self.namespace, dict(self.labels), dict(self.annotations), self.service_account, [])
+
+
+@dataclass(frozen=True)
+class RuntimePath:
+    scenario: str
+    label: str
+    trace: t.Trace
+
+    @property
+    def ok(self) -> bool:
+        return self.trace.reached
+
+    def problem(self) -> str | None:
+        if self.ok:
+            return None
+        hop = self.trace.refused_at
+        where = f" at {hop.step} ({hop.decided_by}: {hop.why})" if hop else ""
+        return f"{self.scenario}: {self.label} fails{where}"
+
+
+# ------------------------------------------------------------------------------------------- the pods
+
+
+def _profile(model: t.MeshModel) -> str | None:
+    profiles = model.profiles()
+    return next(iter(profiles), None)
+
+
+def _template_of(text: str) -> Mapping[str, Any]:
+    """The first pod template's metadata in a manifest held as text (Katib's trial templates)."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return {}
+    stack = [document]
+    while stack:
+        node = stack.pop(0)
+        if isinstance(node, dict):
+            template = node.get("template")
+            if isinstance(template, dict) and isinstance((template.get("spec") or {}).get("containers"), list):
+                return template.get("metadata") or {}
+            stack += list(node.values())
+        elif isinstance(node, list):
+            stack += node
+    return {}
+
+
+def kfp_pod(model: t.MeshModel, profile: str, role: str) -> Pod:
+    account = model.config_value("DEFAULTPIPELINERUNNERSERVICEACCOUNT") or "pipeline-runner"
+    return Pod(role, profile, KFP_POD_LABELS, KFP_POD_ANNOTATIONS, account)
+
+
+def katib_suggestion_pod(profile: str) -> Pod:
+    name = f"{TRACE_EXPERIMENT}-{TRACE_ALGORITHM}"
+    labels = {"katib.kubeflow.org/deployment": name, "katib.kubeflow.org/experiment": TRACE_EXPERIMENT,
+              "katib.kubeflow.org/suggestion": TRACE_EXPERIMENT, INJECT: "false"}
+    return Pod("Katib suggestion and early stopping", profile, labels, {}, name)
+
+
+def katib_trial_pods(model: t.MeshModel, profile: str) -> list[Pod]:
+    """A trial pod per trial template the plan ships (Katib's `trial-templates`), as Katib starts them."""
+    config = next((c for c in model.kind("ConfigMap") if t._name(c) == "trial-templates"), None)
+    pods = []
+    for key, text in sorted(((config or {}).get("data") or {}).items()):
+        metadata = _template_of(text) if isinstance(text, str) else {}
+        labels = {**(metadata.get("labels") or {}), "katib.kubeflow.org/experiment": TRACE_EXPERIMENT,
+                  "katib.kubeflow.org/trial": f"{TRACE_EXPERIMENT}-trial"}
+        pods.append(Pod(f"Katib trial ({key}) with its metrics collector", profile, labels, dict(metadata.get("annotations") or {})))
+    return pods
+
+
+def trainer_pods(model: t.MeshModel, profile: str) -> list[Pod]:
+    """A pod per replicated Job of every ClusterTrainingRuntime in the plan, as a TrainJob in `profile` gets them."""
+    pods = []
+    for runtime in model.kind("ClusterTrainingRuntime") + model.kind("TrainingRuntime"):
+        for job in ((((runtime.get("spec") or {}).get("template") or {}).get("spec") or {}).get("replicatedJobs") or []):
+            metadata = (((job.get("template") or {}).get("spec") or {}).get("template") or {}).get("metadata") or {}
+            labels = {**(metadata.get("labels") or {}), "jobset.sigs.k8s.io/replicatedjob-name": str(job.get("name"))}
+            pods.append(Pod(f"TrainJob on {t._name(runtime)}: {job.get('name')}", profile, labels,
+                            dict(metadata.get("annotations") or {})))
+    return pods
+
+
+def predictor_pod(profile: str) -> Pod:
+    labels = {"component": "predictor", "serving.kserve.io/inferenceservice": TRACE_ISVC,
+              "serving.knative.dev/service": f"{TRACE_ISVC}-predictor",
+              "serving.knative.dev/revision": f"{TRACE_ISVC}-predictor-00001", "app": f"{TRACE_ISVC}-predictor-00001"}
+    return Pod("InferenceService predictor (queue-proxy)", profile, labels, {}, "default")
+
+
+def _plan_pod(model: t.MeshModel, namespace: str, name: str, kind: str = "Deployment") -> Pod | None:
+    obj = next((o for o in model.kind(kind) if t._ns(o) == namespace and t._name(o) == name), None)
+    if obj is None:
+        return None
+    template = (obj.get("spec") or {}).get("template") or {}
+    metadata, spec = template.get("metadata") or {}, template.get("spec") or {}
+    return Pod(f"{kind} {namespace}/{name}", namespace, dict(metadata.get("labels") or {}), dict(metadata.get("annotations") or {}),
+               str(spec.get("serviceAccountName") or "default"))
+
+
+def _serving_domain(model: t.MeshModel) -> str | None:
+    config = next((c for c in model.kind("ConfigMap") if t._name(c) == "config-domain" and t._ns(c) == "knative-serving"), None)
+    return next((key for key in ((config or {}).get("data") or {}) if key != "_example"), None)
+
+
+def _ingress_gateway(model: t.MeshModel) -> str:
+    config = next((c for c in model.kind("ConfigMap") if t._name(c) == "inferenceservice-config"), None)
+    try:
+        return str(json.loads(((config or {}).get("data") or {}).get("ingress") or "{}").get("ingressGateway") or "kubeflow/kubeflow-gateway")
+    except ValueError:
+        return "kubeflow/kubeflow-gateway"
+
+
+def runtime_objects(model: t.MeshModel, mesh: RuntimeMesh) -> list[dict[str, Any]]:
+    """The destinations that exist only at run time, as their controllers make them (marked `(run time)`)."""
+    profile = _profile(model)
+    if profile is None:
+        return []
+    added: list[dict[str, Any]] = []
+
+    def serve(pod: Pod, name: str, ports: Mapping[str, int], selector: Mapping[str, str], kind: str = "Deployment",
+              service_ports: Mapping[str, tuple[int, int]] | None = None, namespace: str | None = None) -> None:
+        namespace = namespace or pod.namespace
+        added.append({"apiVersion": "apps/v1", "kind": kind,
+                      "metadata": {"name": name, "namespace": namespace, "annotations": dict(MARKER)},
+                      "spec": {"selector": {"matchLabels": dict(selector)}, "template": {
+                          "metadata": {"labels": dict(pod.labels), "annotations": dict(pod.annotations)},
+                          "spec": {"serviceAccountName": pod.service_account, "containers": [{"name": name, "ports": [
+                              {"name": port_name, "containerPort": port} for port_name, port in ports.items()]}]}}}})
+        added.append({"apiVersion": "v1", "kind": "Service",
+                      "metadata": {"name": name, "namespace": namespace, "annotations": dict(MARKER)},
+                      "spec": {"selector": dict(selector), "ports": [
+                          {"name": port_name, "port": port, "targetPort": target}
+                          for port_name, (port, target) in (service_ports or {n: (p, p) for n, p in ports.items()}).items()]}})
+
+    # Katib's suggestion Deployment and Service (suggestion/composer/composer.go:90-171).
+    suggestion = katib_suggestion_pod(profile)
+    serve(suggestion, f"{TRACE_EXPERIMENT}-{TRACE_ALGORITHM}",
+          {"suggestion-api": KATIB_SUGGESTION_PORT, "earlystop-api": KATIB_EARLY_STOPPING_PORT},
+          {k: v for k, v in suggestion.labels.items() if k != INJECT})
+    # The predictor's revision: Knative's private Service in front of queue-proxy.
+    predictor = predictor_pod(profile)
+    serve(predictor, f"{TRACE_ISVC}-predictor-00001", QUEUE_PROXY_PORTS,
+          {"serving.knative.dev/revision": f"{TRACE_ISVC}-predictor-00001"},
+          service_ports={"http": (80, 8012), "http2": (81, 8013), "http-metrics": (9090, 9090)})
+    # A torch TrainJob's first node behind the JobSet's headless Service.
+    node = next((p for p in trainer_pods(model, profile) if p.role == f"TrainJob on {TORCH_RUNTIME}: node"), None)
+    if node is not None:
+        selector = {"jobset.sigs.k8s.io/jobset-name": TRACE_TRAINJOB}
+        serve(Pod(node.role, profile, {**node.labels, **selector}, node.annotations), f"{TRACE_TRAINJOB}-node-0-0",
+              {"rendezvous": TORCH_RENDEZVOUS_PORT}, selector)
+        added[-1]["metadata"]["name"] = TRACE_TRAINJOB
+    # The mesh owner's cluster-local gateway, expected rather than applied.
+    local = next((s for s in model.kind("Service") if t._name(s) == "knative-local-gateway"), None)
+    if local is not None and mesh.cluster_local_gateway == "provided":
+        selector = dict((local.get("spec") or {}).get("selector") or {})
+        pod = Pod("cluster-local gateway (expected)", t._ns(local), {**selector, INJECT: "true"}, {},
+                  "cluster-local-gateway-service-account")
+        added.append({"apiVersion": "apps/v1", "kind": "Deployment",
+                      "metadata": {"name": "cluster-local-gateway", "namespace": t._ns(local),
+                                   "annotations": {**MARKER, "kubeflow-platform/expected": "mesh owner"}},
+                      "spec": {"selector": {"matchLabels": selector}, "template": {
+                          "metadata": {"labels": dict(pod.labels)},
+                          "spec": {"serviceAccountName": pod.service_account, "containers": [{"name": "istio-proxy", "ports": [
+                              {"containerPort": int(p["targetPort"])} for p in (local.get("spec") or {}).get("ports") or []
+                              if str(p.get("targetPort", "")).isdigit()]}]}}}})
+    # KServe's VirtualService for the InferenceService's external host (ingress_reconciler.go:527, 546): on the
+    # central gateway, to knative-local-gateway with the predictor's cluster-local host (no exportTo).
+    domain = _serving_domain(model)
+    if domain and local is not None:
+        added.append({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+                      "metadata": {"name": TRACE_ISVC, "namespace": profile, "annotations": dict(MARKER)},
+                      "spec": {"hosts": [f"{TRACE_ISVC}-{profile}.{domain}"], "gateways": [_ingress_gateway(model)],
+                               "http": [{"headers": {"request": {"set": {"Host": f"{TRACE_ISVC}-predictor.{profile}.svc.cluster.local"}}},
+                                         "route": [{"destination": {"host": f"knative-local-gateway.{t._ns(local)}.svc.cluster.local",
+                                                                    "port": {"number": 80}}}]}]}})
+    return added
+
+
+# ------------------------------------------------------------------------------------------- the calls
+
+
+def _call(model: t.MeshModel, caller: Pod, host: str, port: int, path: str = "/", method: str = "POST",
+          headers: Mapping[str, str] | None = None) -> t.Trace:
+    """One in-mesh call; a caller without a sidecar sends plaintext (no principal)."""
+    sidecar, why = t.has_sidecar(model, caller.workload())
+    url = f"http://{host}:{port}{path}"
+    trace = t.Trace(url, t.workload(caller.namespace, caller.service_account, caller.labels, headers, caller.role))
+    if sidecar:
+        return t.trace_request(model, url, trace.caller, method)
+    trace.add("caller", f"pod {caller.namespace}", "-", "info", f"{caller.role} has no sidecar ({why}): it sends plaintext")
+    return t._to_destination(model, trace, ("workload", caller.namespace, dict(caller.labels), None), caller.namespace,
+                             {"host": host, "port": {"number": port}}, path, dict(headers or {}), host, method, None, None, None)
+
+
+def _host_matches(pattern: str, host: str) -> bool:
+    return host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:]))
+
+
+def egress(model: t.MeshModel, mesh: RuntimeMesh, caller: Pod, host: str, port: int = 443) -> t.Trace:
+    """A call to a host outside the mesh: through the caller's sidecar, the mesh's outbound policy decides."""
+    trace = t.Trace(f"https://{host}:{port}/", t.workload(caller.namespace, caller.service_account, caller.labels, label=caller.role))
+    sidecar, why = t.has_sidecar(model, caller.workload())
+    if not sidecar:
+        trace.add("sidecar", caller.role, "-", "info", f"no sidecar ({why}): the pod's traffic leaves without the mesh")
+    elif mesh.outbound_traffic_policy != "REGISTRY_ONLY":
+        trace.add("egress", caller.role, "-", "pass", f"outboundTrafficPolicy {mesh.outbound_traffic_policy}: unknown hosts pass through")
+    else:
+        entry = next((e for e in model.kind("ServiceEntry")
+                      if any(_host_matches(h, host) for h in (e.get("spec") or {}).get("hosts") or [])
+                      and any(int(p.get("number", 0)) == port for p in (e.get("spec") or {}).get("ports") or [])
+                      and _exported_to(e, caller.namespace)), None)
+        if entry is None:
+            return trace.refuse("egress", caller.role, "-", f"REGISTRY_ONLY and no ServiceEntry visible in {caller.namespace} "
+                                f"names {host}:{port}: BlackHoleCluster (502)", 502)
+        trace.add("egress", caller.role, t.ref(entry), "pass", f"ServiceEntry names {host}:{port}")
+    trace.reached, trace.backend, trace.status = True, f"{host}:{port}", 200
+    trace.add("backend", host, "-", "pass", "outside the mesh")
+    return trace
+
+
+def _exported_to(entry: Mapping[str, Any], namespace: str) -> bool:
+    export = (entry.get("spec") or {}).get("exportTo") or ["*"]
+    return "*" in export or namespace in export or ("." in export and t._ns(entry) == namespace)
+
+
+def completes(model: t.MeshModel, mesh: RuntimeMesh, pod: Pod) -> t.Trace:
+    """Whether a Job's pod can complete: no sidecar, or a native one (istio/istio@1.24.6
+    manifests/charts/istio-control/istio-discovery/files/injection-template.yaml:27, 164-167)."""
+    trace = t.Trace(f"job://{pod.namespace}/{pod.role}", t.workload(pod.namespace, pod.service_account, pod.labels, label=pod.role))
+    sidecar, why = t.has_sidecar(model, pod.workload())
+    native = pod.annotations.get(NATIVE_SIDECAR)
+    if sidecar and native != "true" and not (mesh.native_sidecars and native != "false"):
+        return trace.refuse("completion", pod.role, "-", f"a classic istio-proxy is injected ({why}; the mesh has no native "
+                            "sidecars and the pod asks for none): it never exits, so the Job never completes", None)
+    trace.add("completion", pod.role, "-", "pass", "native sidecar: exits with the pod" if sidecar else f"no sidecar ({why})")
+    trace.reached, trace.backend, trace.status = True, "completed", 0
+    return trace
+
+
+def _registry_host(model: t.MeshModel) -> str | None:
+    """The registry of the serving runtimes' images, which Knative's controller resolves to digests."""
+    for runtime in model.kind("ClusterServingRuntime"):
+        for container in (runtime.get("spec") or {}).get("containers") or []:
+            image = str(container.get("image") or "")
+            first = image.split("/", 1)[0]
+            if "/" in image and ("." in first or ":" in first):
+                return first
+            if image:
+                return "index.docker.io"  # Docker Hub's registry for short names (go-containerregistry's default)
+    return None
+
+
+def paths(model: t.MeshModel, mesh: RuntimeMesh) -> list[RuntimePath]:
+    """Every run-time path of the four workloads (and a notebook's SDK call), traced."""
+    profile = _profile(model)
+    if profile is None:
+        return []
+    found: list[RuntimePath] = []
+
+    def add(scenario: str, label: str, trace: t.Trace) -> None:
+        found.append(RuntimePath(scenario, label, trace))
+
+    kubeflow = next((t._ns(s) for s in model.kind("Service") if t._name(s) == "ml-pipeline"), "kubeflow")
+    if any(t._name(s) == "ml-pipeline" for s in model.kind("Service")):
+        for role in ("driver", "launcher"):
+            pod = kfp_pod(model, profile, f"KFP v2 {role} ({profile})")
+            for name, port in KFP_CALLS:
+                add(KFP, f"{role} -> {name}.{kubeflow}:{port}", _call(model, pod, f"{name}.{kubeflow}", port))
+        executor = kfp_pod(model, profile, f"Argo executor/wait ({profile})")
+        s3 = next((h for e in model.kind("ServiceEntry") for h in (e.get("spec") or {}).get("hosts") or [] if h.startswith("s3.")), None)
+        if s3:
+            add(KFP, f"Argo executor -> {s3}", egress(model, mesh, executor, s3))
+    db_name, db_port = KATIB_DB_MANAGER
+    if any(t._name(s) == db_name for s in model.kind("Service")):
+        katib_ns = next(t._ns(s) for s in model.kind("Service") if t._name(s) == db_name)
+        suggestion = katib_suggestion_pod(profile)
+        controller = _plan_pod(model, katib_ns, "katib-controller")
+        service = f"{TRACE_EXPERIMENT}-{TRACE_ALGORITHM}.{profile}"
+        if controller is not None:
+            add(KATIB, f"katib-controller -> suggestion {service}:{KATIB_SUGGESTION_PORT}",
+                _call(model, controller, service, KATIB_SUGGESTION_PORT))
+        add(KATIB, f"suggestion -> {db_name}.{katib_ns}:{db_port}", _call(model, suggestion, f"{db_name}.{katib_ns}", db_port))
+        add(KATIB, f"early stopping -> {db_name}.{katib_ns}:{db_port}", _call(model, suggestion, f"{db_name}.{katib_ns}", db_port))
+        for trial in katib_trial_pods(model, profile):
+            add(KATIB, f"{trial.role} -> {db_name}.{katib_ns}:{db_port}", _call(model, trial, f"{db_name}.{katib_ns}", db_port))
+            add(KATIB, f"{trial.role} -> early stopping {service}:{KATIB_EARLY_STOPPING_PORT}",
+                _call(model, trial, service, KATIB_EARLY_STOPPING_PORT))
+            add(KATIB, f"{trial.role} completes", completes(model, mesh, trial))
+    for pod in trainer_pods(model, profile):
+        add(TRAINER, f"{pod.role} completes", completes(model, mesh, pod))
+        if pod.role == f"TrainJob on {TORCH_RUNTIME}: node":
+            caller = Pod(pod.role, profile, {**pod.labels, "jobset.sigs.k8s.io/jobset-name": TRACE_TRAINJOB}, pod.annotations)
+            add(TRAINER, f"{pod.role} -> rendezvous {TRACE_TRAINJOB}.{profile}:{TORCH_RENDEZVOUS_PORT}",
+                _call(model, caller, f"{TRACE_TRAINJOB}.{profile}", TORCH_RENDEZVOUS_PORT))
+    local = next((s for s in model.kind("Service") if t._name(s) == "knative-local-gateway"), None)
+    domain = _serving_domain(model)
+    if local is not None and domain:
+        url = f"https://{TRACE_ISVC}-{profile}.{domain}/v1/models/{TRACE_ISVC}:predict"
+        add(KSERVE, f"client -> {url} (central gateway -> knative-local-gateway)", t.trace_request(model, url, t.anonymous(), "POST"))
+        gateway = next((Pod("cluster-local gateway", t._ns(w), dict(((w.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}),
+                            {}, str((((w.get("spec") or {}).get("template") or {}).get("spec") or {}).get("serviceAccountName") or "default"))
+                        for w in model.kind("Deployment") if t._ns(w) == t._ns(local)
+                        and t.labels_subset((local.get("spec") or {}).get("selector"), ((w.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {})),
+                       None)
+        private = f"{TRACE_ISVC}-predictor-00001.{profile}"
+        if gateway is not None:
+            add(KSERVE, "cluster-local gateway -> activator-service.knative-serving:80", _call(model, gateway, "activator-service.knative-serving", 80))
+            add(KSERVE, f"cluster-local gateway -> predictor {private}:80", _call(model, gateway, private, 80))
+        activator = _plan_pod(model, "knative-serving", "activator")
+        if activator is not None:
+            add(KSERVE, f"activator -> predictor {private}:80", _call(model, activator, private, 80))
+        autoscaler = _plan_pod(model, "knative-serving", "autoscaler")
+        if autoscaler is not None:
+            add(KSERVE, f"autoscaler -> predictor {private}:9090/metrics",
+                _call(model, autoscaler, private, 9090, "/metrics", "GET"))
+        controller = _plan_pod(model, "knative-serving", "controller")
+        registry = _registry_host(model)
+        if controller is not None and registry:
+            add(KSERVE, f"Knative controller -> {registry} (tag to digest)", egress(model, mesh, controller, registry))
+    notebook = next((o for o in model.kind("StatefulSet") if t._name(o) == t.TRACE_NOTEBOOK and t._ns(o) == profile), None)
+    if notebook is not None and any(t._name(s) == "ml-pipeline" for s in model.kind("Service")):
+        pod = _plan_pod(model, profile, t.TRACE_NOTEBOOK, "StatefulSet")
+        add(NOTEBOOK, f"notebook -> ml-pipeline.{kubeflow}:8888 (KFP SDK)", _call(model, pod, f"ml-pipeline.{kubeflow}", 8888, "/apis/v2beta1/runs", "GET"))
+    return found
+
+
+def labelled_profile_namespaces(model: t.MeshModel) -> list[Mapping[str, Any]]:
+    """The plan's objects with each profile namespace labelled as the profile controller labels it at run time:
+    every label of its labels file (`namespace-labels.yaml`) that the namespace lacks is added, an empty value
+    removes the key (kubeflow/kubeflow@v1.10.0 components/profile-controller/controllers/profile_controller.go:754-773).
+    Kubeflow's NetworkPolicies admit profile namespaces by one of those labels (`app.kubernetes.io/part-of:
+    kubeflow-profile`)."""
+    text = next((c["data"]["namespace-labels.yaml"] for c in model.kind("ConfigMap")
+                 if isinstance((c.get("data") or {}).get("namespace-labels.yaml"), str)), None)
+    try:
+        wanted = yaml.safe_load(text) if text else {}
+    except yaml.YAMLError:
+        wanted = {}
+    if not isinstance(wanted, dict) or not wanted:
+        return list(model.objects)
+    profiles = set(model.profiles())
+    result = []
+    for obj in model.objects:
+        if obj.get("kind") == "Namespace" and t._name(obj) in profiles:
+            labels = dict((obj.get("metadata") or {}).get("labels") or {})
+            for key, value in wanted.items():
+                if value in ("", None):
+                    labels.pop(str(key), None)
+                else:
+                    labels.setdefault(str(key), str(value))
+            obj = {**obj, "metadata": {**(obj.get("metadata") or {}), "labels": labels}}
+        result.append(obj)
+    return result
+
+
+def model_from_plan(plan: Mapping[str, Any]) -> tuple[t.MeshModel, RuntimeMesh]:
+    """The trace's model of the plan with the run-time objects added (the profile controller's namespace labels,
+    the gateway trace's run-time objects, and the pods and Services above), and the mesh's shape."""
+    base = t.model_from_plan(plan)
+    base = t.MeshModel(labelled_profile_namespaces(base), base.settings)
+    mesh = RuntimeMesh.from_plan(plan)
+    return t.MeshModel(base.objects + runtime_objects(base, mesh), base.settings), mesh
+
+
+def problems(found: Sequence[RuntimePath]) -> list[str]:
+    return [p for p in (path.problem() for path in found) if p]
+
+
+def render_table(found: Sequence[RuntimePath]) -> str:
+    if not found:
+        return "Run-time paths: no profile in the plan, nothing to trace\n"
+    width = max(len(p.label) for p in found)
+    lines = ["Run-time paths (pods Kubeflow's controllers create, in the first profile):"]
+    for scenario in SCENARIOS:
+        rows = [p for p in found if p.scenario == scenario]
+        if not rows:
+            continue
+        lines.append(f"  {scenario}")
+        for path in rows:
+            hop = path.trace.refused_at
+            lines.append(f"    {path.label:<{width}}  " + ("ok" if path.ok else f"!refused@{hop.step if hop else '?'}"))
+    bad = problems(found)
+    lines.append(f"    {len(found)} paths; " + (f"{len(bad)} fail" if bad else "every one works"))
+    return "\n".join(lines) + "\n"
