@@ -116,6 +116,9 @@ _ISTIO_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 # Istio reads `request.auth.claims[name]`; brackets or quotes in a name would break the key.
 _CLAIM_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
 _MACHINE_USER = re.compile(r"[a-z0-9._+-]+(@[a-z0-9.-]+)?")
+# GitHub's `sub` (repo:<owner>/<repository>:<context>): a prefix match is safe only once owner and repository are
+# whole, since GitHub owner and repository names cannot hold a ":".
+_GITHUB_SUB_PREFIX = re.compile(r"repo:[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+:[^*\s]*\*")
 
 
 @dataclass(frozen=True)
@@ -341,6 +344,7 @@ def _issuer_admission_problems(issuer: JwtIssuer, key: str) -> list[str]:
         problems.append(
             f"{key}.machineIdentity.user: {issuer.machine_user!r} is not a lower-case user id like ci-pipelines@machines.example.com"
         )
+    github = issuer.issuer.rstrip("/") == GITHUB_ACTIONS_ISSUER
     for claim, values in issuer.required_claims.items():
         where = f"{key}.requiredClaims.{claim}"
         if not _CLAIM_NAME.fullmatch(claim):
@@ -350,10 +354,21 @@ def _issuer_admission_problems(issuer: JwtIssuer, key: str) -> list[str]:
         for position, value in enumerate(values):
             if not value.strip() or value.strip("*") == "":
                 problems.append(f"{where}[{position}]: {value!r} accepts anyone; name the accepted value")
+            elif github and claim in GITHUB_IDENTITY_CLAIMS and claim != "sub" and ("*" in value or value != value.strip()):
+                # Istio reads a leading or trailing `*` as a suffix or prefix match, and anyone can create a
+                # GitHub account or repository whose name completes `*/ml-pipelines` or `example-*`.
+                problems.append(
+                    f"{where}[{position}]: {value!r} is not an exact value: GitHub lets anyone create an owner or"
+                    " repository that matches a wildcard; name it exactly (like example-org/ml-pipelines)"
+                )
+            elif github and claim == "sub" and "*" in value and not _GITHUB_SUB_PREFIX.fullmatch(value):
+                problems.append(
+                    f"{where}[{position}]: {value!r} may end in `*` only after a whole `repo:<owner>/<repository>:`"
+                    " (a wildcard in the owner or repository matches repositories anyone can create)"
+                )
     constrained = bool(issuer.required_claims) or (
         issuer.user_claim is not None and "*" not in issuer.email_domains
     )
-    github = issuer.issuer.rstrip("/") == GITHUB_ACTIONS_ISSUER
     if not constrained and not github:
         problems.append(
             f"{key}.requiredClaims: says nobody in particular may come in: every token the issuer mints for"
@@ -405,6 +420,10 @@ def _lua_jwt_issuers(options: IdentityHeaderOptions) -> str:
         else:
             if issuer.user_claim:
                 fields.append(f"user = {_lua_string(issuer.user_claim)}")
+                if "*" not in issuer.email_domains:
+                    fields.append("email = true")
+                if issuer.require_verified_email:
+                    fields.append("verified = true")
             if issuer.groups_claim:
                 fields.append(f"groups = {_lua_string(issuer.groups_claim)}")
         rows.append(f"  [{_lua_string(issuer.issuer)}] = {{{', '.join(fields)}}}")
@@ -444,11 +463,26 @@ def strip_client_identity_filter_config(options: IdentityHeaderOptions) -> dict:
 function envoy_on_request(request_handle)
   local headers = request_handle:headers()
   local doomed = {}
+  local tokens = 0
   -- Collected first: the header map must not change while it is being iterated.
   for name, _ in pairs(headers) do
     if CLIENT_MUST_NOT_SEND[canonical(name)] then
       doomed[#doomed + 1] = name
     end
+    if name == "authorization" then
+      tokens = tokens + 1
+    end
+  end
+  -- One token per request: jwt_authn verifies every token it finds (the Authorization header and the
+  -- access_token query parameter, Istio's default locations) and each adds its claims, so two tokens would
+  -- let one token's claims stand in for the other's.
+  local path = headers:get(":path") or ""
+  if string.find(path, "[?&]access_token=") ~= nil then
+    tokens = tokens + 1
+  end
+  if tokens > 1 then
+    request_handle:respond({[":status"] = "400"}, "kubeflow-platform: send one token per request")
+    return
   end
   for _, name in ipairs(doomed) do
     headers:remove(name)
@@ -520,7 +554,22 @@ local function groups_of(claim)
   return table.concat(names, ",")
 end
 
--- User and groups from the payload of the token jwt_authn verified for this request, if any.
+-- A user id exactly as a token must carry it: one string without whitespace, control characters or commas
+-- (an HTTP hop trims leading whitespace, so " alice@example.com" would become alice; a comma reads as a list),
+-- and for an email claim exactly one "@".
+local function plain_user(user, email)
+  if type(user) ~= "string" or user == "" or string.find(user, "[%s%c,]") ~= nil then
+    return false
+  end
+  if email then
+    local _, ats = string.gsub(user, "@", "")
+    return ats == 1
+  end
+  return true
+end
+
+-- User and groups from the payload of the token jwt_authn verified for this request, if any; a third value
+-- when the token names someone in a shape or state the gateway refuses.
 local function token_identity(request_handle)
   local verified = request_handle:streamInfo():dynamicMetadata():get(JWT_AUTHN_FILTER)
   if type(verified) ~= "table" then
@@ -545,9 +594,18 @@ local function token_identity(request_handle)
   if issuer.machine ~= nil then
     return issuer.machine, nil
   end
+  -- Whether the user may come in is decided from this same payload, the one that names them: with two tokens
+  -- on one request jwt_authn verifies both and adds a claim header for each, and Envoy 1.38 and later match
+  -- each copy of a repeated header on its own, so a header check can be satisfied by the other token.
+  if issuer.verified then
+    local verified_claim = payload["email_verified"]
+    if verified_claim ~= nil and verified_claim ~= true and verified_claim ~= "true" then
+      return nil, nil, "email_verified is not true"
+    end
+  end
   local user = payload[issuer.user]
-  if type(user) ~= "string" or user == "" then
-    return nil, nil
+  if not plain_user(user, issuer.email) then
+    return nil, nil, "the user claim is not one plain user id"
   end
   if issuer.groups == nil then
     return user, nil
@@ -584,7 +642,12 @@ function envoy_on_request(request_handle)
       groups = single(values, PROXY_GROUPS)
     end
   else
-    user, groups = token_identity(request_handle)
+    local refused
+    user, groups, refused = token_identity(request_handle)
+    if refused ~= nil then
+      request_handle:respond({[":status"] = "403"}, "kubeflow-platform: token refused: " .. refused)
+      return
+    end
     if user == nil then
       return
     end

@@ -195,7 +195,6 @@ def jwt_authn_filter(
             provider = {
                 "issuer": rule["issuer"],
                 "local_jwks": {"inline_string": json.dumps({"keys": [key]})},
-                "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
                 "forward": rule.get("forwardOriginalToken", False),
                 # As istiod sets it (pilot/pkg/security/authn/policy_applier.go:167 at 1.24.6): the verified
                 # payload in dynamic metadata, where AuthorizationPolicy claims and the identity filter read it.
@@ -207,6 +206,14 @@ def jwt_authn_filter(
                     for output in rule.get("outputClaimToHeaders", [])
                 ],
             }
+            # istiod sets token locations only where the rule names some (policy_applier.go at 1.24.6); without them
+            # Envoy looks where its defaults say: `Authorization: Bearer` and the `access_token` query parameter.
+            if rule.get("fromHeaders"):
+                provider["from_headers"] = [
+                    {"name": h["name"], "value_prefix": h.get("prefix", "")} for h in rule["fromHeaders"]
+                ]
+            if rule.get("fromParams"):
+                provider["from_params"] = list(rule["fromParams"])
             if rule.get("audiences"):
                 provider["audiences"] = list(rule["audiences"])
             providers[f"provider-{index}"] = provider
