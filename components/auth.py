@@ -165,9 +165,17 @@ class Auth(pulumi.ComponentResource):
         # The cluster's issuer is an Output: the object is built inside apply on a resource of its own, so an
         # unknown issuer in a preview blanks out this one spec and nothing else.
         def service_account_spec(issuer: str) -> dict:
-            return identity.service_account_request_authentication(
-                options, issuer, service_account_audiences=args.service_account_audiences
-            )["spec"]
+            # The issuer is read from the cluster, so settings that clash with it can only be found here; they
+            # are a configuration mistake (RunError: reported as a message), not a crash of the program.
+            try:
+                return identity.service_account_request_authentication(
+                    options, issuer, service_account_audiences=args.service_account_audiences
+                )["spec"]
+            except ValueError as error:
+                hint = ("\n  (the cluster's own service-account tokens are already verified at the gateway, for the"
+                        " audiences in auth.serviceAccountAudiences: remove that entry from auth.extraIssuers)"
+                        if "the cluster's own issuer" in str(error) else "")
+                raise pulumi.RunError(f"{error}{hint}") from None
 
         known_shape = {
             "apiVersion": identity.security_api_version(options),

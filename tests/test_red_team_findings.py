@@ -1,0 +1,110 @@
+"""The findings of the red team on inputs, each closed: a clear refusal where there was a hang, a memory
+exhaustion or a traceback. Each test here failed on the code before its fix."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from manifests import sources
+from manifests.sources import ManifestError, load_source
+from tests.stack_files import PROJECT, copy_program, preview_in_process, stack_document, write_stack
+from tools import mock_runtime
+from tools.mock_runtime import StackFileError, stack_config
+
+ALIAS_BOMB = (
+    "config:\n"
+    f"  {PROJECT}:x0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    + "".join(f"  {PROJECT}:x{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]\n" for i in range(1, 9))
+)
+
+
+def _dump(document: dict) -> str:
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def test_a_yaml_alias_bomb_in_a_stack_file_is_refused_naming_the_file(tmp_path):
+    (tmp_path / "Pulumi.yaml").write_text("name: kubeflow-platform\n")
+    (tmp_path / "Pulumi.bomb.yaml").write_text(ALIAS_BOMB)
+    with pytest.raises(StackFileError) as refused:
+        stack_config("bomb", root=tmp_path)
+    assert "Pulumi.bomb.yaml" in str(refused.value)
+    assert "aliases" in str(refused.value)
+
+
+def test_aliases_that_expand_modestly_are_still_read(tmp_path):
+    (tmp_path / "Pulumi.yaml").write_text("name: kubeflow-platform\n")
+    (tmp_path / "Pulumi.small.yaml").write_text(
+        f"config:\n  {PROJECT}:tags: &t {{a: b}}\n  {PROJECT}:more: {{x: *t, y: *t}}\n"
+    )
+    assert stack_config("small", root=tmp_path)[f"{PROJECT}:more"] == {"x": {"a": "b"}, "y": {"a": "b"}}
+
+
+def test_expanded_size_counts_every_alias_without_expanding_it():
+    shared: list = ["x" * 10] * 10
+    for _ in range(30):  # 10^31 leaves if written out
+        shared = [shared] * 10
+    assert mock_runtime.expanded_size(shared, 10_000) > 10_000
+
+
+def test_a_fifo_as_the_manifests_input_is_refused_without_waiting(tmp_path):
+    fifo = tmp_path / "kubeflow.yaml"
+    os.mkfifo(fifo)
+    outcome: list = []
+    # Run in a thread so that a regression shows as a failed assertion, not a stuck suite; the writer end is
+    # opened afterwards to release a blocked reader either way.
+    reader = threading.Thread(target=lambda: outcome.append(_refusal(fifo)), daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    if reader.is_alive():
+        with open(fifo, "wb"):
+            pass
+        reader.join(timeout=10)
+        pytest.fail("reading a FIFO blocked")
+    assert outcome and "not a regular file" in outcome[0], outcome
+
+
+def test_a_device_as_the_manifests_input_is_refused():
+    assert "not a regular file" in _refusal(Path("/dev/zero"))
+
+
+def test_a_manifests_file_past_the_bound_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "MAX_MANIFESTS_BYTES", 1024)
+    big = tmp_path / "big.yaml"
+    big.write_text("---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\ndata: {a: '" + "x" * 4096 + "'}\n")
+    message = _refusal(big, limit=1024)
+    assert str(big) in message and "larger than" in message
+
+
+def _refusal(path: Path, limit: int | None = None) -> str:
+    try:
+        if limit is None:
+            load_source(path)
+        else:
+            sources.read_regular_file(path, limit)
+    except ManifestError as error:
+        return str(error)
+    return "accepted"
+
+
+@pytest.fixture(scope="module")
+def program(tmp_path_factory) -> Path:
+    return copy_program(tmp_path_factory.mktemp("red-team-program"))
+
+
+def test_an_extra_issuer_equal_to_the_clusters_own_is_a_message_not_a_traceback(program, tmp_path):
+    document = stack_document("dev")
+    settings = document["config"]
+    own_issuer = mock_runtime.PlatformMocks(
+        {f"{PROJECT}:{key.split(':', 1)[1]}": value for key, value in settings.items()}
+    ).issuer
+    settings[f"{PROJECT}:auth"]["extraIssuers"][0]["issuer"] = own_issuer
+    write_stack(program, "own-issuer", _dump(document))
+    status, stderr = preview_in_process(program, "own-issuer", tmp_path / "out")
+    assert status == 1
+    assert "Traceback" not in stderr
+    assert "auth.extraIssuers" in stderr and "cluster's own issuer" in stderr, stderr[-1500:]
