@@ -3,7 +3,9 @@ exhaustion or a traceback. Each test here failed on the code before its fix."""
 
 from __future__ import annotations
 
+import io
 import os
+import subprocess
 import threading
 from pathlib import Path
 
@@ -12,8 +14,10 @@ import yaml
 
 from manifests import sources
 from manifests.sources import ManifestError, load_source
+from tests.conftest import REPO_ROOT
 from tests.stack_files import PROJECT, copy_program, preview_in_process, stack_document, write_stack
-from tools import mock_runtime
+from tests.upstream import manifests_dir
+from tools import mock_runtime, upgrade_plan
 from tools.mock_runtime import StackFileError, stack_config
 
 ALIAS_BOMB = (
@@ -108,3 +112,51 @@ def test_an_extra_issuer_equal_to_the_clusters_own_is_a_message_not_a_traceback(
     assert status == 1
     assert "Traceback" not in stderr
     assert "auth.extraIssuers" in stderr and "cluster's own issuer" in stderr, stderr[-1500:]
+
+
+# --------------------------------------------------------------------------------------------- make
+
+def run_make(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    # As a user or CI step runs it: not inside the make that may be running these tests.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    env["KUBEFLOW_MANIFESTS_DIR"] = str(manifests_dir())
+    return subprocess.run(["make", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture()
+def corrupt_plan(tmp_path) -> Path:
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "plan.json").write_text('{"bad')
+    return tmp_path / "saved"
+
+
+def test_a_quote_in_make_trace_url_runs_nothing(corrupt_plan, tmp_path):
+    witness = tmp_path / "PWNED"
+    result = run_make("trace", f"STACK={corrupt_plan}", f'URL=https://x/" ; touch {witness} ; echo "', "AS=anonymous")
+    assert not witness.exists(), "the URL ran a shell command"
+    assert result.returncode == 2
+    assert f"{corrupt_plan}/plan.json is not a saved plan" in result.stderr
+
+
+@pytest.mark.parametrize("variable", ["STACK", "AS", "FROM", "TO", "FROM_SET", "TO_SET"])
+def test_no_make_argument_reaches_a_shell(corrupt_plan, tmp_path, variable):
+    witness = tmp_path / f"PWNED-{variable}"
+    hostile = f'x" ; touch {witness} ; echo "' if variable != "FROM_SET" and variable != "TO_SET" else f"a=b;touch${{IFS}}{witness} $(touch {witness})"
+    if variable in ("STACK", "AS"):
+        args = ["trace", f"URL=https://x/", f"STACK={corrupt_plan}", "AS=anonymous", f"{variable}={hostile}"]
+    else:
+        args = ["upgrade-plan", f"FROM={corrupt_plan}", "TO=26.03", f"{variable}={hostile}"]
+    result = run_make(*args)
+    assert not witness.exists(), f"{variable} ran a shell command"
+    assert result.returncode == 2, result.stderr[-1500:]
+    assert "Traceback" not in result.stderr
+
+
+def test_upgrade_plan_reports_a_corrupt_saved_plan_and_a_binary_target_without_a_traceback(corrupt_plan, tmp_path):
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(bytes(range(256)) * 8)
+    for argv in ([str(corrupt_plan), "26.03"], ["26.03", str(binary)]):
+        stderr = io.StringIO()
+        assert upgrade_plan.main([*argv, "--stack", "dev", "--out", str(tmp_path / "out")], io.StringIO(), stderr) == 2
+        assert "Traceback" not in stderr.getvalue()
+        assert str(corrupt_plan) in stderr.getvalue() or str(binary) in stderr.getvalue(), stderr.getvalue()
