@@ -21,6 +21,7 @@ from manifests.tenancy import (
     ProfileSpec,
     Taint,
     contributor_roles,
+    is_retained,
     manifest,
     role_bound_objects,
     static_objects,
@@ -120,18 +121,19 @@ class Tenancy(pulumi.ComponentResource):
             # object moving between the groups (the Profile, when a data lake is added) is updated in place.
             prefix = f"{name}-{profile.name}"
             objects = static_objects(profile, args.mesh)
-            # The Namespace alone in a retained group: deleting it would delete every notebook, volume
-            # and run in it. Same resource prefix, so a Namespace that sat in the other group keeps its URN
-            # (pulumi-kubernetes v4.32.0 provider/pkg/yaml/v2/yaml.go:349-351) and moves without a replacement.
+            # The Namespace in a retained group: deleting it would delete every notebook, volume and run in it.
+            # Same resource prefix, so a Namespace that sat in the other group keeps its URN (pulumi-kubernetes
+            # v4.32.0 provider/pkg/yaml/v2/yaml.go:349-351) and moves without a replacement. With it, the policy
+            # that closes the namespace once the profile's own policies are deleted (closed_when_removed_policy).
             kept = k8s.yaml.v2.ConfigGroup(
                 f"{prefix}-retained",
-                yaml=manifest([obj for obj in objects if obj["kind"] == "Namespace"]),
+                yaml=manifest([obj for obj in objects if is_retained(obj)]),
                 resource_prefix=prefix,
                 opts=pulumi.ResourceOptions(parent=self, retain_on_delete=args.keep_namespaces or None),
             )
             static = k8s.yaml.v2.ConfigGroup(
                 f"{prefix}-namespace",
-                yaml=manifest([obj for obj in objects if obj["kind"] != "Namespace"]),
+                yaml=manifest([obj for obj in objects if not is_retained(obj)]),
                 resource_prefix=prefix,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[kept]),
             )
