@@ -102,7 +102,15 @@ class Settings:
             gateway_namespace=self.ingress.namespace,
             gateway_selector=types.MappingProxyType(dict(self.ingress.selector)),
             istio_version=self.kubeflow.mesh.istio_version,
+            login_domains=self.login_domains(),
         )
+
+    def login_domains(self) -> tuple[str, ...]:
+        """Domains whose every one-label host is behind the login: the serving domain, unless
+        auth.openModelEndpoints opens the model endpoints."""
+        if self.dns.serving_domain is None or self.auth.open_model_endpoints:
+            return ()
+        return (self.dns.serving_domain.rstrip(".").lower(),)
 
     def trusted_principals(self) -> tuple[str, ...]:
         """Whose kubeflow-userid contributors' policies trust: `tenancy.trustedPrincipals`, or what kfam would

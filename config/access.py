@@ -107,6 +107,8 @@ class AuthSettings:
     """Service account of the ingress gateway pods: the only caller trusted to send kubeflow-userid."""
     trust_domain: str = setting("cluster.local")
     """The mesh's trust domain (meshConfig.trustDomain), the start of every workload principal."""
+    open_model_endpoints: bool = setting(False)
+    """Serve InferenceServices at *.<dns.servingDomain> without the login or a token (false: behind them, as upstream)."""
 
     def identity_options(self, **gateway: Any) -> IdentityHeaderOptions:
         """The identity header options these settings describe; `gateway` sets the gateway's fields."""

@@ -175,6 +175,8 @@ class IdentityHeaderOptions:
     """Istio trust domain, the first part of every SPIFFE principal."""
     istio_version: str = "1.26"
     """The mesh's Istio version (`major.minor[.patch]`); picks the security API version."""
+    login_domains: tuple[str, ...] = ()
+    """Domains whose hosts (`<label>.<domain>`) are behind the login; a port on such a host is refused."""
 
 
 #: The config key each option is reported under.
@@ -455,9 +457,11 @@ def strip_client_identity_filter_config(options: IdentityHeaderOptions) -> dict:
     """
     _require_valid(options)
     doomed = [options.user_header, options.groups_header, *_source_header_names(options)]
+    login_domains = "{" + ", ".join(_lua_string("." + domain) for domain in options.login_domains) + "}"
     code = (
         "-- kubeflow-platform: identity headers may only come from the mesh, never from the client.\n"
         f"local CLIENT_MUST_NOT_SEND = {_lua_set(doomed)}\n"
+        f"local LOGIN_DOMAINS = {login_domains}\n"
         + _LUA_CANONICAL
         + """
 function envoy_on_request(request_handle)
@@ -483,6 +487,18 @@ function envoy_on_request(request_handle)
   if tokens > 1 then
     request_handle:respond({[":status"] = "400"}, "kubeflow-platform: send one token per request")
     return
+  end
+  -- The login's policies name these domains' hosts as `*.<domain>`, a suffix match that a port (`:443`) would
+  -- step around while the gateway still routes the request: such a host must come without one.
+  local authority = string.lower(headers:get(":authority") or "")
+  local host, port = string.match(authority, "^(.*):(%d*)$")
+  if host ~= nil then
+    for _, domain in ipairs(LOGIN_DOMAINS) do
+      if string.sub(host, -#domain) == domain then
+        request_handle:respond({[":status"] = "400"}, "kubeflow-platform: send this host without a port")
+        return
+      end
+    end
   end
   for _, name in ipairs(doomed) do
     headers:remove(name)
