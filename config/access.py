@@ -22,6 +22,8 @@ from manifests.identity import (
 _PRINCIPAL = re.compile(r"^[a-z0-9.-]+/ns/[a-z0-9]([-a-z0-9]*[a-z0-9])?/sa/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 # Kubernetes resource quantities, as the Profile CRD and ResourceQuota accept them (like 64, 500m, 256Gi).
 _QUANTITY = re.compile(r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
+#: Pod Security admission's namespace labels (https://kubernetes.io/docs/concepts/security/pod-security-admission/).
+POD_SECURITY_LABEL_PREFIX = "pod-security.kubernetes.io/"
 #: Namespace labels and annotations the platform sets on every profile namespace; a profile may not override them.
 PLATFORM_NAMESPACE_KEYS = (
     "owner",
@@ -307,6 +309,11 @@ class ProfileSettings:
             for key in values:
                 if key in PLATFORM_NAMESPACE_KEYS:
                     yield f"{where}.{key}", "is set by the platform (mesh membership, GPU tolerations, ownership)"
+                elif key.startswith(POD_SECURITY_LABEL_PREFIX):
+                    yield f"{where}.{key}", (
+                        "the platform sets the profile's Pod Security level; a profile's own would override it"
+                        " (enforce: privileged lets its pods run privileged, on the host's network and files), so remove it"
+                    )
         if self.gpu_pools and not self.quota.gpus:
             yield "quota.gpus", "gpuPools without a GPU quota would let the profile onto GPU nodes yet allow it no GPU"
 
@@ -364,3 +371,16 @@ class TenancySettings:
                     yield f"profiles[{i}].contributors[{j}].user", f"{contributor.user!r} is not listed under tenancy.users"
                 if contributor.group is not None and contributor.group not in group_names:
                     yield f"profiles[{i}].contributors[{j}].group", f"{contributor.group!r} is not listed under tenancy.groups"
+        # A principal in a profile namespace is a workload the profile's users and their code control.
+        for key, principals, power in (
+            ("trustedPrincipals", self.trusted_principals, "could send kubeflow-userid as any user to every profile"),
+            ("serving.principals", self.serving.principals, "would reach every profile's inference services"),
+            ("serving.metricsPrincipals", self.serving.metrics_principals, "would read every profile's model metrics"),
+        ):
+            for j, principal in enumerate(principals):
+                namespace = principal.split("/ns/", 1)[-1].split("/", 1)[0]
+                if namespace in seen_names:
+                    yield f"{key}[{j}]", (
+                        f"{principal!r} is a service account of profile {namespace!r}: its pods run its users' code and"
+                        f" {power}; name the platform's own workloads only"
+                    )

@@ -210,7 +210,7 @@ def _finish(data: bytes, objects: list[dict], origin: str, url: str | None = Non
 MAX_MANIFESTS_BYTES = 128 * 1024 * 1024
 
 
-def read_regular_file(path: Path, limit: int = MAX_MANIFESTS_BYTES) -> bytes:
+def read_regular_file(path: Path, limit: int = MAX_MANIFESTS_BYTES, unreadable_hint: str | None = None) -> bytes:
     """The bytes of `path` if it is a regular file of at most `limit` bytes; ManifestError naming it otherwise.
 
     Checked before opening: a FIFO blocks the open itself until someone writes, and a device never ends.
@@ -226,7 +226,8 @@ def read_regular_file(path: Path, limit: int = MAX_MANIFESTS_BYTES) -> bytes:
         with path.open("rb") as handle:
             data = handle.read(limit + 1)
     except OSError as error:
-        raise ManifestError([Problem(str(path), f"cannot read: {error.strerror}", f"check the path, or `{LOCAL_FILE_HINT}`")]) from None
+        raise ManifestError([Problem(str(path), f"cannot read: {error.strerror}",
+                                     unreadable_hint or f"check the path, or `{LOCAL_FILE_HINT}`")]) from None
     if len(data) > limit:
         raise ManifestError([Problem(str(path), f"is larger than {limit // (1024 * 1024)} MiB, far beyond any Kubeflow release",
                                      "point at one rendered release")])
@@ -248,7 +249,7 @@ def load_yaml_dir(path: Path, parsed_cache: Path | None = None) -> LoadedManifes
     problems: list[Problem] = []
     for file in files:
         try:
-            data = read_regular_file(file)
+            data = read_regular_file(file, unreadable_hint="check the file's permissions, or render the release again")
         except ManifestError as error:
             problems.extend(error.problems)
             continue

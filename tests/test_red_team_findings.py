@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+import config
+
 from manifests import sources
 from manifests.sources import ManifestError, load_source
 from tests.conftest import REPO_ROOT
@@ -160,3 +162,65 @@ def test_upgrade_plan_reports_a_corrupt_saved_plan_and_a_binary_target_without_a
         assert upgrade_plan.main([*argv, "--stack", "dev", "--out", str(tmp_path / "out")], io.StringIO(), stderr) == 2
         assert "Traceback" not in stderr.getvalue()
         assert str(corrupt_plan) in stderr.getvalue() or str(binary) in stderr.getvalue(), stderr.getvalue()
+
+
+# ------------------------------------------------------------------------------- dangerous settings
+
+def stack_raw(stack: str) -> dict:
+    """The stack's settings as the program reads them (top-level keys without the project prefix)."""
+    prefix = f"{PROJECT}:"
+    return {key[len(prefix):]: value for key, value in stack_document(stack)["config"].items()
+            if key.startswith(prefix) and key[len(prefix):] not in config.SECRET_KEYS}
+
+
+def settings_problems(stack: str, change) -> list[str]:
+    raw = stack_raw(stack)
+    change(raw)
+    try:
+        config.parse(raw, config.Secrets(), set(config.SECRET_KEYS), stack)
+    except config.SettingsError as error:
+        return error.problems
+    return []
+
+
+DANGEROUS = [
+    ("a profile's service account as a trusted principal", "tenancy.trustedPrincipals[1]",
+     lambda raw: raw["tenancy"].update(trustedPrincipals=["cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",
+                                                          "cluster.local/ns/alice/sa/default-editor"])),
+    ("a profile's service account as a serving principal", "tenancy.serving.principals[0]",
+     lambda raw: raw["tenancy"].setdefault("serving", {}).update(principals=["cluster.local/ns/bob/sa/default-editor"])),
+    ("a Pod Security label on a profile", "tenancy.profiles[0].labels.pod-security.kubernetes.io/enforce",
+     lambda raw: raw["tenancy"]["profiles"][0].update(labels={"pod-security.kubernetes.io/enforce": "privileged"})),
+    ("a TLS 1.0 NLB policy", "ingress.sslPolicy", lambda raw: raw["ingress"].update(sslPolicy="ELBSecurityPolicy-2016-08")),
+    ("a TLS 1.1 NLB policy", "ingress.sslPolicy", lambda raw: raw["ingress"].update(sslPolicy="ELBSecurityPolicy-TLS13-1-1-2021-06")),
+    ("the gateway's health port as target", "ingress.httpTargetPort", lambda raw: raw["ingress"].update(httpTargetPort=15021)),
+    ("the gateway's admin port as target", "ingress.httpTargetPort", lambda raw: raw["ingress"].update(httpTargetPort=15000)),
+    ("Kubeflow's pods out of the mesh by annotation", "kubeflow.podAnnotations.sidecar.istio.io/inject",
+     lambda raw: raw["kubeflow"]["podAnnotations"].update({"sidecar.istio.io/inject": "false"})),
+    ("Kubeflow's pods out of the mesh by label", "kubeflow.podLabels.sidecar.istio.io/inject",
+     lambda raw: raw["kubeflow"]["podLabels"].update({"sidecar.istio.io/inject": "false"})),
+    ("Kubeflow's inbound ports past the sidecar", "kubeflow.podAnnotations.traffic.sidecar.istio.io/excludeInboundPorts",
+     lambda raw: raw["kubeflow"]["podAnnotations"].update({"traffic.sidecar.istio.io/excludeInboundPorts": "*"})),
+    ("a GitHub repository wildcard", "auth.extraIssuers[1].requiredClaims.repository[0]",
+     lambda raw: raw["auth"]["extraIssuers"][1]["requiredClaims"].update(repository=["*/ml-pipelines"])),
+]
+
+
+@pytest.mark.parametrize("change,key", [(row[2], row[1]) for row in DANGEROUS], ids=[row[0] for row in DANGEROUS])
+def test_a_dangerous_setting_is_refused_naming_its_key_and_why(change, key):
+    problems = settings_problems("dev", change)
+    assert any(problem.startswith(f"{key}:") for problem in problems), problems
+    # The reason, not just the key: each message says what the value would let happen or what to use instead.
+    (message,) = [problem for problem in problems if problem.startswith(f"{key}:")]
+    assert len(message) > len(key) + 60, message
+
+
+@pytest.mark.parametrize("change", [
+    lambda raw: raw["ingress"].update(sslPolicy="ELBSecurityPolicy-TLS13-1-3-2021-06"),
+    lambda raw: raw["ingress"].update(sslPolicy="ELBSecurityPolicy-TLS13-1-2-Res-2021-06"),
+    lambda raw: raw["ingress"].update(httpTargetPort=8443),
+    lambda raw: raw["kubeflow"]["podAnnotations"].update({"cluster-autoscaler.kubernetes.io/safe-to-evict": "true"}),
+    lambda raw: raw["tenancy"]["profiles"][0].update(labels={"team": "vision"}),
+], ids=["tls13-only", "tls12-restricted", "another-port", "an-ordinary-annotation", "an-ordinary-label"])
+def test_their_safe_neighbours_are_accepted(change):
+    assert settings_problems("dev", change) == []
