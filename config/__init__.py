@@ -206,11 +206,21 @@ class Settings:
                     f"{profile.quota.gpus} is more than its pools can ever offer ({capacity}: maxSize x gpusPerNode)"
                 )
             lake = profile.data_lake
-            if lake is not None and lake.bucket not in buckets and "." not in lake.bucket and "-" not in lake.bucket:
-                yield f"tenancy.profiles[{i}].dataLake.bucket", (
-                    f"{lake.bucket!r} is neither an artifacts.buckets purpose ({', '.join(sorted(buckets))}) "
-                    "nor a bucket name"
-                )
+            stack_bucket_names = set(self.artifacts.names().values())
+            if lake is not None and lake.bucket not in buckets and lake.bucket not in stack_bucket_names:
+                if "." not in lake.bucket and "-" not in lake.bucket and lake.bucket not in self.tenancy.data_lake_buckets:
+                    yield f"tenancy.profiles[{i}].dataLake.bucket", (
+                        f"{lake.bucket!r} is neither an artifacts.buckets purpose ({', '.join(sorted(buckets))}) "
+                        "nor a bucket name"
+                    )
+                elif lake.bucket not in self.tenancy.data_lake_buckets:
+                    # The profile's role gets read and write on the prefix of whatever bucket is named: an
+                    # account's audit logs or another team's data must not be one typo away.
+                    yield f"tenancy.profiles[{i}].dataLake.bucket", (
+                        f"{lake.bucket!r} is not a bucket of this stack; a profile's role would read and write its "
+                        "prefix there: list the data lake's buckets the profiles may use under tenancy.dataLakeBuckets, "
+                        f"or use a purpose of artifacts.buckets ({', '.join(sorted(buckets))})"
+                    )
         names = self.artifacts.names()
         # The platform's own prefixes of the pipelines bucket (components.identity): KFP's packages and v2
         # artifacts, and Argo's artifacts (the first segment of kubeflow.argo.keyFormat).

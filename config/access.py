@@ -345,6 +345,8 @@ class TenancySettings:
     """Who may reach the profiles' inference services besides their owners and contributors."""
     viewers_read_only: bool = setting(False)
     """Keep role view contributors out of the profile's notebook servers (upstream kfam lets them in, where code runs as default-editor)."""
+    data_lake_buckets: tuple[str, ...] = setting((), check=checks.unique("bucket"))
+    """Existing buckets outside this stack that profiles' dataLake.bucket may name (the organisation's data lake); no other bucket is accepted."""
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         users = set(self.users)

@@ -224,3 +224,18 @@ def test_a_dangerous_setting_is_refused_naming_its_key_and_why(change, key):
 ], ids=["tls13-only", "tls12-restricted", "another-port", "an-ordinary-annotation", "an-ordinary-label"])
 def test_their_safe_neighbours_are_accepted(change):
     assert settings_problems("dev", change) == []
+
+
+# ------------------------------------------------------------------------------------------ IAM leftovers
+
+def test_a_data_lake_in_a_bucket_outside_the_stack_must_be_listed():
+    def elsewhere(raw):
+        raw["tenancy"]["profiles"][0]["dataLake"] = {"bucket": "corp-cloudtrail-logs", "prefix": "AWSLogs"}
+    problems = settings_problems("dev", elsewhere)
+    assert any(p.startswith("tenancy.profiles[0].dataLake.bucket: 'corp-cloudtrail-logs' is not a bucket of this stack")
+               for p in problems), problems
+
+    def listed(raw):
+        elsewhere(raw)
+        raw["tenancy"]["dataLakeBuckets"] = ["corp-cloudtrail-logs"]
+    assert settings_problems("dev", listed) == []
