@@ -159,9 +159,44 @@ class AuthSettings:
         for index, audience in enumerate(self.service_account_audiences):
             if not audience.strip():
                 yield f"serviceAccountAudiences[{index}]", "must not be empty"
+            elif audience in SHARED_TOKEN_AUDIENCES:
+                yield f"serviceAccountAudiences[{index}]", (
+                    f"{audience!r} is {SHARED_TOKEN_AUDIENCES[audience]}: every such pod's token would pass the gateway;"
+                    " use an audience only Kubeflow's clients request (like pipelines.kubeflow.org)"
+                )
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in self.client_id):
+            yield "clientId", "contains a control character (a newline?); it is written into the auth proxy's configuration"
+        for index, issuer in enumerate(self.extra_issuers):
+            user = issuer.machine_identity.user.lower() if issuer.machine_identity else ""
+            if user and "*" not in self.email_domains and _login_domain_admits(self.email_domains, user):
+                yield f"extraIssuers[{index}].machineIdentity.user", (
+                    f"{issuer.machine_identity.user!r} is inside auth.emailDomains: a person who logs in with that address"
+                    " would act as the machine; pick a domain no one logs in with (like machines.example.com)"
+                )
 
 
 AUTH_PREFIX = "auth."
+
+
+def _login_domain_admits(email_domains: Sequence[str], user: str) -> bool:
+    """Whether the login (oauth2-proxy's email_domains: `example.com` exactly, `.example.com` or `*.example.com`
+    its subdomains, oauth2-proxy@v7.7.1 validator.go:115-124) lets a person with address `user` in."""
+    domain = user.rpartition("@")[2]
+    for allowed in (d.lower() for d in email_domains):
+        if allowed.startswith(("*.", ".")):
+            if domain.endswith("." + allowed.lstrip("*").lstrip(".")):
+                return True
+        elif domain == allowed:
+            return True
+    return False
+
+#: Token audiences that pods of the cluster carry for other purposes: EKS's IRSA web-identity tokens
+#: (https://docs.aws.amazon.com/eks/latest/userguide/pod-configuration.html) and the API server's own.
+SHARED_TOKEN_AUDIENCES = {
+    "sts.amazonaws.com": "the audience of every IRSA (web identity) token in the cluster",
+    "https://kubernetes.default.svc": "the API server's audience, which every pod's default token carries",
+    "https://kubernetes.default.svc.cluster.local": "the API server's audience, which every pod's default token carries",
+}
 
 #: Identity options that come from other areas, and the keys they are configured under there.
 GATEWAY_OPTION_KEYS = {

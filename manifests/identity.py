@@ -304,6 +304,8 @@ def validate_identity_options(options: IdentityHeaderOptions) -> list[str]:
         for claim_attribute, claim in (("userClaim", issuer.user_claim), ("groupsClaim", issuer.groups_claim)):
             if claim is not None and not claim.strip():
                 problems.append(f"{key}.{claim_attribute}: must not be empty; leave it out to copy no claim")
+            elif claim is not None and not _CLAIM_NAME.fullmatch(claim):
+                problems.append(f"{key}.{claim_attribute}: {claim!r} is not a claim name Istio can match (letters, digits, _ - . :)")
         problems += _issuer_admission_problems(issuer, key)
 
     for attribute in ("gateway_namespace", "gateway_service_account"):
