@@ -188,6 +188,7 @@ class Settings:
         pools = {pool.name: pool for pool in self.gpu.pools}
         buckets = {bucket.purpose for bucket in self.artifacts.buckets}
         reserved = self._namespaces_profiles_must_not_take()
+        yield from self.tenancy.tenant_principals(reserved)
         if self.auth.lowercase:
             yield from self._upper_case_emails()
         for i, profile in enumerate(self.tenancy.profiles):

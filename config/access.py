@@ -408,6 +408,11 @@ class TenancySettings:
                     yield f"profiles[{i}].contributors[{j}].user", f"{contributor.user!r} is not listed under tenancy.users"
                 if contributor.group is not None and contributor.group not in group_names:
                     yield f"profiles[{i}].contributors[{j}].group", f"{contributor.group!r} is not listed under tenancy.groups"
+
+    def tenant_principals(self, reserved: set[str]) -> Iterator[tuple[str, str]]:
+        """Principals in a profile's namespace among those the policies trust (run from Settings.cross_check:
+        a profile that takes a platform namespace, `reserved`, is reported as such and not again here)."""
+        profiles = {profile.name for profile in self.profiles} - reserved
         # A principal in a profile namespace is a workload the profile's users and their code control.
         for key, principals, power in (
             ("trustedPrincipals", self.trusted_principals, "could send kubeflow-userid as any user to every profile"),
@@ -416,8 +421,8 @@ class TenancySettings:
         ):
             for j, principal in enumerate(principals):
                 namespace = principal.split("/ns/", 1)[-1].split("/", 1)[0]
-                if namespace in seen_names:
-                    yield f"{key}[{j}]", (
+                if namespace in profiles and not namespace.startswith("kube-"):
+                    yield f"tenancy.{key}[{j}]", (
                         f"{principal!r} is a service account of profile {namespace!r}: its pods run its users' code and"
                         f" {power}; name the platform's own workloads only"
                     )

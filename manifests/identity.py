@@ -419,6 +419,8 @@ def _lua_jwt_issuers(options: IdentityHeaderOptions) -> str:
     rows = []
     for issuer in options.extra_issuers:
         fields = []
+        if issuer.required_claims:
+            fields.append("single = " + "{" + ", ".join(_lua_string(claim) for claim in sorted(issuer.required_claims)) + "}")
         if issuer.machine_user:
             fields.append(f"machine = {_lua_string(issuer.machine_user)}")
         else:
@@ -608,6 +610,14 @@ local function token_identity(request_handle)
   local issuer = JWT_ISSUERS[payload["iss"]]
   if issuer == nil then
     return nil, nil
+  end
+  -- A required claim holds one value: Istio matches a list claim by any of its items, so a list would let
+  -- one matching item stand for the rest.
+  for _, claim in ipairs(issuer.single or {}) do
+    local value = payload[claim]
+    if type(value) ~= "string" and type(value) ~= "number" then
+      return nil, nil, claim .. " is not a single value"
+    end
   end
   if issuer.machine ~= nil then
     return issuer.machine, nil

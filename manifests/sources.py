@@ -210,11 +210,12 @@ def _finish(data: bytes, objects: list[dict], origin: str, url: str | None = Non
 MAX_MANIFESTS_BYTES = 128 * 1024 * 1024
 
 
-def read_regular_file(path: Path, limit: int = MAX_MANIFESTS_BYTES, unreadable_hint: str | None = None) -> bytes:
+def read_regular_file(path: Path, limit: int | None = None, unreadable_hint: str | None = None) -> bytes:
     """The bytes of `path` if it is a regular file of at most `limit` bytes; ManifestError naming it otherwise.
 
     Checked before opening: a FIFO blocks the open itself until someone writes, and a device never ends.
     """
+    limit = MAX_MANIFESTS_BYTES if limit is None else limit
     try:
         status = path.stat()
     except OSError as error:

@@ -240,8 +240,12 @@ def signed_jwt(claims: dict, secret: bytes) -> str:
     return f"{header}.{payload}.{_base64url(signature)}"
 
 
-def gateway_bootstrap(http_filters: Sequence[dict], upstream_port: int, auth_proxy_port: int | None = None) -> dict:
-    """An Envoy bootstrap: one loopback listener whose HTTP chain is `http_filters` + router, to the echo server."""
+def gateway_bootstrap(http_filters: Sequence[dict], upstream_port: int, auth_proxy_port: int | None = None,
+                      normalize_path: bool = False) -> dict:
+    """An Envoy bootstrap: one loopback listener whose HTTP chain is `http_filters` + router, to the echo server.
+
+    `normalize_path`: as Istio's gateways (meshConfig pathNormalization BASE, the default: `normalize_path: true`,
+    `merge_slashes: false`), so `/pipeline/../jupyter/` is matched by policies as `/jupyter/`."""
     routes: list[dict] = []
     clusters = [_static_cluster("echo", upstream_port)]
     if auth_proxy_port is not None:
@@ -265,6 +269,8 @@ def gateway_bootstrap(http_filters: Sequence[dict], upstream_port: int, auth_pro
         "route_config": {"name": "gateway", "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": routes}]},
         "http_filters": [*http_filters, ROUTER_FILTER],
     }
+    if normalize_path:
+        connection_manager["normalize_path"] = True
     return {
         "node": {"id": "kubeflow-identity-test", "cluster": "kubeflow-identity-test"},
         "admin": {"address": {"socket_address": {"address": LOOPBACK, "port_value": 0}}},

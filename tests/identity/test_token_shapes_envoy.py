@@ -79,3 +79,12 @@ def test_email_verified_as_the_string_true_is_accepted(gateway):
     delivered = _get(gateway, _cli(email_verified="true"), path="/")
     assert delivered.status == 200
     assert delivered.values("kubeflow-userid") == ["alice@example.com"]
+
+
+def test_a_github_token_with_a_list_repository_claim_is_refused(gateway):
+    # Istio matches a list claim by any item: ["example-org/ml-pipelines", "x"] would pass the repository rule.
+    from tests.identity.test_token_admission_envoy import _github
+
+    delivered = _get(gateway, _github(gateway, repository=["example-org/ml-pipelines", "x"]), path="/")
+    assert delivered.status == 403
+    assert delivered.values("kubeflow-userid") == []
