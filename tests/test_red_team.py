@@ -35,9 +35,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
-import yaml
 
-import config
 from analysis import trace as t
 from analysis import trace_matrix as tm
 from config.edge import ISTIO_PROXY_PORTS
@@ -50,7 +48,6 @@ from tests.identity.envoy_harness import EnvoyGateway, gateway_bootstrap, send, 
 from tests.identity.test_model_endpoints_envoy import _chain
 from tests.identity.test_token_admission_envoy import CLI_ISSUER, CLUSTER_ISSUER, TEST_KEYS, Stack, _stack
 from tests.plans import evaluated_plan
-from tests.stack_files import PROJECT
 from tests.test_red_team_findings import ALIAS_BOMB, settings_problems, stack_raw
 from tests.test_retained_namespace_closed import _after_removal
 from tests.upstream import manifests_dir

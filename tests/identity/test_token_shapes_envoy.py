@@ -10,20 +10,14 @@ refused rather than passed on. Uses the gateway fixtures of test_token_admission
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Iterator
-
 import pytest
 
-from tests.identity.envoy_harness import EnvoyGateway, gateway_bootstrap, signed_jwt
+from tests.identity.envoy_harness import signed_jwt
 from tests.identity.test_token_admission_envoy import (  # noqa: F401 - fixtures
     CLI_ISSUER,
     TEST_KEYS,
-    Gateway,
     _cli,
-    _gateway_chain,
     _get,
-    _stack,
     auth_proxy_server,
     echo_upstream,
     gateway,
