@@ -20,8 +20,8 @@ from manifests.tenancy import (
     MeshPolicy,
     ProfileSpec,
     Taint,
+    closed_when_removed_policy,
     contributor_roles,
-    is_retained,
     manifest,
     role_bound_objects,
     static_objects,
@@ -121,22 +121,23 @@ class Tenancy(pulumi.ComponentResource):
             # object moving between the groups (the Profile, when a data lake is added) is updated in place.
             prefix = f"{name}-{profile.name}"
             objects = static_objects(profile, args.mesh)
-            # The Namespace in a retained group: deleting it would delete every notebook, volume and run in it.
-            # Same resource prefix, so a Namespace that sat in the other group keeps its URN (pulumi-kubernetes
-            # v4.32.0 provider/pkg/yaml/v2/yaml.go:349-351) and moves without a replacement. With it, the policy
-            # that closes the namespace once the profile's own policies are deleted (closed_when_removed_policy).
+            # The Namespace alone in a retained group: deleting it would delete every notebook, volume
+            # and run in it. Same resource prefix, so a Namespace that sat in the other group keeps its URN
+            # (pulumi-kubernetes v4.32.0 provider/pkg/yaml/v2/yaml.go:349-351) and moves without a replacement.
             kept = k8s.yaml.v2.ConfigGroup(
                 f"{prefix}-retained",
-                yaml=manifest([obj for obj in objects if is_retained(obj)]),
+                yaml=manifest([obj for obj in objects if obj["kind"] == "Namespace"]),
                 resource_prefix=prefix,
                 opts=pulumi.ResourceOptions(parent=self, retain_on_delete=args.keep_namespaces or None),
             )
             static = k8s.yaml.v2.ConfigGroup(
                 f"{prefix}-namespace",
-                yaml=manifest([obj for obj in objects if not is_retained(obj)]),
+                yaml=manifest([obj for obj in objects if obj["kind"] != "Namespace"]),
                 resource_prefix=prefix,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[kept]),
             )
+            if args.keep_namespaces:
+                self._closed_when_removed(prefix, profile.name, kept)
             if profile.data_lake is None:
                 continue
             lake = profile.data_lake
@@ -161,6 +162,25 @@ class Tenancy(pulumi.ComponentResource):
             )
         self.data_lake_role_arns = role_arns
         self.register_outputs({"profiles": self.profile_names, "dataLakeRoleArns": role_arns})
+
+    def _closed_when_removed(self, prefix: str, namespace: str, kept: pulumi.Resource) -> None:
+        """The allow-nothing policy that outlives the profile with its kept namespace
+        (manifests.tenancy.closed_when_removed_policy). Retained on delete, and a server-side apply patch, which
+        creates it when absent and applies onto the one an earlier removal of the profile left behind, where a
+        created object would fail with AlreadyExists."""
+        policy = closed_when_removed_policy(namespace)
+        k8s.apiextensions.CustomResourcePatch(
+            f"{prefix}-closed-when-removed",
+            api_version=policy["apiVersion"],
+            kind=policy["kind"],
+            metadata=k8s.meta.v1.ObjectMetaPatchArgs(
+                name=policy["metadata"]["name"], namespace=namespace,
+                # The policy is the stack's, also on a namespace that outlived an earlier stack.
+                annotations={"pulumi.com/patchForce": "true"},
+            ),
+            spec=policy["spec"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[kept], retain_on_delete=True),
+        )
 
     @property
     def stack_outputs(self) -> dict[str, Any]:

@@ -461,7 +461,7 @@ def closed_when_removed_policy(namespace: str) -> dict[str, Any]:
     its policies, the program's by Pulumi and the profile controller's `ns-owner-access-istio` by garbage
     collection; with no ALLOW policy left "If there are no ALLOW policies for the workload, allow the request"
     (https://istio.io/v1.24/docs/reference/config/security/authorization-policy/), so every user and every
-    mesh workload would reach them. Kept in the namespace's retained group, it outlives the profile.
+    mesh workload would reach them. Registered on its own and retained on delete, it outlives the profile.
     """
     return {
         "apiVersion": "security.istio.io/v1beta1",
@@ -471,16 +471,9 @@ def closed_when_removed_policy(namespace: str) -> dict[str, Any]:
     }
 
 
-def is_retained(obj: dict[str, Any]) -> bool:
-    """Whether `obj` outlives its profile with the namespace: the Namespace and its closing policy."""
-    return obj["kind"] == "Namespace" or (
-        obj["kind"] == "AuthorizationPolicy" and obj["metadata"]["name"] == CLOSED_WHEN_REMOVED_POLICY
-    )
-
-
 def namespace_objects(profile: ProfileSpec, mesh: MeshPolicy) -> list[dict[str, Any]]:
     """Every object of the profile known before deployment, in a stable order."""
-    objects = [namespace_object(profile, mesh), closed_when_removed_policy(profile.name), quota_object(profile)]
+    objects = [namespace_object(profile, mesh), quota_object(profile)]
     for user, role in profile.contributors.items():
         objects += contributor_objects(profile.name, user, role, mesh)
     if profile.data_lake is not None:

@@ -68,12 +68,17 @@ def test_without_the_closing_policy_everyone_would(dev_plan):
 
 
 def test_the_closing_policy_outlives_the_profile_and_changes_nothing_while_it_is_there(dev_plan):
-    groups = {r["name"]: r for r in dev_plan["resources"] if r["type"] == "kubernetes:yaml/v2:ConfigGroup"}
-    retained = groups[f"tenancy-{REMOVED}-retained"]
-    assert retained.get("retainOnDelete") or retained.get("options", {}).get("retainOnDelete"), retained.keys()
-    kinds = {(o.obj["kind"], o.obj["metadata"]["name"]) for o in kubernetes_objects(dev_plan).objects
-             if o.obj.get("metadata", {}).get("namespace") == REMOVED or o.obj.get("metadata", {}).get("name") == REMOVED}
-    assert ("AuthorizationPolicy", CLOSED_WHEN_REMOVED_POLICY) in kinds
+    # Its own registration, retained on delete like the namespace, and a server-side apply patch: a profile added
+    # again applies onto the policy its removal left (a created object would fail with AlreadyExists).
+    (resource,) = [r for r in dev_plan["resources"] if r["name"] == f"tenancy-{REMOVED}-closed-when-removed"]
+    assert resource["type"] == "kubernetes:security.istio.io/v1beta1:AuthorizationPolicyPatch"
+    assert resource["options"]["retainOnDelete"] is True
+    assert resource["inputs"]["metadata"] == {"name": CLOSED_WHEN_REMOVED_POLICY, "namespace": REMOVED,
+                                              "annotations": {"pulumi.com/patchForce": "true"}}
+    assert resource["inputs"]["spec"] == {"action": "ALLOW"}  # no rules: allows nothing
+    applied = {(o.obj["kind"], o.obj["metadata"]["name"]) for o in kubernetes_objects(dev_plan).objects
+               if (o.obj.get("metadata") or {}).get("namespace") == REMOVED}
+    assert ("AuthorizationPolicy", CLOSED_WHEN_REMOVED_POLICY) in applied
     # With the profile in place its owner still reaches the notebook (the policy allows nothing, adds nothing).
     model = t.model_from_plan(dev_plan)
     url = f"https://{model.settings.hosts[0]}/notebook/{REMOVED}/{t.TRACE_NOTEBOOK}/"

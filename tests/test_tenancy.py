@@ -247,11 +247,9 @@ def test_removing_a_profile_leaves_its_namespace_and_its_users_data(stack_run):
     for profile in tenancy_settings(stack_run.stack)["profiles"]:
         name = profile["name"]
         retained, rest = groups[f"tenancy-{name}-retained"], groups[f"tenancy-{name}-namespace"]
-        # The Namespace is retained on delete, with the policy that closes it once the profile's own policies are
-        # gone: the profile's other objects (its access grants among them) go with the profile, its users'
-        # notebooks, volumes and runs stay in the cluster, reachable by nobody.
-        assert [(o["kind"], o["metadata"]["name"]) for o in objects_of(retained)] == [
-            ("Namespace", name), ("AuthorizationPolicy", "kubeflow-closed-when-profile-removed")]
+        # The Namespace alone is retained on delete: the profile's other objects (its access grants among
+        # them) go with the profile, its users' notebooks, volumes and runs stay in the cluster.
+        assert [(o["kind"], o["metadata"]["name"]) for o in objects_of(retained)] == [("Namespace", name)]
         assert retained.retain_on_delete is True and not rest.retain_on_delete
         assert "Namespace" not in {o["kind"] for o in objects_of(rest)}
         # Same resource prefix as the group that held the Namespace before, so its URN does not move.

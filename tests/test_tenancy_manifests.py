@@ -157,10 +157,8 @@ def test_serving_authorization_policies_select_only_kserve_component_pods():
         assert proxies["to"] == [{"operation": {"ports": ["8012", "8013"]}}]
         assert metrics["from"][0]["source"]["principals"] == ["cluster.local/ns/knative-serving/sa/controller"]
         assert metrics["to"] == [{"operation": {"ports": ["9090"], "methods": ["GET"], "paths": ["/metrics"]}}]
-    # Namespace-wide only: the contributors' policies and the one that allows nothing (it closes the namespace
-    # once the profile's policies are deleted).
     assert all("selector" in o["spec"] for o in objects if o["kind"] == "AuthorizationPolicy"
-               and not o["metadata"]["name"].startswith("user-") and o["metadata"]["name"] != "kubeflow-closed-when-profile-removed")
+               and not o["metadata"]["name"].startswith("user-"))
 
 
 def _viewer_and_editor_rules(mesh: MeshPolicy) -> tuple[dict, dict]:
