@@ -28,7 +28,8 @@ MANIFESTS_B ?= $(if $(KUBEFLOW_B),$(call release_file,$(KUBEFLOW_B)),$(MANIFESTS
 # The release a diff side needs rendered into UPSTREAM_DIR: none for a saved plan or for a side
 # given a manifests path.
 diff_release = $(if $(wildcard $(1)/plan.json),,$(if $(filter file,$(origin MANIFESTS_$(2))),$(or $(KUBEFLOW_$(2)),$(if $(filter file,$(origin MANIFESTS)),$(or $(KUBEFLOW),$(KUBEFLOW_VERSION))))))
-diff_options = $(if $(wildcard $(1)/plan.json),,--manifests-$(2) $(MANIFESTS_$(3)) $(if $(KUBEFLOW_$(3)),--kubeflow-$(2) $(KUBEFLOW_$(3)),$(if $(KUBEFLOW),--kubeflow-$(2) $(KUBEFLOW))))
+# Options only: every value is read from the environment by the shell (see "Caller's values" below).
+diff_options = $(if $(wildcard $(1)/plan.json),,--manifests-$(2) "$$MAKEARG_MANIFESTS_$(3)" $(if $(or $(KUBEFLOW_$(3)),$(KUBEFLOW)),--kubeflow-$(2) "$$MAKEARG_KUBEFLOW_$(3)"))
 trace_release = $(if $(wildcard $(STACK)/plan.json),,$(if $(filter file,$(origin MANIFESTS)),$(or $(KUBEFLOW),$(KUBEFLOW_VERSION))))
 diff_releases = $(strip $(sort $(call diff_release,$(A),A) $(call diff_release,$(B),B)))
 DIFF_USAGE := make diff A=<stack|dir> B=<stack|dir> [KUBEFLOW_A=1.9.1] [MANIFESTS_A=path] [KUBEFLOW_B=...] [MANIFESTS_B=...] [FULL=1]
@@ -66,6 +67,33 @@ endif
 MAKEFLAGS += -q
 endif
 
+# Caller's values reach the commands through the environment, never pasted into a recipe's text: a recipe
+# line is shell code, so `make trace URL='x" ; rm -rf ~ ; "'` would otherwise run what the value says.
+# Recipes read them as "$$MAKEARG_<NAME>" (one argument whatever it holds) or, for the space-separated lists,
+# unquoted with globbing off (`set -f`): split into words, never run.
+export MAKEARG_STACK = $(STACK)
+export MAKEARG_URL = $(URL)
+export MAKEARG_AS = $(AS)
+export MAKEARG_FROM = $(FROM)
+export MAKEARG_TO = $(TO)
+export MAKEARG_FROM_SET = $(FROM_SET)
+export MAKEARG_TO_SET = $(TO_SET)
+export MAKEARG_MANIFESTS = $(MANIFESTS)
+export MAKEARG_KUBEFLOW = $(KUBEFLOW)
+export MAKEARG_OUT = $(OUT)
+export MAKEARG_A = $(A)
+export MAKEARG_B = $(B)
+export MAKEARG_MANIFESTS_A = $(MANIFESTS_A)
+export MAKEARG_MANIFESTS_B = $(MANIFESTS_B)
+export MAKEARG_KUBEFLOW_A = $(or $(KUBEFLOW_A),$(KUBEFLOW))
+export MAKEARG_KUBEFLOW_B = $(or $(KUBEFLOW_B),$(KUBEFLOW))
+export MAKEARG_UPSTREAM_VERSIONS = $(UPSTREAM_VERSIONS)
+export MAKEARG_PREVIEW_RELEASE = $(or $(KUBEFLOW),$(KUBEFLOW_VERSION))
+export MAKEARG_DIFF_RELEASES = $(diff_releases)
+export MAKEARG_TRACE_RELEASE = $(trace_release)
+export MAKEARG_BASELINE = $(BASELINE)
+export MAKEARG_STACKS = $(STACKS)
+
 .PHONY: venv scan-venv upstream-manifests preview diff diff-prerequisites upgrade-plan trace test policy-pack bench docs clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
@@ -83,19 +111,19 @@ $(SCAN_VENV)/bin/.installed: requirements-scan.txt
 scan-venv: $(SCAN_VENV)/bin/.installed
 
 upstream-manifests: venv
-	$(BIN)/python -m tools.upstream_manifests $(UPSTREAM_VERSIONS)
+	set -f; $(BIN)/python -m tools.upstream_manifests $$MAKEARG_UPSTREAM_VERSIONS
 
 ## The main command: evaluate a stack offline (no credentials, no cluster), show and write its plan.
 ## make preview [STACK=dev] [MANIFESTS=path | KUBEFLOW=1.9.1] [OUT=build/<stack>]
 preview: venv
-	@if [ "$(origin MANIFESTS)" = "file" ]; then $(MAKE) --no-print-directory upstream-manifests UPSTREAM_VERSIONS="$(or $(KUBEFLOW),$(KUBEFLOW_VERSION))"; fi
-	$(BIN)/python -m tools.preview --stack $(STACK) --manifests $(MANIFESTS) $(if $(KUBEFLOW),--kubeflow-version $(KUBEFLOW)) $(if $(OUT),--out $(OUT))
+	@if [ "$(origin MANIFESTS)" = "file" ]; then $(MAKE) --no-print-directory upstream-manifests UPSTREAM_VERSIONS="$$MAKEARG_PREVIEW_RELEASE"; fi
+	$(BIN)/python -m tools.preview --stack "$$MAKEARG_STACK" --manifests "$$MAKEARG_MANIFESTS" $(if $(KUBEFLOW),--kubeflow-version "$$MAKEARG_KUBEFLOW") $(if $(OUT),--out "$$MAKEARG_OUT")
 
 ## Field-level differences between two plans; exit 0 when equal, 1 when different, 2 on bad usage or an error.
 ## make diff A=<stack|dir> B=<stack|dir> [KUBEFLOW_A=1.9.1] [MANIFESTS_A=path] [KUBEFLOW_B=...] [MANIFESTS_B=...] [FULL=1]
 diff:
-	+@MAKEFLAGS= $(MAKE) --no-print-directory PYTHON="$(PYTHON)" UPSTREAM_VERSIONS="$(diff_releases)" diff-prerequisites
-	+$(strip $(BIN)/python -m tools.diff $(A) $(B) $(call diff_options,$(A),a,A) $(call diff_options,$(B),b,B) $(if $(FULL),--full))
+	+@MAKEFLAGS= $(MAKE) --no-print-directory PYTHON="$(PYTHON)" UPSTREAM_VERSIONS="$$MAKEARG_DIFF_RELEASES" diff-prerequisites
+	+$(strip $(BIN)/python -m tools.diff "$$MAKEARG_A" "$$MAKEARG_B" $(call diff_options,$(A),a,A) $(call diff_options,$(B),b,B) $(if $(FULL),--full))
 
 ## What `pulumi up` does to a live cluster between two Kubeflow releases: replacements, renames, CRDs,
 ## data, manual steps. Exit 0 when nothing needs attention, 1 when something does, 2 on an error.
@@ -103,14 +131,16 @@ diff:
 ##   [FROM_SET='key=value ...'] [TO_SET='key=value ...']: settings the stack has at FROM / takes with TO
 upgrade-plan:
 	+@MAKEFLAGS= $(MAKE) --no-print-directory PYTHON="$(PYTHON)" venv
-	+$(BIN)/python -m tools.upgrade_plan $(FROM) $(TO) --stack $(STACK) $(foreach s,$(FROM_SET),--from-set $(s)) $(foreach s,$(TO_SET),--to-set $(s))
+	+set -f; set --; for s in $$MAKEARG_FROM_SET; do set -- "$$@" --from-set "$$s"; done; \
+	  for s in $$MAKEARG_TO_SET; do set -- "$$@" --to-set "$$s"; done; \
+	  $(BIN)/python -m tools.upgrade_plan "$$MAKEARG_FROM" "$$MAKEARG_TO" --stack "$$MAKEARG_STACK" "$$@"
 
 ## Why a URL would answer 404 or 403, hop by hop through the mesh, before deploying. Exit 0 when the request
 ## reaches its backend, 1 when it does not, 2 on an error. A stack is evaluated now; a directory's plan.json is read.
 ## make trace STACK=<stack|saved plan dir> URL=<url> AS=<email|anonymous> [KUBEFLOW=26.03 | MANIFESTS=path]
 trace:
-	+@MAKEFLAGS= $(MAKE) --no-print-directory PYTHON="$(PYTHON)" UPSTREAM_VERSIONS="$(trace_release)" diff-prerequisites
-	+$(strip $(BIN)/python -m tools.trace $(STACK) "$(URL)" --as "$(AS)" $(if $(wildcard $(STACK)/plan.json),,--manifests $(MANIFESTS) $(if $(KUBEFLOW),--kubeflow-version $(KUBEFLOW))))
+	+@MAKEFLAGS= $(MAKE) --no-print-directory PYTHON="$(PYTHON)" UPSTREAM_VERSIONS="$$MAKEARG_TRACE_RELEASE" diff-prerequisites
+	+$(strip $(BIN)/python -m tools.trace "$$MAKEARG_STACK" "$$MAKEARG_URL" --as "$$MAKEARG_AS" $(if $(wildcard $(STACK)/plan.json),,--manifests "$$MAKEARG_MANIFESTS" $(if $(KUBEFLOW),--kubeflow-version "$$MAKEARG_KUBEFLOW")))
 
 # What `make diff` needs before it compares, made by its sub-make outside question mode: the venv, and
 # the releases in UPSTREAM_VERSIONS for the sides that are stacks evaluated with a rendered release.
@@ -142,10 +172,10 @@ clean:
 STACKS ?= dev prod
 .PHONY: preview-unchanged
 preview-unchanged: venv
-	@if [ -z "$(BASELINE)" ]; then echo "usage: make preview-unchanged BASELINE=<dir holding a preview per stack> [STACKS='$(STACKS)'] [MANIFESTS=path]" >&2; exit 2; fi
-	@if [ "$(origin MANIFESTS)" = "file" ]; then $(MAKE) --no-print-directory upstream-manifests UPSTREAM_VERSIONS="$(or $(KUBEFLOW),$(KUBEFLOW_VERSION))"; fi
-	@for stack in $(STACKS); do \
-	  $(BIN)/python -m tools.preview --stack $$stack --manifests $(MANIFESTS) --out build/$$stack > /dev/null || exit 1; \
-	  diff -r $(BASELINE)/$$stack build/$$stack || exit 1; \
-	  echo "$$stack: every file under build/$$stack/ is byte-identical to $(BASELINE)/$$stack/"; \
+	@if [ -z "$$MAKEARG_BASELINE" ]; then echo "usage: make preview-unchanged BASELINE=<dir holding a preview per stack> [STACKS='$$MAKEARG_STACKS'] [MANIFESTS=path]" >&2; exit 2; fi
+	@if [ "$(origin MANIFESTS)" = "file" ]; then $(MAKE) --no-print-directory upstream-manifests UPSTREAM_VERSIONS="$$MAKEARG_PREVIEW_RELEASE"; fi
+	@set -f; for stack in $$MAKEARG_STACKS; do \
+	  $(BIN)/python -m tools.preview --stack "$$stack" --manifests "$$MAKEARG_MANIFESTS" --out "build/$$stack" > /dev/null || exit 1; \
+	  diff -r "$$MAKEARG_BASELINE/$$stack" "build/$$stack" || exit 1; \
+	  echo "$$stack: every file under build/$$stack/ is byte-identical to $$MAKEARG_BASELINE/$$stack/"; \
 	done

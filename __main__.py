@@ -37,7 +37,8 @@ certificate = Certificate("certificate", CertificateArgs.from_settings(settings,
 artifacts = ArtifactStore("artifacts", ArtifactStoreArgs.from_settings(settings), opts=on_aws)
 identity = WorkloadIdentity("identity", WorkloadIdentityArgs.from_settings(
     settings, issuer=cluster.oidc_issuer, account_id=cluster.account_id, pipelines_bucket=artifacts.bucket_names["pipelines"],
-    pipelines_kms_key_arn=artifacts.kms_key_arns["pipelines"]), opts=on_aws)
+    pipelines_kms_key_arn=artifacts.kms_key_arns["pipelines"],
+    api_server_checks_bucket=kubeflow_release.api_server_needs_head_bucket), opts=on_aws)
 # A pod gets its IAM role only if its ServiceAccount names it when the pod is created: the roles come first.
 kubeflow = Kubeflow("kubeflow", KubeflowArgs.from_settings(
     settings, kubeflow_release, service_account_roles=identity.service_account_roles,

@@ -58,6 +58,9 @@ class AuthArgs:
     header_forwarders: tuple[str, ...]
     """Mesh principals besides the gateway that may send kubeflow-userid (`release_header_forwarders`)."""
     service_account_audiences: tuple[str, ...] = ("pipelines.kubeflow.org",)
+    login_hosts: tuple[str, ...] = ()
+    """Hosts besides Kubeflow's behind the login and the token policy: `*.<servingDomain>` unless
+    auth.openModelEndpoints (upstream 26.03's policies name no hosts, so its model endpoints are behind them)."""
     """Audiences a service-account token must carry at the gateway."""
     kubeflow_namespace: str = KUBEFLOW_NAMESPACE
     """Namespace of upstream's Kubeflow services, guarded by the identity-header policy."""
@@ -96,7 +99,13 @@ class AuthArgs:
             service_account_issuer=service_account_issuer,
             header_forwarders=tuple(header_forwarders),
             service_account_audiences=auth.service_account_audiences,
+            login_hosts=tuple(f"*.{domain}" for domain in settings.login_domains()),
         )
+
+    @property
+    def policy_hosts(self) -> tuple[str, ...]:
+        """Every host the gateway's login (CUSTOM) and token (DENY) policies hold."""
+        return (*self.proxy.hosts, *self.login_hosts)
 
 
 def release_header_forwarders(settings: Settings, release: "PreparedRelease") -> tuple[str, ...]:
@@ -113,8 +122,10 @@ def identity_header_policy(options: IdentityHeaderOptions, namespace: str, forwa
 
 def _gateway_hosts(hosts: tuple[str, ...]) -> list[str]:
     # `:authority` may carry a port; a policy that matched only the bare name would let `host:443` step
-    # around login, so every host is listed both ways.
-    return [spelling for host in hosts for spelling in (host, f"{host}:*")]
+    # around login, so every host is listed both ways. A wildcard host (`*.<domain>`) is a suffix match in
+    # Istio (pilot/pkg/security/authz/matcher/header.go HostMatcher at 1.24.6) that cannot also take a port: the
+    # gateway's first filter refuses a port on those hosts instead (IdentityHeaderOptions.login_domains).
+    return [spelling for host in hosts for spelling in ((host,) if host.startswith("*") else (host, f"{host}:*"))]
 
 
 def _on_kubeflow_hosts(policy: dict, hosts: tuple[str, ...]) -> dict:
@@ -165,9 +176,17 @@ class Auth(pulumi.ComponentResource):
         # The cluster's issuer is an Output: the object is built inside apply on a resource of its own, so an
         # unknown issuer in a preview blanks out this one spec and nothing else.
         def service_account_spec(issuer: str) -> dict:
-            return identity.service_account_request_authentication(
-                options, issuer, service_account_audiences=args.service_account_audiences
-            )["spec"]
+            # The issuer is read from the cluster, so settings that clash with it can only be found here; they
+            # are a configuration mistake (RunError: reported as a message), not a crash of the program.
+            try:
+                return identity.service_account_request_authentication(
+                    options, issuer, service_account_audiences=args.service_account_audiences
+                )["spec"]
+            except ValueError as error:
+                hint = ("\n  (the cluster's own service-account tokens are already verified at the gateway, for the"
+                        " audiences in auth.serviceAccountAudiences: remove that entry from auth.extraIssuers)"
+                        if "the cluster's own issuer" in str(error) else "")
+                raise pulumi.RunError(f"{error}{hint}") from None
 
         known_shape = {
             "apiVersion": identity.security_api_version(options),
@@ -177,7 +196,7 @@ class Auth(pulumi.ComponentResource):
         }
         custom("service-account-jwt", known_shape, spec=pulumi.Output.from_input(args.service_account_issuer).apply(service_account_spec))
 
-        hosts = args.proxy.hosts
+        hosts = args.policy_hosts
         custom("ext-authz", _on_kubeflow_hosts(auth_proxy.ext_authz_policy(args.proxy), hosts))
         custom("require-verified-token", _on_kubeflow_hosts(auth_proxy.require_verified_token_policy(args.proxy), hosts))
         custom("identity-header-policy", identity_header_policy(options, args.kubeflow_namespace, args.header_forwarders))

@@ -61,7 +61,7 @@ class GpuNodePoolsArgs:
         mirror = image_mirror_options(settings.kubeflow.images)
         image = mirror_image(PAUSE_IMAGE, mirror.rules, mirror.default_mirror) or PAUSE_IMAGE
         return cls(cluster_name=settings.cluster.name, pools=settings.gpu.pools, placeholder_image=image,
-                   vpc_cni_has_own_role=settings.gpu.vpc_cni_has_own_role)
+                   vpc_cni_has_own_role=bool(settings.gpu.vpc_cni_has_own_role))
 
 
 def autoscaler_tags(cluster_name: str, pool: GpuPoolSettings) -> dict[str, str]:

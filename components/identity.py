@@ -38,6 +38,9 @@ class PlatformRoleArgs:
     argo_service_accounts: Sequence[str] = ()
     #: Key prefix Argo writes workflow artifacts under (first segment of kubeflow.argo.keyFormat).
     artifact_prefix: str = "artifacts"
+    #: Whether the KFP API server needs HeadBucket to start (before KFP 2.16): an s3:ListBucket without a prefix
+    #: condition, which also lists every profile's key names (manifests.release_changes.api_server_needs_head_bucket).
+    bucket_check: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,13 +60,13 @@ class WorkloadIdentityArgs:
     @classmethod
     def from_settings(
         cls, settings: Settings, *, issuer: pulumi.Input[str], account_id: pulumi.Input[str],
-        pipelines_bucket: pulumi.Input[str], pipelines_kms_key_arn: Optional[str],
+        pipelines_bucket: pulumi.Input[str], pipelines_kms_key_arn: Optional[str], api_server_checks_bucket: bool = True,
     ) -> "WorkloadIdentityArgs":
         argo = settings.kubeflow.argo
         platform = PlatformRoleArgs(
             bucket=pipelines_bucket, region=settings.aws.region, kms_key_arn=pipelines_kms_key_arn,
             argo_namespace=argo.namespace, argo_service_accounts=settings.identity.argo_service_accounts,
-            artifact_prefix=argo.key_format.split("/")[0],
+            artifact_prefix=argo.key_format.split("/")[0], bucket_check=api_server_checks_bucket,
         )
         return cls(issuer=issuer, account_id=account_id,
                    role_name_prefix=f"{pulumi.get_project()}-{pulumi.get_stack()}",
@@ -186,7 +189,7 @@ class WorkloadIdentity(pulumi.ComponentResource):
             service_accounts=PIPELINES_WRITER_SERVICE_ACCOUNTS,
             policy=bucket.apply(lambda name: s3_access_policy(
                 bucket=name, prefixes=prefixes, kms_key_arn=platform.kms_key_arn, region=platform.region,
-                bucket_check=True,
+                bucket_check=platform.bucket_check,
             )),
         )
         readers = self.irsa_role(

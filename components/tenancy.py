@@ -22,6 +22,7 @@ from manifests.tenancy import (
     MeshPolicy,
     ProfileSpec,
     Taint,
+    closed_when_removed_policy,
     contributor_roles,
     manifest,
     namespace_objects,
@@ -191,6 +192,8 @@ class Tenancy(pulumi.ComponentResource):
                 resource_prefix=prefix,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[kept]),
             )
+            if args.keep_namespaces:
+                self._closed_when_removed(prefix, profile.name, kept)
             if profile.data_lake is None:
                 continue
             lake = profile.data_lake
@@ -242,6 +245,25 @@ class Tenancy(pulumi.ComponentResource):
                 annotations={**(metadata.get("annotations") or {}), **NAMESPACE_PATCH_ANNOTATIONS},
             ),
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
+        )
+
+    def _closed_when_removed(self, prefix: str, namespace: str, kept: pulumi.Resource) -> None:
+        """The allow-nothing policy that outlives the profile with its kept namespace
+        (manifests.tenancy.closed_when_removed_policy). Retained on delete, and a server-side apply patch, which
+        creates it when absent and applies onto the one an earlier removal of the profile left behind, where a
+        created object would fail with AlreadyExists."""
+        policy = closed_when_removed_policy(namespace)
+        k8s.apiextensions.CustomResourcePatch(
+            f"{prefix}-closed-when-removed",
+            api_version=policy["apiVersion"],
+            kind=policy["kind"],
+            metadata=k8s.meta.v1.ObjectMetaPatchArgs(
+                name=policy["metadata"]["name"], namespace=namespace,
+                # The policy is the stack's, also on a namespace that outlived an earlier stack.
+                annotations={"pulumi.com/patchForce": "true"},
+            ),
+            spec=policy["spec"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[kept], retain_on_delete=True),
         )
 
     @property

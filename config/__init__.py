@@ -103,7 +103,15 @@ class Settings:
             gateway_namespace=self.ingress.namespace,
             gateway_selector=types.MappingProxyType(dict(self.ingress.selector)),
             istio_version=self.kubeflow.mesh.istio_version,
+            login_domains=self.login_domains(),
         )
+
+    def login_domains(self) -> tuple[str, ...]:
+        """Domains whose every one-label host is behind the login: the serving domain, unless
+        auth.openModelEndpoints opens the model endpoints."""
+        if self.dns.serving_domain is None or self.auth.open_model_endpoints:
+            return ()
+        return (self.dns.serving_domain.rstrip(".").lower(),)
 
     def trusted_principals(self) -> tuple[str, ...]:
         """Whose kubeflow-userid contributors' policies trust: `tenancy.trustedPrincipals`, or what kfam would
@@ -181,6 +189,7 @@ class Settings:
         pools = {pool.name: pool for pool in self.gpu.pools}
         buckets = {bucket.purpose for bucket in self.artifacts.buckets}
         reserved = self._namespaces_profiles_must_not_take()
+        yield from self.tenancy.tenant_principals(reserved)
         if self.auth.lowercase:
             yield from self._upper_case_emails()
         for i, profile in enumerate(self.tenancy.profiles):
@@ -199,11 +208,21 @@ class Settings:
                     f"{profile.quota.gpus} is more than its pools can ever offer ({capacity}: maxSize x gpusPerNode)"
                 )
             lake = profile.data_lake
-            if lake is not None and lake.bucket not in buckets and "." not in lake.bucket and "-" not in lake.bucket:
-                yield f"tenancy.profiles[{i}].dataLake.bucket", (
-                    f"{lake.bucket!r} is neither an artifacts.buckets purpose ({', '.join(sorted(buckets))}) "
-                    "nor a bucket name"
-                )
+            stack_bucket_names = set(self.artifacts.names().values())
+            if lake is not None and lake.bucket not in buckets and lake.bucket not in stack_bucket_names:
+                if "." not in lake.bucket and "-" not in lake.bucket and lake.bucket not in self.tenancy.data_lake_buckets:
+                    yield f"tenancy.profiles[{i}].dataLake.bucket", (
+                        f"{lake.bucket!r} is neither an artifacts.buckets purpose ({', '.join(sorted(buckets))}) "
+                        "nor a bucket name"
+                    )
+                elif lake.bucket not in self.tenancy.data_lake_buckets:
+                    # The profile's role gets read and write on the prefix of whatever bucket is named: an
+                    # account's audit logs or another team's data must not be one typo away.
+                    yield f"tenancy.profiles[{i}].dataLake.bucket", (
+                        f"{lake.bucket!r} is not a bucket of this stack; a profile's role would read and write its "
+                        "prefix there: list the data lake's buckets the profiles may use under tenancy.dataLakeBuckets, "
+                        f"or use a purpose of artifacts.buckets ({', '.join(sorted(buckets))})"
+                    )
         yield from self._self_service_problems(pools)
         names = self.artifacts.names()
         # The platform's own prefixes of the pipelines bucket (components.identity): KFP's packages and v2

@@ -22,6 +22,8 @@ from manifests.identity import (
 _PRINCIPAL = re.compile(r"^[a-z0-9.-]+/ns/[a-z0-9]([-a-z0-9]*[a-z0-9])?/sa/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 # Kubernetes resource quantities, as the Profile CRD and ResourceQuota accept them (like 64, 500m, 256Gi).
 _QUANTITY = re.compile(r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$")
+#: Pod Security admission's namespace labels (https://kubernetes.io/docs/concepts/security/pod-security-admission/).
+POD_SECURITY_LABEL_PREFIX = "pod-security.kubernetes.io/"
 #: Namespace labels and annotations the platform sets on every profile namespace; a profile may not override them.
 PLATFORM_NAMESPACE_KEYS = (
     "owner",
@@ -110,6 +112,8 @@ class AuthSettings:
     """Service account of the ingress gateway pods: the only caller trusted to send kubeflow-userid."""
     trust_domain: str = setting("cluster.local")
     """The mesh's trust domain (meshConfig.trustDomain), the start of every workload principal."""
+    open_model_endpoints: bool = setting(False)
+    """Serve InferenceServices at *.<dns.servingDomain> without the login or a token (false: behind them, as upstream)."""
 
     def identity_options(self, **gateway: Any) -> IdentityHeaderOptions:
         """The identity header options these settings describe; `gateway` sets the gateway's fields."""
@@ -158,9 +162,44 @@ class AuthSettings:
         for index, audience in enumerate(self.service_account_audiences):
             if not audience.strip():
                 yield f"serviceAccountAudiences[{index}]", "must not be empty"
+            elif audience in SHARED_TOKEN_AUDIENCES:
+                yield f"serviceAccountAudiences[{index}]", (
+                    f"{audience!r} is {SHARED_TOKEN_AUDIENCES[audience]}: every such pod's token would pass the gateway;"
+                    " use an audience only Kubeflow's clients request (like pipelines.kubeflow.org)"
+                )
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in self.client_id):
+            yield "clientId", "contains a control character (a newline?); it is written into the auth proxy's configuration"
+        for index, issuer in enumerate(self.extra_issuers):
+            user = issuer.machine_identity.user.lower() if issuer.machine_identity else ""
+            if user and "*" not in self.email_domains and _login_domain_admits(self.email_domains, user):
+                yield f"extraIssuers[{index}].machineIdentity.user", (
+                    f"{issuer.machine_identity.user!r} is inside auth.emailDomains: a person who logs in with that address"
+                    " would act as the machine; pick a domain no one logs in with (like machines.example.com)"
+                )
 
 
 AUTH_PREFIX = "auth."
+
+
+def _login_domain_admits(email_domains: Sequence[str], user: str) -> bool:
+    """Whether the login (oauth2-proxy's email_domains: `example.com` exactly, `.example.com` or `*.example.com`
+    its subdomains, oauth2-proxy@v7.7.1 validator.go:115-124) lets a person with address `user` in."""
+    domain = user.rpartition("@")[2]
+    for allowed in (d.lower() for d in email_domains):
+        if allowed.startswith(("*.", ".")):
+            if domain.endswith("." + allowed.lstrip("*").lstrip(".")):
+                return True
+        elif domain == allowed:
+            return True
+    return False
+
+#: Token audiences that pods of the cluster carry for other purposes: EKS's IRSA web-identity tokens
+#: (https://docs.aws.amazon.com/eks/latest/userguide/pod-configuration.html) and the API server's own.
+SHARED_TOKEN_AUDIENCES = {
+    "sts.amazonaws.com": "the audience of every IRSA (web identity) token in the cluster",
+    "https://kubernetes.default.svc": "the API server's audience, which every pod's default token carries",
+    "https://kubernetes.default.svc.cluster.local": "the API server's audience, which every pod's default token carries",
+}
 
 #: Identity options that come from other areas, and the keys they are configured under there.
 GATEWAY_OPTION_KEYS = {
@@ -308,6 +347,11 @@ class ProfileSettings:
             for key in values:
                 if key in PLATFORM_NAMESPACE_KEYS:
                     yield f"{where}.{key}", "is set by the platform (mesh membership, GPU tolerations, ownership)"
+                elif key.startswith(POD_SECURITY_LABEL_PREFIX):
+                    yield f"{where}.{key}", (
+                        "the platform sets the profile's Pod Security level; a profile's own would override it"
+                        " (enforce: privileged lets its pods run privileged, on the host's network and files), so remove it"
+                    )
         if self.gpu_pools and not self.quota.gpus:
             yield "quota.gpus", "gpuPools without a GPU quota would let the profile onto GPU nodes yet allow it no GPU"
 
@@ -382,6 +426,8 @@ class TenancySettings:
     """Keep role view contributors out of the profile's notebook servers (upstream kfam lets them in, where code runs as default-editor)."""
     self_service: SelfServiceSettings = setting(SelfServiceSettings())
     """Profiles users create themselves in the dashboard (off unless emailDomains is set); see docs/profiles.md."""
+    data_lake_buckets: tuple[str, ...] = setting((), check=checks.unique("bucket"))
+    """Existing buckets outside this stack that profiles' dataLake.bucket may name (the organisation's data lake); no other bucket is accepted."""
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         users = set(self.users)
@@ -408,3 +454,21 @@ class TenancySettings:
                     yield f"profiles[{i}].contributors[{j}].user", f"{contributor.user!r} is not listed under tenancy.users"
                 if contributor.group is not None and contributor.group not in group_names:
                     yield f"profiles[{i}].contributors[{j}].group", f"{contributor.group!r} is not listed under tenancy.groups"
+
+    def tenant_principals(self, reserved: set[str]) -> Iterator[tuple[str, str]]:
+        """Principals in a profile's namespace among those the policies trust (run from Settings.cross_check:
+        a profile that takes a platform namespace, `reserved`, is reported as such and not again here)."""
+        profiles = {profile.name for profile in self.profiles} - reserved
+        # A principal in a profile namespace is a workload the profile's users and their code control.
+        for key, principals, power in (
+            ("trustedPrincipals", self.trusted_principals, "could send kubeflow-userid as any user to every profile"),
+            ("serving.principals", self.serving.principals, "would reach every profile's inference services"),
+            ("serving.metricsPrincipals", self.serving.metrics_principals, "would read every profile's model metrics"),
+        ):
+            for j, principal in enumerate(principals):
+                namespace = principal.split("/ns/", 1)[-1].split("/", 1)[0]
+                if namespace in profiles and not namespace.startswith("kube-"):
+                    yield f"tenancy.{key}[{j}]", (
+                        f"{principal!r} is a service account of profile {namespace!r}: its pods run its users' code and"
+                        f" {power}; name the platform's own workloads only"
+                    )

@@ -186,14 +186,23 @@ class GpuPoolSettings:
 class GpuSettings:
     pools: tuple[GpuPoolSettings, ...] = setting(())
     """GPU node pools on the existing cluster."""
-    vpc_cni_has_own_role: bool = setting(False)
-    """The cluster's VPC CNI (aws-node) has its own IRSA role with AmazonEKS_CNI_Policy; the GPU node role then goes without it."""
+    vpc_cni_has_own_role: Optional[bool] = setting(None)
+    """Whether the cluster's VPC CNI (aws-node) has its own IRSA role with AmazonEKS_CNI_Policy (true: the GPU node role goes without it); required with pools."""
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         names = [p.name for p in self.pools]
         for i, name in enumerate(names):
             if names.index(name) != i:
                 yield f"pools[{i}].name", f"{name!r} is listed twice"
+        if self.pools and self.vpc_cni_has_own_role is None:
+            # No default either way: false hands every pod on a GPU node (hostNetwork aside, through the node's
+            # credentials) the CNI policy's network-interface writes; true on a cluster whose aws-node uses the node
+            # role leaves the GPU nodes without pod addresses (docs.aws.amazon.com/eks/latest/userguide/cni-iam-role.html).
+            yield "vpcCniHasOwnRole", (
+                "required with GPU pools: true when aws-node has its own IRSA role (kubectl -n kube-system get sa aws-node"
+                " -o jsonpath='{.metadata.annotations.eks\\.amazonaws\\.com/role-arn}' prints one; AWS's recommendation),"
+                " so the GPU node role goes without AmazonEKS_CNI_Policy; false when aws-node uses the node role"
+            )
 
 
 def capacity_cross_checks(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 import types
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -97,6 +98,18 @@ class CertificateSettings:
     """Names the ACM certificate covers besides the hosts (wildcards like *.example.com allowed)."""
 
 
+#: The NLB's predefined security policies that accept only TLS 1.2 and 1.3
+#: (https://docs.aws.amazon.com/elasticloadbalancing/latest/network/describe-ssl-policies.html); the others
+#: (ELBSecurityPolicy-2016-08, -TLS13-1-0-*, -TLS13-1-1-*, -TLS-1-1-*, -FS-2018-06, ...) also accept 1.0 or 1.1.
+_TLS12_NLB_POLICY = re.compile(r"^ELBSecurityPolicy-(TLS13-1-[23]|TLS-1-2|FS-1-2)-[A-Za-z0-9-]+$")
+#: Ports the Istio proxy listens on for itself (https://istio.io/v1.24/docs/ops/deployment/application-requirements/,
+#: "Ports used by Istio").
+ISTIO_PROXY_PORTS = types.MappingProxyType({
+    15000: "admin", 15001: "outbound", 15004: "debug", 15006: "inbound", 15008: "HBONE tunnel", 15009: "HBONE",
+    15020: "merged metrics", 15021: "health check", 15053: "DNS", 15090: "Envoy metrics",
+})
+
+
 @dataclass(frozen=True, kw_only=True)
 class IngressSettings:
     mode: Literal["patch", "create"] = setting("patch")
@@ -139,6 +152,18 @@ class IngressSettings:
             yield "securityGroups", "use either sourceCidrs or securityGroups, not both"
         if not self.selector:
             yield "selector", "must name at least one label of the gateway pods"
+        if not _TLS12_NLB_POLICY.match(self.ssl_policy):
+            yield "sslPolicy", (
+                f"{self.ssl_policy!r} is not one of the NLB's TLS 1.2+ security policies (those named"
+                " ELBSecurityPolicy-TLS13-1-2-*, -TLS13-1-3-*, -TLS-1-2-* or -FS-1-2-*); older ones also accept"
+                " TLS 1.0 or 1.1: use ELBSecurityPolicy-TLS13-1-2-2021-06"
+            )
+        if self.http_target_port in ISTIO_PROXY_PORTS:
+            yield "httpTargetPort", (
+                f"{self.http_target_port} is the Istio proxy's own {ISTIO_PROXY_PORTS[self.http_target_port]} port, not"
+                " the gateway's HTTP listener; traffic would skip Kubeflow's routes and policies (use the port of the"
+                " Gateway's HTTP server, like 8080)"
+            )
 
 
 def edge_cross_checks(dns: DnsSettings, certificate: CertificateSettings) -> Iterator[tuple[str, str]]:

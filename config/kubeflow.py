@@ -128,6 +128,18 @@ class ArgoSettings:
             yield "keyFormat", f"{self.key_format!r} must contain {{{{workflow.namespace}}}} so tenants' artifacts never collide"
 
 
+#: Pod labels and annotations that decide whether, and how far, a pod is in the mesh
+#: (https://istio.io/v1.24/docs/reference/config/annotations/ and .../labels/): on every Kubeflow pod they would
+#: take the identity-header, metadata and profile policies off Kubeflow's own services.
+MESH_MEMBERSHIP_KEYS = types.MappingProxyType({
+    "sidecar.istio.io/inject": "no sidecar when false, so no AuthorizationPolicy is enforced",
+    "istio.io/dataplane-mode": "out of ambient when none",
+    "traffic.sidecar.istio.io/excludeInboundPorts": "inbound traffic on those ports skips the sidecar",
+    "traffic.sidecar.istio.io/includeInboundPorts": "inbound traffic on other ports skips the sidecar",
+    "sidecar.istio.io/interceptionMode": "changes how the sidecar captures traffic",
+})
+
+
 @dataclass(frozen=True, kw_only=True)
 class ObjectStoreSettings:
     endpoint: Optional[str] = setting(None, check=checks.not_empty)
@@ -198,6 +210,13 @@ class KubeflowSettings:
                 yield f"exclude[{i}]", f"unknown exclusion {name!r}; {hint}known: {', '.join(RULES_BY_NAME)}"
         if "argo" in self.exclude and not self.argo.external:
             yield "exclude", "excludes the bundled argo while argo.external is false: pipelines would have no workflow controller"
+        for where, values in (("podLabels", self.pod_labels), ("podAnnotations", self.pod_annotations)):
+            for key in values:
+                if key in MESH_MEMBERSHIP_KEYS:
+                    yield f"{where}.{key}", (
+                        f"takes Kubeflow's own pods out of the mesh's policies ({MESH_MEMBERSHIP_KEYS[key]}); the platform "
+                        "decides mesh membership (kubeflow.mesh), so remove the key"
+                    )
 
 
 def image_mirror_options(images: Optional[ImageSettings]) -> ImageMirrorOptions:

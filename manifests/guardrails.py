@@ -27,7 +27,7 @@ import yaml
 
 from manifests.images import INJECTED_PROXY_IMAGE, PUBLIC_REGISTRIES, istio_fills_image
 from manifests.mesh import PROFILE_LABELS_CONFIGMAP, PROFILE_LABELS_KEY, is_profile_labels_config_map, profile_namespace_labels
-from manifests.objects import CONTAINER_LISTS, object_ref, objects_from_config_group_inputs, pod_template
+from manifests.objects import CONTAINER_LISTS, POD_TEMPLATE_PATHS, object_ref, objects_from_config_group_inputs, pod_template
 from manifests.options import MeshOptions
 
 class Secret:
@@ -752,7 +752,57 @@ POLICIES: Mapping[str, str] = {
     "namespaces-in-mesh": "Every Kubeflow namespace is in the Istio mesh.",
     "profile-namespaces-in-mesh": "Every profile namespace the profile controller creates is in the Istio mesh.",
     "no-static-credentials": "No static AWS keys or plaintext passwords in manifests, ConfigMaps or env.",
+    "no-anonymous-bindings": "No RoleBinding or ClusterRoleBinding grants anything to unauthenticated callers.",
+    "no-host-access-workloads": "No workload runs privileged or with the node's network, processes or files.",
 }
+
+
+#: Who a request without credentials is to the API server: the user `system:anonymous` in the group
+#: `system:unauthenticated` (https://kubernetes.io/docs/reference/access-authn-authz/authentication/#anonymous-requests).
+ANONYMOUS_SUBJECTS = (("User", "system:anonymous"), ("Group", "system:unauthenticated"))
+BINDING_KINDS = ("RoleBinding", "ClusterRoleBinding")
+
+
+def no_anonymous_bindings(obj: Mapping) -> list[str]:
+    """A binding to the anonymous user or the unauthenticated group hands its role to anyone who reaches the API
+    server (EKS's public endpoint included). `system:authenticated` is left to review: upstream binds read-only
+    roles to it (Kubeflow Trainer's cluster runtimes, KFP's public pipelines)."""
+    if obj.get("kind") not in BINDING_KINDS:
+        return []
+    found = []
+    for index, subject in enumerate(_as_list(obj.get("subjects"))):
+        subject = _mapping(subject)
+        if (subject.get("kind"), subject.get("name")) in ANONYMOUS_SUBJECTS:
+            role = _mapping(obj.get("roleRef")).get("name")
+            found.append(f"{object_ref(obj)}: subjects[{index}] {subject.get('name')} is bound to {role!r}: anyone who reaches"
+                         " the API server without credentials gets that role")
+    return found
+
+
+#: Pod fields that put a container on the node itself (Pod Security's baseline standard refuses each:
+#: https://kubernetes.io/docs/concepts/security/pod-security-standards/#baseline).
+HOST_NAMESPACE_FIELDS = ("hostNetwork", "hostPID", "hostIPC")
+
+
+def no_host_access(obj: Mapping) -> list[str]:
+    """A privileged container, a hostPath volume or a host namespace reaches the node: every other pod's
+    volumes and service-account tokens there, and the node's IAM role through IMDS."""
+    template = pod_template(obj)
+    if template is None:
+        return []
+    spec = _mapping(template.get("spec"))
+    ref = object_ref(obj)
+    at = ".".join((*POD_TEMPLATE_PATHS[obj["kind"]], "spec"))
+    found = [f"{ref}: {at}.{name} is true" for name in HOST_NAMESPACE_FIELDS if spec.get(name) is True]
+    for index, volume in enumerate(_as_list(spec.get("volumes"))):
+        if "hostPath" in _mapping(volume):
+            found.append(f"{ref}: {at}.volumes[{index}] ({_mapping(volume).get('name')}) is a hostPath volume")
+    for kind in CONTAINER_LISTS:
+        for index, container in enumerate(_as_list(spec.get(kind))):
+            context = _mapping(_mapping(container).get("securityContext"))
+            if context.get("privileged") is True:
+                found.append(f"{ref}: {at}.{kind}[{index}] ({_mapping(container).get('name')}) is privileged")
+    return found
 
 
 def images_mirrored(planned: PlannedObject, params: GuardrailParams) -> list[str]:
@@ -779,6 +829,8 @@ OBJECT_RULES: Mapping[str, Callable[[PlannedObject, GuardrailParams], list[str]]
     "gateway-nlb-restricted": lambda o, p: gateway_load_balancer_restricted(o.obj, p.gateway_service),
     "namespaces-in-mesh": lambda o, p: namespace_in_mesh(o.obj, p),
     "no-static-credentials": lambda o, p: no_static_credentials(o.obj, o.typed),
+    "no-anonymous-bindings": lambda o, p: no_anonymous_bindings(o.obj),
+    "no-host-access-workloads": lambda o, p: no_host_access(o.obj),
 }
 
 #: The rules over the whole plan: "s3-bucket-companions" and "profile-namespaces-in-mesh".

@@ -116,6 +116,9 @@ _ISTIO_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 # Istio reads `request.auth.claims[name]`; brackets or quotes in a name would break the key.
 _CLAIM_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
 _MACHINE_USER = re.compile(r"[a-z0-9._+-]+(@[a-z0-9.-]+)?")
+# GitHub's `sub` (repo:<owner>/<repository>:<context>): a prefix match is safe only once owner and repository are
+# whole, since GitHub owner and repository names cannot hold a ":".
+_GITHUB_SUB_PREFIX = re.compile(r"repo:[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+:[^*\s]*\*")
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,8 @@ class IdentityHeaderOptions:
     """Istio trust domain, the first part of every SPIFFE principal."""
     istio_version: str = "1.26"
     """The mesh's Istio version (`major.minor[.patch]`); picks the security API version."""
+    login_domains: tuple[str, ...] = ()
+    """Domains whose hosts (`<label>.<domain>`) are behind the login; a port on such a host is refused."""
 
 
 #: The config key each option is reported under.
@@ -299,6 +304,8 @@ def validate_identity_options(options: IdentityHeaderOptions) -> list[str]:
         for claim_attribute, claim in (("userClaim", issuer.user_claim), ("groupsClaim", issuer.groups_claim)):
             if claim is not None and not claim.strip():
                 problems.append(f"{key}.{claim_attribute}: must not be empty; leave it out to copy no claim")
+            elif claim is not None and not _CLAIM_NAME.fullmatch(claim):
+                problems.append(f"{key}.{claim_attribute}: {claim!r} is not a claim name Istio can match (letters, digits, _ - . :)")
         problems += _issuer_admission_problems(issuer, key)
 
     for attribute in ("gateway_namespace", "gateway_service_account"):
@@ -341,6 +348,7 @@ def _issuer_admission_problems(issuer: JwtIssuer, key: str) -> list[str]:
         problems.append(
             f"{key}.machineIdentity.user: {issuer.machine_user!r} is not a lower-case user id like ci-pipelines@machines.example.com"
         )
+    github = issuer.issuer.rstrip("/") == GITHUB_ACTIONS_ISSUER
     for claim, values in issuer.required_claims.items():
         where = f"{key}.requiredClaims.{claim}"
         if not _CLAIM_NAME.fullmatch(claim):
@@ -350,10 +358,21 @@ def _issuer_admission_problems(issuer: JwtIssuer, key: str) -> list[str]:
         for position, value in enumerate(values):
             if not value.strip() or value.strip("*") == "":
                 problems.append(f"{where}[{position}]: {value!r} accepts anyone; name the accepted value")
+            elif github and claim in GITHUB_IDENTITY_CLAIMS and claim != "sub" and ("*" in value or value != value.strip()):
+                # Istio reads a leading or trailing `*` as a suffix or prefix match, and anyone can create a
+                # GitHub account or repository whose name completes `*/ml-pipelines` or `example-*`.
+                problems.append(
+                    f"{where}[{position}]: {value!r} is not an exact value: GitHub lets anyone create an owner or"
+                    " repository that matches a wildcard; name it exactly (like example-org/ml-pipelines)"
+                )
+            elif github and claim == "sub" and "*" in value and not _GITHUB_SUB_PREFIX.fullmatch(value):
+                problems.append(
+                    f"{where}[{position}]: {value!r} may end in `*` only after a whole `repo:<owner>/<repository>:`"
+                    " (a wildcard in the owner or repository matches repositories anyone can create)"
+                )
     constrained = bool(issuer.required_claims) or (
         issuer.user_claim is not None and "*" not in issuer.email_domains
     )
-    github = issuer.issuer.rstrip("/") == GITHUB_ACTIONS_ISSUER
     if not constrained and not github:
         problems.append(
             f"{key}.requiredClaims: says nobody in particular may come in: every token the issuer mints for"
@@ -400,11 +419,17 @@ def _lua_jwt_issuers(options: IdentityHeaderOptions) -> str:
     rows = []
     for issuer in options.extra_issuers:
         fields = []
+        if issuer.required_claims:
+            fields.append("single = " + "{" + ", ".join(_lua_string(claim) for claim in sorted(issuer.required_claims)) + "}")
         if issuer.machine_user:
             fields.append(f"machine = {_lua_string(issuer.machine_user)}")
         else:
             if issuer.user_claim:
                 fields.append(f"user = {_lua_string(issuer.user_claim)}")
+                if "*" not in issuer.email_domains:
+                    fields.append("email = true")
+                if issuer.require_verified_email:
+                    fields.append("verified = true")
             if issuer.groups_claim:
                 fields.append(f"groups = {_lua_string(issuer.groups_claim)}")
         rows.append(f"  [{_lua_string(issuer.issuer)}] = {{{', '.join(fields)}}}")
@@ -436,18 +461,47 @@ def strip_client_identity_filter_config(options: IdentityHeaderOptions) -> dict:
     """
     _require_valid(options)
     doomed = [options.user_header, options.groups_header, *_source_header_names(options)]
+    login_domains = "{" + ", ".join(_lua_string("." + domain) for domain in options.login_domains) + "}"
     code = (
         "-- kubeflow-platform: identity headers may only come from the mesh, never from the client.\n"
         f"local CLIENT_MUST_NOT_SEND = {_lua_set(doomed)}\n"
+        f"local LOGIN_DOMAINS = {login_domains}\n"
         + _LUA_CANONICAL
         + """
 function envoy_on_request(request_handle)
   local headers = request_handle:headers()
   local doomed = {}
+  local tokens = 0
   -- Collected first: the header map must not change while it is being iterated.
   for name, _ in pairs(headers) do
     if CLIENT_MUST_NOT_SEND[canonical(name)] then
       doomed[#doomed + 1] = name
+    end
+    if name == "authorization" then
+      tokens = tokens + 1
+    end
+  end
+  -- One token per request: jwt_authn verifies every token it finds (the Authorization header and the
+  -- access_token query parameter, Istio's default locations) and each adds its claims, so two tokens would
+  -- let one token's claims stand in for the other's.
+  local path = headers:get(":path") or ""
+  if string.find(path, "[?&]access_token=") ~= nil then
+    tokens = tokens + 1
+  end
+  if tokens > 1 then
+    request_handle:respond({[":status"] = "400"}, "kubeflow-platform: send one token per request")
+    return
+  end
+  -- The login's policies name these domains' hosts as `*.<domain>`, a suffix match that a port (`:443`) would
+  -- step around while the gateway still routes the request: such a host must come without one.
+  local authority = string.lower(headers:get(":authority") or "")
+  local host, port = string.match(authority, "^(.*):(%d*)$")
+  if host ~= nil then
+    for _, domain in ipairs(LOGIN_DOMAINS) do
+      if string.sub(host, -#domain) == domain then
+        request_handle:respond({[":status"] = "400"}, "kubeflow-platform: send this host without a port")
+        return
+      end
     end
   end
   for _, name in ipairs(doomed) do
@@ -520,7 +574,22 @@ local function groups_of(claim)
   return table.concat(names, ",")
 end
 
--- User and groups from the payload of the token jwt_authn verified for this request, if any.
+-- A user id exactly as a token must carry it: one string without whitespace, control characters or commas
+-- (an HTTP hop trims leading whitespace, so " alice@example.com" would become alice; a comma reads as a list),
+-- and for an email claim exactly one "@".
+local function plain_user(user, email)
+  if type(user) ~= "string" or user == "" or string.find(user, "[%s%c,]") ~= nil then
+    return false
+  end
+  if email then
+    local _, ats = string.gsub(user, "@", "")
+    return ats == 1
+  end
+  return true
+end
+
+-- User and groups from the payload of the token jwt_authn verified for this request, if any; a third value
+-- when the token names someone in a shape or state the gateway refuses.
 local function token_identity(request_handle)
   local verified = request_handle:streamInfo():dynamicMetadata():get(JWT_AUTHN_FILTER)
   if type(verified) ~= "table" then
@@ -542,12 +611,29 @@ local function token_identity(request_handle)
   if issuer == nil then
     return nil, nil
   end
+  -- A required claim holds one value: Istio matches a list claim by any of its items, so a list would let
+  -- one matching item stand for the rest.
+  for _, claim in ipairs(issuer.single or {}) do
+    local value = payload[claim]
+    if type(value) ~= "string" and type(value) ~= "number" then
+      return nil, nil, claim .. " is not a single value"
+    end
+  end
   if issuer.machine ~= nil then
     return issuer.machine, nil
   end
+  -- Whether the user may come in is decided from this same payload, the one that names them: with two tokens
+  -- on one request jwt_authn verifies both and adds a claim header for each, and Envoy 1.38 and later match
+  -- each copy of a repeated header on its own, so a header check can be satisfied by the other token.
+  if issuer.verified then
+    local verified_claim = payload["email_verified"]
+    if verified_claim ~= nil and verified_claim ~= true and verified_claim ~= "true" then
+      return nil, nil, "email_verified is not true"
+    end
+  end
   local user = payload[issuer.user]
-  if type(user) ~= "string" or user == "" then
-    return nil, nil
+  if not plain_user(user, issuer.email) then
+    return nil, nil, "the user claim is not one plain user id"
   end
   if issuer.groups == nil then
     return user, nil
@@ -584,7 +670,12 @@ function envoy_on_request(request_handle)
       groups = single(values, PROXY_GROUPS)
     end
   else
-    user, groups = token_identity(request_handle)
+    local refused
+    user, groups, refused = token_identity(request_handle)
+    if refused ~= nil then
+      request_handle:respond({[":status"] = "403"}, "kubeflow-platform: token refused: " .. refused)
+      return
+    end
     if user == nil then
       return
     end

@@ -17,6 +17,7 @@ from manifests.images import parse_image
 from manifests.objects import object_ref, pod_containers
 from manifests.options import TransformOptions
 from manifests.pipeline import TransformReport, transform
+from manifests.release_changes import api_server_needs_head_bucket
 from manifests.release_identity import identify, identity_export, judge
 from manifests.sources import LoadedManifests, ManifestError, Problem, UrlSource, load_source
 from manifests.validate import validate_objects
@@ -44,6 +45,8 @@ class PreparedRelease:
     identity: dict
     #: The oauth2-proxy image the release pins (its own oauth2-proxy is excluded: the platform runs one), or None.
     auth_proxy_image: str | None = None
+    #: Whether the release's KFP API server needs HeadBucket to start (KFP before 2.16).
+    api_server_needs_head_bucket: bool = True
 
     @property
     def warnings(self) -> list[str]:
@@ -159,6 +162,7 @@ def prepare_release(
         report=report,
         identity=identity_export(pinned_version, identity, verdict),
         auth_proxy_image=released_auth_proxy_image(loaded.objects),
+        api_server_needs_head_bucket=api_server_needs_head_bucket(loaded.objects),
     )
 
 

@@ -89,6 +89,22 @@ def kfp_api_server_tag(objects: list[dict]) -> tuple[str, str] | None:
     return None
 
 
+#: KFP releases whose API server only warns when HeadBucket is refused (kubeflow/pipelines@2.16.0
+#: backend/src/apiserver/client_manager/client_manager.go:956-960, 1121-1131); before 2.16 it exits
+#: (@2.5.0 client_manager.go:546-551).
+_HEAD_BUCKET_OPTIONAL_SINCE = (2, 16)
+
+
+def api_server_needs_head_bucket(objects: list[dict]) -> bool:
+    """Whether the release's KFP API server refuses to start unless HeadBucket (an unconditioned s3:ListBucket)
+    succeeds; True when its version cannot be read, so a release of unknown make still starts."""
+    api_server = kfp_api_server_tag(objects)
+    if api_server is None:
+        return False
+    match = re.match(r"^v?(\d+)\.(\d+)", api_server[0])
+    return match is None or (int(match.group(1)), int(match.group(2))) < _HEAD_BUCKET_OPTIONAL_SINCE
+
+
 def release_problems(objects: list[dict], options: TransformOptions) -> list[Problem]:
     """Why this release cannot work with `options`, each with the way out; empty when it can."""
     problems = []

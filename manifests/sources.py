@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import shutil
 import subprocess
 import tempfile
@@ -204,11 +205,38 @@ def _finish(data: bytes, objects: list[dict], origin: str, url: str | None = Non
     return LoadedManifests(tuple(objects), hashlib.sha256(data).hexdigest(), origin, version, evidence)
 
 
-def load_yaml_file(path: Path, parsed_cache: Path | None = None) -> LoadedManifests:
+#: The largest manifests file read: ten times the largest rendered release (26.03, 12 MB). A bound, so that a
+#: device such as /dev/zero or a runaway render ends in a message instead of exhausting memory.
+MAX_MANIFESTS_BYTES = 128 * 1024 * 1024
+
+
+def read_regular_file(path: Path, limit: int | None = None, unreadable_hint: str | None = None) -> bytes:
+    """The bytes of `path` if it is a regular file of at most `limit` bytes; ManifestError naming it otherwise.
+
+    Checked before opening: a FIFO blocks the open itself until someone writes, and a device never ends.
+    """
+    limit = MAX_MANIFESTS_BYTES if limit is None else limit
     try:
-        data = path.read_bytes()
+        status = path.stat()
     except OSError as error:
         raise ManifestError([Problem(str(path), f"cannot read: {error.strerror}", f"check the path, or `{LOCAL_FILE_HINT}`")]) from None
+    if not stat.S_ISREG(status.st_mode):
+        raise ManifestError([Problem(str(path), "is not a regular file (a pipe, device or socket)",
+                                     f"render the manifests to a file first: `{LOCAL_FILE_HINT}`")])
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as error:
+        raise ManifestError([Problem(str(path), f"cannot read: {error.strerror}",
+                                     unreadable_hint or f"check the path, or `{LOCAL_FILE_HINT}`")]) from None
+    if len(data) > limit:
+        raise ManifestError([Problem(str(path), f"is larger than {limit // (1024 * 1024)} MiB, far beyond any Kubeflow release",
+                                     "point at one rendered release")])
+    return data
+
+
+def load_yaml_file(path: Path, parsed_cache: Path | None = None) -> LoadedManifests:
+    data = read_regular_file(path)
     return _finish(data, parse_documents(data, str(path), parsed_cache), str(path))
 
 
@@ -222,9 +250,9 @@ def load_yaml_dir(path: Path, parsed_cache: Path | None = None) -> LoadedManifes
     problems: list[Problem] = []
     for file in files:
         try:
-            data = file.read_bytes()
-        except OSError as error:
-            problems.append(Problem(str(file), f"cannot read: {error.strerror}", "check the file's permissions, or render the release again"))
+            data = read_regular_file(file, unreadable_hint="check the file's permissions, or render the release again")
+        except ManifestError as error:
+            problems.extend(error.problems)
             continue
         digest.update(str(file.relative_to(path)).encode() + b"\0" + data + b"\0")
         try:

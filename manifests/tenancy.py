@@ -474,6 +474,29 @@ def identity_header_policy(namespace: str, mesh: MeshPolicy) -> Optional[dict[st
     return policy
 
 
+#: The namespace-wide ALLOW policy without rules that stays with a profile's retained namespace.
+CLOSED_WHEN_REMOVED_POLICY = "kubeflow-closed-when-profile-removed"
+
+
+def closed_when_removed_policy(namespace: str) -> dict[str, Any]:
+    """An ALLOW policy without rules for the whole namespace: it allows nothing, so it changes nothing while the
+    profile's own ALLOW policies are there (Istio allows what any ALLOW policy allows), and refuses everything
+    once they are gone.
+
+    Why: removing a profile from the stack keeps its namespace (and its notebooks, models, volumes) but deletes
+    its policies, the program's by Pulumi and the profile controller's `ns-owner-access-istio` by garbage
+    collection; with no ALLOW policy left "If there are no ALLOW policies for the workload, allow the request"
+    (https://istio.io/v1.24/docs/reference/config/security/authorization-policy/), so every user and every
+    mesh workload would reach them. Registered on its own and retained on delete, it outlives the profile.
+    """
+    return {
+        "apiVersion": "security.istio.io/v1beta1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": CLOSED_WHEN_REMOVED_POLICY, "namespace": namespace},
+        "spec": {"action": "ALLOW"},
+    }
+
+
 def namespace_objects(profile: ProfileSpec, mesh: MeshPolicy) -> list[dict[str, Any]]:
     """Every object of the profile known before deployment, in a stable order."""
     objects = [namespace_object(profile, mesh), quota_object(profile)]

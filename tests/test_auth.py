@@ -151,7 +151,7 @@ def test_an_unknown_cluster_issuer_blanks_out_only_its_own_object():
     assert all(isinstance(spec, dict) and rpc.UNKNOWN not in json.dumps(spec) for spec in specs.values())
 
 
-def test_ext_authz_policy_names_the_exported_provider_and_covers_only_kubeflow_hosts(stack_run):
+def test_ext_authz_policy_names_the_exported_provider_and_covers_kubeflow_and_model_hosts(stack_run):
     policy = _one(stack_run, "AuthorizationPolicy", "kubeflow-auth-proxy")
     provider = stack_run.exports["authExtensionProvider"]
     assert policy["spec"]["action"] == "CUSTOM"
@@ -161,7 +161,10 @@ def test_ext_authz_policy_names_the_exported_provider_and_covers_only_kubeflow_h
     hosts = [dns["host"], *dns.get("extraHosts", [])]
     (rule,) = policy["spec"]["rules"]
     operation = rule["to"][0]["operation"]
-    assert operation["hosts"] == [spelling for host in hosts for spelling in (host, f"{host}:*")]
+    # The model endpoints too (auth.openModelEndpoints is false in both stacks): a wildcard is a suffix match,
+    # listed once (the gateway refuses a port on it).
+    serving = [f"*.{dns['servingDomain']}"] if dns.get("servingDomain") else []
+    assert operation["hosts"] == [spelling for host in hosts for spelling in (host, f"{host}:*")] + serving
     assert operation["notPaths"] == ["/oauth2/*"]
     assert rule["when"] == [{"key": "request.headers[authorization]", "notValues": ["*"]}]
 

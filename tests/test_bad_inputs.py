@@ -78,7 +78,7 @@ def _directory(path: Path, files: dict[str, str]) -> str:
 # name, kubeflow.manifests for a temporary directory, what the one message must contain ({tmp}: that directory)
 BAD_SOURCES = [
     ("unreadable file", lambda tmp: str(_unreadable(tmp / "kubeflow.yaml")),
-     ["{tmp}/kubeflow.yaml: cannot read: No such device or address"]),
+     ["{tmp}/kubeflow.yaml: is not a regular file"]),
     ("empty file", lambda tmp: str(_write(tmp / "kubeflow.yaml", "")), ["{tmp}/kubeflow.yaml: holds no Kubernetes objects"]),
     ("only comments", lambda tmp: str(_write(tmp / "kubeflow.yaml", "# rendered by hand\n---\n")),
      ["{tmp}/kubeflow.yaml: holds no Kubernetes objects"]),
@@ -133,14 +133,14 @@ def test_an_unreadable_file_in_a_manifests_directory_is_named(tmp_path, monkeypa
     # Permission bits do not stop root, so the refusal is simulated for one file of the directory.
     directory = _write(tmp_path / "rendered" / "a.yaml", VALID_DOCUMENT).parent
     locked = _write(directory / "b.yaml", VALID_DOCUMENT)
-    read_bytes = Path.read_bytes
+    open_ = Path.open
 
-    def refuse(path: Path) -> bytes:
+    def refuse(path: Path, *args, **kwargs):
         if path == locked:
             raise PermissionError(13, "Permission denied", str(path))
-        return read_bytes(path)
+        return open_(path, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "read_bytes", refuse)
+    monkeypatch.setattr(Path, "open", refuse)
     with pytest.raises(ManifestError) as caught:
         load_source(directory)
     assert [str(problem) for problem in caught.value.problems] == [

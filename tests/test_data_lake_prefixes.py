@@ -61,5 +61,7 @@ def test_stems_and_other_buckets_do_not_overlap():
     run = run_stack("dev", _tenancy_with({0: "profiles/al", 1: "profiles/alice"}))
     assert run.named("aws:iam/role:Role", "tenancy-alice-data-lake")
     # The platform's prefixes are the pipelines bucket's: the same name in another bucket is a profile's own.
-    elsewhere = run_stack("dev", _tenancy_with({0: "v2"}, bucket="example-ml-dev-elsewhere"))
+    tenancy = _tenancy_with({0: "v2"}, bucket="example-ml-dev-elsewhere")
+    tenancy["tenancy"]["dataLakeBuckets"] = ["example-ml-dev-elsewhere"]  # a bucket outside the stack must be listed
+    elsewhere = run_stack("dev", tenancy)
     assert elsewhere.named("aws:iam/role:Role", "tenancy-alice-data-lake")

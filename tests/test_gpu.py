@@ -45,12 +45,13 @@ def test_pulumi_up_never_undoes_the_autoscaler(stack_run):
 def test_the_node_role_joins_pulls_images_and_leaves_the_cni_to_aws_node_when_it_has_its_own_role(stack_run):
     role = stack_run.named("aws:iam/role:Role", "gpu-node-role")
     attachments = stack_run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")
-    # Pull only, not ReadOnly's describe and list; the CNI policy stays by default, as aws-node on a plain
-    # cluster takes it from the node role and pods on these nodes would get no address without it.
+    # Pull only, not ReadOnly's describe and list; the CNI policy only where the stack says aws-node takes it from
+    # the node role (dev), as pods on these nodes would get no address without it there.
+    cni = () if stack_run.stack == "prod" else ("arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",)
     assert {a.inputs["policyArn"] for a in attachments} == {
         "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",
         "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryPullOnly",
-        "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy",
+        *cni,
     }
     assert all(role.outputs["arn"].endswith(f":role/{a.inputs['role']}") for a in attachments)
     for group in stack_run.of_type(NODE_GROUP):
@@ -135,3 +136,20 @@ def test_warm_nodes_are_held_by_pre_emptible_placeholders_pinned_to_their_pool(s
         assert container["image"] == "registry.example.com/kubeflow/registry.k8s.io/pause:3.10"
         (term,) = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         assert term["topologyKey"] == "kubernetes.io/hostname"
+
+
+def test_gpu_pools_need_an_explicit_choice_about_the_cni_policy():
+    # No silent default that leaves AmazonEKS_CNI_Policy on the GPU node role.
+    from tests.test_red_team_findings import settings_problems
+
+    problems = settings_problems("dev", lambda raw: raw["gpu"].pop("vpcCniHasOwnRole"))
+    assert any(p.startswith("gpu.vpcCniHasOwnRole: required with GPU pools") for p in problems), problems
+    assert not any("vpcCniHasOwnRole" in p for p in settings_problems("dev", lambda raw: raw.update(gpu={"pools": []})))
+
+
+def test_the_prod_stack_gives_its_gpu_node_role_no_cni_policy():
+    from tests.conftest import run_stack
+
+    run = run_stack("prod")
+    policies = {a.inputs["policyArn"] for a in run.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")}
+    assert "arn:aws:iam::aws:policy/AmazonEKS_CNI_Policy" not in policies

@@ -59,6 +59,20 @@ def config_group(*objects):
     return ("kubernetes:yaml/v2:ConfigGroup", "kubeflow-core", {"yaml": "\n---\n".join(json.dumps(o) for o in objects)})
 
 
+def binding(name, kind="Group"):
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "open-door"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": name}]}
+
+
+def daemon_set(privileged=False, host_path=False):
+    spec = {"containers": [{"name": "agent", "image": f"{MIRROR}/agent:1", "securityContext": {"privileged": privileged}}]}
+    if host_path:
+        spec["volumes"] = [{"name": "root", "hostPath": {"path": "/"}}]
+    return {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "node-agent", "namespace": "kubeflow"},
+            "spec": {"template": {"spec": spec}}}
+
+
 GPU_POOL = {"clusterName": "ml-dev", "nodeGroupName": "ml-dev-gpu-a10g", "amiType": "AL2023_x86_64_NVIDIA",
             "instanceTypes": ["g5.xlarge"], "labels": {"workload": "ai-ml"},
             "taints": [{"key": "workload", "value": "ai-ml", "effect": "NO_SCHEDULE"}]}
@@ -95,6 +109,10 @@ RESOURCE_CASES = [
         {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "kubeflow-platform-credentials", "key": "db-password"}}}])),
      {"yaml": json.dumps(deployment(f"{MIRROR}/x:1", env=[{"name": "AWS_SECRET_ACCESS_KEY", "value": "wJalrXUtnFEMI/K7MDENG"}]))},
      "env AWS_SECRET_ACCESS_KEY has a literal value"),
+    ("no-anonymous-bindings", config_group(binding("system:authenticated")), {"yaml": json.dumps(binding("system:anonymous", "User"))},
+     "ClusterRoleBinding open-door: subjects[0] system:anonymous is bound to 'cluster-admin'"),
+    ("no-host-access-workloads", config_group(daemon_set()), {"yaml": json.dumps(daemon_set(host_path=True))},
+     "DaemonSet kubeflow/node-agent: spec.template.spec.volumes[0] (root) is a hostPath volume"),
 ]
 
 
@@ -379,3 +397,17 @@ def test_the_example_config_and_every_stacks_config_fit_the_packs_schemas():
             assert schema is not None, f"{name} has config but no schema"
             jsonschema.validate(section, {"type": "object", "properties": schema.properties, "required": schema.required or [],
                                           "additionalProperties": False})
+
+
+def test_a_privileged_container_and_every_host_namespace_are_each_named():
+    bad = daemon_set(privileged=True)
+    bad["spec"]["template"]["spec"].update(hostNetwork=True, hostPID=True, hostIPC=True)
+    found = guardrails.no_host_access(bad)
+    assert sorted(found) == sorted([
+        "DaemonSet kubeflow/node-agent: spec.template.spec.containers[0] (agent) is privileged",
+        *(f"DaemonSet kubeflow/node-agent: spec.template.spec.{f} is true" for f in ("hostNetwork", "hostPID", "hostIPC"))])
+
+
+def test_the_unauthenticated_group_is_refused_and_the_authenticated_one_left_to_review():
+    assert guardrails.no_anonymous_bindings(binding("system:unauthenticated"))
+    assert guardrails.no_anonymous_bindings(binding("system:authenticated")) == []

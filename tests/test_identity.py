@@ -8,7 +8,8 @@ import pytest
 
 from tools.plan import kubernetes_objects
 from manifests.objects import objects_from_config_group_inputs
-from tests.conftest import run_stack
+from tests.conftest import _stack_kubeflow, run_stack
+from tests.upstream import manifests_path
 from tests.iam_eval import allows
 from tests.plans import evaluated_plan
 from tools.mock_runtime import PlatformMocks, stack_config
@@ -68,12 +69,26 @@ def test_the_pipelines_ui_and_visualization_server_only_read(stack_run):
         assert allows(writer, "s3:PutObject", f"arn:aws:s3:::{bucket}/{key}")
 
 
-def test_the_api_server_role_passes_its_bucket_check(stack_run):
+def test_the_api_server_role_lists_only_its_own_prefixes_where_kfp_does_not_need_head_bucket(stack_run):
+    # KFP 2.16 (Kubeflow 26.03) only warns when HeadBucket is refused (kubeflow/pipelines@2.16.0
+    # client_manager.go:956-960): the unconditioned s3:ListBucket, which lists every profile's key names, is gone.
+    bucket = f"arn:aws:s3:::{stack_run.exports['bucketNames']['pipelines']}"
+    for role in ("identity-pipelines", "identity-pipelines-readers"):
+        policy = _inline_policy(stack_run, role)
+        assert not allows(policy, "s3:ListBucket", bucket), role
+        assert allows(policy, "s3:ListBucket", bucket, {"s3:prefix": "pipelines/"}), role
+        assert not allows(policy, "s3:ListBucket", bucket, {"s3:prefix": "profiles/alice/"}), role
+
+
+def test_the_api_server_role_passes_its_bucket_check():
+    """Before KFP 2.16 (Kubeflow 1.10.2 here)."""
     # kubeflow/pipelines@2.5.0 client_manager.go:546-551 exits unless minio-go's BucketExists, a HeadBucket
     # (minio/minio-go@v6.0.57 api-stat.go:40-59), succeeds; HeadBucket is authorised by s3:ListBucket, no prefix.
-    bucket = f"arn:aws:s3:::{stack_run.exports['bucketNames']['pipelines']}"
-    assert allows(_inline_policy(stack_run, "identity-pipelines"), "s3:ListBucket", bucket)
-    assert not allows(_inline_policy(stack_run, "identity-pipelines-readers"), "s3:ListBucket", bucket)
+    run = run_stack("dev", {"kubeflow": {**_stack_kubeflow("dev"), "version": "1.10.2",
+                                         "manifests": str(manifests_path("1.10.2"))}})
+    bucket = f"arn:aws:s3:::{run.exports['bucketNames']['pipelines']}"
+    assert allows(_inline_policy(run, "identity-pipelines"), "s3:ListBucket", bucket)
+    assert not allows(_inline_policy(run, "identity-pipelines-readers"), "s3:ListBucket", bucket)
 
 
 def test_the_external_argos_service_accounts_get_no_role_unless_the_stack_asks(stack_run):

@@ -68,6 +68,41 @@ class StackFileError(pulumi.RunError):
     """The stack file itself cannot be read as Pulumi stack configuration (reported without a traceback)."""
 
 
+#: How large a stack file's values may grow once YAML aliases are followed, in characters of their text. The
+#: stacks here are some 10,000; a value of Pulumi config may be 262,144. Aliases share one Python object, so
+#: a handful of lines can stand for billions of values that only the JSON the engine hands the program spells
+#: out (a "billion laughs" stack file exhausted memory that way).
+MAX_STACK_FILE_EXPANDED = 4 * 1024 * 1024
+
+
+def expanded_size(value: Any, limit: int) -> int:
+    """Characters `value` spells out with every shared (aliased) collection written in full; stops past `limit`.
+
+    Counted once per distinct object and multiplied by how often it is referenced, so the walk is linear in
+    the document however far the aliases would expand.
+    """
+    sizes: dict[int, int] = {}
+
+    def size_of(item: Any, depth: int) -> int:
+        if isinstance(item, (dict, list, tuple)):
+            known = sizes.get(id(item))
+            if known is not None:
+                return known
+            if depth > 200:  # the loader bounds nesting; a guard, not a limit anyone meets
+                return limit + 1
+            total = 2
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            for child in children:
+                total += 1 + size_of(child, depth + 1)
+                if total > limit:
+                    break
+            sizes[id(item)] = total
+            return total
+        return len(item) if isinstance(item, (str, bytes)) else len(repr(item))
+
+    return size_of(value, 0)
+
+
 def _stack_values(stack_file: Path) -> dict[str, Any]:
     """The `config:` mapping of a stack file, read with the manifests' loader: a key written twice or
     nesting past its limit is refused with the line, where PyYAML would keep the last key silently or
@@ -85,6 +120,13 @@ def _stack_values(stack_file: Path) -> dict[str, Any]:
         raise refuse(stack_file.name, f"cannot read: {error.strerror}") from None
     except ValueError as error:  # a number longer than Python converts (4,300 digits)
         raise refuse(stack_file.name, str(error)) from None
+    size = expanded_size(documents, MAX_STACK_FILE_EXPANDED)
+    if size > MAX_STACK_FILE_EXPANDED:
+        raise refuse(
+            stack_file.name,
+            f"its values expand to more than {MAX_STACK_FILE_EXPANDED:,} characters once YAML aliases (`*name`) are"
+            " followed; write the values out, or remove the aliases",
+        )
     document = (documents or [None])[0] or {}
     if len(documents) > 1 or not isinstance(document, Mapping):
         raise refuse(stack_file.name, "expected one mapping with a `config:` key")

@@ -190,7 +190,12 @@ def load_plan(directory: Path) -> dict[str, Any]:
     path = directory / PLAN_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{directory} holds no {PLAN_FILE}; write one with `make preview`")
-    plan = json.loads(path.read_text())
+    try:
+        plan = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not a saved plan ({error}); write it again with `make preview`") from None
+    if not isinstance(plan, dict):
+        raise ValueError(f"{path} is not a saved plan (a JSON {type(plan).__name__}, not an object); write it again with `make preview`")
     if plan.get("format") != PLAN_FORMAT:
         raise ValueError(f"{path} has plan format {plan.get('format')!r}; this tool reads format {PLAN_FORMAT}. "
                          "Write it again with `make preview`.")

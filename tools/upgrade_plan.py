@@ -25,6 +25,7 @@ import pulumi
 import yaml
 
 from analysis.upgrade import plan_upgrade, render
+from manifests.sources import ManifestError
 from tools.mock_runtime import known_stacks
 from tools.plan import PLAN_FILE, load_plan
 from tools.preview import Progress, display_path, evaluate
@@ -144,7 +145,8 @@ def main(argv: list[str], stdout: TextIO = sys.stdout, stderr: TextIO = sys.stde
                                          settings=parse_settings(args.from_set))
         target, target_label = load_side(args.target, args.stack, allow_saved=False, stderr=stderr,
                                          settings=parse_settings(args.to_set))
-    except (SideError, pulumi.RunError, FileNotFoundError) as error:
+    except (SideError, pulumi.RunError, FileNotFoundError, ValueError, ManifestError) as error:
+        # ValueError: a saved plan that is not one; ManifestError: a file that is no manifests at all.
         print(f"error: {error}", file=stderr)
         return 2
     result = plan_upgrade(source, target, source_label, target_label)

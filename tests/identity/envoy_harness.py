@@ -205,7 +205,6 @@ def jwt_authn_filter(
             provider = {
                 "issuer": rule["issuer"],
                 "local_jwks": {"inline_string": json.dumps({"keys": [key]})},
-                "from_headers": [{"name": "Authorization", "value_prefix": "Bearer "}],
                 "forward": rule.get("forwardOriginalToken", False),
                 # As istiod sets it (pilot/pkg/security/authn/policy_applier.go:167 at 1.24.6): the verified
                 # payload in dynamic metadata, where AuthorizationPolicy claims and the identity filter read it.
@@ -217,6 +216,14 @@ def jwt_authn_filter(
                     for output in rule.get("outputClaimToHeaders", [])
                 ],
             }
+            # istiod sets token locations only where the rule names some (policy_applier.go at 1.24.6); without them
+            # Envoy looks where its defaults say: `Authorization: Bearer` and the `access_token` query parameter.
+            if rule.get("fromHeaders"):
+                provider["from_headers"] = [
+                    {"name": h["name"], "value_prefix": h.get("prefix", "")} for h in rule["fromHeaders"]
+                ]
+            if rule.get("fromParams"):
+                provider["from_params"] = list(rule["fromParams"])
             if rule.get("audiences"):
                 provider["audiences"] = list(rule["audiences"])
             providers[f"provider-{index}"] = provider
@@ -244,10 +251,12 @@ def signed_jwt(claims: dict, secret: bytes) -> str:
 
 
 def gateway_bootstrap(http_filters: Sequence[dict], upstream_port: int, auth_proxy_port: int | None = None,
-                      virtual_hosts: Sequence[dict] | None = None) -> dict:
+                      virtual_hosts: Sequence[dict] | None = None, normalize_path: bool = False) -> dict:
     """An Envoy bootstrap: one loopback listener whose HTTP chain is `http_filters` + router, to the echo server.
 
-    `virtual_hosts`: a route configuration's virtual hosts (every route to cluster `echo`) instead of one catch-all."""
+    `virtual_hosts`: a route configuration's virtual hosts (every route to cluster `echo`) instead of one catch-all.
+    `normalize_path`: as Istio's gateways (meshConfig pathNormalization BASE, the default: `normalize_path: true`,
+    `merge_slashes: false`), so `/pipeline/../jupyter/` is matched by policies as `/jupyter/`."""
     routes: list[dict] = []
     clusters = [_static_cluster("echo", upstream_port)]
     if auth_proxy_port is not None:
@@ -274,6 +283,8 @@ def gateway_bootstrap(http_filters: Sequence[dict], upstream_port: int, auth_pro
                          else [{"name": "all", "domains": ["*"], "routes": routes}]},
         "http_filters": [*http_filters, ROUTER_FILTER],
     }
+    if normalize_path:
+        connection_manager["normalize_path"] = True
     return {
         "node": {"id": "kubeflow-identity-test", "cluster": "kubeflow-identity-test"},
         "admin": {"address": {"socket_address": {"address": LOOPBACK, "port_value": 0}}},

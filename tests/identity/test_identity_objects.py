@@ -86,8 +86,10 @@ def test_strip_filter_removes_kubeflow_and_every_source_header():
 
 def test_identity_filter_maps_each_issuer_to_its_claims_or_machine_user():
     lua = _lua(http_filter_config(OPTIONS))
-    assert '["https://login.corp.example/oauth2/default"] = {user = "email", groups = "groups"}' in lua
-    assert '["https://robots.corp.example"] = {machine = "robot@machines.corp.example"}' in lua
+    # `email`: one plain address; `verified`: email_verified is decided from the payload that names the user (one token, one decision).
+    assert '["https://login.corp.example/oauth2/default"] = {user = "email", email = true, verified = true, groups = "groups"}' in lua
+    # `single`: each required claim must hold one value, not a list Istio would match by any item.
+    assert '["https://robots.corp.example"] = {single = {"azp"}, machine = "robot@machines.corp.example"}' in lua
     # The verified payload, not a header a filter could have got wrong: jwt_authn's metadata, as istiod names it.
     assert 'local JWT_AUTHN_FILTER = "envoy.filters.http.jwt_authn"' in lua
     assert 'local JWT_PAYLOAD_KEY = "payload"' in lua

@@ -13,6 +13,7 @@ from manifests.identity import (
     validate_identity_options,
 )
 
+GITHUB = "https://token.actions.githubusercontent.com"
 CLUSTER_ISSUER = "https://oidc.eks.eu-west-1.amazonaws.com/id/0123456789ABCDEF"
 
 
@@ -197,3 +198,30 @@ def test_github_issuer_restricted_to_an_owner_is_valid():
 def test_required_claim_that_accepts_anything_is_refused(value):
     problems = _issuer_problems(required_claims={"repository_owner": (value,)}, email_domains=("corp.example",))
     assert any(p.startswith("auth.extraIssuers[0].requiredClaims.repository_owner[0]: ") for p in problems), problems
+
+
+@pytest.mark.parametrize(
+    "claims",
+    [
+        {"repository": ("*/ml-pipelines",)},
+        {"repository_owner": ("example-*",)},
+        {"repository_owner": ("example-org",), "repository": ("example-org/*",)},
+        {"repository_owner_id": ("12*",)},
+        {"sub": ("repo:example-*",)},
+        {"sub": ("repo:*/ml-pipelines:ref:refs/heads/main",)},
+    ],
+    ids=["repository-suffix", "owner-prefix", "repository-prefix", "owner-id-prefix", "sub-owner-prefix", "sub-owner-suffix"],
+)
+def test_github_identity_claims_must_be_exact(claims):
+    # Anyone can create a GitHub owner or repository that completes a wildcard.
+    issuer = JwtIssuer(GITHUB, audiences=("kubeflow",), user_claim=None, groups_claim=None,
+                       required_claims=claims, machine_user="ci@machines.example.com")
+    problems = validate_identity_options(IdentityHeaderOptions(extra_issuers=(issuer,)))
+    assert any("requiredClaims." in p and ("exact" in p or "whole" in p) for p in problems), problems
+
+
+def test_a_github_sub_prefix_after_the_whole_repository_is_accepted():
+    issuer = JwtIssuer(GITHUB, audiences=("kubeflow",), user_claim=None, groups_claim=None,
+                       required_claims={"sub": ("repo:example-org/ml-pipelines:ref:refs/heads/*",)},
+                       machine_user="ci@machines.example.com")
+    assert validate_identity_options(IdentityHeaderOptions(extra_issuers=(issuer,))) == []
