@@ -285,6 +285,24 @@ def runtime_objects(model: t.MeshModel, mesh: RuntimeMesh) -> list[dict[str, Any
 # ------------------------------------------------------------------------------------------- the calls
 
 
+def model_client(model: t.MeshModel, profile: str) -> tuple[t.Caller, str]:
+    """Who calls the profile's model from outside: its owner with a bearer token of the first extra issuer that
+    names people (`userClaim`), as the serving hosts sit behind the login and the token policy unless
+    `auth.openModelEndpoints` takes them out (a browser session is a cookie of the Kubeflow host, not of the
+    serving domain). A plan without such an issuer is traced with an anonymous client, which the login refuses
+    unless the endpoints are open."""
+    owner = model.profiles()[profile]
+    issuer = next((i for i in model.settings.issuers if i.user_claim and not i.machine_user), None)
+    if issuer is None:
+        return t.anonymous(), "client"
+    audience = next((str(rule["audiences"][0]) for policy in model.kind("RequestAuthentication")
+                     for rule in (policy.get("spec") or {}).get("jwtRules") or []
+                     if rule.get("issuer") == issuer.issuer and rule.get("audiences")), "trace")
+    payload = {"iss": issuer.issuer, "aud": audience, "sub": "trace-model-client", issuer.user_claim: owner,
+               "email_verified": True}
+    return t.token_caller(f"{owner} (token of {issuer.issuer})", payload), f"client {owner} with a token of {issuer.issuer}"
+
+
 def _call(model: t.MeshModel, caller: Pod, host: str, port: int, path: str = "/", method: str = "POST",
           headers: Mapping[str, str] | None = None) -> t.Trace:
     """One in-mesh call; a caller without a sidecar sends plaintext (no principal)."""
@@ -402,7 +420,8 @@ def paths(model: t.MeshModel, mesh: RuntimeMesh) -> list[RuntimePath]:
     domain = _serving_domain(model)
     if local is not None and domain:
         url = f"https://{TRACE_ISVC}-{profile}.{domain}/v1/models/{TRACE_ISVC}:predict"
-        add(KSERVE, f"client -> {url} (central gateway -> knative-local-gateway)", t.trace_request(model, url, t.anonymous(), "POST"))
+        client, who = model_client(model, profile)
+        add(KSERVE, f"{who} -> {url} (central gateway -> knative-local-gateway)", t.trace_request(model, url, client, "POST"))
         gateway = next((Pod("cluster-local gateway", t._ns(w), dict(((w.get("spec") or {}).get("template") or {}).get("metadata", {}).get("labels") or {}),
                             {}, str((((w.get("spec") or {}).get("template") or {}).get("spec") or {}).get("serviceAccountName") or "default"))
                         for w in model.kind("Deployment") if t._ns(w) == t._ns(local)

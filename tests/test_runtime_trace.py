@@ -108,6 +108,20 @@ def test_a_kfp_run_a_katib_experiment_a_trainjob_and_an_inference_service_work_u
     assert [p for p in problems if p.startswith("run-time trace")] == []
 
 
+def test_a_model_is_called_with_its_owners_token_and_an_anonymous_call_meets_the_login(prod):
+    """The serving hosts sit behind the login and the token policy by default (auth.openModelEndpoints false), so
+    the run-time trace calls the model as its owner with a bearer token of an extra issuer that names people; the
+    same call without a token is refused at the gateway's CUSTOM (login) policy."""
+    model, _ = rt.model_from_plan(prod)
+    client, who = rt.model_client(model, "alice")
+    assert client.kind == "token" and "alice@example.com" in who
+    url = f"https://{rt.TRACE_ISVC}-alice.{rt._serving_domain(model)}/v1/models/{rt.TRACE_ISVC}:predict"
+    assert rt.t.trace_request(model, url, client, "POST").backend.startswith("Deployment istio-system/knative-local-gateway")
+    anonymous = rt.t.trace_request(model, url, rt.t.anonymous(), "POST")
+    assert anonymous.backend is None and anonymous.status in (302, 401)
+    assert anonymous.refused_at.step == "CUSTOM"
+
+
 # ---------------------------------------------------------------------------------------- strict mTLS
 
 
@@ -244,12 +258,12 @@ def test_the_cluster_local_gateway_is_run_by_the_program_or_expected_from_the_me
     assert client.trace.backend.startswith("Deployment istio-system/cluster-local-gateway (run time)")
     # A plan made for a mesh that runs the gateway, applied where nobody does: every model call is a 503.
     _, problems = mesh_trace(_with_mesh(provided, clusterLocalGateway="program"))
-    assert any(p.startswith("run-time trace: serverless InferenceService: client -> https://trace-isvc-alice.serving.ml.example.com")
+    assert any(p.startswith("run-time trace: serverless InferenceService: client alice@example.com with a token of ") and "-> https://trace-isvc-alice.serving.ml.example.com" in p
                and "picks no workload of the plan: 503" in p for p in problems), problems
     # The program's gateway gone from a plan that says the program runs it: the same.
     missing = _without(prod, lambda o: o.get("kind") == "Deployment" and o["metadata"]["name"] == "knative-local-gateway")
     _, problems = mesh_trace(missing)
-    assert any(p.startswith("run-time trace: serverless InferenceService: client -> https://trace-isvc-alice.serving.ml.example.com")
+    assert any(p.startswith("run-time trace: serverless InferenceService: client alice@example.com with a token of ") and "-> https://trace-isvc-alice.serving.ml.example.com" in p
                and "picks no workload of the plan: 503" in p for p in problems), problems
 
 
