@@ -14,6 +14,7 @@ from components.gpu import GpuNodePools, GpuNodePoolsArgs
 from components.identity import WorkloadIdentity, WorkloadIdentityArgs
 from components.ingress import IngressGateway, IngressGatewayArgs
 from components.kubeflow import Kubeflow, KubeflowArgs, prepare
+from components.ownership import ownership_declarations
 from components.tenancy import Tenancy, tenancy_args
 
 # The program's objects live until exit and hold almost no cyclic garbage, yet the cyclic collector re-walks
@@ -59,6 +60,8 @@ pulumi.export("clusterOidcIssuer", cluster.oidc_issuer)
 for component in (kubeflow, dns, certificate, ingress, identity, artifacts, gpu, auth, tenancy):
     for output_name, value in component.stack_outputs.items():
         pulumi.export(output_name, value)
+# Whose the objects the stack patches are, and what must exist without being written (analysis.ownership).
+pulumi.export("ownership", ownership_declarations(settings))
 # The rules this stack is held to, as the CrossGuard pack's --policy-pack-config; the offline preview checks them.
 pulumi.export("policyPackConfig", cluster.oidc_issuer.apply(
     lambda issuer: settings.guardrail_params(

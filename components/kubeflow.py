@@ -9,6 +9,7 @@ from typing import Any, Optional
 import pulumi
 import pulumi_kubernetes as k8s
 
+from manifests.argo import PATCH_ANNOTATIONS, is_patch
 from manifests.identity import gateway_principal
 from manifests.iam import IRSA_ROLE_ANNOTATION, annotate_service_accounts
 from manifests.objects import config_group_yaml, object_ref
@@ -167,8 +168,14 @@ class Kubeflow(pulumi.ComponentResource):
         ]
 
         previous: Optional[pulumi.Resource] = None
+        #: Someone else's objects (the external Argo's ConfigMap): server-side apply patches, never created.
+        self.patches: list[pulumi.CustomResource] = []
         for group, objects in group_objects.items():
             depends_on: list[pulumi.Resource] = [previous] if previous is not None else []
+            patches = [obj for obj in objects if is_patch(obj)]
+            if patches:
+                self.patches += [self._patch(name, obj, depends_on) for obj in patches]
+                objects = [obj for obj in objects if not is_patch(obj)]
             if args.central_secret is not None and group == secret_before:
                 namespaces = [registered["namespaces"]] if "namespaces" in registered else depends_on
                 self.central_secret = self._central_secret(name, args.central_secret, namespaces)
@@ -253,6 +260,22 @@ class Kubeflow(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
         )
 
+    def _patch(self, name: str, obj: dict, depends_on: list[pulumi.Resource]) -> pulumi.CustomResource:
+        """A server-side apply patch of an object someone else owns: only the fields in `obj`, under the
+        program's field manager. Its delete relinquishes those fields and leaves the object
+        (pulumi/pulumi-kubernetes@v4.32.0 provider/pkg/await/await.go:958-961)."""
+        metadata = obj["metadata"]
+        if obj.get("kind") != "ConfigMap":
+            raise ValueError(f"{object_ref(obj)}: only ConfigMaps are patched from the manifests")
+        return k8s.core.v1.ConfigMapPatch(
+            f"{name}-patch-{metadata['namespace']}-{metadata['name']}",
+            metadata=k8s.meta.v1.ObjectMetaPatchArgs(
+                name=metadata["name"], namespace=metadata["namespace"], annotations=dict(metadata.get("annotations") or {})
+            ),
+            data=dict(obj.get("data") or {}),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+        )
+
     def _patch_service_account(
         self, name: str, key: str, role_arn: pulumi.Input[str], depends_on: list[pulumi.Resource]
     ) -> k8s.core.v1.ServiceAccountPatch:
@@ -260,7 +283,7 @@ class Kubeflow(pulumi.ComponentResource):
         return k8s.core.v1.ServiceAccountPatch(
             f"{name}-irsa-{namespace}-{account}",
             metadata=k8s.meta.v1.ObjectMetaPatchArgs(
-                name=account, namespace=namespace, annotations={IRSA_ROLE_ANNOTATION: role_arn}
+                name=account, namespace=namespace, annotations={IRSA_ROLE_ANNOTATION: role_arn, **PATCH_ANNOTATIONS}
             ),
             opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
         )

@@ -12,6 +12,7 @@ import pulumi_kubernetes as k8s
 from components.auth import identity_header_policy
 from components.identity import WorkloadIdentity
 from config import Settings
+from manifests.argo import PATCH_ANNOTATIONS
 from manifests.iam import s3_access_policy
 from manifests.tenancy import (
     WORKLOAD_SERVICE_ACCOUNTS,
@@ -25,6 +26,10 @@ from manifests.tenancy import (
     role_bound_objects,
     static_objects,
 )
+
+
+#: A profile namespace's patch: the program's field manager, and force (see Tenancy._namespace).
+NAMESPACE_PATCH_ANNOTATIONS = {**PATCH_ANNOTATIONS, "pulumi.com/patchForce": "true"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,9 +103,8 @@ def tenancy_args(settings: Settings, identity: WorkloadIdentity, header_forwarde
 class Tenancy(pulumi.ComponentResource):
     """Per profile: its namespace's objects, its Profile, and with a data lake an IRSA role.
 
-    A profile without a data lake costs two registrations, whatever its number of contributors: a ConfigGroup
-    of its Namespace, retained on delete so that removing the profile from the stack leaves its users' data
-    in the cluster, and a ConfigGroup of all its other objects. With a data lake, two more: the IAM role
+    A profile without a data lake costs two registrations, whatever its number of contributors: its Namespace
+    (see `_namespace`) and a ConfigGroup of all its other objects. With a data lake, two more: the IAM role
     (policy inline) and a small ConfigGroup of what carries the role's ARN. Registering each Kubernetes
     object on its own would cost the Python SDK
     about as much per object as a ConfigGroup costs per profile.
@@ -120,15 +124,8 @@ class Tenancy(pulumi.ComponentResource):
             # object moving between the groups (the Profile, when a data lake is added) is updated in place.
             prefix = f"{name}-{profile.name}"
             objects = static_objects(profile, args.mesh)
-            # The Namespace alone in a retained group: deleting it would delete every notebook, volume
-            # and run in it. Same resource prefix, so a Namespace that sat in the other group keeps its URN
-            # (pulumi-kubernetes v4.32.0 provider/pkg/yaml/v2/yaml.go:349-351) and moves without a replacement.
-            kept = k8s.yaml.v2.ConfigGroup(
-                f"{prefix}-retained",
-                yaml=manifest([obj for obj in objects if obj["kind"] == "Namespace"]),
-                resource_prefix=prefix,
-                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=args.keep_namespaces or None),
-            )
+            namespace = next(obj for obj in objects if obj["kind"] == "Namespace")
+            kept = self._namespace(prefix, namespace, args.keep_namespaces)
             static = k8s.yaml.v2.ConfigGroup(
                 f"{prefix}-namespace",
                 yaml=manifest([obj for obj in objects if obj["kind"] != "Namespace"]),
@@ -159,6 +156,29 @@ class Tenancy(pulumi.ComponentResource):
             )
         self.data_lake_role_arns = role_arns
         self.register_outputs({"profiles": self.profile_names, "dataLakeRoleArns": role_arns})
+
+    def _namespace(self, prefix: str, namespace: dict, keep: bool) -> pulumi.CustomResource:
+        """The profile's Namespace. Kept (`kubeflow.keepCrdsAndNamespaces`, the default): a server-side apply
+        patch of the stack's labels and annotations, retained on delete. A profile removed from the stack
+        leaves its namespace, with its users' notebooks, volumes and runs, on the cluster; added again, a
+        created Namespace would fail with AlreadyExists (pulumi-kubernetes creates client-side:
+        pulumi/pulumi-kubernetes@v4.32.0 provider/pkg/await/await.go:245-253, 276-289), where the patch
+        applies, and creates the namespace when it is absent (server-side apply creates what does not exist).
+        Force: the labels and annotations the stack sets are the stack's, also on a namespace that outlived an
+        earlier stack; the profile controller's own labels are other fields and stay its own.
+        Not kept: a plain Namespace, deleted with the profile."""
+        metadata = namespace["metadata"]
+        if not keep:
+            return k8s.yaml.v2.ConfigGroup(f"{prefix}-retained", yaml=manifest([namespace]), resource_prefix=prefix,
+                                           opts=pulumi.ResourceOptions(parent=self))
+        return k8s.core.v1.NamespacePatch(
+            f"{prefix}-namespace-patch",
+            metadata=k8s.meta.v1.ObjectMetaPatchArgs(
+                name=metadata["name"], labels=dict(metadata.get("labels") or {}),
+                annotations={**(metadata.get("annotations") or {}), **NAMESPACE_PATCH_ANNOTATIONS},
+            ),
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
+        )
 
     @property
     def stack_outputs(self) -> dict[str, Any]:

@@ -113,7 +113,7 @@ class ArgoSettings:
     external: bool = setting(True)
     """Use the enterprise's own Argo Workflows instead of the one bundled with Kubeflow Pipelines."""
     namespace: str = setting("argo", check=checks.dns1123_label)
-    """Namespace of the external Argo workflow controller (its ConfigMap is produced there)."""
+    """Namespace of the external Argo workflow controller (the program patches its ConfigMap there)."""
     key_format: str = setting("artifacts/{{workflow.namespace}}/{{workflow.name}}/{{pod.name}}")
     """Artifact key format inside the bucket, per namespace and workflow."""
     configmap_name: str = setting("workflow-controller-configmap", check=checks.dns1123_label)

@@ -1,8 +1,12 @@
 """Pipelines on the organisation's Argo Workflows (issue 4, point 7).
 
-The bundled controller is excluded (rule `argo`); the external controller gets the ConfigMap it reads,
-in its own namespace, with an S3 artifact repository reached through IRSA (`useSDKCreds`, no static
-keys) and a key format per namespace and workflow. KFP's own settings that name the bucket are patched
+The bundled controller is excluded (rule `argo`); the external controller's ConfigMap, which every Argo
+installation ships (argoproj/argo-workflows@v3.7.8 manifests/base/workflow-controller/
+workflow-controller-configmap.yaml:1-4, with no data), gets the keys the program needs: an S3 artifact
+repository reached through IRSA (`useSDKCreds`, no static keys) with a key format per namespace and workflow,
+upstream's executor settings and, when set, the workflows' service account. The ConfigMap is the enterprise
+Argo's: the program patches those keys with server-side apply under its own field manager (`PATCH_ANNOTATIONS`)
+and never creates or deletes it. KFP's own settings that name the bucket are patched
 to the same bucket so the v2 launcher, the API server and Argo agree.
 """
 
@@ -31,7 +35,27 @@ def artifact_repository(argo: ExternalArgoOptions) -> dict:
     }
 
 
+#: Field manager of every server-side apply patch the program makes (pulumi-kubernetes reads the annotation:
+#: pulumi/pulumi-kubernetes@v4.32.0 provider/pkg/provider/provider.go:2878-2896). A fixed name keeps the
+#: program's fields its own across runs and machines, and names it in a conflict.
+FIELD_MANAGER = "kubeflow-platform"
+#: What marks an object as a patch of someone else's object rather than one the program creates. No
+#: `patchForce`: a key another manager already set is a conflict that stops `pulumi up` and names that
+#: manager, rather than overwriting the enterprise controller's settings for every Argo user.
+PATCH_ANNOTATIONS = {"pulumi.com/patchFieldManager": FIELD_MANAGER}
+
+
+def is_patch(obj: dict) -> bool:
+    """Whether `obj` is applied as a server-side apply patch of an existing object (see `PATCH_ANNOTATIONS`)."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return annotations.get("pulumi.com/patchFieldManager") == FIELD_MANAGER
+
+
 def workflow_controller_configmap(argo: ExternalArgoOptions, executor: str | None = None) -> dict:
+    """The keys of the external controller's ConfigMap the program sets, as a patch: no labels, nothing of the
+    enterprise's own keys. Argo joins every data key into one document, unless the ConfigMap holds a single
+    `config` key (argoproj/argo-workflows@v3.7.8 config/controller.go:35-54): a ConfigMap written that way
+    refuses the extra keys, so it must be converted to per-key form first (docs/kubeflow-manifests.md)."""
     data = {"artifactRepository": yaml.safe_dump(artifact_repository(argo), sort_keys=False)}
     if executor:
         data["executor"] = executor
@@ -43,7 +67,7 @@ def workflow_controller_configmap(argo: ExternalArgoOptions, executor: str | Non
         "metadata": {
             "name": argo.configmap_name,
             "namespace": argo.namespace,
-            "labels": {"app.kubernetes.io/part-of": "kubeflow-platform", "app.kubernetes.io/component": "argo-artifacts"},
+            "annotations": dict(PATCH_ANNOTATIONS),
         },
         "data": data,
     }
@@ -126,7 +150,7 @@ def use_external_argo(objects: list[dict], argo: ExternalArgoOptions, executor: 
         result.append(copy)
     configmap = workflow_controller_configmap(argo, executor)
     carried = "; upstream's executor settings carried over" if executor else ""
-    changes.append(Change(object_ref(configmap), f"produced for the external controller: S3 bucket {argo.bucket} via IRSA, keyFormat {argo.key_format}{carried}"))
+    changes.append(Change(object_ref(configmap), f"keys patched into the external controller's ConfigMap: S3 bucket {argo.bucket} via IRSA, keyFormat {argo.key_format}{carried}"))
     return TransformResult(result, tuple(changes), added=(configmap,))
 
 

@@ -153,10 +153,30 @@ def contributor_roles(
     return dict(sorted(roles.items()))
 
 
-def binding_name(user: str, role: Role) -> str:
-    """The name kfam gives a contributor's RoleBinding and AuthorizationPolicy (user-<email>-clusterrole-<role>),
-    so the dashboard's contributor list shows and removes them like its own."""
+#: Prefix of the contributor objects the stack owns, so they never carry the name kfam gives its own.
+CONTRIBUTOR_PREFIX = "kubeflow-platform-"
+
+
+def kfam_binding_name(user: str, role: Role) -> str:
+    """The name kfam gives a contributor's RoleBinding and AuthorizationPolicy (user-<email>-clusterrole-<role>:
+    kubeflow/kubeflow@v1.10.0 components/access-management/kfam/bindings.go:61-77)."""
     return _UNSAFE.sub("-", f"User-{_UNSAFE.sub('-', user)}-ClusterRole-{role}".lower())
+
+
+def binding_name(user: str, role: Role) -> str:
+    """The name of a stack contributor's RoleBinding and AuthorizationPolicy: kfam's name behind
+    `CONTRIBUTOR_PREFIX`.
+
+    One owner per object: the stack owns the contributors of the stack file, kfam (the dashboard's "manage
+    contributors") owns the ones added there. kfam creates its objects under its own name, and pulumi-kubernetes
+    creates client-side, so a shared name made `pulumi up` fail with AlreadyExists whenever the dashboard had
+    added the same contributor first (pulumi/pulumi-kubernetes@v4.32.0 provider/pkg/await/await.go:245-253,
+    276-289). With distinct names neither writer ever meets the other's object. The `user` and `role`
+    annotations stay, so the dashboard still lists the stack's contributors (kfam lists every RoleBinding
+    carrying both, bindings.go:195-231); removing one there fails, because kfam deletes only its own name
+    (bindings.go:157-193): it is removed from the stack file.
+    """
+    return CONTRIBUTOR_PREFIX + kfam_binding_name(user, role)
 
 
 def contributor_objects(namespace: str, user: str, role: Role, mesh: MeshPolicy) -> list[dict[str, Any]]:
@@ -187,7 +207,7 @@ def contributor_objects(namespace: str, user: str, role: Role, mesh: MeshPolicy)
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
         },
         {
-            # kfam writes v1beta1; the same resource, so kfam lists and deletes these as its own.
+            # kfam writes v1beta1: the same version, so the two writers' policies read alike.
             "apiVersion": "security.istio.io/v1beta1",
             "kind": "AuthorizationPolicy",
             "metadata": _copy(metadata),

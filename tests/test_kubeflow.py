@@ -57,8 +57,14 @@ def applied(run: ProgramRun) -> list[dict]:
     if id(run) not in _APPLIED:
         _APPLIED[id(run)] = [
             obj for group in kubeflow_config_groups(run) for obj in objects_from_config_group_inputs(group.inputs)
-        ]
+        ] + [patch.inputs for patch in kubeflow_patches(run)]
     return _APPLIED[id(run)]
+
+
+def kubeflow_patches(run: ProgramRun) -> list:
+    """The Kubeflow component's server-side apply patches of objects from the manifests (someone else's)."""
+    (component,) = run.of_type("kubeflow-platform:kubeflow:Kubeflow")
+    return [r for r in run.of_type("kubernetes:core/v1:ConfigMapPatch") if r.parent == component.urn]
 
 
 # ------------------------------------------------------------------------------------- accounting
@@ -219,6 +225,12 @@ def test_config_groups_are_chained_in_order_on_the_explicit_provider(release_run
     assert [g["resource"] for g in report_groups] == [f"kubeflow-{g['name']}" for g in report_groups]
     assert [g["name"] for g in report_groups][0] == "namespaces"
     counts = {g.name: len(objects_from_config_group_inputs(g.inputs)) for g in groups}
+    # A patch of someone else's object waits for the groups before the one its object came from.
+    by_urn = {g.urn: g.name for g in groups}
+    for patch in kubeflow_patches(run):
+        before = [by_urn[d] for d in patch.dependencies if d in by_urn]
+        after = groups[[g.name for g in groups].index(before[-1]) + 1].name if before else groups[0].name
+        counts[after] += 1
     assert [g["objects"] for g in report_groups] == [counts[g["resource"]] + counts.get(g.get("crdResource"), 0)
                                                      for g in report_groups]
     (provider,) = [r for r in run.resources if r.type == "pulumi:providers:kubernetes"]
@@ -231,11 +243,17 @@ def test_config_groups_are_chained_in_order_on_the_explicit_provider(release_run
             assert previous.urn in group.dependencies, f"{group.name} does not wait for {previous.name}"
 
 
-def test_the_external_argo_configmap_is_applied_in_its_namespace_with_the_pipelines_bucket(release_run):
+def test_the_external_argo_configmap_is_patched_in_its_namespace_with_the_pipelines_bucket(release_run):
     run, _ = release_run
     argo_namespace = settings_of(run, "kubeflow")["argo"]["namespace"]
     bucket = f"{settings_of(run, 'artifacts')['bucketPrefix']}-pipelines"
-    (configmap,) = [o for o in applied(run) if o["kind"] == "ConfigMap" and o["metadata"].get("namespace") == argo_namespace]
+    # Every Argo installation ships the ConfigMap: never created (pulumi up would fail on it), only patched.
+    assert [o for o in applied(run) if o["kind"] == "ConfigMap" and o["metadata"].get("namespace") == argo_namespace
+            and o not in [p.inputs for p in kubeflow_patches(run)]] == []
+    (patch,) = kubeflow_patches(run)
+    configmap = patch.inputs
+    assert configmap["metadata"]["namespace"] == argo_namespace
+    assert configmap["metadata"]["annotations"] == {"pulumi.com/patchFieldManager": "kubeflow-platform"}
     repository = configmap["data"]["artifactRepository"]
     assert f"bucket: {bucket}" in repository and "useSDKCreds: true" in repository
     assert f"region: {settings_of(run, 'aws')['region']}" in repository

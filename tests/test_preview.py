@@ -70,6 +70,19 @@ def test_preview_writes_the_plan_the_manifests_the_mirror_list_and_the_report(pr
     assert "Offline checks: passed" in first.stdout
 
 
+def test_the_preview_prints_the_ownership_table_and_plan_json_records_each_class(previews):
+    first, _ = previews
+    plan = json.loads((first.out / "plan.json").read_text())
+    classes = {(o["kind"], o["namespace"], o["name"]): o["class"] for o in plan["ownership"]}
+    assert classes[("ConfigMap", "argo", "workflow-controller-configmap")] == "patched"
+    assert classes[("Namespace", "", "istio-system")] == "expected"
+    assert classes[("Namespace", "", "kubeflow")] == "created"
+    counts = {c: sum(1 for v in classes.values() if v == c) for c in ("created", "patched", "expected")}
+    assert f"Ownership: {counts['created']} created, {counts['patched']} patched, {counts['expected']} expected" \
+        in first.stdout
+    assert "v1 ConfigMap argo/workflow-controller-configmap by ConfigMapPatch" in first.stdout
+
+
 def test_two_previews_are_byte_identical(previews):
     first, second = previews
     assert first.files() == second.files()

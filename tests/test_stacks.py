@@ -29,7 +29,7 @@ PLATFORM_OUTPUTS = {
     "url", "clusterOidcIssuer", "kubeflowVersion", "imageMirror", "transformReport", "zoneId", "zoneNameServers",
     "dnsRecordNames", "certificateArn", "loadBalancerHostname", "oidcProviderArn", "roleArns", "bucketNames",
     "nodeGroupNames", "autoscalingGroupNames", "authExtensionProvider", "authRedirectUrl", "authObjects", "meshTrace",
-    "profiles", "policyPackConfig",
+    "profiles", "policyPackConfig", "ownership",
 }
 
 

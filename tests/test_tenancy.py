@@ -11,12 +11,19 @@ from tests.upstream import manifests_path
 from tools.mock_runtime import ProgramRun, Registration, stack_config
 
 CONFIG_GROUP = "kubernetes:yaml/v2:ConfigGroup"
+NAMESPACE_PATCH = "kubernetes:core/v1:NamespacePatch"
 ROLE = "aws:iam/role:Role"
 
 
 def tenancy_groups(run: ProgramRun) -> dict[str, Registration]:
     tenancy = run.named("kubeflow-platform:tenancy:Tenancy", "tenancy")
     return {r.name: r for r in run.of_type(CONFIG_GROUP) if r.parent == tenancy.urn}
+
+
+def namespace_patches(run: ProgramRun) -> dict[str, Registration]:
+    """Profile name -> the NamespacePatch of its kept namespace."""
+    tenancy = run.named("kubeflow-platform:tenancy:Tenancy", "tenancy")
+    return {r.inputs["metadata"]["name"]: r for r in run.of_type(NAMESPACE_PATCH) if r.parent == tenancy.urn}
 
 
 def objects_of(group: Registration) -> list[dict]:
@@ -32,6 +39,10 @@ def profile_objects(run: ProgramRun) -> dict[str, dict[tuple[str, str], dict]]:
             key = (obj["kind"], obj["metadata"]["name"])
             assert key not in found.setdefault(profile, {}), f"{key} twice in profile {profile}"
             found[profile][key] = obj
+    for profile, patch in namespace_patches(run).items():
+        key = ("Namespace", profile)
+        assert key not in found.setdefault(profile, {}), f"{key} twice in profile {profile}"
+        found[profile][key] = patch.inputs
     return found
 
 
@@ -60,16 +71,17 @@ def test_each_profile_is_two_groups_and_a_data_lake_adds_a_role_and_a_small_grou
     roles = {r.name for r in stack_run.of_type(ROLE) if r.name.startswith("tenancy-")}
     for profile in tenancy_settings(stack_run.stack)["profiles"]:
         name = profile["name"]
-        expected = {f"tenancy-{name}-retained", f"tenancy-{name}-namespace"}
+        expected = {f"tenancy-{name}-namespace"}
         expected |= {f"tenancy-{name}-profile"} if "dataLake" in profile else set()
         assert {g for g in groups if g.startswith(f"tenancy-{name}-")} == expected
+        assert name in namespace_patches(stack_run)
         assert (f"tenancy-{name}-data-lake" in roles) == ("dataLake" in profile)
     for group in groups.values():
         assert group.provider.split("::")[-2] == f"k8s-{stack_config(stack_run.stack)['kubeflow-platform:cluster']['name']}"
         assert group.inputs["resourcePrefix"] == group.name.rsplit("-", 1)[0]
 
 
-def test_contributors_get_what_kfam_creates_and_owners_get_nothing_extra(stack_run):
+def test_contributors_get_what_kfam_creates_under_the_stacks_own_name_and_owners_get_nothing_extra(stack_run):
     objects = profile_objects(stack_run)
     settings = tenancy_settings(stack_run.stack)
     groups = {g["name"]: g["members"] for g in settings["groups"]}
@@ -84,7 +96,9 @@ def test_contributors_get_what_kfam_creates_and_owners_get_nothing_extra(stack_r
                     if kind == "RoleBinding" and "user" in o["metadata"].get("annotations", {})}
         assert {user: b["metadata"]["annotations"]["role"] for user, b in bindings.items()} == expected
         for user, role in expected.items():
-            name = "user-" + user.replace("@", "-").replace(".", "-") + f"-clusterrole-{role}"
+            # kfam's name (user-<email>-clusterrole-<role>) behind the stack's prefix: the dashboard's own
+            # binding for the same user is another object, so neither writer's create meets the other's.
+            name = "kubeflow-platform-user-" + user.replace("@", "-").replace(".", "-") + f"-clusterrole-{role}"
             binding = objects[profile["name"]][("RoleBinding", name)]
             assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": f"kubeflow-{role}"}
             assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]
@@ -220,8 +234,8 @@ def test_removing_a_user_from_a_group_removes_exactly_that_users_bindings():
     old, new = registered(before), registered(after)
     removed = sorted(key[1:] for key in old.keys() - new.keys())
     assert removed == [
-        ("AuthorizationPolicy", "alice", "user-bob-example-com-clusterrole-edit"),
-        ("RoleBinding", "alice", "user-bob-example-com-clusterrole-edit"),
+        ("AuthorizationPolicy", "alice", "kubeflow-platform-user-bob-example-com-clusterrole-edit"),
+        ("RoleBinding", "alice", "kubeflow-platform-user-bob-example-com-clusterrole-edit"),
     ]
     assert new.keys() <= old.keys()
     assert [key for key in new if new[key] != old[key]] == []
@@ -243,18 +257,27 @@ def test_viewers_read_only_setting_reaches_every_viewers_policy():
 
 
 def test_removing_a_profile_leaves_its_namespace_and_its_users_data(stack_run):
-    groups = tenancy_groups(stack_run)
+    groups, patches = tenancy_groups(stack_run), namespace_patches(stack_run)
     for profile in tenancy_settings(stack_run.stack)["profiles"]:
         name = profile["name"]
-        retained, rest = groups[f"tenancy-{name}-retained"], groups[f"tenancy-{name}-namespace"]
+        patch, rest = patches[name], groups[f"tenancy-{name}-namespace"]
         # The Namespace alone is retained on delete: the profile's other objects (its access grants among
         # them) go with the profile, its users' notebooks, volumes and runs stay in the cluster.
-        assert [(o["kind"], o["metadata"]["name"]) for o in objects_of(retained)] == [("Namespace", name)]
-        assert retained.retain_on_delete is True and not rest.retain_on_delete
+        assert patch.retain_on_delete is True and not rest.retain_on_delete
         assert "Namespace" not in {o["kind"] for o in objects_of(rest)}
-        # Same resource prefix as the group that held the Namespace before, so its URN does not move.
-        assert retained.inputs["resourcePrefix"] == rest.inputs["resourcePrefix"] == f"tenancy-{name}"
-        assert retained.urn in rest.dependencies
+        assert patch.urn in rest.dependencies
+
+
+def test_a_profile_added_again_patches_its_retained_namespace_instead_of_creating_it(stack_run):
+    # A removed profile's namespace stays on the cluster; created again, pulumi-kubernetes would refuse it with
+    # AlreadyExists. A server-side apply patch applies onto it (and creates it when absent), with the
+    # program's own field manager and force over the fields the stack sets.
+    for name, patch in namespace_patches(stack_run).items():
+        annotations = patch.inputs["metadata"]["annotations"]
+        assert annotations["pulumi.com/patchFieldManager"] == "kubeflow-platform"
+        assert annotations["pulumi.com/patchForce"] == "true"
+        assert annotations["owner"]
+        assert patch.inputs["metadata"]["labels"], name
 
 
 def test_letting_a_profile_removal_delete_its_namespace_takes_the_explicit_setting():
@@ -262,3 +285,8 @@ def test_letting_a_profile_removal_delete_its_namespace_takes_the_explicit_setti
                     manifests=str(manifests_path()))
     run = run_stack("dev", {"kubeflow": kubeflow})
     assert all(not g.retain_on_delete for g in tenancy_groups(run).values())
+    # Not kept: the stack owns the namespace outright (created, deleted with the profile), no patch.
+    assert namespace_patches(run) == {}
+    for profile in tenancy_settings("dev")["profiles"]:
+        group = tenancy_groups(run)[f"tenancy-{profile['name']}-retained"]
+        assert [(o["kind"], o["metadata"]["name"]) for o in objects_of(group)] == [("Namespace", profile["name"])]

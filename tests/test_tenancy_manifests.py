@@ -13,6 +13,7 @@ from manifests.tenancy import (
     ProfileSpec,
     Taint,
     binding_name,
+    kfam_binding_name,
     contributor_roles,
     default_tolerations,
     identity_header_policy,
@@ -41,7 +42,15 @@ LAKE = DataLake(bucket="corp-ml-pipelines", prefix="profiles/ana", region="eu-we
     ],
 )
 def test_binding_names_are_the_ones_kfam_gives(user, role, expected):
-    assert binding_name(user, role) == expected
+    assert kfam_binding_name(user, role) == expected
+
+
+@pytest.mark.parametrize(("user", "role"), [("alice@example.com", "edit"), ("first.last+ml@corp.example.com", "view")])
+def test_the_stacks_contributor_objects_never_carry_kfams_name(user, role):
+    # kfam creates its own RoleBinding and AuthorizationPolicy under its name when the dashboard adds a
+    # contributor; the stack's own carry another, so neither writer's create meets the other's object.
+    assert binding_name(user, role) == "kubeflow-platform-" + kfam_binding_name(user, role)
+    assert binding_name(user, role) != kfam_binding_name(user, role)
 
 
 def test_group_members_are_expanded_once_with_their_strongest_role_and_without_the_owner():
@@ -164,7 +173,7 @@ def test_serving_authorization_policies_select_only_kserve_component_pods():
 def _viewer_and_editor_rules(mesh: MeshPolicy) -> tuple[dict, dict]:
     profile = ProfileSpec(name="ana", owner="ana@x.io", contributors={"ben@x.io": "edit", "cy@x.io": "view"})
     policies = {o["metadata"]["annotations"]["user"]: o["spec"]["rules"][0] for o in static_objects(profile, mesh)
-                if o["kind"] == "AuthorizationPolicy" and o["metadata"]["name"].startswith("user-")}
+                if o["kind"] == "AuthorizationPolicy" and o["metadata"]["name"].startswith("kubeflow-platform-user-")}
     return policies["cy@x.io"], policies["ben@x.io"]
 
 

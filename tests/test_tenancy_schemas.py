@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from manifests.validate import SchemaProblem, validate_objects
-from tests.test_tenancy import objects_of, tenancy_groups
+from tests.test_tenancy import objects_of, namespace_patches, tenancy_groups
 from tests.upstream import upstream_objects
 
 #: The Kubernetes minor version the EKS clusters run (the mocks answer 1.31 for the cluster).
@@ -32,6 +32,8 @@ def problems(objects: list[dict[str, Any]]) -> list[SchemaProblem]:
 
 def test_every_generated_object_is_valid_for_its_schema(stack_run):
     objects = [obj for group in tenancy_groups(stack_run).values() for obj in objects_of(group)]
+    # Kept profile namespaces are NamespacePatches: server-side apply holds them to the same schema.
+    objects += [dict(patch.inputs) for patch in namespace_patches(stack_run).values()]
     assert [str(problem) for problem in problems(objects)] == []
     kinds = {(obj["apiVersion"], obj["kind"]) for obj in objects}
     assert {("kubeflow.org/v1", "Profile"), ("security.istio.io/v1beta1", "AuthorizationPolicy"),

@@ -23,6 +23,7 @@ from typing import Any, Optional, TextIO
 
 import pulumi
 
+from analysis.ownership import classify, ownership_changes
 from tools.mock_runtime import known_stacks
 from tools.plan import CONFIG_GROUP, format_part, kubernetes_objects, load_plan
 
@@ -74,6 +75,8 @@ class PlanDiff:
     resources: SectionDiff
     outputs: SectionDiff
     objects: SectionDiff
+    #: Objects that move between created, patched and expected (analysis.ownership), one line each.
+    ownership: list[str] = field(default_factory=list)
 
     @property
     def sections(self) -> list[SectionDiff]:
@@ -81,7 +84,7 @@ class PlanDiff:
 
     @property
     def equal(self) -> bool:
-        return not any(section.entries for section in self.sections)
+        return not any(section.entries for section in self.sections) and not self.ownership
 
 
 # --- Values ------------------------------------------------------------------------------------------
@@ -251,6 +254,7 @@ def diff_plans(a: Mapping[str, Any], b: Mapping[str, Any]) -> PlanDiff:
         resources=_diff_section("Resources", _resources_by_label(a), _resources_by_label(b)),
         outputs=_diff_section("Stack outputs", a["outputs"], b["outputs"]),
         objects=_diff_section("Kubernetes objects", _objects_by_key(a), _objects_by_key(b)),
+        ownership=ownership_changes(classify(a), classify(b)),
     )
 
 
@@ -315,6 +319,9 @@ def render(diff: PlanDiff, label_a: str, label_b: str, full: bool = False) -> st
             lines.append(f"  {_MARKS[entry.status]} {entry.key}")
             lines += _entry_lines(entry, full)
         lines.append("")
+    lines.append(f"Ownership (created, patched, expected): {len(diff.ownership)} objects change class")
+    lines += [f"  ~ {line}" for line in diff.ownership]
+    lines.append("")
     lines.append("The plans are the same." if diff.equal else "The plans differ (+ only in B, - only in A, ~ changed A -> B).")
     return "\n".join(lines) + "\n"
 

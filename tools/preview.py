@@ -29,6 +29,7 @@ from typing import Any, Optional, TextIO
 import pulumi
 
 from analysis import policies, trace, trace_matrix
+from analysis.ownership import classify, ownership_rows, ownership_table
 from tools import plan_checks
 from tools.mock_runtime import PROJECT, REPO_ROOT, known_stacks, run_program, stack_config
 from tools.plan import (
@@ -298,11 +299,16 @@ def preview(
         print(f"error: {error}", file=stderr)
         return 1
     out = out or Path("build") / stack
+    with progress.step("classifying the objects: created, patched, expected"):
+        ownership = classify(plan)
+        # plan.json records each object's class, for the diff, the estate check and reviewers.
+        plan["ownership"] = ownership_rows(ownership)
     with progress.step(f"writing {display_path(out)}"):
         written = write_plan_dir(plan, out)
     stdout.write(render_tree(plan))
+    stdout.write("\n" + "\n".join(ownership_table(ownership)) + "\n")
     with progress.step("running the offline checks"):
-        problems = leaks + plan_checks.validate_plan(plan)
+        problems = leaks + plan_checks.validate_plan(plan) + [f"ownership: {p}" for p in ownership.problems]
         deferred = plan_checks.guardrail_report(plan).deferred
     with progress.step("tracing Kubeflow's paths through the mesh"):
         table, trace_problems = mesh_trace(plan)
