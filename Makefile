@@ -66,7 +66,7 @@ endif
 MAKEFLAGS += -q
 endif
 
-.PHONY: venv scan-venv upstream-manifests preview diff diff-prerequisites upgrade-plan trace test policy-pack bench docs clean
+.PHONY: venv scan-venv upstream-manifests preview estate diff diff-prerequisites upgrade-plan trace test policy-pack bench docs clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -86,10 +86,16 @@ upstream-manifests: venv
 	$(BIN)/python -m tools.upstream_manifests $(UPSTREAM_VERSIONS)
 
 ## The main command: evaluate a stack offline (no credentials, no cluster), show and write its plan.
-## make preview [STACK=dev] [MANIFESTS=path | KUBEFLOW=1.9.1] [OUT=build/<stack>]
+## make preview [STACK=dev] [MANIFESTS=path | KUBEFLOW=1.9.1] [OUT=build/<stack>] [ESTATE=estate/<stack>.yaml]
 preview: venv
 	@if [ "$(origin MANIFESTS)" = "file" ]; then $(MAKE) --no-print-directory upstream-manifests UPSTREAM_VERSIONS="$(or $(KUBEFLOW),$(KUBEFLOW_VERSION))"; fi
-	$(BIN)/python -m tools.preview --stack $(STACK) --manifests $(MANIFESTS) $(if $(KUBEFLOW),--kubeflow-version $(KUBEFLOW)) $(if $(OUT),--out $(OUT))
+	$(BIN)/python -m tools.preview --stack $(STACK) --manifests $(MANIFESTS) $(if $(KUBEFLOW),--kubeflow-version $(KUBEFLOW)) $(if $(OUT),--out $(OUT)) $(if $(ESTATE),--estate $(ESTATE))
+
+## Record the estate (read-only, with your own kubectl context and AWS credentials): every command is printed first.
+## make estate [STACK=dev] [OUT=estate/<stack>.yaml] [MANIFESTS=path | KUBEFLOW=1.9.1] [LIST=1: print the commands, run none]
+estate: venv
+	@if [ "$(origin MANIFESTS)" = "file" ]; then $(MAKE) --no-print-directory upstream-manifests UPSTREAM_VERSIONS="$(or $(KUBEFLOW),$(KUBEFLOW_VERSION))"; fi
+	$(BIN)/python -m tools.estate --stack $(STACK) --manifests $(MANIFESTS) $(if $(KUBEFLOW),--kubeflow-version $(KUBEFLOW)) $(if $(OUT),--out $(OUT)) $(if $(LIST),--list)
 
 ## Field-level differences between two plans; exit 0 when equal, 1 when different, 2 on bad usage or an error.
 ## make diff A=<stack|dir> B=<stack|dir> [KUBEFLOW_A=1.9.1] [MANIFESTS_A=path] [KUBEFLOW_B=...] [MANIFESTS_B=...] [FULL=1]

@@ -38,6 +38,7 @@ from typing import Any, Optional
 
 import yaml
 
+from analysis.ownership import classify
 from analysis.plan_objects import KNOWN_AFTER_DEPLOY, kubernetes_objects
 
 FORMAT = "kubeflow-platform/estate/v1"
@@ -136,6 +137,7 @@ class PlannedObject:
     #: How the plan treats it: created (the stack owns it), patched (someone else's; only its fields), expected.
     ownership: str
     source: str
+    api_version: str = ""
 
     @property
     def ref(self) -> str:
@@ -148,18 +150,15 @@ def _group(api_version: str) -> str:
 
 
 def planned_objects(plan: Mapping[str, Any]) -> list[PlannedObject]:
-    """Every Kubernetes object the plan writes, with how it writes it."""
+    """Every Kubernetes object the plan touches, with its class in the one ownership classification
+    (analysis/ownership.py): created, patched or expected."""
     found = []
-    for item in kubernetes_objects(plan).objects:
-        obj = item.obj
-        metadata = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
-        name = metadata.get("name")
-        if not isinstance(name, str) or name == KNOWN_AFTER_DEPLOY:
+    for row in classify(plan).rows:
+        if row.name == KNOWN_AFTER_DEPLOY or not row.name:
             continue
-        namespace = metadata.get("namespace") if isinstance(metadata.get("namespace"), str) else ""
-        found.append(PlannedObject(
-            group=_group(str(obj.get("apiVersion", ""))), kind=str(obj.get("kind", "")), namespace=namespace,
-            name=name, ownership="patched" if item.patch else "created", source=item.source))
+        found.append(PlannedObject(group=_group(row.api_version), kind=row.kind, namespace=row.namespace,
+                                   name=row.name, ownership=row.ownership, source=row.source or row.reason,
+                                   api_version=row.api_version))
     return found
 
 
@@ -568,7 +567,7 @@ def record(plan: Mapping[str, Any], target: Target, answers: Mapping[str, Answer
 def dump_estate(estate: Mapping[str, Any]) -> str:
     return ("# Recorded by `make estate` (read-only: kubectl get, aws describe/list/get/head); "
             "read by `make preview ESTATE=<this file>`.\n"
-            + yaml.safe_dump(dict(estate), sort_keys=False, default_flow_style=False, width=120))
+            + yaml.safe_dump(dict(estate), sort_keys=False, default_flow_style=False, width=1 << 20))
 
 
 #: Top-level keys and the type each must have.

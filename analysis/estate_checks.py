@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Optional
 
+from analysis.ownership import classify
 from analysis.estate import planned_buckets, planned_objects, planned_records, planned_roles
 
 Declared = Mapping[str, Any]
@@ -52,23 +53,26 @@ def _object_problems(estate: Mapping[str, Any], plan: Mapping[str, Any]) -> Iter
                 for o in kubernetes.get("existingObjects") or []}
     namespaces = kubernetes.get("namespaces") or {}
     missing_types = set(kubernetes.get("missingResourceTypes") or [])
+    found_keys = []
     for obj in planned_objects(plan):
         if obj.kind == "Namespace" and not obj.group:
             found = obj.name in namespaces
-            managers: list[str] = []
         else:
-            entry = existing.get((obj.group, obj.kind, obj.namespace, obj.name))
-            found, managers = entry is not None, list((entry or {}).get("managers") or [])
-        if obj.ownership == "created" and found:
-            by = f" (written by {', '.join(managers)})" if managers else ""
-            yield (f"{obj.ref} already exists on the cluster{by}; the plan creates it ({obj.source}): pulumi-kubernetes "
-                   "refuses to create an object that exists, and with upsert it would take it over and delete it on "
-                   "destroy. Leave it to its owner (a patch or an expected object), or import it into the stack")
-        elif obj.ownership in ("patched", "expected") and not found:
+            found = (obj.group, obj.kind, obj.namespace, obj.name) in existing
+        if found:
+            found_keys.append((obj.api_version, obj.kind, obj.namespace, obj.name))
+        # A patch is applied server-side, which makes a missing object; a profile namespace is patched for
+        # that (the stack makes it, the profile controller adopts it), every other patched object must exist.
+        if obj.ownership == "expected" or (obj.ownership == "patched" and obj.kind != "Namespace"):
+            if found:
+                continue
             why = f" (the cluster has no resource type {obj.kind.lower()}{'.' + obj.group if obj.group else ''})" \
-                if any(t.startswith(obj.kind.lower()) for t in missing_types) else ""
+                if any(t.startswith(obj.kind.lower() + ".") or t == obj.kind.lower() for t in missing_types) else ""
             yield (f"{obj.ref} does not exist on the cluster{why}; the plan "
-                   f"{'patches' if obj.ownership == 'patched' else 'expects'} it ({obj.source}) and never creates it: it must exist before `pulumi up`")
+                   f"{'patches' if obj.ownership == 'patched' else 'expects'} it ({obj.source}) and never creates it: "
+                   "it must exist before `pulumi up`")
+    # Created objects that exist: the one classification says why each fails and what to do.
+    yield from classify(plan).collisions(found_keys)
 
 
 def _aws_problems(estate: Mapping[str, Any], plan: Mapping[str, Any], declared: Declared) -> Iterator[str]:

@@ -69,6 +69,21 @@ def declared_settings(settings: Any) -> dict[str, Any]:
     return declared
 
 
+def estate_check(stack: str, plan: Mapping[str, Any], path: Path, root: Path = REPO_ROOT) -> list[str]:
+    """`make preview ESTATE=<path>`: every disagreement between the stack and the estate file, one line each."""
+    from analysis.estate import load_estate
+    from analysis.estate_checks import estate_problems
+
+    try:
+        estate = load_estate(path)
+    except EstateError as error:
+        return [f"estate: {error}"]
+    declared = declared_settings(stack_settings(stack, root))
+    # The release the plan was made from (--kubeflow-version may differ from the stack file's).
+    declared["kubeflow.version"] = (plan.get("outputs") or {}).get("kubeflowVersion") or declared["kubeflow.version"]
+    return estate_problems(estate, plan, declared)
+
+
 def target_of(stack: str, settings: Any) -> Target:
     argo = settings.kubeflow.argo
     external = argo.external and "argo" in settings.kubeflow.exclude

@@ -288,8 +288,10 @@ def preview(
     stdout: TextIO = sys.stdout,
     stderr: TextIO = sys.stderr,
     root: Path = REPO_ROOT,
+    estate: Optional[Path] = None,
 ) -> int:
-    """The whole `make preview`; returns the exit status (0 clean, 1 problems or a configuration error)."""
+    """The whole `make preview`; returns the exit status (0 clean, 1 problems or a configuration error).
+    `estate`: a file `make estate` recorded; where the stack disagrees with it is a problem too."""
     progress = Progress(stderr)
     try:
         plan, leaks = evaluate(stack, manifests=manifests, kubeflow_version=kubeflow_version, secrets=secrets,
@@ -314,6 +316,11 @@ def preview(
         table, trace_problems = mesh_trace(plan)
     stdout.write("\n" + table)
     problems += trace_problems
+    if estate is not None:
+        from tools.estate import estate_check
+
+        with progress.step(f"comparing the stack with the estate {display_path(estate)}"):
+            problems += estate_check(stack, plan, estate, root)
     print("", file=stdout)
     if problems:
         print(f"Offline checks: {len(problems)} problem{'s' if len(problems) != 1 else ''}", file=stdout)
@@ -341,8 +348,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--kubeflow-version", help="Kubeflow release of those manifests instead of the stack's "
                         "kubeflow.version (like 1.9.1)")
     parser.add_argument("--out", type=Path, help="directory for the plan (default build/<stack>)")
+    parser.add_argument("--estate", type=Path, help="an estate file `make estate` recorded: fail where the stack disagrees with it")
     args = parser.parse_args(argv)
-    return preview(args.stack, manifests=args.manifests, kubeflow_version=args.kubeflow_version, out=args.out)
+    return preview(args.stack, manifests=args.manifests, kubeflow_version=args.kubeflow_version, out=args.out,
+                   estate=args.estate)
 
 
 if __name__ == "__main__":

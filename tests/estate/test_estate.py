@@ -70,7 +70,7 @@ def record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plan_dir: Path,
     if change is not None:
         change(cluster, aws)
     state = tmp_path / "state"
-    state.mkdir(exist_ok=True)
+    state.mkdir(parents=True, exist_ok=True)
     (state / "cluster.json").write_text(json.dumps(cluster))
     (state / "aws.json").write_text(json.dumps(aws))
     log = tmp_path / "calls.log"
@@ -272,10 +272,16 @@ def _argo_namespaced(cluster, aws):
 
 
 def _argo_instance_id(cluster, aws):
-    _add(cluster, {"apiVersion": "v1", "kind": "ConfigMap",
-                   "metadata": {"name": "workflow-controller-configmap", "namespace": "argo",
-                                "managedFields": [{"manager": "kubectl-client-side-apply", "operation": "Update"}]},
-                   "data": {"instanceID": "data-eng"}})
+    _objects(cluster, "ConfigMap", "workflow-controller-configmap")[0]["data"]["instanceID"] = "data-eng"
+
+
+def _no_argo_configmap(cluster, aws):
+    cluster["objects"].remove(_objects(cluster, "ConfigMap", "workflow-controller-configmap")[0])
+
+
+def _no_istio_crds(cluster, aws):
+    cluster["serves"] = []
+    cluster["objects"] = [o for o in cluster["objects"] if not o["metadata"]["name"].endswith(".istio.io")]
 
 
 def _gateway_elsewhere(cluster, aws):
@@ -337,12 +343,14 @@ CASES = {
     "Argo scope": (_argo_namespaced, r"argo/workflow-controller runs --namespaced"),
     "Argo ConfigMap": (_argo_namespaced, r"kubeflow\.argo\.configmapName is workflow-controller-configmap but .* reads --configmap argo-config"),
     "Argo instance id": (_argo_instance_id, r"instanceID 'data-eng'"),
+    "the Argo ConfigMap the plan patches": (_no_argo_configmap, r"ConfigMap argo/workflow-controller-configmap does not exist on the cluster; the plan patches it"),
+    "the mesh's CRDs": (_no_istio_crds, r"CustomResourceDefinition\.apiextensions\.k8s\.io virtualservices\.networking\.istio\.io does not exist on the cluster; the plan expects it"),
     "gateway namespace": (_gateway_elsewhere, r"ingress\.namespace is istio-system but the gateway pods \(istio=ingressgateway\) run in istio-ingress"),
     "gateway service account": (_gateway_elsewhere, r"auth\.gatewayServiceAccount is istio-ingressgateway-service-account but the gateway pods run as istio-ingress"),
     "Pod Security": (_kubeflow_namespace_exists, r"namespace kubeflow enforces Pod Security baseline on the cluster, the plan sets restricted"),
-    "an existing namespace the plan creates": (_kubeflow_namespace_exists, r"Namespace kubeflow already exists on the cluster; the plan creates it"),
+    "an existing namespace the plan creates": (_kubeflow_namespace_exists, r"v1 Namespace kubeflow already exists on the cluster and this stack creates it"),
     "a patched object that is missing": (_no_gateway_service, r"Service istio-system/istio-ingressgateway does not exist on the cluster; the plan patches it"),
-    "an existing object the plan creates": (_created_object_exists, r"EnvoyFilter\.networking\.istio\.io istio-system/kubeflow-identity-headers already exists on the cluster \(written by istio-operator\)"),
+    "an existing object the plan creates": (_created_object_exists, r"networking\.istio\.io/v1alpha3 EnvoyFilter istio-system/kubeflow-identity-headers already exists on the cluster and this stack creates it"),
     "OIDC provider": (_provider_exists, r"identity\.oidcProviderArn is unset.*set identity\.oidcProviderArn: arn:aws:iam::111111111111:oidc-provider/oidc\.eks\.us-west-2\.amazonaws\.com/id/0A1B2C3D4E5F60718293A4B5C6D7E8F9"),
     "IAM role": (_role_exists, r"IAM role kubeflow-platform-dev-identity-pipelines already exists \(arn:aws:iam::111111111111:role/"),
     "bucket": (_bucket_exists, r"artifacts\.bucketPrefix: bucket example-ml-dev-pipelines exists"),
@@ -383,3 +391,31 @@ def test_the_argo_each_release_expects_is_the_controller_it_bundles(release):
     tags = set(re.findall(r"argoproj/workflow-controller:(v\d+\.\d+\.\d+)", text)) | \
         set(re.findall(r"ml-pipeline/workflow-controller:(v\d+\.\d+\.\d+)", text))
     assert tags == {ARGO_BY_RELEASE[release]}
+
+
+def test_make_preview_with_an_estate_fails_naming_the_setting_and_passes_on_a_matching_one(tmp_path, monkeypatch, dev_plan):
+    from tools.preview import preview
+
+    matching = record(tmp_path / "matching", monkeypatch, dev_plan[1])
+    differing = record(tmp_path / "differing", monkeypatch, dev_plan[1], _strict)
+    manifests = str(manifests_path())
+    results = {}
+    for name in ("matching", "differing"):
+        stdout, stderr = io.StringIO(), io.StringIO()
+        status = preview("dev", manifests=manifests, out=tmp_path / name / "plan", stdout=stdout, stderr=stderr,
+                         estate=tmp_path / name / "estate" / "dev.yaml")
+        results[name] = status, stdout.getvalue()
+    assert results["matching"][0] == 0 and "Offline checks: passed" in results["matching"][1]
+    status, out = results["differing"]
+    assert status == 1
+    assert "    - estate: kubeflow.mesh.mtls is permissive but PeerAuthentication istio-system/default has mode STRICT" in out
+    assert matching.estate and differing.estate
+
+
+def test_make_preview_refuses_an_estate_file_it_cannot_read(tmp_path):
+    from tools.preview import preview
+
+    stdout = io.StringIO()
+    status = preview("dev", manifests=str(manifests_path()), out=tmp_path / "plan", stdout=stdout, stderr=io.StringIO(),
+                     estate=tmp_path / "nowhere.yaml")
+    assert status == 1 and "estate: " in stdout.getvalue() and "make estate" in stdout.getvalue()
