@@ -196,12 +196,18 @@ def _mesh_problems(estate: Mapping[str, Any], plan: Mapping[str, Any], declared:
                   else f"no mesh-wide PeerAuthentication in the root namespace {root} (Istio's default, PERMISSIVE)")
         yield f"kubeflow.mesh.mtls is {declared.get('kubeflow.mesh.mtls')} but {source}: set it to {actual_mtls}"
     local = mesh.get("clusterLocalGateway")
-    if local is not None and not local.get("pods"):
+    who = declared.get("kubeflow.mesh.clusterLocalGateway", "provided")
+    if local is not None:
         selector = ", ".join(f"{k}={v}" for k, v in sorted((local.get("selector") or {}).items()))
-        setting = "kubeflow.mesh.clusterLocalGateway" if "kubeflow.mesh.clusterLocalGateway" in declared else "kubeflow.exclude"
-        yield (f"{setting}: Service {local.get('service')} selects no pods ({selector}): KServe sends every "
-               "InferenceService request through it, so each would answer 503; the mesh owner runs a cluster-local "
-               "gateway with those labels (contract knative-local-gateway-has-pods)")
+        if who == "provided" and not local.get("pods"):
+            setting = "kubeflow.mesh.clusterLocalGateway is provided but" if "kubeflow.mesh.clusterLocalGateway" in declared \
+                else "the mesh runs no cluster-local gateway:"
+            yield (f"{setting} Service {local.get('service')} selects no pods ({selector}): KServe sends every "
+                   "InferenceService request through it, so each would answer 503; the mesh owner runs a cluster-local "
+                   "gateway with those labels (contract knative-local-gateway-has-pods)")
+        elif who == "program" and local.get("pods"):
+            yield (f"kubeflow.mesh.clusterLocalGateway is program but the mesh already runs pods with {selector} "
+                   f"({', '.join(local['pods'])}): the Service would send to both; set it to provided")
 
 
 # --- Gateway, Argo, Pod Security ---------------------------------------------------------------------

@@ -55,8 +55,20 @@ def dev_plan(tmp_path_factory) -> tuple[dict, Path]:
     return plan, directory
 
 
+def declared() -> dict:
+    return estate_tool.declared_settings(estate_tool.stack_settings("dev"))
+
+
+def _local_gateway_pods(cluster: dict) -> list[dict]:
+    return [o for o in cluster["objects"] if o["metadata"]["name"].startswith("cluster-local-gateway")]
+
+
 def recorded() -> tuple[dict, dict]:
-    return json.loads((RECORDED / "cluster.json").read_text()), json.loads((RECORDED / "aws.json").read_text())
+    cluster, aws = json.loads((RECORDED / "cluster.json").read_text()), json.loads((RECORDED / "aws.json").read_text())
+    if declared().get("kubeflow.mesh.clusterLocalGateway") == "program":
+        # The stack deploys the cluster-local gateway itself: a matching mesh runs none of its own.
+        cluster["objects"] = [o for o in cluster["objects"] if o not in _local_gateway_pods(cluster)]
+    return cluster, aws
 
 
 class Recording:
@@ -87,8 +99,7 @@ def problems_with(tmp_path, monkeypatch, dev_plan, change=None) -> list[str]:
     plan, directory = dev_plan
     recording = record(tmp_path, monkeypatch, directory, change)
     assert recording.status == 0, recording.stderr
-    declared = estate_tool.declared_settings(estate_tool.stack_settings("dev"))
-    return estate_problems(recording.estate, plan, declared)
+    return estate_problems(recording.estate, plan, declared())
 
 
 # --- The command: printed first, reads only -----------------------------------------------------------
@@ -258,7 +269,14 @@ def _revision_only(cluster, aws):
 
 
 def _no_local_gateway(cluster, aws):
-    cluster["objects"] = [o for o in cluster["objects"] if not o["metadata"]["name"].startswith("cluster-local-gateway")]
+    cluster["objects"] = [o for o in cluster["objects"] if o not in _local_gateway_pods(cluster)]
+
+
+def _local_gateway_of_the_mesh(cluster, aws):
+    _add(cluster, {"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": "cluster-local-gateway-6b8c9d0e1f-klmno", "namespace": "istio-system",
+                                "labels": {"app": "cluster-local-gateway", "istio": "cluster-local-gateway"}},
+                   "spec": {"serviceAccountName": "cluster-local-gateway-service-account", "containers": []}})
 
 
 def _argo_3_5(cluster, aws):
@@ -338,7 +356,9 @@ CASES = {
     "outbound policy": (_registry_only, r"kubeflow\.mesh\.outboundTrafficPolicy is ALLOW_ANY but .*mode REGISTRY_ONLY"),
     "extension provider": (_no_provider, r"auth: the mesh config \(ConfigMap istio-system/istio\) has no extension provider 'kubeflow-auth' \(it has: otel\)"),
     "revision": (_revision_only, r"kubeflow\.mesh\.revision is unset but the cluster runs no istiod of revision 'default'; its istiod revisions: stable-1-24"),
-    "cluster-local gateway": (_no_local_gateway, r"Service istio-system/knative-local-gateway selects no pods \(app=cluster-local-gateway, istio=cluster-local-gateway\).*knative-local-gateway-has-pods"),
+    "cluster-local gateway": (_no_local_gateway, r"Service istio-system/knative-local-gateway selects no pods \(app=cluster-local-gateway, istio=cluster-local-gateway\).*knative-local-gateway-has-pods")
+    if declared().get("kubeflow.mesh.clusterLocalGateway", "provided") == "provided" else
+    (_local_gateway_of_the_mesh, r"kubeflow\.mesh\.clusterLocalGateway is program but the mesh already runs pods with app=cluster-local-gateway"),
     "Argo version": (_argo_3_5, r"kubeflow\.version 26\.03 runs pipelines on Argo v3\.7\.3 .* argo/workflow-controller is v3\.5\.14"),
     "Argo scope": (_argo_namespaced, r"argo/workflow-controller runs --namespaced"),
     "Argo ConfigMap": (_argo_namespaced, r"kubeflow\.argo\.configmapName is workflow-controller-configmap but .* reads --configmap argo-config"),
