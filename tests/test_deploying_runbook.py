@@ -125,3 +125,14 @@ def test_the_example_problems_on_the_page_are_what_the_preview_says(tmp_path, mo
         said += estate_problems(recording.estate, dev_plan[0], declared())
     for example in examples:
         assert example in said
+
+
+def test_make_preview_exits_2_naming_the_setting_when_the_stack_disagrees_with_the_estate(clone, tmp_path, monkeypatch, dev_plan):
+    differing = record(tmp_path / "differing", monkeypatch, dev_plan[1], _strict)
+    estate = tmp_path / "differing" / "estate" / "dev.yaml"
+    assert differing.estate is not None
+    env = {**os.environ, "MAKEFLAGS": "-o .venv/bin/.installed", "KUBEFLOW_MANIFESTS_DIR": str(manifests_dir())}
+    done = subprocess.run(["make", "preview", "STACK=dev", f"ESTATE={estate}"], cwd=clone, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "    - estate: kubeflow.mesh.mtls is permissive but PeerAuthentication istio-system/default has mode STRICT" in done.stdout
