@@ -21,7 +21,7 @@ import pytest
 
 from analysis.estate_checks import estate_problems
 from tests.conftest import REPO_ROOT
-from tests.estate.test_estate import _no_gateway_service, _strict, declared, dev_plan, record  # noqa: F401 (fixture)
+from tests.estate.test_estate import _no_gateway_service, _strict, declared, dev_plan, in_process, record  # noqa: F401 (fixture)
 from tests.upstream import manifests_dir
 
 PAGE = REPO_ROOT / "docs" / "deploying.md"
@@ -121,14 +121,14 @@ def test_the_example_problems_on_the_page_are_what_the_preview_says(tmp_path, mo
     assert len(examples) == 2
     said = []
     for i, change in enumerate((_strict, _no_gateway_service)):
-        recording = record(tmp_path / str(i), monkeypatch, dev_plan[1], change)
+        recording = record(tmp_path / str(i), monkeypatch, dev_plan[1], change, runner=in_process)
         said += estate_problems(recording.estate, dev_plan[0], declared())
     for example in examples:
         assert example in said
 
 
 def test_make_preview_exits_2_naming_the_setting_when_the_stack_disagrees_with_the_estate(clone, tmp_path, monkeypatch, dev_plan):
-    differing = record(tmp_path / "differing", monkeypatch, dev_plan[1], _strict)
+    differing = record(tmp_path / "differing", monkeypatch, dev_plan[1], _strict, runner=in_process)
     estate = tmp_path / "differing" / "estate" / "dev.yaml"
     assert differing.estate is not None
     env = {**os.environ, "MAKEFLAGS": "-o .venv/bin/.installed", "KUBEFLOW_MANIFESTS_DIR": str(manifests_dir())}
