@@ -12,7 +12,7 @@ is in exactly one class:
 - `expected`: must exist for the stack to work, and is never written: namespaces the stack writes into but
   does not create, CRDs of kinds it applies but does not ship, and what a component declares it relies on
   (the mesh config's extension provider). These come from the plan's objects and from the `ownership`
-  stack export (`expected` and `owners`, written by the components; see `OWNERSHIP_EXPORT`).
+  stack export (`expected`, `owners`, `cowriters`, written by components/ownership.py; see `OWNERSHIP_EXPORT`).
 
 Entry points:
 
@@ -41,8 +41,9 @@ EXPECTED = "expected"
 CLASSES = (CREATED, PATCHED, EXPECTED)
 
 #: Stack export the components write: `{"expected": [{apiVersion, kind, namespace, name, reason}],
-#: "owners": [{apiVersion, kind, namespace, name, owner}]}` (owners: who else owns a patched object, or who
-#: also writes a created one at run time).
+#: "owners": [{apiVersion, kind, namespace, name, owner}], "cowriters": [{apiVersion, kind, namespace, name,
+#: owner}]}`. owners: whose an object the stack only patches is (creating one of them is a problem);
+#: cowriters: who else writes an object the stack creates or patches at run time (a reason, never a problem).
 OWNERSHIP_EXPORT = "ownership"
 
 #: `(apiVersion, kind, namespace, name)`; namespace is "" for cluster-scoped objects.
@@ -139,25 +140,27 @@ def _plural(kind: str) -> str:
     return lower + "s"
 
 
-def _declarations(plan: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+def _declarations(plan: Mapping[str, Any]) -> tuple[list[Mapping[str, Any]], ...]:
     exported = (plan.get("outputs") or {}).get(OWNERSHIP_EXPORT)
     if not isinstance(exported, Mapping):
-        return [], []
+        return [], [], []
     expected = [e for e in exported.get("expected") or [] if isinstance(e, Mapping)]
     owners = [e for e in exported.get("owners") or [] if isinstance(e, Mapping)]
-    return expected, owners
+    cowriters = [e for e in exported.get("cowriters") or [] if isinstance(e, Mapping)]
+    return expected, owners, cowriters
 
 
 def _retained(plan: Mapping[str, Any]) -> set[str]:
-    """URNs of resources retained on delete, and of ConfigGroups (whose children inherit the option)."""
+    """URNs of resources retained on delete (a ConfigGroup's objects share its URN here: its children inherit
+    the option)."""
     return {r["urn"] for r in plan.get("resources") or []
             if (r.get("options") or {}).get("retainOnDelete")}
 
 
-def _created_reason(obj: KubernetesObject, owners: Mapping[ObjectKey, str], namespace_reasons: Mapping[str, str]) -> str:
+def _created_reason(obj: KubernetesObject, writers: Mapping[ObjectKey, str], namespace_reasons: Mapping[str, str]) -> str:
     key = _key_of(obj.obj)
-    if key in owners:
-        return owners[key]
+    if key in writers:
+        return writers[key]
     annotations = (obj.obj.get("metadata") or {}).get("annotations") or {}
     if obj.obj.get("kind") in ("RoleBinding", "AuthorizationPolicy") and "user" in annotations and "role" in annotations:
         return ("a contributor of the stack file; kfam lists it in the dashboard, and the dashboard's own binding "
@@ -171,8 +174,10 @@ def _created_reason(obj: KubernetesObject, owners: Mapping[ObjectKey, str], name
 def classify(plan: Mapping[str, Any]) -> Ownership:
     """The ownership of every object `plan` touches (see the module doc)."""
     found = kubernetes_objects(plan)
-    declared_expected, declared_owners = _declarations(plan)
+    declared_expected, declared_owners, declared_cowriters = _declarations(plan)
     owners = {_entry_key(e): str(e.get("owner") or "") for e in declared_owners}
+    cowriters = {_entry_key(e): str(e.get("owner") or "") for e in declared_cowriters}
+    writers = {**cowriters, **owners}
     retained = _retained(plan)
     problems: list[str] = []
 
@@ -227,11 +232,11 @@ def classify(plan: Mapping[str, Any]) -> Ownership:
 
     rows: list[OwnedObject] = []
     for key, obj in created.items():
-        rows.append(OwnedObject(*key, ownership=CREATED, reason=_created_reason(obj, owners, namespace_reasons),
+        rows.append(OwnedObject(*key, ownership=CREATED, reason=_created_reason(obj, writers, namespace_reasons),
                                 source=obj.source, retained=obj.urn in retained))
     for key, obj in patched.items():
         rows.append(OwnedObject(*key, ownership=PATCHED, source=obj.source, retained=obj.urn in retained,
-                                reason=owners.get(key) or "someone else's object: server-side apply of the stack's fields only"))
+                                reason=writers.get(key) or "someone else's object: server-side apply of the stack's fields only"))
     for key, reason in expected.items():
         if key in created or key in patched:
             continue

@@ -13,8 +13,8 @@ from typing import Any
 from config import Settings
 
 #: Where istiod reads its mesh config: ConfigMap `istio` (`istio-<revision>` for a revisioned control plane)
-#: in istiod's namespace, istio-system by default (istio/istio@1.24.6
-#: manifests/charts/istio-control/istio-discovery/templates/configmap.yaml).
+#: in istiod's namespace, istio-system by default (the name Istio's istio-discovery chart gives it in
+#: templates/configmap.yaml). A mesh installed elsewhere is named in the estate, not here.
 MESH_NAMESPACE = "istio-system"
 
 
@@ -23,8 +23,8 @@ def _entry(api_version: str, kind: str, namespace: str, name: str, **why: str) -
 
 
 def ownership_declarations(settings: Settings) -> dict[str, Any]:
-    """`{"expected": [...], "owners": [...]}`: objects that must exist (with why) and who owns the objects the
-    stack patches or writes beside a run-time writer."""
+    """`{"expected": [...], "owners": [...], "cowriters": [...]}`: objects that must exist (with why), whose the
+    objects the stack patches are, and who writes the stack's own objects beside it at run time."""
     expected: list[dict[str, str]] = []
     owners: list[dict[str, str]] = []
     argo = settings.kubeflow.argo
@@ -42,9 +42,10 @@ def ownership_declarations(settings: Settings) -> dict[str, Any]:
             expected.append(_entry("apiextensions.k8s.io/v1", "CustomResourceDefinition", "", f"{plural}.argoproj.io",
                                    reason="the enterprise's Argo Workflows ships it; Kubeflow Pipelines creates "
                                           "these objects at run time"))
-        if argo.service_account:
+        # The accounts identity.argoServiceAccounts opts in: patched with their IRSA role annotation only.
+        for account in settings.identity.argo_service_accounts:
             owners.append(_entry(
-                "v1", "ServiceAccount", argo.namespace, argo.service_account,
+                "v1", "ServiceAccount", argo.namespace, account,
                 owner="the enterprise's Argo Workflows: the stack patches only its IRSA role annotation"))
     ingress = settings.ingress
     if ingress.mode == "patch":
@@ -62,12 +63,14 @@ def ownership_declarations(settings: Settings) -> dict[str, Any]:
         "v1", "ConfigMap", MESH_NAMESPACE, mesh_config,
         reason=f"the mesh owner's mesh config: its extensionProviders must hold {settings.auth.extension_provider!r} "
                "(the stack's authExtensionProvider output); checked, never written"))
+    cowriters: list[dict[str, str]] = []
     for profile in settings.tenancy.profiles:
-        # Kept namespaces are patched (components.tenancy.Tenancy._namespace); the owner line says why for both.
-        owners.append(_entry(
+        # Kept namespaces are patched (components.tenancy.Tenancy._namespace), others created; either way the
+        # profile controller writes them too.
+        cowriters.append(_entry(
             "v1", "Namespace", "", profile.name,
             owner="profile namespace: the profile controller adopts it (owner annotation) and adds its own labels; "
                   "the users' notebooks, volumes and runs live there" + (
                       ", so a removed profile leaves it (kubeflow.keepCrdsAndNamespaces)"
                       if settings.kubeflow.keep_crds_and_namespaces else "")))
-    return {"expected": expected, "owners": owners}
+    return {"expected": expected, "owners": owners, "cowriters": cowriters}

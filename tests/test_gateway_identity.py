@@ -135,4 +135,4 @@ def test_a_custom_gateway_identity_reaches_every_policy_and_the_profile_controll
                                             "kserve-models-web-app", "tensorboards-web-app", "volumes-web-app",
                                             POLICY)} <= policies
     assert f"alice/{POLICY}" in policies
-    assert any(ref.startswith("alice/user-") for ref in policies)
+    assert any(ref.startswith("alice/kubeflow-platform-user-") for ref in policies)

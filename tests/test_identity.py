@@ -92,7 +92,9 @@ def test_an_opted_in_argo_service_account_gets_the_argo_role_once_it_exists():
     argo = {s["Sid"]: s for s in _inline_policy(run, "identity-argo")["Statement"]}
     assert argo["ReadWriteObjects"]["Resource"] == [f"arn:aws:s3:::{bucket}/artifacts/*"]
     (patch,) = run.of_type("kubernetes:core/v1:ServiceAccountPatch")
-    assert patch.inputs["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": run.exports["roleArns"]["argo"]}
+    # Only the role annotation, under the program's own field manager: the account is the enterprise Argo's.
+    assert patch.inputs["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": run.exports["roleArns"]["argo"],
+                                                       "pulumi.com/patchFieldManager": "kubeflow-platform"}
     assert {role.urn, run.named("aws:iam/rolePolicy:RolePolicy", "identity-argo-policy").urn} <= set(patch.dependencies)
 
 

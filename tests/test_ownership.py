@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,7 +19,9 @@ from analysis.plan_objects import kubernetes_objects
 from manifests.tenancy import kfam_binding_name
 from tests.conftest import STACKS
 from tests.plans import config_group_plan, evaluated_plan, resource
+from tests.upstream import manifests_path
 from tools.mock_runtime import stack_config
+from tools.preview import Progress, evaluate
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIELD_MANAGER = "kubeflow-platform"
@@ -310,3 +313,22 @@ def test_docs_say_only_a_refresh_puts_back_what_was_removed_out_of_band():
     profiles = (REPO_ROOT / "docs" / "profiles.md").read_text(encoding="utf-8")
     assert "pulumi up --refresh" in profiles
     assert "`pulumi up` puts back what someone removed" not in profiles
+
+
+def test_without_kept_namespaces_a_profile_namespace_is_created_and_deleted_with_the_profile():
+    plan, _ = evaluate("dev", manifests=str(manifests_path()), progress=Progress(io.StringIO()),
+                       settings={"kubeflow.keepCrdsAndNamespaces": False})
+    ownership = classify(plan)
+    assert ownership.problems == ()
+    for profile in stack_config("dev")["kubeflow-platform:tenancy"]["profiles"]:
+        row = ownership.by_key[("v1", "Namespace", "", profile["name"])]
+        assert row.ownership == CREATED and not row.retained and "profile controller" in row.reason
+
+
+def test_an_opted_in_argo_service_account_is_patched_as_the_enterprise_argos():
+    plan, _ = evaluate("dev", manifests=str(manifests_path()), progress=Progress(io.StringIO()),
+                       settings={"identity.argoServiceAccounts": ["argo-server"]})
+    ownership = classify(plan)
+    row = ownership.by_key[("v1", "ServiceAccount", "argo", "argo-server")]
+    assert row.ownership == PATCHED and "enterprise's Argo" in row.reason
+    assert ownership.problems == ()
