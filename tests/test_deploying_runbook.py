@@ -15,13 +15,16 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from analysis.estate_checks import estate_problems
 from tests.conftest import REPO_ROOT
-from tests.estate.test_estate import _no_gateway_service, _strict, declared, dev_plan, in_process, record  # noqa: F401 (fixture)
+from tests.estate.test_estate import (  # noqa: F401 (dev_plan is a fixture)
+    _no_gateway_service, _strict, declared, dev_plan, in_process, record, recorded,
+)
 from tests.upstream import manifests_dir
 
 PAGE = REPO_ROOT / "docs" / "deploying.md"
@@ -53,13 +56,28 @@ def clone(tmp_path: Path) -> Path:
     for part in PROJECT_PARTS:
         source = REPO_ROOT / part
         ignore = shutil.ignore_patterns("__pycache__", "venv", "build")
-        # copy2 keeps modification times, so make sees the shared venv as up to date and never rebuilds it.
         if source.is_dir():
             shutil.copytree(source, project / part, ignore=ignore)
         else:
             shutil.copy2(source, project / part)
-    (project / ".venv").symlink_to((REPO_ROOT / ".venv").resolve())
+    _venv_view(project / ".venv")
     return project
+
+
+def _venv_view(view: Path) -> None:
+    """The project's venv seen from the copy: its interpreter and packages, with a `.installed` stamp of the
+    copy's own, dated ahead, so `make` never (re)builds a venv here or, through a link, the shared one."""
+    shared = (REPO_ROOT / ".venv").resolve()
+    (view / "bin").mkdir(parents=True)
+    shutil.copy(shared / "pyvenv.cfg", view / "pyvenv.cfg")
+    (view / "lib").symlink_to(shared / "lib")
+    for entry in (shared / "bin").iterdir():
+        if entry.name != ".installed":
+            (view / "bin" / entry.name).symlink_to(entry)
+    stamp = view / "bin" / ".installed"
+    stamp.touch()
+    ahead = time.time() + 24 * 3600
+    os.utime(stamp, (ahead, ahead))
 
 
 def test_every_command_of_the_runbook_runs_in_order(clone: Path, tmp_path: Path):
@@ -67,8 +85,9 @@ def test_every_command_of_the_runbook_runs_in_order(clone: Path, tmp_path: Path)
     assert len(blocks) >= 5, "the runbook lost its steps"
     state = tmp_path / "state"
     state.mkdir()
-    for name in ("cluster.json", "aws.json"):
-        shutil.copy(FAKES / "recorded" / name, state / name)
+    cluster, aws = recorded()
+    (state / "cluster.json").write_text(json.dumps(cluster))
+    (state / "aws.json").write_text(json.dumps(aws))
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     _wrapper(bin_dir / "kubectl", FAKES / "fake_cli.py", "kubectl")
@@ -83,8 +102,6 @@ def test_every_command_of_the_runbook_runs_in_order(clone: Path, tmp_path: Path)
         "FAKE_CLI_LOG": str(log),
         "KUBEFLOW_OIDC_CLIENT_SECRET": "runbook-oidc-client-secret",
         "KUBEFLOW_DATABASE_PASSWORD": "runbook-database-password",
-        # Never rebuild the shared venv, whatever the copy's timestamps say.
-        "MAKEFLAGS": "-o .venv/bin/.installed",
     }
     for i, block in enumerate(blocks, start=1):
         done = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=clone, env=env, capture_output=True,
@@ -131,7 +148,7 @@ def test_make_preview_exits_2_naming_the_setting_when_the_stack_disagrees_with_t
     differing = record(tmp_path / "differing", monkeypatch, dev_plan[1], _strict, runner=in_process)
     estate = tmp_path / "differing" / "estate" / "dev.yaml"
     assert differing.estate is not None
-    env = {**os.environ, "MAKEFLAGS": "-o .venv/bin/.installed", "KUBEFLOW_MANIFESTS_DIR": str(manifests_dir())}
+    env = {**os.environ, "KUBEFLOW_MANIFESTS_DIR": str(manifests_dir())}
     done = subprocess.run(["make", "preview", "STACK=dev", f"ESTATE={estate}"], cwd=clone, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 2, done.stderr[-2000:]
