@@ -224,7 +224,7 @@ def commands(plan: Mapping[str, Any], target: Target) -> list[Command]:
     if target.argo_namespace:
         kubectl.append(Command(("kubectl", "get", "deployments", "-n", target.argo_namespace, "-o", "json"), "argo"))
         kubectl.append(Command(("kubectl", "get", "configmap", target.argo_configmap, "-n", target.argo_namespace,
-                                "--ignore-not-found", "-o", "json"), "argo config"))
+                                "--ignore-not-found", "-o", "json", "--show-managed-fields"), "argo config"))
     aws: list[Command] = [
         Command(("aws", "eks", "describe-cluster", "--name", target.cluster_name, "--region", target.region,
                  "--output", "json"), "cluster"),
@@ -462,6 +462,21 @@ def _argo_instance_id(answers: Mapping[str, Answer]) -> Optional[str]:
     return str(value) if value else None
 
 
+def _argo_config_keys(answers: Mapping[str, Answer]) -> dict[str, list[str]]:
+    """Each data key of the controller's ConfigMap and the field managers that set it (ObjectMeta managedFields,
+    `fieldsV1` `f:data` `f:<key>`): a key the program's patch also sets, held by another manager, is a conflict."""
+    answer = answers.get("argo config")
+    document = (_json(answer, "argo config") or {}) if answer is not None else {}
+    keys: dict[str, set[str]] = {str(k): set() for k in (document.get("data") or {})}
+    for entry in _meta(document).get("managedFields") or []:
+        if not isinstance(entry, Mapping):
+            continue
+        for field_name in ((entry.get("fieldsV1") or {}).get("f:data") or {}):
+            key = str(field_name).removeprefix("f:")
+            keys.setdefault(key, set()).add(str(entry.get("manager")))
+    return {key: sorted(managers) for key, managers in sorted(keys.items())}
+
+
 def _record_argo(answers: Mapping[str, Answer]) -> list[dict[str, Any]]:
     controllers = []
     answer = answers.get("argo")
@@ -559,7 +574,7 @@ def record(plan: Mapping[str, Any], target: Target, answers: Mapping[str, Answer
         "mesh": _record_mesh(plan, answers),
         "gateway": {"pods": _record_gateway(answers)},
         "argo": {"namespace": target.argo_namespace, "controllers": _record_argo(answers),
-                 "instanceID": _argo_instance_id(answers)},
+                 "instanceID": _argo_instance_id(answers), "configmapKeys": _argo_config_keys(answers)},
         "aws": _record_aws(plan, answers),
     }
 

@@ -239,7 +239,29 @@ def _gateway_problems(estate: Mapping[str, Any], declared: Declared) -> Iterator
                    f"({', '.join(sorted(actual))})")
 
 
-def _argo_problems(estate: Mapping[str, Any], declared: Declared) -> Iterator[str]:
+def _argo_key_conflicts(argo: Mapping[str, Any], plan: Mapping[str, Any], declared: Declared) -> Iterator[str]:
+    """Keys the program's patch of Argo's ConfigMap sets that another field manager already holds: the patch has
+    no force (contract pulumi-kubernetes-patch-conflict-fails-without-force), so `pulumi up` stops there."""
+    existing = argo.get("configmapKeys") or {}
+    for resource in plan["resources"]:
+        if resource["type"] != "kubernetes:core/v1:ConfigMapPatch":
+            continue
+        inputs = resource["inputs"]
+        metadata = inputs.get("metadata") or {}
+        if metadata.get("namespace") != declared.get("kubeflow.argo.namespace") or \
+                metadata.get("name") != declared.get("kubeflow.argo.configmapName"):
+            continue
+        ours = (metadata.get("annotations") or {}).get("pulumi.com/patchFieldManager", "")
+        for key in sorted(inputs.get("data") or {}):
+            others = [m for m in existing.get(key, []) if m != ours]
+            if key in existing and (others or not existing[key]):
+                held = f" (field manager {', '.join(others)})" if others else ""
+                yield (f"kubeflow.argo: ConfigMap {metadata.get('namespace')}/{metadata.get('name')} already sets {key}{held}; "
+                       f"the program's patch sets it too, without force, so `pulumi up` stops on the conflict: the Argo "
+                       "owner removes the key or hands it over (docs/kubeflow-manifests.md)")
+
+
+def _argo_problems(estate: Mapping[str, Any], plan: Mapping[str, Any], declared: Declared) -> Iterator[str]:
     if not declared.get("kubeflow.argo.external"):
         return
     argo = estate.get("argo") or {}
@@ -262,6 +284,7 @@ def _argo_problems(estate: Mapping[str, Any], declared: Declared) -> Iterator[st
         if controller.get("configmap") != declared.get("kubeflow.argo.configmapName"):
             yield (f"kubeflow.argo.configmapName is {declared.get('kubeflow.argo.configmapName')} but the controller {where} "
                    f"reads --configmap {controller.get('configmap')}: set it to {controller.get('configmap')}")
+    yield from _argo_key_conflicts(argo, plan, declared)
     if argo.get("instanceID"):
         yield (f"kubeflow.argo: the controller's ConfigMap sets instanceID {argo['instanceID']!r}, so it only runs workflows "
                "labelled workflows.argoproj.io/controller-instanceid with it, and KFP's carry no such label")
@@ -296,7 +319,7 @@ def estate_problems(estate: Mapping[str, Any], plan: Mapping[str, Any], declared
         problems.append(f"`{command}` failed when the estate was recorded; record it again where it can run")
     for check in (_object_problems(estate, plan), _aws_problems(estate, plan, declared),
                   _mesh_problems(estate, plan, declared), _gateway_problems(estate, declared),
-                  _argo_problems(estate, declared), _pod_security_problems(estate, plan, declared)):
+                  _argo_problems(estate, plan, declared), _pod_security_problems(estate, plan, declared)):
         problems += list(check)
     return [f"estate: {line}" for line in problems]
 

@@ -325,6 +325,12 @@ def _argo_instance_id(cluster, aws):
     _objects(cluster, "ConfigMap", "workflow-controller-configmap")[0]["data"]["instanceID"] = "data-eng"
 
 
+def _argo_sets_its_own_executor(cluster, aws):
+    configmap = _objects(cluster, "ConfigMap", "workflow-controller-configmap")[0]
+    configmap["data"]["executor"] = "imagePullPolicy: Always\n"
+    configmap["metadata"]["managedFields"][0]["fieldsV1"] = {"f:data": {"f:executor": {}, "f:parallelism": {}}}
+
+
 def _no_argo_configmap(cluster, aws):
     cluster["objects"].remove(_objects(cluster, "ConfigMap", "workflow-controller-configmap")[0])
 
@@ -395,6 +401,7 @@ CASES = {
     "Argo scope": (_argo_namespaced, r"argo/workflow-controller runs --namespaced"),
     "Argo ConfigMap": (_argo_namespaced, r"kubeflow\.argo\.configmapName is workflow-controller-configmap but .* reads --configmap argo-config"),
     "Argo instance id": (_argo_instance_id, r"instanceID 'data-eng'"),
+    "a key of Argo's ConfigMap the patch also sets": (_argo_sets_its_own_executor, r"kubeflow\.argo: ConfigMap argo/workflow-controller-configmap already sets executor \(field manager kubectl-client-side-apply\)"),
     "the Argo ConfigMap the plan patches": (_no_argo_configmap, r"ConfigMap argo/workflow-controller-configmap does not exist on the cluster; the plan patches it"),
     "the mesh's CRDs": (_no_istio_crds, r"CustomResourceDefinition\.apiextensions\.k8s\.io virtualservices\.networking\.istio\.io does not exist on the cluster; the plan expects it"),
     "gateway namespace": (_gateway_elsewhere, r"ingress\.namespace is istio-system but the gateway pods \(istio=ingressgateway\) run in istio-ingress"),
