@@ -290,8 +290,7 @@ def preview(
     root: Path = REPO_ROOT,
     estate: Optional[Path] = None,
 ) -> int:
-    """The whole `make preview`; returns the exit status (0 clean, 1 problems or a configuration error).
-    `estate`: a file `make estate` recorded; where the stack disagrees with it is a problem too."""
+    """The whole `make preview`; returns the exit status (0 clean, 1 problems or a configuration error)."""
     progress = Progress(stderr)
     try:
         plan, leaks = evaluate(stack, manifests=manifests, kubeflow_version=kubeflow_version, secrets=secrets,
@@ -317,6 +316,7 @@ def preview(
     stdout.write("\n" + table)
     problems += trace_problems
     if estate is not None:
+        # A file `make estate` recorded: where the stack disagrees with the real cluster and account.
         from tools.estate import estate_check
 
         with progress.step(f"comparing the stack with the estate {display_path(estate)}"):
