@@ -3,7 +3,8 @@ project and stack files instead of running a deployment.
 
 - `stack select|init <stack>`: Pulumi.<stack>.yaml must exist (the project's stacks); remembered as current.
 - `config set [--secret] [--path] <key> <value>`: the key (its first part with --path) must be declared in
-  Pulumi.yaml; a key declared `secret: true` must be set with --secret; the value must not be empty.
+  Pulumi.yaml or be a setting the program reads (config.settings_keys, config.SECRET_KEYS); a secret (declared
+  `secret: true`, or one of the program's secret keys) must be set with --secret; the value must not be empty.
 - `preview [--diff]`, `up`: the current stack's settings must load with the secrets set so far, as the
   program loads them (config.parse: every problem at once, a missing secret named with its command).
 
@@ -51,10 +52,14 @@ def main(args: list[str]) -> int:
             return _fail(f"usage: pulumi config set [--secret] [--path] <key> <value> (got {args[2:]})")
         key, value = rest
         top = key.split(".")[0] if "--path" in flags else key
-        if top not in declared:
-            return _fail(f"{top!r} is not declared in Pulumi.yaml's config")
-        if (declared[top] or {}).get("secret") and "--secret" not in flags:
-            return _fail(f"{key!r} is declared secret: set it with --secret")
+        sys.path.insert(0, os.getcwd())
+        import config
+
+        # The CLI takes any key of the project's namespace; one the program never reads would be a typo.
+        if top not in declared and top not in config.settings_keys() and top not in config.SECRET_KEYS:
+            return _fail(f"{top!r} is neither declared in Pulumi.yaml nor a setting the program reads")
+        if ((declared.get(top) or {}).get("secret") or top in config.SECRET_KEYS) and "--secret" not in flags:
+            return _fail(f"{key!r} is a secret: set it with --secret")
         if not value:
             return _fail(f"an empty value for {key!r}")
         if state["stack"] is None:
