@@ -93,8 +93,9 @@ export MAKEARG_DIFF_RELEASES = $(diff_releases)
 export MAKEARG_TRACE_RELEASE = $(trace_release)
 export MAKEARG_BASELINE = $(BASELINE)
 export MAKEARG_STACKS = $(STACKS)
+export MAKEARG_ESTATE = $(ESTATE)
 
-.PHONY: venv scan-venv upstream-manifests preview diff diff-prerequisites upgrade-plan trace test policy-pack bench docs clean
+.PHONY: venv scan-venv upstream-manifests preview estate diff diff-prerequisites upgrade-plan trace test policy-pack bench docs clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -114,10 +115,16 @@ upstream-manifests: venv
 	set -f; $(BIN)/python -m tools.upstream_manifests $$MAKEARG_UPSTREAM_VERSIONS
 
 ## The main command: evaluate a stack offline (no credentials, no cluster), show and write its plan.
-## make preview [STACK=dev] [MANIFESTS=path | KUBEFLOW=1.9.1] [OUT=build/<stack>]
+## make preview [STACK=dev] [MANIFESTS=path | KUBEFLOW=1.9.1] [OUT=build/<stack>] [ESTATE=estate/<stack>.yaml]
 preview: venv
 	@if [ "$(origin MANIFESTS)" = "file" ]; then $(MAKE) --no-print-directory upstream-manifests UPSTREAM_VERSIONS="$$MAKEARG_PREVIEW_RELEASE"; fi
-	$(BIN)/python -m tools.preview --stack "$$MAKEARG_STACK" --manifests "$$MAKEARG_MANIFESTS" $(if $(KUBEFLOW),--kubeflow-version "$$MAKEARG_KUBEFLOW") $(if $(OUT),--out "$$MAKEARG_OUT")
+	$(BIN)/python -m tools.preview --stack "$$MAKEARG_STACK" --manifests "$$MAKEARG_MANIFESTS" $(if $(KUBEFLOW),--kubeflow-version "$$MAKEARG_KUBEFLOW") $(if $(OUT),--out "$$MAKEARG_OUT") $(if $(ESTATE),--estate "$$MAKEARG_ESTATE")
+
+## Record the estate (read-only, with your own kubectl context and AWS credentials): every command is printed first.
+## make estate [STACK=dev] [OUT=estate/<stack>.yaml] [MANIFESTS=path | KUBEFLOW=1.9.1] [LIST=1: print the commands, run none]
+estate: venv
+	@if [ "$(origin MANIFESTS)" = "file" ]; then $(MAKE) --no-print-directory upstream-manifests UPSTREAM_VERSIONS="$$MAKEARG_PREVIEW_RELEASE"; fi
+	$(BIN)/python -m tools.estate --stack "$$MAKEARG_STACK" --manifests "$$MAKEARG_MANIFESTS" $(if $(KUBEFLOW),--kubeflow-version "$$MAKEARG_KUBEFLOW") $(if $(OUT),--out "$$MAKEARG_OUT") $(if $(LIST),--list)
 
 ## Field-level differences between two plans; exit 0 when equal, 1 when different, 2 on bad usage or an error.
 ## make diff A=<stack|dir> B=<stack|dir> [KUBEFLOW_A=1.9.1] [MANIFESTS_A=path] [KUBEFLOW_B=...] [MANIFESTS_B=...] [FULL=1]

@@ -154,6 +154,19 @@ def test_no_make_argument_reaches_a_shell(corrupt_plan, tmp_path, variable):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("target", ["preview", "estate"])
+def test_the_estate_arguments_never_reach_a_shell(tmp_path, target):
+    """`make preview ESTATE=` and `make estate STACK= OUT=` pass their values as one argument each."""
+    witness = tmp_path / f"PWNED-{target}"
+    hostile = f'x" ; touch {witness} ; echo "'
+    args = [target, "STACK=nosuchstack", f"ESTATE={hostile}"] if target == "preview" else \
+        [target, f"STACK={hostile}", f"OUT={hostile}", "LIST=1"]
+    result = run_make(*args, f"MANIFESTS={manifests_dir() / '26.03.yaml'}")
+    assert not witness.exists(), f"make {target} ran a shell command"
+    assert result.returncode == 2, result.stderr[-1500:]
+    assert "Traceback" not in result.stderr
+
+
 def test_upgrade_plan_reports_a_corrupt_saved_plan_and_a_binary_target_without_a_traceback(corrupt_plan, tmp_path):
     binary = tmp_path / "binary.yaml"
     binary.write_bytes(bytes(range(256)) * 8)

@@ -295,6 +295,7 @@ def preview(
     stdout: TextIO = sys.stdout,
     stderr: TextIO = sys.stderr,
     root: Path = REPO_ROOT,
+    estate: Optional[Path] = None,
 ) -> int:
     """The whole `make preview`; returns the exit status (0 clean, 1 problems or a configuration error)."""
     # First what the Pulumi CLI checks before it runs the program (a stack it refuses never gets further).
@@ -328,6 +329,12 @@ def preview(
                  f"namespaces held to baseline ({', '.join(admitted.namespaces_held)}); {admitted.pods_admitted} pod "
                  f"templates of the release admitted once injected; {admitted.hostile_refused} hostile pods refused\n")
     problems += trace_problems
+    if estate is not None:
+        # A file `make estate` recorded: where the stack disagrees with the real cluster and account.
+        from tools.estate import estate_check
+
+        with progress.step(f"comparing the stack with the estate {display_path(estate)}"):
+            problems += estate_check(stack, plan, estate, root)
     print("", file=stdout)
     if problems:
         print(f"Offline checks: {len(problems)} problem{'s' if len(problems) != 1 else ''}", file=stdout)
@@ -355,8 +362,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--kubeflow-version", help="Kubeflow release of those manifests instead of the stack's "
                         "kubeflow.version (like 1.9.1)")
     parser.add_argument("--out", type=Path, help="directory for the plan (default build/<stack>)")
+    parser.add_argument("--estate", type=Path, help="an estate file `make estate` recorded: fail where the stack disagrees with it")
     args = parser.parse_args(argv)
-    return preview(args.stack, manifests=args.manifests, kubeflow_version=args.kubeflow_version, out=args.out)
+    return preview(args.stack, manifests=args.manifests, kubeflow_version=args.kubeflow_version, out=args.out,
+                   estate=args.estate)
 
 
 if __name__ == "__main__":
