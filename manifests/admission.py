@@ -27,6 +27,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from manifests.identity import _lua_filter, _lua_string
+
 #: Namespace label by which the pod policy's first binding selects namespaces; the program puts it on every
 #: namespace whose Pod Security label cannot hold pods to baseline, on the profile controller's labels file
 #: (so every profile namespace, declared or created at run time, carries it) and on declared profile namespaces.
@@ -266,11 +268,6 @@ def registration_route(*, gateway: str, namespace: str, hosts: Sequence[str], ex
 REGISTRATION_MAX_BODY = 16384
 #: Name of the gateway's Lua filter that rewrites the dashboard's profile creation with self-service on.
 REGISTRATION_BODY_FILTER_NAME = "kubeflow-platform.self-service-registration"
-LUA_FILTER_TYPE = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
-
-
-def _lua_string(value: str) -> str:
-    return '"' + "".join(c if c.isalnum() or c in "-_.@:/ " else f"\\{ord(c):03d}" for c in value) + '"'
 
 
 def registration_body_filter(*, user_header: str, user_id_prefix: str, name_prefix: str,
@@ -368,8 +365,7 @@ function envoy_on_request(handle)
 end
 """
     )
-    return {"name": REGISTRATION_BODY_FILTER_NAME,
-            "typed_config": {"@type": LUA_FILTER_TYPE, "default_source_code": {"inline_string": code}}}
+    return _lua_filter(REGISTRATION_BODY_FILTER_NAME, code)
 
 
 def profile_policy(kfam: str, *, self_service_domains: Sequence[str] = (), name_prefix: str = "",

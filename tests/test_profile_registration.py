@@ -233,11 +233,11 @@ class Gateway:
 
     def post(self, who: str | None, path: str = "/api/workgroup/create",
              body: bytes | None = None, headers: tuple = (("content-type", "application/json"),),
-             chunked: bool = False, length: bool = True):
+             chunked: bool = False):
         sent = list(headers)
         if who is not None:
             sent.append(("cookie", f"{JUDGE_SESSION_COOKIE}={who}"))
-        if body is not None and length and not chunked:
+        if body is not None and not chunked:
             sent.append(("content-length", str(len(body))))
         return send(self.port, sent, path, self.host, "POST", body, chunked)
 
@@ -374,3 +374,25 @@ def test_the_trace_tables_claims_on_the_self_service_plan_are_what_envoy_does(tm
         echo.stop()
         auth.stop()
     assert judged > 60 and not disagreements, "\n".join(disagreements)
+
+
+def test_without_lower_casing_a_login_that_gives_no_profile_name_is_refused_at_the_gateway(tmp_path):
+    # auth.lowercase off: kubeflow-userid keeps the IdP's case. `u-DAN` is no object name the API server accepts
+    # (lower-case DNS names only); the filter refuses with the reason instead of passing the dashboard a body kfam
+    # cannot create. Only the filter runs here, given the header as the identity filter would set it.
+    from manifests.admission import registration_body_filter
+
+    echo = start_echo_upstream()
+    try:
+        chain = [registration_body_filter(user_header="kubeflow-userid", user_id_prefix="", name_prefix="u-",
+                                          email_domains=["example.com"])]
+        with EnvoyGateway(gateway_bootstrap(chain, echo.port), tmp_path / "envoy") as envoy:
+            body = json.dumps(BOB).encode()
+            for login, status in (("DAN@example.com", 403), ("dan@example.com", 200)):
+                got = send(envoy.port, [("kubeflow-userid", login), ("content-length", str(len(body)))],
+                           "/api/workgroup/create", "kubeflow.example.com", "POST", body)
+                assert got.status == status, login
+        policy = profile_policy(KFAM, self_service_domains=["example.com"], name_prefix="u-")[0]
+        assert evaluation.evaluate(policy, profile("u-dan", "dan@example.com"), user=KFAM).admitted
+    finally:
+        echo.stop()
