@@ -376,8 +376,9 @@ def profile_policy(kfam: str, *, self_service_domains: Sequence[str] = (), name_
     User of the domains, its name is `<prefix><the owner's local part>` (so each user can have one), neither name
     nor owner is a declared profile's, and it carries no quota or plugins (the template decides those). The API
     server sees kfam's account, not the user (kfam creates the Profile with its own credentials), and the
-    dashboard takes the owner from the request body when one is given: a user can create the profile of another
-    user of the domains, owned by that user, not one of their own choosing.
+    dashboard takes name and owner from the request body when given: this policy alone would let a user create
+    the profile of another user of the domains. The gateway's registration filter (registration_body_filter)
+    replaces that body with the caller's own name and email, so the one profile a user creates is their own.
     """
     rules: list[tuple[str, str]]
     if not self_service_domains:
