@@ -29,7 +29,7 @@ import pulumi_kubernetes as k8s
 
 from config import Settings
 from config.access import AuthSettings
-from manifests import auth_proxy, identity
+from manifests import admission, auth_proxy, identity
 from manifests.auth_proxy import AuthProxyOptions
 from manifests.identity import IdentityHeaderOptions
 from manifests.options import ImageMirrorRule
@@ -39,6 +39,16 @@ if TYPE_CHECKING:
 
 #: Where upstream's own Kubeflow services live; its web apps read kubeflow-userid there.
 KUBEFLOW_NAMESPACE = "kubeflow"
+
+
+def registration_filter(settings: Settings) -> Optional[dict]:
+    """The gateway filter that rewrites the dashboard's profile creation to the caller's own, with self-service on."""
+    service = settings.tenancy.self_service
+    if not service.enabled:
+        return None
+    return admission.registration_body_filter(
+        user_header=settings.auth.user_header, user_id_prefix=settings.auth.user_id_prefix,
+        name_prefix=service.name_prefix, email_domains=service.email_domains)
 
 
 @dataclass(frozen=True)
@@ -58,10 +68,13 @@ class AuthArgs:
     header_forwarders: tuple[str, ...]
     """Mesh principals besides the gateway that may send kubeflow-userid (`release_header_forwarders`)."""
     service_account_audiences: tuple[str, ...] = ("pipelines.kubeflow.org",)
+    """Audiences a service-account token must carry at the gateway."""
     login_hosts: tuple[str, ...] = ()
     """Hosts besides Kubeflow's behind the login and the token policy: `*.<servingDomain>` unless
     auth.openModelEndpoints (upstream 26.03's policies name no hosts, so its model endpoints are behind them)."""
-    """Audiences a service-account token must carry at the gateway."""
+    registration_filter: Optional[dict] = None
+    """With self-service on (tenancy.selfService), the gateway filter after the identity filter that makes the
+    dashboard's profile creation create the caller's own profile (manifests.admission.registration_body_filter)."""
     kubeflow_namespace: str = KUBEFLOW_NAMESPACE
     """Namespace of upstream's Kubeflow services, guarded by the identity-header policy."""
 
@@ -100,6 +113,7 @@ class AuthArgs:
             header_forwarders=tuple(header_forwarders),
             service_account_audiences=auth.service_account_audiences,
             login_hosts=tuple(f"*.{domain}" for domain in settings.login_domains()),
+            registration_filter=registration_filter(settings),
         )
 
     @property
@@ -169,7 +183,8 @@ class Auth(pulumi.ComponentResource):
             )
 
         options = args.identity
-        custom("identity-headers", identity.identity_envoy_filter(options))
+        custom("identity-headers", identity.identity_envoy_filter(
+            options, before_router=[args.registration_filter] if args.registration_filter else ()))
         for request_authentication in identity.extra_issuer_request_authentications(options):
             custom(request_authentication["metadata"]["name"].removeprefix("kubeflow-"), request_authentication)
 

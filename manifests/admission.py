@@ -27,6 +27,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from manifests.identity import _lua_filter, _lua_string
+
 #: Namespace label by which the pod policy's first binding selects namespaces; the program puts it on every
 #: namespace whose Pod Security label cannot hold pods to baseline, on the profile controller's labels file
 #: (so every profile namespace, declared or created at run time, carries it) and on declared profile namespaces.
@@ -260,6 +262,112 @@ def registration_route(*, gateway: str, namespace: str, hosts: Sequence[str], ex
     }
 
 
+#: The largest request body of known length the registration filter waits for. The dashboard's own request is
+#: under 200 bytes; buffering no more than this keeps far under Envoy's connection buffer limit (1 MiB by default,
+#: less where a mesh lowers it), beyond which Envoy 1.40 stalls the Lua filter's `body()` instead of answering.
+REGISTRATION_MAX_BODY = 16384
+#: Name of the gateway's Lua filter that rewrites the dashboard's profile creation with self-service on.
+REGISTRATION_BODY_FILTER_NAME = "kubeflow-platform.self-service-registration"
+
+
+def registration_body_filter(*, user_header: str, user_id_prefix: str, name_prefix: str,
+                             email_domains: Sequence[str]) -> dict[str, Any]:
+    """The gateway filter that makes the dashboard's profile creation create the caller's own profile.
+
+    The dashboard names and owns the Profile as the request body says (`namespace`, `user`) and kfam creates it
+    with its own account, so the API server cannot tell whose request it was. This Lua filter runs right after
+    the identity filter (the user header is then the gateway's, never the client's): for a POST whose path,
+    lower-cased, starts with the create path (a superset of what the dashboard's case-blind router sends to its
+    create handler), it replaces the body with `{"namespace": "<namePrefix><local part>", "user": "<email>"}`,
+    `content-type: application/json` (the only type the dashboard's JSON parser reads) and no content-encoding.
+    A body of known length up to REGISTRATION_MAX_BODY is awaited whole (`body(true)`) and replaced, a longer one
+    is answered 413 unread; a body of unknown length (chunked) is never buffered: its first chunk becomes the
+    replacement, later ones are emptied in passing (`bodyChunks()`, `setBytes`). A caller without exactly one user
+    header, or whose email is not of the domains or whose profile name would not be a DNS label, is answered 403
+    (the admission policy would refuse that Profile anyway). Envoy's Lua API: envoyproxy/envoy
+    docs/root/configuration/http/http_filters/lua_filter.rst (`body()`, `bodyChunks()`, `respond()`, buffer
+    `setBytes()`), held against the pinned Envoy by tests/test_profile_registration.py.
+    """
+    code = (
+        "-- kubeflow-platform: the dashboard's profile creation creates the caller's own profile, nothing else.\n"
+        f"local CREATE_PATH = {_lua_string(WORKGROUP_CREATE)}\n"
+        f"local USER_HEADER = {_lua_string(user_header)}\n"
+        f"local USER_ID_PREFIX = {_lua_string(user_id_prefix)}\n"
+        f"local NAME_PREFIX = {_lua_string(name_prefix)}\n"
+        f"local MAX_BODY = {REGISTRATION_MAX_BODY}\n"
+        "local DOMAINS = {" + ", ".join(f"[{_lua_string(d)}] = true" for d in email_domains) + "}\n"
+        + """
+local function refuse(handle, why)
+  handle:respond({[":status"] = "403", ["content-type"] = "text/plain"}, why)
+end
+
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  if headers:get(":method") ~= "POST" then
+    return
+  end
+  local path = string.lower(headers:get(":path") or "")
+  if string.sub(path, 1, #CREATE_PATH) ~= CREATE_PATH then
+    return
+  end
+  local ids = {}
+  for name, value in pairs(headers) do
+    if name == USER_HEADER then
+      ids[#ids + 1] = value
+    end
+  end
+  if #ids ~= 1 or string.sub(ids[1], 1, #USER_ID_PREFIX) ~= USER_ID_PREFIX then
+    refuse(handle, "self-service profiles: no single identity for this request")
+    return
+  end
+  local email = string.sub(ids[1], #USER_ID_PREFIX + 1)
+  local at = string.find(email, "@", 1, true)
+  if at == nil or string.find(email, "@", at + 1, true) ~= nil or not DOMAINS[string.sub(email, at + 1)] then
+    refuse(handle, "self-service profiles are open to users of the configured email domains only")
+    return
+  end
+  local name = NAME_PREFIX .. string.sub(email, 1, at - 1)
+  if #name > 63 or string.find(name, "^[a-z0-9][-a-z0-9]*$") == nil or string.sub(name, -1) == "-" then
+    refuse(handle, "self-service profiles: '" .. name .. "' is not a valid profile name; ask the platform team to declare your profile")
+    return
+  end
+  local replacement = '{"namespace":"' .. name .. '","user":"' .. email .. '"}'
+  local length = headers:get("content-length")
+  if length ~= nil and (tonumber(length) == nil or tonumber(length) > MAX_BODY) then
+    handle:respond({[":status"] = "413", ["content-type"] = "text/plain"}, "self-service profiles: the request body is larger than any profile creation")
+    return
+  end
+  headers:replace("content-type", "application/json")
+  headers:remove("content-encoding")
+  if length ~= nil then
+    -- A body of known, small size: wait for all of it (body(true) also wraps an empty one) and replace it.
+    handle:body(true):setBytes(replacement)
+    headers:replace("content-length", tostring(#replacement))
+    return
+  end
+  -- No length (chunked, or HTTP/2 without content-length): never buffer what the client streams. The first
+  -- chunk becomes the replacement and every later one is emptied as it passes, so nothing the client sent
+  -- reaches the dashboard however long it goes on.
+  local replaced = false
+  for chunk in handle:bodyChunks() do
+    if replaced then
+      chunk:setBytes("")
+    else
+      chunk:setBytes(replacement)
+      replaced = true
+    end
+  end
+  if not replaced then
+    -- The request ended with its headers: no body at all. The headers are still ours; give it the body.
+    handle:body(true):setBytes(replacement)
+    headers:replace("content-length", tostring(#replacement))
+  end
+end
+"""
+    )
+    return _lua_filter(REGISTRATION_BODY_FILTER_NAME, code)
+
+
 def profile_policy(kfam: str, *, self_service_domains: Sequence[str] = (), name_prefix: str = "",
                    declared_names: Sequence[str] = (), declared_owners: Sequence[str] = ()) -> list[dict[str, Any]]:
     """The policy on Profiles kfam creates (the dashboard's registration, or anything else that reaches kfam).
@@ -268,8 +376,9 @@ def profile_policy(kfam: str, *, self_service_domains: Sequence[str] = (), name_
     User of the domains, its name is `<prefix><the owner's local part>` (so each user can have one), neither name
     nor owner is a declared profile's, and it carries no quota or plugins (the template decides those). The API
     server sees kfam's account, not the user (kfam creates the Profile with its own credentials), and the
-    dashboard takes the owner from the request body when one is given: a user can create the profile of another
-    user of the domains, owned by that user, not one of their own choosing.
+    dashboard takes name and owner from the request body when given: this policy alone would let a user create
+    the profile of another user of the domains. The gateway's registration filter (registration_body_filter)
+    replaces that body with the caller's own name and email, so the one profile a user creates is their own.
     """
     rules: list[tuple[str, str]]
     if not self_service_domains:

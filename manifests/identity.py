@@ -746,10 +746,21 @@ def header_forwarders(objects: Iterable[dict], trust_domain: str = "cluster.loca
     return (ui, *(p for p in dashboard if p not in (ui, envoy)), envoy)
 
 
-def identity_envoy_filter(options: IdentityHeaderOptions, name: str = "kubeflow-identity-headers") -> dict:
-    """The EnvoyFilter that puts both Lua filters into the central gateway's HTTP chain."""
+def identity_envoy_filter(options: IdentityHeaderOptions, name: str = "kubeflow-identity-headers",
+                          before_router: Sequence[dict] = ()) -> dict:
+    """The EnvoyFilter that puts both Lua filters into the central gateway's HTTP chain.
+
+    `before_router`: further HTTP filters that need the identity headers as this program sets them, placed
+    after the identity filter, in this order (each INSERT_BEFORE the router lands right before it, so after
+    the patches before it)."""
     _require_valid(options)
     connection_manager = {"name": "envoy.filters.network.http_connection_manager"}
+    router = {**connection_manager, "subFilter": {"name": "envoy.filters.http.router"}}
+    after_identity = [
+        {"applyTo": "HTTP_FILTER", "match": {"context": "GATEWAY", "listener": {"filterChain": {"filter": router}}},
+         "patch": {"operation": "INSERT_BEFORE", "value": value}}
+        for value in before_router
+    ]
     return {
         "apiVersion": "networking.istio.io/v1alpha3",
         "kind": "EnvoyFilter",
@@ -780,6 +791,7 @@ def identity_envoy_filter(options: IdentityHeaderOptions, name: str = "kubeflow-
                     },
                     "patch": {"operation": "INSERT_BEFORE", "value": http_filter_config(options)},
                 },
+                *after_identity,
             ],
         },
     }

@@ -10,6 +10,9 @@ policy) and at admission (GPU access, Pod Security).
 from __future__ import annotations
 
 import io
+import json
+from pathlib import Path
+from typing import Iterator
 
 import pulumi
 import pytest
@@ -18,11 +21,15 @@ from analysis import admission as evaluation
 from analysis import trace as t
 from analysis import trace_matrix
 from manifests.admission import (
-    DECLARED_PROFILE_LABEL, PROFILE_POLICY, REGISTRATION_ROUTE, SELF_SERVICE_POD_POLICY, SELF_SERVICE_TEMPLATE_POLICY,
-    kfam_user, profile_policy,
+    DECLARED_PROFILE_LABEL, PROFILE_POLICY, REGISTRATION_BODY_FILTER_NAME, REGISTRATION_ROUTE, SELF_SERVICE_POD_POLICY,
+    SELF_SERVICE_TEMPLATE_POLICY, kfam_user, profile_policy,
 )
 from tests.conftest import MARKER_SECRETS, run_stack
+from tests.identity.envoy_harness import (
+    JUDGE_SESSION_COOKIE, EnvoyGateway, gateway_bootstrap, send, start_echo_upstream, start_fake_auth_proxy,
+)
 from tests.plans import evaluated_plan
+from tests.test_gateway_judge import _filter_chain, _virtual_hosts
 from tests.upstream import manifests_path, upstream_objects
 from tools.plan import kubernetes_objects
 from tools.preview import Progress, evaluate
@@ -207,3 +214,185 @@ def test_self_service_settings_are_checked_with_their_key(overrides, expected):
         run_stack("dev", {"tenancy": tenancy})
     assert expected in str(caught.value)
     assert "Traceback" not in str(caught.value)
+
+
+# ------------------------------------------------------------------- self-service through real Envoy
+#
+# The gateway of the plan (the identity EnvoyFilter's filters where its patches put them, the policies, the routes;
+# tests/test_gateway_judge.py builds it as istiod would) run in the pinned Envoy, a stand-in auth proxy logging in
+# whoever the session cookie names, and an echo server standing in for the dashboard: what the echo server gets is
+# what the dashboard's create handler would read (its JSON parser reads `application/json` bodies only:
+# kubeflow/kubeflow@v1.10.0 components/centraldashboard/app/server.ts:65 `express.json()`).
+
+BOB = {"namespace": "u-bob", "user": "bob@example.com"}
+
+
+class Gateway:
+    def __init__(self, model: t.MeshModel, port: int) -> None:
+        self.model, self.port, self.host = model, port, model.settings.hosts[0]
+
+    def post(self, who: str | None, path: str = "/api/workgroup/create",
+             body: bytes | None = None, headers: tuple = (("content-type", "application/json"),),
+             chunked: bool = False):
+        sent = list(headers)
+        if who is not None:
+            sent.append(("cookie", f"{JUDGE_SESSION_COOKIE}={who}"))
+        if body is not None and not chunked:
+            sent.append(("content-length", str(len(body))))
+        return send(self.port, sent, path, self.host, "POST", body, chunked)
+
+
+def _gateway(plan: dict, workdir: Path) -> Iterator[Gateway]:
+    model = t.model_from_plan(plan)
+    echo, auth = start_echo_upstream(), start_fake_auth_proxy()
+    try:
+        bootstrap = gateway_bootstrap(_filter_chain(model, auth.port), echo.port, auth.port, _virtual_hosts(model))
+        with EnvoyGateway(bootstrap, workdir) as envoy:
+            yield Gateway(model, envoy.port)
+    finally:
+        echo.stop()
+        auth.stop()
+
+
+@pytest.fixture(scope="module")
+def self_service_gateway(tmp_path_factory) -> Iterator[Gateway]:
+    yield from _gateway(self_service_plan(), tmp_path_factory.mktemp("envoy-self-service"))
+
+
+@pytest.fixture(scope="module")
+def closed_gateway(tmp_path_factory) -> Iterator[Gateway]:
+    yield from _gateway(evaluated_plan("dev")[0], tmp_path_factory.mktemp("envoy-closed"))
+
+
+def _own(got, email: str, name: str) -> None:
+    """The dashboard stand-in got exactly the caller's own profile, as JSON of the right length, as the caller."""
+    assert got.status == 200, got
+    assert json.loads(got.upstream_body) == {"namespace": name, "user": email}, got.upstream_body
+    assert got.values("content-type") == ["application/json"]
+    assert not got.values("content-encoding")
+    lengths = got.values("content-length")
+    assert lengths == [str(len(got.upstream_body))] or (not lengths and got.values("transfer-encoding") == ["chunked"])
+    assert got.values("kubeflow-userid") == [email]
+
+
+HUGE = json.dumps({**BOB, "padding": "x" * (4 * 1024 * 1024)}).encode()
+VARIANTS = {
+    "a colleague's profile": dict(body=json.dumps(BOB).encode()),
+    "no body": dict(body=None, headers=()),
+    "an empty body": dict(body=b""),
+    "extra fields": dict(body=json.dumps({**BOB, "admin": True, "resourceQuotaSpec": {"hard": {"cpu": "999"}}}).encode()),
+    "repeated keys (the last one wins in JSON.parse)": dict(body=b'{"namespace": "u-alice", "namespace": "u-bob", "user": "bob@example.com"}'),
+    "chunked": dict(body=json.dumps(BOB).encode(), chunked=True),
+    "a huge chunked body": dict(body=HUGE, chunked=True),
+    "text/plain": dict(body=json.dumps(BOB).encode(), headers=(("content-type", "text/plain"),)),
+    "a form": dict(body=b"namespace=u-bob&user=bob%40example.com", headers=(("content-type", "application/x-www-form-urlencoded"),)),
+    "a JSON subtype": dict(body=json.dumps(BOB).encode(), headers=(("content-type", "application/merge-patch+json"),)),
+    "gzip": dict(body=json.dumps(BOB).encode(), headers=(("content-type", "application/json"), ("content-encoding", "gzip"))),
+    "upper-case path": dict(path="/API/Workgroup/CREATE", body=json.dumps(BOB).encode()),
+    "trailing slash and query": dict(path="/api/workgroup/create/?namespace=u-bob", body=json.dumps(BOB).encode()),
+    "a spoofed kubeflow-userid": dict(body=json.dumps(BOB).encode(), headers=(
+        ("content-type", "application/json"), ("kubeflow-userid", "bob@example.com"), ("kubeflow_userid", "bob@example.com"))),
+    "a spoofed auth proxy header": dict(body=json.dumps(BOB).encode(), headers=(
+        ("content-type", "application/json"), ("x-auth-request-email", "bob@example.com"))),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_with_self_service_the_dashboard_gets_the_callers_own_profile_whatever_the_body(self_service_gateway, variant):
+    got = self_service_gateway.post("alice@example.com", **VARIANTS[variant])
+    _own(got, "alice@example.com", "u-alice")
+
+
+def test_the_callers_own_profile_is_named_from_the_lower_cased_identity(self_service_gateway):
+    # auth.lowercase (on by default) lower-cases the login before the filter reads it; the name follows, and the
+    # domain is compared lower-cased too.
+    for login in ("DAN@example.com", "Dan@Example.COM"):
+        _own(self_service_gateway.post(login, body=json.dumps(BOB).encode()), "dan@example.com", "u-dan")
+
+
+def test_a_body_too_long_to_be_a_profile_creation_is_refused_unread(self_service_gateway):
+    got = self_service_gateway.post("alice@example.com", body=HUGE)
+    assert got.status == 413 and not got.upstream_body
+
+
+@pytest.mark.parametrize("who,why", [
+    ("eve@evil.io", "a foreign domain"),
+    ("eve@example.com.evil.io", "a domain that ends like it"),
+    ("first.last@example.com", "a local part that is no DNS label"),
+    (None, "nobody logged in"),
+])
+def test_with_self_service_callers_who_cannot_have_a_profile_are_refused(self_service_gateway, who, why):
+    got = self_service_gateway.post(who, body=json.dumps(BOB).encode())
+    assert got.status in ((302, 401) if who is None else (403,)), (why, got.status)
+    assert not got.upstream_body, why
+
+
+def test_the_dashboards_other_calls_keep_their_bodies(self_service_gateway):
+    body = json.dumps({"contributor": "bob@example.com", "role": "edit"}).encode()
+    got = self_service_gateway.post("alice@example.com", path="/api/workgroup/add-contributor/alice", body=body)
+    assert got.status == 200 and got.upstream_body == body.decode()
+
+
+@pytest.mark.parametrize("who", ["alice@example.com", "trace-stranger@example.com", "eve@evil.io"])
+@pytest.mark.parametrize("path", ["/api/workgroup/create", "/API/Workgroup/CREATE", "/api/workgroup/create/"])
+def test_without_self_service_envoy_refuses_every_callers_profile_creation(closed_gateway, who, path):
+    got = closed_gateway.post(who, path=path, body=json.dumps(BOB).encode())
+    assert got.status == 403 and not got.upstream_body
+    chunked = closed_gateway.post(who, path=path, body=HUGE, chunked=True)
+    assert chunked.status == 403 and not chunked.upstream_body
+
+
+def test_the_registration_filter_sits_after_the_identity_filter_and_only_with_self_service():
+    def chain(plan) -> list[str]:
+        model = t.model_from_plan(plan)
+        return [f["name"] for f in _filter_chain(model, 1)]
+    closed, opened = chain(evaluated_plan("dev")[0]), chain(self_service_plan())
+    assert REGISTRATION_BODY_FILTER_NAME not in closed
+    assert opened[-2:] == ["kubeflow-platform.identity-headers", REGISTRATION_BODY_FILTER_NAME]
+
+
+def test_the_admission_policy_admits_exactly_the_profile_the_gateway_makes(self_service_gateway):
+    # What reaches the dashboard is what kfam asks the API server for; the policy of the same plan must admit it,
+    # for a lower-cased login too, and refuse the colleague's profile the body asked for.
+    objects = objects_of(self_service_plan())
+    policy = evaluation.policies(objects)[PROFILE_POLICY]
+    for login in ("dan@example.com", "Dan@Example.COM"):
+        sent = json.loads(self_service_gateway.post(login, body=json.dumps(BOB).encode()).upstream_body)
+        made = profile(sent["namespace"], sent["user"])
+        assert evaluation.evaluate(policy, made, user=KFAM).admitted, made
+    declared_owner = json.loads(self_service_gateway.post("alice@example.com", body=b"{}").upstream_body)
+    assert not evaluation.evaluate(policy, profile(declared_owner["namespace"], declared_owner["user"]), user=KFAM).admitted
+
+
+def test_the_trace_tables_claims_on_the_self_service_plan_are_what_envoy_does(tmp_path):
+    from tests.test_gateway_judge import judge
+
+    echo, auth = start_echo_upstream(), start_fake_auth_proxy()
+    try:
+        judged, disagreements = judge("dev", (echo, auth), tmp_path / "envoy", t.model_from_plan(self_service_plan()))
+    finally:
+        echo.stop()
+        auth.stop()
+    assert judged > 60 and not disagreements, "\n".join(disagreements)
+
+
+def test_without_lower_casing_a_login_that_gives_no_profile_name_is_refused_at_the_gateway(tmp_path):
+    # auth.lowercase off: kubeflow-userid keeps the IdP's case. `u-DAN` is no object name the API server accepts
+    # (lower-case DNS names only); the filter refuses with the reason instead of passing the dashboard a body kfam
+    # cannot create. Only the filter runs here, given the header as the identity filter would set it.
+    from manifests.admission import registration_body_filter
+
+    echo = start_echo_upstream()
+    try:
+        chain = [registration_body_filter(user_header="kubeflow-userid", user_id_prefix="", name_prefix="u-",
+                                          email_domains=["example.com"])]
+        with EnvoyGateway(gateway_bootstrap(chain, echo.port), tmp_path / "envoy") as envoy:
+            body = json.dumps(BOB).encode()
+            for login, status in (("DAN@example.com", 403), ("dan@example.com", 200)):
+                got = send(envoy.port, [("kubeflow-userid", login), ("content-length", str(len(body)))],
+                           "/api/workgroup/create", "kubeflow.example.com", "POST", body)
+                assert got.status == status, login
+        policy = profile_policy(KFAM, self_service_domains=["example.com"], name_prefix="u-")[0]
+        assert evaluation.evaluate(policy, profile("u-dan", "dan@example.com"), user=KFAM).admitted
+    finally:
+        echo.stop()

@@ -85,10 +85,25 @@ class _QuietHandler(BaseHTTPRequestHandler):
 
 
 class _EchoHandler(_QuietHandler):
-    """Answers with every request header it received, repeats and order kept, and the path it was asked for."""
+    """Answers with every request header it received, repeats and order kept, the path it was asked for and the
+    body it got (read by content-length, or chunk by chunk)."""
+
+    def _body(self) -> bytes:
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("content-length") or 0))
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        self._reply(200, json.dumps({"headers": list(self.headers.items()), "path": self.path}).encode())
+        body = self._body().decode("utf-8", errors="replace")
+        self._reply(200, json.dumps({"headers": list(self.headers.items()), "path": self.path, "body": body}).encode())
 
     do_POST = do_GET  # noqa: N815
 
@@ -106,6 +121,9 @@ class _AuthProxyHandler(_QuietHandler):
             return
         user, groups = identity
         self._reply(200, b"{}", [("x-auth-request-email", user), ("x-auth-request-groups", groups)])
+
+    # ext_authz asks with the request's own method (oauth2-proxy's auth endpoint answers any).
+    do_POST = do_GET  # noqa: N815
 
 
 @dataclass
@@ -406,6 +424,8 @@ class Delivered:
     location: str = ""
     #: The response's own headers (lower-cased names).
     response_headers: tuple[tuple[str, str], ...] = ()
+    #: The request body the echo server got.
+    upstream_body: str = ""
 
     def values(self, name: str) -> list[str]:
         """Every value the upstream got for `name`, matched the way WSGI would (any case, `_` as `-`)."""
@@ -414,8 +434,11 @@ class Delivered:
 
 
 def send(port: int, headers: Sequence[tuple[str, str]], path: str = "/", host: str | None = None,
-         method: str = "GET") -> Delivered:
-    """One HTTP/1.1 request with exactly these header lines (spelling and repeats kept), to `host` if given."""
+         method: str = "GET", body: bytes | None = None, chunked: bool = False) -> Delivered:
+    """One HTTP/1.1 request with exactly these header lines (spelling and repeats kept), to `host` if given.
+
+    `body`: sent as is after the headers (give its content-length among `headers`), or with `chunked` in chunks of
+    at most 64 KiB with `transfer-encoding: chunked` added."""
     connection = http.client.HTTPConnection(LOOPBACK, port, timeout=REQUEST_TIMEOUT_S)
     try:
         connection.putrequest(method, path, skip_host=host is not None, skip_accept_encoding=True)
@@ -423,19 +446,32 @@ def send(port: int, headers: Sequence[tuple[str, str]], path: str = "/", host: s
             connection.putheader("Host", host)
         for name, value in headers:
             connection.putheader(name, value)
+        if chunked:
+            connection.putheader("Transfer-Encoding", "chunked")
         connection.endheaders()
+        try:
+            if body is not None and chunked:
+                for start in range(0, len(body), 65536):
+                    piece = body[start:start + 65536]
+                    connection.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+                connection.send(b"0\r\n\r\n")
+            elif body is not None:
+                connection.send(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the gateway answered before reading it all (a refusal); its answer is read below
         response = connection.getresponse()
-        body = response.read()
+        answer = response.read()
     finally:
         connection.close()
     upstream: tuple[tuple[str, str], ...] = ()
-    upstream_path = ""
+    upstream_path = upstream_body = ""
     if response.status == 200:
-        echoed = json.loads(body)
+        echoed = json.loads(answer)
         upstream = tuple((key, value) for key, value in echoed["headers"])
         upstream_path = echoed.get("path", "")
+        upstream_body = echoed.get("body", "")
     return Delivered(response.status, upstream, upstream_path, response.getheader("location") or "",
-                     tuple((k.lower(), v) for k, v in response.getheaders()))
+                     tuple((k.lower(), v) for k, v in response.getheaders()), upstream_body)
 
 
 
@@ -642,7 +678,13 @@ def _envoy_routes(service: dict) -> list[tuple[bool, dict]]:
     for http in (service.get("spec") or {}).get("http") or []:
         for match in http.get("match") or [None]:
             route: dict = {"match": _route_match(match)}
-            if http.get("redirect"):
+            if http.get("directResponse"):
+                # route.go translateDirectResponse: the status, and the body string inline.
+                answer = http["directResponse"]
+                route["direct_response"] = {"status": int(answer["status"])}
+                if (answer.get("body") or {}).get("string") is not None:
+                    route["direct_response"]["body"] = {"inline_string": answer["body"]["string"]}
+            elif http.get("redirect"):
                 redirect = http["redirect"]
                 action = {"response_code": _REDIRECT_CODES[int(redirect.get("redirectCode") or 301)]}
                 if redirect.get("authority"):
