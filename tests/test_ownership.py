@@ -298,6 +298,11 @@ def test_every_group_waits_for_the_one_before_and_nothing_skips_the_await(plan):
 
     skipping = [o.key for o in kubernetes_objects(plan).objects if annotations(o.obj).get("pulumi.com/skipAwait") == "true"]
     assert skipping == []
+    # A ConfigGroup's skipAwait input turns the await off for all its objects (default false).
+    assert [r["name"] for r in plan["resources"]
+            if r["type"] == "kubernetes:yaml/v2:ConfigGroup" and (r.get("inputs") or {}).get("skipAwait")] == []
+    # Readiness is the provider's own per kind; no object replaces it with a waitFor condition.
+    assert [o.key for o in kubernetes_objects(plan).objects if "pulumi.com/waitFor" in annotations(o.obj)] == []
     kubeflow = [r for r in plan["resources"] if r["type"] == "kubernetes:yaml/v2:ConfigGroup"
                 and r["name"].startswith("kubeflow-") and not r["name"].endswith("-crds")]
     # Each group but the first depends on an earlier one, so a webhook's Deployment is available (awaited)
