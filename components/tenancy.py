@@ -259,9 +259,9 @@ class Tenancy(pulumi.ComponentResource):
             kind=policy["kind"],
             metadata=k8s.meta.v1.ObjectMetaPatchArgs(
                 name=policy["metadata"]["name"], namespace=namespace,
-                # The policy is the stack's, also on a namespace that outlived an earlier stack: the program's field
-                # manager, forced, as the namespace's own patch.
-                annotations=NAMESPACE_PATCH_ANNOTATIONS,
+                # The policy is the stack's, also on a namespace that outlived an earlier stack; under the
+                # program's field manager, as every patch (a stable owner across runs, named in a conflict).
+                annotations=dict(NAMESPACE_PATCH_ANNOTATIONS),
             ),
             spec=policy["spec"],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[kept], retain_on_delete=True),

@@ -199,9 +199,11 @@ def test_only_patches_of_fields_the_stack_must_hold_are_forced(plan):
         if not isinstance(annotations, Mapping):
             continue
         forced = annotations.get("pulumi.com/patchForce") == "true"
-        # Profile namespaces carry the stack's labels, and the policy that closes a removed profile's namespace is
-        # the stack's (both may meet what an earlier removal left behind); the enterprise's Argo keeps what it set.
-        stacks_own = patch["type"] == "kubernetes:core/v1:NamespacePatch" or patch["name"].endswith("-closed-when-removed")
+        # Profile namespaces carry the stack's labels, and the policy that closes a removed profile's namespace
+        # is the stack's, also where an earlier stack left it; the enterprise's Argo keeps what it set.
+        stacks_own = patch["type"] == "kubernetes:core/v1:NamespacePatch" or (
+            patch["type"] == "kubernetes:security.istio.io/v1beta1:AuthorizationPolicyPatch"
+            and patch["name"].endswith("-closed-when-removed"))
         assert forced == stacks_own, patch["name"]
 
 
@@ -296,6 +298,11 @@ def test_every_group_waits_for_the_one_before_and_nothing_skips_the_await(plan):
 
     skipping = [o.key for o in kubernetes_objects(plan).objects if annotations(o.obj).get("pulumi.com/skipAwait") == "true"]
     assert skipping == []
+    # A ConfigGroup's skipAwait input turns the await off for all its objects (default false).
+    assert [r["name"] for r in plan["resources"]
+            if r["type"] == "kubernetes:yaml/v2:ConfigGroup" and (r.get("inputs") or {}).get("skipAwait")] == []
+    # Readiness is the provider's own per kind; no object replaces it with a waitFor condition.
+    assert [o.key for o in kubernetes_objects(plan).objects if "pulumi.com/waitFor" in annotations(o.obj)] == []
     kubeflow = [r for r in plan["resources"] if r["type"] == "kubernetes:yaml/v2:ConfigGroup"
                 and r["name"].startswith("kubeflow-") and not r["name"].endswith("-crds")]
     # Each group but the first depends on an earlier one, so a webhook's Deployment is available (awaited)

@@ -8,6 +8,7 @@ import pytest
 
 from analysis import trace as t
 from analysis.plan_objects import kubernetes_objects
+from manifests.argo import FIELD_MANAGER
 from manifests.tenancy import CLOSED_WHEN_REMOVED_POLICY
 from tests.plans import evaluated_plan
 
@@ -74,8 +75,8 @@ def test_the_closing_policy_outlives_the_profile_and_changes_nothing_while_it_is
     assert resource["type"] == "kubernetes:security.istio.io/v1beta1:AuthorizationPolicyPatch"
     assert resource["options"]["retainOnDelete"] is True
     assert resource["inputs"]["metadata"] == {"name": CLOSED_WHEN_REMOVED_POLICY, "namespace": REMOVED,
-                                              "annotations": {"pulumi.com/patchFieldManager": "kubeflow-platform",
-                                                              "pulumi.com/patchForce": "true"}}
+                                              "annotations": {"pulumi.com/patchForce": "true",
+                                                              "pulumi.com/patchFieldManager": FIELD_MANAGER}}
     assert resource["inputs"]["spec"] == {"action": "ALLOW"}  # no rules: allows nothing
     applied = {(o.obj["kind"], o.obj["metadata"]["name"]) for o in kubernetes_objects(dev_plan).objects
                if (o.obj.get("metadata") or {}).get("namespace") == REMOVED}
