@@ -138,6 +138,9 @@ class PlannedObject:
     ownership: str
     source: str
     api_version: str = ""
+    #: Retained on delete. For a patch: one of the stack's own objects applied server-side (a profile's namespace,
+    #: the policy that closes it), which the apply creates when it is absent, so it need not exist beforehand.
+    retained: bool = False
 
     @property
     def ref(self) -> str:
@@ -158,7 +161,7 @@ def planned_objects(plan: Mapping[str, Any]) -> list[PlannedObject]:
             continue
         found.append(PlannedObject(group=_group(row.api_version), kind=row.kind, namespace=row.namespace,
                                    name=row.name, ownership=row.ownership, source=row.source or row.reason,
-                                   api_version=row.api_version))
+                                   api_version=row.api_version, retained=row.retained))
     return found
 
 

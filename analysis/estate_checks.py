@@ -61,9 +61,10 @@ def _object_problems(estate: Mapping[str, Any], plan: Mapping[str, Any]) -> Iter
             found = (obj.group, obj.kind, obj.namespace, obj.name) in existing
         if found:
             found_keys.append((obj.api_version, obj.kind, obj.namespace, obj.name))
-        # A patch is applied server-side, which makes a missing object; a profile namespace is patched for
-        # that (the stack makes it, the profile controller adopts it), every other patched object must exist.
-        if obj.ownership == "expected" or (obj.ownership == "patched" and obj.kind != "Namespace"):
+        # A patch is applied server-side, which makes a missing object: the stack's own retained patches (a profile's
+        # namespace, which the profile controller then adopts, and the policy that closes it) are patched for that;
+        # every other patched object is someone else's and must exist.
+        if obj.ownership == "expected" or (obj.ownership == "patched" and not obj.retained):
             if found:
                 continue
             why = f" (the cluster has no resource type {obj.kind.lower()}{'.' + obj.group if obj.group else ''})" \

@@ -66,7 +66,8 @@ class OwnedObject:
     #: The resource that writes it (`ConfigGroup kubeflow-core`, `ConfigMapPatch kubeflow-argo-configmap`);
     #: "" for an expected object.
     source: str = ""
-    #: Created objects only: left on the cluster when the stack deletes it.
+    #: Left on the cluster when the stack deletes it. A retained patch is one of the stack's own objects applied
+    #: server-side (a profile's namespace, the policy that closes it), created by the apply when absent.
     retained: bool = False
 
     @property
