@@ -129,3 +129,94 @@ def test_rbac_goldens_cover_every_builder_output():
     # extended- twin; CUSTOM ones are held below), and 7 TCP cases (281-327). Every one appears here, compared or refused.
     sources = {case["source"].split(" (")[0].split(":")[0].rsplit(" ", 1)[-1] for case in RBAC_CASES}
     assert len([s for s in sources if "/http/" in s]) == 18 and len([s for s in sources if "/tcp/" in s]) == 7
+
+
+# ---------------------------------------------------------------------------------------------------
+# CUSTOM policies (tests/istio_goldens/authz_custom.yaml): the shadow-rules RBAC filter and the ext_authz filter istiod
+# builds from the extension provider, compared whole; a provider kind or value it does not build is refused by name.
+
+from tests.identity.envoy_harness import custom_shadow_rbac_filter, ext_authz_http_filter
+
+CUSTOM_CASES = yaml.safe_load((GOLDENS_DIR / "authz_custom.yaml").read_text())
+
+
+@pytest.mark.parametrize("case", CUSTOM_CASES["shadow_rules"], ids=lambda c: c["source"])
+def test_custom_policies_become_istiods_shadow_rules(case):
+    built = custom_shadow_rbac_filter(case["policies"])
+    assert built["name"] == "envoy.filters.http.rbac"
+    assert _without_defaults(built["typed_config"]) == case["golden"]
+
+
+@pytest.mark.parametrize("case", [c for c in CUSTOM_CASES["providers"] if "golden" in c], ids=lambda c: c["source"])
+def test_http_extension_provider_becomes_istiods_ext_authz_filter(case):
+    built = ext_authz_http_filter(case["provider"], case["hostname"], case["cluster"])
+    assert built["name"] == "envoy.filters.http.ext_authz"
+    assert built["typed_config"] == case["golden"]
+
+
+@pytest.mark.parametrize("case", [c for c in CUSTOM_CASES["providers"] if "refuses" in c], ids=lambda c: c["source"])
+def test_extension_provider_the_translation_does_not_build_is_refused_by_name(case):
+    with pytest.raises(NotImplementedError) as refusal:
+        ext_authz_http_filter(case["provider"], "authz.example", "outbound|9000||authz.example")
+    for name in case["refuses"]:
+        assert name in str(refusal.value)
+
+
+@pytest.mark.parametrize("case", CUSTOM_CASES["refused_policies"], ids=lambda c: c["source"])
+def test_custom_policies_the_translation_does_not_build_are_refused_by_name(case):
+    with pytest.raises(NotImplementedError) as refusal:
+        custom_shadow_rbac_filter(case["policies"])
+    for name in case["refuses"]:
+        assert name in str(refusal.value)
+
+
+# ---------------------------------------------------------------------------------------------------
+# RequestAuthentication -> jwt_authn (tests/istio_goldens/authn_jwt.yaml): the whole filter config istiod builds,
+# provider names, token locations, forwarding, metadata, claim headers and the requirement tree, JWKS source aside.
+
+from tests.identity.envoy_harness import jwt_authn_filter
+
+JWT_CASES = yaml.safe_load((GOLDENS_DIR / "authn_jwt.yaml").read_text())
+
+
+def _request_authentications(case: dict) -> list[dict]:
+    return [{"metadata": {"name": f"ra-{index}", "namespace": "foo"}, "spec": {"jwtRules": rules}}
+            for index, rules in enumerate(case["requestAuthentications"])]
+
+
+def _without_jwks(config: dict) -> dict:
+    providers = {name: {key: value for key, value in provider.items() if key != "local_jwks" and value is not False}
+                 for name, provider in config["providers"].items()}
+    return {**{key: value for key, value in config.items() if key != "@type"}, "providers": providers}
+
+
+@pytest.mark.parametrize("case", JWT_CASES, ids=lambda c: c["source"])
+def test_jwt_translation_builds_istiods_jwt_authn_config(case):
+    authentications = _request_authentications(case)
+    issuers = {rule["issuer"] for ra in authentications for rule in ra["spec"]["jwtRules"]}
+    built = jwt_authn_filter(authentications, {issuer: b"k" * 32 for issuer in issuers})
+    if case["golden"] is None:
+        assert built is None
+        return
+    assert built["name"] == "envoy.filters.http.jwt_authn"
+    assert _without_jwks(built["typed_config"]) == case["golden"]
+
+
+def test_jwt_translation_refuses_a_rule_field_it_does_not_know_by_name():
+    rule = {"issuer": "https://secret.foo.com", "jwksUri": "http://127.0.0.1/jwks", "futureField": True}
+    with pytest.raises(NotImplementedError, match="jwtRules.futureField"):
+        jwt_authn_filter(_request_authentications({"requestAuthentications": [[rule]]}), {rule["issuer"]: b"k" * 32})
+
+
+def test_jwt_token_locations_are_copied_only_where_the_rule_names_them():
+    # policy_applier.go convertToEnvoyJwtConfig at 1.28.0: from_headers from fromHeaders (name, prefix as
+    # value_prefix), from_params and from_cookies as given; none named, none set (Envoy's defaults then apply).
+    rule = {"issuer": "https://i.example", "fromHeaders": [{"name": "x-jwt", "prefix": "Bearer "}], "fromParams": ["t"],
+            "fromCookies": ["session"]}
+    provider = jwt_authn_filter(_request_authentications({"requestAuthentications": [[rule]]}),
+                                {rule["issuer"]: b"k" * 32})["typed_config"]["providers"]["origins-0"]
+    assert provider["from_headers"] == [{"name": "x-jwt", "value_prefix": "Bearer "}]
+    assert provider["from_params"] == ["t"] and provider["from_cookies"] == ["session"]
+    plain = jwt_authn_filter(_request_authentications({"requestAuthentications": [[{"issuer": "https://i.example"}]]}),
+                             {"https://i.example": b"k" * 32})["typed_config"]["providers"]["origins-0"]
+    assert not {"from_headers", "from_params", "from_cookies"} & set(plain)

@@ -107,6 +107,9 @@ class _AuthProxyHandler(_QuietHandler):
         user, groups = identity
         self._reply(200, b"{}", [("x-auth-request-email", user), ("x-auth-request-groups", groups)])
 
+    # Envoy's HTTP ext_authz asks with the request's own method (body left out), so a POST is checked as a GET is.
+    do_POST = do_GET  # noqa: N815
+
 
 @dataclass
 class LoopbackServer:
@@ -190,52 +193,73 @@ def ext_authz_filter(auth_proxy_port: int) -> dict:
 
 def jwt_authn_filter(
     request_authentications: Sequence[dict], secret_by_issuer: dict[str, bytes], payload_key: str | None = "payload"
-) -> dict:
+) -> dict | None:
     """The jwt_authn filter Istio derives from these RequestAuthentications, with test keys in place of JWKS URIs.
 
+    As istio/istio@1.28.0 pilot/pkg/security/authn/policy_applier.go builds it (newPolicyApplier :72-95,
+    convertToEnvoyJwtConfig): the rules of every RequestAuthentication together, sorted by issuer, provider
+    `origins-<i>`; one provider: any of {it, allow_missing}; several: any of {each, all of {each or allow_missing}},
+    so a request without a token passes (AuthorizationPolicy decides about those) and one with a bad token is refused.
     `payload_in_metadata` as istiod sets it: under `payload_key`, or (None) under the issuer as for gateways before
-    Istio 1.21. As Istio does, a request without a token passes (AuthorizationPolicy decides about those), a request with a
-    bad token is refused, and each provider copies its `outputClaimToHeaders` onto the request.
-    """
+    Istio 1.21 (policy_applier.go:239 at 1.22.1). The JWKS source is the one substitution: the test key of the issuer
+    inline, where istiod fetches `jwksUri` (or inlines `jwks`)."""
+    rules = sorted((rule for ra in request_authentications for rule in (ra.get("spec") or {}).get("jwtRules") or []),
+                   key=lambda rule: rule["issuer"])
     providers = {}
-    for index, request_authentication in enumerate(request_authentications):
-        for rule in request_authentication["spec"]["jwtRules"]:
-            secret = secret_by_issuer[rule["issuer"]]
-            key = {"kty": "oct", "alg": "HS256", "kid": "test", "k": _base64url(secret)}
-            provider = {
-                "issuer": rule["issuer"],
-                "local_jwks": {"inline_string": json.dumps({"keys": [key]})},
-                "forward": rule.get("forwardOriginalToken", False),
-                # As istiod sets it (pilot/pkg/security/authn/policy_applier.go:167 at 1.24.6): the verified
-                # payload in dynamic metadata, where AuthorizationPolicy claims and the identity filter read it.
-                # Before 1.21 (`payload_key=None`) istiod keyed it by the issuer (policy_applier.go:239 at 1.22.1).
-                "payload_in_metadata": payload_key or rule["issuer"],
-                "normalize_payload_in_metadata": {"space_delimited_claims": ["scope", "permission"]},
-                "claim_to_headers": [
-                    {"header_name": output["header"], "claim_name": output["claim"]}
-                    for output in rule.get("outputClaimToHeaders", [])
-                ],
-            }
-            # istiod sets token locations only where the rule names some (policy_applier.go at 1.24.6); without them
-            # Envoy looks where its defaults say: `Authorization: Bearer` and the `access_token` query parameter.
-            if rule.get("fromHeaders"):
-                provider["from_headers"] = [
-                    {"name": h["name"], "value_prefix": h.get("prefix", "")} for h in rule["fromHeaders"]
-                ]
-            if rule.get("fromParams"):
-                provider["from_params"] = list(rule["fromParams"])
-            if rule.get("audiences"):
-                provider["audiences"] = list(rule["audiences"])
-            providers[f"provider-{index}"] = provider
-    alternatives = [{"provider_name": name} for name in providers] + [{"allow_missing": {}}]
+    for index, rule in enumerate(rules):
+        unknown = sorted(set(rule) - _TRANSLATED_JWT_RULE_FIELDS)
+        if unknown:
+            raise NotImplementedError(f"the test translation does not know jwtRules.{', jwtRules.'.join(unknown)}")
+        secret = secret_by_issuer[rule["issuer"]]
+        key = {"kty": "oct", "alg": "HS256", "kid": "test", "k": _base64url(secret)}
+        provider = {
+            "issuer": rule["issuer"],
+            "local_jwks": {"inline_string": json.dumps({"keys": [key]})},
+            "forward": rule.get("forwardOriginalToken", False),
+            # The verified payload in dynamic metadata, where AuthorizationPolicy claims and the identity filter read it.
+            "payload_in_metadata": payload_key or rule["issuer"],
+            # buildSpaceDelimitedClaims: the rule's own plus `scope` and `permission`, sorted and deduplicated.
+            "normalize_payload_in_metadata": {
+                "space_delimited_claims": sorted({"scope", "permission", *(rule.get("spaceDelimitedClaims") or [])})},
+        }
+        if rule.get("audiences"):
+            provider["audiences"] = list(rule["audiences"])
+        if rule.get("outputPayloadToHeader"):
+            provider["forward_payload_header"] = rule["outputPayloadToHeader"]
+        if rule.get("outputClaimToHeaders"):
+            provider["claim_to_headers"] = [{"header_name": output["header"], "claim_name": output["claim"]}
+                                            for output in rule["outputClaimToHeaders"]]
+        # Token locations only where the rule names some; without them Envoy looks where its defaults say:
+        # `Authorization: Bearer` and the `access_token` query parameter.
+        if rule.get("fromHeaders"):
+            provider["from_headers"] = [{"name": h["name"], "value_prefix": h.get("prefix", "")} for h in rule["fromHeaders"]]
+        if rule.get("fromParams"):
+            provider["from_params"] = list(rule["fromParams"])
+        if rule.get("fromCookies"):
+            provider["from_cookies"] = list(rule["fromCookies"])
+        providers[f"origins-{index}"] = provider
+    if not providers:
+        return None  # convertToEnvoyJwtConfig: no rules, no filter
+    names = list(providers)
+    either = [{"requires_any": {"requirements": [{"provider_name": name}, {"allow_missing": {}}]}} for name in names]
+    requires = either[0] if len(either) == 1 else {"requires_any": {"requirements": [
+        *({"provider_name": name} for name in names), {"requires_all": {"requirements": either}}]}}
     return {
         "name": "envoy.filters.http.jwt_authn",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
             "providers": providers,
-            "rules": [{"match": {"prefix": "/"}, "requires": {"requires_any": {"requirements": alternatives}}}],
+            "rules": [{"match": {"prefix": "/"}, "requires": requires}],
+            "bypass_cors_preflight": True,
         },
     }
+
+
+#: The JWTRule fields the translation builds (jwksUri, jwks and timeout only say where istiod gets the keys, which the
+#: test replaces); any other is refused by name.
+_TRANSLATED_JWT_RULE_FIELDS = frozenset({
+    "issuer", "audiences", "jwksUri", "jwks", "timeout", "fromHeaders", "fromParams", "fromCookies", "forwardOriginalToken",
+    "outputPayloadToHeader", "outputClaimToHeaders", "spaceDelimitedClaims"})
 
 
 def _base64url(data: bytes) -> str:
@@ -633,21 +657,119 @@ def rbac_filter(policies: Sequence[dict], name: str = "envoy.filters.http.rbac")
 _EXT_AUTHZ_SHADOW_PREFIX = "istio_ext_authz_"
 
 
+def _ext_authz_headers(headers: Sequence[str]) -> dict | None:
+    # istio/istio@1.28.0 pilot/pkg/security/authz/builder/extauthz.go:322-346 generateHeaders: case-insensitive,
+    # a leading `*` a suffix match, a trailing `*` a prefix match.
+    if not headers:
+        return None
+    patterns = []
+    for header in headers:
+        if header.startswith("*"):
+            patterns.append({"ignore_case": True, "suffix": header[1:]})
+        elif header.endswith("*"):
+            patterns.append({"ignore_case": True, "prefix": header[:-1]})
+        else:
+            patterns.append({"exact": header, "ignore_case": True})
+    return {"patterns": patterns}
+
+
+def ext_authz_http_filter(extension_provider: dict, hostname: str, cluster: str) -> dict:
+    """The ext_authz filter istiod builds for a CUSTOM policy's extension provider (a meshConfig `extensionProviders`
+    entry) of kind `envoyExtAuthzHttp` (extauthz.go:136-280 buildExtAuthzHTTP / generateHTTPConfig at 1.28.0),
+    `hostname` and `cluster` being where the provider's service resolves. It runs only where the CUSTOM shadow rules
+    marked the request. Other kinds, unknown fields and values istiod rejects (it then denies what the policy
+    matches) are refused by name."""
+    kinds = sorted(set(extension_provider) - {"name"})
+    if kinds != ["envoyExtAuthzHttp"]:
+        raise NotImplementedError(f"the test translation does not know extension provider kind {', '.join(kinds)}")
+    provider = extension_provider["envoyExtAuthzHttp"]
+    refused = [f"envoyExtAuthzHttp.{field}" for field in sorted(set(provider) - _TRANSLATED_EXT_AUTHZ_HTTP_FIELDS)]
+    # extauthz.go:140-160, 205-224: istiod rejects these and builds a deny of what the policy matches instead.
+    if not 0 < int(provider.get("port", 0)) <= 65535:
+        refused.append(f"envoyExtAuthzHttp.port {provider.get('port')}")
+    if provider.get("pathPrefix") and not provider["pathPrefix"].startswith("/"):
+        refused.append(f"envoyExtAuthzHttp.pathPrefix {provider['pathPrefix']!r}")
+    if provider.get("statusOnError") and int(provider["statusOnError"]) not in _HTTP_STATUS_NAMES:
+        refused.append(f"envoyExtAuthzHttp.statusOnError {provider['statusOnError']}")
+    if refused:
+        raise NotImplementedError(f"the test translation does not know {', '.join(refused)}")
+    service: dict = {"server_uri": {"uri": f"http://{hostname}", "cluster": cluster,
+                                    "timeout": provider.get("timeout") or "600s"}}
+    if provider.get("pathPrefix"):
+        service["path_prefix"] = provider["pathPrefix"]
+    additional = provider.get("includeAdditionalHeadersInCheck") or {}
+    if additional:
+        service["authorization_request"] = {"headers_to_add": [{"key": key, "value": additional[key]}
+                                                               for key in sorted(additional)]}
+    response = {envoy: _ext_authz_headers(provider.get(istio) or [])
+                for istio, envoy in (("headersToUpstreamOnAllow", "allowed_upstream_headers"),
+                                     ("headersToDownstreamOnDeny", "allowed_client_headers"),
+                                     ("headersToDownstreamOnAllow", "allowed_client_headers_on_success"))}
+    if any(response.values()):
+        service["authorization_response"] = {key: value for key, value in response.items() if value}
+    config: dict = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+        "transport_api_version": "V3",
+        "http_service": service,
+        "filter_enabled_metadata": {
+            "filter": "envoy.filters.http.rbac",
+            "path": [{"key": f"{_EXT_AUTHZ_SHADOW_PREFIX}shadow_effective_policy_id"}],
+            "value": {"string_match": {"prefix": "istio-ext-authz"}},
+        },
+    }
+    # IncludeHeadersInCheck is the deprecated spelling, read only where IncludeRequestHeadersInCheck is unset.
+    allowed = _ext_authz_headers(provider.get("includeRequestHeadersInCheck") or provider.get("includeHeadersInCheck") or [])
+    if allowed:
+        config["allowed_headers"] = allowed
+    if provider.get("failOpen"):
+        config["failure_mode_allow"] = True
+    if provider.get("statusOnError"):
+        config["status_on_error"] = {"code": _HTTP_STATUS_NAMES[int(provider["statusOnError"])]}
+    body = provider.get("includeRequestBodyInCheck")
+    if body is not None:
+        config["with_request_body"] = {_snake(key): value for key, value in body.items()}
+    return {"name": "envoy.filters.http.ext_authz", "typed_config": config}
+
+
+_TRANSLATED_EXT_AUTHZ_HTTP_FIELDS = frozenset({
+    "service", "port", "timeout", "pathPrefix", "failOpen", "statusOnError", "includeRequestHeadersInCheck",
+    "includeHeadersInCheck", "includeAdditionalHeadersInCheck", "includeRequestBodyInCheck", "headersToUpstreamOnAllow",
+    "headersToDownstreamOnDeny", "headersToDownstreamOnAllow"})
+
+#: Envoy's StatusCode names for the statusOnError values a provider may name (envoy/type/v3/http_status.proto).
+_HTTP_STATUS_NAMES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 500: "InternalServerError",
+                      502: "BadGateway", 503: "ServiceUnavailable", 504: "GatewayTimeout"}
+
+
+def _snake(key: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in key)
+
+
+def custom_shadow_rbac_filter(policies: Sequence[dict]) -> dict:
+    """The RBAC filter istiod builds for CUSTOM policies (builder.go build with IsCustomBuilder at 1.28.0): no enforced
+    rules, only DENY shadow rules named `istio-ext-authz-<policy>`, whose verdict ext_authz reads from dynamic metadata."""
+    providers = {(policy["spec"].get("provider") or {}).get("name") for policy in policies}
+    if len(providers) > 1:
+        # builder.go: CUSTOM policies naming different providers on one workload become a deny of what they match.
+        raise NotImplementedError(f"the test translation does not know CUSTOM policies with providers {sorted(map(str, providers))}")
+    shadow = rbac_filter([{**policy, "spec": {**policy["spec"], "action": "DENY"}} for policy in policies])
+    rules = shadow["typed_config"].pop("rules")
+    rules["policies"] = {f"istio-ext-authz-{name}": policy for name, policy in rules["policies"].items()}
+    shadow["typed_config"].update({"shadow_rules": rules, "shadow_rules_stat_prefix": _EXT_AUTHZ_SHADOW_PREFIX})
+    return shadow
+
+
 def custom_policy_filters(policies: Sequence[dict], auth_proxy_port: int) -> list[dict]:
     """A CUSTOM AuthorizationPolicy as istiod builds it: an RBAC filter whose shadow rules mark the requests the
     policy matches, and ext_authz enabled only where that mark is (so requests the policy excludes, such as those
     with `Authorization`, never reach the auth proxy)."""
-    shadow = rbac_filter([{**policy, "spec": {**policy["spec"], "action": "ALLOW"}} for policy in policies])
-    rules = shadow["typed_config"].pop("rules")
-    rules["policies"] = {f"istio-ext-authz-{name}": policy for name, policy in rules["policies"].items()}
-    shadow["typed_config"].update({"shadow_rules": rules, "shadow_rules_stat_prefix": _EXT_AUTHZ_SHADOW_PREFIX})
     ext_authz = ext_authz_filter(auth_proxy_port)
     ext_authz["typed_config"]["filter_enabled_metadata"] = {
         "filter": "envoy.filters.http.rbac",
         "path": [{"key": f"{_EXT_AUTHZ_SHADOW_PREFIX}shadow_effective_policy_id"}],
         "value": {"string_match": {"prefix": "istio-ext-authz"}},
     }
-    return [shadow, ext_authz]
+    return [custom_shadow_rbac_filter(policies), ext_authz]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -707,12 +829,43 @@ def _is_catch_all(match: dict | None) -> bool:
     return not any(match.get(key) for key in ("headers", "queryParams", "withoutHeaders", "method"))
 
 
+#: Fields of a VirtualService's http route that change which route answers or what it answers, and that the test
+#: translation does not build: refused by name rather than routed as if absent.
+_UNTRANSLATED_HTTP_ROUTE_FIELDS = ("delegate", "fault", "mirror", "mirrors", "corsPolicy")
+_UNTRANSLATED_MATCH_FIELDS = ("queryParams", "scheme", "authority", "port", "sourceLabels", "gateways", "sourceNamespace",
+                              "statPrefix")
+
+
+def _refused_route_shapes(http: dict) -> list[str]:
+    refused = [f"http.{field}" for field in _UNTRANSLATED_HTTP_ROUTE_FIELDS if http.get(field)]
+    refused += [f"http.rewrite.{field}" for field in (http.get("rewrite") or {}) if field != "uri"]
+    refused += [f"http.match.{field}" for match in http.get("match") or [] for field in _UNTRANSLATED_MATCH_FIELDS
+                if (match or {}).get(field)]
+    if len(http.get("route") or []) > 1:
+        refused.append("http.route with several destinations")
+    return refused
+
+
 def _envoy_routes(service: dict) -> list[tuple[bool, dict]]:
     routes = []
     for http in (service.get("spec") or {}).get("http") or []:
+        refused = _refused_route_shapes(http)
+        if refused:
+            raise NotImplementedError(f"the test translation does not know {', '.join(refused)}")
         for match in http.get("match") or [None]:
             route: dict = {"match": _route_match(match)}
-            if http.get("redirect"):
+            if http.get("directResponse"):
+                # istio/istio@1.28.0 pilot/pkg/networking/core/route/route.go:550-551, 855-879 ApplyDirectResponse:
+                # Envoy answers with the status and the inline body itself.
+                direct = http["directResponse"]
+                action = {"status": int(direct["status"])}
+                body = direct.get("body") or {}
+                if "string" in body:
+                    action["body"] = {"inline_string": body["string"]}
+                elif "bytes" in body:
+                    action["body"] = {"inline_bytes": body["bytes"]}
+                route["direct_response"] = action
+            elif http.get("redirect"):
                 redirect = http["redirect"]
                 action = {"response_code": _REDIRECT_CODES[int(redirect.get("redirectCode") or 301)]}
                 if redirect.get("authority"):
