@@ -220,3 +220,41 @@ def test_jwt_token_locations_are_copied_only_where_the_rule_names_them():
     plain = jwt_authn_filter(_request_authentications({"requestAuthentications": [[{"issuer": "https://i.example"}]]}),
                              {"https://i.example": b"k" * 32})["typed_config"]["providers"]["origins-0"]
     assert not {"from_headers", "from_params", "from_cookies"} & set(plain)
+
+
+# ---------------------------------------------------------------------------------------------------
+# VirtualService -> Envoy routes (tests/istio_goldens/routes.yaml): the fields TestBuildHTTPRoutes checks, route by route.
+
+from tests.identity.envoy_harness import virtual_service_routes
+
+ROUTE_CASES = yaml.safe_load((GOLDENS_DIR / "routes.yaml").read_text())
+
+
+def _holds(expected, built) -> bool:
+    """`expected` is `built` restricted to the keys it names (lists compared whole, item by item)."""
+    if isinstance(expected, dict):
+        return isinstance(built, dict) and all(key in built and _holds(value, built[key]) for key, value in expected.items())
+    if isinstance(expected, list):
+        return isinstance(built, list) and len(expected) == len(built) and all(map(_holds, expected, built))
+    return expected == built
+
+
+def _service(case: dict) -> dict:
+    return {"metadata": {"name": "acme", "namespace": "default"},
+            "spec": {"hosts": ["*"], "gateways": ["some-gateway"], "http": [case["http"]]}}
+
+
+@pytest.mark.parametrize("case", [c for c in ROUTE_CASES if "expect" in c], ids=lambda c: c["source"])
+def test_route_translation_builds_what_istiods_route_tests_expect(case):
+    built = virtual_service_routes(_service(case))
+    assert len(built) == len(case["expect"])
+    for expected, route in zip(case["expect"], built):
+        assert _holds(expected, route), (expected, route)
+
+
+@pytest.mark.parametrize("case", [c for c in ROUTE_CASES if "refuses" in c], ids=lambda c: c["source"])
+def test_route_translation_refuses_what_it_does_not_build_by_name(case):
+    with pytest.raises(NotImplementedError) as refusal:
+        virtual_service_routes(_service(case))
+    for name in case["refuses"]:
+        assert name in str(refusal.value)

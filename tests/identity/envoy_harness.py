@@ -795,10 +795,37 @@ def _string_match(spec: dict) -> dict:
     raise NotImplementedError(f"the test translation does not know the string match {spec}")
 
 
+def _is_present_match(spec: dict | None) -> bool:
+    # route.go canBeConvertedToPresentMatch at 1.28.0: no match type, or the regex "*" (a metacharacter, not RE2).
+    return not spec or spec.get("regex") == "*"
+
+
+def _header_match(name: str, spec: dict | None) -> dict:
+    # route.go translateHeaderMatch at 1.28.0: the name as written (Envoy compares header names case-insensitively).
+    if _is_present_match(spec):
+        return {"name": name, "present_match": True}
+    return {"name": name, "string_match": _string_match(spec or {})}
+
+
 def _route_match(match: dict | None) -> dict:
-    """route.go:1060-1125 translateRouteMatch for a VirtualService (not Gateway API): a plain `prefix`."""
+    """route.go:1060-1125 translateRouteMatch for a VirtualService (not Gateway API): a plain `prefix`; headers and
+    withoutHeaders sorted by name together, then the method; a withoutHeaders value that is no presence test treats a
+    missing header as empty (so its absence matches)."""
     match = match or {}
     out: dict = {"prefix": "/"}
+    headers = []
+    for name, spec in (match.get("headers") or {}).items():
+        headers.append(_header_match(name, spec))
+    for name, spec in (match.get("withoutHeaders") or {}).items():
+        matcher = {**_header_match(name, spec), "invert_match": True}
+        if not _is_present_match(spec):
+            matcher["treat_missing_header_as_empty"] = True
+        headers.append(matcher)
+    refused = [f"http.match.headers[{m['name']}]" for m in headers if m["name"].startswith("@")]
+    if refused:
+        # translateMetadataMatch: `@request.auth.claims...` names are dynamic metadata matches, not headers.
+        raise NotImplementedError(f"the test translation does not know {', '.join(refused)}")
+    headers.sort(key=lambda m: m["name"])
     uri = match.get("uri")
     if uri:
         if "exact" in uri:
@@ -808,13 +835,8 @@ def _route_match(match: dict | None) -> dict:
         elif "regex" in uri:
             out = {"safe_regex": {"regex": uri["regex"]}}
     out["case_sensitive"] = not match.get("ignoreUriCase", False)
-    headers = []
-    for name, spec in sorted((match.get("headers") or {}).items()):
-        headers.append({"name": name.lower(), "string_match": _string_match(spec or {})})
-    for name, spec in sorted((match.get("withoutHeaders") or {}).items()):
-        headers.append({"name": name.lower(), "string_match": _string_match(spec or {}), "invert_match": True})
     if match.get("method"):
-        headers.append({"name": ":method", "string_match": _string_match(match["method"])})
+        headers.append(_header_match(":method", match["method"]))
     if headers:
         out["headers"] = headers
     return out
@@ -867,7 +889,11 @@ def _envoy_routes(service: dict) -> list[tuple[bool, dict]]:
                 route["direct_response"] = action
             elif http.get("redirect"):
                 redirect = http["redirect"]
-                action = {"response_code": _REDIRECT_CODES[int(redirect.get("redirectCode") or 301)]}
+                code = int(redirect.get("redirectCode") or 301)
+                if code not in _REDIRECT_CODES or "port" in redirect or "derivePort" in redirect:
+                    # ApplyRedirect: istiod drops the action of an unsupported code; ports are not translated here.
+                    raise NotImplementedError(f"the test translation does not know redirect {redirect}")
+                action = {"response_code": _REDIRECT_CODES[code]}
                 if redirect.get("authority"):
                     action["host_redirect"] = redirect["authority"]
                 if redirect.get("uri"):
@@ -893,6 +919,10 @@ def _envoy_routes(service: dict) -> list[tuple[bool, dict]]:
                 if request.get("remove"):
                     route["request_headers_to_remove"] = list(request["remove"])
             routes.append((_is_catch_all(match), route))
+            if _is_catch_all(match):
+                # route.go BuildHTTPRoutesForVirtualService at 1.28.0: nothing after a catch-all route of a
+                # VirtualService is built (Envoy would never reach it), not even its later http entries.
+                return routes
     return routes
 
 
@@ -918,3 +948,9 @@ def gateway_virtual_hosts(servers: Sequence[tuple[Sequence[str], Sequence[dict]]
     return [{"name": f"{hostname}:80", "domains": [hostname],
              "routes": [r for c, r in routes if not c] + [r for c, r in routes if c]}
             for hostname, routes in sorted(by_host.items())]
+
+
+def virtual_service_routes(service: dict) -> list[dict]:
+    """The Envoy routes istiod builds for one VirtualService on a gateway, in its order (route.go
+    BuildHTTPRoutesForVirtualService at 1.28.0), before gateway_virtual_hosts merges and sorts them per host."""
+    return [route for _, route in _envoy_routes(service)]
