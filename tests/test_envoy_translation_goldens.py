@@ -1,13 +1,24 @@
-"""The test translation of AuthorizationPolicies into Envoy RBAC (tests/identity/envoy_harness.py rbac_filter), which the
-gateway judge runs in real Envoy, held to istiod's own golden files: for each case, an input policy of Istio's
-authorization builder test data and the leaf matchers of the golden output istiod produces for it (restated, only
-what the case needs). Leaves are compared as a multiset, the and/or nesting aside (Envoy evaluates both alike)."""
+"""The test translation of the plan's gateway configuration into Envoy (tests/identity/envoy_harness.py), which the
+gateway judge runs in real Envoy, held to istiod 1.28.0's own expected output: the authorization builder's golden
+files (RBAC, CUSTOM shadow rules, ext_authz), the JWT filter tests and the route tests, restated as case data under
+tests/istio_goldens/ with their sources. Each translation either builds what istiod builds or refuses the shape by
+name; it never builds something else."""
 
 from __future__ import annotations
 
-import pytest
+import json
+import pathlib
 
-from tests.identity.envoy_harness import rbac_filter
+import pytest
+import yaml
+
+from tests.identity.envoy_harness import (
+    custom_shadow_rbac_filter,
+    ext_authz_http_filter,
+    jwt_authn_filter,
+    rbac_filter,
+    virtual_service_routes,
+)
 
 GOLDEN_CASES = [
     pytest.param(
@@ -66,8 +77,6 @@ def _without_defaults(value):
 
 
 def _key(leaf) -> str:
-    import json
-
     return json.dumps(leaf, sort_keys=True)
 
 
@@ -90,10 +99,6 @@ def test_rbac_translation_names_policies_and_action_as_istiod():
 # ---------------------------------------------------------------------------------------------------
 # Every policy of istiod's authorization builder goldens (tests/istio_goldens/authz_rbac.yaml): emitted exactly as
 # istiod emits it, or refused by the names of the fields the test translation does not know; never something else.
-
-import pathlib
-
-import yaml
 
 GOLDENS_DIR = pathlib.Path(__file__).parent / "istio_goldens"
 RBAC_CASES = yaml.safe_load((GOLDENS_DIR / "authz_rbac.yaml").read_text())
@@ -135,8 +140,6 @@ def test_rbac_goldens_cover_every_builder_output():
 # CUSTOM policies (tests/istio_goldens/authz_custom.yaml): the shadow-rules RBAC filter and the ext_authz filter istiod
 # builds from the extension provider, compared whole; a provider kind or value it does not build is refused by name.
 
-from tests.identity.envoy_harness import custom_shadow_rbac_filter, ext_authz_http_filter
-
 CUSTOM_CASES = yaml.safe_load((GOLDENS_DIR / "authz_custom.yaml").read_text())
 
 
@@ -173,8 +176,6 @@ def test_custom_policies_the_translation_does_not_build_are_refused_by_name(case
 # ---------------------------------------------------------------------------------------------------
 # RequestAuthentication -> jwt_authn (tests/istio_goldens/authn_jwt.yaml): the whole filter config istiod builds,
 # provider names, token locations, forwarding, metadata, claim headers and the requirement tree, JWKS source aside.
-
-from tests.identity.envoy_harness import jwt_authn_filter
 
 JWT_CASES = yaml.safe_load((GOLDENS_DIR / "authn_jwt.yaml").read_text())
 
@@ -224,8 +225,6 @@ def test_jwt_token_locations_are_copied_only_where_the_rule_names_them():
 
 # ---------------------------------------------------------------------------------------------------
 # VirtualService -> Envoy routes (tests/istio_goldens/routes.yaml): the fields TestBuildHTTPRoutes checks, route by route.
-
-from tests.identity.envoy_harness import virtual_service_routes
 
 ROUTE_CASES = yaml.safe_load((GOLDENS_DIR / "routes.yaml").read_text())
 
