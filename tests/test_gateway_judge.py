@@ -133,8 +133,7 @@ def loopback() -> Iterator[tuple]:
 
 
 def _ask_envoy(port: int, model: t.MeshModel, caller: t.Caller, url: str, method: str = "GET") -> tuple:
-    """Sends what the caller sends, with the row's method; follows a redirect to another of the stack's hosts, as a
-    browser or CLI does."""
+    """Sends what the caller sends; follows a redirect to another of the stack's hosts, as a browser or CLI does."""
     for _ in range(t.MAX_REDIRECTS + 1):
         parts = urlsplit(url)
         host, path = parts.hostname, (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -144,7 +143,7 @@ def _ask_envoy(port: int, model: t.MeshModel, caller: t.Caller, url: str, method
         if caller.token is not None:
             issuer = str(caller.token.get("iss"))
             headers.append(("authorization", f"Bearer {signed_jwt(dict(caller.token), _key(issuer))}"))
-        got = send(port, headers, path, host, method)
+        got = send(port, headers, path, host, method=method)
         if got.status in (301, 302, 303, 307, 308) and got.location and urlsplit(got.location).hostname in model.settings.hosts:
             url = got.location
             continue
@@ -204,10 +203,10 @@ def judge(stack: str, loopback, workdir: Path, model: t.MeshModel | None = None)
     bootstrap = gateway_bootstrap(_filter_chain(model, auth.port, provider), echo.port, auth.port, _virtual_hosts(model))
     disagreements, judged = [], 0
     with EnvoyGateway(bootstrap, workdir) as gateway:
-        questions = [(f"{c.row.label} as {c.caller_kind}", c.trace.caller, c.trace.url, c.row.method, c.trace)
-                     for c in cells]
-        questions += [(label, caller, url, "GET", t.trace_request(model, url, caller)) for label, caller, url in extra]
-        for label, caller, url, method, trace in questions:
+        # Each with the row's method: the dashboard's profile creation is a POST, matched as one by its route.
+        questions = [(f"{c.row.label} as {c.caller_kind}", c.trace.caller, c.trace.url, c.trace, c.row.method) for c in cells]
+        questions += [(label, caller, url, t.trace_request(model, url, caller), "GET") for label, caller, url in extra]
+        for label, caller, url, trace, method in questions:
             claim = _trace_claim(trace)
             verdict = _envoy_claim(_ask_envoy(gateway.port, model, caller, url, method), model)
             judged += 1

@@ -107,7 +107,7 @@ class _AuthProxyHandler(_QuietHandler):
         user, groups = identity
         self._reply(200, b"{}", [("x-auth-request-email", user), ("x-auth-request-groups", groups)])
 
-    # Envoy's HTTP ext_authz asks with the request's own method (body left out), so a POST is checked as a GET is.
+    # ext_authz asks with the request's own method (oauth2-proxy's auth endpoint answers any).
     do_POST = do_GET  # noqa: N815
 
 
@@ -877,6 +877,14 @@ def _refused_route_shapes(http: dict) -> list[str]:
                 if (match or {}).get(field)]
     if len(http.get("route") or []) > 1:
         refused.append("http.route with several destinations")
+    # route.go:550-551, 786-853 at 1.28.0: istiod drops the redirect action of a code Envoy lacks; redirect ports and
+    # a bytes body of a direct response are not built here.
+    redirect = http.get("redirect") or {}
+    if redirect and (int(redirect.get("redirectCode") or 301) not in _REDIRECT_CODES or "port" in redirect
+                     or "derivePort" in redirect):
+        refused.append(f"http.redirect {redirect}")
+    if "bytes" in ((http.get("directResponse") or {}).get("body") or {}):
+        refused.append("http.directResponse.body.bytes")
     return refused
 
 
@@ -889,23 +897,14 @@ def _envoy_routes(service: dict) -> list[tuple[bool, dict]]:
         for match in http.get("match") or [None]:
             route: dict = {"match": _route_match(match)}
             if http.get("directResponse"):
-                # istio/istio@1.28.0 pilot/pkg/networking/core/route/route.go:550-551, 855-879 ApplyDirectResponse:
-                # Envoy answers with the status and the inline body itself.
-                direct = http["directResponse"]
-                action = {"status": int(direct["status"])}
-                body = direct.get("body") or {}
-                if "string" in body:
-                    action["body"] = {"inline_string": body["string"]}
-                elif "bytes" in body:
-                    action["body"] = {"inline_bytes": body["bytes"]}
-                route["direct_response"] = action
+                # route.go translateDirectResponse: the status, and the body string inline.
+                answer = http["directResponse"]
+                route["direct_response"] = {"status": int(answer["status"])}
+                if (answer.get("body") or {}).get("string") is not None:
+                    route["direct_response"]["body"] = {"inline_string": answer["body"]["string"]}
             elif http.get("redirect"):
                 redirect = http["redirect"]
-                code = int(redirect.get("redirectCode") or 301)
-                if code not in _REDIRECT_CODES or "port" in redirect or "derivePort" in redirect:
-                    # ApplyRedirect: istiod drops the action of an unsupported code; ports are not translated here.
-                    raise NotImplementedError(f"the test translation does not know redirect {redirect}")
-                action = {"response_code": _REDIRECT_CODES[code]}
+                action = {"response_code": _REDIRECT_CODES[int(redirect.get("redirectCode") or 301)]}
                 if redirect.get("authority"):
                     action["host_redirect"] = redirect["authority"]
                 if redirect.get("uri"):
@@ -942,7 +941,8 @@ def gateway_virtual_hosts(servers: Sequence[tuple[Sequence[str], Sequence[dict]]
                           hosts_intersection) -> list[dict]:
     """The virtual hosts istiod builds for one gateway port (gateway.go:405-548): for each server (its hosts) and each
     VirtualService the gateway's pods are given, one virtual host per intersecting hostname (lower-cased), routes of
-    every VirtualService on it appended, duplicates collapsed, catch-all routes last (route.go:1621 SortVHostRoutes).
+    every VirtualService on it appended, catch-all routes last (route.go:1621 SortVHostRoutes); with none, a 404
+    blackhole.
 
     The host-name helpers are passed in (Istio's host.NamesForNamespace and Intersection, held to Istio's own tests
     elsewhere); the rest (domain choice, path and header matching, rewrites, redirects) is Envoy's."""
@@ -953,10 +953,12 @@ def gateway_virtual_hosts(servers: Sequence[tuple[Sequence[str], Sequence[dict]]
             intersecting = hosts_intersection(hosts_for_namespace(list(server_hosts), namespace),
                                               list((service.get("spec") or {}).get("hosts") or []))
             for hostname in intersecting:
-                routes = by_host.setdefault(hostname.lower(), [])
-                for catch_all, route in _envoy_routes(service):
-                    if (catch_all, route) not in routes:
-                        routes.append((catch_all, route))
+                # gateway.go:471-505: every VirtualService's routes appended to its host's virtual host, as istiod does
+                # (two bindings of the same route stay two routes; Envoy takes the first).
+                by_host.setdefault(hostname.lower(), []).extend(_envoy_routes(service))
+    if not by_host:
+        # gateway.go:528-537: no virtual host, so a `blackhole` one for every domain whose empty route list is a 404.
+        return [{"name": "blackhole:80", "domains": ["*"], "routes": []}]
     return [{"name": f"{hostname}:80", "domains": [hostname],
              "routes": [r for c, r in routes if not c] + [r for c, r in routes if c]}
             for hostname, routes in sorted(by_host.items())]
