@@ -63,8 +63,9 @@ def _gateway_objects(model: t.MeshModel):
     return found, authentications, identity
 
 
-def _filter_chain(model: t.MeshModel, auth_proxy_port: int) -> list[dict]:
-    """The gateway's HTTP filters in istiod's order (listener_builder.go:405-410), the EnvoyFilter's patches applied."""
+def _filter_chain(model: t.MeshModel, auth_proxy_port: int, extension_provider: dict | None = None) -> list[dict]:
+    """The gateway's HTTP filters in istiod's order (listener_builder.go:405-410), the EnvoyFilter's patches applied;
+    ext_authz built from the plan's own extension provider (its `authExtensionProvider` output) where given."""
     found, authentications, identity = _gateway_objects(model)
     first, before_router = [], []
     for patch in (identity.get("spec") or {}).get("configPatches") or []:
@@ -80,7 +81,7 @@ def _filter_chain(model: t.MeshModel, auth_proxy_port: int) -> list[dict]:
     issuers = {rule["issuer"] for ra in authentications for rule in ra["spec"]["jwtRules"]}
     chain = [*first]
     if found["CUSTOM"]:
-        chain += custom_policy_filters(found["CUSTOM"], auth_proxy_port)
+        chain += custom_policy_filters(found["CUSTOM"], auth_proxy_port, extension_provider)
     if authentications:
         chain.append(jwt_authn_filter(authentications, {issuer: _key(issuer) for issuer in issuers}))
     if found["DENY"]:
@@ -193,11 +194,13 @@ def _extra_callers(model: t.MeshModel) -> list[tuple[str, t.Caller]]:
 def judge(stack: str, loopback, workdir: Path, model: t.MeshModel | None = None) -> tuple[int, list[str]]:
     """(claims judged, disagreements) of the trace table of `stack` and the extra token shapes, through Envoy."""
     echo, auth = loopback
-    model = model or t.model_from_plan(evaluated_plan(stack)[0])
+    plan = evaluated_plan(stack)[0]
+    model = model or t.model_from_plan(plan)
+    provider = (plan.get("outputs") or {}).get("authExtensionProvider")
     cells = [c for c in trace_matrix.matrix(model) if c.trace is not None and c.trace.caller.kind != "workload"]
     host = model.settings.hosts[0]
     extra = [(label, caller, f"https://{host}/pipeline/") for label, caller in _extra_callers(model)]
-    bootstrap = gateway_bootstrap(_filter_chain(model, auth.port), echo.port, auth.port, _virtual_hosts(model))
+    bootstrap = gateway_bootstrap(_filter_chain(model, auth.port, provider), echo.port, auth.port, _virtual_hosts(model))
     disagreements, judged = [], 0
     with EnvoyGateway(bootstrap, workdir) as gateway:
         # Each with the row's method: the dashboard's profile creation is a POST, matched as one by its route.
@@ -270,13 +273,15 @@ def _without_cookie_domains(model: t.MeshModel) -> t.MeshModel:
 def test_a_cli_token_with_email_verified_false_is_refused_on_prods_plan_as_envoy_refuses_it(loopback, tmp_path):
     # outputClaimToHeaders copies the boolean claim as "false" onto the request, where the token policy's DENY rule
     # reads it; the trace once answered "reached as alice".
-    model = t.model_from_plan(evaluated_plan("prod")[0])
+    plan = evaluated_plan("prod")[0]
+    model = t.model_from_plan(plan)
+    provider = plan["outputs"]["authExtensionProvider"]
     shapes = dict(_extra_callers(model))
     caller = next(c for label, c in shapes.items() if label.startswith("email_verified false"))
     url = f"https://{model.settings.hosts[0]}/pipeline/"
     traced = t.trace_request(model, url, caller)
     assert not traced.reached and traced.status == 403 and traced.refused_at.step == "DENY", t.render(traced)
     echo, auth = loopback
-    bootstrap = gateway_bootstrap(_filter_chain(model, auth.port), echo.port, auth.port, _virtual_hosts(model))
+    bootstrap = gateway_bootstrap(_filter_chain(model, auth.port, provider), echo.port, auth.port, _virtual_hosts(model))
     with EnvoyGateway(bootstrap, tmp_path / "envoy") as gateway:
         assert _ask_envoy(gateway.port, model, caller, url).status == 403
