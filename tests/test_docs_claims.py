@@ -91,13 +91,19 @@ def test_releases_md_names_what_the_transformations_add():
     text = " ".join(page("docs/releases.md").split())
     added = {stack: evaluated_plan(stack)[0]["outputs"]["transformReport"]["added"] for stack in ("dev", "prod")}
     both = [ref for ref in added["dev"] if ref in added["prod"]]
-    assert sorted(both) == ["ConfigMap argo/workflow-controller-configmap", "Job kubeflow/kubeflow-platform-databases",
-                            "ServiceAccount kubeflow/metadata-envoy"]
-    assert ("`workflow-controller-configmap`, the ServiceAccount `kubeflow/metadata-envoy` and the Job "
-            "`kubeflow/kubeflow-platform-databases`") in text
+    assert sorted(both) == ["ConfigMap argo/workflow-controller-configmap", "Deployment istio-system/knative-local-gateway",
+                            "Job kubeflow/kubeflow-platform-databases", "ServiceAccount kubeflow/metadata-envoy",
+                            "ValidatingAdmissionPolicy kubeflow-platform-pod-security",
+                            "ValidatingAdmissionPolicyBinding kubeflow-platform-pod-security-labelled",
+                            "ValidatingAdmissionPolicyBinding kubeflow-platform-pod-security-profiles"]
+    assert ("`workflow-controller-configmap` (applied as a patch of the enterprise's own), the ServiceAccount "
+            "`kubeflow/metadata-envoy`, the Job `kubeflow/kubeflow-platform-databases`, the cluster-local gateway "
+            "`istio-system/knative-local-gateway`") in text
+    assert "the Pod Security admission policy with its two bindings" in text
     only_prod = [ref.split()[0] for ref in added["prod"] if ref not in added["dev"]]
-    assert (only_prod.count("PeerAuthentication"), only_prod.count("ServiceEntry"), len(only_prod)) == (5, 5, 10)
-    assert "five webhook PeerAuthentications (mTLS `strict`) and five ServiceEntries" in text
+    assert (only_prod.count("PeerAuthentication"), only_prod.count("ServiceEntry"), len(only_prod)) == (8, 6, 14)
+    assert "eight PeerAuthentications (mTLS `strict`: five for webhooks, three for the ports sidecar-less" in text
+    assert "six ServiceEntries (`REGISTRY_ONLY`, the image mirror among them)" in text
 
 
 def _namespace_label(stack: str, name: str, label: str) -> str | None:
@@ -123,23 +129,25 @@ def test_guardrails_md_namespaces_kept_out_of_the_mesh(stack, outside):
 
 
 def test_profiles_md_resources_per_profile():
-    # profiles.md: two ConfigGroups per profile, the Namespace's retained on delete; five with a data lake.
+    # profiles.md: three resources per profile, the Namespace's patch and the closing policy retained on delete;
+    # six with a data lake.
     plan = evaluated_plan("dev")[0]
     per_profile: dict[str, list[dict]] = {}
     for resource in plan["resources"]:
-        match = re.match(r"tenancy-(\w+)-(retained|namespace|profile|data-lake(?:-policy)?)$", resource["name"])
+        match = re.match(r"tenancy-(\w+)-(namespace-patch|closed-when-removed|namespace|profile|data-lake(?:-policy)?)$",
+                         resource["name"])
         if match:
             per_profile.setdefault(match.group(1), []).append(resource)
     assert per_profile
     for profile in ("alice", "bob", "carol"):
         names = sorted(r["name"].split(f"tenancy-{profile}-")[1] for r in per_profile[profile])
         lake = profile in ("alice", "bob")
-        assert names == (["data-lake", "data-lake-policy", "namespace", "profile", "retained"] if lake
-                         else ["namespace", "retained"]), profile
+        own = ["closed-when-removed", "namespace", "namespace-patch"]
+        assert names == (sorted(["data-lake", "data-lake-policy", "profile", *own]) if lake else own), profile
         retained = {r["name"] for r in per_profile[profile] if r["options"]["retainOnDelete"]}
-        assert retained == {f"tenancy-{profile}-retained"}
+        assert retained == {f"tenancy-{profile}-namespace-patch", f"tenancy-{profile}-closed-when-removed"}
     text = " ".join(page("docs/profiles.md").split())
-    assert "Each profile is two `ConfigGroup`s" in text and "A data lake adds three resources (five in all)" in text
+    assert "Each profile is three resources" in text and "A data lake adds three resources (six in all)" in text
     assert "A profile's namespace is deleted with the profile" not in text
 
 
