@@ -75,24 +75,18 @@ def _each_container(condition: str, lists: Sequence[str] = _LISTS) -> str:
     return " && ".join(parts)
 
 
-def _unset_or(field: str, allowed: str) -> str:
-    """`c.securityContext.<field>` absent, or `allowed` (over `v`)."""
-    path = "c.securityContext"
-    guards = [f"!has({path})"]
-    parts = field.split(".")
-    for i in range(len(parts)):
-        guards.append(f"!has({path}.{'.'.join(parts[:i + 1])})")
-    value = f"{path}.{field}"
-    return "(" + " || ".join(guards) + " || " + allowed.replace("{v}", value) + ")"
-
-
-def _pod_unset_or(field: str, allowed: str) -> str:
-    path = "object.spec.securityContext"
+def _unset_or(field: str, allowed: str, path: str = "c.securityContext") -> str:
+    """`<path>.<field>` absent (or any object on the way to it), or `allowed` (over `{v}`, the field's value).
+    `path` is a container's security context by default, `object.spec.securityContext` for the pod's."""
     guards = [f"!has({path})"]
     parts = field.split(".")
     for i in range(len(parts)):
         guards.append(f"!has({path}.{'.'.join(parts[:i + 1])})")
     return "(" + " || ".join(guards) + " || " + allowed.replace("{v}", f"{path}.{field}") + ")"
+
+
+def _pod_unset_or(field: str, allowed: str) -> str:
+    return _unset_or(field, allowed, path="object.spec.securityContext")
 
 
 def istio_init_shape() -> str:
