@@ -136,6 +136,8 @@ class MeshPolicy:
     """Principals admitted to queue-proxy's metrics (Knative's autoscaler runs as knative-serving/controller)."""
     viewers_read_only: bool = False
     """Keep `view` contributors out of the profile's pods (see contributor_objects)."""
+    kubeflow_namespace: str = "kubeflow"
+    """Where Kubeflow's platform components run (kubeflow.namespace): the pipelines UI that reads profiles' ConfigMaps."""
 
 
 def contributor_roles(
@@ -317,7 +319,7 @@ ARTIFACT_REPOSITORY_KEY = "artifact-repositories"
 #: resolved its repository to this key and looks it up again.
 _PREVIOUS_ARTIFACT_REPOSITORY_KEY = "default-v1"
 #: The KFP UI's service account, which reads a namespace's `artifact-repositories` for the archived logs' key.
-KFP_UI_SERVICE_ACCOUNT = ("kubeflow", "ml-pipeline-ui")
+KFP_UI_SERVICE_ACCOUNT = "ml-pipeline-ui"
 
 
 def artifact_repository_config_map(namespace: str, lake: DataLake) -> dict[str, Any]:
@@ -346,11 +348,11 @@ def artifact_repository_config_map(namespace: str, lake: DataLake) -> dict[str, 
     }
 
 
-def artifact_repository_reader_objects(namespace: str) -> list[dict[str, Any]]:
+def artifact_repository_reader_objects(namespace: str, kubeflow_namespace: str = "kubeflow") -> list[dict[str, Any]]:
     """Lets the KFP UI read this namespace's `artifact-repositories` (only that ConfigMap): upstream's
     ml-pipeline-ui ClusterRole grants no ConfigMaps, and without the read the UI falls back to the
     cluster-wide key format, which misses the profile's prefix."""
-    namespace_of_ui, account = KFP_UI_SERVICE_ACCOUNT
+    namespace_of_ui, account = kubeflow_namespace, KFP_UI_SERVICE_ACCOUNT
     name = "ml-pipeline-ui-artifact-repositories"
     return [
         {
@@ -506,7 +508,7 @@ def namespace_objects(profile: ProfileSpec, mesh: MeshPolicy) -> list[dict[str, 
         objects += [
             kfp_launcher_config_map(profile.name, profile.data_lake),
             artifact_repository_config_map(profile.name, profile.data_lake),
-            *artifact_repository_reader_objects(profile.name),
+            *artifact_repository_reader_objects(profile.name, mesh.kubeflow_namespace),
         ]
     objects += [serving_network_policy(profile.name, mesh), *serving_authorization_policies(profile.name, mesh)]
     header_policy = identity_header_policy(profile.name, mesh)
