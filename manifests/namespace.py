@@ -177,7 +177,7 @@ ALLOWED = {
     "URLs of the project (`github.com/kubeflow/...`, `www.kubeflow.org`)": r"https?://[^\s\"']*",
     "the stack's own DNS names (`kubeflow.example.com`, dns.host): hosts, not Services": r"(?<![-a-z0-9.])kubeflow(\.(?!svc\b)[a-z0-9-]+){2,}",
     "file paths (`/var/run/secrets/kubeflow/tokens`, KFP's projected token mount)": r"(?<![-a-z0-9.])/(var|etc|tmp|opt|usr|home)(/[a-z0-9_.-]+)*/kubeflow(?=/)",
-    "the dashboard's icon names (`kubeflow:pipeline-centered`)": r"\bkubeflow:[a-z][-a-z]*",
+    "the dashboard's icon names (`kubeflow:pipeline-centered`)": r"(?<=\"icon\": \")kubeflow:[a-z][-a-z]*",
 }
 
 _ALLOWED_TEXT = re.compile("|".join(p for p in ALLOWED.values() if p))
