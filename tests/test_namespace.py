@@ -186,3 +186,14 @@ def test_the_gateway_and_the_central_secret_follow_the_namespace_unless_set():
 def test_a_system_namespace_equal_to_the_namespace_is_refused_naming_the_key():
     with pytest.raises(config.SettingsError, match="kubeflow.systemNamespace"):
         _parse(namespace=NAMESPACE, systemNamespace=NAMESPACE)
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_the_dashboard_finds_kfam_beside_it_in_the_chosen_namespace(release):
+    # Kubernetes sets PROFILES_KFAM_SERVICE_HOST from a Service of the pod's own namespace (service links);
+    # without it the dashboard dials profiles-kfam.kubeflow.
+    objects = objects_of(plan_of(release))
+    kfam = [o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "profiles-kfam"]
+    dashboard = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "centraldashboard"]
+    assert [o["metadata"]["namespace"] for o in kfam] == [o["metadata"]["namespace"] for o in dashboard] == [NAMESPACE]
+    assert dashboard[0]["spec"]["template"]["spec"].get("enableServiceLinks", True) is True
