@@ -499,6 +499,30 @@ def closed_when_removed_policy(namespace: str) -> dict[str, Any]:
     }
 
 
+PIPELINES_ENDPOINT_POD_DEFAULT = "kubeflow-pipelines-endpoint"
+
+
+def pipelines_endpoint_pod_default(namespace: str, kubeflow_namespace: str) -> dict[str, Any]:
+    """The KFP SDK's address for notebooks when Kubeflow is not in `kubeflow`: in a pod, `kfp.Client()` dials
+    `ml-pipeline.<namespace argument, default kubeflow>.svc.cluster.local:8888` unless `KF_PIPELINES_ENDPOINT`
+    is set (kubeflow/pipelines@sdk-2.16.0 sdk/python/kfp/client/client.py:54, 131, 146, 164, 309; notebook
+    images ship kfp 2.11.0, the same lines). A PodDefault a notebook opts into in the spawner, which labels
+    the pod `<label>: "true"` for each chosen configuration (kubeflow/kubeflow@v1.10.0
+    components/crud-web-apps/jupyter/backend/apps/common/form.py:253-261) and the webhook matches the selector
+    against those labels (components/admission-webhook/main.go:76-82)."""
+    return {
+        "apiVersion": "kubeflow.org/v1alpha1",
+        "kind": "PodDefault",
+        "metadata": {"name": PIPELINES_ENDPOINT_POD_DEFAULT, "namespace": namespace},
+        "spec": {
+            "desc": f"Kubeflow Pipelines SDK: ml-pipeline.{kubeflow_namespace} (KF_PIPELINES_ENDPOINT)",
+            "selector": {"matchLabels": {PIPELINES_ENDPOINT_POD_DEFAULT: "true"}},
+            "env": [{"name": "KF_PIPELINES_ENDPOINT",
+                     "value": f"http://ml-pipeline.{kubeflow_namespace}.svc.cluster.local:8888"}],
+        },
+    }
+
+
 def namespace_objects(profile: ProfileSpec, mesh: MeshPolicy) -> list[dict[str, Any]]:
     """Every object of the profile known before deployment, in a stable order."""
     objects = [namespace_object(profile, mesh), quota_object(profile)]
@@ -510,6 +534,9 @@ def namespace_objects(profile: ProfileSpec, mesh: MeshPolicy) -> list[dict[str, 
             artifact_repository_config_map(profile.name, profile.data_lake),
             *artifact_repository_reader_objects(profile.name, mesh.kubeflow_namespace),
         ]
+    if mesh.kubeflow_namespace != "kubeflow":
+        # The SDK's default already names `kubeflow`; elsewhere notebooks need the address.
+        objects.append(pipelines_endpoint_pod_default(profile.name, mesh.kubeflow_namespace))
     objects += [serving_network_policy(profile.name, mesh), *serving_authorization_policies(profile.name, mesh)]
     header_policy = identity_header_policy(profile.name, mesh)
     if header_policy is not None:

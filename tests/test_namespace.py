@@ -197,3 +197,16 @@ def test_the_dashboard_finds_kfam_beside_it_in_the_chosen_namespace(release):
     dashboard = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "centraldashboard"]
     assert [o["metadata"]["namespace"] for o in kfam] == [o["metadata"]["namespace"] for o in dashboard] == [NAMESPACE]
     assert dashboard[0]["spec"]["template"]["spec"].get("enableServiceLinks", True) is True
+
+
+def test_notebooks_can_opt_into_the_pipelines_endpoint_in_the_chosen_namespace():
+    def pod_defaults(plan):
+        return [o for o in objects_of(plan) if o["kind"] == "PodDefault" and o["metadata"]["name"] == "kubeflow-pipelines-endpoint"]
+
+    moved = pod_defaults(plan_of("26.03"))
+    profiles = {profile.name for profile in _parse().tenancy.profiles}
+    assert {o["metadata"]["namespace"] for o in moved} == profiles != set()
+    assert moved[0]["spec"]["env"] == [{"name": "KF_PIPELINES_ENDPOINT", "value": f"http://ml-pipeline.{NAMESPACE}.svc.cluster.local:8888"}]
+    assert moved[0]["spec"]["selector"] == {"matchLabels": {"kubeflow-pipelines-endpoint": "true"}}
+    # In `kubeflow` the SDK's own default is right: nothing is added.
+    assert pod_defaults(plan_of("26.03", moved=False)) == []
