@@ -14,8 +14,9 @@ shape of the reference, never by replacing the word:
   Kubernetes usernames (`system:serviceaccount:<ns>:<account>`), gateway references (`<ns>/<gateway>` for the
   gateways the release defines), Knative's `gateway.<ns>.<gateway>` key, Istio Sidecar hosts `<ns>/*`, and
   flags whose name ends in `namespace` (`--webhook-svc-namespace=<ns>`);
-- code defaults: env vars whose value is exactly the namespace (`KATIB_CORE_NAMESPACE`-style), per
-  `manifests/facts/contracts/namespace.yaml`.
+- code defaults are met by env the manifests set, which the rewrite reaches (`KFP_UI_PRINCIPAL`,
+  `ISTIO_GATEWAY`) or which follows the pod (`POD_NAMESPACE`, `KATIB_CORE_NAMESPACE` from fieldRefs):
+  `manifests/facts/contracts/namespace.yaml` holds each, with its source.
 
 `default_namespace_references` is the check that follows it: every reference to a default namespace left
 in a list of objects, outside a short allow-list of places where the word is not a namespace.
@@ -60,7 +61,7 @@ def _gateways(objects: list[dict], namespace: str) -> frozenset[str]:
                      if obj.get("kind") == "Gateway" and (obj.get("metadata") or {}).get("namespace") == namespace) | {"kubeflow-gateway"}
 
 
-def _rewrite_strings(value: Any, patterns: list[tuple[re.Pattern[str], str]], exact: frozenset[str], old: str, new: str,
+def _rewrite_strings(value: Any, patterns: list[tuple[re.Pattern[str], str]],
                      path: str, changes: list[str]) -> Any:
     if isinstance(value, Mapping):
         out = {}
@@ -68,14 +69,10 @@ def _rewrite_strings(value: Any, patterns: list[tuple[re.Pattern[str], str]], ex
             new_key = _rewrite_string(key, patterns) if isinstance(key, str) else key
             if new_key != key:
                 changes.append(f"{path}.{key} (key)")
-            out[new_key] = _rewrite_strings(item, patterns, exact, old, new, f"{path}.{key}", changes)
-        # Env vars whose whole value is the namespace, where their name says so (contracts: namespace.yaml).
-        if isinstance(out.get("name"), str) and out["name"] in exact and out.get("value") == old:
-            out["value"] = new
-            changes.append(f"{path}.value ({out['name']})")
+            out[new_key] = _rewrite_strings(item, patterns, f"{path}.{key}", changes)
         return out
     if isinstance(value, list):
-        return [_rewrite_strings(item, patterns, exact, old, new, f"{path}[{i}]", changes) for i, item in enumerate(value)]
+        return [_rewrite_strings(item, patterns, f"{path}[{i}]", changes) for i, item in enumerate(value)]
     if isinstance(value, str):
         rewritten = _rewrite_string(value, patterns)
         if rewritten != value:
@@ -88,11 +85,6 @@ def _rewrite_string(text: str, patterns: list[tuple[re.Pattern[str], str]]) -> s
     for pattern, new in patterns:
         text = pattern.sub(new, text)
     return text
-
-
-#: Env vars whose value is a bare namespace name, read as such by their consumer (namespace.yaml holds the sources).
-NAMESPACE_ENV = frozenset({"KATIB_CORE_NAMESPACE", "POD_NAMESPACE", "NAMESPACE", "KUBEFLOW_NAMESPACE",
-                           "CERTIFICATE_NAMESPACE", "DEFAULT_NAMESPACE"})
 
 
 def _move_one(obj: dict, old: str, new: str, patterns: list[tuple[re.Pattern[str], str]]) -> list[str]:
@@ -132,7 +124,7 @@ def _move_one(obj: dict, old: str, new: str, patterns: list[tuple[re.Pattern[str
         changed.append("metadata.annotations[cert-manager.io/inject-ca-from]")
     for field in ("spec", "data", "stringData", "webhooks", "rules"):
         if field in obj:
-            obj[field] = _rewrite_strings(obj[field], patterns, NAMESPACE_ENV, old, new, field, changed)
+            obj[field] = _rewrite_strings(obj[field], patterns, field, changed)
     return changed
 
 
