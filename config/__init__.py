@@ -259,7 +259,7 @@ class Settings:
         return {
             "default", "kubeflow", "istio-system", "cert-manager", "auth", "oauth2-proxy", "knative-serving", "kserve",
             self.ingress.namespace, self.ingress.gateway_namespace, self.kubeflow.argo.namespace,
-            *self.tenancy.serving.system_namespaces,
+            self.kubeflow.namespace, self.kubeflow.system_namespace, *self.tenancy.serving.system_namespaces,
         }
 
     def _upper_case_emails(self) -> Iterator[tuple[str, str]]:

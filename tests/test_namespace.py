@@ -210,3 +210,13 @@ def test_notebooks_can_opt_into_the_pipelines_endpoint_in_the_chosen_namespace()
     assert moved[0]["spec"]["selector"] == {"matchLabels": {"kubeflow-pipelines-endpoint": "true"}}
     # In `kubeflow` the SDK's own default is right: nothing is added.
     assert pod_defaults(plan_of("26.03", moved=False)) == []
+
+
+def test_a_profile_cannot_take_the_chosen_namespace():
+    with pytest.raises(config.SettingsError, match=r"tenancy\.profiles\[0\]\.name: 'ml-platform-x7' is a platform namespace"):
+        raw = {key.split(":", 1)[1]: value for key, value in stack_config("dev").items()}
+        raw["kubeflow"] = {**raw["kubeflow"], "namespace": NAMESPACE}
+        profiles = list(raw["tenancy"]["profiles"])
+        profiles[0] = {**profiles[0], "name": NAMESPACE}
+        raw["tenancy"] = {**raw["tenancy"], "profiles": profiles}
+        config.parse(raw, config.Secrets(), set(config.SECRET_KEYS), "dev")
