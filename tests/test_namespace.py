@@ -30,7 +30,7 @@ SYSTEM_NAMESPACE = "ml-jobs-q4"
 #: Releases and whether they ship Trainer and JobSet in `kubeflow-system`.
 RELEASES = {"26.03": True, "1.11.0": True, "1.10.2": False}
 
-_PLANS: dict[tuple[str, bool], dict] = {}
+_PLANS: dict[tuple[str, bool, str], dict] = {}
 
 
 def chosen_settings(release: str, moved: bool = True) -> dict:
@@ -44,13 +44,13 @@ def chosen_settings(release: str, moved: bool = True) -> dict:
     return settings
 
 
-def plan_of(release: str, moved: bool = True) -> dict:
-    """The dev stack's preview plan at `release`, in the chosen namespaces (or upstream's); once per module."""
-    if (release, moved) not in _PLANS:
-        _PLANS[(release, moved)], _ = evaluate(
-            "dev", manifests=str(manifests_path(release)), kubeflow_version=release, secrets=MARKER_SECRETS,
+def plan_of(release: str, moved: bool = True, stack: str = "dev") -> dict:
+    """The stack's preview plan at `release`, in the chosen namespaces (or upstream's); once per module."""
+    if (release, moved, stack) not in _PLANS:
+        _PLANS[(release, moved, stack)], _ = evaluate(
+            stack, manifests=str(manifests_path(release)), kubeflow_version=release, secrets=MARKER_SECRETS,
             progress=Progress(io.StringIO()), settings=chosen_settings(release, moved) or None)
-    return _PLANS[(release, moved)]
+    return _PLANS[(release, moved, stack)]
 
 
 def objects_of(plan: dict) -> list[dict]:
@@ -60,6 +60,15 @@ def objects_of(plan: dict) -> list[dict]:
 @pytest.mark.parametrize("release", RELEASES)
 def test_a_stack_in_a_chosen_namespace_passes_every_offline_check(release):
     assert plan_checks.validate_plan(plan_of(release)) == []
+
+
+def test_the_prod_stack_with_external_stores_and_argo_moves_cleanly():
+    # The central Secret follows kubeflow.namespace: its consumers read only their own namespace's Secrets.
+    plan = plan_of("26.03", stack="prod")
+    assert plan_checks.validate_plan(plan) == [] and mesh_trace(plan)[1] == []
+    central = [o["metadata"].get("namespace") for o in objects_of(plan)
+               if o["kind"] == "Secret" and o["metadata"]["name"] == "kubeflow-platform-credentials"]
+    assert central == [NAMESPACE]
 
 
 @pytest.mark.parametrize("release", RELEASES)
