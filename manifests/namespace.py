@@ -57,6 +57,8 @@ def _patterns(old: str, new: str, gateways: frozenset[str]) -> list[tuple[re.Pat
 
 
 def _gateways(objects: list[dict], namespace: str) -> frozenset[str]:
+    """The Gateways in `namespace`, and upstream's `kubeflow-gateway`: the program excludes that one before this
+    step (the enterprise's gateway replaces it), yet controllers' config still names it until later steps route it."""
     return frozenset(obj["metadata"]["name"] for obj in objects
                      if obj.get("kind") == "Gateway" and (obj.get("metadata") or {}).get("namespace") == namespace) | {"kubeflow-gateway"}
 
