@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from analysis.ownership import classify
 from analysis.estate import planned_buckets, planned_objects, planned_records, planned_roles
+from analysis.upgrade import installed_namespaces
 
 Declared = Mapping[str, Any]
 
@@ -311,6 +312,25 @@ def _pod_security_problems(estate: Mapping[str, Any], plan: Mapping[str, Any], d
                    f"{labels[_ENFORCE]} ({item.source})")
 
 
+#: The label upstream's Namespace `kubeflow` carries, and the moved one keeps (manifests/namespace.py).
+PLATFORM_NAMESPACE_LABEL = ("control-plane", "kubeflow")
+
+
+def namespace_move_problems(namespaces: Mapping[str, Mapping[str, str]], plan: Mapping[str, Any]) -> Iterator[str]:
+    """Kubeflow already installed in another namespace than the stack's kubeflow.namespace: a move, refused."""
+    chosen = installed_namespaces(plan)
+    key, value = PLATFORM_NAMESPACE_LABEL
+    # Trainer's and JobSet's namespace carries the same label upstream.
+    system = {chosen["kubeflow-system"], "kubeflow-system"}
+    installed = sorted(name for name, labels in namespaces.items()
+                       if (labels or {}).get(key) == value and name not in system)
+    chosen = chosen["kubeflow"]
+    if installed and chosen not in installed:
+        yield (f"Kubeflow runs in {', '.join(installed)} (labelled {key}: {value}) but kubeflow.namespace is {chosen}: "
+               "the namespace is chosen at install time and a live stack cannot move (its volume claims, Secrets, "
+               f"webhook CA bundles and bindings stay behind); set kubeflow.namespace: {installed[0]}")
+
+
 def estate_problems(estate: Mapping[str, Any], plan: Mapping[str, Any], declared: Declared) -> list[str]:
     """Every disagreement between the stack (its plan and settings) and the recorded estate, one line each."""
     problems: list[str] = []
@@ -320,7 +340,8 @@ def estate_problems(estate: Mapping[str, Any], plan: Mapping[str, Any], declared
         problems.append(f"`{command}` failed when the estate was recorded; record it again where it can run")
     for check in (_object_problems(estate, plan), _aws_problems(estate, plan, declared),
                   _mesh_problems(estate, plan, declared), _gateway_problems(estate, declared),
-                  _argo_problems(estate, plan, declared), _pod_security_problems(estate, plan, declared)):
+                  _argo_problems(estate, plan, declared), _pod_security_problems(estate, plan, declared),
+                  namespace_move_problems(estate["kubernetes"].get("namespaces") or {}, plan)):
         problems += list(check)
     return [f"estate: {line}" for line in problems]
 

@@ -551,11 +551,13 @@ def runtime_objects(objects: Sequence[Mapping[str, Any]], settings: MeshSettings
         return model.config_value(key) or default
 
     gateway = principal("ISTIO_INGRESS_GATEWAY_PRINCIPAL", "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account")
-    kfp_ui = principal("KFP_UI_PRINCIPAL", "cluster.local/ns/kubeflow/sa/ml-pipeline-ui")
-    notebooks = principal("NOTEBOOK_CONTROLLER_PRINCIPAL", "cluster.local/ns/kubeflow/sa/notebook-controller-service-account")
+    # The controllers' code defaults name Kubeflow's namespace; the plan says where it is (kubeflow.namespace).
+    home = next((_ns(s) for s in model.kind("Service") if _name(s) == "ml-pipeline-ui"), "kubeflow")
+    kfp_ui = principal("KFP_UI_PRINCIPAL", f"cluster.local/ns/{home}/sa/ml-pipeline-ui")
+    notebooks = principal("NOTEBOOK_CONTROLLER_PRINCIPAL", f"cluster.local/ns/{home}/sa/notebook-controller-service-account")
     header = model.config_value("USERID_HEADER") or settings.user_header
     prefix = model.config_value("USERID_PREFIX") or ""
-    istio_gateway = model.config_value("ISTIO_GATEWAY") or "kubeflow/kubeflow-gateway"
+    istio_gateway = model.config_value("ISTIO_GATEWAY") or f"{home}/kubeflow-gateway"
     istio_host = model.config_value("ISTIO_HOST") or "*"
     added: list[dict[str, Any]] = []
     for namespace, owner in model.profiles().items():

@@ -358,6 +358,57 @@ def _steps_between(source: Mapping[str, Any], target: Mapping[str, Any], replace
     return found
 
 
+#: Upstream's namespaces, as plans written before `kubeflow.namespace` existed had them.
+DEFAULT_NAMESPACES = {"kubeflow": "kubeflow", "kubeflow-system": "kubeflow-system"}
+NAMESPACE_MOVE_SOURCE = ("https://kubernetes.io/docs/concepts/overview/working-with-objects/namespaces/ (objects "
+                         "are not moved between namespaces); docs/namespace.md")
+
+
+def installed_namespaces(plan: Mapping[str, Any]) -> dict[str, str]:
+    """Upstream's namespace -> the one the plan installs Kubeflow in (`kubeflow.namespace`, `kubeflow.systemNamespace`)."""
+    report = (plan.get("outputs") or {}).get("transformReport")
+    chosen = report.get("namespaces") if isinstance(report, Mapping) else None
+    return {**DEFAULT_NAMESPACES, **(chosen if isinstance(chosen, Mapping) else {})}
+
+
+def namespace_move_findings(source: Mapping[str, Any], target: Mapping[str, Any]) -> list[Finding]:
+    """A live stack's namespace is chosen once: moving it is a migration no `pulumi up` performs.
+
+    Kubernetes moves no object between namespaces; Pulumi would create everything afresh in the new one and
+    delete the old one with what it holds. What would be lost is named from the source plan: the volume claims
+    and Secrets in it, the webhooks whose CA bundle cert-manager injects from a Certificate there, and the
+    bindings whose subjects are its ServiceAccounts (profiles' RoleBindings the controllers wrote at run time too).
+    """
+    before, after = installed_namespaces(source), installed_namespaces(target)
+    findings = []
+    objects = [found.obj for found in _objects(source).values()]
+    for upstream, old in sorted(before.items()):
+        new = after.get(upstream, old)
+        if new == old:
+            continue
+        key = "kubeflow.namespace" if upstream == "kubeflow" else "kubeflow.systemNamespace"
+        held = Counter()
+        for obj in objects:
+            metadata = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
+            annotations = metadata.get("annotations") if isinstance(metadata.get("annotations"), Mapping) else {}
+            kind = obj.get("kind")
+            if metadata.get("namespace") == old and kind in ("PersistentVolumeClaim", "Secret"):
+                held[f"{kind}s"] += 1
+            if str(annotations.get("cert-manager.io/inject-ca-from", "")).startswith(old + "/"):
+                held["CA bundles injected from its Certificates"] += 1
+            if any(isinstance(s, Mapping) and s.get("namespace") == old for s in obj.get("subjects") or ()):
+                held["bindings of its ServiceAccounts"] += 1
+        lost = ", ".join(f"{count} {what}" for what, count in sorted(held.items()))
+        findings.append(Finding(
+            "namespace-move-refused", f"{key}: {old} -> {new}",
+            f"{key} is chosen at install time and cannot change on a live stack: the update would create Kubeflow "
+            f"afresh in {new} and delete {old} with what it holds ({lost or 'nothing the plan applies'}; and what "
+            f"users and controllers made there at run time: volume claims and Secrets, webhook CA bundles, profiles' "
+            f"bindings of its ServiceAccounts). Keep {key}: {old}, or migrate by hand to a new cluster or stack",
+            NAMESPACE_MOVE_SOURCE))
+    return findings
+
+
 def plan_upgrade(source: Mapping[str, Any], target: Mapping[str, Any], source_label: str = "from",
                  target_label: str = "to") -> UpgradePlan:
     result = UpgradePlan(source_label, target_label)
@@ -444,6 +495,7 @@ def plan_upgrade(source: Mapping[str, Any], target: Mapping[str, Any], source_la
                     "webhook-order", key, f"the webhook changes and is applied before its service {', '.join(later)}: "
                     "objects it admits fail until the service is up", "manifests/groups.py (apply order)"))
     result.attention.extend(_data_findings(source, target, before, after))
+    result.attention.extend(namespace_move_findings(source, target))
     result.steps = _steps_between(source, target, {k for k, (action, _) in result.changes.items() if action == "replaced"})
     result.attention.sort(key=lambda f: (f.kind, f.subject))
     return result

@@ -32,6 +32,7 @@ from config.access import AuthSettings
 from manifests import admission, auth_proxy, identity
 from manifests.auth_proxy import AuthProxyOptions
 from manifests.identity import IdentityHeaderOptions
+from manifests.namespace import principal_in
 from manifests.options import ImageMirrorRule
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ class AuthArgs:
             service_account_audiences=auth.service_account_audiences,
             login_hosts=tuple(f"*.{domain}" for domain in settings.login_domains()),
             registration_filter=registration_filter(settings),
+            kubeflow_namespace=settings.kubeflow.namespace,
         )
 
     @property
@@ -126,7 +128,7 @@ def release_header_forwarders(settings: Settings, release: "PreparedRelease") ->
     """Upstream's in-mesh forwarders of kubeflow-userid in the objects the release applies, as principals of
     this mesh's trust domain: the dashboard's ServiceAccount is read from its workload, not assumed by name."""
     objects = [obj for group in release.groups.values() for obj in group]
-    return identity.header_forwarders(objects, settings.identity_options().trust_domain)
+    return identity.header_forwarders(objects, settings.identity_options().trust_domain, settings.kubeflow.namespace)
 
 
 def identity_header_policy(options: IdentityHeaderOptions, namespace: str, forwarders: Sequence[str]) -> dict:
@@ -215,7 +217,8 @@ class Auth(pulumi.ComponentResource):
         custom("ext-authz", _on_kubeflow_hosts(auth_proxy.ext_authz_policy(args.proxy), hosts))
         custom("require-verified-token", _on_kubeflow_hosts(auth_proxy.require_verified_token_policy(args.proxy), hosts))
         custom("identity-header-policy", identity_header_policy(options, args.kubeflow_namespace, args.header_forwarders))
-        callers = tuple(p.replace("cluster.local/", f"{options.trust_domain}/", 1) for p in identity.METADATA_ENVOY_CALLERS)
+        callers = tuple(principal_in(p.replace("cluster.local/", f"{options.trust_domain}/", 1), args.kubeflow_namespace)
+                        for p in identity.METADATA_ENVOY_CALLERS)
         custom("metadata-envoy-policy", identity.metadata_envoy_authorization_policy(options, args.kubeflow_namespace, callers))
 
         self._register_proxy(name, args, child)

@@ -67,6 +67,7 @@ class WorkloadIdentityArgs:
             bucket=pipelines_bucket, region=settings.aws.region, kms_key_arn=pipelines_kms_key_arn,
             argo_namespace=argo.namespace, argo_service_accounts=settings.identity.argo_service_accounts,
             artifact_prefix=argo.key_format.split("/")[0], bucket_check=api_server_checks_bucket,
+            kubeflow_namespace=settings.kubeflow.namespace,
         )
         return cls(issuer=issuer, account_id=account_id,
                    role_name_prefix=f"{pulumi.get_project()}-{pulumi.get_stack()}",

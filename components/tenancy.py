@@ -152,6 +152,7 @@ def tenancy_args(settings: Settings, identity: WorkloadIdentity, header_forwarde
         identity_header_policy=identity_header_policy(settings.identity_options(), "profile", header_forwarders),
         serving_metrics_principals=tenancy.serving.metrics_principals,
         viewers_read_only=tenancy.viewers_read_only,
+        kubeflow_namespace=settings.kubeflow.namespace,
     )
     service = tenancy.self_service
     return TenancyArgs(profiles=tuple(profiles), mesh=mesh, identity=identity,

@@ -120,7 +120,7 @@ class Settings:
         if self.tenancy.trusted_principals:
             return self.tenancy.trusted_principals
         options = self.identity_options()
-        return gateway_principal(options), f"{options.trust_domain}/ns/kubeflow/sa/ml-pipeline-ui"
+        return gateway_principal(options), f"{options.trust_domain}/ns/{self.kubeflow.namespace}/sa/ml-pipeline-ui"
 
     def guardrail_params(self, cluster_oidc_issuer: str, namespaces_outside_mesh: tuple[str, ...] = ()) -> GuardrailParams:
         """What this stack's guardrails are checked against (manifests.guardrails): its approved mirror, its
@@ -259,7 +259,7 @@ class Settings:
         return {
             "default", "kubeflow", "istio-system", "cert-manager", "auth", "oauth2-proxy", "knative-serving", "kserve",
             self.ingress.namespace, self.ingress.gateway_namespace, self.kubeflow.argo.namespace,
-            *self.tenancy.serving.system_namespaces,
+            self.kubeflow.namespace, self.kubeflow.system_namespace, *self.tenancy.serving.system_namespaces,
         }
 
     def _upper_case_emails(self) -> Iterator[tuple[str, str]]:
@@ -308,11 +308,22 @@ def parse(raw: Mapping[str, Any], secrets: Secrets, present_secrets: set[str], s
     wrapper = {k: v for k, v in raw.items() if v is not None}
     settings = from_raw(Settings, wrapper, "", problems)
     if settings is not None:
-        settings = _with_secrets(settings, secrets)
+        settings = _with_secrets(_follow_namespace(settings, wrapper), secrets)
         for key, message in _missing_secrets(settings, present_secrets):
             problems.add(key, message)
     if problems:
         raise SettingsError(stack, problems.lines)
+    return settings
+
+
+def _follow_namespace(settings: Settings, raw: dict[str, Any]) -> Settings:
+    """The gateway's and the central Secret's namespace follow kubeflow.namespace unless they are set."""
+    namespace = settings.kubeflow.namespace
+    ingress, kubeflow = raw.get("ingress") or {}, raw.get("kubeflow") or {}
+    if "gatewayNamespace" not in ingress:
+        settings = dataclasses.replace(settings, ingress=dataclasses.replace(settings.ingress, gateway_namespace=namespace))
+    if "centralSecretNamespace" not in kubeflow:
+        settings = dataclasses.replace(settings, kubeflow=dataclasses.replace(settings.kubeflow, central_secret_namespace=namespace))
     return settings
 
 

@@ -129,7 +129,7 @@ class IngressSettings:
     security_groups: tuple[str, ...] = setting((), check=(checks.security_groups, checks.unique("security group")))
     """Front-end security groups for the NLB instead of sourceCidrs; their rules are managed outside."""
     gateway_namespace: str = setting("kubeflow", check=checks.dns1123_label)
-    """Namespace of the central Istio Gateway every Kubeflow VirtualService binds to."""
+    """Namespace of the central Istio Gateway every Kubeflow VirtualService binds to (unset: kubeflow.namespace)."""
     gateway_name: str = setting("kubeflow-gateway", check=checks.dns1123_label)
     """Name of the central Istio Gateway."""
     ip_address_type: Literal["ipv4", "dualstack"] = setting("ipv4")

@@ -166,6 +166,10 @@ class KubeflowSettings:
     """Kubeflow release the manifests are (`1.10.2`, or quoted `"26.03"`); identified from the manifests and refused when they are another."""
     manifests: Union[str, ManifestUrlSettings] = setting()
     """Rendered upstream manifests: a YAML file, a directory, a kustomize directory, or {url, sha256}."""
+    namespace: str = setting("kubeflow", check=checks.dns1123_label)
+    """Namespace Kubeflow's platform components run in, chosen at install time (a change on a live stack is refused: docs/namespace.md); every object and reference of the release follows it, and so do ingress.gatewayNamespace and kubeflow.centralSecretNamespace when they are not set."""
+    system_namespace: str = setting("kubeflow-system", check=checks.dns1123_label)
+    """Namespace of Trainer and JobSet (releases from 1.11 on), chosen at install time like kubeflow.namespace."""
     exclude: tuple[str, ...] = setting(("istio", "argo"), check=checks.unique("rule"))
     """Bundled components the enterprise already runs (istio, argo, cert-manager, dex, knative, ...)."""
     mesh: MeshSettings = setting(MeshSettings())
@@ -185,7 +189,7 @@ class KubeflowSettings:
     central_secret: str = setting("kubeflow-platform-credentials", check=checks.dns1123_label)
     """Name of the one Secret holding database and object store settings for every consumer."""
     central_secret_namespace: str = setting("kubeflow", check=checks.dns1123_label)
-    """Namespace of the central Secret; pods read only their own namespace's Secrets, so the consumers' one."""
+    """Namespace of the central Secret; pods read only their own namespace's Secrets, so the consumers' one (unset: kubeflow.namespace)."""
     gateway_api: bool = setting(False)
     """The cluster serves the Gateway API CRDs (gateway.networking.k8s.io); unset: KServe's LLM controller (26.03 on) is left out."""
     keep_crds_and_namespaces: bool = setting(True)
@@ -199,6 +203,8 @@ class KubeflowSettings:
         return self.manifests
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
+        if self.namespace == self.system_namespace:
+            yield "systemNamespace", f"{self.system_namespace!r} is also kubeflow.namespace; Trainer and JobSet need a namespace of their own"
         if not _VERSION.match(self.version):
             yield "version", f"{self.version!r} is not a release version like 1.10.2 or 26.03"
         if isinstance(self.manifests, str) and not self.manifests.strip():
@@ -241,6 +247,8 @@ def transform_options(
     the OIDC issuer URLs the auth proxy in `issuers_namespace` calls, for the mesh's egress)."""
     images = kubeflow.images
     return TransformOptions(
+        namespace=kubeflow.namespace,
+        system_namespace=kubeflow.system_namespace,
         exclusions=kubeflow.exclude,
         mesh=MeshOptions(
             revision=kubeflow.mesh.revision, owns_crds=kubeflow.mesh.owns_crds, data_plane=kubeflow.mesh.data_plane,

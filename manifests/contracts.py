@@ -229,7 +229,8 @@ def _value_holds(spec: Mapping[str, Any], value: Any) -> bool:
 def contract_problems(contract: Contract, objects: list[dict], values: Mapping[str, Any] | None = None) -> list[str]:
     """Why the emitted `objects` break `contract`'s check (empty when they hold, or for other modes).
 
-    `values` are the stack's settings by dotted path, for `${...}` in `equals`/`contains`.
+    `values` are the stack's settings by dotted path, for `${...}` in `equals`/`contains`, and for where
+    `kubeflow.namespace` and `kubeflow.systemNamespace` moved the objects a contract selects.
     """
     if contract.check is None:
         return []
@@ -243,7 +244,13 @@ def contract_problems(contract: Contract, objects: list[dict], values: Mapping[s
                 spec[key] = expand(spec[key], values or {})
             except KeyError as missing:
                 return [f"{label}: {key} names the setting {missing}, which the stack does not set"]
-    matches = selected(spec["select"], objects)
+    # A contract names upstream's namespace; the stack's objects are where kubeflow.namespace put them.
+    select = dict(spec["select"])
+    chosen = {"kubeflow": (values or {}).get("kubeflow.namespace"), "kubeflow-system": (values or {}).get("kubeflow.systemNamespace")}
+    if chosen.get(select.get("namespace")):
+        select["namespace"] = chosen[select["namespace"]]
+    spec["select"] = select
+    matches = selected(select, objects)
     if not matches:
         return [f"{label}: no emitted object matches {dict(spec['select'])}"]
     problems = []

@@ -49,6 +49,7 @@ from urllib.parse import urlsplit
 from manifests.images import parse_image
 from manifests.objects import containers_of, pod_template
 from manifests.release_identity import release_table
+from manifests.namespace import principal_in
 
 #: Internal header names of verified JWT claims. The user and groups headers are no longer written (the
 #: identity filter reads the verified payload itself, see `JWT_PAYLOAD_KEY`) but are still stripped,
@@ -737,10 +738,11 @@ def dashboard_service_accounts(objects: Iterable[dict]) -> tuple[tuple[str, str]
     return tuple(found)
 
 
-def header_forwarders(objects: Iterable[dict], trust_domain: str = "cluster.local") -> tuple[str, ...]:
+def header_forwarders(objects: Iterable[dict], trust_domain: str = "cluster.local", namespace: str = "kubeflow") -> tuple[str, ...]:
     """The mesh principals (in `trust_domain`) that may pass `kubeflow-userid` on: Kubeflow Pipelines' UI and
-    metadata-envoy, and the central dashboard's ServiceAccount as the release's `objects` name it."""
-    ui, envoy = (p.replace("cluster.local/", f"{trust_domain}/", 1) for p in PIPELINES_HEADER_FORWARDERS)
+    metadata-envoy in `namespace` (kubeflow.namespace), and the central dashboard's ServiceAccount as the
+    release's `objects` name it."""
+    ui, envoy = (principal_in(p.replace("cluster.local/", f"{trust_domain}/", 1), namespace) for p in PIPELINES_HEADER_FORWARDERS)
     dashboard = [f"{trust_domain}/ns/{namespace}/sa/{name}" for namespace, name in dashboard_service_accounts(objects)]
     # The order the program has always written them in, so the policies already applied are not rewritten.
     return (ui, *(p for p in dashboard if p not in (ui, envoy)), envoy)

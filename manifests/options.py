@@ -180,6 +180,9 @@ class ExternalStoresOptions:
 class TransformOptions:
     """Everything `manifests.pipeline.transform` needs. Optional parts left None are not applied."""
 
+    #: Where Kubeflow's platform components run (`kubeflow.namespace`), and Trainer and JobSet (`kubeflow.systemNamespace`).
+    namespace: str = "kubeflow"
+    system_namespace: str = "kubeflow-system"
     #: Names of exclusion rules (see `manifests.exclusions.RULES`).
     exclusions: tuple[str, ...] = ()
     mesh: MeshOptions = field(default_factory=MeshOptions)

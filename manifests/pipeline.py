@@ -19,6 +19,7 @@ from manifests.mesh import (
     label_namespaces, label_pod_templates, let_jobs_complete, namespaces_kept_outside_mesh, pod_security_levels,
     route_virtual_services, set_pod_security, trust_gateway_principal, ztunnel_l7_policies,
 )
+from manifests.namespace import DEFAULT_NAMESPACE, DEFAULT_SYSTEM_NAMESPACE, move_namespaces
 from manifests.network_policies import admit_gateway_namespace
 from manifests.objects import Change, TransformResult, object_key, object_ref
 from manifests.options import TransformOptions
@@ -50,6 +51,8 @@ class TransformReport:
     version_evidence: str | None
     #: The mesh the objects are fitted to, and what that decided (transformReport.mesh).
     mesh: dict = field(default_factory=dict)
+    #: Upstream's namespace -> where it was moved (`kubeflow.namespace`, `kubeflow.systemNamespace`); both, always.
+    namespaces: dict = field(default_factory=dict)
     groups: Groups = field(repr=False, default=None)  # type: ignore[assignment]
 
 
@@ -60,6 +63,12 @@ def _with(objects: list[dict], result: TransformResult) -> TransformResult:
 
 def _also(result: TransformResult, changes: list[Change]) -> TransformResult:
     return TransformResult(result.objects, tuple(changes) + result.changes, result.added)
+
+
+def namespace_moves(options: TransformOptions) -> dict[str, str]:
+    """Upstream's fixed namespace -> the one chosen, for those that differ."""
+    chosen = {DEFAULT_NAMESPACE: options.namespace, DEFAULT_SYSTEM_NAMESPACE: options.system_namespace}
+    return {old: new for old, new in chosen.items() if old != new}
 
 
 def effective_exclusions(options: TransformOptions) -> dict[str, str]:
@@ -106,6 +115,12 @@ def transform(objects: list[dict], options: TransformOptions) -> TransformReport
     changes: dict[str, tuple[Change, ...]] = {}
     added: list[dict] = []
 
+    moves = namespace_moves(options)
+    # First of all: every later step, and the checks, see the namespaces the enterprise chose.
+    moved = move_namespaces(current, moves)
+    current = moved.objects
+    changes["move_namespaces"] = moved.changes
+
     outside = namespaces_kept_outside_mesh(current)
     steps = [
         # First, so the gateway's pods get the organisation's labels like every other.
@@ -137,7 +152,7 @@ def transform(objects: list[dict], options: TransformOptions) -> TransformReport
     # After the stores: the database setup Job is one of the Jobs.
     steps.append(("let_jobs_complete", lambda objs: let_jobs_complete(objs, mesh)))
     steps.append(("let_runtime_jobs_complete", lambda objs: let_runtime_jobs_complete(objs, mesh)))
-    egress_namespace = options.stores.secret_namespace if options.stores is not None else "kubeflow"
+    egress_namespace = options.stores.secret_namespace if options.stores is not None else options.namespace
     steps.append(("egress_service_entries", lambda objs: _with(objs, egress_service_entries(mesh, egress_namespace))))
     steps.append(("name_code_default_images", name_code_default_images))
     for name, step in steps:
@@ -182,5 +197,6 @@ def transform(objects: list[dict], options: TransformOptions) -> TransformReport
             "namespacesOutsideMesh": sorted(outside),
             "podSecurity": pod_security_levels(emitted),
         },
+        namespaces={DEFAULT_NAMESPACE: options.namespace, DEFAULT_SYSTEM_NAMESPACE: options.system_namespace},
         groups=split_into_groups(emitted),
     )

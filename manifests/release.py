@@ -220,4 +220,5 @@ def transform_report_export(prepared: PreparedRelease, resource_names: Mapping[s
         "changes": {step: [f"{change.ref}: {change.what}" for change in changes] for step, changes in report.changes.items()},
         "groups": groups,
         "mesh": dict(report.mesh),
+        "namespaces": dict(report.namespaces),
     }

@@ -136,6 +136,8 @@ class MeshPolicy:
     """Principals admitted to queue-proxy's metrics (Knative's autoscaler runs as knative-serving/controller)."""
     viewers_read_only: bool = False
     """Keep `view` contributors out of the profile's pods (see contributor_objects)."""
+    kubeflow_namespace: str = "kubeflow"
+    """Where Kubeflow's platform components run (kubeflow.namespace): the pipelines UI that reads profiles' ConfigMaps."""
 
 
 def contributor_roles(
@@ -317,7 +319,7 @@ ARTIFACT_REPOSITORY_KEY = "artifact-repositories"
 #: resolved its repository to this key and looks it up again.
 _PREVIOUS_ARTIFACT_REPOSITORY_KEY = "default-v1"
 #: The KFP UI's service account, which reads a namespace's `artifact-repositories` for the archived logs' key.
-KFP_UI_SERVICE_ACCOUNT = ("kubeflow", "ml-pipeline-ui")
+KFP_UI_SERVICE_ACCOUNT = "ml-pipeline-ui"
 
 
 def artifact_repository_config_map(namespace: str, lake: DataLake) -> dict[str, Any]:
@@ -346,11 +348,11 @@ def artifact_repository_config_map(namespace: str, lake: DataLake) -> dict[str, 
     }
 
 
-def artifact_repository_reader_objects(namespace: str) -> list[dict[str, Any]]:
+def artifact_repository_reader_objects(namespace: str, kubeflow_namespace: str = "kubeflow") -> list[dict[str, Any]]:
     """Lets the KFP UI read this namespace's `artifact-repositories` (only that ConfigMap): upstream's
     ml-pipeline-ui ClusterRole grants no ConfigMaps, and without the read the UI falls back to the
     cluster-wide key format, which misses the profile's prefix."""
-    namespace_of_ui, account = KFP_UI_SERVICE_ACCOUNT
+    namespace_of_ui, account = kubeflow_namespace, KFP_UI_SERVICE_ACCOUNT
     name = "ml-pipeline-ui-artifact-repositories"
     return [
         {
@@ -497,6 +499,30 @@ def closed_when_removed_policy(namespace: str) -> dict[str, Any]:
     }
 
 
+PIPELINES_ENDPOINT_POD_DEFAULT = "kubeflow-pipelines-endpoint"
+
+
+def pipelines_endpoint_pod_default(namespace: str, kubeflow_namespace: str) -> dict[str, Any]:
+    """The KFP SDK's address for notebooks when Kubeflow is not in `kubeflow`: in a pod, `kfp.Client()` dials
+    `ml-pipeline.<namespace argument, default kubeflow>.svc.cluster.local:8888` unless `KF_PIPELINES_ENDPOINT`
+    is set (kubeflow/pipelines@sdk-2.16.0 sdk/python/kfp/client/client.py:54, 131, 146, 164, 309; notebook
+    images ship kfp 2.11.0, the same lines). A PodDefault a notebook opts into in the spawner, which labels
+    the pod `<label>: "true"` for each chosen configuration (kubeflow/kubeflow@v1.10.0
+    components/crud-web-apps/jupyter/backend/apps/common/form.py:253-261) and the webhook matches the selector
+    against those labels (components/admission-webhook/main.go:76-82)."""
+    return {
+        "apiVersion": "kubeflow.org/v1alpha1",
+        "kind": "PodDefault",
+        "metadata": {"name": PIPELINES_ENDPOINT_POD_DEFAULT, "namespace": namespace},
+        "spec": {
+            "desc": f"Kubeflow Pipelines SDK: ml-pipeline.{kubeflow_namespace} (KF_PIPELINES_ENDPOINT)",
+            "selector": {"matchLabels": {PIPELINES_ENDPOINT_POD_DEFAULT: "true"}},
+            "env": [{"name": "KF_PIPELINES_ENDPOINT",
+                     "value": f"http://ml-pipeline.{kubeflow_namespace}.svc.cluster.local:8888"}],
+        },
+    }
+
+
 def namespace_objects(profile: ProfileSpec, mesh: MeshPolicy) -> list[dict[str, Any]]:
     """Every object of the profile known before deployment, in a stable order."""
     objects = [namespace_object(profile, mesh), quota_object(profile)]
@@ -506,8 +532,11 @@ def namespace_objects(profile: ProfileSpec, mesh: MeshPolicy) -> list[dict[str, 
         objects += [
             kfp_launcher_config_map(profile.name, profile.data_lake),
             artifact_repository_config_map(profile.name, profile.data_lake),
-            *artifact_repository_reader_objects(profile.name),
+            *artifact_repository_reader_objects(profile.name, mesh.kubeflow_namespace),
         ]
+    if mesh.kubeflow_namespace != "kubeflow":
+        # The SDK's default already names `kubeflow`; elsewhere notebooks need the address.
+        objects.append(pipelines_endpoint_pod_default(profile.name, mesh.kubeflow_namespace))
     objects += [serving_network_policy(profile.name, mesh), *serving_authorization_policies(profile.name, mesh)]
     header_policy = identity_header_policy(profile.name, mesh)
     if header_policy is not None:

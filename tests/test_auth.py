@@ -283,7 +283,9 @@ def test_proxy_namespace_joins_the_mesh_like_kubeflow(stack_run):
 def test_proxy_route_binds_to_the_central_gateway(stack_run):
     route = next(o for o in _objects(stack_run, "VirtualService") if o["metadata"]["name"] != auth_proxy.EXTRA_HOST_REDIRECTS)
     ingress = _settings(stack_run, "ingress")
-    assert route["spec"]["gateways"] == [f"{ingress['gatewayNamespace']}/{ingress['gatewayName']}"]
+    # ingress.gatewayNamespace follows kubeflow.namespace when the stack leaves it out.
+    namespace = ingress.get("gatewayNamespace", _settings(stack_run, "kubeflow").get("namespace", "kubeflow"))
+    assert route["spec"]["gateways"] == [f"{namespace}/{ingress['gatewayName']}"]
     assert route["spec"]["http"][0]["match"] == [{"uri": {"prefix": "/oauth2/"}}]
 
 

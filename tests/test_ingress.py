@@ -114,7 +114,7 @@ def test_a_run_against_an_in_tree_load_balancer_fails_before_patching(monkeypatc
 def test_the_central_gateway_serves_the_hosts_on_port_80(stack_run):
     ingress, dns = _ingress(stack_run.stack), stack_config(stack_run.stack)["kubeflow-platform:dns"]
     gateway = stack_run.named("kubernetes:networking.istio.io/v1:Gateway", "ingress-gateway")
-    assert gateway.inputs["metadata"] == {"name": ingress["gatewayName"], "namespace": ingress["gatewayNamespace"]}
+    assert gateway.inputs["metadata"] == {"name": ingress["gatewayName"], "namespace": ingress.get("gatewayNamespace", "kubeflow")}
     assert gateway.inputs["spec"]["selector"] == {"istio": "ingressgateway"}
     (server,) = gateway.inputs["spec"]["servers"]
     assert server["port"] == {"number": 80, "name": "http", "protocol": "HTTP"}

@@ -143,7 +143,7 @@ def test_namespaces_join_the_mesh_by_label_or_by_revision(release_run):
 def test_every_virtual_service_is_on_the_central_gateway_and_hosts(release_run):
     run, _ = release_run
     ingress, dns = settings_of(run, "ingress"), settings_of(run, "dns")
-    gateway = f"{ingress['gatewayNamespace']}/{ingress['gatewayName']}"
+    gateway = f"{ingress.get('gatewayNamespace', 'kubeflow')}/{ingress['gatewayName']}"
     hosts = [dns["host"], *dns.get("extraHosts", [])]
     services = [obj for obj in applied(run) if obj["kind"] == "VirtualService"]
     assert len(services) >= 8

@@ -39,7 +39,8 @@ def options(kubeflow: KubeflowSettings) -> TransformOptions:
 
 
 def test_every_option_comes_from_a_setting():
-    result = options(settings())
+    result = options(settings(namespace="ml-platform-x7", systemNamespace="ml-jobs-q4"))
+    assert (result.namespace, result.system_namespace) == ("ml-platform-x7", "ml-jobs-q4")
     assert result.exclusions == ("istio", "argo", "cert-manager")
     assert (result.mesh.revision, result.mesh.owns_crds) == ("prod-1-24", False)
     assert result.pod_templates.labels == (("team", "ml"),)
@@ -58,7 +59,7 @@ def test_every_option_comes_from_a_setting():
     assert result.gateway_pods == GatewayPodsOptions("istio-ingress", (("istio", "ingressgateway"),))
     assert result.gateway_api is True
     # Every field of the options is decided by the mapping, none left to a default by accident.
-    assert [f.name for f in dataclasses.fields(TransformOptions)] == ["exclusions", "mesh", "pod_templates", "images", "gateway", "serving", "argo", "stores", "gateway_pods", "gateway_api"]
+    assert [f.name for f in dataclasses.fields(TransformOptions)] == ["namespace", "system_namespace", "exclusions", "mesh", "pod_templates", "images", "gateway", "serving", "argo", "stores", "gateway_pods", "gateway_api"]
 
 
 def test_bundled_argo_and_database_stay_when_not_external():

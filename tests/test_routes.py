@@ -111,7 +111,7 @@ def test_a_route_without_export_to_follows_the_mesh_default():
 @pytest.mark.parametrize("stack", STACKS)
 def test_gateway_pods_see_every_kubeflow_route(stack, release):
     ingress = stack_config(stack)["kubeflow-platform:ingress"]
-    central = f"{ingress['gatewayNamespace']}/{ingress['gatewayName']}"
+    central = f"{ingress.get('gatewayNamespace', 'kubeflow')}/{ingress['gatewayName']}"
     pods_namespace = ingress["namespace"]
     services = [obj for obj in objects_of(stack, release) if obj["kind"] == "VirtualService"]
     bound = [s for s in services if central in gateway_names(s)]

@@ -98,7 +98,7 @@ def _central_gateway(objects: list[dict], stack: str) -> dict:
     (gateway,) = [
         o for o in objects
         if o.get("kind") == "Gateway" and o["metadata"]["name"] == ingress["gatewayName"]
-        and o["metadata"]["namespace"] == ingress["gatewayNamespace"]
+        and o["metadata"]["namespace"] == ingress.get("gatewayNamespace", "kubeflow")
     ]
     return gateway
 

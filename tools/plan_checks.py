@@ -18,6 +18,7 @@ import yaml
 
 from analysis import admission
 from manifests import guardrails
+from manifests.namespace import default_namespace_references
 from manifests.mesh import PROFILE_LABELS_KEY, is_profile_labels_config_map
 from manifests.guardrails import GuardrailParams, GuardrailReport, PlannedObject, PlannedResource
 from tools.plan import (
@@ -145,12 +146,29 @@ def pods_are_held_to_baseline(plan: Plan) -> Iterable[str]:
     return plan_pod_admission(plan).problems
 
 
+def no_default_namespace_is_left(plan: Plan) -> Iterable[str]:
+    """With `kubeflow.namespace` (or `kubeflow.systemNamespace`) chosen, no object the plan applies still names
+    upstream's namespace outside the allow-list (manifests.namespace.ALLOWED)."""
+    report = plan["outputs"].get(TRANSFORM_REPORT_EXPORT)
+    chosen = (report.get("namespaces") if isinstance(report, Mapping) else None) or {}
+    moved = tuple(sorted(old for old, new in chosen.items() if old != new))
+    if not moved:
+        return
+    objects = [found.obj for found in kubernetes_objects(plan).objects]
+    left = default_namespace_references(objects, moved)
+    for line in left[:20]:
+        yield f"namespace: {line} still names {' or '.join(moved)} (kubeflow.namespace, kubeflow.systemNamespace)"
+    if len(left) > 20:
+        yield f"namespace: and {len(left) - 20} more references to {' or '.join(moved)}"
+
+
 CHECKS: list[Callable[[Plan], Iterable[str]]] = [
     objects_are_identified,
     objects_are_applied_once,
     exports_have_the_shapes_the_preview_reads,
     guardrails_hold,
     pods_are_held_to_baseline,
+    no_default_namespace_is_left,
 ]
 
 
