@@ -158,3 +158,17 @@ def test_the_stack_with_pod_identity_is_refused_at_1_10_2_naming_the_components(
     assert "identity.mechanism" in message and "KFP API server (minio-go v6.0.57" in message
     assert "Argo executor (minio-go v7.0.65" in message and "Traceback" not in message
     assert caught.value.program_run.resources == []
+
+
+def test_the_contracts_table_carries_each_sdk_fact_with_its_source():
+    from manifests.contracts import load_contracts
+
+    contracts = {c.id: c for c in load_contracts() if c.id.startswith("pod-identity-sdk-")}
+    by_component = {c.consumer: c for c in contracts.values()}
+    assert set(by_component) == {f.component for f in POD_IDENTITY_SDKS["26.03"]}
+    for release, facts in POD_IDENTITY_SDKS.items():
+        for fact in facts:
+            contract = by_component[fact.component]
+            assert contract.sources[release] == fact.source, (fact.component, release)
+            verdict = f"{release}: {fact.sdk} {fact.version} ({'yes' if fact.pod_identity else 'no'})"
+            assert verdict in " ".join(contract.why.split()), (fact.component, release)
