@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -102,6 +103,9 @@ def prepare(settings: "Settings") -> PreparedRelease:
         issuers=(settings.auth.issuer_url, *(issuer.issuer for issuer in settings.auth.extra_issuers)),
         issuers_namespace=settings.auth.proxy,
     )
+    # Training pods on Karpenter's GPU nodes are marked so Karpenter leaves their node alone while they run.
+    if any(settings.gpu.pool_provisioner(pool) == "karpenter" for pool in settings.gpu.pools):
+        options = dataclasses.replace(options, do_not_disrupt_training=True)
     try:
         return prepare_release(settings.kubeflow.manifests_source, options, settings.kubeflow.version)
     except ManifestError as error:

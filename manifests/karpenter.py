@@ -1,6 +1,6 @@
 """Karpenter v1 objects for a GPU pool: a `karpenter.sh/v1` NodePool and a `karpenter.k8s.aws/v1` EC2NodeClass.
 
-No Pulumi here: plain dicts the GPU component registers as custom resources, and the tests validate against
+No Pulumi here: plain dicts (and `keep_training_on_its_node`, a transformation of the release) the GPU component registers as custom resources, and the tests validate against
 Karpenter's own CRDs (aws/karpenter-provider-aws@v1.14.1 pkg/apis/crds/karpenter.sh_nodepools.yaml and
 karpenter.k8s.aws_ec2nodeclasses.yaml). The node IAM role's name is the one value known only at deploy time;
 the caller passes it in.
@@ -12,7 +12,10 @@ capacity type, subnets, disk and IMDS rules.
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING, Any
+
+from manifests.objects import Change, TransformResult, object_ref
 
 if TYPE_CHECKING:
     from config.capacity import GpuPoolSettings
@@ -124,3 +127,33 @@ def ec2_node_class(pool: "GpuPoolSettings", *, cluster_name: str, role: Any) -> 
             "tags": {"kubeflow-platform/gpu-pool": pool.name},
         },
     }
+
+
+def keep_training_on_its_node(objects: list[dict]) -> TransformResult:
+    """`karpenter.sh/do-not-disrupt: "true"` on the pod templates of every ClusterTrainingRuntime, so Karpenter does
+    not voluntarily disrupt (consolidate, drift) a node while a training pod runs on it. The Trainer controller builds
+    each TrainJob's JobSet from its runtime's `spec.template.spec` as it is (kubeflow/trainer@v2.1.0
+    pkg/runtime/core/trainingruntime.go:146-153), so the pod template's annotations reach the pods. Only when a
+    GPU pool is Karpenter's: without Karpenter the annotation means nothing."""
+    result, changes = [], []
+    for obj in objects:
+        if obj.get("kind") != "ClusterTrainingRuntime":
+            result.append(obj)
+            continue
+        copied = copy.deepcopy(obj)
+        jobs = (((copied.get("spec") or {}).get("template") or {}).get("spec") or {}).get("replicatedJobs") or []
+        touched = 0
+        for job in jobs:
+            pod = ((job.get("template") or {}).get("spec") or {}).get("template")
+            if not isinstance(pod, dict):
+                continue
+            annotations = pod.setdefault("metadata", {}).setdefault("annotations", {})
+            if annotations.get(DO_NOT_DISRUPT) != "true":
+                annotations[DO_NOT_DISRUPT] = "true"
+                touched += 1
+        if touched:
+            changes.append(Change(object_ref(copied), f"{DO_NOT_DISRUPT}: \"true\" on {touched} replicated job pod templates"))
+            result.append(copied)
+        else:
+            result.append(obj)
+    return TransformResult(result, tuple(changes))

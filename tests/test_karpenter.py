@@ -15,7 +15,7 @@ import yaml
 from config.capacity import GpuPoolSettings, GpuSettings, TaintSettings
 from manifests import guardrails
 from manifests.guardrails import PlannedResource
-from manifests.karpenter import ec2_node_class, node_pool, resource_name
+from manifests.karpenter import DO_NOT_DISRUPT, ec2_node_class, keep_training_on_its_node, node_pool, resource_name
 from tests.conftest import shared_run
 from tools.mock_runtime import stack_config
 
@@ -174,3 +174,36 @@ def test_the_gpu_guardrail_refuses_an_untainted_karpenter_gpu_pool():
     found = guardrails.gpu_node_group_tainted_and_labelled(PlannedResource(type=NODE_POOL, name="p", props={"spec": spec}))
     assert any("no NoSchedule or NoExecute taint" in m for m in found)
     assert any("template labels are empty" in m for m in found)
+
+
+def _runtime_pod_templates(objects: list[dict]) -> list[dict]:
+    return [job["template"]["spec"]["template"] for obj in objects if obj.get("kind") == "ClusterTrainingRuntime"
+            for job in obj["spec"]["template"]["spec"]["replicatedJobs"]]
+
+
+def test_training_pods_are_marked_do_not_disrupt_only_where_a_pool_is_karpenters():
+    from manifests.objects import objects_from_config_group_inputs
+
+    def runtimes(run) -> list[dict]:
+        objects = [obj for group in run.of_type("kubernetes:yaml/v2:ConfigGroup")
+                   for obj in objects_from_config_group_inputs(group.inputs)]
+        return _runtime_pod_templates(objects)
+
+    dev, prod = runtimes(shared_run("dev")), runtimes(shared_run("prod"))
+    assert dev and prod
+    assert all(t["metadata"]["annotations"][DO_NOT_DISRUPT] == "true" for t in dev)
+    assert not any(DO_NOT_DISRUPT in ((t.get("metadata") or {}).get("annotations") or {}) for t in prod)
+
+
+def test_the_do_not_disrupt_step_leaves_other_objects_and_annotations_alone():
+    runtime = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "ClusterTrainingRuntime", "metadata": {"name": "t"},
+               "spec": {"template": {"spec": {"replicatedJobs": [
+                   {"name": "node", "template": {"spec": {"template": {"metadata": {"annotations": {"a": "b"}},
+                                                                       "spec": {"containers": []}}}}}]}}}}
+    other = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "n"}}
+    result = keep_training_on_its_node([runtime, other])
+    (template,) = _runtime_pod_templates(result.objects)
+    assert template["metadata"]["annotations"] == {"a": "b", DO_NOT_DISRUPT: "true"}
+    assert result.objects[1] is other and len(result.changes) == 1
+    assert "annotations" in runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["metadata"]
+    assert DO_NOT_DISRUPT not in runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["metadata"]["annotations"]
