@@ -172,3 +172,13 @@ def test_the_contracts_table_carries_each_sdk_fact_with_its_source():
             assert contract.sources[release] == fact.source, (fact.component, release)
             verdict = f"{release}: {fact.sdk} {fact.version} ({'yes' if fact.pod_identity else 'no'})"
             assert verdict in " ".join(contract.why.split()), (fact.component, release)
+
+
+def test_every_iam_document_of_the_pod_identity_stack_is_clean_under_parliament():
+    from tests.test_scanners_iam import iam_documents, lint
+
+    documents = iam_documents(_dev_pod_identity().resources)
+    trusts = [d for d in documents if d.kind == "trust" and "pods.eks.amazonaws.com" in (d.text or "")]
+    assert trusts, "the Pod Identity roles' trust policies are linted"
+    problems = [finding for document in documents for finding in lint(document)[0]]
+    assert problems == []
