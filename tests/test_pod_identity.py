@@ -182,3 +182,11 @@ def test_every_iam_document_of_the_pod_identity_stack_is_clean_under_parliament(
     assert trusts, "the Pod Identity roles' trust policies are linted"
     problems = [finding for document in documents for finding in lint(document)[0]]
     assert problems == []
+
+
+def test_the_associations_have_a_sourced_provisioning_time():
+    from tools.critical_path import provisioning
+
+    (association, *_) = [r for r in _dev_pod_identity().resources if r.type == ASSOCIATION]
+    cost = provisioning({"type": association.type, "name": association.name, "inputs": association.inputs})
+    assert cost.seconds and cost.source.startswith("https://") and cost.what != "other AWS resource"
