@@ -190,3 +190,18 @@ def test_the_associations_have_a_sourced_provisioning_time():
     (association, *_) = [r for r in _dev_pod_identity().resources if r.type == ASSOCIATION]
     cost = provisioning({"type": association.type, "name": association.name, "inputs": association.inputs})
     assert cost.seconds and cost.source.startswith("https://") and cost.what != "other AWS resource"
+
+
+def test_an_adopted_oidc_provider_is_refused_with_pod_identity():
+    from config.capacity import ArtifactSettings, GpuSettings, IdentitySettings, capacity_cross_checks
+
+    identity = IdentitySettings(mechanism="podIdentity",
+                                oidc_provider_arn="arn:aws:iam::111111111111:oidc-provider/oidc.eks.us-west-2.amazonaws.com/id/X")
+    problems = dict(capacity_cross_checks(region="us-west-2", cluster_name="ml-dev", protect=False,
+                                          artifacts=ArtifactSettings(bucket_prefix="example-ml-dev"), gpu=GpuSettings(),
+                                          identity=identity, kubeflow_version="26.03"))
+    assert list(problems) == ["identity.oidcProviderArn"]
+    refused = dict(capacity_cross_checks(region="us-west-2", cluster_name="ml-dev", protect=False,
+                                         artifacts=ArtifactSettings(bucket_prefix="example-ml-dev"), gpu=GpuSettings(),
+                                         identity=IdentitySettings(mechanism="podIdentity"), kubeflow_version="1.9.1"))
+    assert "KFP UI (@aws-sdk/credential-providers 3.359.0" in refused["identity.mechanism"]
