@@ -205,3 +205,19 @@ def test_an_adopted_oidc_provider_is_refused_with_pod_identity():
                                          artifacts=ArtifactSettings(bucket_prefix="example-ml-dev"), gpu=GpuSettings(),
                                          identity=IdentitySettings(mechanism="podIdentity"), kubeflow_version="1.9.1"))
     assert "KFP UI (@aws-sdk/credential-providers 3.359.0" in refused["identity.mechanism"]
+
+
+def test_the_group_creating_the_api_server_waits_for_its_association():
+    from manifests.objects import objects_from_config_group_inputs
+
+    run = _dev_pod_identity()
+    association = next(a for a in run.of_type(ASSOCIATION)
+                       if (a.inputs["namespace"], a.inputs["serviceAccount"]) == ("kubeflow", "ml-pipeline"))
+    (group,) = [g for g in run.of_type("kubernetes:yaml/v2:ConfigGroup")
+                if any(o.get("kind") == "ServiceAccount" and o["metadata"].get("name") == "ml-pipeline"
+                       and o["metadata"].get("namespace") == "kubeflow" for o in objects_from_config_group_inputs(g.inputs))]
+    assert association.urn in group.dependencies
+    # With IRSA the same group carries the annotation instead; with Pod Identity it carries none.
+    (account,) = [o for o in objects_from_config_group_inputs(group.inputs)
+                  if o.get("kind") == "ServiceAccount" and o["metadata"].get("name") == "ml-pipeline"]
+    assert IRSA_ROLE_ANNOTATION not in (account["metadata"].get("annotations") or {})
