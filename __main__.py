@@ -42,7 +42,8 @@ identity = WorkloadIdentity("identity", WorkloadIdentityArgs.from_settings(
 # A pod gets its IAM role only if its ServiceAccount names it when the pod is created: the roles come first.
 kubeflow = Kubeflow("kubeflow", KubeflowArgs.from_settings(
     settings, kubeflow_release, service_account_roles=identity.service_account_roles,
-    service_account_roles_ready=identity.service_account_roles_ready), opts=on_cluster)
+    service_account_roles_ready=identity.service_account_roles_ready,
+    annotate_roles=identity.annotates_service_accounts), opts=on_cluster)
 ingress = IngressGateway("ingress", IngressGatewayArgs.from_settings(
     settings, certificate_arn=certificate.certificate_arn, gateway_depends_on=[kubeflow]), opts=on_cluster)
 dns.alias_to_load_balancer(ingress.load_balancer_hostname)

@@ -38,6 +38,7 @@ from typing import Any, Optional
 
 import yaml
 
+from analysis.node_agents import record_node_agents
 from analysis.ownership import classify
 from analysis.plan_objects import KNOWN_AFTER_DEPLOY, kubernetes_objects
 
@@ -573,6 +574,9 @@ def record(plan: Mapping[str, Any], target: Target, answers: Mapping[str, Answer
             "existingObjects": objects,
             "missingResourceTypes": unknown_types,
             "namespaces": _record_namespaces(answers.get("namespaces")),
+            # The NVIDIA device plugins and the Pod Identity agent, with tolerations (analysis.node_agents).
+            "nodeAgents": record_node_agents(_items(_json(answers["daemonsets"], "daemonsets")))
+            if "daemonsets" in answers and answers["daemonsets"].returncode == 0 else [],
         },
         "mesh": _record_mesh(plan, answers),
         "gateway": {"pods": _record_gateway(answers)},

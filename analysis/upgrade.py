@@ -496,6 +496,10 @@ def plan_upgrade(source: Mapping[str, Any], target: Mapping[str, Any], source_la
                     "objects it admits fail until the service is up", "manifests/groups.py (apply order)"))
     result.attention.extend(_data_findings(source, target, before, after))
     result.attention.extend(namespace_move_findings(source, target))
+    # Switching identity.mechanism or a GPU pool's provisioner (analysis.capacity_switch).
+    from analysis.capacity_switch import switch_findings
+
+    result.attention.extend(switch_findings(source, target))
     result.steps = _steps_between(source, target, {k for k, (action, _) in result.changes.items() if action == "replaced"})
     result.attention.sort(key=lambda f: (f.kind, f.subject))
     return result

@@ -1,10 +1,11 @@
-"""GpuNodePools: EKS managed GPU node groups with labels, taints, autoscaler tags and warm capacity."""
+"""GpuNodePools: GPU capacity per pool, as EKS managed node groups (with autoscaler tags) or Karpenter NodePools and
+EC2NodeClasses (gpu.provisioner), with the same labels and taints either way, and warm capacity."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import pulumi
@@ -16,6 +17,7 @@ from config.capacity import POOL_LABEL, GpuPoolSettings, node_group_name
 from config.kubeflow import image_mirror_options
 from manifests.iam import assume_role_policy
 from manifests.images import mirror_image
+from manifests.karpenter import ec2_node_class, node_pool
 
 #: AWS managed policies every EKS node role needs: join the cluster, and pull images from ECR. Pull only
 #: (GetAuthorizationToken, BatchGetImage, GetDownloadUrlForLayer, BatchCheckLayerAvailability), not ReadOnly's
@@ -54,6 +56,8 @@ class GpuNodePoolsArgs:
     placeholder_image: str = PAUSE_IMAGE
     #: Namespace of the placeholder pods (created when a pool has warm nodes).
     warm_namespace: str = "gpu-warm-capacity"
+    #: Pool name -> `nodeGroups` or `karpenter` (gpu.provisioner, a pool's own provisioner first).
+    provisioners: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "GpuNodePoolsArgs":
@@ -61,7 +65,8 @@ class GpuNodePoolsArgs:
         mirror = image_mirror_options(settings.kubeflow.images)
         image = mirror_image(PAUSE_IMAGE, mirror.rules, mirror.default_mirror) or PAUSE_IMAGE
         return cls(cluster_name=settings.cluster.name, pools=settings.gpu.pools, placeholder_image=image,
-                   vpc_cni_has_own_role=bool(settings.gpu.vpc_cni_has_own_role))
+                   vpc_cni_has_own_role=bool(settings.gpu.vpc_cni_has_own_role),
+                   provisioners={pool.name: settings.gpu.pool_provisioner(pool) for pool in settings.gpu.pools})
 
 
 def autoscaler_tags(cluster_name: str, pool: GpuPoolSettings) -> dict[str, str]:
@@ -111,21 +116,64 @@ class GpuNodePools(pulumi.ComponentResource):
         self.autoscaling_group_names = {}
         self.node_role_arn = None
         self.namespaces_outside_mesh = ()
+        #: Karpenter NodePool names by pool name (pools whose provisioner is karpenter).
+        self.node_pool_names: dict[str, pulumi.Output[str]] = {}
         if args.pools:
             role, attachments = self._node_role(name, args)
             self.node_role_arn = role.arn
+            karpenter = [pool for pool in args.pools if args.provisioners.get(pool.name) == "karpenter"]
+            access = self._karpenter_access(name, args, role) if karpenter else []
             for pool in args.pools:
-                self._pool(name, args, pool, role, attachments)
+                if pool in karpenter:
+                    self._karpenter_pool(name, args, pool, role, [*attachments, *access])
+                else:
+                    self._pool(name, args, pool, role, attachments)
             if any(pool.warm_nodes for pool in args.pools):
                 self._warm_capacity(name, args)
         self.register_outputs(
-            {"nodeGroupNames": self.node_group_names, "autoscalingGroupNames": self.autoscaling_group_names}
+            {"nodeGroupNames": self.node_group_names, "autoscalingGroupNames": self.autoscaling_group_names,
+             "karpenterNodePoolNames": self.node_pool_names}
         )
 
     @property
     def stack_outputs(self) -> dict[str, Any]:
-        """The node groups and their Auto Scaling groups (for the cluster autoscaler and dashboards)."""
-        return {"nodeGroupNames": self.node_group_names, "autoscalingGroupNames": self.autoscaling_group_names}
+        """The node groups and their Auto Scaling groups (for the cluster autoscaler and dashboards), and the
+        Karpenter NodePools of pools Karpenter provisions."""
+        return {"nodeGroupNames": self.node_group_names, "autoscalingGroupNames": self.autoscaling_group_names,
+                "karpenterNodePoolNames": self.node_pool_names}
+
+    def _karpenter_access(self, name: str, args: GpuNodePoolsArgs, role: aws.iam.Role) -> list[pulumi.Resource]:
+        """An EKS access entry for the node role: EKS makes one itself for a managed node group's role, but
+        not for instances Karpenter starts, which could not join the cluster without it
+        (docs.aws.amazon.com/eks/latest/userguide/creating-access-entries.html, type EC2_LINUX)."""
+        return [aws.eks.AccessEntry(
+            f"{name}-karpenter-node-access",
+            cluster_name=args.cluster_name,
+            principal_arn=role.arn,
+            type="EC2_LINUX",
+            opts=pulumi.ResourceOptions(parent=self),
+        )]
+
+    def _karpenter_pool(
+        self, name: str, args: GpuNodePoolsArgs, pool: GpuPoolSettings, role: aws.iam.Role,
+        depends_on: list[pulumi.Resource],
+    ) -> None:
+        """The pool's EC2NodeClass and NodePool (manifests.karpenter); the cluster's Karpenter v1 controller
+        starts the nodes. The NodePool follows its class, so Karpenter never sees a pool without one."""
+        node_class = ec2_node_class(pool, cluster_name=args.cluster_name, role=role.name)
+        node_class_resource = k8s.apiextensions.CustomResource(
+            f"{name}-{pool.name}-node-class",
+            api_version=node_class["apiVersion"], kind=node_class["kind"],
+            metadata=node_class["metadata"], spec=node_class["spec"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on),
+        )
+        nodes = node_pool(pool, pool_labels(pool))
+        k8s.apiextensions.CustomResource(
+            f"{name}-{pool.name}-node-pool",
+            api_version=nodes["apiVersion"], kind=nodes["kind"], metadata=nodes["metadata"], spec=nodes["spec"],
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[node_class_resource]),
+        )
+        self.node_pool_names[pool.name] = pulumi.Output.from_input(nodes["metadata"]["name"])
 
     def _node_role(self, name: str, args: GpuNodePoolsArgs) -> tuple[aws.iam.Role, list[aws.iam.RolePolicyAttachment]]:
         partition = aws.get_partition_output(opts=pulumi.InvokeOutputOptions(parent=self)).partition

@@ -1,4 +1,5 @@
-"""WorkloadIdentity: the cluster's IAM OIDC provider and IRSA roles with scoped trust and names the program chooses."""
+"""WorkloadIdentity: roles for the cluster's workloads with scoped trust and names the program chooses, served by
+IRSA (the cluster's IAM OIDC provider) or by EKS Pod Identity associations (identity.mechanism)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pulumi
 import pulumi_aws as aws
 
 from config import Settings
+from manifests.pod_identity import AGENT_ADDON, pod_identity_trust_policy, scoped_to_session
 from manifests.iam import PIPELINES_PREFIXES, irsa_trust_policy, issuer_host_path, oidc_provider_arn, role_arn, role_name, s3_access_policy
 
 #: The Kubeflow Pipelines API server's service account: it writes pipeline packages and run artifacts, and
@@ -56,6 +58,10 @@ class WorkloadIdentityArgs:
     #: Protect a created provider: deleting it breaks every IRSA role of the cluster at once.
     protect: bool = False
     platform: Optional[PlatformRoleArgs] = None
+    #: `irsa` or `podIdentity` (identity.mechanism).
+    mechanism: str = "irsa"
+    #: The cluster Pod Identity associations are created in, and whose name the sessions are tagged with.
+    cluster_name: str = ""
 
     @classmethod
     def from_settings(
@@ -72,21 +78,25 @@ class WorkloadIdentityArgs:
         return cls(issuer=issuer, account_id=account_id,
                    role_name_prefix=f"{pulumi.get_project()}-{pulumi.get_stack()}",
                    existing_provider_arn=settings.identity.oidc_provider_arn,
-                   protect=settings.protect, platform=platform)
+                   protect=settings.protect, platform=platform,
+                   mechanism=settings.identity.mechanism, cluster_name=settings.cluster.name)
 
 
 @dataclass(frozen=True)
 class IrsaRole:
-    """An IRSA role, its inline policy, and its ARN as the program names it (known before the role exists)."""
+    """A workload role, its inline policy, and its ARN as the program names it (known before the role exists);
+    with Pod Identity, also the associations that serve it to its service accounts."""
 
     role: aws.iam.Role
     policy: aws.iam.RolePolicy
     arn: pulumi.Output[str]
+    associations: tuple[pulumi.Resource, ...] = ()
 
     @property
     def ready(self) -> list[pulumi.Resource]:
-        """What a workload using the role waits for: the role with its permissions."""
-        return [self.role, self.policy]
+        """What a workload using the role waits for: the role with its permissions (and its associations: the
+        Pod Identity webhook, like IRSA's, sets a pod's credentials up only when the pod is created)."""
+        return [self.role, self.policy, *self.associations]
 
 
 class WorkloadIdentity(pulumi.ComponentResource):
@@ -109,7 +119,19 @@ class WorkloadIdentity(pulumi.ComponentResource):
         self._account_id = pulumi.Output.from_input(args.account_id)
         self.issuer = pulumi.Output.from_input(args.issuer)
         self._provider: list[pulumi.Resource] = []
-        if args.existing_provider_arn:
+        self.mechanism = args.mechanism
+        self._cluster_name = args.cluster_name
+        #: Every Pod Identity association this component made (empty with IRSA).
+        self.associations: list[aws.eks.PodIdentityAssociation] = []
+        self.agent_addon_version: Optional[pulumi.Output[str]] = None
+        if args.mechanism == "podIdentity":
+            # No OIDC provider: Pod Identity trusts an AWS service principal. The agent add-on must run on the
+            # cluster (it serves the credentials at 169.254.170.23); reading it fails the preview when it is absent.
+            self.oidc_provider_arn = pulumi.Output.from_input("")
+            self.agent_addon_version = aws.eks.get_addon_output(
+                cluster_name=args.cluster_name, addon_name=AGENT_ADDON, opts=pulumi.InvokeOutputOptions(parent=self),
+            ).addon_version
+        elif args.existing_provider_arn:
             self.oidc_provider_arn = pulumi.Output.from_input(args.existing_provider_arn)
         else:
             provider = aws.iam.OpenIdConnectProvider(
@@ -134,9 +156,16 @@ class WorkloadIdentity(pulumi.ComponentResource):
         self.register_outputs({"oidcProviderArn": self.oidc_provider_arn, "roleArns": self.role_arns})
 
     @property
+    def annotates_service_accounts(self) -> bool:
+        """Whether workloads find their role through the eks.amazonaws.com/role-arn annotation (IRSA)."""
+        return self.mechanism == "irsa"
+
+    @property
     def stack_outputs(self) -> dict[str, Any]:
-        """The OIDC provider IRSA trusts and the role per Kubeflow service account group."""
-        return {"oidcProviderArn": self.oidc_provider_arn, "roleArns": self.role_arns}
+        """The OIDC provider IRSA trusts (empty with Pod Identity), the mechanism, and the role per Kubeflow
+        service account group."""
+        return {"oidcProviderArn": self.oidc_provider_arn, "identityMechanism": self.mechanism,
+                "roleArns": self.role_arns}
 
     def irsa_role(
         self,
@@ -147,15 +176,23 @@ class WorkloadIdentity(pulumi.ComponentResource):
         policy: pulumi.Input[dict],
         opts: Optional[pulumi.ResourceOptions] = None,
     ) -> IrsaRole:
-        """A role only `service_accounts` of `namespace` can assume (IRSA), with `policy` inline.
+        """A role only `service_accounts` of `namespace` can assume (IRSA, or Pod Identity with
+        identity.mechanism podIdentity), with `policy` inline.
 
         The role is `name`, its inline policy `<name>-policy`; both are children of this component unless
         `opts` names another parent. Inline, so the permissions live and die with the role. Its IAM name is
         `<project>-<stack>-<name>` (manifests.iam.role_name), so its ARN is known before it exists and a
         ServiceAccount can carry it from its first apply.
+
+        With Pod Identity the trust names the pods.eks.amazonaws.com principal with session-tag conditions,
+        `policy` holds only for sessions tagged with this namespace and cluster, and one
+        `aws.eks.PodIdentityAssociation` per service account (`<name>-<account>`) serves the role.
         """
         role_opts = pulumi.ResourceOptions.merge(pulumi.ResourceOptions(parent=self), opts)
         subjects = [(namespace, account) for account in service_accounts]
+        if self.mechanism == "podIdentity":
+            return self._pod_identity_role(name, namespace=namespace, service_accounts=service_accounts,
+                                           policy=policy, role_opts=role_opts)
         trust = pulumi.Output.all(self.oidc_provider_arn, self.issuer).apply(
             lambda values: json.dumps(
                 irsa_trust_policy(provider_arn=values[0], issuer=values[1], subjects=subjects), sort_keys=True
@@ -180,6 +217,44 @@ class WorkloadIdentity(pulumi.ComponentResource):
         arn = self._account_id.apply(lambda account: role_arn(account, iam_name))
         return IrsaRole(role=role, policy=policy_resource, arn=arn)
 
+    def _pod_identity_role(
+        self, name: str, *, namespace: str, service_accounts: Sequence[str], policy: pulumi.Input[dict],
+        role_opts: pulumi.ResourceOptions,
+    ) -> IrsaRole:
+        subjects = [(namespace, account) for account in service_accounts]
+        trust = json.dumps(pod_identity_trust_policy(cluster_name=self._cluster_name, subjects=subjects), sort_keys=True)
+        iam_name = role_name(self._role_name_prefix, name)
+        role = aws.iam.Role(
+            name,
+            name=iam_name,
+            assume_role_policy=trust,
+            description=f"EKS Pod Identity: {', '.join(f'{namespace}/{a}' for a in service_accounts)} (kubeflow-platform)",
+            max_session_duration=3600,
+            opts=role_opts,
+        )
+        scoped: pulumi.Input[dict]
+        if _holds_outputs(policy):
+            scoped = pulumi.Output.from_input(policy).apply(
+                lambda document: scoped_to_session(document, cluster_name=self._cluster_name, namespace=namespace))
+        else:
+            scoped = scoped_to_session(policy, cluster_name=self._cluster_name, namespace=namespace)  # type: ignore[arg-type]
+        policy_resource = aws.iam.RolePolicy(f"{name}-policy", role=role.id, policy=_policy_json(scoped), opts=role_opts)
+        associations = tuple(
+            aws.eks.PodIdentityAssociation(
+                f"{name}-{account}",
+                cluster_name=self._cluster_name,
+                namespace=namespace,
+                service_account=account,
+                role_arn=role.arn,
+                # The association waits for the permissions, so a pod never gets a role that can do nothing yet.
+                opts=pulumi.ResourceOptions.merge(role_opts, pulumi.ResourceOptions(depends_on=[policy_resource])),
+            )
+            for account in service_accounts
+        )
+        self.associations += associations
+        arn = self._account_id.apply(lambda account: role_arn(account, iam_name))
+        return IrsaRole(role=role, policy=policy_resource, arn=arn, associations=associations)
+
     def _platform_roles(self, platform: PlatformRoleArgs) -> None:
         # The API server's and the UI's prefixes (the argo key format's first segment added).
         prefixes = sorted({*PIPELINES_PREFIXES, platform.artifact_prefix})
@@ -203,7 +278,9 @@ class WorkloadIdentity(pulumi.ComponentResource):
             )),
         )
         self.role_arns = {"pipelines": pipelines.arn, "pipelines-readers": readers.arn}
-        # What the Kubeflow component puts on the service accounts as eks.amazonaws.com/role-arn.
+        # What the Kubeflow component puts on the service accounts as eks.amazonaws.com/role-arn (with Pod
+        # Identity nothing is annotated: the associations name the service accounts, and the group holding each
+        # waits for them through service_account_roles_ready).
         self.service_account_roles = {
             **{f"{platform.kubeflow_namespace}/{sa}": pipelines.arn for sa in PIPELINES_WRITER_SERVICE_ACCOUNTS},
             **{f"{platform.kubeflow_namespace}/{sa}": readers.arn for sa in PIPELINES_READER_SERVICE_ACCOUNTS},

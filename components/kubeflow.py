@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -53,11 +54,14 @@ class KubeflowArgs:
     #: The roles and their policies: a group holding one of those service accounts waits for them, so no pod
     #: starts before its role can be assumed with its permissions.
     service_account_roles_ready: Sequence[pulumi.Resource] = ()
+    #: Annotate the service accounts with eks.amazonaws.com/role-arn (IRSA); false with EKS Pod Identity, where
+    #: associations name the service accounts and the groups holding them only wait for those.
+    annotate_roles: bool = True
 
     @classmethod
     def from_settings(
         cls, settings: "Settings", release: PreparedRelease, service_account_roles: Mapping[str, pulumi.Input[str]],
-        service_account_roles_ready: Sequence[pulumi.Resource] = (),
+        service_account_roles_ready: Sequence[pulumi.Resource] = (), annotate_roles: bool = True,
     ) -> "KubeflowArgs":
         database = settings.kubeflow.database
         central_secret = None
@@ -76,7 +80,7 @@ class KubeflowArgs:
             )
         return cls(release=release, central_secret=central_secret, service_account_roles=service_account_roles,
                    keep_crds_and_namespaces=settings.kubeflow.keep_crds_and_namespaces,
-                   service_account_roles_ready=tuple(service_account_roles_ready))
+                   service_account_roles_ready=tuple(service_account_roles_ready), annotate_roles=annotate_roles)
 
 
 def prepare(settings: "Settings") -> PreparedRelease:
@@ -99,6 +103,9 @@ def prepare(settings: "Settings") -> PreparedRelease:
         issuers=(settings.auth.issuer_url, *(issuer.issuer for issuer in settings.auth.extra_issuers)),
         issuers_namespace=settings.auth.proxy,
     )
+    # Training pods on Karpenter's GPU nodes are marked so Karpenter leaves their node alone while they run.
+    if any(settings.gpu.pool_provisioner(pool) == "karpenter" for pool in settings.gpu.pools):
+        options = dataclasses.replace(options, do_not_disrupt_training=True)
     try:
         return prepare_release(settings.kubeflow.manifests_source, options, settings.kubeflow.version)
     except ManifestError as error:
@@ -165,7 +172,7 @@ class Kubeflow(pulumi.ComponentResource):
         # program's: they are patched, once their role exists; their running pods see it at their next start.
         self.service_account_patches = [
             self._patch_service_account(name, key, arn, list(args.service_account_roles_ready)) for key, arn in outside
-        ]
+        ] if args.annotate_roles else []
 
         previous: Optional[pulumi.Resource] = None
         #: Someone else's objects (the external Argo's ConfigMap): server-side apply patches, never created.
@@ -208,7 +215,7 @@ class Kubeflow(pulumi.ComponentResource):
             config_group = k8s.yaml.v2.ConfigGroup(
                 resource_name,
                 # One string of JSON documents rather than `objs=`: see manifests.objects.config_group_yaml.
-                yaml=_group_yaml(objects, roles),
+                yaml=_group_yaml(objects, roles if args.annotate_roles else None),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=depends_on, retain_on_delete=retained or None),
             )
             self.config_groups.append(config_group)

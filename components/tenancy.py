@@ -210,7 +210,8 @@ class Tenancy(pulumi.ComponentResource):
             k8s.yaml.v2.ConfigGroup(
                 f"{prefix}-profile",
                 # The role's ARN is the name the program chose in the stack's account: known at preview.
-                yaml=role.arn.apply(lambda arn, p=profile: manifest(role_bound_objects(p, arn))),
+                yaml=role.arn.apply(lambda arn, p=profile: manifest(
+                    role_bound_objects(p, arn, annotate=args.identity.annotates_service_accounts))),
                 resource_prefix=prefix,
                 # The namespace first, with its owner annotation, so the Profile controller adopts it instead of
                 # creating one; on destroy the Profile goes first and its finalizer still finds the namespace.

@@ -156,7 +156,7 @@ class Settings:
         yield from edge_cross_checks(self.dns, self.certificate)
         yield from capacity_cross_checks(
             region=self.aws.region, cluster_name=self.cluster.name, protect=self.protect,
-            artifacts=self.artifacts, gpu=self.gpu,
+            artifacts=self.artifacts, gpu=self.gpu, identity=self.identity, kubeflow_version=self.kubeflow.version,
         )
         # Auth's own keys are checked by AuthSettings; here only what the identity options take from other areas.
         for line in validate_identity_options(self.identity_options()):

@@ -11,6 +11,7 @@ from typing import Literal, Optional
 from config import checks
 from config.loader import setting
 from config.platform import EKS_CLUSTER_NAME
+from manifests.pod_identity import pod_identity_refusal
 
 # S3 bucket naming rules (docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html).
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -45,6 +46,8 @@ def bucket_name(value: str) -> Optional[str]:
 
 @dataclass(frozen=True, kw_only=True)
 class IdentitySettings:
+    mechanism: Literal["irsa", "podIdentity"] = setting("irsa")
+    """How pods get their IAM role: `irsa` (the cluster's OIDC provider and the eks.amazonaws.com/role-arn annotation) or `podIdentity` (EKS Pod Identity associations, roles trusting pods.eks.amazonaws.com with session-tag conditions; needs the eks-pod-identity-agent add-on and Kubeflow 26.03 or 1.11.0)."""
     oidc_provider_arn: Optional[str] = setting(None, check=checks.arn("iam", "oidc-provider/"))
     """Adopt this existing IAM OIDC provider for the cluster's issuer instead of creating one."""
     argo_service_accounts: tuple[str, ...] = setting((), check=checks.unique("service account"))
@@ -144,6 +147,8 @@ class GpuPoolSettings:
     """Taints that keep everything but GPU work off these nodes."""
     warm_nodes: int = setting(0, check=checks.between(0, EKS_NODES_PER_NODE_GROUP))
     """Nodes kept ready by low-priority placeholder pods, pre-empted by real work (hides the cold start)."""
+    provisioner: Optional[Literal["nodeGroups", "karpenter"]] = setting(None)
+    """Who starts this pool's nodes, overriding gpu.provisioner: `nodeGroups` (an EKS managed node group) or `karpenter` (a Karpenter NodePool and EC2NodeClass)."""
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         if self.max_size < self.min_size:
@@ -186,6 +191,12 @@ class GpuPoolSettings:
 class GpuSettings:
     pools: tuple[GpuPoolSettings, ...] = setting(())
     """GPU node pools on the existing cluster."""
+    provisioner: Literal["nodeGroups", "karpenter"] = setting("nodeGroups")
+    """Who starts GPU nodes unless a pool says otherwise: `nodeGroups` (EKS managed node groups and the cluster autoscaler) or `karpenter` (karpenter.sh/v1 NodePools and karpenter.k8s.aws/v1 EC2NodeClasses; the cluster's Karpenter v1 controller starts the nodes)."""
+
+    def pool_provisioner(self, pool: GpuPoolSettings) -> str:
+        """The provisioner of `pool`: its own, else the stack's."""
+        return pool.provisioner or self.provisioner
     vpc_cni_has_own_role: Optional[bool] = setting(None)
     """Whether the cluster's VPC CNI (aws-node) has its own IRSA role with AmazonEKS_CNI_Policy (true: the GPU node role goes without it); required with pools."""
 
@@ -194,6 +205,13 @@ class GpuSettings:
         for i, name in enumerate(names):
             if names.index(name) != i:
                 yield f"pools[{i}].name", f"{name!r} is listed twice"
+        for i, pool in enumerate(self.pools):
+            if self.pool_provisioner(pool) == "karpenter" and pool.min_size:
+                # Karpenter has no minimum: it starts nodes for pending pods and removes empty ones.
+                yield f"pools[{i}].minSize", (
+                    f"{pool.min_size} cannot be kept by Karpenter, which starts nodes only for pending pods; "
+                    "set minSize: 0 and warmNodes to keep nodes ready"
+                )
         if self.pools and self.vpc_cni_has_own_role is None:
             # No default either way: false hands every pod on a GPU node (hostNetwork aside, through the node's
             # credentials) the CNI policy's network-interface writes; true on a cluster whose aws-node uses the node
@@ -206,9 +224,17 @@ class GpuSettings:
 
 
 def capacity_cross_checks(
-    *, region: str, cluster_name: str, protect: bool, artifacts: ArtifactSettings, gpu: GpuSettings
+    *, region: str, cluster_name: str, protect: bool, artifacts: ArtifactSettings, gpu: GpuSettings,
+    identity: Optional[IdentitySettings] = None, kubeflow_version: Optional[str] = None,
 ) -> Iterator[tuple[str, str]]:
     """Rules across areas (run from Settings.cross_check, paths from the top)."""
+    if identity is not None and identity.mechanism == "podIdentity":
+        if identity.oidc_provider_arn:
+            yield "identity.oidcProviderArn", "is for IRSA; with identity.mechanism: podIdentity no OIDC provider is used, remove it"
+        if kubeflow_version is not None:
+            refusal = pod_identity_refusal(kubeflow_version)
+            if refusal:
+                yield "identity.mechanism", refusal
     if protect and artifacts.force_destroy:
         yield "artifacts.forceDestroy", "contradicts protect: true; a protected stack never empties its buckets"
     for i, bucket in enumerate(artifacts.buckets):

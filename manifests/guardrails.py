@@ -29,6 +29,7 @@ from manifests.images import INJECTED_PROXY_IMAGE, PUBLIC_REGISTRIES, istio_fill
 from manifests.mesh import PROFILE_LABELS_CONFIGMAP, PROFILE_LABELS_KEY, is_profile_labels_config_map, profile_namespace_labels
 from manifests.objects import CONTAINER_LISTS, POD_TEMPLATE_PATHS, object_ref, objects_from_config_group_inputs, pod_template
 from manifests.options import MeshOptions
+from manifests.pod_identity import POD_IDENTITY_ACTIONS, POD_IDENTITY_PRINCIPAL, TAG_CLUSTER, TAG_NAMESPACE, TAG_SERVICE_ACCOUNT
 
 class Secret:
     """A value the engine keeps encrypted (a Pulumi secret). Checks never read what is inside."""
@@ -496,6 +497,9 @@ def irsa_trust_pinned(role_name: str, trust_policy: Any, params: GuardrailParams
     for index, statement in enumerate(_as_list(document.get("Statement"))):
         if not isinstance(statement, Mapping) or statement.get("Effect") != "Allow":
             continue
+        if POD_IDENTITY_PRINCIPAL in _as_list(_mapping(statement.get("Principal")).get("Service")):
+            violations += pod_identity_trust_pinned(f"{where} Statement[{index}]", statement)
+            continue
         if _WEB_IDENTITY not in _as_list(statement.get("Action")):
             continue
         at = f"{where} Statement[{index}]"
@@ -535,6 +539,27 @@ def irsa_trust_pinned(role_name: str, trust_policy: Any, params: GuardrailParams
     return violations
 
 
+def pod_identity_trust_pinned(at: str, statement: Mapping[str, Any]) -> list[str]:
+    """EKS Pod Identity trust: the service principal serves every cluster of the account, so the statement must
+    pin the session tags with StringEquals: one cluster, one namespace, named service accounts
+    (docs.aws.amazon.com/eks/latest/userguide/pod-id-role.html)."""
+    violations = []
+    actions = sorted(str(a) for a in _as_list(statement.get("Action")))
+    if actions != sorted(POD_IDENTITY_ACTIONS):
+        violations.append(f"{at}: Action {actions} must be exactly {sorted(POD_IDENTITY_ACTIONS)} for {POD_IDENTITY_PRINCIPAL}")
+    conditions = _mapping(statement.get("Condition"))
+    for operator in conditions:
+        if operator != "StringEquals":
+            violations.append(f"{at}: Condition operator {operator} is not allowed on a Pod Identity trust (use StringEquals)")
+    equals = _mapping(conditions.get("StringEquals"))
+    for tag, single in ((TAG_CLUSTER, True), (TAG_NAMESPACE, True), (TAG_SERVICE_ACCOUNT, False)):
+        values = [str(v) for v in _as_list(equals.get(f"aws:RequestTag/{tag}"))]
+        if not values or any(_WILDCARD.search(v) for v in values) or (single and len(values) != 1):
+            violations.append(f"{at}: Condition.StringEquals[aws:RequestTag/{tag}] is {values or 'missing'}; "
+                              f"pin it to {'one value' if single else 'the service accounts'}")
+    return violations
+
+
 def irsa_roles_pinned(resource: PlannedResource, params: GuardrailParams) -> list[str]:
     if resource.type != ROLE_TYPE:
         return []
@@ -556,7 +581,34 @@ def is_gpu_node_group(props: Mapping[str, Any]) -> bool:
     return "NVIDIA" in ami or "GPU" in ami or "NEURON" in ami or any(_GPU_INSTANCE.match(t) for t in types)
 
 
+#: Karpenter's NodePool as the Kubernetes provider registers it (a custom resource).
+NODE_POOL_TYPE = "kubernetes:karpenter.sh/v1:NodePool"
+
+
+def gpu_node_pool_tainted_and_labelled(resource: PlannedResource) -> list[str]:
+    """The Karpenter counterpart of a GPU node group's rule: a NodePool that asks for GPU instances taints and
+    labels its nodes."""
+    template = _mapping(_mapping(unwrap(resource.props.get("spec"))).get("template"))
+    spec = _mapping(template.get("spec"))
+    requirements = [_mapping(r) for r in _as_list(spec.get("requirements"))]
+    gpu = any(str(r.get("key", "")).startswith("karpenter.k8s.aws/instance-gpu") for r in requirements) or any(
+        _GPU_INSTANCE.match(str(v)) for r in requirements if r.get("key") == "node.kubernetes.io/instance-type"
+        for v in _as_list(r.get("values")))
+    if not gpu:
+        return []
+    violations = []
+    taints = [_mapping(t) for t in _as_list(spec.get("taints"))]
+    if not any(t.get("key") and t.get("effect") in ("NoSchedule", "NoExecute") for t in taints):
+        violations.append(f"NodePool {resource.name}: taints {taints or '[]'} has no NoSchedule or NoExecute taint; "
+                          "GPU nodes must repel everything but GPU work")
+    if not _mapping(template.get("metadata")).get("labels"):
+        violations.append(f"NodePool {resource.name}: template labels are empty; GPU nodes must be labelled for node selectors")
+    return violations
+
+
 def gpu_node_group_tainted_and_labelled(resource: PlannedResource) -> list[str]:
+    if resource.type == NODE_POOL_TYPE:
+        return gpu_node_pool_tainted_and_labelled(resource)
     if resource.type != NODE_GROUP_TYPE or not is_gpu_node_group(resource.props):
         return []
     violations = []
@@ -819,7 +871,7 @@ RESOURCE_RULES: Mapping[str, tuple[tuple[str, ...], Callable[[PlannedResource, G
     "s3-bucket-public-access-blocked": ((PUBLIC_ACCESS_BLOCK_TYPE,), lambda r, p: bucket_public_access_block(r)),
     "s3-bucket-tls-only": ((BUCKET_POLICY_TYPE,), lambda r, p: bucket_policy_denies_insecure_transport(r)),
     "irsa-trust-pinned": ((ROLE_TYPE,), irsa_roles_pinned),
-    "gpu-node-groups-tainted-and-labelled": ((NODE_GROUP_TYPE,), lambda r, p: gpu_node_group_tainted_and_labelled(r)),
+    "gpu-node-groups-tainted-and-labelled": ((NODE_GROUP_TYPE, NODE_POOL_TYPE), lambda r, p: gpu_node_group_tainted_and_labelled(r)),
 }
 
 #: policy -> its check: the rules over one Kubernetes object.

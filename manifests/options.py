@@ -197,3 +197,5 @@ class TransformOptions:
     #: The cluster serves the Gateway API CRDs (gateway.networking.k8s.io) KServe's LLM controller routes
     #: through; False leaves that controller out (rule `kserve-llm`) where the release ships it.
     gateway_api: bool = False
+    #: A GPU pool is Karpenter's: training runtimes' pods get karpenter.sh/do-not-disrupt (manifests.karpenter).
+    do_not_disrupt_training: bool = False

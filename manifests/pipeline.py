@@ -13,6 +13,7 @@ from manifests.argo import upstream_executor, use_external_argo
 from manifests.exclusions import check_rule_names, exclude_components
 from manifests.groups import Groups, split_into_groups
 from manifests.images import name_code_default_images, rewrite_images
+from manifests.karpenter import keep_training_on_its_node
 from manifests.mesh import (
     admit_api_server_to_webhooks, admit_sidecarless_clients, egress_service_entries, let_runtime_jobs_complete,
     provide_cluster_local_gateway, readmitted_cluster_local_gateway_account, fix_sidecar_conflicts, give_metadata_envoy_its_own_account,
@@ -155,6 +156,8 @@ def transform(objects: list[dict], options: TransformOptions) -> TransformReport
     egress_namespace = options.stores.secret_namespace if options.stores is not None else options.namespace
     steps.append(("egress_service_entries", lambda objs: _with(objs, egress_service_entries(mesh, egress_namespace))))
     steps.append(("name_code_default_images", name_code_default_images))
+    if options.do_not_disrupt_training:
+        steps.append(("keep_training_on_its_node", keep_training_on_its_node))
     for name, step in steps:
         result = step(current)
         current = result.objects + list(result.added)

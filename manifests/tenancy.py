@@ -559,19 +559,15 @@ def profile_object(profile: ProfileSpec, role_arn: Optional[str] = None) -> dict
     }
 
 
-def pipeline_runner_objects(namespace: str, role_arn: str) -> list[dict[str, Any]]:
+def pipeline_runner_objects(namespace: str, role_arn: Optional[str]) -> list[dict[str, Any]]:
     """The pipeline-runner service account, annotated with the profile's role directly (the plugin annotates
-    only default-editor), with the same rights as default-editor so Argo's executor can report results."""
+    only default-editor), with the same rights as default-editor so Argo's executor can report results.
+    Without a role ARN (EKS Pod Identity: an association names the account) it carries no annotation."""
+    metadata: dict[str, Any] = {"name": "pipeline-runner", "namespace": namespace}
+    if role_arn is not None:
+        metadata["annotations"] = {"eks.amazonaws.com/role-arn": role_arn}
     return [
-        {
-            "apiVersion": "v1",
-            "kind": "ServiceAccount",
-            "metadata": {
-                "name": "pipeline-runner",
-                "namespace": namespace,
-                "annotations": {"eks.amazonaws.com/role-arn": role_arn},
-            },
-        },
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata},
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "RoleBinding",
@@ -594,12 +590,15 @@ def static_objects(profile: ProfileSpec, mesh: MeshPolicy) -> list[dict[str, Any
     return objects
 
 
-def role_bound_objects(profile: ProfileSpec, role_arn: str) -> list[dict[str, Any]]:
+def role_bound_objects(profile: ProfileSpec, role_arn: str, *, annotate: bool = True) -> list[dict[str, Any]]:
     """What carries the role ARN of a profile with a data lake: the Profile with its plugin and the
-    pipeline-runner service account."""
+    pipeline-runner service account. With `annotate` false (EKS Pod Identity) neither names the role: the
+    Profile has no AwsIamForServiceAccount plugin, whose only effect is the IRSA annotation, and the
+    associations serve the role to default-editor and pipeline-runner."""
     if profile.data_lake is None:
         raise ValueError(f"profile {profile.name!r} has no data lake, so no role")
-    return [profile_object(profile, role_arn), *pipeline_runner_objects(profile.name, role_arn)]
+    arn = role_arn if annotate else None
+    return [profile_object(profile, arn), *pipeline_runner_objects(profile.name, arn)]
 
 
 def manifest(objects: Iterable[dict[str, Any]]) -> str:

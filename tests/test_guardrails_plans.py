@@ -85,8 +85,9 @@ def test_a_stack_that_keeps_upstream_dex_fails_the_offline_checks_with_the_polic
     (lambda plan: plan["resources"].remove(_resource(plan, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock",
                                                      "artifacts-pipelines-public-access")),
      "[s3-bucket-companions] Bucket artifacts-pipelines: no a public access block (BucketPublicAccessBlock) for bucket 'example-ml-dev-pipelines'"),
-    (lambda plan: _inputs(plan, "aws:eks/nodeGroup:NodeGroup", "gpu-gpu-a10g").update(taints=[]),
-     "[gpu-node-groups-tainted-and-labelled] NodeGroup gpu-gpu-a10g: taints [] has no NO_SCHEDULE or NO_EXECUTE taint"),
+    # dev's GPU pool is Karpenter's: the rule reads the NodePool's node template.
+    (lambda plan: _inputs(plan, "kubernetes:karpenter.sh/v1:NodePool", "gpu-gpu-a10g-node-pool")["spec"]["template"]["spec"].update(taints=[]),
+     "[gpu-node-groups-tainted-and-labelled] NodePool gpu-gpu-a10g-node-pool: taints [] has no NoSchedule or NoExecute taint"),
     (lambda plan: _inputs(plan, "kubernetes:core/v1:ServicePatch", "ingress-service")["spec"].update(loadBalancerSourceRanges=["0.0.0.0/0"]),
      "[gateway-nlb-restricted] Service istio-system/istio-ingressgateway: source range '0.0.0.0/0' opens the load balancer"),
     (lambda plan: plan["outputs"][POLICY_PACK_CONFIG_EXPORT]["images-from-approved-mirror"].update(mirror="registry.example.com/approved"),

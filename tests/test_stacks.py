@@ -28,7 +28,7 @@ def test_every_stack_evaluates_and_exports_the_url(stack_run):
 PLATFORM_OUTPUTS = {
     "url", "clusterOidcIssuer", "kubeflowVersion", "imageMirror", "transformReport", "zoneId", "zoneNameServers",
     "dnsRecordNames", "certificateArn", "loadBalancerHostname", "oidcProviderArn", "roleArns", "bucketNames",
-    "nodeGroupNames", "autoscalingGroupNames", "authExtensionProvider", "authRedirectUrl", "authObjects", "meshTrace",
+    "nodeGroupNames", "autoscalingGroupNames", "karpenterNodePoolNames", "identityMechanism", "authExtensionProvider", "authRedirectUrl", "authObjects", "meshTrace",
     "profiles", "profileSelfService", "policyPackConfig", "ownership",
 }
 
@@ -36,7 +36,7 @@ PLATFORM_OUTPUTS = {
 def test_the_stack_exports_what_a_platform_team_reads(stack_run):
     assert set(stack_run.exports) == PLATFORM_OUTPUTS
     assert set(stack_run.exports["roleArns"]) == {"pipelines", "pipelines-readers"}
-    assert stack_run.exports["bucketNames"] and stack_run.exports["nodeGroupNames"]
+    assert stack_run.exports["bucketNames"] and (stack_run.exports["nodeGroupNames"] or stack_run.exports["karpenterNodePoolNames"])
     assert stack_run.exports["dnsRecordNames"], "the alias records are registered before the export is read"
 
 

@@ -90,6 +90,16 @@ PROVISIONING: dict[str, Provisioning] = {
         "https://github.com/umotif-public/terraform-aws-eks-node-group/issues/7 (\"Creation complete after "
         "2m50s\") and https://github.com/eksctl-io/eksctl/pull/482 (node group stack \"done after 3m36s\")",
     ),
+    "aws:eks/accessEntry:AccessEntry": Provisioning(
+        2, "EKS access entry (one API call)",
+        "https://docs.aws.amazon.com/eks/latest/APIReference/API_CreateAccessEntry.html "
+        "(synchronous: the response carries the created entry)",
+    ),
+    "aws:eks/podIdentityAssociation:PodIdentityAssociation": Provisioning(
+        2, "EKS Pod Identity association (one API call)",
+        "https://docs.aws.amazon.com/eks/latest/APIReference/API_CreatePodIdentityAssociation.html "
+        "(synchronous: the response carries the created association)",
+    ),
     "aws:autoscaling/tag:Tag": Provisioning(2, "Auto Scaling group tag (one API call)", "estimate: one synchronous API call"),
     "aws:ec2/launchTemplate:LaunchTemplate": Provisioning(
         2, "EC2 launch template (one API call)",

@@ -346,6 +346,12 @@ class PlatformMocks(pulumi.runtime.Mocks):
             kind = args.args.get("loadBalancerType", "application")
             zone = NLB_HOSTED_ZONE_IDS.get(region, "ZNLBMOCKZONE") if kind == "network" else "ZALBMOCKZONE"
             return {"id": zone}
+        if token == "aws:eks/getAddon:getAddon":
+            # An installed add-on, as the Pod Identity agent is on the clusters the stacks describe.
+            name = args.args.get("addonName", "")
+            return {"id": f"{args.args.get('clusterName', self.cluster_name)}:{name}", "addonName": name,
+                    "clusterName": args.args.get("clusterName", self.cluster_name), "addonVersion": "v1.3.8-eksbuild.2",
+                    "arn": f"arn:aws:eks:{self.region}:{self.account}:addon/{self.cluster_name}/{name}/mock"}
         if token == "aws:iam/getOpenidConnectProvider:getOpenidConnectProvider":
             return {"arn": args.args.get("arn"), "url": self.issuer.removeprefix("https://"), "clientIdLists": ["sts.amazonaws.com"]}
         return {}

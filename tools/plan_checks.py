@@ -105,7 +105,8 @@ def guardrail_report(plan: Plan) -> GuardrailReport:
     objects = [PlannedObject(o.obj) if types.get(o.urn) == CONFIG_GROUP else PlannedObject(_as_planned(o.obj), typed=True)
                for o in found.objects]
     resources = [PlannedResource(r["type"], r["name"], _as_planned(r["inputs"]), r["urn"], tuple(r["dependencies"]))
-                 for r in plan["resources"] if not r["type"].startswith("kubernetes:")]
+                 # Karpenter's NodePool is a Kubernetes resource a resource rule reads (the GPU pool's taints).
+                 for r in plan["resources"] if not r["type"].startswith("kubernetes:") or r["type"] == guardrails.NODE_POOL_TYPE]
     report = guardrails.check_plan(resources, GuardrailParams.from_policy_config(config), objects)
     return GuardrailReport(report.violations, report.deferred + [f"objects not known offline: {line}" for line in found.not_expanded])
 

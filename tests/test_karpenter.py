@@ -1,0 +1,209 @@
+"""Karpenter GPU pools (gpu.provisioner: karpenter): schema-valid NodePools and EC2NodeClasses with the node
+group's taints and labels, GPU limits, disruption that leaves running work alone, IMDSv2, warm capacity."""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from config.capacity import GpuPoolSettings, GpuSettings, TaintSettings
+from manifests import guardrails
+from manifests.guardrails import PlannedResource
+from manifests.karpenter import DO_NOT_DISRUPT, ec2_node_class, keep_training_on_its_node, node_pool, resource_name
+from tests.conftest import shared_run
+from tools.mock_runtime import stack_config
+
+NODE_POOL = "kubernetes:karpenter.sh/v1:NodePool"
+NODE_CLASS = "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"
+#: The Karpenter release whose CRDs the objects are checked against.
+KARPENTER_TAG = "v1.14.1"
+#: A git directory of aws/karpenter-provider-aws (a bare clone will do): with it the full CRD schemas are used.
+_MIRROR = Path(os.environ.get("KARPENTER_SOURCE", "/nonexistent"))
+#: What the objects rely on, restated from the CRDs at KARPENTER_TAG for machines without Karpenter's source
+#: (aws/karpenter-provider-aws@v1.14.1 pkg/apis/crds/karpenter.sh_nodepools.yaml,
+#: karpenter.k8s.aws_ec2nodeclasses.yaml): required fields and the enums the program sets.
+_RESTATED = {
+    "NodePool": {
+        "type": "object", "required": ["template"],
+        "properties": {
+            "template": {"type": "object", "required": ["spec"], "properties": {"spec": {
+                "type": "object", "required": ["nodeClassRef", "requirements"],
+                "properties": {
+                    "nodeClassRef": {"type": "object", "required": ["group", "kind", "name"]},
+                    "taints": {"type": "array", "items": {"type": "object", "required": ["effect", "key"], "properties": {
+                        "effect": {"enum": ["NoSchedule", "PreferNoSchedule", "NoExecute"]}}}},
+                    "expireAfter": {"type": "string", "pattern": r"^(([0-9]+(s|m|h))+|Never)$"},
+                }}}},
+            "disruption": {"type": "object", "properties": {
+                "consolidationPolicy": {"enum": ["WhenEmpty", "WhenEmptyOrUnderutilized", "Balanced"]},
+                "consolidateAfter": {"type": "string", "pattern": r"^(([0-9]+(s|m|h))+|Never)$"}}},
+        },
+    },
+    "EC2NodeClass": {
+        "type": "object", "required": ["amiSelectorTerms", "securityGroupSelectorTerms", "subnetSelectorTerms"],
+        "properties": {"metadataOptions": {"type": "object", "properties": {
+            "httpTokens": {"enum": ["required", "optional"]},
+            "httpPutResponseHopLimit": {"type": "integer", "minimum": 1, "maximum": 64}}}},
+    },
+}
+_CRD_FILES = {"NodePool": "karpenter.sh_nodepools.yaml", "EC2NodeClass": "karpenter.k8s.aws_ec2nodeclasses.yaml"}
+
+
+def _spec_schema(kind: str) -> dict:
+    """The CRD's openAPIV3Schema of `spec`, read from Karpenter's source at KARPENTER_TAG when it is on this
+    machine, else the restated facts above."""
+    if (_MIRROR / "HEAD").exists():
+        text = subprocess.run(["git", "-C", str(_MIRROR), "show", f"{KARPENTER_TAG}:pkg/apis/crds/{_CRD_FILES[kind]}"],
+                              capture_output=True, text=True, check=False).stdout
+        if text:
+            (version,) = [v for v in yaml.safe_load(text)["spec"]["versions"] if v["name"] == "v1"]
+            return version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    return _RESTATED[kind]
+
+
+POOL = GpuPoolSettings(
+    name="a100", instance_types=("p4d.24xlarge",), subnet_ids=("subnet-0a1b2c3d4e5f60001", "subnet-0a1b2c3d4e5f60002"),
+    max_size=3, gpus_per_node=8, capacity_type="SPOT", labels={"workload": "training"},
+    taints=(TaintSettings(key="nvidia.com/gpu", value="", effect="NO_SCHEDULE"),
+            TaintSettings(key="workload", value="training", effect="NO_EXECUTE")),
+)
+
+
+def _dev_pool() -> dict:
+    (pool,) = stack_config("dev")["kubeflow-platform:gpu"]["pools"]
+    return pool
+
+
+@pytest.mark.parametrize("kind,make", [
+    ("NodePool", lambda: node_pool(POOL, {"workload": "training"})),
+    ("EC2NodeClass", lambda: ec2_node_class(POOL, cluster_name="ml-dev", role="node-role")),
+])
+def test_the_objects_are_valid_against_karpenters_crds(kind, make):
+    obj = make()
+    jsonschema.validate(obj["spec"], _spec_schema(kind))
+    # The same schema refuses a wrong value: the validation can fail.
+    broken = copy.deepcopy(obj)
+    if kind == "NodePool":
+        broken["spec"]["disruption"]["consolidationPolicy"] = "WhenIdle"
+    else:
+        broken["spec"]["metadataOptions"]["httpTokens"] = "sometimes"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken["spec"], _spec_schema(kind))
+
+
+def test_the_dev_stack_registers_schema_valid_objects_for_its_karpenter_pool():
+    run = shared_run("dev")
+    pool = _dev_pool()
+    nodes = run.named(NODE_POOL, f"gpu-{pool['name']}-node-pool")
+    node_class = run.named(NODE_CLASS, f"gpu-{pool['name']}-node-class")
+    jsonschema.validate(nodes.inputs["spec"], _spec_schema("NodePool"))
+    # The role is the node role's name, known at deploy; the mock runtime gives it a value.
+    jsonschema.validate(node_class.inputs["spec"], _spec_schema("EC2NodeClass"))
+    assert node_class.urn in nodes.dependencies
+    assert not run.of_type("aws:eks/nodeGroup:NodeGroup")
+    assert run.exports["karpenterNodePoolNames"] == {pool["name"]: resource_name(pool["name"])}
+    access = run.named("aws:eks/accessEntry:AccessEntry", "gpu-karpenter-node-access")
+    assert access.inputs["type"] == "EC2_LINUX" and access.urn in node_class.dependencies
+
+
+def test_karpenter_nodes_carry_the_taints_the_profiles_tolerate_and_the_node_groups_labels():
+    run = shared_run("dev")
+    pool = _dev_pool()
+    template = run.named(NODE_POOL, f"gpu-{pool['name']}-node-pool").inputs["spec"]["template"]
+    assert template["metadata"]["labels"] == {**pool["labels"], "kubeflow-platform/gpu-pool": pool["name"]}
+    taints = template["spec"]["taints"]
+    assert taints == [{"key": t["key"], "value": t["value"], "effect": "NoSchedule"} for t in pool["taints"]]
+    # What the placeholder pods tolerate is what profiles' GPU pods tolerate (components.gpu.tolerations).
+    placeholder = [d for d in run.of_type("kubernetes:apps/v1:Deployment") if d.name.endswith("-placeholder")]
+    for deployment in placeholder:
+        tolerations = deployment.inputs["spec"]["template"]["spec"]["tolerations"]
+        for taint in taints:
+            assert any(t["key"] == taint["key"] and t["effect"] == taint["effect"]
+                       and t.get("value", "") in ("", taint.get("value", "")) for t in tolerations)
+
+
+def test_gpu_requirements_and_limits_follow_the_pool():
+    spec = node_pool(POOL, {"workload": "training"})["spec"]
+    requirements = {r["key"]: r["values"] for r in spec["template"]["spec"]["requirements"]}
+    assert requirements["node.kubernetes.io/instance-type"] == ["p4d.24xlarge"]
+    assert requirements["karpenter.sh/capacity-type"] == ["spot"]
+    assert requirements["karpenter.k8s.aws/instance-gpu-count"] == ["8"]
+    assert requirements["karpenter.k8s.aws/instance-gpu-manufacturer"] == ["nvidia"]
+    assert requirements["kubernetes.io/arch"] == ["amd64"]
+    # maxSize nodes of 8 GPUs each.
+    assert spec["limits"] == {"nvidia.com/gpu": "24"}
+
+
+def test_disruption_never_consolidates_running_work_and_nodes_never_expire():
+    spec = node_pool(POOL, {})["spec"]
+    assert spec["disruption"]["consolidationPolicy"] == "WhenEmpty"
+    assert spec["disruption"]["budgets"] == [{"nodes": "1"}]
+    assert spec["template"]["spec"]["expireAfter"] == "Never"
+
+
+def test_pods_on_karpenter_nodes_cannot_reach_the_node_roles_credentials():
+    spec = ec2_node_class(POOL, cluster_name="ml-dev", role="node-role")["spec"]
+    assert spec["metadataOptions"]["httpTokens"] == "required"
+    assert spec["metadataOptions"]["httpPutResponseHopLimit"] == 1
+    (volume,) = spec["blockDeviceMappings"]
+    assert volume["ebs"]["encrypted"] is True and volume["ebs"]["volumeSize"] == "100Gi"
+    assert spec["subnetSelectorTerms"] == [{"id": s} for s in POOL.subnet_ids]
+    assert spec["amiSelectorTerms"] == [{"alias": "al2023@latest"}]
+
+
+def test_a_pool_may_override_the_stacks_provisioner_and_karpenter_refuses_a_minimum():
+    gpu = GpuSettings(provisioner="karpenter", pools=(POOL,), vpc_cni_has_own_role=True)
+    assert gpu.pool_provisioner(POOL) == "karpenter"
+    own = GpuPoolSettings(**{**POOL.__dict__, "provisioner": "nodeGroups", "min_size": 1})
+    assert GpuSettings(provisioner="karpenter", pools=(own,), vpc_cni_has_own_role=True).pool_provisioner(own) == "nodeGroups"
+    assert list(GpuSettings(provisioner="karpenter", pools=(own,), vpc_cni_has_own_role=True).cross_check()) == []
+    minimum = GpuPoolSettings(**{**POOL.__dict__, "min_size": 1})
+    problems = list(GpuSettings(provisioner="karpenter", pools=(minimum,), vpc_cni_has_own_role=True).cross_check())
+    assert [path for path, _ in problems] == ["pools[0].minSize"]
+
+
+def test_the_gpu_guardrail_refuses_an_untainted_karpenter_gpu_pool():
+    spec = node_pool(POOL, {})["spec"]
+    spec["template"]["spec"]["taints"] = []
+    found = guardrails.gpu_node_group_tainted_and_labelled(PlannedResource(type=NODE_POOL, name="p", props={"spec": spec}))
+    assert any("no NoSchedule or NoExecute taint" in m for m in found)
+    assert any("template labels are empty" in m for m in found)
+
+
+def _runtime_pod_templates(objects: list[dict]) -> list[dict]:
+    return [job["template"]["spec"]["template"] for obj in objects if obj.get("kind") == "ClusterTrainingRuntime"
+            for job in obj["spec"]["template"]["spec"]["replicatedJobs"]]
+
+
+def test_training_pods_are_marked_do_not_disrupt_only_where_a_pool_is_karpenters():
+    from manifests.objects import objects_from_config_group_inputs
+
+    def runtimes(run) -> list[dict]:
+        objects = [obj for group in run.of_type("kubernetes:yaml/v2:ConfigGroup")
+                   for obj in objects_from_config_group_inputs(group.inputs)]
+        return _runtime_pod_templates(objects)
+
+    dev, prod = runtimes(shared_run("dev")), runtimes(shared_run("prod"))
+    assert dev and prod
+    assert all(t["metadata"]["annotations"][DO_NOT_DISRUPT] == "true" for t in dev)
+    assert not any(DO_NOT_DISRUPT in ((t.get("metadata") or {}).get("annotations") or {}) for t in prod)
+
+
+def test_the_do_not_disrupt_step_leaves_other_objects_and_annotations_alone():
+    runtime = {"apiVersion": "trainer.kubeflow.org/v1alpha1", "kind": "ClusterTrainingRuntime", "metadata": {"name": "t"},
+               "spec": {"template": {"spec": {"replicatedJobs": [
+                   {"name": "node", "template": {"spec": {"template": {"metadata": {"annotations": {"a": "b"}},
+                                                                       "spec": {"containers": []}}}}}]}}}}
+    other = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "n"}}
+    result = keep_training_on_its_node([runtime, other])
+    (template,) = _runtime_pod_templates(result.objects)
+    assert template["metadata"]["annotations"] == {"a": "b", DO_NOT_DISRUPT: "true"}
+    assert result.objects[1] is other and len(result.changes) == 1
+    assert "annotations" in runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["metadata"]
+    assert DO_NOT_DISRUPT not in runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["metadata"]["annotations"]
