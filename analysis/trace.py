@@ -1200,8 +1200,15 @@ def _trace_once(model: MeshModel, url: str, caller: Caller, method: str = "GET")
     trace = Trace(url, caller)
     if caller.kind == "workload":
         return _trace_in_mesh(model, trace, host, parts.port or 80, path, method)
+    if parts.port is not None and parts.port != {"https": 443, "http": 80}[parts.scheme]:
+        # The trace follows the load balancer's listener for the scheme (443 for https) to the gateway's one server
+        # port; which servers another port would reach depends on listeners outside the plan.
+        raise authz.NotModelled(f"{url}: port {parts.port} at the gateway is not modelled (only the scheme's own port)")
     return _trace_through_gateway(model, trace, host, path, method)
 
+
+#: Istio's annotation that limits where a Service is visible (Service exportTo).
+SERVICE_EXPORT_TO = "networking.istio.io/exportTo"
 
 #: Plaintext HTTP protocols of a Gateway server (protocol.Instance.IsHTTP, pkg/config/protocol/instance.go).
 _HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "HTTP_PROXY", "GRPC", "GRPC-WEB"})
@@ -1449,7 +1456,14 @@ def _resolve_service(model: MeshModel, host: str, default_namespace: str) -> Map
     parts = host.split(".")
     name = parts[0]
     namespace = parts[1] if len(parts) > 1 and parts[1] != "svc" else default_namespace
-    return next((s for s in model.kind("Service") if _name(s) == name and _ns(s) == namespace), None)
+    service = next((s for s in model.kind("Service") if _name(s) == name and _ns(s) == namespace), None)
+    exported = ((service or {}).get("metadata") or {}).get("annotations", {}) or {}
+    if SERVICE_EXPORT_TO in exported:
+        # A Service's own visibility (istio/istio@1.28.0 pilot/pkg/serviceregistry/kube/conversion.go:86-91, the
+        # annotation read into Service.Attributes.ExportTo:114; pilot/pkg/model/push_context.go IsServiceVisible) is not
+        # evaluated here: refused rather than taken as visible everywhere.
+        raise authz.NotModelled(f"Service {namespace}/{name}: annotation {SERVICE_EXPORT_TO} is not modelled")
+    return service
 
 
 def _to_destination(model: MeshModel, trace: Trace, source: tuple, route_namespace: str, destination: Mapping[str, Any],

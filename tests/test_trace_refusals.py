@@ -102,6 +102,24 @@ REFUSED_SHAPES = {
 }
 
 
+def test_a_service_with_its_own_export_to_is_refused_by_name(dev_plan):
+    # Istio reads the annotation into the Service's visibility (istio/istio@1.28.0
+    # pilot/pkg/serviceregistry/kube/conversion.go:86-91); the trace does not evaluate it.
+    plan = copy.deepcopy(dev_plan)
+    model = t.model_from_plan(plan)
+    service = next(s for s in model.kind("Service") if s["metadata"]["name"] == "centraldashboard")
+    service["metadata"].setdefault("annotations", {})["networking.istio.io/exportTo"] = "kubeflow"
+    with pytest.raises(authz.NotModelled, match="networking.istio.io/exportTo"):
+        t.trace_request(model, f"https://{HOST}/", OWNER)
+
+
+def test_a_url_on_another_port_than_its_schemes_is_refused_by_name(dev_plan):
+    model = t.model_from_plan(dev_plan)
+    assert t.trace_request(model, f"https://{HOST}:443/pipeline/", OWNER).backend
+    with pytest.raises(authz.NotModelled, match="port 8443 at the gateway"):
+        t.trace_request(model, f"https://{HOST}:8443/pipeline/", OWNER)
+
+
 @pytest.mark.parametrize("shape", sorted(REFUSED_SHAPES))
 def test_a_shape_the_trace_does_not_evaluate_is_refused_by_name(dev_plan, shape):
     obj, url, caller = REFUSED_SHAPES[shape]
