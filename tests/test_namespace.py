@@ -27,8 +27,8 @@ from tools.mock_runtime import stack_config
 
 NAMESPACE = "ml-platform-x7"
 SYSTEM_NAMESPACE = "ml-jobs-q4"
-#: Releases and whether they ship Trainer and JobSet in `kubeflow-system`.
-RELEASES = {"26.03": True, "1.11.0": True, "1.10.2": False}
+#: Every supported release (tests/upstream.py) and whether it ships Trainer and JobSet in `kubeflow-system`.
+RELEASES = {"26.03": True, "1.11.0": True, "1.10.2": False, "1.9.1": False}
 
 _PLANS: dict[tuple[str, bool, str], dict] = {}
 
