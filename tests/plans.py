@@ -33,6 +33,25 @@ def evaluated_plan(stack: str, version: str = CURRENT_VERSION) -> tuple[dict[str
     return copy.deepcopy(_PLANS[(stack, version)])
 
 
+#: Namespaces no other setting or test uses, for the plans of a stack that chose where Kubeflow runs.
+CHOSEN_NAMESPACE = "ml-platform-x7"
+CHOSEN_SYSTEM_NAMESPACE = "ml-jobs-q4"
+_CHOSEN: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def chosen_namespace_plan(stack: str = "dev", version: str = CURRENT_VERSION) -> dict[str, Any]:
+    """The preview plan of `stack` with `kubeflow.namespace` (and `kubeflow.systemNamespace`) chosen; once per session,
+    a deep copy returned as by `evaluated_plan`."""
+    if (stack, version) not in _CHOSEN:
+        settings: dict[str, Any] = {"kubeflow.namespace": CHOSEN_NAMESPACE, "kubeflow.systemNamespace": CHOSEN_SYSTEM_NAMESPACE}
+        if version in NEEDS_STATIC_KEYS:
+            settings["kubeflow.objectStore.staticKeys"] = True
+        _CHOSEN[(stack, version)], _ = evaluate(
+            stack, manifests=str(manifests_path(version)), kubeflow_version=version, secrets=MARKER_SECRETS,
+            progress=Progress(io.StringIO()), settings=settings)
+    return copy.deepcopy(_CHOSEN[(stack, version)])
+
+
 def config_group_plan(objects: list[dict], stack: str = "test", name: str = "kubeflow") -> dict[str, Any]:
     """A plan holding one ConfigGroup that applies `objects`: the diff engine without the Kubeflow component.
 

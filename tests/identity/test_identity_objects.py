@@ -238,3 +238,52 @@ def test_schema_check_catches_a_bad_enum():
     envoy_filter = identity_envoy_filter(OPTIONS)
     envoy_filter["spec"]["configPatches"][0]["patch"]["operation"] = "PREPEND"
     assert any("PREPEND" in error for error in schema_errors(envoy_filter, CURRENT_VERSION))
+
+
+# --- A stack whose Kubeflow runs in a namespace it chose (kubeflow.namespace) -----------------------------
+
+
+def _chosen_namespace_objects() -> list[dict]:
+    from analysis.plan_objects import kubernetes_objects
+    from tests.plans import chosen_namespace_plan
+
+    return [found.obj for found in kubernetes_objects(chosen_namespace_plan("dev")).objects]
+
+
+def test_forwarders_and_metadata_envoy_callers_follow_the_chosen_namespace():
+    namespace = "ml-platform-x7"
+    dashboard = _workload("centraldashboard", "ghcr.io/kubeflow/kubeflow/central-dashboard:v1.10.0", "centraldashboard", namespace)
+    assert header_forwarders([dashboard], "corp.mesh", namespace) == (
+        f"corp.mesh/ns/{namespace}/sa/ml-pipeline-ui",
+        f"corp.mesh/ns/{namespace}/sa/centraldashboard",
+        f"corp.mesh/ns/{namespace}/sa/metadata-envoy",
+    )
+
+
+def test_in_a_chosen_namespace_every_identity_policy_trusts_the_accounts_where_they_now_run():
+    from tests.plans import CHOSEN_NAMESPACE
+
+    objects = _chosen_namespace_objects()
+    policies = [o for o in objects if o["kind"] == "AuthorizationPolicy"]
+    header = [p for p in policies if p["metadata"]["name"] == "kubeflow-identity-header-from-gateway-only"]
+    # One in Kubeflow's own namespace, one in each profile's.
+    assert CHOSEN_NAMESPACE in {p["metadata"]["namespace"] for p in header} and len(header) > 1
+    trusted = [f"cluster.local/ns/{CHOSEN_NAMESPACE}/sa/{account}" for account in ("ml-pipeline-ui", "centraldashboard", "metadata-envoy")]
+    for policy in header:
+        for rule in policy["spec"]["rules"]:
+            principals = rule["from"][0]["source"].get("notPrincipals")
+            if principals is not None:
+                assert principals[0] == "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+                assert set(trusted) <= set(principals), policy["metadata"]["namespace"]
+    (metadata_envoy,) = [p for p in policies if p["metadata"]["name"] == "kubeflow-metadata-envoy"]
+    assert metadata_envoy["metadata"]["namespace"] == CHOSEN_NAMESPACE
+    assert metadata_envoy["spec"]["rules"][0]["from"][0]["source"]["principals"] == [
+        "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",
+        f"cluster.local/ns/{CHOSEN_NAMESPACE}/sa/ml-pipeline-ui",
+    ]
+    # The workload the policy selects runs where the policy is.
+    assert any(o["kind"] == "Deployment" and o["metadata"]["namespace"] == CHOSEN_NAMESPACE
+               and (o["spec"]["template"]["metadata"].get("labels") or {}).get("component") == "metadata-envoy" for o in objects)
+    # No principal of the program's identity objects is left in upstream's namespace.
+    identity_kinds = ("AuthorizationPolicy", "EnvoyFilter", "RequestAuthentication")
+    assert "/ns/kubeflow/" not in str([o for o in objects if o["kind"] in identity_kinds])
