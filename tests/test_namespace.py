@@ -19,7 +19,7 @@ from manifests.contracts import contract_problems
 from manifests.namespace import default_namespace_references, move_namespaces
 from tests.conftest import MARKER_SECRETS
 from tests.test_contracts import CONTRACTS, flat_settings
-from tests.upstream import NEEDS_STATIC_KEYS, manifests_path, upstream_objects
+from tests.upstream import NEEDS_STATIC_KEYS, SUPPORTED_VERSIONS, manifests_path, upstream_objects
 from tools import plan_checks
 from tools.plan import kubernetes_objects
 from tools.preview import Progress, evaluate, mesh_trace
@@ -55,6 +55,10 @@ def plan_of(release: str, moved: bool = True, stack: str = "dev") -> dict:
 
 def objects_of(plan: dict) -> list[dict]:
     return [found.obj for found in kubernetes_objects(plan).objects]
+
+
+def test_every_supported_release_is_proven_in_a_chosen_namespace():
+    assert sorted(RELEASES) == sorted(SUPPORTED_VERSIONS)
 
 
 @pytest.mark.parametrize("release", RELEASES)
