@@ -222,10 +222,11 @@ def test_every_gateway_claim_of_the_trace_table_is_what_envoy_does(stack, loopba
     assert not disagreements, "\n".join(disagreements)
 
 
-def test_every_gateway_claim_holds_on_a_dev_stack_in_a_chosen_namespace(loopback, tmp_path):
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_gateway_claim_holds_on_a_stack_in_a_chosen_namespace(stack, loopback, tmp_path):
     # kubeflow.namespace moves the dashboard, Pipelines and the gateway object: the routes, the policies and the
     # identity filter the judge builds are read from that plan, and must still agree with the trace cell by cell.
-    plan = chosen_namespace_plan("dev")
+    plan = chosen_namespace_plan(stack)
     model = t.model_from_plan(plan)
     assert model.settings.gateway_namespace == "istio-system"
     gateways = {f"{t._ns(g)}/{t._name(g)}" for g in model.kind("Gateway")}
@@ -233,7 +234,7 @@ def test_every_gateway_claim_holds_on_a_dev_stack_in_a_chosen_namespace(loopback
     reached = {c.trace.backend for c in trace_matrix.matrix(model) if c.trace is not None and c.trace.reached}
     assert f"Deployment {CHOSEN_NAMESPACE}/centraldashboard port 8082" in reached, reached
     assert not [backend for backend in reached if " kubeflow/" in str(backend)]
-    judged, disagreements = judge("dev", loopback, tmp_path / "envoy", model, plan)
+    judged, disagreements = judge(stack, loopback, tmp_path / "envoy", model, plan)
     assert judged > 60
     assert not disagreements, "\n".join(disagreements)
 

@@ -243,14 +243,14 @@ def test_schema_check_catches_a_bad_enum():
 # --- A stack whose Kubeflow runs in a namespace it chose (kubeflow.namespace) -----------------------------
 
 
-def _chosen_namespace_objects() -> list[dict]:
+def _chosen_namespace_objects(kubeflow_version: str) -> list[dict]:
     from analysis.plan_objects import kubernetes_objects
     from tests.plans import chosen_namespace_plan
 
-    return [found.obj for found in kubernetes_objects(chosen_namespace_plan("dev")).objects]
+    return [found.obj for found in kubernetes_objects(chosen_namespace_plan("dev", kubeflow_version)).objects]
 
 
-def test_forwarders_and_metadata_envoy_callers_follow_the_chosen_namespace():
+def test_header_forwarders_are_principals_of_the_chosen_namespace():
     namespace = "ml-platform-x7"
     dashboard = _workload("centraldashboard", "ghcr.io/kubeflow/kubeflow/central-dashboard:v1.10.0", "centraldashboard", namespace)
     assert header_forwarders([dashboard], "corp.mesh", namespace) == (
@@ -260,10 +260,12 @@ def test_forwarders_and_metadata_envoy_callers_follow_the_chosen_namespace():
     )
 
 
-def test_in_a_chosen_namespace_every_identity_policy_trusts_the_accounts_where_they_now_run():
+# The newest and the oldest supported release (1.9's dashboard runs another image, found by it all the same).
+@pytest.mark.parametrize("kubeflow_version", [CURRENT_VERSION, "1.9.1"])
+def test_in_a_chosen_namespace_every_identity_policy_trusts_the_accounts_where_they_now_run(kubeflow_version):
     from tests.plans import CHOSEN_NAMESPACE
 
-    objects = _chosen_namespace_objects()
+    objects = _chosen_namespace_objects(kubeflow_version)
     policies = [o for o in objects if o["kind"] == "AuthorizationPolicy"]
     header = [p for p in policies if p["metadata"]["name"] == "kubeflow-identity-header-from-gateway-only"]
     # One in Kubeflow's own namespace, one in each profile's.
