@@ -1466,6 +1466,89 @@ def _resolve_service(model: MeshModel, host: str, default_namespace: str) -> Map
     return service
 
 
+def _dr_host(rule: Mapping[str, Any]) -> str:
+    """A DestinationRule's host as istiod resolves it (istio/istio@1.28.0 pilot/pkg/model/config.go:197-230,
+    ResolveShortnameToFQDN): a name without a dot gets the rule's namespace and `.svc.cluster.local`, anything else
+    is kept as written."""
+    name = str((rule.get("spec") or {}).get("host") or "")
+    return name if "." in name or name == "*" else f"{name}.{_ns(rule)}.svc.cluster.local"
+
+
+def _most_specific(fqdn: str, rules: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """MostSpecificHostMatch (pilot/pkg/model/config.go:265-310): the rules of the exact host, else those of the
+    longest wildcard whose suffix the host ends with."""
+    exact = [r for r in rules if _dr_host(r) == fqdn]
+    if exact:
+        return exact
+    wild = [r for r in rules if _dr_host(r).startswith("*") and fqdn.endswith(_dr_host(r)[1:])]
+    longest = max((len(_dr_host(r)) for r in wild), default=None)
+    return [r for r in wild if len(_dr_host(r)) == longest]
+
+
+def destination_rule_for(model: MeshModel, proxy_namespace: str, service: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The DestinationRule a proxy in `proxy_namespace` applies to `service`: PushContext.destinationRule
+    (istio/istio@1.28.0 pilot/pkg/model/push_context.go:1238-1300) over the indexes setDestinationRules builds
+    (:2060-2124). 1. the proxy's namespace (every rule there exported to it: none, `*`, `.` or its own name), or, for
+    a proxy in the root namespace, the root namespace's private rules; 2. the service's namespace, 3. the root
+    namespace, their rules exported beyond their own namespace, kept only when exported to the proxy's namespace
+    (:1306-1324, after the most specific host is chosen). meshConfig's defaultDestinationRuleExportTo is taken as
+    its default (`*`). A rule with a workloadSelector, several rules merged for one host (mergeDestinationRule) and
+    a rule's portLevelSettings tls are refused by name."""
+    root = model.settings.root_namespace
+    fqdn = f"{_name(service)}.{_ns(service)}.svc.cluster.local"
+    rules = sorted(model.kind("DestinationRule"), key=creation_order)
+
+    def export_to(rule: Mapping[str, Any]) -> set[str]:
+        spec = rule.get("spec") or {}
+        return {"."} if spec.get("workloadSelector") else {str(e) for e in spec.get("exportTo") or []}
+
+    def local(namespace: str) -> list[Mapping[str, Any]]:
+        return [r for r in rules if _ns(r) == namespace
+                and (not export_to(r) or export_to(r) & {"*", ".", namespace})]
+
+    def private(rule: Mapping[str, Any]) -> bool:
+        exported = export_to(rule)
+        return len(exported) == 1 and bool(exported & {".", _ns(rule)})
+
+    def exported_from(namespace: str) -> list[Mapping[str, Any]]:
+        chosen = _most_specific(fqdn, [r for r in rules if _ns(r) == namespace and not private(r)])
+        return [r for r in chosen if not export_to(r) or export_to(r) & {"*", proxy_namespace}]
+
+    found: list[Mapping[str, Any]] = []
+    if proxy_namespace != root:
+        found = _most_specific(fqdn, local(proxy_namespace))
+    else:
+        found = _most_specific(fqdn, [r for r in rules if _ns(r) == root and private(r)])
+    found = found or exported_from(_ns(service)) or exported_from(root)
+    if not found:
+        return None
+    if any((r.get("spec") or {}).get("workloadSelector") for r in found):
+        raise authz.NotModelled(f"{ref(next(r for r in found if (r.get('spec') or {}).get('workloadSelector')))}: "
+                                "a DestinationRule with a workloadSelector is not modelled")
+    if len(found) > 1:
+        raise authz.NotModelled(f"{', '.join(ref(r) for r in found)}: several DestinationRules for {fqdn} "
+                                "(merged by istiod) are not modelled")
+    rule = found[0]
+    policy = (rule.get("spec") or {}).get("trafficPolicy") or {}
+    if any("tls" in (setting or {}) for setting in policy.get("portLevelSettings") or []):
+        raise authz.NotModelled(f"{ref(rule)}: trafficPolicy.portLevelSettings tls is not modelled")
+    return rule
+
+
+def _client_tls(rule: Mapping[str, Any] | None) -> str:
+    """The caller proxy's transport toward the destination (istio/istio@1.28.0 pilot/pkg/networking/core/
+    cluster_tls.go:407-461 buildUpstreamTLSSettings): no `tls` in the rule: auto mTLS (mTLS to a pod with a sidecar,
+    plaintext otherwise, :90-110); ISTIO_MUTUAL: always mTLS (user supplied, no plaintext fallback); DISABLE
+    (the proto's zero value, so `tls: {}` too): plaintext. SIMPLE and MUTUAL are refused by name."""
+    tls = (((rule or {}).get("spec") or {}).get("trafficPolicy") or {}).get("tls")
+    if tls is None:
+        return "AUTO"
+    mode = str(tls.get("mode") or "DISABLE")
+    if mode not in ("ISTIO_MUTUAL", "DISABLE"):
+        raise authz.NotModelled(f"{ref(rule)}: trafficPolicy.tls.mode {mode} is not modelled")
+    return mode
+
+
 def _to_destination(model: MeshModel, trace: Trace, source: tuple, route_namespace: str, destination: Mapping[str, Any],
                     path: str, headers: dict[str, str], host: str, method: str, request_principal, claims, token) -> Trace:
     settings = model.settings
@@ -1479,6 +1562,11 @@ def _to_destination(model: MeshModel, trace: Trace, source: tuple, route_namespa
     service_port = next((p for p in ports if port_number is None or p.get("port") == port_number), None)
     if service_port is None:
         return trace.refuse("Service", where, ref(service), f"has no port {port_number}: 503", 503)
+    if destination.get("subset"):
+        # A subset is a DestinationRule's (its labels pick the endpoints, its trafficPolicy overrides the rule's):
+        # not evaluated, refused rather than routed to every pod.
+        raise authz.NotModelled(f"route destination {destination.get('host')} subset {destination.get('subset')!r} "
+                                "(a DestinationRule subset) is not modelled")
     selector = (service.get("spec") or {}).get("selector") or {}
     selected = [w for w in workloads(model, _ns(service)) if selector and labels_subset(selector, w.labels)]
     if not selected:
@@ -1502,6 +1590,24 @@ def _to_destination(model: MeshModel, trace: Trace, source: tuple, route_namespa
         return _ambient_destination(model, trace, workload, service, target, request, source_principal)
 
     sidecar, why = has_sidecar(model, workload)
+    # The caller's proxy (a sidecar, or the gateway's Envoy) picks its transport from the DestinationRule it applies
+    # to the Service; a caller without a proxy (no principal) sends plaintext whatever the rules say.
+    client_tls, rule = "AUTO", None
+    if source_principal is not None:
+        rule = destination_rule_for(model, source_namespace, service)
+        client_tls = _client_tls(rule)
+    if rule is not None:
+        trace.add("DestinationRule", f"{source_kind} {source_namespace}", ref(rule), "info",
+                  {"AUTO": "no tls: auto mTLS", "ISTIO_MUTUAL": "tls.mode ISTIO_MUTUAL: the caller's proxy always sends mTLS",
+                   "DISABLE": "tls.mode DISABLE: the caller's proxy sends plaintext"}[client_tls])
+    if client_tls == "ISTIO_MUTUAL" and not sidecar:
+        # A user-supplied ISTIO_MUTUAL has no plaintext fallback (cluster_tls.go:89-110 applies transport socket
+        # matches only when auto-detected): the TLS handshake meets a plaintext server and the caller's proxy answers 503.
+        return trace.refuse("DestinationRule", where, ref(rule), f"ISTIO_MUTUAL toward {workload.ref}, which has no sidecar "
+                            f"({why}): TLS handshake fails, 503 (upstream connect error)", 503)
+    if client_tls == "DISABLE":
+        source_principal = None
+        request = authz.Request(None, target, headers, settings.trust_domain, method, path, host, None, None)
     if not sidecar:
         trace.add("sidecar", where, workload.ref, "info", f"no sidecar ({why}): no PeerAuthentication or AuthorizationPolicy is enforced")
         return _reached(trace, workload, target, headers)
@@ -1511,7 +1617,12 @@ def _to_destination(model: MeshModel, trace: Trace, source: tuple, route_namespa
                                 "are not modelled")
     mode, decided = peer_authentication_mode(model, workload, target)
     if mode == "STRICT" and source_principal is None:
-        return trace.refuse("PeerAuthentication", where, decided, "STRICT and the caller sends plaintext: connection reset", None)
+        sender = "the caller's DestinationRule makes its proxy send plaintext" if client_tls == "DISABLE" else "the caller sends plaintext"
+        return trace.refuse("PeerAuthentication", where, decided, f"STRICT and {sender}: connection reset", None)
+    if mode == "DISABLE" and client_tls == "ISTIO_MUTUAL":
+        # The inbound listener of a DISABLE port takes plaintext only (listener_inbound.go, authn MTLSDisable).
+        return trace.refuse("PeerAuthentication", where, decided, f"DISABLE, and {ref(rule)} makes the caller's proxy send "
+                            "ISTIO_MUTUAL: TLS handshake fails, 503 (upstream connect error)", 503)
     if mode == "DISABLE":
         # The inbound listener takes plaintext only and the caller's sidecar, seeing no mTLS there (auto mTLS),
         # sends plaintext: no peer identity, so no `principals`/`namespaces` rule can match

@@ -1,0 +1,194 @@
+"""The DestinationRule a caller's proxy applies decides its transport (istio/istio@1.28.0
+pilot/pkg/networking/core/cluster_tls.go:407-461 buildUpstreamTLSSettings): ISTIO_MUTUAL always sends mTLS (a
+sidecar-less destination fails the handshake), DISABLE sends plaintext (STRICT resets it), no `tls` is auto mTLS.
+Which rule applies is PushContext.destinationRule (pilot/pkg/model/push_context.go:1238-1324): the caller's
+namespace, then the Service's, then the root namespace, with exportTo and the most specific host. Shapes the trace
+does not evaluate (SIMPLE, MUTUAL, portLevelSettings tls, workloadSelector, merged rules, route subsets) are refused
+by name."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from analysis import policies as authz
+from analysis import trace as t
+from tests.plans import evaluated_plan, resource
+
+ML_PIPELINE = "http://ml-pipeline.kubeflow.svc.cluster.local:8888/apis/v2beta1/healthz"
+BOB = t.workload("bob", "default-editor", {"notebook-name": "x"})
+#: A caller in the root namespace, which ml-pipeline's NetworkPolicy admits on both stacks.
+PROBE = t.workload("istio-system", "probe", {"app": "probe"})
+
+
+@pytest.fixture(scope="module")
+def plans():
+    return {stack: evaluated_plan(stack)[0] for stack in ("dev", "prod")}
+
+
+def _model(plan, *objects):
+    plan = copy.deepcopy(plan)
+    for index, obj in enumerate(objects):
+        group, _, version = obj["apiVersion"].rpartition("/")
+        plan["resources"].append(resource(plan["stack"], f"kubernetes:{group or 'core'}/{version}:{obj['kind']}",
+                                          f"dr-{index}", "", copy.deepcopy(obj)))
+    return t.model_from_plan(plan)
+
+
+def _rule(name, namespace, host, tls=None, **spec):
+    policy = {"tls": tls} if tls is not None else {}
+    return {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"host": host, **({"trafficPolicy": policy} if policy else {}), **spec}}
+
+
+def _hop(traced, step):
+    return next((h for h in traced.hops if h.step == step), None)
+
+
+def _plain_backend(namespace="bob"):
+    """A Deployment that opts out of injection, and its Service."""
+    labels = {"app": "plain", "sidecar.istio.io/inject": "false"}
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "plain", "namespace": namespace},
+                  "spec": {"selector": {"matchLabels": {"app": "plain"}}, "template": {
+                      "metadata": {"labels": labels},
+                      "spec": {"containers": [{"name": "c", "image": "x", "ports": [{"containerPort": 8080}]}]}}}}
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "plain", "namespace": namespace},
+               "spec": {"selector": {"app": "plain"}, "ports": [{"port": 80, "targetPort": 8080}]}}
+    return deployment, service
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_upstream_istio_mutual_rules_apply_to_the_gateway_and_reach(plans, stack):
+    # The gateway sits in the root namespace: step 2 finds the Service namespace's exported rule.
+    model = t.model_from_plan(plans[stack])
+    traced = t.trace_request(model, f"https://{model.settings.hosts[0]}/pipeline/", t.browser("alice@example.com"))
+    assert traced.reached
+    assert _hop(traced, "DestinationRule").decided_by == "DestinationRule kubeflow/ml-pipeline-ui"
+    assert "ISTIO_MUTUAL" in _hop(traced, "DestinationRule").why
+
+
+def test_disable_toward_strict_ml_pipeline_is_reset_at_the_server(plans):
+    # A proxy in the root namespace looks first at the root namespace's private rules (push_context.go:1260-1271):
+    # its DISABLE beats kubeflow's exported ISTIO_MUTUAL rule for the same host.
+    disable = _rule("plain-to-pipeline", "istio-system", "ml-pipeline.kubeflow.svc.cluster.local", {"mode": "DISABLE"},
+                    exportTo=["."])
+    traced = t.trace_request(_model(plans["prod"], disable), ML_PIPELINE, PROBE)
+    assert not traced.reached
+    assert traced.refused_at.step == "PeerAuthentication" and "STRICT" in traced.refused_at.why
+    assert "DestinationRule" in traced.refused_at.why
+    assert _hop(traced, "DestinationRule").decided_by == "DestinationRule istio-system/plain-to-pipeline"
+    # Without it the same call carries mTLS under kubeflow's rule and passes the PeerAuthentication.
+    plain = t.trace_request(t.model_from_plan(plans["prod"]), ML_PIPELINE, PROBE)
+    assert _hop(plain, "DestinationRule").decided_by == "DestinationRule kubeflow/ml-pipeline"
+    assert _hop(plain, "PeerAuthentication").outcome == "pass"
+
+
+def test_disable_under_permissive_arrives_without_a_peer_identity(plans):
+    disable = _rule("plain-to-pipeline", "istio-system", "ml-pipeline.kubeflow.svc.cluster.local", {},  # tls: {} is DISABLE
+                    exportTo=["."])
+    traced = t.trace_request(_model(plans["dev"], disable), ML_PIPELINE, PROBE)
+    assert "DISABLE" in _hop(traced, "DestinationRule").why
+    assert _hop(traced, "PeerAuthentication").why.endswith("the caller sends plaintext")
+
+
+def test_the_callers_namespace_is_searched_before_the_services(plans):
+    # push_context.go:1251-1259: bob's own rule for the host beats kubeflow's.
+    model = _model(plans["dev"], _rule("mine", "bob", "ml-pipeline.kubeflow.svc.cluster.local", {"mode": "DISABLE"}))
+    ml_pipeline = next(s for s in model.kind("Service") if t._name(s) == "ml-pipeline" and t._ns(s) == "kubeflow")
+    assert t.destination_rule_for(model, "bob", ml_pipeline)["metadata"]["name"] == "mine"
+    assert t.destination_rule_for(model, "alice", ml_pipeline)["metadata"]["name"] == "ml-pipeline"
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_istio_mutual_toward_a_sidecar_less_destination_fails(plans, stack):
+    deployment, service = _plain_backend()
+    url = "http://plain.bob.svc.cluster.local/"
+    assert t.trace_request(_model(plans[stack], deployment, service), url, BOB).reached  # auto mTLS falls back
+    mutual = _rule("mutual", "bob", "plain", {"mode": "ISTIO_MUTUAL"})
+    traced = t.trace_request(_model(plans[stack], deployment, service, mutual), url, BOB)
+    assert not traced.reached and traced.status == 503
+    assert traced.refused_at.step == "DestinationRule" and "no sidecar" in traced.refused_at.why
+
+
+def test_istio_mutual_toward_a_disable_port_fails(plans):
+    peer = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+            "metadata": {"name": "off", "namespace": "kubeflow"},
+            "spec": {"selector": {"matchLabels": {"app": "ml-pipeline"}}, "mtls": {"mode": "DISABLE"}}}
+    traced = t.trace_request(_model(plans["dev"], peer), ML_PIPELINE, PROBE)
+    assert not traced.reached and traced.refused_at.step == "PeerAuthentication" and "handshake" in traced.refused_at.why
+
+
+def test_a_caller_without_a_sidecar_ignores_destination_rules(plans):
+    # A DestinationRule configures a proxy; a pod without one sends plaintext (prod's STRICT resets it). Such callers
+    # enter the destination hop without a principal, as the run-time trace's sidecar-less pods do.
+    model = t.model_from_plan(plans["prod"])
+    traced = t.Trace(ML_PIPELINE, PROBE)
+    t._to_destination(model, traced, ("workload", "istio-system", {"app": "probe"}, None), "istio-system",
+                      {"host": "ml-pipeline.kubeflow.svc.cluster.local", "port": {"number": 8888}},
+                      "/apis/v2beta1/healthz", {}, "ml-pipeline.kubeflow.svc.cluster.local", "GET", None, None, None)
+    assert _hop(traced, "DestinationRule") is None
+    assert not traced.reached and traced.refused_at.step == "PeerAuthentication"
+
+
+def test_a_private_rule_of_the_services_namespace_does_not_apply_to_other_namespaces(plans):
+    # setDestinationRules (push_context.go:2099-2118): exportTo `.` keeps the rule out of the exported index.
+    model = _model(plans["dev"], _rule("private", "bob", "plain", {"mode": "DISABLE"}, exportTo=["."]),
+                   *_plain_backend())
+    service = next(s for s in model.kind("Service") if t._name(s) == "plain")
+    assert t.destination_rule_for(model, "bob", service)["metadata"]["name"] == "private"
+    assert t.destination_rule_for(model, "alice", service) is None
+    assert t.destination_rule_for(model, "istio-system", service) is None
+
+
+def test_exported_rules_are_kept_only_for_the_namespaces_they_name(plans):
+    # getExportedDestinationRuleFromNamespace (push_context.go:1306-1324) filters after the most specific host.
+    model = _model(plans["dev"], _rule("to-alice", "bob", "plain", {"mode": "DISABLE"}, exportTo=[".", "alice"]),
+                   _rule("wide", "bob", "*.bob.svc.cluster.local", {"mode": "ISTIO_MUTUAL"}), *_plain_backend())
+    service = next(s for s in model.kind("Service") if t._name(s) == "plain")
+    assert t.destination_rule_for(model, "alice", service)["metadata"]["name"] == "to-alice"
+    # `plain` is the most specific host in bob's exported rules and is not exported to kubeflow: no fallback to `*.bob`.
+    assert t.destination_rule_for(model, "kubeflow", service) is None
+
+
+def test_a_root_namespace_rule_applies_when_no_nearer_rule_does(plans):
+    model = _model(plans["dev"], _rule("mesh-wide", "istio-system", "*.local", {"mode": "DISABLE"}), *_plain_backend())
+    service = next(s for s in model.kind("Service") if t._name(s) == "plain")
+    assert t.destination_rule_for(model, "alice", service)["metadata"]["name"] == "mesh-wide"
+    ml_pipeline = next(s for s in model.kind("Service") if t._name(s) == "ml-pipeline" and t._ns(s) == "kubeflow")
+    assert t.destination_rule_for(model, "alice", ml_pipeline)["metadata"]["name"] == "ml-pipeline"
+
+
+def _probe_rule(name, tls=None, **spec):
+    return _rule(name, "istio-system", "ml-pipeline.kubeflow.svc.cluster.local", tls, exportTo=["."], **spec)
+
+
+REFUSED = {
+    "tls.mode SIMPLE": _probe_rule("simple", {"mode": "SIMPLE"}),
+    "tls.mode MUTUAL": _probe_rule("mutual", {"mode": "MUTUAL"}),
+    "portLevelSettings tls": _probe_rule("ports", None, trafficPolicy={
+        "portLevelSettings": [{"port": {"number": 8888}, "tls": {"mode": "DISABLE"}}]}),
+    "workloadSelector": _rule("selected", "istio-system", "ml-pipeline.kubeflow.svc.cluster.local", {"mode": "DISABLE"},
+                              workloadSelector={"matchLabels": {"app": "probe"}}),
+    "several DestinationRules": _rule("second", "kubeflow", "ml-pipeline", {"mode": "DISABLE"}),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(REFUSED))
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_a_destination_rule_shape_the_trace_does_not_evaluate_is_refused_by_name(plans, stack, shape):
+    with pytest.raises(authz.NotModelled, match=shape):
+        t.trace_request(_model(plans[stack], REFUSED[shape]), ML_PIPELINE, PROBE)
+
+
+def test_a_route_to_a_subset_is_refused_by_name(plans):
+    model = t.model_from_plan(plans["dev"])
+    host = model.settings.hosts[0]
+    route = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+             "metadata": {"name": "subset", "namespace": "kubeflow"},
+             "spec": {"hosts": [host], "gateways": ["kubeflow/kubeflow-gateway"], "http": [
+                 {"match": [{"uri": {"prefix": "/subset/"}}],
+                  "route": [{"destination": {"host": "centraldashboard.kubeflow.svc.cluster.local", "subset": "v1"}}]}]}}
+    with pytest.raises(authz.NotModelled, match="subset 'v1'"):
+        t.trace_request(_model(plans["dev"], route), f"https://{host}/subset/", t.browser("alice@example.com"))
