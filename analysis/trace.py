@@ -33,6 +33,9 @@ destination       the Service by host, its port's targetPort, the Deployment/Sta
                   picks; no Service or no workload: 503.
 NetworkPolicy     ingress rules of the policies selecting the pod (kubernetes.io/docs/concepts/services-networking/
                   network-policies): from namespace/pod selectors and ports; none selecting it: open.
+DestinationRule   the rule the caller's proxy applies to the Service (push_context.go:1238-1324): no tls is auto mTLS,
+                  ISTIO_MUTUAL always mTLS (a sidecar-less destination fails), DISABLE plaintext
+                  (networking/core/cluster_tls.go:407-461); a caller without a proxy sends plaintext.
 PeerAuthentication workload > namespace > root namespace, the oldest of each, port-level overrides, UNSET inherits,
                   default PERMISSIVE (pilot/pkg/security/authn/policy_applier.go:390-466); STRICT refuses a plaintext
                   caller; DISABLE carries no peer identity.
