@@ -1488,8 +1488,10 @@ def _most_specific(fqdn: str, rules: Sequence[Mapping[str, Any]]) -> list[Mappin
     return [r for r in wild if len(_dr_host(r)) == longest]
 
 
-def destination_rule_for(model: MeshModel, proxy_namespace: str, service: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The DestinationRule a proxy in `proxy_namespace` applies to `service`: PushContext.destinationRule
+def destination_rule_for(model: MeshModel, proxy_namespace: str, service_namespace: str,
+                         fqdn: str) -> Mapping[str, Any] | None:
+    """The DestinationRule a proxy in `proxy_namespace` applies to the service `fqdn` of `service_namespace`:
+    PushContext.destinationRule
     (istio/istio@1.28.0 pilot/pkg/model/push_context.go:1238-1300) over the indexes setDestinationRules builds
     (:2060-2124). 1. the proxy's namespace (every rule there exported to it: none, `*`, `.` or its own name), or, for
     a proxy in the root namespace, the root namespace's private rules; 2. the service's namespace, 3. the root
@@ -1498,7 +1500,6 @@ def destination_rule_for(model: MeshModel, proxy_namespace: str, service: Mappin
     its default (`*`). A rule with a workloadSelector, several rules merged for one host (mergeDestinationRule) and
     a rule's portLevelSettings tls are refused by name."""
     root = model.settings.root_namespace
-    fqdn = f"{_name(service)}.{_ns(service)}.svc.cluster.local"
     rules = sorted(model.kind("DestinationRule"), key=creation_order)
 
     def export_to(rule: Mapping[str, Any]) -> set[str]:
@@ -1522,7 +1523,7 @@ def destination_rule_for(model: MeshModel, proxy_namespace: str, service: Mappin
         found = _most_specific(fqdn, local(proxy_namespace))
     else:
         found = _most_specific(fqdn, [r for r in rules if _ns(r) == root and private(r)])
-    found = found or exported_from(_ns(service)) or exported_from(root)
+    found = found or exported_from(service_namespace) or exported_from(root)
     if not found:
         return None
     if any((r.get("spec") or {}).get("workloadSelector") for r in found):
@@ -1597,7 +1598,7 @@ def _to_destination(model: MeshModel, trace: Trace, source: tuple, route_namespa
     # to the Service; a caller without a proxy (no principal) sends plaintext whatever the rules say.
     client_tls, rule = "AUTO", None
     if source_principal is not None:
-        rule = destination_rule_for(model, source_namespace, service)
+        rule = destination_rule_for(model, source_namespace, _ns(service), f"{_name(service)}.{_ns(service)}.svc.cluster.local")
         client_tls = _client_tls(rule)
     if rule is not None:
         trace.add("DestinationRule", f"{source_kind} {source_namespace}", ref(rule), "info",

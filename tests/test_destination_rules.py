@@ -43,6 +43,10 @@ def _rule(name, namespace, host, tls=None, **spec):
             "spec": {"host": host, **({"trafficPolicy": policy} if policy else {}), **spec}}
 
 
+def _rule_for(model, proxy_namespace, service):
+    return t.destination_rule_for(model, proxy_namespace, t._ns(service), f"{t._name(service)}.{t._ns(service)}.svc.cluster.local")
+
+
 def _hop(traced, step):
     return next((h for h in traced.hops if h.step == step), None)
 
@@ -97,8 +101,8 @@ def test_the_callers_namespace_is_searched_before_the_services(plans):
     # push_context.go:1251-1259: bob's own rule for the host beats kubeflow's.
     model = _model(plans["dev"], _rule("mine", "bob", "ml-pipeline.kubeflow.svc.cluster.local", {"mode": "DISABLE"}))
     ml_pipeline = next(s for s in model.kind("Service") if t._name(s) == "ml-pipeline" and t._ns(s) == "kubeflow")
-    assert t.destination_rule_for(model, "bob", ml_pipeline)["metadata"]["name"] == "mine"
-    assert t.destination_rule_for(model, "alice", ml_pipeline)["metadata"]["name"] == "ml-pipeline"
+    assert _rule_for(model, "bob", ml_pipeline)["metadata"]["name"] == "mine"
+    assert _rule_for(model, "alice", ml_pipeline)["metadata"]["name"] == "ml-pipeline"
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])
@@ -137,9 +141,9 @@ def test_a_private_rule_of_the_services_namespace_does_not_apply_to_other_namesp
     model = _model(plans["dev"], _rule("private", "bob", "plain", {"mode": "DISABLE"}, exportTo=["."]),
                    *_plain_backend())
     service = next(s for s in model.kind("Service") if t._name(s) == "plain")
-    assert t.destination_rule_for(model, "bob", service)["metadata"]["name"] == "private"
-    assert t.destination_rule_for(model, "alice", service) is None
-    assert t.destination_rule_for(model, "istio-system", service) is None
+    assert _rule_for(model, "bob", service)["metadata"]["name"] == "private"
+    assert _rule_for(model, "alice", service) is None
+    assert _rule_for(model, "istio-system", service) is None
 
 
 def test_exported_rules_are_kept_only_for_the_namespaces_they_name(plans):
@@ -147,17 +151,17 @@ def test_exported_rules_are_kept_only_for_the_namespaces_they_name(plans):
     model = _model(plans["dev"], _rule("to-alice", "bob", "plain", {"mode": "DISABLE"}, exportTo=[".", "alice"]),
                    _rule("wide", "bob", "*.bob.svc.cluster.local", {"mode": "ISTIO_MUTUAL"}), *_plain_backend())
     service = next(s for s in model.kind("Service") if t._name(s) == "plain")
-    assert t.destination_rule_for(model, "alice", service)["metadata"]["name"] == "to-alice"
+    assert _rule_for(model, "alice", service)["metadata"]["name"] == "to-alice"
     # `plain` is the most specific host in bob's exported rules and is not exported to kubeflow: no fallback to `*.bob`.
-    assert t.destination_rule_for(model, "kubeflow", service) is None
+    assert _rule_for(model, "kubeflow", service) is None
 
 
 def test_a_root_namespace_rule_applies_when_no_nearer_rule_does(plans):
     model = _model(plans["dev"], _rule("mesh-wide", "istio-system", "*.local", {"mode": "DISABLE"}), *_plain_backend())
     service = next(s for s in model.kind("Service") if t._name(s) == "plain")
-    assert t.destination_rule_for(model, "alice", service)["metadata"]["name"] == "mesh-wide"
+    assert _rule_for(model, "alice", service)["metadata"]["name"] == "mesh-wide"
     ml_pipeline = next(s for s in model.kind("Service") if t._name(s) == "ml-pipeline" and t._ns(s) == "kubeflow")
-    assert t.destination_rule_for(model, "alice", ml_pipeline)["metadata"]["name"] == "ml-pipeline"
+    assert _rule_for(model, "alice", ml_pipeline)["metadata"]["name"] == "ml-pipeline"
 
 
 def _probe_rule(name, tls=None, **spec):

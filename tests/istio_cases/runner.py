@@ -151,7 +151,24 @@ def gateway_merging(case: dict[str, Any]) -> Any:
     return f"status {traced.status}"
 
 
+def _destination_rule(spec: dict[str, Any]) -> dict[str, Any]:
+    body = {"host": spec["host"], **({"exportTo": list(spec["exportTo"])} if "exportTo" in spec else {})}
+    return {"kind": "DestinationRule", "metadata": {"name": spec["name"], "namespace": spec["namespace"]}, "spec": body}
+
+
+def destination_rule_lookup(case: dict[str, Any]) -> Any:
+    """The DestinationRule (`namespace/name`, or None) a proxy of `proxy_namespace` applies to `host` of `service_namespace`."""
+    model = t.MeshModel([_destination_rule(r) for r in case["destination_rules"]], t.MeshSettings(root_namespace="istio-system"))
+    try:
+        rule = t.destination_rule_for(model, case["proxy_namespace"], case["service_namespace"], case["host"])
+    except authz.NotModelled:
+        return "refused"
+    return f"{rule['metadata']['namespace']}/{rule['metadata']['name']}" if rule is not None else None
+
+
 def routing(case: dict[str, Any]) -> Any:
+    if "destination_rules" in case:
+        return destination_rule_lookup(case)
     if "sidecars" in case:
         return sidecar_visibility(case)
     if "gateways" in case:
