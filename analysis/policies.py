@@ -80,6 +80,12 @@ class NotModelled(ValueError):
     """A field or condition this model does not evaluate: refused rather than guessed."""
 
 
+class OpaqueValue(str):
+    """A header value whose presence is known but whose bytes are not: what jwt_authn writes to a jwtRule's
+    `outputPayloadToHeader` (the token's own base64url payload segment, as the client encoded it). A rule may test it
+    for presence (`*`); comparing it with anything else is refused."""
+
+
 class _BuildError(Exception):
     """Istio's generator would fail on this value (an HTTP-only field on TCP, an invalid port)."""
 
@@ -105,6 +111,8 @@ def header_matches(pattern: str, value: str | None) -> bool:
         return False
     if pattern == "*":
         return True
+    if isinstance(value, OpaqueValue):
+        raise NotModelled(f"a header match {pattern!r} against {value} (only its presence is known)")
     return string_matches(pattern, value)
 
 

@@ -188,7 +188,9 @@ def jwt(case: dict[str, Any]) -> dict[str, Any]:
     """`rules`: one RequestAuthentication's jwtRules, or `policies`: several RequestAuthentications' jwtRules.
     `served` (default true): the Istio test serves the keys of every issuer (its mock key server, or inline `jwks`),
     which the harness states as the stack declaring those issuers; false: the trace judges the key location alone.
-    `mesh_hosts`: hosts of the case's service registry (ServiceEntries). `fetch_mode`: PILOT_JWT_ENABLE_REMOTE_JWKS."""
+    `mesh_hosts`: hosts of the case's service registry (ServiceEntries). `fetch_mode`: PILOT_JWT_ENABLE_REMOTE_JWKS.
+    `sent`: headers the client sends besides the token (`Authorization: Bearer <token>` when there is one); a case
+    wanting `upstream` gets the headers jwt_authn passes on."""
     groups = case["policies"] if "policies" in case else ([case["rules"]] if case["rules"] else [])
     objects: list[dict[str, Any]] = [
         {"kind": "RequestAuthentication", "metadata": {"name": f"ra-{index}", "namespace": "foo"},
@@ -198,9 +200,12 @@ def jwt(case: dict[str, Any]) -> dict[str, Any]:
     issuers = tuple(t.Issuer(str(rule["issuer"])) for rules in groups for rule in rules or []
                     if case.get("served", True) and rule.get("issuer"))
     model = t.MeshModel(objects, t.MeshSettings(issuers=issuers, jwks_fetch_mode=case.get("fetch_mode", "istiod")))
+    sent = {str(name): str(value) for name, value in (case.get("sent") or {}).items()}
+    if case.get("token") is not None:
+        sent["authorization"] = "Bearer <token>"
     try:
         rules = t.jwt_rules_for(model, "foo", {"app": "httpbin"})
-        verdict = t.verify_token(rules, case.get("token"), now=NOW.timestamp())
+        verdict = t.verify_token(rules, case.get("token"), now=NOW.timestamp(), headers=sent)
     except authz.NotModelled:
         return {"outcome": "refused"}
     found: dict[str, Any] = {"outcome": verdict.outcome}
@@ -208,6 +213,8 @@ def jwt(case: dict[str, Any]) -> dict[str, Any]:
         found["status"] = verdict.status
     if verdict.headers:
         found["headers"] = dict(verdict.headers)
+    if "upstream" in (case.get("want") or {}) and verdict.outcome != "invalid":
+        found["upstream"] = verdict.forward(sent)
     if "claims" in (case.get("want") or {}):
         found["claims"] = {key: verdict.claims[key] for key in case["want"]["claims"]} if verdict.claims else None
     return found
