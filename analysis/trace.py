@@ -125,6 +125,10 @@ class MeshSettings:
     #: istiod's PILOT_JWT_ENABLE_REMOTE_JWKS (istio/istio@1.28.0 pilot/pkg/features/pilot.go:43-53); only its default,
     #: istiod fetching every jwksUri (`false` or `istiod`), is modelled.
     jwks_fetch_mode: str = "istiod"
+    #: The mesh's Istio minor version (kubeflow.mesh.istioVersion, the plan's `meshTrace.istioVersion`): where Istio's
+    #: policy rules changed (1.25: source serviceAccounts, waypoint default policies; 1.28: spaceDelimitedClaims), the
+    #: trace follows this version or refuses. Plans without it are judged as Istio 1.28.
+    istio_version: str = "1.28"
 
     def session_works_on(self, host: str) -> bool:
         """Whether a browser can log in and keep a session on `host`: its CSRF cookie must reach the callback host and
@@ -173,6 +177,7 @@ class MeshSettings:
             cookie_domains=tuple((data.get("login") or {}).get("cookieDomains") or ()),
             login_known="login" in data,
             self_service_domains=tuple((outputs.get("profileSelfService") or {}).get("emailDomains") or ()),
+            istio_version=str(data.get("istioVersion") or "1.28"),
         )
 
 
@@ -842,20 +847,29 @@ def peer_authentication_mode(model: MeshModel, workload: Workload, port: int) ->
 _TOKEN_LOCATIONS = ("fromHeaders", "fromParams", "fromCookies")
 
 
-def jwt_rules_for(model: MeshModel, namespace: str, labels: Mapping[str, str]) -> list[tuple[Mapping, Mapping]]:
-    """The jwtRules of the RequestAuthentications a proxy enforces (root and own namespace, by selector); a policy
-    with targetRefs never applies to a sidecar or a classic gateway (policyattachment.go:131-136)."""
+def jwt_rules_for(model: MeshModel, namespace: str, labels: Mapping[str, str], *, is_waypoint: bool = False,
+                  services: Sequence[tuple] = ()) -> list[tuple[Mapping, Mapping]]:
+    """The jwtRules of the RequestAuthentications a proxy enforces (getConfigsForWorkload, authentication.go:229-260:
+    own, root and Services' namespaces; authz.should_attach: a sidecar or a classic gateway by selector, never a
+    policy with targetRefs)."""
     rules = []
-    for policy in sorted(model.kind("RequestAuthentication"), key=creation_order):
-        if _ns(policy) not in (model.settings.root_namespace, namespace) or authz.target_refs(policy):
-            continue
-        if not authz.selector_selects((policy.get("spec") or {}).get("selector"), labels):
-            continue
+    version = authz.istio_minor(model.settings.istio_version)
+    searched = authz.lookup_namespaces("RequestAuthentication", namespace, model.settings.root_namespace,
+                                       [entry[1] for entry in services], version)
+    found = [policy for policy in model.kind("RequestAuthentication") if _ns(policy) in searched and authz.should_attach(
+        policy, namespace, labels, model.settings.root_namespace, is_waypoint=is_waypoint, services=services,
+        istio_version=version)]
+    for policy in sorted(found, key=creation_order):
         for rule in (policy.get("spec") or {}).get("jwtRules") or []:
             moved = [key for key in _TOKEN_LOCATIONS if rule.get(key)]
             if moved:
                 raise authz.NotModelled(f"{ref(policy)}: jwtRules {', '.join(moved)} (a token read elsewhere than "
                                         "`Authorization: Bearer`) is not modelled")
+            if rule.get("spaceDelimitedClaims") and version < (1, 28):
+                # istiod before 1.28 always lists only scope and permission (policy_applier.go:169 at 1.24.6), and
+                # whether the API server keeps the field depends on the installed CRDs.
+                raise authz.NotModelled(f"{ref(policy)}: jwtRules spaceDelimitedClaims on Istio "
+                                        f"{model.settings.istio_version} (Istio 1.28 and later) is not modelled")
             rules.append((policy, {**rule, _KEYS: _jwks_source(model, rule)}))
     return rules
 
@@ -1079,9 +1093,12 @@ def authorize(model: MeshModel, trace: Trace, where: str, namespace: str, labels
               request: authz.Request, *, for_tcp: bool = False, waypoint: tuple[str, list[tuple[str, str]]] | None = None,
               ext_authz=None, stages: Sequence[str] = ("CUSTOM", "DENY", "ALLOW")) -> bool:
     """CUSTOM, then DENY, then ALLOW (builder.go:110-145), those of `stages` only. Adds hops; False when refused."""
+    version = authz.istio_minor(model.settings.istio_version)
+    request = replace(request, istio_version=version)
     found = authz.policies_for_workload(
         model.kind("AuthorizationPolicy"), namespace, labels, model.settings.root_namespace,
-        waypoint_services=waypoint[1] if waypoint else None, waypoint_gateway=waypoint[0] if waypoint else None)
+        waypoint_services=waypoint[1] if waypoint else None, waypoint_gateway=waypoint[0] if waypoint else None,
+        istio_version=version)
     found = {action: (found.get(action, []) if action in stages else []) for action in ("CUSTOM", "DENY", "ALLOW")}
     allow_stage = "ALLOW" in stages
     layer = "L4 (ztunnel)" if for_tcp else "L7"
