@@ -152,12 +152,21 @@ def test_a_ztunnel_cannot_enforce_custom_and_the_trace_says_so(dev_plan):
         t.trace_request(model, NOTEBOOK, OWNER)
 
 
-@pytest.mark.parametrize("kind", ["ServiceEntry", "GatewayClass"])
-def test_a_waypoint_policy_on_a_service_entry_or_gateway_class_is_refused(kind):
-    policy = _policy("p", "alice", {"targetRefs": [{"kind": kind, "name": "x"}], "rules": [{}]})
-    with pytest.raises(authz.NotModelled, match=kind):
-        authz.policies_for_workload([policy], "alice", {}, "istio-system", waypoint_services=[("svc", "alice")],
-                                    waypoint_gateway="waypoint")
+def test_a_waypoint_takes_the_root_gateway_class_policy_from_istio_125_and_no_service_entry_policy():
+    # policyattachment.go:151-182 at 1.28.0: once refused, now as istiod attaches them.
+    waypoint_class = {"group": "gateway.networking.k8s.io", "kind": "GatewayClass", "name": "istio-waypoint"}
+    default = _policy("default", "istio-system", {"targetRefs": [waypoint_class], "rules": [{}]})
+    entry = _policy("p", "alice", {"targetRefs": [{"group": "networking.istio.io", "kind": "ServiceEntry", "name": "svc"}],
+                                   "rules": [{}]})
+
+    def allowed(version):
+        found = authz.policies_for_workload([default, entry], "alice", {}, "istio-system", waypoint_services=[("svc", "alice")],
+                                            waypoint_gateway="waypoint", istio_version=version)
+        return [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in found["ALLOW"]]
+
+    assert allowed((1, 28)) == ["istio-system/default"]
+    # 1.24.6 authorization.go:93-96: a waypoint looks only in its Service's namespace, and knows no GatewayClass.
+    assert allowed((1, 24)) == []
 
 
 def test_gateways_sharing_a_host_share_its_virtual_host_and_the_exact_host_beats_a_wildcard(dev_plan):
