@@ -474,12 +474,13 @@ def _is_kind(ref: Mapping, group: str, kind: str) -> bool:
 
 def should_attach(policy: Mapping, namespace: str, labels: Mapping[str, str], root_namespace: str, *,
                   is_waypoint: bool = False, services: Iterable[tuple] = (),
-                  istio_version: tuple[int, int] = DEFAULT_ISTIO_VERSION) -> bool:
+                  istio_version: tuple[int, int] = DEFAULT_ISTIO_VERSION, selector_based_gateway_policy: bool = True) -> bool:
     """ShouldAttachPolicy (istio/istio@1.28.0 pilot/pkg/model/policyattachment.go:123-200; @1.24.6 :98-150).
 
     A workload without the gateway-name label (a sidecar, a classic ingress gateway) takes a policy by selector and
     never one with targetRefs. A Gateway API gateway takes targetRef policies naming its Gateway in its own namespace
-    (and selector policies without targetRefs, PILOT_ENABLE_SELECTOR_BASED_K8S_GATEWAY_POLICY's default); a waypoint
+    (and selector policies without targetRefs unless `selector_based_gateway_policy`, istiod's
+    PILOT_ENABLE_SELECTOR_BASED_K8S_GATEWAY_POLICY, default true, is off); a waypoint
     only targetRef policies: its Gateway, a Service it serves (`services`: (name, namespace) or (name, namespace,
     registry); a ServiceEntry is registry `External`), and since 1.25 the GatewayClass istio-waypoint from the root
     namespace. Since 1.25 a Gateway reference must be in the workload's own namespace."""
@@ -491,7 +492,7 @@ def should_attach(policy: Mapping, namespace: str, labels: Mapping[str, str], ro
     if gateway is None:
         return not refs and selector_selects(selector, labels)
     if not refs:
-        return not is_waypoint and selector_selects(selector, labels)
+        return not is_waypoint and selector_based_gateway_policy and selector_selects(selector, labels)
     served = [(entry[0], entry[1], entry[2] if len(entry) > 2 else "Kubernetes") for entry in services]
     for ref in refs:
         name = ref.get("name")

@@ -848,7 +848,7 @@ _TOKEN_LOCATIONS = ("fromHeaders", "fromParams", "fromCookies")
 
 
 def jwt_rules_for(model: MeshModel, namespace: str, labels: Mapping[str, str], *, is_waypoint: bool = False,
-                  services: Sequence[tuple] = ()) -> list[tuple[Mapping, Mapping]]:
+                  services: Sequence[tuple] = (), selector_based_gateway_policy: bool = True) -> list[tuple[Mapping, Mapping]]:
     """The jwtRules of the RequestAuthentications a proxy enforces (getConfigsForWorkload, authentication.go:229-260:
     own, root and Services' namespaces; authz.should_attach: a sidecar or a classic gateway by selector, never a
     policy with targetRefs)."""
@@ -858,7 +858,7 @@ def jwt_rules_for(model: MeshModel, namespace: str, labels: Mapping[str, str], *
                                        [entry[1] for entry in services], version)
     found = [policy for policy in model.kind("RequestAuthentication") if _ns(policy) in searched and authz.should_attach(
         policy, namespace, labels, model.settings.root_namespace, is_waypoint=is_waypoint, services=services,
-        istio_version=version)]
+        istio_version=version, selector_based_gateway_policy=selector_based_gateway_policy)]
     for policy in sorted(found, key=creation_order):
         for rule in (policy.get("spec") or {}).get("jwtRules") or []:
             moved = [key for key in _TOKEN_LOCATIONS if rule.get(key)]

@@ -242,7 +242,8 @@ def request_authentication_selection(case: dict[str, Any]) -> Any:
     model = t.MeshModel(objects, settings)
     try:
         rules = t.jwt_rules_for(model, workload["namespace"], workload["labels"], is_waypoint=workload["is_waypoint"],
-                                services=workload["services"])
+                                services=workload["services"],
+                                selector_based_gateway_policy=case.get("selector_based_gateway_policy", True))
     except authz.NotModelled:
         return "refused"
     return sorted({f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p, _ in rules})
