@@ -66,7 +66,21 @@ def authorization_selection(case: dict[str, Any]) -> Any:
             for action, chosen in found.items() if chosen}
 
 
+def policy_attachment(case: dict[str, Any]) -> bool:
+    """ShouldAttachPolicy for one policy and one workload (`attach`: workload, policy, selector_based_gateway_policy,
+    root)."""
+    attach = case["attach"]
+    workload = _workload(attach)
+    return authz.should_attach(
+        _policy(attach["policy"]), workload["namespace"], workload["labels"], attach.get("root", "istio-system"),
+        is_waypoint=workload["is_waypoint"], services=workload["services"],
+        istio_version=authz.istio_minor(case.get("istio_version")),
+        selector_based_gateway_policy=attach.get("selector_based_gateway_policy", True))
+
+
 def authorization(case: dict[str, Any]) -> Any:
+    if "attach" in case:
+        return policy_attachment(case)
     if "workload" in case:
         return authorization_selection(case)
     request = case.get("request") or {}
