@@ -536,6 +536,10 @@ def policies_for_workload(
 
     A sidecar or ingress gateway (`waypoint_services` None) is matched by its labels; a waypoint by the Services it
     serves for this request and its Gateway (`waypoint_gateway`, else its gateway-name label)."""
+    if waypoint_services is not None and istio_version < (1, 24):
+        # Waypoint attachment took its present shape in 1.24 (policyattachment.go:98-156 at 1.24.6; 1.22.1 attaches
+        # Services by a different rule).
+        raise NotModelled(f"policy attachment to a waypoint on Istio {istio_version[0]}.{istio_version[1]}")
     services = list(waypoint_services or [])
     labels = dict(labels)
     if waypoint_services is not None and waypoint_gateway:

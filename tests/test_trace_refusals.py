@@ -244,3 +244,20 @@ def test_a_sidecar_resource_does_not_govern_a_caller_without_a_sidecar(dev_plan)
     caller = t.workload("bob", "default-editor", {"notebook-name": "x", "sidecar.istio.io/inject": "false"})
     traced = t.trace_request(_model(dev_plan, sidecar), url, caller)
     assert not any(h.step == "Sidecar" for h in traced.hops)
+
+
+def test_the_trace_follows_the_stacks_istio_version_where_istio_changed(dev_plan):
+    # The plan carries kubeflow.mesh.istioVersion (1.24 on dev): source.serviceAccounts exists only from Istio 1.25
+    # (model.go:127 at 1.28.0), so on the stack's mesh a rule using it is refused; on a 1.28 mesh it is evaluated.
+    assert dev_plan["outputs"]["meshTrace"]["istioVersion"] == "1.24"
+    not_the_gateway = _policy("by-account", "alice", {"action": "DENY", "rules": [{"from": [{"source": {
+        "serviceAccounts": ["istio-system/istio-ingressgateway-service-account"]}}]}]})
+    with pytest.raises(authz.NotModelled, match="Istio 1.25 and later; this mesh runs 1.24"):
+        t.trace_request(_model(dev_plan, not_the_gateway), NOTEBOOK, OWNER)
+    newer = copy.deepcopy(dev_plan)
+    newer["outputs"]["meshTrace"]["istioVersion"] = "1.28"
+    denied = t.trace_request(_model(newer, not_the_gateway), NOTEBOOK, OWNER)
+    assert not denied.reached and denied.refused_at.step == "DENY" and "by-account" in denied.refused_at.decided_by
+    someone_else = copy.deepcopy(not_the_gateway)
+    someone_else["spec"]["rules"][0]["from"][0]["source"]["serviceAccounts"] = ["istio-system/someone-else"]
+    assert t.trace_request(_model(newer, someone_else), NOTEBOOK, OWNER).reached
