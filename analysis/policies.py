@@ -1,12 +1,15 @@
 """Whether an Istio AuthorizationPolicy applies to a workload and whether its rules match a request, as Istio 1.28
 builds Envoy RBAC from it.
 
-Every rule below follows istio/istio@1.28.0; the line is cited where the code depends on it.
+Every rule below follows istio/istio@1.28.0 (and 1.24.6 where a Request's or the caller's `istio_version` says so);
+the line is cited where the code depends on it.
 
-Which policies a proxy enforces (pilot/pkg/model/authorization.go:84-113, policyattachment.go:109-200):
-- those of the mesh's root namespace and of the workload's own namespace;
+Which policies a proxy enforces (pilot/pkg/model/authorization.go:84-113, policyattachment.go:109-200; see
+should_attach and lookup_namespaces, which follow the mesh's Istio version where 1.24 differs):
+- those of the mesh's root namespace, of the workload's own namespace and of the Services a waypoint serves;
 - a policy with `targetRef(s)` never applies to a sidecar or a classic ingress gateway (policyattachment.go:131-136);
-  it applies to a waypoint (ambient) when it names the waypoint's Gateway or the Service (policyattachment.go:151-198);
+  it applies to a Gateway API gateway naming its Gateway, to a waypoint (ambient) naming its Gateway, a Service or
+  ServiceEntry it serves, or the GatewayClass istio-waypoint from the root namespace (policyattachment.go:151-198);
 - otherwise its `selector` must be a subset of the workload's labels; no selector selects every workload
   (policyattachment.go:109-112).
 

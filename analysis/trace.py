@@ -22,7 +22,8 @@ ext_authz         CUSTOM policies, first (listener_builder.go:405-410; authz bui
                   login.
 jwt_authn         RequestAuthentication (policy_applier.go:143-170, 250-290, as Envoy enforces it): no token passes;
                   an unknown issuer, an expired or not yet valid token is 401, a wrong audience 403; a verified
-                  token's outputClaimToHeaders are copied onto the request.
+                  token's outputClaimToHeaders and outputPayloadToHeader are written onto the request, forged ones
+                  cleared, and without forwardOriginalToken the token goes no further.
 rbac              DENY then ALLOW (analysis.policies); dry-run policies are not enforced.
 identity filter   `kubeflow-userid` from the auth proxy's header, else from a verified token's claim (or the issuer's
                   machine user), as the EnvoyFilter's Lua does.
