@@ -1,12 +1,15 @@
 """Whether an Istio AuthorizationPolicy applies to a workload and whether its rules match a request, as Istio 1.28
 builds Envoy RBAC from it.
 
-Every rule below follows istio/istio@1.28.0; the line is cited where the code depends on it.
+Every rule below follows istio/istio@1.28.0 (and 1.24.6 where a Request's or the caller's `istio_version` says so);
+the line is cited where the code depends on it.
 
-Which policies a proxy enforces (pilot/pkg/model/authorization.go:84-113, policyattachment.go:109-200):
-- those of the mesh's root namespace and of the workload's own namespace;
+Which policies a proxy enforces (pilot/pkg/model/authorization.go:84-113, policyattachment.go:109-200; see
+should_attach and lookup_namespaces, which follow the mesh's Istio version where 1.24 differs):
+- those of the mesh's root namespace, of the workload's own namespace and of the Services a waypoint serves;
 - a policy with `targetRef(s)` never applies to a sidecar or a classic ingress gateway (policyattachment.go:131-136);
-  it applies to a waypoint (ambient) when it names the waypoint's Gateway or the Service (policyattachment.go:151-198);
+  it applies to a Gateway API gateway naming its Gateway, to a waypoint (ambient) naming its Gateway, a Service or
+  ServiceEntry it serves, or the GatewayClass istio-waypoint from the root namespace (policyattachment.go:151-198);
 - otherwise its `selector` must be a subset of the workload's labels; no selector selects every workload
   (policyattachment.go:109-112).
 
@@ -49,7 +52,10 @@ _CLAIM_KEY = re.compile(r"^request\.auth\.claims((?:\[[^\[\]]+\])+)$")
 #: Fields Istio builds only for HTTP (generator.go: `%q is HTTP only`): not enforceable by ztunnel.
 HTTP_ONLY_SOURCE_FIELDS = frozenset({"requestPrincipals", "notRequestPrincipals"})
 HTTP_ONLY_OPERATION_FIELDS = frozenset({"paths", "notPaths", "methods", "notMethods", "hosts", "notHosts"})
-_SOURCE_FIELDS = {"principals", "notPrincipals", "namespaces", "notNamespaces", *HTTP_ONLY_SOURCE_FIELDS}
+#: source.serviceAccounts (and the `source.serviceAccount` condition) came with Istio 1.25 (model.go:127 at 1.25.0).
+SERVICE_ACCOUNT_FIELDS = frozenset({"serviceAccounts", "notServiceAccounts"})
+_SOURCE_FIELDS = {"principals", "notPrincipals", "namespaces", "notNamespaces", *SERVICE_ACCOUNT_FIELDS,
+                  *HTTP_ONLY_SOURCE_FIELDS}
 _OPERATION_FIELDS = {"ports", "notPorts", *HTTP_ONLY_OPERATION_FIELDS}
 
 
@@ -74,10 +80,18 @@ class Request:
     claims: Mapping[str, Any] | None = None
     #: meshConfig `trustDomainAliases`: identities of these trust domains count as the mesh's own.
     trust_domain_aliases: tuple[str, ...] = ()
+    #: The Istio (major, minor) whose rules apply (see istio_minor).
+    istio_version: tuple[int, int] = (1, 28)
 
 
 class NotModelled(ValueError):
     """A field or condition this model does not evaluate: refused rather than guessed."""
+
+
+class OpaqueValue(str):
+    """A header value whose presence is known but whose bytes are not: what jwt_authn writes to a jwtRule's
+    `outputPayloadToHeader` (the token's own base64url payload segment, as the client encoded it). A rule may test it
+    for presence (`*`); comparing it with anything else is refused."""
 
 
 class _BuildError(Exception):
@@ -105,6 +119,8 @@ def header_matches(pattern: str, value: str | None) -> bool:
         return False
     if pattern == "*":
         return True
+    if isinstance(value, OpaqueValue):
+        raise NotModelled(f"a header match {pattern!r} against {value} (only its presence is known)")
     return string_matches(pattern, value)
 
 
@@ -132,6 +148,18 @@ def _namespace_matches(pattern: str, request: Request) -> bool:
         return False
     regex = ".*/ns/" + ".*".join(re.escape(part) for part in pattern.split("*")) + "/.*"
     return re.fullmatch(regex, "spiffe://" + request.principal) is not None
+
+
+def _service_account_matches(pattern: str, request: Request, policy_namespace: str) -> bool:
+    """srcServiceAccountGenerator (istio/istio@1.28.0 pilot/pkg/security/authz/model/generator.go:184-213): `<ns>/<sa>`,
+    or `<sa>` in the policy's namespace, as the regex spiffe://.+/ns/<ns>/(.+/|)sa/<sa>(/.+)? over the peer identity."""
+    if request.principal is None:
+        return False
+    ns, slash, sa = pattern.partition("/")
+    if not slash:
+        ns, sa = policy_namespace, pattern
+    regex = f"spiffe://.+/ns/{ns}/(.+/|)sa/{sa}(/.+)?"
+    return re.fullmatch(regex, f"spiffe://{request.principal}") is not None
 
 
 def _request_principal_matches(pattern: str, request: Request) -> bool:
@@ -224,7 +252,7 @@ def _headers_get(request: Request, name: str) -> str | None:
     return next((v for k, v in request.headers.items() if k.lower() == name), None)
 
 
-def _condition(key: str, request: Request, for_tcp: bool):
+def _condition(key: str, request: Request, for_tcp: bool, policy_namespace: str = "default"):
     """The per-value test for one `when` key, or raise (_BuildError: Istio cannot build it; NotModelled: we do not)."""
     header = _HEADER_KEY.match(key)
     if header is not None:
@@ -242,6 +270,8 @@ def _condition(key: str, request: Request, for_tcp: bool):
         return lambda pattern: _namespace_matches(str(pattern), request)
     if key == "source.principal":
         return lambda pattern: _principal_matches(str(pattern), request)
+    if key == "source.serviceAccount":
+        return lambda pattern: _service_account_matches(str(pattern), request, policy_namespace)
     if key == "request.auth.principal":
         if for_tcp:
             raise _BuildError(f"{key!r} is HTTP only")
@@ -312,17 +342,27 @@ def _entry_matches(entry: Mapping, tests: Mapping, known: set, http_only: frozen
     return True
 
 
-def rule_matches(rule: Mapping, request: Request, *, action: str = "ALLOW", for_tcp: bool = False) -> bool:
+def rule_matches(rule: Mapping, request: Request, *, action: str = "ALLOW", for_tcp: bool = False,
+                 policy_namespace: str = "default") -> bool:
     """Whether one AuthorizationPolicy rule matches the request (model.go:78-152).
 
     `for_tcp`: evaluated by a TCP filter (ztunnel), where HTTP attributes cannot be built: an ALLOW rule using them
     matches nothing, a DENY rule ignores them.
     """
     deny = action != "ALLOW"
+    if request.istio_version < (1, 25) and (
+            any(set(entry.get("source") or {}) & SERVICE_ACCOUNT_FIELDS for entry in rule.get("from") or [])
+            or any(c.get("key") == "source.serviceAccount" for c in rule.get("when") or [])):
+        # Istio 1.24's API has neither: whether the API server prunes the field (leaving a source that matches more)
+        # or refuses the policy depends on the installed CRDs, so the answer is not known.
+        raise NotModelled("source serviceAccounts / source.serviceAccount (Istio 1.25 and later; this mesh runs "
+                          f"{request.istio_version[0]}.{request.istio_version[1]})")
+    source_tests = {**_SOURCE_TESTS, "serviceAccounts": lambda pattern, request: _service_account_matches(
+        str(pattern), request, policy_namespace)}
     try:
         sources = rule.get("from")
         if sources and not any(
-            _entry_matches(entry.get("source") or {}, _SOURCE_TESTS, _SOURCE_FIELDS, HTTP_ONLY_SOURCE_FIELDS, request, for_tcp, deny)
+            _entry_matches(entry.get("source") or {}, source_tests, _SOURCE_FIELDS, HTTP_ONLY_SOURCE_FIELDS, request, for_tcp, deny)
             for entry in sources
         ):
             return False
@@ -335,7 +375,7 @@ def rule_matches(rule: Mapping, request: Request, *, action: str = "ALLOW", for_
             return False
         for condition in rule.get("when") or []:
             try:
-                test = _condition(str(condition.get("key", "")), request, for_tcp)
+                test = _condition(str(condition.get("key", "")), request, for_tcp, policy_namespace)
             except _BuildError:
                 if not deny:
                     raise
@@ -367,7 +407,8 @@ def policy_matches(policy: Mapping, request: Request, *, for_tcp: bool = False) 
         if rule is None:
             continue  # builder.go:205-208: a nil rule is skipped
         try:
-            if rule_matches(rule, request, action=action, for_tcp=for_tcp):
+            if rule_matches(rule, request, action=action, for_tcp=for_tcp,
+                            policy_namespace=(policy.get("metadata") or {}).get("namespace") or "default"):
                 return index
         except NotModelled as error:
             # Envoy's RBAC matches a policy when any of its rules (permissions x principals) matches: a later rule
@@ -410,45 +451,117 @@ def target_refs(policy: Mapping) -> list[Mapping]:
     return refs
 
 
+#: The label a Gateway API gateway's (and a waypoint's) pods carry: the Gateway's name (policyattachment.go:101-104).
+GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
+#: constants.WaypointGatewayClassName.
+WAYPOINT_GATEWAY_CLASS = "istio-waypoint"
+#: The Istio this module follows when no version is given.
+DEFAULT_ISTIO_VERSION = (1, 28)
+
+
+def istio_minor(version: str | tuple[int, int] | None) -> tuple[int, int]:
+    """`1.24` (the stack's kubeflow.mesh.istioVersion), `1.24.6` or (1, 24) as (major, minor); None: the default."""
+    if version is None:
+        return DEFAULT_ISTIO_VERSION
+    if isinstance(version, tuple):
+        return version
+    major, minor = str(version).split(".")[:2]
+    return int(major), int(minor)
+
+
+def _is_kind(ref: Mapping, group: str, kind: str) -> bool:
+    # config.CanonicalGroup: an empty group is `core`, so a Gateway reference must name its group.
+    canonical = lambda g: g or "core"  # noqa: E731
+    return canonical(str(ref.get("group") or "")) == canonical(group) and ref.get("kind") == kind
+
+
+def should_attach(policy: Mapping, namespace: str, labels: Mapping[str, str], root_namespace: str, *,
+                  is_waypoint: bool = False, services: Iterable[tuple] = (),
+                  istio_version: tuple[int, int] = DEFAULT_ISTIO_VERSION, selector_based_gateway_policy: bool = True) -> bool:
+    """ShouldAttachPolicy (istio/istio@1.28.0 pilot/pkg/model/policyattachment.go:123-200; @1.24.6 :98-150).
+
+    A workload without the gateway-name label (a sidecar, a classic ingress gateway) takes a policy by selector and
+    never one with targetRefs. A Gateway API gateway takes targetRef policies naming its Gateway in its own namespace
+    (and selector policies without targetRefs unless `selector_based_gateway_policy`, istiod's
+    PILOT_ENABLE_SELECTOR_BASED_K8S_GATEWAY_POLICY, default true, is off); a waypoint
+    only targetRef policies: its Gateway, a Service it serves (`services`: (name, namespace) or (name, namespace,
+    registry); a ServiceEntry is registry `External`), and since 1.25 the GatewayClass istio-waypoint from the root
+    namespace. Since 1.25 a Gateway reference must be in the workload's own namespace."""
+    metadata = policy.get("metadata") or {}
+    policy_namespace = metadata.get("namespace") or "default"
+    selector = (policy.get("spec") or {}).get("selector")
+    gateway = labels.get(GATEWAY_NAME_LABEL)
+    refs = target_refs(policy)
+    if gateway is None:
+        return not refs and selector_selects(selector, labels)
+    if not refs:
+        return not is_waypoint and selector_based_gateway_policy and selector_selects(selector, labels)
+    served = [(entry[0], entry[1], entry[2] if len(entry) > 2 else "Kubernetes") for entry in services]
+    for ref in refs:
+        name = ref.get("name")
+        if is_waypoint and _is_kind(ref, "", "Service") and any(
+                name == svc and policy_namespace == ns and registry == "Kubernetes" for svc, ns, registry in served):
+            return True
+        if is_waypoint and _is_kind(ref, "networking.istio.io", "ServiceEntry") and any(
+                name == svc and policy_namespace == ns and registry == "External" for svc, ns, registry in served):
+            return True
+        if istio_version >= (1, 25) and policy_namespace == root_namespace and is_waypoint and \
+                _is_kind(ref, "gateway.networking.k8s.io", "GatewayClass") and name == WAYPOINT_GATEWAY_CLASS:
+            return True
+        if istio_version >= (1, 25) and policy_namespace != namespace:
+            continue
+        if ref.get("namespace") not in (None, "", namespace):
+            continue
+        if _is_kind(ref, "gateway.networking.k8s.io", "Gateway") and name == gateway:
+            return True
+    return False
+
+
+def lookup_namespaces(kind: str, namespace: str, root_namespace: str, service_namespaces: Iterable[str] = (),
+                      istio_version: tuple[int, int] = DEFAULT_ISTIO_VERSION) -> list[str]:
+    """The namespaces whose policies istiod considers for a workload. AuthorizationPolicy: the root's, the workload's
+    and its Services' (authorization.go:84-113 at 1.28.0); at 1.24 a waypoint's Service namespace alone replaces
+    both (authorization.go:88-104 at 1.24.6). RequestAuthentication and PeerAuthentication: the workload's, the
+    root's and the Services' (authentication.go:229-237; the same at 1.24.6 with one Service)."""
+    services = list(service_namespaces)
+    if kind == "AuthorizationPolicy" and istio_version < (1, 25) and services:
+        return list(dict.fromkeys(services))
+    first = [root_namespace, namespace] if kind == "AuthorizationPolicy" else [namespace, root_namespace]
+    return list(dict.fromkeys([*first, *services]))
+
+
 def policies_for_workload(
     policies: Iterable[Mapping], namespace: str, labels: Mapping[str, str], root_namespace: str,
-    *, waypoint_services: Iterable[tuple[str, str]] | None = None, waypoint_gateway: str | None = None,
+    *, waypoint_services: Iterable[tuple] | None = None, waypoint_gateway: str | None = None,
+    istio_version: tuple[int, int] = DEFAULT_ISTIO_VERSION,
 ) -> dict[str, list[Mapping]]:
-    """The policies a proxy enforces, by action (authorization.go:84-113, policyattachment.go:123-200).
+    """The policies a proxy enforces, by action (ListAuthorizationPolicies, authorization.go:84-113; should_attach).
 
-    A sidecar or ingress gateway (`waypoint_services` None) takes root and own namespace policies by selector and
-    never one with targetRefs; a waypoint takes only targetRef policies naming it or a Service it serves.
-    """
+    A sidecar or ingress gateway (`waypoint_services` None) is matched by its labels; a waypoint by the Services it
+    serves for this request and its Gateway (`waypoint_gateway`, else its gateway-name label)."""
+    if waypoint_services is not None and istio_version < (1, 24):
+        # Waypoint attachment took its present shape in 1.24 (policyattachment.go:98-156 at 1.24.6; 1.22.1 attaches
+        # Services by a different rule).
+        raise NotModelled(f"policy attachment to a waypoint on Istio {istio_version[0]}.{istio_version[1]}")
+    services = list(waypoint_services or [])
+    labels = dict(labels)
+    if waypoint_services is not None and waypoint_gateway:
+        labels[GATEWAY_NAME_LABEL] = waypoint_gateway
+    searched = lookup_namespaces("AuthorizationPolicy", namespace, root_namespace, [entry[1] for entry in services],
+                                 istio_version)
     result: dict[str, list[Mapping]] = {"CUSTOM": [], "DENY": [], "ALLOW": [], "AUDIT": []}
-    for policy in policies:
-        if policy.get("kind") != "AuthorizationPolicy":
-            continue
-        policy_namespace = (policy.get("metadata") or {}).get("namespace") or "default"
-        if policy_namespace not in (root_namespace, namespace):
-            continue
-        if is_dry_run(policy) and ((policy.get("spec") or {}).get("action") or "ALLOW") != "CUSTOM":
-            # builder.go:189-199: a dry-run policy only feeds shadow rules (logged, never enforced).
-            continue
-        refs = target_refs(policy)
-        if waypoint_services is not None:
-            for ref in refs:
-                if ref.get("kind") in ("ServiceEntry", "GatewayClass"):
-                    name = (policy.get("metadata") or {}).get("name")
-                    raise NotModelled(f"AuthorizationPolicy {policy_namespace}/{name}: a targetRef of kind {ref.get('kind')} "
-                                      "(policyattachment.go:165-185) is not modelled")
-        if waypoint_services is None:
-            if refs or not selector_selects((policy.get("spec") or {}).get("selector"), labels):
+    for policy_namespace in searched:
+        for policy in policies:
+            if policy.get("kind") != "AuthorizationPolicy":
                 continue
-        else:
-            attached = False
-            for ref in refs:
-                kind, name = ref.get("kind"), ref.get("name")
-                if kind == "Service" and (name, policy_namespace) in set(waypoint_services):
-                    attached = True
-                if kind == "Gateway" and policy_namespace == namespace and name == waypoint_gateway:
-                    attached = True
-            if not attached:
+            if ((policy.get("metadata") or {}).get("namespace") or "default") != policy_namespace:
                 continue
-        action = (policy.get("spec") or {}).get("action") or "ALLOW"
-        result.setdefault(action, []).append(policy)
+            if is_dry_run(policy) and ((policy.get("spec") or {}).get("action") or "ALLOW") != "CUSTOM":
+                # builder.go:189-199: a dry-run policy only feeds shadow rules (logged, never enforced).
+                continue
+            if not should_attach(policy, namespace, labels, root_namespace, is_waypoint=waypoint_services is not None,
+                                 services=services, istio_version=istio_version):
+                continue
+            action = (policy.get("spec") or {}).get("action") or "ALLOW"
+            result.setdefault(action, []).append(policy)
     return result

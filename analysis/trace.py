@@ -22,7 +22,8 @@ ext_authz         CUSTOM policies, first (listener_builder.go:405-410; authz bui
                   login.
 jwt_authn         RequestAuthentication (policy_applier.go:143-170, 250-290, as Envoy enforces it): no token passes;
                   an unknown issuer, an expired or not yet valid token is 401, a wrong audience 403; a verified
-                  token's outputClaimToHeaders are copied onto the request.
+                  token's outputClaimToHeaders and outputPayloadToHeader are written onto the request, forged ones
+                  cleared, and without forwardOriginalToken the token goes no further.
 rbac              DENY then ALLOW (analysis.policies); dry-run policies are not enforced.
 identity filter   `kubeflow-userid` from the auth proxy's header, else from a verified token's claim (or the issuer's
                   machine user), as the EnvoyFilter's Lua does.
@@ -125,6 +126,10 @@ class MeshSettings:
     #: istiod's PILOT_JWT_ENABLE_REMOTE_JWKS (istio/istio@1.28.0 pilot/pkg/features/pilot.go:43-53); only its default,
     #: istiod fetching every jwksUri (`false` or `istiod`), is modelled.
     jwks_fetch_mode: str = "istiod"
+    #: The mesh's Istio minor version (kubeflow.mesh.istioVersion, the plan's `meshTrace.istioVersion`): where Istio's
+    #: policy rules changed (1.25: source serviceAccounts, waypoint default policies; 1.28: spaceDelimitedClaims), the
+    #: trace follows this version or refuses. Plans without it are judged as Istio 1.28.
+    istio_version: str = "1.28"
 
     def session_works_on(self, host: str) -> bool:
         """Whether a browser can log in and keep a session on `host`: its CSRF cookie must reach the callback host and
@@ -173,6 +178,7 @@ class MeshSettings:
             cookie_domains=tuple((data.get("login") or {}).get("cookieDomains") or ()),
             login_known="login" in data,
             self_service_domains=tuple((outputs.get("profileSelfService") or {}).get("emailDomains") or ()),
+            istio_version=str(data.get("istioVersion") or "1.28"),
         )
 
 
@@ -842,20 +848,29 @@ def peer_authentication_mode(model: MeshModel, workload: Workload, port: int) ->
 _TOKEN_LOCATIONS = ("fromHeaders", "fromParams", "fromCookies")
 
 
-def jwt_rules_for(model: MeshModel, namespace: str, labels: Mapping[str, str]) -> list[tuple[Mapping, Mapping]]:
-    """The jwtRules of the RequestAuthentications a proxy enforces (root and own namespace, by selector); a policy
-    with targetRefs never applies to a sidecar or a classic gateway (policyattachment.go:131-136)."""
+def jwt_rules_for(model: MeshModel, namespace: str, labels: Mapping[str, str], *, is_waypoint: bool = False,
+                  services: Sequence[tuple] = (), selector_based_gateway_policy: bool = True) -> list[tuple[Mapping, Mapping]]:
+    """The jwtRules of the RequestAuthentications a proxy enforces (getConfigsForWorkload, authentication.go:229-260:
+    own, root and Services' namespaces; authz.should_attach: a sidecar or a classic gateway by selector, never a
+    policy with targetRefs)."""
     rules = []
-    for policy in sorted(model.kind("RequestAuthentication"), key=creation_order):
-        if _ns(policy) not in (model.settings.root_namespace, namespace) or authz.target_refs(policy):
-            continue
-        if not authz.selector_selects((policy.get("spec") or {}).get("selector"), labels):
-            continue
+    version = authz.istio_minor(model.settings.istio_version)
+    searched = authz.lookup_namespaces("RequestAuthentication", namespace, model.settings.root_namespace,
+                                       [entry[1] for entry in services], version)
+    found = [policy for policy in model.kind("RequestAuthentication") if _ns(policy) in searched and authz.should_attach(
+        policy, namespace, labels, model.settings.root_namespace, is_waypoint=is_waypoint, services=services,
+        istio_version=version, selector_based_gateway_policy=selector_based_gateway_policy)]
+    for policy in sorted(found, key=creation_order):
         for rule in (policy.get("spec") or {}).get("jwtRules") or []:
             moved = [key for key in _TOKEN_LOCATIONS if rule.get(key)]
             if moved:
                 raise authz.NotModelled(f"{ref(policy)}: jwtRules {', '.join(moved)} (a token read elsewhere than "
                                         "`Authorization: Bearer`) is not modelled")
+            if rule.get("spaceDelimitedClaims") and version < (1, 28):
+                # istiod before 1.28 always lists only scope and permission (policy_applier.go:169 at 1.24.6), and
+                # whether the API server keeps the field depends on the installed CRDs.
+                raise authz.NotModelled(f"{ref(policy)}: jwtRules spaceDelimitedClaims on Istio "
+                                        f"{model.settings.istio_version} (Istio 1.28 and later) is not modelled")
             rules.append((policy, {**rule, _KEYS: _jwks_source(model, rule)}))
     return rules
 
@@ -921,6 +936,18 @@ class TokenVerdict:
     #: A verified token's payload as jwt_authn writes it for authorization (`payload_in_metadata`): the claims its
     #: provider's normalize_payload_in_metadata names, when strings, split at spaces into lists.
     claims: Mapping[str, Any] | None = None
+    #: Headers jwt_authn removes from the request before it verifies (lower case): the outputClaimToHeaders and
+    #: outputPayloadToHeader names of every provider that looks at the request (see verify_token).
+    sanitized: tuple[str, ...] = ()
+    #: Whether `Authorization` travels on: false when the verifying provider has no forwardOriginalToken.
+    token_forwarded: bool = True
+
+    def forward(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """The request headers jwt_authn passes on: the sanitized names removed, a verified token's outputs added and,
+        without forwardOriginalToken, its `Authorization` header removed (Envoy jwt_authn handleGoodJwt)."""
+        dropped = set(self.sanitized) | (set() if self.token_forwarded else {"authorization"})
+        kept = {name: value for name, value in headers.items() if name.lower() not in dropped}
+        return {**kept, **self.headers}
 
     def __iter__(self):  # (outcome, decided_by, why), as callers unpack it
         return iter((self.outcome, self.decided_by, self.why))
@@ -953,8 +980,23 @@ def _normalized_payload(rule: Mapping[str, Any], token: Mapping[str, Any]) -> di
     return {key: (value.split() if key in names and isinstance(value, str) else value) for key, value in token.items()}
 
 
+#: The value the trace gives a verified token's outputPayloadToHeader: present, bytes unknown.
+PAYLOAD_HEADER_VALUE = authz.OpaqueValue("<the token's base64url payload>")
+
+
+def _output_headers(rule: Mapping[str, Any]) -> list[str]:
+    names = [str(output.get("header", "")).lower() for output in rule.get("outputClaimToHeaders") or []]
+    if rule.get("outputPayloadToHeader"):
+        names.append(str(rule["outputPayloadToHeader"]).lower())
+    return [name for name in names if name]
+
+
+def _sanitized(providers: Sequence[tuple[Mapping, Mapping]]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(name for _, rule in providers for name in _output_headers(rule)))
+
+
 def verify_token(rules: Sequence[tuple[Mapping, Mapping]], token: Mapping[str, Any] | None,
-                 now: float | None = None) -> TokenVerdict:
+                 now: float | None = None, headers: Mapping[str, str] | None = None) -> TokenVerdict:
     """jwt_authn as istiod configures it: `requires_any` of every provider and `allow_missing`
     (pilot/pkg/security/authn/policy_applier.go:143-170, 250-290).
 
@@ -964,13 +1006,25 @@ def verify_token(rules: Sequence[tuple[Mapping, Mapping]], token: Mapping[str, A
     - expired (`exp` past) or not yet valid (`nbf` ahead): 401 (`Jwt is expired`, `Jwt not yet valid`);
     - an audience no provider of its issuer accepts: 403 (`Audiences in Jwt are not allowed`, Envoy answers
       JwtAudienceNotAllowed with Forbidden).
-    Signatures are taken as valid. A verified token's provider copies its outputClaimToHeaders onto the request.
+    Signatures are taken as valid. A verified token's provider copies its outputClaimToHeaders onto the request and
+    writes its payload to outputPayloadToHeader (policy_applier.go:162-177; the value's bytes are the client's own
+    encoding, so only its presence is modelled); without forwardOriginalToken it removes `Authorization`.
+
+    Before verifying, each provider's verifier removes the headers its outputs name, so a client cannot forge them
+    (envoyproxy/envoy source/extensions/filters/http/jwt_authn/verifier.cc, sanitizePayloadHeaders; claim headers
+    too in the Envoy of Istio 1.23 and later, istio/istio#53212). The providers are tried in issuer order
+    (policy_applier.go:84-89) and the first that verifies ends the search: without a token every provider has looked;
+    with one, those up to the verifying provider. A client-sent header that only a later provider names is kept by
+    the Envoy of Istio 1.28 but removed by later Envoy (envoyproxy/envoy#46586, filter-wide): refused (`headers`, the
+    request's headers, lets the trace see it).
     """
     import time
 
+    providers = sorted(rules, key=lambda found: str(found[1].get("issuer") or ""))
     if token is None or not rules:
-        return TokenVerdict("none", "-", "no token" if token is None else "no RequestAuthentication applies: the token is not read")
-    matching = [(p, r) for p, r in rules if r.get("issuer") == token.get("iss")]
+        return TokenVerdict("none", "-", "no token" if token is None else "no RequestAuthentication applies: the token is not read",
+                            sanitized=_sanitized(providers))
+    matching = [(p, r) for p, r in providers if r.get("issuer") == token.get("iss")]
     if not matching:
         return TokenVerdict("invalid", ", ".join(dict.fromkeys(ref(p) for p, _ in rules)),
                             f"issuer {token.get('iss')!r} is configured in no jwtRule: 401 (Jwt issuer is not configured)", 401)
@@ -1000,6 +1054,14 @@ def verify_token(rules: Sequence[tuple[Mapping, Mapping]], token: Mapping[str, A
                                     f"no key of issuer {token.get('iss')!r} reaches Envoy "
                                     f"({rule.get('jwksUri') or 'OpenID discovery'}: a fake JWKS stands in): "
                                     "401 (Jwks doesn't have key to match kid or alg from Jwt)", 401)
+            looked = providers[:next(i for i, found in enumerate(providers) if found[1] is rule) + 1]
+            sanitized = _sanitized(looked)
+            sent = {name.lower() for name in headers or {}}
+            kept = sorted(sent & (set(_sanitized(providers)) - set(sanitized)))
+            if kept:
+                raise authz.NotModelled(f"{ref(policy)}: the client sends {', '.join(kept)}, which only a provider after "
+                                        f"the one verifying issuer {token.get('iss')!r} names as an output (kept by the "
+                                        "Envoy of Istio 1.28, removed by later Envoy) is not modelled")
             headers = {}
             for output in rule.get("outputClaimToHeaders") or []:
                 claim = token
@@ -1013,8 +1075,14 @@ def verify_token(rules: Sequence[tuple[Mapping, Mapping]], token: Mapping[str, A
                                             f"{output.get('claim')!r} is not modelled")
                 headers[str(output.get("header", "")).lower()] = value
             copied = f"; {', '.join(f'{k}: {v}' for k, v in headers.items())} (outputClaimToHeaders)" if headers else ""
+            if rule.get("outputPayloadToHeader"):
+                headers[str(rule["outputPayloadToHeader"]).lower()] = PAYLOAD_HEADER_VALUE
+                copied += f"; the payload in {str(rule['outputPayloadToHeader']).lower()} (outputPayloadToHeader)"
+            forwarded = bool(rule.get("forwardOriginalToken"))
+            if not forwarded:
+                copied += "; Authorization removed (no forwardOriginalToken)"
             return TokenVerdict("verified", ref(policy), f"issuer {token.get('iss')} and audience {audiences} accepted{copied}",
-                                None, headers, _normalized_payload(rule, token))
+                                None, headers, _normalized_payload(rule, token), sanitized, forwarded)
     return TokenVerdict("invalid", ref(matching[0][0]),
                         f"audience {audiences} is none of {matching[0][1].get('audiences')}: 403 (Audiences in Jwt are not allowed)", 403)
 
@@ -1026,9 +1094,12 @@ def authorize(model: MeshModel, trace: Trace, where: str, namespace: str, labels
               request: authz.Request, *, for_tcp: bool = False, waypoint: tuple[str, list[tuple[str, str]]] | None = None,
               ext_authz=None, stages: Sequence[str] = ("CUSTOM", "DENY", "ALLOW")) -> bool:
     """CUSTOM, then DENY, then ALLOW (builder.go:110-145), those of `stages` only. Adds hops; False when refused."""
+    version = authz.istio_minor(model.settings.istio_version)
+    request = replace(request, istio_version=version)
     found = authz.policies_for_workload(
         model.kind("AuthorizationPolicy"), namespace, labels, model.settings.root_namespace,
-        waypoint_services=waypoint[1] if waypoint else None, waypoint_gateway=waypoint[0] if waypoint else None)
+        waypoint_services=waypoint[1] if waypoint else None, waypoint_gateway=waypoint[0] if waypoint else None,
+        istio_version=version)
     found = {action: (found.get(action, []) if action in stages else []) for action in ("CUSTOM", "DENY", "ALLOW")}
     allow_stage = "ALLOW" in stages
     layer = "L4 (ztunnel)" if for_tcp else "L7"
@@ -1316,16 +1387,22 @@ def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str,
 
     # 4. jwt_authn (RequestAuthentication): a token is read from `Authorization: Bearer`.
     rules = jwt_rules_for(model, settings.gateway_namespace, settings.gateway_labels)
-    jwt = verify_token(rules, token)
+    jwt = verify_token(rules, token, headers=headers)
     verdict, decided, why = jwt
     request_principal = claims = None
     if verdict == "invalid":
         return trace.refuse("RequestAuthentication", where, decided, why, jwt.status)
     if verdict == "verified":
         request_principal, claims = f"{token.get('iss')}/{token.get('sub')}", dict(jwt.claims or token)
-        headers.update(jwt.headers)
+    forged = sorted(name for name in jwt.sanitized if name in {k.lower() for k in headers})
+    headers = jwt.forward(headers)
+    # Without forwardOriginalToken the destination never sees the token (its own RequestAuthentication reads none).
+    onward_token = token if jwt.token_forwarded else None
     if token is not None:
         trace.add("RequestAuthentication", where, decided, "pass", why)
+    if forged:
+        trace.add("RequestAuthentication", where, decided, "info",
+                  f"client-sent {', '.join(forged)} removed (jwt_authn clears the headers its providers output)")
 
     request = authz.Request(None, 8080, headers, settings.trust_domain, method, path, host, request_principal, claims)
     if not authorize(model, trace, where, settings.gateway_namespace, settings.gateway_labels, request,
@@ -1401,7 +1478,7 @@ def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str,
     source = ("gateway", settings.gateway_namespace, dict(settings.gateway_labels),
               _principal(settings, settings.gateway_namespace, settings.gateway_service_account))
     return _to_destination(model, trace, source, _ns(chosen.service), destination, new_path, headers, host, method,
-                           request_principal, claims, token)
+                           request_principal, claims, onward_token)
 
 
 def _trace_in_mesh(model: MeshModel, trace: Trace, host: str, port: int, path: str, method: str) -> Trace:
@@ -1642,14 +1719,14 @@ def _to_destination(model: MeshModel, trace: Trace, source: tuple, route_namespa
         return trace
     rules = jwt_rules_for(model, workload.namespace, workload.labels)
     if rules:
-        jwt = verify_token(rules, token)
+        jwt = verify_token(rules, token, headers=headers)
         verdict, decided, why = jwt
         if verdict == "invalid":
             return trace.refuse("RequestAuthentication", where, decided, why, jwt.status)
-        if verdict == "verified":
-            headers = {**headers, **jwt.headers}
-            request = authz.Request(source_principal, target, headers, settings.trust_domain, method, path, host,
-                                    f"{token.get('iss')}/{token.get('sub')}", dict(jwt.claims or token))
+        headers = jwt.forward(headers)
+        verified = (f"{token.get('iss')}/{token.get('sub')}", dict(jwt.claims or token)) if verdict == "verified" else (
+            request.request_principal, request.claims)
+        request = authz.Request(request.principal, target, headers, settings.trust_domain, method, path, host, *verified)
         trace.add("RequestAuthentication", where, decided, "pass", why)
     if not authorize(model, trace, where, workload.namespace, workload.labels, request, stages=("DENY", "ALLOW")):
         return trace

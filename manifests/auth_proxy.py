@@ -517,6 +517,8 @@ def mesh_trace_settings(options: AuthProxyOptions, identity_filter: str = "kubef
         "gateway": {"namespace": identity.gateway_namespace, "labels": dict(identity.gateway_selector),
                     "serviceAccount": identity.gateway_service_account},
         "trustDomain": identity.trust_domain,
+        # The trace follows the mesh's Istio where its policy rules changed between versions.
+        "istioVersion": identity.istio_version,
         "hosts": list(options.hosts),
         # Which hosts a browser session works on: the callback's host, and those the session cookie's domain covers.
         "login": {"callbackHost": options.hosts[0],

@@ -243,8 +243,8 @@ def test_the_judge_catches_a_trace_that_lets_an_unknown_issuer_through_as_no_tok
     # The trace's rule before envoyproxy/envoy#15194 was taken into account: Envoy must prove it wrong.
     real = t.verify_token
 
-    def as_before(rules, token, now=None):
-        verdict = real(rules, token, now)
+    def as_before(rules, token, now=None, headers=None):
+        verdict = real(rules, token, now, headers)
         if token is not None and verdict.status == 401 and "not configured" in verdict.why:
             return t.TokenVerdict("none", "-", "unknown issuer counted as no token")
         return verdict

@@ -152,12 +152,21 @@ def test_a_ztunnel_cannot_enforce_custom_and_the_trace_says_so(dev_plan):
         t.trace_request(model, NOTEBOOK, OWNER)
 
 
-@pytest.mark.parametrize("kind", ["ServiceEntry", "GatewayClass"])
-def test_a_waypoint_policy_on_a_service_entry_or_gateway_class_is_refused(kind):
-    policy = _policy("p", "alice", {"targetRefs": [{"kind": kind, "name": "x"}], "rules": [{}]})
-    with pytest.raises(authz.NotModelled, match=kind):
-        authz.policies_for_workload([policy], "alice", {}, "istio-system", waypoint_services=[("svc", "alice")],
-                                    waypoint_gateway="waypoint")
+def test_a_waypoint_takes_the_root_gateway_class_policy_from_istio_125_and_no_service_entry_policy():
+    # policyattachment.go:151-182 at 1.28.0: once refused, now as istiod attaches them.
+    waypoint_class = {"group": "gateway.networking.k8s.io", "kind": "GatewayClass", "name": "istio-waypoint"}
+    default = _policy("default", "istio-system", {"targetRefs": [waypoint_class], "rules": [{}]})
+    entry = _policy("p", "alice", {"targetRefs": [{"group": "networking.istio.io", "kind": "ServiceEntry", "name": "svc"}],
+                                   "rules": [{}]})
+
+    def allowed(version):
+        found = authz.policies_for_workload([default, entry], "alice", {}, "istio-system", waypoint_services=[("svc", "alice")],
+                                            waypoint_gateway="waypoint", istio_version=version)
+        return [f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in found["ALLOW"]]
+
+    assert allowed((1, 28)) == ["istio-system/default"]
+    # 1.24.6 authorization.go:93-96: a waypoint looks only in its Service's namespace, and knows no GatewayClass.
+    assert allowed((1, 24)) == []
 
 
 def test_gateways_sharing_a_host_share_its_virtual_host_and_the_exact_host_beats_a_wildcard(dev_plan):
@@ -235,3 +244,20 @@ def test_a_sidecar_resource_does_not_govern_a_caller_without_a_sidecar(dev_plan)
     caller = t.workload("bob", "default-editor", {"notebook-name": "x", "sidecar.istio.io/inject": "false"})
     traced = t.trace_request(_model(dev_plan, sidecar), url, caller)
     assert not any(h.step == "Sidecar" for h in traced.hops)
+
+
+def test_the_trace_follows_the_stacks_istio_version_where_istio_changed(dev_plan):
+    # The plan carries kubeflow.mesh.istioVersion (1.24 on dev): source.serviceAccounts exists only from Istio 1.25
+    # (model.go:127 at 1.28.0), so on the stack's mesh a rule using it is refused; on a 1.28 mesh it is evaluated.
+    assert dev_plan["outputs"]["meshTrace"]["istioVersion"] == "1.24"
+    not_the_gateway = _policy("by-account", "alice", {"action": "DENY", "rules": [{"from": [{"source": {
+        "serviceAccounts": ["istio-system/istio-ingressgateway-service-account"]}}]}]})
+    with pytest.raises(authz.NotModelled, match="Istio 1.25 and later; this mesh runs 1.24"):
+        t.trace_request(_model(dev_plan, not_the_gateway), NOTEBOOK, OWNER)
+    newer = copy.deepcopy(dev_plan)
+    newer["outputs"]["meshTrace"]["istioVersion"] = "1.28"
+    denied = t.trace_request(_model(newer, not_the_gateway), NOTEBOOK, OWNER)
+    assert not denied.reached and denied.refused_at.step == "DENY" and "by-account" in denied.refused_at.decided_by
+    someone_else = copy.deepcopy(not_the_gateway)
+    someone_else["spec"]["rules"][0]["from"][0]["source"]["serviceAccounts"] = ["istio-system/someone-else"]
+    assert t.trace_request(_model(newer, someone_else), NOTEBOOK, OWNER).reached

@@ -34,7 +34,7 @@ def load(area: str, folder: Path = HERE) -> list[dict[str, Any]]:
 
 
 def _policy(spec: dict[str, Any], namespace: str = "foo") -> dict[str, Any]:
-    body = {key: value for key, value in spec.items() if key in ("action", "rules", "provider")}
+    body = {key: value for key, value in spec.items() if key in ("action", "rules", "provider", "targetRef", "targetRefs")}
     if spec.get("selector"):
         body["selector"] = {"matchLabels": dict(spec["selector"])}
     metadata: dict[str, Any] = {"name": spec["name"], "namespace": spec.get("namespace", namespace)}
@@ -43,9 +43,49 @@ def _policy(spec: dict[str, Any], namespace: str = "foo") -> dict[str, Any]:
     return {"kind": "AuthorizationPolicy", "metadata": metadata, "spec": body}
 
 
-def authorization(case: dict[str, Any]) -> str:
+def _workload(case: dict[str, Any]) -> dict[str, Any]:
+    """A selection case's workload: namespace, labels, waypoint (bool) and the Services it serves ([name, namespace]
+    or [name, namespace, registry])."""
+    workload = dict(case["workload"])
+    return {"namespace": workload["namespace"], "labels": dict(workload.get("labels") or {}),
+            "is_waypoint": bool(workload.get("waypoint")), "services": [tuple(s) for s in workload.get("services") or []]}
+
+
+def authorization_selection(case: dict[str, Any]) -> Any:
+    """Which AuthorizationPolicies istiod lists for a workload (ListAuthorizationPolicies): `namespace/name` by action."""
+    workload = _workload(case)
+    policies = [_policy(p) for p in case["policies"]]
+    version = authz.istio_minor(case.get("istio_version"))
+    try:
+        found = authz.policies_for_workload(
+            policies, workload["namespace"], workload["labels"], case.get("root", "istio-config"),
+            waypoint_services=workload["services"] if workload["is_waypoint"] else None, istio_version=version)
+    except authz.NotModelled:
+        return "refused"
+    return {action: sorted(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in chosen)
+            for action, chosen in found.items() if chosen}
+
+
+def policy_attachment(case: dict[str, Any]) -> bool:
+    """ShouldAttachPolicy for one policy and one workload (`attach`: workload, policy, selector_based_gateway_policy,
+    root)."""
+    attach = case["attach"]
+    workload = _workload(attach)
+    return authz.should_attach(
+        _policy(attach["policy"]), workload["namespace"], workload["labels"], attach.get("root", "istio-system"),
+        is_waypoint=workload["is_waypoint"], services=workload["services"],
+        istio_version=authz.istio_minor(case.get("istio_version")),
+        selector_based_gateway_policy=attach.get("selector_based_gateway_policy", True))
+
+
+def authorization(case: dict[str, Any]) -> Any:
+    if "attach" in case:
+        return policy_attachment(case)
+    if "workload" in case:
+        return authorization_selection(case)
     request = case.get("request") or {}
-    settings = t.MeshSettings(trust_domain=case.get("trust_domain", "cluster.local"))
+    settings = t.MeshSettings(trust_domain=case.get("trust_domain", "cluster.local"),
+                              istio_version=str(case.get("istio_version") or "1.28"))
     model = t.MeshModel([_policy(p) for p in case["policies"]], settings)
     principal = request.get("request_principal")
     claims = None
@@ -184,11 +224,55 @@ def routing(case: dict[str, Any]) -> Any:
 # --- JWT --------------------------------------------------------------------------------------------------------
 
 
-def jwt(case: dict[str, Any]) -> dict[str, Any]:
+#: createTestConfigs' RequestAuthentications (istio/istio@1.28.0 pilot/pkg/model/authentication_test.go:1606-1650;
+#: @1.24.6 the same but for global-with-ref): namespace, name, selector, targetRef.
+_GATEWAY = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "my-gateway"}
+AUTHN_FIXTURE = [
+    ("istio-config", "default", None, None),
+    ("istio-config", "global-with-selector", {"app": "httpbin"}, None),
+    ("istio-config", "global-with-ref", None, {"group": "gateway.networking.k8s.io", "kind": "GatewayClass", "name": "istio-waypoint"}),
+    ("foo", "default", None, None),
+    ("bar", "default", None, None),
+    ("foo", "with-selector", {"app": "httpbin", "version": "v1"}, None),
+    ("foo", "with-targetref", None, _GATEWAY),
+    ("foo", "ignored-gateway-selector", {"gateway.networking.k8s.io/gateway-name": "my-gateway"}, None),
+    ("bar", "with-targetref", {"app": "httpbin"}, _GATEWAY),
+    ("bar", "with-targetref-service", None, {"group": "", "kind": "Service", "name": "target-service-bar"}),
+]
+
+
+def request_authentication_selection(case: dict[str, Any]) -> Any:
+    """Which RequestAuthentications istiod applies to a workload (getConfigsForWorkload), as `namespace/name`."""
+    workload = _workload(case)
+    objects = []
+    for namespace, name, selector, target in AUTHN_FIXTURE:
+        spec: dict[str, Any] = {"jwtRules": [{"issuer": f"https://{namespace}.{name}.example.com"}]}
+        if selector:
+            spec["selector"] = {"matchLabels": dict(selector)}
+        if target:
+            spec["targetRef"] = dict(target)
+        objects.append({"kind": "RequestAuthentication", "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+    settings = t.MeshSettings(root_namespace="istio-config", istio_version=str(case.get("istio_version") or "1.28"))
+    model = t.MeshModel(objects, settings)
+    try:
+        rules = t.jwt_rules_for(model, workload["namespace"], workload["labels"], is_waypoint=workload["is_waypoint"],
+                                services=workload["services"],
+                                selector_based_gateway_policy=case.get("selector_based_gateway_policy", True))
+    except authz.NotModelled:
+        return "refused"
+    return sorted({f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p, _ in rules})
+
+
+def jwt(case: dict[str, Any]) -> Any:
     """`rules`: one RequestAuthentication's jwtRules, or `policies`: several RequestAuthentications' jwtRules.
     `served` (default true): the Istio test serves the keys of every issuer (its mock key server, or inline `jwks`),
     which the harness states as the stack declaring those issuers; false: the trace judges the key location alone.
-    `mesh_hosts`: hosts of the case's service registry (ServiceEntries). `fetch_mode`: PILOT_JWT_ENABLE_REMOTE_JWKS."""
+    `mesh_hosts`: hosts of the case's service registry (ServiceEntries). `fetch_mode`: PILOT_JWT_ENABLE_REMOTE_JWKS.
+    `sent`: headers the client sends besides the token (`Authorization: Bearer <token>` when there is one); a case
+    wanting `upstream` gets the headers jwt_authn passes on. A case with `workload` asks which RequestAuthentications
+    of AUTHN_FIXTURE apply to it instead. `istio_version`: the mesh's (default 1.28)."""
+    if "workload" in case:
+        return request_authentication_selection(case)
     groups = case["policies"] if "policies" in case else ([case["rules"]] if case["rules"] else [])
     objects: list[dict[str, Any]] = [
         {"kind": "RequestAuthentication", "metadata": {"name": f"ra-{index}", "namespace": "foo"},
@@ -197,10 +281,14 @@ def jwt(case: dict[str, Any]) -> dict[str, Any]:
                 for host in case.get("mesh_hosts") or []]
     issuers = tuple(t.Issuer(str(rule["issuer"])) for rules in groups for rule in rules or []
                     if case.get("served", True) and rule.get("issuer"))
-    model = t.MeshModel(objects, t.MeshSettings(issuers=issuers, jwks_fetch_mode=case.get("fetch_mode", "istiod")))
+    model = t.MeshModel(objects, t.MeshSettings(issuers=issuers, jwks_fetch_mode=case.get("fetch_mode", "istiod"),
+                                                istio_version=str(case.get("istio_version") or "1.28")))
+    sent = {str(name): str(value) for name, value in (case.get("sent") or {}).items()}
+    if case.get("token") is not None:
+        sent["authorization"] = "Bearer <token>"
     try:
         rules = t.jwt_rules_for(model, "foo", {"app": "httpbin"})
-        verdict = t.verify_token(rules, case.get("token"), now=NOW.timestamp())
+        verdict = t.verify_token(rules, case.get("token"), now=NOW.timestamp(), headers=sent)
     except authz.NotModelled:
         return {"outcome": "refused"}
     found: dict[str, Any] = {"outcome": verdict.outcome}
@@ -208,6 +296,8 @@ def jwt(case: dict[str, Any]) -> dict[str, Any]:
         found["status"] = verdict.status
     if verdict.headers:
         found["headers"] = dict(verdict.headers)
+    if "upstream" in (case.get("want") or {}) and verdict.outcome != "invalid":
+        found["upstream"] = verdict.forward(sent)
     if "claims" in (case.get("want") or {}):
         found["claims"] = {key: verdict.claims[key] for key in case["want"]["claims"]} if verdict.claims else None
     return found
