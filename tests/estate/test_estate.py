@@ -276,6 +276,10 @@ def _no_cni(cluster, aws):
     cluster["objects"] = [o for o in cluster["objects"] if o["metadata"]["name"] != "istio-cni-node"]
 
 
+def _no_pod_identity_agent(cluster, aws):
+    cluster["objects"] = [o for o in cluster["objects"] if o["metadata"]["name"] != "eks-pod-identity-agent"]
+
+
 def _native(cluster, aws):
     _set_env(_discovery(cluster), "ENABLE_NATIVE_SIDECARS", "true")
 
@@ -388,6 +392,7 @@ def _created_object_exists(cluster, aws):
 CASES = {
     "mesh-wide mTLS": (_strict, r"kubeflow\.mesh\.mtls is permissive but PeerAuthentication istio-system/default has mode STRICT"),
     "Istio version": (_istio_1_26, r"kubeflow\.mesh\.istioVersion is 1\.24 but istiod istio-system/istiod runs 1\.26\.3"),
+    "Pod Identity agent": (_no_pod_identity_agent, r"identity\.mechanism is podIdentity but no eks-pod-identity-agent DaemonSet runs"),
     "data plane": (_no_cni, r"kubeflow\.mesh\.dataPlane is sidecar-cni but no Istio CNI node agent runs.*set it to sidecar-init"),
     "native sidecars": (_native, r"kubeflow\.mesh\.nativeSidecars is false but .*ENABLE_NATIVE_SIDECARS=true"),
     "native sidecars by default": (_auto_on_new_kubelets, r"kubeflow\.mesh\.nativeSidecars is false but .*unset \(auto in Istio 1\.28\.0\), kubelets v1\.33"),
