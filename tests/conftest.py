@@ -39,7 +39,17 @@ def _overrides(stack: str, overrides: dict | None) -> dict:
     kubeflow["manifests"] = str(manifests_path(kubeflow.get("version", CURRENT_VERSION)))
     config["kubeflow"] = kubeflow
     config.update(overrides or {})
+    if "identity" not in (overrides or {}) and not pod_identity_usable(config["kubeflow"].get("version", CURRENT_VERSION)):
+        # A stack on Pod Identity (dev) is refused at a release whose SDKs cannot use it (tests/test_pod_identity.py):
+        # at such a release it runs on IRSA, as it would have before switching.
+        config.update(irsa_overrides(stack) or {})
     return config
+
+
+def pod_identity_usable(release: str) -> bool:
+    from manifests.pod_identity import pod_identity_blockers
+
+    return not pod_identity_blockers(release)
 
 
 def _stack_kubeflow(stack: str) -> dict:

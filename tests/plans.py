@@ -7,7 +7,7 @@ import io
 import json
 from typing import Any
 
-from tests.conftest import MARKER_SECRETS
+from tests.conftest import MARKER_SECRETS, irsa_settings, pod_identity_usable
 from tests.upstream import CURRENT_VERSION, NEEDS_STATIC_KEYS, manifests_path
 from tools.plan import CONFIG_GROUP, PLAN_FORMAT
 from tools.preview import Progress, evaluate
@@ -27,6 +27,7 @@ def evaluated_plan(stack: str, version: str = CURRENT_VERSION,
     key = (stack, version, json.dumps(settings or {}, sort_keys=True))
     if key not in _PLANS:
         settings = {**({"kubeflow.objectStore.staticKeys": True} if version in NEEDS_STATIC_KEYS else {}),
+                    **((irsa_settings(stack) or {}) if not pod_identity_usable(version) else {}),
                     **(settings or {})}
         _PLANS[key] = evaluate(
             stack,
