@@ -14,7 +14,7 @@ from manifests.pod_identity import (
     AGENT_ADDON, POD_IDENTITY_SDKS, pod_identity_blockers, pod_identity_refusal, pod_identity_trust_policy,
     scoped_to_session,
 )
-from tests.conftest import _stack_kubeflow, shared_run
+from tests.conftest import _stack_kubeflow, irsa_overrides, shared_run
 from tests.iam_eval import allows
 from tests.upstream import manifests_path
 
@@ -24,7 +24,13 @@ POD_IDENTITY = {"identity": {"mechanism": "podIdentity", "argoServiceAccounts": 
 
 
 def _dev_pod_identity():
-    return shared_run("dev", POD_IDENTITY)
+    """dev as its stack file has it: Pod Identity."""
+    return shared_run("dev")
+
+
+def _dev_irsa():
+    """dev with only identity.mechanism set to irsa: what the Pod Identity checks are set against."""
+    return shared_run("dev", irsa_overrides("dev"))
 
 
 def _session(namespace: str, account: str, cluster: str = "ml-dev") -> dict[str, str]:
@@ -63,14 +69,14 @@ def test_no_irsa_annotation_is_left_anywhere_in_the_plan():
     assert IRSA_ROLE_ANNOTATION not in text
     assert "AwsIamForServiceAccount" not in text
     # The IRSA stack of the same program does carry it: the check above can fail.
-    assert IRSA_ROLE_ANNOTATION in json.dumps([r.inputs for r in shared_run("dev").resources], default=str)
+    assert IRSA_ROLE_ANNOTATION in json.dumps([r.inputs for r in _dev_irsa().resources], default=str)
 
 
 def test_the_pod_identity_agent_add_on_is_read_from_the_cluster():
     run = _dev_pod_identity()
     reads = [args for token, args in run.invokes if token == "aws:eks/getAddon:getAddon"]
     assert [(r.get("clusterName"), r.get("addonName")) for r in reads] == [("ml-dev", AGENT_ADDON)]
-    assert not [t for t, _ in shared_run("dev").invokes if t == "aws:eks/getAddon:getAddon"]
+    assert not [t for t, _ in _dev_irsa().invokes if t == "aws:eks/getAddon:getAddon"]
 
 
 def test_a_profile_role_is_trusted_only_in_its_namespace_and_reaches_only_its_prefix():

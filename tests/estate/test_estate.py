@@ -26,7 +26,7 @@ import yaml
 
 from analysis.estate import EstateError, load_estate, refuse_writes
 from analysis.estate_checks import ARGO_BY_RELEASE, estate_problems
-from tests.conftest import MARKER_SECRETS, shared_run
+from tests.conftest import MARKER_SECRETS, irsa_overrides, shared_run
 from tests.upstream import SUPPORTED_VERSIONS, manifests_path
 from tools import estate as estate_tool
 from tools.plan import build_plan, write_plan_dir
@@ -276,6 +276,10 @@ def _no_cni(cluster, aws):
     cluster["objects"] = [o for o in cluster["objects"] if o["metadata"]["name"] != "istio-cni-node"]
 
 
+def _no_pod_identity_agent(cluster, aws):
+    cluster["objects"] = [o for o in cluster["objects"] if o["metadata"]["name"] != "eks-pod-identity-agent"]
+
+
 def _native(cluster, aws):
     _set_env(_discovery(cluster), "ENABLE_NATIVE_SIDECARS", "true")
 
@@ -388,6 +392,7 @@ def _created_object_exists(cluster, aws):
 CASES = {
     "mesh-wide mTLS": (_strict, r"kubeflow\.mesh\.mtls is permissive but PeerAuthentication istio-system/default has mode STRICT"),
     "Istio version": (_istio_1_26, r"kubeflow\.mesh\.istioVersion is 1\.24 but istiod istio-system/istiod runs 1\.26\.3"),
+    "Pod Identity agent": (_no_pod_identity_agent, r"identity\.mechanism is podIdentity but no eks-pod-identity-agent DaemonSet runs"),
     "data plane": (_no_cni, r"kubeflow\.mesh\.dataPlane is sidecar-cni but no Istio CNI node agent runs.*set it to sidecar-init"),
     "native sidecars": (_native, r"kubeflow\.mesh\.nativeSidecars is false but .*ENABLE_NATIVE_SIDECARS=true"),
     "native sidecars by default": (_auto_on_new_kubelets, r"kubeflow\.mesh\.nativeSidecars is false but .*unset \(auto in Istio 1\.28\.0\), kubelets v1\.33"),
@@ -410,7 +415,6 @@ CASES = {
     "an existing namespace the plan creates": (_kubeflow_namespace_exists, r"v1 Namespace kubeflow already exists on the cluster and this stack creates it"),
     "a patched object that is missing": (_no_gateway_service, r"Service istio-system/istio-ingressgateway does not exist on the cluster; the plan patches it"),
     "an existing object the plan creates": (_created_object_exists, r"networking\.istio\.io/v1alpha3 EnvoyFilter istio-system/kubeflow-identity-headers already exists on the cluster and this stack creates it"),
-    "OIDC provider": (_provider_exists, r"identity\.oidcProviderArn is unset.*set identity\.oidcProviderArn: arn:aws:iam::111111111111:oidc-provider/oidc\.eks\.us-west-2\.amazonaws\.com/id/0A1B2C3D4E5F60718293A4B5C6D7E8F9"),
     "IAM role": (_role_exists, r"IAM role kubeflow-platform-dev-identity-pipelines already exists \(arn:aws:iam::111111111111:role/"),
     "bucket": (_bucket_exists, r"artifacts\.bucketPrefix: bucket example-ml-dev-pipelines exists"),
     "DNS record": (_record_exists, r"dns\.host: Route 53 record kubeflow\.dev\.ml\.example\.com A already exists"),
@@ -423,6 +427,29 @@ def test_the_preview_names_the_setting_and_the_estate_value_where_they_differ(ca
     problems = problems_with(tmp_path, monkeypatch, dev_plan, change)
     assert any(re.search(expected, p) for p in problems), "\n".join(problems)
     assert all(p.startswith("estate: ") for p in problems)
+
+
+OIDC_PROVIDER_CREATED = (r"identity\.oidcProviderArn is unset.*set identity\.oidcProviderArn: arn:aws:iam::111111111111:"
+                         r"oidc-provider/oidc\.eks\.us-west-2\.amazonaws\.com/id/0A1B2C3D4E5F60718293A4B5C6D7E8F9")
+
+
+@pytest.fixture(scope="module")
+def dev_irsa_plan(tmp_path_factory) -> tuple[dict, Path]:
+    """dev with only identity.mechanism: irsa, the mechanism that creates an OIDC provider."""
+    plan, _ = build_plan(shared_run("dev", irsa_overrides("dev")), MARKER_SECRETS.values())
+    directory = tmp_path_factory.mktemp("plan-irsa") / "dev"
+    write_plan_dir(plan, directory)
+    return plan, directory
+
+
+def test_an_existing_oidc_provider_is_named_only_where_the_plan_creates_one(tmp_path, monkeypatch, dev_plan,
+                                                                            dev_irsa_plan):
+    # On IRSA the plan creates the cluster's provider, which the account already has: adopt it.
+    problems = problems_with(tmp_path / "irsa", monkeypatch, dev_irsa_plan, _provider_exists)
+    assert any(re.search(OIDC_PROVIDER_CREATED, p) for p in problems), "\n".join(problems)
+    # dev's own plan uses EKS Pod Identity and creates no provider: the account's provider is no conflict.
+    assert not any("oidcProviderArn" in p for p in problems_with(tmp_path / "pod-identity", monkeypatch, dev_plan,
+                                                                  _provider_exists))
 
 
 def test_a_command_that_failed_makes_the_estate_unusable(tmp_path, monkeypatch, dev_plan):
