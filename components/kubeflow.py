@@ -102,6 +102,7 @@ def prepare(settings: "Settings") -> PreparedRelease:
         # The auth proxy runs in a namespace named after it (manifests.auth_proxy.AuthProxyOptions.namespace).
         issuers=(settings.auth.issuer_url, *(issuer.issuer for issuer in settings.auth.extra_issuers)),
         issuers_namespace=settings.auth.proxy,
+        pod_identity=settings.identity.mechanism == "podIdentity",
     )
     # Training pods on Karpenter's GPU nodes are marked so Karpenter leaves their node alone while they run.
     if any(settings.gpu.pool_provisioner(pool) == "karpenter" for pool in settings.gpu.pools):

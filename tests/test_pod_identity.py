@@ -227,3 +227,63 @@ def test_the_group_creating_the_api_server_waits_for_its_association():
     (account,) = [o for o in objects_from_config_group_inputs(group.inputs)
                   if o.get("kind") == "ServiceAccount" and o["metadata"].get("name") == "ml-pipeline"]
     assert IRSA_ROLE_ANNOTATION not in (account["metadata"].get("annotations") or {})
+
+
+# ------------------------------------------------------------------------- the agent under REGISTRY_ONLY
+
+AGENT_ROW = "API server -> Pod Identity agent 169.254.170.23:80"
+
+
+def _registry_only_plan(stack: str):
+    from tests.plans import evaluated_plan
+
+    plan, _ = evaluated_plan(stack, settings={"kubeflow.mesh.outboundTrafficPolicy": "REGISTRY_ONLY"})
+    return plan
+
+
+def _agent_entries(plan):
+    from analysis.plan_objects import kubernetes_objects
+
+    return [o.obj for o in kubernetes_objects(plan).objects
+            if o.obj.get("kind") == "ServiceEntry" and o.obj["metadata"]["name"] == "external-pod-identity-agent"]
+
+
+def test_under_registry_only_an_aws_calling_pod_reaches_the_pod_identity_agent():
+    from analysis import runtime_trace as rt
+
+    plan = _registry_only_plan("dev")
+    (entry,) = _agent_entries(plan)
+    spec = entry["spec"]
+    # Both agent addresses (IPv4 and IPv6 clusters), port 80, forwarded to the IP dialled, outside the mesh.
+    assert spec["addresses"] == ["169.254.170.23", "fd00:ec2::23"]
+    assert spec["ports"] == [{"number": 80, "name": "tcp-80", "protocol": "TCP"}]
+    assert (spec["location"], spec["resolution"], spec["exportTo"]) == ("MESH_EXTERNAL", "NONE", ["*"])
+    model, mesh = rt.model_from_plan(plan)
+    assert mesh.pod_identity and mesh.outbound_traffic_policy == "REGISTRY_ONLY"
+    (row,) = [p for p in rt.paths(model, mesh) if p.label == AGENT_ROW]
+    assert row.ok, row.problem()
+    assert any(hop.step == "egress" and "ServiceEntry" in hop.why for hop in row.trace.hops)
+
+
+def test_without_the_agents_entry_registry_only_sends_its_credentials_call_to_the_blackhole():
+    from analysis import runtime_trace as rt
+
+    plan = _registry_only_plan("dev")
+    model, mesh = rt.model_from_plan(plan)
+    stripped = type(model)([o for o in model.objects if not (o.get("kind") == "ServiceEntry"
+                            and o["metadata"]["name"] == "external-pod-identity-agent")], model.settings)
+    (row,) = [p for p in rt.paths(stripped, mesh) if p.label == AGENT_ROW]
+    assert not row.ok and "BlackHoleCluster" in row.problem()
+
+
+def test_the_agents_entry_is_made_only_for_pod_identity_under_registry_only():
+    from analysis import runtime_trace as rt
+
+    # prod is on IRSA (REGISTRY_ONLY): its pods call STS, not the agent; dev as filed passes unknown hosts (ALLOW_ANY).
+    prod = _registry_only_plan("prod")
+    assert _agent_entries(prod) == []
+    model, mesh = rt.model_from_plan(prod)
+    assert not any(p.label == AGENT_ROW for p in rt.paths(model, mesh))
+    from tests.plans import evaluated_plan
+
+    assert _agent_entries(evaluated_plan("dev")[0]) == []
