@@ -207,3 +207,51 @@ def test_the_do_not_disrupt_step_leaves_other_objects_and_annotations_alone():
     assert result.objects[1] is other and len(result.changes) == 1
     assert "annotations" in runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["metadata"]
     assert DO_NOT_DISRUPT not in runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["metadata"]["annotations"]
+
+
+def _emitted(run) -> list[dict]:
+    """The run's Kubernetes objects, the external Argo's ConfigMap patch (kind ConfigMapPatch) among them."""
+    from tests.test_contracts import emitted_objects
+
+    return emitted_objects(run)
+
+
+def _trial_pod_templates(objects: list[dict]) -> list[dict]:
+    from manifests.karpenter import KATIB_TRIAL_TEMPLATES, _pod_templates_in
+
+    (configmap,) = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == KATIB_TRIAL_TEMPLATES]
+    return [t for text in configmap["data"].values() for t in _pod_templates_in(yaml.safe_load(text))]
+
+
+def _workflow_pod_annotations(objects: list[dict]) -> dict:
+    (configmap,) = [o for o in objects if o["kind"] in ("ConfigMap", "ConfigMapPatch")
+                    and "artifactRepository" in (o.get("data") or {})]
+    defaults = yaml.safe_load(configmap["data"].get("workflowDefaults") or "{}") or {}
+    return ((defaults.get("spec") or {}).get("podMetadata") or {}).get("annotations") or {}
+
+
+def test_katib_trials_and_every_pipeline_step_are_marked_do_not_disrupt_only_where_a_pool_is_karpenters():
+    dev, prod = _emitted(shared_run("dev")), _emitted(shared_run("prod"))
+    trials = _trial_pod_templates(dev)
+    assert trials and all(t["metadata"]["annotations"][DO_NOT_DISRUPT] == "true" for t in trials)
+    # KFP's steps are the external Argo's workflow pods: its workflowDefaults put the annotation on each.
+    assert _workflow_pod_annotations(dev) == {DO_NOT_DISRUPT: "true"}
+    assert not any(DO_NOT_DISRUPT in ((t.get("metadata") or {}).get("annotations") or {}) for t in _trial_pod_templates(prod))
+    assert _workflow_pod_annotations(prod) == {}
+
+
+def test_the_workflow_default_keeps_the_workflows_service_account_and_other_keys():
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "workflow-controller-configmap", "namespace": "argo"},
+                 "data": {"artifactRepository": "s3: {}\n",
+                          "workflowDefaults": yaml.safe_dump({"spec": {"serviceAccountName": "argo-workflow",
+                                                                       "podMetadata": {"annotations": {"a": "b"}}}})}}
+    result = keep_training_on_its_node([configmap])
+    (changed,) = result.objects
+    defaults = yaml.safe_load(changed["data"]["workflowDefaults"])
+    assert defaults == {"spec": {"serviceAccountName": "argo-workflow",
+                                 "podMetadata": {"annotations": {"a": "b", DO_NOT_DISRUPT: "true"}}}}
+    assert changed["data"]["artifactRepository"] == "s3: {}\n" and len(result.changes) == 1
+    assert "a" in yaml.safe_load(configmap["data"]["workflowDefaults"])["spec"]["podMetadata"]["annotations"]
+    assert DO_NOT_DISRUPT not in configmap["data"]["workflowDefaults"]
+    # Marked once: a second pass changes nothing.
+    assert keep_training_on_its_node(result.objects).changes == ()
