@@ -101,11 +101,12 @@ def node_pool(pool: "GpuPoolSettings", labels: dict[str, str]) -> dict[str, Any]
 
 
 def ec2_node_class(pool: "GpuPoolSettings", *, cluster_name: str, role: Any) -> dict[str, Any]:
-    """The pool's EC2NodeClass: the accelerated AMI family of the pool's amiType (Karpenter picks the NVIDIA
-    variant for GPU instance types), its subnets, the cluster security group, the node role, an encrypted gp3
+    """The pool's EC2NodeClass: the pinned AMI release of the pool's amiAlias, of its amiType's family (Karpenter
+    picks the NVIDIA variant for GPU instance types), its subnets, the cluster security group, the node role, an encrypted gp3
     image volume of diskSizeGib, and IMDSv2 with a hop limit of 1 so pods cannot reach the node role."""
     family = pool.ami_type.split("_")[0]
-    alias = "al2023@latest" if family == "AL2023" else "bottlerocket@latest"
+    # Pinned (gpu.pools[].amiAlias): an alias of `latest` drifts every node when AWS releases an AMI.
+    alias = pool.ami_alias
     return {
         "apiVersion": NODE_CLASS_API,
         "kind": "EC2NodeClass",

@@ -154,7 +154,8 @@ def test_pods_on_karpenter_nodes_cannot_reach_the_node_roles_credentials():
     (volume,) = spec["blockDeviceMappings"]
     assert volume["ebs"]["encrypted"] is True and volume["ebs"]["volumeSize"] == "100Gi"
     assert spec["subnetSelectorTerms"] == [{"id": s} for s in POOL.subnet_ids]
-    assert spec["amiSelectorTerms"] == [{"alias": "al2023@latest"}]
+    # Pinned by default to an AL2023 release: `latest` would drift every node to each new AMI.
+    assert spec["amiSelectorTerms"] == [{"alias": "al2023@v20260724"}]
 
 
 def test_a_pool_may_override_the_stacks_provisioner_and_karpenter_refuses_a_minimum():
@@ -255,3 +256,65 @@ def test_the_workflow_default_keeps_the_workflows_service_account_and_other_keys
     assert DO_NOT_DISRUPT not in configmap["data"]["workflowDefaults"]
     # Marked once: a second pass changes nothing.
     assert keep_training_on_its_node(result.objects).changes == ()
+
+
+# ------------------------------------------------------------------------------------- the pinned AMI
+
+
+def _load(stack: str, **changes):
+    """The stack's settings with `changes` (top-level key -> function of its raw value) applied."""
+    import config
+
+    raw = {key.split(":", 1)[1]: copy.deepcopy(value) for key, value in stack_config(stack).items()}
+    for key, change in changes.items():
+        raw[key] = change(raw.get(key))
+    return config.parse(raw, config.Secrets(), set(config.SECRET_KEYS), stack)
+
+
+def _with_pool(**pool_changes):
+    def change(gpu):
+        gpu["pools"][0].update(pool_changes)
+        return gpu
+    return change
+
+
+def _as_karpenter(gpu):
+    gpu["provisioner"] = "karpenter"
+    for pool in gpu["pools"]:
+        pool.update(minSize=0, desiredSize=0)
+    return gpu
+
+
+def test_the_dev_pool_pins_its_ami_release_in_the_ec2nodeclass():
+    (node_class,) = [r for r in shared_run("dev").resources if r.type == NODE_CLASS]
+    assert node_class.inputs["spec"]["amiSelectorTerms"] == [{"alias": _dev_pool()["amiAlias"]}]
+    assert _dev_pool()["amiAlias"] == "al2023@v20260724"
+
+
+@pytest.mark.parametrize("alias,expected", [
+    ("al2023", "is not a Karpenter AMI alias: al2023@vYYYYMMDD"),
+    ("al2023@20260724", "is not a Karpenter AMI alias"),
+    ("al2023@v20261399", "v20261399 is not a release date (vYYYYMMDD)"),
+    ("windows2022@latest", "is not a Karpenter AMI alias"),
+    ("bottlerocket@v20260724", "Bottlerocket releases are vX.Y.Z, like bottlerocket@v1.26.0"),
+    ("bottlerocket@v1.26.0", "'bottlerocket@v1.26.0' is a bottlerocket AMI but amiType is AL2023_x86_64_NVIDIA; pin a release of al2023, like amiAlias: al2023@v20260724"),
+])
+def test_a_malformed_or_mismatched_ami_alias_is_refused_naming_the_pool_and_the_fix(alias, expected):
+    import config
+
+    with pytest.raises(config.SettingsError) as refused:
+        _load("dev", gpu=_with_pool(amiAlias=alias))
+    assert "gpu.pools[0].amiAlias" in str(refused.value) and expected in str(refused.value)
+
+
+def test_latest_is_refused_on_a_protected_stack_and_allowed_on_dev():
+    import config
+
+    assert _load("dev", gpu=_with_pool(amiAlias="al2023@latest")).gpu.pools[0].ami_alias == "al2023@latest"
+    with pytest.raises(config.SettingsError) as refused:
+        _load("prod", gpu=lambda gpu: _as_karpenter(_with_pool(amiAlias="al2023@latest")(gpu)))
+    message = str(refused.value)
+    assert "gpu.pools[0].amiAlias: al2023@latest replaces every node of the pool whenever AWS releases an AMI" in message
+    assert "protect: true" in message and "like amiAlias: al2023@v20260724" in message
+    # prod's node groups ignore the alias; pinned, the same Karpenter prod loads.
+    assert _load("prod", gpu=_as_karpenter).gpu.pools[0].ami_alias == "al2023@v20260724"
