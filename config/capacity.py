@@ -55,6 +55,18 @@ def karpenter_ami_alias(value: str) -> Optional[str]:
     return None
 
 
+#: IAM role names: up to 64 of letters, digits and +=,.@_- (docs.aws.amazon.com/IAM/latest/APIReference/API_CreateRole.html).
+_IAM_ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
+
+
+def karpenter_node_role_name(value: str) -> Optional[str]:
+    if value.startswith("arn:"):
+        return f"{value!r} is an ARN; the EC2NodeClass takes the role's name (the part after :role/), like KarpenterNodeRole-ml-dev"
+    if not _IAM_ROLE_NAME.match(value):
+        return f"{value!r} is not an IAM role name (1 to 64 letters, digits and +=,.@_-)"
+    return None
+
+
 _NVIDIA_FAMILY = re.compile(r"^(p\d+[a-z]*(-[a-z0-9]+)?|g\d+[a-z]*|gr\d+[a-z]*)$")
 _ARM_FAMILY = re.compile(r"^g\d+g$")
 
@@ -225,6 +237,8 @@ class GpuSettings:
     def pool_provisioner(self, pool: GpuPoolSettings) -> str:
         """The provisioner of `pool`: its own, else the stack's."""
         return pool.provisioner or self.provisioner
+    karpenter_node_role: Optional[str] = setting(None, check=karpenter_node_role_name)
+    """Karpenter pools: the IAM role name their EC2NodeClass gives nodes, one the cluster's Karpenter is set up for (its controller may iam:PassRole it; it has an EC2_LINUX access entry or an aws-auth mapping). Unset: the program creates the GPU node role and its access entry, and the controller's policy must allow iam:PassRole on that role."""
     vpc_cni_has_own_role: Optional[bool] = setting(None)
     """Whether the cluster's VPC CNI (aws-node) has its own IRSA role with AmazonEKS_CNI_Policy (true: the GPU node role goes without it); required with pools."""
 

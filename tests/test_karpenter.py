@@ -318,3 +318,31 @@ def test_latest_is_refused_on_a_protected_stack_and_allowed_on_dev():
     assert "protect: true" in message and "like amiAlias: al2023@v20260724" in message
     # prod's node groups ignore the alias; pinned, the same Karpenter prod loads.
     assert _load("prod", gpu=_as_karpenter).gpu.pools[0].ami_alias == "al2023@v20260724"
+
+
+# ----------------------------------------------------------------------------------- the node role
+
+
+def test_the_program_creates_the_node_role_and_its_access_entry_unless_the_stack_names_karpenters():
+    own = shared_run("dev")
+    (node_class,) = [r for r in own.resources if r.type == NODE_CLASS]
+    (entry,) = [r for r in own.resources if r.type == "aws:eks/accessEntry:AccessEntry" and "karpenter-node" in r.name]
+    assert entry.inputs["type"] == "EC2_LINUX"
+    roles = [r for r in own.resources if r.type == "aws:iam/role:Role" and r.name.endswith("-node-role")]
+    assert len(roles) == 1
+    gpu = copy.deepcopy(stack_config("dev")["kubeflow-platform:gpu"])
+    gpu["karpenterNodeRole"] = "KarpenterNodeRole-ml-dev"
+    named = shared_run("dev", {"gpu": gpu})
+    (node_class,) = [r for r in named.resources if r.type == NODE_CLASS]
+    assert node_class.inputs["spec"]["role"] == "KarpenterNodeRole-ml-dev"
+    # dev's one pool is Karpenter's: no role of the program's, and the named role's access is the cluster's.
+    assert not [r for r in named.resources if r.type == "aws:iam/role:Role" and r.name.endswith("-node-role")]
+    assert not [r for r in named.resources if r.type == "aws:eks/accessEntry:AccessEntry"]
+
+
+def test_a_node_role_given_as_an_arn_is_refused_naming_the_name_to_give():
+    import config
+
+    with pytest.raises(config.SettingsError) as refused:
+        _load("dev", gpu=lambda gpu: {**gpu, "karpenterNodeRole": "arn:aws:iam::111111111111:role/KarpenterNodeRole-ml-dev"})
+    assert "gpu.karpenterNodeRole" in str(refused.value) and "takes the role's name (the part after :role/)" in str(refused.value)
