@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import difflib
 import re
 import types
@@ -239,14 +241,14 @@ def transform_options(
     kubeflow: KubeflowSettings, *, gateway: str, hosts: tuple[str, ...], gateway_pods_namespace: str,
     gateway_principal: str, artifact_bucket: str, region: str, serving_domain: Optional[str],
     gateway_pods: GatewayPodsOptions, issuers: tuple[str, ...] = (), issuers_namespace: Optional[str] = None,
-    pod_identity: bool = False,
+    pod_identity_namespaces: tuple[str, ...] = (),
 ) -> TransformOptions:
     """What the manifest transformations need, from the Kubeflow settings and the edge and bucket they
     share with the rest of the platform (`gateway` is `<namespace>/<name>`; the gateway's pods run in
     `gateway_pods_namespace` as `gateway_principal`; `serving_domain` is dns.servingDomain; `gateway_pods`
     where the ingress gateway's pods run and their labels, for the NetworkPolicies that admit them; `issuers`
-    the OIDC issuer URLs the auth proxy in `issuers_namespace` calls, for the mesh's egress; `pod_identity`
-    when identity.mechanism is podIdentity, for the agent's entry)."""
+    the OIDC issuer URLs the auth proxy in `issuers_namespace` calls, for the mesh's egress;
+    `pod_identity_namespaces` with identity.mechanism podIdentity, where pods have roles, for the agent's entry)."""
     images = kubeflow.images
     return TransformOptions(
         namespace=kubeflow.namespace,
@@ -258,7 +260,7 @@ def transform_options(
             native_sidecars=kubeflow.mesh.native_sidecars,
             cluster_local_gateway=kubeflow.mesh.cluster_local_gateway,
             external_hosts=external_hosts(kubeflow, region=region, issuers=issuers, issuers_namespace=issuers_namespace,
-                                          pod_identity=pod_identity),
+                                          pod_identity_namespaces=pod_identity_namespaces),
         ),
         pod_templates=PodTemplateOptions(
             labels=tuple(sorted(kubeflow.pod_labels.items())),
@@ -316,7 +318,8 @@ POD_IDENTITY_AGENT = ExternalHost("pod-identity-agent", ("eks-pod-identity-agent
 
 
 def external_hosts(kubeflow: KubeflowSettings, *, region: str, issuers: tuple[str, ...] = (),
-                   issuers_namespace: Optional[str] = None, pod_identity: bool = False) -> tuple[ExternalHost, ...]:
+                   issuers_namespace: Optional[str] = None,
+                   pod_identity_namespaces: tuple[str, ...] = ()) -> tuple[ExternalHost, ...]:
     """What Kubeflow's pods reach outside the mesh, for ServiceEntries under `REGISTRY_ONLY`.
 
     - The IdP: the auth proxy fetches each issuer's discovery document and keys (oauth2-proxy's
@@ -326,8 +329,9 @@ def external_hosts(kubeflow: KubeflowSettings, *, region: str, issuers: tuple[st
     - STS: every IRSA pod exchanges its token with STS (regional, or the global endpoint older SDKs use).
     - With EKS Pod Identity, the agent on each node: every AWS-calling pod asks it for credentials at a
       link-local address, which REGISTRY_ONLY would send to the BlackHoleCluster like any unknown
-      destination. By address over TCP, so the entry holds whatever Host header the SDK sends; exported to
-      every namespace, as S3's, since roles serve KFP's namespace and each profile's, made at run time.
+      destination. By address over TCP, so the entry holds whatever Host header the SDK sends; exported only
+      to the namespaces whose pods have roles (`pod_identity_namespaces`: Kubeflow's, the data-lake profiles',
+      the external Argo's when its accounts have one).
     - The image mirror, from Knative's controller: it resolves every serverless Revision's image tag to a
       digest with a HEAD to the registry and fails the Revision (ContainerMissing) when it cannot
       (knative/serving@knative-v1.21.1 pkg/reconciler/revision/resolve.go:107-120, revision.go:102-108);
@@ -350,8 +354,8 @@ def external_hosts(kubeflow: KubeflowSettings, *, region: str, issuers: tuple[st
     else:
         hosts.append(ExternalHost("s3", (f"s3.{region}.amazonaws.com", f"*.s3.{region}.amazonaws.com")))
     hosts.append(ExternalHost("sts", (f"sts.{region}.amazonaws.com", "sts.amazonaws.com")))
-    if pod_identity:
-        hosts.append(POD_IDENTITY_AGENT)
+    if pod_identity_namespaces:
+        hosts.append(dataclasses.replace(POD_IDENTITY_AGENT, export_to=tuple(dict.fromkeys(pod_identity_namespaces))))
     registry = image_registry_host(kubeflow)
     if registry is not None:
         host, _, port = registry.partition(":")

@@ -17,6 +17,7 @@ from manifests.pod_identity import (
 from tests.conftest import _stack_kubeflow, irsa_overrides, shared_run
 from tests.iam_eval import allows
 from tests.upstream import manifests_path
+from tools.mock_runtime import stack_config
 
 ROLE = "aws:iam/role:Role"
 ASSOCIATION = "aws:eks/podIdentityAssociation:PodIdentityAssociation"
@@ -257,7 +258,10 @@ def test_under_registry_only_an_aws_calling_pod_reaches_the_pod_identity_agent()
     # Both agent addresses (IPv4 and IPv6 clusters), port 80, forwarded to the IP dialled, outside the mesh.
     assert spec["addresses"] == ["169.254.170.23", "fd00:ec2::23"]
     assert spec["ports"] == [{"number": 80, "name": "tcp-80", "protocol": "TCP"}]
-    assert (spec["location"], spec["resolution"], spec["exportTo"]) == ("MESH_EXTERNAL", "NONE", ["*"])
+    assert (spec["location"], spec["resolution"]) == ("MESH_EXTERNAL", "NONE")
+    # Exported only where pods have roles: Kubeflow's namespace (the entry's own) and each data-lake profile's.
+    lakes = [p["name"] for p in stack_config("dev")["kubeflow-platform:tenancy"]["profiles"] if p.get("dataLake")]
+    assert lakes and spec["exportTo"] == [".", *lakes]
     model, mesh = rt.model_from_plan(plan)
     assert mesh.pod_identity and mesh.outbound_traffic_policy == "REGISTRY_ONLY"
     (row,) = [p for p in rt.paths(model, mesh) if p.label == AGENT_ROW]
