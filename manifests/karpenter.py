@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+# Katib's trial templates and how pod templates are found in them, as the mesh step reads them.
+from manifests.mesh import KATIB_TRIAL_TEMPLATES, _pod_templates_in
 from manifests.objects import Change, TransformResult, object_ref
 
 if TYPE_CHECKING:
@@ -130,25 +132,6 @@ def ec2_node_class(pool: "GpuPoolSettings", *, cluster_name: str, role: Any) -> 
             "tags": {"kubeflow-platform/gpu-pool": pool.name},
         },
     }
-
-
-#: The Katib ConfigMap of trial templates (Jobs), which the Katib UI and users' Experiments start trials from.
-KATIB_TRIAL_TEMPLATES = "trial-templates"
-
-
-def _pod_templates_in(node: Any) -> list[dict]:
-    """Every pod template (`template` with `spec.containers`) inside a manifest fragment."""
-    found = []
-    if isinstance(node, dict):
-        template = node.get("template")
-        if isinstance(template, dict) and isinstance((template.get("spec") or {}).get("containers"), list):
-            found.append(template)
-        for value in node.values():
-            found += _pod_templates_in(value)
-    elif isinstance(node, list):
-        for item in node:
-            found += _pod_templates_in(item)
-    return found
 
 
 def _marked(template: dict) -> bool:
