@@ -54,3 +54,17 @@ def test_moving_a_pool_from_its_node_group_to_karpenter_warns_that_running_gpu_p
     assert finding.subject == "gpu pool gpu-a10g nodeGroups -> karpenter" and "evicting running GPU pods" in finding.what
     (back,) = [f for f in plan_upgrade(karpenter, groups).attention if f.kind == "gpu-provisioner"]
     assert back.subject == "gpu pool gpu-a10g karpenter -> nodeGroups"
+
+
+def test_moving_a_karpenter_pools_pinned_ami_names_the_drift_that_replaces_its_nodes():
+    from analysis.capacity_switch import switch_findings
+
+    source, _ = evaluated_plan("dev")
+    from tools.mock_runtime import stack_config
+
+    (pool,) = stack_config("dev")["kubeflow-platform:gpu"]["pools"]
+    target, _ = evaluated_plan("dev", settings={"gpu.pools": [{**pool, "amiAlias": "al2023@v20260801"}]})
+    (finding,) = [f for f in switch_findings(source, target) if f.kind == "gpu-ami"]
+    assert finding.subject == "gpu pool gpu-a10g amiAlias al2023@v20260724 -> al2023@v20260801"
+    assert "drifted and replaces it" in finding.what and "do-not-disrupt" in finding.what
+    assert not [f for f in switch_findings(source, source) if f.kind == "gpu-ami"]
