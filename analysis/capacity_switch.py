@@ -11,6 +11,7 @@ Pure Python over plan dicts (`make preview` output), used by the upgrade plan (a
   serves them, until they are restarted with the annotation.
 - A pool moving between a managed node group and Karpenter: the node group is deleted (EKS drains its nodes,
   evicting running GPU pods) while Karpenter starts new nodes for what is pending.
+- A Karpenter pool's pinned AMI moving (gpu.pools[].amiAlias): every node of the pool has drifted and is replaced.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ NODE_POOL = "kubernetes:karpenter.sh/v1:NodePool"
 #: Both webhooks mutate pods on CREATE only (aws/amazon-eks-pod-identity-webhook@v0.6.17 deploy/mutatingwebhook.yaml:21-24).
 WEBHOOK_SOURCE = "aws/amazon-eks-pod-identity-webhook@v0.6.17 deploy/mutatingwebhook.yaml:21-24"
 DELETE_NODEGROUP_SOURCE = "https://docs.aws.amazon.com/eks/latest/userguide/delete-managed-node-group.html"
+NODE_CLASS = "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"
+#: An EC2NodeClass's amiSelectorTerms is a drift field: nodes on the old AMI are drifted and replaced.
+DRIFT_SOURCE = "aws/karpenter-provider-aws@v1.14.1 website/content/en/preview/concepts/disruption.md:155-171"
 
 
 def mechanism(plan: Mapping[str, Any]) -> str:
@@ -50,6 +54,18 @@ def _pools(plan: Mapping[str, Any], type_: str, suffix: str) -> set[str]:
         if resource.get("type") == type_ and name.startswith("gpu-") and name.endswith(suffix):
             names.add(name.removeprefix("gpu-").removesuffix(suffix))
     return names
+
+
+def _ami_aliases(plan: Mapping[str, Any]) -> dict[str, str]:
+    """Pool name -> the alias its EC2NodeClass (`gpu-<pool>-node-class`) selects."""
+    aliases = {}
+    for resource in plan.get("resources") or []:
+        name = str(resource.get("name", ""))
+        if resource.get("type") == NODE_CLASS and name.startswith("gpu-") and name.endswith("-node-class"):
+            terms = ((resource.get("inputs") or {}).get("spec") or {}).get("amiSelectorTerms") or []
+            aliases[name.removeprefix("gpu-").removesuffix("-node-class")] = ",".join(
+                str(t.get("alias")) for t in terms if isinstance(t, Mapping))
+    return aliases
 
 
 def switch_findings(source: Mapping[str, Any], target: Mapping[str, Any]) -> list[Finding]:
@@ -85,4 +101,13 @@ def switch_findings(source: Mapping[str, Any], target: Mapping[str, Any]) -> lis
             "the NodePool is deleted: Karpenter removes every node it started for the pool, evicting running GPU "
             "pods, while the new node group starts from its minSize. Drain the pool's work first",
             "https://karpenter.sh/docs/concepts/disruption/"))
+    aliases_before, aliases_after = _ami_aliases(source), _ami_aliases(target)
+    for pool in sorted(set(aliases_before) & set(aliases_after)):
+        if aliases_before[pool] != aliases_after[pool]:
+            findings.append(Finding(
+                "gpu-ami", f"gpu pool {pool} amiAlias {aliases_before[pool]} -> {aliases_after[pool]}",
+                "every node of the pool is on the old AMI, so Karpenter marks it drifted and replaces it, one node at a "
+                "time (the NodePool's budget); a node running a pod marked karpenter.sh/do-not-disrupt (training, Katib "
+                "trials, pipeline steps) waits until that pod ends, other GPU pods are evicted. Move the alias when the "
+                "pool is quiet", DRIFT_SOURCE))
     return findings

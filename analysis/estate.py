@@ -38,6 +38,7 @@ from typing import Any, Optional
 
 import yaml
 
+from analysis.karpenter_estate import karpenter_commands, record_karpenter
 from analysis.node_agents import record_node_agents
 from analysis.ownership import classify
 from analysis.plan_objects import KNOWN_AFTER_DEPLOY, kubernetes_objects
@@ -245,6 +246,9 @@ def commands(plan: Mapping[str, Any], target: Target) -> list[Command]:
                             "--max-items", "1", "--output", "json"), "zone"))
         aws.append(Command(("aws", "route53", "list-resource-record-sets", "--hosted-zone-id", ZONE_ID,
                             "--output", "json"), "records"))
+    # The cluster's Karpenter, when the plan has Karpenter GPU pools (analysis.karpenter_estate).
+    for argv, key, absent_when in karpenter_commands(plan, target.cluster_name, target.region):
+        (kubectl if argv[0] == "kubectl" else aws).append(Command(argv, key, absent_when))
     for command in kubectl + aws:
         refuse_writes(command.argv)
     return kubectl + aws
@@ -583,6 +587,7 @@ def record(plan: Mapping[str, Any], target: Target, answers: Mapping[str, Answer
         "argo": {"namespace": target.argo_namespace, "controllers": _record_argo(answers),
                  "instanceID": _argo_instance_id(answers), "configmapKeys": _argo_config_keys(answers)},
         "aws": _record_aws(plan, answers),
+        **({"karpenter": karpenter} if (karpenter := record_karpenter(plan, answers)) is not None else {}),
     }
 
 

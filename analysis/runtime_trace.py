@@ -70,6 +70,8 @@ TRACE_ISVC = "trace-isvc"
 #: plugins/jobset/jobset.go:217-226; pkg/constants/constants.go:56).
 TRACE_TRAINJOB, TORCH_RENDEZVOUS_PORT, TORCH_RUNTIME = "trace-trainjob", 29500, "torch-distributed"
 QUEUE_PROXY_PORTS = {"http": 8012, "http2": 8013, "queue-metrics": 9090}
+#: The EKS Pod Identity agent's IPv4 address (docs.aws.amazon.com/eks/latest/userguide/pod-id-agent-setup.html).
+POD_IDENTITY_AGENT_ADDRESS = "169.254.170.23"
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class RuntimeMesh:
     outbound_traffic_policy: str = "ALLOW_ANY"
     native_sidecars: bool = False
     cluster_local_gateway: str = "program"
+    #: identity.mechanism podIdentity (the plan's `identityMechanism` output): AWS-calling pods ask the node's agent.
+    pod_identity: bool = False
 
     @classmethod
     def from_plan(cls, plan: Mapping[str, Any]) -> "RuntimeMesh":
@@ -87,7 +91,8 @@ class RuntimeMesh:
         return cls(mtls=str(mesh.get("mtls") or "permissive").lower(),
                    outbound_traffic_policy=str(mesh.get("outboundTrafficPolicy") or "ALLOW_ANY"),
                    native_sidecars=bool(mesh.get("nativeSidecars", False)),
-                   cluster_local_gateway=str(mesh.get("clusterLocalGateway") or "program"))
+                   cluster_local_gateway=str(mesh.get("clusterLocalGateway") or "program"),
+                   pod_identity=(plan.get("outputs") or {}).get("identityMechanism") == "podIdentity")
 
 
 @dataclass(frozen=True)
@@ -329,8 +334,10 @@ def egress(model: t.MeshModel, mesh: RuntimeMesh, caller: Pod, host: str, port: 
     elif mesh.outbound_traffic_policy != "REGISTRY_ONLY":
         trace.add("egress", caller.role, "-", "pass", f"outboundTrafficPolicy {mesh.outbound_traffic_policy}: unknown hosts pass through")
     else:
+        # An entry with addresses is matched by the IP dialled (an IP "host"), its hosts by name.
         entry = next((e for e in model.kind("ServiceEntry")
-                      if any(_host_matches(h, host) for h in (e.get("spec") or {}).get("hosts") or [])
+                      if any(_host_matches(h, host) for h in [*((e.get("spec") or {}).get("hosts") or []),
+                                                              *((e.get("spec") or {}).get("addresses") or [])])
                       and any(int(p.get("number", 0)) == port for p in (e.get("spec") or {}).get("ports") or [])
                       and _exported_to(e, caller.namespace)), None)
         if entry is None:
@@ -394,6 +401,12 @@ def paths(model: t.MeshModel, mesh: RuntimeMesh) -> list[RuntimePath]:
         s3 = next((h for e in model.kind("ServiceEntry") for h in (e.get("spec") or {}).get("hosts") or [] if h.startswith("s3.")), None)
         if s3:
             add(KFP, f"Argo executor -> {s3}", egress(model, mesh, executor, s3))
+        api_server = _plan_pod(model, kubeflow, "ml-pipeline")
+        if mesh.pod_identity and api_server is not None:
+            # Its SDK's credentials come from the node's Pod Identity agent, through its sidecar
+            # (docs.aws.amazon.com/eks/latest/userguide/pod-id-agent-setup.html).
+            add(KFP, f"API server -> Pod Identity agent {POD_IDENTITY_AGENT_ADDRESS}:80",
+                egress(model, mesh, api_server, POD_IDENTITY_AGENT_ADDRESS, 80))
     db_name, db_port = KATIB_DB_MANAGER
     if any(t._name(s) == db_name for s in model.kind("Service")):
         katib_ns = next(t._ns(s) for s in model.kind("Service") if t._name(s) == db_name)

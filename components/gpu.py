@@ -58,6 +58,8 @@ class GpuNodePoolsArgs:
     warm_namespace: str = "gpu-warm-capacity"
     #: Pool name -> `nodeGroups` or `karpenter` (gpu.provisioner, a pool's own provisioner first).
     provisioners: Mapping[str, str] = field(default_factory=dict)
+    #: The node role Karpenter pools use (gpu.karpenterNodeRole); None: the program's own GPU node role.
+    karpenter_node_role: Optional[str] = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "GpuNodePoolsArgs":
@@ -66,7 +68,8 @@ class GpuNodePoolsArgs:
         image = mirror_image(PAUSE_IMAGE, mirror.rules, mirror.default_mirror) or PAUSE_IMAGE
         return cls(cluster_name=settings.cluster.name, pools=settings.gpu.pools, placeholder_image=image,
                    vpc_cni_has_own_role=bool(settings.gpu.vpc_cni_has_own_role),
-                   provisioners={pool.name: settings.gpu.pool_provisioner(pool) for pool in settings.gpu.pools})
+                   provisioners={pool.name: settings.gpu.pool_provisioner(pool) for pool in settings.gpu.pools},
+                   karpenter_node_role=settings.gpu.karpenter_node_role)
 
 
 def autoscaler_tags(cluster_name: str, pool: GpuPoolSettings) -> dict[str, str]:
@@ -119,13 +122,17 @@ class GpuNodePools(pulumi.ComponentResource):
         #: Karpenter NodePool names by pool name (pools whose provisioner is karpenter).
         self.node_pool_names: dict[str, pulumi.Output[str]] = {}
         if args.pools:
-            role, attachments = self._node_role(name, args)
-            self.node_role_arn = role.arn
             karpenter = [pool for pool in args.pools if args.provisioners.get(pool.name) == "karpenter"]
-            access = self._karpenter_access(name, args, role) if karpenter else []
+            # A node role of the cluster's Karpenter serves its pools as it is (its controller may pass it, it can
+            # join the cluster); the program's own role is made only for what needs it.
+            own_role = len(karpenter) < len(args.pools) or not args.karpenter_node_role
+            role, attachments = self._node_role(name, args) if own_role else (None, [])
+            self.node_role_arn = role.arn if role is not None else None
+            access = self._karpenter_access(name, args, role) if karpenter and not args.karpenter_node_role else []
             for pool in args.pools:
                 if pool in karpenter:
-                    self._karpenter_pool(name, args, pool, role, [*attachments, *access])
+                    node_role = args.karpenter_node_role or role.name
+                    self._karpenter_pool(name, args, pool, node_role, [*attachments, *access])
                 else:
                     self._pool(name, args, pool, role, attachments)
             if any(pool.warm_nodes for pool in args.pools):
@@ -155,12 +162,13 @@ class GpuNodePools(pulumi.ComponentResource):
         )]
 
     def _karpenter_pool(
-        self, name: str, args: GpuNodePoolsArgs, pool: GpuPoolSettings, role: aws.iam.Role,
+        self, name: str, args: GpuNodePoolsArgs, pool: GpuPoolSettings, role: pulumi.Input[str],
         depends_on: list[pulumi.Resource],
     ) -> None:
-        """The pool's EC2NodeClass and NodePool (manifests.karpenter); the cluster's Karpenter v1 controller
-        starts the nodes. The NodePool follows its class, so Karpenter never sees a pool without one."""
-        node_class = ec2_node_class(pool, cluster_name=args.cluster_name, role=role.name)
+        """The pool's EC2NodeClass (naming node role `role`) and NodePool (manifests.karpenter); the cluster's
+        Karpenter v1 controller starts the nodes. The NodePool follows its class, so Karpenter never sees a pool
+        without one."""
+        node_class = ec2_node_class(pool, cluster_name=args.cluster_name, role=role)
         node_class_resource = k8s.apiextensions.CustomResource(
             f"{name}-{pool.name}-node-class",
             api_version=node_class["apiVersion"], kind=node_class["kind"],

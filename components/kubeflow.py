@@ -102,6 +102,13 @@ def prepare(settings: "Settings") -> PreparedRelease:
         # The auth proxy runs in a namespace named after it (manifests.auth_proxy.AuthProxyOptions.namespace).
         issuers=(settings.auth.issuer_url, *(issuer.issuer for issuer in settings.auth.extra_issuers)),
         issuers_namespace=settings.auth.proxy,
+        # Where pods have roles under Pod Identity, for the agent's ServiceEntry: Kubeflow's namespace, each data-lake
+        # profile's (components.tenancy), the external Argo's when its accounts have one (components.identity).
+        pod_identity_namespaces=(
+            settings.kubeflow.namespace,
+            *(profile.name for profile in settings.tenancy.profiles if profile.data_lake is not None),
+            *((settings.kubeflow.argo.namespace,) if settings.identity.argo_service_accounts else ()),
+        ) if settings.identity.mechanism == "podIdentity" else (),
     )
     # Training pods on Karpenter's GPU nodes are marked so Karpenter leaves their node alone while they run.
     if any(settings.gpu.pool_provisioner(pool) == "karpenter" for pool in settings.gpu.pools):

@@ -29,6 +29,44 @@ EKS_NODEGROUP_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,62}$")
 #: see Amazon EKS service quotas", docs.aws.amazon.com/eks/latest/APIReference/API_NodegroupScalingConfig.html).
 EKS_NODES_PER_NODE_GROUP = 450
 # EC2 families with NVIDIA GPUs (g4ad is AMD); Graviton ones (g5g) end in "g" and need an ARM_64 AMI.
+#: Karpenter's EKS-optimised AMI aliases, `family@version` (aws/karpenter-provider-aws@v1.14.1
+#: pkg/apis/v1/ec2nodeclass.go:238-244): AL2023 releases are dated (`v20260724`, an awslabs/amazon-eks-ami tag),
+#: Bottlerocket's semantic (`v1.26.0`); `latest` drifts every node to each new release.
+AMI_ALIAS = re.compile(r"^(?P<family>al2023|bottlerocket)@(?P<version>latest|v\d{8}|v\d+\.\d+\.\d+)$")
+#: The AL2023 release a Karpenter pool pins unless it says otherwise (awslabs/amazon-eks-ami tag v20260724).
+DEFAULT_AMI_ALIAS = "al2023@v20260724"
+#: The alias family of each amiType family.
+AMI_ALIAS_FAMILY = {"AL2023": "al2023", "BOTTLEROCKET": "bottlerocket"}
+_ALIAS_EXAMPLE = {"al2023": "al2023@v20260724", "bottlerocket": "bottlerocket@v1.26.0"}
+
+
+def karpenter_ami_alias(value: str) -> Optional[str]:
+    match = AMI_ALIAS.match(value)
+    if not match:
+        return (f"{value!r} is not a Karpenter AMI alias: al2023@vYYYYMMDD (an amazon-eks-ami release), "
+                "bottlerocket@vX.Y.Z (a Bottlerocket release) or <family>@latest")
+    version = match["version"]
+    if match["family"] == "al2023" and version.startswith("v") and "." not in version:
+        month, day = int(version[5:7]), int(version[7:9])
+        if not (1 <= month <= 12 and 1 <= day <= 31):
+            return f"{value!r}: {version} is not a release date (vYYYYMMDD)"
+    if match["family"] == "bottlerocket" and re.fullmatch(r"v\d{8}", version):
+        return f"{value!r}: Bottlerocket releases are vX.Y.Z, like {_ALIAS_EXAMPLE['bottlerocket']}"
+    return None
+
+
+#: IAM role names: up to 64 of letters, digits and +=,.@_- (docs.aws.amazon.com/IAM/latest/APIReference/API_CreateRole.html).
+_IAM_ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
+
+
+def karpenter_node_role_name(value: str) -> Optional[str]:
+    if value.startswith("arn:"):
+        return f"{value!r} is an ARN; the EC2NodeClass takes the role's name (the part after :role/), like KarpenterNodeRole-ml-dev"
+    if not _IAM_ROLE_NAME.match(value):
+        return f"{value!r} is not an IAM role name (1 to 64 letters, digits and +=,.@_-)"
+    return None
+
+
 _NVIDIA_FAMILY = re.compile(r"^(p\d+[a-z]*(-[a-z0-9]+)?|g\d+[a-z]*|gr\d+[a-z]*)$")
 _ARM_FAMILY = re.compile(r"^g\d+g$")
 
@@ -149,6 +187,8 @@ class GpuPoolSettings:
     """Nodes kept ready by low-priority placeholder pods, pre-empted by real work (hides the cold start)."""
     provisioner: Optional[Literal["nodeGroups", "karpenter"]] = setting(None)
     """Who starts this pool's nodes, overriding gpu.provisioner: `nodeGroups` (an EKS managed node group) or `karpenter` (a Karpenter NodePool and EC2NodeClass)."""
+    ami_alias: str = setting(DEFAULT_AMI_ALIAS, check=karpenter_ami_alias)
+    """Karpenter pools: the EC2NodeClass's AMI, `family@version` with the family of amiType and a pinned release (`al2023@v20260724`, `bottlerocket@v1.26.0`); `<family>@latest` replaces every node at each new AMI release and is refused with protect: true."""
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         if self.max_size < self.min_size:
@@ -197,6 +237,8 @@ class GpuSettings:
     def pool_provisioner(self, pool: GpuPoolSettings) -> str:
         """The provisioner of `pool`: its own, else the stack's."""
         return pool.provisioner or self.provisioner
+    karpenter_node_role: Optional[str] = setting(None, check=karpenter_node_role_name)
+    """Karpenter pools: the IAM role name their EC2NodeClass gives nodes, one the cluster's Karpenter is set up for (its controller may iam:PassRole it; it has an EC2_LINUX access entry or an aws-auth mapping). Unset: the program creates the GPU node role and its access entry, and the controller's policy must allow iam:PassRole on that role."""
     vpc_cni_has_own_role: Optional[bool] = setting(None)
     """Whether the cluster's VPC CNI (aws-node) has its own IRSA role with AmazonEKS_CNI_Policy (true: the GPU node role goes without it); required with pools."""
 
@@ -206,6 +248,13 @@ class GpuSettings:
             if names.index(name) != i:
                 yield f"pools[{i}].name", f"{name!r} is listed twice"
         for i, pool in enumerate(self.pools):
+            family = AMI_ALIAS_FAMILY.get(pool.ami_type.split("_")[0])
+            alias_family = pool.ami_alias.split("@")[0]
+            if self.pool_provisioner(pool) == "karpenter" and AMI_ALIAS.match(pool.ami_alias) and alias_family != family:
+                yield f"pools[{i}].amiAlias", (
+                    f"{pool.ami_alias!r} is a {alias_family} AMI but amiType is {pool.ami_type}; pin a release of {family}, "
+                    f"like amiAlias: {_ALIAS_EXAMPLE.get(family or '', '<family>@<version>')}"
+                )
             if self.pool_provisioner(pool) == "karpenter" and pool.min_size:
                 # Karpenter has no minimum: it starts nodes for pending pods and removes empty ones.
                 yield f"pools[{i}].minSize", (
@@ -235,6 +284,16 @@ def capacity_cross_checks(
             refusal = pod_identity_refusal(kubeflow_version)
             if refusal:
                 yield "identity.mechanism", refusal
+    for i, pool in enumerate(gpu.pools):
+        if protect and gpu.pool_provisioner(pool) == "karpenter" and pool.ami_alias.endswith("@latest"):
+            # Karpenter drifts every node to a new AMI as it is released (aws/karpenter-provider-aws@v1.14.1
+            # pkg/apis/v1/ec2nodeclass.go:242): on a protected stack a release would replace GPU nodes unreviewed.
+            family = pool.ami_alias.split("@")[0]
+            yield f"gpu.pools[{i}].amiAlias", (
+                f"{pool.ami_alias} replaces every node of the pool whenever AWS releases an AMI, which a protected "
+                f"stack (protect: true) does not allow; pin a release, like amiAlias: {_ALIAS_EXAMPLE.get(family, DEFAULT_AMI_ALIAS)}, "
+                "and move it forward in a reviewed change"
+            )
     if protect and artifacts.force_destroy:
         yield "artifacts.forceDestroy", "contradicts protect: true; a protected stack never empties its buckets"
     for i, bucket in enumerate(artifacts.buckets):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import difflib
 import re
 import types
@@ -58,7 +60,7 @@ class MeshSettings:
     mtls: Literal["strict", "permissive"] = setting("strict")
     """The mesh's PeerAuthentication mode; under `strict`, webhooks the API server calls, and the ports sidecar-less run-time pods call (ML Metadata 8080, the pipelines API 8887, Katib's DB manager 6789), get a port-level PERMISSIVE exception."""
     outbound_traffic_policy: Literal["REGISTRY_ONLY", "ALLOW_ANY"] = setting("REGISTRY_ONLY")
-    """The mesh's outboundTrafficPolicy.mode; under `REGISTRY_ONLY` ServiceEntries name the IdP, S3, STS, the database and (for Knative's tag resolution) the image mirror."""
+    """The mesh's outboundTrafficPolicy.mode; under `REGISTRY_ONLY` ServiceEntries name the IdP, S3, STS, the EKS Pod Identity agent (with `identity.mechanism: podIdentity`), the database and (for Knative's tag resolution) the image mirror."""
     native_sidecars: bool = setting(False)
     """The injector makes sidecars native (init containers with restartPolicy Always); false: Jobs, and the pods of Trainer's runtimes and Katib's trial templates, are kept out of the mesh so they complete."""
     owns_crds: bool = setting(True)
@@ -239,12 +241,14 @@ def transform_options(
     kubeflow: KubeflowSettings, *, gateway: str, hosts: tuple[str, ...], gateway_pods_namespace: str,
     gateway_principal: str, artifact_bucket: str, region: str, serving_domain: Optional[str],
     gateway_pods: GatewayPodsOptions, issuers: tuple[str, ...] = (), issuers_namespace: Optional[str] = None,
+    pod_identity_namespaces: tuple[str, ...] = (),
 ) -> TransformOptions:
     """What the manifest transformations need, from the Kubeflow settings and the edge and bucket they
     share with the rest of the platform (`gateway` is `<namespace>/<name>`; the gateway's pods run in
     `gateway_pods_namespace` as `gateway_principal`; `serving_domain` is dns.servingDomain; `gateway_pods`
     where the ingress gateway's pods run and their labels, for the NetworkPolicies that admit them; `issuers`
-    the OIDC issuer URLs the auth proxy in `issuers_namespace` calls, for the mesh's egress)."""
+    the OIDC issuer URLs the auth proxy in `issuers_namespace` calls, for the mesh's egress;
+    `pod_identity_namespaces` with identity.mechanism podIdentity, where pods have roles, for the agent's entry)."""
     images = kubeflow.images
     return TransformOptions(
         namespace=kubeflow.namespace,
@@ -255,7 +259,8 @@ def transform_options(
             mtls=kubeflow.mesh.mtls, outbound_traffic_policy=kubeflow.mesh.outbound_traffic_policy,
             native_sidecars=kubeflow.mesh.native_sidecars,
             cluster_local_gateway=kubeflow.mesh.cluster_local_gateway,
-            external_hosts=external_hosts(kubeflow, region=region, issuers=issuers, issuers_namespace=issuers_namespace),
+            external_hosts=external_hosts(kubeflow, region=region, issuers=issuers, issuers_namespace=issuers_namespace,
+                                          pod_identity_namespaces=pod_identity_namespaces),
         ),
         pod_templates=PodTemplateOptions(
             labels=tuple(sorted(kubeflow.pod_labels.items())),
@@ -305,8 +310,16 @@ def image_registry_host(kubeflow: KubeflowSettings) -> Optional[str]:
     return host or None
 
 
+#: Where a pod's SDK reaches the EKS Pod Identity agent: the link-local addresses the agent listens on, port 80
+#: (docs.aws.amazon.com/eks/latest/userguide/pod-id-agent-setup.html; AWS_CONTAINER_CREDENTIALS_FULL_URI is
+#: http://169.254.170.23/v1/credentials, or http://[fd00:ec2::23]/v1/credentials on IPv6 clusters).
+POD_IDENTITY_AGENT = ExternalHost("pod-identity-agent", ("eks-pod-identity-agent.amazonaws.internal",), 80,
+                                  protocol="TCP", addresses=("169.254.170.23", "fd00:ec2::23"))
+
+
 def external_hosts(kubeflow: KubeflowSettings, *, region: str, issuers: tuple[str, ...] = (),
-                   issuers_namespace: Optional[str] = None) -> tuple[ExternalHost, ...]:
+                   issuers_namespace: Optional[str] = None,
+                   pod_identity_namespaces: tuple[str, ...] = ()) -> tuple[ExternalHost, ...]:
     """What Kubeflow's pods reach outside the mesh, for ServiceEntries under `REGISTRY_ONLY`.
 
     - The IdP: the auth proxy fetches each issuer's discovery document and keys (oauth2-proxy's
@@ -314,6 +327,11 @@ def external_hosts(kubeflow: KubeflowSettings, *, region: str, issuers: tuple[st
     - S3: KFP's API server, UI and launcher, Argo's executor and user pipelines in profile namespaces (so `*`),
       at the regional endpoint or a bucket's virtual-hosted name under it, or `kubeflow.objectStore.endpoint`.
     - STS: every IRSA pod exchanges its token with STS (regional, or the global endpoint older SDKs use).
+    - With EKS Pod Identity, the agent on each node: every AWS-calling pod asks it for credentials at a
+      link-local address, which REGISTRY_ONLY would send to the BlackHoleCluster like any unknown
+      destination. By address over TCP, so the entry holds whatever Host header the SDK sends; exported only
+      to the namespaces whose pods have roles (`pod_identity_namespaces`: Kubeflow's, the data-lake profiles',
+      the external Argo's when its accounts have one).
     - The image mirror, from Knative's controller: it resolves every serverless Revision's image tag to a
       digest with a HEAD to the registry and fails the Revision (ContainerMissing) when it cannot
       (knative/serving@knative-v1.21.1 pkg/reconciler/revision/resolve.go:107-120, revision.go:102-108);
@@ -336,6 +354,8 @@ def external_hosts(kubeflow: KubeflowSettings, *, region: str, issuers: tuple[st
     else:
         hosts.append(ExternalHost("s3", (f"s3.{region}.amazonaws.com", f"*.s3.{region}.amazonaws.com")))
     hosts.append(ExternalHost("sts", (f"sts.{region}.amazonaws.com", "sts.amazonaws.com")))
+    if pod_identity_namespaces:
+        hosts.append(dataclasses.replace(POD_IDENTITY_AGENT, export_to=tuple(dict.fromkeys(pod_identity_namespaces))))
     registry = image_registry_host(kubeflow)
     if registry is not None:
         host, _, port = registry.partition(":")

@@ -7,11 +7,16 @@ object can be stored; only the consumer's code says whether it does what we mean
 also a check over what the program emits:
 
 - `check:` a structural check this module runs over the applied objects (`env`, `arg`, `data`,
-  `annotation`, `path`; `${setting}` in `equals`, `contains` and a data check's `key`), or
+  `annotation`, `path`; `${setting}` in `equals`, `contains` and a data check's `key`; `absent: true` on an
+  annotation or path the consumer must not find), or
 - `held_by:` the test (`tests/<file>.py::<test name>`) that proves a behaviour no single field shows
   (how Istio picks routes, what IAM allows), or
 - `unsettled:` the source does not settle it; the text says what the user verifies on the cluster, and
   docs/working-kubeflow.md repeats it.
+
+A contract that holds only under some settings says so with `when:`, a mapping of dotted setting paths to the
+value (or list of values) they must have (`when: {identity.mechanism: irsa}`): the IRSA annotation is read only
+by pods whose stack chose IRSA. Under other settings its check passes without reading anything.
 
 Pure Python, no Pulumi: `load_contracts()` refuses a malformed table with every problem at once, and
 `contract_problems(contract, objects)` says why emitted objects break a contract (empty when they hold).
@@ -42,6 +47,8 @@ SOURCE = re.compile(
 #: A release the contract does not concern: `n/a: <why>`.
 NOT_APPLICABLE = re.compile(r"^n/a: \S.*$")
 HELD_BY = re.compile(r"^tests/[\w/]+\.py::test_\w+$")
+#: A `when:` key: a setting's dotted path in the stack file's spelling (`identity.mechanism`).
+SETTING_PATH = re.compile(r"^[a-zA-Z][\w-]*(?:\.[a-zA-Z][\w-]*)+$")
 
 CHECK_KINDS = ("env", "arg", "data", "annotation", "path")
 
@@ -63,11 +70,23 @@ class Contract:
     check: Mapping[str, Any] | None = None
     held_by: str | None = None
     unsettled: str | None = None
+    #: setting path -> the values under which the contract holds; empty: under every setting.
+    when: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     file: str = ""
 
     def applies_to(self, release: str) -> bool:
         source = self.sources.get(release)
         return source is not None and not NOT_APPLICABLE.match(source)
+
+    def applies_under(self, values: Mapping[str, Any]) -> bool:
+        """Whether the stack's settings (`values`, by dotted path) meet every `when:` condition. A setting the
+        stack does not have raises KeyError naming it, since a misspelt condition would silently never hold."""
+        for path, wanted in self.when.items():
+            if path not in values:
+                raise KeyError(path)
+            if values[path] not in wanted:
+                return False
+        return True
 
 
 @dataclass
@@ -109,7 +128,7 @@ def _contract(entry: Any, where: str, problems: _Problems, file: str) -> Contrac
     if not isinstance(entry, dict):
         problems.add(where, "must be a mapping")
         return None
-    allowed = {"id", "consumer", "reads", "why", "sources", "check", "held_by", "unsettled"}
+    allowed = {"id", "consumer", "reads", "why", "sources", "check", "held_by", "unsettled", "when"}
     for key in sorted(set(entry) - allowed):
         problems.add(where, f"unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
     for key in ("id", "consumer", "reads", "why"):
@@ -137,13 +156,35 @@ def _contract(entry: Any, where: str, problems: _Problems, file: str) -> Contrac
     unsettled = entry.get("unsettled")
     if unsettled is not None and not (isinstance(unsettled, str) and unsettled.strip()):
         problems.add(where, "unsettled must say what the user verifies on the cluster")
+    when = _when(entry.get("when"), where, problems)
     if not isinstance(entry.get("id"), str):
         return None
     return Contract(
         id=entry["id"], consumer=str(entry.get("consumer")), reads=str(entry.get("reads")),
         why=str(entry.get("why")), sources={str(k): str(v) for k, v in sources.items()},
-        check=check if isinstance(check, dict) else None, held_by=held_by, unsettled=unsettled, file=file,
+        check=check if isinstance(check, dict) else None, held_by=held_by, unsettled=unsettled, when=when,
+        file=file,
     )
+
+
+def _when(when: Any, where: str, problems: _Problems) -> dict[str, tuple[Any, ...]]:
+    """`when:` as setting path -> allowed values; each malformed part is a problem naming the fix."""
+    if when is None:
+        return {}
+    if not isinstance(when, dict) or not when:
+        problems.add(where, "when must map setting paths to values, e.g. `when: {identity.mechanism: irsa}`")
+        return {}
+    conditions: dict[str, tuple[Any, ...]] = {}
+    for path, wanted in when.items():
+        if not isinstance(path, str) or not SETTING_PATH.match(path):
+            problems.add(where, f"when key {path!r} must be a setting's dotted path, e.g. identity.mechanism")
+            continue
+        values = tuple(wanted) if isinstance(wanted, list) else (wanted,)
+        if not values or any(not isinstance(v, (str, bool, int, float)) for v in values):
+            problems.add(where, f"when[{path!r}] must be a scalar or a non-empty list of scalars: {wanted!r}")
+            continue
+        conditions[path] = values
+    return conditions
 
 
 def _check_shape(check: Any, where: str, problems: _Problems) -> None:
@@ -158,6 +199,12 @@ def _check_shape(check: Any, where: str, problems: _Problems) -> None:
     for key in required[kind]:
         if not isinstance(spec.get(key), str):
             problems.add(where, f"check.{kind}.{key} must be a string")
+    if "absent" in spec:
+        # An annotation or field the consumer must not find (IRSA's role under Pod Identity).
+        if kind not in ("annotation", "path") or spec["absent"] is not True:
+            problems.add(where, f"check.{kind}.absent may only be `true`, on an annotation or path check")
+        elif "equals" in spec or "contains" in spec:
+            problems.add(where, f"check.{kind}.absent goes without equals or contains")
 
 
 # ------------------------------------------------------------------------------------------ checks
@@ -214,6 +261,8 @@ def expand(text: Any, values: Mapping[str, Any]) -> Any:
 
 
 def _value_holds(spec: Mapping[str, Any], value: Any) -> bool:
+    if spec.get("absent"):
+        return value is None
     if "equals" in spec and value != spec["equals"]:
         return False
     if "contains" in spec:
@@ -236,6 +285,11 @@ def contract_problems(contract: Contract, objects: list[dict], values: Mapping[s
         return []
     kind, spec = next(iter(contract.check.items()))
     label = f"{contract.id} ({contract.reads})"
+    try:
+        if not contract.applies_under(values or {}):
+            return []
+    except KeyError as missing:
+        return [f"{label}: when names the setting {missing}, which the stack does not have"]
     spec = dict(spec)
     # A data check's key may name a setting too: Knative's config-domain keys are domains.
     for key in ("equals", "contains", *(("key",) if kind == "data" else ())):

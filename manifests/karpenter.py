@@ -15,6 +15,10 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
+# Katib's trial templates and how pod templates are found in them, as the mesh step reads them.
+from manifests.mesh import KATIB_TRIAL_TEMPLATES, _pod_templates_in
 from manifests.objects import Change, TransformResult, object_ref
 
 if TYPE_CHECKING:
@@ -99,11 +103,12 @@ def node_pool(pool: "GpuPoolSettings", labels: dict[str, str]) -> dict[str, Any]
 
 
 def ec2_node_class(pool: "GpuPoolSettings", *, cluster_name: str, role: Any) -> dict[str, Any]:
-    """The pool's EC2NodeClass: the accelerated AMI family of the pool's amiType (Karpenter picks the NVIDIA
-    variant for GPU instance types), its subnets, the cluster security group, the node role, an encrypted gp3
+    """The pool's EC2NodeClass: the pinned AMI release of the pool's amiAlias, of its amiType's family (Karpenter
+    picks the NVIDIA variant for GPU instance types), its subnets, the cluster security group, the node role, an encrypted gp3
     image volume of diskSizeGib, and IMDSv2 with a hop limit of 1 so pods cannot reach the node role."""
     family = pool.ami_type.split("_")[0]
-    alias = "al2023@latest" if family == "AL2023" else "bottlerocket@latest"
+    # Pinned (gpu.pools[].amiAlias): an alias of `latest` drifts every node when AWS releases an AMI.
+    alias = pool.ami_alias
     return {
         "apiVersion": NODE_CLASS_API,
         "kind": "EC2NodeClass",
@@ -129,31 +134,85 @@ def ec2_node_class(pool: "GpuPoolSettings", *, cluster_name: str, role: Any) -> 
     }
 
 
+def _marked(template: dict) -> bool:
+    annotations = template.setdefault("metadata", {}).setdefault("annotations", {})
+    if annotations.get(DO_NOT_DISRUPT) == "true":
+        return False
+    annotations[DO_NOT_DISRUPT] = "true"
+    return True
+
+
+def _runtime(obj: dict) -> tuple[dict, str] | None:
+    copied = copy.deepcopy(obj)
+    jobs = (((copied.get("spec") or {}).get("template") or {}).get("spec") or {}).get("replicatedJobs") or []
+    pods = [pod for job in jobs if isinstance(pod := ((job.get("template") or {}).get("spec") or {}).get("template"), dict)]
+    touched = sum(_marked(pod) for pod in pods)
+    return (copied, f"{DO_NOT_DISRUPT}: \"true\" on {touched} replicated job pod templates") if touched else None
+
+
+def _trial_templates(obj: dict) -> tuple[dict, str] | None:
+    copied = copy.deepcopy(obj)
+    touched = []
+    for key, text in sorted((copied.get("data") or {}).items()):
+        try:
+            document = yaml.safe_load(text) if isinstance(text, str) else None
+        except yaml.YAMLError:
+            continue  # not a manifest; schema validation and review catch it
+        if sum(_marked(template) for template in _pod_templates_in(document)):
+            copied["data"][key] = yaml.safe_dump(document, sort_keys=False, default_flow_style=False)
+            touched.append(key)
+    return (copied, f"data {touched}: trial pod annotation {DO_NOT_DISRUPT}: \"true\"") if touched else None
+
+
+def _workflow_defaults(obj: dict) -> tuple[dict, str] | None:
+    data = obj.get("data") or {}
+    try:
+        defaults = yaml.safe_load(data.get("workflowDefaults") or "") or {}
+    except yaml.YAMLError:
+        return None  # the controller would refuse it too; left for review
+    if not isinstance(defaults, dict):
+        return None
+    spec = defaults.setdefault("spec", {})
+    annotations = spec.setdefault("podMetadata", {}).setdefault("annotations", {})
+    if annotations.get(DO_NOT_DISRUPT) == "true":
+        return None
+    annotations[DO_NOT_DISRUPT] = "true"
+    copied = copy.deepcopy(obj)
+    copied["data"]["workflowDefaults"] = yaml.safe_dump(defaults, sort_keys=False)
+    return copied, f"data.workflowDefaults: spec.podMetadata.annotations {DO_NOT_DISRUPT}: \"true\" (every workflow pod)"
+
+
 def keep_training_on_its_node(objects: list[dict]) -> TransformResult:
-    """`karpenter.sh/do-not-disrupt: "true"` on the pod templates of every ClusterTrainingRuntime, so Karpenter does
-    not voluntarily disrupt (consolidate, drift) a node while a training pod runs on it. The Trainer controller builds
-    each TrainJob's JobSet from its runtime's `spec.template.spec` as it is (kubeflow/trainer@v2.1.0
-    pkg/runtime/core/trainingruntime.go:146-153), so the pod template's annotations reach the pods. Only when a
-    GPU pool is Karpenter's: without Karpenter the annotation means nothing."""
+    """`karpenter.sh/do-not-disrupt: "true"` on the pods that may land on a Karpenter GPU pool, so Karpenter does not
+    voluntarily disrupt (consolidate, drift) a node while one runs (aws/karpenter-provider-aws@v1.14.1
+    website/content/en/preview/concepts/disruption.md:376-399). Only when a GPU pool is Karpenter's: without
+    Karpenter the annotation means nothing.
+
+    - Trainer: every ClusterTrainingRuntime's pod templates. The Trainer controller builds each TrainJob's JobSet from
+      its runtime's `spec.template.spec` as it is (kubeflow/trainer@v2.1.0 pkg/runtime/core/trainingruntime.go:146-153).
+    - Katib: the Job pod templates of the `trial-templates` ConfigMap, which trials are made from.
+    - KFP: every step of a run is an Argo workflow pod. The workflow controller's `workflowDefaults` are merged
+      under each Workflow (argoproj/argo-workflows@v3.7.3 config/config.go:84-85; workflow/util/merge.go:12-34, a
+      strategic merge, so KFP's own `spec.podMetadata` annotations and this one both stay), and
+      `spec.podMetadata.annotations` go on every pod of the workflow (pkg/apis/workflow/v1alpha1/workflow_types.go:418-419;
+      workflow/controller/workflowpod.go:750-753). The controller's ConfigMap is the one holding
+      `artifactRepository`: upstream's bundled one, or the patch of the organisation's (manifests.argo), where the
+      default covers the organisation's other workflows too.
+    """
     result, changes = [], []
     for obj in objects:
-        if obj.get("kind") != "ClusterTrainingRuntime":
+        kind, name = obj.get("kind"), (obj.get("metadata") or {}).get("name")
+        marked = None
+        if kind == "ClusterTrainingRuntime":
+            marked = _runtime(obj)
+        elif kind == "ConfigMap" and name == KATIB_TRIAL_TEMPLATES:
+            marked = _trial_templates(obj)
+        elif kind == "ConfigMap" and "artifactRepository" in (obj.get("data") or {}):
+            marked = _workflow_defaults(obj)
+        if marked is None:
             result.append(obj)
             continue
-        copied = copy.deepcopy(obj)
-        jobs = (((copied.get("spec") or {}).get("template") or {}).get("spec") or {}).get("replicatedJobs") or []
-        touched = 0
-        for job in jobs:
-            pod = ((job.get("template") or {}).get("spec") or {}).get("template")
-            if not isinstance(pod, dict):
-                continue
-            annotations = pod.setdefault("metadata", {}).setdefault("annotations", {})
-            if annotations.get(DO_NOT_DISRUPT) != "true":
-                annotations[DO_NOT_DISRUPT] = "true"
-                touched += 1
-        if touched:
-            changes.append(Change(object_ref(copied), f"{DO_NOT_DISRUPT}: \"true\" on {touched} replicated job pod templates"))
-            result.append(copied)
-        else:
-            result.append(obj)
+        copied, what = marked
+        changes.append(Change(object_ref(copied), what))
+        result.append(copied)
     return TransformResult(result, tuple(changes))

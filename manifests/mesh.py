@@ -677,11 +677,14 @@ def egress_service_entries(mesh: MeshOptions, namespace: str) -> TransformResult
                 "hosts": list(host.hosts),
                 "ports": [{"number": host.port, "name": f"{host.protocol.lower()}-{host.port}", "protocol": host.protocol}],
                 "location": "MESH_EXTERNAL",
-                # A wildcard host cannot be resolved; TLS is then routed by its SNI.
-                "resolution": "NONE" if wildcard else "DNS",
+                # A wildcard host cannot be resolved; TLS is then routed by its SNI. An entry with addresses
+                # forwards to the IP the caller dialled (https://istio.io/latest/docs/reference/config/networking/service-entry/).
+                "resolution": "NONE" if wildcard or host.addresses else "DNS",
                 "exportTo": [("." if target == namespace else target) for target in host.export_to],
             },
         }
+        if host.addresses:
+            entry["spec"]["addresses"] = list(host.addresses)
         added.append(entry)
         changes.append(Change(object_ref(entry), f"{', '.join(host.hosts)}:{host.port} {host.protocol} for {host.purpose}, exported to {', '.join(host.export_to)} (mesh.outboundTrafficPolicy REGISTRY_ONLY)"))
     return TransformResult([], tuple(changes), tuple(added))

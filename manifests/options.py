@@ -18,6 +18,9 @@ class ExternalHost:
     protocol: str = "TLS"
     #: Namespaces whose sidecars see the entry (`exportTo`); `*` for every namespace (profile pipelines).
     export_to: tuple[str, ...] = ("*",)
+    #: IP addresses the destination is reached at (the entry's `addresses`): the sidecar then matches the
+    #: destination IP rather than a name, and forwards to it unresolved (EKS Pod Identity's agent).
+    addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

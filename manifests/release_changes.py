@@ -113,9 +113,9 @@ def release_problems(objects: list[dict], options: TransformOptions) -> list[Pro
         problems.append(Problem(
             MANIFESTS_KEY,
             f"ships KFP {api_server[0]} ({api_server[1]}), whose API server does not start without static "
-            "object-store keys (ObjectStoreConfig.AccessKey is required); the platform reaches S3 only through "
-            "IRSA, so its pipelines would never run",
-            "apply Kubeflow 26.03 or later (KFP 2.16 takes IRSA credentials); or give pipelines an IAM user's keys, "
+            "object-store keys (ObjectStoreConfig.AccessKey is required); the platform reaches S3 only through its pods' "
+            "IAM roles (IRSA or EKS Pod Identity), so its pipelines would never run",
+            "apply Kubeflow 26.03 or later (KFP 2.16 takes the pod's role credentials, IRSA or Pod Identity); or give pipelines an IAM user's keys, "
             "limited to the artifacts bucket, with kubeflow.objectStore.staticKeys: true and the secrets "
             "objectStoreAccessKeyId and objectStoreSecretAccessKey; or stay on 1.10",
         ))

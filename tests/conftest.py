@@ -39,7 +39,17 @@ def _overrides(stack: str, overrides: dict | None) -> dict:
     kubeflow["manifests"] = str(manifests_path(kubeflow.get("version", CURRENT_VERSION)))
     config["kubeflow"] = kubeflow
     config.update(overrides or {})
+    if "identity" not in (overrides or {}) and not pod_identity_usable(config["kubeflow"].get("version", CURRENT_VERSION)):
+        # A stack on Pod Identity (dev) is refused at a release whose SDKs cannot use it (tests/test_pod_identity.py):
+        # at such a release it runs on IRSA, as it would have before switching.
+        config.update(irsa_overrides(stack) or {})
     return config
+
+
+def pod_identity_usable(release: str) -> bool:
+    from manifests.pod_identity import pod_identity_blockers
+
+    return not pod_identity_blockers(release)
 
 
 def _stack_kubeflow(stack: str) -> dict:
@@ -68,3 +78,30 @@ def shared_run(stack: str, overrides: dict | None = None) -> ProgramRun:
 def stack_run(request) -> ProgramRun:
     """Each stack's run, evaluated once per test session (tests must not mutate it)."""
     return shared_run(request.param)
+
+
+def irsa_overrides(stack: str) -> dict | None:
+    """The overrides that put `stack` on IRSA, or None where its stack file already does (prod).
+
+    dev shows EKS Pod Identity; tests about IRSA's OIDC provider, trust and annotations run on dev with
+    only `identity.mechanism` changed, and on prod as it is.
+    """
+    from tools.mock_runtime import stack_config
+
+    identity = dict(stack_config(stack).get("kubeflow-platform:identity") or {})
+    if identity.get("mechanism", "irsa") == "irsa":
+        return None
+    return {"identity": {**identity, "mechanism": "irsa"}}
+
+
+def irsa_settings(stack: str) -> dict | None:
+    """`irsa_overrides` as the dotted settings of tools.preview.evaluate."""
+    return None if irsa_overrides(stack) is None else {"identity.mechanism": "irsa"}
+
+
+@pytest.fixture(params=STACKS)
+def irsa_run(request) -> ProgramRun:
+    """Each stack's run on IRSA: prod as it is, dev with `identity.mechanism: irsa` (tests must not mutate it)."""
+    run = shared_run(request.param, irsa_overrides(request.param))
+    assert run.exports["identityMechanism"] == "irsa"
+    return run

@@ -4,33 +4,40 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 from typing import Any
 
-from tests.conftest import MARKER_SECRETS
+from tests.conftest import MARKER_SECRETS, irsa_settings, pod_identity_usable
 from tests.upstream import CURRENT_VERSION, NEEDS_STATIC_KEYS, manifests_path
 from tools.plan import CONFIG_GROUP, PLAN_FORMAT
 from tools.preview import Progress, evaluate
 
-_PLANS: dict[tuple[str, str], tuple[dict[str, Any], list[str]]] = {}
+_PLANS: dict[tuple[str, str, str], tuple[dict[str, Any], list[str]]] = {}
 
 
-def evaluated_plan(stack: str, version: str = CURRENT_VERSION) -> tuple[dict[str, Any], list[str]]:
-    """The preview plan of `stack` with that upstream release and the marker secrets, and its leaks.
+def evaluated_plan(stack: str, version: str = CURRENT_VERSION,
+                   settings: dict[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The preview plan of `stack` with that upstream release, the marker secrets and any dotted `settings`
+    (tools.preview.evaluate's), and its leaks.
 
     Evaluated once per session; a deep copy is returned so a test cannot change another's plan (a few
     milliseconds: the ConfigGroups' objects are one immutable string each). Not shared with conftest's
     `shared_run`: a preview runs the program in preview mode, where provider-computed outputs stay unknown.
     """
-    if (stack, version) not in _PLANS:
-        _PLANS[(stack, version)] = evaluate(
+    key = (stack, version, json.dumps(settings or {}, sort_keys=True))
+    if key not in _PLANS:
+        settings = {**({"kubeflow.objectStore.staticKeys": True} if version in NEEDS_STATIC_KEYS else {}),
+                    **((irsa_settings(stack) or {}) if not pod_identity_usable(version) else {}),
+                    **(settings or {})}
+        _PLANS[key] = evaluate(
             stack,
             manifests=str(manifests_path(version)),
             kubeflow_version=version,
             secrets=MARKER_SECRETS,
             progress=Progress(io.StringIO()),
-            settings={"kubeflow.objectStore.staticKeys": True} if version in NEEDS_STATIC_KEYS else None,
+            settings=settings or None,
         )
-    return copy.deepcopy(_PLANS[(stack, version)])
+    return copy.deepcopy(_PLANS[key])
 
 
 #: Namespaces no other setting or test uses, for the plans of a stack that chose where Kubeflow runs.

@@ -202,5 +202,60 @@ def test_a_malformed_table_is_refused_with_every_problem(tmp_path):
         assert expected in message
 
 
+SERVICE_ACCOUNT = {"kind": "ServiceAccount", "metadata": {
+    "name": "ml-pipeline", "namespace": "kubeflow",
+    "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::111111111111:role/kubeflow-platform-x"}}}
+ROLE_CHECK = {"annotation": {"select": {"kind": "ServiceAccount", "name": "ml-pipeline"},
+                             "key": "eks.amazonaws.com/role-arn", "contains": ":role/"}}
+
+
+def test_a_contract_with_when_is_held_only_under_the_settings_it_names():
+    irsa_only = dataclasses.replace(_contract(ROLE_CHECK), when={"identity.mechanism": ("irsa",)})
+    bare = {**SERVICE_ACCOUNT, "metadata": {"name": "ml-pipeline", "namespace": "kubeflow"}}
+    assert contract_problems(irsa_only, [bare], {"identity.mechanism": "irsa"}) != []
+    assert contract_problems(irsa_only, [bare], {"identity.mechanism": "podIdentity"}) == []
+    assert contract_problems(irsa_only, [SERVICE_ACCOUNT], {"identity.mechanism": "irsa"}) == []
+
+
+def test_a_when_naming_a_setting_the_stack_lacks_is_a_problem_not_a_pass():
+    misspelt = dataclasses.replace(_contract(ROLE_CHECK), when={"identity.mechansim": ("irsa",)})
+    problems = contract_problems(misspelt, [SERVICE_ACCOUNT], {"identity.mechanism": "irsa"})
+    assert len(problems) == 1 and "identity.mechansim" in problems[0]
+
+
+def test_an_absent_check_fails_where_the_annotation_is_left():
+    gone = _contract({"annotation": {"select": {"kind": "ServiceAccount"}, "key": "eks.amazonaws.com/role-arn",
+                                     "absent": True}})
+    assert contract_problems(gone, [SERVICE_ACCOUNT]) != []
+    bare = {**SERVICE_ACCOUNT, "metadata": {"name": "ml-pipeline", "namespace": "kubeflow"}}
+    assert contract_problems(gone, [bare]) == []
+
+
+def test_a_malformed_when_or_absent_is_refused_naming_the_fix(tmp_path):
+    head = "- id: {id}\n  consumer: c\n  reads: env X\n  why: w\n  sources: {{'1.10.2': 'n/a: gone'}}\n"
+    (tmp_path / "bad.yaml").write_text(
+        head.format(id="a") + "  unsettled: check it\n  when: irsa\n"
+        + head.format(id="b") + "  unsettled: check it\n  when: {mechanism: irsa}\n"
+        + head.format(id="c") + "  unsettled: check it\n  when: {identity.mechanism: [{x: 1}]}\n"
+        + head.format(id="d") + "  check: {env: {select: {kind: Deployment}, name: X, absent: true}}\n"
+        + head.format(id="e") + "  check: {annotation: {select: {kind: Pod}, key: k, absent: true, equals: v}}\n"
+    )
+    with pytest.raises(ContractTableError) as refused:
+        load_contracts(tmp_path)
+    message = str(refused.value)
+    assert "bad.yaml[0]: when must map setting paths to values, e.g. `when: {identity.mechanism: irsa}`" in message
+    assert "bad.yaml[1]: when key 'mechanism' must be a setting's dotted path" in message
+    assert "bad.yaml[2]: when['identity.mechanism'] must be a scalar or a non-empty list of scalars" in message
+    assert "bad.yaml[3]: check.env.absent may only be `true`, on an annotation or path check" in message
+    assert "bad.yaml[4]: check.annotation.absent goes without equals or contains" in message
+
+
+def test_every_when_names_a_setting_both_stacks_have():
+    settings = {stack: flat_settings(stack) for stack in STACKS}
+    unknown = [f"{c.id}: {path}" for c in CONTRACTS for path in c.when
+               for stack in STACKS if path not in settings[stack]]
+    assert unknown == []
+
+
 def test_the_shipped_table_loads():
     assert load_contracts(FACTS_DIR) and all(isinstance(c, Contract) for c in CONTRACTS)

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import MARKER_SECRETS, REPO_ROOT
+from tests.conftest import MARKER_SECRETS, REPO_ROOT, irsa_settings
 from tests.plans import config_group_plan, evaluated_plan, resource
 from tests.upstream import CURRENT_VERSION, PREVIOUS_VERSION, manifests_dir, manifests_path, upstream_objects
 from tools import diff as plan_diff
@@ -158,8 +158,9 @@ def test_a_stack_against_itself_is_equal():
 
 
 def test_the_upgrade_of_a_stack_changes_its_version_and_every_changed_object_is_real():
-    old, _ = evaluated_plan("dev", PREVIOUS_VERSION)
-    new, _ = evaluated_plan("dev", CURRENT_VERSION)
+    # On IRSA at both releases: dev's Pod Identity is refused at 1.10.2, and the version alone is what changes.
+    old, _ = evaluated_plan("dev", PREVIOUS_VERSION, settings=irsa_settings("dev"))
+    new, _ = evaluated_plan("dev", CURRENT_VERSION, settings=irsa_settings("dev"))
     diff = diff_plans(old, new)
     outputs = {e.key: e for e in diff.outputs.entries}
     assert outputs["kubeflowVersion"].changes == (FieldChange("", PREVIOUS_VERSION, CURRENT_VERSION),)
@@ -264,3 +265,29 @@ def test_make_diff_exits_2_not_1_when_the_tool_crashes(saved_plans, tmp_path):
     result = make_diff(f"A={saved_plans / 'before'}", f"B={tmp_path}")
     assert result.returncode == 2
     assert "Traceback" in result.stderr and "KeyError" in result.stderr
+
+
+def test_dev_and_prod_differ_by_identity_mechanism_associations_against_the_oidc_provider_and_annotations():
+    """dev shows EKS Pod Identity and prod IRSA: the diff of the two stacks shows the switch."""
+    dev, _ = evaluated_plan("dev")
+    prod, _ = evaluated_plan("prod")
+    diff = diff_plans(dev, prod)
+    outputs = {e.key: e for e in diff.outputs.entries}
+    assert outputs["identityMechanism"].changes == (FieldChange("", "podIdentity", "irsa"),)
+    resources = {e.key: e.status for e in diff.resources.entries}
+    association = "aws:eks/podIdentityAssociation:PodIdentityAssociation  "
+    removed = {k.removeprefix(association) for k, status in resources.items()
+               if k.startswith(association) and status == "removed"}
+    assert {"identity-pipelines-ml-pipeline", "identity-pipelines-readers-ml-pipeline-ui",
+            "identity-pipelines-readers-ml-pipeline-visualizationserver"} <= removed
+    assert not [k for k, status in resources.items() if k.startswith(association) and status != "removed"]
+    assert resources["aws:iam/openIdConnectProvider:OpenIdConnectProvider  identity-oidc-provider"] == "added"
+    objects = {e.key: e for e in diff.objects.entries}
+    arns = prod["outputs"]["roleArns"]
+    for account, role in (("ml-pipeline", "pipelines"), ("ml-pipeline-ui", "pipelines-readers"),
+                          ("ml-pipeline-visualizationserver", "pipelines-readers")):
+        (change,) = [c for c in objects[f"v1 ServiceAccount kubeflow/{account}"].changes
+                     if c.path == "metadata.annotations"]
+        assert change.old is MISSING and change.new == {"eks.amazonaws.com/role-arn": arns[role]}
+    text = render(diff, "dev", "prod")
+    assert '~ identityMechanism: "podIdentity" -> "irsa"' in text

@@ -152,13 +152,19 @@ def test_profiles_md_resources_per_profile():
 
 
 def test_kubeflow_manifests_md_irsa_annotations_ride_on_the_service_accounts():
-    # No patch after the fact for service accounts in the manifests (the stacks opt no Argo account in).
-    plan = evaluated_plan("dev")[0]
-    assert not [r for r in plan["resources"] if r["type"] == "kubernetes:core/v1:ServiceAccountPatch"]
-    accounts = {f"{o.obj['metadata'].get('namespace')}/{o.obj['metadata']['name']}": o.obj
-                for o in kubernetes_objects(plan).objects if o.obj.get("kind") == "ServiceAccount"}
-    assert "eks.amazonaws.com/role-arn" in accounts["kubeflow/ml-pipeline"]["metadata"]["annotations"]
+    # No patch after the fact for service accounts in the manifests (the stacks opt no Argo account in). Under
+    # IRSA (dev with only identity.mechanism changed) the role rides on the account; under Pod Identity (dev) none.
+    from tests.conftest import irsa_settings
+
+    for settings, annotated in ((irsa_settings("dev"), True), (None, False)):
+        plan = evaluated_plan("dev", settings=settings)[0]
+        assert not [r for r in plan["resources"] if r["type"] == "kubernetes:core/v1:ServiceAccountPatch"]
+        accounts = {f"{o.obj['metadata'].get('namespace')}/{o.obj['metadata']['name']}": o.obj
+                    for o in kubernetes_objects(plan).objects if o.obj.get("kind") == "ServiceAccount"}
+        annotations = accounts["kubeflow/ml-pipeline"]["metadata"].get("annotations") or {}
+        assert ("eks.amazonaws.com/role-arn" in annotations) is annotated
     assert "patched onto service accounts by small resources" not in page("docs/kubeflow-manifests.md")
+    assert "under EKS Pod Identity there are none" in page("docs/kubeflow-manifests.md")
 
 
 def test_working_kubeflow_md_databases_job_image():

@@ -1,4 +1,7 @@
-"""IRSA: the OIDC provider of the cluster's issuer, and roles only the named service accounts can assume."""
+"""IRSA: the OIDC provider of the cluster's issuer, and roles only the named service accounts can assume.
+
+prod uses IRSA and dev EKS Pod Identity (tests/test_pod_identity.py): the IRSA tests run on prod as it is and
+on dev with only `identity.mechanism: irsa` set (the `irsa_run` fixture)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import pytest
 
 from tools.plan import kubernetes_objects
 from manifests.objects import objects_from_config_group_inputs
-from tests.conftest import _stack_kubeflow, run_stack
+from tests.conftest import _stack_kubeflow, irsa_overrides, irsa_settings, run_stack
 from tests.upstream import manifests_path
 from tests.iam_eval import allows
 from tests.plans import evaluated_plan
@@ -26,13 +29,13 @@ def _inline_policy(run, role_name: str) -> dict:
     return json.loads(run.named("aws:iam/rolePolicy:RolePolicy", f"{role_name}-policy").inputs["policy"])
 
 
-def test_the_oidc_provider_is_the_clusters_issuer_without_a_thumbprint(stack_run):
-    provider = stack_run.named(PROVIDER, "identity-oidc-provider")
-    assert provider.inputs["url"] == stack_run.exports["clusterOidcIssuer"]
+def test_the_oidc_provider_is_the_clusters_issuer_without_a_thumbprint(irsa_run):
+    provider = irsa_run.named(PROVIDER, "identity-oidc-provider")
+    assert provider.inputs["url"] == irsa_run.exports["clusterOidcIssuer"]
     assert provider.inputs["clientIdLists"] == ["sts.amazonaws.com"]
     assert "thumbprintLists" not in provider.inputs
-    assert provider.protect is (stack_run.stack == "prod")
-    assert stack_run.exports["oidcProviderArn"] == provider.outputs["arn"]
+    assert provider.protect is (irsa_run.stack == "prod")
+    assert irsa_run.exports["oidcProviderArn"] == provider.outputs["arn"]
 
 
 def _subjects(role) -> list[str] | str:
@@ -40,28 +43,28 @@ def _subjects(role) -> list[str] | str:
     return next(v for k, v in statement["Condition"]["StringEquals"].items() if k.endswith(":sub"))
 
 
-def test_the_pipelines_role_trusts_only_the_api_server_and_the_readers_role_the_ui(stack_run):
-    issuer = stack_run.exports["clusterOidcIssuer"].removeprefix("https://")
-    role = stack_run.named(ROLE, "identity-pipelines")
+def test_the_pipelines_role_trusts_only_the_api_server_and_the_readers_role_the_ui(irsa_run):
+    issuer = irsa_run.exports["clusterOidcIssuer"].removeprefix("https://")
+    role = irsa_run.named(ROLE, "identity-pipelines")
     (statement,) = _trust(role)["Statement"]
-    assert statement["Principal"] == {"Federated": stack_run.exports["oidcProviderArn"]}
+    assert statement["Principal"] == {"Federated": irsa_run.exports["oidcProviderArn"]}
     assert statement["Condition"]["StringEquals"] == {
         f"{issuer}:sub": "system:serviceaccount:kubeflow:ml-pipeline",
         f"{issuer}:aud": "sts.amazonaws.com",
     }
-    assert stack_run.exports["roleArns"]["pipelines"] == role.outputs["arn"]
-    readers = stack_run.named(ROLE, "identity-pipelines-readers")
+    assert irsa_run.exports["roleArns"]["pipelines"] == role.outputs["arn"]
+    readers = irsa_run.named(ROLE, "identity-pipelines-readers")
     assert _subjects(readers) == [
         "system:serviceaccount:kubeflow:ml-pipeline-ui",
         "system:serviceaccount:kubeflow:ml-pipeline-visualizationserver",
     ]
-    assert stack_run.exports["roleArns"]["pipelines-readers"] == readers.outputs["arn"]
+    assert irsa_run.exports["roleArns"]["pipelines-readers"] == readers.outputs["arn"]
 
 
-def test_the_pipelines_ui_and_visualization_server_only_read(stack_run):
-    bucket = stack_run.exports["bucketNames"]["pipelines"]
-    readers = _inline_policy(stack_run, "identity-pipelines-readers")
-    writer = _inline_policy(stack_run, "identity-pipelines")
+def test_the_pipelines_ui_and_visualization_server_only_read(irsa_run):
+    bucket = irsa_run.exports["bucketNames"]["pipelines"]
+    readers = _inline_policy(irsa_run, "identity-pipelines-readers")
+    writer = _inline_policy(irsa_run, "identity-pipelines")
     for key in ("artifacts/run/main.log", "pipelines/p.yaml", "v2/artifacts/x"):
         assert allows(readers, "s3:GetObject", f"arn:aws:s3:::{bucket}/{key}")
         assert not allows(readers, "s3:PutObject", f"arn:aws:s3:::{bucket}/{key}")
@@ -69,12 +72,12 @@ def test_the_pipelines_ui_and_visualization_server_only_read(stack_run):
         assert allows(writer, "s3:PutObject", f"arn:aws:s3:::{bucket}/{key}")
 
 
-def test_the_api_server_role_lists_only_its_own_prefixes_where_kfp_does_not_need_head_bucket(stack_run):
+def test_the_api_server_role_lists_only_its_own_prefixes_where_kfp_does_not_need_head_bucket(irsa_run):
     # KFP 2.16 (Kubeflow 26.03) only warns when HeadBucket is refused (kubeflow/pipelines@2.16.0
     # client_manager.go:956-960): the unconditioned s3:ListBucket, which lists every profile's key names, is gone.
-    bucket = f"arn:aws:s3:::{stack_run.exports['bucketNames']['pipelines']}"
+    bucket = f"arn:aws:s3:::{irsa_run.exports['bucketNames']['pipelines']}"
     for role in ("identity-pipelines", "identity-pipelines-readers"):
-        policy = _inline_policy(stack_run, role)
+        policy = _inline_policy(irsa_run, role)
         assert not allows(policy, "s3:ListBucket", bucket), role
         assert allows(policy, "s3:ListBucket", bucket, {"s3:prefix": "pipelines/"}), role
         assert not allows(policy, "s3:ListBucket", bucket, {"s3:prefix": "profiles/alice/"}), role
@@ -84,8 +87,9 @@ def test_the_api_server_role_passes_its_bucket_check():
     """Before KFP 2.16 (Kubeflow 1.10.2 here)."""
     # kubeflow/pipelines@2.5.0 client_manager.go:546-551 exits unless minio-go's BucketExists, a HeadBucket
     # (minio/minio-go@v6.0.57 api-stat.go:40-59), succeeds; HeadBucket is authorised by s3:ListBucket, no prefix.
+    # On IRSA: dev's Pod Identity is refused at 1.10.2, whose minio-go cannot use it.
     run = run_stack("dev", {"kubeflow": {**_stack_kubeflow("dev"), "version": "1.10.2",
-                                         "manifests": str(manifests_path("1.10.2"))}})
+                                         "manifests": str(manifests_path("1.10.2"))}, **irsa_overrides("dev")})
     bucket = f"arn:aws:s3:::{run.exports['bucketNames']['pipelines']}"
     assert allows(_inline_policy(run, "identity-pipelines"), "s3:ListBucket", bucket)
     assert not allows(_inline_policy(run, "identity-pipelines-readers"), "s3:ListBucket", bucket)
@@ -113,36 +117,36 @@ def test_an_opted_in_argo_service_account_gets_the_argo_role_once_it_exists():
     assert {role.urn, run.named("aws:iam/rolePolicy:RolePolicy", "identity-argo-policy").urn} <= set(patch.dependencies)
 
 
-def test_platform_roles_reach_only_their_prefixes_of_the_pipelines_bucket(stack_run):
-    bucket = stack_run.exports["bucketNames"]["pipelines"]
+def test_platform_roles_reach_only_their_prefixes_of_the_pipelines_bucket(irsa_run):
+    bucket = irsa_run.exports["bucketNames"]["pipelines"]
     prefixes = ["artifacts", "pipelines", "v2"]
     for role, sid in (("identity-pipelines", "ReadWriteObjects"), ("identity-pipelines-readers", "ReadObjects")):
-        statements = {s["Sid"]: s for s in _inline_policy(stack_run, role)["Statement"]}
+        statements = {s["Sid"]: s for s in _inline_policy(irsa_run, role)["Statement"]}
         assert statements[sid]["Resource"] == [f"arn:aws:s3:::{bucket}/{p}/*" for p in prefixes]
         assert statements["ListOwnPrefixes"]["Condition"] == {
             "StringLike": {"s3:prefix": [v for p in prefixes for v in (f"{p}/", f"{p}/*")]}
         }
-        kms = stack_config(stack_run.stack)["kubeflow-platform:artifacts"]["buckets"][0].get("kmsKeyArn")
+        kms = stack_config(irsa_run.stack)["kubeflow-platform:artifacts"]["buckets"][0].get("kmsKeyArn")
         assert ("UseBucketKey" in statements) is bool(kms)
         if kms:
             assert statements["UseBucketKey"]["Resource"] == kms
             assert statements["UseBucketKey"]["Condition"]["StringEquals"] == {"kms:ViaService": "s3.us-west-2.amazonaws.com"}
 
 
-def test_roles_carry_names_the_program_chose_so_their_arns_are_known_at_preview(stack_run):
-    preview = run_stack(stack_run.stack, preview=True)
+def test_roles_carry_names_the_program_chose_so_their_arns_are_known_at_preview(irsa_run):
+    preview = run_stack(irsa_run.stack, irsa_overrides(irsa_run.stack), preview=True)
     assert {"roleArns", "oidcProviderArn"}.isdisjoint(preview.unknown_exports)
-    account = stack_config(stack_run.stack)["kubeflow-platform:aws"]["allowedAccountIds"][0]
-    prefix = f"kubeflow-platform-{stack_run.stack}"
+    account = stack_config(irsa_run.stack)["kubeflow-platform:aws"]["allowedAccountIds"][0]
+    prefix = f"kubeflow-platform-{irsa_run.stack}"
     assert preview.exports["roleArns"] == {
         "pipelines": f"arn:aws:iam::{account}:role/{prefix}-identity-pipelines",
         "pipelines-readers": f"arn:aws:iam::{account}:role/{prefix}-identity-pipelines-readers",
     }
-    for role in stack_run.of_type(ROLE):
+    for role in irsa_run.of_type(ROLE):
         if role.name.startswith(("identity-", "tenancy-")):
             assert role.inputs["name"].startswith(prefix + "-") and len(role.inputs["name"]) <= 64, role.name
             # The role waits for the OIDC provider its trust policy names.
-            assert stack_run.named(PROVIDER, "identity-oidc-provider").urn in role.dependencies
+            assert irsa_run.named(PROVIDER, "identity-oidc-provider").urn in role.dependencies
 
 
 def test_an_adopted_provider_is_used_and_none_is_created():
@@ -215,37 +219,37 @@ def _groups_holding(run, kind: str, namespace: str, name: str) -> list:
     ("ml-pipeline-ui", "ml-pipeline-ui", "identity-pipelines-readers"),
     ("ml-pipeline-visualizationserver", "ml-pipeline-visualizationserver", "identity-pipelines-readers"),
 ])
-def test_pipeline_workloads_have_their_role_before_their_first_pod(stack_run, account, deployment, role):
+def test_pipeline_workloads_have_their_role_before_their_first_pod(irsa_run, account, deployment, role):
     """The pod identity webhook reads the role from the ServiceAccount when the pod is created, never later
     (aws/amazon-eks-pod-identity-webhook@v0.6.17 deploy/mutatingwebhook.yaml:21); without it the API server's
     bucket check fails and it exits (kubeflow/pipelines@2.5.0 client_manager.go:546-551)."""
-    ((group, service_account),) = _groups_holding(stack_run, "ServiceAccount", "kubeflow", account)
-    arn = stack_run.exports["roleArns"]["pipelines" if role == "identity-pipelines" else "pipelines-readers"]
+    ((group, service_account),) = _groups_holding(irsa_run, "ServiceAccount", "kubeflow", account)
+    arn = irsa_run.exports["roleArns"]["pipelines" if role == "identity-pipelines" else "pipelines-readers"]
     assert service_account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == arn
-    ((deployment_group, workload),) = _groups_holding(stack_run, "Deployment", "kubeflow", deployment)
+    ((deployment_group, workload),) = _groups_holding(irsa_run, "Deployment", "kubeflow", deployment)
     assert deployment_group.urn == group.urn
     assert workload["spec"]["template"]["spec"]["serviceAccountName"] == account
     # No patch after the fact, and the group waits for the role with its permissions.
-    assert stack_run.of_type("kubernetes:core/v1:ServiceAccountPatch") == []
-    role_resource = stack_run.named(ROLE, role)
-    policy = stack_run.named("aws:iam/rolePolicy:RolePolicy", f"{role}-policy")
+    assert irsa_run.of_type("kubernetes:core/v1:ServiceAccountPatch") == []
+    role_resource = irsa_run.named(ROLE, role)
+    policy = irsa_run.named("aws:iam/rolePolicy:RolePolicy", f"{role}-policy")
     assert {role_resource.urn, policy.urn} <= set(group.dependencies)
 
 
-def test_the_offline_preview_knows_every_role_annotation_and_profile_object(stack_run):
+def test_the_offline_preview_knows_every_role_annotation_and_profile_object(irsa_run):
     """Role names chosen by the program make the ARNs known at preview: the groups that carry them
     (Kubeflow's core, each data-lake profile's) are previewed in full."""
-    plan, _ = evaluated_plan(stack_run.stack)
+    plan, _ = evaluated_plan(irsa_run.stack, settings=irsa_settings(irsa_run.stack))
     found = kubernetes_objects(plan)
     assert found.not_expanded == []
-    account = stack_config(stack_run.stack)["kubeflow-platform:aws"]["allowedAccountIds"][0]
+    account = stack_config(irsa_run.stack)["kubeflow-platform:aws"]["allowedAccountIds"][0]
     runners = [o.obj for o in found.objects if o.obj.get("kind") == "ServiceAccount"
                and o.obj["metadata"]["name"] == "pipeline-runner" and o.obj["metadata"]["namespace"] != "kubeflow"]
     assert runners, "the data-lake profiles' pipeline-runner accounts"
     for runner in runners:
         namespace = runner["metadata"]["namespace"]
         assert runner["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == (
-            f"arn:aws:iam::{account}:role/kubeflow-platform-{stack_run.stack}-tenancy-{namespace}-data-lake")
+            f"arn:aws:iam::{account}:role/kubeflow-platform-{irsa_run.stack}-tenancy-{namespace}-data-lake")
 
 
 def test_kfp_runs_as_default_editor_so_argos_own_accounts_serve_no_run(stack_run):

@@ -154,7 +154,8 @@ def test_pods_on_karpenter_nodes_cannot_reach_the_node_roles_credentials():
     (volume,) = spec["blockDeviceMappings"]
     assert volume["ebs"]["encrypted"] is True and volume["ebs"]["volumeSize"] == "100Gi"
     assert spec["subnetSelectorTerms"] == [{"id": s} for s in POOL.subnet_ids]
-    assert spec["amiSelectorTerms"] == [{"alias": "al2023@latest"}]
+    # Pinned by default to an AL2023 release: `latest` would drift every node to each new AMI.
+    assert spec["amiSelectorTerms"] == [{"alias": "al2023@v20260724"}]
 
 
 def test_a_pool_may_override_the_stacks_provisioner_and_karpenter_refuses_a_minimum():
@@ -207,3 +208,141 @@ def test_the_do_not_disrupt_step_leaves_other_objects_and_annotations_alone():
     assert result.objects[1] is other and len(result.changes) == 1
     assert "annotations" in runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["metadata"]
     assert DO_NOT_DISRUPT not in runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["metadata"]["annotations"]
+
+
+def _emitted(run) -> list[dict]:
+    """The run's Kubernetes objects, the external Argo's ConfigMap patch (kind ConfigMapPatch) among them."""
+    from tests.test_contracts import emitted_objects
+
+    return emitted_objects(run)
+
+
+def _trial_pod_templates(objects: list[dict]) -> list[dict]:
+    from manifests.karpenter import KATIB_TRIAL_TEMPLATES, _pod_templates_in
+
+    (configmap,) = [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == KATIB_TRIAL_TEMPLATES]
+    return [t for text in configmap["data"].values() for t in _pod_templates_in(yaml.safe_load(text))]
+
+
+def _workflow_pod_annotations(objects: list[dict]) -> dict:
+    (configmap,) = [o for o in objects if o["kind"] in ("ConfigMap", "ConfigMapPatch")
+                    and "artifactRepository" in (o.get("data") or {})]
+    defaults = yaml.safe_load(configmap["data"].get("workflowDefaults") or "{}") or {}
+    return ((defaults.get("spec") or {}).get("podMetadata") or {}).get("annotations") or {}
+
+
+def test_katib_trials_and_every_pipeline_step_are_marked_do_not_disrupt_only_where_a_pool_is_karpenters():
+    dev, prod = _emitted(shared_run("dev")), _emitted(shared_run("prod"))
+    trials = _trial_pod_templates(dev)
+    assert trials and all(t["metadata"]["annotations"][DO_NOT_DISRUPT] == "true" for t in trials)
+    # KFP's steps are the external Argo's workflow pods: its workflowDefaults put the annotation on each.
+    assert _workflow_pod_annotations(dev) == {DO_NOT_DISRUPT: "true"}
+    assert not any(DO_NOT_DISRUPT in ((t.get("metadata") or {}).get("annotations") or {}) for t in _trial_pod_templates(prod))
+    assert _workflow_pod_annotations(prod) == {}
+
+
+def test_the_workflow_default_keeps_the_workflows_service_account_and_other_keys():
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "workflow-controller-configmap", "namespace": "argo"},
+                 "data": {"artifactRepository": "s3: {}\n",
+                          "workflowDefaults": yaml.safe_dump({"spec": {"serviceAccountName": "argo-workflow",
+                                                                       "podMetadata": {"annotations": {"a": "b"}}}})}}
+    result = keep_training_on_its_node([configmap])
+    (changed,) = result.objects
+    defaults = yaml.safe_load(changed["data"]["workflowDefaults"])
+    assert defaults == {"spec": {"serviceAccountName": "argo-workflow",
+                                 "podMetadata": {"annotations": {"a": "b", DO_NOT_DISRUPT: "true"}}}}
+    assert changed["data"]["artifactRepository"] == "s3: {}\n" and len(result.changes) == 1
+    assert "a" in yaml.safe_load(configmap["data"]["workflowDefaults"])["spec"]["podMetadata"]["annotations"]
+    assert DO_NOT_DISRUPT not in configmap["data"]["workflowDefaults"]
+    # Marked once: a second pass changes nothing.
+    assert keep_training_on_its_node(result.objects).changes == ()
+
+
+# ------------------------------------------------------------------------------------- the pinned AMI
+
+
+def _load(stack: str, **changes):
+    """The stack's settings with `changes` (top-level key -> function of its raw value) applied."""
+    import config
+
+    raw = {key.split(":", 1)[1]: copy.deepcopy(value) for key, value in stack_config(stack).items()}
+    for key, change in changes.items():
+        raw[key] = change(raw.get(key))
+    return config.parse(raw, config.Secrets(), set(config.SECRET_KEYS), stack)
+
+
+def _with_pool(**pool_changes):
+    def change(gpu):
+        gpu["pools"][0].update(pool_changes)
+        return gpu
+    return change
+
+
+def _as_karpenter(gpu):
+    gpu["provisioner"] = "karpenter"
+    for pool in gpu["pools"]:
+        pool.update(minSize=0, desiredSize=0)
+    return gpu
+
+
+def test_the_dev_pool_pins_its_ami_release_in_the_ec2nodeclass():
+    (node_class,) = [r for r in shared_run("dev").resources if r.type == NODE_CLASS]
+    assert node_class.inputs["spec"]["amiSelectorTerms"] == [{"alias": _dev_pool()["amiAlias"]}]
+    assert _dev_pool()["amiAlias"] == "al2023@v20260724"
+
+
+@pytest.mark.parametrize("alias,expected", [
+    ("al2023", "is not a Karpenter AMI alias: al2023@vYYYYMMDD"),
+    ("al2023@20260724", "is not a Karpenter AMI alias"),
+    ("al2023@v20261399", "v20261399 is not a release date (vYYYYMMDD)"),
+    ("windows2022@latest", "is not a Karpenter AMI alias"),
+    ("bottlerocket@v20260724", "Bottlerocket releases are vX.Y.Z, like bottlerocket@v1.26.0"),
+    ("bottlerocket@v1.26.0", "'bottlerocket@v1.26.0' is a bottlerocket AMI but amiType is AL2023_x86_64_NVIDIA; pin a release of al2023, like amiAlias: al2023@v20260724"),
+])
+def test_a_malformed_or_mismatched_ami_alias_is_refused_naming_the_pool_and_the_fix(alias, expected):
+    import config
+
+    with pytest.raises(config.SettingsError) as refused:
+        _load("dev", gpu=_with_pool(amiAlias=alias))
+    assert "gpu.pools[0].amiAlias" in str(refused.value) and expected in str(refused.value)
+
+
+def test_latest_is_refused_on_a_protected_stack_and_allowed_on_dev():
+    import config
+
+    assert _load("dev", gpu=_with_pool(amiAlias="al2023@latest")).gpu.pools[0].ami_alias == "al2023@latest"
+    with pytest.raises(config.SettingsError) as refused:
+        _load("prod", gpu=lambda gpu: _as_karpenter(_with_pool(amiAlias="al2023@latest")(gpu)))
+    message = str(refused.value)
+    assert "gpu.pools[0].amiAlias: al2023@latest replaces every node of the pool whenever AWS releases an AMI" in message
+    assert "protect: true" in message and "like amiAlias: al2023@v20260724" in message
+    # prod's node groups ignore the alias; pinned, the same Karpenter prod loads.
+    assert _load("prod", gpu=_as_karpenter).gpu.pools[0].ami_alias == "al2023@v20260724"
+
+
+# ----------------------------------------------------------------------------------- the node role
+
+
+def test_the_program_creates_the_node_role_and_its_access_entry_unless_the_stack_names_karpenters():
+    own = shared_run("dev")
+    (node_class,) = [r for r in own.resources if r.type == NODE_CLASS]
+    (entry,) = [r for r in own.resources if r.type == "aws:eks/accessEntry:AccessEntry" and "karpenter-node" in r.name]
+    assert entry.inputs["type"] == "EC2_LINUX"
+    roles = [r for r in own.resources if r.type == "aws:iam/role:Role" and r.name.endswith("-node-role")]
+    assert len(roles) == 1
+    gpu = copy.deepcopy(stack_config("dev")["kubeflow-platform:gpu"])
+    gpu["karpenterNodeRole"] = "KarpenterNodeRole-ml-dev"
+    named = shared_run("dev", {"gpu": gpu})
+    (node_class,) = [r for r in named.resources if r.type == NODE_CLASS]
+    assert node_class.inputs["spec"]["role"] == "KarpenterNodeRole-ml-dev"
+    # dev's one pool is Karpenter's: no role of the program's, and the named role's access is the cluster's.
+    assert not [r for r in named.resources if r.type == "aws:iam/role:Role" and r.name.endswith("-node-role")]
+    assert not [r for r in named.resources if r.type == "aws:eks/accessEntry:AccessEntry"]
+
+
+def test_a_node_role_given_as_an_arn_is_refused_naming_the_name_to_give():
+    import config
+
+    with pytest.raises(config.SettingsError) as refused:
+        _load("dev", gpu=lambda gpu: {**gpu, "karpenterNodeRole": "arn:aws:iam::111111111111:role/KarpenterNodeRole-ml-dev"})
+    assert "gpu.karpenterNodeRole" in str(refused.value) and "takes the role's name (the part after :role/)" in str(refused.value)

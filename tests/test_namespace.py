@@ -17,7 +17,7 @@ from analysis.estate_checks import namespace_move_problems
 from analysis.upgrade import plan_upgrade, render
 from manifests.contracts import contract_problems
 from manifests.namespace import default_namespace_references, move_namespaces
-from tests.conftest import MARKER_SECRETS
+from tests.conftest import MARKER_SECRETS, pod_identity_usable
 from tests.test_contracts import CONTRACTS, flat_settings
 from tests.upstream import NEEDS_STATIC_KEYS, SUPPORTED_VERSIONS, manifests_path, upstream_objects
 from tools import plan_checks
@@ -41,6 +41,9 @@ def chosen_settings(release: str, moved: bool = True) -> dict:
             settings["kubeflow.systemNamespace"] = SYSTEM_NAMESPACE
     if release in NEEDS_STATIC_KEYS:
         settings["kubeflow.objectStore.staticKeys"] = True
+    if not pod_identity_usable(release):
+        # dev's Pod Identity is refused where the release's SDKs cannot use it: there it runs on IRSA.
+        settings["identity.mechanism"] = "irsa"
     return settings
 
 

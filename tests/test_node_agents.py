@@ -26,12 +26,21 @@ def test_the_estate_keeps_only_the_device_plugins_and_the_pod_identity_agent():
 def test_a_device_plugin_that_tolerates_the_karpenter_pools_taint_passes_and_one_that_does_not_is_named():
     plan = evaluated_plan("dev")[0]
     assert gpu_taints(plan) == [("gpu-gpu-a10g-node-pool", {"key": "workload", "value": "ai-ml", "effect": "NoSchedule"})]
-    assert list(node_agent_problems(_estate(PLUGIN), plan)) == []
+    # dev uses Pod Identity: each estate here runs its agent, so only the device plugin is judged.
+    assert list(node_agent_problems(_estate(PLUGIN, AGENT), plan)) == []
     narrow = {**PLUGIN, "spec": {"template": {"spec": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists"}]}}}}
-    (problem,) = node_agent_problems(_estate(narrow), plan)
+    (problem,) = node_agent_problems(_estate(narrow, AGENT), plan)
     assert "gpu-gpu-a10g-node-pool" in problem and "workload=ai-ml:NoSchedule" in problem
-    (missing,) = node_agent_problems(_estate(OTHER), plan)
+    (missing,) = node_agent_problems(_estate(OTHER, AGENT), plan)
     assert "no NVIDIA device plugin DaemonSet runs" in missing
+
+
+def test_devs_pod_identity_plan_needs_the_agent_and_prods_irsa_plan_does_not():
+    dev = evaluated_plan("dev")[0]
+    (problem,) = node_agent_problems(_estate(PLUGIN), dev)
+    assert problem.startswith("identity.mechanism is podIdentity") and "eks-pod-identity-agent" in problem
+    prod = evaluated_plan("prod")[0]
+    assert not [p for p in node_agent_problems(_estate(OTHER), prod) if "eks-pod-identity-agent" in p]
 
 
 def test_the_node_group_pools_taints_are_read_in_the_kubernetes_spelling():

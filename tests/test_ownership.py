@@ -336,7 +336,8 @@ def test_without_kept_namespaces_a_profile_namespace_is_created_and_deleted_with
 
 def test_an_opted_in_argo_service_account_is_patched_as_the_enterprise_argos():
     plan, _ = evaluate("dev", manifests=str(manifests_path()), progress=Progress(io.StringIO()),
-                       settings={"identity.argoServiceAccounts": ["argo-server"]})
+                       # On IRSA, whose role annotation is the patch (with Pod Identity an association serves it).
+                       settings={"identity.argoServiceAccounts": ["argo-server"], "identity.mechanism": "irsa"})
     ownership = classify(plan)
     row = ownership.by_key[("v1", "ServiceAccount", "argo", "argo-server")]
     assert row.ownership == PATCHED and "enterprise's Argo" in row.reason

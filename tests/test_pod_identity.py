@@ -14,9 +14,10 @@ from manifests.pod_identity import (
     AGENT_ADDON, POD_IDENTITY_SDKS, pod_identity_blockers, pod_identity_refusal, pod_identity_trust_policy,
     scoped_to_session,
 )
-from tests.conftest import _stack_kubeflow, shared_run
+from tests.conftest import _stack_kubeflow, irsa_overrides, shared_run
 from tests.iam_eval import allows
 from tests.upstream import manifests_path
+from tools.mock_runtime import stack_config
 
 ROLE = "aws:iam/role:Role"
 ASSOCIATION = "aws:eks/podIdentityAssociation:PodIdentityAssociation"
@@ -24,7 +25,13 @@ POD_IDENTITY = {"identity": {"mechanism": "podIdentity", "argoServiceAccounts": 
 
 
 def _dev_pod_identity():
-    return shared_run("dev", POD_IDENTITY)
+    """dev as its stack file has it: Pod Identity."""
+    return shared_run("dev")
+
+
+def _dev_irsa():
+    """dev with only identity.mechanism set to irsa: what the Pod Identity checks are set against."""
+    return shared_run("dev", irsa_overrides("dev"))
 
 
 def _session(namespace: str, account: str, cluster: str = "ml-dev") -> dict[str, str]:
@@ -63,14 +70,14 @@ def test_no_irsa_annotation_is_left_anywhere_in_the_plan():
     assert IRSA_ROLE_ANNOTATION not in text
     assert "AwsIamForServiceAccount" not in text
     # The IRSA stack of the same program does carry it: the check above can fail.
-    assert IRSA_ROLE_ANNOTATION in json.dumps([r.inputs for r in shared_run("dev").resources], default=str)
+    assert IRSA_ROLE_ANNOTATION in json.dumps([r.inputs for r in _dev_irsa().resources], default=str)
 
 
 def test_the_pod_identity_agent_add_on_is_read_from_the_cluster():
     run = _dev_pod_identity()
     reads = [args for token, args in run.invokes if token == "aws:eks/getAddon:getAddon"]
     assert [(r.get("clusterName"), r.get("addonName")) for r in reads] == [("ml-dev", AGENT_ADDON)]
-    assert not [t for t, _ in shared_run("dev").invokes if t == "aws:eks/getAddon:getAddon"]
+    assert not [t for t, _ in _dev_irsa().invokes if t == "aws:eks/getAddon:getAddon"]
 
 
 def test_a_profile_role_is_trusted_only_in_its_namespace_and_reaches_only_its_prefix():
@@ -221,3 +228,66 @@ def test_the_group_creating_the_api_server_waits_for_its_association():
     (account,) = [o for o in objects_from_config_group_inputs(group.inputs)
                   if o.get("kind") == "ServiceAccount" and o["metadata"].get("name") == "ml-pipeline"]
     assert IRSA_ROLE_ANNOTATION not in (account["metadata"].get("annotations") or {})
+
+
+# ------------------------------------------------------------------------- the agent under REGISTRY_ONLY
+
+AGENT_ROW = "API server -> Pod Identity agent 169.254.170.23:80"
+
+
+def _registry_only_plan(stack: str):
+    from tests.plans import evaluated_plan
+
+    plan, _ = evaluated_plan(stack, settings={"kubeflow.mesh.outboundTrafficPolicy": "REGISTRY_ONLY"})
+    return plan
+
+
+def _agent_entries(plan):
+    from analysis.plan_objects import kubernetes_objects
+
+    return [o.obj for o in kubernetes_objects(plan).objects
+            if o.obj.get("kind") == "ServiceEntry" and o.obj["metadata"]["name"] == "external-pod-identity-agent"]
+
+
+def test_under_registry_only_an_aws_calling_pod_reaches_the_pod_identity_agent():
+    from analysis import runtime_trace as rt
+
+    plan = _registry_only_plan("dev")
+    (entry,) = _agent_entries(plan)
+    spec = entry["spec"]
+    # Both agent addresses (IPv4 and IPv6 clusters), port 80, forwarded to the IP dialled, outside the mesh.
+    assert spec["addresses"] == ["169.254.170.23", "fd00:ec2::23"]
+    assert spec["ports"] == [{"number": 80, "name": "tcp-80", "protocol": "TCP"}]
+    assert (spec["location"], spec["resolution"]) == ("MESH_EXTERNAL", "NONE")
+    # Exported only where pods have roles: Kubeflow's namespace (the entry's own) and each data-lake profile's.
+    lakes = [p["name"] for p in stack_config("dev")["kubeflow-platform:tenancy"]["profiles"] if p.get("dataLake")]
+    assert lakes and spec["exportTo"] == [".", *lakes]
+    model, mesh = rt.model_from_plan(plan)
+    assert mesh.pod_identity and mesh.outbound_traffic_policy == "REGISTRY_ONLY"
+    (row,) = [p for p in rt.paths(model, mesh) if p.label == AGENT_ROW]
+    assert row.ok, row.problem()
+    assert any(hop.step == "egress" and "ServiceEntry" in hop.why for hop in row.trace.hops)
+
+
+def test_without_the_agents_entry_registry_only_sends_its_credentials_call_to_the_blackhole():
+    from analysis import runtime_trace as rt
+
+    plan = _registry_only_plan("dev")
+    model, mesh = rt.model_from_plan(plan)
+    stripped = type(model)([o for o in model.objects if not (o.get("kind") == "ServiceEntry"
+                            and o["metadata"]["name"] == "external-pod-identity-agent")], model.settings)
+    (row,) = [p for p in rt.paths(stripped, mesh) if p.label == AGENT_ROW]
+    assert not row.ok and "BlackHoleCluster" in row.problem()
+
+
+def test_the_agents_entry_is_made_only_for_pod_identity_under_registry_only():
+    from analysis import runtime_trace as rt
+
+    # prod is on IRSA (REGISTRY_ONLY): its pods call STS, not the agent; dev as filed passes unknown hosts (ALLOW_ANY).
+    prod = _registry_only_plan("prod")
+    assert _agent_entries(prod) == []
+    model, mesh = rt.model_from_plan(prod)
+    assert not any(p.label == AGENT_ROW for p in rt.paths(model, mesh))
+    from tests.plans import evaluated_plan
+
+    assert _agent_entries(evaluated_plan("dev")[0]) == []

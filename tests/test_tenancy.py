@@ -158,22 +158,23 @@ def test_namespaces_join_the_mesh_as_the_stack_says(stack_run):
         assert labels == {**profile.get("labels", {}), **mesh}
 
 
-def test_a_data_lake_role_is_trusted_only_by_the_profiles_workloads_and_reaches_only_its_prefix(stack_run):
-    config = stack_config(stack_run.stack)
+def test_a_data_lake_role_is_trusted_only_by_the_profiles_workloads_and_reaches_only_its_prefix(irsa_run):
+    # IRSA's trust by service-account subject; Pod Identity's session-tag trust: tests/test_pod_identity.py.
+    config = stack_config(irsa_run.stack)
     prefix = config["kubeflow-platform:artifacts"]["bucketPrefix"]
     lakes = 0
     for profile in config["kubeflow-platform:tenancy"]["profiles"]:
         if "dataLake" not in profile:
             continue
         lakes += 1
-        role = stack_run.named(ROLE, f"tenancy-{profile['name']}-data-lake")
+        role = irsa_run.named(ROLE, f"tenancy-{profile['name']}-data-lake")
         trust = json.loads(role.inputs["assumeRolePolicy"])
         (statement,) = trust["Statement"]
         subjects = next(v for k, v in statement["Condition"]["StringEquals"].items() if k.endswith(":sub"))
         assert sorted(subjects) == [f"system:serviceaccount:{profile['name']}:default-editor",
                                     f"system:serviceaccount:{profile['name']}:pipeline-runner"]
         # WorkloadIdentity.irsa_role attaches the permissions as the role's one RolePolicy.
-        permissions = stack_run.named("aws:iam/rolePolicy:RolePolicy", f"tenancy-{profile['name']}-data-lake-policy")
+        permissions = irsa_run.named("aws:iam/rolePolicy:RolePolicy", f"tenancy-{profile['name']}-data-lake-policy")
         assert permissions.inputs["role"] == role.outputs.get("name", role.inputs.get("name")) or permissions.dependencies
         bucket = f"{prefix}-{profile['dataLake']['bucket']}"
         for statement in json.loads(permissions.inputs["policy"])["Statement"]:
@@ -183,14 +184,14 @@ def test_a_data_lake_role_is_trusted_only_by_the_profiles_workloads_and_reaches_
     assert lakes
 
 
-def test_the_role_arn_lives_only_in_the_small_group_that_annotates_the_workloads(stack_run):
-    groups = tenancy_groups(stack_run)
+def test_the_role_arn_lives_only_in_the_small_group_that_annotates_the_workloads(irsa_run):
+    groups = tenancy_groups(irsa_run)
     for name, group in groups.items():
         if name.endswith(("-namespace", "-retained")):
             assert "arn:aws:iam::" not in group.inputs["yaml"], name
             continue
         profile = name.removeprefix("tenancy-").removesuffix("-profile")
-        arn = stack_run.named(ROLE, f"tenancy-{profile}-data-lake").outputs["arn"]
+        arn = irsa_run.named(ROLE, f"tenancy-{profile}-data-lake").outputs["arn"]
         objects = {(o["kind"], o["metadata"]["name"]): o for o in objects_of(group)}
         plugin = objects[("Profile", profile)]["spec"]["plugins"]
         assert plugin == [{"kind": "AwsIamForServiceAccount", "spec": {"awsIamRole": arn, "annotateOnly": True}}]

@@ -152,11 +152,15 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           text=True, timeout=600)
 
 
+#: dev runs on Pod Identity, which 1.10.2's SDKs cannot use: at 1.10.2 the stack was on IRSA.
+ON_IRSA = "identity.mechanism=irsa"
+
+
 def test_the_command_exits_like_diff_and_writes_the_json(tmp_path):
-    same = _cli("1.10.2", "1.10.2", "--out", str(tmp_path))
+    same = _cli("1.10.2", "1.10.2", "--from-set", ON_IRSA, "--to-set", ON_IRSA, "--out", str(tmp_path))
     assert same.returncode == 0, same.stderr[-2000:]
     assert "Nothing needs attention." in same.stdout
-    risky = _cli("1.10.2", str(manifests_path("26.03")), "--out", str(tmp_path))
+    risky = _cli("1.10.2", str(manifests_path("26.03")), "--from-set", ON_IRSA, "--out", str(tmp_path))
     assert risky.returncode == 1, risky.stderr[-2000:]
     written = json.loads((tmp_path / "dev-1.10.2-to-26.03.yaml.json").read_text())
     assert written["needsAttention"] is True and written["counts"]["retained"] == len(TRAINING_V1_CRDS)
@@ -168,7 +172,8 @@ def test_make_upgrade_plan_exits_1_when_something_needs_attention():
     env = {**__import__("os").environ}
     for variable in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL"):
         env.pop(variable, None)
-    result = subprocess.run(["make", "upgrade-plan", "FROM=1.10.2", "TO=26.03", "OUT=unused"], cwd=REPO_ROOT, env=env,
+    result = subprocess.run(["make", "upgrade-plan", "FROM=1.10.2", "TO=26.03", f"FROM_SET={ON_IRSA}", "OUT=unused"],
+                            cwd=REPO_ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 1, result.stderr[-2000:]
     assert "crd-removed (6)" in result.stdout
@@ -206,14 +211,19 @@ def test_the_upgrade_page_shows_the_plans_real_output():
 
 
 def test_a_side_can_take_the_settings_the_stack_has_at_that_release(tmp_path):
-    # 1.11.0 is refused on the stack's IRSA-only object store, and planned once the stack gives it static keys.
-    refused = _cli("1.10.2", "1.11.0", "--out", str(tmp_path))
+    # dev's Pod Identity is refused at 1.10.2, naming the fix: the stack was on IRSA there.
+    on_pod_identity = _cli("1.10.2", "1.11.0", "--out", str(tmp_path))
+    assert on_pod_identity.returncode == 2 and "Use identity.mechanism: irsa with this release" in on_pod_identity.stderr
+    # 1.11.0 is refused on the stack's object store without keys, and planned once the stack gives it static keys.
+    refused = _cli("1.10.2", "1.11.0", "--from-set", ON_IRSA, "--out", str(tmp_path))
     assert refused.returncode == 2 and "kubeflow.objectStore.staticKeys: true" in refused.stderr
-    keyed = _cli("1.10.2", "1.11.0", "--to-set", "kubeflow.objectStore.staticKeys=true", "--out", str(tmp_path))
+    keyed = _cli("1.10.2", "1.11.0", "--from-set", ON_IRSA, "--to-set", "kubeflow.objectStore.staticKeys=true",
+                 "--out", str(tmp_path))
     assert keyed.returncode == 1, keyed.stderr[-2000:]
-    assert "-> Kubeflow 1.11.0 (stack dev) with kubeflow.objectStore.staticKeys=true" in keyed.stdout
+    assert "(stack dev) with identity.mechanism=\"irsa\" -> Kubeflow 1.11.0 (stack dev) with kubeflow.objectStore.staticKeys=true" in keyed.stdout
     assert "crd-removed (6)" in keyed.stdout
-    broken = _cli("1.10.2", "1.11.0", "--to-set", "kubeflow.objectStore.staticKeys", "--out", str(tmp_path))
+    broken = _cli("1.10.2", "1.11.0", "--from-set", ON_IRSA, "--to-set", "kubeflow.objectStore.staticKeys",
+                  "--out", str(tmp_path))
     assert broken.returncode == 2 and "is not KEY=VALUE" in broken.stderr and "Traceback" not in broken.stderr
 
 
@@ -238,14 +248,16 @@ def bundled_stores_plan(version: str) -> dict:
     """The dev stack's preview plan with Kubeflow's bundled MySQL, object store and Argo: the other
     configuration v1.11.0 runs in (docs/releases.md)."""
     if version not in _BUNDLED:
-        from tests.conftest import MARKER_SECRETS
+        from tests.conftest import MARKER_SECRETS, irsa_overrides, pod_identity_usable
         from tools.mock_runtime import run_program
         from tools.plan import build_plan
 
         kubeflow = {key: value for key, value in _stack_kubeflow("dev").items() if key != "database"}
         kubeflow.update(version=version, manifests=str(manifests_path(version)), argo={"external": False},
                         exclude=[rule for rule in kubeflow["exclude"] if rule != "argo"])
-        run = run_program("dev", config_overrides={"kubeflow": kubeflow}, secrets=MARKER_SECRETS, preview=True)
+        # dev's Pod Identity at a release whose SDKs can use it, IRSA before (tests/conftest.py).
+        overrides = {"kubeflow": kubeflow, **((irsa_overrides("dev") or {}) if not pod_identity_usable(version) else {})}
+        run = run_program("dev", config_overrides=overrides, secrets=MARKER_SECRETS, preview=True)
         _BUNDLED[version] = build_plan(run, MARKER_SECRETS.values())[0]
     return _BUNDLED[version]
 

@@ -24,6 +24,7 @@ from typing import Any, Optional, TextIO
 
 import pulumi
 
+from analysis.karpenter_estate import INTERRUPTION_QUEUE, interruption_queue
 from analysis.estate import ZONE_ID, Answer, Command, EstateError, Target, commands, dump_estate, record, refuse_writes, zone_id_of
 from tools.mock_runtime import PROJECT, REPO_ROOT, known_stacks, stack_config
 
@@ -110,6 +111,13 @@ def run_all(planned: list[Command], runner: Runner, stderr: TextIO) -> dict[str,
                 answers[command.key] = Answer(1, "", "no hosted zone id: the list-hosted-zones-by-name answer named none")
                 continue
             argv[argv.index(ZONE_ID)] = zone_id
+        if INTERRUPTION_QUEUE in argv:
+            # Asked only of a queue the Karpenter controller is set up with.
+            controller = answers.get("karpenter")
+            queue = interruption_queue(controller.stdout) if controller is not None and controller.returncode == 0 else None
+            if queue is None:
+                continue
+            argv[argv.index(INTERRUPTION_QUEUE)] = queue
         print(f"estate: {' '.join(argv)}", file=stderr, flush=True)
         answers[command.key] = runner(argv)
     return answers

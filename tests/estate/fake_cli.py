@@ -11,8 +11,9 @@ appended to $FAKE_CLI_LOG as one JSON array, so tests see exactly what was run. 
   `Error from server (NotFound)` unless --ignore-not-found; an unserved group is kubectl's "the server
   doesn't have a resource type" (exit 1). managedFields are dropped unless --show-managed-fields.
 - $FAKE_CLI_DIR/aws.json: {"<service> <operation>[ <value of its --name/--role-name/--bucket/--dns-name/
-  --hosted-zone-id>]": JSON answer}. No answer: get-role fails with NoSuchEntity and head-bucket with 404, as
-  the AWS CLI does (exit 254, the error text on stderr); anything else fails with exit 255.
+  --hosted-zone-id/--queue-name/--cluster-name>]": JSON answer}. No answer: get-role fails with NoSuchEntity,
+  head-bucket with 404 and get-queue-url with NonExistentQueue, as the AWS CLI does (exit 254, the error text on
+  stderr); anything else fails with exit 255.
 
 Any verb but `get` (kubectl) or an operation not starting describe-/list-/get-/head- (aws) exits 99: a write.
 """
@@ -23,7 +24,7 @@ import sys
 
 BUILTIN_GROUPS = {"", "apps", "batch", "policy", "autoscaling", "rbac.authorization.k8s.io", "networking.k8s.io",
                   "admissionregistration.k8s.io", "apiextensions.k8s.io", "scheduling.k8s.io"}
-KEY_FLAGS = ("--name", "--role-name", "--bucket", "--dns-name", "--hosted-zone-id")
+KEY_FLAGS = ("--name", "--role-name", "--bucket", "--dns-name", "--hosted-zone-id", "--queue-name", "--cluster-name")
 
 
 def _state(name):
@@ -131,6 +132,10 @@ def aws(args):
         return 254
     if operation == "head-bucket":
         sys.stderr.write("\nAn error occurred (404) when calling the HeadBucket operation: Not Found\n")
+        return 254
+    if operation == "get-queue-url":
+        sys.stderr.write("\nAn error occurred (AWS.SimpleQueueService.NonExistentQueue) when calling the GetQueueUrl "
+                         "operation: The specified queue does not exist.\n")
         return 254
     sys.stderr.write(f"fake aws: no recorded answer for {key!r}\n")
     return 255

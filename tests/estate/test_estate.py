@@ -26,7 +26,7 @@ import yaml
 
 from analysis.estate import EstateError, load_estate, refuse_writes
 from analysis.estate_checks import ARGO_BY_RELEASE, estate_problems
-from tests.conftest import MARKER_SECRETS, shared_run
+from tests.conftest import MARKER_SECRETS, irsa_overrides, shared_run
 from tests.upstream import SUPPORTED_VERSIONS, manifests_path
 from tools import estate as estate_tool
 from tools.plan import build_plan, write_plan_dir
@@ -140,8 +140,10 @@ def test_every_command_is_printed_before_any_runs_and_each_is_a_read(tmp_path, m
     assert recording.status == 0, recording.stderr
     printed = [line.strip() for line in recording.stdout.splitlines() if line.startswith("    ")]
     ran = [" ".join(call) for call in recording.log]
-    # The zone id is the one answer a later command needs; every other command runs exactly as printed.
-    assert [p.replace("{hosted-zone-id-from-the-answer-above}", "Z0123456789ABCDEFGHIJ") for p in printed] == ran
+    # The zone id and Karpenter's interruption queue are the answers later commands need; every other command
+    # runs exactly as printed.
+    assert [p.replace("{hosted-zone-id-from-the-answer-above}", "Z0123456789ABCDEFGHIJ")
+            .replace("{interruption-queue-from-the-controller-above}", "ml-dev") for p in printed] == ran
     assert len(ran) > 50
     for call in recording.log:
         if call[0] == "kubectl":
@@ -276,6 +278,10 @@ def _no_cni(cluster, aws):
     cluster["objects"] = [o for o in cluster["objects"] if o["metadata"]["name"] != "istio-cni-node"]
 
 
+def _no_pod_identity_agent(cluster, aws):
+    cluster["objects"] = [o for o in cluster["objects"] if o["metadata"]["name"] != "eks-pod-identity-agent"]
+
+
 def _native(cluster, aws):
     _set_env(_discovery(cluster), "ENABLE_NATIVE_SIDECARS", "true")
 
@@ -388,6 +394,7 @@ def _created_object_exists(cluster, aws):
 CASES = {
     "mesh-wide mTLS": (_strict, r"kubeflow\.mesh\.mtls is permissive but PeerAuthentication istio-system/default has mode STRICT"),
     "Istio version": (_istio_1_26, r"kubeflow\.mesh\.istioVersion is 1\.24 but istiod istio-system/istiod runs 1\.26\.3"),
+    "Pod Identity agent": (_no_pod_identity_agent, r"identity\.mechanism is podIdentity but no eks-pod-identity-agent DaemonSet runs"),
     "data plane": (_no_cni, r"kubeflow\.mesh\.dataPlane is sidecar-cni but no Istio CNI node agent runs.*set it to sidecar-init"),
     "native sidecars": (_native, r"kubeflow\.mesh\.nativeSidecars is false but .*ENABLE_NATIVE_SIDECARS=true"),
     "native sidecars by default": (_auto_on_new_kubelets, r"kubeflow\.mesh\.nativeSidecars is false but .*unset \(auto in Istio 1\.28\.0\), kubelets v1\.33"),
@@ -410,7 +417,6 @@ CASES = {
     "an existing namespace the plan creates": (_kubeflow_namespace_exists, r"v1 Namespace kubeflow already exists on the cluster and this stack creates it"),
     "a patched object that is missing": (_no_gateway_service, r"Service istio-system/istio-ingressgateway does not exist on the cluster; the plan patches it"),
     "an existing object the plan creates": (_created_object_exists, r"networking\.istio\.io/v1alpha3 EnvoyFilter istio-system/kubeflow-identity-headers already exists on the cluster and this stack creates it"),
-    "OIDC provider": (_provider_exists, r"identity\.oidcProviderArn is unset.*set identity\.oidcProviderArn: arn:aws:iam::111111111111:oidc-provider/oidc\.eks\.us-west-2\.amazonaws\.com/id/0A1B2C3D4E5F60718293A4B5C6D7E8F9"),
     "IAM role": (_role_exists, r"IAM role kubeflow-platform-dev-identity-pipelines already exists \(arn:aws:iam::111111111111:role/"),
     "bucket": (_bucket_exists, r"artifacts\.bucketPrefix: bucket example-ml-dev-pipelines exists"),
     "DNS record": (_record_exists, r"dns\.host: Route 53 record kubeflow\.dev\.ml\.example\.com A already exists"),
@@ -423,6 +429,29 @@ def test_the_preview_names_the_setting_and_the_estate_value_where_they_differ(ca
     problems = problems_with(tmp_path, monkeypatch, dev_plan, change)
     assert any(re.search(expected, p) for p in problems), "\n".join(problems)
     assert all(p.startswith("estate: ") for p in problems)
+
+
+OIDC_PROVIDER_CREATED = (r"identity\.oidcProviderArn is unset.*set identity\.oidcProviderArn: arn:aws:iam::111111111111:"
+                         r"oidc-provider/oidc\.eks\.us-west-2\.amazonaws\.com/id/0A1B2C3D4E5F60718293A4B5C6D7E8F9")
+
+
+@pytest.fixture(scope="module")
+def dev_irsa_plan(tmp_path_factory) -> tuple[dict, Path]:
+    """dev with only identity.mechanism: irsa, the mechanism that creates an OIDC provider."""
+    plan, _ = build_plan(shared_run("dev", irsa_overrides("dev")), MARKER_SECRETS.values())
+    directory = tmp_path_factory.mktemp("plan-irsa") / "dev"
+    write_plan_dir(plan, directory)
+    return plan, directory
+
+
+def test_an_existing_oidc_provider_is_named_only_where_the_plan_creates_one(tmp_path, monkeypatch, dev_plan,
+                                                                            dev_irsa_plan):
+    # On IRSA the plan creates the cluster's provider, which the account already has: adopt it.
+    problems = problems_with(tmp_path / "irsa", monkeypatch, dev_irsa_plan, _provider_exists)
+    assert any(re.search(OIDC_PROVIDER_CREATED, p) for p in problems), "\n".join(problems)
+    # dev's own plan uses EKS Pod Identity and creates no provider: the account's provider is no conflict.
+    assert not any("oidcProviderArn" in p for p in problems_with(tmp_path / "pod-identity", monkeypatch, dev_plan,
+                                                                  _provider_exists))
 
 
 def test_a_command_that_failed_makes_the_estate_unusable(tmp_path, monkeypatch, dev_plan):
@@ -472,3 +501,116 @@ def test_make_preview_refuses_an_estate_file_it_cannot_read(tmp_path):
     status = preview("dev", manifests=str(manifests_path()), out=tmp_path / "plan", stdout=stdout, stderr=io.StringIO(),
                      estate=tmp_path / "nowhere.yaml")
     assert status == 1 and "estate: " in stdout.getvalue() and "make estate" in stdout.getvalue()
+
+
+# --- The cluster's Karpenter (analysis/karpenter_estate.py) ----------------------------------------------
+
+
+def _karpenter(cluster: dict) -> dict:
+    (deployment,) = _objects(cluster, "Deployment", "karpenter")
+    return deployment
+
+
+def _no_karpenter(cluster, aws):
+    cluster["objects"].remove(_karpenter(cluster))
+
+
+def _karpenter_v0(cluster, aws):
+    _karpenter(cluster)["spec"]["template"]["spec"]["containers"][0]["image"] = "public.ecr.aws/karpenter/controller:0.37.5"
+
+
+def _queue_missing(cluster, aws):
+    del aws["sqs get-queue-url ml-dev"]
+
+
+def _no_queue(cluster, aws):
+    container = _karpenter(cluster)["spec"]["template"]["spec"]["containers"][0]
+    container["env"] = [e for e in container["env"] if e["name"] != "INTERRUPTION_QUEUE"]
+
+
+KARPENTER_CASES = {
+    "no controller": (_no_karpenter, r"gpu\.provisioner is karpenter \(kubeflow-gpu-gpu-a10g\) but no Karpenter controller Deployment runs \(label app\.kubernetes\.io/name=karpenter\): install Karpenter 1\.0\.0 or later"),
+    "a controller before the v1 API": (_karpenter_v0, r"the Karpenter controller kube-system/karpenter is 0\.37\.5, which does not serve the v1 NodePool and EC2NodeClass"),
+    "a queue that does not exist": (_queue_missing, r"interruption queue ml-dev, which does not exist in the region"),
+    "Spot without interruption handling": (_no_queue, r"kubeflow-gpu-gpu-a10g: Spot GPU capacity, but the Karpenter controller has no interruption queue"),
+}
+
+
+def test_the_estate_records_the_karpenter_controller_and_its_queue(tmp_path, monkeypatch, dev_plan):
+    recording = record(tmp_path, monkeypatch, dev_plan[1])
+    assert recording.estate["karpenter"] == {
+        "controllers": [{"namespace": "kube-system", "name": "karpenter", "version": "1.14.1", "interruptionQueue": "ml-dev"}],
+        "interruptionQueue": {"name": "ml-dev", "exists": True}, "nodeRoles": {}}
+    assert ["aws", "sqs", "get-queue-url", "--queue-name", "ml-dev", "--region", "us-west-2", "--output", "json"] in recording.log
+    # Without a queue on the controller, no queue is asked for.
+    quiet = record(tmp_path / "no-queue", monkeypatch, dev_plan[1], _no_queue)
+    assert quiet.estate["karpenter"]["interruptionQueue"] is None
+    assert not any(call[1:3] == ["sqs", "get-queue-url"] for call in quiet.log) and quiet.estate["failed"] == []
+
+
+@pytest.mark.parametrize("case", list(KARPENTER_CASES))
+def test_the_preview_names_what_the_clusters_karpenter_lacks_for_the_plans_pools(case, tmp_path, monkeypatch, dev_plan):
+    change, expected = KARPENTER_CASES[case]
+    problems = problems_with(tmp_path, monkeypatch, dev_plan, change)
+    assert any(re.search(expected, p) for p in problems), "\n".join(problems)
+
+
+def test_prods_node_groups_ask_nothing_of_karpenter():
+    from analysis.karpenter_estate import karpenter_commands, karpenter_problems
+
+    plan, _ = build_plan(shared_run("prod"), MARKER_SECRETS.values())
+    assert karpenter_commands(plan, "ml-prod", "us-east-1") == []
+    assert list(karpenter_problems({"karpenter": {"controllers": []}}, plan, "ml-prod")) == []
+
+
+@pytest.fixture(scope="module")
+def dev_named_role_plan(tmp_path_factory) -> tuple[dict, Path]:
+    """dev whose Karpenter pool uses the node role the cluster's Karpenter is set up for."""
+    from tools.mock_runtime import stack_config
+
+    gpu = copy.deepcopy(stack_config("dev")["kubeflow-platform:gpu"])
+    gpu["karpenterNodeRole"] = "KarpenterNodeRole-ml-dev"
+    plan, _ = build_plan(shared_run("dev", {"gpu": gpu}), MARKER_SECRETS.values())
+    directory = tmp_path_factory.mktemp("plan-named-role") / "dev"
+    write_plan_dir(plan, directory)
+    return plan, directory
+
+
+NODE_ROLE_ARN = "arn:aws:iam::111111111111:role/KarpenterNodeRole-ml-dev"
+
+
+def _role(cluster, aws):
+    aws["iam get-role KarpenterNodeRole-ml-dev"] = {"Role": {"RoleName": "KarpenterNodeRole-ml-dev", "Arn": NODE_ROLE_ARN}}
+
+
+def _role_with_entry(cluster, aws):
+    _role(cluster, aws)
+    aws["eks list-access-entries ml-dev"] = {"accessEntries": ["arn:aws:iam::111111111111:role/ml-dev-admins", NODE_ROLE_ARN]}
+
+
+def test_a_named_node_role_must_exist_and_be_able_to_join_the_cluster(tmp_path, monkeypatch, dev_named_role_plan):
+    def entries(cluster, aws):
+        aws["eks list-access-entries ml-dev"] = {"accessEntries": []}
+
+    missing = problems_with(tmp_path / "missing", monkeypatch, dev_named_role_plan, entries)
+    assert any("gpu.karpenterNodeRole is KarpenterNodeRole-ml-dev, which the account does not have" in p for p in missing)
+
+    def unjoined(cluster, aws):
+        entries(cluster, aws)
+        _role(cluster, aws)
+
+    problems = problems_with(tmp_path / "unjoined", monkeypatch, dev_named_role_plan, unjoined)
+    assert any(f"has no EKS access entry and no aws-auth mapping, so its instances cannot join the cluster: aws eks "
+               f"create-access-entry --cluster-name ml-dev --principal-arn {NODE_ROLE_ARN} --type EC2_LINUX" in p
+               for p in problems), "\n".join(problems)
+    joined = problems_with(tmp_path / "joined", monkeypatch, dev_named_role_plan, _role_with_entry)
+    assert not any("karpenterNodeRole" in p for p in joined), "\n".join(joined)
+
+    def mapped(cluster, aws):
+        entries(cluster, aws)
+        _role(cluster, aws)
+        cluster["objects"].append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "aws-auth", "namespace": "kube-system"},
+                                   "data": {"mapRoles": f"- rolearn: {NODE_ROLE_ARN}\n  username: system:node:{{{{EC2PrivateDNSName}}}}\n"
+                                            "  groups: [system:bootstrappers, system:nodes]\n"}})
+
+    assert not any("karpenterNodeRole" in p for p in problems_with(tmp_path / "mapped", monkeypatch, dev_named_role_plan, mapped))
