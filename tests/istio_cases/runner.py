@@ -93,7 +93,7 @@ FIXTURES = {
 
 
 def _sidecar(spec: dict[str, Any]) -> dict[str, Any]:
-    body = dict(spec.get("spec") or {"egress": [{"hosts": list(spec.get("hosts") or [])}]})
+    body = dict(spec["spec"] or {}) if "spec" in spec else {"egress": [{"hosts": list(spec.get("hosts") or [])}]}
     if spec.get("selector"):
         body["workloadSelector"] = {"labels": dict(spec["selector"])}
     metadata: dict[str, Any] = {"name": spec["name"], "namespace": spec["namespace"]}
@@ -102,18 +102,62 @@ def _sidecar(spec: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "Sidecar", "metadata": metadata, "spec": body}
 
 
+def _service(entry: dict[str, Any]) -> dict[str, Any]:
+    """A registry entry of a case as the Kubernetes Service istiod would read it (exportTo as its annotation)."""
+    metadata: dict[str, Any] = {"name": entry.get("name", entry.get("host")), "namespace": entry["namespace"]}
+    if entry.get("exportTo") is not None:
+        metadata["annotations"] = {t.SERVICE_EXPORT_TO: ",".join(entry["exportTo"])}
+    return {"kind": "Service", "metadata": metadata, "spec": {"ports": [{"port": p} for p in entry.get("ports") or []]}}
+
+
 def sidecar_visibility(case: dict[str, Any]) -> Any:
-    """Which Sidecar governs the proxy and which of the registry's services its egress hosts import."""
-    model = t.MeshModel([_sidecar(s) for s in case["sidecars"]], t.MeshSettings(root_namespace="istio-system"))
+    """Which Sidecar governs the proxy and which of the registry's services it holds: those exported to its namespace
+    (servicesExportedToNamespace) that its egress listeners import, `namespace/host`, with `:port,port` when the
+    entry has ports (the ports imported, a listener with a port trimming the rest)."""
+    settings = t.MeshSettings(root_namespace="istio-system",
+                              default_service_export_to=tuple(case.get("default_service_export_to") or ("*",)))
+    model = t.MeshModel([_sidecar(s) for s in case["sidecars"]], settings)
     proxy = case["proxy"]
     scope = t.sidecar_scope(model, proxy["namespace"], dict(proxy.get("labels") or {}))
+    imported = []
     try:
-        imported = [f"{s['namespace']}/{s['host']}" for s in case["registry"]
-                    if scope is None or t.sidecar_imports(scope, proxy["namespace"], s["host"], s["namespace"])]
+        if scope is not None:
+            t.sidecar_egress_listeners(scope)  # a shape the trace does not evaluate is refused, services or not
+        for entry in case["registry"]:
+            if not t.service_visible(settings, _service(entry), proxy["namespace"]):
+                continue
+            ports = list(entry.get("ports") or [])
+            if scope is not None and ports:
+                ports = t.sidecar_imported_ports(scope, proxy["namespace"], entry["host"], entry["namespace"], ports)
+                if not ports:
+                    continue
+            elif scope is not None and not t.sidecar_imports(scope, proxy["namespace"], entry["host"], entry["namespace"]):
+                continue
+            imported.append(f"{entry['namespace']}/{entry['host']}" + (f":{','.join(map(str, ports))}" if ports else ""))
     except authz.NotModelled:
         return "refused"
     name = f"{scope['metadata']['namespace']}/{scope['metadata']['name']}" if scope is not None else None
     return {"scope": name, "imported": imported}
+
+
+def service_visibility(case: dict[str, Any]) -> list[str]:
+    """PushContext.IsServiceVisible over the case's Services for a proxy of `proxy_namespace`: the names visible, in
+    registry order."""
+    defaults = tuple(case["default_service_export_to"]) if "default_service_export_to" in case else ("*",)
+    settings = t.MeshSettings(default_service_export_to=defaults)
+    return [entry["name"] for entry in case["services"] if t.service_visible(settings, _service(entry), case["proxy_namespace"])]
+
+
+def outbound(case: dict[str, Any]) -> str:
+    """The outbound traffic policy of a proxy of namespace not-default under the mesh's mode and, if any, a Sidecar."""
+    settings = t.MeshSettings(outbound_traffic_policy=case.get("mesh_mode") or "ALLOW_ANY")
+    sidecar = None
+    if case.get("sidecar") is not None:
+        sidecar = {"kind": "Sidecar", "metadata": {"name": "foo", "namespace": "not-default"}, "spec": dict(case["sidecar"])}
+    try:
+        return t.outbound_traffic_policy(t.MeshModel([sidecar] if sidecar else [], settings), sidecar)[0]
+    except authz.NotModelled:
+        return "refused"
 
 
 def gateway_merging(case: dict[str, Any]) -> Any:
@@ -167,6 +211,10 @@ def destination_rule_lookup(case: dict[str, Any]) -> Any:
 
 
 def routing(case: dict[str, Any]) -> Any:
+    if "outbound" in case:
+        return outbound(case["outbound"])
+    if "service_visibility" in case:
+        return service_visibility(case["service_visibility"])
     if "destination_rules" in case:
         return destination_rule_lookup(case)
     if "sidecars" in case:
