@@ -18,7 +18,7 @@ import yaml
 
 from analysis import policies as authz
 from analysis import trace as t
-from analysis.routes import virtual_services_for_gateway
+from analysis.routes import resolve_gateway_name, virtual_services_for_gateway
 
 HERE = Path(__file__).parent
 AREAS = ("authorization", "routing", "jwt", "peer_authentication")
@@ -197,6 +197,8 @@ def gateway_merging(case: dict[str, Any]) -> Any:
 
 def _destination_rule(spec: dict[str, Any]) -> dict[str, Any]:
     body = {"host": spec["host"], **({"exportTo": list(spec["exportTo"])} if "exportTo" in spec else {})}
+    if spec.get("selector"):
+        body["workloadSelector"] = {"matchLabels": dict(spec["selector"])}
     return {"kind": "DestinationRule", "metadata": {"name": spec["name"], "namespace": spec["namespace"]}, "spec": body}
 
 
@@ -210,7 +212,42 @@ def destination_rule_lookup(case: dict[str, Any]) -> Any:
     return f"{rule['metadata']['namespace']}/{rule['metadata']['name']}" if rule is not None else None
 
 
+def gateway_service_visibility(case: dict[str, Any]) -> str:
+    """A request through gateway pods of namespace `gateway_namespace` whose one VirtualService (in the same
+    namespace) routes to `destination` (`name.namespace`); the Services of `services` (with their exportTo) each
+    select a pod of their own. Answers `reached <service>`, `status <code>` or `refused`."""
+    gateway_namespace = case["gateway_namespace"]
+    objects: list[dict[str, Any]] = [
+        {"kind": "Gateway", "metadata": {"name": "gateway", "namespace": gateway_namespace},
+         "spec": {"selector": {"istio": "ingressgateway"},
+                  "servers": [{"hosts": ["*"], "port": {"number": 80, "name": "http", "protocol": "HTTP"}}]}},
+        {"kind": "VirtualService", "metadata": {"name": "virtual-service", "namespace": gateway_namespace},
+         "spec": {"hosts": ["*"], "gateways": ["gateway"], "http": [{"route": [{"destination": {
+             "host": f"{case['destination']}.svc.cluster.local"}}]}]}}]
+    for entry in case["services"]:
+        labels = {"app": entry["name"]}
+        service = _service({**entry, "ports": [entry["port"]]})
+        service["spec"]["selector"] = labels
+        objects.append(service)
+        objects.append({"kind": "Deployment", "metadata": {"name": entry["name"], "namespace": entry["namespace"]},
+                        "spec": {"template": {"metadata": {"labels": labels},
+                                              "spec": {"containers": [{"name": "c", "ports": [{"containerPort": entry["port"]}]}]}}}})
+    model = t.MeshModel(objects, t.MeshSettings(gateway_namespace=gateway_namespace))
+    try:
+        traced = t.trace_request(model, "http://example.org/", t.anonymous())
+    except authz.NotModelled:
+        return "refused"
+    if traced.reached:
+        return "reached " + traced.backend.split(" port ")[0].rpartition(" ")[2]
+    return f"status {traced.status}"
+
+
 def routing(case: dict[str, Any]) -> Any:
+    if "gateway_reference" in case:
+        reference = case["gateway_reference"]
+        return resolve_gateway_name(reference["gateway"], reference["namespace"])
+    if "gateway_services" in case:
+        return gateway_service_visibility(case["gateway_services"])
     if "outbound" in case:
         return outbound(case["outbound"])
     if "service_visibility" in case:
