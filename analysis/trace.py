@@ -130,7 +130,8 @@ class MeshSettings:
     outbound_traffic_policy: str = "ALLOW_ANY"
     #: meshConfig.defaultServiceExportTo and defaultDestinationRuleExportTo: the visibility of a Service or a
     #: DestinationRule that names none. Istio's default is `*` (push_context.go:1873-1900); of the values, istiod
-    #: honours `.` and `*` alone.
+    #: honours `.` and `*` alone. A plan traces under Istio's default; the estate check compares it with the
+    #: mesh config the estate recorded (analysis/estate_checks.py).
     default_service_export_to: tuple[str, ...] = ("*",)
     default_destination_rule_export_to: tuple[str, ...] = ("*",)
 
@@ -182,8 +183,6 @@ class MeshSettings:
             login_known="login" in data,
             self_service_domains=tuple((outputs.get("profileSelfService") or {}).get("emailDomains") or ()),
             outbound_traffic_policy=str(mesh.get("outboundTrafficPolicy") or "ALLOW_ANY").upper(),
-            default_service_export_to=tuple(mesh.get("defaultServiceExportTo") or ("*",)),
-            default_destination_rule_export_to=tuple(mesh.get("defaultDestinationRuleExportTo") or ("*",)),
         )
 
 

@@ -10,6 +10,7 @@ its labels and its traffic policy overrides the rule's (pilot/pkg/networking/uti
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 
@@ -262,9 +263,8 @@ def test_under_ambient_a_rule_other_than_istio_mutual_is_refused_by_name(plans):
 
 
 def test_a_mesh_whose_rules_default_to_private_hides_them_from_other_namespaces(plans):
-    plan = copy.deepcopy(plans["dev"])
-    plan["outputs"]["transformReport"]["mesh"]["defaultDestinationRuleExportTo"] = ["."]
-    model = t.model_from_plan(plan)
+    dev = t.model_from_plan(plans["dev"])
+    model = t.MeshModel(dev.objects, replace(dev.settings, default_destination_rule_export_to=(".",)))
     ml_pipeline = next(s for s in model.kind("Service") if t._name(s) == "ml-pipeline" and t._ns(s) == "kubeflow")
     assert _rule_for(model, "kubeflow", ml_pipeline)["metadata"]["name"] == "ml-pipeline"
     # push_context.go:2099-2106: no exportTo under a `.` default is private; the gateway's namespace sees none.

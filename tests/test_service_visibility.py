@@ -7,6 +7,7 @@ BlackHoleCluster's 502, ALLOW_ANY the PassthroughCluster, plaintext past the cal
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 
@@ -21,14 +22,15 @@ def plans():
     return {stack: evaluated_plan(stack)[0] for stack in ("dev", "prod")}
 
 
-def _model(plan, *objects, export_to=None, mesh=None):
+def _model(plan, *objects, export_to=None, service_default=None):
     plan = copy.deepcopy(plan)
     for index, obj in enumerate(objects):
         group, _, version = obj["apiVersion"].rpartition("/")
         plan["resources"].append(resource(plan["stack"], f"kubernetes:{group or 'core'}/{version}:{obj['kind']}",
                                           f"visibility-{index}", "", copy.deepcopy(obj)))
-    plan["outputs"]["transformReport"]["mesh"].update(mesh or {})
     model = t.model_from_plan(plan)
+    if service_default is not None:  # a mesh config whose defaultServiceExportTo is not Istio's `*`
+        model = t.MeshModel(model.objects, replace(model.settings, default_service_export_to=tuple(service_default)))
     if export_to is not None:
         dashboard = next(s for s in model.kind("Service") if t._name(s) == "centraldashboard" and t._ns(s) == "kubeflow")
         dashboard["metadata"].setdefault("annotations", {})[t.SERVICE_EXPORT_TO] = export_to
@@ -58,12 +60,12 @@ def test_a_service_not_exported_to_the_gateways_namespace_is_a_503_there(plans, 
 
 def test_a_mesh_whose_services_default_to_private_hides_kubeflow_from_its_gateway(plans):
     host = t.model_from_plan(plans["dev"]).settings.hosts[0]
-    model = _model(plans["dev"], mesh={"defaultServiceExportTo": ["."]})
+    model = _model(plans["dev"], service_default=["."])
     assert model.settings.default_service_export_to == (".",)
     traced = t.trace_request(model, f"https://{host}/", t.browser("alice@example.com"))
     assert not traced.reached and traced.status == 503 and "exportTo ['.']" in traced.refused_at.why
     # A Service that names its own exportTo is not subject to the default.
-    traced = t.trace_request(_model(plans["dev"], export_to="*", mesh={"defaultServiceExportTo": ["."]}), f"https://{host}/",
+    traced = t.trace_request(_model(plans["dev"], export_to="*", service_default=["."]), f"https://{host}/",
                              t.browser("alice@example.com"))
     assert traced.reached
 
