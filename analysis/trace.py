@@ -751,7 +751,7 @@ def _listener_port(listener: Mapping[str, Any]) -> int:
 def sidecar_imported_ports(sidecar: Mapping[str, Any], proxy_namespace: str, service_host: str, service_namespace: str,
                            service_ports: Sequence[int]) -> list[int]:
     """The ports on which a Sidecar's egress listeners import a service, in the service's port order (SidecarScope
-    services, istio/istio@1.28.0 pilot/pkg/model/sidecar.go:342-360 and 678-800): a listener with a `port` imports
+    services, istio/istio@1.28.0 pilot/pkg/model/sidecar.go:342-360 and 678-797): a listener with a `port` imports
     the service on that port only, and only if the service has it (serviceMatchingListenerPort); one without imports
     every port. Hosts: `namespace/dnsName`, `.` the proxy's own namespace, `*` any namespace, `~` none; the service's
     host must be `dnsName` or a subset of its wildcard; an entry without exactly one `/` is ignored (:439-442).
@@ -777,7 +777,7 @@ def sidecar_imports(sidecar: Mapping[str, Any], proxy_namespace: str, service_ho
             return any(not _listener_port(listener) and _listener_imports(listener, proxy_namespace, service_host,
                                                                           service_namespace) for listener in listeners)
         return bool(sidecar_imported_ports(sidecar, proxy_namespace, service_host, service_namespace, service_ports))
-    # GetEgressListenerForRDS (sidecar.go:475-500): the first listener that has no port or the request's.
+    # GetEgressListenerForRDS (sidecar.go:475-505): the first listener that has no port or the request's.
     serving = next((listener for listener in listeners if _listener_port(listener) in (0, port)), None)
     return serving is not None and port in service_ports and \
         _listener_imports(serving, proxy_namespace, service_host, service_namespace)
@@ -1682,7 +1682,7 @@ def _client_tls(rule: Mapping[str, Any] | None, subset: Mapping[str, Any] | None
     (the proto's zero value, so `tls: {}` too): plaintext. SIMPLE and MUTUAL are refused by name.
     The policy is the one for the Service `port`: a portLevelSettings entry for it replaces the top level; a subset's
     traffic policy (its own port-level entry likewise) then replaces the rule's `tls` when it sets one, or whenever
-    it has an entry for the port (util.go:829-875 MergeSubsetTrafficPolicy)."""
+    it has an entry for the port (util.go:829-872 MergeSubsetTrafficPolicy)."""
     policy, _ = _port_policy(((rule or {}).get("spec") or {}).get("trafficPolicy"), port)
     tls = (policy or {}).get("tls")
     if subset is not None and subset.get("trafficPolicy") is not None:
@@ -1737,7 +1737,7 @@ def _to_destination(model: MeshModel, trace: Trace, source: tuple, route_namespa
         return trace.refuse("Service", where, ref(service), f"selector {_format_labels(selector)} picks no workload of the plan: 503", 503)
     if subset is not None:
         # A subset's labels narrow the Service's endpoints (the subset cluster's EDS, ServiceInstances filtered by
-        # subset labels, networking/core/cluster_builder.go:292-300); none left: no healthy upstream.
+        # subset labels, pilot/pkg/xds/endpoints/endpoint_builder.go:148-164, 368); none left: no healthy upstream.
         selected = [w for w in selected if labels_subset(subset.get("labels") or {}, w.labels)]
         if not selected:
             return trace.refuse("DestinationRule", where, ref(rule), f"subset {subset.get('name')!r} labels "
