@@ -30,12 +30,18 @@ route             VirtualServices the gateway pods are given (analysis.routes, p
                   intersect the server's (gateway.go:424-434), their HTTP routes in order, all of one host merged
                   (gateway.go:473-507) with catch-all routes moved last (route/route.go:1619-1649); first match wins.
 destination       the Service by host, its port's targetPort, the Deployment/StatefulSet whose pod labels its selector
-                  picks; no Service or no workload: 503.
+                  picks; no Service or no workload: 503. The Service must be visible to the caller's namespace
+                  (its networking.istio.io/exportTo, else meshConfig.defaultServiceExportTo; push_context.go:1080-1097):
+                  at the gateway a hidden one has no cluster (503); an in-mesh caller whose sidecar does not hold it
+                  (hidden, or not imported by its Sidecar's egress listener for the port) follows the outbound traffic
+                  policy (sidecar.go:332-340): REGISTRY_ONLY 502, ALLOW_ANY plaintext passthrough.
 NetworkPolicy     ingress rules of the policies selecting the pod (kubernetes.io/docs/concepts/services-networking/
                   network-policies): from namespace/pod selectors and ports; none selecting it: open.
-DestinationRule   the rule the caller's proxy applies to the Service (push_context.go:1238-1324): no tls is auto mTLS,
-                  ISTIO_MUTUAL always mTLS (a sidecar-less destination fails), DISABLE plaintext
-                  (networking/core/cluster_tls.go:407-461); a caller without a proxy sends plaintext.
+DestinationRule   the rule the caller's proxy applies to the Service (push_context.go:1238-1324), its policy for the
+                  Service port (portLevelSettings replace it whole) and a route's subset (its labels narrow the pods,
+                  its tls overrides; networking/util/util.go:802-872): no tls is auto mTLS, ISTIO_MUTUAL always mTLS
+                  (a sidecar-less destination fails), DISABLE plaintext (networking/core/cluster_tls.go:407-461); a
+                  caller without a proxy sends plaintext.
 PeerAuthentication workload > namespace > root namespace, the oldest of each, port-level overrides, UNSET inherits,
                   default PERMISSIVE (pilot/pkg/security/authn/policy_applier.go:390-466); STRICT refuses a plaintext
                   caller; DISABLE carries no peer identity.
