@@ -415,6 +415,10 @@ def _record_mesh(plan: Mapping[str, Any], answers: Mapping[str, Answer]) -> dict
             "extensionProviders": sorted(str(p.get("name")) for p in mesh.get("extensionProviders") or []
                                          if isinstance(p, Mapping)),
             "trustDomain": mesh.get("trustDomain") or "cluster.local",
+            # The visibility of a Service, VirtualService or DestinationRule that names no exportTo; None: Istio's `*`.
+            "defaultExportTo": {key: [str(e) for e in mesh[key]] for key in
+                                ("defaultServiceExportTo", "defaultVirtualServiceExportTo", "defaultDestinationRuleExportTo")
+                                if isinstance(mesh.get(key), list)},
         }
     daemonsets = {str(_meta(o).get("name")) for o in _items(_json(answers["daemonsets"], "daemonsets"))} \
         if "daemonsets" in answers else set()

@@ -188,6 +188,14 @@ def _mesh_problems(estate: Mapping[str, Any], plan: Mapping[str, Any], declared:
             yield (f"auth: the mesh config ({where}) has no extension provider {name!r} (it has: {known}); the gateway's "
                    "CUSTOM policy names it, so every request is denied until the mesh owner adds the stack output "
                    "authExtensionProvider to meshConfig.extensionProviders")
+        for key, value in sorted((config.get("defaultExportTo") or {}).items()):
+            # istiod honours `.` and `*` of these (istio/istio@1.28.0 pilot/pkg/model/push_context.go:1873-1900, the
+            # indexes :1565-1589, :1778-1792, :2099-2106); Kubeflow's Services, routes and rules name no exportTo, so
+            # anything but `*` hides them from the gateway's namespace, and the trace, which assumes `*`, would not say.
+            if "*" not in value:
+                yield (f"the mesh config ({where}) sets {key} {value}: Kubeflow's objects name no exportTo, so the gateway "
+                       f"in {declared.get('ingress.namespace') or 'istio-system'} would not see them (404 or 503 where the "
+                       "trace, which assumes Istio's default `*`, says reached); ask the mesh owner for `*`")
         trust_domain = config.get("trustDomain") or "cluster.local"
         if trust_domain != declared.get("auth.trustDomain"):
             yield f"auth.trustDomain is {declared.get('auth.trustDomain')} but the mesh config ({where}) has trustDomain {trust_domain}"

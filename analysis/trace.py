@@ -31,12 +31,18 @@ route             VirtualServices the gateway pods are given (analysis.routes, p
                   intersect the server's (gateway.go:424-434), their HTTP routes in order, all of one host merged
                   (gateway.go:473-507) with catch-all routes moved last (route/route.go:1619-1649); first match wins.
 destination       the Service by host, its port's targetPort, the Deployment/StatefulSet whose pod labels its selector
-                  picks; no Service or no workload: 503.
+                  picks; no Service or no workload: 503. The Service must be visible to the caller's namespace
+                  (its networking.istio.io/exportTo, else meshConfig.defaultServiceExportTo; push_context.go:1080-1097):
+                  at the gateway a hidden one has no cluster (503); an in-mesh caller whose sidecar does not hold it
+                  (hidden, or not imported by its Sidecar's egress listener for the port) follows the outbound traffic
+                  policy (sidecar.go:332-340): REGISTRY_ONLY 502, ALLOW_ANY plaintext passthrough.
 NetworkPolicy     ingress rules of the policies selecting the pod (kubernetes.io/docs/concepts/services-networking/
                   network-policies): from namespace/pod selectors and ports; none selecting it: open.
-DestinationRule   the rule the caller's proxy applies to the Service (push_context.go:1238-1324): no tls is auto mTLS,
-                  ISTIO_MUTUAL always mTLS (a sidecar-less destination fails), DISABLE plaintext
-                  (networking/core/cluster_tls.go:407-461); a caller without a proxy sends plaintext.
+DestinationRule   the rule the caller's proxy applies to the Service (push_context.go:1238-1324), its policy for the
+                  Service port (portLevelSettings replace it whole) and a route's subset (its labels narrow the pods,
+                  its tls overrides; networking/util/util.go:802-872): no tls is auto mTLS, ISTIO_MUTUAL always mTLS
+                  (a sidecar-less destination fails), DISABLE plaintext (networking/core/cluster_tls.go:407-461); a
+                  caller without a proxy sends plaintext.
 PeerAuthentication workload > namespace > root namespace, the oldest of each, port-level overrides, UNSET inherits,
                   default PERMISSIVE (pilot/pkg/security/authn/policy_applier.go:390-466); STRICT refuses a plaintext
                   caller; DISABLE carries no peer identity.
@@ -130,6 +136,15 @@ class MeshSettings:
     #: policy rules changed (1.25: source serviceAccounts, waypoint default policies; 1.28: spaceDelimitedClaims), the
     #: trace follows this version or refuses. Plans without it are judged as Istio 1.28.
     istio_version: str = "1.28"
+    #: meshConfig.outboundTrafficPolicy.mode (transformReport.mesh.outboundTrafficPolicy): where a sidecar sends a host
+    #: its scope does not import. Istio's own default is ALLOW_ANY (istio/istio@1.28.0 pkg/config/mesh/mesh.go:83).
+    outbound_traffic_policy: str = "ALLOW_ANY"
+    #: meshConfig.defaultServiceExportTo and defaultDestinationRuleExportTo: the visibility of a Service or a
+    #: DestinationRule that names none. Istio's default is `*` (push_context.go:1873-1900); of the values, istiod
+    #: honours `.` and `*` alone. A plan traces under Istio's default; the estate check compares it with the
+    #: mesh config the estate recorded (analysis/estate_checks.py).
+    default_service_export_to: tuple[str, ...] = ("*",)
+    default_destination_rule_export_to: tuple[str, ...] = ("*",)
 
     def session_works_on(self, host: str) -> bool:
         """Whether a browser can log in and keep a session on `host`: its CSRF cookie must reach the callback host and
@@ -179,6 +194,7 @@ class MeshSettings:
             login_known="login" in data,
             self_service_domains=tuple((outputs.get("profileSelfService") or {}).get("emailDomains") or ()),
             istio_version=str(data.get("istioVersion") or "1.28"),
+            outbound_traffic_policy=str(mesh.get("outboundTrafficPolicy") or "ALLOW_ANY").upper(),
         )
 
 
@@ -701,29 +717,31 @@ def sidecar_scope(model: MeshModel, namespace: str, labels: Mapping[str, str]) -
     return min(root, key=creation_order) if root else None
 
 
-#: Fields of a Sidecar's egress listener the trace evaluates (`hosts`); any other changes what the proxy listens on.
-_SIDECAR_EGRESS_FIELDS = {"hosts"}
+#: Fields of a Sidecar's egress listener the trace evaluates; `bind`, `captureMode` and `defaultEndpoint` change what
+#: the proxy listens on and are refused.
+_SIDECAR_EGRESS_FIELDS = {"hosts", "port"}
+#: The one egress port protocol that makes the listener a generic HTTP proxy rather than a port of the services it
+#: imports (istio/istio@1.28.0 pilot/pkg/model/sidecar.go:873-878 needsPortMatch).
+_HTTP_PROXY = "HTTP_PROXY"
 
 
-def sidecar_imports(sidecar: Mapping[str, Any], proxy_namespace: str, service_host: str, service_namespace: str) -> bool:
-    """Whether a Sidecar's egress `hosts` import a service (pilot/pkg/model/sidecar.go:429-470 and 678-700): each host
-    is `namespace/dnsName`, `.` the proxy's own namespace, `*` any namespace, `~` none; the service's host must be
-    `dnsName` or a subset of its wildcard (`*`, `*.example.com`); an entry without exactly one `/` is ignored (:439-442). A shape beyond one
-    egress listener of `hosts` alone (a port, bind, captureMode, several listeners, ingress)
-    is refused."""
+def sidecar_egress_listeners(sidecar: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     spec = sidecar.get("spec") or {}
     egress = spec.get("egress") or []
-    # outboundTrafficPolicy only says what happens to a host the egress hosts do not import, which is refused below.
+    # outboundTrafficPolicy only says what happens to a host the egress hosts do not import (outbound_traffic_policy).
     unmodelled = sorted(set(spec) - {"egress", "workloadSelector", "outboundTrafficPolicy"})
-    if len(egress) > 1:
-        unmodelled.append(f"{len(egress)} egress listeners")
     for listener in egress:
         unmodelled += sorted(set(listener) - _SIDECAR_EGRESS_FIELDS)
+        if str(((listener.get("port") or {}).get("protocol")) or "").upper() == _HTTP_PROXY:
+            unmodelled.append(f"an egress port of protocol {_HTTP_PROXY} (a generic HTTP proxy listener)")
     if unmodelled:
         raise authz.NotModelled(f"{ref(sidecar)}: Sidecar {', '.join(unmodelled)} is not modelled")
-    if not egress:
-        raise authz.NotModelled(f"{ref(sidecar)}: a Sidecar without egress listeners is not modelled")
-    for entry in egress[0].get("hosts") or []:
+    # No egress listener: one importing `*/*` (istio/istio@1.28.0 pilot/pkg/model/sidecar.go:312-316).
+    return list(egress) or [{"hosts": ["*/*"]}]
+
+
+def _listener_imports(listener: Mapping[str, Any], proxy_namespace: str, service_host: str, service_namespace: str) -> bool:
+    for entry in listener.get("hosts") or []:
         entry = str(entry)
         if entry.count("/") != 1:
             continue
@@ -736,6 +754,96 @@ def sidecar_imports(sidecar: Mapping[str, Any], proxy_namespace: str, service_ho
         if host_subset_of(service_host.lower(), name.lower()):
             return True
     return False
+
+
+def _listener_port(listener: Mapping[str, Any]) -> int:
+    return int((listener.get("port") or {}).get("number") or 0)
+
+
+def sidecar_imported_ports(sidecar: Mapping[str, Any], proxy_namespace: str, service_host: str, service_namespace: str,
+                           service_ports: Sequence[int]) -> list[int]:
+    """The ports on which a Sidecar's egress listeners import a service, in the service's port order (SidecarScope
+    services, istio/istio@1.28.0 pilot/pkg/model/sidecar.go:342-360 and 678-797): a listener with a `port` imports
+    the service on that port only, and only if the service has it (serviceMatchingListenerPort); one without imports
+    every port. Hosts: `namespace/dnsName`, `.` the proxy's own namespace, `*` any namespace, `~` none; the service's
+    host must be `dnsName` or a subset of its wildcard; an entry without exactly one `/` is ignored (:439-442).
+    Shapes beyond `hosts` and `port` (bind, captureMode, defaultEndpoint, an HTTP_PROXY port) are refused."""
+    ports: set[int] = set()
+    for listener in sidecar_egress_listeners(sidecar):
+        if not _listener_imports(listener, proxy_namespace, service_host, service_namespace):
+            continue
+        number = _listener_port(listener)
+        ports |= ({number} & set(service_ports)) if number else set(service_ports)
+    return [port for port in service_ports if port in ports]
+
+
+def sidecar_imports(sidecar: Mapping[str, Any], proxy_namespace: str, service_host: str, service_namespace: str,
+                    service_ports: Sequence[int] = (), port: int | None = None) -> bool:
+    """Whether a Sidecar imports a service (see sidecar_imported_ports). `port` None: on any port, or at all for a
+    service whose ports are not given. `port` given: whether a request to that service port is routed, which the
+    egress listener bound to that port decides, or, when none is, the listener without a port (the port's route
+    configuration)."""
+    listeners = sidecar_egress_listeners(sidecar)
+    if port is None:
+        if not service_ports:
+            return any(not _listener_port(listener) and _listener_imports(listener, proxy_namespace, service_host,
+                                                                          service_namespace) for listener in listeners)
+        return bool(sidecar_imported_ports(sidecar, proxy_namespace, service_host, service_namespace, service_ports))
+    # GetEgressListenerForRDS (sidecar.go:475-505): the first listener that has no port or the request's.
+    serving = next((listener for listener in listeners if _listener_port(listener) in (0, port)), None)
+    return serving is not None and port in service_ports and \
+        _listener_imports(serving, proxy_namespace, service_host, service_namespace)
+
+
+def outbound_traffic_policy(model: "MeshModel", sidecar: Mapping[str, Any] | None) -> tuple[str, str]:
+    """Where a sidecar sends a request for a host its scope does not hold (istio/istio@1.28.0 pilot/pkg/model/
+    sidecar.go:332-340): the governing Sidecar's `outboundTrafficPolicy.mode`, else the mesh's. Returns (mode, what
+    decided it). ALLOW_ANY: the PassthroughCluster, the request leaves as the application sent it (plaintext, no
+    DestinationRule); REGISTRY_ONLY: the BlackHoleCluster, a 502 for HTTP (networking/core/listener.go,
+    https://istio.io/v1.28/docs/tasks/traffic-management/egress/egress-control/)."""
+    spec = (sidecar or {}).get("spec") or {}
+    policy = spec.get("outboundTrafficPolicy")
+    if policy is not None:
+        # A Sidecar's policy, once present, is taken whole: `{}` is REGISTRY_ONLY, the mode's zero value
+        # (istio/api networking/v1alpha3/sidecar.proto OutboundTrafficPolicy.Mode).
+        mode = str(policy.get("mode") or "REGISTRY_ONLY").upper()
+        decided = ref(sidecar)
+    else:
+        policy = {}
+        mode, decided = model.settings.outbound_traffic_policy.upper(), "meshConfig.outboundTrafficPolicy"
+    if mode not in ("ALLOW_ANY", "REGISTRY_ONLY") or policy.get("egressProxy"):
+        raise authz.NotModelled(f"{decided}: outboundTrafficPolicy {policy or mode} is not modelled")
+    return mode, decided
+
+
+#: Istio's annotation that limits where a Service is visible (Service exportTo).
+SERVICE_EXPORT_TO = "networking.istio.io/exportTo"
+
+
+def service_export_to(service: Mapping[str, Any]) -> set[str]:
+    """A Service's exportTo: its annotation, comma-separated, each entry trimmed (istio/istio@1.28.0
+    pilot/pkg/serviceregistry/kube/conversion.go:86-93); empty when it has none (or an empty one). Annotations the
+    plan knows only after deploy leave it unknown: refused by name."""
+    annotations = (service.get("metadata") or {}).get("annotations") or {}
+    if not isinstance(annotations, Mapping):
+        raise authz.NotModelled(f"{ref(service)}: annotations known only after deploy, so its {SERVICE_EXPORT_TO} is not known")
+    value = str(annotations.get(SERVICE_EXPORT_TO) or "")
+    return {entry.strip() for entry in value.split(",")} if value else set()
+
+
+def service_visible(settings: MeshSettings, service: Mapping[str, Any], namespace: str) -> bool:
+    """PushContext.IsServiceVisible (istio/istio@1.28.0 pilot/pkg/model/push_context.go:1080-1097), which
+    initServiceRegistry's index agrees with (:1565-1589): with no exportTo, the mesh's defaultServiceExportTo (`.`: its
+    own namespace only, `*`: everyone); else `*`, `.` from its own namespace, or the namespace by name. `~` alone
+    hides it from everyone."""
+    own = _ns(service)
+    exported = service_export_to(service)
+    if not exported:
+        if "." in settings.default_service_export_to:
+            return own == namespace
+        if "*" in settings.default_service_export_to:
+            return True
+    return "*" in exported or ("." in exported and own == namespace) or namespace in exported
 
 
 def _target_port(service_port: Mapping[str, Any], workload: Workload) -> int | None:
@@ -1281,9 +1389,6 @@ def _trace_once(model: MeshModel, url: str, caller: Caller, method: str = "GET")
     return _trace_through_gateway(model, trace, host, path, method)
 
 
-#: Istio's annotation that limits where a Service is visible (Service exportTo).
-SERVICE_EXPORT_TO = "networking.istio.io/exportTo"
-
 #: Plaintext HTTP protocols of a Gateway server (protocol.Instance.IsHTTP, pkg/config/protocol/instance.go).
 _HTTP_PROTOCOLS = frozenset({"HTTP", "HTTP2", "HTTP_PROXY", "GRPC", "GRPC-WEB"})
 
@@ -1330,6 +1435,14 @@ def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str,
         if server_obj.get("bind"):
             raise authz.NotModelled(f"{ref(gateway_obj)}: server port {port} bind {server_obj['bind']} (a listener of its "
                                     "own address) is not modelled")
+        credential = str(tls.get("credentialName") or "")
+        if protocol == "HTTPS" and credential.startswith("kubernetes-gateway://"):
+            # Whether the gateway may read a Gateway API secret reference is istiod's verified certificate references
+            # (istio/istio@1.28.0 pilot/pkg/model/gateway.go:199-230, @1.24.6 :197-213), which differ: 1.28.0 also
+            # checks the Gateway's service account and ListenerSets, 1.24.6 does not. A plaintext server never serves
+            # its credential, so only a TLS server is refused.
+            raise authz.NotModelled(f"{ref(gateway_obj)}: server port {port} credentialName {credential} (a Gateway API "
+                                    "secret reference, which istiod verifies per version) is not modelled")
         # An HTTP server's `tls` is ignored but for httpsRedirect (gateway.go:528-545: an HTTP server is plaintext).
         if protocol == "HTTPS" and len({_ns(g) + "/" + _name(g) for g, _ in on_port}) > 1:
             raise authz.NotModelled(f"{ref(gateway_obj)}: a TLS server on port {port} shared with another Gateway "
@@ -1487,7 +1600,10 @@ def _trace_in_mesh(model: MeshModel, trace: Trace, host: str, port: int, path: s
     trace.add("caller", f"sidecar {caller.namespace}", "-", "info",
               f"in-mesh workload {principal} calls {host}:{port} directly (mTLS from its sidecar)")
     _refuse_mesh_routes(model, caller.namespace or "default", host)
-    _sidecar_egress(model, trace, caller.namespace or "default", caller.pod_labels, host)
+    if not _sidecar_egress(model, trace, caller.namespace or "default", caller.pod_labels, host, port):
+        if trace.refused_at is not None:
+            return trace
+        principal = None  # the PassthroughCluster: the request leaves as the application sent it, in plaintext
     headers = {k.lower(): v for k, v in caller.headers.items()}
     trace.user = headers.get(settings.user_header)
     source = ("workload", caller.namespace or "default", dict(caller.pod_labels), principal)
@@ -1495,22 +1611,44 @@ def _trace_in_mesh(model: MeshModel, trace: Trace, host: str, port: int, path: s
                            path, headers, host, method, None, None, None)
 
 
-def _sidecar_egress(model: MeshModel, trace: Trace, namespace: str, labels: Mapping[str, str], host: str) -> None:
-    """The caller's Sidecar resource, if any, must import the service it calls; one that does not leaves the caller's
-    proxy without a route for it, and what it does then (passthrough without mTLS, or a 502 under REGISTRY_ONLY) is the
-    mesh's outboundTrafficPolicy: refused by name rather than guessed."""
+def _sidecar_egress(model: MeshModel, trace: Trace, namespace: str, labels: Mapping[str, str], host: str,
+                    port: int | None = None) -> bool:
+    """Whether the caller's sidecar holds the service it calls: the Service must be exported to the caller's namespace
+    (service_visible) and, when a Sidecar resource governs the caller, imported by its egress listener for the port
+    (sidecar_imports). Otherwise the outbound traffic policy decides (outbound_traffic_policy): REGISTRY_ONLY refuses
+    the request with the BlackHoleCluster's 502 (False, the trace refused); ALLOW_ANY lets it pass through without
+    the sidecar's mTLS or DestinationRule (False, the trace goes on). True: the sidecar routes it as a mesh service."""
     injected, _ = has_sidecar(model, Workload({}, namespace, dict(labels), {}, "default", []))
-    sidecar = sidecar_scope(model, namespace, labels) if injected else None
-    if sidecar is None:
-        return  # no Sidecar resource governs it, or the caller has no sidecar for one to govern
+    if not injected:
+        return True  # no sidecar to hold or miss anything; the destination hop answers
     service = _resolve_service(model, host, namespace)
     if service is None:
-        return  # the destination hop answers: no Service in the plan
+        return True  # the destination hop answers: no Service in the plan
+    sidecar = sidecar_scope(model, namespace, labels)
     fqdn = f"{_name(service)}.{_ns(service)}.svc.cluster.local"
-    if not sidecar_imports(sidecar, namespace, fqdn, _ns(service)):
-        raise authz.NotModelled(f"{ref(sidecar)}: its egress hosts do not import {fqdn}, so the caller's sidecar has no "
-                                "route for it (outboundTrafficPolicy decides what happens): not modelled")
-    trace.add("Sidecar", f"sidecar {namespace}", ref(sidecar), "pass", f"egress hosts import {fqdn}")
+    service_ports = [int(p["port"]) for p in (service.get("spec") or {}).get("ports") or [] if isinstance(p.get("port"), int)]
+    if port is not None and port not in service_ports:
+        return True  # the destination hop answers: the Service has no such port
+    where = f"sidecar {namespace}"
+    missing = None
+    if not service_visible(model.settings, service, namespace):
+        missing = (ref(service), f"{ref(service)} is not exported to {namespace} (exportTo "
+                   f"{sorted(service_export_to(service)) or list(model.settings.default_service_export_to)})")
+    elif sidecar is not None and not sidecar_imports(sidecar, namespace, fqdn, _ns(service), service_ports, port):
+        missing = (ref(sidecar), f"{ref(sidecar)}'s egress hosts do not import {fqdn}" + (f" on port {port}" if port else ""))
+    if missing is None:
+        if sidecar is not None:
+            trace.add("Sidecar", where, ref(sidecar), "pass", f"egress hosts import {fqdn}")
+        return True
+    mode, decided = outbound_traffic_policy(model, sidecar)
+    if mode == "REGISTRY_ONLY":
+        trace.refuse("Sidecar", where, f"{missing[0]}, {decided}",
+                     f"{missing[1]}, so the caller's sidecar has no route for it; outboundTrafficPolicy REGISTRY_ONLY "
+                     "sends it to the BlackHoleCluster: 502", 502)
+        return False
+    trace.add("Sidecar", where, f"{missing[0]}, {decided}", "info",
+              f"{missing[1]}; outboundTrafficPolicy ALLOW_ANY: the PassthroughCluster, plaintext without the sidecar's mTLS")
+    return False
 
 
 def _service_fqdn(host: str, namespace: str) -> str:
@@ -1536,14 +1674,8 @@ def _resolve_service(model: MeshModel, host: str, default_namespace: str) -> Map
     parts = host.split(".")
     name = parts[0]
     namespace = parts[1] if len(parts) > 1 and parts[1] != "svc" else default_namespace
-    service = next((s for s in model.kind("Service") if _name(s) == name and _ns(s) == namespace), None)
-    exported = ((service or {}).get("metadata") or {}).get("annotations", {}) or {}
-    if SERVICE_EXPORT_TO in exported:
-        # A Service's own visibility (istio/istio@1.28.0 pilot/pkg/serviceregistry/kube/conversion.go:86-91, the
-        # annotation read into Service.Attributes.ExportTo:114; pilot/pkg/model/push_context.go IsServiceVisible) is not
-        # evaluated here: refused rather than taken as visible everywhere.
-        raise authz.NotModelled(f"Service {namespace}/{name}: annotation {SERVICE_EXPORT_TO} is not modelled")
-    return service
+    # The Service's own visibility (its exportTo annotation) is judged where a proxy uses it: service_visible.
+    return next((s for s in model.kind("Service") if _name(s) == name and _ns(s) == namespace), None)
 
 
 def _dr_host(rule: Mapping[str, Any]) -> str:
@@ -1573,9 +1705,9 @@ def destination_rule_for(model: MeshModel, proxy_namespace: str, service_namespa
     (:2060-2124). 1. the proxy's namespace (every rule there exported to it: none, `*`, `.` or its own name), or, for
     a proxy in the root namespace, the root namespace's private rules; 2. the service's namespace, 3. the root
     namespace, their rules exported beyond their own namespace, kept only when exported to the proxy's namespace
-    (:1306-1324, after the most specific host is chosen). meshConfig's defaultDestinationRuleExportTo is taken as
-    its default (`*`). A rule with a workloadSelector, several rules merged for one host (mergeDestinationRule) and
-    a rule's portLevelSettings tls are refused by name."""
+    (:1306-1324, after the most specific host is chosen). A rule without exportTo is private to its namespace when
+    the mesh's defaultDestinationRuleExportTo holds `.` (:2099-2106), else exported to all. A rule with a
+    workloadSelector and several rules merged for one host (mergeDestinationRule) are refused by name."""
     root = model.settings.root_namespace
     rules = sorted(model.kind("DestinationRule"), key=creation_order)
 
@@ -1589,6 +1721,8 @@ def destination_rule_for(model: MeshModel, proxy_namespace: str, service_namespa
 
     def private(rule: Mapping[str, Any]) -> bool:
         exported = export_to(rule)
+        if not exported:
+            return "." in model.settings.default_destination_rule_export_to
         return len(exported) == 1 and bool(exported & {".", _ns(rule)})
 
     def exported_from(namespace: str) -> list[Mapping[str, Any]]:
@@ -1609,19 +1743,35 @@ def destination_rule_for(model: MeshModel, proxy_namespace: str, service_namespa
     if len(found) > 1:
         raise authz.NotModelled(f"{', '.join(ref(r) for r in found)}: several DestinationRules for {fqdn} "
                                 "(merged by istiod) are not modelled")
-    rule = found[0]
-    policy = (rule.get("spec") or {}).get("trafficPolicy") or {}
-    if any("tls" in (setting or {}) for setting in policy.get("portLevelSettings") or []):
-        raise authz.NotModelled(f"{ref(rule)}: trafficPolicy.portLevelSettings tls is not modelled")
-    return rule
+    return found[0]
 
 
-def _client_tls(rule: Mapping[str, Any] | None) -> str:
+def _port_policy(policy: Mapping[str, Any] | None, port: int | None) -> tuple[Mapping[str, Any] | None, bool]:
+    """GetPortLevelTrafficPolicy (istio/istio@1.28.0 pilot/pkg/networking/util/util.go:802-827): the entry of
+    portLevelSettings for the Service port replaces the whole policy, inheriting nothing from the top level; True
+    when one did."""
+    if policy is None or port is None:
+        return policy, False
+    for setting in policy.get("portLevelSettings") or []:
+        if int(((setting or {}).get("port") or {}).get("number") or 0) == port:
+            return setting, True
+    return policy, False
+
+
+def _client_tls(rule: Mapping[str, Any] | None, subset: Mapping[str, Any] | None = None, port: int | None = None) -> str:
     """The caller proxy's transport toward the destination (istio/istio@1.28.0 pilot/pkg/networking/core/
     cluster_tls.go:407-461 buildUpstreamTLSSettings): no `tls` in the rule: auto mTLS (mTLS to a pod with a sidecar,
     plaintext otherwise, :90-110); ISTIO_MUTUAL: always mTLS (user supplied, no plaintext fallback); DISABLE
-    (the proto's zero value, so `tls: {}` too): plaintext. SIMPLE and MUTUAL are refused by name."""
-    tls = (((rule or {}).get("spec") or {}).get("trafficPolicy") or {}).get("tls")
+    (the proto's zero value, so `tls: {}` too): plaintext. SIMPLE and MUTUAL are refused by name.
+    The policy is the one for the Service `port`: a portLevelSettings entry for it replaces the top level; a subset's
+    traffic policy (its own port-level entry likewise) then replaces the rule's `tls` when it sets one, or whenever
+    it has an entry for the port (util.go:829-872 MergeSubsetTrafficPolicy)."""
+    policy, _ = _port_policy(((rule or {}).get("spec") or {}).get("trafficPolicy"), port)
+    tls = (policy or {}).get("tls")
+    if subset is not None and subset.get("trafficPolicy") is not None:
+        own, port_level = _port_policy(subset["trafficPolicy"], port)
+        if policy is None or own.get("tls") is not None or port_level:
+            tls = own.get("tls")
     if tls is None:
         return "AUTO"
     mode = str(tls.get("mode") or "DISABLE")
@@ -1643,15 +1793,38 @@ def _to_destination(model: MeshModel, trace: Trace, source: tuple, route_namespa
     service_port = next((p for p in ports if port_number is None or p.get("port") == port_number), None)
     if service_port is None:
         return trace.refuse("Service", where, ref(service), f"has no port {port_number}: 503", 503)
+    if source_kind == "gateway" and not service_visible(settings, service, source_namespace):
+        # The gateway's clusters are the services exported to its namespace (istio/istio@1.28.0 pilot/pkg/model/
+        # sidecar.go:250-262 DefaultSidecarScopeForGateway; a route's service must be visible to it, networking/core/
+        # gateway.go:324-350); a route to another names a cluster Envoy does not have: cluster_not_found_response_code,
+        # 503 by default (envoyproxy/envoy config/route/v3/route_components.proto RouteAction).
+        exported = sorted(service_export_to(service)) or list(settings.default_service_export_to)
+        return trace.refuse("Service", where, ref(service), f"not exported to {source_namespace} (exportTo {exported}): the "
+                            "gateway has no cluster for it, 503 (cluster not found)", 503)
+    # The DestinationRule the caller's proxy applies: its transport and, for a route to a subset, the subset's endpoints
+    # and traffic policy. A caller without a proxy (no principal) sends plaintext whatever the rules say.
+    fqdn = f"{_name(service)}.{_ns(service)}.svc.cluster.local"
+    rule = destination_rule_for(model, source_namespace, _ns(service), fqdn) if source_principal is not None else None
+    subset = None
     if destination.get("subset"):
-        # A subset is a DestinationRule's (its labels pick the endpoints, its trafficPolicy overrides the rule's):
-        # not evaluated, refused rather than routed to every pod.
-        raise authz.NotModelled(f"route destination {destination.get('host')} subset {destination.get('subset')!r} "
-                                "(a DestinationRule subset) is not modelled")
+        subset = next((s for s in ((rule or {}).get("spec") or {}).get("subsets") or [] if s.get("name") == destination["subset"]), None)
+        if subset is None:
+            # istiod builds a subset's cluster only from the DestinationRule the proxy applies to the host
+            # (networking/core/cluster_builder.go:274-330 buildSubsetCluster); a route to another names no cluster: 503.
+            return trace.refuse("DestinationRule", where, ref(rule) if rule is not None else "-",
+                                f"subset {destination['subset']!r} of {fqdn} is in no DestinationRule the caller's proxy "
+                                "applies: no such cluster, 503 (cluster not found)", 503)
     selector = (service.get("spec") or {}).get("selector") or {}
     selected = [w for w in workloads(model, _ns(service)) if selector and labels_subset(selector, w.labels)]
     if not selected:
         return trace.refuse("Service", where, ref(service), f"selector {_format_labels(selector)} picks no workload of the plan: 503", 503)
+    if subset is not None:
+        # A subset's labels narrow the Service's endpoints (the subset cluster's EDS, ServiceInstances filtered by
+        # subset labels, pilot/pkg/xds/endpoints/endpoint_builder.go:148-164, 368); none left: no healthy upstream.
+        selected = [w for w in selected if labels_subset(subset.get("labels") or {}, w.labels)]
+        if not selected:
+            return trace.refuse("DestinationRule", where, ref(rule), f"subset {subset.get('name')!r} labels "
+                                f"{_format_labels(subset.get('labels') or {})} pick no pod of {ref(service)}: 503 (no healthy upstream)", 503)
     workload = selected[0]
     target = _target_port(service_port, workload)
     if target is None:
@@ -1667,20 +1840,23 @@ def _to_destination(model: MeshModel, trace: Trace, source: tuple, route_namespa
 
     ambient = settings.data_plane == "ambient"
     request = authz.Request(source_principal, target, headers, settings.trust_domain, method, path, host, None, None)
+    # The caller's proxy (a sidecar, or the gateway's Envoy) picks its transport from the DestinationRule it applies
+    # to the Service, a subset's traffic policy over the rule's.
+    client_tls = _client_tls(rule, subset, service_port.get("port")) if source_principal is not None else "AUTO"
     if ambient:
+        if rule is not None and (client_tls not in ("AUTO", "ISTIO_MUTUAL") or subset is not None):
+            # ztunnel applies no DestinationRule; whether the caller's proxy or a waypoint sends HBONE, plaintext or
+            # its own TLS to an ambient pod under such a rule is not evaluated here.
+            shape = f"subset {subset.get('name')!r}" if subset is not None else f"tls.mode {client_tls}"
+            raise authz.NotModelled(f"{ref(rule)}: a DestinationRule {shape} under the ambient data plane is not modelled")
         return _ambient_destination(model, trace, workload, service, target, request, source_principal)
 
     sidecar, why = has_sidecar(model, workload)
-    # The caller's proxy (a sidecar, or the gateway's Envoy) picks its transport from the DestinationRule it applies
-    # to the Service; a caller without a proxy (no principal) sends plaintext whatever the rules say.
-    client_tls, rule = "AUTO", None
-    if source_principal is not None:
-        rule = destination_rule_for(model, source_namespace, _ns(service), f"{_name(service)}.{_ns(service)}.svc.cluster.local")
-        client_tls = _client_tls(rule)
     if rule is not None:
         trace.add("DestinationRule", f"{source_kind} {source_namespace}", ref(rule), "info",
-                  {"AUTO": "no tls: auto mTLS", "ISTIO_MUTUAL": "tls.mode ISTIO_MUTUAL: the caller's proxy always sends mTLS",
-                   "DISABLE": "tls.mode DISABLE: the caller's proxy sends plaintext"}[client_tls])
+                  (f"subset {subset.get('name')!r} ({_format_labels(subset.get('labels') or {})}); " if subset is not None else "")
+                  + {"AUTO": "no tls: auto mTLS", "ISTIO_MUTUAL": "tls.mode ISTIO_MUTUAL: the caller's proxy always sends mTLS",
+                     "DISABLE": "tls.mode DISABLE: the caller's proxy sends plaintext"}[client_tls])
     if client_tls == "ISTIO_MUTUAL" and not sidecar:
         # A user-supplied ISTIO_MUTUAL has no plaintext fallback (cluster_tls.go:89-110 applies transport socket
         # matches only when auto-detected): the TLS handshake meets a plaintext server and the caller's proxy answers 503.

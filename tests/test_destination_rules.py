@@ -3,12 +3,14 @@ pilot/pkg/networking/core/cluster_tls.go:407-461 buildUpstreamTLSSettings): ISTI
 sidecar-less destination fails the handshake), DISABLE sends plaintext (STRICT resets it), no `tls` is auto mTLS.
 Which rule applies is PushContext.destinationRule (pilot/pkg/model/push_context.go:1238-1324): the caller's
 namespace, then the Service's, then the root namespace, with exportTo and the most specific host. Shapes the trace
-does not evaluate (SIMPLE, MUTUAL, portLevelSettings tls, workloadSelector, merged rules, route subsets) are refused
-by name."""
+does not evaluate (SIMPLE, MUTUAL, workloadSelector, merged rules, non-mutual rules under ambient) are refused by
+name. A portLevelSettings entry replaces the rule's policy for its port; a route's subset narrows the endpoints by
+its labels and its traffic policy overrides the rule's (pilot/pkg/networking/util/util.go:802-875)."""
 
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 
@@ -171,8 +173,6 @@ def _probe_rule(name, tls=None, **spec):
 REFUSED = {
     "tls.mode SIMPLE": _probe_rule("simple", {"mode": "SIMPLE"}),
     "tls.mode MUTUAL": _probe_rule("mutual", {"mode": "MUTUAL"}),
-    "portLevelSettings tls": _probe_rule("ports", None, trafficPolicy={
-        "portLevelSettings": [{"port": {"number": 8888}, "tls": {"mode": "DISABLE"}}]}),
     "workloadSelector": _rule("selected", "istio-system", "ml-pipeline.kubeflow.svc.cluster.local", {"mode": "DISABLE"},
                               workloadSelector={"matchLabels": {"app": "probe"}}),
     "several DestinationRules": _rule("second", "kubeflow", "ml-pipeline", {"mode": "DISABLE"}),
@@ -186,13 +186,87 @@ def test_a_destination_rule_shape_the_trace_does_not_evaluate_is_refused_by_name
         t.trace_request(_model(plans[stack], REFUSED[shape]), ML_PIPELINE, PROBE)
 
 
-def test_a_route_to_a_subset_is_refused_by_name(plans):
-    model = t.model_from_plan(plans["dev"])
-    host = model.settings.hosts[0]
-    route = {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-             "metadata": {"name": "subset", "namespace": "kubeflow"},
-             "spec": {"hosts": [host], "gateways": ["kubeflow/kubeflow-gateway"], "http": [
-                 {"match": [{"uri": {"prefix": "/subset/"}}],
-                  "route": [{"destination": {"host": "centraldashboard.kubeflow.svc.cluster.local", "subset": "v1"}}]}]}}
-    with pytest.raises(authz.NotModelled, match="subset 'v1'"):
-        t.trace_request(_model(plans["dev"], route), f"https://{host}/subset/", t.browser("alice@example.com"))
+def test_a_port_level_setting_replaces_the_rules_policy_for_its_port_only(plans):
+    # GetPortLevelTrafficPolicy (util.go:802-827): the entry for the Service port wins whole, inheriting nothing.
+    ports = _probe_rule("ports", {"mode": "ISTIO_MUTUAL"}, trafficPolicy={
+        "tls": {"mode": "ISTIO_MUTUAL"}, "portLevelSettings": [{"port": {"number": 8888}, "tls": {"mode": "DISABLE"}}]})
+    traced = t.trace_request(_model(plans["prod"], ports), ML_PIPELINE, PROBE)
+    assert "DISABLE" in _hop(traced, "DestinationRule").why
+    # prod is STRICT: the plaintext the port-level DISABLE makes the probe's proxy send is reset.
+    assert not traced.reached and traced.refused_at.step == "PeerAuthentication"
+    # An entry without tls still replaces the whole policy for its port: no tls there, so auto mTLS.
+    bare = _probe_rule("bare", None, trafficPolicy={
+        "tls": {"mode": "DISABLE"}, "portLevelSettings": [{"port": {"number": 8888}, "connectionPool": {}}]})
+    traced = t.trace_request(_model(plans["prod"], bare), ML_PIPELINE, PROBE)
+    assert traced.reached and "auto mTLS" in _hop(traced, "DestinationRule").why
+    # An entry for another port leaves the rule's own tls.
+    other = _probe_rule("other", None, trafficPolicy={
+        "tls": {"mode": "DISABLE"}, "portLevelSettings": [{"port": {"number": 8887}, "tls": {"mode": "ISTIO_MUTUAL"}}]})
+    traced = t.trace_request(_model(plans["prod"], other), ML_PIPELINE, PROBE)
+    assert "DISABLE" in _hop(traced, "DestinationRule").why and not traced.reached
+
+
+def _subset_route(host, subset):
+    return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "subset", "namespace": "kubeflow"},
+            "spec": {"hosts": [host], "gateways": ["kubeflow/kubeflow-gateway"], "http": [
+                {"match": [{"uri": {"prefix": "/subset/"}}],
+                 "route": [{"destination": {"host": "centraldashboard.kubeflow.svc.cluster.local", "subset": subset}}]}]}}
+
+
+def _subsets(*subsets, tls=None):
+    return _rule("dashboard-subsets", "kubeflow", "centraldashboard", tls, subsets=list(subsets))
+
+
+def test_a_route_to_a_subset_reaches_the_pods_its_labels_pick(plans):
+    host = t.model_from_plan(plans["dev"]).settings.hosts[0]
+    rule = _subsets({"name": "v1", "labels": {"app": "centraldashboard"}}, {"name": "none", "labels": {"version": "v9"}})
+    traced = t.trace_request(_model(plans["dev"], _subset_route(host, "v1"), rule), f"https://{host}/subset/",
+                             t.browser("alice@example.com"))
+    assert traced.reached and "centraldashboard" in traced.backend
+    assert "subset 'v1'" in _hop(traced, "DestinationRule").why
+    # Labels that pick no pod of the Service leave the subset's cluster without endpoints.
+    traced = t.trace_request(_model(plans["dev"], _subset_route(host, "none"), rule), f"https://{host}/subset/",
+                             t.browser("alice@example.com"))
+    assert not traced.reached and traced.status == 503 and "pick no pod" in traced.refused_at.why
+
+
+def test_a_route_to_a_subset_no_rule_defines_is_a_503(plans):
+    host = t.model_from_plan(plans["dev"]).settings.hosts[0]
+    for objects in ([_subset_route(host, "v2")], [_subset_route(host, "v2"), _subsets({"name": "v1", "labels": {}})]):
+        traced = t.trace_request(_model(plans["dev"], *objects), f"https://{host}/subset/", t.browser("alice@example.com"))
+        assert not traced.reached and traced.status == 503 and "subset 'v2'" in traced.refused_at.why
+
+
+def test_a_subsets_tls_overrides_the_rules(plans):
+    host = t.model_from_plan(plans["prod"]).settings.hosts[0]
+    rule = _subsets({"name": "v1", "labels": {"app": "centraldashboard"}, "trafficPolicy": {"tls": {"mode": "DISABLE"}}},
+                    tls={"mode": "ISTIO_MUTUAL"})
+    traced = t.trace_request(_model(plans["prod"], _subset_route(host, "v1"), rule), f"https://{host}/subset/",
+                             t.browser("alice@example.com"))
+    assert "DISABLE" in _hop(traced, "DestinationRule").why
+    assert not traced.reached and traced.refused_at.step == "PeerAuthentication"  # prod is STRICT
+
+
+def test_under_ambient_a_rule_other_than_istio_mutual_is_refused_by_name(plans):
+    plan = copy.deepcopy(plans["dev"])
+    plan["outputs"]["transformReport"]["mesh"] = {"dataPlane": "ambient", "mtls": "strict"}
+    host = t.model_from_plan(plan).settings.hosts[0]
+    disable = _rule("plain", "kubeflow", "centraldashboard", {"mode": "DISABLE"})
+    with pytest.raises(authz.NotModelled, match="tls.mode DISABLE under the ambient data plane"):
+        t.trace_request(_model(plan, disable), f"https://{host}/", t.browser("alice@example.com"))
+    with pytest.raises(authz.NotModelled, match="subset 'v1' under the ambient data plane"):
+        t.trace_request(_model(plan, _subset_route(host, "v1"), _subsets({"name": "v1", "labels": {}})),
+                        f"https://{host}/subset/", t.browser("alice@example.com"))
+    # The plans' own rules are ISTIO_MUTUAL: the ambient trace answers through them.
+    assert t.trace_request(t.model_from_plan(plan), f"https://{host}/pipeline/", t.browser("alice@example.com")).reached
+
+
+def test_a_mesh_whose_rules_default_to_private_hides_them_from_other_namespaces(plans):
+    dev = t.model_from_plan(plans["dev"])
+    model = t.MeshModel(dev.objects, replace(dev.settings, default_destination_rule_export_to=(".",)))
+    ml_pipeline = next(s for s in model.kind("Service") if t._name(s) == "ml-pipeline" and t._ns(s) == "kubeflow")
+    assert _rule_for(model, "kubeflow", ml_pipeline)["metadata"]["name"] == "ml-pipeline"
+    # push_context.go:2099-2106: no exportTo under a `.` default is private; the gateway's namespace sees none.
+    assert _rule_for(model, "istio-system", ml_pipeline) is None
+    assert _rule_for(t.model_from_plan(plans["dev"]), "istio-system", ml_pipeline)["metadata"]["name"] == "ml-pipeline"

@@ -77,11 +77,11 @@ REFUSED_SHAPES = {
                      "spec": {"selector": {"matchLabels": {"istio": "ingressgateway"}},
                               "jwtRules": [{"issuer": "https://x.example.com", "fromHeaders": [{"name": "x-token"}]}]}},
                     f"https://{HOST}/pipeline/", OWNER),
-    "egress hosts do not import": ({"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
-                                    "metadata": {"name": "own-namespace-only", "namespace": "bob"},
-                                    "spec": {"egress": [{"hosts": ["./*", "istio-system/*"]}]}},
-                                   "http://centraldashboard.kubeflow.svc.cluster.local/",
-                                   t.workload("bob", "default-editor", {"notebook-name": "x"})),
+    "Sidecar bind": ({"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
+                      "metadata": {"name": "bound", "namespace": "bob"},
+                      "spec": {"egress": [{"hosts": ["*/*"], "bind": "127.0.0.2"}]}},
+                     "http://centraldashboard.kubeflow.svc.cluster.local/",
+                     t.workload("bob", "default-editor", {"notebook-name": "x"})),
     "Sidecar ingress listeners": ({"apiVersion": "networking.istio.io/v1", "kind": "Sidecar",
                                    "metadata": {"name": "with-ingress", "namespace": "alice"},
                                    "spec": {"ingress": [{"port": {"number": 8888, "protocol": "HTTP", "name": "http"},
@@ -100,17 +100,6 @@ REFUSED_SHAPES = {
                           "http://centraldashboard.kubeflow.svc.cluster.local/",
                           t.workload("bob", "default-editor", {"notebook-name": "x"})),
 }
-
-
-def test_a_service_with_its_own_export_to_is_refused_by_name(dev_plan):
-    # Istio reads the annotation into the Service's visibility (istio/istio@1.28.0
-    # pilot/pkg/serviceregistry/kube/conversion.go:86-91); the trace does not evaluate it.
-    plan = copy.deepcopy(dev_plan)
-    model = t.model_from_plan(plan)
-    service = next(s for s in model.kind("Service") if s["metadata"]["name"] == "centraldashboard")
-    service["metadata"].setdefault("annotations", {})["networking.istio.io/exportTo"] = "kubeflow"
-    with pytest.raises(authz.NotModelled, match="networking.istio.io/exportTo"):
-        t.trace_request(model, f"https://{HOST}/", OWNER)
 
 
 def test_a_url_on_another_port_than_its_schemes_is_refused_by_name(dev_plan):
@@ -240,7 +229,9 @@ def test_keys_istiod_cannot_fetch_fail_every_token_of_their_issuer(dev_plan):
 def test_a_sidecar_resource_does_not_govern_a_caller_without_a_sidecar(dev_plan):
     # A Sidecar resource configures a sidecar proxy (push_context.go doGetSidecarScope, SidecarProxy only): a pod
     # that opts out of injection calls the Service directly whatever its namespace's Sidecar imports.
-    sidecar, url, _ = REFUSED_SHAPES["egress hosts do not import"]
+    sidecar = {"apiVersion": "networking.istio.io/v1", "kind": "Sidecar", "metadata": {"name": "own-namespace-only", "namespace": "bob"},
+               "spec": {"egress": [{"hosts": ["./*", "istio-system/*"]}], "outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}}}
+    url = "http://centraldashboard.kubeflow.svc.cluster.local/"
     caller = t.workload("bob", "default-editor", {"notebook-name": "x", "sidecar.istio.io/inject": "false"})
     traced = t.trace_request(_model(dev_plan, sidecar), url, caller)
     assert not any(h.step == "Sidecar" for h in traced.hops)

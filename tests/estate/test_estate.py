@@ -296,6 +296,10 @@ def _registry_only(cluster, aws):
     _mesh(cluster, lambda text: text.replace("mode: ALLOW_ANY", "mode: REGISTRY_ONLY"))
 
 
+def _private_services(cluster, aws):
+    _mesh(cluster, lambda text: "defaultServiceExportTo: [\".\"]\n" + text)
+
+
 def _no_provider(cluster, aws):
     _mesh(cluster, lambda text: text.split("- name: kubeflow-auth")[0])
 
@@ -399,6 +403,7 @@ CASES = {
     "native sidecars": (_native, r"kubeflow\.mesh\.nativeSidecars is false but .*ENABLE_NATIVE_SIDECARS=true"),
     "native sidecars by default": (_auto_on_new_kubelets, r"kubeflow\.mesh\.nativeSidecars is false but .*unset \(auto in Istio 1\.28\.0\), kubelets v1\.33"),
     "outbound policy": (_registry_only, r"kubeflow\.mesh\.outboundTrafficPolicy is ALLOW_ANY but .*mode REGISTRY_ONLY"),
+    "export default": (_private_services, r"the mesh config \(ConfigMap istio-system/istio\) sets defaultServiceExportTo \['\.'\]: Kubeflow's objects name no exportTo"),
     "extension provider": (_no_provider, r"auth: the mesh config \(ConfigMap istio-system/istio\) has no extension provider 'kubeflow-auth' \(it has: otel\)"),
     "revision": (_revision_only, r"kubeflow\.mesh\.revision is unset but the cluster runs no istiod of revision 'default'; its istiod revisions: stable-1-24"),
     "cluster-local gateway": (_no_local_gateway, r"Service istio-system/knative-local-gateway selects no pods \(app=cluster-local-gateway, istio=cluster-local-gateway\).*knative-local-gateway-has-pods")

@@ -18,7 +18,7 @@ import yaml
 
 from analysis import policies as authz
 from analysis import trace as t
-from analysis.routes import virtual_services_for_gateway
+from analysis.routes import resolve_gateway_name, virtual_services_for_gateway
 
 HERE = Path(__file__).parent
 AREAS = ("authorization", "routing", "jwt", "peer_authentication")
@@ -133,7 +133,7 @@ FIXTURES = {
 
 
 def _sidecar(spec: dict[str, Any]) -> dict[str, Any]:
-    body = dict(spec.get("spec") or {"egress": [{"hosts": list(spec.get("hosts") or [])}]})
+    body = dict(spec["spec"] or {}) if "spec" in spec else {"egress": [{"hosts": list(spec.get("hosts") or [])}]}
     if spec.get("selector"):
         body["workloadSelector"] = {"labels": dict(spec["selector"])}
     metadata: dict[str, Any] = {"name": spec["name"], "namespace": spec["namespace"]}
@@ -142,18 +142,62 @@ def _sidecar(spec: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "Sidecar", "metadata": metadata, "spec": body}
 
 
+def _service(entry: dict[str, Any]) -> dict[str, Any]:
+    """A registry entry of a case as the Kubernetes Service istiod would read it (exportTo as its annotation)."""
+    metadata: dict[str, Any] = {"name": entry.get("name", entry.get("host")), "namespace": entry["namespace"]}
+    if entry.get("exportTo") is not None:
+        metadata["annotations"] = {t.SERVICE_EXPORT_TO: ",".join(entry["exportTo"])}
+    return {"kind": "Service", "metadata": metadata, "spec": {"ports": [{"port": p} for p in entry.get("ports") or []]}}
+
+
 def sidecar_visibility(case: dict[str, Any]) -> Any:
-    """Which Sidecar governs the proxy and which of the registry's services its egress hosts import."""
-    model = t.MeshModel([_sidecar(s) for s in case["sidecars"]], t.MeshSettings(root_namespace="istio-system"))
+    """Which Sidecar governs the proxy and which of the registry's services it holds: those exported to its namespace
+    (servicesExportedToNamespace) that its egress listeners import, `namespace/host`, with `:port,port` when the
+    entry has ports (the ports imported, a listener with a port trimming the rest)."""
+    settings = t.MeshSettings(root_namespace="istio-system",
+                              default_service_export_to=tuple(case.get("default_service_export_to") or ("*",)))
+    model = t.MeshModel([_sidecar(s) for s in case["sidecars"]], settings)
     proxy = case["proxy"]
     scope = t.sidecar_scope(model, proxy["namespace"], dict(proxy.get("labels") or {}))
+    imported = []
     try:
-        imported = [f"{s['namespace']}/{s['host']}" for s in case["registry"]
-                    if scope is None or t.sidecar_imports(scope, proxy["namespace"], s["host"], s["namespace"])]
+        if scope is not None:
+            t.sidecar_egress_listeners(scope)  # a shape the trace does not evaluate is refused, services or not
+        for entry in case["registry"]:
+            if not t.service_visible(settings, _service(entry), proxy["namespace"]):
+                continue
+            ports = list(entry.get("ports") or [])
+            if scope is not None and ports:
+                ports = t.sidecar_imported_ports(scope, proxy["namespace"], entry["host"], entry["namespace"], ports)
+                if not ports:
+                    continue
+            elif scope is not None and not t.sidecar_imports(scope, proxy["namespace"], entry["host"], entry["namespace"]):
+                continue
+            imported.append(f"{entry['namespace']}/{entry['host']}" + (f":{','.join(map(str, ports))}" if ports else ""))
     except authz.NotModelled:
         return "refused"
     name = f"{scope['metadata']['namespace']}/{scope['metadata']['name']}" if scope is not None else None
     return {"scope": name, "imported": imported}
+
+
+def service_visibility(case: dict[str, Any]) -> list[str]:
+    """PushContext.IsServiceVisible over the case's Services for a proxy of `proxy_namespace`: the names visible, in
+    registry order."""
+    defaults = tuple(case["default_service_export_to"]) if "default_service_export_to" in case else ("*",)
+    settings = t.MeshSettings(default_service_export_to=defaults)
+    return [entry["name"] for entry in case["services"] if t.service_visible(settings, _service(entry), case["proxy_namespace"])]
+
+
+def outbound(case: dict[str, Any]) -> str:
+    """The outbound traffic policy of a proxy of namespace not-default under the mesh's mode and, if any, a Sidecar."""
+    settings = t.MeshSettings(outbound_traffic_policy=case.get("mesh_mode") or "ALLOW_ANY")
+    sidecar = None
+    if case.get("sidecar") is not None:
+        sidecar = {"kind": "Sidecar", "metadata": {"name": "foo", "namespace": "not-default"}, "spec": dict(case["sidecar"])}
+    try:
+        return t.outbound_traffic_policy(t.MeshModel([sidecar] if sidecar else [], settings), sidecar)[0]
+    except authz.NotModelled:
+        return "refused"
 
 
 def gateway_merging(case: dict[str, Any]) -> Any:
@@ -193,6 +237,8 @@ def gateway_merging(case: dict[str, Any]) -> Any:
 
 def _destination_rule(spec: dict[str, Any]) -> dict[str, Any]:
     body = {"host": spec["host"], **({"exportTo": list(spec["exportTo"])} if "exportTo" in spec else {})}
+    if spec.get("selector"):
+        body["workloadSelector"] = {"matchLabels": dict(spec["selector"])}
     return {"kind": "DestinationRule", "metadata": {"name": spec["name"], "namespace": spec["namespace"]}, "spec": body}
 
 
@@ -206,7 +252,46 @@ def destination_rule_lookup(case: dict[str, Any]) -> Any:
     return f"{rule['metadata']['namespace']}/{rule['metadata']['name']}" if rule is not None else None
 
 
+def gateway_service_visibility(case: dict[str, Any]) -> str:
+    """A request through gateway pods of namespace `gateway_namespace` whose one VirtualService (in the same
+    namespace) routes to `destination` (`name.namespace`); the Services of `services` (with their exportTo) each
+    select a pod of their own. Answers `reached <service>`, `status <code>` or `refused`."""
+    gateway_namespace = case["gateway_namespace"]
+    objects: list[dict[str, Any]] = [
+        {"kind": "Gateway", "metadata": {"name": "gateway", "namespace": gateway_namespace},
+         "spec": {"selector": {"istio": "ingressgateway"},
+                  "servers": [{"hosts": ["*"], "port": {"number": 80, "name": "http", "protocol": "HTTP"}}]}},
+        {"kind": "VirtualService", "metadata": {"name": "virtual-service", "namespace": gateway_namespace},
+         "spec": {"hosts": ["*"], "gateways": ["gateway"], "http": [{"route": [{"destination": {
+             "host": f"{case['destination']}.svc.cluster.local"}}]}]}}]
+    for entry in case["services"]:
+        labels = {"app": entry["name"]}
+        service = _service({**entry, "ports": [entry["port"]]})
+        service["spec"]["selector"] = labels
+        objects.append(service)
+        objects.append({"kind": "Deployment", "metadata": {"name": entry["name"], "namespace": entry["namespace"]},
+                        "spec": {"template": {"metadata": {"labels": labels},
+                                              "spec": {"containers": [{"name": "c", "ports": [{"containerPort": entry["port"]}]}]}}}})
+    model = t.MeshModel(objects, t.MeshSettings(gateway_namespace=gateway_namespace))
+    try:
+        traced = t.trace_request(model, "http://example.org/", t.anonymous())
+    except authz.NotModelled:
+        return "refused"
+    if traced.reached:
+        return "reached " + traced.backend.split(" port ")[0].rpartition(" ")[2]
+    return f"status {traced.status}"
+
+
 def routing(case: dict[str, Any]) -> Any:
+    if "gateway_reference" in case:
+        reference = case["gateway_reference"]
+        return resolve_gateway_name(reference["gateway"], reference["namespace"])
+    if "gateway_services" in case:
+        return gateway_service_visibility(case["gateway_services"])
+    if "outbound" in case:
+        return outbound(case["outbound"])
+    if "service_visibility" in case:
+        return service_visibility(case["service_visibility"])
     if "destination_rules" in case:
         return destination_rule_lookup(case)
     if "sidecars" in case:
