@@ -104,6 +104,9 @@ class Pod:
         obj = {"kind": "Pod", "metadata": {"name": self.role, "namespace": self.namespace, "annotations": dict(MARKER)}}
         return t.Workload(obj, self.namespace, dict(self.labels), dict(self.annotations), self.service_account, [])
 
+    def caller(self, headers: Mapping[str, str] | None = None) -> t.Caller:
+        return t.workload(self.namespace, self.service_account, self.labels, headers, self.role, self.annotations)
+
 
 @dataclass(frozen=True)
 class RuntimePath:
@@ -305,15 +308,9 @@ def model_client(model: t.MeshModel, profile: str) -> tuple[t.Caller, str]:
 
 def _call(model: t.MeshModel, caller: Pod, host: str, port: int, path: str = "/", method: str = "POST",
           headers: Mapping[str, str] | None = None) -> t.Trace:
-    """One in-mesh call; a caller without a sidecar sends plaintext (no principal)."""
-    sidecar, why = t.has_sidecar(model, caller.workload())
-    url = f"http://{host}:{port}{path}"
-    trace = t.Trace(url, t.workload(caller.namespace, caller.service_account, caller.labels, headers, caller.role))
-    if sidecar:
-        return t.trace_request(model, url, trace.caller, method)
-    trace.add("caller", f"pod {caller.namespace}", "-", "info", f"{caller.role} has no sidecar ({why}): it sends plaintext")
-    return t._to_destination(model, trace, ("workload", caller.namespace, dict(caller.labels), None), caller.namespace,
-                             {"host": host, "port": {"number": port}}, path, dict(headers or {}), host, method, None, None, None)
+    """One in-mesh call, traced as the base trace traces any pod of the plan: a caller without a sidecar sends
+    plaintext (no principal)."""
+    return t.trace_request(model, f"http://{host}:{port}{path}", caller.caller(headers), method)
 
 
 def _host_matches(pattern: str, host: str) -> bool:
@@ -322,8 +319,8 @@ def _host_matches(pattern: str, host: str) -> bool:
 
 def egress(model: t.MeshModel, mesh: RuntimeMesh, caller: Pod, host: str, port: int = 443) -> t.Trace:
     """A call to a host outside the mesh: through the caller's sidecar, the mesh's outbound policy decides."""
-    trace = t.Trace(f"https://{host}:{port}/", t.workload(caller.namespace, caller.service_account, caller.labels, label=caller.role))
-    sidecar, why = t.has_sidecar(model, caller.workload())
+    trace = t.Trace(f"https://{host}:{port}/", caller.caller())
+    sidecar, why = t.caller_has_sidecar(model, trace.caller)
     if not sidecar:
         trace.add("sidecar", caller.role, "-", "info", f"no sidecar ({why}): the pod's traffic leaves without the mesh")
     elif mesh.outbound_traffic_policy != "REGISTRY_ONLY":
@@ -350,8 +347,8 @@ def _exported_to(entry: Mapping[str, Any], namespace: str) -> bool:
 def completes(model: t.MeshModel, mesh: RuntimeMesh, pod: Pod) -> t.Trace:
     """Whether a Job's pod can complete: no sidecar, or a native one (istio/istio@1.24.6
     manifests/charts/istio-control/istio-discovery/files/injection-template.yaml:27, 164-167)."""
-    trace = t.Trace(f"job://{pod.namespace}/{pod.role}", t.workload(pod.namespace, pod.service_account, pod.labels, label=pod.role))
-    sidecar, why = t.has_sidecar(model, pod.workload())
+    trace = t.Trace(f"job://{pod.namespace}/{pod.role}", pod.caller())
+    sidecar, why = t.caller_has_sidecar(model, trace.caller)
     native = pod.annotations.get(NATIVE_SIDECAR)
     if sidecar and native != "true" and not (mesh.native_sidecars and native != "false"):
         return trace.refuse("completion", pod.role, "-", f"a classic istio-proxy is injected ({why}; the mesh has no native "
