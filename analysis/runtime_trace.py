@@ -12,6 +12,8 @@ as the matrix (analysis/trace.py), and every Job it runs is judged on whether it
 - a pod with a sidecar calls an outside host through its sidecar: under `REGISTRY_ONLY` only hosts a visible
   ServiceEntry names leave the mesh, the rest go to the BlackHoleCluster (istio/istio@1.28.0
   pilot/pkg/networking/util/util.go:59, 509-514);
+- net-istio probes the gateway pods of the predictor's Ingress straight by pod IP: 404, 503 and dropped
+  connections keep the Ingress waiting, any other answer marks it ready (`net_istio_probes`);
 - a Job's pod completes only when every container has exited: a classic sidecar never does, a native one
   (the pod's `sidecar.istio.io/nativeSidecar: "true"`, or the mesh's `nativeSidecars`) exits with it.
 

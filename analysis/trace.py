@@ -7,6 +7,10 @@ mTLS). Output: every hop with the object that decided it and why, and whether th
 
 The hops, in the order the proxies run them:
 
+in-mesh caller    a pod has a sidecar only where istiod's injection webhook gives it one (`injector_webhook`,
+                  `has_sidecar`: the revision's namespaceSelector/objectSelector, then injectRequired); without one it
+                  sends plaintext, with no principal, no DestinationRule and no Sidecar resource; in ambient an
+                  enrolled pod sends HBONE mTLS.
 gateway pods      Gateways whose `selector` is a subset of the gateway pods' labels, any namespace
                   (istio/istio@1.28.0 pilot/pkg/model/push_context.go:2407-2452; PILOT_SCOPE_GATEWAY_TO_NAMESPACE off).
 server host       the request's host against each server's hosts; `ns/host` limits a host to routes of namespace
