@@ -153,3 +153,21 @@ def test_the_activator_probes_queue_proxy_on_its_serving_port_with_knatives_prob
     assert probe.trace.caller.headers == rt.ACTIVATOR_PROBE_HEADERS
     peer = next(h for h in probe.trace.hops if h.step == "PeerAuthentication")
     assert peer.why.startswith("STRICT; the caller's sidecar sends mTLS as cluster.local/ns/knative-serving/sa/activator")
+
+
+def test_a_service_labelled_like_the_gateways_pods_is_where_net_istio_finds_its_targets(dev):
+    """The mesh owner's cluster-local gateway Service, labelled with the Gateway's selector and serving its port:
+    net-istio probes the pods behind it on that port's target (lister.go:120-195)."""
+    model, mesh = rt.model_from_plan(dev)
+    gateway = next(g for g in model.kind("Gateway") if g["metadata"]["name"] == "knative-local-gateway")
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "owners-local-gateway", "namespace": "istio-system",
+                                                                     "labels": dict(gateway["spec"]["selector"])},
+               "spec": {"selector": dict(gateway["spec"]["selector"]), "ports": [{"name": "http", "port": 8081, "targetPort": 8081}]}}
+    labelled = rt.t.MeshModel(list(model.objects) + [service], model.settings)
+    local = next(trace for label, trace in rt.net_istio_probes(labelled, mesh, "alice") if "knative-local-gateway" in label)
+    assert local.hops[0].why == ("Service istio-system/owners-local-gateway is labelled app=cluster-local-gateway,"
+                                 "istio=cluster-local-gateway and has port 8081: probed")
+    assert local.reached and local.status == 200
+    # Without it, the plan shows no target: the row still traces the probe, and says why.
+    plain = next(trace for label, trace in rt.net_istio_probes(model, mesh, "alice") if "knative-local-gateway" in label)
+    assert plain.hops[0].why.startswith("no Service in the plan is labelled app=cluster-local-gateway,istio=cluster-local-gateway")

@@ -143,9 +143,10 @@ def test_the_run_time_trace_and_the_base_trace_judge_a_pod_alike(dev):
     assert through_base.refused_at.step == "PeerAuthentication"
 
 
+@pytest.mark.parametrize("version", ["26.03", "1.11.0", "1.10.2"])
 @pytest.mark.parametrize("stack", ["dev", "prod"])
-def test_every_in_mesh_caller_of_the_matrix_has_the_sidecar_its_plan_gives_it(stack):
-    plan, _ = evaluated_plan(stack, "26.03")
+def test_every_in_mesh_caller_of_the_matrix_has_the_sidecar_its_plan_gives_it(stack, version):
+    plan, _ = evaluated_plan(stack, version)
     model = t.model_from_plan(plan)
     cells = [c for c in tm.matrix(model) if c.trace is not None and c.trace.caller.kind == "workload"]
     assert cells
