@@ -12,6 +12,8 @@ as the matrix (analysis/trace.py), and every Job it runs is judged on whether it
 - a pod with a sidecar calls an outside host through its sidecar: under `REGISTRY_ONLY` only hosts a visible
   ServiceEntry names leave the mesh, the rest go to the BlackHoleCluster (istio/istio@1.28.0
   pilot/pkg/networking/util/util.go:59, 509-514);
+- net-istio probes the gateway pods of the predictor's Ingress straight by pod IP: 404, 503 and dropped
+  connections keep the Ingress waiting, any other answer marks it ready (`net_istio_probes`);
 - a Job's pod completes only when every container has exited: a classic sidecar never does, a native one
   (the pod's `sidecar.istio.io/nativeSidecar: "true"`, or the mesh's `nativeSidecars`) exits with it.
 
@@ -30,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from analysis import policies as authz
 from analysis import trace as t
 
 INJECT = "sidecar.istio.io/inject"
@@ -108,6 +111,9 @@ class Pod:
     def workload(self) -> t.Workload:
         obj = {"kind": "Pod", "metadata": {"name": self.role, "namespace": self.namespace, "annotations": dict(MARKER)}}
         return t.Workload(obj, self.namespace, dict(self.labels), dict(self.annotations), self.service_account, [])
+
+    def caller(self, headers: Mapping[str, str] | None = None) -> t.Caller:
+        return t.workload(self.namespace, self.service_account, self.labels, headers, self.role, self.annotations)
 
 
 @dataclass(frozen=True)
@@ -310,15 +316,9 @@ def model_client(model: t.MeshModel, profile: str) -> tuple[t.Caller, str]:
 
 def _call(model: t.MeshModel, caller: Pod, host: str, port: int, path: str = "/", method: str = "POST",
           headers: Mapping[str, str] | None = None) -> t.Trace:
-    """One in-mesh call; a caller without a sidecar sends plaintext (no principal)."""
-    sidecar, why = t.has_sidecar(model, caller.workload())
-    url = f"http://{host}:{port}{path}"
-    trace = t.Trace(url, t.workload(caller.namespace, caller.service_account, caller.labels, headers, caller.role))
-    if sidecar:
-        return t.trace_request(model, url, trace.caller, method)
-    trace.add("caller", f"pod {caller.namespace}", "-", "info", f"{caller.role} has no sidecar ({why}): it sends plaintext")
-    return t._to_destination(model, trace, ("workload", caller.namespace, dict(caller.labels), None), caller.namespace,
-                             {"host": host, "port": {"number": port}}, path, dict(headers or {}), host, method, None, None, None)
+    """One in-mesh call, traced as the base trace traces any pod of the plan: a caller without a sidecar sends
+    plaintext (no principal)."""
+    return t.trace_request(model, f"http://{host}:{port}{path}", caller.caller(headers), method)
 
 
 def _host_matches(pattern: str, host: str) -> bool:
@@ -327,8 +327,8 @@ def _host_matches(pattern: str, host: str) -> bool:
 
 def egress(model: t.MeshModel, mesh: RuntimeMesh, caller: Pod, host: str, port: int = 443) -> t.Trace:
     """A call to a host outside the mesh: through the caller's sidecar, the mesh's outbound policy decides."""
-    trace = t.Trace(f"https://{host}:{port}/", t.workload(caller.namespace, caller.service_account, caller.labels, label=caller.role))
-    sidecar, why = t.has_sidecar(model, caller.workload())
+    trace = t.Trace(f"https://{host}:{port}/", caller.caller())
+    sidecar, why = t.caller_has_sidecar(model, trace.caller)
     if not sidecar:
         trace.add("sidecar", caller.role, "-", "info", f"no sidecar ({why}): the pod's traffic leaves without the mesh")
     elif mesh.outbound_traffic_policy != "REGISTRY_ONLY":
@@ -357,8 +357,8 @@ def _exported_to(entry: Mapping[str, Any], namespace: str) -> bool:
 def completes(model: t.MeshModel, mesh: RuntimeMesh, pod: Pod) -> t.Trace:
     """Whether a Job's pod can complete: no sidecar, or a native one (istio/istio@1.24.6
     manifests/charts/istio-control/istio-discovery/files/injection-template.yaml:27, 164-167)."""
-    trace = t.Trace(f"job://{pod.namespace}/{pod.role}", t.workload(pod.namespace, pod.service_account, pod.labels, label=pod.role))
-    sidecar, why = t.has_sidecar(model, pod.workload())
+    trace = t.Trace(f"job://{pod.namespace}/{pod.role}", pod.caller())
+    sidecar, why = t.caller_has_sidecar(model, trace.caller)
     native = pod.annotations.get(NATIVE_SIDECAR)
     if sidecar and native != "true" and not (mesh.native_sidecars and native != "false"):
         return trace.refuse("completion", pod.role, "-", f"a classic istio-proxy is injected ({why}; the mesh has no native "
@@ -379,6 +379,218 @@ def _registry_host(model: t.MeshModel) -> str | None:
             if image:
                 return "index.docker.io"  # Docker Hub's registry for short names (go-containerregistry's default)
     return None
+
+
+# ------------------------------------------------------------------------------------- Knative's probes
+
+#: What net-istio's prober sends to each gateway pod (knative/networking, the version net-istio pins:
+#: pkg/status/status.go:397-407, pkg/http/header/header.go:28, 41-44, 103, pkg/http/constants.go:22).
+NET_ISTIO_PROBE_HEADERS = {"K-Network-Probe": "probe", "K-Network-Hash": "override", "User-Agent": "Knative-Ingress-Probe"}
+#: The activator's probe of a revision's queue-proxy (knative/serving@knative-v1.21.1
+#: pkg/activator/net/revision_backends.go:174-196): `GET /healthz`, `K-Network-Probe: queue`, 200 with body `queue`.
+ACTIVATOR_PROBE_HEADERS = {"K-Network-Probe": "queue", "User-Agent": "Knative-Activator-Probe"}
+#: Statuses on which net-istio's prober retries (the Ingress waits); any other answer abandons the probe and the
+#: Ingress is marked ready, best effort (status.go:461-494). A connection error is retried too.
+PROBE_RETRIED = (404, 503)
+#: net-istio's defaults when config-istio names no gateway (knative-extensions/net-istio@knative-v1.21.1
+#: pkg/reconciler/ingress/config/istio.go:63-80, 309-316).
+DEFAULT_GATEWAYS = {"external": ["knative-serving/knative-ingress-gateway"], "local": ["knative-serving/knative-local-gateway"]}
+
+
+def knative_gateways(model: t.MeshModel) -> dict[str, list[str]]:
+    """The external and local gateways (`namespace/name`) net-istio programs, from config-istio as
+    NewIstioFromConfigMap reads it (istio.go:166-315): the new format (`external-gateways`, `local-gateways`, YAML
+    lists) or the old one (`gateway.<ns>.<name>`, `local-gateway.<ns>.<name>` keys), the defaults for what neither
+    names. Only the selector-less (default) gateways are kept: the ones a Service without labels of its own gets."""
+    config = next((c for c in model.kind("ConfigMap") if t._name(c) == "config-istio" and t._ns(c) == "knative-serving"), None)
+    data = {k: v for k, v in ((config or {}).get("data") or {}).items() if k != "_example"}
+    found: dict[str, list[str]] = {"external": [], "local": []}
+    if "external-gateways" in data or "local-gateways" in data:
+        for kind, key in (("external", "external-gateways"), ("local", "local-gateways")):
+            try:
+                entries = yaml.safe_load(data.get(key) or "[]") or []
+            except yaml.YAMLError:
+                entries = []
+            found[kind] = [f"{e.get('namespace')}/{e.get('name')}" for e in entries
+                           if isinstance(e, dict) and not e.get("labelSelector")]
+    else:
+        for key in sorted(data):
+            for kind, prefix in (("local", "local-gateway."), ("external", "gateway.")):
+                if key.startswith(prefix) and key.count(".") >= 2:
+                    namespace, name = key[len(prefix):].split(".", 1)
+                    found[kind].append(f"{namespace}/{name}")
+                    break
+    return {kind: gateways or list(DEFAULT_GATEWAYS[kind]) for kind, gateways in found.items()}
+
+
+def predictor_hosts(model: t.MeshModel, profile: str) -> dict[str, str | None]:
+    """The host net-istio probes a gateway with for the predictor's Knative Service, per visibility: the first of
+    the Ingress's hosts of that visibility (lister.go:96-101). KServe gives the Knative Service the
+    InferenceService's labels and no visibility of its own (kserve/kserve@v0.16.0
+    pkg/controller/v1beta1/inferenceservice/reconcilers/knative/ksvc_reconciler.go:166-203), so the route is
+    external: `domain-template` of config-network on the serving domain, and cluster-local (`<name>.<namespace>`
+    first of the cluster-local names)."""
+    name = f"{TRACE_ISVC}-predictor"
+    network = next((c for c in model.kind("ConfigMap") if t._name(c) == "config-network" and t._ns(c) == "knative-serving"), None)
+    template = str(((network or {}).get("data") or {}).get("domain-template") or "{{.Name}}.{{.Namespace}}.{{.Domain}}")
+    domain = _serving_domain(model)
+    external = None
+    if domain:
+        external = template.replace("{{.Name}}", name).replace("{{.Namespace}}", profile).replace("{{.Domain}}", domain)
+        if "{{" in external:
+            external = None  # a template beyond name, namespace and domain: not rendered here
+    return {"external": external, "local": f"{name}.{profile}"}
+
+
+def _http_listener_on(model: t.MeshModel, port: int) -> Mapping[str, Any] | None:
+    """A Service whose port `port` is HTTP by its name or appProtocol (istio/istio@1.28.0
+    pkg/config/protocol/instance.go): a sidecar then has an HTTP listener on 0.0.0.0:<port>, whose route
+    configuration ends in the catch-all virtual host."""
+    for service in model.kind("Service"):
+        for entry in (service.get("spec") or {}).get("ports") or []:
+            protocol = str(entry.get("appProtocol") or str(entry.get("name") or "").split("-", 1)[0]).lower()
+            if entry.get("port") == port and protocol in ("http", "http2", "grpc", "grpc-web"):
+                return service
+    return None
+
+
+def _pod_ip_leg(model: t.MeshModel, mesh: RuntimeMesh, trace: t.Trace, caller: Pod, pod_port: int) -> str:
+    """The caller's leg of a call to a pod IP with a Host no Service of the mesh carries: `sent`, or the status
+    the caller's own sidecar answers (`502`), or `reset`. A sidecar has no route for that Host: its catch-all
+    virtual host sends it on through the PassthroughCluster under ALLOW_ANY and answers 502 (`block_all`) under
+    REGISTRY_ONLY; with no HTTP listener on the port, REGISTRY_ONLY's BlackHoleCluster drops the connection
+    (istio/istio@1.28.0 pilot/pkg/networking/core/httproute.go:773-833, listener_builder.go:236-310)."""
+    sidecar, why = t.caller_has_sidecar(model, trace.caller)
+    where = f"pod {caller.namespace}"
+    if not sidecar:
+        trace.add("caller", where, "-", "info", f"{caller.role} has no sidecar ({why}): plaintext straight to the pod")
+        return "sent"
+    if mesh.outbound_traffic_policy != "REGISTRY_ONLY":
+        trace.add("caller", f"sidecar {caller.namespace}", "-", "pass", f"{caller.role} has a sidecar ({why}); no route for "
+                  f"the probe's Host, outboundTrafficPolicy {mesh.outbound_traffic_policy}: PassthroughCluster, plaintext to the pod")
+        return "sent"
+    listener = _http_listener_on(model, pod_port)
+    if listener is not None:
+        trace.add("caller", f"sidecar {caller.namespace}", t.ref(listener), "info", f"{caller.role} has a sidecar ({why}); "
+                  f"REGISTRY_ONLY and an HTTP listener on {pod_port}: the catch-all block_all answers 502")
+        return "502"
+    trace.refuse("caller", f"sidecar {caller.namespace}", "-", f"{caller.role} has a sidecar ({why}); REGISTRY_ONLY and no "
+                 f"HTTP listener on port {pod_port}: BlackHoleCluster drops the connection", None)
+    return "reset"
+
+
+def _probe_verdict(trace: t.Trace, status: int | None, how: str) -> t.Trace:
+    """net-istio's verdict on what the probe got back (status.go:461-494)."""
+    if status is None or status in PROBE_RETRIED:
+        got = "a connection error" if status is None else f"{status}"
+        if trace.refused_at is None:
+            trace.add("verdict", "net-istio", "-", "refused", f"{got}: retried forever, the Ingress never becomes Ready")
+        trace.reached, trace.status = False, status
+        return trace
+    verdict = "probed: the Ingress is Ready" if status == 200 else \
+        f"{status} abandons the probe: the Ingress is marked Ready unprobed (best effort)"
+    trace.add("verdict", "net-istio", "-", "pass", f"{how}; {verdict}")
+    trace.reached, trace.backend, trace.status = True, f"Ingress ready ({status})", status
+    return trace
+
+
+def _probe_target(model: t.MeshModel, gateway: Mapping[str, Any], server_port: int) -> tuple[str, int]:
+    """Whether net-istio finds a probe target in the plan (lister.go:120-196: the first Service whose labels
+    carry the Gateway's selector, its port numbered like the server, that port's endpoints), and the pod port
+    the probe goes to (the Service's targetPort, else the server's port as the gateway pods listen on it)."""
+    selector = (gateway.get("spec") or {}).get("selector") or {}
+    labelled = [s for s in model.kind("Service") if selector and t.labels_subset(selector, (s.get("metadata") or {}).get("labels") or {})]
+    selecting = [s for s in model.kind("Service") if selector and t.labels_subset((s.get("spec") or {}).get("selector"), selector)]
+    for service in labelled + selecting:
+        entry = next((p for p in (service.get("spec") or {}).get("ports") or [] if p.get("port") == server_port), None)
+        target = (entry or {}).get("targetPort", server_port)
+        if entry is not None and service in labelled:
+            return f"{t.ref(service)} is labelled {t._format_labels(selector)} and has port {server_port}: probed", \
+                int(target) if str(target).isdigit() else server_port
+        if entry is not None:
+            return (f"no Service in the plan is labelled {t._format_labels(selector)}: net-istio probes only if the "
+                    f"mesh's one is; traced as it would go"), int(target) if str(target).isdigit() else server_port
+    return (f"no Service in the plan is labelled {t._format_labels(selector)} with port {server_port}: net-istio probes "
+            "only if the mesh's one is; traced as it would go"), server_port
+
+
+def net_istio_probes(model: t.MeshModel, mesh: RuntimeMesh, profile: str) -> list[tuple[str, t.Trace]]:
+    """net-istio's readiness probes of the predictor's Ingress: for each gateway that serves one of its
+    visibilities, each HTTP(S) server (lister.go:63-106, 140-171), from the net-istio controller to a gateway pod,
+    `GET /healthz` with the probe's headers and the Ingress's host. Traced as if net-istio finds the target
+    (the mesh owner's gateway Service may carry the selector), the first hop saying whether the plan shows one."""
+    controller = _plan_pod(model, "knative-serving", "net-istio-controller")
+    if controller is None:
+        return []
+    hosts = predictor_hosts(model, profile)
+    found = []
+    for visibility, names in sorted(knative_gateways(model).items()):
+        host = hosts[visibility]
+        for qualified in names:
+            namespace, _, name = qualified.partition("/")
+            gateway = next((g for g in model.kind("Gateway") if t._ns(g) == namespace and t._name(g) == name), None)
+            label = f"net-istio probe -> {qualified} pods ({visibility} host {host})"
+            if gateway is None:
+                trace = t.Trace(f"http://{host}/healthz", controller.caller(NET_ISTIO_PROBE_HEADERS))
+                found.append((label, trace.refuse("Gateway", "net-istio", "-", f"no Gateway {qualified} in the plan: "
+                                                  "net-istio fails to list its probe targets and the Ingress never becomes Ready", None)))
+                continue
+            if host is None:
+                continue
+            seen = set()
+            for server in (gateway.get("spec") or {}).get("servers") or []:
+                port = server.get("port") or {}
+                protocol = str(port.get("protocol") or "").upper()
+                tls = server.get("tls") or {}
+                if protocol in ("HTTP", "HTTP2") and tls.get("httpsRedirect") or protocol == "HTTPS" and tls.get("mode") == "MUTUAL" \
+                        or protocol not in ("HTTP", "HTTP2", "HTTPS") or (protocol, port.get("number")) in seen:
+                    continue
+                seen.add((protocol, port.get("number")))
+                scheme = "https" if protocol == "HTTPS" else "http"
+                number = int(port.get("number") or 0)
+                url = f"{scheme}://{host}{'' if number == {'http': 80, 'https': 443}[scheme] else f':{number}'}/healthz"
+                trace = t.Trace(url, controller.caller(NET_ISTIO_PROBE_HEADERS))
+                found_target, pod_port = _probe_target(model, gateway, number)
+                trace.add("targets", "net-istio", t.ref(gateway), "info", found_target)
+                found.append((f"{label} :{pod_port}", _gateway_probe(model, mesh, trace, controller, gateway, url, pod_port)))
+    return found
+
+
+def _gateway_probe(model: t.MeshModel, mesh: RuntimeMesh, trace: t.Trace, controller: Pod, gateway: Mapping[str, Any],
+                   url: str, pod_port: int) -> t.Trace:
+    leg = _pod_ip_leg(model, mesh, trace, controller, pod_port)
+    if leg == "reset":
+        return _probe_verdict(trace, None, "")
+    if leg == "502":
+        return _probe_verdict(trace, 502, "the caller's sidecar answers")
+    selector = (gateway.get("spec") or {}).get("selector") or {}
+    if t.labels_subset(selector, model.settings.gateway_labels):
+        # The central gateway judges the probe as any request without credentials (its login, its policies).
+        try:
+            judged = t.trace_request(model, url, t.anonymous(NET_ISTIO_PROBE_HEADERS))
+        except t.TraceError:
+            return _probe_verdict(trace, None, "")
+        trace.hops += judged.hops
+        return _probe_verdict(trace, judged.status if judged.status is not None else (200 if judged.reached else None),
+                              "the central gateway answers")
+    namespaces = sorted({t._ns(w) for kind in t.WORKLOAD_KINDS for w in model.kind(kind)})
+    pods = [w for namespace in namespaces for w in t.workloads(model, namespace) if t.labels_subset(selector, w.labels)]
+    if not selector or not pods:
+        trace.add("targets", "net-istio", t.ref(gateway), "pass", "no gateway pods in the plan: no endpoints, so no probe "
+                  "target; the Ingress is marked Ready unprobed")
+        trace.reached, trace.backend, trace.status = True, "Ingress ready (unprobed)", None
+        return trace
+    pod = pods[0]
+    # A gateway's listener takes the server's protocol whatever PeerAuthentication says (PeerAuthentication shapes a
+    # sidecar's inbound listeners only); its own AuthorizationPolicies judge the probe, then Knative's VirtualService
+    # routes it as the `cluster-local gateway -> ...` rows trace.
+    request = authz.Request(None, pod_port, {k.lower(): v for k, v in NET_ISTIO_PROBE_HEADERS.items()},
+                              model.settings.trust_domain, "GET", "/healthz", url.split("/")[2].split(":")[0])
+    if not t.authorize(model, trace, pod.ref, pod.namespace, pod.labels, request):
+        return _probe_verdict(trace, trace.status or 403, f"{pod.ref} refuses it")
+    trace.add("gateway", pod.ref, pod.ref, "pass", f"plaintext HTTP on the server's port {pod_port}; routed by Knative's "
+              "VirtualService for the Ingress (the revision's own rows trace that leg)")
+    return _probe_verdict(trace, 200, "the gateway routes it")
 
 
 def paths(model: t.MeshModel, mesh: RuntimeMesh) -> list[RuntimePath]:
@@ -451,6 +663,11 @@ def paths(model: t.MeshModel, mesh: RuntimeMesh) -> list[RuntimePath]:
         if autoscaler is not None:
             add(KSERVE, f"autoscaler -> predictor {private}:9090/metrics",
                 _call(model, autoscaler, private, 9090, "/metrics", "GET"))
+        if activator is not None:
+            add(KSERVE, f"activator -> queue-proxy probe {private}:80 (8012) /healthz",
+                _call(model, activator, private, 80, "/healthz", "GET", ACTIVATOR_PROBE_HEADERS))
+        for label, trace in net_istio_probes(model, mesh, profile):
+            add(KSERVE, label, trace)
         controller = _plan_pod(model, "knative-serving", "controller")
         registry = _registry_host(model)
         if controller is not None and registry:

@@ -7,6 +7,10 @@ mTLS). Output: every hop with the object that decided it and why, and whether th
 
 The hops, in the order the proxies run them:
 
+in-mesh caller    a pod has a sidecar only where istiod's injection webhook gives it one (`injector_webhook`,
+                  `has_sidecar`: the revision's namespaceSelector/objectSelector, then injectRequired); without one it
+                  sends plaintext, with no principal, no DestinationRule and no Sidecar resource; in ambient an
+                  enrolled pod sends HBONE mTLS.
 gateway pods      Gateways whose `selector` is a subset of the gateway pods' labels, any namespace
                   (istio/istio@1.28.0 pilot/pkg/model/push_context.go:2407-2452; PILOT_SCOPE_GATEWAY_TO_NAMESPACE off).
 server host       the request's host against each server's hosts; `ns/host` limits a host to routes of namespace
@@ -123,6 +127,8 @@ class MeshSettings:
     data_plane: str = "sidecar"
     #: permissive | strict: the mesh-wide mTLS mode when no PeerAuthentication says otherwise.
     mtls: str = "permissive"
+    #: The Istio revision whose injector the stack joins (transformReport.mesh.revision); None: the default revision.
+    revision: str | None = None
     #: The host the auth proxy's OIDC callback is on; None: the first host.
     login_callback_host: str | None = None
     #: The auth proxy's cookie domains (`.example.com`); empty: host-only cookies.
@@ -189,6 +195,7 @@ class MeshSettings:
             identity_filter=str(identity.get("envoyFilter", "")),
             data_plane=str(mesh.get("dataPlane") or "sidecar"),
             mtls=str(mesh.get("mtls") or "permissive").lower(),
+            revision=mesh.get("revision") or None,
             login_callback_host=(data.get("login") or {}).get("callbackHost"),
             cookie_domains=tuple((data.get("login") or {}).get("cookieDomains") or ()),
             login_known="login" in data,
@@ -213,10 +220,11 @@ class Caller:
     headers: Mapping[str, str] = field(default_factory=dict)
     #: The bearer token's payload (`iss`, `sub`, `aud`, claims); signatures are assumed valid.
     token: Mapping[str, Any] | None = None
-    #: In-mesh caller: its pod's namespace, labels and service account.
+    #: In-mesh caller: its pod's namespace, labels, annotations and service account.
     namespace: str | None = None
     pod_labels: Mapping[str, str] = field(default_factory=dict)
     service_account: str | None = None
+    pod_annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 def browser(email: str, label: str | None = None, headers: Mapping[str, str] | None = None) -> Caller:
@@ -232,9 +240,12 @@ def token_caller(label: str, payload: Mapping[str, Any]) -> Caller:
 
 
 def workload(namespace: str, service_account: str, labels: Mapping[str, str] | None = None,
-             headers: Mapping[str, str] | None = None, label: str | None = None) -> Caller:
+             headers: Mapping[str, str] | None = None, label: str | None = None,
+             annotations: Mapping[str, str] | None = None) -> Caller:
+    """A pod calling in the mesh; whether it has a sidecar (so mTLS and a principal) is the injector's decision
+    over its namespace, labels and annotations (`has_sidecar`), as for any pod of the plan."""
     return Caller("workload", label or f"{namespace}/{service_account}", namespace=namespace, service_account=service_account,
-                  pod_labels=dict(labels or {}), headers=dict(headers or {}))
+                  pod_labels=dict(labels or {}), headers=dict(headers or {}), pod_annotations=dict(annotations or {}))
 
 
 # ------------------------------------------------------------------------------------------------ trace
@@ -678,23 +689,87 @@ def workloads(model: MeshModel, namespace: str) -> list[Workload]:
     return found
 
 
+INJECT = "sidecar.istio.io/inject"
+REVISION_LABEL = "istio.io/rev"
+INJECTION_LABEL = "istio-injection"
+#: Ambient enrollment of a namespace or pod; a pod's `none` opts out (https://istio.io/v1.28/docs/ambient/usage/add-workloads/).
+DATAPLANE_MODE = "istio.io/dataplane-mode"
+
+
+def injector_webhook(model: MeshModel, namespace: str, labels: Mapping[str, str]) -> tuple[str | None, str]:
+    """Which of the mesh's injection webhooks the API server calls for a pod (None: none), and why.
+
+    The webhooks istiod's chart renders for one revision (istio/istio@1.28.0 and 1.24.6
+    manifests/charts/istio-control/istio-discovery/templates/mutatingwebhook.yaml): `rev.namespace`, the namespace
+    labelled `istio.io/rev: <revision>` (`default` for the default revision) without `istio-injection`;
+    `rev.object`, a namespace with neither label and a pod labelled `istio.io/rev: <revision>`; for the default
+    revision also `namespace`, the namespace labelled `istio-injection: enabled`, and `object`, a namespace with neither
+    label and a pod labelled `sidecar.istio.io/inject: "true"` without `istio.io/rev`. Each object selector also
+    requires the pod label `sidecar.istio.io/inject` not to be `"false"`. Object selectors read labels only, never
+    annotations. The stack's revision is `kubeflow.mesh.revision` (transformReport.mesh.revision)."""
+    revision = model.settings.revision or "default"
+    default = model.settings.revision is None
+    ns_labels = model.namespace_labels(namespace)
+    opted_out = labels.get(INJECT) == "false"
+    if INJECTION_LABEL in ns_labels:
+        value = ns_labels[INJECTION_LABEL]
+        if value == "enabled" and default and not opted_out:
+            return "namespace", f"namespace {namespace} has istio-injection: enabled"
+        if value == "enabled" and default:
+            return None, "the pod opts out (label sidecar.istio.io/inject: false)"
+        if value == "enabled":
+            return None, (f"namespace {namespace} has istio-injection: enabled, which only the default revision's injector "
+                          f"selects, and the stack joins revision {revision}")
+        return None, f"namespace {namespace} has istio-injection: {value}"
+    if REVISION_LABEL in ns_labels:
+        if ns_labels[REVISION_LABEL] != revision:
+            return None, f"namespace {namespace} has istio.io/rev: {ns_labels[REVISION_LABEL]}, not the stack's revision {revision}"
+        if opted_out:
+            return None, "the pod opts out (label sidecar.istio.io/inject: false)"
+        return "rev.namespace", f"namespace {namespace} has istio.io/rev: {revision}"
+    if opted_out:
+        return None, "the pod opts out (label sidecar.istio.io/inject: false)"
+    if labels.get(REVISION_LABEL) == revision:
+        return "rev.object", f"namespace {namespace} has no injection label and the pod is labelled istio.io/rev: {revision}"
+    if default and labels.get(INJECT) == "true" and REVISION_LABEL not in labels:
+        return "object", f"namespace {namespace} has no injection label and the pod is labelled sidecar.istio.io/inject: true"
+    return None, f"namespace {namespace} has no injection label"
+
+
 def has_sidecar(model: MeshModel, workload: Workload) -> tuple[bool, str]:
-    """Sidecar injection: the pod's `sidecar.istio.io/inject` label or annotation, else its namespace's
-    `istio-injection` or `istio.io/rev` label (https://istio.io/v1.28/docs/setup/additional-setup/sidecar-injection/)."""
-    for source in (workload.labels, workload.annotations):
-        value = source.get("sidecar.istio.io/inject")
-        if value == "false":
-            return False, f"the pod opts out ({source is workload.labels and 'label' or 'annotation'} sidecar.istio.io/inject: false)"
-    labels = model.namespace_labels(workload.namespace)
-    if labels.get("istio-injection") == "enabled":
-        return True, f"namespace {workload.namespace} has istio-injection: enabled"
-    if labels.get("istio-injection") == "disabled":
-        return False, f"namespace {workload.namespace} has istio-injection: disabled"
-    if labels.get("istio.io/rev"):
-        return True, f"namespace {workload.namespace} has istio.io/rev: {labels['istio.io/rev']}"
-    if (workload.labels.get("sidecar.istio.io/inject") or workload.annotations.get("sidecar.istio.io/inject")) == "true":
-        return True, "the pod asks for it, but its namespace has no injection label (only a mesh with namespace-less injection obeys)"
-    return False, f"namespace {workload.namespace} has no injection label"
+    """Whether istiod injects a sidecar into the workload's pods, as its webhook decides: `injector_webhook` picks
+    the webhook, then injectRequired (istio/istio@1.28.0 pkg/kube/inject/inject.go:199-300, 1.24.6 :196-297): no
+    sidecar for a hostNetwork pod; the pod's `sidecar.istio.io/inject` label, else its annotation (the label wins
+    when both are set), `"false"` opts out; otherwise the injector's policy `enabled` (the chart's default) injects."""
+    spec = ((workload.obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+    if spec.get("hostNetwork"):
+        return False, "the pod uses the host network (istiod never injects it)"
+    webhook, why = injector_webhook(model, workload.namespace, workload.labels)
+    if webhook is None:
+        return False, why
+    if INJECT not in workload.labels and workload.annotations.get(INJECT) == "false":
+        return False, "the pod opts out (annotation sidecar.istio.io/inject: false)"
+    return True, why
+
+
+def caller_has_sidecar(model: MeshModel, caller: Caller) -> tuple[bool, str]:
+    """Whether an in-mesh caller's pod has a sidecar, as `has_sidecar` decides for the plan's pods. A caller in a
+    namespace the plan does not hold (the cluster's own, whose labels the plan cannot know) is taken as injected,
+    and the hop says so."""
+    namespace = caller.namespace or "default"
+    if namespace not in model.namespaces:
+        opted_out = "false" == (caller.pod_labels.get(INJECT) if INJECT in caller.pod_labels else caller.pod_annotations.get(INJECT))
+        if opted_out:
+            return False, "the pod opts out (sidecar.istio.io/inject: false)"
+        return True, f"namespace {namespace} is not in the plan: taken as injected"
+    return has_sidecar(model, Workload({}, namespace, dict(caller.pod_labels), dict(caller.pod_annotations),
+                                       caller.service_account or "default", []))
+
+
+def ambient_enrolled(model: MeshModel, namespace: str, labels: Mapping[str, str]) -> tuple[bool, str]:
+    """Ambient enrollment: the pod's `istio.io/dataplane-mode` (`none` opts out), else its namespace's."""
+    mode = labels.get(DATAPLANE_MODE) or model.namespace_labels(namespace).get(DATAPLANE_MODE)
+    return mode == "ambient", f"istio.io/dataplane-mode: {mode}"
 
 
 # ------------------------------------------------------------------------------------------- Sidecar resource
@@ -1596,29 +1671,42 @@ def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str,
 
 def _trace_in_mesh(model: MeshModel, trace: Trace, host: str, port: int, path: str, method: str) -> Trace:
     caller, settings = trace.caller, model.settings
-    principal = _principal(settings, caller.namespace or "default", caller.service_account or "default")
-    trace.add("caller", f"sidecar {caller.namespace}", "-", "info",
-              f"in-mesh workload {principal} calls {host}:{port} directly (mTLS from its sidecar)")
-    _refuse_mesh_routes(model, caller.namespace or "default", host)
-    if not _sidecar_egress(model, trace, caller.namespace or "default", caller.pod_labels, host, port):
+    namespace = caller.namespace or "default"
+    headers = {k.lower(): v for k, v in caller.headers.items()}
+    trace.user = headers.get(settings.user_header)
+    sidecar, why = caller_has_sidecar(model, caller)
+    if not sidecar and settings.data_plane == "ambient":
+        # An enrolled pod's traffic is captured by its node's ztunnel, which sends HBONE mTLS as the pod's account.
+        sidecar, why = ambient_enrolled(model, namespace, caller.pod_labels)
+        why = f"{'enrolled in ambient' if sidecar else 'not enrolled in ambient'} ({why})"
+    if not sidecar:
+        # No proxy of its own: no principal, no DestinationRule, no Sidecar resource, no mesh routes; the destination
+        # judges a plaintext connection (PeerAuthentication STRICT resets it, PERMISSIVE takes it without identity).
+        trace.add("caller", f"pod {namespace}", "-", "info", f"{caller.label} has no sidecar ({why}): it sends plaintext")
+        source = ("workload", namespace, dict(caller.pod_labels), None)
+        return _to_destination(model, trace, source, namespace, {"host": host, "port": {"number": port}},
+                               path, headers, host, method, None, None, None)
+    principal = _principal(settings, namespace, caller.service_account or "default")
+    trace.add("caller", f"sidecar {namespace}", "-", "info",
+              f"in-mesh workload {principal} calls {host}:{port} directly (mTLS from its sidecar; {why})")
+    _refuse_mesh_routes(model, namespace, host)
+    if not _sidecar_egress(model, trace, namespace, caller.pod_labels, host, port, caller.pod_annotations):
         if trace.refused_at is not None:
             return trace
         principal = None  # the PassthroughCluster: the request leaves as the application sent it, in plaintext
-    headers = {k.lower(): v for k, v in caller.headers.items()}
-    trace.user = headers.get(settings.user_header)
-    source = ("workload", caller.namespace or "default", dict(caller.pod_labels), principal)
-    return _to_destination(model, trace, source, caller.namespace or "default", {"host": host, "port": {"number": port}},
+    source = ("workload", namespace, dict(caller.pod_labels), principal)
+    return _to_destination(model, trace, source, namespace, {"host": host, "port": {"number": port}},
                            path, headers, host, method, None, None, None)
 
 
 def _sidecar_egress(model: MeshModel, trace: Trace, namespace: str, labels: Mapping[str, str], host: str,
-                    port: int | None = None) -> bool:
+                    port: int | None = None, annotations: Mapping[str, str] | None = None) -> bool:
     """Whether the caller's sidecar holds the service it calls: the Service must be exported to the caller's namespace
     (service_visible) and, when a Sidecar resource governs the caller, imported by its egress listener for the port
     (sidecar_imports). Otherwise the outbound traffic policy decides (outbound_traffic_policy): REGISTRY_ONLY refuses
     the request with the BlackHoleCluster's 502 (False, the trace refused); ALLOW_ANY lets it pass through without
     the sidecar's mTLS or DestinationRule (False, the trace goes on). True: the sidecar routes it as a mesh service."""
-    injected, _ = has_sidecar(model, Workload({}, namespace, dict(labels), {}, "default", []))
+    injected, _ = caller_has_sidecar(model, workload(namespace, "default", labels, annotations=annotations))
     if not injected:
         return True  # no sidecar to hold or miss anything; the destination hop answers
     service = _resolve_service(model, host, namespace)

@@ -928,6 +928,46 @@ def let_runtime_jobs_complete(objects: list[dict], mesh: MeshOptions) -> Transfo
     return TransformResult(result, tuple(changes))
 
 
+# -------------------------------------------------------------------------- net-istio's gateway probes
+
+#: net-istio's controller, which probes every gateway pod for each Knative Ingress (knative-extensions/net-istio
+#: @knative-v1.21.1 pkg/reconciler/ingress/lister.go:63-196): upstream keeps it out of the mesh for that reason
+#: (config/500-controller.yaml:31-35); Kubeflow's manifests inject it.
+NET_ISTIO_CONTROLLER = ("knative-serving", "net-istio-controller")
+
+
+def let_net_istio_probe_gateways(objects: list[dict], mesh: MeshOptions) -> TransformResult:
+    """Under `REGISTRY_ONLY`, net-istio's controller runs without a sidecar, as upstream net-istio ships it.
+
+    Its probes go to gateway pod IPs with the Ingress's host (`<name>.<namespace>` on the cluster-local gateway),
+    which no Service of the mesh carries: a sidecar has no route for them, and under REGISTRY_ONLY its catch-all
+    answers 502 on a port with an HTTP listener and drops the connection on any other (istio/istio@1.28.0
+    pilot/pkg/networking/core/httproute.go:773-833, listener_builder.go:236-310), such as the cluster-local
+    gateway's 8081. A dropped probe is retried for ever, so the Ingress, and every serverless InferenceService,
+    never becomes Ready (knative/networking pkg/status/status.go:461-494). Nothing calls the controller (it
+    only watches the API server and probes), so leaving the mesh opens nothing.
+    """
+    if not mesh.sidecars or mesh.outbound_traffic_policy != "REGISTRY_ONLY":
+        return TransformResult(objects, ())
+    result, changes = [], []
+    for obj in objects:
+        metadata = obj.get("metadata") or {}
+        template = pod_template(obj)
+        if obj.get("kind") != "Deployment" or (metadata.get("namespace"), metadata.get("name")) != NET_ISTIO_CONTROLLER or template is None:
+            result.append(obj)
+            continue
+        copy = clone(obj)
+        pod = pod_template(copy).setdefault("metadata", {})
+        for place in ("labels", "annotations"):
+            values = pod.setdefault(place, {})
+            if values.get(INJECT) != "false":
+                changes.append(Change(object_ref(obj), f"pod {place[:-1]} {INJECT}: {values.get(INJECT)!r} -> 'false' "
+                                      "(its gateway probes would meet REGISTRY_ONLY's catch-all in its own sidecar)"))
+                values[INJECT] = "false"
+        result.append(copy)
+    return TransformResult(result, tuple(changes))
+
+
 # ---------------------------------------------------------------------------- the cluster-local gateway
 
 #: The Service KServe sends every serverless InferenceService call to (kserve/kserve@v0.16.0

@@ -15,7 +15,8 @@ from manifests.groups import Groups, split_into_groups
 from manifests.images import name_code_default_images, rewrite_images
 from manifests.karpenter import keep_training_on_its_node
 from manifests.mesh import (
-    admit_api_server_to_webhooks, admit_sidecarless_clients, egress_service_entries, let_runtime_jobs_complete,
+    admit_api_server_to_webhooks, admit_sidecarless_clients, egress_service_entries, let_net_istio_probe_gateways,
+    let_runtime_jobs_complete,
     provide_cluster_local_gateway, readmitted_cluster_local_gateway_account, fix_sidecar_conflicts, give_metadata_envoy_its_own_account,
     label_namespaces, label_pod_templates, let_jobs_complete, namespaces_kept_outside_mesh, pod_security_levels,
     route_virtual_services, set_pod_security, trust_gateway_principal, ztunnel_l7_policies,
@@ -132,6 +133,8 @@ def transform(objects: list[dict], options: TransformOptions) -> TransformReport
         ("admit_api_server_to_webhooks", lambda objs: admit_api_server_to_webhooks(objs, mesh, outside)),
         # After the webhooks: a workload both need keeps one PeerAuthentication (Istio applies only the oldest).
         ("admit_sidecarless_clients", lambda objs: admit_sidecarless_clients(objs, mesh, outside)),
+        # After label_pod_templates, which asks every pod template for a sidecar.
+        ("let_net_istio_probe_gateways", lambda objs: let_net_istio_probe_gateways(objs, mesh)),
         ("fix_sidecar_conflicts", fix_sidecar_conflicts),
         # Always: without a serving domain Knative's routes are made cluster-local, not left on example.com.
         ("set_serving_domain", lambda objs: set_serving_domain(objs, options.serving)),

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from manifests.images import INJECTED_PROXY_IMAGE, PUBLIC_REGISTRIES, istio_fills_image, parse_image
-from manifests.mesh import INJECT
+from manifests.mesh import INJECT, NET_ISTIO_CONTROLLER
 from manifests.release_identity import release_table
 from manifests.objects import CONTAINER_LISTS, objects_from_config_group_inputs, object_ref, pod_template, walk_strings
 from manifests.stores import DATABASE_SETUP_JOB
@@ -116,8 +116,12 @@ def test_every_workload_pod_template_carries_the_sidecar_annotation_and_configur
     for obj in workloads:
         metadata = pod_template(obj)["metadata"]
         # The exceptions: the database setup Job talks only to the external MySQL, and a proxy that
-        # outlives its client would keep the Job from ever completing; cert-manager stays outside, like upstream.
-        expected = "false" if object_ref(obj) == f"Job kubeflow/{DATABASE_SETUP_JOB}" or obj["metadata"].get("namespace") in outside else "true"
+        # outlives its client would keep the Job from ever completing; cert-manager stays outside, like upstream;
+        # under REGISTRY_ONLY net-istio's controller, whose gateway probes its own sidecar would drop.
+        net_istio = (object_ref(obj) == "Deployment " + "/".join(NET_ISTIO_CONTROLLER)
+                     and run.exports["transformReport"]["mesh"]["outboundTrafficPolicy"] == "REGISTRY_ONLY")
+        expected = "false" if object_ref(obj) == f"Job kubeflow/{DATABASE_SETUP_JOB}" or obj["metadata"].get("namespace") in outside \
+            or net_istio else "true"
         assert metadata["annotations"][INJECT] == expected, object_ref(obj)
         assert kubeflow["podAnnotations"].items() <= metadata["annotations"].items(), object_ref(obj)
         assert kubeflow["podLabels"].items() <= metadata["labels"].items(), object_ref(obj)
