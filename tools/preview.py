@@ -45,6 +45,8 @@ from tools.plan import (
 )
 
 PLACEHOLDER_SECRET = "preview-placeholder-secret"
+#: The output only a fleet's global stack exports (components/fleet.py).
+GLOBAL_STACK_OUTPUT = "fleetGlobal"
 #: Outputs longer than this are summarised in the printed tree (the whole value is in plan.json).
 _OUTPUT_WIDTH = 100
 
@@ -252,6 +254,9 @@ def render_tree(plan: Mapping[str, Any]) -> str:
     counts = collections.Counter(r["type"] for r in plan["resources"])
     lines += ["", "Resources by type:"]
     lines += [f"    {count:5d}  {type_}" for type_, count in sorted(counts.items())]
+    if GLOBAL_STACK_OUTPUT in plan["outputs"]:  # a fleet's global stack: no Kubernetes objects, no release
+        lines += ["", "Resources:", f"    + {len(plan['resources']) + 1} to create"]
+        return "\n".join(lines) + "\n"
     files = collections.Counter(o.file for o in found.objects)
     lines += ["", f"Kubernetes objects: {len(found.objects)} in {len(files)} files"]
     lines += [f"    {count:5d}  {name}" for name, count in sorted(files.items())]
@@ -317,6 +322,10 @@ def preview(
     with progress.step(f"writing {display_path(out)}"):
         written = write_plan_dir(plan, out)
     stdout.write(render_tree(plan))
+    if GLOBAL_STACK_OUTPUT in plan["outputs"]:
+        # A fleet's global stack applies nothing to a cluster: no guardrails, admission or mesh to check; the fleet
+        # check (make fleet) holds it against its regions.
+        return _report(leaks, [], written, stdout)
     stdout.write("\n" + "\n".join(ownership_table(ownership)) + "\n")
     with progress.step("running the offline checks"):
         problems = leaks + plan_checks.validate_plan(plan) + [f"ownership: {p}" for p in ownership.problems]
@@ -335,6 +344,10 @@ def preview(
 
         with progress.step(f"comparing the stack with the estate {display_path(estate)}"):
             problems += estate_check(stack, plan, estate, root)
+    return _report(problems, deferred, written, stdout)
+
+
+def _report(problems: list[str], deferred: list[str], written: list[Path], stdout: TextIO) -> int:
     print("", file=stdout)
     if problems:
         print(f"Offline checks: {len(problems)} problem{'s' if len(problems) != 1 else ''}", file=stdout)
