@@ -146,9 +146,11 @@ def evaluate(
     progress: Optional[Progress] = None,
     root: Path = REPO_ROOT,
     settings: Optional[Mapping[str, Any]] = None,
+    plans_dir: Optional[Path] = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Runs the program for `stack` in preview mode: the plan, and secret leaks found while masking.
-    `settings`: dotted keys set on top of the stack file (see with_settings).
+    `settings`: dotted keys set on top of the stack file (see with_settings); `plans_dir`: where stack references
+    read saved previews (default build/).
 
     Raises pulumi.RunError for configuration mistakes (the message is meant for the user).
     """
@@ -158,7 +160,7 @@ def evaluate(
     with progress.step(f"running __main__.py for stack {stack} under the mock runtime{where}"):
         overrides = with_settings(stack, config_overrides(stack, manifests, kubeflow_version, root), settings or {}, root)
         run = run_program(stack, config_overrides=overrides,
-                          secrets=secrets, preview=True, root=root)
+                          secrets=secrets, preview=True, root=root, plans_dir=plans_dir)
     with progress.step(f"building the plan of {len(run.resources)} resources"):
         return build_plan(run, secrets.values())
 
@@ -301,15 +303,18 @@ def preview(
     stderr: TextIO = sys.stderr,
     root: Path = REPO_ROOT,
     estate: Optional[Path] = None,
+    settings: Optional[Mapping[str, Any]] = None,
+    plans_dir: Optional[Path] = None,
 ) -> int:
-    """The whole `make preview`; returns the exit status (0 clean, 1 problems or a configuration error)."""
+    """The whole `make preview`; returns the exit status (0 clean, 1 problems or a configuration error).
+    `settings` and `plans_dir` as for `evaluate` (make fleet)."""
     # First what the Pulumi CLI checks before it runs the program (a stack it refuses never gets further).
     if not pulumi_project.preflight(root, stack, pulumi_project.DEPLOYING_SECRETS if secrets is None else secrets, stderr):
         return 1
     progress = Progress(stderr)
     try:
         plan, leaks = evaluate(stack, manifests=manifests, kubeflow_version=kubeflow_version, secrets=secrets,
-                               progress=progress, root=root)
+                               progress=progress, root=root, settings=settings, plans_dir=plans_dir)
     except pulumi.RunError as error:
         # Configuration mistakes come as RunError with every problem listed: the message is the answer.
         print(f"error: {error}", file=stderr)
