@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import types
 import typing
 from collections.abc import Iterable, Iterator, Mapping
@@ -362,6 +363,14 @@ class _Protect:
     protect: bool = setting(False)
 
 
+def _program_dir() -> Path:
+    """The directory of the program being run (where its Pulumi.yaml is), else this repository's."""
+    running = getattr(sys.modules.get("__main__"), "__file__", None)
+    if running and Path(running).name == "__main__.py" and (Path(running).parent / "Pulumi.yaml").is_file():
+        return Path(running).resolve().parent
+    return PROGRAM_DIR
+
+
 def _with_tenancy_file(raw: dict[str, Any], problems: Problems) -> dict[str, Any]:
     """`tenancy.file`: the tenancy settings read from a file of the repository, so every region of a fleet has the
     same profiles, contributors, quotas and policies; keys written beside `file` in the stack file are refused."""
@@ -371,7 +380,7 @@ def _with_tenancy_file(raw: dict[str, Any], problems: Problems) -> dict[str, Any
     name = tenancy["file"]
     if not isinstance(name, str):
         return raw  # the loader names the key and the type it expected
-    path = PROGRAM_DIR / name
+    path = _program_dir() / name
     try:
         document = yaml_loader.load_all(path.read_bytes())
     except OSError as error:

@@ -189,6 +189,8 @@ class ProgramRun:
     unknown_exports: set[str] = field(default_factory=set)
     #: Stack references the run resolved, and the saved plan each was read from (None: none yet, no outputs).
     stack_references: list[tuple[str, Optional[Path]]] = field(default_factory=list)
+    #: Values the run gave secret outputs of referenced stacks (tools.mock_runtime.referenced_secret).
+    referenced_secrets: list[str] = field(default_factory=list)
 
     def of_type(self, type_: str) -> list[Registration]:
         return [r for r in self.resources if r.type == type_]
@@ -265,20 +267,25 @@ class StackReferenceError(pulumi.RunError):
 
 #: Values a saved plan shows in place of what it may not or cannot show (tools/plan.py writes them).
 _PLAN_SECRET = "[secret]"
-#: What a secret output of a referenced stack reads as when the run was given no value for a key of that name.
-REFERENCED_SECRET_PLACEHOLDER = "stack-reference-placeholder-secret"
+
+
+def referenced_secret(stack: str, output: str) -> str:
+    """What a secret output of a referenced stack reads as offline: its saved preview masks the value, and a value of
+    its own shows where it went (the run's plan is checked for it in clear like the run's own secrets)."""
+    return f"stack-reference-secret-{stack}-{output}"
 
 
 class PlatformMocks(pulumi.runtime.Mocks):
     """Answers invokes like AWS would for the stack's account, region and cluster."""
 
     def __init__(self, config: Mapping[str, Any], preview: bool = False, *, root: Path = REPO_ROOT,
-                 plans_dir: Optional[Path] = None, secrets: Optional[Mapping[str, str]] = None) -> None:
+                 plans_dir: Optional[Path] = None) -> None:
         self.preview = preview
         self.root = root
         #: Where saved previews are read from for stack references: <plans_dir>/<stack>/plan.json.
         self.plans_dir = plans_dir if plans_dir is not None else root / "build"
-        self._secrets = {key.split(":", 1)[-1]: value for key, value in (secrets or {}).items()}
+        #: The values secret outputs of referenced stacks were given (referenced_secret), to be found if leaked.
+        self.referenced_secrets: list[str] = []
         fleet = config.get(f"{PROJECT}:fleet")
         self.fleet_role = fleet.get("role") if isinstance(fleet, Mapping) else None
         #: Every stack reference resolved: (fully qualified name, the saved plan read, or None when there was none).
@@ -397,8 +404,7 @@ class PlatformMocks(pulumi.runtime.Mocks):
     def stack_reference(self, name: str) -> tuple[str, dict[str, Any]]:
         """A StackReference's state, from the referenced stack's saved preview (its plan.json outputs).
 
-        A secret output reads as the run's value for a secret of that name (a placeholder otherwise), still marked
-        secret; an output the saved preview could not know reads as its marker, so what is built from it shows so.
+        A secret output reads as `referenced_secret(stack, output)`, still marked secret; an output the saved preview could not know reads as its marker, so what is built from it shows so.
         A regional stack's reference to its global stack, with no saved preview of it, reads as a stack with no
         outputs: the global stack's first `pulumi up` follows the regions' (docs/fleet.md). Any other reference
         without a saved preview fails, naming the stack to preview first.
@@ -426,8 +432,8 @@ class PlatformMocks(pulumi.runtime.Mocks):
         if not isinstance(outputs, Mapping):
             raise StackReferenceError(f"stack reference {name!r}: {plan_file} holds no outputs; preview {stack!r} again")
         secret_names = sorted(key for key, value in outputs.items() if value == _PLAN_SECRET)
-        values = {key: self._secrets.get(key, REFERENCED_SECRET_PLACEHOLDER) if key in secret_names else value
-                  for key, value in outputs.items()}
+        values = {key: referenced_secret(stack, key) if key in secret_names else value for key, value in outputs.items()}
+        self.referenced_secrets += [values[key] for key in secret_names]
         self.stack_references.append((name, plan_file))
         return name, {"name": name, "outputs": values, "secretOutputNames": secret_names}
 
@@ -516,14 +522,36 @@ class PlatformMocks(pulumi.runtime.Mocks):
         return (args.resource_id or ""), planned
 
 
+def check_stack_references(config: Mapping[str, Any], root: Path, plans_dir: Path) -> None:
+    """Raises StackReferenceError for the first stack a fleet's stack references that this project lacks or (from a
+    global stack) that has no saved preview under `plans_dir`; the message names the stack and what to run first."""
+    fleet = config.get(f"{PROJECT}:fleet")
+    if not isinstance(fleet, Mapping) or fleet.get("role") not in ("global", "regional"):
+        return
+    if fleet.get("role") == "regional":
+        referenced = [fleet.get("global")]
+    else:
+        referenced = [region.get("stack") for region in fleet.get("regions") or [] if isinstance(region, Mapping)]
+    referenced = [stack for stack in referenced if isinstance(stack, str)]  # the settings check names the others
+    for stack in referenced:
+        if not (root / f"Pulumi.{stack}.yaml").is_file():
+            raise StackReferenceError(f"stack reference {fleet.get('organization')}/{PROJECT}/{stack}: this project has "
+                                      f"no stack {stack!r} (no Pulumi.{stack}.yaml; stacks here: {', '.join(known_stacks(root))})")
+    for stack in referenced:
+        name = f"{fleet.get('organization')}/{PROJECT}/{stack}"
+        if fleet.get("role") == "global" and not (plans_dir / stack / "plan.json").is_file():
+            raise StackReferenceError(f"stack reference {name!r}: no saved preview of stack {stack!r} "
+                                      f"({plans_dir / stack / 'plan.json'}); preview it first: make preview STACK={stack}")
+
+
 def install_mocks(config: Mapping[str, Any], *, stack: str, preview: bool = False,
-                  project: str = PROJECT, root: Path = REPO_ROOT, plans_dir: Optional[Path] = None,
-                  secrets: Optional[Mapping[str, str]] = None) -> tuple["PlatformMocks", RecordingMonitor]:
+                  project: str = PROJECT, root: Path = REPO_ROOT,
+                  plans_dir: Optional[Path] = None) -> tuple["PlatformMocks", RecordingMonitor]:
     """A clean mock runtime for one program run: new mocks and monitor, no root stack, nothing pending."""
     # Outputs still pending from a run that failed inside an apply would finish during the next run and
     # report that run's error there; the SDK's own @pulumi.runtime.test clears them the same way.
     pulumi_settings.SETTINGS.outputs.clear()
-    mocks = PlatformMocks(config, preview=preview, root=root, plans_dir=plans_dir, secrets=secrets)
+    mocks = PlatformMocks(config, preview=preview, root=root, plans_dir=plans_dir)
     monitor = RecordingMonitor(mocks)
     # A fresh root stack per run: the SDK keeps the previous run's root otherwise.
     pulumi.runtime.settings.ROOT.set(None)
@@ -553,6 +581,9 @@ def run_program(
             config.pop(full, None)
         else:
             config[full] = value
+    # A reference that cannot resolve is reported before the program runs (inside it, the SDK would also print the
+    # error once per output waiting on the reference).
+    check_stack_references(config, root, plans_dir if plans_dir is not None else root / "build")
     # As the engine does: a `{secure: ...}` value reaches the program as a secret (here its ciphertext, as
     # nothing can decrypt it offline), a value written in clear as plain config.
     secret_keys = [key for key, value in config.items() if is_encrypted(value)]
@@ -566,13 +597,13 @@ def run_program(
         secret_keys.append(full)
     set_all_config({k: _as_config_text(v) for k, v in config.items()}, secret_keys)
 
-    mocks, monitor = install_mocks(config, stack=stack, preview=preview, root=root, plans_dir=plans_dir, secrets=secrets)
+    mocks, monitor = install_mocks(config, stack=stack, preview=preview, root=root, plans_dir=plans_dir)
 
     def program() -> None:
         runpy.run_path(str(root / "__main__.py"), run_name="__main__")
 
     run = ProgramRun(stack=stack, resources=monitor.registrations, invokes=mocks.invokes,
-                     stack_references=mocks.stack_references)
+                     stack_references=mocks.stack_references, referenced_secrets=mocks.referenced_secrets)
     # __main__.py turns the cyclic collector off and freezes what it built, for its own short-lived
     # process; the tests run it many times in one process, so the collector's state is put back.
     collecting, frozen = gc.isenabled(), gc.get_freeze_count()

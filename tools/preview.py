@@ -162,7 +162,7 @@ def evaluate(
         run = run_program(stack, config_overrides=overrides,
                           secrets=secrets, preview=True, root=root, plans_dir=plans_dir)
     with progress.step(f"building the plan of {len(run.resources)} resources"):
-        return build_plan(run, secrets.values())
+        return build_plan(run, [*secrets.values(), *run.referenced_secrets])
 
 
 # --- The tree ----------------------------------------------------------------------------------------
