@@ -118,6 +118,18 @@ def hosts_agree(fleet: Fleet) -> Iterator[str]:
             yield f"{a} and {b}: both serve {', '.join(shared)}; each region's own hosts are its alone (their records are)"
 
 
+def health_checks_reach_the_regions(fleet: Fleet) -> Iterator[str]:
+    """Route 53's health checkers connect from the internet: they cannot reach an internal load balancer, so with
+    health checks on, such a region would always be unhealthy (and failover records would never answer with it)."""
+    if not (fleet.global_outputs.get(GLOBAL_OUTPUT) or {}).get("healthChecks"):
+        return
+    for stack in fleet.present_regions():
+        if fleet.region(stack).get("loadBalancerScheme") == "internal":
+            yield (f"{stack} and {fleet.global_stack}: {stack}'s load balancer is internal, which Route 53's health "
+                   f"checkers cannot reach; set fleet.healthCheck.enabled false on {fleet.global_stack} (the records then "
+                   "follow the load balancer's own target health) or make the load balancer internet-facing")
+
+
 def certificate_names_agree(fleet: Fleet) -> Iterator[str]:
     """Each region's certificate carries the names the global stack says it must: the global host and its own."""
     wanted = (fleet.global_outputs.get(GLOBAL_OUTPUT) or {}).get("certificateNames") or {}
@@ -257,6 +269,7 @@ def _web_identity_trusts(plan: Mapping[str, Any]) -> Iterator[tuple[str, set[str
 RULES: list[Rule] = [
     references_resolve,
     hosts_agree,
+    health_checks_reach_the_regions,
     certificate_names_agree,
     redirect_uris_agree,
     stores_are_not_shared,

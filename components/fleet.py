@@ -39,6 +39,7 @@ class GlobalFleetArgs:
     zone_name: str
     routing: str
     regions: Sequence[FleetRegionArgs]
+    health_check: bool
     health_check_path: str
     health_check_port: int
     failure_threshold: int
@@ -53,7 +54,7 @@ class GlobalFleetArgs:
             host=fleet.host, zone_name=fleet.zone_name, routing=fleet.routing,
             regions=[FleetRegionArgs(stack=r.stack, reference=stack_reference_name(fleet.organization, r.stack),
                                      failover=r.failover) for r in fleet.regions],
-            health_check_path=fleet.health_check.path, health_check_port=fleet.health_check.port,
+            health_check=fleet.health_check.enabled, health_check_path=fleet.health_check.path, health_check_port=fleet.health_check.port,
             failure_threshold=fleet.health_check.failure_threshold,
             request_interval=fleet.health_check.request_interval, cookie_secret=cookie_secret,
         )
@@ -85,8 +86,9 @@ class GlobalFleet(pulumi.ComponentResource):
             nlb_zone = aws.lb.get_hosted_zone_id_output(load_balancer_type="network", region=told["region"],
                                                         opts=pulumi.InvokeOutputOptions(parent=self))
             # Route 53 checks the region's own host over HTTPS with SNI; 2xx and 3xx are healthy, and an
-            # unauthenticated request gets the login's redirect (a 302), so no path needs to be left open.
-            health = aws.route53.HealthCheck(
+            # unauthenticated request gets the login's redirect (a 302), so no path needs to be left open. Its
+            # checkers are on the internet: an internal load balancer is judged by its own target health instead.
+            health = None if not args.health_check else aws.route53.HealthCheck(
                 f"{name}-{region.stack}-health",
                 type="HTTPS",
                 fqdn=told["host"],
@@ -111,7 +113,7 @@ class GlobalFleet(pulumi.ComponentResource):
                     type=record_type,
                     # One record per region for the same name and type, told apart by the set identifier.
                     set_identifier=region.stack,
-                    health_check_id=health.id,
+                    health_check_id=health.id if health is not None else None,
                     aliases=[aws.route53.RecordAliasArgs(name=load_balancer, zone_id=nlb_zone.id, evaluate_target_health=True)],
                     opts=child,
                     **routing,
@@ -131,6 +133,7 @@ class GlobalFleet(pulumi.ComponentResource):
             "fleetGlobal": {
                 "host": args.host, "zoneName": args.zone_name, "routing": args.routing,
                 "regions": [{"stack": r.stack, "reference": r.reference, "failover": r.failover} for r in args.regions],
+                "healthChecks": args.health_check,
                 # What each region's certificate must name: the global host and the region's own host.
                 "certificateNames": self.certificate_names,
             },
@@ -189,6 +192,7 @@ def fleet_region_exports(settings: Settings, *, certificate_names: Sequence[str]
         "clusterOidcIssuer": cluster_oidc_issuer,
         "host": settings.dns.host,
         "hosts": list(settings.dns.hosts),
+        "loadBalancerScheme": settings.ingress.scheme,
         "certificateNames": list(certificate_names),
         "redirectUrl": redirect_url,
         "auth": {"issuerUrl": settings.auth.issuer_url, "clientId": settings.auth.client_id, "proxy": settings.auth.proxy},

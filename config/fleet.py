@@ -51,6 +51,8 @@ class FleetRegionSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class FleetHealthCheckSettings:
+    enabled: bool = setting(True)
+    """Check each regional host from Route 53's health checkers, which reach only public endpoints: false for internal load balancers, whose records then follow the NLB's own target health (evaluateTargetHealth)."""
     path: str = setting("/")
     """Path Route 53 requests on each regional host over HTTPS; a 2xx or 3xx answer (the login redirect) is healthy."""
     port: int = setting(443, check=checks.between(1, 65535))

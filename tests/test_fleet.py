@@ -227,7 +227,7 @@ def test_the_rules_are_a_plain_list_others_can_extend(fleet_plans):
 # --- the global stack and its records ---------------------------------------------------------------------
 
 
-def test_the_global_stack_writes_failover_records_with_health_checks_to_each_regions_load_balancer(fleet_plans):
+def test_the_global_stack_writes_failover_records_to_each_regions_load_balancer(fleet_plans):
     plan = fleet_plans[GLOBAL]
     records = [r for r in plan["resources"] if r["type"] == "aws:route53/record:Record"]
     assert sorted((r["inputs"]["setIdentifier"], r["inputs"]["type"]) for r in records) == [
@@ -236,25 +236,44 @@ def test_the_global_stack_writes_failover_records_with_health_checks_to_each_reg
         assert record["inputs"]["name"] == "kubeflow.ml.example.com"
         failover = {WEST: "PRIMARY", EAST: "SECONDARY"}[record["inputs"]["setIdentifier"]]
         assert record["inputs"]["failoverRoutingPolicies"] == [{"type": failover}]
-        assert record["inputs"]["aliases"][0]["evaluateTargetHealth"] is True
-    checks = {r["name"]: r["inputs"] for r in plan["resources"] if r["type"] == "aws:route53/healthCheck:HealthCheck"}
-    assert {name: (c["fqdn"], c["type"], c["resourcePath"], c["enableSni"]) for name, c in checks.items()} == {
-        f"fleet-{WEST}-health": ("kubeflow.us-west-2.ml.example.com", "HTTPS", "/", True),
-        f"fleet-{EAST}-health": ("kubeflow.us-east-1.ml.example.com", "HTTPS", "/", True)}
+        # The example's load balancers are internal: each record follows its NLB's own target health.
+        assert record["inputs"]["aliases"][0]["evaluateTargetHealth"] is True and "healthCheckId" not in record["inputs"]
     # No cluster, no Kubernetes object: the global stack is DNS and shared values only.
     assert {r["type"].split(":")[0] for r in plan["resources"] if r["custom"]} <= {"aws", "pulumi"}
+    assert not [r for r in plan["resources"] if r["type"] == "aws:route53/healthCheck:HealthCheck"]
     assert plan["outputs"]["authCookieSecret"] == "[secret]"
     assert plan["outputs"]["oidcRedirectUris"] == ["https://kubeflow.us-east-1.ml.example.com/oauth2/callback",
                                                    "https://kubeflow.us-west-2.ml.example.com/oauth2/callback"]
 
 
+def _global_run(program: Path, plans_dir: Path, **fleet):
+    document = yaml.safe_load((program / "Pulumi.global.yaml").read_text())["config"]["kubeflow-platform:fleet"]
+    return run_program(GLOBAL, config_overrides={"fleet": {**document, **fleet}}, secrets=MARKER_SECRETS, preview=True,
+                       root=program, plans_dir=plans_dir)
+
+
+def test_with_health_checks_each_regional_host_is_checked_over_https_and_its_records_name_the_check(tmp_path, example_fleet):
+    run = _global_run(_program_with_fleet(tmp_path / "program"), example_fleet[0],
+                      healthCheck={"enabled": True, "path": "/", "failureThreshold": 3, "requestInterval": 30})
+    checks = {r.name: r.inputs for r in run.of_type("aws:route53/healthCheck:HealthCheck")}
+    assert {name: (c["fqdn"], c["type"], c["port"], c["resourcePath"], c["enableSni"]) for name, c in checks.items()} == {
+        f"fleet-{WEST}-health": ("kubeflow.us-west-2.ml.example.com", "HTTPS", 443, "/", True),
+        f"fleet-{EAST}-health": ("kubeflow.us-east-1.ml.example.com", "HTTPS", 443, "/", True)}
+    records = run.of_type("aws:route53/record:Record")
+    assert len(records) == 4 and all("healthCheckId" in r.inputs for r in records)
+
+
+def test_health_checks_of_an_internal_load_balancer_are_named(fleet_plans):
+    plans = copy.deepcopy(fleet_plans)
+    plans[GLOBAL]["outputs"]["fleetGlobal"]["healthChecks"] = True
+    found = _check(plans)
+    assert len(found) == 2 and all(p.startswith("health_checks_reach_the_regions: ") and GLOBAL in p for p in found)
+    assert any(f"{WEST}'s load balancer is internal" in p for p in found)
+
+
 def test_latency_routing_writes_one_latency_record_per_region(tmp_path, example_fleet):
-    out = example_fleet[0]
-    program = _program_with_fleet(tmp_path / "program")
-    run = run_program(GLOBAL, config_overrides={"fleet": {
-        **yaml.safe_load((program / "Pulumi.global.yaml").read_text())["config"]["kubeflow-platform:fleet"],
-        "routing": "latency", "regions": [{"stack": WEST}, {"stack": EAST}]}},
-        secrets=MARKER_SECRETS, preview=True, root=program, plans_dir=out)
+    run = _global_run(_program_with_fleet(tmp_path / "program"), example_fleet[0],
+                      routing="latency", regions=[{"stack": WEST}, {"stack": EAST}])
     records = run.of_type("aws:route53/record:Record")
     assert sorted((r.inputs["setIdentifier"], r.inputs["latencyRoutingPolicies"][0]["region"]) for r in records) == [
         (EAST, "us-east-1"), (EAST, "us-east-1"), (WEST, "us-west-2"), (WEST, "us-west-2")]
