@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from tools import diff as diff_tool
 from tools import fleet as fleet_tool
 from tools.mock_runtime import StackReferenceError, referenced_secret, run_program
 from tools.plan import load_plan
+from tools.preview import display_path
 
 GLOBAL, WEST, EAST = "global", "prod-us-west-2", "prod-us-east-1"
 FLEET_STACKS = (GLOBAL, WEST, EAST)
@@ -403,3 +405,17 @@ def test_dev_and_prod_stay_stand_alone_stacks():
     for stack in ("dev", "prod"):
         settings = config.parse(_raw(stack), config.Secrets(), set(config.SECRET_KEYS), stack)
         assert settings.fleet.role is None and settings.tenancy.file is None
+
+
+# --- the docs ------------------------------------------------------------------------------------------------
+
+
+def test_fleet_md_shows_what_make_fleet_prints_and_lists_every_rule(example_fleet):
+    out, _, stdout, _ = example_fleet
+    page = (REPO_ROOT / "docs" / "fleet.md").read_text()
+    sample = page.split("```\nFleet: ", 1)[1].split("```", 1)[0]
+    printed = stdout.replace(display_path(out) + "/", "build/fleet/")
+    assert "Fleet: " + sample == printed
+    table = page.split("## What the fleet check holds", 1)[1]
+    assert [rule.__name__ for rule in fleet_check.RULES] == re.findall(r"^\| `(\w+)` \|", table, flags=re.MULTILINE)
+    assert "[A fleet](docs/fleet.md)" in (REPO_ROOT / "README.md").read_text()
