@@ -419,3 +419,19 @@ def test_fleet_md_shows_what_make_fleet_prints_and_lists_every_rule(example_flee
     table = page.split("## What the fleet check holds", 1)[1]
     assert [rule.__name__ for rule in fleet_check.RULES] == re.findall(r"^\| `(\w+)` \|", table, flags=re.MULTILINE)
     assert "[A fleet](docs/fleet.md)" in (REPO_ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("stack", (WEST, EAST))
+def test_a_regional_stack_alone_holds_every_upstream_contract(stack, tmp_path):
+    """A region previewed alone, before any global stack exists (no saved preview of it): the objects it applies hold
+    every contract of the pinned release, as dev's and prod's do (tests/test_contracts.py)."""
+    from tests.conftest import run_stack
+    from tests.test_contracts import CONTRACTS, emitted_objects, flat_settings
+    from tests.upstream import CURRENT_VERSION
+    from manifests.contracts import contract_problems
+
+    run = run_stack(stack, plans_dir=tmp_path)
+    assert run.stack_references == [(f"example-org/kubeflow-platform/{GLOBAL}", None)]
+    objects, values = emitted_objects(run), flat_settings(stack)
+    assert [problem for contract in CONTRACTS if contract.applies_to(CURRENT_VERSION)
+            for problem in contract_problems(contract, objects, values)] == []
