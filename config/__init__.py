@@ -343,6 +343,8 @@ def parse(raw: Mapping[str, Any], secrets: Secrets, present_secrets: set[str], s
 
 def _parse_global(raw: dict[str, Any], secrets: Secrets, present: set[str], stack: str, problems: Problems) -> GlobalSettings:
     """A global stack: its AWS account and region, protection and fleet settings; no Kubeflow setting may be set."""
+    for key in sorted(set(raw) - set(settings_keys())):
+        problems.add(key, f"unknown key; a global stack takes {', '.join(sorted(set(settings_keys()) - set(KUBEFLOW_STACK_KEYS)))}")
     for key in KUBEFLOW_STACK_KEYS:
         if raw.get(key) not in (None, {}, []):
             problems.add(key, "is not used by a global stack (fleet.role global creates no cluster objects); "

@@ -17,6 +17,7 @@ from typing import Any, Literal, Optional
 
 from config import checks
 from config.loader import setting
+from config.platform import AwsSettings
 
 PROJECT = "kubeflow-platform"
 # A Pulumi organization or stack name: letters, digits, '-', '_' and '.' (the service's rule for stack names).
@@ -142,11 +143,9 @@ class GlobalSettings:
     """A global stack's settings: what it shares across the fleet, and where its Route 53 calls go."""
 
     stack: str
-    aws: "AwsSettings"
+    aws: AwsSettings
     protect: bool
     fleet: FleetSettings
     #: The fleet's session cookie secret (the global stack's authCookieSecret), a Pulumi secret Output.
     cookie_secret: Any = None
 
-
-from config.platform import AwsSettings  # noqa: E402  (for the annotation above; no cycle)

@@ -263,6 +263,10 @@ def test_with_health_checks_each_regional_host_is_checked_over_https_and_its_rec
         f"fleet-{EAST}-health": ("kubeflow.us-east-1.ml.example.com", "HTTPS", 443, "/", True)}
     records = run.of_type("aws:route53/record:Record")
     assert len(records) == 4 and all("healthCheckId" in r.inputs for r in records)
+    # Every AWS resource on the global stack's one explicit provider; stack references are the engine's own.
+    providers = {r.urn for r in run.resources if r.type == "pulumi:providers:aws"}
+    assert len(providers) == 1
+    assert all(r.provider.rsplit("::", 1)[0] in providers for r in run.resources if r.custom and r.type.startswith("aws:"))
 
 
 def test_health_checks_of_an_internal_load_balancer_are_named(fleet_plans):
@@ -337,10 +341,11 @@ def _raw(stack: str) -> dict:
 
 
 def test_a_global_stack_refuses_kubeflow_settings_and_needs_the_fleets_cookie_secret():
-    raw = {**_raw(GLOBAL), "dns": {"zoneName": "ml.example.com"}, "kubeflow": {}}
+    raw = {**_raw(GLOBAL), "dns": {"zoneName": "ml.example.com"}, "kubeflow": {}, "fleett": {}}
     with pytest.raises(config.SettingsError) as refused:
         config.parse(raw, config.Secrets(), {"authClientSecret"}, GLOBAL)
     assert refused.value.problems == [
+        "fleett: unknown key; a global stack takes aws, fleet, protect",
         "dns: is not used by a global stack (fleet.role global creates no cluster objects); remove it from the stack file",
         "authCookieSecret: is required on the global stack: every region's login signs its cookies with it; set it with "
         "`pulumi config set --secret authCookieSecret <value>`",

@@ -22,6 +22,7 @@ from typing import Any, Optional
 import pulumi
 import yaml
 
+from analysis.plan_objects import SECRET
 from manifests import yaml_loader
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
@@ -265,8 +266,8 @@ class StackReferenceError(pulumi.RunError):
     """A stack reference the offline run cannot resolve; the message names the stack and what to run first."""
 
 
-#: Values a saved plan shows in place of what it may not or cannot show (tools/plan.py writes them).
-_PLAN_SECRET = "[secret]"
+#: What a saved plan shows in place of a secret (tools/plan.py writes it).
+_PLAN_SECRET = SECRET
 
 
 def referenced_secret(stack: str, output: str) -> str:
