@@ -29,7 +29,7 @@ from tools import diff as diff_tool
 from tools import fleet as fleet_tool
 from tools.mock_runtime import StackReferenceError, referenced_secret, run_program
 from tools.plan import load_plan
-from tools.preview import display_path
+from tools.preview import display_path, preview
 
 GLOBAL, WEST, EAST = "global", "prod-us-west-2", "prod-us-east-1"
 FLEET_STACKS = (GLOBAL, WEST, EAST)
@@ -315,6 +315,22 @@ def test_the_global_stack_names_a_region_to_preview_first(tmp_path):
     program = _program_with_fleet(tmp_path / "program")
     with pytest.raises(StackReferenceError, match=rf"no saved preview of stack '{WEST}'.*make preview STACK={WEST}"):
         run_program(GLOBAL, secrets=MARKER_SECRETS, preview=True, root=program, plans_dir=tmp_path / "none")
+    # As make preview runs it (its manifests are every stack's; a global stack has no release): the message alone.
+    stdout, stderr = io.StringIO(), io.StringIO()
+    assert preview(GLOBAL, manifests=str(manifests_path()), out=tmp_path / "out", stdout=stdout, stderr=stderr,
+                   root=program) == 1
+    assert stderr.getvalue().splitlines()[-1] == (
+        f"error: stack reference 'example-org/kubeflow-platform/{WEST}': no saved preview of stack '{WEST}' "
+        f"(build/{WEST}/plan.json); preview it first: make preview STACK={WEST}")
+
+
+def test_the_global_stack_previews_alone_once_its_regions_have(example_fleet, tmp_path):
+    program = _program_with_fleet(tmp_path / "program")
+    stdout, stderr = io.StringIO(), io.StringIO()
+    status = preview(GLOBAL, manifests=str(manifests_path()), out=tmp_path / "out", stdout=stdout, stderr=stderr,
+                     root=program, plans_dir=example_fleet[0])
+    assert status == 0, stderr.getvalue()
+    assert "Offline checks: passed" in stdout.getvalue() and "Kubernetes objects" not in stdout.getvalue()
 
 
 def test_a_reference_to_a_stack_the_project_does_not_have_is_refused(tmp_path):

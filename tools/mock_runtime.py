@@ -423,7 +423,7 @@ class PlatformMocks(pulumi.runtime.Mocks):
                 self.stack_references.append((name, None))
                 return name, {"name": name, "outputs": {}, "secretOutputNames": []}
             raise StackReferenceError(
-                f"stack reference {name!r}: no saved preview of stack {stack!r} ({plan_file}); "
+                f"stack reference {name!r}: no saved preview of stack {stack!r} ({_shown(plan_file, self.root)}); "
                 f"preview it first: make preview STACK={stack}")
         try:
             saved = json.loads(plan_file.read_text())
@@ -523,6 +523,14 @@ class PlatformMocks(pulumi.runtime.Mocks):
         return (args.resource_id or ""), planned
 
 
+def _shown(path: Path, root: Path) -> str:
+    """`path` relative to the program's directory when below it: messages do not depend on where the clone lives."""
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def check_stack_references(config: Mapping[str, Any], root: Path, plans_dir: Path) -> None:
     """Raises StackReferenceError for the first stack a fleet's stack references that this project lacks or (from a
     global stack) that has no saved preview under `plans_dir`; the message names the stack and what to run first."""
@@ -542,7 +550,7 @@ def check_stack_references(config: Mapping[str, Any], root: Path, plans_dir: Pat
         name = f"{fleet.get('organization')}/{PROJECT}/{stack}"
         if fleet.get("role") == "global" and not (plans_dir / stack / "plan.json").is_file():
             raise StackReferenceError(f"stack reference {name!r}: no saved preview of stack {stack!r} "
-                                      f"({plans_dir / stack / 'plan.json'}); preview it first: make preview STACK={stack}")
+                                      f"({_shown(plans_dir / stack / 'plan.json', root)}); preview it first: make preview STACK={stack}")
 
 
 def install_mocks(config: Mapping[str, Any], *, stack: str, preview: bool = False,

@@ -97,6 +97,9 @@ def config_overrides(stack: str, manifests: Optional[str], kubeflow_version: Opt
     """The stack's `kubeflow` setting with another manifests file or release, as `--manifests` asks."""
     if manifests is None and kubeflow_version is None:
         return {}
+    fleet = stack_config(stack, root).get(f"{PROJECT}:fleet")
+    if isinstance(fleet, Mapping) and fleet.get("role") == "global":
+        return {}  # a fleet's global stack applies no Kubeflow: there is no release to choose
     written = stack_config(stack, root).get(f"{PROJECT}:kubeflow")
     if written is not None and not isinstance(written, Mapping):
         return {}  # the program's settings check names the key and what it expected
