@@ -27,9 +27,9 @@ MANIFESTS_A ?= $(if $(KUBEFLOW_A),$(call release_file,$(KUBEFLOW_A)),$(MANIFESTS
 MANIFESTS_B ?= $(if $(KUBEFLOW_B),$(call release_file,$(KUBEFLOW_B)),$(MANIFESTS))
 # The release a diff side needs rendered into UPSTREAM_DIR: none for a saved plan or for a side
 # given a manifests path.
-diff_release = $(if $(wildcard $(1)/plan.json),,$(if $(filter file,$(origin MANIFESTS_$(2))),$(or $(KUBEFLOW_$(2)),$(if $(filter file,$(origin MANIFESTS)),$(or $(KUBEFLOW),$(KUBEFLOW_VERSION))))))
+diff_release = $(if $(wildcard $(1)/plan.json $(1)/fleet.json),,$(if $(filter file,$(origin MANIFESTS_$(2))),$(or $(KUBEFLOW_$(2)),$(if $(filter file,$(origin MANIFESTS)),$(or $(KUBEFLOW),$(KUBEFLOW_VERSION))))))
 # Options only: every value is read from the environment by the shell (see "Caller's values" below).
-diff_options = $(if $(wildcard $(1)/plan.json),,--manifests-$(2) "$$MAKEARG_MANIFESTS_$(3)" $(if $(or $(KUBEFLOW_$(3)),$(KUBEFLOW)),--kubeflow-$(2) "$$MAKEARG_KUBEFLOW_$(3)"))
+diff_options = $(if $(wildcard $(1)/plan.json $(1)/fleet.json),,--manifests-$(2) "$$MAKEARG_MANIFESTS_$(3)" $(if $(or $(KUBEFLOW_$(3)),$(KUBEFLOW)),--kubeflow-$(2) "$$MAKEARG_KUBEFLOW_$(3)"))
 trace_release = $(if $(wildcard $(STACK)/plan.json),,$(if $(filter file,$(origin MANIFESTS)),$(or $(KUBEFLOW),$(KUBEFLOW_VERSION))))
 diff_releases = $(strip $(sort $(call diff_release,$(A),A) $(call diff_release,$(B),B)))
 DIFF_USAGE := make diff A=<stack|dir> B=<stack|dir> [KUBEFLOW_A=1.9.1] [MANIFESTS_A=path] [KUBEFLOW_B=...] [MANIFESTS_B=...] [FULL=1]
@@ -39,11 +39,12 @@ DIFF_USAGE := make diff A=<stack|dir> B=<stack|dir> [KUBEFLOW_A=1.9.1] [MANIFEST
 # marked `+` still runs and its exit status 1 becomes make's own (how `make -q` answers through recursive
 # makes). So a lone `make diff` turns on question mode, marks each line of its recipe `+`, and has a
 # sub-make without -q make what it needs. Its output is the tool's own, as it happens.
-# `make upgrade-plan` exits the same way (0 nothing needs attention, 1 something does, 2 an error), and so does
-# `make trace` (0 the request reaches its backend, 1 it does not, 2 an error).
+# `make upgrade-plan` exits the same way (0 nothing needs attention, 1 something does, 2 an error), and so do
+# `make trace` (0 the request reaches its backend, 1 it does not, 2 an error) and `make fleet` (0 clean, 1 problems, 2 an error).
 UPGRADE_USAGE := make upgrade-plan FROM=<release|manifests path|saved plan dir> TO=<release|manifests path> [STACK=dev] [FROM_SET='key=value ...'] [TO_SET='key=value ...']
+FLEET_USAGE := make fleet [GLOBAL=<global stack>] [FLEET_SET='<stack>:<key>=<value> ...'] [OUT=build/fleet] [KUBEFLOW=26.03 | MANIFESTS=path]
 TRACE_USAGE := make trace STACK=<stack|saved plan dir> URL=<url> AS=<email|anonymous> [KUBEFLOW=26.03 | MANIFESTS=path]
-STATUS_GOAL := $(filter diff upgrade-plan trace,$(MAKECMDGOALS))
+STATUS_GOAL := $(filter diff upgrade-plan trace fleet,$(MAKECMDGOALS))
 ifneq ($(STATUS_GOAL),)
 ifneq ($(MAKECMDGOALS),$(firstword $(STATUS_GOAL)))
 $(error make $(firstword $(STATUS_GOAL)) runs alone, so its exit status is its answer: run make $(filter-out $(firstword $(STATUS_GOAL)),$(MAKECMDGOALS)) separately)
@@ -78,6 +79,8 @@ export MAKEARG_FROM = $(FROM)
 export MAKEARG_TO = $(TO)
 export MAKEARG_FROM_SET = $(FROM_SET)
 export MAKEARG_TO_SET = $(TO_SET)
+export MAKEARG_FLEET_SET = $(FLEET_SET)
+export MAKEARG_GLOBAL = $(GLOBAL)
 export MAKEARG_MANIFESTS = $(MANIFESTS)
 export MAKEARG_KUBEFLOW = $(KUBEFLOW)
 export MAKEARG_OUT = $(OUT)
@@ -95,7 +98,7 @@ export MAKEARG_BASELINE = $(BASELINE)
 export MAKEARG_STACKS = $(STACKS)
 export MAKEARG_ESTATE = $(ESTATE)
 
-.PHONY: venv scan-venv upstream-manifests preview estate diff diff-prerequisites upgrade-plan trace test policy-pack bench docs clean
+.PHONY: venv scan-venv upstream-manifests preview estate diff diff-prerequisites upgrade-plan trace fleet test policy-pack bench docs clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -148,6 +151,15 @@ upgrade-plan:
 trace:
 	+@MAKEFLAGS= $(MAKE) --no-print-directory PYTHON="$(PYTHON)" UPSTREAM_VERSIONS="$$MAKEARG_TRACE_RELEASE" diff-prerequisites
 	+$(strip $(BIN)/python -m tools.trace "$$MAKEARG_STACK" "$$MAKEARG_URL" --as "$$MAKEARG_AS" $(if $(wildcard $(STACK)/plan.json),,--manifests "$$MAKEARG_MANIFESTS" $(if $(KUBEFLOW),--kubeflow-version "$$MAKEARG_KUBEFLOW")))
+
+## A fleet offline, before any `pulumi up`: previews the global stack and the regional stacks it names (regions,
+## global, regions in full) into OUT/<stack>/ and runs the fleet check. Exit 0 clean, 1 problems, 2 an error.
+## make fleet [GLOBAL=<global stack>] [FLEET_SET='<stack>:<key>=<value> ...'] [OUT=build/fleet] [KUBEFLOW=26.03 | MANIFESTS=path]
+##   FLEET_SET: evaluate the fleet with settings changed (each value read as YAML, like upgrade-plan's FROM_SET)
+fleet:
+	+@MAKEFLAGS= $(MAKE) --no-print-directory PYTHON="$(PYTHON)" UPSTREAM_VERSIONS="$(if $(filter file,$(origin MANIFESTS)),$$MAKEARG_PREVIEW_RELEASE)" diff-prerequisites
+	+set -f; set --; for s in $$MAKEARG_FLEET_SET; do set -- "$$@" --set "$$s"; done; \
+	  $(BIN)/python -m tools.fleet --manifests "$$MAKEARG_MANIFESTS" $(if $(GLOBAL),--global "$$MAKEARG_GLOBAL") $(if $(OUT),--out "$$MAKEARG_OUT") "$$@"
 
 # What `make diff` needs before it compares, made by its sub-make outside question mode: the venv, and
 # the releases in UPSTREAM_VERSIONS for the sides that are stacks evaluated with a rendered release.

@@ -28,7 +28,9 @@ class DnsArgs:
     @classmethod
     def from_settings(cls, settings: Settings) -> "DnsArgs":
         dns = settings.dns
-        return cls(zone_name=dns.zone_name, hosts=dns.hosts, serving_hosts=dns.serving_hosts,
+        # A fleet's global host is served here too, but its records are the global stack's (failover or latency).
+        hosts = tuple(host for host in dns.hosts if settings.fleet.role != "regional" or host != settings.fleet.host)
+        return cls(zone_name=dns.zone_name, hosts=hosts, serving_hosts=dns.serving_hosts,
                    create_zone=dns.create_zone, records=dns.records, protect=settings.protect)
 
 

@@ -9,26 +9,33 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import types
 import typing
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import pulumi
+import yaml
 from pulumi.runtime import config as runtime_config
 
 from config.access import GATEWAY_OPTION_KEYS, REPLACED_UPSTREAM_COMPONENT, AuthSettings, TenancySettings, data_lake_overlaps
 from config.capacity import ArtifactSettings, GpuSettings, IdentitySettings, capacity_cross_checks
 from config.edge import CertificateSettings, DnsSettings, IngressSettings, edge_cross_checks
+from config.fleet import KUBEFLOW_STACK_KEYS, FleetSettings, GlobalSettings
 from config.kubeflow import KubeflowSettings
 from config.loader import Problems, camel, from_raw, keys_of, setting
 from manifests.iam import PIPELINES_PREFIXES
 from config.platform import AwsSettings, ClusterSettings
+from manifests import yaml_loader
 from manifests.guardrails import GuardrailParams
 from manifests.identity import IdentityHeaderOptions, gateway_principal, validate_identity_options
 
 PROJECT = "kubeflow-platform"
+#: Where the program's files are (Pulumi.yaml, __main__.py): files a setting names are read relative to it.
+PROGRAM_DIR = Path(__file__).resolve().parent.parent
 
 #: Secret top-level keys: set with `pulumi config set --secret <key> <value>`. When each is required is
 #: `_missing_secrets` below; Pulumi.yaml declares only those every stack needs (the CLI requires what it declares).
@@ -94,6 +101,8 @@ class Settings:
     """SSO at the gateway and the trusted identity header."""
     tenancy: TenancySettings = setting(TenancySettings())
     """Users, groups and profiles."""
+    fleet: FleetSettings = setting(FleetSettings())
+    """This stack's role in a fleet of regional stacks and a global stack (see docs/fleet.md); unset: stand-alone."""
     secrets: Secrets = dataclasses.field(default=Secrets(), metadata={"internal": True})
     """Secret settings (top-level secret keys, see SECRET_KEYS)."""
 
@@ -154,6 +163,7 @@ class Settings:
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         yield from edge_cross_checks(self.dns, self.certificate)
+        yield from self._fleet_problems()
         yield from capacity_cross_checks(
             region=self.aws.region, cluster_name=self.cluster.name, protect=self.protect,
             artifacts=self.artifacts, gpu=self.gpu, identity=self.identity, kubeflow_version=self.kubeflow.version,
@@ -233,6 +243,17 @@ class Settings:
                                                platform_prefixes=platform_prefixes):
             yield f"tenancy.{key}", message
 
+    def _fleet_problems(self) -> Iterator[tuple[str, str]]:
+        fleet = self.fleet
+        if fleet.role != "regional" or fleet.host is None:
+            return
+        if fleet.host == self.dns.host:
+            # The login's callback is on dns.host: on the global host it would land in whichever region answers.
+            yield "dns.host", (f"is the fleet's global host {fleet.host!r}; give the region a host of its own (like "
+                               f"kubeflow.{self.aws.region}.{self.dns.zone_name}) and list the global host in dns.extraHosts")
+        elif fleet.host not in self.dns.extra_hosts:
+            yield "dns.extraHosts", f"add the fleet's global host {fleet.host!r} (fleet.host): the region serves it too"
+
     def _self_service_problems(self, pools: dict) -> Iterator[tuple[str, str]]:
         service = self.tenancy.self_service
         template = service.template
@@ -306,6 +327,10 @@ def parse(raw: Mapping[str, Any], secrets: Secrets, present_secrets: set[str], s
         # The value would sit in clear in Pulumi.<stack>.yaml, in the repository and every copy of it.
         problems.add(key, f"is written in clear in the stack file; remove it and run `pulumi config set --secret {key} <value>`")
     wrapper = {k: v for k, v in raw.items() if v is not None}
+    fleet = wrapper.get("fleet")
+    if isinstance(fleet, Mapping) and fleet.get("role") == "global":
+        return _parse_global(wrapper, secrets, present_secrets, stack, problems)
+    wrapper = _with_tenancy_file(wrapper, problems)
     settings = from_raw(Settings, wrapper, "", problems)
     if settings is not None:
         settings = _with_secrets(_follow_namespace(settings, wrapper), secrets)
@@ -314,6 +339,68 @@ def parse(raw: Mapping[str, Any], secrets: Secrets, present_secrets: set[str], s
     if problems:
         raise SettingsError(stack, problems.lines)
     return settings
+
+
+def _parse_global(raw: dict[str, Any], secrets: Secrets, present: set[str], stack: str, problems: Problems) -> GlobalSettings:
+    """A global stack: its AWS account and region, protection and fleet settings; no Kubeflow setting may be set."""
+    for key in sorted(set(raw) - set(settings_keys())):
+        problems.add(key, f"unknown key; a global stack takes {', '.join(sorted(set(settings_keys()) - set(KUBEFLOW_STACK_KEYS)))}")
+    for key in KUBEFLOW_STACK_KEYS:
+        if raw.get(key) not in (None, {}, []):
+            problems.add(key, "is not used by a global stack (fleet.role global creates no cluster objects); "
+                              "remove it from the stack file")
+    aws = from_raw(AwsSettings, raw.get("aws"), "aws", problems)
+    fleet = from_raw(FleetSettings, raw.get("fleet"), "fleet", problems)
+    protect = from_raw(_Protect, {"protect": raw.get("protect", False)}, "", problems)
+    if "authCookieSecret" not in present:
+        problems.add("authCookieSecret", "is required on the global stack: every region's login signs its cookies with "
+                                         "it; set it with `pulumi config set --secret authCookieSecret <value>`")
+    if problems:
+        raise SettingsError(stack, problems.lines)
+    return GlobalSettings(stack=stack, aws=aws, protect=protect.protect, fleet=fleet, cookie_secret=secrets.auth_cookie_secret)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Protect:
+    protect: bool = setting(False)
+
+
+def _program_dir() -> Path:
+    """The directory of the program being run (where its Pulumi.yaml is), else this repository's."""
+    running = getattr(sys.modules.get("__main__"), "__file__", None)
+    if running and Path(running).name == "__main__.py" and (Path(running).parent / "Pulumi.yaml").is_file():
+        return Path(running).resolve().parent
+    return PROGRAM_DIR
+
+
+def _with_tenancy_file(raw: dict[str, Any], problems: Problems) -> dict[str, Any]:
+    """`tenancy.file`: the tenancy settings read from a file of the repository, so every region of a fleet has the
+    same profiles, contributors, quotas and policies; keys written beside `file` in the stack file are refused."""
+    tenancy = raw.get("tenancy")
+    if not isinstance(tenancy, Mapping) or tenancy.get("file") is None:
+        return raw
+    name = tenancy["file"]
+    if not isinstance(name, str):
+        return raw  # the loader names the key and the type it expected
+    path = _program_dir() / name
+    try:
+        document = yaml_loader.load_all(path.read_bytes())
+    except OSError as error:
+        problems.add("tenancy.file", f"cannot read {name!r} (relative to the program's directory): {error.strerror}")
+        return {**raw, "tenancy": {}}
+    except (yaml.YAMLError, ValueError, RecursionError) as error:
+        problems.add("tenancy.file", f"{name!r} is not valid YAML: {error}")
+        return {**raw, "tenancy": {}}
+    content = document[0] if len(document) == 1 else None
+    if not isinstance(content, Mapping):
+        problems.add("tenancy.file", f"{name!r} must hold one mapping of tenancy settings (users, groups, profiles, ...)")
+        return {**raw, "tenancy": {}}
+    both = sorted(set(content) & (set(tenancy) - {"file"}))
+    for key in both:
+        problems.add(f"tenancy.{key}", f"is set in the stack file and in {name!r}; keep it in one place")
+    if "file" in content:
+        problems.add("tenancy.file", f"{name!r} names another file; a tenancy file holds the settings themselves")
+    return {**raw, "tenancy": {**content, **{k: v for k, v in tenancy.items() if k not in both}}}
 
 
 def _follow_namespace(settings: Settings, raw: dict[str, Any]) -> Settings:
@@ -381,4 +468,4 @@ def _configured_keys() -> set[str]:
     return {name[len(prefix):] for name in names if name.startswith(prefix)}
 
 
-__all__ = ["PROJECT", "SECRET_KEYS", "Secrets", "Settings", "SettingsError", "camel", "load", "parse"]
+__all__ = ["GlobalSettings", "PROJECT", "SECRET_KEYS", "Secrets", "Settings", "SettingsError", "camel", "load", "parse"]

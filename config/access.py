@@ -412,6 +412,8 @@ class SelfServiceSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class TenancySettings:
+    file: Optional[str] = setting(None)
+    """A YAML file of the repository (relative to Pulumi.yaml) holding these tenancy settings, so the stacks of a fleet share one definition; keys it holds may not be repeated beside it."""
     users: tuple[str, ...] = setting((), check=(checks.emails, checks.unique("user")))
     """Every data scientist, by email."""
     groups: tuple[GroupSettings, ...] = setting(())

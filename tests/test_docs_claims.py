@@ -65,14 +65,14 @@ def test_make_preview_exits_2_and_the_tool_1_when_the_stack_is_refused(fresh_clo
     """README, preview-and-diff.md, troubleshooting-config.md, guardrails.md and mesh-trace.md: a refused stack
     (here by the CLI's check) makes `python -m tools.preview` exit 1 and `make preview` 2."""
     document = yaml.safe_load((REPO_ROOT / "Pulumi.dev.yaml").read_text())
-    del document["config"]["kubeflow-platform:dns"]
+    del document["config"]["kubeflow-platform:aws"]
     (fresh_clone / "Pulumi.broken.yaml").write_text(yaml.safe_dump(document))
     manifests = str(manifests_path(CURRENT_VERSION))
     env = _environment(tmp_path)
     made = subprocess.run(["make", "preview", "STACK=broken", f"MANIFESTS={manifests}"], cwd=fresh_clone, env=env,
                           capture_output=True, text=True, timeout=300)
     assert made.returncode == 2, made.stderr
-    assert "Stack 'broken' is missing configuration value 'dns'" in made.stderr
+    assert "Stack 'broken' is missing configuration value 'aws'" in made.stderr
     tool = subprocess.run([str(fresh_clone / ".venv" / "bin" / "python"), "-m", "tools.preview", "--stack", "broken",
                            "--manifests", manifests], cwd=fresh_clone, env=env, capture_output=True, text=True,
                           timeout=300)

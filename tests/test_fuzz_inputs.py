@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 import config
+from config.fleet import KUBEFLOW_STACK_KEYS
 from config.loader import _type_hints, keys_of
 from tests.stack_files import copy_program, preview_in_process, preview_process, stack_document, write_stack
 
@@ -179,8 +180,10 @@ def _stack_case(rng: random.Random, stack: str, number: int) -> StackCase:
         candidates += [("", top, config.Settings, key) for key in _required(config.Settings) if key in top]
         path, mapping, _cls, key = rng.choice(candidates)
         del mapping[key]
-        # A whole top-level setting missing is refused first by the Pulumi CLI's check (config/pulumi_project.py).
-        expected = (f"{path}.{key}: is required" if path else f"is missing configuration value '{key}'",)
+        # A whole top-level setting missing is refused first by the Pulumi CLI's check (config/pulumi_project.py),
+        # unless Pulumi.yaml defaults it to {} for a fleet's global stack: then the program names its fields.
+        expected = (f"{path}.{key}: is required" if path else f"- {key}." if key in KUBEFLOW_STACK_KEYS
+                    else f"is missing configuration value '{key}'",)
     elif kind == "unknown key":
         node = rng.choice([n for n in nodes if _kind(n.hint) == "object" and isinstance(n.parent[n.key], dict)] + [None])
         key = rng.choice(["zzzUnknown", "nmae", "enabled", "Name"])

@@ -493,8 +493,11 @@ def test_every_problem_is_listed_at_once_with_its_fix():
 
 # ----------------------------------------------------------------------- this project's files, held to it
 
-OPTIONAL_SETTINGS = ("protect", "certificate", "identity", "gpu", "tenancy")
+OPTIONAL_SETTINGS = ("protect", "certificate", "identity", "gpu", "tenancy", "fleet")
+#: What config/ requires of a Kubeflow stack (stand-alone or a fleet's region).
 REQUIRED_SETTINGS = ("aws", "cluster", "dns", "ingress", "artifacts", "kubeflow", "auth")
+#: What the CLI requires of every stack, a fleet's global stack too (which has no Kubeflow settings).
+CLI_REQUIRED_SETTINGS = ("aws",)
 
 
 def _stack_text(stack: str) -> dict:
@@ -511,7 +514,7 @@ def _write(directory: Path, stack: str, document: dict) -> Path:
 def _without(document: dict, *keys: str) -> dict:
     document = copy.deepcopy(document)
     for key in keys:
-        del document["config"][f"{PROJECT_NAME}:{key}"]
+        document["config"].pop(f"{PROJECT_NAME}:{key}", None)  # dev and prod are stand-alone: no fleet
     return document
 
 
@@ -534,13 +537,18 @@ def test_the_stack_files_without_their_secrets_get_the_cli_message_and_the_comma
 
 
 def test_pulumi_yaml_requires_exactly_what_config_requires():
-    """A setting has a `default` in Pulumi.yaml exactly when config/ has one, and the declared secrets are
+    """A setting has a `default` in Pulumi.yaml exactly when config/ has one or a fleet's global stack has none of it
+    (the Kubeflow settings, `{}`: config/ requires their fields on every other stack), and the declared secrets are
     exactly those config/ requires of a stack whose other settings need none (no kubeflow.database, the
     authservice proxy, no static keys): the CLI requires nothing the program does not."""
+    from config.fleet import KUBEFLOW_STACK_KEYS
+
     project = cli.load_project(REPO_ROOT / "Pulumi.yaml")
     for key, field_ in keys_of(config.Settings).items():
         has_default = field_.default is not dataclasses.MISSING or field_.default_factory is not dataclasses.MISSING
-        assert (project.config[key].default is not cli.ABSENT) == has_default, key
+        assert (project.config[key].default is not cli.ABSENT) == (has_default or key in KUBEFLOW_STACK_KEYS), key
+        if not has_default and key in KUBEFLOW_STACK_KEYS:
+            assert project.config[key].default == {}, key
     raw = {key.split(":", 1)[1]: value for key, value in _stack_text("dev")["config"].items()}
     raw["auth"] = {**raw["auth"], "proxy": "authservice"}
     raw["kubeflow"] = {**raw["kubeflow"], "exclude": [*raw["kubeflow"]["exclude"], "authservice"]}
@@ -559,7 +567,7 @@ def test_a_stack_leaving_out_an_optional_setting_passes_the_cli_check(tmp_path, 
     assert cli.check_stack_files(root, stack, cli.DEPLOYING_SECRETS) == []
 
 
-@pytest.mark.parametrize("setting", REQUIRED_SETTINGS)
+@pytest.mark.parametrize("setting", CLI_REQUIRED_SETTINGS)
 def test_a_stack_missing_a_required_setting_gets_the_cli_message(tmp_path, setting):
     root = _write(tmp_path, "dev", _without(_stack_text("dev"), setting))
     problems = cli.check_stack_files(root, "dev", cli.DEPLOYING_SECRETS,
@@ -567,6 +575,21 @@ def test_a_stack_missing_a_required_setting_gets_the_cli_message(tmp_path, setti
     assert [p.message for p in problems] == [f"Stack 'dev' is missing configuration value '{setting}'"]
     fields = cli.settings_required_fields()[setting] or ["<field>"]
     assert problems[0].fix == "; ".join(f"pulumi config set --path {setting}.{name} <value>" for name in fields)
+
+
+@pytest.mark.parametrize("setting", sorted(set(REQUIRED_SETTINGS) - set(CLI_REQUIRED_SETTINGS)))
+def test_a_kubeflow_stack_missing_a_kubeflow_setting_gets_each_required_field_from_config(tmp_path, setting):
+    """The CLI accepts it (Pulumi.yaml defaults it to {} for the global stack's sake); config/ names every field the
+    setting needs, with its key path, before anything is registered."""
+    root = _write(tmp_path, "dev", _without(_stack_text("dev"), setting))
+    assert cli.check_stack_files(root, "dev", cli.DEPLOYING_SECRETS) == []
+    raw = {key.split(":", 1)[1]: value for key, value in _without(_stack_text("dev"), setting)["config"].items()}
+    raw[setting] = {}  # the Pulumi.yaml default the engine hands the program
+    with pytest.raises(config.SettingsError) as refused:
+        config.parse(raw, config.Secrets(), set(cli.DEPLOYING_SECRETS), "dev")
+    # Each required field by name (ingress has none: its open NLB is refused instead), every problem under the setting.
+    assert {f"{setting}.{name}: is required" for name in cli.settings_required_fields()[setting]} <= set(refused.value.problems)
+    assert refused.value.problems and all(line.startswith(f"{setting}.") for line in refused.value.problems)
 
 
 def test_a_secret_in_clear_and_a_mistyped_setting_are_refused_with_their_fixes(tmp_path):
@@ -618,15 +641,15 @@ def test_preview_stops_at_the_cli_check_before_running_the_program(tmp_path):
     from tests.stack_files import copy_program, stack_document
 
     program = copy_program(tmp_path / "program")
-    document = _without(stack_document("dev"), "dns")
+    document = _without(stack_document("dev"), "aws")
     document["config"][f"{PROJECT_NAME}:authClientSecret"] = "in-clear"
     (program / "Pulumi.broken.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
     status, stdout, stderr = _preview(program, "broken")
     assert status == 1 and stdout == ""
     assert stderr.splitlines() == [
         "error: the Pulumi CLI (v3.259.0) would refuse this stack before running the program (2 problems):",
-        "  - validating stack config: Stack 'broken' is missing configuration value 'dns'",
-        "      fix: pulumi config set --path dns.zoneName <value>; pulumi config set --path dns.host <value>",
+        "  - validating stack config: Stack 'broken' is missing configuration value 'aws'",
+        "      fix: pulumi config set --path aws.region <value>",
         "  - validating stack config: Stack 'broken' with configuration key 'authClientSecret' must be encrypted as it's secret",
         "      fix: pulumi config set --secret authClientSecret <value>",
     ]
@@ -640,4 +663,4 @@ def test_the_settings_configuration_md_calls_required_are_the_ones_the_cli_requi
     project = cli.load_project(REPO_ROOT / "Pulumi.yaml")
     required = {key for key, declaration in project.config.items()
                 if declaration.default is cli.ABSENT and declaration.value is cli.ABSENT}
-    assert required == {*REQUIRED_SETTINGS, "authClientSecret"}
+    assert required == {*CLI_REQUIRED_SETTINGS, "authClientSecret"}

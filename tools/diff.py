@@ -2,7 +2,8 @@
 
     python -m tools.diff A B [--manifests-a PATH] [--kubeflow-a VERSION] [--manifests-b ...] [--kubeflow-b ...]
 
-A and B are each a stack name (evaluated now, offline) or a directory holding a saved plan.json. The
+A and B are each a stack name (evaluated now, offline) or a directory holding a saved plan.json; or both are saved
+fleets (directories `make fleet OUT=<dir>` wrote), compared stack by stack: the global stack, then each region. The
 output lists resources added, removed and changed (with every changed field path and old -> new value),
 stack outputs, and the Kubernetes objects that would be applied, matched by apiVersion, kind, namespace
 and name. Exit status: 0 when the plans are the same, 1 when they differ, 2 when one cannot be read or
@@ -348,6 +349,41 @@ def load_side(
     return plan, f"stack {spec} (evaluated now{', ' + extra if extra else ''})"
 
 
+#: What marks a directory as a fleet `make fleet` saved (tools/fleet.py): its stacks' plans are compared one by one.
+FLEET_FILE = "fleet.json"
+
+
+def _fleet_stacks(directory: Path) -> list[str]:
+    described = json.loads((directory / FLEET_FILE).read_text())
+    return [str(described["global"]), *(str(stack) for stack in described.get("regions") or [])]
+
+
+def diff_fleets(a: Path, b: Path, stdout: TextIO, full: bool = False) -> int:
+    """Two saved fleets, stack by stack (the global stack first, then each region): 0 same, 1 different."""
+    from tools.preview import display_path
+
+    stacks_a, stacks_b = _fleet_stacks(a), _fleet_stacks(b)
+    stacks = list(dict.fromkeys([*stacks_a, *stacks_b]))
+    differing = []
+    for stack in stacks:
+        stdout.write(f"=== {stack} ===\n")
+        if stack not in stacks_a or stack not in stacks_b:
+            side = "B" if stack not in stacks_a else "A"
+            stdout.write(f"Only in {side}'s fleet.\n\n")
+            differing.append(stack)
+            continue
+        diff = diff_plans(load_plan(a / stack), load_plan(b / stack))
+        stdout.write(render(diff, f"saved plan {display_path(a / stack)}", f"saved plan {display_path(b / stack)}", full=full))
+        stdout.write("\n")
+        if not diff.equal:
+            differing.append(stack)
+    same = [stack for stack in stacks if stack not in differing]
+    stdout.write(f"Fleet: {len(differing)} of {len(stacks)} stacks differ"
+                 + (f" ({', '.join(differing)})" if differing else "")
+                 + (f"; the same: {', '.join(same)}" if same else "") + "\n")
+    return 1 if differing else 0
+
+
 def main(argv: list[str], stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.diff", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -358,6 +394,17 @@ def main(argv: list[str], stdout: TextIO = sys.stdout, stderr: TextIO = sys.stde
         parser.add_argument(f"--kubeflow-{side}", help=f"Kubeflow release of stack {side.upper()} (like 1.9.1)")
     parser.add_argument("--full", action="store_true", help="every changed field and text line, nothing counted instead")
     args = parser.parse_args(argv)
+    fleets = [Path(side, FLEET_FILE).is_file() for side in (args.a, args.b)]
+    if any(fleets):
+        if not all(fleets) or args.manifests_a or args.manifests_b or args.kubeflow_a or args.kubeflow_b:
+            print("error: a saved fleet (a directory make fleet wrote, with fleet.json) is compared with another saved "
+                  "fleet only: make fleet OUT=<dir> for each side", file=stderr)
+            return 2
+        try:
+            return diff_fleets(Path(args.a), Path(args.b), stdout, full=args.full)
+        except (OSError, ValueError, KeyError) as error:
+            print(f"error: cannot read the saved fleets: {error}", file=stderr)
+            return 2
     try:
         plan_a, label_a = load_side(args.a, manifests=args.manifests_a, kubeflow_version=args.kubeflow_a, stderr=stderr)
         plan_b, label_b = load_side(args.b, manifests=args.manifests_b, kubeflow_version=args.kubeflow_b, stderr=stderr)

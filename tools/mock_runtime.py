@@ -22,6 +22,7 @@ from typing import Any, Optional
 import pulumi
 import yaml
 
+from analysis.plan_objects import SECRET
 from manifests import yaml_loader
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
@@ -187,6 +188,10 @@ class ProgramRun:
     secret_exports: set[str] = field(default_factory=set)
     #: Exports whose value is known only after deploy (preview runs); their `exports` value is None.
     unknown_exports: set[str] = field(default_factory=set)
+    #: Stack references the run resolved, and the saved plan each was read from (None: none yet, no outputs).
+    stack_references: list[tuple[str, Optional[Path]]] = field(default_factory=list)
+    #: Values the run gave secret outputs of referenced stacks (tools.mock_runtime.referenced_secret).
+    referenced_secrets: list[str] = field(default_factory=list)
 
     def of_type(self, type_: str) -> list[Registration]:
         return [r for r in self.resources if r.type == type_]
@@ -257,11 +262,35 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         return response
 
 
+class StackReferenceError(pulumi.RunError):
+    """A stack reference the offline run cannot resolve; the message names the stack and what to run first."""
+
+
+#: What a saved plan shows in place of a secret (tools/plan.py writes it).
+_PLAN_SECRET = SECRET
+
+
+def referenced_secret(stack: str, output: str) -> str:
+    """What a secret output of a referenced stack reads as offline: its saved preview masks the value, and a value of
+    its own shows where it went (the run's plan is checked for it in clear like the run's own secrets)."""
+    return f"stack-reference-secret-{stack}-{output}"
+
+
 class PlatformMocks(pulumi.runtime.Mocks):
     """Answers invokes like AWS would for the stack's account, region and cluster."""
 
-    def __init__(self, config: Mapping[str, Any], preview: bool = False) -> None:
+    def __init__(self, config: Mapping[str, Any], preview: bool = False, *, root: Path = REPO_ROOT,
+                 plans_dir: Optional[Path] = None) -> None:
         self.preview = preview
+        self.root = root
+        #: Where saved previews are read from for stack references: <plans_dir>/<stack>/plan.json.
+        self.plans_dir = plans_dir if plans_dir is not None else root / "build"
+        #: The values secret outputs of referenced stacks were given (referenced_secret), to be found if leaked.
+        self.referenced_secrets: list[str] = []
+        fleet = config.get(f"{PROJECT}:fleet")
+        self.fleet_role = fleet.get("role") if isinstance(fleet, Mapping) else None
+        #: Every stack reference resolved: (fully qualified name, the saved plan read, or None when there was none).
+        self.stack_references: list[tuple[str, Optional[Path]]] = []
         # Whatever the stack file holds: the program's settings check reports wrong values, the mocks
         # only need something to answer with until it does.
         def text(area: str, key: str, default: str) -> str:
@@ -373,10 +402,48 @@ class PlatformMocks(pulumi.runtime.Mocks):
             "status": {"loadBalancer": {"ingress": [{"hostname": f"k8s-{name[:20]}-{self._digest(namespace, name, length=10).lower()}.elb.{self.region}.amazonaws.com"}]}},
         }
 
+    def stack_reference(self, name: str) -> tuple[str, dict[str, Any]]:
+        """A StackReference's state, from the referenced stack's saved preview (its plan.json outputs).
+
+        A secret output reads as `referenced_secret(stack, output)`, still marked secret; an output the saved preview could not know reads as its marker, so what is built from it shows so.
+        A regional stack's reference to its global stack, with no saved preview of it, reads as a stack with no
+        outputs: the global stack's first `pulumi up` follows the regions' (docs/fleet.md). Any other reference
+        without a saved preview fails, naming the stack to preview first.
+        """
+        parts = name.split("/")
+        if len(parts) != 3 or parts[1] != PROJECT:
+            raise StackReferenceError(f"stack reference {name!r}: expected <organization>/{PROJECT}/<stack>")
+        stack = parts[2]
+        plan_file = self.plans_dir / stack / "plan.json"
+        if not (self.root / f"Pulumi.{stack}.yaml").is_file():
+            raise StackReferenceError(f"stack reference {name!r}: this project has no stack {stack!r} "
+                                      f"(no Pulumi.{stack}.yaml; stacks here: {', '.join(known_stacks(self.root))})")
+        if not plan_file.is_file():
+            if self.fleet_role == "regional":
+                self.stack_references.append((name, None))
+                return name, {"name": name, "outputs": {}, "secretOutputNames": []}
+            raise StackReferenceError(
+                f"stack reference {name!r}: no saved preview of stack {stack!r} ({_shown(plan_file, self.root)}); "
+                f"preview it first: make preview STACK={stack}")
+        try:
+            saved = json.loads(plan_file.read_text())
+        except (OSError, ValueError) as error:
+            raise StackReferenceError(f"stack reference {name!r}: cannot read {plan_file}: {error}") from None
+        outputs = saved.get("outputs") if isinstance(saved, Mapping) else None
+        if not isinstance(outputs, Mapping):
+            raise StackReferenceError(f"stack reference {name!r}: {plan_file} holds no outputs; preview {stack!r} again")
+        secret_names = sorted(key for key, value in outputs.items() if value == _PLAN_SECRET)
+        values = {key: referenced_secret(stack, key) if key in secret_names else value for key, value in outputs.items()}
+        self.referenced_secrets += [values[key] for key in secret_names]
+        self.stack_references.append((name, plan_file))
+        return name, {"name": name, "outputs": values, "secretOutputNames": secret_names}
+
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         self._registering.inputs = args.inputs
         name = args.name
         typ = args.typ
+        if typ == "pulumi:pulumi:StackReference":
+            return self.stack_reference(str(args.inputs.get("name") or args.resource_id))
         if typ == "kubernetes:yaml/v2:ConfigGroup":
             # The provider's Construct answers with the registered children, never an echo of the objects
             # (echoing thousands of objects back makes the SDK rebuild each as Outputs, which real runs never do).
@@ -456,13 +523,44 @@ class PlatformMocks(pulumi.runtime.Mocks):
         return (args.resource_id or ""), planned
 
 
+def _shown(path: Path, root: Path) -> str:
+    """`path` relative to the program's directory when below it: messages do not depend on where the clone lives."""
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def check_stack_references(config: Mapping[str, Any], root: Path, plans_dir: Path) -> None:
+    """Raises StackReferenceError for the first stack a fleet's stack references that this project lacks or (from a
+    global stack) that has no saved preview under `plans_dir`; the message names the stack and what to run first."""
+    fleet = config.get(f"{PROJECT}:fleet")
+    if not isinstance(fleet, Mapping) or fleet.get("role") not in ("global", "regional"):
+        return
+    if fleet.get("role") == "regional":
+        referenced = [fleet.get("global")]
+    else:
+        referenced = [region.get("stack") for region in fleet.get("regions") or [] if isinstance(region, Mapping)]
+    referenced = [stack for stack in referenced if isinstance(stack, str)]  # the settings check names the others
+    for stack in referenced:
+        if not (root / f"Pulumi.{stack}.yaml").is_file():
+            raise StackReferenceError(f"stack reference {fleet.get('organization')}/{PROJECT}/{stack}: this project has "
+                                      f"no stack {stack!r} (no Pulumi.{stack}.yaml; stacks here: {', '.join(known_stacks(root))})")
+    for stack in referenced:
+        name = f"{fleet.get('organization')}/{PROJECT}/{stack}"
+        if fleet.get("role") == "global" and not (plans_dir / stack / "plan.json").is_file():
+            raise StackReferenceError(f"stack reference {name!r}: no saved preview of stack {stack!r} "
+                                      f"({_shown(plans_dir / stack / 'plan.json', root)}); preview it first: make preview STACK={stack}")
+
+
 def install_mocks(config: Mapping[str, Any], *, stack: str, preview: bool = False,
-                  project: str = PROJECT) -> tuple["PlatformMocks", RecordingMonitor]:
+                  project: str = PROJECT, root: Path = REPO_ROOT,
+                  plans_dir: Optional[Path] = None) -> tuple["PlatformMocks", RecordingMonitor]:
     """A clean mock runtime for one program run: new mocks and monitor, no root stack, nothing pending."""
     # Outputs still pending from a run that failed inside an apply would finish during the next run and
     # report that run's error there; the SDK's own @pulumi.runtime.test clears them the same way.
     pulumi_settings.SETTINGS.outputs.clear()
-    mocks = PlatformMocks(config, preview=preview)
+    mocks = PlatformMocks(config, preview=preview, root=root, plans_dir=plans_dir)
     monitor = RecordingMonitor(mocks)
     # A fresh root stack per run: the SDK keeps the previous run's root otherwise.
     pulumi.runtime.settings.ROOT.set(None)
@@ -477,11 +575,13 @@ def run_program(
     secrets: Optional[Mapping[str, str]] = None,
     preview: bool = False,
     root: Path = REPO_ROOT,
+    plans_dir: Optional[Path] = None,
 ) -> ProgramRun:
     """Runs `__main__.py` for `stack` under mocks and returns what it registered and exported.
 
     `config_overrides` replaces top-level keys (`kubeflow-platform:<key>` or `<key>`), `secrets` sets
     secret keys the way `pulumi config set --secret` would (marked secret, so `get_secret` wraps them).
+    Stack references resolve from the saved previews under `plans_dir` (default `<root>/build`).
     """
     config = stack_config(stack, root)
     for key, value in (config_overrides or {}).items():
@@ -490,6 +590,9 @@ def run_program(
             config.pop(full, None)
         else:
             config[full] = value
+    # A reference that cannot resolve is reported before the program runs (inside it, the SDK would also print the
+    # error once per output waiting on the reference).
+    check_stack_references(config, root, plans_dir if plans_dir is not None else root / "build")
     # As the engine does: a `{secure: ...}` value reaches the program as a secret (here its ciphertext, as
     # nothing can decrypt it offline), a value written in clear as plain config.
     secret_keys = [key for key, value in config.items() if is_encrypted(value)]
@@ -503,12 +606,13 @@ def run_program(
         secret_keys.append(full)
     set_all_config({k: _as_config_text(v) for k, v in config.items()}, secret_keys)
 
-    mocks, monitor = install_mocks(config, stack=stack, preview=preview)
+    mocks, monitor = install_mocks(config, stack=stack, preview=preview, root=root, plans_dir=plans_dir)
 
     def program() -> None:
         runpy.run_path(str(root / "__main__.py"), run_name="__main__")
 
-    run = ProgramRun(stack=stack, resources=monitor.registrations, invokes=mocks.invokes)
+    run = ProgramRun(stack=stack, resources=monitor.registrations, invokes=mocks.invokes,
+                     stack_references=mocks.stack_references, referenced_secrets=mocks.referenced_secrets)
     # __main__.py turns the cyclic collector off and freezes what it built, for its own short-lived
     # process; the tests run it many times in one process, so the collector's state is put back.
     collecting, frozen = gc.isenabled(), gc.get_freeze_count()

@@ -178,6 +178,10 @@ def build_plan(run: ProgramRun, secret_values: Iterable[str] = ()) -> tuple[dict
             outputs[key] = masking.plain(run.exports[key])
             leaks += masking.leaks
     plan = {"format": PLAN_FORMAT, "project": PROJECT, "stack": run.stack, "resources": resources, "outputs": outputs}
+    if run.stack_references:
+        # Which stacks' saved previews the run read (a fleet's stacks): the fleet check holds them together.
+        plan["stackReferences"] = [{"name": name, "stack": name.rsplit("/", 1)[-1], "resolved": path is not None}
+                                   for name, path in run.stack_references]
     return plan, leaks
 
 

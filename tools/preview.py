@@ -45,6 +45,8 @@ from tools.plan import (
 )
 
 PLACEHOLDER_SECRET = "preview-placeholder-secret"
+#: The output only a fleet's global stack exports (components/fleet.py).
+GLOBAL_STACK_OUTPUT = "fleetGlobal"
 #: Outputs longer than this are summarised in the printed tree (the whole value is in plan.json).
 _OUTPUT_WIDTH = 100
 
@@ -95,6 +97,9 @@ def config_overrides(stack: str, manifests: Optional[str], kubeflow_version: Opt
     """The stack's `kubeflow` setting with another manifests file or release, as `--manifests` asks."""
     if manifests is None and kubeflow_version is None:
         return {}
+    fleet = stack_config(stack, root).get(f"{PROJECT}:fleet")
+    if isinstance(fleet, Mapping) and fleet.get("role") == "global":
+        return {}  # a fleet's global stack applies no Kubeflow: there is no release to choose
     written = stack_config(stack, root).get(f"{PROJECT}:kubeflow")
     if written is not None and not isinstance(written, Mapping):
         return {}  # the program's settings check names the key and what it expected
@@ -144,9 +149,11 @@ def evaluate(
     progress: Optional[Progress] = None,
     root: Path = REPO_ROOT,
     settings: Optional[Mapping[str, Any]] = None,
+    plans_dir: Optional[Path] = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Runs the program for `stack` in preview mode: the plan, and secret leaks found while masking.
-    `settings`: dotted keys set on top of the stack file (see with_settings).
+    `settings`: dotted keys set on top of the stack file (see with_settings); `plans_dir`: where stack references
+    read saved previews (default build/).
 
     Raises pulumi.RunError for configuration mistakes (the message is meant for the user).
     """
@@ -156,9 +163,9 @@ def evaluate(
     with progress.step(f"running __main__.py for stack {stack} under the mock runtime{where}"):
         overrides = with_settings(stack, config_overrides(stack, manifests, kubeflow_version, root), settings or {}, root)
         run = run_program(stack, config_overrides=overrides,
-                          secrets=secrets, preview=True, root=root)
+                          secrets=secrets, preview=True, root=root, plans_dir=plans_dir)
     with progress.step(f"building the plan of {len(run.resources)} resources"):
-        return build_plan(run, secrets.values())
+        return build_plan(run, [*secrets.values(), *run.referenced_secrets])
 
 
 # --- The tree ----------------------------------------------------------------------------------------
@@ -252,6 +259,9 @@ def render_tree(plan: Mapping[str, Any]) -> str:
     counts = collections.Counter(r["type"] for r in plan["resources"])
     lines += ["", "Resources by type:"]
     lines += [f"    {count:5d}  {type_}" for type_, count in sorted(counts.items())]
+    if GLOBAL_STACK_OUTPUT in plan["outputs"]:  # a fleet's global stack: no Kubernetes objects, no release
+        lines += ["", "Resources:", f"    + {len(plan['resources']) + 1} to create"]
+        return "\n".join(lines) + "\n"
     files = collections.Counter(o.file for o in found.objects)
     lines += ["", f"Kubernetes objects: {len(found.objects)} in {len(files)} files"]
     lines += [f"    {count:5d}  {name}" for name, count in sorted(files.items())]
@@ -296,15 +306,18 @@ def preview(
     stderr: TextIO = sys.stderr,
     root: Path = REPO_ROOT,
     estate: Optional[Path] = None,
+    settings: Optional[Mapping[str, Any]] = None,
+    plans_dir: Optional[Path] = None,
 ) -> int:
-    """The whole `make preview`; returns the exit status (0 clean, 1 problems or a configuration error)."""
+    """The whole `make preview`; returns the exit status (0 clean, 1 problems or a configuration error).
+    `settings` and `plans_dir` as for `evaluate` (make fleet)."""
     # First what the Pulumi CLI checks before it runs the program (a stack it refuses never gets further).
     if not pulumi_project.preflight(root, stack, pulumi_project.DEPLOYING_SECRETS if secrets is None else secrets, stderr):
         return 1
     progress = Progress(stderr)
     try:
         plan, leaks = evaluate(stack, manifests=manifests, kubeflow_version=kubeflow_version, secrets=secrets,
-                               progress=progress, root=root)
+                               progress=progress, root=root, settings=settings, plans_dir=plans_dir)
     except pulumi.RunError as error:
         # Configuration mistakes come as RunError with every problem listed: the message is the answer.
         print(f"error: {error}", file=stderr)
@@ -317,6 +330,10 @@ def preview(
     with progress.step(f"writing {display_path(out)}"):
         written = write_plan_dir(plan, out)
     stdout.write(render_tree(plan))
+    if GLOBAL_STACK_OUTPUT in plan["outputs"]:
+        # A fleet's global stack applies nothing to a cluster: no guardrails, admission or mesh to check; the fleet
+        # check (make fleet) holds it against its regions.
+        return _report(leaks, [], written, stdout)
     stdout.write("\n" + "\n".join(ownership_table(ownership)) + "\n")
     with progress.step("running the offline checks"):
         problems = leaks + plan_checks.validate_plan(plan) + [f"ownership: {p}" for p in ownership.problems]
@@ -335,6 +352,10 @@ def preview(
 
         with progress.step(f"comparing the stack with the estate {display_path(estate)}"):
             problems += estate_check(stack, plan, estate, root)
+    return _report(problems, deferred, written, stdout)
+
+
+def _report(problems: list[str], deferred: list[str], written: list[Path], stdout: TextIO) -> int:
     print("", file=stdout)
     if problems:
         print(f"Offline checks: {len(problems)} problem{'s' if len(problems) != 1 else ''}", file=stdout)
