@@ -92,7 +92,9 @@ class GlobalDatabaseSettings:
     cluster_identifier: str = setting(check=rds_identifier)
     """This region's Aurora cluster in it; `kubeflow.database.host` must be its cluster endpoint (`<clusterIdentifier>.cluster-<id>.<region>.rds.amazonaws.com`)."""
     create: bool = setting(False)
-    """Create the global cluster (primary stack) and this region's cluster joined to it; false: they exist, and the estate check (`make estate`) verifies the global cluster and its writer region."""
+    """Create this region's cluster, joined to the global cluster; false: the cluster exists, and the estate check (`make preview ESTATE=...`) verifies the global cluster, this region's membership and the writer region."""
+    create_global_cluster: bool = setting(False)
+    """This stack creates the global cluster itself, and its regional cluster is the first writer (it alone carries the master user, `kubeflow.database.user` with the secret `databasePassword`); true on exactly one stack of the pair, and it stays there through switchovers (the writer moves inside Aurora, not between stacks)."""
     engine_version: str = setting(DEFAULT_ENGINE_VERSION)
     """Aurora MySQL 3 (MySQL 8.0 compatible) version, the same on both stacks."""
     instance_class: str = setting("db.r6g.large", check=checks.not_empty)
@@ -177,6 +179,8 @@ def recovery_cross_checks(settings: "Settings") -> Iterator[tuple[str, str]]:
     if not database.instance_class.startswith("db.r"):
         yield "recovery.database.instanceClass", (f"{database.instance_class!r}: an Aurora Global Database runs on "
                                                   "memory-optimised db.r* classes")
+    if database.create_global_cluster and not database.create:
+        yield "recovery.database.createGlobalCluster", "needs create: true (the global cluster's first writer is this stack's cluster)"
     if database.create:
         if not database.subnet_group_name:
             yield "recovery.database.subnetGroupName", "is required with create: the DB subnet group of the cluster's VPC"

@@ -72,3 +72,43 @@ def held_workloads(objects: list[dict]) -> dict[tuple[str, str], str]:
     return {(o["metadata"].get("namespace", ""), o["metadata"]["name"]): o["metadata"]["annotations"][HELD]
             for o in objects
             if o.get("kind") == "Deployment" and HELD in ((o.get("metadata") or {}).get("annotations") or {})}
+
+
+def replication_policy(*, pairs: list[tuple[str, str, str | None, str | None]], region: str, peer_region: str,
+                       partition: str = "aws") -> dict:
+    """What the S3 replication role may do, and nothing more: read the replication rules and the versions of this
+    stack's buckets, write replicas (objects, delete markers, tags) into the peer's buckets, decrypt with the source
+    keys through S3 in this region and encrypt with the destination keys through S3 in the peer region, each only for
+    its own bucket (the actions S3 needs: docs.aws.amazon.com/AmazonS3/latest/userguide/setting-repl-config-perm-overview.html;
+    the KMS conditions: .../replication-config-for-kms-objects.html). `pairs`: (source bucket, destination bucket,
+    source KMS key ARN or None, destination KMS key ARN or None)."""
+    if not pairs:
+        raise ValueError("at least one bucket pair is required")
+
+    def arn(bucket: str) -> str:
+        return f"arn:{partition}:s3:::{bucket}"
+
+    sources, destinations = sorted(arn(s) for s, _, _, _ in pairs), sorted(arn(d) for _, d, _, _ in pairs)
+    statements: list[dict] = [
+        {"Sid": "ReadReplicationRules", "Effect": "Allow",
+         "Action": ["s3:GetReplicationConfiguration", "s3:ListBucket"], "Resource": sources},
+        {"Sid": "ReadSourceVersions", "Effect": "Allow",
+         "Action": ["s3:GetObjectVersionForReplication", "s3:GetObjectVersionAcl", "s3:GetObjectVersionTagging"],
+         "Resource": [f"{s}/*" for s in sources]},
+        {"Sid": "WriteReplicas", "Effect": "Allow",
+         "Action": ["s3:ReplicateObject", "s3:ReplicateDelete", "s3:ReplicateTags"],
+         "Resource": [f"{d}/*" for d in destinations]},
+    ]
+    for i, (source, destination, source_key, destination_key) in enumerate(sorted(pairs)):
+        if source_key:
+            statements.append({
+                "Sid": f"DecryptSource{i}", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": source_key,
+                "Condition": {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"},
+                              "StringLike": {"kms:EncryptionContext:aws:s3:arn": [arn(source), f"{arn(source)}/*"]}}})
+        if destination_key:
+            statements.append({
+                "Sid": f"EncryptReplicas{i}", "Effect": "Allow", "Action": ["kms:Encrypt", "kms:GenerateDataKey"],
+                "Resource": destination_key,
+                "Condition": {"StringEquals": {"kms:ViaService": f"s3.{peer_region}.amazonaws.com"},
+                              "StringLike": {"kms:EncryptionContext:aws:s3:arn": [arn(destination), f"{arn(destination)}/*"]}}})
+    return {"Version": "2012-10-17", "Statement": statements}
