@@ -41,7 +41,10 @@ class RecoveryArgs:
     mode: Optional[str] = None
     region: str = ""
     peer_region: str = ""
+    peer_stack: Optional[str] = None
     replicate: Sequence[ReplicatedBucket] = ()
+    #: The peer's bucket of each purpose (replicated to while this stack is primary).
+    peer_buckets: Mapping[str, str] = field(default_factory=dict)
     delete_markers: bool = True
     time_control: bool = True
     database: Optional[GlobalDatabaseSettings] = None
@@ -64,7 +67,11 @@ class RecoveryArgs:
         return cls(
             mode=recovery.mode, region=settings.aws.region,
             peer_region=recovery.peer.region if recovery.peer is not None else "",
-            replicate=replicate, delete_markers=recovery.replication.delete_markers,
+            peer_stack=recovery.peer.stack if recovery.peer is not None else None,
+            replicate=replicate,
+            peer_buckets={b.purpose: f"{recovery.peer.bucket_prefix}-{b.purpose}" for b in settings.artifacts.buckets}
+            if recovery.peer is not None else {},
+            delete_markers=recovery.replication.delete_markers,
             time_control=recovery.replication.time_control, database=recovery.database,
             database_user=settings.kubeflow.database.user if settings.kubeflow.database is not None else "kubeflow",
             database_password=settings.secrets.database_password, protect=settings.protect,
@@ -103,6 +110,8 @@ class Recovery(pulumi.ComponentResource):
             "mode": args.mode,
             "region": args.region,
             "peerRegion": args.peer_region,
+            "peerStack": args.peer_stack,
+            "peerBuckets": dict(args.peer_buckets),
             "replicatesTo": {b.purpose: b.destination for b in args.replicate},
             "globalClusterIdentifier": database.global_cluster_identifier if database else None,
             "clusterIdentifier": database.cluster_identifier if database else None,

@@ -1,0 +1,234 @@
+"""Fleet rules for recovery: what two regional stacks must agree on so the standby is a copy and never a writer.
+
+Each rule is a function `(stacks: {stack name: plan}) -> [problem]` over the saved previews (plan.json) of the
+fleet's stacks, and each problem names both stacks. A live database or bucket is never shared between two
+Kubeflows (KFP's API server migrates its schema at start, ML Metadata fails initialising twice, Katib's
+observation logs are keyed by trial name alone: docs/failover.md), so:
+
+- one Aurora Global Database has exactly one primary stack, and exactly one stack creates it;
+- a primary's replication rules point at its peer's buckets, the peer points back at the primary's, both sides
+  versioned, and each replica KMS key is the key the peer's bucket is encrypted with;
+- a standby's store writers are held at 0 replicas, a primary's are not;
+- no two stacks create one bucket or point Kubeflow at one database endpoint.
+
+Pure Python over plain dicts; no Pulumi.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from analysis.plan_objects import kubernetes_objects
+from manifests.recovery import HELD, STORE_WRITERS
+
+Plan = Mapping[str, Any]
+Rule = Callable[[Mapping[str, Plan]], list[str]]
+
+_BUCKET = "aws:s3/bucket:Bucket"
+_REPLICATION = "aws:s3/bucketReplicationConfig:BucketReplicationConfig"
+_ENCRYPTION = "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+_VERSIONING = "aws:s3/bucketVersioning:BucketVersioning"
+
+
+def recovery_of(plan: Plan) -> Mapping[str, Any]:
+    """The stack's side of the pair (its `recovery` output), empty for a one-region stack."""
+    return (plan.get("outputs") or {}).get("recovery") or {}
+
+
+def _resources(plan: Plan, type_: str) -> list[Mapping[str, Any]]:
+    return [r for r in plan.get("resources") or [] if r.get("type") == type_]
+
+
+def buckets_of(plan: Plan) -> dict[str, str]:
+    """Bucket name -> purpose of every artifact bucket the stack creates."""
+    names = (plan.get("outputs") or {}).get("bucketNames") or {}
+    created = {str(r["inputs"].get("bucket")) for r in _resources(plan, _BUCKET)}
+    return {name: purpose for purpose, name in names.items() if name in created}
+
+
+def _by_purpose(plan: Plan, type_: str, suffix: str) -> dict[str, Mapping[str, Any]]:
+    # The artifact store names each bucket's settings `artifacts-<purpose>-<setting>` (components.artifacts).
+    return {r["name"][len("artifacts-"):-len(suffix)]: r["inputs"] for r in _resources(plan, type_)
+            if r["name"].startswith("artifacts-") and r["name"].endswith(suffix)}
+
+
+def bucket_kms_keys(plan: Plan) -> dict[str, str | None]:
+    """Bucket name -> the KMS key its objects are encrypted with (None: SSE-S3)."""
+    encryption = _by_purpose(plan, _ENCRYPTION, "-encryption")
+    keys: dict[str, str | None] = {}
+    for name, purpose in buckets_of(plan).items():
+        rules = (encryption.get(purpose) or {}).get("rules") or [{}]
+        keys[name] = (rules[0].get("applyServerSideEncryptionByDefault") or {}).get("kmsMasterKeyId")
+    return keys
+
+
+def versioned_buckets(plan: Plan) -> set[str]:
+    versioning = _by_purpose(plan, _VERSIONING, "-versioning")
+    return {name for name, purpose in buckets_of(plan).items()
+            if ((versioning.get(purpose) or {}).get("versioningConfiguration") or {}).get("status") == "Enabled"}
+
+
+def replication_rules(plan: Plan) -> list[tuple[str, str, str | None]]:
+    """(source bucket, destination bucket, replica KMS key) of every replication rule the stack writes."""
+    found = []
+    for resource in _resources(plan, _REPLICATION):
+        inputs = resource["inputs"]
+        for rule in inputs.get("rules") or []:
+            destination = rule.get("destination") or {}
+            key = (destination.get("encryptionConfiguration") or {}).get("replicaKmsKeyId")
+            found.append((str(inputs.get("bucket")), str(destination.get("bucket", "")).rsplit(":", 1)[-1], key))
+    return found
+
+
+def database_hosts(plan: Plan) -> set[str]:
+    """The database endpoints the stack's Kubeflow is pointed at (pipeline-install-config dbHost/mysqlHost)."""
+    hosts = set()
+    for item in kubernetes_objects(plan).objects:
+        obj = item.obj
+        if obj.get("kind") == "ConfigMap" and (obj.get("metadata") or {}).get("name") == "pipeline-install-config":
+            data = obj.get("data") or {}
+            hosts |= {str(data[k]).lower() for k in ("dbHost", "mysqlHost") if data.get(k)}
+    return hosts
+
+
+def store_writers(plan: Plan) -> dict[str, tuple[int | None, str | None]]:
+    """Each of Kubeflow's store writers the plan applies: (its replicas, its held annotation)."""
+    found = {}
+    for item in kubernetes_objects(plan).objects:
+        obj = item.obj
+        meta = obj.get("metadata") or {}
+        if obj.get("kind") == "Deployment" and meta.get("name") in STORE_WRITERS:
+            found[meta["name"]] = ((obj.get("spec") or {}).get("replicas"), (meta.get("annotations") or {}).get(HELD))
+    return found
+
+
+def _writes(plan: Plan) -> bool:
+    """A stack writes its stores unless it is a standby."""
+    return recovery_of(plan).get("mode") != "standby"
+
+
+# ------------------------------------------------------------------------------------------------ rules
+
+
+def one_primary_per_global_database(stacks: Mapping[str, Plan]) -> list[str]:
+    members: dict[str, list[str]] = defaultdict(list)
+    for name, plan in sorted(stacks.items()):
+        identifier = recovery_of(plan).get("globalClusterIdentifier")
+        if identifier:
+            members[identifier].append(name)
+    problems = []
+    for identifier, names in sorted(members.items()):
+        primaries = [n for n in names if recovery_of(stacks[n]).get("mode") == "primary"]
+        creators = [n for n in names if recovery_of(stacks[n]).get("createsGlobalCluster")]
+        if len(primaries) > 1:
+            problems.append(f"global database {identifier}: stacks {' and '.join(primaries)} are both primary; an Aurora "
+                            "Global Database has one writer region: set recovery.mode standby on all but one")
+        elif not primaries:
+            problems.append(f"global database {identifier}: no stack of {' and '.join(names)} is primary; set "
+                            "recovery.mode primary on the stack of the writer region")
+        if len(creators) > 1:
+            problems.append(f"global database {identifier}: stacks {' and '.join(creators)} both create it "
+                            "(recovery.database.createGlobalCluster); keep it on one")
+    return problems
+
+
+def replication_pairs_point_at_each_other(stacks: Mapping[str, Plan]) -> list[str]:
+    owner = {bucket: name for name, plan in stacks.items() for bucket in buckets_of(plan)}
+    problems = []
+    for name, plan in sorted(stacks.items()):
+        side = recovery_of(plan)
+        if not side:
+            continue
+        peer = side.get("peerStack")
+        if peer and peer not in stacks:
+            problems.append(f"{name}: recovery.peer.stack {peer} is not a stack of the fleet")
+            continue
+        if peer:
+            back = recovery_of(stacks[peer])
+            if back.get("peerStack") != name:
+                problems.append(f"{name} names {peer} as its peer, but {peer} names {back.get('peerStack') or 'none'}: "
+                                "set each stack's recovery.peer.stack to the other")
+            if back.get("region") and side.get("peerRegion") != back.get("region"):
+                problems.append(f"{name}: recovery.peer.region {side.get('peerRegion')} is not {peer}'s region "
+                                f"{back.get('region')}")
+        for purpose, bucket in sorted((side.get("peerBuckets") or {}).items()):
+            holder = owner.get(bucket)
+            if holder == name:
+                problems.append(f"{name}: recovery.peer.bucketPrefix names its own bucket {bucket}")
+            elif peer and holder != peer:
+                problems.append(f"{name}: the peer's {purpose} bucket {bucket} is not a bucket of {peer} "
+                                f"({', '.join(sorted(buckets_of(stacks[peer]))) or 'none'}); set "
+                                f"recovery.peer.bucketPrefix to {peer}'s artifacts.bucketPrefix")
+        keys_here = bucket_kms_keys(plan)
+        versioned_here = versioned_buckets(plan)
+        for source, destination, replica_key in replication_rules(plan):
+            holder = owner.get(destination)
+            if holder is None:
+                continue
+            if source not in versioned_here:
+                problems.append(f"{name}: bucket {source} replicates to {holder} but is not versioned")
+            if destination not in versioned_buckets(stacks[holder]):
+                problems.append(f"{name}: replicates {source} into {holder}'s {destination}, which is not versioned")
+            expected = bucket_kms_keys(stacks[holder]).get(destination)
+            if keys_here.get(source) and replica_key != expected:
+                problems.append(f"{name}: replicas of {source} are encrypted with {replica_key}, but {holder}'s "
+                                f"{destination} uses {expected}: set recovery.peer.kmsKeyArns to {holder}'s bucket keys")
+    return problems
+
+
+def standby_stores_are_held(stacks: Mapping[str, Plan]) -> list[str]:
+    problems = []
+    for name, plan in sorted(stacks.items()):
+        side = recovery_of(plan)
+        if not side:
+            continue
+        writers = store_writers(plan)
+        peer = side.get("peerStack") or "its peer"
+        if side.get("mode") == "standby":
+            running = sorted(w for w, (replicas, held) in writers.items() if replicas != 0)
+            if running:
+                problems.append(f"{name} is the standby of {peer} but runs {', '.join(running)}, which would write "
+                                "into the read-only secondary: they must be held at 0 replicas")
+        else:
+            held = sorted(w for w, (replicas, annotation) in writers.items() if replicas == 0 or annotation)
+            if held:
+                problems.append(f"{name} is primary (the peer of {peer}) but holds {', '.join(held)}: a primary "
+                                "serves pipelines, metadata and Katib")
+    return problems
+
+
+def no_two_stacks_write_one_store(stacks: Mapping[str, Plan]) -> list[str]:
+    problems = []
+    names = sorted(stacks)
+    buckets = {n: set(buckets_of(stacks[n])) for n in names}
+    hosts = {n: database_hosts(stacks[n]) for n in names}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = sorted(buckets[a] & buckets[b])
+            if shared:
+                problems.append(f"stacks {a} and {b} both create bucket{'s' if len(shared) > 1 else ''} "
+                                f"{', '.join(shared)}: each region has buckets of its own (artifacts.bucketPrefix)")
+            common = sorted(hosts[a] & hosts[b])
+            if common:
+                both = _writes(stacks[a]) and _writes(stacks[b])
+                problems.append(
+                    f"stacks {a} and {b} both point Kubeflow at database {', '.join(common)}"
+                    + (" and both write it" if both else "") +
+                    ": each region's Kubeflow uses its own regional cluster endpoint (kubeflow.database.host); a "
+                    "standby's becomes the writer when promoted")
+    return problems
+
+
+#: The rules the fleet check appends to its own.
+RULES: tuple[Rule, ...] = (
+    one_primary_per_global_database,
+    replication_pairs_point_at_each_other,
+    standby_stores_are_held,
+    no_two_stacks_write_one_store,
+)
+
+
+def recovery_problems(stacks: Mapping[str, Plan]) -> list[str]:
+    return [problem for rule in RULES for problem in rule(stacks)]
