@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from analysis.plan_objects import kubernetes_objects
+from analysis.upgrade import Finding
 from manifests.recovery import HELD, STORE_WRITERS
 
 Plan = Mapping[str, Any]
@@ -232,3 +233,34 @@ RULES: tuple[Rule, ...] = (
 
 def recovery_problems(stacks: Mapping[str, Plan]) -> list[str]:
     return [problem for rule in RULES for problem in rule(stacks)]
+
+
+# ------------------------------------------------------------------------------------------------ upgrade plan
+
+#: Where the order of a role change is written: the writer moves inside Aurora first, then the stacks follow.
+SWITCHOVER_SOURCE = "https://docs.aws.amazon.com/AmazonRDS/latest/AuroraUserGuide/aurora-global-database-disaster-recovery.html"
+
+
+def role_change_findings(source: Plan, target: Plan) -> list[Finding]:
+    """What `pulumi up` does to a stack whose `recovery.mode` changes (primary -> standby or back), as upgrade-plan
+    findings: the store writers scaled down or up, the setup Job, and the replication rules' direction."""
+    before, after = recovery_of(source).get("mode"), recovery_of(target).get("mode")
+    if before == after or None in (before, after):
+        return []
+    peer = recovery_of(target).get("peerStack") or "the peer stack"
+    writers = ", ".join(sorted(store_writers(target)))
+    outgoing = {s: d for s, d, _ in replication_rules(source)}
+    incoming = {s: d for s, d, _ in replication_rules(target)}
+    if after == "standby":
+        stopped = "; ".join(f"{s} no longer replicates to {d}" for s, d in sorted(outgoing.items())) or "no replication rule to remove"
+        return [Finding(
+            "recovery-demoted", "recovery.mode: primary -> standby",
+            f"this region stops writing: {writers} are scaled to 0 (held: standby) and the database setup Job is left "
+            f"out; {stopped}. Apply it only once the Aurora writer has left this region (switchover or failover) and "
+            f"{peer} is promoted, so its buckets replicate back here", SWITCHOVER_SOURCE)]
+    started = "; ".join(f"{s} replicates to {d}" for s, d in sorted(incoming.items())) or "no replication (recovery.replication.enabled is false)"
+    return [Finding(
+        "recovery-promoted", "recovery.mode: standby -> primary",
+        f"this region starts writing: {writers} are scaled up from 0 and the database setup Job runs; {started}. "
+        f"Apply it only once the Aurora writer is in this region (switchover or failover done) and {peer} is demoted "
+        "or down, or two regions write one database", SWITCHOVER_SOURCE)]

@@ -379,3 +379,22 @@ def test_an_unversioned_destination_and_peers_that_do_not_name_each_other_fail(p
     assert f"{WEST} names {EAST} as its peer, but {EAST} names prod-eu-west-1: set each stack's recovery.peer.stack to the other" in problems
     assert f"{WEST}: replicates example-ml-prod-pipelines into {EAST}'s example-ml-prod-use1-pipelines, which is not versioned" in problems
     assert f"{EAST}: recovery.peer.stack prod-eu-west-1 is not a stack of the fleet" in problems
+
+
+# ------------------------------------------------------------------------------------------ the upgrade plan
+
+
+def test_the_upgrade_plan_names_a_promotion_and_a_demotion_with_the_writers_and_the_replication_direction(pair):
+    from analysis.upgrade import plan_upgrade  # noqa: PLC0415
+
+    promoted = plan_of(EAST, {**PAIR[EAST], "recovery.mode": "primary"})
+    (finding,) = [f for f in plan_upgrade(pair[EAST], promoted).attention if f.kind.startswith("recovery")]
+    assert finding.kind == "recovery-promoted" and finding.subject == "recovery.mode: standby -> primary"
+    assert "ml-pipeline, ml-pipeline-persistenceagent" in finding.what and "scaled up from 0" in finding.what
+    assert "example-ml-prod-use1-pipelines replicates to example-ml-prod-pipelines" in finding.what
+    assert f"Aurora writer is in this region (switchover or failover done) and {WEST} is demoted" in finding.what
+    demoted = plan_of(WEST, {**PAIR[WEST], "recovery.mode": "standby"})
+    (finding,) = [f for f in plan_upgrade(pair[WEST], demoted).attention if f.kind.startswith("recovery")]
+    assert finding.kind == "recovery-demoted" and "scaled to 0 (held: standby)" in finding.what
+    assert "example-ml-prod-pipelines no longer replicates to example-ml-prod-use1-pipelines" in finding.what
+    assert not [f for f in plan_upgrade(pair[WEST], pair[WEST]).attention if f.kind.startswith("recovery")]
