@@ -151,6 +151,9 @@ def test_the_database_host_must_be_this_regions_cluster_endpoint():
 
 
 def test_a_created_cluster_needs_its_subnets_a_key_of_its_region_and_aurora_mysql_3():
+    # Aurora MySQL 3 is the MySQL 8.0 line, the one Katib's bundled MySQL runs.
+    (katib_mysql,) = [o for o in upstream_objects("26.03") if o.get("kind") == "Deployment" and o["metadata"]["name"] == "katib-mysql"]
+    assert katib_mysql["spec"]["template"]["spec"]["containers"][0]["image"].startswith("mysql:8.0")
     database = {"globalClusterIdentifier": "kf-global", "clusterIdentifier": "kubeflow-prod", "create": True,
                 "engineVersion": "5.7.mysql_aurora.2.12.1", "instanceClass": "db.t3.medium", "kmsKeyArn": EAST_KEY}
     problems = problems_of({"recovery": {**PAIR[WEST]["recovery"], "database": database}})
