@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Optional
 
+from analysis.fleet_recovery import global_database_problems
 from analysis.node_agents import node_agent_problems
 from analysis.ownership import classify
 from analysis.estate import planned_buckets, planned_objects, planned_records, planned_roles
@@ -343,7 +344,7 @@ def estate_problems(estate: Mapping[str, Any], plan: Mapping[str, Any], declared
                   _mesh_problems(estate, plan, declared), _gateway_problems(estate, declared),
                   _argo_problems(estate, plan, declared), _pod_security_problems(estate, plan, declared),
                   namespace_move_problems(estate["kubernetes"].get("namespaces") or {}, plan),
-                  node_agent_problems(estate, plan)):
+                  node_agent_problems(estate, plan), global_database_problems(estate, plan)):
         problems += list(check)
     return [f"estate: {line}" for line in problems]
 

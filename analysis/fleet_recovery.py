@@ -264,3 +264,69 @@ def role_change_findings(source: Plan, target: Plan) -> list[Finding]:
         f"this region starts writing: {writers} are scaled up from 0 and the database setup Job runs; {started}. "
         f"Apply it only once the Aurora writer is in this region (switchover or failover done) and {peer} is demoted "
         "or down, or two regions write one database", SWITCHOVER_SOURCE)]
+
+
+# ------------------------------------------------------------------------------------------------ the estate
+
+#: The key of the estate command's answer about the global database, and of its record under `aws`.
+GLOBAL_DATABASE = "global database"
+
+
+def global_database_query(plan: Plan, region: str) -> tuple[str, ...] | None:
+    """The read the estate command makes about the stack's Aurora Global Database: none when the stack creates the
+    global cluster itself (it does not exist before the first `pulumi up`) or declares none."""
+    side = recovery_of(plan)
+    identifier = side.get("globalClusterIdentifier")
+    if not identifier or side.get("createsGlobalCluster"):
+        return None
+    return ("aws", "rds", "describe-global-clusters", "--global-cluster-identifier", str(identifier),
+            "--region", region, "--output", "json")
+
+
+def record_global_database(answer: Any) -> dict[str, Any] | None:
+    """The estate's record of the global cluster (`answer`: the command's Answer, or None when not asked)."""
+    if answer is None:
+        return None
+    if answer.returncode != 0:
+        return {"exists": False}
+    import json  # noqa: PLC0415
+
+    clusters = (json.loads(answer.stdout or "{}") or {}).get("GlobalClusters") or []
+    if not clusters:
+        return {"exists": False}
+    members = [{"cluster": str(m.get("DBClusterArn", "")), "writer": bool(m.get("IsWriter"))}
+               for m in clusters[0].get("GlobalClusterMembers") or []]
+    return {"exists": True, "status": clusters[0].get("Status"), "members": members}
+
+
+def _cluster_of(arn: str) -> tuple[str, str]:
+    """(region, cluster identifier) of `arn:aws:rds:<region>:<account>:cluster:<id>`."""
+    parts = arn.split(":")
+    return (parts[3], parts[6]) if len(parts) >= 7 else ("", arn)
+
+
+def global_database_problems(estate: Mapping[str, Any], plan: Plan) -> list[str]:
+    """The stack's declared global database against the recorded one: it exists, this region's cluster is a member
+    (unless the stack creates it), and the writer is where the stack's mode says."""
+    side = recovery_of(plan)
+    recorded = (estate.get("aws") or {}).get("globalDatabase")
+    if not side.get("globalClusterIdentifier") or side.get("createsGlobalCluster") or recorded is None:
+        return []
+    identifier, region, peer = side["globalClusterIdentifier"], side.get("region", ""), side.get("peerRegion", "")
+    if not recorded.get("exists"):
+        return [f"recovery.database.globalClusterIdentifier: global cluster {identifier} does not exist; the stack that "
+                "creates it (createGlobalCluster) goes first, or create it before `pulumi up`"]
+    problems = []
+    members = [(_cluster_of(m["cluster"]), m["writer"]) for m in recorded.get("members") or []]
+    if not side.get("createsCluster") and not any(
+            r == region and c == side.get("clusterIdentifier") for (r, c), _ in members):
+        problems.append(f"recovery.database.clusterIdentifier: {side.get('clusterIdentifier')} in {region} is not a member "
+                        f"of global cluster {identifier} (members: {', '.join(f'{c} in {r}' for (r, c), _ in members) or 'none'})")
+    writers = [(r, c) for (r, c), writer in members if writer]
+    wanted = region if side.get("mode") == "primary" else peer
+    if writers and writers[0][0] != wanted:
+        problems.append(
+            f"recovery.mode: {side.get('mode')} expects the writer of global cluster {identifier} in {wanted}, but it is "
+            f"{writers[0][1]} in {writers[0][0]}: after a switchover or failover change recovery.mode on both stacks "
+            "(docs/failover.md)")
+    return problems

@@ -401,3 +401,67 @@ def test_the_upgrade_plan_names_a_promotion_and_a_demotion_with_the_writers_and_
     assert finding.kind == "recovery-demoted" and "scaled to 0 (held: standby)" in finding.what
     assert "example-ml-prod-pipelines no longer replicates to example-ml-prod-use1-pipelines" in finding.what
     assert not [f for f in plan_upgrade(pair[WEST], pair[WEST]).attention if f.kind.startswith("recovery")]
+
+
+# ------------------------------------------------------------------------------------------ the estate
+
+
+def _existing_database(mode: str) -> dict[str, Any]:
+    settings = copy.deepcopy(PAIR[EAST])
+    settings["recovery"]["mode"] = mode
+    settings["recovery"]["database"] = {"globalClusterIdentifier": "kubeflow-prod-global", "clusterIdentifier": "kubeflow-prod-use1"}
+    return plan_of(EAST, settings)
+
+
+def _estate_of(plan: dict[str, Any], answer) -> dict[str, Any]:
+    from analysis.estate import Answer, Target, commands, record  # noqa: PLC0415
+
+    target = Target(stack=EAST, cluster_name="ml-prod", region="us-east-1", zone_name="ml.example.com",
+                    argo_namespace="argo", argo_configmap="workflow-controller-configmap", gateway_selector={"istio": "ingressgateway"})
+    planned = commands(plan, target)
+    (query,) = [c for c in planned if c.argv[:3] == ("aws", "rds", "describe-global-clusters")]
+    assert query.argv == ("aws", "rds", "describe-global-clusters", "--global-cluster-identifier", "kubeflow-prod-global",
+                          "--region", "us-east-1", "--output", "json")
+    answers = {c.key: Answer(1, "", "not recorded here") for c in planned}
+    answers[query.key] = answer
+    return record(plan, target, answers, planned)
+
+
+def _members(writer: str) -> str:
+    west = "arn:aws:rds:us-west-2:222222222222:cluster:kubeflow-prod"
+    east = "arn:aws:rds:us-east-1:222222222222:cluster:kubeflow-prod-use1"
+    return json.dumps({"GlobalClusters": [{"GlobalClusterIdentifier": "kubeflow-prod-global", "Status": "available",
+                                           "GlobalClusterMembers": [{"DBClusterArn": west, "IsWriter": writer == "west"},
+                                                                    {"DBClusterArn": east, "IsWriter": writer == "east"}]}]})
+
+
+def test_an_existing_global_database_is_checked_against_the_estate_for_membership_and_its_writer():
+    from analysis.estate import Answer  # noqa: PLC0415
+
+    standby = _existing_database("standby")
+    estate = _estate_of(standby, Answer(0, _members("west")))
+    assert estate["aws"]["globalDatabase"]["members"][1] == {"cluster": "arn:aws:rds:us-east-1:222222222222:cluster:kubeflow-prod-use1", "writer": False}
+    assert fleet.global_database_problems(estate, standby) == []
+    # After a failover into this region the stack still says standby: the preview against the estate says so.
+    moved = _estate_of(standby, Answer(0, _members("east")))
+    assert fleet.global_database_problems(moved, standby) == [
+        "recovery.mode: standby expects the writer of global cluster kubeflow-prod-global in us-west-2, but it is "
+        "kubeflow-prod-use1 in us-east-1: after a switchover or failover change recovery.mode on both stacks (docs/failover.md)"]
+    assert fleet.global_database_problems(moved, _existing_database("primary")) == []
+    missing = _estate_of(standby, Answer(254, "", "An error occurred (GlobalClusterNotFoundFault): not found"))
+    assert missing["failed"] and "describe-global-clusters" not in " ".join(missing["failed"])
+    assert fleet.global_database_problems(missing, standby)[0].startswith(
+        "recovery.database.globalClusterIdentifier: global cluster kubeflow-prod-global does not exist")
+    stranger = json.loads(_members("west"))
+    stranger["GlobalClusters"][0]["GlobalClusterMembers"].pop()
+    assert fleet.global_database_problems(_estate_of(standby, Answer(0, json.dumps(stranger))), standby) == [
+        "recovery.database.clusterIdentifier: kubeflow-prod-use1 in us-east-1 is not a member of global cluster "
+        "kubeflow-prod-global (members: kubeflow-prod in us-west-2)"]
+
+
+def test_the_stack_that_creates_the_global_cluster_does_not_look_for_it_before_it_exists(pair):
+    from analysis.fleet_recovery import global_database_query  # noqa: PLC0415
+
+    assert global_database_query(pair[WEST], "us-west-2") is None
+    assert global_database_query(pair[EAST], "us-east-1") is not None
+    assert global_database_query(plan_of("prod", {}), "us-west-2") is None
