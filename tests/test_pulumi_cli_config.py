@@ -493,7 +493,7 @@ def test_every_problem_is_listed_at_once_with_its_fix():
 
 # ----------------------------------------------------------------------- this project's files, held to it
 
-OPTIONAL_SETTINGS = ("protect", "certificate", "identity", "gpu", "tenancy")
+OPTIONAL_SETTINGS = ("protect", "certificate", "identity", "gpu", "tenancy", "recovery")
 REQUIRED_SETTINGS = ("aws", "cluster", "dns", "ingress", "artifacts", "kubeflow", "auth")
 
 
