@@ -323,6 +323,16 @@ def test_the_pair_passes_every_recovery_rule(pair):
     assert fleet.recovery_problems(pair) == []
 
 
+def test_recovery_resources_are_on_the_stacks_regional_aws_provider(pair):
+    for name, plan in pair.items():
+        region = "us-west-2" if name == WEST else "us-east-1"
+        (provider,) = [r for r in plan["resources"] if r["type"] == "pulumi:providers:aws"]
+        assert provider["inputs"]["region"] == region
+        ours = [r for r in plan["resources"] if r["type"].startswith(("aws:rds/", "aws:s3/bucketReplicationConfig"))
+                or r["name"] == "recovery-replication"]
+        assert ours and all(r["provider"].startswith(provider["urn"]) for r in ours)
+
+
 def test_two_primaries_of_one_global_database_are_named(pair):
     pair = copy.deepcopy(pair)
     pair[EAST]["outputs"]["recovery"]["mode"] = "primary"
