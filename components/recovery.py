@@ -41,7 +41,7 @@ class RecoveryArgs:
     mode: Optional[str] = None
     region: str = ""
     peer_region: str = ""
-    peer_stack: Optional[str] = None
+    peer_stack: str = ""
     replicate: Sequence[ReplicatedBucket] = ()
     #: The peer's bucket of each purpose (replicated to while this stack is primary).
     peer_buckets: Mapping[str, str] = field(default_factory=dict)
@@ -67,7 +67,7 @@ class RecoveryArgs:
         return cls(
             mode=recovery.mode, region=settings.aws.region,
             peer_region=recovery.peer.region if recovery.peer is not None else "",
-            peer_stack=recovery.peer.stack if recovery.peer is not None else None,
+            peer_stack=recovery.peer.stack if recovery.peer is not None else "",
             replicate=replicate,
             peer_buckets={b.purpose: f"{recovery.peer.bucket_prefix}-{b.purpose}" for b in settings.artifacts.buckets}
             if recovery.peer is not None else {},

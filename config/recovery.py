@@ -57,8 +57,8 @@ def _arn_region(arn: str) -> str:
 class PeerSettings:
     region: str = setting(check=checks.aws_region)
     """Region of the other regional stack of the pair."""
-    stack: Optional[str] = setting(None)
-    """Name of the other regional stack (like prod-us-east-1): named by the fleet check and the runbook's commands."""
+    stack: str = setting(check=checks.not_empty)
+    """Name of the other regional stack (like prod-us-east-1): the fleet check pairs the two stacks by it, and names both in every problem."""
     bucket_prefix: str = setting(check=bucket_name)
     """The peer stack's `artifacts.bucketPrefix`: its buckets are `<bucketPrefix>-<purpose>`, the replication destinations (names are chosen, so ARNs are known at preview; the fleet check holds both stacks to it)."""
     kms_key_arns: Mapping[str, str] = setting(types.MappingProxyType({}))

@@ -120,7 +120,7 @@ def test_no_recovery_is_the_default_and_registers_nothing():
 
 def test_a_mode_needs_a_peer_in_another_region_with_a_key_there_for_each_kms_bucket():
     problems = problems_of({"recovery": {"mode": "standby", "peer": {
-        "region": "us-west-2", "bucketPrefix": "example-ml-prod", "kmsKeyArns": {"notebooks": EAST_KEY.replace("us-east-1", "us-west-2")}}}})
+        "stack": "prod-us-west-2", "region": "us-west-2", "bucketPrefix": "example-ml-prod", "kmsKeyArns": {"notebooks": EAST_KEY.replace("us-east-1", "us-west-2")}}}})
     assert "recovery.peer.region: 'us-west-2' is this stack's own region (aws.region): the peer must run in another region to survive a regional outage" in problems
     assert any(p.startswith("recovery.peer.bucketPrefix: 'example-ml-prod' is this stack's own") for p in problems)
     assert any(p.startswith("recovery.peer.kmsKeyArns.pipelines: is required") for p in problems)
@@ -128,11 +128,13 @@ def test_a_mode_needs_a_peer_in_another_region_with_a_key_there_for_each_kms_buc
     assert any(p.startswith("recovery.peer.kmsKeyArns.notebooks: 'notebooks' is not a bucket of this stack") for p in problems)
     assert problems_of({"recovery": {"mode": "primary"}}) == [
         "recovery.peer: is required with mode primary: the other region's stack, region and bucketPrefix"]
+    assert problems_of({"recovery": {"mode": "primary", "peer": {"region": "us-east-1", "bucketPrefix": "example-ml-prod-use1"}}}) == [
+        "recovery.peer.stack: is required"]
 
 
 def test_a_replica_key_of_another_region_is_refused_naming_the_key():
     problems = problems_of({"recovery": {"mode": "primary", "peer": {
-        "region": "us-east-1", "bucketPrefix": "example-ml-prod-use1", "kmsKeyArns": {"pipelines": WEST_KEY, "models": EAST_KEY}}}})
+        "stack": EAST, "region": "us-east-1", "bucketPrefix": "example-ml-prod-use1", "kmsKeyArns": {"pipelines": WEST_KEY, "models": EAST_KEY}}}})
     assert problems == ["recovery.peer.kmsKeyArns.pipelines: is a key of region 'us-west-2'; the replicas live in the peer "
                         "region 'us-east-1': name a key there (KMS keys are regional)"]
 
@@ -173,7 +175,7 @@ def test_a_global_database_needs_kubeflow_on_an_external_database():
     document = stack_document("dev")
     raw = {key.split(":", 1)[1]: value for key, value in document["config"].items()}
     del raw["kubeflow"]["database"]
-    raw["recovery"] = {"mode": "primary", "peer": {"region": "us-east-1", "bucketPrefix": "example-ml-dev-use1"},
+    raw["recovery"] = {"mode": "primary", "peer": {"stack": "dev-us-east-1", "region": "us-east-1", "bucketPrefix": "example-ml-dev-use1"},
                        "database": {"globalClusterIdentifier": "kf", "clusterIdentifier": "kf-dev"}}
     with pytest.raises(config.SettingsError) as error:
         config.parse(raw, config.Secrets(), set(config.SECRET_KEYS), "dev")
