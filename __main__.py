@@ -16,6 +16,7 @@ from components.identity import WorkloadIdentity, WorkloadIdentityArgs
 from components.ingress import IngressGateway, IngressGatewayArgs
 from components.kubeflow import Kubeflow, KubeflowArgs, prepare
 from components.ownership import ownership_declarations
+from components.recovery import Recovery, RecoveryArgs
 from components.tenancy import Tenancy, release_kfam_user, tenancy_args
 
 # The program's objects live until exit and hold almost no cyclic garbage, yet the cyclic collector re-walks
@@ -45,6 +46,9 @@ else:
     dns = Dns("dns", DnsArgs.from_settings(settings), opts=on_aws)
     certificate = Certificate("certificate", CertificateArgs.from_settings(settings, zone_id=dns.zone_id), opts=on_aws)
     artifacts = ArtifactStore("artifacts", ArtifactStoreArgs.from_settings(settings), opts=on_aws)
+    # Only a stack with recovery.mode has a recovery side (replication rules, its Aurora cluster): one region registers nothing.
+    recovery = (Recovery("recovery", RecoveryArgs.from_settings(settings), versioning=artifacts.versioning, opts=on_aws)
+                if settings.recovery.mode is not None else None)
     identity = WorkloadIdentity("identity", WorkloadIdentityArgs.from_settings(
         settings, issuer=cluster.oidc_issuer, account_id=cluster.account_id, pipelines_bucket=artifacts.bucket_names["pipelines"],
         pipelines_kms_key_arn=artifacts.kms_key_arns["pipelines"],
@@ -69,7 +73,7 @@ else:
     # Each component names the outputs the teams around the platform read (see the README per component).
     pulumi.export("url", f"https://{settings.dns.host}/")
     pulumi.export("clusterOidcIssuer", cluster.oidc_issuer)
-    for component in (kubeflow, dns, certificate, ingress, identity, artifacts, gpu, auth, tenancy):
+    for component in (kubeflow, dns, certificate, ingress, identity, artifacts, gpu, auth, tenancy, *filter(None, [recovery])):
         for output_name, value in component.stack_outputs.items():
             pulumi.export(output_name, value)
     # Whose the objects the stack patches are, and what must exist without being written (analysis.ownership).

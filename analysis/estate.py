@@ -249,6 +249,12 @@ def commands(plan: Mapping[str, Any], target: Target) -> list[Command]:
     # The cluster's Karpenter, when the plan has Karpenter GPU pools (analysis.karpenter_estate).
     for argv, key, absent_when in karpenter_commands(plan, target.cluster_name, target.region):
         (kubectl if argv[0] == "kubectl" else aws).append(Command(argv, key, absent_when))
+    # A recovery stack's Aurora Global Database: its members and writer (analysis.fleet_recovery).
+    from analysis.fleet_recovery import GLOBAL_DATABASE, global_database_query
+
+    database = global_database_query(plan, target.region)
+    if database is not None:
+        aws.append(Command(database, GLOBAL_DATABASE, absent_when=("GlobalClusterNotFoundFault",)))
     for command in kubectl + aws:
         refuse_writes(command.argv)
     return kubectl + aws
@@ -512,6 +518,8 @@ def _aws_error(answer: Answer) -> str:
 
 
 def _record_aws(plan: Mapping[str, Any], answers: Mapping[str, Answer]) -> dict[str, Any]:
+    from analysis.fleet_recovery import GLOBAL_DATABASE, record_global_database
+
     cluster = answers.get("cluster")
     issuer = None
     if cluster is not None and cluster.returncode == 0:
@@ -558,6 +566,7 @@ def _record_aws(plan: Mapping[str, Any], answers: Mapping[str, Answer]) -> dict[
         "buckets": dict(sorted(buckets.items())),
         "hostedZoneId": zone_id,
         "dnsRecords": sorted(records, key=lambda r: (r["name"], r["type"])),
+        **({"globalDatabase": record_global_database(answers[GLOBAL_DATABASE])} if GLOBAL_DATABASE in answers else {}),
     }
 
 

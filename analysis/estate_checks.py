@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Optional
 
 from analysis.karpenter_estate import karpenter_problems
+from analysis.fleet_recovery import global_database_problems
 from analysis.node_agents import node_agent_problems
 from analysis.ownership import classify
 from analysis.estate import planned_buckets, planned_objects, planned_records, planned_roles
@@ -353,7 +354,8 @@ def estate_problems(estate: Mapping[str, Any], plan: Mapping[str, Any], declared
                   _argo_problems(estate, plan, declared), _pod_security_problems(estate, plan, declared),
                   namespace_move_problems(estate["kubernetes"].get("namespaces") or {}, plan),
                   node_agent_problems(estate, plan),
-                  karpenter_problems(estate, plan, str(declared.get("cluster.name")))):
+                  karpenter_problems(estate, plan, str(declared.get("cluster.name"))),
+                  global_database_problems(estate, plan)):
         problems += list(check)
     return [f"estate: {line}" for line in problems]
 

@@ -20,6 +20,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from analysis import fleet_recovery
+
 #: Outputs a regional stack exports for the fleet (components/fleet.py), and the global stack's.
 REGION_OUTPUT = "fleetRegion"
 TENANCY_OUTPUT = "fleetTenancy"
@@ -276,6 +278,19 @@ RULES: list[Rule] = [
     profiles_are_identical,
     identity_trust_covers_each_cluster,
 ]
+
+
+def _over_regions(rule: Callable[[Mapping[str, Mapping[str, Any]]], Iterable[str]]) -> Rule:
+    """A rule over the regions' plans alone (analysis.fleet_recovery's), as a fleet rule under its own name."""
+    def over(fleet: Fleet) -> Iterable[str]:
+        return rule({stack: fleet.plans[stack] for stack in fleet.present_regions()})
+    over.__name__ = rule.__name__
+    return over
+
+
+# Recovery's rules (analysis.fleet_recovery): one primary per global database, replication pairs that point at each
+# other, a standby's store writers held. Its own store-sharing rule is left out: stores_are_not_shared holds it here.
+RULES += [_over_regions(rule) for rule in fleet_recovery.RULES if rule is not fleet_recovery.no_two_stacks_write_one_store]
 
 
 def check(fleet: Fleet, rules: Optional[list[Rule]] = None) -> list[str]:

@@ -26,6 +26,7 @@ Pure Python over plain dicts; no Pulumi.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ import yaml
 
 from analysis import policies as authz
 from analysis import trace as t
+from manifests.recovery import HELD
 
 INJECT = "sidecar.istio.io/inject"
 NATIVE_SIDECAR = "sidecar.istio.io/nativeSidecar"
@@ -121,13 +123,16 @@ class RuntimePath:
     scenario: str
     label: str
     trace: t.Trace
+    #: Why the destination runs no pod in this stack (`standby`: a recovery standby holds the store writers,
+    #: manifests.recovery); such a path is shown as held, neither working nor failing.
+    held: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.trace.reached
+        return self.trace.reached and not self.held
 
     def problem(self) -> str | None:
-        if self.ok:
+        if self.ok or self.held:
             return None
         hop = self.trace.refused_at
         where = f" at {hop.step} ({hop.decided_by}: {hop.why})" if hop else ""
@@ -599,9 +604,12 @@ def paths(model: t.MeshModel, mesh: RuntimeMesh) -> list[RuntimePath]:
     if profile is None:
         return []
     found: list[RuntimePath] = []
+    held = held_services(model)
 
     def add(scenario: str, label: str, trace: t.Trace) -> None:
-        found.append(RuntimePath(scenario, label, trace))
+        target = re.search(r"-> (?:\S+ )?([a-z0-9-]+)\.([a-z0-9-]+):\d+", label)
+        why = held.get((target.group(2), target.group(1)), "") if target else ""
+        found.append(RuntimePath(scenario, label, trace, held=why))
 
     kubeflow = next((t._ns(s) for s in model.kind("Service") if t._name(s) == "ml-pipeline"), "kubeflow")
     if any(t._name(s) == "ml-pipeline" for s in model.kind("Service")):
@@ -679,6 +687,24 @@ def paths(model: t.MeshModel, mesh: RuntimeMesh) -> list[RuntimePath]:
     return found
 
 
+def held_services(model: t.MeshModel) -> dict[tuple[str, str], str]:
+    """(namespace, name) of each Service whose every backing Deployment the plan holds at 0 replicas, and why."""
+    held = {(t._ns(d), t._name(d)): ((d.get("metadata") or {}).get("annotations") or {}).get(HELD, "")
+            for d in model.kind("Deployment") if HELD in ((d.get("metadata") or {}).get("annotations") or {})}
+    if not held:
+        return {}
+    found = {}
+    for service in model.kind("Service"):
+        selector = (service.get("spec") or {}).get("selector")
+        if not selector:
+            continue
+        backing = [d for d in model.kind("Deployment") if t._ns(d) == t._ns(service) and t.labels_subset(
+            selector, (((d.get("spec") or {}).get("template") or {}).get("metadata") or {}).get("labels") or {})]
+        if backing and all((t._ns(d), t._name(d)) in held for d in backing):
+            found[(t._ns(service), t._name(service))] = held[(t._ns(backing[0]), t._name(backing[0]))]
+    return found
+
+
 def labelled_profile_namespaces(model: t.MeshModel) -> list[Mapping[str, Any]]:
     """The plan's objects with each profile namespace labelled as the profile controller labels it at run time:
     every label of its labels file (`namespace-labels.yaml`) that the namespace lacks is added, an empty value
@@ -733,7 +759,10 @@ def render_table(found: Sequence[RuntimePath]) -> str:
         lines.append(f"  {scenario}")
         for path in rows:
             hop = path.trace.refused_at
-            lines.append(f"    {path.label:<{width}}  " + ("ok" if path.ok else f"!refused@{hop.step if hop else '?'}"))
+            verdict = f"held: {path.held}" if path.held else "ok" if path.ok else f"!refused@{hop.step if hop else '?'}"
+            lines.append(f"    {path.label:<{width}}  " + verdict)
     bad = problems(found)
-    lines.append(f"    {len(found)} paths; " + (f"{len(bad)} fail" if bad else "every one works"))
+    held = sum(1 for p in found if p.held)
+    lines.append(f"    {len(found)} paths; " + (f"{len(bad)} fail" if bad else "every one works" if not held else
+                                                 f"the others work; {held} held (their destination is held at 0 replicas)"))
     return "\n".join(lines) + "\n"

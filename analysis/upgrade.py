@@ -500,6 +500,10 @@ def plan_upgrade(source: Mapping[str, Any], target: Mapping[str, Any], source_la
     from analysis.capacity_switch import switch_findings
 
     result.attention.extend(switch_findings(source, target))
+    # Promoting a recovery standby or demoting a primary (analysis.fleet_recovery).
+    from analysis.fleet_recovery import role_change_findings
+
+    result.attention.extend(role_change_findings(source, target))
     result.steps = _steps_between(source, target, {k for k, (action, _) in result.changes.items() if action == "replaced"})
     result.attention.sort(key=lambda f: (f.kind, f.subject))
     return result

@@ -51,11 +51,14 @@ class ArtifactStore(pulumi.ComponentResource):
     bucket_arns: dict[str, pulumi.Output[str]]
     #: KMS key ARN (or None) by purpose, for the IAM policies of readers and writers.
     kms_key_arns: Mapping[str, Optional[str]]
+    #: Each bucket's versioning, by purpose: replication rules are accepted only once versioning is on.
+    versioning: dict[str, aws.s3.BucketVersioning]
 
     def __init__(self, name: str, args: ArtifactStoreArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("kubeflow-platform:artifacts:ArtifactStore", name, None, opts)
         self.bucket_names = {}
         self.bucket_arns = {}
+        self.versioning = {}
         self.kms_key_arns = {spec.purpose: spec.kms_key_arn for spec in args.buckets}
         for spec in args.buckets:
             bucket = self._bucket(name, spec, args)
@@ -121,6 +124,7 @@ class ArtifactStore(pulumi.ComponentResource):
             versioning_configuration={"status": "Enabled"},
             opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(depends_on=[encryption])),
         )
+        self.versioning[spec.purpose] = versioning
         aws.s3.BucketPolicy(
             f"{prefix}-tls-only",
             bucket=bucket.id,

@@ -113,6 +113,8 @@ def prepare(settings: "Settings") -> PreparedRelease:
     # Training pods on Karpenter's GPU nodes are marked so Karpenter leaves their node alone while they run.
     if any(settings.gpu.pool_provisioner(pool) == "karpenter" for pool in settings.gpu.pools):
         options = dataclasses.replace(options, do_not_disrupt_training=True)
+    if settings.recovery.standby:
+        options = dataclasses.replace(options, standby=True)
     try:
         return prepare_release(settings.kubeflow.manifests_source, options, settings.kubeflow.version)
     except ManifestError as error:

@@ -30,6 +30,7 @@ from config.loader import Problems, camel, from_raw, keys_of, setting
 from manifests.iam import PIPELINES_PREFIXES
 from config.platform import AwsSettings, ClusterSettings
 from manifests import yaml_loader
+from config.recovery import RecoverySettings, recovery_cross_checks
 from manifests.guardrails import GuardrailParams
 from manifests.identity import IdentityHeaderOptions, gateway_principal, validate_identity_options
 
@@ -103,6 +104,8 @@ class Settings:
     """Users, groups and profiles."""
     fleet: FleetSettings = setting(FleetSettings())
     """This stack's role in a fleet of regional stacks and a global stack (see docs/fleet.md); unset: stand-alone."""
+    recovery: RecoverySettings = setting(RecoverySettings())
+    """Active/passive recovery across two regions: this stack's role, its peer, replication and the global database (docs/failover.md)."""
     secrets: Secrets = dataclasses.field(default=Secrets(), metadata={"internal": True})
     """Secret settings (top-level secret keys, see SECRET_KEYS)."""
 
@@ -164,6 +167,7 @@ class Settings:
     def cross_check(self) -> Iterator[tuple[str, str]]:
         yield from edge_cross_checks(self.dns, self.certificate)
         yield from self._fleet_problems()
+        yield from recovery_cross_checks(self)
         yield from capacity_cross_checks(
             region=self.aws.region, cluster_name=self.cluster.name, protect=self.protect,
             artifacts=self.artifacts, gpu=self.gpu, identity=self.identity, kubeflow_version=self.kubeflow.version,

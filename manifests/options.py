@@ -202,3 +202,5 @@ class TransformOptions:
     gateway_api: bool = False
     #: A GPU pool is Karpenter's: training runtimes' pods get karpenter.sh/do-not-disrupt (manifests.karpenter).
     do_not_disrupt_training: bool = False
+    #: The stack is a recovery standby: Kubeflow's store writers are held at 0 replicas (manifests.recovery).
+    standby: bool = False

@@ -25,6 +25,7 @@ from manifests.namespace import DEFAULT_NAMESPACE, DEFAULT_SYSTEM_NAMESPACE, mov
 from manifests.network_policies import admit_gateway_namespace
 from manifests.objects import Change, TransformResult, object_key, object_ref
 from manifests.options import TransformOptions
+from manifests.recovery import hold_store_writers
 from manifests.release_changes import implied_exclusions, release_problems
 from manifests.serving import set_serving_domain
 from manifests.sources import ManifestError, Problem, detect_version
@@ -156,6 +157,9 @@ def transform(objects: list[dict], options: TransformOptions) -> TransformReport
     # After the stores: the database setup Job is one of the Jobs.
     steps.append(("let_jobs_complete", lambda objs: let_jobs_complete(objs, mesh)))
     steps.append(("let_runtime_jobs_complete", lambda objs: let_runtime_jobs_complete(objs, mesh)))
+    if options.standby:
+        # After the setup Job exists, so the standby leaves it out with the writers it prepares for.
+        steps.append(("hold_store_writers", lambda objs: hold_store_writers(objs, options.namespace)))
     egress_namespace = options.stores.secret_namespace if options.stores is not None else options.namespace
     steps.append(("egress_service_entries", lambda objs: _with(objs, egress_service_entries(mesh, egress_namespace))))
     steps.append(("name_code_default_images", name_code_default_images))

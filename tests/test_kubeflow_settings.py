@@ -59,9 +59,11 @@ def test_every_option_comes_from_a_setting():
     assert result.gateway_pods == GatewayPodsOptions("istio-ingress", (("istio", "ingressgateway"),))
     assert result.gateway_api is True
     # Every field of the options is decided by the mapping, none left to a default by accident.
-    assert [f.name for f in dataclasses.fields(TransformOptions)] == ["namespace", "system_namespace", "exclusions", "mesh", "pod_templates", "images", "gateway", "serving", "argo", "stores", "gateway_pods", "gateway_api", "do_not_disrupt_training"]
+    assert [f.name for f in dataclasses.fields(TransformOptions)] == ["namespace", "system_namespace", "exclusions", "mesh", "pod_templates", "images", "gateway", "serving", "argo", "stores", "gateway_pods", "gateway_api", "do_not_disrupt_training", "standby"]
     # Not a Kubeflow setting: components.kubeflow.prepare sets it when a GPU pool is Karpenter's.
     assert result.do_not_disrupt_training is False
+    # Nor this one: prepare sets it from recovery.mode standby.
+    assert result.standby is False
 
 
 def test_bundled_argo_and_database_stay_when_not_external():

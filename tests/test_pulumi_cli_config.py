@@ -493,7 +493,7 @@ def test_every_problem_is_listed_at_once_with_its_fix():
 
 # ----------------------------------------------------------------------- this project's files, held to it
 
-OPTIONAL_SETTINGS = ("protect", "certificate", "identity", "gpu", "tenancy", "fleet")
+OPTIONAL_SETTINGS = ("protect", "certificate", "identity", "gpu", "tenancy", "fleet", "recovery")
 #: What config/ requires of a Kubeflow stack (stand-alone or a fleet's region).
 REQUIRED_SETTINGS = ("aws", "cluster", "dns", "ingress", "artifacts", "kubeflow", "auth")
 #: What the CLI requires of every stack, a fleet's global stack too (which has no Kubeflow settings).

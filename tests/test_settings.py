@@ -210,6 +210,9 @@ BAD_SETTINGS = [
     ("list given as a string", {"certificate": {"subjectAlternativeNames": "x.dev.ml.example.com"}},
      ["certificate.subjectAlternativeNames: expected a list of strings, got string 'x.dev.ml.example.com'; write ['x.dev.ml.example.com']"]),
     ("nested typo", _with("cluster", lambda c: c.update(namee="ml-dev")), ["cluster.namee: unknown key; did you mean 'name'?"]),
+    ("recovery mode", {"recovery": {"mode": "passive"}}, ["recovery.mode: 'passive' is not one of 'primary', 'standby'"]),
+    ("recovery peer in its own region", {"recovery": {"mode": "standby", "peer": {"stack": "dev-us-west-2", "region": "us-west-2", "bucketPrefix": "example-ml-dev-use1"}}},
+     ["recovery.peer.region: 'us-west-2' is this stack's own region (aws.region): the peer must run in another region"]),
 ]
 
 
