@@ -24,7 +24,7 @@ PROJECT = "kubeflow-platform"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 #: The keys a global stack leaves to its default: it creates no cluster objects (Pulumi.yaml defaults them to {},
 #: so the Pulumi CLI accepts the global stack's file without them).
-KUBEFLOW_STACK_KEYS = ("cluster", "dns", "certificate", "ingress", "identity", "artifacts", "gpu", "kubeflow", "auth", "tenancy")
+KUBEFLOW_STACK_KEYS = ("cluster", "dns", "certificate", "ingress", "identity", "artifacts", "gpu", "kubeflow", "auth", "tenancy", "recovery")
 #: The stack output the regions read from the global stack.
 GLOBAL_COOKIE_SECRET_OUTPUT = "authCookieSecret"
 
