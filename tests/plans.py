@@ -53,6 +53,8 @@ def chosen_namespace_plan(stack: str = "dev", version: str = CURRENT_VERSION) ->
         settings: dict[str, Any] = {"kubeflow.namespace": CHOSEN_NAMESPACE, "kubeflow.systemNamespace": CHOSEN_SYSTEM_NAMESPACE}
         if version in NEEDS_STATIC_KEYS:
             settings["kubeflow.objectStore.staticKeys"] = True
+        if not pod_identity_usable(version):
+            settings.update(irsa_settings(stack) or {})  # a release whose SDKs cannot use Pod Identity runs on IRSA
         _CHOSEN[(stack, version)], _ = evaluate(
             stack, manifests=str(manifests_path(version)), kubeflow_version=version, secrets=MARKER_SECRETS,
             progress=Progress(io.StringIO()), settings=settings)
