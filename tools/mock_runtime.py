@@ -22,6 +22,7 @@ from typing import Any, Optional
 import pulumi
 import yaml
 
+from analysis.plan_objects import KNOWN_AFTER_DEPLOY, SECRET
 from manifests import yaml_loader
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
@@ -134,6 +135,32 @@ def _stack_values(stack_file: Path) -> dict[str, Any]:
     if not isinstance(config, Mapping) or not all(isinstance(key, str) for key in config):
         raise refuse(f"{stack_file.name} config", "expected a mapping of `<project>:<key>: value` entries")
     return dict(config)
+
+
+class StackReferenceError(pulumi.RunError):
+    """A referenced stack has no saved preview to read its outputs from (reported without a traceback)."""
+
+
+def stack_reference_outputs(name: str, build: Path = REPO_ROOT / "build") -> tuple[dict[str, Any], list[str]]:
+    """What `pulumi.StackReference(name)` reads offline: the outputs of the referenced stack's saved preview,
+    `build/<stack>/plan.json` (`<organization>/<project>/<stack>` or a bare stack name), and the names of its
+    secret outputs. The outputs the preview knows only after deploy, and the secrets (the plan never holds their
+    values), are left out: a real reference reads the deployed stack, where they have values, but a single unknown
+    value would make the whole `outputs` unknown to the SDK here, and with it every output read through it."""
+    stack = name.rsplit("/", 1)[-1]
+    plan_file = build / stack / "plan.json"
+    if not plan_file.is_file():
+        raise StackReferenceError(
+            f"stack reference {name!r}: no saved preview of stack {stack!r} ({plan_file.relative_to(build.parent)} is "
+            f"missing); preview it first: make preview STACK={stack}")
+    try:
+        outputs = json.loads(plan_file.read_text()).get("outputs") or {}
+    except (ValueError, AttributeError) as error:
+        raise StackReferenceError(f"stack reference {name!r}: {plan_file} is not a saved plan ({error}); "
+                                  f"preview it again: make preview STACK={stack}") from None
+    secret = sorted(key for key, value in outputs.items() if value == SECRET)
+    return {key: value for key, value in outputs.items()
+            if value not in (KNOWN_AFTER_DEPLOY, SECRET) and KNOWN_AFTER_DEPLOY not in json.dumps(value)}, secret
 
 
 def is_encrypted(value: Any) -> bool:
@@ -260,8 +287,10 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 class PlatformMocks(pulumi.runtime.Mocks):
     """Answers invokes like AWS would for the stack's account, region and cluster."""
 
-    def __init__(self, config: Mapping[str, Any], preview: bool = False) -> None:
+    def __init__(self, config: Mapping[str, Any], preview: bool = False, build: Path = REPO_ROOT / "build") -> None:
         self.preview = preview
+        #: Where referenced stacks' saved previews are read from (stack_reference_outputs).
+        self.build = build
         # Whatever the stack file holds: the program's settings check reports wrong values, the mocks
         # only need something to answer with until it does.
         def text(area: str, key: str, default: str) -> str:
@@ -377,6 +406,9 @@ class PlatformMocks(pulumi.runtime.Mocks):
         self._registering.inputs = args.inputs
         name = args.name
         typ = args.typ
+        if typ == "pulumi:pulumi:StackReference":
+            outputs, secret = stack_reference_outputs(str(args.inputs.get("name") or args.resource_id), self.build)
+            return args.resource_id, {"name": args.inputs.get("name"), "outputs": outputs, "secretOutputNames": secret}
         if typ == "kubernetes:yaml/v2:ConfigGroup":
             # The provider's Construct answers with the registered children, never an echo of the objects
             # (echoing thousands of objects back makes the SDK rebuild each as Outputs, which real runs never do).
@@ -457,12 +489,12 @@ class PlatformMocks(pulumi.runtime.Mocks):
 
 
 def install_mocks(config: Mapping[str, Any], *, stack: str, preview: bool = False,
-                  project: str = PROJECT) -> tuple["PlatformMocks", RecordingMonitor]:
+                  project: str = PROJECT, root: Path = REPO_ROOT) -> tuple["PlatformMocks", RecordingMonitor]:
     """A clean mock runtime for one program run: new mocks and monitor, no root stack, nothing pending."""
     # Outputs still pending from a run that failed inside an apply would finish during the next run and
     # report that run's error there; the SDK's own @pulumi.runtime.test clears them the same way.
     pulumi_settings.SETTINGS.outputs.clear()
-    mocks = PlatformMocks(config, preview=preview)
+    mocks = PlatformMocks(config, preview=preview, build=root / "build")
     monitor = RecordingMonitor(mocks)
     # A fresh root stack per run: the SDK keeps the previous run's root otherwise.
     pulumi.runtime.settings.ROOT.set(None)
@@ -503,7 +535,7 @@ def run_program(
         secret_keys.append(full)
     set_all_config({k: _as_config_text(v) for k, v in config.items()}, secret_keys)
 
-    mocks, monitor = install_mocks(config, stack=stack, preview=preview)
+    mocks, monitor = install_mocks(config, stack=stack, preview=preview, root=root)
 
     def program() -> None:
         runpy.run_path(str(root / "__main__.py"), run_name="__main__")
