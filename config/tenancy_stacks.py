@@ -22,6 +22,15 @@ import yaml
 PROJECT = "kubeflow-platform"
 #: The program's directory: the stack files sit beside `Pulumi.yaml` and `__main__.py`.
 PROGRAM_DIR = Path(__file__).resolve().parent.parent
+
+
+def project_directory() -> Path:
+    """Where the stack files are: the project root the engine names (`pulumi.get_root_directory()`, the location
+    of Pulumi.yaml: pulumi/pulumi@v3.259.0 sdk/python/lib/pulumi/runtime/settings.py:212-216), else this program's."""
+    import pulumi
+
+    root = pulumi.get_root_directory()
+    return Path(root) if root and (Path(root) / "Pulumi.yaml").is_file() else PROGRAM_DIR
 #: A tenancy stack's own `tenancy` keys; everything else of `tenancy` is the platform's.
 OWN_TENANCY_KEYS = ("platform", "part")
 #: Settings a tenancy stack may set apart from its platform: which release file it reads offline.
@@ -61,11 +70,12 @@ def _comparable(key: str, value: Any) -> Any:
 
 
 def tenancy_stack_raw(stack: str, raw: Mapping[str, Any], keys: list[str],
-                      directory: Path = PROGRAM_DIR) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+                      directory: Path | None = None) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """The raw settings a tenancy stack runs with: its own, with `tenancy` replaced by the platform stack's
     (plus `platform` and `part`), and the problems of the stack as a tenancy stack, all at once: own tenancy keys
     besides platform and part, settings that differ from the platform's, an unreadable platform stack file, and
     another stack file holding the same part."""
+    directory = directory or project_directory()
     own = dict(raw["tenancy"])
     reference = str(own["platform"])
     platform = platform_stack_name(reference)
@@ -108,7 +118,7 @@ def tenancy_stack_raw(stack: str, raw: Mapping[str, Any], keys: list[str],
     return {**raw, "tenancy": merged}, problems
 
 
-def same_part_elsewhere(stack: str, reference: str, part: Any, directory: Path = PROGRAM_DIR) -> Iterator[tuple[str, str]]:
+def same_part_elsewhere(stack: str, reference: str, part: Any, directory: Path) -> Iterator[tuple[str, str]]:
     """Other stack files of the project holding the same part of the same platform stack: each of its profiles would
     be created by both stacks (the second `pulumi up` fails on objects the first created, and a removal in one
     deletes what the other still declares)."""

@@ -499,6 +499,8 @@ def install_mocks(config: Mapping[str, Any], *, stack: str, preview: bool = Fals
     # A fresh root stack per run: the SDK keeps the previous run's root otherwise.
     pulumi.runtime.settings.ROOT.set(None)
     pulumi_mocks.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=monitor)
+    # As the engine tells the program: where Pulumi.yaml is (a tenancy stack reads its platform's file beside it).
+    pulumi_settings.SETTINGS.root_directory = str(root)
     return mocks, monitor
 
 

@@ -74,6 +74,26 @@ def write_tenancy_stacks(directory: Path, platform: str, organization: str = "or
     return written
 
 
+def write_generated_split(directory: Path, *, platform: str = "dev", profiles: int = 10_000, size: int = 1_000,
+                          manifests: str | None = None, source: Path | None = None) -> list[str]:
+    """For tests and the benchmark: `Pulumi.<platform>.yaml` in `directory` as the repository's, with `profiles`
+    generated profiles (tools.bench_case.generated_tenancy) placed in tenancy stacks of `size` by count, and its
+    tenancy stack files; returns the tenancy stacks' names in part order."""
+    from tools.bench_case import generated_tenancy, machine_users
+    from tools.mock_runtime import REPO_ROOT
+
+    document = yaml.load(((source or REPO_ROOT) / f"Pulumi.{platform}.yaml").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    config = document["config"]
+    tenancy = generated_tenancy(profiles, machine_users(platform))
+    tenancy["stacks"] = {"by": "count", "size": size}
+    config[f"{PROJECT}:tenancy"] = tenancy
+    if manifests is not None:
+        config[f"{PROJECT}:kubeflow"] = {**config[f"{PROJECT}:kubeflow"], "manifests": manifests}
+    (directory / f"Pulumi.{platform}.yaml").write_text(yaml.dump(document, Dumper=_DUMPER, sort_keys=False))
+    write_tenancy_stacks(directory, platform)
+    return [tenancy_stack_name(platform, str(n + 1)) for n in range((profiles + size - 1) // size)]
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.tenancy_stacks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
