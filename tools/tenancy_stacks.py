@@ -74,6 +74,26 @@ def write_tenancy_stacks(directory: Path, platform: str, organization: str = "or
     return written
 
 
+#: What a copy of the program needs to run stacks of its own (tests, the deploy estimate at scale).
+PROGRAM_FILES = ("__main__.py", "Pulumi.yaml", "config", "components", "manifests", "analysis", "tools")
+
+
+def copy_program(directory: Path) -> Path:
+    """The program's code in `directory`, to hold generated stack files outside the repository."""
+    import shutil
+
+    from tools.mock_runtime import REPO_ROOT
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in PROGRAM_FILES:
+        source = REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, directory / name, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, directory / name)
+    return directory
+
+
 def write_generated_split(directory: Path, *, platform: str = "dev", profiles: int = 10_000, size: int = 1_000,
                           manifests: str | None = None, source: Path | None = None) -> list[str]:
     """For tests and the benchmark: `Pulumi.<platform>.yaml` in `directory` as the repository's, with `profiles`
