@@ -61,9 +61,10 @@ WHAT_HAPPENS = (
     "serving policies and data-lake role; its Namespace patch and its closed-when-removed policy are retained on "
     "delete, so the namespace keeps its notebooks, volumes and runs, closed to every caller until the joining "
     "stack's `pulumi up` creates them again and patches the namespace.",
-    "Without that gap: before either `pulumi up`, `pulumi state move --source <leaving stack> --dest <joining stack> "
-    "<URNs>` moves the resources' state and nothing in the cluster or the account changes; `aliases` cannot do it, "
-    "they name earlier URNs of the same stack only.",
+    "`pulumi state move` would move the state instead, but it re-parents the moved resources to the joining "
+    "stack's root unless their parent (the `tenancy` component, which the leaving stack keeps) moves too, and the "
+    "joining stack declares them under its own `tenancy` component: their URNs would not match, and `aliases` "
+    "cannot bridge stacks (they name earlier URNs of the same stack only).",
     "Moving profiles with tenancy.stacks by count: removing or inserting one shifts every later profile across the "
     "part boundaries after it; add new profiles at the end, or place them by group.",
 )

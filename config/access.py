@@ -285,9 +285,25 @@ def data_lake_overlaps(
             return "contains"
         return None
 
-    for path, bucket, prefix in lakes:
-        for other_path, other_bucket, other in lakes:
-            if other_path == path or other_bucket != bucket:
+    def ancestors(prefix: str) -> Iterator[str]:
+        parts = prefix.split("/")
+        for end in range(1, len(parts)):
+            yield "/".join(parts[:end])
+
+    # Indexed by bucket and prefix, so thousands of profiles cost one pass, not one pass per profile.
+    same: dict[tuple[str, str], list[int]] = {}
+    below: dict[tuple[str, str], list[int]] = {}
+    for index, (_, bucket, prefix) in enumerate(lakes):
+        same.setdefault((bucket, prefix), []).append(index)
+        for ancestor in ancestors(prefix):
+            below.setdefault((bucket, ancestor), []).append(index)
+    for index, (path, bucket, prefix) in enumerate(lakes):
+        others = set(same.get((bucket, prefix), ())) | set(below.get((bucket, prefix), ()))
+        for ancestor in ancestors(prefix):
+            others.update(same.get((bucket, ancestor), ()))
+        for other_index in sorted(others - {index}):
+            other_path, _, other = lakes[other_index]
+            if other_path == path:
                 continue
             relation = overlap(prefix, other)
             if relation:

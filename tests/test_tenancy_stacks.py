@@ -282,7 +282,7 @@ def test_moving_a_profile_between_stacks_is_shown_as_delete_and_create_with_what
     start = lines.index("Profiles moving between stacks: 1")
     assert lines[start + 1] == "  > 1 from part 1 to part 2: bob"
     assert [line.strip() for line in lines[start + 2:start + 2 + len(WHAT_HAPPENS)]] == list(WHAT_HAPPENS)
-    assert "pulumi state move --source" in WHAT_HAPPENS[2] and "aliases" in WHAT_HAPPENS[2]
+    assert "`pulumi state move`" in WHAT_HAPPENS[2] and "`aliases`" in WHAT_HAPPENS[2]
 
 
 def test_splitting_a_stack_shows_every_profile_leaving_the_platform():
