@@ -94,7 +94,7 @@ def copy_program(directory: Path) -> Path:
     return directory
 
 
-def write_generated_split(directory: Path, *, platform: str = "dev", profiles: int = 10_000, size: int = 1_000,
+def write_generated_split(directory: Path, *, platform: str = "dev", profiles: int = 10_000, size: int | None = 1_000,
                           manifests: str | None = None, source: Path | None = None) -> list[str]:
     """For tests and the benchmark: `Pulumi.<platform>.yaml` in `directory` as the repository's, with `profiles`
     generated profiles (tools.bench_case.generated_tenancy) placed in tenancy stacks of `size` by count, and its
@@ -105,11 +105,14 @@ def write_generated_split(directory: Path, *, platform: str = "dev", profiles: i
     document = yaml.load(((source or REPO_ROOT) / f"Pulumi.{platform}.yaml").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     config = document["config"]
     tenancy = generated_tenancy(profiles, machine_users(platform))
-    tenancy["stacks"] = {"by": "count", "size": size}
+    if size is not None:
+        tenancy["stacks"] = {"by": "count", "size": size}
     config[f"{PROJECT}:tenancy"] = tenancy
     if manifests is not None:
         config[f"{PROJECT}:kubeflow"] = {**config[f"{PROJECT}:kubeflow"], "manifests": manifests}
     (directory / f"Pulumi.{platform}.yaml").write_text(yaml.dump(document, Dumper=_DUMPER, sort_keys=False))
+    if size is None:
+        return []
     write_tenancy_stacks(directory, platform)
     return [tenancy_stack_name(platform, str(n + 1)) for n in range((profiles + size - 1) // size)]
 
