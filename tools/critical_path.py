@@ -365,7 +365,7 @@ def _top_level(resources: Mapping[str, Mapping[str, Any]], urn: str) -> str | No
 # --- at scale: one stack against tenancy stacks ------------------------------------------------------------
 
 #: Where performance.md's table of deploy estimates at scale sits (written by `--at-scale --write`).
-AT_SCALE_BEGIN = "<!-- deploy estimate at scale: python -m tools.critical_path --at-scale --write docs/performance.md -->"
+AT_SCALE_BEGIN = "<!-- deploy estimate at scale: written by python -m tools.critical_path --at-scale --manifests <26.03 release file> --write docs/performance.md -->"
 AT_SCALE_END = "<!-- end of the deploy estimate at scale -->"
 AT_SCALE_SIZES = (1_000, 10_000)
 AT_SCALE_PARTS = 10
