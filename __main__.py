@@ -17,7 +17,7 @@ from components.ingress import IngressGateway, IngressGatewayArgs
 from components.kubeflow import Kubeflow, KubeflowArgs, prepare
 from components.ownership import ownership_declarations
 from components.recovery import Recovery, RecoveryArgs
-from components.tenancy import Tenancy, release_kfam_user, tenancy_args
+from components.tenancy import Tenancy, release_kfam_user, tenancy_args, tenancy_stack, tenancy_stack_outputs
 
 # The program's objects live until exit and hold almost no cyclic garbage, yet the cyclic collector re-walks
 # them all: 25-30 % of the run (1.8 s of 7.5 s CPU at 1,000 profiles) to free about 20 MB. Off for this process.
@@ -30,6 +30,11 @@ if isinstance(settings, config.GlobalSettings):
     fleet = GlobalFleet("fleet", GlobalFleetArgs.from_settings(settings, settings.cookie_secret),
                         opts=pulumi.ResourceOptions(provider=fleet_aws))
     for output_name, value in fleet.stack_outputs.items():
+        pulumi.export(output_name, value)
+elif settings.tenancy_part is not None:
+    # A tenancy stack: one part of its platform stack's profiles and nothing else (components/tenancy.py).
+    tenancy = tenancy_stack(settings)
+    for output_name, value in tenancy.stack_outputs.items():
         pulumi.export(output_name, value)
 else:
     settings = regional_settings(settings)  # a fleet's region: the login's cookie secret is the global stack's
@@ -76,6 +81,9 @@ else:
     for component in (kubeflow, dns, certificate, ingress, identity, artifacts, gpu, auth, tenancy, *filter(None, [recovery])):
         for output_name, value in component.stack_outputs.items():
             pulumi.export(output_name, value)
+    # With tenancy.stacks: the parts, and what the tenancy stacks read from this one.
+    for output_name, value in tenancy_stack_outputs(settings, identity, header_forwarders).items():
+        pulumi.export(output_name, value)
     # Whose the objects the stack patches are, and what must exist without being written (analysis.ownership).
     pulumi.export("ownership", ownership_declarations(settings))
     # A fleet's region: what the global stack and the fleet check read (none on a stand-alone stack).

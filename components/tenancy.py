@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
@@ -12,6 +13,7 @@ import pulumi_kubernetes as k8s
 from components.auth import identity_header_policy
 from components.identity import WorkloadIdentity
 from config import Settings
+from config.access import tenancy_parts
 from manifests.argo import PATCH_ANNOTATIONS
 from manifests import admission
 from manifests.iam import s3_access_policy
@@ -54,6 +56,11 @@ class TenancyArgs:
     admission policies on Profiles kfam creates and on the pods of self-service profiles (manifests/admission.py)."""
     self_service: Mapping[str, Any] = field(default_factory=dict)
     """`emailDomains` and `namePrefix` of self-service profiles (tenancy.selfService), exported for the trace."""
+    platform_mesh: Optional[pulumi.Output[MeshPolicy]] = None
+    """On a tenancy stack: `mesh` with what only the platform stack knows (the release's header forwarders, read
+    from its outputs); each profile's policies are built from it. `mesh` then only shapes the Namespace."""
+    part: Optional[Mapping[str, Any]] = None
+    """On a tenancy stack: which part of which platform stack it holds, exported as `tenancyPart`."""
 
 
 def release_kfam_user(release: "PreparedRelease") -> Optional[str]:
@@ -111,7 +118,7 @@ def tenancy_args(settings: Settings, identity: WorkloadIdentity, header_forwarde
     buckets = settings.artifacts.names()
     keys = {bucket.purpose: bucket.kms_key_arn for bucket in settings.artifacts.buckets}
     profiles = []
-    for profile in tenancy.profiles:
+    for profile in settings.profiles_created():
         lake = None
         if profile.data_lake is not None:
             lake = DataLake(
@@ -139,7 +146,19 @@ def tenancy_args(settings: Settings, identity: WorkloadIdentity, header_forwarde
                 data_lake=lake,
             )
         )
-    mesh = MeshPolicy(
+    mesh = mesh_policy(settings, header_forwarders)
+    service = tenancy.self_service
+    return TenancyArgs(profiles=tuple(profiles), mesh=mesh, identity=identity,
+                       keep_namespaces=settings.kubeflow.keep_crds_and_namespaces,
+                       # Who may create profiles at run time is the platform stack's, never a tenancy stack's.
+                       registration=tuple(registration_objects(settings, kfam, mesh)) if settings.tenancy_part is None else (),
+                       self_service={"emailDomains": list(service.email_domains), "namePrefix": service.name_prefix})
+
+
+def mesh_policy(settings: Settings, header_forwarders: Sequence[str]) -> MeshPolicy:
+    """Mesh and serving facts every profile's policies refer to; `header_forwarders` as in tenancy_args."""
+    tenancy = settings.tenancy
+    return MeshPolicy(
         revision=settings.kubeflow.mesh.revision,
         # istio-init needs NET_ADMIN and NET_RAW (manifests.mesh.set_pod_security); other data planes keep the
         # profile controller's own level.
@@ -154,11 +173,6 @@ def tenancy_args(settings: Settings, identity: WorkloadIdentity, header_forwarde
         viewers_read_only=tenancy.viewers_read_only,
         kubeflow_namespace=settings.kubeflow.namespace,
     )
-    service = tenancy.self_service
-    return TenancyArgs(profiles=tuple(profiles), mesh=mesh, identity=identity,
-                       keep_namespaces=settings.kubeflow.keep_crds_and_namespaces,
-                       registration=tuple(registration_objects(settings, kfam, mesh)),
-                       self_service={"emailDomains": list(service.email_domains), "namePrefix": service.name_prefix})
 
 
 class Tenancy(pulumi.ComponentResource):
@@ -187,9 +201,13 @@ class Tenancy(pulumi.ComponentResource):
             objects = static_objects(profile, args.mesh)
             namespace = next(obj for obj in objects if obj["kind"] == "Namespace")
             kept = self._namespace(prefix, namespace, args.keep_namespaces)
+            static_yaml: pulumi.Input[str] = manifest([obj for obj in objects if obj["kind"] != "Namespace"])
+            if args.platform_mesh is not None:
+                static_yaml = args.platform_mesh.apply(lambda mesh, p=profile: manifest(
+                    [obj for obj in static_objects(p, mesh) if obj["kind"] != "Namespace"]))
             static = k8s.yaml.v2.ConfigGroup(
                 f"{prefix}-namespace",
-                yaml=manifest([obj for obj in objects if obj["kind"] != "Namespace"]),
+                yaml=static_yaml,
                 resource_prefix=prefix,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[kept]),
             )
@@ -224,6 +242,7 @@ class Tenancy(pulumi.ComponentResource):
                                     opts=pulumi.ResourceOptions(parent=self))
         self.data_lake_role_arns = role_arns
         self.self_service = dict(args.self_service)
+        self.part = dict(args.part) if args.part is not None else None
         self.register_outputs({"profiles": self.profile_names, "dataLakeRoleArns": role_arns, "selfService": self.self_service})
 
     def _namespace(self, prefix: str, namespace: dict, keep: bool) -> pulumi.CustomResource:
@@ -273,4 +292,49 @@ class Tenancy(pulumi.ComponentResource):
     def stack_outputs(self) -> dict[str, Any]:
         """The profiles (one namespace per data scientist) this stack manages, and who may create their own
         (`profileSelfService`: the email domains and the name prefix; no domains, nobody)."""
+        if self.part is not None:
+            return {"profiles": self.profile_names, "tenancyPart": self.part}
         return {"profiles": self.profile_names, "profileSelfService": self.self_service}
+
+
+def tenancy_stack_outputs(settings: Settings, identity: WorkloadIdentity, header_forwarders: Sequence[str]) -> dict[str, Any]:
+    """On a platform stack with tenancy.stacks: the parts (`tenancyParts`, part to profile names) and what its
+    tenancy stacks read through their StackReference (`tenancyPlatform`); nothing otherwise."""
+    if settings.tenancy.stacks is None:
+        return {}
+    return {
+        "tenancyParts": {part: list(names) for part, names in tenancy_parts(settings.tenancy).items()},
+        "tenancyPlatform": {"oidcProviderArn": identity.oidc_provider_arn, "headerForwarders": list(header_forwarders)},
+    }
+
+
+def tenancy_stack(settings: Settings) -> Tenancy:
+    """A tenancy stack's whole program: its part of the platform stack's profiles, with the same objects the
+    platform would create for them, and nothing of the platform. The cluster and the account are looked up as the
+    platform does; what only the deployed platform knows is read from its outputs (`pulumi.StackReference`)."""
+    from components import providers
+    from components.identity import WorkloadIdentityArgs
+    from config.tenancy_stacks import platform_stack_name
+
+    reference = str(settings.tenancy.platform)
+    platform = pulumi.StackReference("platform", stack_name=reference)
+    inputs = platform.require_output("tenancyPlatform")
+    aws_provider = providers.aws_provider(settings)
+    cluster = providers.lookup_cluster(settings, aws_provider)
+    k8s_provider = providers.kubernetes_provider(settings, cluster)
+    # The platform's role names (<project>-<platform stack>-tenancy-<profile>-data-lake): a profile's role keeps its
+    # name and ARN whichever stack holds it, so splitting a stack does not re-annotate its service accounts.
+    identity = WorkloadIdentity("identity", WorkloadIdentityArgs(
+        issuer=platform.require_output("clusterOidcIssuer"), account_id=cluster.account_id,
+        role_name_prefix=f"{pulumi.get_project()}-{platform_stack_name(reference)}",
+        existing_provider_arn=inputs.apply(lambda values: values["oidcProviderArn"]),
+        mechanism=settings.identity.mechanism, cluster_name=settings.cluster.name,
+    ), opts=pulumi.ResourceOptions(provider=aws_provider))
+    args = tenancy_args(settings, identity, ())
+    args = dataclasses.replace(
+        args, platform_mesh=inputs.apply(lambda values: mesh_policy(settings, values["headerForwarders"])),
+        part={"platform": reference, "part": settings.tenancy_part})
+    tenancy = Tenancy("tenancy", args, opts=pulumi.ResourceOptions(providers=[aws_provider, k8s_provider]))
+    # The guardrails this stack is held to: the platform's, for the profile namespaces it writes.
+    pulumi.export("policyPackConfig", identity.issuer.apply(lambda issuer: settings.guardrail_params(issuer).policy_config()))
+    return tenancy

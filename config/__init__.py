@@ -21,11 +21,13 @@ import pulumi
 import yaml
 from pulumi.runtime import config as runtime_config
 
-from config.access import GATEWAY_OPTION_KEYS, REPLACED_UPSTREAM_COMPONENT, AuthSettings, TenancySettings, data_lake_overlaps
+from config.access import (GATEWAY_OPTION_KEYS, REPLACED_UPSTREAM_COMPONENT, AuthSettings, ProfileSettings, TenancySettings,
+                           data_lake_overlaps, tenancy_parts)
 from config.capacity import ArtifactSettings, GpuSettings, IdentitySettings, capacity_cross_checks
 from config.edge import CertificateSettings, DnsSettings, IngressSettings, edge_cross_checks
 from config.fleet import KUBEFLOW_STACK_KEYS, FleetSettings, GlobalSettings
 from config.kubeflow import KubeflowSettings
+from config import tenancy_stacks
 from config.loader import Problems, camel, from_raw, keys_of, setting
 from manifests.iam import PIPELINES_PREFIXES
 from config.platform import AwsSettings, ClusterSettings
@@ -109,6 +111,21 @@ class Settings:
     secrets: Secrets = dataclasses.field(default=Secrets(), metadata={"internal": True})
     """Secret settings (top-level secret keys, see SECRET_KEYS)."""
 
+    @property
+    def tenancy_part(self) -> Optional[str]:
+        """On a tenancy stack, the part of its platform's profiles it holds (tenancy.part); None on a platform stack."""
+        return None if self.tenancy.platform is None else str(self.tenancy.part)
+
+    def profiles_created(self) -> tuple[ProfileSettings, ...]:
+        """The profiles whose objects this stack creates: all of them, none on a platform stack that places them in
+        tenancy stacks (tenancy.stacks), a tenancy stack its part."""
+        if self.tenancy.platform is not None:
+            names = set(tenancy_parts(self.tenancy).get(str(self.tenancy.part), ()))
+            return tuple(profile for profile in self.tenancy.profiles if profile.name in names)
+        if self.tenancy.stacks is not None:
+            return ()
+        return self.tenancy.profiles
+
     def identity_options(self) -> IdentityHeaderOptions:
         """How the gateway sets the trusted identity headers: auth settings on the ingress gateway's workload."""
         return self.auth.identity_options(
@@ -164,7 +181,22 @@ class Settings:
                     " (role edit to run pipelines), or its tokens reach nothing"
                 )
 
+    def _tenancy_part_problems(self) -> Iterator[tuple[str, str]]:
+        tenancy = self.tenancy
+        if tenancy.platform is None:
+            return
+        if tenancy.stacks is None:
+            yield "tenancy.platform", (f"{tenancy.platform} places no profiles in tenancy stacks: set tenancy.stacks on it"
+                                       " (by count or by group), or remove tenancy.platform and tenancy.part here")
+            return
+        parts = tenancy_parts(tenancy)
+        if str(tenancy.part) not in parts:
+            shown = ", ".join(list(parts)[:20]) + (", ..." if len(parts) > 20 else "")
+            yield "tenancy.part", (f"{str(tenancy.part)!r} is not a part of {tenancy.platform} (tenancy.stacks by "
+                                   f"{tenancy.stacks.by}): its parts are {shown or 'none, it lists no profiles'}")
+
     def cross_check(self) -> Iterator[tuple[str, str]]:
+        yield from self._tenancy_part_problems()
         yield from edge_cross_checks(self.dns, self.certificate)
         yield from self._fleet_problems()
         yield from recovery_cross_checks(self)
@@ -321,12 +353,15 @@ def _raw_value(text: Any, hint: Any) -> Any:
 
 
 def parse(raw: Mapping[str, Any], secrets: Secrets, present_secrets: set[str], stack: str,
-          plaintext_secrets: Iterable[str] = ()) -> Settings:
+          plaintext_secrets: Iterable[str] = (), stack_problems: Iterable[tuple[str, str]] = ()) -> Settings:
     """Builds Settings from raw top-level values; raises SettingsError with every problem.
 
-    `plaintext_secrets`: secret keys the stack configuration holds in clear instead of encrypted.
+    `plaintext_secrets`: secret keys the stack configuration holds in clear instead of encrypted;
+    `stack_problems`: what was found before parsing (a tenancy stack's, config.tenancy_stacks).
     """
     problems = Problems()
+    for key, message in stack_problems:
+        problems.add(key, message)
     for key in sorted(plaintext_secrets):
         # The value would sit in clear in Pulumi.<stack>.yaml, in the repository and every copy of it.
         problems.add(key, f"is written in clear in the stack file; remove it and run `pulumi config set --secret {key} <value>`")
@@ -452,6 +487,10 @@ def load(stack: Optional[str] = None) -> Settings:
     for key in _configured_keys():
         if key not in raw and key not in SECRET_KEYS:
             raw[key] = _raw_value(cfg.get(key), Any)
+    stack_problems: list[tuple[str, str]] = []
+    if tenancy_stacks.is_tenancy_stack(raw.get("tenancy")):
+        # A tenancy stack: its profiles are its platform stack's, read from that stack's file.
+        raw, stack_problems = tenancy_stacks.tenancy_stack_raw(stack, raw, list(settings_keys()))
     present = {key for key in SECRET_KEYS if runtime_config.get_config(f"{PROJECT}:{key}") is not None}
     plaintext = {key for key in present if not runtime_config.is_config_secret(f"{PROJECT}:{key}")}
     secrets = Secrets(
@@ -461,7 +500,7 @@ def load(stack: Optional[str] = None) -> Settings:
         object_store_access_key_id=cfg.get_secret("objectStoreAccessKeyId"),
         object_store_secret_access_key=cfg.get_secret("objectStoreSecretAccessKey"),
     )
-    return parse(raw, secrets, present, stack, plaintext_secrets=plaintext)
+    return parse(raw, secrets, present, stack, plaintext_secrets=plaintext, stack_problems=stack_problems)
 
 
 def _configured_keys() -> set[str]:

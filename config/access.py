@@ -6,7 +6,7 @@ import re
 import types
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from config import checks
 from config.loader import setting
@@ -285,9 +285,25 @@ def data_lake_overlaps(
             return "contains"
         return None
 
-    for path, bucket, prefix in lakes:
-        for other_path, other_bucket, other in lakes:
-            if other_path == path or other_bucket != bucket:
+    def ancestors(prefix: str) -> Iterator[str]:
+        parts = prefix.split("/")
+        for end in range(1, len(parts)):
+            yield "/".join(parts[:end])
+
+    # Indexed by bucket and prefix, so thousands of profiles cost one pass, not one pass per profile.
+    same: dict[tuple[str, str], list[int]] = {}
+    below: dict[tuple[str, str], list[int]] = {}
+    for index, (_, bucket, prefix) in enumerate(lakes):
+        same.setdefault((bucket, prefix), []).append(index)
+        for ancestor in ancestors(prefix):
+            below.setdefault((bucket, ancestor), []).append(index)
+    for index, (path, bucket, prefix) in enumerate(lakes):
+        others = set(same.get((bucket, prefix), ())) | set(below.get((bucket, prefix), ()))
+        for ancestor in ancestors(prefix):
+            others.update(same.get((bucket, ancestor), ()))
+        for other_index in sorted(others - {index}):
+            other_path, _, other = lakes[other_index]
+            if other_path == path:
                 continue
             relation = overlap(prefix, other)
             if relation:
@@ -410,6 +426,37 @@ class SelfServiceSettings:
         return bool(self.email_domains)
 
 
+#: A tenancy stack's platform: the fully qualified stack name `pulumi.StackReference` takes (<organization>/<project>/<stack>).
+_PLATFORM_STACK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/kubeflow-platform/[A-Za-z0-9_.-]+$")
+
+
+def _platform_stack(value: str) -> Optional[str]:
+    if not _PLATFORM_STACK.match(value):
+        return (f"{value!r} is not a stack of this project as StackReference names one: "
+                "<organization>/kubeflow-platform/<stack> (like organization/kubeflow-platform/dev)")
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TenancyStacksSettings:
+    by: Literal["count", "group"] = setting()
+    """How profiles are placed in tenancy stacks: count (in the listed order, `size` per stack, parts 1, 2, ...) or group (by the value of the namespace label `label`, which names the part)."""
+    size: Optional[int] = setting(None, check=checks.between(1, 5000))
+    """With by count: profiles per tenancy stack (the last takes the rest)."""
+    label: Optional[str] = setting(None, check=checks.label_key)
+    """With by group: the profiles' label (tenancy.profiles[].labels) whose value names each profile's part."""
+
+    def cross_check(self) -> Iterator[tuple[str, str]]:
+        if self.by == "count" and self.size is None:
+            yield "size", "required with by count: how many profiles each tenancy stack holds (like 1000)"
+        if self.by == "count" and self.label is not None:
+            yield "label", "applies only with by group; remove it"
+        if self.by == "group" and self.label is None:
+            yield "label", "required with by group: the profiles' label whose value names their tenancy stack (like team)"
+        if self.by == "group" and self.size is not None:
+            yield "size", "applies only with by count; remove it"
+
+
 @dataclass(frozen=True, kw_only=True)
 class TenancySettings:
     file: Optional[str] = setting(None)
@@ -430,6 +477,12 @@ class TenancySettings:
     """Profiles users create themselves in the dashboard (off unless emailDomains is set); see docs/profiles.md."""
     data_lake_buckets: tuple[str, ...] = setting((), check=checks.unique("bucket"))
     """Existing buckets outside this stack that profiles' dataLake.bucket may name (the organisation's data lake); no other bucket is accepted."""
+    stacks: Optional[TenancyStacksSettings] = setting(None)
+    """Place the profiles in tenancy stacks of their own (by count or by group) instead of this stack; see docs/profiles.md."""
+    platform: Optional[str] = setting(None, check=_platform_stack)
+    """On a tenancy stack: the platform stack whose profiles it holds part of (<organization>/kubeflow-platform/<stack>); its users, groups and profiles are read from that stack's file."""
+    part: Optional[Union[int, str]] = setting(None)
+    """On a tenancy stack: which part of the platform's tenancy.stacks it holds (1, 2, ... by count; the label's value by group)."""
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         users = set(self.users)
@@ -456,6 +509,15 @@ class TenancySettings:
                     yield f"profiles[{i}].contributors[{j}].user", f"{contributor.user!r} is not listed under tenancy.users"
                 if contributor.group is not None and contributor.group not in group_names:
                     yield f"profiles[{i}].contributors[{j}].group", f"{contributor.group!r} is not listed under tenancy.groups"
+        if self.stacks is not None and self.stacks.by == "group" and self.stacks.label is not None:
+            for i, profile in enumerate(self.profiles):
+                if self.stacks.label not in profile.labels:
+                    yield f"profiles[{i}].labels", (
+                        f"has no {self.stacks.label!r} label, whose value names the profile's tenancy stack "
+                        "(tenancy.stacks.by group); add it")
+        if (self.platform is None) != (self.part is None):
+            yield "platform" if self.platform is None else "part", (
+                "a tenancy stack names both its platform stack (platform) and its part (part)")
 
     def tenant_principals(self, reserved: set[str]) -> Iterator[tuple[str, str]]:
         """Principals in a profile's namespace among those the policies trust (run from Settings.cross_check:
@@ -474,3 +536,21 @@ class TenancySettings:
                         f"{principal!r} is a service account of profile {namespace!r}: its pods run its users' code and"
                         f" {power}; name the platform's own workloads only"
                     )
+
+
+def tenancy_parts(tenancy: TenancySettings) -> dict[str, tuple[str, ...]]:
+    """Profile names per tenancy stack part, as tenancy.stacks places them (empty without it): by count, parts
+    "1", "2", ... of `size` profiles in the listed order; by group, one part per value of the label."""
+    stacks = tenancy.stacks
+    if stacks is None:
+        return {}
+    names = [profile.name for profile in tenancy.profiles]
+    if stacks.by == "count":
+        size = stacks.size or len(names) or 1
+        return {str(n + 1): tuple(names[start:start + size]) for n, start in enumerate(range(0, len(names), size))}
+    parts: dict[str, list[str]] = {}
+    for profile in tenancy.profiles:
+        value = profile.labels.get(stacks.label or "")
+        if value is not None:
+            parts.setdefault(value, []).append(profile.name)
+    return {part: tuple(members) for part, members in sorted(parts.items())}

@@ -48,6 +48,7 @@ _SOURCES = ("__main__.py", "components", "config", "manifests", "tools")
 class Case:
     def __init__(self, key: str, label: str, args: list[str], *, cold: bool = False) -> None:
         self.key, self.label, self.args, self.cold = key, label, args, cold
+        self.directory = REPO_ROOT
         self.wall: list[float] = []
         self.cpu: list[float] = []
         self.rss: list[float] = []
@@ -57,7 +58,7 @@ class Case:
             shutil.rmtree(cache_dir)
         env = dict(os.environ, PYTHONHASHSEED="0", KUBEFLOW_PLATFORM_CACHE_DIR=str(cache_dir))
         started = time.perf_counter()
-        process = subprocess.Popen([sys.executable, "-m", "tools.bench_case", *self.args], cwd=REPO_ROOT, env=env,
+        process = subprocess.Popen([sys.executable, "-m", "tools.bench_case", *self.args], cwd=self.directory, env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         # Read stderr while waiting: a case that writes much must not block on a full pipe.
         stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
@@ -97,6 +98,46 @@ def critical_path(stack: str, manifests: str, cache_dir: Path) -> dict:
     return json.loads(completed.stdout)
 
 
+def split_bench(manifests: str, cache_dir: Path, repeat: int, profiles: int = 10_000, parts: int = 10,
+                measured: tuple[int, ...] = ()) -> int:
+    """`make bench BENCH_ARGS=--split`: the whole `make preview` of a `profiles`-profile tenancy split into `parts`
+    tenancy stacks, stack by stack (the platform first, as a tenancy stack reads its saved preview), against the
+    dev stack holding `profiles / parts` profiles in one stack. Each tenancy stack must preview within that figure."""
+    from tools.tenancy_stacks import copy_program, write_generated_split
+
+    work = REPO_ROOT / "build" / "bench"
+    size = profiles // parts
+    one = copy_program(work / f"one-{size}")
+    write_generated_split(one, profiles=size, size=None, manifests=manifests)
+    split = copy_program(work / f"split-{profiles}")
+    stacks = write_generated_split(split, profiles=profiles, size=size, manifests=manifests)
+    chosen = [stacks[n - 1] for n in measured] if measured else stacks
+    cases = [Case(f"one_{size}", f"make preview, one stack of {size:,} profiles", ["preview", str(one), "dev"]),
+             Case("platform", f"make preview, platform of the {profiles:,} split", ["preview", str(split), "dev"]),
+             *(Case(stack, f"make preview, {stack} ({size:,} profiles)", ["preview", str(split), stack]) for stack in chosen)]
+    for case in cases:
+        case.directory = one if case.key.startswith("one_") else split
+    for round_ in range(1, repeat + 1):
+        for case in cases:
+            case.run(cache_dir)
+            print(f"  round {round_}/{repeat} {case.label}: {case.wall[-1]:.2f} s, {case.rss[-1]:.0f} MB",
+                  file=sys.stderr, flush=True)
+    results = {case.key: case.result() for case in cases}
+    limit = results[f"one_{size}"]["median_s"]
+    print(f"\n{'case':52s} {'median s':>9s} {'cpu s':>7s} {'peak MB':>8s}   runs")
+    for result in results.values():
+        runs = " ".join(f"{t:.2f}" for t in result["runs_s"])
+        print(f"{result['case']:52s} {result['median_s']:9.2f} {result['median_cpu_s']:7.2f} {result['peak_rss_mb']:8.0f}   {runs}")
+    within = {stack: results[stack]["median_s"] <= limit for stack in chosen}
+    print(f"\neach tenancy stack within the one-stack {size:,}-profile figure ({limit:.2f} s): "
+          + ", ".join(f"{stack} {'pass' if ok else 'FAIL'}" for stack, ok in within.items()))
+    output = REPO_ROOT / "build" / "bench-split.json"
+    output.write_text(json.dumps({"profiles": profiles, "parts": parts, "repeat": repeat, "results": results,
+                                  "withinOneStack": within}, indent=2, sort_keys=True) + "\n")
+    print(f"wrote {output.relative_to(REPO_ROOT)}")
+    return 0 if all(within.values()) else 1
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -108,7 +149,15 @@ def main(argv: list[str]) -> int:
                         help="one round, 10 and 20 profiles: checks the benchmark runs, judges no target")
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="parsed-manifests cache the cases use")
     parser.add_argument("--output", default=str(REPO_ROOT / "build" / "bench.json"))
+    parser.add_argument("--split", action="store_true", help="instead: `make preview` of a 10,000-profile tenancy split "
+                        "into 10 tenancy stacks, stack by stack, against one stack of 1,000 profiles (split_bench)")
+    parser.add_argument("--split-parts", default="", help="with --split: only these tenancy stacks (like 1,10)")
     args = parser.parse_args(argv)
+    if args.split:
+        parts = tuple(int(n) for n in args.split_parts.split(",") if n)
+        # --smoke: 20 profiles in 2 tenancy stacks, to check the cases run; judged all the same.
+        return split_bench(str(Path(args.manifests).resolve()), Path(args.cache_dir), 1 if args.smoke else args.repeat,
+                           profiles=20 if args.smoke else 10_000, parts=2 if args.smoke else 10, measured=parts)
     repeat = 1 if args.smoke else args.repeat
     sizes = [10, 20] if args.smoke else sorted(int(n) for n in args.profiles.split(","))
     cache_dir = Path(args.cache_dir)

@@ -3,6 +3,8 @@
     python -m tools.bench_case floor FILE              parse FILE with libyaml and exit (the floor)
     python -m tools.bench_case stack STACK FILE [N]    evaluate the whole stack under mocks;
                                                        with N, the tenancy declares N generated profiles
+    python -m tools.bench_case preview DIR STACK       the whole offline preview of a stack of the program copy
+                                                       in DIR (writes DIR/build/STACK), as `make preview` runs it
 """
 
 from __future__ import annotations
@@ -59,6 +61,21 @@ def evaluate_stack(stack: str, manifests: str, profiles: int | None) -> int:
     return len(run.resources)
 
 
+def preview_stack(directory: str, stack: str) -> int:
+    import io
+    from pathlib import Path
+
+    from tools.preview import placeholder_secrets, preview
+
+    root = Path(directory)
+    stdout = io.StringIO()
+    status = preview(stack, out=root / "build" / stack, secrets=placeholder_secrets(), stdout=stdout,
+                     stderr=sys.stderr, root=root)
+    if status:
+        print(stdout.getvalue()[-4000:], file=sys.stderr)
+    return status
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["floor"]:
         print(parse_only(argv[1]))
@@ -67,6 +84,8 @@ def main(argv: list[str]) -> int:
         profiles = int(argv[3]) if len(argv) > 3 else None
         print(evaluate_stack(argv[1], argv[2], profiles))
         return 0
+    if argv[:1] == ["preview"]:
+        return preview_stack(argv[1], argv[2])
     print(__doc__, file=sys.stderr)
     return 2
 

@@ -30,6 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from tools.mock_runtime import REPO_ROOT
 from tools.plan import CONFIG_GROUP, KNOWN_AFTER_DEPLOY, SECRET, load_plan
 
 
@@ -275,6 +276,83 @@ def estimate(plan: Mapping[str, Any]) -> Estimate:
     return Estimate(str(plan.get("stack", "")), max(finish.values(), default=0.0), chain, milestones, table)
 
 
+#: The engine's default parallelism: four resource operations per CPU of the machine running `pulumi up`, unless
+#: --parallel or PULUMI_PARALLEL says otherwise (pulumi/pulumi@v3.259.0 pkg/cmd/pulumi/operations/up.go:71-89).
+OPERATIONS_PER_CPU = 4
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A first `pulumi up` with at most `parallel` resource operations at a time."""
+
+    stack: str
+    parallel: int
+    seconds: float
+    #: Resource operations that take time (components and providers take none).
+    operations: int
+    #: The sum of every operation's time: `seconds` is at least this over `parallel`.
+    busy_seconds: float
+    #: The critical chain's length alone (estimate()), which `seconds` is at least too.
+    chain_seconds: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {"stack": self.stack, "parallel": self.parallel, "seconds": round(self.seconds),
+                "operations": self.operations, "busySeconds": round(self.busy_seconds),
+                "chainSeconds": round(self.chain_seconds)}
+
+
+def schedule(plan: Mapping[str, Any], parallel: int) -> Schedule:
+    """The first `pulumi up` of `plan` with at most `parallel` operations at a time: each resource starts once what
+    it waits for is done and a slot is free (earliest ready first, then by URN), and holds the slot for its typical
+    time. A ConfigGroup counts as one operation of its own typical time, as in estimate()."""
+    import heapq
+
+    if parallel < 1:
+        raise ValueError(f"parallel must be at least 1, got {parallel}")
+    resources = {r["urn"]: r for r in plan["resources"]}
+    urns = set(resources)
+    waiting: dict[str, int] = {}
+    dependents: dict[str, list[str]] = {urn: [] for urn in urns}
+    for urn, resource in resources.items():
+        edges = waits_for(resource, urns)
+        waiting[urn] = len(edges)
+        for edge in edges:
+            dependents[edge].append(urn)
+    seconds = {urn: provisioning(resource).seconds for urn, resource in resources.items()}
+    ready = [(0.0, urn) for urn in sorted(urns) if not waiting[urn]]
+    heapq.heapify(ready)
+    running: list[tuple[float, str]] = []
+    now, done = 0.0, 0
+
+    def finish(urn: str, at: float) -> None:
+        nonlocal done
+        done += 1
+        for dependent in dependents[urn]:
+            waiting[dependent] -= 1
+            if not waiting[dependent]:
+                heapq.heappush(ready, (at, dependent))
+
+    while ready or running:
+        while ready and (ready[0][0] <= now or not running):
+            at, urn = heapq.heappop(ready)
+            now = max(now, at)
+            if not seconds[urn]:
+                finish(urn, now)  # a component or provider: no operation, no slot
+            elif len(running) < parallel:
+                heapq.heappush(running, (now + seconds[urn], urn))
+            else:
+                heapq.heappush(ready, (now, urn))
+                break
+        if running and (not ready or ready[0][0] > now or len(running) >= parallel):
+            now, urn = heapq.heappop(running)
+            finish(urn, now)
+    if done != len(urns):
+        raise ValueError("the plan's waits form a cycle")
+    busy = sum(seconds.values())
+    return Schedule(str(plan.get("stack", "")), parallel, now, sum(1 for v in seconds.values() if v), busy,
+                    estimate(plan).seconds)
+
+
 def _top_level(resources: Mapping[str, Mapping[str, Any]], urn: str) -> str | None:
     """The component directly under the stack that `urn` belongs to (None for providers and the stack's own)."""
     while True:
@@ -282,6 +360,93 @@ def _top_level(resources: Mapping[str, Mapping[str, Any]], urn: str) -> str | No
         if parent not in resources:
             return urn if not resources[urn].get("custom", True) else None
         urn = parent
+
+
+# --- at scale: one stack against tenancy stacks ------------------------------------------------------------
+
+#: Where performance.md's table of deploy estimates at scale sits (written by `--at-scale --write`).
+AT_SCALE_BEGIN = "<!-- deploy estimate at scale: written by python -m tools.critical_path --at-scale --manifests <26.03 release file> --write docs/performance.md -->"
+AT_SCALE_END = "<!-- end of the deploy estimate at scale -->"
+AT_SCALE_SIZES = (1_000, 10_000)
+AT_SCALE_PARTS = 10
+AT_SCALE_PARALLEL = (8, 32)
+
+
+def _plan_of_run(stack: str, root: Path, settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    from tools.mock_runtime import run_program
+    from tools.plan import build_plan
+    from tools.preview import placeholder_secrets
+
+    return build_plan(run_program(stack, config_overrides=dict(settings or {}), secrets=placeholder_secrets(),
+                                  preview=True, root=root))[0]
+
+
+def at_scale(manifests: str, sizes: Sequence[int] = AT_SCALE_SIZES, parts: int = AT_SCALE_PARTS,
+             parallel: Sequence[int] = AT_SCALE_PARALLEL, work: Path = Path("build") / "deploy-at-scale") -> list[dict[str, Any]]:
+    """For each size: the dev stack with that many generated profiles in one stack, and split into a platform
+    stack and `parts` tenancy stacks (tenancy.stacks by count): each stack's first `pulumi up` at each parallelism."""
+    import shutil
+
+    from tools.bench_case import generated_tenancy, machine_users
+    from tools.plan import plan_json
+    from tools.tenancy_stacks import copy_program, write_generated_split
+
+    rows = []
+    for size in sizes:
+        one = _plan_of_run("dev", REPO_ROOT, {
+            "tenancy": generated_tenancy(size, machine_users("dev")),
+            "kubeflow": {**_stack_kubeflow("dev"), "manifests": manifests}})
+        program = copy_program(work / f"split-{size}")
+        stacks = write_generated_split(program, profiles=size, size=(size + parts - 1) // parts, manifests=manifests)
+        platform = _plan_of_run("dev", program)
+        (program / "build" / "dev").mkdir(parents=True, exist_ok=True)
+        (program / "build" / "dev" / "plan.json").write_text(plan_json(platform))
+        tenancy = [_plan_of_run(stack, program) for stack in stacks]
+        shutil.rmtree(program, ignore_errors=True)
+        for slots in parallel:
+            rows.append({
+                "profiles": size, "parallel": slots,
+                "oneStack": schedule(one, slots).as_json(),
+                "platform": schedule(platform, slots).as_json(),
+                "tenancyStacks": [schedule(plan, slots).as_json() for plan in tenancy],
+            })
+    return rows
+
+
+def _stack_kubeflow(stack: str) -> dict[str, Any]:
+    from tools.mock_runtime import stack_config
+
+    return dict(stack_config(stack)["kubeflow-platform:kubeflow"])
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def at_scale_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The rows as performance.md's table: per size and parallelism, one stack against the split, the tenancy stacks
+    deployed after the platform either all at once or one after another."""
+    lines = ["| profiles | `--parallel` | one stack | platform stack | largest tenancy stack | split, tenancy stacks in parallel | split, in sequence |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        parts = row["tenancyStacks"]
+        platform = row["platform"]["seconds"]
+        largest = max(part["seconds"] for part in parts)
+        together = platform + largest
+        sequence = platform + sum(part["seconds"] for part in parts)
+        one = row["oneStack"]
+        lines.append(
+            f"| {row['profiles']:,} | {row['parallel']} | {_duration(one['seconds'])} ({one['operations']:,} operations) "
+            f"| {_duration(platform)} | {_duration(largest)} ({len(parts)} stacks of {max(p['operations'] for p in parts):,} operations) "
+            f"| **{_duration(together)}** | {_duration(sequence)} |")
+    return lines
+
+
+def write_at_scale(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    text = path.read_text()
+    start, end = text.index(AT_SCALE_BEGIN) + len(AT_SCALE_BEGIN), text.index(AT_SCALE_END)
+    path.write_text(text[:start] + "\n" + "\n".join(at_scale_table(rows)) + "\n" + text[end:])
 
 
 # --- the command ---------------------------------------------------------------------------------------
@@ -303,7 +468,29 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--manifests", help="rendered upstream Kubeflow manifests instead of the stack's kubeflow.manifests")
     parser.add_argument("--plan", help="a directory holding a plan.json written by `make preview`")
     parser.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    parser.add_argument("--parallel", type=int, help="at most this many resource operations at a time (the engine's "
+                        f"default is {OPERATIONS_PER_CPU} per CPU); without it, as many as are ready")
+    parser.add_argument("--at-scale", action="store_true", help="1,000 and 10,000 generated profiles in the dev stack, "
+                        f"in one stack and split into {AT_SCALE_PARTS} tenancy stacks (needs --manifests; minutes)")
+    parser.add_argument("--write", type=Path, help="with --at-scale: rewrite the table in this page (docs/performance.md)")
     args = parser.parse_args(argv)
+    if args.at_scale:
+        if not args.manifests:
+            parser.error("--at-scale needs --manifests (the release file the dev stack pins)")
+        rows = at_scale(args.manifests)
+        Path("build").mkdir(exist_ok=True)
+        (Path("build") / "deploy-at-scale.json").write_text(json.dumps(rows, indent=2, sort_keys=True) + "\n")
+        if args.write:
+            write_at_scale(args.write, rows)
+        print("\n".join(at_scale_table(rows)))
+        return 0
+    if args.parallel is not None:
+        result = schedule(_plan_for(args), args.parallel)
+        print(json.dumps(result.as_json(), indent=2, sort_keys=True) if args.json else
+              f"estimated first `pulumi up` of {result.stack} with --parallel {result.parallel}: {_duration(result.seconds)} "
+              f"({result.operations} operations, {_duration(result.busy_seconds)} of work; the critical chain alone "
+              f"{_duration(result.chain_seconds)})")
+        return 0
     result = estimate(_plan_for(args))
     if args.json:
         print(json.dumps(result.as_json(), indent=2, sort_keys=True))

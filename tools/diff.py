@@ -25,6 +25,7 @@ from typing import Any, Optional, TextIO
 import pulumi
 
 from analysis.ownership import classify, ownership_changes
+from analysis.tenancy_moves import move_lines, profile_moves
 from tools.mock_runtime import known_stacks
 from tools.plan import CONFIG_GROUP, format_part, kubernetes_objects, load_plan
 
@@ -78,6 +79,8 @@ class PlanDiff:
     objects: SectionDiff
     #: Objects that move between created, patched and expected (analysis.ownership), one line each.
     ownership: list[str] = field(default_factory=list)
+    #: Profiles that change stacks (analysis.tenancy_moves), with what deploying them does.
+    moves: list[str] = field(default_factory=list)
 
     @property
     def sections(self) -> list[SectionDiff]:
@@ -256,6 +259,7 @@ def diff_plans(a: Mapping[str, Any], b: Mapping[str, Any]) -> PlanDiff:
         outputs=_diff_section("Stack outputs", a["outputs"], b["outputs"]),
         objects=_diff_section("Kubernetes objects", _objects_by_key(a), _objects_by_key(b)),
         ownership=ownership_changes(classify(a), classify(b)),
+        moves=move_lines(profile_moves(a, b)),
     )
 
 
@@ -323,6 +327,8 @@ def render(diff: PlanDiff, label_a: str, label_b: str, full: bool = False) -> st
     lines.append(f"Ownership (created, patched, expected): {len(diff.ownership)} objects change class")
     lines += [f"  ~ {line}" for line in diff.ownership]
     lines.append("")
+    if diff.moves:
+        lines += [*diff.moves, ""]
     lines.append("The plans are the same." if diff.equal else "The plans differ (+ only in B, - only in A, ~ changed A -> B).")
     return "\n".join(lines) + "\n"
 

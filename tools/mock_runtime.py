@@ -22,7 +22,7 @@ from typing import Any, Optional
 import pulumi
 import yaml
 
-from analysis.plan_objects import SECRET
+from analysis.plan_objects import KNOWN_AFTER_DEPLOY, SECRET
 from manifests import yaml_loader
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import rpc
@@ -135,6 +135,28 @@ def _stack_values(stack_file: Path) -> dict[str, Any]:
     if not isinstance(config, Mapping) or not all(isinstance(key, str) for key in config):
         raise refuse(f"{stack_file.name} config", "expected a mapping of `<project>:<key>: value` entries")
     return dict(config)
+
+
+def stack_reference_outputs(name: str, build: Path = REPO_ROOT / "build") -> tuple[dict[str, Any], list[str]]:
+    """What `pulumi.StackReference(name)` reads offline: the outputs of the referenced stack's saved preview,
+    `build/<stack>/plan.json` (`<organization>/<project>/<stack>` or a bare stack name), and the names of its
+    secret outputs. The outputs the preview knows only after deploy, and the secrets (the plan never holds their
+    values), are left out: a real reference reads the deployed stack, where they have values, but a single unknown
+    value would make the whole `outputs` unknown to the SDK here, and with it every output read through it."""
+    stack = name.rsplit("/", 1)[-1]
+    plan_file = build / stack / "plan.json"
+    if not plan_file.is_file():
+        raise StackReferenceError(
+            f"stack reference {name!r}: no saved preview of stack {stack!r} ({plan_file.relative_to(build.parent)} is "
+            f"missing); preview it first: make preview STACK={stack}")
+    try:
+        outputs = json.loads(plan_file.read_text()).get("outputs") or {}
+    except (ValueError, AttributeError) as error:
+        raise StackReferenceError(f"stack reference {name!r}: {plan_file} is not a saved plan ({error}); "
+                                  f"preview it again: make preview STACK={stack}") from None
+    secret = sorted(key for key, value in outputs.items() if value == SECRET)
+    return {key: value for key, value in outputs.items()
+            if value not in (KNOWN_AFTER_DEPLOY, SECRET) and KNOWN_AFTER_DEPLOY not in json.dumps(value)}, secret
 
 
 def is_encrypted(value: Any) -> bool:
@@ -565,6 +587,8 @@ def install_mocks(config: Mapping[str, Any], *, stack: str, preview: bool = Fals
     # A fresh root stack per run: the SDK keeps the previous run's root otherwise.
     pulumi.runtime.settings.ROOT.set(None)
     pulumi_mocks.set_mocks(mocks, project=project, stack=stack, preview=preview, monitor=monitor)
+    # As the engine tells the program: where Pulumi.yaml is (a tenancy stack reads its platform's file beside it).
+    pulumi_settings.SETTINGS.root_directory = str(root)
     return mocks, monitor
 
 

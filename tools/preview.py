@@ -292,6 +292,19 @@ def mesh_trace(plan: Mapping[str, Any]) -> tuple[str, list[str]]:
             + [f"run-time trace: {problem}" for problem in runtime_trace.problems(found)])
 
 
+def traced_plan(plan: Mapping[str, Any], root: Path = REPO_ROOT) -> Mapping[str, Any]:
+    """What the trace reads for `plan`: the plan itself, or for a tenancy stack (its `tenancyPart` output) its
+    objects beside its platform stack's saved preview (the gateway, Kubeflow, the mesh settings), so each part's
+    profiles are traced through the platform they are reached by."""
+    part = (plan.get("outputs") or {}).get("tenancyPart")
+    if not isinstance(part, Mapping):
+        return plan
+    from tools.plan import load_plan
+
+    platform = load_plan(root / "build" / str(part["platform"]).rsplit("/", 1)[-1])
+    return {**platform, "resources": [*platform["resources"], *plan["resources"]]}
+
+
 # --- The command -------------------------------------------------------------------------------------
 
 
@@ -339,7 +352,7 @@ def preview(
         problems = leaks + plan_checks.validate_plan(plan) + [f"ownership: {p}" for p in ownership.problems]
         deferred = plan_checks.guardrail_report(plan).deferred
     with progress.step("tracing Kubeflow's paths through the mesh"):
-        table, trace_problems = mesh_trace(plan)
+        table, trace_problems = mesh_trace(traced_plan(plan, root))
     stdout.write("\n" + table)
     admitted = plan_checks.plan_pod_admission(plan)
     stdout.write(f"\nPod admission (ValidatingAdmissionPolicy, evaluated with cel-python): {len(admitted.namespaces_held)} "

@@ -1,0 +1,139 @@
+"""Tenancy stacks: a stack that holds one part of its platform stack's profiles reads them from that stack's file.
+
+A platform stack with `tenancy.stacks` places its profiles in parts (config.access.tenancy_parts) and creates
+none of them; a tenancy stack says which part of which platform stack it holds (`tenancy: {platform:
+<organization>/kubeflow-platform/<stack>, part: 3}`). Its users, groups and profiles are the platform stack's,
+read from `Pulumi.<stack>.yaml` beside this program, so every part is checked as the platform checks them all;
+every other setting must equal the platform's (the Pulumi CLI requires them on every stack of the project,
+pulumi/pulumi@v3.259.0 pkg/workspace/config.go:302-325, and a profile's objects are built from them: a tenancy
+stack whose mesh or gateway settings differ would write other policies than the platform's trace judged).
+What is known only once the platform is deployed (its OIDC provider, the release's header forwarders and kfam's
+user) comes from the platform stack's outputs through `pulumi.StackReference` (components/tenancy.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT = "kubeflow-platform"
+#: The program's directory: the stack files sit beside `Pulumi.yaml` and `__main__.py`.
+PROGRAM_DIR = Path(__file__).resolve().parent.parent
+
+
+def project_directory() -> Path:
+    """Where the stack files are: the project root the engine names (`pulumi.get_root_directory()`, the location
+    of Pulumi.yaml: pulumi/pulumi@v3.259.0 sdk/python/lib/pulumi/runtime/settings.py:212-216), else this program's."""
+    import pulumi
+
+    root = pulumi.get_root_directory()
+    return Path(root) if root and (Path(root) / "Pulumi.yaml").is_file() else PROGRAM_DIR
+#: A tenancy stack's own `tenancy` keys; everything else of `tenancy` is the platform's.
+OWN_TENANCY_KEYS = ("platform", "part")
+#: Settings a tenancy stack may set apart from its platform: which release file it reads offline.
+PER_STACK_KUBEFLOW_KEYS = ("manifests", "version")
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def platform_stack_name(reference: str) -> str:
+    """The stack name of `<organization>/kubeflow-platform/<stack>`."""
+    return reference.rsplit("/", 1)[-1]
+
+
+def is_tenancy_stack(raw_tenancy: Any) -> bool:
+    return isinstance(raw_tenancy, Mapping) and raw_tenancy.get("platform") is not None
+
+
+def stack_file_config(path: Path) -> dict[str, Any]:
+    """The `config:` mapping of a stack file (empty when it has none)."""
+    from manifests import yaml_loader
+
+    documents = yaml_loader.load_all(path.read_bytes())
+    document = (documents or [None])[0] or {}
+    config = document.get("config") if isinstance(document, Mapping) else None
+    return dict(config) if isinstance(config, Mapping) else {}
+
+
+def _project_defaults(directory: Path) -> dict[str, Any]:
+    project = yaml.load((directory / "Pulumi.yaml").read_text(), Loader=_LOADER) or {}
+    return {key: declaration["default"] for key, declaration in (project.get("config") or {}).items()
+            if isinstance(declaration, Mapping) and "default" in declaration}
+
+
+def _comparable(key: str, value: Any) -> Any:
+    if key == "kubeflow" and isinstance(value, Mapping):
+        return {k: v for k, v in value.items() if k not in PER_STACK_KUBEFLOW_KEYS}
+    return value
+
+
+def tenancy_stack_raw(stack: str, raw: Mapping[str, Any], keys: list[str],
+                      directory: Path | None = None) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The raw settings a tenancy stack runs with: its own, with `tenancy` replaced by the platform stack's
+    (plus `platform` and `part`), and the problems of the stack as a tenancy stack, all at once: own tenancy keys
+    besides platform and part, settings that differ from the platform's, an unreadable platform stack file, and
+    another stack file holding the same part."""
+    directory = directory or project_directory()
+    own = dict(raw["tenancy"])
+    reference = str(own["platform"])
+    platform = platform_stack_name(reference)
+    platform_file = directory / f"Pulumi.{platform}.yaml"
+    problems: list[tuple[str, str]] = []
+    for key in sorted(own):
+        if key not in OWN_TENANCY_KEYS:
+            problems.append((f"tenancy.{key}", (
+                f"a tenancy stack's users, groups and profiles are its platform stack's ({platform_file.name}); "
+                "remove it here and set it there")))
+    if platform == stack:
+        problems.append(("tenancy.platform", "names this stack itself; name the platform stack whose profiles it holds"))
+        return dict(raw), problems
+    if not platform_file.is_file():
+        problems.append(("tenancy.platform", (
+            f"no stack file {platform_file.name} beside this one: a tenancy stack reads its profiles from its platform "
+            "stack's file in the same project directory")))
+        return dict(raw), problems
+    try:
+        platform_config = stack_file_config(platform_file)
+    except (yaml.YAMLError, ValueError, OSError) as error:
+        problems.append(("tenancy.platform", f"{platform_file.name} cannot be read: {error}"))
+        return dict(raw), problems
+    defaults = _project_defaults(directory)
+    for key in keys:
+        if key == "tenancy":
+            continue
+        theirs = platform_config.get(f"{PROJECT}:{key}", defaults.get(key))
+        if _comparable(key, raw.get(key)) != _comparable(key, theirs):
+            problems.append((key, (
+                f"differs from {platform_file.name}'s: a tenancy stack shares every setting of its platform stack but "
+                f"tenancy (its profiles' objects are built from them); copy {key} from there "
+                f"(`python -m tools.tenancy_stacks --platform {platform}` writes the tenancy stack files)")))
+    platform_tenancy = platform_config.get(f"{PROJECT}:tenancy")
+    merged = dict(platform_tenancy) if isinstance(platform_tenancy, Mapping) else {}
+    for key in OWN_TENANCY_KEYS:
+        merged.pop(key, None)
+        merged[key] = own.get(key)
+    problems += list(same_part_elsewhere(stack, reference, own.get("part"), directory))
+    return {**raw, "tenancy": merged}, problems
+
+
+def same_part_elsewhere(stack: str, reference: str, part: Any, directory: Path) -> Iterator[tuple[str, str]]:
+    """Other stack files of the project holding the same part of the same platform stack: each of its profiles would
+    be created by both stacks (the second `pulumi up` fails on objects the first created, and a removal in one
+    deletes what the other still declares)."""
+    for path in sorted(directory.glob("Pulumi.*.yaml")):
+        other = path.name[len("Pulumi."):-len(".yaml")]
+        if other == stack:
+            continue
+        text = path.read_text(errors="replace")
+        if "platform" not in text:
+            continue  # a platform stack's file: cheaper than parsing thousands of profiles
+        try:
+            tenancy = stack_file_config(path).get(f"{PROJECT}:tenancy")
+        except (yaml.YAMLError, ValueError):
+            continue  # that stack's own preview reports its file
+        if is_tenancy_stack(tenancy) and tenancy.get("platform") == reference and str(tenancy.get("part")) == str(part):
+            yield "tenancy.part", (
+                f"stack {other!r} ({path.name}) holds part {str(part)!r} of {reference} too: its profiles would be in "
+                f"both stacks {stack!r} and {other!r}; give one of them another part or remove its stack file")

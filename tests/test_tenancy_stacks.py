@@ -1,0 +1,296 @@
+"""Tenancy stacks: a platform stack places its profiles in parts, each part a stack of its own that previews,
+diffs and deploys alone, reading the platform's outputs through a StackReference."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+import config
+from analysis.tenancy_moves import PLATFORM, WHAT_HAPPENS, places, profile_moves
+from config.access import TenancySettings, tenancy_parts
+from config.loader import Problems, from_raw
+from config.tenancy_stacks import tenancy_stack_raw
+from tests.conftest import shared_run
+from tests.stack_files import copy_program, preview_in_process, stack_document
+from tools import diff as plan_diff
+from tools.bench_case import generated_tenancy
+from tools.mock_runtime import StackReferenceError, stack_reference_outputs
+from tools.plan import build_plan, kubernetes_objects, load_plan
+from tools.tenancy_stacks import tenancy_stack_documents, write_generated_split, write_tenancy_stacks
+
+PROJECT = "kubeflow-platform"
+
+
+def tenancy_of(raw: dict) -> tuple[TenancySettings | None, list[str]]:
+    problems = Problems()
+    return from_raw(TenancySettings, raw, "tenancy", problems), problems.lines
+
+
+# --- Placing profiles in parts (pure) -------------------------------------------------------------------
+
+
+def test_by_count_places_10000_profiles_in_10_parts_of_1000_in_listed_order():
+    raw = generated_tenancy(10_000)
+    raw["stacks"] = {"by": "count", "size": 1000}
+    tenancy, problems = tenancy_of(raw)
+    assert problems == []
+    parts = tenancy_parts(tenancy)
+    assert list(parts) == [str(n) for n in range(1, 11)]
+    assert all(len(names) == 1000 for names in parts.values())
+    assert parts["1"][0] == "user0000" and parts["10"][-1] == "user9999"
+    assert [name for names in parts.values() for name in names] == [p["name"] for p in raw["profiles"]]
+
+
+def test_by_count_puts_the_rest_in_the_last_part():
+    raw = generated_tenancy(25)
+    raw["stacks"] = {"by": "count", "size": 10}
+    tenancy, _ = tenancy_of(raw)
+    assert [len(names) for names in tenancy_parts(tenancy).values()] == [10, 10, 5]
+
+
+def test_by_group_places_each_profile_by_its_label_and_refuses_a_profile_without_it():
+    raw = generated_tenancy(4)
+    raw["stacks"] = {"by": "group", "label": "team"}
+    for profile, team in zip(raw["profiles"], ("vision", "speech", "vision")):
+        profile["labels"] = {"team": team}
+    _, problems = tenancy_of(raw)
+    assert problems == ["tenancy.profiles[3].labels: has no 'team' label, whose value names the profile's tenancy stack "
+                        "(tenancy.stacks.by group); add it"]
+    raw["profiles"][3]["labels"] = {"team": "speech"}
+    tenancy, problems = tenancy_of(raw)
+    assert problems == []
+    assert tenancy_parts(tenancy) == {"speech": ("user0001", "user0003"), "vision": ("user0000", "user0002")}
+
+
+@pytest.mark.parametrize("stacks, expected", [
+    ({"by": "count"}, ["tenancy.stacks.size: required with by count: how many profiles each tenancy stack holds (like 1000)"]),
+    ({"by": "group"}, ["tenancy.stacks.label: required with by group: the profiles' label whose value names their tenancy stack (like team)"]),
+    ({"by": "count", "size": 10, "label": "team"}, ["tenancy.stacks.label: applies only with by group; remove it"]),
+    ({"by": "count", "size": 0}, ["tenancy.stacks.size: 0 is outside 1..5000"]),
+    ({"by": "region"}, ["tenancy.stacks.by: 'region' is not one of 'count', 'group'"]),
+])
+def test_a_wrong_tenancy_stacks_setting_is_refused_with_its_key(stacks, expected):
+    raw = generated_tenancy(3)
+    raw["stacks"] = stacks
+    _, problems = tenancy_of(raw)
+    assert problems == expected
+
+
+def test_a_tenancy_stack_names_its_platform_as_a_stack_reference_does():
+    _, problems = tenancy_of({"platform": "dev", "part": 1})
+    assert problems == ["tenancy.platform: 'dev' is not a stack of this project as StackReference names one: "
+                        "<organization>/kubeflow-platform/<stack> (like organization/kubeflow-platform/dev)"]
+    _, problems = tenancy_of({"platform": "organization/kubeflow-platform/dev"})
+    assert problems == ["tenancy.part: a tenancy stack names both its platform stack (platform) and its part (part)"]
+
+
+# --- Tenancy stack files --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory) -> Path:
+    """The program with dev's profiles placed two by two in tenancy stacks (dev-tenancy-1, -2), dev previewed."""
+    program = copy_program(tmp_path_factory.mktemp("split"))
+    document = stack_document("dev")
+    document["config"][f"{PROJECT}:tenancy"]["stacks"] = {"by": "count", "size": 2}
+    (program / "Pulumi.dev.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+    write_tenancy_stacks(program, "dev")
+    status, stderr = preview_in_process(program, "dev", program / "build" / "dev")
+    assert status == 0, stderr
+    return program
+
+
+def dev_profiles() -> list[str]:
+    return [p["name"] for p in stack_document("dev")["config"][f"{PROJECT}:tenancy"]["profiles"]]
+
+
+def test_the_tenancy_stack_files_hold_the_platform_settings_but_tenancy_and_no_encrypted_value(split):
+    platform = yaml.safe_load((split / "Pulumi.dev.yaml").read_text())["config"]
+    names = sorted(p.name for p in split.glob("Pulumi.dev-tenancy-*.yaml"))
+    assert names == [f"Pulumi.dev-tenancy-{n}.yaml" for n in range(1, (len(dev_profiles()) + 1) // 2 + 1)]
+    first = yaml.safe_load((split / "Pulumi.dev-tenancy-1.yaml").read_text())["config"]
+    assert first[f"{PROJECT}:tenancy"] == {"platform": "organization/kubeflow-platform/dev", "part": 1}
+    shared = {k: v for k, v in platform.items() if k != f"{PROJECT}:tenancy" and not (isinstance(v, dict) and "secure" in v)}
+    assert {k: v for k, v in first.items() if k != f"{PROJECT}:tenancy"} == shared
+
+
+def test_the_platform_creates_no_profile_and_exports_its_parts(split):
+    plan = load_plan(split / "build" / "dev")
+    names = dev_profiles()
+    assert plan["outputs"]["profiles"] == []
+    assert plan["outputs"]["tenancyParts"] == {str(n // 2 + 1): names[n:n + 2] for n in range(0, len(names), 2)}
+    assert not [r for r in plan["resources"] if r["name"].startswith(tuple(f"tenancy-{n}-" for n in names))]
+    # Who may create profiles at run time stays the platform's.
+    assert [r["name"] for r in plan["resources"] if r["name"] == "tenancy-registration"] == ["tenancy-registration"]
+
+
+def _profile_objects(plan: dict, profile: str) -> list[str]:
+    return sorted(json.dumps(o.obj, sort_keys=True) for o in kubernetes_objects(plan).objects
+                  if (o.obj.get("metadata") or {}).get("namespace") == profile
+                  or (o.obj.get("kind") == "Namespace" and o.obj["metadata"]["name"] == profile))
+
+
+def _profile_resources(plan: dict, profile: str, preview_of: dict | None = None) -> dict[tuple, dict]:
+    """The profile's resources; with `preview_of` (a preview's plan) without the inputs it leaves to deploy (the
+    preview's role id), so a preview compares with a run that knows them."""
+    found = {(r["type"], r["name"]): {"inputs": r["inputs"], "options": r["options"]} for r in plan["resources"]
+             if r["name"].startswith(f"tenancy-{profile}-")}
+    if preview_of is not None:
+        unknown = {(key, field) for key, resource in _profile_resources(preview_of, profile).items()
+                   for field, value in resource["inputs"].items() if value == "(known after deploy)"}
+        for key, resource in found.items():
+            resource["inputs"] = {f: v for f, v in resource["inputs"].items() if (key, f) not in unknown}
+    return found
+
+
+def test_a_tenancy_stack_creates_its_part_with_the_objects_the_unsplit_platform_creates(split):
+    status, stderr = preview_in_process(split, "dev-tenancy-1", split / "build" / "dev-tenancy-1")
+    assert status == 0, stderr
+    part = load_plan(split / "build" / "dev-tenancy-1")
+    unsplit = build_plan(shared_run("dev"))[0]
+    first, second = dev_profiles()[:2], dev_profiles()[2:]
+    assert part["outputs"]["profiles"] == first
+    assert part["outputs"]["tenancyPart"] == {"platform": "organization/kubeflow-platform/dev", "part": "1"}
+    for profile in first:
+        assert _profile_objects(part, profile) and _profile_objects(part, profile) == _profile_objects(unsplit, profile)
+        # Role names and ARNs are the platform's: a profile's role is the same whichever stack holds it.
+        assert _profile_resources(part, profile, part) == _profile_resources(unsplit, profile, part)
+    for profile in second:
+        assert not _profile_resources(part, profile)
+    assert not [r for r in part["resources"] if r["type"].startswith("kubeflow-platform:") and r["name"] not in ("tenancy", "identity")]
+
+
+def test_a_tenancy_stack_reads_the_platform_outputs_through_a_stack_reference(split):
+    outputs, secret = stack_reference_outputs("organization/kubeflow-platform/dev", split / "build")
+    saved = load_plan(split / "build" / "dev")["outputs"]
+    assert outputs["tenancyPlatform"] == saved["tenancyPlatform"]
+    assert outputs["tenancyPlatform"]["headerForwarders"] and outputs["clusterOidcIssuer"].startswith("https://oidc.eks.")
+    # Values a preview knows only after deploy are left out (one would make every read through it unknown).
+    assert all("(known after deploy)" not in json.dumps(value) for value in outputs.values())
+    assert secret == sorted(k for k, v in saved.items() if v == "[secret]")
+
+
+def test_a_tenancy_stack_previewed_before_its_platform_is_told_to_preview_the_platform_first(split, tmp_path):
+    program = copy_program(tmp_path / "program")
+    for path in split.glob("Pulumi.*.yaml"):
+        shutil.copy2(path, program / path.name)
+    status, stderr = preview_in_process(program, "dev-tenancy-2", program / "build" / "dev-tenancy-2")
+    assert status == 1
+    assert "stack reference 'organization/kubeflow-platform/dev': no saved preview of stack 'dev' (build/dev/plan.json is missing); preview it first: make preview STACK=dev" in stderr
+    with pytest.raises(StackReferenceError):
+        stack_reference_outputs("organization/kubeflow-platform/dev", program / "build")
+
+
+def test_the_part_s_profiles_are_traced_through_the_platform(split):
+    status, stderr = preview_in_process(split, "dev-tenancy-2", split / "build" / "dev-tenancy-2")
+    assert status == 0, stderr
+    # The preview's stdout is not kept by preview_in_process: trace the saved plans as the preview does.
+    from tools.preview import mesh_trace, traced_plan
+
+    table, problems = mesh_trace(traced_plan(load_plan(split / "build" / "dev-tenancy-2"), split))
+    assert problems == []
+    for profile in dev_profiles()[2:4]:
+        assert f"/notebook/{profile}/" in table
+    assert f"/notebook/{dev_profiles()[0]}/" not in table
+
+
+def _load_errors(program: Path, stack: str) -> str:
+    status, stderr = preview_in_process(program, stack, program / "build" / stack)
+    assert status == 1
+    return stderr
+
+
+def test_one_part_in_two_stacks_is_refused_naming_both(split, tmp_path):
+    program = copy_program(tmp_path / "program")
+    for path in split.glob("Pulumi.*.yaml"):
+        shutil.copy2(path, program / path.name)
+    shutil.copy2(program / "Pulumi.dev-tenancy-1.yaml", program / "Pulumi.dev-research.yaml")
+    stderr = _load_errors(program, "dev-research")
+    assert ("tenancy.part: stack 'dev-tenancy-1' (Pulumi.dev-tenancy-1.yaml) holds part '1' of "
+            "organization/kubeflow-platform/dev too: its profiles would be in both stacks 'dev-research' and "
+            "'dev-tenancy-1'; give one of them another part or remove its stack file") in stderr
+
+
+def test_a_tenancy_stack_that_differs_from_its_platform_or_names_no_part_of_it_gets_every_problem(split, tmp_path):
+    program = copy_program(tmp_path / "program")
+    for path in split.glob("Pulumi.*.yaml"):
+        shutil.copy2(path, program / path.name)
+    document = yaml.safe_load((program / "Pulumi.dev-tenancy-1.yaml").read_text())
+    document["config"][f"{PROJECT}:auth"]["userIdPrefix"] = "oidc:"
+    document["config"][f"{PROJECT}:tenancy"].update(part=9, users=["eve@example.com"])
+    (program / "Pulumi.dev-tenancy-1.yaml").write_text(yaml.safe_dump(document))
+    stderr = _load_errors(program, "dev-tenancy-1")
+    assert "auth: differs from Pulumi.dev.yaml's: a tenancy stack shares every setting of its platform stack but tenancy" in stderr
+    assert ("tenancy.users: a tenancy stack's users, groups and profiles are its platform stack's (Pulumi.dev.yaml); "
+            "remove it here and set it there") in stderr
+    parts = ", ".join(str(n) for n in range(1, (len(dev_profiles()) + 1) // 2 + 1))
+    assert f"tenancy.part: '9' is not a part of organization/kubeflow-platform/dev (tenancy.stacks by count): its parts are {parts}" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_a_platform_without_tenancy_stacks_has_no_parts_to_hold(tmp_path):
+    program = copy_program(tmp_path / "program")
+    (program / "Pulumi.dev.yaml").write_text(yaml.safe_dump(stack_document("dev")))
+    document = stack_document("dev")
+    document["config"][f"{PROJECT}:tenancy"] = {"platform": "organization/kubeflow-platform/dev", "part": 1}
+    (program / "Pulumi.dev-tenancy-1.yaml").write_text(yaml.safe_dump(document))
+    stderr = _load_errors(program, "dev-tenancy-1")
+    assert ("tenancy.platform: organization/kubeflow-platform/dev places no profiles in tenancy stacks: set "
+            "tenancy.stacks on it (by count or by group), or remove tenancy.platform and tenancy.part here") in stderr
+
+
+def test_the_generated_10000_profile_split_gives_each_of_10_tenancy_stacks_its_1000_profiles(tmp_path):
+    stacks = write_generated_split(tmp_path, profiles=10_000, size=1_000)
+    assert stacks == [f"dev-tenancy-{n}" for n in range(1, 11)]
+    (tmp_path / "Pulumi.yaml").write_text((Path(config.__file__).parent.parent / "Pulumi.yaml").read_text())
+    keys = list(config.settings_keys())
+    seen: list[str] = []
+    for n, stack in enumerate(stacks, start=1):
+        own = {key.split(":", 1)[1]: value for key, value in
+               yaml.load((tmp_path / f"Pulumi.{stack}.yaml").read_text(), Loader=yaml.CSafeLoader)["config"].items()}
+        raw, problems = tenancy_stack_raw(stack, own, keys, tmp_path)
+        assert problems == []
+        tenancy, problems = tenancy_of(raw["tenancy"])
+        assert problems == []
+        names = tenancy_parts(tenancy)[str(tenancy.part)]
+        assert len(names) == 1000 and names[0] == f"user{(n - 1) * 1000:04d}"
+        seen += names
+    assert len(seen) == len(set(seen)) == 10_000
+
+
+# --- Moving profiles between stacks ---------------------------------------------------------------------
+
+
+def _platform_plan(profiles: list[str], parts: dict[str, list[str]] | None = None) -> dict:
+    outputs: dict = {"profiles": profiles}
+    if parts is not None:
+        outputs["tenancyParts"] = parts
+    return {"stack": "dev", "resources": [], "outputs": outputs}
+
+
+def test_moving_a_profile_between_stacks_is_shown_as_delete_and_create_with_what_happens():
+    before = _platform_plan([], {"1": ["alice", "bob"], "2": ["carol"]})
+    after = _platform_plan([], {"1": ["alice"], "2": ["bob", "carol"]})
+    moves = profile_moves(before, after)
+    assert [(m.source, m.destination, m.profiles) for m in moves] == [("part 1", "part 2", ("bob",))]
+    lines = plan_diff.render(plan_diff.diff_plans(before, after), "before", "after").splitlines()
+    start = lines.index("Profiles moving between stacks: 1")
+    assert lines[start + 1] == "  > 1 from part 1 to part 2: bob"
+    assert [line.strip() for line in lines[start + 2:start + 2 + len(WHAT_HAPPENS)]] == list(WHAT_HAPPENS)
+    assert "`pulumi state move`" in WHAT_HAPPENS[2] and "`aliases`" in WHAT_HAPPENS[2]
+
+
+def test_splitting_a_stack_shows_every_profile_leaving_the_platform():
+    before = _platform_plan(["alice", "bob", "carol"])
+    after = _platform_plan([], {"1": ["alice", "bob"], "2": ["carol"]})
+    assert places(before) == {name: PLATFORM for name in ("alice", "bob", "carol")}
+    moves = profile_moves(before, after)
+    assert [(m.destination, m.profiles) for m in moves] == [("part 1", ("alice", "bob")), ("part 2", ("carol",))]
+    assert profile_moves(after, after) == []
+    # A diff of plans that move nothing says nothing about moves.
+    assert "Profiles moving" not in plan_diff.render(plan_diff.diff_plans(after, after), "a", "b")
