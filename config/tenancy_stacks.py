@@ -104,7 +104,7 @@ def tenancy_stack_raw(stack: str, raw: Mapping[str, Any], keys: list[str],
         if key == "tenancy":
             continue
         theirs = platform_config.get(f"{PROJECT}:{key}", defaults.get(key))
-        if _comparable(key, raw.get(key)) != _comparable(key, theirs):
+        if _comparable(key, raw.get(key, defaults.get(key))) != _comparable(key, theirs):
             problems.append((key, (
                 f"differs from {platform_file.name}'s: a tenancy stack shares every setting of its platform stack but "
                 f"tenancy (its profiles' objects are built from them); copy {key} from there "

@@ -181,7 +181,7 @@ def test_a_tenancy_stack_previewed_before_its_platform_is_told_to_preview_the_pl
         shutil.copy2(path, program / path.name)
     status, stderr = preview_in_process(program, "dev-tenancy-2", program / "build" / "dev-tenancy-2")
     assert status == 1
-    assert "stack reference 'organization/kubeflow-platform/dev': no saved preview of stack 'dev' (build/dev/plan.json is missing); preview it first: make preview STACK=dev" in stderr
+    assert "stack reference 'organization/kubeflow-platform/dev': no saved preview of stack 'dev' (build/dev/plan.json); preview it first: make preview STACK=dev" in stderr
     with pytest.raises(StackReferenceError):
         stack_reference_outputs("organization/kubeflow-platform/dev", program / "build")
 
