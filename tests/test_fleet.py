@@ -214,6 +214,9 @@ def test_a_second_primary_fails_naming_both_stacks(tmp_path):
     assert _fleet_problems(stdout) == [
         f"    - one_primary_per_global_database: global database kubeflow-prod-global: stacks {EAST} and {WEST} are both "
         "primary; an Aurora Global Database has one writer region: set recovery.mode standby on all but one"]
+    # docs/fleet.md shows this run's verdict.
+    shown = (REPO_ROOT / "docs" / "fleet.md").read_text().split("```text\nFleet check: 1 problem\n", 1)[1].split("```", 1)[0]
+    assert stdout.endswith("Fleet check: 1 problem\n" + shown)
 
 
 def test_replication_pointed_at_buckets_other_than_the_peers_fails_naming_both_stacks(tmp_path):
