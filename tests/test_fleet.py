@@ -219,6 +219,16 @@ def test_a_second_primary_fails_naming_both_stacks(tmp_path):
     assert stdout.endswith("Fleet check: 1 problem\n" + shown)
 
 
+def test_a_switchover_that_leaves_the_global_hosts_primary_on_the_standby_fails_naming_both_stacks(tmp_path):
+    status, stdout, stderr = _run_fleet(_program_with_fleet(tmp_path / "program"), tmp_path / "fleet",
+                                        f"{WEST}:recovery.mode=standby", f"{EAST}:recovery.mode=primary")
+    assert status == 1, stdout + stderr
+    assert _fleet_problems(stdout) == [
+        f"    - failover_primary_is_the_recovery_primary: {GLOBAL} and {WEST}: {GLOBAL} answers the global host with {WEST} "
+        f"(its fleet.regions failover PRIMARY), which is a recovery standby whose store writers are held; {EAST} is "
+        f"recovery primary: make the recovery primary the PRIMARY on {GLOBAL}"]
+
+
 def test_replication_pointed_at_buckets_other_than_the_peers_fails_naming_both_stacks(tmp_path):
     status, stdout, stderr = _run_fleet(_program_with_fleet(tmp_path / "program"), tmp_path / "fleet",
                                         f"{WEST}:recovery.peer.bucketPrefix=example-ml-archive")
