@@ -293,6 +293,28 @@ def _over_regions(rule: Callable[[Mapping[str, Mapping[str, Any]]], Iterable[str
 RULES += [_over_regions(rule) for rule in fleet_recovery.RULES if rule is not fleet_recovery.no_two_stacks_write_one_store]
 
 
+def failover_primary_is_the_recovery_primary(fleet: Fleet) -> Iterator[str]:
+    """With failover routing, Route 53 answers with the PRIMARY region while its load balancer is healthy, and a
+    standby's is (its UIs keep serving): a PRIMARY that is a recovery standby sends every user to held stores. The
+    global stack's failover roles follow recovery.mode at each switchover (docs/failover.md)."""
+    global_ = fleet.global_outputs.get(GLOBAL_OUTPUT) or {}
+    if global_.get("routing") != "failover":
+        return
+    modes = {stack: fleet_recovery.recovery_of(fleet.plans[stack]).get("mode") for stack in fleet.present_regions()}
+    primaries = [stack for stack, mode in modes.items() if mode == "primary"]
+    for region in global_.get("regions") or []:
+        stack = region.get("stack") if isinstance(region, Mapping) else None
+        if region.get("failover") == "PRIMARY" and modes.get(stack) == "standby":
+            writer = f"{' and '.join(primaries)} {'is' if len(primaries) == 1 else 'are'} recovery primary" if primaries \
+                else "no region is recovery primary"
+            yield (f"{fleet.global_stack} and {stack}: {fleet.global_stack} answers the global host with {stack} (its "
+                   f"fleet.regions failover PRIMARY), which is a recovery standby whose store writers are held; {writer}: "
+                   f"make the recovery primary the PRIMARY on {fleet.global_stack}")
+
+
+RULES.append(failover_primary_is_the_recovery_primary)
+
+
 def check(fleet: Fleet, rules: Optional[list[Rule]] = None) -> list[str]:
     """Every problem every rule finds, each prefixed with its rule's name."""
     problems: list[str] = []

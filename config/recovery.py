@@ -147,7 +147,8 @@ def recovery_cross_checks(settings: "Settings") -> Iterator[tuple[str, str]]:
                                            "in another region to survive a regional outage")
         if peer.bucket_prefix == settings.artifacts.bucket_prefix:
             yield "recovery.peer.bucketPrefix", (f"{peer.bucket_prefix!r} is this stack's own artifacts.bucketPrefix: the "
-                                                 "peer's buckets are other buckets (S3 names are global)")
+                                                 f"peer's ({peer.stack}'s) buckets are other buckets (S3 names are global), "
+                                                 "and two regions never write one bucket")
         purposes = [b.purpose for b in settings.artifacts.buckets]
         for i, bucket in enumerate(settings.artifacts.buckets):
             if bucket.kms_key_arn and bucket.purpose not in peer.kms_key_arns:
@@ -172,7 +173,10 @@ def recovery_cross_checks(settings: "Settings") -> Iterator[tuple[str, str]]:
                 f"{settings.kubeflow.database.host!r} is not the cluster endpoint of recovery.database.clusterIdentifier "
                 f"{database.cluster_identifier!r} in {region} (`{database.cluster_identifier}.cluster-<id>.{region}."
                 "rds.amazonaws.com`): after a switchover only the regional cluster endpoint follows the writer "
-                "into this region")
+                "into this region"
+                + (f"; it is a database of the peer's region {recovery.peer.region} ({recovery.peer.stack}'s), and two "
+                   "regions never write one database" if recovery.peer is not None
+                   and host.endswith(f".{recovery.peer.region}.rds.amazonaws.com") else ""))
     if not AURORA_MYSQL_3.match(database.engine_version):
         yield "recovery.database.engineVersion", (f"{database.engine_version!r} is not an Aurora MySQL 3 version (like "
                                                   f"{DEFAULT_ENGINE_VERSION}): Kubeflow's stores need MySQL 8.0")

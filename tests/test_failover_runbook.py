@@ -1,12 +1,12 @@
 """docs/failover.md is a runbook: every command in its `sh` blocks runs, in the page's order, and succeeds.
 
-The page runs in a copy of the project holding the pair of regional stacks tests/test_recovery.py builds from
-prod, as a platform engineer would run it from a clone. `aws` is a fake Aurora Global Database (and the one
+The page runs in a copy of the project holding the repository's example fleet (the regional stacks prod-us-west-2
+and prod-us-east-1, the global stack, their shared tenancy file), as a platform engineer would run it from a clone. `aws` is a fake Aurora Global Database (and the one
 CloudWatch metric the page reads): `describe-global-clusters` answers with the writer and the status, a
 switchover is refused unless the target is an in-sync secondary and a failover unless `--allow-data-loss` is
 given, and the status is `switching-over`/`failing-over` until the next look. `pulumi` is a fake CLI that
-writes `config set --path` into the stack file, as the real one does, and whose `up` loads the stack's settings
-as the program does and records the stack's role. `make` runs for real (previews and the upgrade plan).
+writes `config set --path` into the stack file (list items as `key[0]`), as the real one does, and whose `up`
+loads the stack's settings as the program does and records the stack's role (the global stack's: its PRIMARY). `make` runs for real (previews and the upgrade plan).
 The fakes are written into the test's directory from this file.
 """
 
@@ -25,14 +25,24 @@ import yaml
 from tests.conftest import REPO_ROOT
 from tests.stack_files import stack_document
 from tests.test_deploying_runbook import _venv_view, shell_blocks
-from tests.test_recovery import EAST, PAIR, WEST, with_dotted
 from tests.upstream import manifests_dir
 
 PAGE = REPO_ROOT / "docs" / "failover.md"
 PROJECT_PARTS = ("Makefile", "Pulumi.yaml", "__main__.py", "requirements.txt", "requirements-dev.txt",
-                 "requirements-scan.txt", "config", "components", "manifests", "analysis", "tools", "policy")
-WEST_ARN = "arn:aws:rds:us-west-2:222222222222:cluster:kubeflow-prod"
-EAST_ARN = "arn:aws:rds:us-east-1:222222222222:cluster:kubeflow-prod-use1"
+                 "requirements-scan.txt", "config", "components", "manifests", "analysis", "tools", "policy", "fleet")
+GLOBAL, WEST, EAST = "global", "prod-us-west-2", "prod-us-east-1"
+FLEET_STACKS = (GLOBAL, WEST, EAST)
+
+
+def _cluster_arn(stack: str) -> str:
+    """The ARN of the stack's Aurora cluster, from its stack file (region, account, recovery.database)."""
+    config = stack_document(stack)["config"]
+    aws = config["kubeflow-platform:aws"]
+    cluster = config["kubeflow-platform:recovery"]["database"]["clusterIdentifier"]
+    return f"arn:aws:rds:{aws['region']}:{aws['allowedAccountIds'][0]}:cluster:{cluster}"
+
+
+WEST_ARN, EAST_ARN = _cluster_arn(WEST), _cluster_arn(EAST)
 
 FAKE_AWS = r'''
 import json, os, sys
@@ -101,7 +111,7 @@ sys.exit(main(sys.argv[1:]))
 '''
 
 FAKE_PULUMI = r'''
-import json, os, sys
+import json, os, re, sys
 from pathlib import Path
 import yaml
 
@@ -127,14 +137,19 @@ def main(args):
         if "--path" not in args or len(rest) != 2:
             return fail(f"the runbook sets nested keys with --path: {args}")
         key, value = rest
-        top, *path = key.split(".")
+        top, *path = [int(p[1:-1]) if p.startswith("[") else p for p in re.findall(r"\[\d+\]|[^.\[\]]+", key)]
         if top not in config.settings_keys():
             return fail(f"{top!r} is not a setting the program reads")
         stack_file = Path(f"Pulumi.{state['stack']}.yaml")
         document = yaml.safe_load(stack_file.read_text())
         node = document["config"].setdefault(f"{PROJECT}:{top}", {})
         for part in path[:-1]:
-            node = node.setdefault(part, {})
+            if isinstance(part, int):
+                if not isinstance(node, list) or part >= len(node):
+                    return fail(f"{key}: no item {part} there")
+                node = node[part]
+            else:
+                node = node.setdefault(part, {})
         node[path[-1]] = value  # the CLI stores a string; the program reads "true"/"false" as booleans
         stack_file.write_text(yaml.safe_dump(document, sort_keys=False))
     elif args and args[0] in ("up", "preview"):
@@ -144,7 +159,9 @@ def main(args):
             settings = config.parse(raw, config.Secrets(), set(config.SECRET_KEYS), state["stack"])
         except config.SettingsError as error:
             return fail(str(error))
-        if args[0] == "up":
+        if args[0] == "up" and settings.fleet.role == "global":
+            state["ups"].append([state["stack"], [r.stack for r in settings.fleet.regions if r.failover == "PRIMARY"]])
+        elif args[0] == "up":
             state["ups"].append([state["stack"], settings.recovery.mode, settings.recovery.replicates])
     else:
         return fail(f"the runbook test does not know `pulumi {' '.join(args)}`")
@@ -176,9 +193,8 @@ def pair_clone(tmp_path: Path) -> Path:
             shutil.copytree(source, project / part, ignore=ignore)
         else:
             shutil.copy2(source, project / part)
-    prod = yaml.safe_load((REPO_ROOT / "Pulumi.prod.yaml").read_text())
-    for name, settings in PAIR.items():
-        (project / f"Pulumi.{name}.yaml").write_text(yaml.safe_dump(with_dotted(prod, settings), sort_keys=False))
+    for name in FLEET_STACKS:
+        shutil.copy2(REPO_ROOT / f"Pulumi.{name}.yaml", project / f"Pulumi.{name}.yaml")
     _venv_view(project / ".venv")
     return project
 
@@ -217,12 +233,14 @@ def test_every_command_of_the_failover_runbook_runs_in_order(pair_clone: Path, t
     assert rds == ["switchover-global-cluster", "switchover-global-cluster", "failover-global-cluster"]
     ups = json.loads((state / "pulumi-state.json").read_text())["ups"]
     assert ups == [
-        # planned switchover: the primary stops writing before the writer moves, the standby starts after
-        [WEST, "standby", False], [EAST, "primary", True],
+        # planned switchover: the primary stops writing before the writer moves, the standby starts after, then the
+        # global host's PRIMARY follows
+        [WEST, "standby", False], [EAST, "primary", True], [GLOBAL, [EAST]],
         # fail-back, the same the other way
-        [EAST, "standby", False], [WEST, "primary", True],
-        # unplanned failover: promoted at once, replicating nowhere while the peer's region is down
-        [EAST, "primary", False],
+        [EAST, "standby", False], [WEST, "primary", True], [GLOBAL, [WEST]],
+        # unplanned failover: promoted at once, replicating nowhere while the peer's region is down; the global host
+        # stays with it when the old region comes back
+        [EAST, "primary", False], [GLOBAL, [EAST]],
         # the old region back: demoted before anything else, then replication towards it again
         [WEST, "standby", False], [EAST, "primary", True],
     ]
@@ -230,7 +248,11 @@ def test_every_command_of_the_failover_runbook_runs_in_order(pair_clone: Path, t
     order = [("up", c[0]) if c[0] == "pulumi" and c[1] == "up" else ("move", c[2]) for c in calls
              if (c[0] == "pulumi" and c[1] == "up") or (c[:2] == ["aws", "rds"] and c[2].endswith("-global-cluster")
                                                           and not c[2].startswith("describe"))]
-    assert [kind for kind, _ in order] == ["up", "move", "up", "up", "move", "up", "move", "up", "up", "up"]
+    assert [kind for kind, _ in order] == ["up", "move", "up", "up", "up", "move", "up", "up", "move", "up", "up", "up",
+                                           "up"]
+    # `make fleet` passed before the switchover and after it (east primary, west standby, the global host east's).
+    fleets = [out for out in outputs if "Fleet check: " in out]
+    assert len(fleets) == 2 and all("Fleet check: passed" in out for out in fleets), fleets
     # The writer the page shows is the one the stacks expect at that moment.
     shown = [line.strip() for out in outputs for line in out.splitlines() if line.startswith("arn:aws:rds:")]
     assert shown == [WEST_ARN, EAST_ARN]
@@ -239,11 +261,13 @@ def test_every_command_of_the_failover_runbook_runs_in_order(pair_clone: Path, t
     assert writer == [EAST_ARN]
     # The promotion's upgrade plan names what it does before `pulumi up` does it.
     promotion = next(out for out in outputs if "recovery-promoted" in out)
-    assert "ml-pipeline" in promotion and "example-ml-prod-use1-pipelines replicates to example-ml-prod-pipelines" in promotion
+    assert "ml-pipeline" in promotion and "example-ml-prod-use1-pipelines replicates to example-ml-prod-usw2-pipelines" in promotion
     # The stack files end where the writer is: prod-us-east-1 primary (replicating again), prod-us-west-2 standby.
     for name, mode in ((WEST, "standby"), (EAST, "primary")):
         recovery = yaml.safe_load((pair_clone / f"Pulumi.{name}.yaml").read_text())["config"]["kubeflow-platform:recovery"]
         assert recovery["mode"] == mode
+    regions = yaml.safe_load((pair_clone / "Pulumi.global.yaml").read_text())["config"]["kubeflow-platform:fleet"]["regions"]
+    assert [(r["stack"], r["failover"]) for r in regions] == [(WEST, "SECONDARY"), (EAST, "PRIMARY")]
 
 
 def test_a_failover_without_allow_data_loss_is_refused_by_the_fake_as_by_aws(tmp_path: Path):
@@ -259,20 +283,20 @@ def test_a_failover_without_allow_data_loss_is_refused_by_the_fake_as_by_aws(tmp
     assert subprocess.run(base + [WEST_ARN, "--allow-data-loss"], env=env, capture_output=True).returncode != 0
 
 
-def test_the_runbooks_stack_names_and_clusters_are_the_pairs():
+def test_the_runbooks_stacks_clusters_and_settings_are_the_example_fleets():
     text = PAGE.read_text()
-    for name in PAIR:
-        assert name in text
+    for name in FLEET_STACKS:
+        assert f"stack select {name}" in text
     for arn in (WEST_ARN, EAST_ARN):
         assert arn in text
-    assert PAIR[WEST]["recovery"]["database"]["globalClusterIdentifier"] in text
+    west = stack_document(WEST)["config"]
+    assert west["kubeflow-platform:recovery"]["database"]["globalClusterIdentifier"] in text
+    # The settings the page shows are prod-us-west-2's, as its stack file holds them.
+    shown = yaml.safe_load(re.search(r"^```yaml\n(.*?)^```", text, flags=re.S | re.M).group(1))
+    assert shown == {"kubeflow-platform:recovery": west["kubeflow-platform:recovery"]}
+    # fleet.regions[0] and [1], which the page swaps, are the two regional stacks in that order.
+    regions = yaml.safe_load((REPO_ROOT / f"Pulumi.{GLOBAL}.yaml").read_text())["config"]["kubeflow-platform:fleet"]["regions"]
+    assert [r["stack"] for r in regions] == [WEST, EAST]
     for block in shell_blocks(text):
         for line in block.splitlines():
             assert not re.search(r"<[a-z-]+>", line), f"a placeholder in {line!r}"
-
-
-def test_the_pairs_stack_files_are_prods_with_the_recovery_settings():
-    prod = stack_document("prod")
-    east = with_dotted(prod, PAIR[EAST])
-    assert east["config"]["kubeflow-platform:aws"]["region"] == "us-east-1"
-    assert east["config"]["kubeflow-platform:tenancy"] == prod["config"]["kubeflow-platform:tenancy"]

@@ -20,8 +20,11 @@ from pulumi.runtime import rpc
 
 import config
 from analysis import fleet as fleet_check
+from analysis import fleet_recovery
 from config import pulumi_project as cli
 from manifests.auth_proxy import COOKIE_SECRET_KEY
+from manifests.objects import yaml_stream_documents
+from manifests.recovery import STORE_WRITERS
 from tests.conftest import MARKER_SECRETS, REPO_ROOT
 from tests.stack_files import copy_program
 from tests.upstream import manifests_path
@@ -87,7 +90,13 @@ def test_the_example_fleet_previews_together_and_passes_the_fleet_check(example_
             {"name": f"example-org/kubeflow-platform/{GLOBAL}", "stack": GLOBAL, "resolved": True}]
 
 
+def _fleet_problems(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith("    - ")]
+
+
 def test_a_region_on_the_other_regions_bucket_and_database_or_with_other_profiles_fails_naming_both(tmp_path):
+    """East's bucket prefix and recovery peer swapped (the stack's own check sees two different prefixes), its database
+    pointed at west's (no global database declared, so no cluster endpoint to hold it to), and a profile less."""
     program = _program_with_fleet(tmp_path / "program")
     tenancy = yaml.safe_load((program / "fleet" / "tenancy.yaml").read_text())
     tenancy["profiles"] = [p for p in tenancy["profiles"] if p["name"] != "carol"]
@@ -96,14 +105,139 @@ def test_a_region_on_the_other_regions_bucket_and_database_or_with_other_profile
     status, stdout, stderr = _run_fleet(
         program, tmp_path / "fleet",
         f"{EAST}:artifacts.bucketPrefix={west['kubeflow-platform:artifacts']['bucketPrefix']}",
+        f"{EAST}:recovery.peer.bucketPrefix=example-ml-prod-use1",
+        f"{EAST}:recovery.database=null",
         f"{EAST}:kubeflow.database.host={west['kubeflow-platform:kubeflow']['database']['host']}",
         f"{EAST}:tenancy.file=fleet/tenancy-east.yaml")
     assert status == 1, stdout + stderr
-    problems = [line for line in stdout.splitlines() if line.startswith("    - ")]
+    problems = _fleet_problems(stdout)
     assert problems and all(WEST in line and EAST in line for line in problems), problems
     assert any("stores_are_not_shared" in line and "example-ml-prod-usw2-pipelines" in line for line in problems)
     assert any("stores_are_not_shared" in line and "both write the databases" in line for line in problems)
+    # East's replication would go to buckets nobody has, and west's to east's, which are now its own.
+    assert any("replication_pairs_point_at_each_other" in line and "example-ml-prod-use1-models is not a bucket of" in line
+               for line in problems)
     assert any("profiles_are_identical" in line and "'carol' exists in prod-us-west-2 only" in line for line in problems)
+
+
+def test_a_region_with_recovery_pointed_at_the_others_bucket_or_database_is_refused_by_its_own_settings(tmp_path):
+    """With recovery declared, the region's own settings already refuse the other region's bucket prefix and database
+    (before anything is registered, naming the keys and the other stack): an error, as any refused stack is."""
+    program = _program_with_fleet(tmp_path / "program")
+    west = yaml.safe_load((program / f"Pulumi.{WEST}.yaml").read_text())["config"]
+    status, stdout, stderr = _run_fleet(
+        program, tmp_path / "fleet",
+        f"{EAST}:artifacts.bucketPrefix={west['kubeflow-platform:artifacts']['bucketPrefix']}",
+        f"{EAST}:kubeflow.database.host={west['kubeflow-platform:kubeflow']['database']['host']}")
+    assert status == 2, stdout + stderr
+    refused = [line.strip() for line in stderr.splitlines() if line.strip().startswith("- ")]
+    assert len(refused) == 2 and all(WEST in line for line in refused), stderr
+    assert refused[0].startswith("- recovery.peer.bucketPrefix: 'example-ml-prod-usw2' is this stack's own")
+    assert refused[1].startswith("- kubeflow.database.host: 'kubeflow-prod.cluster-c9b8a7d6e5f4.us-west-2.rds.amazonaws.com'")
+    assert f"stack '{EAST}' has 2 configuration problems" in stderr and "Fleet check" not in stdout
+
+
+# --- the example fleet is an active/passive pair --------------------------------------------------------------
+
+
+def test_the_primary_replicates_its_buckets_to_the_standbys_and_creates_the_global_database(fleet_plans):
+    west, east = fleet_plans[WEST], fleet_plans[EAST]
+    assert fleet_recovery.recovery_of(west)["mode"] == "primary" and fleet_recovery.recovery_of(east)["mode"] == "standby"
+    east_key = "arn:aws:kms:us-east-1:222222222222:key/0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+    assert sorted(fleet_recovery.replication_rules(west)) == [
+        ("example-ml-prod-usw2-models", "example-ml-prod-use1-models", east_key),
+        ("example-ml-prod-usw2-pipelines", "example-ml-prod-use1-pipelines", east_key)]
+    assert fleet_recovery.replication_rules(east) == []
+    for rule in (r for r in west["resources"] if r["type"] == fleet_recovery._REPLICATION):
+        destination = rule["inputs"]["rules"][0]["destination"]
+        assert destination["replicationTime"]["status"] == "Enabled" and destination["metrics"]["status"] == "Enabled"
+        assert rule["inputs"]["rules"][0]["deleteMarkerReplication"]["status"] == "Enabled"
+    created = {stack: sorted(r["type"] for r in fleet_plans[stack]["resources"] if r["type"].startswith("aws:rds/"))
+               for stack in (WEST, EAST)}
+    assert created[WEST] == ["aws:rds/cluster:Cluster", "aws:rds/clusterInstance:ClusterInstance",
+                             "aws:rds/clusterInstance:ClusterInstance", "aws:rds/globalCluster:GlobalCluster"]
+    assert created[EAST] == created[WEST][:-1]  # its regional cluster only, a secondary of west's global cluster
+    clusters = {stack: next(r["inputs"] for r in fleet_plans[stack]["resources"] if r["type"] == "aws:rds/cluster:Cluster")
+                for stack in (WEST, EAST)}
+    assert clusters[WEST]["clusterIdentifier"] == "kubeflow-prod" and "masterUsername" in clusters[WEST]
+    assert clusters[EAST]["clusterIdentifier"] == "kubeflow-prod-use1" and "masterUsername" not in clusters[EAST]
+    assert clusters[EAST]["globalClusterIdentifier"] == "kubeflow-prod-global"
+    # Each region's Kubeflow on its own regional cluster's endpoint.
+    assert fleet_recovery.database_hosts(west) == {"kubeflow-prod.cluster-c9b8a7d6e5f4.us-west-2.rds.amazonaws.com"}
+    assert fleet_recovery.database_hosts(east) == {"kubeflow-prod-use1.cluster-d8c7b6a5f4e3.us-east-1.rds.amazonaws.com"}
+
+
+def test_the_standbys_stores_are_held_and_its_run_time_trace_shows_them_held(example_fleet, fleet_plans):
+    assert fleet_recovery.store_writers(fleet_plans[EAST]) == {
+        writer: (0, "standby") for writer in STORE_WRITERS}
+    assert not [w for w, (replicas, held) in fleet_recovery.store_writers(fleet_plans[WEST]).items() if replicas == 0 or held]
+    trace = (example_fleet[0] / EAST / fleet_tool.PREVIEW_OUTPUT).read_text()
+    held = [line for line in trace.splitlines() if line.rstrip().endswith("held: standby")]
+    for service in ("ml-pipeline.kubeflow:8887", "metadata-grpc-service.kubeflow:8080", "katib-db-manager.kubeflow:6789"):
+        assert any(service in line for line in held), service
+    assert "held: standby" not in (example_fleet[0] / WEST / fleet_tool.PREVIEW_OUTPUT).read_text()
+
+
+def _run_writer(plan: dict, writer: str) -> dict:
+    """`plan` with the Deployment `writer` scaled to 1 and its held annotation gone, wherever the plan holds it."""
+    def unheld(obj):
+        if isinstance(obj, dict) and obj.get("kind") == "Deployment" and obj["metadata"]["name"] == writer:
+            obj = {**obj, "spec": {**obj["spec"], "replicas": 1},
+                   "metadata": {**obj["metadata"], "annotations": {}}}
+        return obj
+
+    for resource in plan["resources"]:
+        inputs = resource["inputs"]
+        if resource["type"] != "kubernetes:yaml/v2:ConfigGroup":
+            continue
+        if isinstance(inputs.get("objs"), list):
+            inputs["objs"] = [unheld(obj) for obj in inputs["objs"]]
+        if isinstance(inputs.get("yaml"), str) and f'"name":"{writer}"' in inputs["yaml"]:
+            inputs["yaml"] = "\n---\n".join(json.dumps(unheld(obj)) for obj in yaml_stream_documents(inputs["yaml"]) if obj)
+    return plan
+
+
+def test_a_standby_running_its_writers_is_named_with_both_stacks(fleet_plans):
+    # No setting runs a standby's writers (recovery.mode holds them); the saved plan changed by hand stands for a
+    # patch or an edit that would.
+    plans = copy.deepcopy(fleet_plans)
+    _run_writer(plans[EAST], "ml-pipeline")
+    assert fleet_recovery.store_writers(plans[EAST])["ml-pipeline"] == (1, None)
+    assert _check(plans) == [f"standby_stores_are_held: {EAST} is the standby of {WEST} but runs ml-pipeline, which "
+                             "would write into the read-only secondary: they must be held at 0 replicas"]
+
+
+def test_a_second_primary_fails_naming_both_stacks(tmp_path):
+    status, stdout, stderr = _run_fleet(_program_with_fleet(tmp_path / "program"), tmp_path / "fleet",
+                                        f"{EAST}:recovery.mode=primary")
+    assert status == 1, stdout + stderr
+    assert _fleet_problems(stdout) == [
+        f"    - one_primary_per_global_database: global database kubeflow-prod-global: stacks {EAST} and {WEST} are both "
+        "primary; an Aurora Global Database has one writer region: set recovery.mode standby on all but one"]
+    # docs/fleet.md shows this run's verdict.
+    shown = (REPO_ROOT / "docs" / "fleet.md").read_text().split("```text\nFleet check: 1 problem\n", 1)[1].split("```", 1)[0]
+    assert stdout.endswith("Fleet check: 1 problem\n" + shown)
+
+
+def test_a_switchover_that_leaves_the_global_hosts_primary_on_the_standby_fails_naming_both_stacks(tmp_path):
+    status, stdout, stderr = _run_fleet(_program_with_fleet(tmp_path / "program"), tmp_path / "fleet",
+                                        f"{WEST}:recovery.mode=standby", f"{EAST}:recovery.mode=primary")
+    assert status == 1, stdout + stderr
+    assert _fleet_problems(stdout) == [
+        f"    - failover_primary_is_the_recovery_primary: {GLOBAL} and {WEST}: {GLOBAL} answers the global host with {WEST} "
+        f"(its fleet.regions failover PRIMARY), which is a recovery standby whose store writers are held; {EAST} is "
+        f"recovery primary: make the recovery primary the PRIMARY on {GLOBAL}"]
+
+
+def test_replication_pointed_at_buckets_other_than_the_peers_fails_naming_both_stacks(tmp_path):
+    status, stdout, stderr = _run_fleet(_program_with_fleet(tmp_path / "program"), tmp_path / "fleet",
+                                        f"{WEST}:recovery.peer.bucketPrefix=example-ml-archive")
+    assert status == 1, stdout + stderr
+    problems = _fleet_problems(stdout)
+    assert problems == [
+        f"    - replication_pairs_point_at_each_other: {WEST}: the peer's {purpose} bucket example-ml-archive-{purpose} is "
+        f"not a bucket of {EAST} (example-ml-prod-use1-models, example-ml-prod-use1-pipelines); set "
+        f"recovery.peer.bucketPrefix to {EAST}'s artifacts.bucketPrefix" for purpose in ("models", "pipelines")]
 
 
 def test_fleet_set_with_a_bad_item_or_a_stack_outside_the_fleet_is_an_error(tmp_path):
