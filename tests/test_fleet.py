@@ -122,19 +122,20 @@ def test_a_region_on_the_other_regions_bucket_and_database_or_with_other_profile
 
 def test_a_region_with_recovery_pointed_at_the_others_bucket_or_database_is_refused_by_its_own_settings(tmp_path):
     """With recovery declared, the region's own settings already refuse the other region's bucket prefix and database
-    (before anything is registered, naming the keys and the other stack): an error, as any refused stack is."""
+    (before anything is registered, naming the keys and the other stack): problems of the fleet (exit 1), each naming
+    both stacks, and the fleet check is not run on a fleet missing a stack's plan."""
     program = _program_with_fleet(tmp_path / "program")
     west = yaml.safe_load((program / f"Pulumi.{WEST}.yaml").read_text())["config"]
     status, stdout, stderr = _run_fleet(
         program, tmp_path / "fleet",
         f"{EAST}:artifacts.bucketPrefix={west['kubeflow-platform:artifacts']['bucketPrefix']}",
         f"{EAST}:kubeflow.database.host={west['kubeflow-platform:kubeflow']['database']['host']}")
-    assert status == 2, stdout + stderr
-    refused = [line.strip() for line in stderr.splitlines() if line.strip().startswith("- ")]
-    assert len(refused) == 2 and all(WEST in line for line in refused), stderr
-    assert refused[0].startswith("- recovery.peer.bucketPrefix: 'example-ml-prod-usw2' is this stack's own")
-    assert refused[1].startswith("- kubeflow.database.host: 'kubeflow-prod.cluster-c9b8a7d6e5f4.us-west-2.rds.amazonaws.com'")
-    assert f"stack '{EAST}' has 2 configuration problems" in stderr and "Fleet check" not in stdout
+    assert status == 1, stdout + stderr
+    refused = [line.strip() for line in stdout.splitlines() if line.strip().startswith("- ")]
+    assert len(refused) == 2 and all(line.startswith(f"- {EAST}: ") and WEST in line for line in refused), stdout
+    assert refused[0].startswith(f"- {EAST}: recovery.peer.bucketPrefix: 'example-ml-prod-usw2' is this stack's own")
+    assert refused[1].startswith(f"- {EAST}: kubeflow.database.host: 'kubeflow-prod.cluster-c9b8a7d6e5f4.us-west-2.rds.amazonaws.com'")
+    assert "Stacks' settings: 2 problems" in stdout and "Fleet check" not in stdout and "error" not in stderr
 
 
 # --- the example fleet is an active/passive pair --------------------------------------------------------------

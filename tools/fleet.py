@@ -30,6 +30,8 @@ from typing import Any, Optional, TextIO
 
 import pulumi
 
+import config
+
 from analysis import fleet as fleet_check
 from config import pulumi_project
 from tools.mock_runtime import PROJECT, REPO_ROOT, known_stacks, stack_config
@@ -137,20 +139,36 @@ def run_fleet(*, global_stack: Optional[str] = None, assignments: list[str] = ()
     for stack in (global_stack, *(stack for stack, _ in regions)):
         shutil.rmtree(out / stack, ignore_errors=True)
     (out / FLEET_FILE).unlink(missing_ok=True)
+    # A stack whose settings the program refuses (a region on its peer's bucket prefix or database, say) is a problem
+    # the fleet check found, named with the stack (exit 1); the global stack, which reads every region, is then not run.
+    refused_settings: list[str] = []
     try:
         for stack in (*(stack for stack, _ in regions), global_stack):
+            if stack == global_stack and refused_settings:
+                break
             # What `pulumi preview` checks first: a stack the CLI refuses is an error, not a finding.
             refused = io.StringIO()
             if not pulumi_project.preflight(root, stack, pulumi_project.DEPLOYING_SECRETS, refused):
                 raise FleetError(f"stack {stack}: {refused.getvalue().strip()}")
-            plan, leaks = evaluate(stack, manifests=None if stack == global_stack else manifests, root=root,
-                                   settings=settings.get(stack), plans_dir=out, progress=progress)
+            try:
+                plan, leaks = evaluate(stack, manifests=None if stack == global_stack else manifests, root=root,
+                                       settings=settings.get(stack), plans_dir=out, progress=progress)
+            except config.SettingsError as error:
+                refused_settings += [f"{stack}: {line}" for line in error.problems]
+                continue
             if leaks:
                 raise FleetError(f"stack {stack}: " + "; ".join(leaks))
             write_plan_dir(plan, out / stack)
     except (FleetError, pulumi.RunError, FileNotFoundError) as error:
         print(f"error: {error}", file=stderr)
         return 2
+    if refused_settings:
+        print("", file=stdout)
+        print(f"Stacks' settings: {len(refused_settings)} problem{'s' if len(refused_settings) != 1 else ''} "
+              "(nothing previewed further; the fleet check runs once every stack's settings are accepted)", file=stdout)
+        for problem in refused_settings:
+            print(f"    - {problem}", file=stdout)
+        return 1
     problems: list[str] = []
     print(f"    {global_stack}: evaluated ({len(load_plan(out / global_stack)['resources'])} resources)", file=stdout)
     for stack, _ in regions:
