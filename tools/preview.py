@@ -273,13 +273,13 @@ def mesh_trace(plan: Mapping[str, Any]) -> tuple[str, list[str]]:
     try:
         model = trace.model_from_plan(plan)
         cells = trace_matrix.matrix(model)
-        runtime_model, runtime_mesh = runtime_trace.model_from_plan(plan)
-        found = runtime_trace.paths(runtime_model, runtime_mesh)
+        runtime_model, runtime_mesh = runtime_trace.model_from_plan(plan, model)
+        found = runtime_trace.every_profile(runtime_model, runtime_mesh)
     except (trace.TraceError, policies.NotModelled) as error:
         return "", [f"mesh trace: {error}"]
-    return (trace_matrix.render_table(cells) + "\n" + runtime_trace.render_table(found),
+    return (trace_matrix.render_table(cells) + "\n" + runtime_trace.render_every_profile(found),
             [f"mesh trace: {problem}" for problem in trace_matrix.problems(cells)]
-            + [f"run-time trace: {problem}" for problem in runtime_trace.problems(found)])
+            + [f"run-time trace: {problem}" for problem in runtime_trace.problems_of_every_profile(found)])
 
 
 # --- The command -------------------------------------------------------------------------------------
