@@ -203,12 +203,28 @@ def _plan_pod(model: t.MeshModel, namespace: str, name: str, kind: str = "Deploy
                str(spec.get("serviceAccountName") or "default"))
 
 
+def _cached(model: t.MeshModel, key: str, compute):
+    # Read once per model: runtime_objects asks for every profile.
+    cache = model.__dict__.setdefault("_runtime_trace_cache", {})
+    if key not in cache:
+        cache[key] = compute(model)
+    return cache[key]
+
+
 def _serving_domain(model: t.MeshModel) -> str | None:
+    return _cached(model, "serving_domain", _read_serving_domain)
+
+
+def _ingress_gateway(model: t.MeshModel) -> str:
+    return _cached(model, "ingress_gateway", _read_ingress_gateway)
+
+
+def _read_serving_domain(model: t.MeshModel) -> str | None:
     config = next((c for c in model.kind("ConfigMap") if t._name(c) == "config-domain" and t._ns(c) == "knative-serving"), None)
     return next((key for key in ((config or {}).get("data") or {}) if key != "_example"), None)
 
 
-def _ingress_gateway(model: t.MeshModel) -> str:
+def _read_ingress_gateway(model: t.MeshModel) -> str:
     config = next((c for c in model.kind("ConfigMap") if t._name(c) == "inferenceservice-config"), None)
     try:
         return str(json.loads(((config or {}).get("data") or {}).get("ingress") or "{}").get("ingressGateway") or "kubeflow/kubeflow-gateway")

@@ -480,9 +480,13 @@ def gateway_virtual_host_routes(model: "MeshModel", on_port: Sequence[tuple[Mapp
         return []
     chosen = max(ranked)[1]
     unique: list[HttpRoute] = []
+    # Matches kept so far by VirtualService and route index: the check stays local when profiles add thousands.
+    kept: dict[tuple[int, int], list] = {}
     for route in vhosts[chosen]:
         # The same VirtualService reached through two servers is one set of routes (collapseDuplicateRoutes).
-        if not any(r.service is route.service and r.index == route.index and r.match == route.match for r in unique):
+        matches = kept.setdefault((id(route.service), route.index), [])
+        if not any(match == route.match for match in matches):
+            matches.append(route.match)
             unique.append(route)
     return [r for r in unique if not r.catch_all] + [r for r in unique if r.catch_all]
 
@@ -522,12 +526,15 @@ class MeshModel:
 
     def contributors(self, namespace: str) -> dict[str, str]:
         """user -> role, from the kfam-style policies of the profile (annotations user/role)."""
-        found = {}
-        for policy in self.kind("AuthorizationPolicy"):
-            annotations = (policy.get("metadata") or {}).get("annotations") or {}
-            if _ns(policy) == namespace and annotations.get("role") in ("edit", "view") and annotations.get("user"):
-                found[annotations["user"]] = annotations["role"]
-        return found
+        if not hasattr(self, "_contributors"):
+            # Indexed once: asked for every profile, a walk over every policy each time grows with the square.
+            index: dict[str, dict[str, str]] = {}
+            for policy in self.kind("AuthorizationPolicy"):
+                annotations = (policy.get("metadata") or {}).get("annotations") or {}
+                if annotations.get("role") in ("edit", "view") and annotations.get("user"):
+                    index.setdefault(_ns(policy), {})[annotations["user"]] = annotations["role"]
+            self._contributors = index
+        return dict(self._contributors.get(namespace, {}))
 
     def config_value(self, key: str) -> str | None:
         for config_map in self.kind("ConfigMap"):
@@ -1354,8 +1361,8 @@ def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str,
     bound_names = {f"{_ns(g)}/{_name(g)}" for g, _ in on_port}
     for name in sorted(bound_names):
         services += virtual_services_for_gateway(model.kind("VirtualService"), settings.gateway_namespace, name)
-    hidden = [s for s in model.kind("VirtualService") if bound_names & set(gateway_names(s))
-              and not any(s is v for v in services)]
+    given = {id(v) for v in services}
+    hidden = [s for s in model.kind("VirtualService") if bound_names & set(gateway_names(s)) and id(s) not in given]
     routes = gateway_virtual_host_routes(model, on_port, settings.gateway_namespace, host)
     chosen = next((r for r in routes if route_matches(r, path, headers, method)), None)
     if chosen is None:

@@ -247,7 +247,8 @@ def subject_profile(model: t.MeshModel) -> str | None:
     profiles = model.profiles()
     if not profiles:
         return None
-    return max(profiles, key=lambda p: (len(set(model.contributors(p).values())), -list(profiles).index(p)))
+    order = {name: index for index, name in enumerate(profiles)}
+    return max(profiles, key=lambda p: (len(set(model.contributors(p).values())), -order[p]))
 
 
 def matrix(model: t.MeshModel, host: str | None = None, *, share: bool | None = None) -> list[Cell]:

@@ -75,56 +75,92 @@ class Identity:
         return found
 
 
+class Renaming:
+    """Where a profile's names stand in strings (no letter or digit right before or after them), found once per
+    string: renaming it to any other profile is then joining parts."""
+
+    def __init__(self, source: Identity) -> None:
+        names = source.names()
+        self.index: dict[str, int] = {}
+        for position, name in enumerate(names):
+            self.index.setdefault(name, position)
+        alternatives = "|".join(re.escape(name) for name in sorted(self.index, key=len, reverse=True))
+        self.pattern = re.compile(rf"(?<![A-Za-z0-9])({alternatives})(?![A-Za-z0-9])")
+        self._templates: dict[str, tuple | None] = {}
+
+    def template(self, value: str) -> tuple | None:
+        """`value` as literal parts and name positions; None when no name stands in it."""
+        try:
+            return self._templates[value]
+        except KeyError:
+            parts = self.pattern.split(value)
+            found = None if len(parts) == 1 else tuple(part if i % 2 == 0 else self.index[part] for i, part in enumerate(parts))
+            self._templates[value] = found
+            return found
+
+    def substitute(self, value: str, target: Identity) -> str:
+        """`value` renamed once (no template kept: for large one-off texts)."""
+        names = target.names()
+        return self.pattern.sub(lambda match: names[self.index[match.group(1)]], value)
+
+
+#: Field names of the dataclasses renamed (Cell, Trace, Hop, Caller, PathRow, RuntimePath).
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
 class Renamer:
     """Rewrites one profile's names into another's in strings, and in the traces and callers built of them.
+    Parts without a name to change are returned as they are (shared, not copied)."""
 
-    A name is replaced only where it stands alone (no letter or digit right before or after it)."""
-
-    def __init__(self, source: Identity, target: Identity) -> None:
-        pairs: dict[str, str] = {}
-        for old, new in zip(source.names(), target.names()):
-            if old != new:
-                pairs.setdefault(old, new)
-        self.pairs = pairs
-        self.identity = not pairs
-        alternatives = "|".join(re.escape(name) for name in sorted(pairs, key=len, reverse=True))
-        self._pattern = re.compile(rf"(?<![A-Za-z0-9])(?:{alternatives})(?![A-Za-z0-9])") if pairs else None
-        self._strings: dict[str, str] = {}
+    def __init__(self, source: Identity, target: Identity, renaming: Renaming | None = None) -> None:
+        self.targets = target.names()
+        self.identity = source.names() == self.targets
+        self.renaming = renaming or Renaming(source)
 
     def text(self, value: str) -> str:
-        if self._pattern is None:
+        template = self.renaming.template(value)
+        if template is None:
             return value
-        done = self._strings.get(value)
-        if done is None:
-            done = self._pattern.sub(lambda m: self.pairs[m.group(0)], value)
-            self._strings[value] = done
-        return done
+        targets = self.targets
+        return "".join(part if isinstance(part, str) else targets[part] for part in template)
 
     def __call__(self, value: Any) -> Any:
-        """`value` renamed; parts without a name to change are returned as they are (shared, not copied)."""
-        if self.identity:
-            return value
-        if isinstance(value, str):
+        return value if self.identity else self._renamed(value)
+
+    def _renamed(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is str:
             return self.text(value)
-        if isinstance(value, dict):
-            items = [(self(k), self(v)) for k, v in value.items()]
+        if kind is dict:
+            items = [(self._renamed(k), self._renamed(v)) for k, v in value.items()]
             if all(nk is k and nv is v for (nk, nv), (k, v) in zip(items, value.items())):
                 return value
             return dict(items)
-        if isinstance(value, (list, tuple)):
-            items = [self(v) for v in value]
+        if kind is list or kind is tuple:
+            items = [self._renamed(v) for v in value]
             if all(a is b for a, b in zip(items, value)):
                 return value
-            return type(value)(items)
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            changes = {}
-            for f in dataclasses.fields(value):
-                old = getattr(value, f.name)
-                new = self(old)
-                if new is not old:
-                    changes[f.name] = new
-            return dataclasses.replace(value, **changes) if changes else value
-        return value
+            return kind(items)
+        fields = _FIELDS.get(kind)
+        if fields is None:
+            fields = _FIELDS[kind] = tuple(f.name for f in dataclasses.fields(kind)) \
+                if dataclasses.is_dataclass(kind) and hasattr(value, "__dict__") else ()
+        if not fields:
+            return value
+        state = value.__dict__
+        changed = {}
+        for name in fields:
+            old = state[name]
+            new = self._renamed(old)
+            if new is not old:
+                changed[name] = new
+        if not changed:
+            return value
+        # A copy with the renamed fields (frozen dataclasses included: nothing they compute on creation).
+        copy = object.__new__(kind)
+        copy.__dict__.update(state)
+        copy.__dict__.update(changed)
+        return copy
 
 
 def _owned(obj: Mapping[str, Any], profiles: Mapping[str, str]) -> str | None:
@@ -153,9 +189,7 @@ def identities(model: t.MeshModel) -> dict[str, Identity]:
     return {name: Identity(name, tuple(found)) for name, found in people.items()}
 
 
-def _mentions(texts: Iterable[str], names: Iterable[str]) -> set[str]:
-    """The `names` that stand alone somewhere in `texts`; where several start at one place, only the longest counts
-    (a namespace `alice` inside `alice@example.com` is the email, not the namespace)."""
+def _by_first_word(names: Iterable[str]) -> dict[str, list[tuple[int, str]]]:
     by_word: dict[str, list[tuple[int, str]]] = {}
     for name in names:
         first = _WORD.search(name)
@@ -163,6 +197,12 @@ def _mentions(texts: Iterable[str], names: Iterable[str]) -> set[str]:
             by_word.setdefault(first.group(0), []).append((first.start(), name))
     for candidates in by_word.values():
         candidates.sort(key=lambda item: -len(item[1]))
+    return by_word
+
+
+def _mentions(texts: Iterable[str], by_word: Mapping[str, list[tuple[int, str]]]) -> set[str]:
+    """The names (`by_word`: by their first word) that stand alone somewhere in `texts`; where several start at one
+    place, only the longest counts (a namespace `alice` inside `alice@example.com` is the email, not the namespace)."""
     found: set[str] = set()
     for text in texts:
         covered = 0
@@ -203,21 +243,23 @@ def classes(model: t.MeshModel, alone: Iterable[str] = ()) -> list[list[str]]:
         for person in identity.people:
             people.setdefault(person, set()).add(name)
             people.setdefault(_mangled(person), set()).add(name)
-    every_name = set(people) | set(profiles)
+    every_name = _by_first_word(set(people) | set(profiles))
     # A namespace's name, or one of its people's, in an object no profile owns.
     for name in _mentions(shared_texts, every_name):
         alone |= people.get(name, set()) | ({name} if name in profiles else set())
     # A namespace's name in another profile's objects (a person named there contributes there: it does not count).
     for owner_, texts in own.items():
         alone |= {name for name in _mentions(texts, every_name) if name in profiles and name != owner_}
+    # Names that coincide (two emails with one kfam name, say) would not rename back and forth.
+    alone |= {name for name, identity in ids.items() if len(set(identity.names())) != len(identity.names())}
     grouped: dict[str, list[str]] = {}
     result: list[list[str]] = []
     for name in profiles:
         if name in alone:
             result.append([name])
             continue
-        renamer = Renamer(ids[name], _placeholder(ids[name]))
-        key = "\n".join(renamer.text(text) for text in own[name])
+        renaming, placeholder = Renaming(ids[name]), _placeholder(ids[name])
+        key = "\n".join(renaming.substitute(text, placeholder) for text in own[name])
         if key in grouped:
             grouped[key].append(name)
         else:
@@ -244,13 +286,15 @@ def share(model: t.MeshModel, trace_profile: Callable[[str], list], alone: Itera
     ids = identities(model)
     answers: dict[str, list] = {}
     plan: dict[str, str] = {}
+    renamings: dict[str, Renaming] = {}
     for members in classes(model, alone):
         first, rest = members[0], members[1:]
         answers[first] = trace_profile(first)
         if not rest:
             continue
         second = trace_profile(rest[0])
-        if Renamer(ids[first], ids[rest[0]])(answers[first]) != second:
+        renamings[first] = Renaming(ids[first])
+        if Renamer(ids[first], ids[rest[0]], renamings[first])(answers[first]) != second:
             # The renaming does not hold for this class: every member is traced on its own.
             answers[rest[0]] = second
             for name in rest[1:]:
@@ -260,5 +304,5 @@ def share(model: t.MeshModel, trace_profile: Callable[[str], list], alone: Itera
         for name in rest[1:]:
             plan[name] = first
     for name, first in plan.items():
-        answers[name] = Renamer(ids[first], ids[name])(answers[first])
+        answers[name] = Renamer(ids[first], ids[name], renamings[first])(answers[first])
     return {name: answers[name] for name in profiles}
