@@ -3,6 +3,10 @@
     python -m tools.bench_case floor FILE              parse FILE with libyaml and exit (the floor)
     python -m tools.bench_case stack STACK FILE [N]    evaluate the whole stack under mocks;
                                                        with N, the tenancy declares N generated profiles
+    python -m tools.bench_case preview STACK FILE OUT PHASES [N]
+                                                       the whole `make preview` of the stack (with N generated
+                                                       profiles), its plan written to OUT; the seconds of each
+                                                       phase (evaluate, write, checks, trace) written to PHASES
 """
 
 from __future__ import annotations
@@ -59,6 +63,40 @@ def evaluate_stack(stack: str, manifests: str, profiles: int | None) -> int:
     return len(run.resources)
 
 
+#: The preview's timed steps (tools/preview.py) by the phase `make bench` reports them in.
+PHASES = (("running __main__.py", "evaluate"), ("building the plan", "evaluate"), ("writing", "write"),
+          ("classifying the objects", "checks"), ("running the offline checks", "checks"),
+          ("checking pod admission", "checks"), ("tracing", "trace"))
+
+
+def run_preview(stack: str, manifests: str, out: str, phases_file: str, profiles: int | None) -> int:
+    """`make preview` as tools.preview runs it, with the seconds of each phase recorded."""
+    import io
+    import json
+    import time
+    from pathlib import Path
+
+    from tools.preview import Progress, _Step, preview
+
+    seconds = {phase: 0.0 for _, phase in PHASES}
+
+    class Timed(_Step):
+        def __exit__(self, *exc: object) -> None:
+            phase = next(phase for prefix, phase in PHASES if self.what.startswith(prefix))
+            seconds[phase] += time.monotonic() - self.started
+            super().__exit__(*exc)
+
+    class Recording(Progress):
+        def step(self, what: str) -> _Step:
+            return Timed(self, what)
+
+    settings = {"tenancy": generated_tenancy(profiles, machine_users(stack))} if profiles is not None else None
+    status = preview(stack, manifests=manifests, out=Path(out), settings=settings, stdout=io.StringIO(),
+                     progress=Recording(sys.stderr))
+    Path(phases_file).write_text(json.dumps(seconds))
+    return status
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["floor"]:
         print(parse_only(argv[1]))
@@ -67,6 +105,8 @@ def main(argv: list[str]) -> int:
         profiles = int(argv[3]) if len(argv) > 3 else None
         print(evaluate_stack(argv[1], argv[2], profiles))
         return 0
+    if argv[:1] == ["preview"]:
+        return run_preview(argv[1], argv[2], argv[3], argv[4], int(argv[5]) if len(argv) > 5 else None)
     print(__doc__, file=sys.stderr)
     return 2
 

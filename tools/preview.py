@@ -296,15 +296,19 @@ def preview(
     stderr: TextIO = sys.stderr,
     root: Path = REPO_ROOT,
     estate: Optional[Path] = None,
+    settings: Optional[Mapping[str, Any]] = None,
+    progress: Optional[Progress] = None,
 ) -> int:
-    """The whole `make preview`; returns the exit status (0 clean, 1 problems or a configuration error)."""
+    """The whole `make preview`; returns the exit status (0 clean, 1 problems or a configuration error).
+    `settings`: dotted keys set on top of the stack file (see with_settings); `progress`: where the timed steps go
+    (`make bench` records them)."""
     # First what the Pulumi CLI checks before it runs the program (a stack it refuses never gets further).
     if not pulumi_project.preflight(root, stack, pulumi_project.DEPLOYING_SECRETS if secrets is None else secrets, stderr):
         return 1
-    progress = Progress(stderr)
+    progress = progress or Progress(stderr)
     try:
         plan, leaks = evaluate(stack, manifests=manifests, kubeflow_version=kubeflow_version, secrets=secrets,
-                               progress=progress, root=root)
+                               progress=progress, root=root, settings=settings)
     except pulumi.RunError as error:
         # Configuration mistakes come as RunError with every problem listed: the message is the answer.
         print(f"error: {error}", file=stderr)
@@ -316,15 +320,16 @@ def preview(
         plan["ownership"] = ownership_rows(ownership)
     with progress.step(f"writing {display_path(out)}"):
         written = write_plan_dir(plan, out)
-    stdout.write(render_tree(plan))
-    stdout.write("\n" + "\n".join(ownership_table(ownership)) + "\n")
+        stdout.write(render_tree(plan))
+        stdout.write("\n" + "\n".join(ownership_table(ownership)) + "\n")
     with progress.step("running the offline checks"):
         problems = leaks + plan_checks.validate_plan(plan) + [f"ownership: {p}" for p in ownership.problems]
         deferred = plan_checks.guardrail_report(plan).deferred
     with progress.step("tracing Kubeflow's paths through the mesh"):
         table, trace_problems = mesh_trace(plan)
     stdout.write("\n" + table)
-    admitted = plan_checks.plan_pod_admission(plan)
+    with progress.step("checking pod admission"):
+        admitted = plan_checks.plan_pod_admission(plan)
     stdout.write(f"\nPod admission (ValidatingAdmissionPolicy, evaluated with cel-python): {len(admitted.namespaces_held)} "
                  f"namespaces held to baseline ({', '.join(admitted.namespaces_held)}); {admitted.pods_admitted} pod "
                  f"templates of the release admitted once injected; {admitted.hostile_refused} hostile pods refused\n")
