@@ -200,25 +200,27 @@ def _by_first_word(names: Iterable[str]) -> dict[str, list[tuple[int, str]]]:
     return by_word
 
 
-def _mentions(texts: Iterable[str], by_word: Mapping[str, list[tuple[int, str]]]) -> set[str]:
-    """The names (`by_word`: by their first word) that stand alone somewhere in `texts`; where several start at one
-    place, only the longest counts (a namespace `alice` inside `alice@example.com` is the email, not the namespace)."""
-    found: set[str] = set()
-    for text in texts:
-        covered = 0
-        for match in _WORD.finditer(text):
-            if match.start() < covered:
-                continue
-            for offset, name in by_word.get(match.group(0), ()):
-                at = match.start() - offset
+def _spans(text: str, by_word: Mapping[str, list[tuple[int, str]]]) -> list[tuple[int, int, str]]:
+    """(start, end, name) of every name (`by_word`: by its first word) standing alone in `text`, left to right; where
+    several start at one place only the longest counts (a namespace `alice` in `alice@example.com` is the email)."""
+    words = by_word.keys() & set(_WORD.findall(text))
+    if not words:
+        return []
+    spans: list[tuple[int, int, str]] = []
+    for word in words:
+        for _offset, name in by_word[word]:
+            at = text.find(name)
+            while at >= 0:
                 end = at + len(name)
-                if at < 0 or not text.startswith(name, at):
-                    continue
-                if (at > 0 and text[at - 1].isalnum()) or (end < len(text) and text[end].isalnum()):
-                    continue
-                found.add(name)
-                covered = end
-                break
+                if not ((at > 0 and text[at - 1].isalnum()) or (end < len(text) and text[end].isalnum())):
+                    spans.append((at, -len(name), name))
+                at = text.find(name, at + 1)
+    found: list[tuple[int, int, str]] = []
+    covered = 0
+    for at, negative_length, name in sorted(spans):
+        if at >= covered:
+            covered = at - negative_length
+            found.append((at, covered, name))
     return found
 
 
@@ -245,33 +247,39 @@ def classes(model: t.MeshModel, alone: Iterable[str] = ()) -> list[list[str]]:
             people.setdefault(_mangled(person), set()).add(name)
     every_name = _by_first_word(set(people) | set(profiles))
     # A namespace's name, or one of its people's, in an object no profile owns.
-    for name in _mentions(shared_texts, every_name):
-        alone |= people.get(name, set()) | ({name} if name in profiles else set())
-    # A namespace's name in another profile's objects (a person named there contributes there: it does not count).
-    for owner_, texts in own.items():
-        alone |= {name for name in _mentions(texts, every_name) if name in profiles and name != owner_}
+    for text in shared_texts:
+        for _at, _end, name in _spans(text, every_name):
+            alone |= people.get(name, set()) | ({name} if name in profiles else set())
     # Names that coincide (two emails with one kfam name, say) would not rename back and forth.
     alone |= {name for name, identity in ids.items() if len(set(identity.names())) != len(identity.names())}
+    keys: dict[str, str] = {}
+    for name in profiles:
+        # The key: the profile's own objects with its names replaced by their places in its identity, and its people's
+        # email domains (which domains may log in or register themselves decides hops). A namespace of another
+        # profile named in them makes both alone (a person named there contributes there: that does not count).
+        places = {found: index for index, found in reversed(list(enumerate(ids[name].names())))}
+        parts: list[str] = ["|".join(person.rpartition("@")[2] for person in ids[name].people), "\n"]
+        for text in own[name]:
+            last = 0
+            for at, end, found in _spans(text, every_name):
+                if found in places:
+                    parts += [text[last:at], f"\x00{places[found]}\x00"]
+                    last = end
+                elif found in profiles:
+                    alone |= {name, found}
+            parts += [text[last:], "\n"]
+        keys[name] = "".join(parts)
     grouped: dict[str, list[str]] = {}
     result: list[list[str]] = []
     for name in profiles:
         if name in alone:
             result.append([name])
-            continue
-        renaming, placeholder = Renaming(ids[name]), _placeholder(ids[name])
-        key = "\n".join(renaming.substitute(text, placeholder) for text in own[name])
-        if key in grouped:
-            grouped[key].append(name)
+        elif keys[name] in grouped:
+            grouped[keys[name]].append(name)
         else:
-            grouped[key] = [name]
-            result.append(grouped[key])
+            grouped[keys[name]] = [name]
+            result.append(grouped[keys[name]])
     return result
-
-
-def _placeholder(identity: Identity) -> Identity:
-    # A person's email domain stays: which domains may log in or register themselves decides hops.
-    return Identity("\x00profile\x00", tuple(f"\x00person{i}\x00@{person.rpartition('@')[2]}"
-                                             for i, person in enumerate(identity.people)))
 
 
 def share(model: t.MeshModel, trace_profile: Callable[[str], list], alone: Iterable[str] = (),

@@ -323,8 +323,9 @@ def preview(
         stdout.write(render_tree(plan))
         stdout.write("\n" + "\n".join(ownership_table(ownership)) + "\n")
     with progress.step("running the offline checks"):
-        problems = leaks + plan_checks.validate_plan(plan) + [f"ownership: {p}" for p in ownership.problems]
-        deferred = plan_checks.guardrail_report(plan).deferred
+        guardrails = plan_checks.guardrail_report(plan)
+        problems = leaks + plan_checks.validate_plan(plan, guardrails) + [f"ownership: {p}" for p in ownership.problems]
+        deferred = guardrails.deferred
     with progress.step("tracing Kubeflow's paths through the mesh"):
         table, trace_problems = mesh_trace(plan)
     stdout.write("\n" + table)
