@@ -49,7 +49,7 @@ def test_the_docs_block_is_written_between_the_markers_from_a_report(tmp_path):
     result = {"case": "make preview dev", "median_s": 3.0, "median_cpu_s": 2.5, "peak_rss_mb": 200.0, "runs_s": [3.0],
               "phases_share": {"evaluate": 0.4, "write": 0.1, "checks": 0.2, "trace": 0.1, "other": 0.2}}
     report = {"machine": "2-core x86_64 Linux", "release": "26.03", "repeat": 3, "perProfileMs": {"10->100": 4.0},
-              "results": {"floor": {"case": "floor", "median_s": 1.0, "median_cpu_s": 1.0, "peak_rss_mb": 30.0, "runs_s": [1.0]},
+              "results": {"floor": {"case": "floor", "median_s": 1.0, "median_cpu_s": 1.0, "peak_rss_mb": 30.0, "runs_s": [1.0, 1.1]},
                           "dev": result},
               "ratios": {"dev_over_floor": 3.0, "tenancy_1000_over_floor": 9.5}}
     page = tmp_path / "performance.md"
@@ -60,3 +60,4 @@ def test_the_docs_block_is_written_between_the_markers_from_a_report(tmp_path):
     assert "| make preview dev | 3.00 s | 2.50 s | 200 MB | 3.00 | 40 % / 10 % / 20 % / 10 % / 20 % |" in text
     assert "| `dev_over_floor` | 3.0 | at most 2: **not met** |" in text
     assert "| `tenancy_1000_over_floor` | 9.5 | at most 10: met |" in text
+    assert "medians of 3 rounds" in text and "(2 floor runs, their median)" in text

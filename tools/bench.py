@@ -143,13 +143,17 @@ def machine() -> str:
 def docs_block(report: dict) -> str:
     """The figures docs/performance.md quotes, as a Markdown table and the ratios, from one run."""
     results, ratios = report["results"], report["ratios"]
+    rounds = "one round" if report["repeat"] == 1 else f"medians of {report['repeat']} rounds"
+    floors = len(results["floor"]["runs_s"])
     lines = [DOCS_BEGIN, "",
-             f"`make bench-scale` on a {report['machine']}; the {report['release']} release; medians of "
-             f"{report['repeat']} interleaved rounds, each case a whole process from start to exit:", "",
+             f"`make bench` on a {report['machine']}; the {report['release']} release; {rounds}, each case a whole "
+             f"process from start to exit, a floor run beside each preview ({floors} floor runs, their median):", "",
              "| case | wall | CPU | peak RSS | over the floor | evaluate / write / checks / trace / other |",
              "| --- | --- | --- | --- | --- | --- |"]
     floor = results["floor"]["median_s"]
-    for key, result in results.items():
+    order = {"floor": (0, 0), "dev_cold": (1, 0), "dev": (2, 0), "prod": (3, 0)}
+    for key in sorted(results, key=lambda k: order.get(k, (4, int(k.rpartition("_")[2]) if k[-1].isdigit() else 0))):
+        result = results[key]
         shares = result.get("phases_share")
         split = " / ".join(f"{100 * shares[p]:.0f} %" for p in (*PHASES, "other")) if shares else "-"
         lines.append(f"| {result['case']} | {result['median_s']:.2f} s | {result['median_cpu_s']:.2f} s | "
@@ -186,7 +190,14 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="parsed-manifests cache the cases use")
     parser.add_argument("--output", default=str(REPO_ROOT / "build" / "bench.json"))
     parser.add_argument("--write-docs", type=Path, help="replace the figures between the bench markers of this file")
+    parser.add_argument("--docs-from", type=Path, help="write --write-docs from this report (a bench.json) instead of "
+                        "running the benchmark")
     args = parser.parse_args(argv)
+    if args.docs_from is not None:
+        if args.write_docs is None:
+            parser.error("--docs-from needs --write-docs")
+        write_docs(args.write_docs, docs_block(json.loads(args.docs_from.read_text())))
+        return 0
     repeat = 1 if args.smoke else args.repeat
     sizes = [10, 20] if args.smoke else sorted(int(n) for n in args.profiles.split(","))
     cache_dir = Path(args.cache_dir)
