@@ -510,6 +510,19 @@ class MeshModel:
     def kind(self, kind: str) -> list[Mapping[str, Any]]:
         return self.by_kind.get(kind, [])
 
+    def in_namespaces(self, kind: str, *namespaces: str) -> list[Mapping[str, Any]]:
+        """The objects of `kind` in these namespaces (none given: `default`), in the plan's order; indexed once, so a
+        trace reads its namespace's objects, not every profile's."""
+        index = self.__dict__.setdefault("_by_namespace", {})
+        if kind not in index:
+            found: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
+            for position, obj in enumerate(self.kind(kind)):
+                found.setdefault((obj.get("metadata") or {}).get("namespace") or "default", []).append((position, obj))
+            index[kind] = found
+        picked = sorted((item for namespace in set(namespaces) for item in index[kind].get(namespace, [])),
+                        key=lambda item: item[0])
+        return [obj for _, obj in picked]
+
     def namespace_labels(self, namespace: str) -> dict[str, str]:
         labels = dict(((self.namespaces.get(namespace) or {}).get("metadata") or {}).get("labels") or {})
         labels[NAMESPACE_NAME_LABEL] = namespace
@@ -1033,8 +1046,10 @@ def authorize(model: MeshModel, trace: Trace, where: str, namespace: str, labels
               request: authz.Request, *, for_tcp: bool = False, waypoint: tuple[str, list[tuple[str, str]]] | None = None,
               ext_authz=None, stages: Sequence[str] = ("CUSTOM", "DENY", "ALLOW")) -> bool:
     """CUSTOM, then DENY, then ALLOW (builder.go:110-145), those of `stages` only. Adds hops; False when refused."""
+    # Only the two namespaces' policies can apply (policies_for_workload skips every other one first).
     found = authz.policies_for_workload(
-        model.kind("AuthorizationPolicy"), namespace, labels, model.settings.root_namespace,
+        model.in_namespaces("AuthorizationPolicy", namespace, model.settings.root_namespace), namespace, labels,
+        model.settings.root_namespace,
         waypoint_services=waypoint[1] if waypoint else None, waypoint_gateway=waypoint[0] if waypoint else None)
     found = {action: (found.get(action, []) if action in stages else []) for action in ("CUSTOM", "DENY", "ALLOW")}
     allow_stage = "ALLOW" in stages
