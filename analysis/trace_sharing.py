@@ -6,13 +6,15 @@ DestinationRules, Services and workloads with their labels and service accounts)
 shares (the gateway, the root namespace's policies, Kubeflow's Services). Two profiles are alike when their own
 objects are the same once each profile's names are replaced by placeholders: its namespace, its owner, its
 contributors in the order their policies come, and the names the program derives from a contributor's email
-(`user-<email>-clusterrole-<role>`, manifests/tenancy.py). The key is computed from the objects, never from the
+(`user-<email>-clusterrole-<role>`, manifests/tenancy.py); and their people's email domains are the same (which
+domains may log in or register themselves decides hops). The key is computed from the objects, never from the
 settings that made them, so an object edited by hand (in the plan, or by a transformation) gives its profile a key
 of its own.
 
 A profile is traced on its own (a class of one) when:
 - its namespace's name appears in any object outside its own (another namespace's policy naming it, a Sidecar
-  importing it, a Gateway host for it): the shared objects would then not be the same for it and a look-alike;
+  importing it, a Gateway host for it): the shared objects would then not be the same for it and a look-alike
+  (a profile whose objects name another profile's namespace is alone too);
 - one of its people (owner or contributor) appears in an object no profile owns (a policy in the root namespace
   naming them, say); a person named in another profile's objects (contributing there) does not decide the hops
   of requests to this profile's namespace;
