@@ -92,7 +92,7 @@ def run_preview(stack: str, manifests: str, out: str, phases_file: str, profiles
 
     settings = {"tenancy": generated_tenancy(profiles, machine_users(stack))} if profiles is not None else None
     status = preview(stack, manifests=manifests, out=Path(out), settings=settings, stdout=io.StringIO(),
-                     progress=Recording(sys.stderr))
+                     progress=Recording(sys.stderr), freeze_evaluated=True)
     Path(phases_file).write_text(json.dumps(seconds))
     return status
 

@@ -298,10 +298,12 @@ def preview(
     estate: Optional[Path] = None,
     settings: Optional[Mapping[str, Any]] = None,
     progress: Optional[Progress] = None,
+    freeze_evaluated: bool = False,
 ) -> int:
     """The whole `make preview`; returns the exit status (0 clean, 1 problems or a configuration error).
     `settings`: dotted keys set on top of the stack file (see with_settings); `progress`: where the timed steps go
-    (`make bench` records them)."""
+    (`make bench` records them); `freeze_evaluated`: for a process that ends with the preview (the command), the
+    evaluated program and its plan are frozen for the cyclic collector (gc.freeze) once built."""
     # First what the Pulumi CLI checks before it runs the program (a stack it refuses never gets further).
     if not pulumi_project.preflight(root, stack, pulumi_project.DEPLOYING_SECRETS if secrets is None else secrets, stderr):
         return 1
@@ -313,6 +315,10 @@ def preview(
         # Configuration mistakes come as RunError with every problem listed: the message is the answer.
         print(f"error: {error}", file=stderr)
         return 1
+    if freeze_evaluated:
+        # They live until the exit: frozen, the collector's full collections in the phases after (the checks and the
+        # trace allocate much) stop walking them, which grows with the profiles. Never freed, so for a command only.
+        gc.freeze()
     out = out or Path("build") / stack
     with progress.step("classifying the objects: created, patched, expected"):
         ownership = classify(plan)
@@ -371,7 +377,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--estate", type=Path, help="an estate file `make estate` recorded: fail where the stack disagrees with it")
     args = parser.parse_args(argv)
     return preview(args.stack, manifests=args.manifests, kubeflow_version=args.kubeflow_version, out=args.out,
-                   estate=args.estate)
+                   estate=args.estate, freeze_evaluated=True)
 
 
 if __name__ == "__main__":
