@@ -98,7 +98,7 @@ export MAKEARG_BASELINE = $(BASELINE)
 export MAKEARG_STACKS = $(STACKS)
 export MAKEARG_ESTATE = $(ESTATE)
 
-.PHONY: venv scan-venv upstream-manifests preview estate diff diff-prerequisites upgrade-plan trace fleet test policy-pack bench docs clean
+.PHONY: venv scan-venv upstream-manifests preview estate diff diff-prerequisites upgrade-plan trace fleet test policy-pack bench bench-scale docs clean
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -175,9 +175,14 @@ policy-pack:
 	$(PYTHON) -m venv policy/venv
 	policy/venv/bin/pip install --quiet --disable-pip-version-check -r policy/requirements.txt
 
-## Whole-process timings and peak memory against the libyaml floor; writes build/bench.json.
+## `make preview` timed whole per stack and at 10/100/1,000 profiles, by phase, against the libyaml floor; writes build/bench.json.
 bench: venv upstream-manifests
 	$(BIN)/python -m tools.bench --manifests $(call release_file,$(KUBEFLOW_VERSION)) $(BENCH_ARGS)
+
+## The same up to 10,000 profiles (3 rounds; long): the figures docs/performance.md quotes, written into it.
+bench-scale: venv upstream-manifests
+	$(BIN)/python -m tools.bench --manifests $(call release_file,$(KUBEFLOW_VERSION)) --profiles 10,100,1000,10000 \
+		--repeat 3 --write-docs docs/performance.md $(BENCH_ARGS)
 
 docs: venv
 	$(BIN)/python -m tools.config_reference --write docs/configuration.md

@@ -299,8 +299,17 @@ def pod_admission(objects: Sequence[Mapping[str, Any]], profile_file_labels: Map
     problems: list[str] = []
     held: list[str] = []
     labels = namespace_labels(objects, profile_file_labels)
+    holds: dict[tuple, Mapping[str, Any] | None] = {}
+
+    def policy_for(found: Mapping[str, str]) -> Mapping[str, Any] | None:
+        # Namespaces labelled alike (profiles) are selected alike: each set of labels is looked up once.
+        key = tuple(sorted(found.items()))
+        if key not in holds:
+            holds[key] = pod_policy_holds(objects, found)
+        return holds[key]
+
     for namespace, found in sorted(labels.items()):
-        policy = pod_policy_holds(objects, found)
+        policy = policy_for(found)
         if policy is not None:
             held.append(namespace)
         elif (found.get("pod-security.kubernetes.io/enforce") == "privileged" or namespace == RUNTIME_PROFILE
@@ -322,14 +331,14 @@ def pod_admission(objects: Sequence[Mapping[str, Any]], profile_file_labels: Map
         key = json.dumps([pod["spec"], pod["metadata"].get("annotations"), sorted(labels[namespace].items())], sort_keys=True)
         verdict = verdicts.get(key)
         if verdict is None:
-            verdict = verdicts[key] = evaluate(pod_policy_holds(objects, labels[namespace]), _read_by_policy(pod))
+            verdict = verdicts[key] = evaluate(policy_for(labels[namespace]), _read_by_policy(pod))
         if verdict.admitted:
             admitted += 1
         else:
             problems.append(f"{object_ref(obj)}: its pods, once the mesh injected them, are refused by {POD_POLICY}: {'; '.join(verdict.refusals)}")
     refused = 0
     for namespace in [n for n in held if n == RUNTIME_PROFILE or labels[n].get("app.kubernetes.io/part-of") == "kubeflow-profile"][:1]:
-        policy = pod_policy_holds(objects, labels[namespace])
+        policy = policy_for(labels[namespace])
         ordinary = evaluate(policy, injected(tenant_pod(namespace), data_plane, native_sidecars))
         if not ordinary.admitted:
             problems.append(f"namespace {namespace}: an ordinary notebook pod is refused by {POD_POLICY}: {'; '.join(ordinary.refusals)}")

@@ -219,12 +219,28 @@ def _plan_pod(model: t.MeshModel, namespace: str, name: str, kind: str = "Deploy
                str(spec.get("serviceAccountName") or "default"))
 
 
+def _cached(model: t.MeshModel, key: str, compute):
+    # Read once per model: runtime_objects asks for every profile.
+    cache = model.__dict__.setdefault("_runtime_trace_cache", {})
+    if key not in cache:
+        cache[key] = compute(model)
+    return cache[key]
+
+
 def _serving_domain(model: t.MeshModel) -> str | None:
+    return _cached(model, "serving_domain", _read_serving_domain)
+
+
+def _ingress_gateway(model: t.MeshModel) -> str:
+    return _cached(model, "ingress_gateway", _read_ingress_gateway)
+
+
+def _read_serving_domain(model: t.MeshModel) -> str | None:
     config = next((c for c in model.kind("ConfigMap") if t._name(c) == "config-domain" and t._ns(c) == "knative-serving"), None)
     return next((key for key in ((config or {}).get("data") or {}) if key != "_example"), None)
 
 
-def _ingress_gateway(model: t.MeshModel) -> str:
+def _read_ingress_gateway(model: t.MeshModel) -> str:
     config = next((c for c in model.kind("ConfigMap") if t._name(c) == "inferenceservice-config"), None)
     try:
         return str(json.loads(((config or {}).get("data") or {}).get("ingress") or "{}").get("ingressGateway") or "kubeflow/kubeflow-gateway")
@@ -232,9 +248,10 @@ def _ingress_gateway(model: t.MeshModel) -> str:
         return "kubeflow/kubeflow-gateway"
 
 
-def runtime_objects(model: t.MeshModel, mesh: RuntimeMesh) -> list[dict[str, Any]]:
-    """The destinations that exist only at run time, as their controllers make them (marked `(run time)`)."""
-    profile = _profile(model)
+def runtime_objects(model: t.MeshModel, mesh: RuntimeMesh, profile: str | None = None) -> list[dict[str, Any]]:
+    """The destinations that exist only at run time in `profile` (the first by default), as their controllers make
+    them (marked `(run time)`)."""
+    profile = profile or _profile(model)
     if profile is None:
         return []
     added: list[dict[str, Any]] = []
@@ -598,9 +615,9 @@ def _gateway_probe(model: t.MeshModel, mesh: RuntimeMesh, trace: t.Trace, contro
     return _probe_verdict(trace, 200, "the gateway routes it")
 
 
-def paths(model: t.MeshModel, mesh: RuntimeMesh) -> list[RuntimePath]:
-    """Every run-time path of the four workloads (and a notebook's SDK call), traced."""
-    profile = _profile(model)
+def paths(model: t.MeshModel, mesh: RuntimeMesh, profile: str | None = None) -> list[RuntimePath]:
+    """Every run-time path of the four workloads (and a notebook's SDK call) in `profile` (the first by default), traced."""
+    profile = profile or _profile(model)
     if profile is None:
         return []
     found: list[RuntimePath] = []
@@ -734,13 +751,52 @@ def labelled_profile_namespaces(model: t.MeshModel) -> list[Mapping[str, Any]]:
     return result
 
 
-def model_from_plan(plan: Mapping[str, Any]) -> tuple[t.MeshModel, RuntimeMesh]:
+def model_from_plan(plan: Mapping[str, Any], base: t.MeshModel | None = None) -> tuple[t.MeshModel, RuntimeMesh]:
     """The trace's model of the plan with the run-time objects added (the profile controller's namespace labels,
-    the gateway trace's run-time objects, and the pods and Services above), and the mesh's shape."""
-    base = t.model_from_plan(plan)
+    the gateway trace's run-time objects, and the pods and Services above, in every profile), and the mesh's shape.
+    `base`: the gateway trace's model of the same plan, when the caller has it already."""
+    base = base or t.model_from_plan(plan)
     base = t.MeshModel(labelled_profile_namespaces(base), base.settings)
     mesh = RuntimeMesh.from_plan(plan)
-    return t.MeshModel(base.objects + runtime_objects(base, mesh), base.settings), mesh
+    added: list[dict[str, Any]] = []
+    seen: set[tuple[str, str, str]] = set()
+    for profile in base.profiles():
+        for obj in runtime_objects(base, mesh, profile):
+            # What is not the profile's own (the mesh owner's cluster-local gateway) is added once.
+            key = (str(obj.get("kind")), t._ns(obj), t._name(obj))
+            if key not in seen:
+                seen.add(key)
+                added.append(obj)
+    return t.MeshModel(base.objects + added, base.settings), mesh
+
+
+def every_profile(model: t.MeshModel, mesh: RuntimeMesh, *, share: bool | None = None) -> dict[str, list[RuntimePath]]:
+    """The run-time paths of every profile, alike profiles traced once (analysis/trace_sharing.py)."""
+    from analysis import trace_sharing
+
+    first = _profile(model)
+    return trace_sharing.share(model, lambda profile: paths(model, mesh, profile), alone=[first] if first else [], on=share)
+
+
+def problems_of_every_profile(found: Mapping[str, Sequence[RuntimePath]]) -> list[str]:
+    """The first profile's problems as `problems` words them, then every other profile's, each naming its profile."""
+    first = next(iter(found), None)
+    return [problem if profile == first else f"in profile {profile}: {problem}"
+            for profile, paths_ in found.items() for problem in problems(paths_)]
+
+
+def render_every_profile(found: Mapping[str, Sequence[RuntimePath]]) -> str:
+    """The first profile's table, then the other profiles: how many paths each, and those that fail."""
+    first = next(iter(found), None)
+    text = render_table(found[first] if first else [])
+    others = [profile for profile in found if profile != first]
+    if not others:
+        return text
+    failing = {profile: problems(found[profile]) for profile in others}
+    bad = {profile: problems_ for profile, problems_ in failing.items() if problems_}
+    lines = [f"  every other profile ({len(others)}): {sum(len(found[p]) for p in others)} paths traced; "
+             + (f"{sum(len(p) for p in bad.values())} fail, in {', '.join(bad)}" if bad else "every one works")]
+    return text + "\n".join(lines) + "\n"
 
 
 def problems(found: Sequence[RuntimePath]) -> list[str]:

@@ -513,9 +513,13 @@ def gateway_virtual_host_routes(model: "MeshModel", on_port: Sequence[tuple[Mapp
         return []
     chosen = max(ranked)[1]
     unique: list[HttpRoute] = []
+    # Matches kept so far by VirtualService and route index: the check stays local when profiles add thousands.
+    kept: dict[tuple[int, int], list] = {}
     for route in vhosts[chosen]:
         # The same VirtualService reached through two servers is one set of routes (collapseDuplicateRoutes).
-        if not any(r.service is route.service and r.index == route.index and r.match == route.match for r in unique):
+        matches = kept.setdefault((id(route.service), route.index), [])
+        if not any(match == route.match for match in matches):
+            matches.append(route.match)
             unique.append(route)
     return [r for r in unique if not r.catch_all] + [r for r in unique if r.catch_all]
 
@@ -539,6 +543,19 @@ class MeshModel:
     def kind(self, kind: str) -> list[Mapping[str, Any]]:
         return self.by_kind.get(kind, [])
 
+    def in_namespaces(self, kind: str, *namespaces: str) -> list[Mapping[str, Any]]:
+        """The objects of `kind` in these namespaces (none given: `default`), in the plan's order; indexed once, so a
+        trace reads its namespace's objects, not every profile's."""
+        index = self.__dict__.setdefault("_by_namespace", {})
+        if kind not in index:
+            found: dict[str, list[tuple[int, Mapping[str, Any]]]] = {}
+            for position, obj in enumerate(self.kind(kind)):
+                found.setdefault((obj.get("metadata") or {}).get("namespace") or "default", []).append((position, obj))
+            index[kind] = found
+        picked = sorted((item for namespace in set(namespaces) for item in index[kind].get(namespace, [])),
+                        key=lambda item: item[0])
+        return [obj for _, obj in picked]
+
     def namespace_labels(self, namespace: str) -> dict[str, str]:
         labels = dict(((self.namespaces.get(namespace) or {}).get("metadata") or {}).get("labels") or {})
         labels[NAMESPACE_NAME_LABEL] = namespace
@@ -555,12 +572,15 @@ class MeshModel:
 
     def contributors(self, namespace: str) -> dict[str, str]:
         """user -> role, from the kfam-style policies of the profile (annotations user/role)."""
-        found = {}
-        for policy in self.kind("AuthorizationPolicy"):
-            annotations = (policy.get("metadata") or {}).get("annotations") or {}
-            if _ns(policy) == namespace and annotations.get("role") in ("edit", "view") and annotations.get("user"):
-                found[annotations["user"]] = annotations["role"]
-        return found
+        if not hasattr(self, "_contributors"):
+            # Indexed once: asked for every profile, a walk over every policy each time grows with the square.
+            index: dict[str, dict[str, str]] = {}
+            for policy in self.kind("AuthorizationPolicy"):
+                annotations = (policy.get("metadata") or {}).get("annotations") or {}
+                if annotations.get("role") in ("edit", "view") and annotations.get("user"):
+                    index.setdefault(_ns(policy), {})[annotations["user"]] = annotations["role"]
+            self._contributors = index
+        return dict(self._contributors.get(namespace, {}))
 
     def config_value(self, key: str) -> str | None:
         for config_map in self.kind("ConfigMap"):
@@ -1279,8 +1299,10 @@ def authorize(model: MeshModel, trace: Trace, where: str, namespace: str, labels
     """CUSTOM, then DENY, then ALLOW (builder.go:110-145), those of `stages` only. Adds hops; False when refused."""
     version = authz.istio_minor(model.settings.istio_version)
     request = replace(request, istio_version=version)
+    # Only the two namespaces' policies can apply (policies_for_workload skips every other one first).
     found = authz.policies_for_workload(
-        model.kind("AuthorizationPolicy"), namespace, labels, model.settings.root_namespace,
+        model.in_namespaces("AuthorizationPolicy", namespace, model.settings.root_namespace), namespace, labels,
+        model.settings.root_namespace,
         waypoint_services=waypoint[1] if waypoint else None, waypoint_gateway=waypoint[0] if waypoint else None,
         istio_version=version)
     found = {action: (found.get(action, []) if action in stages else []) for action in ("CUSTOM", "DENY", "ALLOW")}
@@ -1619,8 +1641,8 @@ def _trace_through_gateway(model: MeshModel, trace: Trace, host: str, path: str,
     bound_names = {f"{_ns(g)}/{_name(g)}" for g, _ in on_port}
     for name in sorted(bound_names):
         services += virtual_services_for_gateway(model.kind("VirtualService"), settings.gateway_namespace, name)
-    hidden = [s for s in model.kind("VirtualService") if bound_names & set(gateway_names(s))
-              and not any(s is v for v in services)]
+    given = {id(v) for v in services}
+    hidden = [s for s in model.kind("VirtualService") if bound_names & set(gateway_names(s)) and id(s) not in given]
     routes = gateway_virtual_host_routes(model, on_port, settings.gateway_namespace, host)
     chosen = next((r for r in routes if route_matches(r, path, headers, method)), None)
     if chosen is None:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from analysis import trace as t
+from analysis import trace_sharing
 from analysis.routes import virtual_services_for_gateway
 
 REACH, REFUSE, NA = "reach", "refuse", "-"
@@ -246,19 +247,22 @@ def subject_profile(model: t.MeshModel) -> str | None:
     profiles = model.profiles()
     if not profiles:
         return None
-    return max(profiles, key=lambda p: (len(set(model.contributors(p).values())), -list(profiles).index(p)))
+    order = {name: index for index, name in enumerate(profiles)}
+    return max(profiles, key=lambda p: (len(set(model.contributors(p).values())), -order[p]))
 
 
-def matrix(model: t.MeshModel, host: str | None = None) -> list[Cell]:
-    """Every row x caller kind, traced."""
+def matrix(model: t.MeshModel, host: str | None = None, *, share: bool | None = None) -> list[Cell]:
+    """Every row x caller kind, traced. The notebook rows of alike profiles are traced once and renamed for each
+    (analysis/trace_sharing.py; `share=False`, or KUBEFLOW_PLATFORM_TRACE_SHARING=0, traces every one in full)."""
     host = host or (model.settings.hosts[0] if model.settings.hosts else "kubeflow.example.com")
     subject = subject_profile(model)
     if subject is None:
         return []
-    cells = []
     cache: dict[str, dict[str, t.Caller | None]] = {}
-    for row in rows(model, subject):
+
+    def traced(row: PathRow) -> list[Cell]:
         found = cache.setdefault(row.profile, callers(model, row.profile))
+        cells = []
         for kind in CALLER_KINDS:
             caller = found[kind]
             want = expected(row, kind, model, caller)
@@ -273,6 +277,19 @@ def matrix(model: t.MeshModel, host: str | None = None) -> list[Cell]:
             else:
                 url = f"https://{row.host or host}{row.path}"
             cells.append(Cell(row, kind, want, t.trace_request(model, url, caller, row.method)))
+        return cells
+
+    all_rows = rows(model, subject)
+    # A profile's own row: its notebook on the first host. Its callers are relative to it; other rows' to the subject.
+    own = {row.profile: row for row in all_rows if row.kind == "notebook" and row.host is None}
+    # The subject's callers and rows, the first profile (the direct callers' probe is its owner's) and the profiles
+    # whose workloads call the others' (`other-workload`) are traced on their own.
+    first_two = list(model.profiles())[:2]
+    answers = trace_sharing.share(model, lambda profile: traced(own[profile]) if profile in own else [],
+                                  alone={subject, *first_two}, on=share)
+    cells: list[Cell] = []
+    for row in all_rows:
+        cells += answers[row.profile] if own.get(row.profile) is row else traced(row)
     return cells
 
 

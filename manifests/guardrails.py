@@ -213,10 +213,11 @@ class _TrackedList(list):
         return (_tracked(value, self._reads) for value in super().__iter__())
 
 
-def _decided(check: Callable[[Mapping], list[str]], holder: Mapping) -> tuple[list[str], bool]:
+def _decided(check: Callable[[Mapping], list[str]], holder: Mapping, unknowns: bool | None = None) -> tuple[list[str], bool]:
     """(what `check` finds in `holder`, whether that rests on a value known only at deploy time: the check
-    read one). Only a holder with unknowns goes through a tracking copy, so the common case costs nothing."""
-    if not has_unknown(holder):
+    read one). Only a holder with unknowns goes through a tracking copy, so the common case costs nothing.
+    `unknowns`: `has_unknown(holder)`, when the caller knows it already (one walk per object, not per rule)."""
+    if not (has_unknown(holder) if unknowns is None else unknowns):
         return check(holder), False
     reads = _Reads()
     found = check(_TrackedDict(holder, reads))
@@ -921,9 +922,10 @@ def check_plan(resources: Sequence[PlannedResource], params: GuardrailParams,
     violations.extend(violation("s3-bucket-companions", message) for message in companions.violations)
     deferred.extend(violation("s3-bucket-companions", message) for message in companions.deferred)
     for each in planned:
+        unknowns = has_unknown(each.obj)
         for policy, object_rule in OBJECT_RULES.items():
             if policy != "images-from-approved-mirror" or params.mirror:
-                sort(policy, _decided(lambda obj: object_rule(PlannedObject(obj, each.typed), params), each.obj))
+                sort(policy, _decided(lambda obj: object_rule(PlannedObject(obj, each.typed), params), each.obj, unknowns))
     violations.extend(violation("profile-namespaces-in-mesh", message)
                       for message in profile_namespaces_in_mesh([p.obj for p in planned], params))
     return GuardrailReport(violations, deferred)

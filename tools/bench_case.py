@@ -3,8 +3,12 @@
     python -m tools.bench_case floor FILE              parse FILE with libyaml and exit (the floor)
     python -m tools.bench_case stack STACK FILE [N]    evaluate the whole stack under mocks;
                                                        with N, the tenancy declares N generated profiles
-    python -m tools.bench_case preview DIR STACK       the whole offline preview of a stack of the program copy
+    python -m tools.bench_case preview-dir DIR STACK   the whole offline preview of a stack of the program copy
                                                        in DIR (writes DIR/build/STACK), as `make preview` runs it
+    python -m tools.bench_case preview STACK FILE OUT PHASES [N]
+                                                       the whole `make preview` of the stack (with N generated
+                                                       profiles), its plan written to OUT; the seconds of each
+                                                       phase (evaluate, write, checks, trace) written to PHASES
 """
 
 from __future__ import annotations
@@ -76,6 +80,40 @@ def preview_stack(directory: str, stack: str) -> int:
     return status
 
 
+#: The preview's timed steps (tools/preview.py) by the phase `make bench` reports them in.
+PHASES = (("running __main__.py", "evaluate"), ("building the plan", "evaluate"), ("writing", "write"),
+          ("classifying the objects", "checks"), ("running the offline checks", "checks"),
+          ("checking pod admission", "checks"), ("tracing", "trace"))
+
+
+def run_preview(stack: str, manifests: str, out: str, phases_file: str, profiles: int | None) -> int:
+    """`make preview` as tools.preview runs it, with the seconds of each phase recorded."""
+    import io
+    import json
+    import time
+    from pathlib import Path
+
+    from tools.preview import Progress, _Step, preview
+
+    seconds = {phase: 0.0 for _, phase in PHASES}
+
+    class Timed(_Step):
+        def __exit__(self, *exc: object) -> None:
+            phase = next(phase for prefix, phase in PHASES if self.what.startswith(prefix))
+            seconds[phase] += time.monotonic() - self.started
+            super().__exit__(*exc)
+
+    class Recording(Progress):
+        def step(self, what: str) -> _Step:
+            return Timed(self, what)
+
+    settings = {"tenancy": generated_tenancy(profiles, machine_users(stack))} if profiles is not None else None
+    status = preview(stack, manifests=manifests, out=Path(out), settings=settings, stdout=io.StringIO(),
+                     progress=Recording(sys.stderr), freeze_evaluated=True)
+    Path(phases_file).write_text(json.dumps(seconds))
+    return status
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["floor"]:
         print(parse_only(argv[1]))
@@ -85,6 +123,8 @@ def main(argv: list[str]) -> int:
         print(evaluate_stack(argv[1], argv[2], profiles))
         return 0
     if argv[:1] == ["preview"]:
+        return run_preview(argv[1], argv[2], argv[3], argv[4], int(argv[5]) if len(argv) > 5 else None)
+    if argv[:1] == ["preview-dir"]:
         return preview_stack(argv[1], argv[2])
     print(__doc__, file=sys.stderr)
     return 2

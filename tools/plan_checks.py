@@ -173,9 +173,10 @@ CHECKS: list[Callable[[Plan], Iterable[str]]] = [
 ]
 
 
-def validate_plan(plan: Plan) -> list[str]:
-    """Every problem every check finds in `plan`; empty when it passes."""
+def validate_plan(plan: Plan, guardrails: GuardrailReport | None = None) -> list[str]:
+    """Every problem every check finds in `plan`; empty when it passes. `guardrails`: the plan's guardrail report
+    when the caller has it already (the preview reads its deferred rules too): not computed twice."""
     problems: list[str] = []
     for check in CHECKS:
-        problems += list(check(plan))
+        problems += list(guardrails.violations if check is guardrails_hold and guardrails is not None else check(plan))
     return problems

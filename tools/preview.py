@@ -283,13 +283,13 @@ def mesh_trace(plan: Mapping[str, Any]) -> tuple[str, list[str]]:
     try:
         model = trace.model_from_plan(plan)
         cells = trace_matrix.matrix(model)
-        runtime_model, runtime_mesh = runtime_trace.model_from_plan(plan)
-        found = runtime_trace.paths(runtime_model, runtime_mesh)
+        runtime_model, runtime_mesh = runtime_trace.model_from_plan(plan, model)
+        found = runtime_trace.every_profile(runtime_model, runtime_mesh)
     except (trace.TraceError, policies.NotModelled) as error:
         return "", [f"mesh trace: {error}"]
-    return (trace_matrix.render_table(cells) + "\n" + runtime_trace.render_table(found),
+    return (trace_matrix.render_table(cells) + "\n" + runtime_trace.render_every_profile(found),
             [f"mesh trace: {problem}" for problem in trace_matrix.problems(cells)]
-            + [f"run-time trace: {problem}" for problem in runtime_trace.problems(found)])
+            + [f"run-time trace: {problem}" for problem in runtime_trace.problems_of_every_profile(found)])
 
 
 def traced_plan(plan: Mapping[str, Any], root: Path = REPO_ROOT) -> Mapping[str, Any]:
@@ -321,13 +321,18 @@ def preview(
     estate: Optional[Path] = None,
     settings: Optional[Mapping[str, Any]] = None,
     plans_dir: Optional[Path] = None,
+    progress: Optional[Progress] = None,
+    freeze_evaluated: bool = False,
 ) -> int:
     """The whole `make preview`; returns the exit status (0 clean, 1 problems or a configuration error).
-    `settings` and `plans_dir` as for `evaluate` (make fleet)."""
+    `settings`: dotted keys set on top of the stack file (see with_settings); `plans_dir` as for `evaluate` (make
+    fleet); `progress`: where the timed steps go (`make bench` records them); `freeze_evaluated`: for a process that
+    ends with the preview (the command), the evaluated program and its plan are frozen for the cyclic collector
+    (gc.freeze) once built."""
     # First what the Pulumi CLI checks before it runs the program (a stack it refuses never gets further).
     if not pulumi_project.preflight(root, stack, pulumi_project.DEPLOYING_SECRETS if secrets is None else secrets, stderr):
         return 1
-    progress = Progress(stderr)
+    progress = progress or Progress(stderr)
     try:
         plan, leaks = evaluate(stack, manifests=manifests, kubeflow_version=kubeflow_version, secrets=secrets,
                                progress=progress, root=root, settings=settings, plans_dir=plans_dir)
@@ -335,6 +340,10 @@ def preview(
         # Configuration mistakes come as RunError with every problem listed: the message is the answer.
         print(f"error: {error}", file=stderr)
         return 1
+    if freeze_evaluated:
+        # They live until the exit: frozen, the collector's full collections in the phases after (the checks and the
+        # trace allocate much) stop walking them, which grows with the profiles. Never freed, so for a command only.
+        gc.freeze()
     out = out or Path("build") / stack
     with progress.step("classifying the objects: created, patched, expected"):
         ownership = classify(plan)
@@ -342,19 +351,21 @@ def preview(
         plan["ownership"] = ownership_rows(ownership)
     with progress.step(f"writing {display_path(out)}"):
         written = write_plan_dir(plan, out)
-    stdout.write(render_tree(plan))
+        stdout.write(render_tree(plan))
     if GLOBAL_STACK_OUTPUT in plan["outputs"]:
         # A fleet's global stack applies nothing to a cluster: no guardrails, admission or mesh to check; the fleet
         # check (make fleet) holds it against its regions.
         return _report(leaks, [], written, stdout)
     stdout.write("\n" + "\n".join(ownership_table(ownership)) + "\n")
     with progress.step("running the offline checks"):
-        problems = leaks + plan_checks.validate_plan(plan) + [f"ownership: {p}" for p in ownership.problems]
-        deferred = plan_checks.guardrail_report(plan).deferred
+        guardrails = plan_checks.guardrail_report(plan)
+        problems = leaks + plan_checks.validate_plan(plan, guardrails) + [f"ownership: {p}" for p in ownership.problems]
+        deferred = guardrails.deferred
     with progress.step("tracing Kubeflow's paths through the mesh"):
         table, trace_problems = mesh_trace(traced_plan(plan, root))
     stdout.write("\n" + table)
-    admitted = plan_checks.plan_pod_admission(plan)
+    with progress.step("checking pod admission"):
+        admitted = plan_checks.plan_pod_admission(plan)
     stdout.write(f"\nPod admission (ValidatingAdmissionPolicy, evaluated with cel-python): {len(admitted.namespaces_held)} "
                  f"namespaces held to baseline ({', '.join(admitted.namespaces_held)}); {admitted.pods_admitted} pod "
                  f"templates of the release admitted once injected; {admitted.hostile_refused} hostile pods refused\n")
@@ -399,7 +410,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--estate", type=Path, help="an estate file `make estate` recorded: fail where the stack disagrees with it")
     args = parser.parse_args(argv)
     return preview(args.stack, manifests=args.manifests, kubeflow_version=args.kubeflow_version, out=args.out,
-                   estate=args.estate)
+                   estate=args.estate, freeze_evaluated=True)
 
 
 if __name__ == "__main__":

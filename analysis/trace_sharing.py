@@ -1,0 +1,318 @@
+"""Profiles that are alike, traced once: the trace's answer for one is the other's with the names swapped.
+
+A trace of a profile's paths reads the objects that decide each hop: the profile's own (its Namespace and every
+object in it: kfam's contributor policies, the owner's policy, PeerAuthentications, Sidecars, VirtualServices,
+DestinationRules, Services and workloads with their labels and service accounts) and the objects every profile
+shares (the gateway, the root namespace's policies, Kubeflow's Services). Two profiles are alike when their own
+objects are the same once each profile's names are replaced by placeholders: its namespace, its owner, its
+contributors in the order their policies come, and the names the program derives from a contributor's email
+(`user-<email>-clusterrole-<role>`, manifests/tenancy.py); and their people's email domains are the same (which
+domains may log in or register themselves decides hops). The key is computed from the objects, never from the
+settings that made them, so an object edited by hand (in the plan, or by a transformation) gives its profile a key
+of its own.
+
+A profile is traced on its own (a class of one) when:
+- its namespace's name appears in any object outside its own (another namespace's policy naming it, a Sidecar
+  importing it, a Gateway host for it): the shared objects would then not be the same for it and a look-alike
+  (a profile whose objects name another profile's namespace is alone too);
+- one of its people (owner or contributor) appears in an object no profile owns (a policy in the root namespace
+  naming them, say); a person named in another profile's objects (contributing there) does not decide the hops
+  of requests to this profile's namespace;
+- the caller asks for it (the profile the matrix's web-app rows are relative to, the profiles whose workloads
+  other rows call from).
+
+Each class is traced for its first member; the answer is renamed for every other member. The second member of
+every class is also traced in full and compared with its renamed answer: where they differ, every member of the
+class is traced on its own, so a renaming that would not hold (a profile's name inside an unrelated word, say)
+costs time, never a wrong answer.
+
+`KUBEFLOW_PLATFORM_TRACE_SHARING=0` turns the sharing off (every profile traced in full; the answers are the
+same byte for byte, which tests/test_trace_sharing.py asserts).
+
+Pure Python; no Pulumi.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from analysis import trace as t
+
+SHARING_ENV = "KUBEFLOW_PLATFORM_TRACE_SHARING"
+#: The separators of kfam's contributor names (manifests/tenancy.py kfam_binding_name).
+_UNSAFE = re.compile(r"[^a-zA-Z0-9]+")
+_WORD = re.compile(r"[A-Za-z0-9]+")
+#: Kinds no hop reads: their schemas and rules are upstream's and never name a profile's objects.
+_NOT_READ = frozenset({"CustomResourceDefinition"})
+
+
+def enabled(share: bool | None = None) -> bool:
+    """`share` when given, else the environment (on unless KUBEFLOW_PLATFORM_TRACE_SHARING=0)."""
+    if share is not None:
+        return share
+    return os.environ.get(SHARING_ENV, "1").strip() not in ("0", "false", "no", "off")
+
+
+def _mangled(email: str) -> str:
+    return _UNSAFE.sub("-", email).lower()
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A profile's names: its namespace and its people (owner first, then contributors in policy order)."""
+
+    namespace: str
+    people: tuple[str, ...]
+
+    def names(self) -> list[str]:
+        found = [self.namespace]
+        for person in self.people:
+            found += [person, _mangled(person)]
+        return found
+
+
+class Renaming:
+    """Where a profile's names stand in strings (no letter or digit right before or after them), found once per
+    string: renaming it to any other profile is then joining parts."""
+
+    def __init__(self, source: Identity) -> None:
+        names = source.names()
+        self.index: dict[str, int] = {}
+        for position, name in enumerate(names):
+            self.index.setdefault(name, position)
+        alternatives = "|".join(re.escape(name) for name in sorted(self.index, key=len, reverse=True))
+        self.pattern = re.compile(rf"(?<![A-Za-z0-9])({alternatives})(?![A-Za-z0-9])")
+        self._templates: dict[str, tuple | None] = {}
+
+    def template(self, value: str) -> tuple | None:
+        """`value` as literal parts and name positions; None when no name stands in it."""
+        try:
+            return self._templates[value]
+        except KeyError:
+            parts = self.pattern.split(value)
+            found = None if len(parts) == 1 else tuple(part if i % 2 == 0 else self.index[part] for i, part in enumerate(parts))
+            self._templates[value] = found
+            return found
+
+    def substitute(self, value: str, target: Identity) -> str:
+        """`value` renamed once (no template kept: for large one-off texts)."""
+        names = target.names()
+        return self.pattern.sub(lambda match: names[self.index[match.group(1)]], value)
+
+
+#: Field names of the dataclasses renamed (Cell, Trace, Hop, Caller, PathRow, RuntimePath).
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+class Renamer:
+    """Rewrites one profile's names into another's in strings, and in the traces and callers built of them.
+    Parts without a name to change are returned as they are (shared, not copied)."""
+
+    def __init__(self, source: Identity, target: Identity, renaming: Renaming | None = None) -> None:
+        self.targets = target.names()
+        self.identity = source.names() == self.targets
+        self.renaming = renaming or Renaming(source)
+
+    def text(self, value: str) -> str:
+        template = self.renaming.template(value)
+        if template is None:
+            return value
+        targets = self.targets
+        return "".join(part if isinstance(part, str) else targets[part] for part in template)
+
+    def __call__(self, value: Any) -> Any:
+        return value if self.identity else self._renamed(value)
+
+    def _renamed(self, value: Any) -> Any:
+        kind = type(value)
+        if kind is str:
+            return self.text(value)
+        if kind is dict:
+            items = [(self._renamed(k), self._renamed(v)) for k, v in value.items()]
+            if all(nk is k and nv is v for (nk, nv), (k, v) in zip(items, value.items())):
+                return value
+            return dict(items)
+        if kind is list or kind is tuple:
+            items = [self._renamed(v) for v in value]
+            if all(a is b for a, b in zip(items, value)):
+                return value
+            return kind(items)
+        fields = _FIELDS.get(kind)
+        if fields is None:
+            fields = _FIELDS[kind] = tuple(f.name for f in dataclasses.fields(kind)) \
+                if dataclasses.is_dataclass(kind) and hasattr(value, "__dict__") else ()
+        if not fields:
+            return value
+        state = value.__dict__
+        changed = {}
+        for name in fields:
+            old = state[name]
+            new = self._renamed(old)
+            if new is not old:
+                changed[name] = new
+        if not changed:
+            return value
+        # A copy with the renamed fields (frozen dataclasses included: nothing they compute on creation).
+        copy = object.__new__(kind)
+        copy.__dict__.update(state)
+        copy.__dict__.update(changed)
+        return copy
+
+
+def _owned(obj: Mapping[str, Any], profiles: Mapping[str, str]) -> str | None:
+    """The profile an object belongs to: its namespace's, or the profile a cluster-scoped object is named after."""
+    metadata = obj.get("metadata") or {}
+    namespace = metadata.get("namespace")
+    if namespace:
+        return namespace if namespace in profiles else None
+    name = metadata.get("name")
+    return name if name in profiles else None
+
+
+def identities(model: t.MeshModel) -> dict[str, Identity]:
+    """Every profile's names, read from its own objects (the owner annotation, kfam's contributor policies)."""
+    profiles = model.profiles()
+    machines = {issuer.machine_user for issuer in model.settings.issuers if issuer.machine_user}
+    people: dict[str, list[str]] = {name: [owner] for name, owner in profiles.items()}
+    for policy in model.kind("AuthorizationPolicy"):
+        namespace = t._ns(policy)
+        if namespace not in people:
+            continue
+        annotations = (policy.get("metadata") or {}).get("annotations") or {}
+        user = annotations.get("user")
+        if annotations.get("role") in ("edit", "view") and user and user not in machines and user not in people[namespace]:
+            people[namespace].append(user)
+    return {name: Identity(name, tuple(found)) for name, found in people.items()}
+
+
+def _by_first_word(names: Iterable[str]) -> dict[str, list[tuple[int, str]]]:
+    by_word: dict[str, list[tuple[int, str]]] = {}
+    for name in names:
+        first = _WORD.search(name)
+        if first is not None:
+            by_word.setdefault(first.group(0), []).append((first.start(), name))
+    for candidates in by_word.values():
+        candidates.sort(key=lambda item: -len(item[1]))
+    return by_word
+
+
+def _spans(text: str, by_word: Mapping[str, list[tuple[int, str]]]) -> list[tuple[int, int, str]]:
+    """(start, end, name) of every name (`by_word`: by its first word) standing alone in `text`, left to right; where
+    several start at one place only the longest counts (a namespace `alice` in `alice@example.com` is the email)."""
+    words = by_word.keys() & set(_WORD.findall(text))
+    if not words:
+        return []
+    spans: list[tuple[int, int, str]] = []
+    for word in words:
+        for _offset, name in by_word[word]:
+            at = text.find(name)
+            while at >= 0:
+                end = at + len(name)
+                if not ((at > 0 and text[at - 1].isalnum()) or (end < len(text) and text[end].isalnum())):
+                    spans.append((at, -len(name), name))
+                at = text.find(name, at + 1)
+    found: list[tuple[int, int, str]] = []
+    covered = 0
+    for at, negative_length, name in sorted(spans):
+        if at >= covered:
+            covered = at - negative_length
+            found.append((at, covered, name))
+    return found
+
+
+def classes(model: t.MeshModel, alone: Iterable[str] = ()) -> list[list[str]]:
+    """The profiles in classes of alike ones, in profile order (each class's first member is traced for it)."""
+    profiles = model.profiles()
+    ids = identities(model)
+    alone = set(alone)
+    own: dict[str, list[str]] = {name: [] for name in profiles}
+    shared_texts: list[str] = []
+    for obj in model.objects:
+        if obj.get("kind") in _NOT_READ:
+            continue
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        owner = _owned(obj, profiles)
+        if owner is None:
+            shared_texts.append(text)
+        else:
+            own[owner].append(text)
+    people: dict[str, set[str]] = {}
+    for name, identity in ids.items():
+        for person in identity.people:
+            people.setdefault(person, set()).add(name)
+            people.setdefault(_mangled(person), set()).add(name)
+    every_name = _by_first_word(set(people) | set(profiles))
+    # A namespace's name, or one of its people's, in an object no profile owns.
+    for text in shared_texts:
+        for _at, _end, name in _spans(text, every_name):
+            alone |= people.get(name, set()) | ({name} if name in profiles else set())
+    # Names that coincide (two emails with one kfam name, say) would not rename back and forth.
+    alone |= {name for name, identity in ids.items() if len(set(identity.names())) != len(identity.names())}
+    keys: dict[str, str] = {}
+    for name in profiles:
+        # The key: the profile's own objects with its names replaced by their places in its identity, and its people's
+        # email domains (which domains may log in or register themselves decides hops). A namespace of another
+        # profile named in them makes both alone (a person named there contributes there: that does not count).
+        places = {found: index for index, found in reversed(list(enumerate(ids[name].names())))}
+        parts: list[str] = ["|".join(person.rpartition("@")[2] for person in ids[name].people), "\n"]
+        for text in own[name]:
+            last = 0
+            for at, end, found in _spans(text, every_name):
+                if found in places:
+                    parts += [text[last:at], f"\x00{places[found]}\x00"]
+                    last = end
+                elif found in profiles:
+                    alone |= {name, found}
+            parts += [text[last:], "\n"]
+        keys[name] = "".join(parts)
+    grouped: dict[str, list[str]] = {}
+    result: list[list[str]] = []
+    for name in profiles:
+        if name in alone:
+            result.append([name])
+        elif keys[name] in grouped:
+            grouped[keys[name]].append(name)
+        else:
+            grouped[keys[name]] = [name]
+            result.append(grouped[keys[name]])
+    return result
+
+
+def share(model: t.MeshModel, trace_profile: Callable[[str], list], alone: Iterable[str] = (),
+          on: bool | None = None) -> dict[str, list]:
+    """`trace_profile(profile)` for every profile, each alike profile's answer renamed from its class's first.
+
+    `trace_profile` returns a list of results (cells, paths) built of strings, lists, dicts and dataclasses; the
+    returned mapping holds every profile's, in profile order."""
+    profiles = list(model.profiles())
+    if not enabled(on) or len(profiles) < 3:
+        return {name: trace_profile(name) for name in profiles}
+    ids = identities(model)
+    answers: dict[str, list] = {}
+    plan: dict[str, str] = {}
+    renamings: dict[str, Renaming] = {}
+    for members in classes(model, alone):
+        first, rest = members[0], members[1:]
+        answers[first] = trace_profile(first)
+        if not rest:
+            continue
+        second = trace_profile(rest[0])
+        renamings[first] = Renaming(ids[first])
+        if Renamer(ids[first], ids[rest[0]], renamings[first])(answers[first]) != second:
+            # The renaming does not hold for this class: every member is traced on its own.
+            answers[rest[0]] = second
+            for name in rest[1:]:
+                answers[name] = trace_profile(name)
+            continue
+        answers[rest[0]] = second
+        for name in rest[1:]:
+            plan[name] = first
+    for name, first in plan.items():
+        answers[name] = Renamer(ids[first], ids[name], renamings[first])(answers[first])
+    return {name: answers[name] for name in profiles}

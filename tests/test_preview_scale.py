@@ -1,0 +1,42 @@
+"""The preview at scale does each piece of work once, and what it prints and writes does not depend on how."""
+
+from __future__ import annotations
+
+import io
+
+from analysis import trace_sharing
+from tests.plans import evaluated_plan
+from tests.upstream import manifests_path
+from tools import plan_checks
+from tools.bench_case import generated_tenancy, machine_users
+from tools.preview import preview
+
+
+def test_the_checks_with_the_guardrail_report_given_find_what_they_find_alone():
+    plan, _ = evaluated_plan("prod")
+    report = plan_checks.guardrail_report(plan)
+    assert plan_checks.validate_plan(plan, report) == plan_checks.validate_plan(plan)
+    # The report given is the one used: a violation in it is reported (and nothing computes it again).
+    report.violations.append("a violation only the given report holds")
+    assert "a violation only the given report holds" in plan_checks.validate_plan(plan, report)
+
+
+def _preview(tmp_path, name: str, monkeypatch, sharing: str) -> tuple[int, str, dict[str, bytes]]:
+    monkeypatch.setenv(trace_sharing.SHARING_ENV, sharing)
+    monkeypatch.chdir(tmp_path)
+    stdout = io.StringIO()
+    tenancy = generated_tenancy(60, machine_users("dev"))
+    tenancy["profiles"][7]["contributors"].append({"group": "everyone", "role": "edit"})
+    status = preview("dev", manifests=str(manifests_path()), out=tmp_path / name, settings={"tenancy": tenancy},
+                     stdout=stdout, stderr=io.StringIO())
+    files = {str(p.relative_to(tmp_path / name)): p.read_bytes() for p in sorted((tmp_path / name).rglob("*")) if p.is_file()}
+    return status, stdout.getvalue().replace(name, "OUT"), files
+
+
+def test_the_whole_preview_of_many_profiles_prints_and_writes_the_same_with_and_without_sharing(tmp_path, monkeypatch):
+    shared = _preview(tmp_path, "shared", monkeypatch, "1")
+    alone = _preview(tmp_path, "alone", monkeypatch, "0")
+    assert shared[0] == alone[0] == 0, shared[1][-3000:]
+    assert shared[1] == alone[1]
+    assert shared[2] == alone[2] and "plan.json" in shared[2]
+    assert "every other profile (59)" in shared[1]

@@ -1,0 +1,109 @@
+"""Alike profiles traced once (analysis/trace_sharing.py): the same answers, byte for byte, as tracing each in full."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from analysis import runtime_trace as rt
+from analysis import trace as t
+from analysis import trace_matrix as tm
+from analysis import trace_sharing
+from analysis.plan_objects import yaml_stream_documents
+from tests.conftest import MARKER_SECRETS
+from tests.plans import evaluated_plan
+from tests.upstream import CURRENT_VERSION, manifests_path
+from tools.bench_case import generated_tenancy, machine_users
+from tools.preview import Progress, evaluate, mesh_trace
+
+EDITED = "user0080"
+
+
+def _trace_section(plan, monkeypatch, sharing: bool) -> tuple[str, list[str]]:
+    monkeypatch.setenv(trace_sharing.SHARING_ENV, "1" if sharing else "0")
+    return mesh_trace(plan)
+
+
+@pytest.fixture(scope="module")
+def varied_plan():
+    """100 generated profiles, some made different: more contributors, a group, none; and one profile's kfam view
+    policy edited in the plan (its ConfigGroup's documents), as a hand edit would."""
+    tenancy = generated_tenancy(100, machine_users("dev"))
+    profiles = tenancy["profiles"]
+    profiles[37]["contributors"] = [*profiles[37]["contributors"], {"user": "user0040@example.com", "role": "edit"}]
+    profiles[55]["contributors"] = [{"group": "everyone", "role": "view"}]
+    profiles[70].pop("contributors")
+    plan, _ = evaluate("dev", manifests=str(manifests_path(CURRENT_VERSION)), kubeflow_version=CURRENT_VERSION,
+                       secrets=MARKER_SECRETS, progress=Progress(io.StringIO()), settings={"tenancy": tenancy})
+    group = next(r for r in plan["resources"] if r["name"] == f"tenancy-{EDITED}-namespace")
+    documents = list(yaml_stream_documents(group["inputs"]["yaml"]))
+    policy = next(d for d in documents if d and d["kind"] == "AuthorizationPolicy"
+                  and (d["metadata"].get("annotations") or {}).get("role") == "view")
+    policy["spec"]["rules"][0]["when"][0]["values"] = ["someone-else@example.com"]
+    group["inputs"]["yaml"] = "\n---\n".join(json.dumps(d) for d in documents if d)
+    return plan
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_trace_section_is_the_same_with_and_without_sharing(stack, monkeypatch):
+    plan, _ = evaluated_plan(stack)
+    shared = _trace_section(plan, monkeypatch, True)
+    assert shared == _trace_section(plan, monkeypatch, False)
+    assert "Mesh trace" in shared[0] and "Run-time paths" in shared[0]
+
+
+def test_a_hundred_profiles_some_different_trace_the_same_with_and_without_sharing(varied_plan, monkeypatch):
+    shared = _trace_section(varied_plan, monkeypatch, True)
+    assert shared == _trace_section(varied_plan, monkeypatch, False)
+    # The edited policy's viewer is refused on that profile's notebook, and the preview says so (both ways alike).
+    assert any(f"/notebook/{EDITED}/" in p and "(view)" in p for p in shared[1])
+    assert "every other profile (99)" in shared[0]
+
+
+def test_alike_profiles_share_a_class_and_every_different_one_is_traced_on_its_own(varied_plan):
+    model = t.model_from_plan(varied_plan)
+    classes = trace_sharing.classes(model)
+    assert sorted(name for members in classes for name in members) == sorted(model.profiles())  # nothing skipped
+    of = {name: members for members in classes for name in members}
+    # Most generated profiles are alike (a viewer each; every tenth with a GPU pool and quota).
+    assert "user0002" in of["user0003"] and "user0020" in of["user0010"] and "user0003" not in of["user0010"]
+    assert len(classes) < 15
+    # The hand-edited policy, the extra contributor, the group and the profile without contributors: keys of their own.
+    for name in (EDITED, "user0037", "user0055", "user0070"):
+        assert of[name] == [name], name
+
+
+def test_a_profile_whose_policy_is_edited_gets_its_own_answer(varied_plan):
+    model = t.model_from_plan(varied_plan)
+    cells = tm.matrix(model, share=True)
+
+    def notebook(profile):
+        return {c.caller_kind: c for c in cells if c.row.kind == "notebook" and c.row.profile == profile and c.row.host is None}
+
+    edited, alike = notebook(EDITED), notebook("user0081")
+    assert edited["view"].outcome == tm.REFUSE and not edited["view"].ok
+    assert alike["view"].outcome == tm.REACH and alike["view"].ok
+    assert edited["owner"].outcome == alike["owner"].outcome == tm.REACH
+    assert cells == tm.matrix(model, share=False)
+
+
+def test_the_run_time_trace_covers_every_profile_with_and_without_sharing(varied_plan):
+    model, mesh = rt.model_from_plan(varied_plan)
+    shared = rt.every_profile(model, mesh, share=True)
+    assert list(shared) == list(model.profiles())
+    assert shared == rt.every_profile(model, mesh, share=False)
+    # Each profile's paths are its own: the pods and Services they call are in its namespace.
+    assert all(any(f".{profile}" in p.label for p in found) for profile, found in shared.items())
+
+
+def test_renaming_leaves_names_inside_other_words_alone():
+    rename = trace_sharing.Renamer(trace_sharing.Identity("ann", ("ann@example.com",)),
+                                   trace_sharing.Identity("bob", ("bob@example.com",)))
+    assert rename("/notebook/ann/x/ ann@example.com kubeflow-ann-example-com banner ann1") == \
+        "/notebook/bob/x/ bob@example.com kubeflow-bob-example-com banner ann1"
+    caller = t.browser("ann@example.com", "ann@example.com (owner of ann)")
+    assert rename(caller) == t.browser("bob@example.com", "bob@example.com (owner of bob)")
+    untouched = t.anonymous()
+    assert rename(untouched) is untouched
