@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import functools
 import io
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,23 +21,9 @@ import yaml
 from tests.conftest import MARKER_SECRETS, REPO_ROOT
 from tests.upstream import manifests_path
 from tools.preview import preview
+from tools.tenancy_stacks import copy_program  # noqa: F401 - the tests' copy of the program is the tools' one
 
 PROJECT = "kubeflow-platform"
-_PROGRAM = ("__main__.py", "Pulumi.yaml", "config", "components", "manifests", "analysis", "tools")
-
-
-def copy_program(directory: Path) -> Path:
-    """The program's code in `directory` (made if needed), ready for stack files of its own."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in _PROGRAM:
-        source = REPO_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, directory / name, dirs_exist_ok=True)
-        else:
-            shutil.copy2(source, directory / name)
-    return directory
-
-
 def stack_document(stack: str) -> dict[str, Any]:
     """The stack file of `stack` as data, its manifests pointed at the rendered release (no download)."""
     return copy.deepcopy(_stack_document(stack))

@@ -49,17 +49,22 @@ def _wrapper(path: Path, script: Path, tool: str) -> None:
     path.chmod(0o755)
 
 
-@pytest.fixture
-def clone(tmp_path: Path) -> Path:
-    project = tmp_path / "project"
+def copy_project(project: Path, parts: tuple[str, ...] = PROJECT_PARTS) -> Path:
+    """`parts` of the repository in `project`, as a clone would hold them (no caches, venvs or build output)."""
     project.mkdir()
-    for part in PROJECT_PARTS:
+    for part in parts:
         source = REPO_ROOT / part
         ignore = shutil.ignore_patterns("__pycache__", "venv", "build")
         if source.is_dir():
             shutil.copytree(source, project / part, ignore=ignore)
         else:
             shutil.copy2(source, project / part)
+    return project
+
+
+@pytest.fixture
+def clone(tmp_path: Path) -> Path:
+    project = copy_project(tmp_path / "project")
     _venv_view(project / ".venv")
     return project
 

@@ -24,7 +24,7 @@ import yaml
 
 from tests.conftest import REPO_ROOT
 from tests.stack_files import stack_document
-from tests.test_deploying_runbook import _venv_view, shell_blocks
+from tests.test_deploying_runbook import _venv_view, copy_project, shell_blocks
 from tests.upstream import manifests_dir
 
 PAGE = REPO_ROOT / "docs" / "failover.md"
@@ -184,15 +184,7 @@ def _wrapper(path: Path, source: str) -> None:
 def pair_clone(tmp_path: Path) -> Path:
     import shutil
 
-    project = tmp_path / "project"
-    project.mkdir()
-    for part in PROJECT_PARTS:
-        source = REPO_ROOT / part
-        ignore = shutil.ignore_patterns("__pycache__", "venv", "build")
-        if source.is_dir():
-            shutil.copytree(source, project / part, ignore=ignore)
-        else:
-            shutil.copy2(source, project / part)
+    project = copy_project(tmp_path / "project", PROJECT_PARTS)
     for name in FLEET_STACKS:
         shutil.copy2(REPO_ROOT / f"Pulumi.{name}.yaml", project / f"Pulumi.{name}.yaml")
     _venv_view(project / ".venv")
