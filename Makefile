@@ -81,6 +81,7 @@ export MAKEARG_FROM_SET = $(FROM_SET)
 export MAKEARG_TO_SET = $(TO_SET)
 export MAKEARG_FLEET_SET = $(FLEET_SET)
 export MAKEARG_GLOBAL = $(GLOBAL)
+export MAKEARG_BENCH_ARGS = $(BENCH_ARGS)
 export MAKEARG_MANIFESTS = $(MANIFESTS)
 export MAKEARG_KUBEFLOW = $(KUBEFLOW)
 export MAKEARG_OUT = $(OUT)
@@ -177,12 +178,12 @@ policy-pack:
 
 ## `make preview` timed whole per stack and at 10/100/1,000 profiles, by phase, against the libyaml floor; writes build/bench.json.
 bench: venv upstream-manifests
-	$(BIN)/python -m tools.bench --manifests $(call release_file,$(KUBEFLOW_VERSION)) $(BENCH_ARGS)
+	set -f; $(BIN)/python -m tools.bench --manifests $(call release_file,$(KUBEFLOW_VERSION)) $$MAKEARG_BENCH_ARGS
 
 ## The same up to 10,000 profiles (3 rounds; long): the figures docs/performance.md quotes, written into it.
 bench-scale: venv upstream-manifests
-	$(BIN)/python -m tools.bench --manifests $(call release_file,$(KUBEFLOW_VERSION)) --profiles 10,100,1000,10000 \
-		--repeat 3 --write-docs docs/performance.md $(BENCH_ARGS)
+	set -f; $(BIN)/python -m tools.bench --manifests $(call release_file,$(KUBEFLOW_VERSION)) --profiles 10,100,1000,10000 \
+		--repeat 3 --write-docs docs/performance.md $$MAKEARG_BENCH_ARGS
 
 docs: venv
 	$(BIN)/python -m tools.config_reference --write docs/configuration.md
