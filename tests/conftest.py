@@ -105,3 +105,18 @@ def irsa_run(request) -> ProgramRun:
     run = shared_run(request.param, irsa_overrides(request.param))
     assert run.exports["identityMechanism"] == "irsa"
     return run
+
+
+# Each stack's preview plan at 26.03, for the trace tests (one deep copy per test module: tests.plans.evaluated_plan).
+@pytest.fixture(scope="module")
+def prod() -> dict:
+    from tests.plans import evaluated_plan
+
+    return evaluated_plan("prod", "26.03")[0]
+
+
+@pytest.fixture(scope="module")
+def dev() -> dict:
+    from tests.plans import evaluated_plan
+
+    return evaluated_plan("dev", "26.03")[0]

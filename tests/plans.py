@@ -96,3 +96,13 @@ def resource(stack: str, type_: str, name: str, parent: str, inputs: dict[str, A
                     "ignoreChanges": [], "replaceOnChanges": []},
         "inputs": inputs,
     }
+
+
+def plan_with(plan: dict[str, Any], *objects: dict[str, Any], name_prefix: str = "added") -> dict[str, Any]:
+    """A deep copy of `plan` with each Kubernetes object added as a resource of its own (`<name_prefix>-<index>`)."""
+    plan = copy.deepcopy(plan)
+    for index, obj in enumerate(objects):
+        group, _, version = obj["apiVersion"].rpartition("/")
+        plan["resources"].append(resource(plan["stack"], f"kubernetes:{group or 'core'}/{version}:{obj['kind']}",
+                                          f"{name_prefix}-{index}", "", copy.deepcopy(obj)))
+    return plan

@@ -16,7 +16,7 @@ import pytest
 
 from analysis import policies as authz
 from analysis import trace as t
-from tests.plans import evaluated_plan, resource
+from tests.plans import evaluated_plan, plan_with
 
 ML_PIPELINE = "http://ml-pipeline.kubeflow.svc.cluster.local:8888/apis/v2beta1/healthz"
 BOB = t.workload("bob", "default-editor", {"notebook-name": "x"})
@@ -30,12 +30,7 @@ def plans():
 
 
 def _model(plan, *objects):
-    plan = copy.deepcopy(plan)
-    for index, obj in enumerate(objects):
-        group, _, version = obj["apiVersion"].rpartition("/")
-        plan["resources"].append(resource(plan["stack"], f"kubernetes:{group or 'core'}/{version}:{obj['kind']}",
-                                          f"dr-{index}", "", copy.deepcopy(obj)))
-    return t.model_from_plan(plan)
+    return t.model_from_plan(plan_with(plan, *objects, name_prefix="dr"))
 
 
 def _rule(name, namespace, host, tls=None, **spec):

@@ -13,20 +13,7 @@ from analysis import runtime_trace as rt
 from analysis.plan_objects import CONFIG_GROUP, kubernetes_objects
 from manifests.mesh import INJECT, let_net_istio_probe_gateways
 from manifests.options import MeshOptions
-from tests.plans import evaluated_plan
 from tools.preview import mesh_trace
-
-
-@pytest.fixture(scope="module")
-def prod():
-    plan, _ = evaluated_plan("prod", "26.03")
-    return plan
-
-
-@pytest.fixture(scope="module")
-def dev():
-    plan, _ = evaluated_plan("dev", "26.03")
-    return plan
 
 
 def _paths(plan):

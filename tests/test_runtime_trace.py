@@ -66,18 +66,6 @@ def _failing(found, scenario):
     return [p.problem() for p in found if p.scenario == scenario and not p.ok]
 
 
-@pytest.fixture(scope="module")
-def prod():
-    plan, _ = evaluated_plan("prod", "26.03")
-    return plan
-
-
-@pytest.fixture(scope="module")
-def dev():
-    plan, _ = evaluated_plan("dev", "26.03")
-    return plan
-
-
 # ------------------------------------------------------------------------------------------ both stacks
 
 

@@ -6,13 +6,12 @@ BlackHoleCluster's 502, ALLOW_ANY the PassthroughCluster, plaintext past the cal
 
 from __future__ import annotations
 
-import copy
 from dataclasses import replace
 
 import pytest
 
 from analysis import trace as t
-from tests.plans import evaluated_plan, resource
+from tests.plans import evaluated_plan, plan_with
 
 DASHBOARD = "http://centraldashboard.kubeflow.svc.cluster.local/"
 
@@ -23,12 +22,7 @@ def plans():
 
 
 def _model(plan, *objects, export_to=None, service_default=None):
-    plan = copy.deepcopy(plan)
-    for index, obj in enumerate(objects):
-        group, _, version = obj["apiVersion"].rpartition("/")
-        plan["resources"].append(resource(plan["stack"], f"kubernetes:{group or 'core'}/{version}:{obj['kind']}",
-                                          f"visibility-{index}", "", copy.deepcopy(obj)))
-    model = t.model_from_plan(plan)
+    model = t.model_from_plan(plan_with(plan, *objects, name_prefix="visibility"))
     if service_default is not None:  # a mesh config whose defaultServiceExportTo is not Istio's `*`
         model = t.MeshModel(model.objects, replace(model.settings, default_service_export_to=tuple(service_default)))
     if export_to is not None:

@@ -71,12 +71,6 @@ def test_the_reason_names_the_revision_a_namespace_label_does_not_select():
     assert "only the default revision's injector" in why and "prod-1-24" in why
 
 
-@pytest.fixture(scope="module")
-def dev():
-    plan, _ = evaluated_plan("dev", "26.03")
-    return plan
-
-
 def _strict(plan):
     plan = copy.deepcopy(plan)
     plan["outputs"]["transformReport"]["mesh"]["mtls"] = "strict"

@@ -12,7 +12,7 @@ import pytest
 
 from analysis import policies as authz
 from analysis import trace as t
-from tests.plans import evaluated_plan, resource
+from tests.plans import evaluated_plan, plan_with
 from tools import preview as preview_tool
 from tools import trace as trace_tool
 
@@ -27,12 +27,7 @@ def dev_plan():
 
 
 def _with(plan, *objects):
-    plan = copy.deepcopy(plan)
-    for index, obj in enumerate(objects):
-        group, _, version = obj["apiVersion"].rpartition("/")
-        plan["resources"].append(resource(plan["stack"], f"kubernetes:{group or 'core'}/{version}:{obj['kind']}",
-                                          f"judged-{index}", "", copy.deepcopy(obj)))
-    return plan
+    return plan_with(plan, *objects, name_prefix="judged")
 
 
 def _model(plan, *objects):
