@@ -695,9 +695,7 @@ class Workload:
 def workloads(model: MeshModel, namespace: str) -> list[Workload]:
     found = []
     for kind in WORKLOAD_KINDS:
-        for obj in model.kind(kind):
-            if _ns(obj) != namespace:
-                continue
+        for obj in model.in_namespaces(kind, namespace):
             template = (obj.get("spec") or {}).get("template") or {}
             if kind == "Job":
                 continue
