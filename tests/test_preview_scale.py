@@ -40,3 +40,29 @@ def test_the_whole_preview_of_many_profiles_prints_and_writes_the_same_with_and_
     assert shared[1] == alone[1]
     assert shared[2] == alone[2] and "plan.json" in shared[2]
     assert "every other profile (59)" in shared[1]
+
+
+def test_registrations_under_the_mocks_carry_no_stack_trace_and_the_sdk_is_left_as_it_was(monkeypatch):
+    """The offline run spares the SDK's per-resource stack walk (the engine's source positions, which the mocks never
+    read); the SDK's own function is back once the run ends, so the real engine would still get it."""
+    import pulumi.runtime.resource as sdk_resource
+
+    from tools import mock_runtime
+
+    original = sdk_resource._get_stack_trace
+    seen = []
+    register = mock_runtime.RecordingMonitor.RegisterResource
+
+    def recording(self, request):
+        if request.type != "pulumi:pulumi:Stack":  # the root stack is registered when the mocks are set, before the run
+            seen.append(len(request.stackTrace.frames))
+        return register(self, request)
+
+    monkeypatch.setattr(mock_runtime.RecordingMonitor, "RegisterResource", recording)
+    from tools.preview import config_overrides, placeholder_secrets
+
+    run = mock_runtime.run_program("dev", config_overrides=config_overrides("dev", str(manifests_path()), None),
+                                   secrets=placeholder_secrets(), preview=True)
+    assert run.resources and len(seen) == len(run.resources)
+    assert set(seen) == {0}
+    assert sdk_resource._get_stack_trace is original
