@@ -103,8 +103,27 @@ def _creation_order(service: dict) -> tuple[str, str, str]:
     return created, _name(service), _namespace(service)
 
 
+#: The last index built (see index_virtual_services): (the services list, its length, default exportTo, the index).
+_LAST_INDEX: list[tuple[list, int, tuple, "RouteIndex"]] = []
+
+
 def index_virtual_services(services: Iterable[dict], default_export_to: Sequence[str] = ISTIO_DEFAULT_EXPORT_TO) -> RouteIndex:
-    """Istio's `initVirtualServices` over these VirtualServices (push_context.go:1706-1800 [1751-1839])."""
+    """Istio's `initVirtualServices` over these VirtualServices (push_context.go:1706-1800 [1751-1839]).
+
+    A trace asks for the same list (a model's VirtualServices) hundreds of times, once per gateway and caller: the
+    index of the last list given is kept while the same list object, of the same length, is asked for again."""
+    export = tuple(default_export_to)
+    if isinstance(services, list) and _LAST_INDEX:
+        last, length, last_export, index = _LAST_INDEX[0]
+        if last is services and length == len(services) and last_export == export:
+            return index
+    index = _built_index(services, default_export_to)
+    if isinstance(services, list):
+        _LAST_INDEX[:] = [(services, len(services), export, index)]
+    return index
+
+
+def _built_index(services: Iterable[dict], default_export_to: Sequence[str]) -> RouteIndex:
     index = RouteIndex()
     candidates = [s for s in services if s.get("kind") == "VirtualService" and not is_delegate(s)]
     for service in sorted(candidates, key=_creation_order):

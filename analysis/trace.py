@@ -494,19 +494,13 @@ def gateway_virtual_host_routes(model: "MeshModel", on_port: Sequence[tuple[Mapp
     """The routes of the virtual host Envoy picks for `host` (gateway.go:405-548): for every server on the port and
     every VirtualService its Gateway's pods are given, each intersecting hostname becomes (or extends) one virtual
     host; routes are sorted with catch-alls last (route.go SortVHostRoutes); Envoy picks the most specific domain."""
-    vhosts: dict[str, list[HttpRoute]] = {}
-    for gateway_obj, server in on_port:
-        name = f"{_ns(gateway_obj)}/{_name(gateway_obj)}"
-        for service in virtual_services_for_gateway(model.kind("VirtualService"), proxy_namespace, name):
-            spec = service.get("spec") or {}
-            intersecting = hosts_intersection(hosts_for_namespace(server.get("hosts") or [], _ns(service)),
-                                              list(spec.get("hosts") or []))
-            if not intersecting:
-                continue
-            routes = [HttpRoute(service, http, match, index)
-                      for index, http in enumerate(spec.get("http") or []) for match in http.get("match") or [None]]
-            for hostname in intersecting:
-                vhosts.setdefault(hostname.lower(), []).extend(routes)
+    # The virtual hosts depend on the servers and the proxy's namespace, not on the host asked for: built once per
+    # model for each (asked for again for every path and caller through the gateway).
+    built = model.__dict__.setdefault("_virtual_hosts", {})
+    key = (tuple((id(gateway_obj), id(server)) for gateway_obj, server in on_port), proxy_namespace)
+    if key not in built:
+        built[key] = (list(on_port), _virtual_hosts(model, on_port, proxy_namespace))
+    vhosts = built[key][1]
     ranked = [(envoy_domain_rank(domain, host), domain) for domain in vhosts]
     ranked = [(rank, domain) for rank, domain in ranked if rank is not None]
     if not ranked:
@@ -522,6 +516,26 @@ def gateway_virtual_host_routes(model: "MeshModel", on_port: Sequence[tuple[Mapp
             matches.append(route.match)
             unique.append(route)
     return [r for r in unique if not r.catch_all] + [r for r in unique if r.catch_all]
+
+
+def _virtual_hosts(model: "MeshModel", on_port: Sequence[tuple[Mapping, Mapping]],
+                   proxy_namespace: str) -> dict[str, list[HttpRoute]]:
+    """Every virtual host (lower-cased domain -> its routes, in Istio's order) that the servers on the port build from
+    the VirtualServices the gateway's pods in `proxy_namespace` are given."""
+    vhosts: dict[str, list[HttpRoute]] = {}
+    for gateway_obj, server in on_port:
+        name = f"{_ns(gateway_obj)}/{_name(gateway_obj)}"
+        for service in virtual_services_for_gateway(model.kind("VirtualService"), proxy_namespace, name):
+            spec = service.get("spec") or {}
+            intersecting = hosts_intersection(hosts_for_namespace(server.get("hosts") or [], _ns(service)),
+                                              list(spec.get("hosts") or []))
+            if not intersecting:
+                continue
+            routes = [HttpRoute(service, http, match, index)
+                      for index, http in enumerate(spec.get("http") or []) for match in http.get("match") or [None]]
+            for hostname in intersecting:
+                vhosts.setdefault(hostname.lower(), []).extend(routes)
+    return vhosts
 
 
 # ----------------------------------------------------------------------------------------- the model

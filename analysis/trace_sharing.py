@@ -143,10 +143,7 @@ class Renamer:
             if all(a is b for a, b in zip(items, value)):
                 return value
             return kind(items)
-        fields = _FIELDS.get(kind)
-        if fields is None:
-            fields = _FIELDS[kind] = tuple(f.name for f in dataclasses.fields(kind)) \
-                if dataclasses.is_dataclass(kind) and hasattr(value, "__dict__") else ()
+        fields = _fields(kind, value)
         if not fields:
             return value
         state = value.__dict__
@@ -163,6 +160,57 @@ class Renamer:
         copy.__dict__.update(state)
         copy.__dict__.update(changed)
         return copy
+
+
+def _fields(kind: type, value: Any) -> tuple[str, ...]:
+    fields = _FIELDS.get(kind)
+    if fields is None:
+        fields = _FIELDS[kind] = tuple(f.name for f in dataclasses.fields(kind)) \
+            if dataclasses.is_dataclass(kind) and hasattr(value, "__dict__") else ()
+    return fields
+
+
+def compiled(renaming: Renaming, value: Any) -> Any:
+    """Where `value` (an answer built of strings, dicts, lists, tuples and dataclasses) holds the source profile's
+    names, found once: `rewrite` then builds the answer for any other profile visiting only the parts that hold a
+    name (None: no name anywhere in it). The same answer as `Renamer`, part for part: a part without a name is
+    the source's own object, shared."""
+    kind = type(value)
+    if kind is str:
+        template = renaming.template(value)
+        return None if template is None else (0, template)
+    if kind is dict:
+        parts = [(key, compiled(renaming, key), item, compiled(renaming, item)) for key, item in value.items()]
+        return (1, parts) if any(rk is not None or ri is not None for _, rk, _, ri in parts) else None
+    if kind is list or kind is tuple:
+        parts = [(item, compiled(renaming, item)) for item in value]
+        return (2, kind, parts) if any(recipe is not None for _, recipe in parts) else None
+    fields = _fields(kind, value)
+    if not fields:
+        return None
+    state = value.__dict__
+    changed = [(name, recipe) for name in fields if (recipe := compiled(renaming, state[name])) is not None]
+    return (3, kind, state, changed) if changed else None
+
+
+def rewrite(recipe: Any, value: Any, targets: list[str]) -> Any:
+    """`value` with the names `compiled` found replaced by `targets` (a profile's names, Identity.names)."""
+    if recipe is None:
+        return value
+    tag = recipe[0]
+    if tag == 0:
+        return "".join(part if isinstance(part, str) else targets[part] for part in recipe[1])
+    if tag == 1:
+        return {(key if rk is None else rewrite(rk, key, targets)): (item if ri is None else rewrite(ri, item, targets))
+                for key, rk, item, ri in recipe[1]}
+    if tag == 2:
+        return recipe[1](item if sub is None else rewrite(sub, item, targets) for item, sub in recipe[2])
+    _, kind, state, changed = recipe
+    # A copy with the renamed fields (frozen dataclasses included: nothing they compute on creation).
+    copy = object.__new__(kind)
+    copy.__dict__.update(state)
+    copy.__dict__.update({name: rewrite(sub, state[name], targets) for name, sub in changed})
+    return copy
 
 
 def _owned(obj: Mapping[str, Any], profiles: Mapping[str, str]) -> str | None:
@@ -313,6 +361,14 @@ def share(model: t.MeshModel, trace_profile: Callable[[str], list], alone: Itera
         answers[rest[0]] = second
         for name in rest[1:]:
             plan[name] = first
+    # Each class's answer is read once for where its names stand; every other member's is then built from that.
+    recipes: dict[str, Any] = {}
     for name, first in plan.items():
-        answers[name] = Renamer(ids[first], ids[name], renamings[first])(answers[first])
+        targets = ids[name].names()
+        if targets == ids[first].names():
+            answers[name] = answers[first]
+            continue
+        if first not in recipes:
+            recipes[first] = compiled(renamings[first], answers[first])
+        answers[name] = rewrite(recipes[first], answers[first], targets)
     return {name: answers[name] for name in profiles}

@@ -31,6 +31,7 @@ import pulumi
 
 from analysis import policies, runtime_trace, trace, trace_matrix
 from analysis.ownership import classify, ownership_rows, ownership_table
+from analysis.plan_objects import read_once
 from config import pulumi_project
 from tools import plan_checks
 from tools.mock_runtime import PROJECT, REPO_ROOT, known_stacks, run_program, stack_config
@@ -344,6 +345,13 @@ def preview(
         # They live until the exit: frozen, the collector's full collections in the phases after (the checks and the
         # trace allocate much) stop walking them, which grows with the profiles. Never freed, so for a command only.
         gc.freeze()
+    with read_once(plan):
+        return _checked(plan, leaks, stack, out=out, stdout=stdout, root=root, estate=estate, progress=progress)
+
+
+def _checked(plan: dict[str, Any], leaks: list[str], stack: str, *, out: Optional[Path], stdout: TextIO, root: Path,
+             estate: Optional[Path], progress: Progress) -> int:
+    """The preview after the program's evaluation: write, check, trace."""
     out = out or Path("build") / stack
     with progress.step("classifying the objects: created, patched, expected"):
         ownership = classify(plan)
