@@ -756,6 +756,8 @@ def model_from_plan(plan: Mapping[str, Any], base: t.MeshModel | None = None) ->
     the gateway trace's run-time objects, and the pods and Services above, in every profile), and the mesh's shape.
     `base`: the gateway trace's model of the same plan, when the caller has it already."""
     base = base or t.model_from_plan(plan)
+    # The objects' texts alike profiles are found by (analysis/trace_sharing.py), for the objects both models share.
+    texts = base.__dict__.setdefault("_trace_sharing_texts", {})
     base = t.MeshModel(labelled_profile_namespaces(base), base.settings)
     mesh = RuntimeMesh.from_plan(plan)
     added: list[dict[str, Any]] = []
@@ -767,7 +769,9 @@ def model_from_plan(plan: Mapping[str, Any], base: t.MeshModel | None = None) ->
             if key not in seen:
                 seen.add(key)
                 added.append(obj)
-    return t.MeshModel(base.objects + added, base.settings), mesh
+    model = t.MeshModel(base.objects + added, base.settings)
+    model.__dict__["_trace_sharing_texts"] = texts
+    return model, mesh
 
 
 def every_profile(model: t.MeshModel, mesh: RuntimeMesh, *, share: bool | None = None) -> dict[str, list[RuntimePath]]:

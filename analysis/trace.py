@@ -1118,8 +1118,12 @@ def _jwks_source(model: MeshModel, rule: Mapping[str, Any]) -> str:
     target = uri or str(rule.get("issuer") or "")
     parts = urlsplit(target)
     host = (parts.hostname or "").lower().rstrip(".")
-    in_mesh = {h.lower() for entry in model.kind("ServiceEntry") for h in (entry.get("spec") or {}).get("hosts") or []}
-    in_mesh |= {f"{_name(s)}.{_ns(s)}" for s in model.kind("Service")}
+    in_mesh = model.__dict__.get("_mesh_hosts")
+    if in_mesh is None:
+        # The mesh's host names, gathered once per model (asked for every jwtRule of every path traced).
+        in_mesh = {h.lower() for entry in model.kind("ServiceEntry") for h in (entry.get("spec") or {}).get("hosts") or []}
+        in_mesh |= {f"{_name(s)}.{_ns(s)}" for s in model.kind("Service")}
+        model.__dict__["_mesh_hosts"] = in_mesh
     mesh_host = bool(host) and (host in in_mesh or host.endswith(".svc") or ".svc." in host)
     mode = model.settings.jwks_fetch_mode.lower()
     if uri and mode not in ("istiod", "false"):

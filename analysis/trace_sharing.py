@@ -274,6 +274,10 @@ def _spans(text: str, by_word: Mapping[str, list[tuple[int, str]]]) -> list[tupl
     return found
 
 
+#: Where a model keeps its objects' texts for `classes` (id -> (the object, its text)).
+OBJECT_TEXTS = "_trace_sharing_texts"
+
+
 def classes(model: t.MeshModel, alone: Iterable[str] = ()) -> list[list[str]]:
     """The profiles in classes of alike ones, in profile order (each class's first member is traced for it)."""
     profiles = model.profiles()
@@ -281,10 +285,18 @@ def classes(model: t.MeshModel, alone: Iterable[str] = ()) -> list[list[str]]:
     alone = set(alone)
     own: dict[str, list[str]] = {name: [] for name in profiles}
     shared_texts: list[str] = []
+    # Each object's text, kept on the model: the run-time model shares most objects with the gateway trace's
+    # (runtime_trace.model_from_plan hands the texts on), so each is written once for both.
+    texts: dict[int, tuple[Mapping[str, Any], str]] = model.__dict__.setdefault(OBJECT_TEXTS, {})
     for obj in model.objects:
         if obj.get("kind") in _NOT_READ:
             continue
-        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        known = texts.get(id(obj))
+        if known is not None and known[0] is obj:
+            text = known[1]
+        else:
+            text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            texts[id(obj)] = (obj, text)
         owner = _owned(obj, profiles)
         if owner is None:
             shared_texts.append(text)
