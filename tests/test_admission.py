@@ -195,3 +195,61 @@ def test_no_profile_namespace_of_a_stack_is_effectively_privileged_on_any_data_p
     assert not any(evaluation.evaluate(policy, pod).admitted for pod in hostile.values())
     assert re.search(r"NET_ADMIN and NET_RAW only on the istio-init", str(policy)) is not None \
         if data_plane == "sidecar-init" else "istio-init" not in str(policy["spec"]["validations"])
+
+
+def _expressions(objects) -> list[str]:
+    found = []
+
+    def walk(value):
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key == "expression" and isinstance(item, str):
+                    found.append(item)
+                else:
+                    walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(objects)
+    return found
+
+
+def test_the_cached_cel_parser_reads_every_policy_expression_as_cel_pythons_own_parser(tmp_path, monkeypatch):
+    """The preview loads the CEL grammar's tables from lark's cache; the trees it parses are the ones cel-python's own
+    parser (built without a cache) gives, for every expression the program's admission policies hold."""
+    import lark
+    from celpy.celparser import CELParser
+
+    from manifests.admission import pod_security_policy, profile_policy, self_service_pod_policy
+
+    expressions = _expressions([pod_security_policy(True), pod_security_policy(False),
+                                profile_policy("system:serviceaccount:kubeflow:kfam", self_service_domains=["example.com"]),
+                                self_service_pod_policy(gpus=2, gpu_taint_keys=["nvidia.com/gpu"])])
+    assert len(expressions) > 20
+    monkeypatch.setenv("KUBEFLOW_PLATFORM_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(CELParser, "CEL_PARSER", None)
+    CELParser()  # cel-python's own, uncached
+    own = [CELParser.CEL_PARSER.parse(text) for text in expressions]
+    for _ in range(2):  # the first run writes lark's cache, the second loads it
+        monkeypatch.setattr(CELParser, "CEL_PARSER", None)
+        evaluation._cel_parser()
+        assert isinstance(CELParser.CEL_PARSER, lark.Lark)
+        assert [CELParser.CEL_PARSER.parse(text) for text in expressions] == own
+    assert list((tmp_path / "cel").iterdir())
+
+
+def test_without_a_writable_cache_cel_python_builds_its_own_parser(tmp_path, monkeypatch):
+    from celpy.celparser import CELParser
+
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    monkeypatch.setenv("KUBEFLOW_PLATFORM_CACHE_DIR", str(blocked))
+    monkeypatch.setattr(CELParser, "CEL_PARSER", None)
+    monkeypatch.setattr(evaluation, "_PROGRAMS", {})
+    evaluation._cel_parser()
+    assert CELParser.CEL_PARSER is None  # left to cel-python, which builds it on first use
+    evaluation._environment.cache_clear()
+    assert evaluation._truth("1 + 1 == 2", {}) == (True, None)
+    assert CELParser.CEL_PARSER is not None
+    assert not (tmp_path / "cel").exists()
