@@ -757,7 +757,8 @@ def model_from_plan(plan: Mapping[str, Any], base: t.MeshModel | None = None) ->
     `base`: the gateway trace's model of the same plan, when the caller has it already."""
     base = base or t.model_from_plan(plan)
     # The objects' texts alike profiles are found by (analysis/trace_sharing.py), for the objects both models share.
-    texts = base.__dict__.setdefault("_trace_sharing_texts", {})
+    handed_on = {key: base.__dict__.setdefault(key, empty) for key, empty in
+                 (("_trace_sharing_texts", {}), ("_trace_sharing_spans", [None, {}]))}
     base = t.MeshModel(labelled_profile_namespaces(base), base.settings)
     mesh = RuntimeMesh.from_plan(plan)
     added: list[dict[str, Any]] = []
@@ -770,7 +771,7 @@ def model_from_plan(plan: Mapping[str, Any], base: t.MeshModel | None = None) ->
                 seen.add(key)
                 added.append(obj)
     model = t.MeshModel(base.objects + added, base.settings)
-    model.__dict__["_trace_sharing_texts"] = texts
+    model.__dict__.update(handed_on)
     return model, mesh
 
 

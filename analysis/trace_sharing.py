@@ -89,6 +89,7 @@ class Renaming:
         alternatives = "|".join(re.escape(name) for name in sorted(self.index, key=len, reverse=True))
         self.pattern = re.compile(rf"(?<![A-Za-z0-9])({alternatives})(?![A-Za-z0-9])")
         self._templates: dict[str, tuple | None] = {}
+        self._formats: dict[str, str | None] = {}
 
     def template(self, value: str) -> tuple | None:
         """`value` as literal parts and name positions; None when no name stands in it."""
@@ -98,6 +99,18 @@ class Renaming:
             parts = self.pattern.split(value)
             found = None if len(parts) == 1 else tuple(part if i % 2 == 0 else self.index[part] for i, part in enumerate(parts))
             self._templates[value] = found
+            return found
+
+    def format_string(self, value: str) -> str | None:
+        """`value` as a `str.format` string whose fields are the name positions (`{0}` the namespace...); None when no
+        name stands in it. Filled in by `str.format`, a renaming costs one call per string."""
+        try:
+            return self._formats[value]
+        except KeyError:
+            template = self.template(value)
+            found = None if template is None else "".join(
+                part.replace("{", "{{").replace("}", "}}") if isinstance(part, str) else f"{{{part}}}" for part in template)
+            self._formats[value] = found
             return found
 
     def substitute(self, value: str, target: Identity) -> str:
@@ -177,8 +190,8 @@ def compiled(renaming: Renaming, value: Any) -> Any:
     the source's own object, shared."""
     kind = type(value)
     if kind is str:
-        template = renaming.template(value)
-        return None if template is None else (0, template)
+        spelling = renaming.format_string(value)
+        return None if spelling is None else (0, spelling)
     if kind is dict:
         parts = [(key, compiled(renaming, key), item, compiled(renaming, item)) for key, item in value.items()]
         return (1, parts) if any(rk is not None or ri is not None for _, rk, _, ri in parts) else None
@@ -199,7 +212,7 @@ def rewrite(recipe: Any, value: Any, targets: list[str]) -> Any:
         return value
     tag = recipe[0]
     if tag == 0:
-        return "".join(part if isinstance(part, str) else targets[part] for part in recipe[1])
+        return recipe[1].format(*targets)
     if tag == 1:
         return {(key if rk is None else rewrite(rk, key, targets)): (item if ri is None else rewrite(ri, item, targets))
                 for key, rk, item, ri in recipe[1]}
@@ -274,8 +287,10 @@ def _spans(text: str, by_word: Mapping[str, list[tuple[int, str]]]) -> list[tupl
     return found
 
 
-#: Where a model keeps its objects' texts for `classes` (id -> (the object, its text)).
+#: Where a model keeps its objects' texts for `classes` (id -> (the object, its text)), and where the names stand in
+#: them ([the names, text -> spans]); runtime_trace.model_from_plan hands both on to the run-time model.
 OBJECT_TEXTS = "_trace_sharing_texts"
+OBJECT_SPANS = "_trace_sharing_spans"
 
 
 def classes(model: t.MeshModel, alone: Iterable[str] = ()) -> list[list[str]]:
@@ -308,9 +323,22 @@ def classes(model: t.MeshModel, alone: Iterable[str] = ()) -> list[list[str]]:
             people.setdefault(person, set()).add(name)
             people.setdefault(_mangled(person), set()).add(name)
     every_name = _by_first_word(set(people) | set(profiles))
+    # Where the names stand in each text, kept on the model beside the texts while the names are the same.
+    names = frozenset(people) | frozenset(profiles)
+    memo = model.__dict__.setdefault(OBJECT_SPANS, [None, {}])
+    if memo[0] != names:
+        memo[:] = [names, {}]
+    known_spans: dict[str, list[tuple[int, int, str]]] = memo[1]
+
+    def spans(text: str) -> list[tuple[int, int, str]]:
+        found = known_spans.get(text)
+        if found is None:
+            found = known_spans[text] = _spans(text, every_name)
+        return found
+
     # A namespace's name, or one of its people's, in an object no profile owns.
     for text in shared_texts:
-        for _at, _end, name in _spans(text, every_name):
+        for _at, _end, name in spans(text):
             alone |= people.get(name, set()) | ({name} if name in profiles else set())
     # Names that coincide (two emails with one kfam name, say) would not rename back and forth.
     alone |= {name for name, identity in ids.items() if len(set(identity.names())) != len(identity.names())}
@@ -323,7 +351,7 @@ def classes(model: t.MeshModel, alone: Iterable[str] = ()) -> list[list[str]]:
         parts: list[str] = ["|".join(person.rpartition("@")[2] for person in ids[name].people), "\n"]
         for text in own[name]:
             last = 0
-            for at, end, found in _spans(text, every_name):
+            for at, end, found in spans(text):
                 if found in places:
                     parts += [text[last:at], f"\x00{places[found]}\x00"]
                     last = end
