@@ -971,10 +971,10 @@ def network_policy_admits(model: MeshModel, destination: Workload, port: int, so
                           source_labels: Mapping[str, str]) -> tuple[bool, str, str]:
     """(admitted, deciding object, why): Kubernetes NetworkPolicy ingress, additive over every policy selecting the pod."""
     selecting = []
-    for policy in model.kind("NetworkPolicy"):
+    for policy in model.in_namespaces("NetworkPolicy", destination.namespace):
         spec = policy.get("spec") or {}
         types = spec.get("policyTypes") or (["Ingress"] if "ingress" in spec or not spec.get("egress") else [])
-        if _ns(policy) == destination.namespace and "Ingress" in types and label_selector_matches(spec.get("podSelector"), destination.labels):
+        if "Ingress" in types and label_selector_matches(spec.get("podSelector"), destination.labels):
             selecting.append(policy)
     if not selecting:
         return True, "-", "no NetworkPolicy selects the pod"

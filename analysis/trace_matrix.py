@@ -191,8 +191,13 @@ def callers(model: t.MeshModel, profile: str) -> dict[str, t.Caller | None]:
 
 
 def _deny_rules(model: t.MeshModel) -> list[Mapping[str, Any]]:
-    return [rule for p in model.kind("AuthorizationPolicy") if (p.get("spec") or {}).get("action") == "DENY"
+    # Gathered once per model: asked for each caller row, and every profile adds policies to read.
+    found = model.__dict__.get("_deny_rules")
+    if found is None:
+        found = model.__dict__["_deny_rules"] = [
+            rule for p in model.kind("AuthorizationPolicy") if (p.get("spec") or {}).get("action") == "DENY"
             for rule in (p.get("spec") or {}).get("rules") or []]
+    return found
 
 
 def _required_claims(model: t.MeshModel, issuer: str) -> dict[str, str]:
