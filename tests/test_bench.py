@@ -19,12 +19,12 @@ def test_smoke_run_reports_every_case_ratio_and_the_critical_path(tmp_path):
     assert completed.returncode == 0, completed.stderr[-2000:]
     report = json.loads(output.read_text())
     assert report["smoke"] is True and report["met"] is None  # a smoke run judges nothing
-    assert set(report["results"]) == {"floor", "dev_cold", "dev", "prod", "tenancy_10", "tenancy_20"}
+    assert set(report["results"]) == {"floor", "dev_cold", "dev", "prod", "tenancy_10", "tenancy_20", "tenancy_10_cold"}
     for key, result in report["results"].items():
         assert result["median_s"] > 0 and result["peak_rss_mb"] > 0
         if key == "floor":
             # The floor runs beside every preview case: once per case in a round.
-            assert len(result["runs_s"]) == 5 and "phases_s" not in result
+            assert len(result["runs_s"]) == 6 and "phases_s" not in result
             continue
         assert len(result["runs_s"]) == 1
         # Every phase of the preview measured, and the shares (with the rest of the process) cover its time.
@@ -34,13 +34,25 @@ def test_smoke_run_reports_every_case_ratio_and_the_critical_path(tmp_path):
     assert {"dev_over_floor", "dev_cold_over_floor", "prod_over_floor", "dev_peak_rss_mb",
             "tenancy_10_over_floor", "tenancy_20_over_floor"} <= set(report["ratios"])
     assert set(report["perProfileMs"]) == {"10->20"}
-    # The cold run parsed the release and left the cache the warm runs loaded.
+    assert "tenancy_10_cold_over_floor" in report["ratios"]
+    # Every case but the cold ones ran once unmeasured first; the cold ones used a cache of their own, emptied.
+    assert completed.stderr.count("warmed up:") == 4 and completed.stderr.count("cold, no warm-up:") == 2
     assert list((tmp_path / "cache" / "parsed").glob("*.marshal"))
+    assert list((tmp_path / "cache-cold" / "parsed").glob("*.marshal"))
     # Each preview wrote its plan, as `make preview` does.
     assert (tmp_path / "bench" / "tenancy_20" / "plan.json").is_file()
     estimate = report["criticalPath"]
     assert estimate["seconds"] > 0 and estimate["chain"] and "kubeflow" in estimate["componentsDone"]
     assert "estimated first `pulumi up`" in completed.stdout and "not judged (smoke)" in completed.stdout
+
+
+def test_a_changing_case_previews_one_profile_changed_since_the_run_before():
+    from tools.bench_case import generated_tenancy
+
+    one, other = generated_tenancy(5, variant=0), generated_tenancy(5, variant=1)
+    changed = [i for i, (a, b) in enumerate(zip(one["profiles"], other["profiles"])) if a != b]
+    assert changed == [1]
+    assert one["profiles"][1]["contributors"][0]["role"] == "view" and other["profiles"][1]["contributors"][0]["role"] == "edit"
 
 
 def test_the_docs_block_is_written_between_the_markers_from_a_report(tmp_path):

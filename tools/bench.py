@@ -6,9 +6,14 @@ so a neighbour slowing the machine down slows every case alike and the ratios ho
 the rounds (peak RSS: the largest).
 
 - floor: a process that only parses the release with libyaml, as `yaml.load_all` with `CSafeLoader` does;
-- dev cold: `make preview` of dev with an empty parsed-manifests cache (manifests.parse_cache);
-- dev, prod: `make preview` of each stack with the cache the cold run left (what users run from the second time);
-- N profiles: `make preview` of dev with N generated profiles (tools/bench_case.py generated_tenancy).
+- dev cold: `make preview` of dev as on a fresh machine: no cache of this project (parsed release, CEL grammar,
+  admission verdicts) and no earlier output;
+- dev, prod: `make preview` of each stack run again, nothing changed (every non-cold case runs once unmeasured
+  before the rounds: what users run from the second time);
+- N profiles, one changed: `make preview` of dev with N generated profiles (tools/bench_case.py generated_tenancy),
+  one profile's contributor role different from the run before (the variant alternates run by run): what a review
+  of a change to one profile previews;
+- 1,000 profiles, cold: the same as on a fresh machine, reported beside the others (not a target).
 
 Every preview case also reports its phases, measured inside the process: evaluate (the program under the mock
 runtime and the plan), write (plan.json, manifests, the printed tree), checks (ownership, schemas, guardrails,
@@ -52,27 +57,49 @@ _SOURCES = ("__main__.py", "components", "config", "manifests", "tools", "analys
 
 
 class Case:
-    def __init__(self, key: str, label: str, args: list[str], *, cold: bool = False, phases: Path | None = None) -> None:
+    """One process the benchmark times. `cold`: every run starts with no cache of this project (its own cache
+    directory, emptied) and no earlier output; otherwise the case is run once unmeasured first (`warm_up`), so each
+    measured run is a preview run again, as a reviewer runs it. `changing`: the last argument (a number of generated
+    profiles) gets a variant that alternates from run to run (tools/bench_case.py generated_tenancy), so each measured
+    run previews one profile changed since the run before."""
+
+    def __init__(self, key: str, label: str, args: list[str], *, cold: bool = False, phases: Path | None = None,
+                 out: Path | None = None, changing: bool = False) -> None:
         self.key, self.label, self.args, self.cold, self.phases_file = key, label, args, cold, phases
+        self.out, self.changing = out, changing
         self.directory = REPO_ROOT
+        self.runs = 0
         self.wall: list[float] = []
         self.cpu: list[float] = []
         self.rss: list[float] = []
         self.phases: list[dict[str, float]] = []
 
-    def run(self, cache_dir: Path) -> None:
-        if self.cold and cache_dir.exists():
-            shutil.rmtree(cache_dir)
+    def warm_up(self, cache_dir: Path) -> None:
+        if not self.cold:
+            self.run(cache_dir, measured=False)
+
+    def run(self, cache_dir: Path, *, measured: bool = True) -> None:
+        if self.cold:
+            cache_dir = cache_dir.with_name(cache_dir.name + "-cold")
+            for directory in (cache_dir, self.out):
+                if directory is not None and directory.exists():
+                    shutil.rmtree(directory)
+        args = list(self.args)
+        if self.changing:
+            args[-1] = f"{args[-1]}:{(self.runs + 1) % 2}"
+        self.runs += 1
         env = dict(os.environ, PYTHONHASHSEED="0", KUBEFLOW_PLATFORM_CACHE_DIR=str(cache_dir))
         started = time.perf_counter()
-        process = subprocess.Popen([sys.executable, "-m", "tools.bench_case", *self.args], cwd=self.directory, env=env,
+        process = subprocess.Popen([sys.executable, "-m", "tools.bench_case", *args], cwd=self.directory, env=env,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         # Read stderr while waiting: a case that writes much must not block on a full pipe.
         stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
         _pid, status, usage = os.wait4(process.pid, 0)
         elapsed = time.perf_counter() - started
         if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"benchmark case {' '.join(self.args)} failed:\n{stderr[-4000:]}")
+            raise SystemExit(f"benchmark case {' '.join(args)} failed:\n{stderr[-4000:]}")
+        if not measured:
+            return
         self.wall.append(elapsed)
         self.cpu.append(usage.ru_utime + usage.ru_stime)
         self.rss.append(usage.ru_maxrss / 1024)  # KiB on Linux
@@ -166,6 +193,8 @@ def ratios_of(results: dict, sizes: list[int]) -> dict[str, float]:
     for n in sizes:
         ratios[f"tenancy_{n}_over_floor"] = round(results[f"tenancy_{n}"]["median_s"] / floor["median_s"], 2)
         ratios[f"tenancy_{n}_cpu_over_floor_cpu"] = round(results[f"tenancy_{n}"]["median_cpu_s"] / floor["median_cpu_s"], 2)
+        if f"tenancy_{n}_cold" in results:
+            ratios[f"tenancy_{n}_cold_over_floor"] = round(results[f"tenancy_{n}_cold"]["median_s"] / floor["median_s"], 2)
     if 1000 in sizes and 10000 in sizes:
         ratios["tenancy_10000_over_1000"] = round(results["tenancy_10000"]["median_s"] / results["tenancy_1000"]["median_s"], 2)
         ratios["tenancy_10000_cpu_over_1000_cpu"] = round(results["tenancy_10000"]["median_cpu_s"]
@@ -193,7 +222,14 @@ def docs_block(report: dict) -> str:
              "| --- | --- | --- | --- | --- | --- |"]
     floor = results["floor"]["median_s"]
     order = {"floor": (0, 0), "dev_cold": (1, 0), "dev": (2, 0), "prod": (3, 0)}
-    for key in sorted(results, key=lambda k: order.get(k, (4, int(k.rpartition("_")[2]) if k[-1].isdigit() else 0))):
+
+    def place(key: str) -> tuple[int, int, int]:
+        if key in order:
+            return (*order[key], 0)
+        size = key.split("_")[1] if key.startswith("tenancy_") else ""
+        return (4, int(size) if size.isdigit() else 0, key.endswith("_cold"))
+
+    for key in sorted(results, key=place):
         result = results[key]
         shares = result.get("phases_share")
         split = " / ".join(f"{100 * shares[p]:.0f} %" for p in (*PHASES, "other")) if shares else "-"
@@ -262,15 +298,21 @@ def main(argv: list[str]) -> int:
     def preview(key: str, label: str, stack: str, profiles: int | None = None, cold: bool = False) -> Case:
         phases = work / f"{key}.phases.json"
         extra = [] if profiles is None else [str(profiles)]
-        return Case(key, label, ["preview", stack, manifests, str(work / key), str(phases), *extra], cold=cold, phases=phases)
+        return Case(key, label, ["preview", stack, manifests, str(work / key), str(phases), *extra], cold=cold,
+                    phases=phases, out=work / key, changing=profiles is not None and not cold)
 
     floor = Case("floor", "floor (libyaml parse only)", ["floor", manifests])
+    cold_sizes = [n for n in sizes if n == 1000] if not args.smoke else sizes[:1]
     previews = [
         preview("dev_cold", "make preview dev, cold", "dev", cold=True),
         preview("dev", "make preview dev", "dev"),
         preview("prod", "make preview prod", "prod"),
-        *(preview(f"tenancy_{n}", f"make preview dev, {n} profiles", "dev", n) for n in sizes),
+        *(preview(f"tenancy_{n}", f"make preview dev, {n} profiles, one changed", "dev", n) for n in sizes),
+        *(preview(f"tenancy_{n}_cold", f"make preview dev, {n} profiles, cold", "dev", n, cold=True) for n in cold_sizes),
     ]
+    for case in previews:
+        case.warm_up(cache_dir)
+        print(f"  warmed up: {case.label}" if not case.cold else f"  cold, no warm-up: {case.label}", file=sys.stderr, flush=True)
     for round_ in range(1, repeat + 1):
         for case in previews:
             # Floor and preview alternate: each preview has a floor run beside it.

@@ -5,10 +5,11 @@
                                                        with N, the tenancy declares N generated profiles
     python -m tools.bench_case preview-dir DIR STACK   the whole offline preview of a stack of the program copy
                                                        in DIR (writes DIR/build/STACK), as `make preview` runs it
-    python -m tools.bench_case preview STACK FILE OUT PHASES [N]
+    python -m tools.bench_case preview STACK FILE OUT PHASES [N[:V]]
                                                        the whole `make preview` of the stack (with N generated
-                                                       profiles), its plan written to OUT; the seconds of each
-                                                       phase (evaluate, write, checks, trace) written to PHASES
+                                                       profiles, in variant V of generated_tenancy), its plan
+                                                       written to OUT; the seconds of each phase (evaluate, write,
+                                                       checks, trace) written to PHASES
 """
 
 from __future__ import annotations
@@ -26,14 +27,17 @@ def parse_only(path: str) -> int:
     return count
 
 
-def generated_tenancy(count: int, machine_users: tuple[str, ...] = ()) -> dict:
+def generated_tenancy(count: int, machine_users: tuple[str, ...] = (), variant: int = 0) -> dict:
     """`count` users, each owning a profile; every tenth profile may use the first GPU pool. The stack's machine
-    identities (which loading requires to be granted a profile) contribute to the first profile."""
+    identities (which loading requires to be granted a profile) contribute to the first profile. `variant` 1 is the
+    same tenancy with one change: the second profile's contributor may edit instead of view (what a review of one
+    profile's change previews)."""
     users = [f"user{i:04d}@example.com" for i in range(count)]
     profiles = []
     for i, user in enumerate(users):
         profile = {"name": f"user{i:04d}", "owner": user, "dataLake": {"bucket": "pipelines", "prefix": f"profiles/user{i:04d}"}}
-        contributors = [{"user": users[i + 1], "role": "view"}] if i + 1 < count else []
+        role = "edit" if variant == 1 and i == 1 else "view"
+        contributors = [{"user": users[i + 1], "role": role}] if i + 1 < count else []
         if i == 0:
             contributors += [{"user": machine, "role": "edit"} for machine in machine_users]
         if contributors:
@@ -86,7 +90,7 @@ PHASES = (("running __main__.py", "evaluate"), ("building the plan", "evaluate")
           ("checking pod admission", "checks"), ("tracing", "trace"))
 
 
-def run_preview(stack: str, manifests: str, out: str, phases_file: str, profiles: int | None) -> int:
+def run_preview(stack: str, manifests: str, out: str, phases_file: str, profiles: int | None, variant: int = 0) -> int:
     """`make preview` as tools.preview runs it, with the seconds of each phase recorded."""
     import io
     import json
@@ -107,7 +111,7 @@ def run_preview(stack: str, manifests: str, out: str, phases_file: str, profiles
         def step(self, what: str) -> _Step:
             return Timed(self, what)
 
-    settings = {"tenancy": generated_tenancy(profiles, machine_users(stack))} if profiles is not None else None
+    settings = {"tenancy": generated_tenancy(profiles, machine_users(stack), variant)} if profiles is not None else None
     status = preview(stack, manifests=manifests, out=Path(out), settings=settings, stdout=io.StringIO(),
                      progress=Recording(sys.stderr), freeze_evaluated=True)
     Path(phases_file).write_text(json.dumps(seconds))
@@ -123,7 +127,8 @@ def main(argv: list[str]) -> int:
         print(evaluate_stack(argv[1], argv[2], profiles))
         return 0
     if argv[:1] == ["preview"]:
-        return run_preview(argv[1], argv[2], argv[3], argv[4], int(argv[5]) if len(argv) > 5 else None)
+        profiles, _, variant = argv[5].partition(":") if len(argv) > 5 else ("", "", "")
+        return run_preview(argv[1], argv[2], argv[3], argv[4], int(profiles) if profiles else None, int(variant or 0))
     if argv[:1] == ["preview-dir"]:
         return preview_stack(argv[1], argv[2])
     print(__doc__, file=sys.stderr)
