@@ -13,6 +13,7 @@ user) comes from the platform stack's outputs through `pulumi.StackReference` (c
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ OWN_TENANCY_KEYS = ("platform", "part")
 #: Settings a tenancy stack may set apart from its platform: which release file it reads offline.
 PER_STACK_KUBEFLOW_KEYS = ("manifests", "version")
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+#: A `platform` key, in block or flow style, quoted or not; `kubeflow-platform:` (every key's namespace) is not one.
+_NAMES_A_PLATFORM = re.compile(r"(?<![-\w])[\"']?platform[\"']?\s*:")
 
 
 def platform_stack_name(reference: str) -> str:
@@ -114,25 +117,30 @@ def tenancy_stack_raw(stack: str, raw: Mapping[str, Any], keys: list[str],
     for key in OWN_TENANCY_KEYS:
         merged.pop(key, None)
         merged[key] = own.get(key)
-    problems += list(same_part_elsewhere(stack, reference, own.get("part"), directory))
+    problems += list(same_part_elsewhere(stack, reference, own.get("part"), directory, {platform: platform_config}))
     return {**raw, "tenancy": merged}, problems
 
 
-def same_part_elsewhere(stack: str, reference: str, part: Any, directory: Path) -> Iterator[tuple[str, str]]:
+def same_part_elsewhere(stack: str, reference: str, part: Any, directory: Path,
+                        read: Mapping[str, Mapping[str, Any]] | None = None) -> Iterator[tuple[str, str]]:
     """Other stack files of the project holding the same part of the same platform stack: each of its profiles would
     be created by both stacks (the second `pulumi up` fails on objects the first created, and a removal in one
-    deletes what the other still declares)."""
+    deletes what the other still declares). `read`: stack files already parsed (stack to its config), not read again."""
+    read = read or {}
     for path in sorted(directory.glob("Pulumi.*.yaml")):
         other = path.name[len("Pulumi."):-len(".yaml")]
         if other == stack:
             continue
-        text = path.read_text(errors="replace")
-        if "platform" not in text:
-            continue  # a platform stack's file: cheaper than parsing thousands of profiles
-        try:
-            tenancy = stack_file_config(path).get(f"{PROJECT}:tenancy")
-        except (yaml.YAMLError, ValueError):
-            continue  # that stack's own preview reports its file
+        if other in read:
+            config = read[other]
+        else:
+            if not _NAMES_A_PLATFORM.search(path.read_text(errors="replace")):
+                continue  # no `platform` key: not a tenancy stack, and parsing a platform's thousands of profiles is dear
+            try:
+                config = stack_file_config(path)
+            except (yaml.YAMLError, ValueError):
+                continue  # that stack's own preview reports its file
+        tenancy = config.get(f"{PROJECT}:tenancy")
         if is_tenancy_stack(tenancy) and tenancy.get("platform") == reference and str(tenancy.get("part")) == str(part):
             yield "tenancy.part", (
                 f"stack {other!r} ({path.name}) holds part {str(part)!r} of {reference} too: its profiles would be in "

@@ -14,7 +14,7 @@ import config
 from analysis.tenancy_moves import PLATFORM, WHAT_HAPPENS, places, profile_moves
 from config.access import TenancySettings, tenancy_parts
 from config.loader import Problems, from_raw
-from config.tenancy_stacks import tenancy_stack_raw
+from config.tenancy_stacks import same_part_elsewhere, tenancy_stack_raw
 from tests.conftest import shared_run
 from tests.stack_files import copy_program, preview_in_process, stack_document
 from tools import diff as plan_diff
@@ -129,6 +129,16 @@ def test_the_platform_creates_no_profile_and_exports_its_parts(split):
     assert [r["name"] for r in plan["resources"] if r["name"] == "tenancy-registration"] == ["tenancy-registration"]
 
 
+def test_the_platform_declares_no_cowriter_for_the_namespaces_of_profiles_it_places_elsewhere(split):
+    # Its outputs are read whole by every tenancy stack's StackReference: with 10,000 profiles, a cowriter entry per
+    # profile made them megabytes, which each tenancy stack's program walked, though the platform writes none of them.
+    outputs = load_plan(split / "build" / "dev")["outputs"]
+    namespaces = {entry["name"] for entry in outputs["ownership"]["cowriters"] if entry["kind"] == "Namespace"}
+    assert not namespaces & set(dev_profiles())
+    unsplit = build_plan(shared_run("dev"))[0]["outputs"]["ownership"]["cowriters"]
+    assert set(dev_profiles()) <= {entry["name"] for entry in unsplit if entry["kind"] == "Namespace"}
+
+
 def _profile_objects(plan: dict, profile: str) -> list[str]:
     return sorted(json.dumps(o.obj, sort_keys=True) for o in kubernetes_objects(plan).objects
                   if (o.obj.get("metadata") or {}).get("namespace") == profile
@@ -214,6 +224,32 @@ def test_one_part_in_two_stacks_is_refused_naming_both(split, tmp_path):
     assert ("tenancy.part: stack 'dev-tenancy-1' (Pulumi.dev-tenancy-1.yaml) holds part '1' of "
             "organization/kubeflow-platform/dev too: its profiles would be in both stacks 'dev-research' and "
             "'dev-tenancy-1'; give one of them another part or remove its stack file") in stderr
+
+
+def test_one_part_in_two_stacks_is_refused_whatever_the_yaml_style_of_the_other_file(tmp_path):
+    (tmp_path / "Pulumi.dev.yaml").write_text("config:\n  kubeflow-platform:tenancy:\n    users: []\n")
+    (tmp_path / "Pulumi.dev-a.yaml").write_text(
+        '{"config": {"kubeflow-platform:tenancy": {"platform": "organization/kubeflow-platform/dev", "part": 3}}}\n')
+    (tmp_path / "Pulumi.dev-b.yaml").write_text(
+        "config:\n  kubeflow-platform:tenancy: {platform: organization/kubeflow-platform/dev, part: 3}\n")
+    found = list(same_part_elsewhere("dev-c", "organization/kubeflow-platform/dev", 3, tmp_path))
+    assert [message.split(" (")[0] for _, message in found] == ["stack 'dev-a'", "stack 'dev-b'"]
+
+
+def test_a_tenancy_stack_parses_its_platform_stack_file_once(split, monkeypatch):
+    import config.tenancy_stacks as tenancy_stacks
+
+    parsed: list[str] = []
+    real = tenancy_stacks.stack_file_config
+    monkeypatch.setattr(tenancy_stacks, "stack_file_config", lambda path: parsed.append(path.name) or real(path))
+    own = {key.split(":", 1)[1]: value for key, value in
+           yaml.safe_load((split / "Pulumi.dev-tenancy-1.yaml").read_text())["config"].items()}
+    _, problems = tenancy_stack_raw("dev-tenancy-1", own, list(config.settings_keys()), split)
+    assert problems == []
+    # The platform's file (thousands of profiles at scale) once; the other tenancy stacks' small files for their part.
+    assert parsed.count("Pulumi.dev.yaml") == 1
+    assert sorted(parsed) == sorted(["Pulumi.dev.yaml", *(p.name for p in split.glob("Pulumi.dev-tenancy-*.yaml")
+                                                          if p.name != "Pulumi.dev-tenancy-1.yaml")])
 
 
 def test_a_tenancy_stack_that_differs_from_its_platform_or_names_no_part_of_it_gets_every_problem(split, tmp_path):
