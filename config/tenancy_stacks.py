@@ -14,6 +14,7 @@ user) comes from the platform stack's outputs through `pulumi.StackReference` (c
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -145,3 +146,94 @@ def same_part_elsewhere(stack: str, reference: str, part: Any, directory: Path,
             yield "tenancy.part", (
                 f"stack {other!r} ({path.name}) holds part {str(part)!r} of {reference} too: its profiles would be in "
                 f"both stacks {stack!r} and {other!r}; give one of them another part or remove its stack file")
+
+
+@dataclass(frozen=True)
+class OtherParts:
+    """What a tenancy stack keeps of its platform's profiles in other parts: only what the rules across parts compare
+    (a name or an owner in two parts, data-lake prefixes that overlap, a machine identity granted in some profile).
+    Those profiles are checked in full by the platform stack and by the tenancy stack that holds them."""
+
+    part: str
+    """This stack's part."""
+    indices: tuple[int, ...]
+    """The index in the platform's tenancy.profiles of each profile of this part, in order."""
+    names: Mapping[str, str]
+    """Name to where it is (`part 3`), of the other parts' profiles."""
+    owners: Mapping[str, str]
+    """Owner to where the profile is (`part 3`), of the other parts' profiles."""
+    granted: frozenset[str]
+    """Owners and contributing users of the other parts' profiles."""
+    lakes: tuple[tuple[str, str, str], ...]
+    """(who, bucket, prefix) of the other parts' data lakes, as data_lake_overlaps takes them."""
+
+
+def _raw_parts(profiles: list[Any], stacks: Any) -> list[str | None] | None:
+    """Each raw profile's part, as config.access.tenancy_parts places the validated ones; None where only the full
+    check can tell (a setting or a profile it would refuse)."""
+    from config.access import TenancyStacksSettings
+    from config.loader import Problems, from_raw
+
+    problems = Problems()
+    settings = from_raw(TenancyStacksSettings, stacks, "stacks", problems)
+    if settings is None or problems:
+        return None
+    if not all(isinstance(profile, Mapping) and isinstance(profile.get("name"), str) for profile in profiles):
+        return None
+    if settings.by == "count":
+        size = settings.size or len(profiles) or 1
+        return [str(i // size + 1) for i in range(len(profiles))]
+    parts: list[str | None] = []
+    for profile in profiles:
+        labels = profile.get("labels")
+        if labels is None:
+            parts.append(None)
+            continue
+        if not isinstance(labels, Mapping):
+            return None
+        value = labels.get(settings.label)
+        if value is not None and not isinstance(value, str):
+            return None
+        parts.append(value)
+    return parts
+
+
+def _part_label(part: str | None) -> str:
+    return f"part {part}" if part is not None else "no part"
+
+
+def own_part(tenancy: Mapping[str, Any]) -> tuple[Mapping[str, Any], OtherParts | None]:
+    """A tenancy stack's raw tenancy settings with only its part's profiles, and what it keeps of the others
+    (OtherParts); unchanged, with None, where the part cannot be told before the full check (a wrong tenancy.stacks,
+    a part the platform does not have, a profile without a name), so that check reports it as on the platform."""
+    profiles, part = tenancy.get("profiles"), str(tenancy.get("part"))
+    if not is_tenancy_stack(tenancy) or not isinstance(profiles, list):
+        return tenancy, None
+    parts = _raw_parts(profiles, tenancy.get("stacks"))
+    if parts is None or part not in parts:
+        return tenancy, None
+    names: dict[str, str] = {}
+    owners: dict[str, str] = {}
+    granted: set[str] = set()
+    lakes: list[tuple[str, str, str]] = []
+    for profile, where in zip(profiles, parts):
+        if where == part:
+            continue
+        # A profile in no part (by group, without the label) is the platform's problem; its name and owner still
+        # take part in the rules, as they would in the platform's check.
+        name = profile["name"]
+        names.setdefault(name, _part_label(where))
+        owner = profile.get("owner")
+        if isinstance(owner, str):
+            owners.setdefault(owner, _part_label(where))
+            granted.add(owner)
+        for contributor in profile.get("contributors") or ():
+            if isinstance(contributor, Mapping) and isinstance(contributor.get("user"), str):
+                granted.add(contributor["user"])
+        lake = profile.get("dataLake")
+        if isinstance(lake, Mapping) and isinstance(lake.get("bucket"), str) and isinstance(lake.get("prefix"), str):
+            lakes.append((f"profile {name!r} ({_part_label(where)})", lake["bucket"], lake["prefix"]))
+    indices = tuple(i for i, where in enumerate(parts) if where == part)
+    other = OtherParts(part=part, indices=indices, names=names, owners=owners, granted=frozenset(granted),
+                       lakes=tuple(lakes))
+    return {**tenancy, "profiles": [profiles[i] for i in indices]}, other
