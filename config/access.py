@@ -270,7 +270,7 @@ def data_lake_overlaps(
 
     Each profile's role reaches `<prefix>/*`: a prefix inside another's hands one profile the other's data.
     """
-    lakes: list[tuple[str, str, str]] = []  # (path, bucket, prefix); a path of None: one of elsewhere's
+    lakes: list[tuple[str, str, str]] = []  # (path, bucket, prefix); after the first `reported`, elsewhere's (who, ...)
     for i, profile in enumerate(profiles):
         lake = profile.data_lake
         if lake is None or not lake.prefix.strip("/"):
