@@ -64,7 +64,9 @@ def ownership_declarations(settings: Settings) -> dict[str, Any]:
         reason=f"the mesh owner's mesh config: its extensionProviders must hold {settings.auth.extension_provider!r} "
                "(the stack's authExtensionProvider output); checked, never written"))
     cowriters: list[dict[str, str]] = []
-    for profile in settings.tenancy.profiles:
+    # Only the profiles this stack creates: a platform stack that places them in tenancy stacks writes none of their
+    # namespaces, and its outputs, which every tenancy stack's StackReference reads whole, stay the size of the platform.
+    for profile in settings.profiles_created():
         # Kept namespaces are patched (components.tenancy.Tenancy._namespace), others created; either way the
         # profile controller writes them too.
         cowriters.append(_entry(

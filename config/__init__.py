@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 import types
 import typing
@@ -110,6 +111,8 @@ class Settings:
     """Active/passive recovery across two regions: this stack's role, its peer, replication and the global database (docs/failover.md)."""
     secrets: Secrets = dataclasses.field(default=Secrets(), metadata={"internal": True})
     """Secret settings (top-level secret keys, see SECRET_KEYS)."""
+    other_parts: Optional[tenancy_stacks.OtherParts] = dataclasses.field(default=None, metadata={"internal": True})
+    """On a tenancy stack: what it keeps of its platform's profiles in other parts (tenancy.profiles holds its own)."""
 
     @property
     def tenancy_part(self) -> Optional[str]:
@@ -119,6 +122,8 @@ class Settings:
     def profiles_created(self) -> tuple[ProfileSettings, ...]:
         """The profiles whose objects this stack creates: all of them, none on a platform stack that places them in
         tenancy stacks (tenancy.stacks), a tenancy stack its part."""
+        if self.other_parts is not None:
+            return self.tenancy.profiles  # its part alone was read (config.tenancy_stacks.own_part)
         if self.tenancy.platform is not None:
             names = set(tenancy_parts(self.tenancy).get(str(self.tenancy.part), ()))
             return tuple(profile for profile in self.tenancy.profiles if profile.name in names)
@@ -167,7 +172,7 @@ class Settings:
         # backend, so the stack says where it may work (kfam binds users one by one, as for people).
         granted = {profile.owner for profile in self.tenancy.profiles} | {
             contributor.user for profile in self.tenancy.profiles for contributor in profile.contributors if contributor.user
-        }
+        } | (self.other_parts.granted if self.other_parts is not None else frozenset())
         for i, issuer in enumerate(self.auth.extra_issuers):
             if issuer.machine_identity is None:
                 continue
@@ -185,6 +190,9 @@ class Settings:
         tenancy = self.tenancy
         if tenancy.platform is None:
             return
+        if self.other_parts is not None:
+            yield from self._across_parts_problems(self.other_parts)
+            return  # its part was found among the platform's (config.tenancy_stacks.own_part)
         if tenancy.stacks is None:
             yield "tenancy.platform", (f"{tenancy.platform} places no profiles in tenancy stacks: set tenancy.stacks on it"
                                        " (by count or by group), or remove tenancy.platform and tenancy.part here")
@@ -194,6 +202,18 @@ class Settings:
             shown = ", ".join(list(parts)[:20]) + (", ..." if len(parts) > 20 else "")
             yield "tenancy.part", (f"{str(tenancy.part)!r} is not a part of {tenancy.platform} (tenancy.stacks by "
                                    f"{tenancy.stacks.by}): its parts are {shown or 'none, it lists no profiles'}")
+
+    def _across_parts_problems(self, other: tenancy_stacks.OtherParts) -> Iterator[tuple[str, str]]:
+        """This part's profiles against the other parts' (the rules of TenancySettings.cross_check that compare
+        profiles; the data lakes are compared with the others' in cross_check)."""
+        for i, profile in enumerate(self.tenancy.profiles):
+            if profile.name in other.names:
+                yield f"tenancy.profiles[{i}].name", (
+                    f"{profile.name!r} is listed twice: a profile in {other.names[profile.name]} has this name too; "
+                    "give each profile a name of its own")
+            if profile.owner in other.owners:
+                yield f"tenancy.profiles[{i}].owner", (
+                    f"{profile.owner!r} already owns another profile (in {other.owners[profile.owner]})")
 
     def cross_check(self) -> Iterator[tuple[str, str]]:
         yield from self._tenancy_part_problems()
@@ -235,7 +255,7 @@ class Settings:
         pools = {pool.name: pool for pool in self.gpu.pools}
         buckets = {bucket.purpose for bucket in self.artifacts.buckets}
         reserved = self._namespaces_profiles_must_not_take()
-        yield from self.tenancy.tenant_principals(reserved)
+        yield from self.tenancy.tenant_principals(reserved, self.other_parts.names if self.other_parts is not None else ())
         if self.auth.lowercase:
             yield from self._upper_case_emails()
         for i, profile in enumerate(self.tenancy.profiles):
@@ -276,7 +296,8 @@ class Settings:
         platform_prefixes = {**PIPELINES_PREFIXES, self.kubeflow.argo.key_format.split("/")[0]: "Argo workflow artifacts and logs"}
         for key, message in data_lake_overlaps(self.tenancy.profiles, bucket_names=names,
                                                platform_bucket=names.get("pipelines", ""),
-                                               platform_prefixes=platform_prefixes):
+                                               platform_prefixes=platform_prefixes,
+                                               elsewhere=self.other_parts.lakes if self.other_parts is not None else ()):
             yield f"tenancy.{key}", message
 
     def _fleet_problems(self) -> Iterator[tuple[str, str]]:
@@ -370,7 +391,20 @@ def parse(raw: Mapping[str, Any], secrets: Secrets, present_secrets: set[str], s
     if isinstance(fleet, Mapping) and fleet.get("role") == "global":
         return _parse_global(wrapper, secrets, present_secrets, stack, problems)
     wrapper = _with_tenancy_file(wrapper, problems)
-    settings = from_raw(Settings, wrapper, "", problems)
+    other_parts = None
+    if tenancy_stacks.is_tenancy_stack(wrapper.get("tenancy")):
+        # A tenancy stack checks its own part's profiles in full, and of the others what the rules across parts need.
+        tenancy, other_parts = tenancy_stacks.own_part(wrapper["tenancy"])
+        wrapper = {**wrapper, "tenancy": tenancy}
+    if other_parts is None:
+        settings = from_raw(Settings, wrapper, "", problems)
+    else:
+        found = Problems()
+        settings = from_raw(Settings, wrapper, "", found, internal={"other_parts": other_parts})
+        # Its profiles' paths as in the platform's stack file, where they are fixed.
+        for line in found.lines:
+            problems.lines.append(_PROFILE_PATH.sub(
+                lambda match: f"tenancy.profiles[{other_parts.indices[int(match.group(1))]}]", line))
     if settings is not None:
         settings = _with_secrets(_follow_namespace(settings, wrapper), secrets)
         for key, message in _missing_secrets(settings, present_secrets):
@@ -378,6 +412,9 @@ def parse(raw: Mapping[str, Any], secrets: Secrets, present_secrets: set[str], s
     if problems:
         raise SettingsError(stack, problems.lines)
     return settings
+
+
+_PROFILE_PATH = re.compile(r"\btenancy\.profiles\[(\d+)\]")
 
 
 def _parse_global(raw: dict[str, Any], secrets: Secrets, present: set[str], stack: str, problems: Problems) -> GlobalSettings:

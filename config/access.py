@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import types
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Union
 
@@ -260,21 +260,27 @@ class DataLakeSettings:
 
 def data_lake_overlaps(
     profiles: Sequence["ProfileSettings"], *, bucket_names: Mapping[str, str], platform_bucket: str,
-    platform_prefixes: Mapping[str, str],
+    platform_prefixes: Mapping[str, str], elsewhere: Sequence[tuple[str, str, str]] = (),
 ) -> Iterator[tuple[str, str]]:
     """Data-lake prefixes that share keys: equal or nested prefixes in one bucket, among the profiles or with
     the platform's own prefixes (`platform_prefixes`: prefix -> whose) of the pipelines bucket. Each profile
-    involved gets its own line (paths under `tenancy.`), so every problem shows at once.
+    involved gets its own line (paths under `tenancy.`), so every problem shows at once. `elsewhere`: data lakes
+    of profiles checked elsewhere (a tenancy stack's other parts), as (who, bucket, prefix): compared with, never
+    reported on.
 
     Each profile's role reaches `<prefix>/*`: a prefix inside another's hands one profile the other's data.
     """
-    lakes: list[tuple[str, str, str]] = []  # (path, bucket, prefix)
+    lakes: list[tuple[str, str, str]] = []  # (path, bucket, prefix); after the first `reported`, elsewhere's (who, ...)
     for i, profile in enumerate(profiles):
         lake = profile.data_lake
         if lake is None or not lake.prefix.strip("/"):
             continue
         bucket = bucket_names.get(lake.bucket, lake.bucket)
         lakes.append((f"profiles[{i}].dataLake.prefix", bucket, lake.prefix.strip("/")))
+    reported = len(lakes)
+    for who, bucket, prefix in elsewhere:
+        if prefix.strip("/"):
+            lakes.append((who, bucket_names.get(bucket, bucket), prefix.strip("/")))
 
     def overlap(a: str, b: str) -> Optional[str]:
         if a == b:
@@ -297,7 +303,7 @@ def data_lake_overlaps(
         same.setdefault((bucket, prefix), []).append(index)
         for ancestor in ancestors(prefix):
             below.setdefault((bucket, ancestor), []).append(index)
-    for index, (path, bucket, prefix) in enumerate(lakes):
+    for index, (path, bucket, prefix) in enumerate(lakes[:reported]):
         others = set(same.get((bucket, prefix), ())) | set(below.get((bucket, prefix), ()))
         for ancestor in ancestors(prefix):
             others.update(same.get((bucket, ancestor), ()))
@@ -307,7 +313,8 @@ def data_lake_overlaps(
                 continue
             relation = overlap(prefix, other)
             if relation:
-                yield path, (f"{prefix!r} {relation} {other!r} of tenancy.{other_path.removesuffix('.prefix')} "
+                whose = other_path if other_index >= reported else f"tenancy.{other_path.removesuffix('.prefix')}"
+                yield path, (f"{prefix!r} {relation} {other!r} of {whose} "
                              f"in bucket {bucket!r}; each profile's role reaches its whole prefix, so give each a "
                              "prefix of its own (like profiles/<name>)")
         if bucket == platform_bucket:
@@ -519,10 +526,11 @@ class TenancySettings:
             yield "platform" if self.platform is None else "part", (
                 "a tenancy stack names both its platform stack (platform) and its part (part)")
 
-    def tenant_principals(self, reserved: set[str]) -> Iterator[tuple[str, str]]:
+    def tenant_principals(self, reserved: set[str], elsewhere: Iterable[str] = ()) -> Iterator[tuple[str, str]]:
         """Principals in a profile's namespace among those the policies trust (run from Settings.cross_check:
-        a profile that takes a platform namespace, `reserved`, is reported as such and not again here)."""
-        profiles = {profile.name for profile in self.profiles} - reserved
+        a profile that takes a platform namespace, `reserved`, is reported as such and not again here);
+        `elsewhere`: names of profiles not listed here (a tenancy stack's other parts)."""
+        profiles = ({profile.name for profile in self.profiles} | set(elsewhere)) - reserved
         # A principal in a profile namespace is a workload the profile's users and their code control.
         for key, principals, power in (
             ("trustedPrincipals", self.trusted_principals, "could send kubeflow-userid as any user to every profile"),

@@ -219,8 +219,9 @@ def _shape_fits(hint: Any, raw: Any) -> bool:
     return True
 
 
-def from_raw(cls: type, raw: Any, path: str, problems: Problems) -> Any:
-    """Builds dataclass `cls` from a mapping, recording every problem under `path`."""
+def from_raw(cls: type, raw: Any, path: str, problems: Problems, internal: Optional[Mapping[str, Any]] = None) -> Any:
+    """Builds dataclass `cls` from a mapping, recording every problem under `path`; `internal`: values of its internal
+    fields (never read from a stack file), set before its cross_check runs."""
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
@@ -258,7 +259,7 @@ def from_raw(cls: type, raw: Any, path: str, problems: Problems) -> Any:
             broken = True
     if broken:
         return None
-    instance = cls(**values)
+    instance = cls(**values, **(internal or {}))
     cross_check = getattr(instance, "cross_check", None)
     if cross_check is not None:
         for relative, message in cross_check():

@@ -14,7 +14,7 @@ import config
 from analysis.tenancy_moves import PLATFORM, WHAT_HAPPENS, places, profile_moves
 from config.access import TenancySettings, tenancy_parts
 from config.loader import Problems, from_raw
-from config.tenancy_stacks import tenancy_stack_raw
+from config.tenancy_stacks import same_part_elsewhere, tenancy_stack_raw
 from tests.conftest import shared_run
 from tests.stack_files import copy_program, preview_in_process, stack_document
 from tools import diff as plan_diff
@@ -129,6 +129,16 @@ def test_the_platform_creates_no_profile_and_exports_its_parts(split):
     assert [r["name"] for r in plan["resources"] if r["name"] == "tenancy-registration"] == ["tenancy-registration"]
 
 
+def test_the_platform_declares_no_cowriter_for_the_namespaces_of_profiles_it_places_elsewhere(split):
+    # Its outputs are read whole by every tenancy stack's StackReference: with 10,000 profiles, a cowriter entry per
+    # profile made them megabytes, which each tenancy stack's program walked, though the platform writes none of them.
+    outputs = load_plan(split / "build" / "dev")["outputs"]
+    namespaces = {entry["name"] for entry in outputs["ownership"]["cowriters"] if entry["kind"] == "Namespace"}
+    assert not namespaces & set(dev_profiles())
+    unsplit = build_plan(shared_run("dev"))[0]["outputs"]["ownership"]["cowriters"]
+    assert set(dev_profiles()) <= {entry["name"] for entry in unsplit if entry["kind"] == "Namespace"}
+
+
 def _profile_objects(plan: dict, profile: str) -> list[str]:
     return sorted(json.dumps(o.obj, sort_keys=True) for o in kubernetes_objects(plan).objects
                   if (o.obj.get("metadata") or {}).get("namespace") == profile
@@ -216,6 +226,32 @@ def test_one_part_in_two_stacks_is_refused_naming_both(split, tmp_path):
             "'dev-tenancy-1'; give one of them another part or remove its stack file") in stderr
 
 
+def test_one_part_in_two_stacks_is_refused_whatever_the_yaml_style_of_the_other_file(tmp_path):
+    (tmp_path / "Pulumi.dev.yaml").write_text("config:\n  kubeflow-platform:tenancy:\n    users: []\n")
+    (tmp_path / "Pulumi.dev-a.yaml").write_text(
+        '{"config": {"kubeflow-platform:tenancy": {"platform": "organization/kubeflow-platform/dev", "part": 3}}}\n')
+    (tmp_path / "Pulumi.dev-b.yaml").write_text(
+        "config:\n  kubeflow-platform:tenancy: {platform: organization/kubeflow-platform/dev, part: 3}\n")
+    found = list(same_part_elsewhere("dev-c", "organization/kubeflow-platform/dev", 3, tmp_path))
+    assert [message.split(" (")[0] for _, message in found] == ["stack 'dev-a'", "stack 'dev-b'"]
+
+
+def test_a_tenancy_stack_parses_its_platform_stack_file_once(split, monkeypatch):
+    import config.tenancy_stacks as tenancy_stacks
+
+    parsed: list[str] = []
+    real = tenancy_stacks.stack_file_config
+    monkeypatch.setattr(tenancy_stacks, "stack_file_config", lambda path: parsed.append(path.name) or real(path))
+    own = {key.split(":", 1)[1]: value for key, value in
+           yaml.safe_load((split / "Pulumi.dev-tenancy-1.yaml").read_text())["config"].items()}
+    _, problems = tenancy_stack_raw("dev-tenancy-1", own, list(config.settings_keys()), split)
+    assert problems == []
+    # The platform's file (thousands of profiles at scale) once; the other tenancy stacks' small files for their part.
+    assert parsed.count("Pulumi.dev.yaml") == 1
+    assert sorted(parsed) == sorted(["Pulumi.dev.yaml", *(p.name for p in split.glob("Pulumi.dev-tenancy-*.yaml")
+                                                          if p.name != "Pulumi.dev-tenancy-1.yaml")])
+
+
 def test_a_tenancy_stack_that_differs_from_its_platform_or_names_no_part_of_it_gets_every_problem(split, tmp_path):
     program = copy_program(tmp_path / "program")
     for path in split.glob("Pulumi.*.yaml"):
@@ -294,3 +330,118 @@ def test_splitting_a_stack_shows_every_profile_leaving_the_platform():
     assert profile_moves(after, after) == []
     # A diff of plans that move nothing says nothing about moves.
     assert "Profiles moving" not in plan_diff.render(plan_diff.diff_plans(after, after), "a", "b")
+
+
+# --- A tenancy stack checks its part in full, and of the others what the rules across parts compare ---------
+
+
+@pytest.fixture(scope="module")
+def generated_split(tmp_path_factory) -> Path:
+    """Stack files of the generated 10,000-profile dev split into 10 tenancy stacks of 1,000 (no preview)."""
+    directory = tmp_path_factory.mktemp("generated-split")
+    write_generated_split(directory, profiles=10_000, size=1_000)
+    (directory / "Pulumi.yaml").write_text((Path(config.__file__).parent.parent / "Pulumi.yaml").read_text())
+    return directory
+
+
+def _load_tenancy_stack(directory: Path, stack: str, change=None):
+    """The settings of `stack` as the program loads them, after `change` edited the platform's tenancy settings."""
+    platform = yaml.load((directory / "Pulumi.dev.yaml").read_text(), Loader=yaml.CSafeLoader)
+    if change is not None:
+        change(platform["config"][f"{PROJECT}:tenancy"])
+        directory = directory / "changed"
+        directory.mkdir(exist_ok=True)
+        for path in directory.parent.glob("Pulumi*.yaml"):
+            shutil.copy2(path, directory / path.name)
+        (directory / "Pulumi.dev.yaml").write_text(yaml.dump(platform, Dumper=yaml.CSafeDumper, sort_keys=False))
+    own = {key.split(":", 1)[1]: value for key, value in
+           yaml.load((directory / f"Pulumi.{stack}.yaml").read_text(), Loader=yaml.CSafeLoader)["config"].items()}
+    raw, problems = tenancy_stack_raw(stack, own, list(config.settings_keys()), directory)
+    return config.parse(raw, config.Secrets(), set(config.SECRET_KEYS), stack, stack_problems=problems)
+
+
+def _problems_of(directory: Path, stack: str, change) -> list[str]:
+    with pytest.raises(config.SettingsError) as raised:
+        _load_tenancy_stack(directory, stack, change)
+    return raised.value.problems
+
+
+def test_a_tenancy_stack_holds_its_part_s_settings_and_an_index_of_the_other_parts(generated_split):
+    settings = _load_tenancy_stack(generated_split, "dev-tenancy-3")
+    names = [profile.name for profile in settings.tenancy.profiles]
+    assert names == [f"user{n:04d}" for n in range(2000, 3000)]
+    assert settings.profiles_created() == settings.tenancy.profiles
+    other = settings.other_parts
+    assert other.indices == tuple(range(2000, 3000))
+    assert len(other.names) == len(other.owners) == len(other.lakes) == 9_000
+    assert other.names["user5000"] == "part 6" and "user2500" not in other.names
+    # The stack's machine identities contribute to a profile of part 1 only: granted there, so none is refused here.
+    assert settings.auth.extra_issuers and settings.tenancy_part == "3"
+
+
+def test_a_profile_of_another_part_is_checked_by_its_own_stack_and_the_platform_not_this_one(generated_split):
+    def break_part_6(tenancy):
+        tenancy["profiles"][5000]["owner"] = "not-an-email"
+        tenancy["profiles"][5001]["quota"] = {"gpus": "many"}
+
+    settings = _load_tenancy_stack(generated_split, "dev-tenancy-3", break_part_6)
+    assert len(settings.profiles_created()) == 1000
+    assert _problems_of(generated_split, "dev-tenancy-6", break_part_6) == [
+        "tenancy.profiles[5000].owner: 'not-an-email' is not an email address",
+        "tenancy.profiles[5001].quota.gpus: expected a whole number, got string 'many'",
+    ]
+
+
+def test_a_name_owner_or_data_lake_prefix_shared_with_another_part_is_refused_at_its_platform_index(generated_split):
+    def clash(tenancy):
+        profiles = tenancy["profiles"]
+        profiles[2000]["name"] = profiles[5000]["name"]
+        profiles[2001]["owner"] = profiles[7000]["owner"]
+        profiles[2002]["dataLake"]["prefix"] = "profiles/user9000/sub"
+        profiles[2003]["dataLake"]["prefix"] = "profiles"
+
+    problems = _problems_of(generated_split, "dev-tenancy-3", clash)
+    assert problems[:2] == [
+        "tenancy.profiles[2000].name: 'user5000' is listed twice: a profile in part 6 has this name too; give each "
+        "profile a name of its own",
+        "tenancy.profiles[2001].owner: 'user7000@example.com' already owns another profile (in part 8)",
+    ]
+    assert ("tenancy.profiles[2002].dataLake.prefix: 'profiles/user9000/sub' lies inside 'profiles/user9000' of profile "
+            "'user9000' (part 10) in bucket 'example-ml-dev-pipelines'; each profile's role reaches its whole prefix, so "
+            "give each a prefix of its own (like profiles/<name>)") in problems
+    # Against its own part and the others alike, one line per profile it overlaps (here every profile of the split).
+    inside_own = [p for p in problems if p.startswith("tenancy.profiles[2003].dataLake.prefix: 'profiles' contains")]
+    assert len(inside_own) == 9_999 and any("of tenancy.profiles[2002].dataLake" in p for p in inside_own)
+    assert any("of profile 'user0000' (part 1)" in p for p in inside_own)
+
+
+def test_a_trusted_principal_in_another_part_s_profile_namespace_is_refused():
+    tenancy, problems = tenancy_of({"trustedPrincipals": ["cluster.local/ns/user5000/sa/default-editor"]})
+    assert problems == []
+    assert list(tenancy.tenant_principals(set())) == []
+    assert [key for key, _ in tenancy.tenant_principals(set(), elsewhere=["user5000"])] == ["tenancy.trustedPrincipals[0]"]
+
+
+def test_a_tenancy_stack_whose_part_only_the_full_check_can_place_is_checked_in_full(generated_split):
+    def unnamed(tenancy):
+        tenancy["profiles"][4000]["name"] = 42
+
+    assert _problems_of(generated_split, "dev-tenancy-3", unnamed) == [
+        "tenancy.profiles[4000].name: expected a string, got number 42: YAML reads an unquoted number; quote it as "
+        'written, like "42"']
+
+
+def test_a_tenancy_stack_by_group_holds_the_profiles_labelled_with_its_part(tmp_path):
+    write_generated_split(tmp_path, profiles=30, size=None)
+    (tmp_path / "Pulumi.yaml").write_text((Path(config.__file__).parent.parent / "Pulumi.yaml").read_text())
+    platform = yaml.load((tmp_path / "Pulumi.dev.yaml").read_text(), Loader=yaml.CSafeLoader)
+    tenancy = platform["config"][f"{PROJECT}:tenancy"]
+    tenancy["stacks"] = {"by": "group", "label": "team"}
+    for n, profile in enumerate(tenancy["profiles"]):
+        profile["labels"] = {"team": "vision" if n % 3 else "speech"}
+    (tmp_path / "Pulumi.dev.yaml").write_text(yaml.dump(platform, Dumper=yaml.CSafeDumper, sort_keys=False))
+    write_tenancy_stacks(tmp_path, "dev")
+    settings = _load_tenancy_stack(tmp_path, "dev-tenancy-speech")
+    assert [profile.name for profile in settings.tenancy.profiles] == [f"user{n:04d}" for n in range(0, 30, 3)]
+    assert settings.other_parts.indices == tuple(range(0, 30, 3))
+    assert settings.other_parts.names["user0001"] == "part vision"
