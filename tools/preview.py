@@ -346,7 +346,9 @@ def preview(
         gc.freeze()
     out = out or Path("build") / stack
     with progress.step("classifying the objects: created, patched, expected"):
-        ownership = classify(plan)
+        # Read once for the classification and the offline checks (the write between them only reads the plan).
+        objects = kubernetes_objects(plan)
+        ownership = classify(plan, objects)
         # plan.json records each object's class, for the diff, the estate check and reviewers.
         plan["ownership"] = ownership_rows(ownership)
     with progress.step(f"writing {display_path(out)}"):
@@ -357,7 +359,7 @@ def preview(
         # check (make fleet) holds it against its regions.
         return _report(leaks, [], written, stdout)
     stdout.write("\n" + "\n".join(ownership_table(ownership)) + "\n")
-    with progress.step("running the offline checks"):
+    with progress.step("running the offline checks"), plan_checks.objects_read_once(plan, objects):
         guardrails = plan_checks.guardrail_report(plan)
         problems = leaks + plan_checks.validate_plan(plan, guardrails) + [f"ownership: {p}" for p in ownership.problems]
         deferred = guardrails.deferred
