@@ -58,8 +58,11 @@ class Verdict:
 
 
 def evaluate(policy: Mapping[str, Any], obj: Mapping[str, Any], *, operation: str = "CREATE",
-             user: str = "kubernetes-admin", old: Mapping[str, Any] | None = None, sub_resource: str = "") -> Verdict:
-    """`policy`'s verdict on `obj` (matchConditions first: a request they exclude is admitted)."""
+             user: str = "kubernetes-admin", old: Mapping[str, Any] | None = None, sub_resource: str = "",
+             first_refusal: bool = False) -> Verdict:
+    """`policy`'s verdict on `obj` (matchConditions first: a request they exclude is admitted). `first_refusal`:
+    stop at the first validation that refuses, for a caller that reads only whether the pod is admitted (the
+    verdict then names that one refusal); the API server evaluates them all to list every message."""
     spec = policy.get("spec") or {}
     activation: dict[str, Any] = {
         "object": celpy.json_to_cel(copy.deepcopy(dict(obj))),
@@ -84,6 +87,8 @@ def evaluate(policy: Mapping[str, Any], obj: Mapping[str, Any], *, operation: st
         holds, error = _truth(validation["expression"], activation)
         if not holds:
             refusals.append(validation.get("message") or validation["expression"] if error is None else f"{validation.get('message')}: {error}")
+            if first_refusal:
+                break
     return Verdict(not refusals, tuple(refusals))
 
 
@@ -343,7 +348,8 @@ def pod_admission(objects: Sequence[Mapping[str, Any]], profile_file_labels: Map
         if not ordinary.admitted:
             problems.append(f"namespace {namespace}: an ordinary notebook pod is refused by {POD_POLICY}: {'; '.join(ordinary.refusals)}")
         for name, pod in hostile_pods(namespace, data_plane).items():
-            if evaluate(policy, pod).admitted:
+            # Only whether each is refused is reported: the first refusal decides it (half of the validations).
+            if evaluate(policy, pod, first_refusal=True).admitted:
                 problems.append(f"namespace {namespace}: {POD_POLICY} admits a hostile pod ({name})")
             else:
                 refused += 1
