@@ -326,7 +326,9 @@ def _suspect_strings(obj: Any) -> list[tuple[str, str]] | None:
         for key, value in steps:
             kind = type(value)
             if kind is str:
-                if suspect(value) or (not index and str(key).endswith("image")):
+                # `_SUSPECT` needs a `/` or a key id's prefix: most strings are passed without the regex.
+                if (("/" in value or "AKIA" in value or "ASIA" in value) and suspect(value)) or (
+                        not index and str(key).endswith("image")):
                     trail.append((index, key))
                     found.append((_walk_path(trail), value))
                     trail.pop()
