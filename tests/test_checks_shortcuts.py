@@ -154,3 +154,60 @@ def test_stopping_at_the_first_refusal_decides_every_pod_as_evaluating_every_val
         assert first.admitted == every.admitted, name
         assert first.refusals == every.refusals[:1], name
     assert len(evaluation.evaluate(policy, twice).refusals) == 2
+
+
+# ------------------------------------------------------------------------------- verdicts of earlier previews
+
+def _admission(verdicts):
+    policy, *bindings = pod_security_policy(True)
+    namespace = {"apiVersion": "v1", "kind": "Namespace",
+                 "metadata": {"name": "alice", "labels": {"app.kubernetes.io/part-of": "kubeflow-profile"}}}
+    workload = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "tools", "namespace": "alice"},
+                "spec": {"template": {"spec": {"containers": [{"name": "tools", "image": f"{MIRROR}/tools:1"}]}}}}
+    return evaluation.pod_admission([policy, *bindings, namespace, workload], None, "sidecar-init", verdicts=verdicts)
+
+
+def test_a_second_preview_reads_every_verdict_back_and_evaluates_nothing(tmp_path, monkeypatch):
+    from tools.admission_verdicts import StoredVerdicts
+
+    first = _admission(StoredVerdicts(tmp_path))
+    assert first.pods_admitted == 1 and first.hostile_refused == 21 and first.problems == ()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("evaluated again")
+
+    monkeypatch.setattr(evaluation, "evaluate", refuse)
+    assert _admission(StoredVerdicts(tmp_path)) == first
+
+
+def test_a_pod_or_policy_that_changed_gets_its_own_verdict(tmp_path):
+    from tools.admission_verdicts import StoredVerdicts
+
+    stored = StoredVerdicts(tmp_path)
+    policy = pod_security_policy(True)[0]
+    pod = evaluation.injected(evaluation.tenant_pod("alice"), "sidecar-init")
+    assert evaluation.evaluate_once(policy, pod, stored).admitted
+    # One field the policy reads, in one container: a key of its own, and the refusal.
+    changed = copy.deepcopy(pod)
+    changed["spec"]["containers"][0]["securityContext"] = {"privileged": True}
+    verdict = evaluation.evaluate_once(policy, changed, stored)
+    assert not verdict.admitted and "check_privileged.go" in verdict.refusals[0]
+    # A policy whose validations changed does not reuse the old policy's verdict on the same pod.
+    stricter = copy.deepcopy(policy)
+    stricter["spec"]["validations"].append({"expression": "!has(object.spec.containers[0].resources)", "message": "no resources"})
+    assert evaluation.evaluate_once(stricter, pod, stored).refusals == ("no resources",)
+    assert len(stored) == 3
+
+
+def test_a_broken_or_foreign_entry_is_evaluated_again(tmp_path):
+    from tools.admission_verdicts import StoredVerdicts
+
+    stored = StoredVerdicts(tmp_path)
+    policy = pod_security_policy(True)[0]
+    pod = evaluation.hostile_pods("alice", "sidecar-init")["privileged container"]
+    key = evaluation.verdict_key(policy, pod)
+    for text in ('{"key": "%s", "admitted": tr' % key, json.dumps({"key": "0" * 64, "admitted": True, "refusals": []})):
+        (tmp_path / f"{key}.json").write_text(text)
+        assert key not in stored
+        assert not evaluation.evaluate_once(policy, pod, stored).admitted
+    assert stored[key] == evaluation.evaluate(policy, pod)

@@ -22,6 +22,7 @@ from manifests import guardrails
 from manifests.namespace import default_namespace_references
 from manifests.mesh import PROFILE_LABELS_KEY, is_profile_labels_config_map
 from manifests.guardrails import GuardrailParams, GuardrailReport, PlannedObject, PlannedResource
+from tools.admission_verdicts import StoredVerdicts, verdicts_dir
 from tools.plan import (
     CONFIG_GROUP,
     IMAGE_MIRROR_EXPORT,
@@ -164,8 +165,9 @@ def _plan_pod_admission(plan: Plan) -> admission.PodAdmission:
         if is_profile_labels_config_map(obj):
             loaded = yaml.safe_load(obj["data"][PROFILE_LABELS_KEY] or "") or {}
             profile_labels = loaded if isinstance(loaded, dict) else None
+    # Verdicts of earlier previews, by content: only pods and policies that changed are evaluated again.
     return admission.pod_admission(objects, profile_labels, str(mesh.get("dataPlane") or "sidecar-init"),
-                                   bool(mesh.get("nativeSidecars")))
+                                   bool(mesh.get("nativeSidecars")), StoredVerdicts(verdicts_dir()))
 
 
 def pods_are_held_to_baseline(plan: Plan) -> Iterable[str]:
