@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
 import importlib.metadata
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import sys
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,8 +114,11 @@ class Verdict:
 
 
 def evaluate(policy: Mapping[str, Any], obj: Mapping[str, Any], *, operation: str = "CREATE",
-             user: str = "kubernetes-admin", old: Mapping[str, Any] | None = None, sub_resource: str = "") -> Verdict:
-    """`policy`'s verdict on `obj` (matchConditions first: a request they exclude is admitted)."""
+             user: str = "kubernetes-admin", old: Mapping[str, Any] | None = None, sub_resource: str = "",
+             first_refusal: bool = False) -> Verdict:
+    """`policy`'s verdict on `obj` (matchConditions first: a request they exclude is admitted). `first_refusal`:
+    stop at the first validation that refuses, for a caller that reads only whether the pod is admitted (the
+    verdict then names that one refusal); the API server evaluates them all to list every message."""
     spec = policy.get("spec") or {}
     activation: dict[str, Any] = {
         "object": celpy.json_to_cel(copy.deepcopy(dict(obj))),
@@ -138,7 +143,46 @@ def evaluate(policy: Mapping[str, Any], obj: Mapping[str, Any], *, operation: st
         holds, error = _truth(validation["expression"], activation)
         if not holds:
             refusals.append(validation.get("message") or validation["expression"] if error is None else f"{validation.get('message')}: {error}")
+            if first_refusal:
+                break
     return Verdict(not refusals, tuple(refusals))
+
+
+_EVALUATOR: list[bytes] = []
+
+
+def _evaluator() -> bytes:
+    """What a verdict depends on besides the policy and the pod: this module's code (the activation, the
+    runner), cel-python's and lark's versions, Python's."""
+    if not _EVALUATOR:
+        digest = hashlib.sha256(Path(__file__).read_bytes())
+        for part in (getattr(celpy, "__version__", ""), lark.__version__, sys.version):
+            digest.update(b"\0" + str(part).encode())
+        _EVALUATOR.append(digest.digest())
+    return _EVALUATOR[0]
+
+
+def verdict_key(policy: Mapping[str, Any], obj: Mapping[str, Any], first_refusal: bool = False) -> str:
+    """The content key of `evaluate(policy, obj, first_refusal=...)` (a CREATE by the default user): the sha256 of
+    the policy's expressions and messages, the object and the evaluator. Equal keys, equal verdicts."""
+    spec = policy.get("spec") or {}
+    read = [spec.get("variables"), spec.get("matchConditions"), spec.get("validations"), obj, first_refusal]
+    digest = hashlib.sha256(_evaluator())
+    digest.update(json.dumps(read, sort_keys=True, separators=(",", ":")).encode())
+    return digest.hexdigest()
+
+
+def evaluate_once(policy: Mapping[str, Any], obj: Mapping[str, Any], verdicts: MutableMapping[str, Verdict] | None,
+                  first_refusal: bool = False) -> Verdict:
+    """`evaluate(policy, obj)`, read from `verdicts` (by `verdict_key`) when an equal policy already judged an equal
+    object, and kept there otherwise. None: always evaluated."""
+    if verdicts is None:
+        return evaluate(policy, obj, first_refusal=first_refusal)
+    key = verdict_key(policy, obj, first_refusal)
+    verdict = verdicts.get(key)
+    if verdict is None:
+        verdict = verdicts[key] = evaluate(policy, obj, first_refusal=first_refusal)
+    return verdict
 
 
 def policies(objects: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
@@ -345,11 +389,12 @@ def namespace_labels(objects: Sequence[Mapping[str, Any]], profile_file_labels: 
 
 
 def pod_admission(objects: Sequence[Mapping[str, Any]], profile_file_labels: Mapping[str, str] | None, data_plane: str,
-                  native_sidecars: bool = False) -> PodAdmission:
+                  native_sidecars: bool = False, verdicts: MutableMapping[str, Verdict] | None = None) -> PodAdmission:
     """Every profile namespace (declared, or created at run time from the controller's labels file) and every
     namespace labelled `privileged` either enforces Pod Security baseline or restricted by its label, or is held by
     the program's pod policy; every pod the plan runs there passes the
-    policy once injected; every hostile pod is refused in a profile namespace."""
+    policy once injected; every hostile pod is refused in a profile namespace. `verdicts`: verdicts by content key
+    (`evaluate_once`), such as those of earlier previews; a pod or policy that changed gets a key of its own."""
     problems: list[str] = []
     held: list[str] = []
     labels = namespace_labels(objects, profile_file_labels)
@@ -373,7 +418,7 @@ def pod_admission(objects: Sequence[Mapping[str, Any]], profile_file_labels: Map
             problems.append(f"namespace {namespace}: Pod Security {found.get('pod-security.kubernetes.io/enforce')!r} and no "
                             f"admission policy holds its pods to baseline (privileged, hostPath and hostNetwork pods would be admitted)")
     admitted = 0
-    verdicts: dict[str, Verdict] = {}
+    stored, verdicts = verdicts, {}
     for obj in objects:
         template = pod_template(obj)
         namespace = (obj.get("metadata") or {}).get("namespace")
@@ -385,7 +430,7 @@ def pod_admission(objects: Sequence[Mapping[str, Any]], profile_file_labels: Map
         key = json.dumps([pod["spec"], pod["metadata"].get("annotations"), sorted(labels[namespace].items())], sort_keys=True)
         verdict = verdicts.get(key)
         if verdict is None:
-            verdict = verdicts[key] = evaluate(policy_for(labels[namespace]), _read_by_policy(pod))
+            verdict = verdicts[key] = evaluate_once(policy_for(labels[namespace]), _read_by_policy(pod), stored)
         if verdict.admitted:
             admitted += 1
         else:
@@ -393,11 +438,12 @@ def pod_admission(objects: Sequence[Mapping[str, Any]], profile_file_labels: Map
     refused = 0
     for namespace in [n for n in held if n == RUNTIME_PROFILE or labels[n].get("app.kubernetes.io/part-of") == "kubeflow-profile"][:1]:
         policy = policy_for(labels[namespace])
-        ordinary = evaluate(policy, injected(tenant_pod(namespace), data_plane, native_sidecars))
+        ordinary = evaluate_once(policy, injected(tenant_pod(namespace), data_plane, native_sidecars), stored)
         if not ordinary.admitted:
             problems.append(f"namespace {namespace}: an ordinary notebook pod is refused by {POD_POLICY}: {'; '.join(ordinary.refusals)}")
         for name, pod in hostile_pods(namespace, data_plane).items():
-            if evaluate(policy, pod).admitted:
+            # Only whether each is refused is reported: the first refusal decides it (half of the validations).
+            if evaluate_once(policy, pod, stored, first_refusal=True).admitted:
                 problems.append(f"namespace {namespace}: {POD_POLICY} admits a hostile pod ({name})")
             else:
                 refused += 1

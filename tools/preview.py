@@ -354,7 +354,9 @@ def _checked(plan: dict[str, Any], leaks: list[str], stack: str, *, out: Optiona
     """The preview after the program's evaluation: write, check, trace."""
     out = out or Path("build") / stack
     with progress.step("classifying the objects: created, patched, expected"):
-        ownership = classify(plan)
+        # Read once for the classification and the offline checks (the write between them only reads the plan).
+        objects = kubernetes_objects(plan)
+        ownership = classify(plan, objects)
         # plan.json records each object's class, for the diff, the estate check and reviewers.
         plan["ownership"] = ownership_rows(ownership)
     with progress.step(f"writing {display_path(out)}"):
@@ -365,7 +367,7 @@ def _checked(plan: dict[str, Any], leaks: list[str], stack: str, *, out: Optiona
         # check (make fleet) holds it against its regions.
         return _report(leaks, [], written, stdout)
     stdout.write("\n" + "\n".join(ownership_table(ownership)) + "\n")
-    with progress.step("running the offline checks"):
+    with progress.step("running the offline checks"), plan_checks.objects_read_once(plan, objects):
         guardrails = plan_checks.guardrail_report(plan)
         problems = leaks + plan_checks.validate_plan(plan, guardrails) + [f"ownership: {p}" for p in ownership.problems]
         deferred = guardrails.deferred
