@@ -25,12 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pulumi.runtime import rpc
 
 from analysis.plan_objects import (
     CONFIG_GROUP, KNOWN_AFTER_DEPLOY, SECRET, KubernetesObject, KubernetesObjects, _safe_file_name, kubernetes_objects,
 )
+from tools.manifest_yaml import ManifestWriter
 from tools.mock_runtime import PROJECT, ProgramRun
 
 #: Version of the plan.json layout; a saved plan of another layout is refused by the diff.
@@ -221,25 +221,9 @@ def unknown_paths(value: Any, parts: Path_ = ()) -> Iterator[str]:
 # --- Kubernetes objects: read back by analysis.plan_objects (pure; the diff and the upgrade plan use it) --
 
 
-class _ManifestDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
-    """Block style, multi-line strings as literal blocks (ConfigMaps stay readable).
-
-    libyaml's emitter writes the 611 upstream objects about four times faster than the pure-Python one.
-    """
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value and not any(c in value for c in "\r\t") and value == value.rstrip(" ") else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_ManifestDumper.add_representer(str, _represent_str)
-
-
-def manifests_yaml(objects: list[KubernetesObject]) -> str:
-    """Objects as one YAML stream, sorted keys, in the given order."""
-    return yaml.dump_all([o.obj for o in objects], Dumper=_ManifestDumper, sort_keys=True,
-                         default_flow_style=False, allow_unicode=True, width=10_000)
+def manifests_yaml(objects: list[KubernetesObject], writer: ManifestWriter | None = None) -> str:
+    """Objects as one YAML stream, sorted keys, in the given order (tools.manifest_yaml: PyYAML's bytes)."""
+    return (writer or ManifestWriter()).dump_all(o.obj for o in objects)
 
 
 def manifest_files(found: KubernetesObjects) -> dict[str, str]:
@@ -248,13 +232,14 @@ def manifest_files(found: KubernetesObjects) -> dict[str, str]:
     for obj in found.objects:
         by_file.setdefault(obj.file, []).append(obj)
     files: dict[str, str] = {}
+    writer = ManifestWriter()  # one for every file: each distinct string's spelling is found once
     for name in sorted(by_file):
         objects = by_file[name]
         sources = sorted({o.source for o in objects})
         header = f"# {len(objects)} object{'s' if len(objects) != 1 else ''} applied by {', '.join(sources)}"
         if name[0].isdigit():
             header += " (in the ConfigGroup's order; files are numbered in apply order)"
-        files[name] = header + "\n" + manifests_yaml(objects)
+        files[name] = header + "\n" + manifests_yaml(objects, writer)
     return files
 
 
