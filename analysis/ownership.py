@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from analysis.plan_objects import KubernetesObject, kubernetes_objects
+from analysis.plan_objects import KubernetesObject, KubernetesObjects, kubernetes_objects
 
 #: The three classes, in the order the table shows them.
 CREATED = "created"
@@ -172,9 +172,11 @@ def _created_reason(obj: KubernetesObject, writers: Mapping[ObjectKey, str], nam
     return "the stack's own object"
 
 
-def classify(plan: Mapping[str, Any]) -> Ownership:
-    """The ownership of every object `plan` touches (see the module doc)."""
-    found = kubernetes_objects(plan)
+def classify(plan: Mapping[str, Any], found: KubernetesObjects | None = None) -> Ownership:
+    """The ownership of every object `plan` touches (see the module doc); `found`: the plan's `kubernetes_objects`,
+    if the caller has them (it only reads them)."""
+    if found is None:
+        found = kubernetes_objects(plan)
     declared_expected, declared_owners, declared_cowriters = _declarations(plan)
     owners = {_entry_key(e): str(e.get("owner") or "") for e in declared_owners}
     cowriters = {_entry_key(e): str(e.get("owner") or "") for e in declared_cowriters}
