@@ -23,6 +23,12 @@ PyYAML alone, its text put in the stream where PyYAML would have written it (a r
 the whole stream). Without libyaml (PyYAML's pure-Python emitter spells some scalars differently) everything goes to
 PyYAML. tests/test_manifest_yaml.py holds the equality on every object of four releases' plans and on
 hostile strings.
+
+libyaml's rules, as the PyYAML wheel bundles them (yaml/libyaml@0.2.5): src/emitter.c:1501
+`yaml_emitter_analyze_scalar` (which characters allow the plain and the literal style), src/emitter.c:1187 (a
+simple key is at most 128 characters), src/emitter.c:2207 `yaml_emitter_write_block_scalar_hints` (the `2` and
+`-` hints; keep chomping leaves the stream open-ended), src/emitter.c:666 (`...` only at the end of an open-ended
+stream, and nothing carried from one document to the next), src/yaml_private.h:261 (the printable characters).
 """
 
 from __future__ import annotations
