@@ -177,17 +177,20 @@ class _Writer:
         if indent > _MAX_INDENT:
             raise _Unprovable
         pad = " " * indent
-        keys = self._keys
+        keys, values = self._keys, self._values
         for key in sorted(mapping):
-            spelt = keys.get(key) if type(key) is str else None
+            spelt = keys.get(key)  # only strings are learnt
             if spelt is None:
                 spelt = self.key(key)
             value = mapping[key]
             kind = type(value)
-            if kind is dict or kind is list:
-                if id(value) in seen:
+            if kind is str:
+                scalar = values.get(value) or self.value(value)
+            elif kind is dict or kind is list:
+                identity = id(value)
+                if identity in seen:
                     raise _Unprovable  # PyYAML writes an anchor and an alias
-                seen.add(id(value))
+                seen.add(identity)
                 if not value:
                     out.append(f"{lead}{spelt}: {{}}\n" if kind is dict else f"{lead}{spelt}: []\n")
                 elif kind is dict:
@@ -197,12 +200,14 @@ class _Writer:
                     # A sequence in a mapping is not indented (libyaml's indentless sequence).
                     out.append(f"{lead}{spelt}:\n")
                     self.sequence(value, indent, pad, out, seen)
+                lead = pad
+                continue
             else:
                 scalar = self._scalar(value)
-                if type(scalar) is _Literal:
-                    self._write_literal(f"{lead}{spelt}: ", scalar, indent + 2, out)
-                else:
-                    out.append(f"{lead}{spelt}: {scalar}\n")
+            if type(scalar) is _Literal:
+                self._write_literal(f"{lead}{spelt}: ", scalar, indent + 2, out)
+            else:
+                out.append(f"{lead}{spelt}: {scalar}\n")
             lead = pad
 
     def sequence(self, sequence: list, indent: int, lead: str, out: list[str], seen: set[int]) -> None:
@@ -210,24 +215,30 @@ class _Writer:
         if indent > _MAX_INDENT:
             raise _Unprovable
         pad = " " * indent
+        values = self._values
         for item in sequence:
             kind = type(item)
-            if kind is dict or kind is list:
-                if id(item) in seen:
+            if kind is str:
+                scalar = values.get(item) or self.value(item)
+            elif kind is dict or kind is list:
+                identity = id(item)
+                if identity in seen:
                     raise _Unprovable
-                seen.add(id(item))
+                seen.add(identity)
                 if not item:
                     out.append(f"{lead}- {{}}\n" if kind is dict else f"{lead}- []\n")
                 elif kind is dict:
                     self.mapping(item, indent + 2, lead + "- ", out, seen)
                 else:
                     self.sequence(item, indent + 2, lead + "- ", out, seen)
+                lead = pad
+                continue
             else:
                 scalar = self._scalar(item)
-                if type(scalar) is _Literal:
-                    self._write_literal(f"{lead}- ", scalar, indent + 2, out)
-                else:
-                    out.append(f"{lead}- {scalar}\n")
+            if type(scalar) is _Literal:
+                self._write_literal(f"{lead}- ", scalar, indent + 2, out)
+            else:
+                out.append(f"{lead}- {scalar}\n")
             lead = pad
 
     @staticmethod

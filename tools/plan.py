@@ -243,7 +243,9 @@ def _json_into(value: Any, indent: str, out: list[str]) -> None:
                 raise _NotPlainJson
             item = value[key]
             item_kind = type(item)
-            if item_kind is dict or item_kind is list:
+            if item_kind is str:
+                out.append(f"{separator}{_encode_json_string(key)}: {_encode_json_string(item)}")
+            elif item_kind is dict or item_kind is list:
                 out.append(f"{separator}{_encode_json_string(key)}: ")
                 _json_into(item, inner, out)
             else:
@@ -258,7 +260,9 @@ def _json_into(value: Any, indent: str, out: list[str]) -> None:
         separator = "[\n" + inner
         for item in value:
             item_kind = type(item)
-            if item_kind is dict or item_kind is list:
+            if item_kind is str:
+                out.append(separator + _encode_json_string(item))
+            elif item_kind is dict or item_kind is list:
                 out.append(separator)
                 _json_into(item, inner, out)
             else:
