@@ -19,18 +19,20 @@ import dataclasses
 
 import base64
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring as _encode_json_string  # C, as json.dumps(ensure_ascii=False)
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pulumi.runtime import rpc
 
 from analysis.plan_objects import (
     CONFIG_GROUP, KNOWN_AFTER_DEPLOY, SECRET, KubernetesObject, KubernetesObjects, _safe_file_name, kubernetes_objects,
 )
+from tools.manifest_yaml import ManifestWriter
 from tools.mock_runtime import PROJECT, ProgramRun
 
 #: Version of the plan.json layout; a saved plan of another layout is refused by the diff.
@@ -186,8 +188,89 @@ def build_plan(run: ProgramRun, secret_values: Iterable[str] = ()) -> tuple[dict
 
 
 def plan_json(plan: Mapping[str, Any]) -> str:
-    """The plan as saved: sorted keys and a final newline, so the same plan is always the same bytes."""
-    return json.dumps(plan, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    """The plan as saved: sorted keys and a final newline, so the same plan is always the same bytes.
+
+    Exactly `json.dumps(plan, indent=2, sort_keys=True, ensure_ascii=False)` (tests/test_plan_json.py): with an
+    indent, the standard library encodes in Python, one generator step per value (a third of a second at 1,000
+    profiles); the same layout written here, with the library's C string encoder, takes a fraction of it. A value
+    of another type than JSON's (or a key that is not a string) is left to the library.
+    """
+    out: list[str] = []
+    try:
+        _json_into(plan, "", out)
+    except _NotPlainJson:
+        return json.dumps(plan, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    out.append("\n")
+    return "".join(out)
+
+
+class _NotPlainJson(Exception):
+    pass
+
+
+def _json_scalar(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        return _encode_json_string(value)
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float:
+        if value != value:
+            return "NaN"
+        if value in (math.inf, -math.inf):
+            return "Infinity" if value > 0 else "-Infinity"
+        return float.__repr__(value)
+    raise _NotPlainJson
+
+
+def _json_into(value: Any, indent: str, out: list[str]) -> None:
+    """`value` as json.dumps(indent=2, sort_keys=True, ensure_ascii=False) writes it at `indent`."""
+    kind = type(value)
+    if kind is dict:
+        if not value:
+            out.append("{}")
+            return
+        inner = indent + "  "
+        separator = "{\n" + inner
+        for key in sorted(value):
+            if type(key) is not str:
+                raise _NotPlainJson
+            item = value[key]
+            item_kind = type(item)
+            if item_kind is str:
+                out.append(f"{separator}{_encode_json_string(key)}: {_encode_json_string(item)}")
+            elif item_kind is dict or item_kind is list:
+                out.append(f"{separator}{_encode_json_string(key)}: ")
+                _json_into(item, inner, out)
+            else:
+                out.append(f"{separator}{_encode_json_string(key)}: {_json_scalar(item)}")
+            separator = ",\n" + inner
+        out.append(f"\n{indent}}}")
+    elif kind is list:
+        if not value:
+            out.append("[]")
+            return
+        inner = indent + "  "
+        separator = "[\n" + inner
+        for item in value:
+            item_kind = type(item)
+            if item_kind is str:
+                out.append(separator + _encode_json_string(item))
+            elif item_kind is dict or item_kind is list:
+                out.append(separator)
+                _json_into(item, inner, out)
+            else:
+                out.append(separator + _json_scalar(item))
+            separator = ",\n" + inner
+        out.append(f"\n{indent}]")
+    else:
+        out.append(_json_scalar(value))
 
 
 def load_plan(directory: Path) -> dict[str, Any]:
@@ -221,25 +304,9 @@ def unknown_paths(value: Any, parts: Path_ = ()) -> Iterator[str]:
 # --- Kubernetes objects: read back by analysis.plan_objects (pure; the diff and the upgrade plan use it) --
 
 
-class _ManifestDumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
-    """Block style, multi-line strings as literal blocks (ConfigMaps stay readable).
-
-    libyaml's emitter writes the 611 upstream objects about four times faster than the pure-Python one.
-    """
-
-
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value and not any(c in value for c in "\r\t") and value == value.rstrip(" ") else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
-
-
-_ManifestDumper.add_representer(str, _represent_str)
-
-
-def manifests_yaml(objects: list[KubernetesObject]) -> str:
-    """Objects as one YAML stream, sorted keys, in the given order."""
-    return yaml.dump_all([o.obj for o in objects], Dumper=_ManifestDumper, sort_keys=True,
-                         default_flow_style=False, allow_unicode=True, width=10_000)
+def manifests_yaml(objects: list[KubernetesObject], writer: ManifestWriter | None = None) -> str:
+    """Objects as one YAML stream, sorted keys, in the given order (tools.manifest_yaml: PyYAML's bytes)."""
+    return (writer or ManifestWriter()).dump_all(o.obj for o in objects)
 
 
 def manifest_files(found: KubernetesObjects) -> dict[str, str]:
@@ -248,13 +315,14 @@ def manifest_files(found: KubernetesObjects) -> dict[str, str]:
     for obj in found.objects:
         by_file.setdefault(obj.file, []).append(obj)
     files: dict[str, str] = {}
+    writer = ManifestWriter()  # one for every file: each distinct string's spelling is found once
     for name in sorted(by_file):
         objects = by_file[name]
         sources = sorted({o.source for o in objects})
         header = f"# {len(objects)} object{'s' if len(objects) != 1 else ''} applied by {', '.join(sources)}"
         if name[0].isdigit():
             header += " (in the ConfigGroup's order; files are numbered in apply order)"
-        files[name] = header + "\n" + manifests_yaml(objects)
+        files[name] = header + "\n" + manifests_yaml(objects, writer)
     return files
 
 
@@ -426,26 +494,46 @@ def transform_report_text(summary: TransformSummary) -> str:
 # --- Writing a plan directory ------------------------------------------------------------------------
 
 
-def write_plan_dir(plan: Mapping[str, Any], directory: Path) -> list[Path]:
+def _write_if_changed(path: Path, text: str) -> None:
+    """`text` in UTF-8 at `path`, unless the file already holds exactly those bytes.
+
+    A preview is mostly run again over its last output: reading a file and comparing is far cheaper than
+    creating it again (at 1,000 profiles, 2,029 manifest files; removing and creating them cost more CPU
+    than writing their YAML, and seconds of a busy disk).
+    """
+    data = text.encode("utf-8")
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return
+    except OSError:
+        pass  # missing (or unreadable): written below, and any real problem is reported by the write
+    path.write_bytes(data)
+
+
+def write_plan_dir(plan: Mapping[str, Any], directory: Path, found: KubernetesObjects | None = None) -> list[Path]:
     """Writes plan.json, manifests/, images.txt and transform-report.txt; returns what it wrote.
 
-    Only these are replaced (manifests/ entirely, so a file of a removed ConfigGroup does not linger);
-    nothing else in `directory` is touched.
+    Only these are replaced (manifests/ entirely, so a file of a removed ConfigGroup does not linger; a file
+    already holding the same bytes is left as it is); nothing else in `directory` is touched. `found`: the
+    plan's `kubernetes_objects`, if the caller has them.
     """
     directory.mkdir(parents=True, exist_ok=True)
     written = [directory / PLAN_FILE]
-    (directory / PLAN_FILE).write_text(plan_json(plan))
+    _write_if_changed(directory / PLAN_FILE, plan_json(plan))
     manifests = directory / MANIFESTS_DIR
+    if found is None:
+        found = kubernetes_objects(plan)
+    files = manifest_files(found)
     if manifests.is_dir():
         for stale in manifests.glob("*.yaml"):
-            stale.unlink()
+            if stale.name not in files:
+                stale.unlink()
     manifests.mkdir(exist_ok=True)
-    found = kubernetes_objects(plan)
-    for name, text in manifest_files(found).items():
-        (manifests / name).write_text(text)
+    for name, text in files.items():
+        _write_if_changed(manifests / name, text)
     written.append(manifests)
-    (directory / IMAGES_FILE).write_text("\n".join(image_mirror_lines(plan["outputs"])) + "\n")
+    _write_if_changed(directory / IMAGES_FILE, "\n".join(image_mirror_lines(plan["outputs"])) + "\n")
     written.append(directory / IMAGES_FILE)
-    (directory / TRANSFORM_REPORT_FILE).write_text(transform_report_text(transform_summary(plan["outputs"])))
+    _write_if_changed(directory / TRANSFORM_REPORT_FILE, transform_report_text(transform_summary(plan["outputs"])))
     written.append(directory / TRANSFORM_REPORT_FILE)
     return written

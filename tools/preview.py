@@ -37,6 +37,7 @@ from tools import plan_checks
 from tools.mock_runtime import PROJECT, REPO_ROOT, known_stacks, run_program, stack_config
 from tools.plan import (
     KNOWN_AFTER_DEPLOY,
+    KubernetesObjects,
     build_plan,
     image_mirror_lines,
     kubernetes_objects,
@@ -180,11 +181,10 @@ class _Row:
     info: str
 
 
-def _info(resource: Mapping[str, Any], object_counts: Mapping[str, int]) -> str:
+def _info(resource: Mapping[str, Any], object_counts: Mapping[str, int], unknown: list[str]) -> str:
     notes = []
     if resource["urn"] in object_counts:
         notes.append(f"{object_counts[resource['urn']]} objects")
-    unknown = list(unknown_paths(resource["inputs"]))
     if unknown:
         notes.append(f"{len(unknown)} known after deploy")
     options = resource["options"]
@@ -197,7 +197,8 @@ def _info(resource: Mapping[str, Any], object_counts: Mapping[str, int]) -> str:
     return "; ".join(notes)
 
 
-def _tree_rows(plan: Mapping[str, Any], object_counts: Mapping[str, int]) -> list[_Row]:
+def _tree_rows(plan: Mapping[str, Any], object_counts: Mapping[str, int],
+               unknown: Mapping[str, list[str]]) -> list[_Row]:
     resources = plan["resources"]
     urns = {r["urn"] for r in resources}
     children: dict[str, list[Mapping[str, Any]]] = collections.defaultdict(list)
@@ -212,7 +213,7 @@ def _tree_rows(plan: Mapping[str, Any], object_counts: Mapping[str, int]) -> lis
         for i, resource in enumerate(kids):
             last = i == len(kids) - 1
             rows.append(_Row(indent + ("└─ " if last else "├─ "), resource["type"], resource["name"],
-                             _info(resource, object_counts)))
+                             _info(resource, object_counts, unknown[resource["urn"]])))
             walk(resource["urn"], indent + ("   " if last else "│  "))
 
     walk("", "")
@@ -230,11 +231,15 @@ def _short(value: Any) -> str:
     return text[: _OUTPUT_WIDTH - 20] + f"... ({len(text)} characters)"
 
 
-def render_tree(plan: Mapping[str, Any]) -> str:
-    """The plan as `pulumi preview` shows one: tree, outputs, counts and a summary line."""
-    found = kubernetes_objects(plan)
+def render_tree(plan: Mapping[str, Any], found: Optional[KubernetesObjects] = None) -> str:
+    """The plan as `pulumi preview` shows one: tree, outputs, counts and a summary line. `found`: the plan's
+    `kubernetes_objects`, if the caller has them."""
+    if found is None:
+        found = kubernetes_objects(plan)
     object_counts: dict[str, int] = collections.Counter(o.urn for o in found.objects if o.source.startswith("ConfigGroup "))
-    rows = _tree_rows(plan, object_counts)
+    # Each resource's inputs walked once: the tree's notes and the list below both show them.
+    unknown_of = {r["urn"]: list(unknown_paths(r["inputs"])) for r in plan["resources"]}
+    rows = _tree_rows(plan, object_counts, unknown_of)
     type_width = max(len(r.prefix + r.type) for r in rows)
     name_width = max(len(r.name) for r in rows)
     lines = [f"Previewing update ({plan['stack']}), offline under the mock runtime: every resource is a create.", ""]
@@ -242,7 +247,7 @@ def render_tree(plan: Mapping[str, Any]) -> str:
     for row in rows:
         lines.append(f" +   {row.prefix + row.type:<{type_width}}  {row.name:<{name_width}}  create  {row.info}".rstrip())
 
-    unknown = [(r, list(unknown_paths(r["inputs"]))) for r in sorted(plan["resources"], key=lambda r: (r["type"], r["name"]))]
+    unknown = [(r, unknown_of[r["urn"]]) for r in sorted(plan["resources"], key=lambda r: (r["type"], r["name"]))]
     unknown = [(r, paths) for r, paths in unknown if paths]
     if unknown:
         lines += ["", "Inputs known only after deploy:"]
@@ -360,8 +365,8 @@ def _checked(plan: dict[str, Any], leaks: list[str], stack: str, *, out: Optiona
         # plan.json records each object's class, for the diff, the estate check and reviewers.
         plan["ownership"] = ownership_rows(ownership)
     with progress.step(f"writing {display_path(out)}"):
-        written = write_plan_dir(plan, out)
-        stdout.write(render_tree(plan))
+        written = write_plan_dir(plan, out, objects)
+        stdout.write(render_tree(plan, objects))
     if GLOBAL_STACK_OUTPUT in plan["outputs"]:
         # A fleet's global stack applies nothing to a cluster: no guardrails, admission or mesh to check; the fleet
         # check (make fleet) holds it against its regions.

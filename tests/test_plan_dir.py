@@ -1,0 +1,51 @@
+"""Writing a plan directory over the previous preview's: the same files as a fresh write, and only what changed."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.plans import config_group_plan
+from tools.plan import MANIFESTS_DIR, PLAN_FILE, write_plan_dir
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def _plan(replicas: int) -> dict:
+    return config_group_plan([
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "kubeflow"},
+         "data": {"note": "a: b\nc # d\n", "mode": "yes"}},
+        {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "kubeflow"},
+         "spec": {"replicas": replicas}},
+    ])
+
+
+def test_writing_over_a_previous_output_gives_a_fresh_writes_files(tmp_path: Path) -> None:
+    previous, fresh = tmp_path / "previous", tmp_path / "fresh"
+    write_plan_dir(_plan(1), previous)
+    manifests = previous / MANIFESTS_DIR
+    (manifests / "99-configgroup-removed.yaml").write_text("kind: Gone\n")  # a group the new plan no longer has
+    (manifests / "notes.txt").write_text("mine")  # not the preview's: left alone
+    kept = [p for p in manifests.glob("*.yaml") if p.name != "99-configgroup-removed.yaml"]
+    os.utime(kept[0], ns=(1, 1))
+
+    write_plan_dir(_plan(3), previous)
+    write_plan_dir(_plan(3), fresh)
+
+    assert {k: v for k, v in _files(previous).items() if not k.endswith("notes.txt")} == _files(fresh)
+    assert not (manifests / "99-configgroup-removed.yaml").exists()
+    assert (manifests / "notes.txt").read_text() == "mine"
+    assert b"replicas: 3" in (manifests / kept[0].name).read_bytes()  # changed bytes are written
+    assert b'"replicas": 3' in (previous / PLAN_FILE).read_bytes()
+
+
+def test_a_file_already_holding_the_same_bytes_is_not_written_again(tmp_path: Path) -> None:
+    write_plan_dir(_plan(1), tmp_path)
+    manifest = next((tmp_path / MANIFESTS_DIR).glob("*.yaml"))
+    os.utime(manifest, ns=(1, 1))
+    os.utime(tmp_path / PLAN_FILE, ns=(1, 1))
+    write_plan_dir(_plan(1), tmp_path)
+    assert manifest.stat().st_mtime_ns == 1
+    assert (tmp_path / PLAN_FILE).stat().st_mtime_ns == 1
