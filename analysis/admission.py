@@ -65,11 +65,7 @@ def _cel_parser() -> None:
 
     if CELParser.CEL_PARSER is not None:
         return
-    try:
-        installed = importlib.metadata.version("cel-python")
-    except importlib.metadata.PackageNotFoundError:
-        return
-    cache = _cel_parser_cache() if installed == CEL_PYTHON_VERSION else None
+    cache = _cel_parser_cache() if _installed("cel-python") == CEL_PYTHON_VERSION else None
     if cache is None:
         return
     # cel-python 0.5.0 celpy/celparser.py:107-121: the grammar file beside it and these options; `cache` added.
@@ -151,12 +147,20 @@ def evaluate(policy: Mapping[str, Any], obj: Mapping[str, Any], *, operation: st
 _EVALUATOR: list[bytes] = []
 
 
+def _installed(distribution: str) -> str:
+    """The installed version of a distribution (cel-python has no `__version__`), or "" when not found."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
 def _evaluator() -> bytes:
     """What a verdict depends on besides the policy and the pod: this module's code (the activation, the
     runner), cel-python's and lark's versions, Python's."""
     if not _EVALUATOR:
         digest = hashlib.sha256(Path(__file__).read_bytes())
-        for part in (getattr(celpy, "__version__", ""), lark.__version__, sys.version):
+        for part in (_installed("cel-python"), lark.__version__, sys.version):
             digest.update(b"\0" + str(part).encode())
         _EVALUATOR.append(digest.digest())
     return _EVALUATOR[0]

@@ -211,3 +211,18 @@ def test_a_broken_or_foreign_entry_is_evaluated_again(tmp_path):
         assert key not in stored
         assert not evaluation.evaluate_once(policy, pod, stored).admitted
     assert stored[key] == evaluation.evaluate(policy, pod)
+
+
+def test_a_verdict_kept_under_another_cel_python_release_is_not_read_back(monkeypatch):
+    """cel-python has no `__version__`: the key reads the installed distribution's version, so an upgrade of the
+    evaluator gives every pod a new key."""
+    from analysis import admission
+
+    policy = {"spec": {"validations": [{"expression": "true"}]}}
+    pod = {"kind": "Pod", "spec": {"containers": [{"name": "main"}]}}
+    monkeypatch.setattr(admission, "_EVALUATOR", [])
+    now = admission.verdict_key(policy, pod)
+    assert admission._installed("cel-python") == admission.CEL_PYTHON_VERSION
+    monkeypatch.setattr(admission, "_EVALUATOR", [])
+    monkeypatch.setattr(admission, "_installed", lambda distribution: "0.6.0" if distribution == "cel-python" else "")
+    assert admission.verdict_key(policy, pod) != now
