@@ -19,7 +19,6 @@ mesh (`istio.io/rev`) is joined cleanly, without the injection label that would 
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -458,7 +457,8 @@ def identity_header_policy(namespace: str, mesh: MeshPolicy) -> Optional[dict[st
     template = mesh.identity_header_policy
     if template is None:
         return None
-    policy = copy.deepcopy(dict(template))
+    # A JSON round trip copies the template's plain data as deepcopy would, in C (five times per profile).
+    policy = json.loads(json.dumps(template))
     policy["metadata"] = {**policy.get("metadata", {}), "namespace": namespace}
     relays = list(mesh.serving_principals)
     if not relays:
@@ -470,7 +470,7 @@ def identity_header_policy(namespace: str, mesh: MeshPolicy) -> Optional[dict[st
             raise ValueError(f"identity header policy rule {rule!r} is not `from notPrincipals` as manifests/identity.py builds it")
         trusted = sources[0]["source"]["notPrincipals"]
         rules.append({**rule, "from": [{"source": {"notPrincipals": [*trusted, *relays]}}]})
-        rules.append({**copy.deepcopy(rule), "from": [{"source": {"principals": relays}}],
+        rules.append({**json.loads(json.dumps(rule)), "from": [{"source": {"principals": relays}}],
                       "to": [{"operation": {"notPorts": list(QUEUE_PROXY_PORTS)}}]})
     policy["spec"]["rules"] = rules
     return policy
