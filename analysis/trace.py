@@ -499,17 +499,24 @@ def gateway_virtual_host_routes(model: "MeshModel", on_port: Sequence[tuple[Mapp
     built = model.__dict__.setdefault("_virtual_hosts", {})
     key = (tuple((id(gateway_obj), id(server)) for gateway_obj, server in on_port), proxy_namespace)
     if key not in built:
-        built[key] = (list(on_port), _virtual_hosts(model, on_port, proxy_namespace))
-    vhosts = built[key][1]
+        built[key] = (list(on_port), _virtual_hosts(model, on_port, proxy_namespace), {})
+    vhosts, sorted_routes = built[key][1], built[key][2]
     ranked = [(envoy_domain_rank(domain, host), domain) for domain in vhosts]
     ranked = [(rank, domain) for rank, domain in ranked if rank is not None]
     if not ranked:
         return []
     chosen = max(ranked)[1]
+    if chosen not in sorted_routes:
+        sorted_routes[chosen] = _sorted_routes(vhosts[chosen])
+    return list(sorted_routes[chosen])
+
+
+def _sorted_routes(routes: list[HttpRoute]) -> list[HttpRoute]:
+    """A virtual host's routes, duplicates collapsed and catch-alls last."""
     unique: list[HttpRoute] = []
     # Matches kept so far by VirtualService and route index: the check stays local when profiles add thousands.
     kept: dict[tuple[int, int], list] = {}
-    for route in vhosts[chosen]:
+    for route in routes:
         # The same VirtualService reached through two servers is one set of routes (collapseDuplicateRoutes).
         matches = kept.setdefault((id(route.service), route.index), [])
         if not any(match == route.match for match in matches):
