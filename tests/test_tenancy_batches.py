@@ -1,0 +1,100 @@
+"""A preview registers profiles in batches, each once the one before has registered: the same plan as all at once."""
+
+from __future__ import annotations
+
+import io
+
+import pulumi
+import pytest
+from pulumi.runtime.sync_await import _sync_await
+
+import components.tenancy as tenancy_module
+from components.tenancy import Tenancy, profile_batches
+from manifests.tenancy import ProfileSpec
+from tests.conftest import run_stack
+from tests.upstream import manifests_path
+from tools.bench_case import generated_tenancy, machine_users
+from tools.plan import build_plan
+from tools.preview import preview
+
+PROFILES = 7
+
+
+def _tenancy() -> dict:
+    return generated_tenancy(PROFILES, machine_users("dev"))
+
+
+def _preview_run(monkeypatch, batch: int, seen: list | None = None, tenancies: list | None = None):
+    monkeypatch.setattr(tenancy_module, "PROFILES_PER_PREVIEW_BATCH", batch)
+    register_profile, construct = Tenancy._profile, Tenancy.__init__
+
+    def profile(self, name, spec, args):
+        if seen is not None:
+            # What the monitor had recorded when this profile's registration began.
+            seen.append((spec.name, {r.name for r in pulumi.runtime.settings.get_monitor().registrations}))
+        return register_profile(self, name, spec, args)
+
+    def init(self, *args, **kwargs):
+        construct(self, *args, **kwargs)
+        if tenancies is not None:
+            tenancies.append(self)
+
+    monkeypatch.setattr(Tenancy, "_profile", profile)
+    monkeypatch.setattr(Tenancy, "__init__", init)
+    return run_stack("dev", {"tenancy": _tenancy()}, preview=True)
+
+
+def test_batches_are_the_preview_batch_size_in_a_preview_and_one_in_an_update(monkeypatch):
+    monkeypatch.setattr(tenancy_module, "PROFILES_PER_PREVIEW_BATCH", 3)
+    profiles = [ProfileSpec(name=f"p{i}", owner=f"p{i}@example.com") for i in range(PROFILES)]
+    assert [len(batch) for batch in profile_batches(profiles, dry_run=True)] == [3, 3, 1]
+    assert profile_batches(profiles, dry_run=False) == [profiles]
+    assert profile_batches([], dry_run=True) == [()]
+
+
+def test_each_batch_is_registered_once_every_resource_of_the_batches_before_it_has_been(monkeypatch):
+    seen: list = []
+    run = _preview_run(monkeypatch, 2, seen)
+    names = [name for name, _ in seen]
+    assert names == [f"user{i:04d}" for i in range(PROFILES)]
+    own = {name: {r.name for r in run.resources if r.name.startswith(f"tenancy-{name}-")} for name in names}
+    assert all(len(own[name]) == 8 for name in names)  # Pod Identity: patch, 2 groups, policy patch, role, policy, 2 associations
+    for index, (name, registered) in enumerate(seen):
+        earlier = {resource for previous in names[: index - index % 2] for resource in own[previous]}
+        assert earlier <= registered, f"{name} began before {sorted(earlier - registered)[:3]} were registered"
+    # The first batch is registered with the rest of the program, before the SDK has sent any of it.
+    assert not any(own[name] & registered for name, registered in seen[:2] for name in names)
+
+
+def test_the_plan_of_a_batched_preview_is_the_plan_of_one_batch(monkeypatch):
+    tenancies: list = []
+    batched = _preview_run(monkeypatch, 2, tenancies=tenancies)
+    whole = _preview_run(monkeypatch, 1000, tenancies=tenancies)
+    assert len(batched.resources) == len(whole.resources)
+    assert build_plan(batched) == build_plan(whole)
+    # Every profile's role ARN is the component's output, also for the profiles registered after it was constructed.
+    arns = [{name: _sync_await(arn.future()) for name, arn in tenancy.data_lake_role_arns.items()} for tenancy in tenancies]
+    roles = {r.inputs["name"] for r in batched.of_type("aws:iam/role:Role") if r.name.startswith("tenancy-")}
+    assert arns[0] == arns[1] and len(arns[0]) == PROFILES
+    assert {arn.rsplit("/", 1)[-1] for arn in arns[0].values()} == roles
+
+
+def test_an_error_registering_a_later_batch_fails_the_preview_with_its_message(monkeypatch, tmp_path):
+    monkeypatch.setattr(tenancy_module, "PROFILES_PER_PREVIEW_BATCH", 2)
+    static_objects = tenancy_module.static_objects
+
+    def refusing(profile, mesh):
+        if profile.name == "user0005":
+            raise pulumi.RunError("profile user0005: refused while registering its batch")
+        return static_objects(profile, mesh)
+
+    monkeypatch.setattr(tenancy_module, "static_objects", refusing)
+    with pytest.raises(pulumi.RunError, match="profile user0005: refused while registering its batch"):
+        run_stack("dev", {"tenancy": _tenancy()}, preview=True)
+    stderr = io.StringIO()
+    status = preview("dev", manifests=str(manifests_path()), out=tmp_path / "dev", settings={"tenancy": _tenancy()},
+                     stdout=io.StringIO(), stderr=stderr)
+    assert status == 1
+    assert "error: profile user0005: refused while registering its batch" in stderr.getvalue()
+    assert "Traceback" not in stderr.getvalue()
+
