@@ -9,7 +9,6 @@ records every registration with its parent, provider, options and dependencies.
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import hashlib
 import json
@@ -179,8 +178,11 @@ def _as_config_text(value: Any) -> str:
     return json.dumps(value)
 
 
-@dataclass
+@dataclass(slots=True)
 class Registration:
+    """One registration as the program made it: one copy of its data (at 10,000 profiles the records are a large
+    share of the preview's memory)."""
+
     urn: str
     type: str
     name: str
@@ -188,6 +190,7 @@ class Registration:
     provider: str
     custom: bool
     inputs: dict[str, Any]
+    #: The mocks' answer, the same dict the SDK's mock monitor keeps for the resource.
     outputs: dict[str, Any]
     protect: bool
     retain_on_delete: bool
@@ -195,12 +198,8 @@ class Registration:
     ignore_changes: list[str]
     replace_on_changes: list[str]
     dependencies: list[str]
-    #: The serialized inputs; secret paths are read from them only when asked for.
-    serialized_inputs: Any = field(default=None, repr=False, compare=False)
-
-    @functools.cached_property
-    def secret_paths(self) -> list[str]:
-        return _secret_paths(self.serialized_inputs)
+    #: Paths of the inputs that are Pulumi secrets, in the spelling of the serialized inputs.
+    secret_paths: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -225,6 +224,14 @@ class ProgramRun:
         if len(matches) != 1:
             raise KeyError(f"{len(matches)} resources of type {type_} named {name}")
         return matches[0]
+
+
+def _holds_secret(inputs: Mapping[str, Any]) -> bool:
+    """Whether deserialized inputs hold a Pulumi secret anywhere: deserializing pushes a nested secret's secretness up
+    to the top-level property that holds it (pulumi/pulumi@v3.272.0 sdk/python/lib/pulumi/runtime/rpc.py
+    `deserialize_property`), so the top level tells. Only then are the serialized inputs walked for the secrets' paths:
+    kept instead, a registration's serialized inputs hold its protobuf arena, some 9 KB a registration."""
+    return any(rpc.is_rpc_secret(value) for value in inputs.values())
 
 
 def _secret_paths(struct: Any, prefix: str = "") -> list[str]:
@@ -262,6 +269,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         if request.type == "pulumi:pulumi:Stack":
             return response
         registered = self.resources[response.urn]
+        inputs = self.mocks.last_inputs
         self.registrations.append(
             Registration(
                 urn=response.urn,
@@ -272,15 +280,15 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 custom=request.custom,
                 # The SDK's monitor has just deserialized them for the mocks: deserializing thousands of
                 # objects a second time would double the cost of a large program under test.
-                inputs=self.mocks.last_inputs,
-                outputs=dict(registered.state),
+                inputs=inputs,
+                outputs=registered.state,
                 protect=bool(request.protect),
                 retain_on_delete=bool(request.retainOnDelete),
                 delete_before_replace=bool(request.deleteBeforeReplace),
                 ignore_changes=list(request.ignoreChanges),
                 replace_on_changes=list(request.replaceOnChanges),
                 dependencies=sorted(request.dependencies),
-                serialized_inputs=request.object,
+                secret_paths=_secret_paths(request.object) if _holds_secret(inputs) else [],
             )
         )
         return response
