@@ -98,3 +98,48 @@ def test_an_error_registering_a_later_batch_fails_the_preview_with_its_message(m
     assert "error: profile user0005: refused while registering its batch" in stderr.getvalue()
     assert "Traceback" not in stderr.getvalue()
 
+
+def test_the_offline_runs_unknowns_check_answers_as_the_sdks_and_leaves_no_garbage():
+    import gc
+
+    from pulumi.output import Unknown
+    from pulumi.runtime import rpc
+
+    from tools.mock_runtime import _contains_unknowns
+
+    shared = {"a": [1, {"b": "x"}]}
+    cyclic: list = [1]
+    cyclic.append(cyclic)
+    # The wire's unknown marker is a string the SDK turns into Unknown() when it deserializes: not unknown itself.
+    values = [None, "text", rpc.UNKNOWN, Unknown(), {"a": {"b": [1, 2, {"c": Unknown()}]}}, [shared, shared],
+              {"x": shared, "y": [shared, Unknown()]}, cyclic, [cyclic, Unknown()], ({"tuple": Unknown()},)]
+    assert [_contains_unknowns(v) for v in values] == [rpc.contains_unknowns(v) for v in values]
+    assert [_contains_unknowns(v) for v in values] == [False, False, False, True, True, False, True, False, True, False]
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        gc.collect()
+        for _ in range(100):
+            _contains_unknowns({"a": [{"b": Unknown()}]})
+        assert gc.collect() == 0
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def test_a_run_answers_with_the_offline_check_and_leaves_the_sdks_own_in_place(monkeypatch):
+    from pulumi.runtime import rpc
+
+    from tools import mock_runtime
+
+    original, used = rpc.contains_unknowns, []
+    register = mock_runtime.RecordingMonitor.RegisterResource
+
+    def recording(self, request):
+        used.append(rpc.contains_unknowns is mock_runtime._contains_unknowns)
+        return register(self, request)
+
+    monkeypatch.setattr(mock_runtime.RecordingMonitor, "RegisterResource", recording)
+    run_stack("dev", preview=True)
+    assert used and all(used)
+    assert rpc.contains_unknowns is original

@@ -24,6 +24,7 @@ import yaml
 
 from analysis.plan_objects import KNOWN_AFTER_DEPLOY, SECRET
 from manifests import yaml_loader
+from pulumi.runtime import known_types
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import resource as pulumi_resource
 from pulumi.runtime import rpc
@@ -627,6 +628,46 @@ def _without_source_positions():
         pulumi_resource._get_stack_trace = original
 
 
+def _contains_unknowns(value: Any) -> bool:
+    """The SDK's `rpc.contains_unknowns`: whether `value`, or a value in its dicts and lists, is unknown."""
+    seen: set[int] = set()
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if known_types.is_unknown(item):
+            return True
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+@contextlib.contextmanager
+def _unknowns_found_without_cycles():
+    """The SDK's check for unknown values, answered the same way without leaving garbage, for this run only.
+
+    The SDK asks it of every Output's value it resolves (`_OutputData`, `apply`, `future`), some 200 times per profile,
+    and its recursive inner function refers to itself through its closure (pulumi/pulumi@v3.272.0
+    sdk/python/lib/pulumi/runtime/rpc.py `contains_unknowns`): each call leaves a cycle (the function, its cell, its
+    annotations) that only the cyclic collector frees, which the program turns off (__main__.py): some 1,200 objects and
+    100 KB per profile, a gigabyte at 10,000 profiles, held until the run ended. The module attribute is what every caller
+    reads (rpc's own, `pulumi.output.contains_unknowns`, invokes), so they all get this one; the real engine's runs are
+    left as they are."""
+    original = getattr(rpc, "contains_unknowns", None)
+    if original is None:
+        yield
+        return
+    rpc.contains_unknowns = _contains_unknowns
+    try:
+        yield
+    finally:
+        rpc.contains_unknowns = original
+
+
 def run_program(
     stack: str,
     *,
@@ -676,7 +717,7 @@ def run_program(
     # process; the tests run it many times in one process, so the collector's state is put back.
     collecting, frozen = gc.isenabled(), gc.get_freeze_count()
     try:
-        with _without_source_positions():
+        with _without_source_positions(), _unknowns_found_without_cycles():
             _sync_await(run_pulumi_func(program))
     except Exception as error:
         # Callers (tests, the preview) can still see what was registered before the failure.
