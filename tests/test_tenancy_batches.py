@@ -143,3 +143,20 @@ def test_a_run_answers_with_the_offline_check_and_leaves_the_sdks_own_in_place(m
     run_stack("dev", preview=True)
     assert used and all(used)
     assert rpc.contains_unknowns is original
+
+
+def test_the_preview_lets_go_of_the_runs_records_once_its_plan_is_built_and_a_callers_run_stays_whole():
+    from tools.mock_runtime import release_mocks
+    from tools.preview import Progress, evaluate
+
+    run = run_stack("dev", preview=True)
+    monitor = pulumi.runtime.settings.get_monitor()
+    count = len(run.resources)
+    assert monitor.registrations is run.resources and monitor.resources
+    release_mocks()
+    assert monitor.registrations == [] and monitor.resources == {}
+    assert len(run.resources) == count
+    plan, _ = evaluate("dev", manifests=str(manifests_path()), progress=Progress(io.StringIO()))
+    assert len(plan["resources"]) == count
+    monitor = pulumi.runtime.settings.get_monitor()
+    assert monitor.registrations == [] and monitor.resources == {}

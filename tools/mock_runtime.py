@@ -603,6 +603,16 @@ def install_mocks(config: Mapping[str, Any], *, stack: str, preview: bool = Fals
     return mocks, monitor
 
 
+def release_mocks() -> None:
+    """Lets go of what the mock runtime keeps of the last run: the SDK's monitor holds every registration's record and
+    the mocks' answers until the next run installs new mocks. A caller still holding the run's `ProgramRun` keeps its
+    records; one done with them (the preview, once the plan is built) frees them for what it does next."""
+    monitor = pulumi_settings.SETTINGS.monitor
+    if isinstance(monitor, RecordingMonitor):
+        monitor.registrations = []
+        monitor.resources = {}
+
+
 #: The empty stack trace a registration carries offline (see _without_source_positions).
 _NO_STACK_TRACE = pulumi_resource.source_pb2.StackTrace() if hasattr(pulumi_resource, "source_pb2") else None
 
