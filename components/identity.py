@@ -167,6 +167,12 @@ class WorkloadIdentity(pulumi.ComponentResource):
         return {"oidcProviderArn": self.oidc_provider_arn, "identityMechanism": self.mechanism,
                 "roleArns": self.role_arns}
 
+    def role_arn_of(self, name: str) -> pulumi.Output[str]:
+        """The ARN of the role `irsa_role(name, ...)` creates, from the account and the name the program chooses,
+        without the role: known before it is registered."""
+        iam_name = role_name(self._role_name_prefix, name)
+        return self._account_id.apply(lambda account: role_arn(account, iam_name))
+
     def irsa_role(
         self,
         name: str,
@@ -214,8 +220,7 @@ class WorkloadIdentity(pulumi.ComponentResource):
             policy=_policy_json(policy),
             opts=role_opts,
         )
-        arn = self._account_id.apply(lambda account: role_arn(account, iam_name))
-        return IrsaRole(role=role, policy=policy_resource, arn=arn)
+        return IrsaRole(role=role, policy=policy_resource, arn=self.role_arn_of(name))
 
     def _pod_identity_role(
         self, name: str, *, namespace: str, service_accounts: Sequence[str], policy: pulumi.Input[dict],
@@ -252,8 +257,7 @@ class WorkloadIdentity(pulumi.ComponentResource):
             for account in service_accounts
         )
         self.associations += associations
-        arn = self._account_id.apply(lambda account: role_arn(account, iam_name))
-        return IrsaRole(role=role, policy=policy_resource, arn=arn, associations=associations)
+        return IrsaRole(role=role, policy=policy_resource, arn=self.role_arn_of(name), associations=associations)
 
     def _platform_roles(self, platform: PlatformRoleArgs) -> None:
         # The API server's and the UI's prefixes (the argo key format's first segment added).

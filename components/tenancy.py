@@ -40,6 +40,18 @@ if TYPE_CHECKING:
 NAMESPACE_PATCH_ANNOTATIONS = {**PATCH_ANNOTATIONS, "pulumi.com/patchForce": "true"}
 
 
+#: Profiles a preview registers at once (Tenancy._register_in_batches): each holds some 250 KB of pending
+#: registrations until the SDK sends them, so a batch is about 25 MB at its peak; the stacks and tests hold fewer.
+PROFILES_PER_PREVIEW_BATCH = 100
+
+
+def profile_batches(profiles: Sequence[ProfileSpec], dry_run: bool) -> list[Sequence[ProfileSpec]]:
+    """The profiles in the batches Tenancy registers them in: in a preview of PROFILES_PER_PREVIEW_BATCH each; in an
+    update all at once, so `pulumi up` creates every profile's resources with the engine's full parallelism."""
+    size = PROFILES_PER_PREVIEW_BATCH if dry_run else max(len(profiles), 1)
+    return [profiles[start:start + size] for start in range(0, len(profiles), size)] or [()]
+
+
 @dataclass(frozen=True, kw_only=True)
 class TenancyArgs:
     profiles: Sequence[ProfileSpec]
@@ -193,49 +205,11 @@ class Tenancy(pulumi.ComponentResource):
     def __init__(self, name: str, args: TenancyArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("kubeflow-platform:tenancy:Tenancy", name, None, opts)
         self.profile_names = [profile.name for profile in args.profiles]
-        role_arns: dict[str, pulumi.Output[str]] = {}
-        for profile in args.profiles:
-            # The same prefix for both groups: a child's URN carries its parents' types, not their names, so an
-            # object moving between the groups (the Profile, when a data lake is added) is updated in place.
-            prefix = f"{name}-{profile.name}"
-            objects = static_objects(profile, args.mesh)
-            namespace = next(obj for obj in objects if obj["kind"] == "Namespace")
-            kept = self._namespace(prefix, namespace, args.keep_namespaces)
-            static_yaml: pulumi.Input[str] = manifest([obj for obj in objects if obj["kind"] != "Namespace"])
-            if args.platform_mesh is not None:
-                static_yaml = args.platform_mesh.apply(lambda mesh, p=profile: manifest(
-                    [obj for obj in static_objects(p, mesh) if obj["kind"] != "Namespace"]))
-            static = k8s.yaml.v2.ConfigGroup(
-                f"{prefix}-namespace",
-                yaml=static_yaml,
-                resource_prefix=prefix,
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[kept]),
-            )
-            if args.keep_namespaces:
-                self._closed_when_removed(prefix, profile.name, kept)
-            if profile.data_lake is None:
-                continue
-            lake = profile.data_lake
-            role = args.identity.irsa_role(
-                f"{prefix}-data-lake",
-                namespace=profile.name,
-                service_accounts=WORKLOAD_SERVICE_ACCOUNTS,
-                policy=s3_access_policy(bucket=lake.bucket, prefixes=[lake.prefix], kms_key_arn=lake.kms_key_arn,
-                                        region=lake.region),
-                opts=pulumi.ResourceOptions(parent=self),
-            )
-            role_arns[profile.name] = role.arn
-            k8s.yaml.v2.ConfigGroup(
-                f"{prefix}-profile",
-                # The role's ARN is the name the program chose in the stack's account: known at preview.
-                yaml=role.arn.apply(lambda arn, p=profile: manifest(
-                    role_bound_objects(p, arn, annotate=args.identity.annotates_service_accounts))),
-                resource_prefix=prefix,
-                # The namespace first, with its owner annotation, so the Profile controller adopts it instead of
-                # creating one; on destroy the Profile goes first and its finalizer still finds the namespace.
-                # The role and its policy before the service accounts that name it, so no pod starts without them.
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[static, *role.ready]),
-            )
+        # From the account and the name the program chooses, as the role itself gives it: every profile's ARN is
+        # known here, also for the profiles a preview registers later (see _register_in_batches).
+        role_arns = {profile.name: args.identity.role_arn_of(f"{name}-{profile.name}-data-lake")
+                     for profile in args.profiles if profile.data_lake is not None}
+        self._register_in_batches(name, args, profile_batches(args.profiles, pulumi.runtime.is_dry_run()))
         if args.registration:
             # Not tied to any profile: who may create profiles at run time, and what such profiles' pods may do.
             k8s.yaml.v2.ConfigGroup(f"{name}-registration", yaml=manifest(args.registration),
@@ -244,6 +218,69 @@ class Tenancy(pulumi.ComponentResource):
         self.self_service = dict(args.self_service)
         self.part = dict(args.part) if args.part is not None else None
         self.register_outputs({"profiles": self.profile_names, "dataLakeRoleArns": role_arns, "selfService": self.self_service})
+
+    def _register_in_batches(self, name: str, args: TenancyArgs, batches: Sequence[Sequence[ProfileSpec]]) -> None:
+        """Registers the first batch of profiles now and each next one once the URNs of the one before have resolved.
+
+        The Python SDK runs the whole program before its event loop sends a single registration: until then every
+        resource holds its pending registration (an Output with futures per property, the serialized inputs, a
+        task), and with thousands of profiles that is most of the preview's memory (pulumi/pulumi@v3.272.0
+        sdk/python/lib/pulumi/runtime/stack.py `run_pulumi_func` runs the program, then `wait_for_rpcs` drains the
+        registrations and awaits every output still tracked, which includes the applies registering the later
+        batches). A URN is known in a preview (sdk/python/lib/pulumi/runtime/resource.py `register_resource`: "a
+        resource urn will always get a value"), so each batch waits only for the registrations before it, in a real
+        `pulumi preview` as offline. An exception raised registering a later batch faults the apply's Output, which
+        the SDK reports when it awaits the outputs it tracks, failing the run as it would have failed at once."""
+        first, *rest = batches
+        resources = [resource for profile in first for resource in self._profile(name, profile, args)]
+        if rest:
+            pulumi.Output.all(*[resource.urn for resource in resources]).apply(
+                lambda _: self._register_in_batches(name, args, rest))
+
+    def _profile(self, name: str, profile: ProfileSpec, args: TenancyArgs) -> list[pulumi.Resource]:
+        """Registers one profile's resources and returns them."""
+        # The same prefix for both groups: a child's URN carries its parents' types, not their names, so an
+        # object moving between the groups (the Profile, when a data lake is added) is updated in place.
+        prefix = f"{name}-{profile.name}"
+        objects = static_objects(profile, args.mesh)
+        namespace = next(obj for obj in objects if obj["kind"] == "Namespace")
+        kept = self._namespace(prefix, namespace, args.keep_namespaces)
+        static_yaml: pulumi.Input[str] = manifest([obj for obj in objects if obj["kind"] != "Namespace"])
+        if args.platform_mesh is not None:
+            static_yaml = args.platform_mesh.apply(lambda mesh, p=profile: manifest(
+                [obj for obj in static_objects(p, mesh) if obj["kind"] != "Namespace"]))
+        static = k8s.yaml.v2.ConfigGroup(
+            f"{prefix}-namespace",
+            yaml=static_yaml,
+            resource_prefix=prefix,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[kept]),
+        )
+        registered: list[pulumi.Resource] = [kept, static]
+        if args.keep_namespaces:
+            registered.append(self._closed_when_removed(prefix, profile.name, kept))
+        if profile.data_lake is None:
+            return registered
+        lake = profile.data_lake
+        role = args.identity.irsa_role(
+            f"{prefix}-data-lake",
+            namespace=profile.name,
+            service_accounts=WORKLOAD_SERVICE_ACCOUNTS,
+            policy=s3_access_policy(bucket=lake.bucket, prefixes=[lake.prefix], kms_key_arn=lake.kms_key_arn,
+                                    region=lake.region),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        group = k8s.yaml.v2.ConfigGroup(
+            f"{prefix}-profile",
+            # The role's ARN is the name the program chose in the stack's account: known at preview.
+            yaml=role.arn.apply(lambda arn, p=profile: manifest(
+                role_bound_objects(p, arn, annotate=args.identity.annotates_service_accounts))),
+            resource_prefix=prefix,
+            # The namespace first, with its owner annotation, so the Profile controller adopts it instead of
+            # creating one; on destroy the Profile goes first and its finalizer still finds the namespace.
+            # The role and its policy before the service accounts that name it, so no pod starts without them.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[static, *role.ready]),
+        )
+        return [*registered, *role.ready, group]
 
     def _namespace(self, prefix: str, namespace: dict, keep: bool) -> pulumi.CustomResource:
         """The profile's Namespace. Kept (`kubeflow.keepCrdsAndNamespaces`, the default): a server-side apply
@@ -268,13 +305,13 @@ class Tenancy(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
         )
 
-    def _closed_when_removed(self, prefix: str, namespace: str, kept: pulumi.Resource) -> None:
+    def _closed_when_removed(self, prefix: str, namespace: str, kept: pulumi.Resource) -> pulumi.CustomResource:
         """The allow-nothing policy that outlives the profile with its kept namespace
         (manifests.tenancy.closed_when_removed_policy). Retained on delete, and a server-side apply patch, which
         creates it when absent and applies onto the one an earlier removal of the profile left behind, where a
         created object would fail with AlreadyExists."""
         policy = closed_when_removed_policy(namespace)
-        k8s.apiextensions.CustomResourcePatch(
+        return k8s.apiextensions.CustomResourcePatch(
             f"{prefix}-closed-when-removed",
             api_version=policy["apiVersion"],
             kind=policy["kind"],

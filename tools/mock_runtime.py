@@ -9,7 +9,6 @@ records every registration with its parent, provider, options and dependencies.
 from __future__ import annotations
 
 import contextlib
-import functools
 import gc
 import hashlib
 import json
@@ -25,6 +24,7 @@ import yaml
 
 from analysis.plan_objects import KNOWN_AFTER_DEPLOY, SECRET
 from manifests import yaml_loader
+from pulumi.runtime import known_types
 from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime import resource as pulumi_resource
 from pulumi.runtime import rpc
@@ -179,8 +179,11 @@ def _as_config_text(value: Any) -> str:
     return json.dumps(value)
 
 
-@dataclass
+@dataclass(slots=True)
 class Registration:
+    """One registration as the program made it: one copy of its data (at 10,000 profiles the records are a large
+    share of the preview's memory)."""
+
     urn: str
     type: str
     name: str
@@ -188,6 +191,7 @@ class Registration:
     provider: str
     custom: bool
     inputs: dict[str, Any]
+    #: The mocks' answer, the same dict the SDK's mock monitor keeps for the resource.
     outputs: dict[str, Any]
     protect: bool
     retain_on_delete: bool
@@ -195,12 +199,8 @@ class Registration:
     ignore_changes: list[str]
     replace_on_changes: list[str]
     dependencies: list[str]
-    #: The serialized inputs; secret paths are read from them only when asked for.
-    serialized_inputs: Any = field(default=None, repr=False, compare=False)
-
-    @functools.cached_property
-    def secret_paths(self) -> list[str]:
-        return _secret_paths(self.serialized_inputs)
+    #: Paths of the inputs that are Pulumi secrets, in the spelling of the serialized inputs.
+    secret_paths: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -225,6 +225,14 @@ class ProgramRun:
         if len(matches) != 1:
             raise KeyError(f"{len(matches)} resources of type {type_} named {name}")
         return matches[0]
+
+
+def _holds_secret(inputs: Mapping[str, Any]) -> bool:
+    """Whether deserialized inputs hold a Pulumi secret anywhere: deserializing pushes a nested secret's secretness up
+    to the top-level property that holds it (pulumi/pulumi@v3.272.0 sdk/python/lib/pulumi/runtime/rpc.py
+    `deserialize_property`), so the top level tells. Only then are the serialized inputs walked for the secrets' paths:
+    kept instead, a registration's serialized inputs hold its protobuf arena, some 9 KB a registration."""
+    return any(rpc.is_rpc_secret(value) for value in inputs.values())
 
 
 def _secret_paths(struct: Any, prefix: str = "") -> list[str]:
@@ -262,6 +270,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         if request.type == "pulumi:pulumi:Stack":
             return response
         registered = self.resources[response.urn]
+        inputs = self.mocks.last_inputs
         self.registrations.append(
             Registration(
                 urn=response.urn,
@@ -272,15 +281,15 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 custom=request.custom,
                 # The SDK's monitor has just deserialized them for the mocks: deserializing thousands of
                 # objects a second time would double the cost of a large program under test.
-                inputs=self.mocks.last_inputs,
-                outputs=dict(registered.state),
+                inputs=inputs,
+                outputs=registered.state,
                 protect=bool(request.protect),
                 retain_on_delete=bool(request.retainOnDelete),
                 delete_before_replace=bool(request.deleteBeforeReplace),
                 ignore_changes=list(request.ignoreChanges),
                 replace_on_changes=list(request.replaceOnChanges),
                 dependencies=sorted(request.dependencies),
-                serialized_inputs=request.object,
+                secret_paths=_secret_paths(request.object) if _holds_secret(inputs) else [],
             )
         )
         return response
@@ -594,6 +603,16 @@ def install_mocks(config: Mapping[str, Any], *, stack: str, preview: bool = Fals
     return mocks, monitor
 
 
+def release_mocks() -> None:
+    """Lets go of what the mock runtime keeps of the last run: the SDK's monitor holds every registration's record and
+    the mocks' answers until the next run installs new mocks. A caller still holding the run's `ProgramRun` keeps its
+    records; one done with them (the preview, once the plan is built) frees them for what it does next."""
+    monitor = pulumi_settings.SETTINGS.monitor
+    if isinstance(monitor, RecordingMonitor):
+        monitor.registrations = []
+        monitor.resources = {}
+
+
 #: The empty stack trace a registration carries offline (see _without_source_positions).
 _NO_STACK_TRACE = pulumi_resource.source_pb2.StackTrace() if hasattr(pulumi_resource, "source_pb2") else None
 
@@ -617,6 +636,46 @@ def _without_source_positions():
         yield
     finally:
         pulumi_resource._get_stack_trace = original
+
+
+def _contains_unknowns(value: Any) -> bool:
+    """The SDK's `rpc.contains_unknowns`: whether `value`, or a value in its dicts and lists, is unknown."""
+    seen: set[int] = set()
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if known_types.is_unknown(item):
+            return True
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
+@contextlib.contextmanager
+def _unknowns_found_without_cycles():
+    """The SDK's check for unknown values, answered the same way without leaving garbage, for this run only.
+
+    The SDK asks it of every Output's value it resolves (`_OutputData`, `apply`, `future`), some 200 times per profile,
+    and its recursive inner function refers to itself through its closure (pulumi/pulumi@v3.272.0
+    sdk/python/lib/pulumi/runtime/rpc.py `contains_unknowns`): each call leaves a cycle (the function, its cell, its
+    annotations) that only the cyclic collector frees, which the program turns off (__main__.py): some 1,200 objects and
+    100 KB per profile, a gigabyte at 10,000 profiles, held until the run ended. The module attribute is what every caller
+    reads (rpc's own, `pulumi.output.contains_unknowns`, invokes), so they all get this one; the real engine's runs are
+    left as they are."""
+    original = getattr(rpc, "contains_unknowns", None)
+    if original is None:
+        yield
+        return
+    rpc.contains_unknowns = _contains_unknowns
+    try:
+        yield
+    finally:
+        rpc.contains_unknowns = original
 
 
 def run_program(
@@ -668,7 +727,7 @@ def run_program(
     # process; the tests run it many times in one process, so the collector's state is put back.
     collecting, frozen = gc.isenabled(), gc.get_freeze_count()
     try:
-        with _without_source_positions():
+        with _without_source_positions(), _unknowns_found_without_cycles():
             _sync_await(run_pulumi_func(program))
     except Exception as error:
         # Callers (tests, the preview) can still see what was registered before the failure.

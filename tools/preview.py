@@ -34,7 +34,7 @@ from analysis.ownership import classify, ownership_rows, ownership_table
 from analysis.plan_objects import read_once
 from config import pulumi_project
 from tools import plan_checks
-from tools.mock_runtime import PROJECT, REPO_ROOT, known_stacks, run_program, stack_config
+from tools.mock_runtime import PROJECT, REPO_ROOT, known_stacks, release_mocks, run_program, stack_config
 from tools.plan import (
     KNOWN_AFTER_DEPLOY,
     KubernetesObjects,
@@ -167,7 +167,9 @@ def evaluate(
         run = run_program(stack, config_overrides=overrides,
                           secrets=secrets, preview=True, root=root, plans_dir=plans_dir)
     with progress.step(f"building the plan of {len(run.resources)} resources"):
-        return build_plan(run, [*secrets.values(), *run.referenced_secrets])
+        built = build_plan(run, [*secrets.values(), *run.referenced_secrets])
+    release_mocks()  # the plan holds what the phases after read
+    return built
 
 
 # --- The tree ----------------------------------------------------------------------------------------
