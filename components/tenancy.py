@@ -238,49 +238,59 @@ class Tenancy(pulumi.ComponentResource):
                 lambda _: self._register_in_batches(name, args, rest))
 
     def _profile(self, name: str, profile: ProfileSpec, args: TenancyArgs) -> list[pulumi.Resource]:
-        """Registers one profile's resources and returns them."""
-        # The same prefix for both groups: a child's URN carries its parents' types, not their names, so an
-        # object moving between the groups (the Profile, when a data lake is added) is updated in place.
+        """Registers one profile's resources and returns them: its namespace, its data lake's role, and its objects in
+        one group, or with IRSA in two (the service accounts' annotation names the role: those objects in a small
+        group of their own, so a real preview, where a new role's ARN is unknown, still shows the rest)."""
+        # The same prefix for every group: a child's URN carries its parents' types, not their names, so an object
+        # moving between the groups (the Profile, when a data lake is added with IRSA) is updated in place.
         prefix = f"{name}-{profile.name}"
         objects = static_objects(profile, args.mesh)
         namespace = next(obj for obj in objects if obj["kind"] == "Namespace")
         kept = self._namespace(prefix, namespace, args.keep_namespaces)
-        static_yaml: pulumi.Input[str] = manifest([obj for obj in objects if obj["kind"] != "Namespace"])
-        if args.platform_mesh is not None:
-            static_yaml = args.platform_mesh.apply(lambda mesh, p=profile: manifest(
-                [obj for obj in static_objects(p, mesh) if obj["kind"] != "Namespace"]))
-        static = k8s.yaml.v2.ConfigGroup(
-            f"{prefix}-namespace",
-            yaml=static_yaml,
-            resource_prefix=prefix,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[kept]),
-        )
-        registered: list[pulumi.Resource] = [kept, static]
+        registered: list[pulumi.Resource] = [kept]
         if args.keep_namespaces:
             registered.append(self._closed_when_removed(prefix, profile.name, kept))
-        if profile.data_lake is None:
-            return registered
-        lake = profile.data_lake
-        role = args.identity.irsa_role(
-            f"{prefix}-data-lake",
-            namespace=profile.name,
-            service_accounts=WORKLOAD_SERVICE_ACCOUNTS,
-            policy=s3_access_policy(bucket=lake.bucket, prefixes=[lake.prefix], kms_key_arn=lake.kms_key_arn,
-                                    region=lake.region),
-            opts=pulumi.ResourceOptions(parent=self),
+        role = None
+        if profile.data_lake is not None:
+            lake = profile.data_lake
+            role = args.identity.irsa_role(
+                f"{prefix}-data-lake",
+                namespace=profile.name,
+                service_accounts=WORKLOAD_SERVICE_ACCOUNTS,
+                policy=s3_access_policy(bucket=lake.bucket, prefixes=[lake.prefix], kms_key_arn=lake.kms_key_arn,
+                                        region=lake.region),
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            registered += role.ready
+        # With EKS Pod Identity nothing names the role (role_bound_objects): everything is one group, after the role,
+        # its policy and its associations, so no pod of the profile starts without them.
+        together = role is not None and not args.identity.annotates_service_accounts
+
+        def own(found: list[dict[str, Any]]) -> str:
+            chosen = [obj for obj in found if obj["kind"] != "Namespace"]
+            return manifest([*chosen, *role_bound_objects(profile, None)] if together else chosen)
+
+        static = k8s.yaml.v2.ConfigGroup(
+            f"{prefix}-namespace",
+            yaml=own(objects) if args.platform_mesh is None
+            else args.platform_mesh.apply(lambda mesh: own(static_objects(profile, mesh))),
+            resource_prefix=prefix,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[kept, *role.ready] if together else [kept]),
         )
+        registered.append(static)
+        if role is None or together:
+            return registered
         group = k8s.yaml.v2.ConfigGroup(
             f"{prefix}-profile",
             # The role's ARN is the name the program chose in the stack's account: known at preview.
-            yaml=role.arn.apply(lambda arn, p=profile: manifest(
-                role_bound_objects(p, arn, annotate=args.identity.annotates_service_accounts))),
+            yaml=role.arn.apply(lambda arn: manifest(role_bound_objects(profile, arn))),
             resource_prefix=prefix,
             # The namespace first, with its owner annotation, so the Profile controller adopts it instead of
             # creating one; on destroy the Profile goes first and its finalizer still finds the namespace.
             # The role and its policy before the service accounts that name it, so no pod starts without them.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[static, *role.ready]),
         )
-        return [*registered, *role.ready, group]
+        return [*registered, group]
 
     def _namespace(self, prefix: str, namespace: dict, keep: bool) -> pulumi.CustomResource:
         """The profile's Namespace. Kept (`kubeflow.keepCrdsAndNamespaces`, the default): a server-side apply

@@ -6,8 +6,9 @@ A profile's objects are split by when their values are known:
   (kfam) would create for each contributor, the GPU policy, the quota, the pipelines' artifact repository,
   the serving policies, and (without a data lake) the Profile.
 - `role_bound_objects`: with a data lake, the Profile and the pipeline-runner service account, which carry
-  the IRSA role's ARN. The ARN of a role that does not exist yet is unknown during a preview; kept here, it
-  can blank out only this small group, never the namespace's.
+  the IRSA role's ARN. The ARN of a role that does not exist yet is unknown during a preview; kept in a group
+  of their own, it can blank out only that small group, never the namespace's. With EKS Pod Identity they
+  name no role, so they join the namespace's group.
 
 Why the Namespace is applied here and not left to the Profile controller: the controller adopts an
 existing namespace whose `owner` annotation names the Profile's owner (it then only adds its default
@@ -590,15 +591,14 @@ def static_objects(profile: ProfileSpec, mesh: MeshPolicy) -> list[dict[str, Any
     return objects
 
 
-def role_bound_objects(profile: ProfileSpec, role_arn: str, *, annotate: bool = True) -> list[dict[str, Any]]:
+def role_bound_objects(profile: ProfileSpec, role_arn: Optional[str]) -> list[dict[str, Any]]:
     """What carries the role ARN of a profile with a data lake: the Profile with its plugin and the
-    pipeline-runner service account. With `annotate` false (EKS Pod Identity) neither names the role: the
-    Profile has no AwsIamForServiceAccount plugin, whose only effect is the IRSA annotation, and the
-    associations serve the role to default-editor and pipeline-runner."""
+    pipeline-runner service account. With no ARN (EKS Pod Identity) neither names the role: the Profile has
+    no AwsIamForServiceAccount plugin, whose only effect is the IRSA annotation, and the associations serve
+    the role to default-editor and pipeline-runner."""
     if profile.data_lake is None:
         raise ValueError(f"profile {profile.name!r} has no data lake, so no role")
-    arn = role_arn if annotate else None
-    return [profile_object(profile, arn), *pipeline_runner_objects(profile.name, arn)]
+    return [profile_object(profile, role_arn), *pipeline_runner_objects(profile.name, role_arn)]
 
 
 def manifest(objects: Iterable[dict[str, Any]]) -> str:

@@ -14,6 +14,7 @@ import yaml
 from analysis.plan_objects import kubernetes_objects
 from tests.conftest import REPO_ROOT
 from tests.plans import evaluated_plan
+from tools.mock_runtime import stack_config
 from tests.test_fresh_machine import _environment, fresh_clone  # noqa: F401  (fixture)
 from tests.upstream import CURRENT_VERSION, manifests_path
 from tools.critical_path import estimate
@@ -128,27 +129,34 @@ def test_guardrails_md_namespaces_kept_out_of_the_mesh(stack, outside):
     assert "`cert-manager` on both stacks" in page("docs/guardrails.md")
 
 
-def test_profiles_md_resources_per_profile():
-    # profiles.md: three resources per profile, the Namespace's patch and the closing policy retained on delete;
-    # six with a data lake.
-    plan = evaluated_plan("dev")[0]
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_profiles_md_resources_per_profile(stack):
+    # profiles.md: three resources per profile, the Namespace's patch and the closing policy retained on delete; a
+    # data lake adds its role and policy, and the two associations (seven in all) with EKS Pod Identity (dev), or the
+    # small group of what names the role (six) with IRSA (prod).
+    plan = evaluated_plan(stack)[0]
+    pod_identity = plan["outputs"]["identityMechanism"] == "podIdentity"
     per_profile: dict[str, list[dict]] = {}
     for resource in plan["resources"]:
-        match = re.match(r"tenancy-(\w+)-(namespace-patch|closed-when-removed|namespace|profile|data-lake(?:-policy)?)$",
-                         resource["name"])
+        match = re.match(r"tenancy-(\w+)-(namespace-patch|closed-when-removed|namespace|profile|"
+                         r"data-lake(?:-policy|-default-editor|-pipeline-runner)?)$", resource["name"])
         if match:
             per_profile.setdefault(match.group(1), []).append(resource)
-    assert per_profile
-    for profile in ("alice", "bob", "carol"):
-        names = sorted(r["name"].split(f"tenancy-{profile}-")[1] for r in per_profile[profile])
-        lake = profile in ("alice", "bob")
-        own = ["closed-when-removed", "namespace", "namespace-patch"]
-        assert names == (sorted(["data-lake", "data-lake-policy", "profile", *own]) if lake else own), profile
-        retained = {r["name"] for r in per_profile[profile] if r["options"]["retainOnDelete"]}
+    lakes = {p["name"] for p in stack_config(stack)["kubeflow-platform:tenancy"]["profiles"] if "dataLake" in p}
+    assert lakes and per_profile, "the stack needs profiles with a data lake"
+    own = ["closed-when-removed", "namespace", "namespace-patch"]
+    lake_adds = ["data-lake", "data-lake-policy",
+                 *(["data-lake-default-editor", "data-lake-pipeline-runner"] if pod_identity else ["profile"])]
+    for profile, resources in per_profile.items():
+        names = sorted(r["name"].split(f"tenancy-{profile}-")[1] for r in resources)
+        assert names == sorted([*own, *lake_adds] if profile in lakes else own), profile
+        assert len(names) == (7 if pod_identity else 6) if profile in lakes else 3
+        retained = {r["name"] for r in resources if r["options"]["retainOnDelete"]}
         assert retained == {f"tenancy-{profile}-namespace-patch", f"tenancy-{profile}-closed-when-removed"}
     text = " ".join(page("docs/profiles.md").split())
-    assert "Each profile is three resources" in text and "A data lake adds three resources (six in all)" in text
-    assert "A profile's namespace is deleted with the profile" not in text
+    assert "Each profile is three resources" in text
+    assert "the two pod identity associations (`default-editor`, `pipeline-runner`; seven resources in all)" in text
+    assert "a small group `tenancy-<profile>-profile` holding what carries the role's ARN (six in all)" in text
 
 
 def test_kubeflow_manifests_md_irsa_annotations_ride_on_the_service_accounts():

@@ -67,19 +67,42 @@ def test_every_profile_gets_its_namespace_profile_quota_and_serving_policies(sta
                 assert obj["metadata"]["namespace"] == profile["name"], obj
 
 
-def test_each_profile_is_two_groups_and_a_data_lake_adds_a_role_and_a_small_group(stack_run):
+def test_each_profile_is_one_group_and_with_irsa_a_data_lake_adds_a_role_and_a_small_group(stack_run):
     groups = tenancy_groups(stack_run)
     roles = {r.name for r in stack_run.of_type(ROLE) if r.name.startswith("tenancy-")}
+    irsa = stack_run.exports["identityMechanism"] == "irsa"
     for profile in tenancy_settings(stack_run.stack)["profiles"]:
         name = profile["name"]
         expected = {f"tenancy-{name}-namespace"}
-        expected |= {f"tenancy-{name}-profile"} if "dataLake" in profile else set()
+        expected |= {f"tenancy-{name}-profile"} if "dataLake" in profile and irsa else set()
         assert {g for g in groups if g.startswith(f"tenancy-{name}-")} == expected
         assert name in namespace_patches(stack_run)
         assert (f"tenancy-{name}-data-lake" in roles) == ("dataLake" in profile)
     for group in groups.values():
         assert group.provider.split("::")[-2] == f"k8s-{stack_config(stack_run.stack)['kubeflow-platform:cluster']['name']}"
         assert group.inputs["resourcePrefix"] == group.name.rsplit("-", 1)[0]
+
+
+def test_with_pod_identity_a_profiles_group_waits_for_its_role_and_names_it_nowhere(stack_run):
+    if stack_run.exports["identityMechanism"] == "irsa":
+        # With IRSA the service accounts' annotation names the role: test_the_role_arn_lives_only_in_the_small_group...
+        return
+    lakes = [p["name"] for p in tenancy_settings(stack_run.stack)["profiles"] if "dataLake" in p]
+    assert lakes, "the stack must have a profile with a data lake to test"
+    groups = tenancy_groups(stack_run)
+    for name in lakes:
+        group = groups[f"tenancy-{name}-namespace"]
+        role = stack_run.named(ROLE, f"tenancy-{name}-data-lake")
+        policy = stack_run.named("aws:iam/rolePolicy:RolePolicy", f"tenancy-{name}-data-lake-policy")
+        associations = [r for r in stack_run.of_type("aws:eks/podIdentityAssociation:PodIdentityAssociation")
+                        if r.name.startswith(f"tenancy-{name}-data-lake-")]
+        assert {a.inputs["serviceAccount"] for a in associations} == {"default-editor", "pipeline-runner"}
+        # No pod of the profile starts before the role, its policy and the associations that serve it.
+        assert {role.urn, policy.urn, *(a.urn for a in associations)} <= set(group.dependencies)
+        assert "arn:aws:iam::" not in group.inputs["yaml"]
+        objects = {(o["kind"], o["metadata"]["name"]): o for o in objects_of(group)}
+        assert "plugins" not in objects[("Profile", name)]["spec"]
+        assert "annotations" not in objects[("ServiceAccount", "pipeline-runner")]["metadata"]
 
 
 def test_contributors_get_what_kfam_creates_under_the_stacks_own_name_and_owners_get_nothing_extra(stack_run):

@@ -58,7 +58,7 @@ def test_each_batch_is_registered_once_every_resource_of_the_batches_before_it_h
     names = [name for name, _ in seen]
     assert names == [f"user{i:04d}" for i in range(PROFILES)]
     own = {name: {r.name for r in run.resources if r.name.startswith(f"tenancy-{name}-")} for name in names}
-    assert all(len(own[name]) == 8 for name in names)  # Pod Identity: patch, 2 groups, policy patch, role, policy, 2 associations
+    assert all(len(own[name]) == 7 for name in names)  # Pod Identity: patch, group, policy patch, role, policy, 2 associations
     for index, (name, registered) in enumerate(seen):
         earlier = {resource for previous in names[: index - index % 2] for resource in own[previous]}
         assert earlier <= registered, f"{name} began before {sorted(earlier - registered)[:3]} were registered"
