@@ -187,11 +187,11 @@ def compiled(renaming: Renaming, value: Any) -> Any:
     """Where `value` (an answer built of strings, dicts, lists, tuples and dataclasses) holds the source profile's
     names, found once: `rewrite` then builds the answer for any other profile visiting only the parts that hold a
     name (None: no name anywhere in it). The same answer as `Renamer`, part for part: a part without a name is
-    the source's own object, shared."""
+    the source's own object, shared. A string's recipe is its spelling with the names as format fields, written
+    out where it stands (most parts that hold a name are strings)."""
     kind = type(value)
     if kind is str:
-        spelling = renaming.format_string(value)
-        return None if spelling is None else (0, spelling)
+        return renaming.format_string(value)
     if kind is dict:
         parts = [(key, compiled(renaming, key), item, compiled(renaming, item)) for key, item in value.items()]
         return (1, parts) if any(rk is not None or ri is not None for _, rk, _, ri in parts) else None
@@ -203,26 +203,35 @@ def compiled(renaming: Renaming, value: Any) -> Any:
         return None
     state = value.__dict__
     changed = [(name, recipe) for name in fields if (recipe := compiled(renaming, state[name])) is not None]
-    return (3, kind, state, changed) if changed else None
+    if not changed:
+        return None
+    return (3, kind, state, [(name, recipe) for name, recipe in changed if type(recipe) is str],
+            [(name, recipe) for name, recipe in changed if type(recipe) is not str])
 
 
 def rewrite(recipe: Any, value: Any, targets: list[str]) -> Any:
     """`value` with the names `compiled` found replaced by `targets` (a profile's names, Identity.names)."""
     if recipe is None:
         return value
+    if type(recipe) is str:
+        return recipe.format(*targets)
     tag = recipe[0]
-    if tag == 0:
-        return recipe[1].format(*targets)
     if tag == 1:
-        return {(key if rk is None else rewrite(rk, key, targets)): (item if ri is None else rewrite(ri, item, targets))
+        return {(key if rk is None else rk.format(*targets) if type(rk) is str else rewrite(rk, key, targets)):
+                (item if ri is None else ri.format(*targets) if type(ri) is str else rewrite(ri, item, targets))
                 for key, rk, item, ri in recipe[1]}
     if tag == 2:
-        return recipe[1](item if sub is None else rewrite(sub, item, targets) for item, sub in recipe[2])
-    _, kind, state, changed = recipe
+        return recipe[1](item if sub is None else sub.format(*targets) if type(sub) is str else rewrite(sub, item, targets)
+                         for item, sub in recipe[2])
+    _, kind, state, strings, nested = recipe
     # A copy with the renamed fields (frozen dataclasses included: nothing they compute on creation).
     copy = object.__new__(kind)
-    copy.__dict__.update(state)
-    copy.__dict__.update({name: rewrite(sub, state[name], targets) for name, sub in changed})
+    fields = copy.__dict__
+    fields.update(state)
+    for name, spelling in strings:
+        fields[name] = spelling.format(*targets)
+    for name, sub in nested:
+        fields[name] = rewrite(sub, state[name], targets)
     return copy
 
 
