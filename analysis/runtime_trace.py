@@ -775,7 +775,7 @@ def model_from_plan(plan: Mapping[str, Any], base: t.MeshModel | None = None) ->
     return model, mesh
 
 
-def every_profile(model: t.MeshModel, mesh: RuntimeMesh, *, share: bool | None = None) -> dict[str, list[RuntimePath]]:
+def every_profile(model: t.MeshModel, mesh: RuntimeMesh, *, share: bool | None = None) -> Mapping[str, list[RuntimePath]]:
     """The run-time paths of every profile, alike profiles traced once (analysis/trace_sharing.py)."""
     from analysis import trace_sharing
 
@@ -785,21 +785,25 @@ def every_profile(model: t.MeshModel, mesh: RuntimeMesh, *, share: bool | None =
 
 def problems_of_every_profile(found: Mapping[str, Sequence[RuntimePath]]) -> list[str]:
     """The first profile's problems as `problems` words them, then every other profile's, each naming its profile."""
+    from analysis import trace_sharing
+
     first = next(iter(found), None)
     return [problem if profile == first else f"in profile {profile}: {problem}"
-            for profile, paths_ in found.items() for problem in problems(paths_)]
+            for profile, problems_ in trace_sharing.each(found, problems).items() for problem in problems_]
 
 
 def render_every_profile(found: Mapping[str, Sequence[RuntimePath]]) -> str:
     """The first profile's table, then the other profiles: how many paths each, and those that fail."""
+    from analysis import trace_sharing
+
     first = next(iter(found), None)
     text = render_table(found[first] if first else [])
     others = [profile for profile in found if profile != first]
     if not others:
         return text
-    failing = {profile: problems(found[profile]) for profile in others}
-    bad = {profile: problems_ for profile, problems_ in failing.items() if problems_}
-    lines = [f"  every other profile ({len(others)}): {sum(len(found[p]) for p in others)} paths traced; "
+    failing = trace_sharing.each(found, problems)
+    bad = {profile: failing[profile] for profile in others if failing[profile]}
+    lines = [f"  every other profile ({len(others)}): {sum(trace_sharing.size(found, p) for p in others)} paths traced; "
              + (f"{sum(len(p) for p in bad.values())} fail, in {', '.join(bad)}" if bad else "every one works")]
     return text + "\n".join(lines) + "\n"
 

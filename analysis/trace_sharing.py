@@ -24,7 +24,9 @@ A profile is traced on its own (a class of one) when:
 Each class is traced for its first member; the answer is renamed for every other member. The second member of
 every class is also traced in full and compared with its renamed answer: where they differ, every member of the
 class is traced on its own, so a renaming that would not hold (a profile's name inside an unrelated word, say)
-costs time, never a wrong answer.
+costs time, never a wrong answer. A renamed answer is built when first read; what the preview reads of every
+profile's run-time paths (their problems, their count) is read from the class's first's, its strings renamed
+(`each`, held on the second member the same way).
 
 `KUBEFLOW_PLATFORM_TRACE_SHARING=0` turns the sharing off (every profile traced in full; the answers are the
 same byte for byte, which tests/test_trace_sharing.py asserts).
@@ -38,7 +40,7 @@ import dataclasses
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -382,17 +384,19 @@ def classes(model: t.MeshModel, alone: Iterable[str] = ()) -> list[list[str]]:
 
 
 def share(model: t.MeshModel, trace_profile: Callable[[str], list], alone: Iterable[str] = (),
-          on: bool | None = None) -> dict[str, list]:
+          on: bool | None = None) -> Mapping[str, list]:
     """`trace_profile(profile)` for every profile, each alike profile's answer renamed from its class's first.
 
     `trace_profile` returns a list of results (cells, paths) built of strings, lists, dicts and dataclasses; the
-    returned mapping holds every profile's, in profile order."""
+    returned mapping holds every profile's, in profile order (a renamed answer is built when first read: `each`
+    reads what a caller needs of every profile without building them)."""
     profiles = list(model.profiles())
     if not enabled(on) or len(profiles) < 3:
         return {name: trace_profile(name) for name in profiles}
     ids = identities(model)
     answers: dict[str, list] = {}
     plan: dict[str, str] = {}
+    checked: dict[str, str] = {}
     renamings: dict[str, Renaming] = {}
     for members in classes(model, alone):
         first, rest = members[0], members[1:]
@@ -408,16 +412,85 @@ def share(model: t.MeshModel, trace_profile: Callable[[str], list], alone: Itera
                 answers[name] = trace_profile(name)
             continue
         answers[rest[0]] = second
+        checked[first] = rest[0]
         for name in rest[1:]:
             plan[name] = first
-    # Each class's answer is read once for where its names stand; every other member's is then built from that.
-    recipes: dict[str, Any] = {}
-    for name, first in plan.items():
-        targets = ids[name].names()
-        if targets == ids[first].names():
-            answers[name] = answers[first]
-            continue
-        if first not in recipes:
-            recipes[first] = compiled(renamings[first], answers[first])
-        answers[name] = rewrite(recipes[first], answers[first], targets)
-    return {name: answers[name] for name in profiles}
+    return SharedAnswers(profiles, answers, plan, checked, ids, renamings)
+
+
+class SharedAnswers(Mapping[str, list]):
+    """Every profile's answer, in profile order: those traced as they were; every other member's renamed from its
+    class's first when first read (its answer's parts that hold a name found once per class: `compiled`), then kept."""
+
+    def __init__(self, order: list[str], answers: dict[str, list], renamed: dict[str, str], checked: dict[str, str],
+                 ids: Mapping[str, Identity], renamings: Mapping[str, Renaming]) -> None:
+        self._order = order
+        self._answers = answers
+        #: Member -> its class's first, for the members not traced; class's first -> its second (traced and compared).
+        self._renamed = renamed
+        self._checked = checked
+        self._ids = ids
+        self._renamings = renamings
+        self._recipes: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> list:
+        if name in self._answers:
+            return self._answers[name]
+        first = self._renamed[name]
+        targets = self._ids[name].names()
+        if targets == self._ids[first].names():
+            answer = self._answers[first]
+        else:
+            if first not in self._recipes:
+                self._recipes[first] = compiled(self._renamings[first], self._answers[first])
+            answer = rewrite(self._recipes[first], self._answers[first], targets)
+        self._answers[name] = answer
+        return answer
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._order)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def each(self, read: Callable[[list], list[str]]) -> dict[str, list[str]]:
+        """`read(answer)` for every profile, in profile order. A member not yet built gets its class's first's strings
+        renamed, the strings `read` builds from an answer's joined by what is neither a letter nor a digit (so a name
+        stands in them as in the answer): held on each class's second member, traced in full, and where they differ
+        every member's answer is built and read."""
+        found: dict[str, list[str]] = {}
+        spellings: dict[str, list[tuple[str, str | None]] | None] = {}
+        for name in self._order:
+            first = self._renamed.get(name)
+            if first is None or name in self._answers:
+                found[name] = read(self[name])
+                continue
+            if first not in spellings:
+                strings = read(self._answers[first])
+                second = self._checked[first]
+                renamer = Renamer(self._ids[first], self._ids[second], self._renamings[first])
+                holds = [renamer.text(text) for text in strings] == read(self._answers[second])
+                spellings[first] = [(text, self._renamings[first].format_string(text)) for text in strings] \
+                    if holds else None
+            spelled = spellings[first]
+            if spelled is None:
+                found[name] = read(self[name])
+                continue
+            targets = self._ids[name].names()
+            found[name] = [text if spelling is None else spelling.format(*targets) for text, spelling in spelled]
+        return found
+
+    def size(self, name: str) -> int:
+        """How many results `name`'s answer holds (a renamed answer holds as many as its class's first's)."""
+        return len(self._answers[name] if name in self._answers else self._answers[self._renamed[name]])
+
+
+def each(found: Mapping[str, list], read: Callable[[list], list[str]]) -> dict[str, list[str]]:
+    """`read(answer)` for every profile of `share`'s answers (see SharedAnswers.each), or of a plain mapping."""
+    if isinstance(found, SharedAnswers):
+        return found.each(read)
+    return {name: read(answer) for name, answer in found.items()}
+
+
+def size(found: Mapping[str, list], name: str) -> int:
+    return found.size(name) if isinstance(found, SharedAnswers) else len(found[name])

@@ -107,3 +107,43 @@ def test_renaming_leaves_names_inside_other_words_alone():
     assert rename(caller) == t.browser("bob@example.com", "bob@example.com (owner of bob)")
     untouched = t.anonymous()
     assert rename(untouched) is untouched
+
+
+def test_run_time_problems_of_alike_profiles_are_read_renamed_and_the_same_as_traced_in_full(varied_plan, monkeypatch):
+    """A policy of the root namespace refusing everything: every profile's run-time paths fail, each problem naming
+    its profile's own hosts and people; with the sharing each member's problems are its class's first's renamed."""
+    plan = json.loads(json.dumps(varied_plan))
+    core = next(r for r in plan["resources"] if r["name"] == "kubeflow-core")
+    deny = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": "refuse-everything", "namespace": "istio-system"},
+            "spec": {"action": "DENY", "rules": [{"to": [{"operation": {"notPorts": ["1"]}}]}]}}
+    core["inputs"]["yaml"] += "\n---\n" + json.dumps(deny) + "\n"
+    shared = _trace_section(plan, monkeypatch, True)
+    assert shared == _trace_section(plan, monkeypatch, False)
+    named = [p for p in shared[1] if "in profile user0042:" in p and "user0042.svc" not in p and ".user0042:" in p]
+    assert named and not any("user0041" in p for p in named)
+    model, mesh = rt.model_from_plan(plan)
+    found = rt.every_profile(model, mesh, share=True)
+    assert isinstance(found, trace_sharing.SharedAnswers)
+    problems = trace_sharing.each(found, rt.problems)
+    # Read without building the members' answers: only the traced ones (each class's first and second) are held.
+    assert len(found._answers) < 30
+    assert problems == {name: rt.problems(paths) for name, paths in rt.every_profile(model, mesh, share=False).items()}
+
+
+def test_what_is_read_of_alike_answers_falls_back_to_each_answer_where_renaming_would_not_hold():
+    ids = {name: trace_sharing.Identity(name, (f"{name}@example.com",)) for name in ("ann", "bobby", "carla")}
+    answers = {"ann": ["ann", "ann@example.com"], "bobby": ["bobby", "bobby@example.com"]}
+    found = trace_sharing.SharedAnswers(list(ids), dict(answers), {"carla": "ann"}, {"ann": "bobby"}, ids,
+                                        {"ann": trace_sharing.Renaming(ids["ann"])})
+    assert found["carla"] == ["carla", "carla@example.com"]
+    # Joined by what is neither a letter nor a digit: renamed from the first's without building carla's answer.
+    fresh = trace_sharing.SharedAnswers(list(ids), dict(answers), {"carla": "ann"}, {"ann": "bobby"}, ids,
+                                        {"ann": trace_sharing.Renaming(ids["ann"])})
+    assert fresh.each(lambda answer: [" / ".join(answer)]) == {
+        "ann": ["ann / ann@example.com"], "bobby": ["bobby / bobby@example.com"], "carla": ["carla / carla@example.com"]}
+    assert "carla" not in fresh._answers and fresh.size("carla") == 2
+    # Padded to the name's length: renaming the first's text would not give the second's, so each answer is read.
+    padded = fresh.each(lambda answer: [f"{answer[0]:<5}|"])
+    assert padded == {"ann": ["ann  |"], "bobby": ["bobby|"], "carla": ["carla|"]}
+    assert "carla" in fresh._answers
