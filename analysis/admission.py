@@ -28,10 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import celpy
-import celpy.celparser
-import lark
-
 from analysis.trace import label_selector_matches
 from manifests.admission import ISTIO_INIT, ISTIO_PROXY, POD_POLICY
 from manifests.release import cache_root
@@ -52,7 +48,7 @@ def _cel_parser_cache() -> Path | None:
         return None
     if not os.access(directory, os.W_OK):
         return None
-    return directory / f"cel-python-{CEL_PYTHON_VERSION}-lark-{lark.__version__}.cache"
+    return directory / f"cel-python-{CEL_PYTHON_VERSION}-lark-{_installed('lark')}.cache"
 
 
 def _cel_parser() -> None:
@@ -61,6 +57,8 @@ def _cel_parser() -> None:
     tenth of the dev stack's preview). Another cel-python release builds its own, as it would without us. The cache
     is lark's (a pickle, checked against the grammar's and options' hash) in the user's own cache directory, as
     trusted as the project's bytecode."""
+    import celpy.celparser
+    import lark
     from celpy.celparser import CELParser
 
     if CELParser.CEL_PARSER is not None:
@@ -81,6 +79,8 @@ def _cel_parser() -> None:
 def _environment() -> celpy.Environment:
     # The interpreted runner: cel-python 0.5.0's compiled runner does not short-circuit `||` over an error
     # (`!has(x) || x.y` fails when x is absent), which the API server's CEL does.
+    import celpy
+
     _cel_parser()
     return celpy.Environment()
 
@@ -94,6 +94,8 @@ def _program(expression: str):
 
 
 def _truth(expression: str, activation: Mapping[str, Any]) -> tuple[bool, str | None]:
+    import celpy
+
     try:
         value = _program(expression).evaluate(dict(activation))
     except Exception as error:  # noqa: BLE001 - celpy raises its own and Python errors alike
@@ -115,6 +117,9 @@ def evaluate(policy: Mapping[str, Any], obj: Mapping[str, Any], *, operation: st
     """`policy`'s verdict on `obj` (matchConditions first: a request they exclude is admitted). `first_refusal`:
     stop at the first validation that refuses, for a caller that reads only whether the pod is admitted (the
     verdict then names that one refusal); the API server evaluates them all to list every message."""
+    import celpy
+    import celpy.celtypes
+
     spec = policy.get("spec") or {}
     activation: dict[str, Any] = {
         "object": celpy.json_to_cel(copy.deepcopy(dict(obj))),
@@ -160,7 +165,7 @@ def _evaluator() -> bytes:
     runner), cel-python's and lark's versions, Python's."""
     if not _EVALUATOR:
         digest = hashlib.sha256(Path(__file__).read_bytes())
-        for part in (_installed("cel-python"), lark.__version__, sys.version):
+        for part in (_installed("cel-python"), _installed("lark"), sys.version):
             digest.update(b"\0" + str(part).encode())
         _EVALUATOR.append(digest.digest())
     return _EVALUATOR[0]

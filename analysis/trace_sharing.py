@@ -50,6 +50,8 @@ SHARING_ENV = "KUBEFLOW_PLATFORM_TRACE_SHARING"
 #: The separators of kfam's contributor names (manifests/tenancy.py kfam_binding_name).
 _UNSAFE = re.compile(r"[^a-zA-Z0-9]+")
 _WORD = re.compile(r"[A-Za-z0-9]+")
+#: An object's text for the keys: sorted keys, no spaces (one encoder for every object).
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 #: Kinds no hop reads: their schemas and rules are upstream's and never name a profile's objects.
 _NOT_READ = frozenset({"CustomResourceDefinition"})
 
@@ -321,7 +323,7 @@ def classes(model: t.MeshModel, alone: Iterable[str] = ()) -> list[list[str]]:
         if known is not None and known[0] is obj:
             text = known[1]
         else:
-            text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+            text = _canonical(obj)
             texts[id(obj)] = (obj, text)
         owner = _owned(obj, profiles)
         if owner is None:
