@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from tests.plans import config_group_plan
-from tools.plan import MANIFESTS_DIR, PLAN_FILE, write_plan_dir
+from tools.plan import MANIFESTS_DIR, MANIFESTS_INDEX, PLAN_FILE, write_plan_dir
 
 
 def _files(directory: Path) -> dict[str, bytes]:
@@ -49,3 +49,53 @@ def test_a_file_already_holding_the_same_bytes_is_not_written_again(tmp_path: Pa
     write_plan_dir(_plan(1), tmp_path)
     assert manifest.stat().st_mtime_ns == 1
     assert (tmp_path / PLAN_FILE).stat().st_mtime_ns == 1
+
+
+def _two_groups(replicas: int) -> dict:
+    """Two ConfigGroups: `web`'s Deployment has `replicas`, `settings` never changes."""
+    plan = _plan(replicas)
+    group = plan["resources"][1]
+    settings = {**group, "name": "settings", "urn": group["urn"].replace("::kubeflow", "::settings"),
+                "inputs": {"objs": group["inputs"]["objs"][:1]}}
+    group["inputs"] = {"objs": group["inputs"]["objs"][1:]}
+    plan["resources"].append(settings)
+    return plan
+
+
+def _emitted(monkeypatch) -> list[str]:
+    """The files whose YAML is written out from here on, by the header each gets."""
+    import tools.plan as plan_module
+
+    emitted: list[str] = []
+    original = plan_module.manifests_yaml
+
+    def counting(objects, writer=None):
+        emitted.append(objects[0].source)
+        return original(objects, writer)
+
+    monkeypatch.setattr(plan_module, "manifests_yaml", counting)
+    return emitted
+
+
+def test_a_groups_file_is_written_again_only_when_its_group_or_the_file_changed(tmp_path: Path, monkeypatch) -> None:
+    previous, fresh = tmp_path / "previous", tmp_path / "fresh"
+    write_plan_dir(_two_groups(1), previous)
+    emitted = _emitted(monkeypatch)
+
+    write_plan_dir(_two_groups(1), previous)
+    assert emitted == []  # nothing changed: no group's YAML written out again
+    write_plan_dir(_two_groups(3), previous)
+    assert emitted == ["ConfigGroup kubeflow"]  # only the changed group's
+    write_plan_dir(_two_groups(3), fresh)
+    assert _files(previous) == _files(fresh)
+
+    # A file edited since it was written (or an index that does not read back) is written out and compared again.
+    edited = next(p for p in (previous / MANIFESTS_DIR).glob("*settings.yaml"))
+    edited.write_text("# edited by hand\n")
+    emitted.clear()
+    write_plan_dir(_two_groups(3), previous)
+    assert emitted == ["ConfigGroup settings"] and _files(previous) == _files(fresh)
+    (previous / MANIFESTS_INDEX).write_text("{not json")
+    emitted.clear()
+    write_plan_dir(_two_groups(3), previous)
+    assert sorted(emitted) == ["ConfigGroup kubeflow", "ConfigGroup settings"] and _files(previous) == _files(fresh)

@@ -21,7 +21,7 @@ import base64
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring as _encode_json_string  # C, as json.dumps(ensure_ascii=False)
 from pathlib import Path
@@ -309,14 +309,17 @@ def manifests_yaml(objects: list[KubernetesObject], writer: ManifestWriter | Non
     return (writer or ManifestWriter()).dump_all(o.obj for o in objects)
 
 
-def manifest_files(found: KubernetesObjects) -> dict[str, str]:
-    """File name under manifests/ -> its text, each with a header saying what applies it."""
+def manifest_files(found: KubernetesObjects, skip: Collection[str] = ()) -> dict[str, str]:
+    """File name under manifests/ -> its text, each with a header saying what applies it (`skip`: files not to
+    write, left out)."""
     by_file: dict[str, list[KubernetesObject]] = {}
     for obj in found.objects:
         by_file.setdefault(obj.file, []).append(obj)
     files: dict[str, str] = {}
     writer = ManifestWriter()  # one for every file: each distinct string's spelling is found once
     for name in sorted(by_file):
+        if name in skip:
+            continue
         objects = by_file[name]
         sources = sorted({o.source for o in objects})
         header = f"# {len(objects)} object{'s' if len(objects) != 1 else ''} applied by {', '.join(sources)}"
@@ -494,8 +497,8 @@ def transform_report_text(summary: TransformSummary) -> str:
 # --- Writing a plan directory ------------------------------------------------------------------------
 
 
-def _write_if_changed(path: Path, text: str) -> None:
-    """`text` in UTF-8 at `path`, unless the file already holds exactly those bytes.
+def _write_if_changed(path: Path, text: str) -> bytes:
+    """`text` in UTF-8 at `path`, unless the file already holds exactly those bytes; returns the bytes.
 
     A preview is mostly run again over its last output: reading a file and comparing is far cheaper than
     creating it again (at 1,000 profiles, 2,029 manifest files; removing and creating them cost more CPU
@@ -504,10 +507,84 @@ def _write_if_changed(path: Path, text: str) -> None:
     data = text.encode("utf-8")
     try:
         if path.stat().st_size == len(data) and path.read_bytes() == data:
-            return
+            return data
     except OSError:
         pass  # missing (or unreadable): written below, and any real problem is reported by the write
     path.write_bytes(data)
+    return data
+
+
+#: Beside plan.json: for each ConfigGroup's file under manifests/, the digest of what it is written from (the group's
+#: inputs and the writer's code) and of the file as written. A preview over its last output then emits again only the
+#: files whose group changed (reading a file back to check it is untouched costs a fraction of writing it out); a file
+#: changed since, an index that does not read back, or none at all means the file is emitted and compared as before.
+MANIFESTS_INDEX = ".manifests-index.json"
+#: What a ConfigGroup's file is a function of besides its inputs: the code that reads the objects and writes them.
+_WRITER_MODULES = ("tools/plan.py", "tools/manifest_yaml.py", "analysis/plan_objects.py", "manifests/objects.py")
+_WRITER_DIGEST: list[bytes] = []
+
+
+def _writer_digest() -> bytes:
+    if not _WRITER_DIGEST:
+        import hashlib
+        import sys
+
+        root = Path(__file__).resolve().parent.parent
+        digest = hashlib.sha256(sys.version.encode())
+        for module in _WRITER_MODULES:
+            digest.update(b"\0" + module.encode() + b"\0" + (root / module).read_bytes())
+        _WRITER_DIGEST.append(digest.digest())
+    return _WRITER_DIGEST[0]
+
+
+def _group_file_sources(plan: Mapping[str, Any], found: KubernetesObjects) -> dict[str, str]:
+    """File name -> the digest of what it is written from, for each file holding the objects of one ConfigGroup."""
+    import hashlib
+
+    groups = {r["urn"]: r for r in plan["resources"] if r["type"] == CONFIG_GROUP}
+    urns: dict[str, set[str]] = {}
+    for obj in found.objects:
+        urns.setdefault(obj.file, set()).add(obj.urn if obj.urn in groups else "")
+    sources: dict[str, str] = {}
+    for name, of in urns.items():
+        if len(of) != 1 or "" in of:
+            continue
+        group = groups[next(iter(of))]
+        digest = hashlib.blake2b(_writer_digest(), digest_size=20)
+        digest.update("\0".join([name, group["name"], group["urn"]]).encode())
+        digest.update(json.dumps(group["inputs"], sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+        sources[name] = digest.hexdigest()
+    return sources
+
+
+def _read_index(path: Path) -> dict[str, Any]:
+    try:
+        entries = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return entries if isinstance(entries, dict) else {}
+
+
+def _content_digest(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.blake2b(data, digest_size=20).hexdigest()
+
+
+def _as_written(path: Path, entry: Any, source: str) -> bool:
+    """Whether `path` holds what the last preview wrote there from `source`."""
+    if not (isinstance(entry, list) and len(entry) == 2 and entry[0] == source):
+        return False
+    try:
+        return _content_digest(path.read_bytes()) == entry[1]
+    except OSError:
+        return False
+
+
+def _write_index(path: Path, sources: Mapping[str, str], contents: Mapping[str, str]) -> None:
+    """The index of the files in `sources`, each as written (`contents`: the digests of their bytes)."""
+    entries = {name: [source, contents[name]] for name, source in sources.items() if name in contents}
+    _write_if_changed(path, json.dumps(entries, sort_keys=True, indent=0) + "\n")
 
 
 def write_plan_dir(plan: Mapping[str, Any], directory: Path, found: KubernetesObjects | None = None) -> list[Path]:
@@ -515,7 +592,8 @@ def write_plan_dir(plan: Mapping[str, Any], directory: Path, found: KubernetesOb
 
     Only these are replaced (manifests/ entirely, so a file of a removed ConfigGroup does not linger; a file
     already holding the same bytes is left as it is); nothing else in `directory` is touched. `found`: the
-    plan's `kubernetes_objects`, if the caller has them.
+    plan's `kubernetes_objects`, if the caller has them. A ConfigGroup's file written by the last preview from the
+    same inputs, and untouched since, is not written again (MANIFESTS_INDEX).
     """
     directory.mkdir(parents=True, exist_ok=True)
     written = [directory / PLAN_FILE]
@@ -523,14 +601,23 @@ def write_plan_dir(plan: Mapping[str, Any], directory: Path, found: KubernetesOb
     manifests = directory / MANIFESTS_DIR
     if found is None:
         found = kubernetes_objects(plan)
-    files = manifest_files(found)
+    names = {obj.file for obj in found.objects}
+    sources = _group_file_sources(plan, found)
+    index_path = directory / MANIFESTS_INDEX
+    last = _read_index(index_path)
+    kept = {name for name, source in sources.items() if _as_written(manifests / name, last.get(name), source)}
+    files = manifest_files(found, skip=kept)
     if manifests.is_dir():
         for stale in manifests.glob("*.yaml"):
-            if stale.name not in files:
+            if stale.name not in names:
                 stale.unlink()
     manifests.mkdir(exist_ok=True)
+    contents = {name: last[name][1] for name in kept}
     for name, text in files.items():
-        _write_if_changed(manifests / name, text)
+        data = _write_if_changed(manifests / name, text)
+        if name in sources:
+            contents[name] = _content_digest(data)
+    _write_index(index_path, sources, contents)
     written.append(manifests)
     _write_if_changed(directory / IMAGES_FILE, "\n".join(image_mirror_lines(plan["outputs"])) + "\n")
     written.append(directory / IMAGES_FILE)
