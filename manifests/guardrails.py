@@ -970,10 +970,14 @@ def violation(policy: str, message: str) -> str:
 
 
 def check_plan(resources: Sequence[PlannedResource], params: GuardrailParams,
-               objects: Sequence[PlannedObject] | None = None) -> GuardrailReport:
+               objects: Sequence[PlannedObject] | None = None,
+               reuse: Callable[[PlannedObject, Callable[[PlannedObject], list[str] | None]], list[str] | None] | None = None,
+               ) -> GuardrailReport:
     """Every guardrail over a whole plan: the resources and the Kubernetes objects they apply (`objects`;
     None: those the resources carry, `objects_by_origin`). Each message starts with its policy's name.
-    A violation a rule finds after reading a value known only at deploy time is deferred, not reported."""
+    A violation a rule finds after reading a value known only at deploy time is deferred, not reported.
+    `reuse`: for a caller that keeps what the object rules found in a plain object between runs, called with each
+    object and the function that checks a plain one (its violations; None: not plain), returning what it returns."""
     planned = list(objects_by_origin(resources)) if objects is None else list(objects)
     violations: list[str] = []
     deferred: list[str] = []
@@ -992,16 +996,25 @@ def check_plan(resources: Sequence[PlannedResource], params: GuardrailParams,
     companions = s3_bucket_companions_present(resources)
     violations.extend(violation("s3-bucket-companions", message) for message in companions.violations)
     deferred.extend(violation("s3-bucket-companions", message) for message in companions.deferred)
-    for each in planned:
+
+    def plain(each: PlannedObject) -> list[str] | None:
         leaves = _suspect_strings(each.obj)
-        if leaves is not None:
-            # A plain object (every ConfigGroup document) holds no value known only at deploy time: nothing to
-            # defer, no tracking copy, and one pass over it for the rules that read all of its strings.
-            for policy, object_rule in OBJECT_RULES.items():
-                if policy != "images-from-approved-mirror" or params.mirror:
-                    string_rule = _STRING_RULES.get(policy)
-                    found = object_rule(each, params) if string_rule is None else string_rule(each, params, leaves)
-                    violations.extend(violation(policy, message) for message in found)
+        if leaves is None:
+            return None
+        # A plain object (every ConfigGroup document) holds no value known only at deploy time: nothing to defer, no
+        # tracking copy, and one pass over it for the rules that read all of its strings.
+        messages: list[str] = []
+        for policy, object_rule in OBJECT_RULES.items():
+            if policy != "images-from-approved-mirror" or params.mirror:
+                string_rule = _STRING_RULES.get(policy)
+                found = object_rule(each, params) if string_rule is None else string_rule(each, params, leaves)
+                messages.extend(violation(policy, message) for message in found)
+        return messages
+
+    for each in planned:
+        found = plain(each) if reuse is None else reuse(each, plain)
+        if found is not None:
+            violations.extend(found)
             continue
         unknowns = has_unknown(each.obj)
         for policy, object_rule in OBJECT_RULES.items():

@@ -127,6 +127,61 @@ def test_a_plan_changed_after_its_checks_ran_is_read_again():
     assert len(plan_checks.guardrail_report(plan).violations) == 2
 
 
+def _groups_plan(images: dict[str, str]) -> dict:
+    """A ConfigGroup per profile, each profile's Deployment running `images[profile]`."""
+    plan = _plan([])
+    plan["resources"] = [{"urn": f"urn:group-{name}", "type": CONFIG_GROUP, "name": f"tenancy-{name}",
+                          "dependencies": [], "inputs": {"yaml": "\n---\n".join(json.dumps(o) for o in _profile_objects(name, image))}}
+                         for name, image in images.items()]
+    return plan
+
+
+def _kept_report(plan: dict, directory, monkeypatch) -> guardrails.GuardrailReport:
+    from tools.plan import group_sources, kubernetes_objects
+
+    monkeypatch.setenv("KUBEFLOW_PLATFORM_CACHE_DIR", str(directory))
+    return plan_checks.guardrail_report(plan, group_sources(plan, kubernetes_objects(plan)))
+
+
+def test_findings_kept_beside_the_plan_are_what_checking_every_object_finds_and_only_changed_groups_are_read(
+        tmp_path, monkeypatch):
+    images = {f"user{i:04d}": f"{MIRROR}/jupyter:1" for i in range(20)}
+    images["user0007"] = "docker.io/evil/tools:1"
+    first = _kept_report(_groups_plan(images), tmp_path, monkeypatch)
+    assert first.violations == plan_checks.guardrail_report(_groups_plan(images)).violations
+    assert len(first.violations) == 2 and (tmp_path / "previews" / "guardrails.json").is_file()
+
+    walked: list[str] = []
+    suspect = guardrails._suspect_strings
+    monkeypatch.setattr(guardrails, "_suspect_strings", lambda obj: walked.append(obj["metadata"].get("namespace")) or suspect(obj))
+    assert _kept_report(_groups_plan(images), tmp_path, monkeypatch).violations == first.violations
+    assert walked == []  # every group as it was: its findings read back, its objects not walked
+    images["user0012"] = "quay.io/other/tools:2"
+    changed = _kept_report(_groups_plan(images), tmp_path, monkeypatch)
+    assert set(walked) == {"user0012"}
+    monkeypatch.setattr(guardrails, "_suspect_strings", suspect)
+    assert changed.violations == plan_checks.guardrail_report(_groups_plan(images)).violations
+    assert len(changed.violations) == 4
+
+
+def test_findings_kept_under_other_rules_or_in_a_broken_index_are_found_again(tmp_path, monkeypatch):
+    images = {"ann": "docker.io/evil/tools:1", "bob": f"{MIRROR}/jupyter:1"}
+    plan = _groups_plan(images)
+    assert len(_kept_report(plan, tmp_path, monkeypatch).violations) == 2
+    # Another mirror: the kept findings are another rule's, not read back.
+    plan["outputs"][plan_checks.POLICY_PACK_CONFIG_EXPORT] = {"images-from-approved-mirror": {"mirror": "docker.io/evil"}}
+    other = _kept_report(plan, tmp_path, monkeypatch)
+    assert other.violations == plan_checks.guardrail_report(plan).violations and len(other.violations) == 2
+    assert all("bob" in v for v in other.violations)
+    kept = tmp_path / "previews" / "guardrails.json"
+    kept.write_text('{"stamp": 1, "groups": [}')
+    assert _kept_report(plan, tmp_path, monkeypatch).violations == other.violations
+    # An entry that is not what the preview writes is found again.
+    entries = json.loads(kept.read_text())
+    kept.write_text(json.dumps({entry: ["not", "a", "mapping"] for entry in entries}))
+    assert _kept_report(plan, tmp_path, monkeypatch).violations == other.violations
+
+
 def test_the_checks_inside_one_reading_see_the_objects_read_once_and_only_for_that_plan():
     plan, other = _plan(_profile_objects("alice", "docker.io/x:1")), _plan(_profile_objects("bob"))
     with plan_checks.objects_read_once(plan) as objects:

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from tests.plans import config_group_plan
-from tools.plan import MANIFESTS_DIR, MANIFESTS_INDEX, PLAN_FILE, write_plan_dir
+from tools.plan import MANIFESTS_DIR, PLAN_FILE, write_plan_dir
 
 
 def _files(directory: Path) -> dict[str, bytes]:
@@ -78,6 +78,7 @@ def _emitted(monkeypatch) -> list[str]:
 
 
 def test_a_groups_file_is_written_again_only_when_its_group_or_the_file_changed(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("KUBEFLOW_PLATFORM_CACHE_DIR", str(tmp_path / "cache"))
     previous, fresh = tmp_path / "previous", tmp_path / "fresh"
     write_plan_dir(_two_groups(1), previous)
     emitted = _emitted(monkeypatch)
@@ -89,13 +90,21 @@ def test_a_groups_file_is_written_again_only_when_its_group_or_the_file_changed(
     write_plan_dir(_two_groups(3), fresh)
     assert _files(previous) == _files(fresh)
 
-    # A file edited since it was written (or an index that does not read back) is written out and compared again.
+    # A file edited since it was written (or a cache that does not read back) is written out and compared again.
     edited = next(p for p in (previous / MANIFESTS_DIR).glob("*settings.yaml"))
     edited.write_text("# edited by hand\n")
     emitted.clear()
     write_plan_dir(_two_groups(3), previous)
     assert emitted == ["ConfigGroup settings"] and _files(previous) == _files(fresh)
-    (previous / MANIFESTS_INDEX).write_text("{not json")
+    (tmp_path / "cache" / "previews" / "manifests.json").write_text("{not json")
     emitted.clear()
     write_plan_dir(_two_groups(3), previous)
     assert sorted(emitted) == ["ConfigGroup kubeflow", "ConfigGroup settings"] and _files(previous) == _files(fresh)
+
+    # What is kept is by content, in the user's cache: another directory's file of the same name, whatever it holds,
+    # is the preview's own only when it holds exactly what the group is written as.
+    other = tmp_path / "other"
+    (other / MANIFESTS_DIR).mkdir(parents=True)
+    (other / MANIFESTS_DIR / edited.name).write_text("# not what the plan applies\n")
+    write_plan_dir(_two_groups(3), other)
+    assert _files(other) == _files(fresh)

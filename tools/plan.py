@@ -514,32 +514,34 @@ def _write_if_changed(path: Path, text: str) -> bytes:
     return data
 
 
-#: Beside plan.json: for each ConfigGroup's file under manifests/, the digest of what it is written from (the group's
-#: inputs and the writer's code) and of the file as written. A preview over its last output then emits again only the
-#: files whose group changed (reading a file back to check it is untouched costs a fraction of writing it out); a file
-#: changed since, an index that does not read back, or none at all means the file is emitted and compared as before.
-MANIFESTS_INDEX = ".manifests-index.json"
 #: What a ConfigGroup's file is a function of besides its inputs: the code that reads the objects and writes them.
 _WRITER_MODULES = ("tools/plan.py", "tools/manifest_yaml.py", "analysis/plan_objects.py", "manifests/objects.py")
 _WRITER_DIGEST: list[bytes] = []
 
 
+def code_digest(modules: Iterable[str]) -> bytes:
+    """A digest of the program's modules (paths from the repository's root) and of Python's version: what a result
+    kept between previews is also a function of."""
+    import hashlib
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256(sys.version.encode())
+    for module in modules:
+        digest.update(b"\0" + module.encode() + b"\0" + (root / module).read_bytes())
+    return digest.digest()
+
+
 def _writer_digest() -> bytes:
     if not _WRITER_DIGEST:
-        import hashlib
-        import sys
-
-        root = Path(__file__).resolve().parent.parent
-        digest = hashlib.sha256(sys.version.encode())
-        for module in _WRITER_MODULES:
-            digest.update(b"\0" + module.encode() + b"\0" + (root / module).read_bytes())
-        _WRITER_DIGEST.append(digest.digest())
+        _WRITER_DIGEST.append(code_digest(_WRITER_MODULES))
     return _WRITER_DIGEST[0]
 
 
-def _group_file_sources(plan: Mapping[str, Any], found: KubernetesObjects) -> dict[str, str]:
-    """File name -> the digest of what it is written from, for each file holding the objects of one ConfigGroup."""
-    import hashlib
+def group_sources(plan: Mapping[str, Any], found: KubernetesObjects) -> dict[str, str]:
+    """File name -> the digest of what it is written from, for each file holding the objects of one ConfigGroup (its
+    objects, in order, and the file are a function of it: what the preview found in them can be kept by it)."""
+    from tools.kept import key
 
     groups = {r["urn"]: r for r in plan["resources"] if r["type"] == CONFIG_GROUP}
     urns: dict[str, set[str]] = {}
@@ -550,19 +552,9 @@ def _group_file_sources(plan: Mapping[str, Any], found: KubernetesObjects) -> di
         if len(of) != 1 or "" in of:
             continue
         group = groups[next(iter(of))]
-        digest = hashlib.blake2b(_writer_digest(), digest_size=20)
-        digest.update("\0".join([name, group["name"], group["urn"]]).encode())
-        digest.update(json.dumps(group["inputs"], sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass"))
-        sources[name] = digest.hexdigest()
+        sources[name] = key(_writer_digest(), name, group["name"], group["urn"],
+                            json.dumps(group["inputs"], sort_keys=True, ensure_ascii=False))
     return sources
-
-
-def _read_index(path: Path) -> dict[str, Any]:
-    try:
-        entries = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return {}
-    return entries if isinstance(entries, dict) else {}
 
 
 def _content_digest(data: bytes) -> str:
@@ -571,29 +563,14 @@ def _content_digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=20).hexdigest()
 
 
-def _as_written(path: Path, entry: Any, source: str) -> bool:
-    """Whether `path` holds what the last preview wrote there from `source`."""
-    if not (isinstance(entry, list) and len(entry) == 2 and entry[0] == source):
-        return False
-    try:
-        return _content_digest(path.read_bytes()) == entry[1]
-    except OSError:
-        return False
-
-
-def _write_index(path: Path, sources: Mapping[str, str], contents: Mapping[str, str]) -> None:
-    """The index of the files in `sources`, each as written (`contents`: the digests of their bytes)."""
-    entries = {name: [source, contents[name]] for name, source in sources.items() if name in contents}
-    _write_if_changed(path, json.dumps(entries, sort_keys=True, indent=0) + "\n")
-
-
-def write_plan_dir(plan: Mapping[str, Any], directory: Path, found: KubernetesObjects | None = None) -> list[Path]:
+def write_plan_dir(plan: Mapping[str, Any], directory: Path, found: KubernetesObjects | None = None,
+                   sources: Mapping[str, str] | None = None) -> list[Path]:
     """Writes plan.json, manifests/, images.txt and transform-report.txt; returns what it wrote.
 
     Only these are replaced (manifests/ entirely, so a file of a removed ConfigGroup does not linger; a file
     already holding the same bytes is left as it is); nothing else in `directory` is touched. `found`: the
-    plan's `kubernetes_objects`, if the caller has them. A ConfigGroup's file written by the last preview from the
-    same inputs, and untouched since, is not written again (MANIFESTS_INDEX).
+    plan's `kubernetes_objects`, if the caller has them (and `sources`, their `group_sources`). A ConfigGroup's file
+    that holds what its group's source was written as before (tools.kept) is not written out again.
     """
     directory.mkdir(parents=True, exist_ok=True)
     written = [directory / PLAN_FILE]
@@ -602,22 +579,32 @@ def write_plan_dir(plan: Mapping[str, Any], directory: Path, found: KubernetesOb
     if found is None:
         found = kubernetes_objects(plan)
     names = {obj.file for obj in found.objects}
-    sources = _group_file_sources(plan, found)
-    index_path = directory / MANIFESTS_INDEX
-    last = _read_index(index_path)
-    kept = {name for name, source in sources.items() if _as_written(manifests / name, last.get(name), source)}
+    if sources is None:
+        sources = group_sources(plan, found)
+    # A group's file the same group was written to before (tools.kept: the digest of what it wrote), still holding
+    # those bytes, is not written out again.
+    from tools.kept import Kept
+
+    written_before = Kept("manifests")
+    kept = set()
+    for name, source in sources.items():
+        digest = written_before.get(source)
+        try:
+            if digest is not None and _content_digest((manifests / name).read_bytes()) == digest:
+                kept.add(name)
+        except OSError:
+            pass
     files = manifest_files(found, skip=kept)
     if manifests.is_dir():
         for stale in manifests.glob("*.yaml"):
             if stale.name not in names:
                 stale.unlink()
     manifests.mkdir(exist_ok=True)
-    contents = {name: last[name][1] for name in kept}
     for name, text in files.items():
         data = _write_if_changed(manifests / name, text)
         if name in sources:
-            contents[name] = _content_digest(data)
-    _write_index(index_path, sources, contents)
+            written_before.put(sources[name], _content_digest(data))
+    written_before.save()
     written.append(manifests)
     _write_if_changed(directory / IMAGES_FILE, "\n".join(image_mirror_lines(plan["outputs"])) + "\n")
     written.append(directory / IMAGES_FILE)

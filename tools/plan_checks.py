@@ -11,8 +11,10 @@ applies it. Checks must not raise on a plan they do not understand; they report 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -31,6 +33,7 @@ from tools.plan import (
     SECRET,
     TRANSFORM_REPORT_EXPORT,
     KubernetesObjects,
+    code_digest,
     image_mirror_pairs,
     kubernetes_objects,
 )
@@ -110,10 +113,73 @@ def _as_planned(value: Any, path: str = "") -> Any:
     return value
 
 
-def guardrail_report(plan: Plan) -> GuardrailReport:
+def _guardrail_modules() -> list[str]:
+    """What the object guardrails' findings are a function of besides the objects and the rules: the rules' code and
+    everything it may import (every module of manifests/, whatever it is), and this module."""
+    root = Path(__file__).resolve().parent.parent
+    return sorted(str(path.relative_to(root)) for path in (root / "manifests").glob("*.py")) + ["tools/plan_checks.py"]
+
+
+class KeptFindings:
+    """The object guardrails' findings in each ConfigGroup's objects (tools.kept, by the group's source, the stack's
+    rules and the guardrails' code): read back for a group found before, found and kept otherwise. Called by
+    check_plan per object."""
+
+    def __init__(self, found: KubernetesObjects, sources: Mapping[str, str], rules: Mapping[str, Any]) -> None:
+        from tools.kept import Kept, key
+
+        self.kept = Kept("guardrails")
+        stamp = code_digest(_guardrail_modules()) + json.dumps(rules, sort_keys=True).encode()
+        #: Each object of a group's file: the group's key and the object's index in the file.
+        self.places: dict[int, tuple[str, str]] = {}
+        self.groups: dict[str, Any] = {}
+        counts: dict[str, int] = {}
+        for obj in found.objects:
+            source = sources.get(obj.file)
+            if source is None:
+                continue
+            index = counts.get(obj.file, 0)
+            counts[obj.file] = index + 1
+            group = key(stamp, source)
+            self.places[id(obj.obj)] = (group, str(index))
+            if group not in self.groups:
+                # Index of an object with findings -> its findings; None: not kept (found again).
+                kept = self.kept.get(group)
+                self.groups[group] = (kept, {}) if isinstance(kept, dict) else (None, {})
+        self.unkept: set[str] = set()
+
+    def __call__(self, each: PlannedObject, check: Callable[[PlannedObject], list[str] | None]) -> list[str] | None:
+        place = self.places.get(id(each.obj))
+        if place is None:
+            return check(each)
+        group, index = place
+        kept, now = self.groups[group]
+        if kept is not None:
+            found = kept.get(index, [])
+            if isinstance(found, list) and all(isinstance(message, str) for message in found):
+                if found:
+                    now[index] = list(found)
+                return list(found)
+            self.unkept.add(group)  # a kept entry that is not a list of messages: found again, and next time
+        found = check(each)
+        if found is None:
+            self.unkept.add(group)  # not a plain object: always checked
+        elif found:
+            now[index] = found
+        return found
+
+    def save(self) -> None:
+        for group, (_, now) in self.groups.items():
+            if group not in self.unkept:
+                self.kept.put(group, now)
+        self.kept.save()
+
+
+def guardrail_report(plan: Plan, sources: Mapping[str, str] | None = None) -> GuardrailReport:
     """The guardrails (manifests/guardrails.py, the policy pack's own checks) over the plan, against the
     rules the stack states in its policyPackConfig output. What only deploy can tell is deferred; so are
-    the objects of ConfigGroups whose text is not known offline."""
+    the objects of ConfigGroups whose text is not known offline. With `sources` (tools.plan.group_sources), what the
+    object rules find in each ConfigGroup's objects is kept between previews (KeptFindings)."""
     config = plan["outputs"].get(POLICY_PACK_CONFIG_EXPORT)
     if not isinstance(config, Mapping):
         return GuardrailReport([f"stack output {POLICY_PACK_CONFIG_EXPORT} is {config!r}; without the rules the stack states, "
@@ -126,7 +192,10 @@ def guardrail_report(plan: Plan) -> GuardrailReport:
     resources = [PlannedResource(r["type"], r["name"], _as_planned(r["inputs"]), r["urn"], tuple(r["dependencies"]))
                  # Karpenter's NodePool is a Kubernetes resource a resource rule reads (the GPU pool's taints).
                  for r in plan["resources"] if not r["type"].startswith("kubernetes:") or r["type"] == guardrails.NODE_POOL_TYPE]
-    report = guardrails.check_plan(resources, GuardrailParams.from_policy_config(config), objects)
+    kept = KeptFindings(found, sources, config) if sources is not None else None
+    report = guardrails.check_plan(resources, GuardrailParams.from_policy_config(config), objects, reuse=kept)
+    if kept is not None:
+        kept.save()
     return GuardrailReport(report.violations, report.deferred + [f"objects not known offline: {line}" for line in found.not_expanded])
 
 

@@ -43,6 +43,7 @@ from tools.plan import (
     kubernetes_objects,
     transform_summary,
     unknown_paths,
+    group_sources,
     write_plan_dir,
 )
 
@@ -367,7 +368,9 @@ def _checked(plan: dict[str, Any], leaks: list[str], stack: str, *, out: Optiona
         # plan.json records each object's class, for the diff, the estate check and reviewers.
         plan["ownership"] = ownership_rows(ownership)
     with progress.step(f"writing {display_path(out)}"):
-        written = write_plan_dir(plan, out, objects)
+        # What each ConfigGroup's objects are a function of: the write and the guardrails keep their work by it.
+        sources = group_sources(plan, objects)
+        written = write_plan_dir(plan, out, objects, sources)
         stdout.write(render_tree(plan, objects))
     if GLOBAL_STACK_OUTPUT in plan["outputs"]:
         # A fleet's global stack applies nothing to a cluster: no guardrails, admission or mesh to check; the fleet
@@ -375,7 +378,7 @@ def _checked(plan: dict[str, Any], leaks: list[str], stack: str, *, out: Optiona
         return _report(leaks, [], written, stdout)
     stdout.write("\n" + "\n".join(ownership_table(ownership)) + "\n")
     with progress.step("running the offline checks"), plan_checks.objects_read_once(plan, objects):
-        guardrails = plan_checks.guardrail_report(plan)
+        guardrails = plan_checks.guardrail_report(plan, sources)
         problems = leaks + plan_checks.validate_plan(plan, guardrails) + [f"ownership: {p}" for p in ownership.problems]
         deferred = guardrails.deferred
     with progress.step("tracing Kubeflow's paths through the mesh"):
