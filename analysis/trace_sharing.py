@@ -373,32 +373,38 @@ def classes(model: t.MeshModel, alone: Iterable[str] = ()) -> list[list[str]]:
 
 
 def share(model: t.MeshModel, trace_profile: Callable[[str], list], alone: Iterable[str] = (),
-          on: bool | None = None) -> dict[str, list]:
+          on: bool | None = None, keep: Callable[[list], list] | None = None) -> dict[str, list]:
     """`trace_profile(profile)` for every profile, each alike profile's answer renamed from its class's first.
 
     `trace_profile` returns a list of results (cells, paths) built of strings, lists, dicts and dataclasses; the
-    returned mapping holds every profile's, in profile order."""
+    returned mapping holds every profile's, in profile order. `keep`: what of an answer is kept (the whole answer by
+    default), taken of each answer as soon as it is made, the class's first before it is renamed: what is left out is
+    never renamed nor held for thousands of profiles. It must pick parts by what no renaming changes (a hop's outcome,
+    not its wording), so that keeping then renaming is renaming then keeping."""
     profiles = list(model.profiles())
+    kept = keep or (lambda answer: answer)
     if not enabled(on) or len(profiles) < 3:
-        return {name: trace_profile(name) for name in profiles}
+        return {name: kept(trace_profile(name)) for name in profiles}
     ids = identities(model)
     answers: dict[str, list] = {}
     plan: dict[str, str] = {}
     renamings: dict[str, Renaming] = {}
     for members in classes(model, alone):
         first, rest = members[0], members[1:]
-        answers[first] = trace_profile(first)
+        answer = trace_profile(first)
         if not rest:
+            answers[first] = kept(answer)
             continue
         second = trace_profile(rest[0])
         renamings[first] = Renaming(ids[first])
-        if Renamer(ids[first], ids[rest[0]], renamings[first])(answers[first]) != second:
+        # The whole answers compared: whether the renaming holds is not a question of what is kept.
+        holds = Renamer(ids[first], ids[rest[0]], renamings[first])(answer) == second
+        answers[first], answers[rest[0]] = kept(answer), kept(second)
+        if not holds:
             # The renaming does not hold for this class: every member is traced on its own.
-            answers[rest[0]] = second
             for name in rest[1:]:
-                answers[name] = trace_profile(name)
+                answers[name] = kept(trace_profile(name))
             continue
-        answers[rest[0]] = second
         for name in rest[1:]:
             plan[name] = first
     # Each class's answer is read once for where its names stand; every other member's is then built from that.
