@@ -343,6 +343,7 @@ def classes(model: t.MeshModel, alone: Iterable[str] = ()) -> list[list[str]]:
     # Names that coincide (two emails with one kfam name, say) would not rename back and forth.
     alone |= {name for name, identity in ids.items() if len(set(identity.names())) != len(identity.names())}
     keys: dict[str, str] = {}
+    distinct_keys: dict[str, str] = {}
     for name in profiles:
         # The key: the profile's own objects with its names replaced by their places in its identity, and its people's
         # email domains (which domains may log in or register themselves decides hops). A namespace of another
@@ -358,7 +359,9 @@ def classes(model: t.MeshModel, alone: Iterable[str] = ()) -> list[list[str]]:
                 elif found in profiles:
                     alone |= {name, found}
             parts += [text[last:], "\n"]
-        keys[name] = "".join(parts)
+        key = "".join(parts)
+        # Alike profiles' keys are one string: a key is some kilobytes, and there are far fewer classes than profiles.
+        keys[name] = distinct_keys.setdefault(key, key)
     grouped: dict[str, list[str]] = {}
     result: list[list[str]] = []
     for name in profiles:
