@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import yaml
@@ -775,12 +775,20 @@ def model_from_plan(plan: Mapping[str, Any], base: t.MeshModel | None = None) ->
     return model, mesh
 
 
-def every_profile(model: t.MeshModel, mesh: RuntimeMesh, *, share: bool | None = None) -> Mapping[str, list[RuntimePath]]:
-    """The run-time paths of every profile, alike profiles traced once (analysis/trace_sharing.py)."""
+def every_profile(model: t.MeshModel, mesh: RuntimeMesh, *, share: bool | None = None,
+                  verdicts: bool = False) -> Mapping[str, list[RuntimePath]]:
+    """The run-time paths of every profile, alike profiles traced once (analysis/trace_sharing.py). `verdicts`: each
+    path's trace kept as its verdict (Trace.verdict), all that render_every_profile and problems_of_every_profile
+    read; the hops of every profile's paths are half a gigabyte at 10,000 profiles."""
     from analysis import trace_sharing
 
     first = _profile(model)
-    return trace_sharing.share(model, lambda profile: paths(model, mesh, profile), alone=[first] if first else [], on=share)
+    return trace_sharing.share(model, lambda profile: paths(model, mesh, profile), alone=[first] if first else [], on=share,
+                               keep=_verdicts if verdicts else None)
+
+
+def _verdicts(found: list[RuntimePath]) -> list[RuntimePath]:
+    return [replace(path, trace=path.trace.verdict()) for path in found]
 
 
 def problems_of_every_profile(found: Mapping[str, Sequence[RuntimePath]]) -> list[str]:

@@ -282,6 +282,12 @@ class Trace:
     def refused_at(self) -> Hop | None:
         return next((hop for hop in self.hops if hop.outcome == "refused"), None)
 
+    def verdict(self) -> "Trace":
+        """This trace with only the hop that refused it, if one did: all that its outcome, the tables and a problem's
+        wording read."""
+        refused = self.refused_at
+        return replace(self, hops=[refused] if refused else [])
+
     def add(self, step: str, where: str, decided_by: str, outcome: str, why: str) -> Hop:
         hop = Hop(step, where, decided_by, outcome, why)
         self.hops.append(hop)

@@ -27,7 +27,7 @@ Pure Python; no Pulumi.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from analysis import trace as t
@@ -256,9 +256,12 @@ def subject_profile(model: t.MeshModel) -> str | None:
     return max(profiles, key=lambda p: (len(set(model.contributors(p).values())), -order[p]))
 
 
-def matrix(model: t.MeshModel, host: str | None = None, *, share: bool | None = None) -> list[Cell]:
+def matrix(model: t.MeshModel, host: str | None = None, *, share: bool | None = None,
+           verdicts: bool = False) -> list[Cell]:
     """Every row x caller kind, traced. The notebook rows of alike profiles are traced once and renamed for each
-    (analysis/trace_sharing.py; `share=False`, or KUBEFLOW_PLATFORM_TRACE_SHARING=0, traces every one in full)."""
+    (analysis/trace_sharing.py; `share=False`, or KUBEFLOW_PLATFORM_TRACE_SHARING=0, traces every one in full).
+    `verdicts`: each cell's trace kept as its verdict (Trace.verdict), all that render_table and problems read; the
+    hops of every profile's traces are a quarter of a gigabyte at 10,000 profiles."""
     host = host or (model.settings.hosts[0] if model.settings.hosts else "kubeflow.example.com")
     subject = subject_profile(model)
     if subject is None:
@@ -290,12 +293,17 @@ def matrix(model: t.MeshModel, host: str | None = None, *, share: bool | None = 
     # The subject's callers and rows, the first profile (the direct callers' probe is its owner's) and the profiles
     # whose workloads call the others' (`other-workload`) are traced on their own.
     first_two = list(model.profiles())[:2]
+    keep = _verdicts if verdicts else None
     answers = trace_sharing.share(model, lambda profile: traced(own[profile]) if profile in own else [],
-                                  alone={subject, *first_two}, on=share)
+                                  alone={subject, *first_two}, on=share, keep=keep)
     cells: list[Cell] = []
     for row in all_rows:
-        cells += answers[row.profile] if own.get(row.profile) is row else traced(row)
+        cells += answers[row.profile] if own.get(row.profile) is row else (keep or list)(traced(row))
     return cells
+
+
+def _verdicts(cells: list[Cell]) -> list[Cell]:
+    return [replace(cell, trace=cell.trace.verdict()) if cell.trace is not None else cell for cell in cells]
 
 
 def _direct_url(model: t.MeshModel, host: str, path: str) -> str | None:

@@ -356,6 +356,7 @@ def classes(model: t.MeshModel, alone: Iterable[str] = ()) -> list[list[str]]:
     # Names that coincide (two emails with one kfam name, say) would not rename back and forth.
     alone |= {name for name, identity in ids.items() if len(set(identity.names())) != len(identity.names())}
     keys: dict[str, str] = {}
+    distinct_keys: dict[str, str] = {}
     for name in profiles:
         # The key: the profile's own objects with its names replaced by their places in its identity, and its people's
         # email domains (which domains may log in or register themselves decides hops). A namespace of another
@@ -371,7 +372,9 @@ def classes(model: t.MeshModel, alone: Iterable[str] = ()) -> list[list[str]]:
                 elif found in profiles:
                     alone |= {name, found}
             parts += [text[last:], "\n"]
-        keys[name] = "".join(parts)
+        key = "".join(parts)
+        # Alike profiles' keys are one string: a key is some kilobytes, and there are far fewer classes than profiles.
+        keys[name] = distinct_keys.setdefault(key, key)
     grouped: dict[str, list[str]] = {}
     result: list[list[str]] = []
     for name in profiles:
@@ -386,15 +389,19 @@ def classes(model: t.MeshModel, alone: Iterable[str] = ()) -> list[list[str]]:
 
 
 def share(model: t.MeshModel, trace_profile: Callable[[str], list], alone: Iterable[str] = (),
-          on: bool | None = None) -> Mapping[str, list]:
+          on: bool | None = None, keep: Callable[[list], list] | None = None) -> Mapping[str, list]:
     """`trace_profile(profile)` for every profile, each alike profile's answer renamed from its class's first.
 
     `trace_profile` returns a list of results (cells, paths) built of strings, lists, dicts and dataclasses; the
     returned mapping holds every profile's, in profile order (a renamed answer is built when first read: `each`
-    reads what a caller needs of every profile without building them)."""
+    reads what a caller needs of every profile without building them). `keep`: what of an answer is kept (the whole
+    answer by default), taken of each answer as soon as it is made, the class's first before it is renamed: what is
+    left out is never renamed nor held for thousands of profiles. It must pick parts by what no renaming changes (a
+    hop's outcome, not its wording), so that keeping then renaming is renaming then keeping."""
     profiles = list(model.profiles())
+    kept = keep or (lambda answer: answer)
     if not enabled(on) or len(profiles) < 3:
-        return {name: trace_profile(name) for name in profiles}
+        return {name: kept(trace_profile(name)) for name in profiles}
     ids = identities(model)
     answers: dict[str, list] = {}
     plan: dict[str, str] = {}
@@ -402,18 +409,20 @@ def share(model: t.MeshModel, trace_profile: Callable[[str], list], alone: Itera
     renamings: dict[str, Renaming] = {}
     for members in classes(model, alone):
         first, rest = members[0], members[1:]
-        answers[first] = trace_profile(first)
+        answer = trace_profile(first)
         if not rest:
+            answers[first] = kept(answer)
             continue
         second = trace_profile(rest[0])
         renamings[first] = Renaming(ids[first])
-        if Renamer(ids[first], ids[rest[0]], renamings[first])(answers[first]) != second:
+        # The whole answers compared: whether the renaming holds is not a question of what is kept.
+        holds = Renamer(ids[first], ids[rest[0]], renamings[first])(answer) == second
+        answers[first], answers[rest[0]] = kept(answer), kept(second)
+        if not holds:
             # The renaming does not hold for this class: every member is traced on its own.
-            answers[rest[0]] = second
             for name in rest[1:]:
-                answers[name] = trace_profile(name)
+                answers[name] = kept(trace_profile(name))
             continue
-        answers[rest[0]] = second
         checked[first] = rest[0]
         for name in rest[1:]:
             plan[name] = first

@@ -147,3 +147,19 @@ def test_what_is_read_of_alike_answers_falls_back_to_each_answer_where_renaming_
     padded = fresh.each(lambda answer: [f"{answer[0]:<5}|"])
     assert padded == {"ann": ["ann  |"], "bobby": ["bobby|"], "carla": ["carla|"]}
     assert "carla" in fresh._answers
+
+
+def test_verdicts_alone_print_and_check_the_same_as_whole_traces(varied_plan):
+    # What the preview keeps of every profile's traces (their verdicts) renders and reports what the whole ones do.
+    model = t.model_from_plan(varied_plan)
+    whole, kept = tm.matrix(model), tm.matrix(model, verdicts=True)
+    assert kept == [c if c.trace is None else tm.Cell(c.row, c.caller_kind, c.expected, c.trace.verdict()) for c in whole]
+    assert all(len(c.trace.hops) <= 1 for c in kept if c.trace is not None)
+    assert tm.render_table(kept) == tm.render_table(whole) and tm.problems(kept) == tm.problems(whole)
+    assert tm.problems(kept)  # the edited profile's viewer: a refusal, worded from the hop kept
+    runtime_model, mesh = rt.model_from_plan(varied_plan, model)
+    whole_paths, kept_paths = rt.every_profile(runtime_model, mesh), rt.every_profile(runtime_model, mesh, verdicts=True)
+    assert kept_paths == {profile: [rt.RuntimePath(p.scenario, p.label, p.trace.verdict(), p.held) for p in found]
+                          for profile, found in whole_paths.items()}
+    assert rt.render_every_profile(kept_paths) == rt.render_every_profile(whole_paths)
+    assert rt.problems_of_every_profile(kept_paths) == rt.problems_of_every_profile(whole_paths)

@@ -291,9 +291,10 @@ def mesh_trace(plan: Mapping[str, Any]) -> tuple[str, list[str]]:
     who must not, or a run-time pod cannot use."""
     try:
         model = trace.model_from_plan(plan)
-        cells = trace_matrix.matrix(model)
+        # Only the verdicts are printed and checked: the hops of every profile's traces are left out as they come.
+        cells = trace_matrix.matrix(model, verdicts=True)
         runtime_model, runtime_mesh = runtime_trace.model_from_plan(plan, model)
-        found = runtime_trace.every_profile(runtime_model, runtime_mesh)
+        found = runtime_trace.every_profile(runtime_model, runtime_mesh, verdicts=True)
     except (trace.TraceError, policies.NotModelled) as error:
         return "", [f"mesh trace: {error}"]
     return (trace_matrix.render_table(cells) + "\n" + runtime_trace.render_every_profile(found),
