@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from analysis import trace_sharing
 from tests.plans import evaluated_plan
 from tests.upstream import manifests_path
@@ -66,3 +68,31 @@ def test_registrations_under_the_mocks_carry_no_stack_trace_and_the_sdk_is_left_
     assert run.resources and len(seen) == len(run.resources)
     assert set(seen) == {0}
     assert sdk_resource._get_stack_trace is original
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_mocks_answers_are_sent_back_as_the_sdks_serializer_sends_them_for_every_registration(stack):
+    """The monitor's shortcut for a plain answer (tools/mock_runtime.py `_plain_struct`) gives the very Struct the SDK's
+    serializer gives, for every registration of a preview and of an update, unknowns and secrets included."""
+    import asyncio
+
+    from pulumi.runtime import rpc
+
+    from tests.conftest import run_stack
+    from tools.mock_runtime import _plain_struct
+
+    unknowns = secrets = 0
+    states = [r.outputs for preview in (True, False) for r in run_stack(stack, preview=preview).resources]
+    loop = asyncio.new_event_loop()  # its own: the runs' loop stays as the SDK left it
+    try:
+        for state in states:
+            fast = _plain_struct(state)
+            assert fast is not None, state
+            assert fast == loop.run_until_complete(rpc.serialize_properties(state, {})), state
+            unknowns += rpc.UNKNOWN in str(fast)
+            secrets += rpc._special_secret_sig in str(fast)
+    finally:
+        loop.close()
+    assert unknowns and secrets  # the preview's unknowns (an ARN before the role exists) and the stack's secrets
+    # Anything else (a resource, an asset, a tuple) is left to the SDK.
+    assert _plain_struct({"files": ("a",)}) is None and _plain_struct({"a": {1: "b"}}) is None

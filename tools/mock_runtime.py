@@ -266,9 +266,9 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         self.registrations: list[Registration] = []
 
     def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
-        response = super().RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
-            return response
+            return super().RegisterResource(request)
+        response = self._register(request)
         registered = self.resources[response.urn]
         inputs = self.mocks.last_inputs
         self.registrations.append(
@@ -293,6 +293,63 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             )
         )
         return response
+
+
+    def _register(self, request):
+        """The SDK's MockMonitor.RegisterResource (pulumi/pulumi@v3.272.0 sdk/python/lib/pulumi/runtime/mocks.py:308-334),
+        the mocks' answer sent back as `_plain_struct` makes it where it holds only plain values (every answer of these
+        mocks): the SDK's serializer awaits a coroutine per value, a tenth of a large program's evaluation, for the
+        same Struct (tests/test_preview_scale.py compares them for every registration of both stacks)."""
+        urn = self.make_urn(request.parent, request.type, request.name)
+        pulumi_mocks._ensure_event_loop()  # deserializing a resource reference needs one on this thread
+        inputs = rpc.deserialize_properties(request.object)
+        resource_id, state = self.mocks.new_resource(pulumi_mocks.MockResourceArgs(
+            typ=request.type, name=request.name, inputs=inputs, provider=request.provider, resource_id=request.importId,
+            custom=request.custom or False, transforms=pulumi_mocks._resolve_callbacks(request.transforms)))
+        struct = _plain_struct(state)
+        if struct is None:
+            struct = _sync_await(rpc.serialize_properties(state, {}))
+        self.resources[urn] = pulumi_mocks.MockMonitor.ResourceRegistration(urn, resource_id, state)
+        return pulumi_mocks.resource_pb2.RegisterResourceResponse(urn=urn, id=resource_id, object=struct)
+
+
+class _NotPlain(Exception):
+    pass
+
+
+def _plain(value: Any) -> Any:
+    """`value` as the SDK serializes a plain value: itself, an unknown as the engine's UNKNOWN string."""
+    kind = type(value)
+    if kind is str or kind is bool or kind is int or kind is float or value is None:
+        return value
+    if kind is dict:
+        if not all(type(key) is str for key in value):
+            raise _NotPlain
+        return {key: _plain(item) for key, item in value.items()}
+    if kind is list:
+        return [_plain(item) for item in value]
+    if known_types.is_unknown(value):
+        return rpc.UNKNOWN
+    raise _NotPlain
+
+
+def _plain_struct(state: Mapping[str, Any]):
+    """`state` as the SDK's `serialize_properties(state, {})` gives it (a top-level None left out, an unknown as the
+    UNKNOWN string, every other value as it is: pulumi/pulumi@v3.272.0 sdk/python/lib/pulumi/runtime/rpc.py:243,
+    469-470, 724-821), for a state of plain values and unknowns only; None otherwise."""
+    from google.protobuf import struct_pb2
+
+    if type(state) is not dict:
+        return None
+    try:
+        plain = _plain(state)
+    except _NotPlain:
+        return None
+    struct = struct_pb2.Struct()
+    for key, value in plain.items():
+        if value is not None:
+            struct[key] = value
+    return struct
 
 
 class StackReferenceError(pulumi.RunError):
