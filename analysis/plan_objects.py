@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from manifests.objects import yaml_stream_documents
+from manifests.objects import sharing_decoder, yaml_stream_documents
 
 #: How the plan shows a secret and a value known only after deploy (tools.plan writes them).
 SECRET = "[secret]"
@@ -75,7 +75,8 @@ def _config_group_order(groups: list[Mapping[str, Any]]) -> list[Mapping[str, An
     return placed
 
 
-def _objects_of_config_group(resource: Mapping[str, Any], file: str) -> tuple[list[KubernetesObject], list[str]]:
+def _objects_of_config_group(resource: Mapping[str, Any], file: str,
+                             decoder: Any = None) -> tuple[list[KubernetesObject], list[str]]:
     inputs = resource["inputs"]
     source = f"ConfigGroup {resource['name']}"
     objects: list[KubernetesObject] = []
@@ -94,7 +95,7 @@ def _objects_of_config_group(resource: Mapping[str, Any], file: str) -> tuple[li
         if text in (SECRET, KNOWN_AFTER_DEPLOY):
             missing.append(f"{source}: yaml is {text}")
             continue
-        for obj in yaml_stream_documents(text):
+        for obj in yaml_stream_documents(text, decoder):
             if obj:
                 objects.append(KubernetesObject(obj, file, source, resource["urn"]))
     if inputs.get("files"):
@@ -141,9 +142,12 @@ def _expanded(plan: Mapping[str, Any]) -> KubernetesObjects:
     objects: list[KubernetesObject] = []
     not_expanded: list[str] = []
     width = len(str(len(groups)))
+    # One copy of each string for every group's objects: a plan of thousands of profiles holds the same few
+    # thousand strings a hundred thousand times over (at 10,000 profiles, hundreds of MB).
+    decoder = sharing_decoder({})
     for index, group in enumerate(groups, start=1):
         file = f"{index:0{width}d}-configgroup-{_safe_file_name(group['name'])}.yaml"
-        found, missing = _objects_of_config_group(group, file)
+        found, missing = _objects_of_config_group(group, file, decoder)
         objects += found
         not_expanded += missing
     singles: list[KubernetesObject] = []

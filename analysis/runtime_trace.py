@@ -756,9 +756,8 @@ def model_from_plan(plan: Mapping[str, Any], base: t.MeshModel | None = None) ->
     the gateway trace's run-time objects, and the pods and Services above, in every profile), and the mesh's shape.
     `base`: the gateway trace's model of the same plan, when the caller has it already."""
     base = base or t.model_from_plan(plan)
-    # The objects' texts alike profiles are found by (analysis/trace_sharing.py), for the objects both models share.
-    handed_on = {key: base.__dict__.setdefault(key, empty) for key, empty in
-                 (("_trace_sharing_texts", {}), ("_trace_sharing_spans", [None, {}]))}
+    # What alike profiles are found by (analysis/trace_sharing.py), read once for the objects both models share.
+    handed_on = {key: base.__dict__.setdefault(key, empty) for key, empty in (("_trace_sharing_readings", [None, {}]),)}
     base = t.MeshModel(labelled_profile_namespaces(base), base.settings)
     mesh = RuntimeMesh.from_plan(plan)
     added: list[dict[str, Any]] = []

@@ -37,6 +37,7 @@ Pure Python; no Pulumi.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -300,10 +301,32 @@ def _spans(text: str, by_word: Mapping[str, list[tuple[int, str]]]) -> list[tupl
     return found
 
 
-#: Where a model keeps its objects' texts for `classes` (id -> (the object, its text)), and where the names stand in
-#: them ([the names, text -> spans]); runtime_trace.model_from_plan hands both on to the run-time model.
-OBJECT_TEXTS = "_trace_sharing_texts"
-OBJECT_SPANS = "_trace_sharing_spans"
+#: Where a model keeps what `classes` read of each object ([the names looked for, id -> (the object, its owner's names,
+#: what was read)]); runtime_trace.model_from_plan hands it on to the run-time model, which shares most objects.
+OBJECT_READINGS = "_trace_sharing_readings"
+
+
+def _reading(text: str, every_name: Mapping[str, list[tuple[int, str]]], profiles: Mapping[str, str],
+             owner_names: tuple[str, ...] | None) -> tuple:
+    """What `classes` needs of one object's text: for an object no profile owns, the names standing in it; for a
+    profile's own, a digest of the text with its owner's names replaced by their places in the owner's identity, and
+    the other profiles' namespaces standing in it. The text itself is not kept (at 10,000 profiles, 200 MB)."""
+    spans = _spans(text, every_name)
+    if owner_names is None:
+        return tuple(name for _at, _end, name in spans)
+    places = {found: index for index, found in reversed(list(enumerate(owner_names)))}
+    parts: list[str] = []
+    others: list[str] = []
+    last = 0
+    for at, end, found in spans:
+        if found in places:
+            parts += [text[last:at], f"\x00{places[found]}\x00"]
+            last = end
+        elif found in profiles:
+            others.append(found)
+    parts.append(text[last:])
+    digest = hashlib.blake2b("".join(parts).encode("utf-8", "surrogatepass"), digest_size=20).digest()
+    return digest, tuple(others)
 
 
 def classes(model: t.MeshModel, alone: Iterable[str] = ()) -> list[list[str]]:
@@ -311,71 +334,52 @@ def classes(model: t.MeshModel, alone: Iterable[str] = ()) -> list[list[str]]:
     profiles = model.profiles()
     ids = identities(model)
     alone = set(alone)
-    own: dict[str, list[str]] = {name: [] for name in profiles}
-    shared_texts: list[str] = []
-    # Each object's text, kept on the model: the run-time model shares most objects with the gateway trace's
-    # (runtime_trace.model_from_plan hands the texts on), so each is written once for both.
-    texts: dict[int, tuple[Mapping[str, Any], str]] = model.__dict__.setdefault(OBJECT_TEXTS, {})
-    for obj in model.objects:
-        if obj.get("kind") in _NOT_READ:
-            continue
-        known = texts.get(id(obj))
-        if known is not None and known[0] is obj:
-            text = known[1]
-        else:
-            text = _canonical(obj)
-            texts[id(obj)] = (obj, text)
-        owner = _owned(obj, profiles)
-        if owner is None:
-            shared_texts.append(text)
-        else:
-            own[owner].append(text)
     people: dict[str, set[str]] = {}
     for name, identity in ids.items():
         for person in identity.people:
             people.setdefault(person, set()).add(name)
             people.setdefault(_mangled(person), set()).add(name)
     every_name = _by_first_word(set(people) | set(profiles))
-    # Where the names stand in each text, kept on the model beside the texts while the names are the same.
+    own_names = {name: tuple(ids[name].names()) for name in profiles}
+    # What was read of each object, kept on the model while the names looked for are the same: the run-time model
+    # shares most objects with the gateway trace's (runtime_trace.model_from_plan hands the readings on).
     names = frozenset(people) | frozenset(profiles)
-    memo = model.__dict__.setdefault(OBJECT_SPANS, [None, {}])
+    memo = model.__dict__.setdefault(OBJECT_READINGS, [None, {}])
     if memo[0] != names:
         memo[:] = [names, {}]
-    known_spans: dict[str, list[tuple[int, int, str]]] = memo[1]
-
-    def spans(text: str) -> list[tuple[int, int, str]]:
-        found = known_spans.get(text)
-        if found is None:
-            found = known_spans[text] = _spans(text, every_name)
-        return found
-
-    # A namespace's name, or one of its people's, in an object no profile owns.
-    for text in shared_texts:
-        for _at, _end, name in spans(text):
-            alone |= people.get(name, set()) | ({name} if name in profiles else set())
+    readings: dict[int, tuple[Mapping[str, Any], tuple[str, ...] | None, tuple]] = memo[1]
+    digests: dict[str, list[bytes]] = {name: [] for name in profiles}
+    for obj in model.objects:
+        if obj.get("kind") in _NOT_READ:
+            continue
+        owner = _owned(obj, profiles)
+        owner_names = own_names[owner] if owner is not None else None
+        known = readings.get(id(obj))
+        if known is not None and known[0] is obj and known[1] == owner_names:
+            reading = known[2]
+        else:
+            reading = _reading(_canonical(obj), every_name, profiles, owner_names)
+            readings[id(obj)] = (obj, owner_names, reading)
+        if owner is None:
+            # A namespace's name, or one of its people's, in an object no profile owns.
+            for name in reading:
+                alone |= people.get(name, set()) | ({name} if name in profiles else set())
+        else:
+            digest, others = reading
+            digests[owner].append(digest)
+            # A namespace of another profile named in a profile's own objects makes both alone (a person named there
+            # contributes there: that does not count).
+            for other in others:
+                alone |= {owner, other}
     # Names that coincide (two emails with one kfam name, say) would not rename back and forth.
     alone |= {name for name, identity in ids.items() if len(set(identity.names())) != len(identity.names())}
-    keys: dict[str, str] = {}
-    distinct_keys: dict[str, str] = {}
+    keys: dict[str, bytes] = {}
     for name in profiles:
-        # The key: the profile's own objects with its names replaced by their places in its identity, and its people's
-        # email domains (which domains may log in or register themselves decides hops). A namespace of another
-        # profile named in them makes both alone (a person named there contributes there: that does not count).
-        places = {found: index for index, found in reversed(list(enumerate(ids[name].names())))}
-        parts: list[str] = ["|".join(person.rpartition("@")[2] for person in ids[name].people), "\n"]
-        for text in own[name]:
-            last = 0
-            for at, end, found in spans(text):
-                if found in places:
-                    parts += [text[last:at], f"\x00{places[found]}\x00"]
-                    last = end
-                elif found in profiles:
-                    alone |= {name, found}
-            parts += [text[last:], "\n"]
-        key = "".join(parts)
-        # Alike profiles' keys are one string: a key is some kilobytes, and there are far fewer classes than profiles.
-        keys[name] = distinct_keys.setdefault(key, key)
-    grouped: dict[str, list[str]] = {}
+        # The key: the profile's own objects with its names replaced by their places in its identity (their digests,
+        # in order), and its people's email domains (which domains may log in or register themselves decides hops).
+        domains = "|".join(person.rpartition("@")[2] for person in ids[name].people)
+        keys[name] = domains.encode("utf-8", "surrogatepass") + b"\n" + b"".join(digests[name])
+    grouped: dict[bytes, list[str]] = {}
     result: list[list[str]] = []
     for name in profiles:
         if name in alone:

@@ -132,17 +132,39 @@ def config_group_yaml(objects: list[dict]) -> str:
     )
 
 
-def yaml_stream_documents(text: str) -> list[Any]:
-    """The documents of a ConfigGroup's `yaml` text: our JSON documents through `json`, any other YAML
-    stream through libyaml. Pure-Python YAML takes seconds over the Kubeflow release; `json` a few ms."""
+def yaml_stream_documents(text: str, decoder: json.JSONDecoder | None = None) -> list[Any]:
+    """The documents of a ConfigGroup's `yaml` text: our JSON documents through `json` (`decoder`, else the
+    standard one), any other YAML stream through libyaml. Pure-Python YAML takes seconds over the Kubeflow
+    release; `json` a few ms."""
+    decode = decoder.decode if decoder is not None else json.loads
     try:
         # A list first: a stream that fails part way must not leave the documents before it behind.
-        return [json.loads(document) for document in text.split(DOCUMENT_SEPARATOR) if document.strip()]
+        return [decode(document) for document in text.split(DOCUMENT_SEPARATOR) if document.strip()]
     except ValueError:
         import yaml
 
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
         return [doc for doc in yaml.load_all(text, Loader=loader) if doc is not None]
+
+
+def sharing_decoder(strings: dict[str, str]) -> json.JSONDecoder:
+    """A JSON decoder whose objects hold one copy of each key and string value (and string in a list), shared through
+    `strings` with every other document it decodes: the profiles' objects repeat the same kinds, names, labels and
+    rules thousands of times over, and a decoder shares only the keys of one document."""
+    share = strings.setdefault
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        found = {}
+        for key, value in items:
+            kind = type(value)
+            if kind is str:
+                value = share(value, value)
+            elif kind is list and value and type(value[0]) is str:
+                value = [share(item, item) if type(item) is str else item for item in value]
+            found[share(key, key)] = value
+        return found
+
+    return json.JSONDecoder(object_pairs_hook=pairs)
 
 
 def objects_from_config_group_inputs(inputs: dict) -> list[dict]:
