@@ -7,12 +7,13 @@ the rounds (peak RSS: the largest).
 
 - floor: a process that only parses the release with libyaml, as `yaml.load_all` with `CSafeLoader` does;
 - dev cold: `make preview` of dev as on a fresh machine: no cache of this project (parsed release, CEL grammar,
-  admission verdicts) and no earlier output;
+  admission verdicts, what earlier previews kept of each ConfigGroup) and no earlier output;
 - dev, prod: `make preview` of each stack run again, nothing changed (every non-cold case runs once unmeasured
   before the rounds: what users run from the second time);
 - N profiles, one changed: `make preview` of dev with N generated profiles (tools/bench_case.py generated_tenancy),
   one profile's contributor role different from the run before (the variant alternates run by run): what a review
-  of a change to one profile previews;
+  of a change to one profile previews (the changed profile's file is written again, as its output differs from the
+  run before; its guardrail findings were kept two runs before, which spares a thousandth of the checks);
 - 1,000 profiles, cold: the same as on a fresh machine, reported beside the others (not a target).
 
 Every preview case also reports its phases, measured inside the process: evaluate (the program under the mock
