@@ -39,11 +39,11 @@ from tools.plan import (
     KNOWN_AFTER_DEPLOY,
     KubernetesObjects,
     build_plan,
+    group_sources,
     image_mirror_lines,
     kubernetes_objects,
     transform_summary,
     unknown_paths,
-    group_sources,
     write_plan_dir,
 )
 
