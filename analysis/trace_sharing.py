@@ -307,14 +307,14 @@ OBJECT_READINGS = "_trace_sharing_readings"
 
 
 def _reading(text: str, every_name: Mapping[str, list[tuple[int, str]]], profiles: Mapping[str, str],
-             owner_names: tuple[str, ...] | None) -> tuple:
-    """What `classes` needs of one object's text: for an object no profile owns, the names standing in it; for a
-    profile's own, a digest of the text with its owner's names replaced by their places in the owner's identity, and
-    the other profiles' namespaces standing in it. The text itself is not kept (at 10,000 profiles, 200 MB)."""
+             places: Mapping[str, int] | None) -> tuple:
+    """What `classes` needs of one object's text: for an object no profile owns (`places` None), the names standing in
+    it; for a profile's own, a digest of the text with its owner's names replaced by their `places` in the owner's
+    identity, and the other profiles' namespaces standing in it. The text itself is not kept (at 10,000 profiles,
+    200 MB)."""
     spans = _spans(text, every_name)
-    if owner_names is None:
+    if places is None:
         return tuple(name for _at, _end, name in spans)
-    places = {found: index for index, found in reversed(list(enumerate(owner_names)))}
     parts: list[str] = []
     others: list[str] = []
     last = 0
@@ -341,6 +341,9 @@ def classes(model: t.MeshModel, alone: Iterable[str] = ()) -> list[list[str]]:
             people.setdefault(_mangled(person), set()).add(name)
     every_name = _by_first_word(set(people) | set(profiles))
     own_names = {name: tuple(ids[name].names()) for name in profiles}
+    # Where each name of a profile's identity stands in it (the first place of a name that repeats).
+    own_places = {name: {found: index for index, found in reversed(list(enumerate(names_)))}
+                  for name, names_ in own_names.items()}
     # What was read of each object, kept on the model while the names looked for are the same: the run-time model
     # shares most objects with the gateway trace's (runtime_trace.model_from_plan hands the readings on).
     names = frozenset(people) | frozenset(profiles)
@@ -358,7 +361,7 @@ def classes(model: t.MeshModel, alone: Iterable[str] = ()) -> list[list[str]]:
         if known is not None and known[0] is obj and known[1] == owner_names:
             reading = known[2]
         else:
-            reading = _reading(_canonical(obj), every_name, profiles, owner_names)
+            reading = _reading(_canonical(obj), every_name, profiles, own_places[owner] if owner is not None else None)
             readings[id(obj)] = (obj, owner_names, reading)
         if owner is None:
             # A namespace's name, or one of its people's, in an object no profile owns.

@@ -15,17 +15,20 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from manifests.release import cache_root
-
+REPO_ROOT = Path(__file__).resolve().parent.parent
 #: Entries kept per kind: the groups of a 10,000-profile stack and then some.
 LIMIT = 50_000
 
 
 def kept_dir() -> Path:
+    from manifests.release import cache_root  # when something is kept: reading the plan needs no release machinery
+
     return cache_root() / "previews"
 
 
@@ -36,6 +39,20 @@ def key(*parts: str | bytes) -> str:
         digest.update(part if isinstance(part, bytes) else part.encode("utf-8", "surrogatepass"))
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def code_digest(modules: Iterable[str]) -> bytes:
+    """A digest of the program's modules (paths from the repository's root) and of Python's version: what a kept
+    result is also a function of."""
+    digest = hashlib.sha256(sys.version.encode())
+    for module in modules:
+        digest.update(b"\0" + module.encode() + b"\0" + (REPO_ROOT / module).read_bytes())
+    return digest.digest()
+
+
+def content_digest(data: bytes) -> str:
+    """A digest of bytes as written (a file's)."""
+    return hashlib.blake2b(data, digest_size=20).hexdigest()
 
 
 class Kept:

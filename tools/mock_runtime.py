@@ -294,7 +294,6 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         )
         return response
 
-
     def _register(self, request):
         """The SDK's MockMonitor.RegisterResource (pulumi/pulumi@v3.272.0 sdk/python/lib/pulumi/runtime/mocks.py:308-334),
         the mocks' answer sent back as `_plain_struct` makes it where it holds only plain values (every answer of these

@@ -32,6 +32,7 @@ from pulumi.runtime import rpc
 from analysis.plan_objects import (
     CONFIG_GROUP, KNOWN_AFTER_DEPLOY, SECRET, KubernetesObject, KubernetesObjects, _safe_file_name, kubernetes_objects,
 )
+from tools.kept import Kept, code_digest, content_digest, key
 from tools.manifest_yaml import ManifestWriter
 from tools.mock_runtime import PROJECT, ProgramRun
 
@@ -558,19 +559,6 @@ _WRITER_MODULES = ("tools/plan.py", "tools/manifest_yaml.py", "analysis/plan_obj
 _WRITER_DIGEST: list[bytes] = []
 
 
-def code_digest(modules: Iterable[str]) -> bytes:
-    """A digest of the program's modules (paths from the repository's root) and of Python's version: what a result
-    kept between previews is also a function of."""
-    import hashlib
-    import sys
-
-    root = Path(__file__).resolve().parent.parent
-    digest = hashlib.sha256(sys.version.encode())
-    for module in modules:
-        digest.update(b"\0" + module.encode() + b"\0" + (root / module).read_bytes())
-    return digest.digest()
-
-
 def _writer_digest() -> bytes:
     if not _WRITER_DIGEST:
         _WRITER_DIGEST.append(code_digest(_WRITER_MODULES))
@@ -580,8 +568,6 @@ def _writer_digest() -> bytes:
 def group_sources(plan: Mapping[str, Any], found: KubernetesObjects) -> dict[str, str]:
     """File name -> the digest of what it is written from, for each file holding the objects of one ConfigGroup (its
     objects, in order, and the file are a function of it: what the preview found in them can be kept by it)."""
-    from tools.kept import key
-
     groups = {r["urn"]: r for r in plan["resources"] if r["type"] == CONFIG_GROUP}
     urns: dict[str, set[str]] = {}
     for obj in found.objects:
@@ -594,12 +580,6 @@ def group_sources(plan: Mapping[str, Any], found: KubernetesObjects) -> dict[str
         sources[name] = key(_writer_digest(), name, group["name"], group["urn"],
                             json.dumps(group["inputs"], sort_keys=True, ensure_ascii=False))
     return sources
-
-
-def _content_digest(data: bytes) -> str:
-    import hashlib
-
-    return hashlib.blake2b(data, digest_size=20).hexdigest()
 
 
 #: Characters gathered from a text's slices before they are encoded and compared or written.
@@ -677,14 +657,12 @@ def write_plan_dir(plan: Mapping[str, Any], directory: Path, found: KubernetesOb
         sources = group_sources(plan, found)
     # A group's file the same group was written to before (tools.kept: the digest of what it wrote), still holding
     # those bytes, is not written out again.
-    from tools.kept import Kept
-
     written_before = Kept("manifests")
     kept = set()
     for name, source in sources.items():
         digest = written_before.get(source)
         try:
-            if digest is not None and _content_digest((manifests / name).read_bytes()) == digest:
+            if digest is not None and content_digest((manifests / name).read_bytes()) == digest:
                 kept.add(name)
         except OSError:
             pass
@@ -697,7 +675,7 @@ def write_plan_dir(plan: Mapping[str, Any], directory: Path, found: KubernetesOb
     for name, text in manifest_texts(found, skip=kept):
         data = _write_if_changed(manifests / name, text)
         if name in sources:
-            written_before.put(sources[name], _content_digest(data))
+            written_before.put(sources[name], content_digest(data))
     written_before.save()
     written.append(manifests)
     _write_if_changed(directory / IMAGES_FILE, "\n".join(image_mirror_lines(plan["outputs"])) + "\n")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -26,6 +25,7 @@ from manifests.namespace import default_namespace_references
 from manifests.mesh import PROFILE_LABELS_KEY, is_profile_labels_config_map
 from manifests.guardrails import GuardrailParams, GuardrailReport, PlannedObject, PlannedResource
 from tools.admission_verdicts import StoredVerdicts, verdicts_dir
+from tools.kept import REPO_ROOT, Kept, code_digest, key
 from tools.plan import (
     CONFIG_GROUP,
     IMAGE_MIRROR_EXPORT,
@@ -33,7 +33,6 @@ from tools.plan import (
     SECRET,
     TRANSFORM_REPORT_EXPORT,
     KubernetesObjects,
-    code_digest,
     image_mirror_pairs,
     kubernetes_objects,
 )
@@ -116,8 +115,7 @@ def _as_planned(value: Any, path: str = "") -> Any:
 def _guardrail_modules() -> list[str]:
     """What the object guardrails' findings are a function of besides the objects and the rules: the rules' code and
     everything it may import (every module of manifests/, whatever it is), and this module."""
-    root = Path(__file__).resolve().parent.parent
-    return sorted(str(path.relative_to(root)) for path in (root / "manifests").glob("*.py")) + ["tools/plan_checks.py"]
+    return sorted(str(path.relative_to(REPO_ROOT)) for path in (REPO_ROOT / "manifests").glob("*.py")) + ["tools/plan_checks.py"]
 
 
 class KeptFindings:
@@ -126,26 +124,25 @@ class KeptFindings:
     check_plan per object."""
 
     def __init__(self, found: KubernetesObjects, sources: Mapping[str, str], rules: Mapping[str, Any]) -> None:
-        from tools.kept import Kept, key
-
         self.kept = Kept("guardrails")
         stamp = code_digest(_guardrail_modules()) + json.dumps(rules, sort_keys=True).encode()
         #: Each object of a group's file: the group's key and the object's index in the file.
         self.places: dict[int, tuple[str, str]] = {}
+        #: Group key -> (what was kept of it: index of an object with findings -> its findings, or None; what is found).
         self.groups: dict[str, Any] = {}
-        counts: dict[str, int] = {}
+        files: dict[str, list[Any]] = {}  # file -> [the group's key, the next object's index]
         for obj in found.objects:
             source = sources.get(obj.file)
             if source is None:
                 continue
-            index = counts.get(obj.file, 0)
-            counts[obj.file] = index + 1
-            group = key(stamp, source)
-            self.places[id(obj.obj)] = (group, str(index))
-            if group not in self.groups:
-                # Index of an object with findings -> its findings; None: not kept (found again).
+            place = files.get(obj.file)
+            if place is None:
+                group = key(stamp, source)
                 kept = self.kept.get(group)
                 self.groups[group] = (kept, {}) if isinstance(kept, dict) else (None, {})
+                place = files[obj.file] = [group, 0]
+            self.places[id(obj.obj)] = (place[0], str(place[1]))
+            place[1] += 1
         self.unkept: set[str] = set()
 
     def __call__(self, each: PlannedObject, check: Callable[[PlannedObject], list[str] | None]) -> list[str] | None:
